@@ -1,0 +1,1 @@
+"""tis-pipeline: the Trading Intelligence System as a Dagster data platform."""

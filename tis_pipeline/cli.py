@@ -1,0 +1,372 @@
+"""The ``tis`` command: the database, the demo, the UI and backfills."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from datetime import date, datetime, timedelta, timezone
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tis_pipeline import db, environment
+from tis_pipeline.db import DatabaseConfigError
+from tis_pipeline.embedded import EmbeddedDatabaseError
+from tis_pipeline.settings import PROJECT_ROOT, settings
+
+# Dagster marks BackfillPolicy and friends beta; the CLI's users need not see that on every command
+warnings.filterwarnings("ignore", message=".*is currently in (beta|preview).*")
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+
+app = typer.Typer(help="tis-pipeline: the Trading Intelligence System on Dagster.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+db_app = typer.Typer(help="The project's PostgreSQL: start, migrate, inspect, stop.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+console = Console()
+err = Console(stderr=True)
+
+SHOWN_TABLES = [
+    "market_data_1m", "market_data_15m", "market_data_1h", "market_data_quarantine", "anomaly_events",
+    "dsi_evidence", "modules", "module_performance", "trading_plans", "trading_plan_approvals",
+    "module_messages", "module_intelligence_sharing", "module_replication_triggers", "module_replications",
+]
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code=1)
+
+
+def _prepared() -> dict[str, str]:
+    try:
+        env = environment.prepare()
+        db.check_reachable(env["TIS_DATABASE_URL"])
+        return env
+    except (DatabaseConfigError, EmbeddedDatabaseError) as exc:
+        _fail(str(exc))
+    raise AssertionError("unreachable")
+
+
+def _migrate(url: str) -> None:
+    from tis_pipeline import migrate
+
+    try:
+        migrate.upgrade(url)
+    except DatabaseConfigError as exc:
+        _fail(str(exc))
+
+
+@db_app.command("up")
+def db_up() -> None:
+    """Start the database (the embedded one when TIS_DATABASE_URL is unset; idempotent) and migrate it."""
+    env = _prepared()
+    _migrate(env["TIS_DATABASE_URL"])
+    console.print(f"database ready at [bold]{db.redacted(env['TIS_DATABASE_URL'])}[/] (schema at head)")
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head", help="Alembic revision to upgrade to.")) -> None:
+    """Migrate the schema up (to head by default)."""
+    from tis_pipeline import migrate
+
+    env = _prepared()
+    try:
+        migrate.upgrade(env["TIS_DATABASE_URL"], revision)
+    except DatabaseConfigError as exc:
+        _fail(str(exc))
+    console.print(f"schema at {migrate.current_revision(env['TIS_DATABASE_URL'])}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: str = typer.Argument("base", help="Alembic revision to go down to.")) -> None:
+    """Migrate the schema down (to base by default: every project table dropped)."""
+    from tis_pipeline import migrate
+
+    env = _prepared()
+    try:
+        migrate.downgrade(env["TIS_DATABASE_URL"], revision)
+    except DatabaseConfigError as exc:
+        _fail(str(exc))
+    console.print(f"schema at {migrate.current_revision(env['TIS_DATABASE_URL']) or 'base (empty)'}")
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Say which database is used, whether it runs, and the schema revision."""
+    from tis_pipeline import embedded, migrate
+
+    configured = os.environ.get("TIS_DATABASE_URL")
+    server = embedded.running()
+    if configured:
+        console.print(f"TIS_DATABASE_URL: {db.redacted(db.normalise_url(configured))}")
+    else:
+        console.print("TIS_DATABASE_URL unset: using the embedded PostgreSQL")
+        if server is None:
+            console.print(f"embedded server: [yellow]not running[/] (data in {embedded.pgdata_dir()}); `tis db up`")
+            return
+        console.print(f"embedded server: running, pid {server.pid}, socket {server.socket_dir}")
+    url = db.normalise_url(configured) if configured else server.url()
+    try:
+        db.check_reachable(url)
+    except DatabaseConfigError as exc:
+        _fail(str(exc))
+    console.print(f"schema revision: {migrate.current_revision(url) or 'none (run `tis db upgrade`)'} "
+                  f"(head is {migrate.head_revision()})")
+
+
+@db_app.command("url")
+def db_url() -> None:
+    """Print the project database's SQLAlchemy URL (starting the embedded server if needed)."""
+    env = _prepared()
+    print(env["TIS_DATABASE_URL"])
+
+
+@db_app.command("stop")
+def db_stop() -> None:
+    """Stop the embedded server (a configured TIS_DATABASE_URL is never touched)."""
+    from tis_pipeline import embedded
+
+    console.print("embedded server stopped" if embedded.stop() else "embedded server was not running")
+
+
+@app.command("env")
+def env_command() -> None:
+    """Print `export` lines for the shell, so that plain `dagster` commands use the same database: eval "$(tis env)"."""
+    env = _prepared()
+    for key, value in env.items():
+        print(f"export {key}='{value}'")
+
+
+def _load_defs():
+    from tis_pipeline.definitions import defs
+
+    return defs
+
+
+def _run_range(selection: str, first: date, last: date, tags: dict[str, str]):
+    """One Dagster run over first..last (inclusive) for the selected assets, on the persistent instance."""
+    import dagster as dg
+
+    defs = _load_defs()
+    keys = dg.AssetSelection.from_string(selection).resolve(defs.resolve_asset_graph())
+    if not keys:
+        _fail(f"the selection {selection!r} matches no asset")
+    job = defs.resolve_job_def("daily_partitioned_job")
+    instance = dg.DagsterInstance.get()
+    return job.execute_in_process(
+        instance=instance,
+        asset_selection=sorted(keys, key=lambda k: k.to_user_string()),
+        raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": os.environ.get("TIS_LOG_LEVEL", "WARNING")}}}},
+        tags={
+            "dagster/asset_partition_range_start": first.isoformat(),
+            "dagster/asset_partition_range_end": last.isoformat(),
+            **tags,
+        },
+    )
+
+
+def _rows_written(result) -> int:
+    rows = 0
+    for event in result.get_asset_materialization_events():
+        mat = event.event_specific_data.materialization
+        if mat.asset_key.to_user_string() == "market_data_1m":
+            value = mat.metadata.get("dagster/row_count")
+            rows += int(value.value) if value is not None else 0
+    return rows
+
+
+def _failure_text(result) -> str:
+    lines = []
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data is not None:
+            error = event.step_failure_data.error
+            lines.append(f"{event.step_key}: {error.message.strip() if error else 'failed'}")
+        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+            evaluation = event.event_specific_data
+            if not evaluation.passed and evaluation.severity.value == "ERROR":
+                lines.append(f"blocking check {evaluation.check_name} on "
+                             f"{evaluation.asset_key.to_user_string()} failed")
+    return "\n".join(lines) or "the run failed"
+
+
+def _run_succeeded(result) -> bool:
+    """A run reads as a success only when it succeeded and no blocking check failed."""
+    if not result.success:
+        return False
+    return all(e.passed for e in result.get_asset_check_evaluations() if e.severity.value == "ERROR")
+
+
+def backfill_range(first: date, last: date, selection: str, chunk_days: int, resume: bool = True) -> tuple[int, int]:
+    """Run first..last in chunks, resuming after the chunks that already succeeded; returns (runs, rows)."""
+    import dagster as dg
+
+    from tis_pipeline.ops.backfill import BACKFILL_TAG, CHUNK_TAG, backfill_id, plan_chunks
+
+    chunks = plan_chunks(first, last, chunk_days)
+    ident = backfill_id(first, last, selection, chunk_days)
+    instance = dg.DagsterInstance.get()
+    done = {
+        run.tags.get(CHUNK_TAG)
+        for run in instance.get_runs(
+            filters=dg.RunsFilter(tags={BACKFILL_TAG: ident}, statuses=[dg.DagsterRunStatus.SUCCESS]))
+        if run.tags.get("tis/checks_passed") != "false"
+    }
+    todo = [c for c in chunks if not resume or c.key not in done]
+    if len(todo) < len(chunks):
+        console.print(f"resuming backfill {ident}: {len(chunks) - len(todo)} of {len(chunks)} chunks already done")
+    total_days = sum(c.days for c in chunks)
+    days_done = total_days - sum(c.days for c in todo)
+    rows_total, started, runs = 0, time.monotonic(), 0
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} days"),
+                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console,
+                  disable=not console.is_terminal and os.environ.get("CI") == "true") as progress:
+        task = progress.add_task(f"backfill {selection}", total=total_days, completed=days_done, rate="")
+        for chunk in todo:
+            result = _run_range(selection, chunk.first, chunk.last, {BACKFILL_TAG: ident, CHUNK_TAG: chunk.key})
+            runs += 1
+            if not _run_succeeded(result):
+                if result.success:
+                    instance.add_run_tags(result.run_id, {"tis/checks_passed": "false"})
+                progress.stop()
+                _fail(f"chunk {chunk.key} failed (run {result.run_id}); {days_done} of {total_days} days done. "
+                      f"Re-run the same command to resume from this chunk.\n{_failure_text(result)}")
+            rows_total += _rows_written(result)
+            days_done += chunk.days
+            rate = rows_total / max(time.monotonic() - started, 1e-9)
+            progress.update(task, completed=days_done, rate=f"{rate:,.0f} rows/s")
+            if not console.is_terminal:
+                console.print(f"chunk {chunk.key}: done ({days_done}/{total_days} days, {rate:,.0f} rows/s)")
+    return runs, rows_total
+
+
+def _parse_day(value: str, name: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        _fail(f"--{name} must be a date like 2024-01-31, not {value!r}")
+    raise AssertionError("unreachable")
+
+
+@app.command("backfill")
+def backfill(
+    start: str = typer.Option(..., help="First partition day, YYYY-MM-DD."),
+    end: str = typer.Option(..., help="Last partition day (inclusive), YYYY-MM-DD."),
+    select: str = typer.Option("*", help="Dagster asset selection, e.g. 'market_data_1m' or 'group:market_data'."),
+    chunk_days: int = typer.Option(None, help="Days per run (default TIS_BACKFILL_CHUNK_DAYS or 31)."),
+) -> None:
+    """Materialize the daily-partitioned assets over a range, as few Dagster runs as the chunk size allows."""
+    first, last = _parse_day(start, "start"), _parse_day(end, "end")
+    if last < first:
+        _fail(f"--end {last} is before --start {first}")
+    env = _prepared()
+    _migrate(env["TIS_DATABASE_URL"])
+    chunk = chunk_days or settings().backfill_chunk_days
+    started = time.monotonic()
+    runs, rows = backfill_range(first, last, select, chunk)
+    elapsed = time.monotonic() - started
+    console.print(f"[green]backfill done[/]: {first}..{last}, {runs} run(s), {rows:,} 1-minute rows in "
+                  f"{elapsed:,.1f} s ({rows / max(elapsed, 1e-9):,.0f} rows/s)")
+
+
+def _demo_range() -> tuple[date, date]:
+    s = settings()
+    yesterday = datetime.now(timezone.utc).date() - timedelta(days=1)
+    if s.market_source != "csv":
+        return yesterday - timedelta(days=2), yesterday
+    from tis_pipeline.market_data import readers
+    from tis_pipeline.market_data.resources import _default_manifest
+
+    infos = readers.scan(s.market_data_dir, manifest_path=str(_default_manifest(
+        __import__("pathlib").Path(s.market_data_dir))), tz=s.market_tz, bar_label=s.bar_label)
+    minute = [i for i in infos if i.error is None and i.interval_seconds == 60 and i.first is not None]
+    if not minute:
+        _fail(f"no 1-minute bar files under {s.market_data_dir}")
+    first = max(min(i.first for i in minute).date(), date.fromisoformat(s.partition_start))
+    last = min(max(i.last for i in minute).date(), yesterday)
+    return first, last
+
+
+def print_counts(url: str) -> None:
+    from tis_pipeline.migrate import project_tables
+
+    existing = set(project_tables(url))
+    counts = db.table_counts(url, [t for t in SHOWN_TABLES if t in existing])
+    table = Table(title="rows per table")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, count in counts.items():
+        table.add_row(name, f"{count:,}")
+    console.print(table)
+
+
+@app.command("demo")
+def demo() -> None:
+    """Start the database, migrate, materialize every asset on the demo range and print what was made."""
+    env = _prepared()
+    _migrate(env["TIS_DATABASE_URL"])
+    s = settings()
+    if s.market_source == "csv":
+        console.print(f"market data: files under [bold]{s.market_data_dir}[/] (TIS_MARKET_DATA_DIR)")
+    else:
+        console.print(f"market data: the synthetic source (seed {s.synthetic_seed}, symbols {', '.join(s.symbols)}); "
+                      "set TIS_MARKET_DATA_DIR=/path/to/bars to load real files")
+    first, last = _demo_range()
+    if first < date.fromisoformat(s.partition_start) or last < first:
+        _fail(f"the data's days {first}..{last} lie outside the partitions (TIS_PARTITION_START={s.partition_start})")
+    console.print(f"materializing {first}..{last} (one run)")
+    backfill_range(first, last, "*", (last - first).days + 1, resume=False)
+    _materialize_unpartitioned()
+    print_counts(env["TIS_DATABASE_URL"])
+    console.print("open the UI: [bold]make dev[/] (or `tis dev`), then http://127.0.0.1:3000")
+
+
+def _materialize_unpartitioned() -> None:
+    """Assets without partitions (the module ecosystem), if any exist yet."""
+    import dagster as dg
+
+    defs = _load_defs()
+    graph = defs.resolve_asset_graph()
+    keys = [k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is None and graph.get(k).is_materializable]
+    if not keys:
+        return
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=dg.DagsterInstance.get(), asset_selection=keys, raise_on_error=False)
+    if not _run_succeeded(result):
+        _fail(_failure_text(result))
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+@app.command("dev")
+def dev(
+    host: str = typer.Option("127.0.0.1", help="Interface to bind; keep 127.0.0.1 unless a proxy authenticates."),
+    port: int = typer.Option(3000, help="Port of the UI."),
+) -> None:
+    """Start the Dagster UI and daemon (`dagster dev`) against the project's database and instance."""
+    env = _prepared()
+    _migrate(env["TIS_DATABASE_URL"])
+    if not _port_free(host, port):
+        _fail(f"port {port} on {host} is in use: stop what uses it or pass --port")
+    console.print(f"Dagster UI on http://{host}:{port} (instance {env['DAGSTER_HOME']})")
+    cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", host, "-p", str(port)]
+    raise typer.Exit(subprocess.call(cmd, cwd=PROJECT_ROOT))
+
+
+if __name__ == "__main__":
+    app()

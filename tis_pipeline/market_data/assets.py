@@ -1,0 +1,123 @@
+"""Market-data assets: 1-minute bars and their 15-minute and 1-hour rollups, one UTC day per partition."""
+
+
+import base64
+
+import dagster as dg
+import pandas as pd
+
+from tis_pipeline.market_data import logic, store
+from tis_pipeline.market_data.partitions import daily_partitions
+from tis_pipeline.market_data.resources import BarSource
+from tis_pipeline.resources import PostgresResource
+from tis_pipeline.settings import settings
+
+
+def window_of(context: dg.AssetExecutionContext) -> tuple[pd.Timestamp, pd.Timestamp]:
+    window = context.partition_time_window
+    return pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")
+
+
+def _preview(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
+    return dg.MetadataValue.md(frame.head(rows).to_markdown(index=False) if len(frame) else "_no rows_")
+
+
+@dg.asset(
+    name="market_data_1m",
+    group_name="market_data",
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    kinds={"postgres", "pandas"},
+)
+def market_data_1m(context: dg.AssetExecutionContext, bars: BarSource, db: PostgresResource) -> dg.MaterializeResult:
+    """One-minute OHLCV bars, one row per (symbol, minute the bar opens), UTC; bad rows go to quarantine."""
+    start, end = window_of(context)
+    read = bars.read(start, end)
+    frame = logic.normalise_bars(read.frame)
+    checked = logic.validate_bars(frame, partition_date=start)
+    shares = logic.quarantine_share_by_day(checked.clean, checked.quarantine)
+    limit = settings().max_quarantine_share
+    over = shares[shares > limit]
+    if len(over):
+        sample = checked.quarantine.head(5)[["source_file", "source_line", "rule"]].to_dict("records")
+        raise dg.Failure(
+            description=(
+                f"{len(over)} partition day(s) have more than {limit:.0%} bad rows "
+                f"({', '.join(f'{d}: {s:.1%}' for d, s in over.items())}); nothing was written. "
+                f"Rules broken: {checked.counts}. First rows: {sample}"
+            ),
+            metadata={"quarantine_by_rule": checked.counts},
+        )
+    with db.begin() as conn:
+        deleted, written = store.replace_bars(conn, "market_data_1m", checked.clean, start, end, read.symbols)
+        quarantined = store.replace_quarantine(conn, checked.quarantine, start, end)
+    facts = logic.summary(checked.clean)
+    volume_missing = int(checked.clean["volume_missing"].sum())
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": written,
+            "rows_replaced": deleted,
+            "symbols": ", ".join(facts["symbols"]),
+            "first_timestamp": facts["first_timestamp"] or "",
+            "last_timestamp": facts["last_timestamp"] or "",
+            "missing_minutes_by_symbol": dg.MetadataValue.json(facts["missing_by_symbol"]),
+            "quarantined_rows": quarantined,
+            "quarantine_by_rule": dg.MetadataValue.json(checked.counts),
+            "rows_without_volume": volume_missing,
+            "source": dg.MetadataValue.json(bars.describe()),
+            "bar_label": bars.bar_label,
+            "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in read.notes) or "_none_"),
+            "skipped_files": dg.MetadataValue.md(
+                "\n".join(f"- `{p}`: {why}" for p, why in read.skipped) or "_none_"),
+            "preview": _preview(checked.clean[logic.BAR_COLUMNS]),
+        }
+    )
+
+
+def _rollup(context: dg.AssetExecutionContext, db: PostgresResource, table: str) -> dg.MaterializeResult:
+    start, end = window_of(context)
+    with db.begin() as conn:
+        written = store.rebuild_rollup(conn, table, start, end)
+        fill = store.bucket_fill(conn, table, start, end)
+        plot_frame = store.read_bars(conn, table, start, min(end, start + pd.Timedelta(days=3)))
+    png = logic.price_volume_png(plot_frame, f"{table} {start.date()}") if len(plot_frame) else b""
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": written,
+            "symbols": ", ".join(sorted(plot_frame["symbol"].unique())) if len(plot_frame) else "",
+            "first_timestamp": plot_frame["timestamp"].min().isoformat() if len(plot_frame) else "",
+            "last_timestamp": plot_frame["timestamp"].max().isoformat() if len(plot_frame) else "",
+            "buckets_by_symbol": dg.MetadataValue.md(fill.to_markdown(index=False) if len(fill) else "_none_"),
+            "partial_buckets": int(fill["partial_buckets"].sum()) if len(fill) else 0,
+            "missing_minutes": int(fill["missing_minutes"].sum()) if len(fill) else 0,
+            "preview": _preview(plot_frame),
+            "plot": dg.MetadataValue.md(
+                f"![{table}](data:image/png;base64,{base64.b64encode(png).decode()})" if png else "_no rows_"),
+        }
+    )
+
+
+@dg.asset(
+    name="market_data_15m",
+    group_name="market_data",
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=["market_data_1m"],
+    kinds={"postgres"},
+)
+def market_data_15m(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
+    """15-minute bars rolled up from market_data_1m: open first, high max, low min, close last, volume sum."""
+    return _rollup(context, db, "market_data_15m")
+
+
+@dg.asset(
+    name="market_data_1h",
+    group_name="market_data",
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=["market_data_1m"],
+    kinds={"postgres"},
+)
+def market_data_1h(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
+    """1-hour bars rolled up from market_data_1m: open first, high max, low min, close last, volume sum."""
+    return _rollup(context, db, "market_data_1h")

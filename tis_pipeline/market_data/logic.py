@@ -1,0 +1,223 @@
+"""Pure logic of the market-data domain: normalise, validate, measure gaps, summarise. No Dagster, no database.
+
+Bars follow the seed's convention: ``timestamp`` is the UTC minute a bar opens; a bar is known from
+``timestamp + 1 minute``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+BAR_COLUMNS = ["symbol", "timestamp", "open", "high", "low", "close", "volume"]
+PRICE_COLUMNS = ["open", "high", "low", "close"]
+SYMBOL_PATTERN = r"^[A-Za-z0-9._/:-]{1,20}$"
+# numeric(20,8) holds |x| < 10^12
+NUMERIC_20_8_LIMIT = 1e12
+
+# Error rules applied on ingest, in the order a row is judged: a row is quarantined under the first it breaks.
+QUARANTINE_RULES = (
+    "symbol_invalid",
+    "timestamp_invalid",
+    "value_missing",
+    "value_out_of_range",
+    "prices_positive",
+    "volume_nonnegative",
+    "high_bounds",
+    "low_bounds",
+    "on_minute",
+    "not_future",
+    "duplicate_row",
+    "conflicting_duplicate",
+)
+
+RULE_MESSAGES = {
+    "symbol_invalid": "symbol is empty, longer than 20 characters or has characters outside [A-Za-z0-9._/:-]",
+    "timestamp_invalid": "timestamp could not be parsed",
+    "value_missing": "open, high, low, close or volume is missing or not a number",
+    "value_out_of_range": "a value does not fit numeric(20,8) (|x| >= 1e12)",
+    "prices_positive": "a price is zero or negative",
+    "volume_nonnegative": "volume is negative",
+    "high_bounds": "high is below open, close or low",
+    "low_bounds": "low is above open or close",
+    "on_minute": "timestamp is not on the minute",
+    "not_future": "timestamp is later than now + 1 minute",
+    "duplicate_row": "an identical row for this symbol and minute came earlier",
+    "conflicting_duplicate": "the same symbol and minute appear with different values",
+}
+
+
+def normalise_bars(frame: pd.DataFrame) -> pd.DataFrame:
+    """Types, UTC, upper-case symbols, sorted by (symbol, timestamp, source order).
+
+    Input: at least ``BAR_COLUMNS``; optional ``source_file``, ``source_line``, ``raw``, ``volume_missing``.
+    Output: the same columns with float64 prices and volume, ``timestamp`` as datetime64[us, UTC].
+    """
+    out = frame.copy()
+    for column, default in (("source_file", "synthetic"), ("source_line", 0), ("raw", None),
+                            ("volume_missing", False)):
+        if column not in out.columns:
+            out[column] = default
+    out["symbol"] = out["symbol"].astype("string").str.strip().str.upper()
+    out["timestamp"] = pd.to_datetime(out["timestamp"], utc=True).astype("datetime64[us, UTC]")
+    for column in PRICE_COLUMNS + ["volume"]:
+        out[column] = pd.to_numeric(out[column], errors="coerce").astype("float64")
+    out["source_line"] = out["source_line"].fillna(0).astype("int64")
+    out = out.sort_values(["symbol", "timestamp", "source_file", "source_line"], kind="stable")
+    return out.reset_index(drop=True)
+
+
+@dataclass
+class Validated:
+    clean: pd.DataFrame          # BAR_COLUMNS + volume_missing, safe to write
+    quarantine: pd.DataFrame     # quarantine table rows
+    counts: dict[str, int]       # rule -> rows quarantined
+
+
+def rule_masks(frame: pd.DataFrame, now: pd.Timestamp) -> dict[str, np.ndarray]:
+    """One boolean mask per quarantine rule (True = the row breaks it), vectorised over the frame."""
+    prices = frame[PRICE_COLUMNS].to_numpy(dtype="float64")
+    volume = frame["volume"].to_numpy(dtype="float64")
+    o, h, low, c = prices.T
+    with np.errstate(invalid="ignore"):
+        symbol_ok = frame["symbol"].fillna("").str.fullmatch(SYMBOL_PATTERN).fillna(False).to_numpy(bool)
+        ts = frame["timestamp"]
+        masks = {
+            "symbol_invalid": ~symbol_ok,
+            "timestamp_invalid": ts.isna().to_numpy(),
+            "value_missing": np.isnan(prices).any(axis=1) | np.isnan(volume),
+            "value_out_of_range": (np.abs(prices) >= NUMERIC_20_8_LIMIT).any(axis=1)
+            | (np.abs(volume) >= NUMERIC_20_8_LIMIT),
+            "prices_positive": (prices <= 0).any(axis=1),
+            "volume_nonnegative": volume < 0,
+            "high_bounds": (h < o) | (h < c) | (h < low),
+            "low_bounds": (low > o) | (low > c),
+            "on_minute": (ts.dt.floor("min") != ts).fillna(False).to_numpy(bool),
+            "not_future": (ts > now + pd.Timedelta(minutes=1)).fillna(False).to_numpy(bool),
+        }
+    key = frame[["symbol", "timestamp"]]
+    values = frame[BAR_COLUMNS]
+    dup_key = key.duplicated(keep=False).to_numpy()
+    same_values_seen = values.duplicated(keep="first").to_numpy()
+    # a key whose rows do not all carry the same values cannot be resolved: all of its rows are quarantined
+    distinct_per_key = values[dup_key].drop_duplicates().groupby(["symbol", "timestamp"], dropna=False).size()
+    conflicting_keys = distinct_per_key[distinct_per_key > 1].index
+    conflicting = dup_key & pd.MultiIndex.from_frame(key).isin(conflicting_keys)
+    masks["duplicate_row"] = dup_key & same_values_seen & ~conflicting
+    masks["conflicting_duplicate"] = conflicting
+    return masks
+
+
+def validate_bars(frame: pd.DataFrame, *, now: pd.Timestamp | None = None,
+                  partition_date: pd.Timestamp | None = None) -> Validated:
+    """Split normalised bars into clean rows and quarantine rows (each bad row once, under its first rule)."""
+    now = now if now is not None else pd.Timestamp.now(tz="UTC")
+    masks = rule_masks(frame, now)
+    assigned = np.full(len(frame), "", dtype=object)
+    for rule in QUARANTINE_RULES:
+        hit = masks[rule] & (assigned == "")
+        assigned[hit] = rule
+    bad = assigned != ""
+    clean = frame.loc[~bad, BAR_COLUMNS + ["volume_missing"]].reset_index(drop=True)
+    rejected = frame.loc[bad]
+    quarantine = pd.DataFrame(
+        {
+            "partition_date": (
+                rejected["timestamp"].dt.tz_convert("UTC").dt.date
+                if partition_date is None
+                else rejected["timestamp"].dt.tz_convert("UTC").dt.date.fillna(partition_date.date())
+            ),
+            "source_file": rejected["source_file"].astype(str),
+            "source_line": rejected["source_line"],
+            "symbol": rejected["symbol"].astype("object"),
+            "timestamp": rejected["timestamp"],
+            "raw_values": [_raw_json(r) for r in rejected.itertuples(index=False)],
+            "rule": assigned[bad],
+        }
+    ).reset_index(drop=True)
+    quarantine["message"] = quarantine["rule"].map(RULE_MESSAGES)
+    counts = {rule: int((assigned == rule).sum()) for rule in QUARANTINE_RULES if (assigned == rule).any()}
+    return Validated(clean=clean, quarantine=quarantine, counts=counts)
+
+
+def _raw_json(row) -> str:
+    """The rejected row as JSON: the original text where the reader kept it, else the parsed values."""
+    values = {c: getattr(row, c) for c in BAR_COLUMNS}
+    values["timestamp"] = None if pd.isna(values["timestamp"]) else values["timestamp"].isoformat()
+    for c in PRICE_COLUMNS + ["volume"]:
+        values[c] = None if pd.isna(values[c]) else float(values[c])
+    values["symbol"] = None if pd.isna(values["symbol"]) else str(values["symbol"])
+    raw = getattr(row, "raw", None)
+    if isinstance(raw, str):
+        values["raw"] = raw
+    return json.dumps(values, allow_nan=False, default=str)
+
+
+def quarantine_share_by_day(clean: pd.DataFrame, quarantine: pd.DataFrame) -> pd.Series:
+    """Share of quarantined rows among all rows of each partition day."""
+    good = clean["timestamp"].dt.tz_convert("UTC").dt.date.value_counts()
+    bad = quarantine["partition_date"].value_counts()
+    total = good.add(bad, fill_value=0)
+    return bad.reindex(total.index, fill_value=0).div(total).sort_index()
+
+
+def missing_minutes(frame: pd.DataFrame, interval: str = "1min") -> pd.DataFrame:
+    """Per symbol and UTC day: bars present and intervals missing between the day's first and last bar.
+
+    Output columns: symbol, day, bars, missing. Gaps are counted, never filled.
+    """
+    if frame.empty:
+        return pd.DataFrame(columns=["symbol", "day", "bars", "missing"])
+    step = pd.Timedelta(interval)
+    grouped = frame.assign(day=frame["timestamp"].dt.tz_convert("UTC").dt.floor("D")).groupby(
+        ["symbol", "day"], observed=True
+    )["timestamp"]
+    stats = grouped.agg(["min", "max", "size"]).reset_index()
+    expected = ((stats["max"] - stats["min"]) / step).astype("int64") + 1
+    stats["missing"] = (expected - stats["size"]).astype("int64")
+    return stats.rename(columns={"size": "bars"})[["symbol", "day", "bars", "missing"]]
+
+
+def summary(frame: pd.DataFrame, interval: str = "1min") -> dict:
+    """Plain-Python facts of a written frame for run metadata (row count, symbols, first/last, gaps)."""
+    if frame.empty:
+        return {"rows": 0, "symbols": [], "first_timestamp": None, "last_timestamp": None,
+                "missing_by_symbol": {}}
+    gaps = missing_minutes(frame, interval).groupby("symbol", observed=True)["missing"].sum()
+    return {
+        "rows": int(len(frame)),
+        "symbols": sorted(frame["symbol"].astype(str).unique().tolist()),
+        "first_timestamp": frame["timestamp"].min().isoformat(),
+        "last_timestamp": frame["timestamp"].max().isoformat(),
+        "missing_by_symbol": {str(k): int(v) for k, v in gaps.items()},
+    }
+
+
+def price_volume_png(frame: pd.DataFrame, title: str, max_symbols: int = 4) -> bytes:
+    """A PNG of close and volume per symbol (first ``max_symbols``), for the UI."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_price, ax_volume) = plt.subplots(2, 1, figsize=(8, 4.5), sharex=True,
+                                              gridspec_kw={"height_ratios": [3, 1]})
+    for symbol in sorted(frame["symbol"].astype(str).unique())[:max_symbols]:
+        part = frame[frame["symbol"] == symbol]
+        base = part["close"].iloc[0] if len(part) else 1.0
+        ax_price.plot(part["timestamp"], part["close"] / base * 100, label=symbol, linewidth=0.8)
+        ax_volume.plot(part["timestamp"], part["volume"], linewidth=0.6)
+    ax_price.set_ylabel("close (first = 100)")
+    ax_volume.set_ylabel("volume")
+    ax_price.set_title(title)
+    ax_price.legend(loc="upper left", fontsize=7)
+    fig.autofmt_xdate()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()

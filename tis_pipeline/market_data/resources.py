@@ -1,0 +1,70 @@
+"""Where bars come from: files under a directory, or the deterministic synthetic source."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from tis_pipeline.settings import settings, tis_home
+
+
+@dataclass
+class SourceRead:
+    frame: pd.DataFrame
+    symbols: list[str]                      # every symbol the source has (the rows replaced per window)
+    notes: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+class BarSource(dg.ConfigurableResource):
+    """1-minute bars from ``TIS_MARKET_SOURCE`` (``csv`` over ``TIS_MARKET_DATA_DIR``, or ``synthetic``)."""
+
+    source: str = Field(default_factory=lambda: settings().market_source)
+    data_dir: str | None = Field(default_factory=lambda: settings().market_data_dir)
+    tz: str = Field(default_factory=lambda: settings().market_tz)
+    bar_label: str = Field(default_factory=lambda: settings().bar_label)
+    symbols: list[str] = Field(default_factory=lambda: list(settings().symbols))
+    seed: int = Field(default_factory=lambda: settings().synthetic_seed)
+    manifest_path: str | None = None
+
+    def describe(self) -> dict:
+        if self.source == "synthetic":
+            return {"source": "synthetic", "seed": self.seed, "symbols": ", ".join(self.symbols)}
+        return {"source": self.source, "data_dir": str(self.data_dir), "timezone_for_naive": self.tz,
+                "bar_label": self.bar_label}
+
+    def read(self, start: pd.Timestamp, end: pd.Timestamp) -> SourceRead:
+        if self.source == "synthetic":
+            from tis_pipeline.market_data import synthetic
+
+            return SourceRead(frame=synthetic.bars(start, end, self.symbols, self.seed), symbols=list(self.symbols))
+        if self.source != "csv":
+            raise dg.Failure(f"TIS_MARKET_SOURCE={self.source!r} is not a source: use 'csv' or 'synthetic'")
+        if not self.data_dir or not Path(self.data_dir).is_dir():
+            raise dg.Failure(f"TIS_MARKET_DATA_DIR={self.data_dir!r} is not a directory")
+        from tis_pipeline.market_data import readers
+
+        manifest = self.manifest_path or str(_default_manifest(Path(self.data_dir)))
+        try:
+            infos = readers.scan(self.data_dir, manifest_path=manifest, tz=self.tz, bar_label=self.bar_label)
+            result = readers.read_bars(self.data_dir, start, end, manifest_path=manifest, tz=self.tz,
+                                       bar_label=self.bar_label)
+        except readers.BarFileError as exc:
+            raise dg.Failure(description=f"cannot read bar file: {exc}") from exc
+        symbols = sorted({s.upper() for info in infos if info.error is None and info.interval_seconds == 60
+                          for s in info.symbols} | set(result.frame["symbol"].astype(str).str.upper()))
+        return SourceRead(frame=result.frame, symbols=symbols, notes=list(result.notes),
+                          skipped=list(result.skipped))
+
+
+def _default_manifest(data_dir: Path) -> Path:
+    import hashlib
+
+    key = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:16]
+    path = tis_home() / "manifests" / f"{key}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,136 @@
+"""SQL of the market-data domain, behind small functions named for what they do to the data.
+
+Table names come from the fixed set below, never from input; every value is a bound parameter.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import sqlalchemy as sa
+
+from tis_pipeline.db import copy_frame, fetch_frame, raw_connection
+
+BAR_TABLES = {"market_data_1m": "1 minute", "market_data_15m": "15 minutes", "market_data_1h": "1 hour"}
+BAR_WRITE_COLUMNS = ["symbol", "timestamp", "open", "high", "low", "close", "volume"]
+QUARANTINE_COLUMNS = ["partition_date", "source_file", "source_line", "symbol", "timestamp", "raw_values",
+                      "rule", "message"]
+# date_bin's origin: any Monday 00:00 UTC keeps 15-minute and hourly buckets on the clock
+_BIN_ORIGIN = "2000-01-03 00:00:00+00"
+
+
+def _bar_table(table: str) -> str:
+    if table not in BAR_TABLES:
+        raise ValueError(f"not a bar table: {table!r}")
+    return table
+
+
+def replace_bars(conn: sa.Connection, table: str, frame: pd.DataFrame, start: pd.Timestamp,
+                 end: pd.Timestamp, symbols: list[str]) -> tuple[int, int]:
+    """Replace the window's rows of ``symbols`` by ``frame``; returns (rows deleted, rows written).
+
+    Runs inside the caller's transaction, so readers see the old window or the new one, never half.
+    The rows go straight into the table by COPY after the DELETE: the validated frame has unique keys, and a
+    staging copy would only write every row twice.
+    """
+    table = _bar_table(table)
+    deleted = conn.execute(
+        sa.text(f'DELETE FROM {table} WHERE "timestamp" >= :start AND "timestamp" < :end '
+                "AND symbol = ANY(:symbols)"),
+        {"start": start, "end": end, "symbols": list(symbols)},
+    ).rowcount
+    written = copy_frame(raw_connection(conn), table, frame, BAR_WRITE_COLUMNS)
+    return deleted, written
+
+
+def replace_quarantine(conn: sa.Connection, frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> int:
+    """Replace the quarantine rows of the window's partition days (re-ingesting leaves no duplicates)."""
+    conn.execute(
+        sa.text("DELETE FROM market_data_quarantine WHERE partition_date >= :start AND partition_date < :end"),
+        {"start": start.date(), "end": end.date()},
+    )
+    return copy_frame(raw_connection(conn), "market_data_quarantine", frame, QUARANTINE_COLUMNS)
+
+
+def rebuild_rollup(conn: sa.Connection, target: str, start: pd.Timestamp, end: pd.Timestamp) -> int:
+    """Recompute ``target`` from market_data_1m over [start, end) with set-based SQL; returns rows written.
+
+    open = first, high = max, low = min, close = last, volume = sum per symbol and bucket; a bucket exists
+    only where 1-minute bars do (no forward fill). First and last are found as min/max(timestamp) in the
+    GROUP BY and joined back on the primary key, which is several times faster than array_agg(... ORDER BY).
+    mx_evidence is the bucket's mean 1-minute evidence, mx_confirm true when any minute confirmed.
+    """
+    target = _bar_table(target)
+    if target == "market_data_1m":
+        raise ValueError("market_data_1m is the source, not a rollup")
+    width = BAR_TABLES[target]
+    conn.execute(sa.text(f'DELETE FROM {target} WHERE "timestamp" >= :start AND "timestamp" < :end'),
+                 {"start": start, "end": end})
+    result = conn.execute(
+        sa.text(
+            f"""
+            INSERT INTO {target} (symbol, "timestamp", open, high, low, close, volume, mx_evidence, mx_confirm)
+            SELECT b.symbol, b.bucket, o.open, b.high, b.low, c.close, b.volume, b.evidence, b.confirm
+            FROM (
+                SELECT symbol,
+                       date_bin(INTERVAL '{width}', "timestamp", TIMESTAMPTZ '{_BIN_ORIGIN}') AS bucket,
+                       min("timestamp") AS first_ts, max("timestamp") AS last_ts,
+                       max(high) AS high, min(low) AS low, sum(volume) AS volume,
+                       round(avg(mx_evidence), 2) AS evidence, bool_or(mx_confirm) AS confirm
+                FROM market_data_1m
+                WHERE "timestamp" >= :start AND "timestamp" < :end
+                GROUP BY 1, 2
+            ) b
+            JOIN market_data_1m o ON o.symbol = b.symbol AND o."timestamp" = b.first_ts
+            JOIN market_data_1m c ON c.symbol = b.symbol AND c."timestamp" = b.last_ts
+            """
+        ),
+        {"start": start, "end": end},
+    )
+    return result.rowcount
+
+
+def read_bars(conn: sa.Connection, table: str, start: pd.Timestamp, end: pd.Timestamp,
+              columns: tuple[str, ...] = ("symbol", "timestamp", "open", "high", "low", "close", "volume"),
+              ) -> pd.DataFrame:
+    """The window's bars, sorted by (symbol, timestamp), through COPY TO STDOUT (floats, UTC timestamps)."""
+    table = _bar_table(table)
+    allowed = {"symbol", "timestamp", "open", "high", "low", "close", "volume", "mx_evidence", "mx_confirm"}
+    if not set(columns) <= allowed:
+        raise ValueError(f"unknown columns {set(columns) - allowed}")
+    select = ", ".join(f'"{c}"' if c in ("symbol", "timestamp", "mx_confirm") else f'"{c}"::float8 AS "{c}"'
+                       for c in columns)
+    frame = fetch_frame(
+        conn,
+        f'SELECT {select} FROM {table} WHERE "timestamp" >= %(start)s AND "timestamp" < %(end)s '
+        'ORDER BY symbol, "timestamp"',
+        {"start": start.to_pydatetime(), "end": end.to_pydatetime()},
+    )
+    if frame.empty:
+        return pd.DataFrame({c: pd.Series(dtype="float64") for c in columns}).assign(
+            symbol=pd.Series(dtype="string"), timestamp=pd.Series(dtype="datetime64[us, UTC]"))[list(columns)]
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    frame["symbol"] = frame["symbol"].astype(str)
+    return frame
+
+
+def bucket_fill(conn: sa.Connection, target: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """Per symbol: buckets written and buckets with fewer 1-minute bars than their width (gaps inside)."""
+    target = _bar_table(target)
+    minutes = {"market_data_15m": 15, "market_data_1h": 60}[target]
+    width = BAR_TABLES[target]
+    return pd.DataFrame(
+        conn.execute(
+            sa.text(
+                f"""
+                SELECT symbol, count(*) AS buckets,
+                       count(*) FILTER (WHERE n < {minutes}) AS partial_buckets,
+                       sum({minutes} - n) AS missing_minutes
+                FROM (SELECT symbol, date_bin(INTERVAL '{width}', "timestamp", TIMESTAMPTZ '{_BIN_ORIGIN}') b,
+                             count(*) n
+                      FROM market_data_1m WHERE "timestamp" >= :start AND "timestamp" < :end GROUP BY 1, 2) x
+                GROUP BY symbol ORDER BY symbol
+                """
+            ),
+            {"start": start, "end": end},
+        ).mappings().all()
+    )

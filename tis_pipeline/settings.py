@@ -1,0 +1,50 @@
+"""Non-secret configuration read from the environment, in one place.
+
+Secrets (the database URL) are read by the resources through ``dg.EnvVar``; this module only holds knobs
+whose defaults are part of the project's contract, so that the README's table of variables has one source.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name)
+    return default if value is None or value == "" else value
+
+
+def tis_home() -> Path:
+    """Where the embedded database, Dagster's home and the archives live (git-ignored)."""
+    return Path(_env("TIS_HOME", str(PROJECT_ROOT / ".tis"))).resolve()
+
+
+@dataclass(frozen=True)
+class Settings:
+    partition_start: str = field(default_factory=lambda: _env("TIS_PARTITION_START", "2015-01-01"))
+    market_data_dir: str | None = field(default_factory=lambda: os.environ.get("TIS_MARKET_DATA_DIR") or None)
+    market_tz: str = field(default_factory=lambda: _env("TIS_MARKET_TZ", "UTC"))
+    bar_label: str = field(default_factory=lambda: _env("TIS_MARKET_BAR_LABEL", "open"))
+    symbols: tuple[str, ...] = field(
+        default_factory=lambda: tuple(
+            s.strip().upper() for s in _env("TIS_SYMBOLS", "BTCUSD,ETHUSD,SPY,EURUSD,AAPL").split(",") if s.strip()
+        )
+    )
+    synthetic_seed: int = field(default_factory=lambda: int(_env("TIS_SYNTHETIC_SEED", "42")))
+    max_quarantine_share: float = field(default_factory=lambda: float(_env("TIS_MAX_QUARANTINE_SHARE", "0.05")))
+    backfill_chunk_days: int = field(default_factory=lambda: int(_env("TIS_BACKFILL_CHUNK_DAYS", "31")))
+
+    @property
+    def market_source(self) -> str:
+        explicit = os.environ.get("TIS_MARKET_SOURCE")
+        if explicit:
+            return explicit.lower()
+        return "csv" if self.market_data_dir else "synthetic"
+
+
+def settings() -> Settings:
+    return Settings()
