@@ -1,0 +1,357 @@
+"""The fast evaluator: the registry's rules as boolean masks over a pandas DataFrame (no GE, no Dagster).
+
+Ingest calls ``failing_mask(frame, rule)`` / ``evaluate_frame(frame, table)`` to quarantine failing rows before
+they reach PostgreSQL; ``quality.ge`` evaluates the same rules through Great Expectations, and a test proves
+the two agree on the same frames.
+
+Rules that look at a series rather than a row (stale closes, gaps, jumps, rollups) are computed here as
+*derived values* per row (a run length, the missing minutes before a bar, a jump threshold, the rollup of the
+source bars). Great Expectations has no expectation for "a run of equal values" on pandas, so ``quality.ge``
+hands it these same derived columns and lets an ordinary expectation judge them.
+
+Input conventions: ``timestamp`` is UTC (naive values are read as UTC), numeric columns are numeric dtypes,
+and series rules look at consecutive bars of one symbol inside the frame only (a run, gap or jump that
+straddles the frame's edge is seen from its inside part).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from tis_pipeline.quality.report import (
+    RuleResult,
+    SymbolDayIndex,
+    ValidationReport,
+    rule_result,
+    skipped_result,
+    timestamp_span,
+    timestamps_ns,
+)
+from tis_pipeline.quality.rules import OHLCV, Rule, rules_for
+
+NS_PER_MINUTE = 60 * 10**9
+
+
+class Context:
+    """What a rule may need besides the frame: the clock and, for rollups, the source frames."""
+
+    def __init__(self, now: pd.Timestamp | None = None, sources: Mapping[str, pd.DataFrame] | None = None):
+        now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
+        self.now = now.tz_localize("UTC") if now.tzinfo is None else now.tz_convert("UTC")
+        self.sources = dict(sources or {})
+
+    def latest_allowed(self, rule: Rule) -> pd.Timestamp:
+        return self.now + pd.Timedelta(minutes=rule.params["tolerance_minutes"])
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _numeric(frame: pd.DataFrame, column: str) -> np.ndarray:
+    s = frame[column]
+    if not pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype):
+        s = pd.to_numeric(s)
+    return s.to_numpy(dtype="float64", na_value=np.nan)
+
+
+def missing_reason(frame: pd.DataFrame, rule: Rule, ctx: Context | None = None) -> str | None:
+    """Why ``rule`` cannot be evaluated on ``frame`` (None when it can)."""
+    absent = [c for c in rule.columns if c not in frame.columns]
+    if absent:
+        return f"column(s) {', '.join(absent)} not in the frame"
+    if rule.kind == "rollup_consistent" and (ctx is None or rule.params["source"] not in ctx.sources):
+        return f"source frame {rule.params['source']} not given (pass sources={{'{rule.params['source']}': ...}})"
+    return None
+
+
+class _Series:
+    """Rows of valid (symbol, timestamp) sorted by symbol then time; positions refer to the frame."""
+
+    def __init__(self, frame: pd.DataFrame):
+        codes, _ = pd.factorize(frame["symbol"], use_na_sentinel=True)
+        ts, nat = timestamps_ns(frame["timestamp"])
+        valid = np.flatnonzero((codes >= 0) & ~nat)
+        self.order = valid[np.lexsort((ts[valid], codes[valid]))]
+        self.codes = codes[self.order]
+        self.ts = ts[self.order]
+        self.n = len(frame)
+        # True where the previous sorted row is the same symbol
+        self.same_prev = np.zeros(len(self.order), dtype=bool)
+        self.same_prev[1:] = self.codes[1:] == self.codes[:-1]
+        self.starts = np.flatnonzero(~self.same_prev)
+        self.ends = np.append(self.starts[1:], len(self.order))
+
+    def scatter(self, sorted_values: np.ndarray) -> np.ndarray:
+        out = np.full(self.n, np.nan)
+        out[self.order] = sorted_values
+        return out
+
+
+def _series(frame: pd.DataFrame, cache: dict) -> _Series:
+    if "series" not in cache:
+        cache["series"] = _Series(frame)
+    return cache["series"]
+
+
+# ------------------------------------------------------------------------------------------ derived values
+
+
+def derived_values(frame: pd.DataFrame, rule: Rule, ctx: Context, cache: dict | None = None) -> dict[str, np.ndarray]:
+    """Per-row values a rule judges beyond the raw columns (positional float arrays, NaN = not judged).
+
+    Both evaluators use these; the column names become the failing-row sample's extra columns.
+    """
+    cache = {} if cache is None else cache
+    kind, p = rule.kind, rule.params
+    if kind == "ohlc_high":
+        high, *others = rule.columns
+        with np.errstate(all="ignore"):
+            floor = np.fmax.reduce([_numeric(frame, c) for c in others])
+        return {"max_of_others": floor}
+    if kind == "ohlc_low":
+        low, *others = rule.columns
+        return {"min_of_others": np.fmin.reduce([_numeric(frame, c) for c in others])}
+    if kind in ("positive", "nonnegative") and len(rule.columns) > 1:
+        return {"min_value": np.fmin.reduce([_numeric(frame, c) for c in rule.columns])}
+    if kind == "on_minute":
+        ts, nat = timestamps_ns(frame["timestamp"])
+        offset = (ts % (p["minutes"] * NS_PER_MINUTE)).astype("float64")
+        offset[nat] = np.nan
+        return {"ns_past_boundary": offset}
+    if kind == "stale_series":
+        return {"run_length": _run_lengths(frame, _series(frame, cache), p)}
+    if kind == "gaps":
+        return {"missing_minutes": _missing_minutes(frame, _series(frame, cache), p)}
+    if kind == "price_jump":
+        abs_ret, threshold = _jumps(frame, _series(frame, cache), p)
+        return {"abs_log_return": abs_ret, "jump_threshold": threshold}
+    if kind == "rollup_consistent":
+        return _rollup_comparison(frame, ctx.sources[p["source"]], p)
+    return {}
+
+
+def _run_lengths(frame: pd.DataFrame, s: _Series, p: Mapping) -> np.ndarray:
+    close = _numeric(frame, "close")[s.order]
+    if len(close) == 0:
+        return s.scatter(close)
+    new_run = np.ones(len(close), dtype=bool)
+    new_run[1:] = (
+        ~s.same_prev[1:]
+        | (np.diff(s.ts) != NS_PER_MINUTE)
+        | (close[1:] != close[:-1])
+        | np.isnan(close[1:])
+    )
+    run_id = np.cumsum(new_run) - 1
+    lengths = np.bincount(run_id)[run_id].astype("float64")
+    lengths[np.isnan(close)] = np.nan
+    return s.scatter(lengths)
+
+
+def _missing_minutes(frame: pd.DataFrame, s: _Series, p: Mapping) -> np.ndarray:
+    step = p["minutes"] * NS_PER_MINUTE
+    out = np.full(len(s.order), np.nan)
+    if len(out) > 1:
+        delta = np.diff(s.ts)
+        missing = (delta // step - 1).clip(min=0).astype("float64")
+        missing[delta > p["session_break_minutes"] * NS_PER_MINUTE] = 0.0
+        out[1:] = np.where(s.same_prev[1:], missing, np.nan)
+    return s.scatter(out)
+
+
+def _jumps(frame: pd.DataFrame, s: _Series, p: Mapping) -> tuple[np.ndarray, np.ndarray]:
+    close = _numeric(frame, "close")[s.order]
+    with np.errstate(all="ignore"):
+        log_close = np.log(np.where(close > 0, close, np.nan))
+    ret = np.full(len(close), np.nan)
+    if len(close) > 1:
+        ret[1:] = np.where(s.same_prev[1:], np.diff(log_close), np.nan)
+    threshold = np.full(len(close), np.nan)
+    window, min_periods = int(p["window"]), int(p["min_periods"])
+    for start, end in zip(s.starts, s.ends, strict=True):
+        r = pd.Series(ret[start:end])
+        past = r.shift(1)
+        center = past.rolling(window, min_periods=min_periods).median()
+        mad = (past - center.shift(1)).abs().rolling(window, min_periods=min_periods).median()
+        threshold[start:end] = np.fmax(p["k"] * mad.to_numpy(), p["min_abs_log_return"])
+        threshold[start:end][mad.isna().to_numpy()] = np.nan
+    return s.scatter(np.abs(ret)), s.scatter(threshold)
+
+
+def rollup_bars(source: pd.DataFrame, minutes: int) -> pd.DataFrame:
+    """The ``minutes`` rollup of 1-minute bars, labelled by the bucket's open (UTC).
+
+    Input columns: symbol, timestamp, open, high, low, close, volume. Output: the same columns plus
+    ``source_bars`` (how many 1-minute bars the bucket holds), one row per (symbol, bucket), sorted.
+    """
+    ts = source["timestamp"]
+    if not isinstance(ts.dtype, pd.DatetimeTZDtype):
+        ts = pd.to_datetime(ts, utc=True)
+    work = pd.DataFrame({"symbol": source["symbol"].to_numpy(), "timestamp": ts.to_numpy()})
+    for col in OHLCV:
+        work[col] = _numeric(source, col)
+    work["bucket"] = work["timestamp"].dt.floor(f"{minutes}min")
+    work = work.sort_values(["symbol", "timestamp"], kind="stable")
+    grouped = work.groupby(["symbol", "bucket"], sort=True, observed=True)
+    out = grouped.agg(
+        open=("open", "first"),
+        high=("high", "max"),
+        low=("low", "min"),
+        close=("close", "last"),
+        volume=("volume", "sum"),
+        source_bars=("open", "size"),
+    ).reset_index().rename(columns={"bucket": "timestamp"})
+    return out[["symbol", "timestamp", *OHLCV, "source_bars"]]
+
+
+def _rollup_comparison(frame: pd.DataFrame, source: pd.DataFrame, p: Mapping) -> dict[str, np.ndarray]:
+    expected = rollup_bars(source, int(p["minutes"]))
+    ts = frame["timestamp"]
+    if not isinstance(ts.dtype, pd.DatetimeTZDtype):
+        ts = pd.to_datetime(ts, utc=True)
+    keys = pd.DataFrame({"symbol": frame["symbol"].to_numpy(), "timestamp": ts.dt.as_unit("ns").to_numpy()})
+    expected["timestamp"] = expected["timestamp"].dt.as_unit("ns")
+    merged = keys.merge(expected, on=["symbol", "timestamp"], how="left", validate="many_to_one")
+    out: dict[str, np.ndarray] = {}
+    mismatch = merged["source_bars"].isna().to_numpy()
+    for col in OHLCV:
+        want = merged[col].to_numpy(dtype="float64", na_value=np.nan)
+        have = _numeric(frame, col)
+        differs = ~np.isclose(have, want, rtol=p["rtol"], atol=p["atol"]) & ~np.isnan(have) & ~np.isnan(want)
+        mismatch |= differs
+        out[f"expected_{col}"] = want
+    flag = mismatch.astype("float64")
+    flag[keys["symbol"].isna().to_numpy() | keys["timestamp"].isna().to_numpy()] = np.nan
+    out["source_bars"] = merged["source_bars"].to_numpy(dtype="float64", na_value=np.nan)
+    out["mismatch"] = flag
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- masks
+
+
+def _mask(frame: pd.DataFrame, rule: Rule, ctx: Context, derived: Mapping[str, np.ndarray]) -> np.ndarray:
+    kind, p = rule.kind, rule.params
+    if kind == "not_null":
+        return frame[rule.column].isna().to_numpy()
+    if kind == "range":
+        v = _numeric(frame, rule.column)
+        with np.errstate(invalid="ignore"):
+            lo_ok = v >= p["min"] if p["min_inclusive"] else v > p["min"]
+            hi_ok = v <= p["max"] if p["max_inclusive"] else v < p["max"]
+        return ~np.isnan(v) & ~(lo_ok & hi_ok)
+    if kind == "enum":
+        s = frame[rule.column]
+        return (s.notna() & ~s.isin(list(p["values"]))).to_numpy()
+    if kind == "unique":
+        sub = frame[list(rule.columns)]
+        complete = sub.notna().all(axis=1).to_numpy()
+        out = np.zeros(len(frame), dtype=bool)
+        out[complete] = sub[complete].duplicated(keep=False).to_numpy()
+        return out
+    if kind in ("positive", "nonnegative"):
+        out = np.zeros(len(frame), dtype=bool)
+        for column in rule.columns:
+            v = _numeric(frame, column)
+            with np.errstate(invalid="ignore"):
+                out |= (v <= 0) if kind == "positive" else (v < 0)
+        return out
+    if kind in ("ohlc_high", "ohlc_low"):
+        # SQL: a AND b AND c fails when any comparison is known false; NULL comparisons are unknown
+        head, *others = rule.columns
+        h = _numeric(frame, head)
+        out = np.zeros(len(frame), dtype=bool)
+        for column in others:
+            v = _numeric(frame, column)
+            with np.errstate(invalid="ignore"):
+                out |= (h < v) if kind == "ohlc_high" else (h > v)
+        return out
+    if kind == "on_minute":
+        return derived["ns_past_boundary"] > 0
+    if kind == "not_future":
+        ts, nat = timestamps_ns(frame["timestamp"])
+        return ~nat & (ts > ctx.latest_allowed(rule).value)
+    if kind == "stale_series":
+        return derived["run_length"] > p["max_run"]
+    if kind == "gaps":
+        return derived["missing_minutes"] > 0
+    if kind == "price_jump":
+        return derived["abs_log_return"] > derived["jump_threshold"]
+    if kind == "rollup_consistent":
+        return derived["mismatch"] > 0
+    raise ValueError(f"rule {rule.name}: no pandas evaluation for kind {kind}")
+
+
+def rule_details(rule: Rule, derived: Mapping[str, np.ndarray], mask: np.ndarray, ctx: Context) -> dict:
+    """Thresholds and totals worth showing next to a rule's counts."""
+    details: dict = {}
+    if rule.kind == "not_future":
+        details["latest_allowed"] = ctx.latest_allowed(rule).isoformat()
+    if rule.kind == "gaps":
+        details["gaps"] = int(mask.sum())
+        details["missing_minutes"] = int(np.nansum(np.where(mask, derived["missing_minutes"], 0.0)))
+    if rule.kind == "stale_series" and mask.any():
+        details["longest_run"] = int(np.nanmax(derived["run_length"]))
+    if rule.kind == "rollup_consistent":
+        details["without_source_bars"] = int(np.sum(np.isnan(derived["source_bars"]) & mask))
+    return details
+
+
+def failing_mask(
+    frame: pd.DataFrame,
+    rule: Rule,
+    *,
+    now: pd.Timestamp | None = None,
+    sources: Mapping[str, pd.DataFrame] | None = None,
+) -> pd.Series:
+    """Boolean Series aligned with ``frame.index``: True for rows that fail ``rule`` (all False if skipped)."""
+    ctx = Context(now, sources)
+    if missing_reason(frame, rule, ctx):
+        return pd.Series(False, index=frame.index, name=rule.name)
+    mask = _mask(frame, rule, ctx, derived_values(frame, rule, ctx))
+    return pd.Series(np.asarray(mask, dtype=bool), index=frame.index, name=rule.name)
+
+
+def evaluate_frame(
+    frame: pd.DataFrame,
+    table: str,
+    *,
+    severity: str | None = None,
+    now: pd.Timestamp | None = None,
+    sources: Mapping[str, pd.DataFrame] | None = None,
+    rules: tuple[Rule, ...] | None = None,
+) -> ValidationReport:
+    """Evaluate the registry's rules of ``table`` (optionally one severity) on ``frame`` with pandas.
+
+    ``now`` is the clock of the not-in-the-future rule; ``sources`` maps a source table to its frame
+    (``{"market_data_1m": bars}`` for the rollup rule of the 15m/1h tables). Rules whose columns or source
+    are absent are reported as skipped (passed, with the reason). Each result carries its row mask.
+    """
+    started = time.perf_counter()
+    ctx = Context(now, sources)
+    groups = SymbolDayIndex(frame)
+    cache: dict = {}
+    results: list[RuleResult] = []
+    for rule in rules if rules is not None else rules_for(table, severity=severity):
+        reason = missing_reason(frame, rule, ctx)
+        if reason:
+            results.append(skipped_result(frame, rule, reason))
+            continue
+        derived = derived_values(frame, rule, ctx, cache)
+        mask = np.asarray(_mask(frame, rule, ctx, derived), dtype=bool)
+        results.append(
+            rule_result(frame, rule, mask, groups=groups, derived=derived, details=rule_details(rule, derived, mask, ctx))
+        )
+    first, last = timestamp_span(frame)
+    return ValidationReport(
+        table=table,
+        engine="pandas",
+        rows=len(frame),
+        results=tuple(results),
+        first_timestamp=first,
+        last_timestamp=last,
+        elapsed_s=time.perf_counter() - started,
+    )

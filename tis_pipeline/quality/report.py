@@ -1,0 +1,221 @@
+"""What a validation run found, in one shape for both evaluators (Great Expectations and plain pandas).
+
+A ``ValidationReport`` holds one ``RuleResult`` per rule of the table: passed or not, how many rows failed and
+what share, up to 20 failing rows (key columns, the rule's columns and the derived values it judged, such as a
+run length or a jump threshold), and, when the frame has ``symbol`` and ``timestamp``, the failing count and
+share per (symbol, UTC day). No Dagster here: ``quality.checks`` turns a report into asset-check results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tis_pipeline.quality.rules import Rule, key_columns
+
+MAX_FAILING_ROWS = 20
+NS_PER_DAY = 86_400 * 10**9
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    """The outcome of one rule over one frame. ``mask`` is aligned with the validated frame's index."""
+
+    rule: Rule
+    passed: bool
+    unexpected_count: int
+    element_count: int
+    failing_rows: pd.DataFrame
+    by_symbol_day: pd.DataFrame | None = None
+    skipped: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+    mask: pd.Series | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        return self.rule.name
+
+    @property
+    def severity(self) -> str:
+        return self.rule.severity
+
+    @property
+    def share(self) -> float:
+        return self.unexpected_count / self.element_count if self.element_count else 0.0
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """All rule results of one table for one frame. ``passed`` means no *error* rule failed."""
+
+    table: str
+    engine: str
+    rows: int
+    results: tuple[RuleResult, ...]
+    first_timestamp: str | None = None
+    last_timestamp: str | None = None
+    elapsed_s: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return not any(not r.passed and r.severity == "error" for r in self.results)
+
+    @property
+    def failed(self) -> tuple[RuleResult, ...]:
+        return tuple(r for r in self.results if not r.passed)
+
+    @property
+    def skipped(self) -> tuple[RuleResult, ...]:
+        return tuple(r for r in self.results if r.skipped)
+
+    def __getitem__(self, name: str) -> RuleResult:
+        for r in self.results:
+            if r.rule.name == name:
+                return r
+        raise KeyError(f"no result for rule {name!r} in the report on {self.table}")
+
+    def __contains__(self, name: object) -> bool:
+        return any(r.rule.name == name for r in self.results)
+
+    def counts(self) -> dict[str, int]:
+        """Rule name -> failing rows (0 for passed or skipped rules)."""
+        return {r.rule.name: r.unexpected_count for r in self.results}
+
+    def quarantine_mask(self, severity: str | None = "error") -> pd.Series:
+        """Rows failing any rule of ``severity`` (all rules when None): the rows ingest sets aside."""
+        masks = [r.mask for r in self.results if r.mask is not None and (severity is None or r.severity == severity)]
+        if not masks:
+            raise ValueError("this report carries no row masks")
+        out = masks[0].copy()
+        for m in masks[1:]:
+            out |= m
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Building results: shared by both evaluators, so that they can only differ in how they find failing rows.
+# ---------------------------------------------------------------------------------------------------------
+
+
+def timestamps_ns(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """UTC nanoseconds since the epoch as int64, and a mask of missing values (NaT)."""
+    ts = values
+    if not isinstance(ts.dtype, pd.DatetimeTZDtype):
+        ts = pd.to_datetime(ts, utc=True)
+    ts = ts.dt.as_unit("ns")
+    nat = ts.isna().to_numpy()
+    ints = ts.to_numpy(dtype="datetime64[ns]").view("int64").copy()
+    ints[nat] = 0
+    return ints, nat
+
+
+class SymbolDayIndex:
+    """Row -> (symbol, UTC day) group, computed once per frame so that every rule's counts cost a bincount."""
+
+    def __init__(self, frame: pd.DataFrame):
+        self.available = {"symbol", "timestamp"} <= set(frame.columns)
+        if not self.available:
+            return
+        ts, nat = timestamps_ns(frame["timestamp"])
+        days = np.where(nat, np.iinfo(np.int64).min, ts // NS_PER_DAY)
+        sym_codes, sym_labels = pd.factorize(frame["symbol"], use_na_sentinel=False)
+        day_codes, day_labels = pd.factorize(days, use_na_sentinel=False)
+        combined = sym_codes.astype(np.int64) * max(len(day_labels), 1) + day_codes
+        self.group, uniques = pd.factorize(combined, use_na_sentinel=False)
+        self.symbols = np.asarray(sym_labels, dtype=object)[uniques // max(len(day_labels), 1)]
+        day_values = np.asarray(day_labels)[uniques % max(len(day_labels), 1)]
+        self.days = np.array(
+            [
+                None if d == np.iinfo(np.int64).min else str(np.datetime64(int(d), "D"))
+                for d in day_values
+            ],
+            dtype=object,
+        )
+        self.rows = np.bincount(self.group, minlength=len(uniques))
+
+    def counts(self, mask: np.ndarray, extra: np.ndarray | None = None, extra_name: str | None = None) -> pd.DataFrame | None:
+        if not self.available:
+            return None
+        failing = np.bincount(self.group[mask], minlength=len(self.rows))
+        hit = np.flatnonzero(failing)
+        out = pd.DataFrame(
+            {
+                "symbol": self.symbols[hit],
+                "day": self.days[hit],
+                "rows": self.rows[hit].astype(np.int64),
+                "failing": failing[hit].astype(np.int64),
+            }
+        )
+        out["share"] = out["failing"] / out["rows"]
+        if extra is not None and extra_name:
+            weights = np.nan_to_num(np.where(mask, extra, 0.0))
+            out[extra_name] = np.bincount(self.group, weights=weights, minlength=len(self.rows))[hit]
+        return out.sort_values(["symbol", "day"], kind="stable").reset_index(drop=True)
+
+
+def sample_rows(frame: pd.DataFrame, rule: Rule, positions: np.ndarray, derived: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """Up to 20 failing rows: the table's key columns, the rule's columns and the rule's derived values."""
+    positions = np.asarray(positions[:MAX_FAILING_ROWS], dtype=np.int64)
+    columns = [c for c in dict.fromkeys((*key_columns(rule.table), *rule.columns)) if c in frame.columns]
+    out = frame.iloc[positions][columns].reset_index(drop=True)
+    for name, values in derived.items():
+        out[name] = np.asarray(values)[positions]
+    return out
+
+
+def rule_result(
+    frame: pd.DataFrame,
+    rule: Rule,
+    mask: np.ndarray,
+    *,
+    groups: SymbolDayIndex,
+    derived: Mapping[str, np.ndarray] | None = None,
+    unexpected_count: int | None = None,
+    details: Mapping[str, Any] | None = None,
+    keep_mask: bool = True,
+) -> RuleResult:
+    """A RuleResult from a positional boolean mask of failing rows."""
+    mask = np.asarray(mask, dtype=bool)
+    derived = derived or {}
+    positions = np.flatnonzero(mask)
+    count = int(len(positions)) if unexpected_count is None else int(unexpected_count)
+    extra_name = "missing_minutes" if rule.kind == "gaps" else None
+    extra = derived.get("missing_minutes") if extra_name else None
+    return RuleResult(
+        rule=rule,
+        passed=count == 0,
+        unexpected_count=count,
+        element_count=len(frame),
+        failing_rows=sample_rows(frame, rule, positions, derived),
+        by_symbol_day=groups.counts(mask, extra, extra_name),
+        details=MappingProxyType(dict(details or {})),
+        mask=pd.Series(mask, index=frame.index, name=rule.name) if keep_mask else None,
+    )
+
+
+def skipped_result(frame: pd.DataFrame, rule: Rule, reason: str) -> RuleResult:
+    return RuleResult(
+        rule=rule,
+        passed=True,
+        unexpected_count=0,
+        element_count=len(frame),
+        failing_rows=pd.DataFrame(),
+        by_symbol_day=None,
+        skipped=reason,
+        mask=pd.Series(False, index=frame.index, name=rule.name),
+    )
+
+
+def timestamp_span(frame: pd.DataFrame) -> tuple[str | None, str | None]:
+    if "timestamp" not in frame.columns or frame.empty:
+        return None, None
+    ts = frame["timestamp"]
+    if not isinstance(ts.dtype, pd.DatetimeTZDtype):
+        ts = pd.to_datetime(ts, utc=True)
+    lo, hi = ts.min(), ts.max()
+    return (None if pd.isna(lo) else lo.isoformat()), (None if pd.isna(hi) else hi.isoformat())

@@ -1,0 +1,160 @@
+"""Real Dagster runs of the market-data assets against a real PostgreSQL database."""
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from tis_pipeline.db import engine
+from tis_pipeline.market_data import synthetic
+from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
+from tis_pipeline.market_data.resources import BarSource
+from tis_pipeline.resources import PostgresResource
+
+pytestmark = pytest.mark.pg
+SYMBOLS = ["AAA", "BBB"]
+ASSETS = [market_data_1m, market_data_15m, market_data_1h]
+
+
+def resources(url, **bars):
+    return {"db": PostgresResource(url=url),
+            "bars": BarSource(**{"source": "synthetic", "symbols": SYMBOLS, "seed": 11, **bars})}
+
+
+def materialize_range(url, first, last, assets=ASSETS, **bars):
+    return dg.materialize(assets, resources=resources(url, **bars), raise_on_error=False,
+                          tags={"dagster/asset_partition_range_start": first,
+                                "dagster/asset_partition_range_end": last})
+
+
+def table_digest(url, table, first, end):
+    with engine(url).connect() as conn:
+        return conn.execute(sa.text(
+            f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY symbol, \"timestamp\"), '')) "
+            f"FROM {table} t WHERE \"timestamp\" >= :a AND \"timestamp\" < :b"), {"a": first, "b": end}).one()
+
+
+def read_table(url, table, first, end):
+    with engine(url).connect() as conn:
+        return pd.read_sql(sa.text(
+            f"SELECT symbol, \"timestamp\", open::float8, high::float8, low::float8, close::float8, volume::float8 "
+            f"FROM {table} WHERE \"timestamp\" >= :a AND \"timestamp\" < :b ORDER BY symbol, \"timestamp\""),
+            conn, params={"a": first, "b": end})
+
+
+def test_one_partition_writes_the_source_rows_and_rerun_is_identical(database_url):
+    day = pd.Timestamp("2024-02-05", tz="UTC")
+    result = dg.materialize(ASSETS, partition_key="2024-02-05", resources=resources(database_url))
+    assert result.success
+    expected = synthetic.day_bars(day, SYMBOLS, seed=11)
+    stored = read_table(database_url, "market_data_1m", day, day + pd.Timedelta(days=1))
+    assert len(stored) == len(expected)
+    np.testing.assert_array_equal(stored["close"].to_numpy(), expected["close"].to_numpy())
+    meta = result.asset_materializations_for_node("market_data_1m")[0].metadata
+    assert meta["dagster/row_count"].value == len(expected)
+    assert meta["quarantined_rows"].value == 0
+    missing = meta["missing_minutes_by_symbol"].value
+    assert missing == {s: int(1440 - (expected["symbol"] == s).sum()
+                              - (1439 - (expected[expected["symbol"] == s]["timestamp"].max() - day).seconds // 60))
+                       for s in SYMBOLS}
+    before = {t: table_digest(database_url, t, day, day + pd.Timedelta(days=1))
+              for t in ("market_data_1m", "market_data_15m", "market_data_1h")}
+    again = dg.materialize(ASSETS, partition_key="2024-02-05", resources=resources(database_url))
+    assert again.success
+    after = {t: table_digest(database_url, t, day, day + pd.Timedelta(days=1)) for t in before}
+    assert after == before
+    assert before["market_data_15m"][0] == len(expected.groupby(["symbol", expected["timestamp"].dt.floor("15min")]))
+
+
+def test_a_range_is_one_run_and_rollups_match_pandas_resample(database_url):
+    result = materialize_range(database_url, "2024-03-01", "2024-03-03")
+    assert result.success
+    assert len(result.dagster_run.tags) and result.dagster_run.tags["dagster/asset_partition_range_end"] == "2024-03-03"
+    meta = result.asset_materializations_for_node("market_data_1m")
+    assert {m.partition for m in meta} == {"2024-03-01", "2024-03-02", "2024-03-03"}
+    first, end = pd.Timestamp("2024-03-01", tz="UTC"), pd.Timestamp("2024-03-04", tz="UTC")
+    source = synthetic.bars(first, end, SYMBOLS, seed=11)
+    for table, rule in (("market_data_15m", "15min"), ("market_data_1h", "1h")):
+        expected = (source.set_index("timestamp").groupby("symbol")
+                    .resample(rule).agg({"open": "first", "high": "max", "low": "min", "close": "last",
+                                         "volume": "sum"})
+                    .dropna(subset=["open"]).reset_index())
+        stored = read_table(database_url, table, first, end)
+        assert len(stored) == len(expected)
+        for column in ("open", "high", "low", "close"):
+            np.testing.assert_array_equal(stored[column].to_numpy(), expected[column].to_numpy())
+        np.testing.assert_allclose(stored["volume"].to_numpy(), expected["volume"].to_numpy(), rtol=1e-12)
+        assert (stored["timestamp"].to_numpy() == expected["timestamp"].to_numpy()).all()
+
+
+def test_too_many_bad_rows_fail_the_run_and_change_nothing(database_url, monkeypatch):
+    first, end = pd.Timestamp("2024-04-01", tz="UTC"), pd.Timestamp("2024-04-02", tz="UTC")
+    assert materialize_range(database_url, "2024-04-01", "2024-04-01", [market_data_1m]).success
+    before = table_digest(database_url, "market_data_1m", first, end)
+
+    real = synthetic.bars
+
+    def damaged(*args, **kwargs):
+        frame = real(*args, **kwargs)
+        frame.loc[frame.index[::10], "low"] = frame["high"] * 2  # 10 % of rows break low <= open/close
+        return frame
+
+    monkeypatch.setattr(synthetic, "bars", damaged)
+    result = materialize_range(database_url, "2024-04-01", "2024-04-01", [market_data_1m])
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "more than 5%" in str(failure.step_failure_data.user_failure_data.description)
+    assert table_digest(database_url, "market_data_1m", first, end) == before
+
+
+def test_a_few_bad_rows_are_quarantined_once_and_the_rest_loads(database_url, monkeypatch):
+    real = synthetic.bars
+
+    def damaged(*args, **kwargs):
+        frame = real(*args, **kwargs)
+        frame.loc[frame.index[:3], "volume"] = -1.0
+        return frame
+
+    monkeypatch.setattr(synthetic, "bars", damaged)
+    for _ in range(2):  # re-ingesting replaces the quarantine rows too
+        result = materialize_range(database_url, "2024-04-10", "2024-04-10", [market_data_1m])
+        assert result.success
+    with engine(database_url).connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT rule, count(*) FROM market_data_quarantine WHERE partition_date = '2024-04-10' GROUP BY rule"
+        )).all()
+    assert rows == [("volume_nonnegative", 3)]
+    meta = result.asset_materializations_for_node("market_data_1m")[0].metadata
+    assert meta["quarantined_rows"].value == 3
+    expected = len(real(pd.Timestamp("2024-04-10", tz="UTC"), pd.Timestamp("2024-04-11", tz="UTC"), SYMBOLS, 11))
+    assert meta["dagster/row_count"].value == expected - 3
+
+
+def test_connection_killed_mid_copy_leaves_previous_rows_intact(database_url):
+    first, end = pd.Timestamp("2024-05-01", tz="UTC"), pd.Timestamp("2024-05-02", tz="UTC")
+    assert materialize_range(database_url, "2024-05-01", "2024-05-01", [market_data_1m]).success
+    before = table_digest(database_url, "market_data_1m", first, end)
+    assert before[0] > 2000
+    # the server itself ends the writing session after 1,000 rows of the COPY: a real dropped connection
+    with engine(database_url).begin() as conn:
+        conn.execute(sa.text("""
+            CREATE FUNCTION tis_test_kill() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              IF nextval('tis_test_kill_seq') = 1000 THEN PERFORM pg_terminate_backend(pg_backend_pid()); END IF;
+              RETURN NEW;
+            END $$;
+            CREATE SEQUENCE tis_test_kill_seq;
+            CREATE TRIGGER tis_test_kill BEFORE INSERT ON market_data_1m FOR EACH ROW EXECUTE FUNCTION tis_test_kill();
+        """))
+    try:
+        result = materialize_range(database_url, "2024-05-01", "2024-05-01", [market_data_1m], seed=12)
+        assert not result.success
+        failure = next(e for e in result.all_events if e.is_step_failure)
+        assert "terminat" in str(failure.step_failure_data.error).lower()
+    finally:
+        engine(database_url).dispose()
+        with engine(database_url).begin() as conn:
+            conn.execute(sa.text("DROP TRIGGER tis_test_kill ON market_data_1m; DROP FUNCTION tis_test_kill();"
+                                 "DROP SEQUENCE tis_test_kill_seq;"))
+    assert table_digest(database_url, "market_data_1m", first, end) == before

@@ -1,0 +1,33 @@
+import os
+import subprocess
+import sys
+
+import dagster as dg
+
+from tis_pipeline.definitions import defs
+from tis_pipeline.settings import PROJECT_ROOT
+
+
+def test_definitions_load_and_every_job_resolves():
+    dg.Definitions.validate_loadable(defs)
+    jobs = [job.name for job in defs.jobs]
+    assert {"market_data_daily_job", "daily_partitioned_job"} <= set(jobs)
+    for name in jobs:
+        assert defs.resolve_job_def(name).name == name
+    schedule_names = {s.name for s in defs.schedules}
+    assert "market_data_daily_schedule" in schedule_names
+
+
+def test_asset_keys_are_the_seed_table_names():
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert {"market_data_1m", "market_data_15m", "market_data_1h"} <= keys
+
+
+def test_dagster_definitions_validate_cli(tmp_path):
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "TIS_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-m", "tis_pipeline.definitions"],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Validation successful" in proc.stdout + proc.stderr
