@@ -216,7 +216,7 @@ def _rollup_comparison(frame: pd.DataFrame, source: pd.DataFrame, p: Mapping) ->
     expected["timestamp"] = expected["timestamp"].dt.as_unit("ns")
     merged = keys.merge(expected, on=["symbol", "timestamp"], how="left", validate="many_to_one")
     out: dict[str, np.ndarray] = {}
-    mismatch = merged["source_bars"].isna().to_numpy()
+    mismatch = merged["source_bars"].isna().to_numpy().copy()
     for col in OHLCV:
         want = merged[col].to_numpy(dtype="float64", na_value=np.nan)
         have = _numeric(frame, col)

@@ -263,7 +263,7 @@ TABLES: tuple[str, ...] = (*SEED_TABLES, "market_data_15m", "market_data_1h")
 # Market-bar thresholds (warnings): the numbers an operator may want to tune, in one place.
 STALE_MAX_RUN = 30  # same close for more than 30 consecutive one-minute bars
 GAP_SESSION_BREAK_MINUTES = 240  # longer gaps are a closed venue (nights, weekends), not missing data
-JUMP_K = 12.0  # |log return| > k x rolling MAD of past log returns
+JUMP_K = 20.0  # |log return| > k x MAD; on synthetic t(4) bars k=12 flags ~0.6% of bars, k=20 ~0.13%
 JUMP_WINDOW = 120  # bars of history for the rolling median / MAD
 JUMP_MIN_PERIODS = 30
 JUMP_MIN_ABS_LOG_RETURN = 0.002  # floor: a flat stretch has MAD 0, which would flag every tick
