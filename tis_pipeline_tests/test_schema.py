@@ -652,14 +652,19 @@ def accepted(conn: sa.Connection, seed: Seed, table: str, values: dict) -> None:
         savepoint.rollback()
 
 
-def rejected(conn: sa.Connection, seed: Seed, table: str, values: dict, constraint: str,
+def _assert_violation(raised: pytest.ExceptionInfo, error: type[Exception], constraint: str | None) -> None:
+    assert isinstance(raised.value.orig, error), raised.value.orig
+    if constraint is not None:  # NOT NULL violations are named on PG 18 only
+        assert raised.value.orig.diag.constraint_name == constraint, raised.value.orig
+
+
+def rejected(conn: sa.Connection, seed: Seed, table: str, values: dict, constraint: str | None,
              error: type[Exception] = psycopg.errors.CheckViolation) -> None:
     """Both an INSERT of the row and an UPDATE of a valid row to ``values`` fail on ``constraint``."""
     with pytest.raises(sa.exc.IntegrityError) as raised:
         with conn.begin_nested():
             insert(conn, table, BASE_ROWS[table] | values, primary_key(seed, table))
-    assert isinstance(raised.value.orig, error), raised.value.orig
-    assert raised.value.orig.diag.constraint_name == constraint, raised.value.orig
+    _assert_violation(raised, error, constraint)
 
     savepoint = conn.begin_nested()
     try:
@@ -668,8 +673,7 @@ def rejected(conn: sa.Connection, seed: Seed, table: str, values: dict, constrai
         with pytest.raises(sa.exc.IntegrityError) as raised:
             with conn.begin_nested():
                 update(conn, table, dict(zip(keys, row, strict=True)), values)
-        assert isinstance(raised.value.orig, error), raised.value.orig
-        assert raised.value.orig.diag.constraint_name == constraint, raised.value.orig
+        _assert_violation(raised, error, constraint)
     finally:
         savepoint.rollback()
 
@@ -907,6 +911,21 @@ def test_enum_check_admits_exactly_its_values(conn: sa.Connection, seed: Seed, t
     else:
         rejected(conn, seed, table, {column: value}, f"ck_{table}_{column}_enum")
         rejected(conn, seed, table, {column: ENUMS[(table, column)][0].upper()}, f"ck_{table}_{column}_enum")
+
+
+@pytest.mark.parametrize(("table", "column"), list(ENUMS), ids=lambda v: v)
+def test_enum_check_lists_no_other_value(database_url: str, table: str, column: str) -> None:
+    """A value admitted beyond the contract cannot be found by probing: read the definition's literals."""
+    with engine(database_url).connect() as conn:
+        definition = conn.execute(
+            sa.text(
+                "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE conrelid = CAST(:table AS regclass) AND conname = :name"
+            ),
+            {"table": f"public.{table}", "name": f"ck_{table}_{column}_enum"},
+        ).scalar_one()
+    literals = [value.replace("''", "'") for value in re.findall(r"'((?:[^']|'')*)'", definition)]
+    assert sorted(literals) == sorted(ENUMS[(table, column)]), definition
 
 
 P = PRICE_STEP

@@ -134,7 +134,7 @@ def validate_bars(frame: pd.DataFrame, *, now: pd.Timestamp | None = None,
             "source_line": rejected["source_line"],
             "symbol": rejected["symbol"].astype("object"),
             "timestamp": rejected["timestamp"],
-            "raw_values": [_raw_json(r) for r in rejected.itertuples(index=False)],
+            "raw_values": _raw_json(rejected),
             "rule": assigned[bad],
         }
     ).reset_index(drop=True)
@@ -143,17 +143,17 @@ def validate_bars(frame: pd.DataFrame, *, now: pd.Timestamp | None = None,
     return Validated(clean=clean, quarantine=quarantine, counts=counts)
 
 
-def _raw_json(row) -> str:
-    """The rejected row as JSON: the original text where the reader kept it, else the parsed values."""
-    values = {c: getattr(row, c) for c in BAR_COLUMNS}
-    values["timestamp"] = None if pd.isna(values["timestamp"]) else values["timestamp"].isoformat()
-    for c in PRICE_COLUMNS + ["volume"]:
-        values[c] = None if pd.isna(values[c]) else float(values[c])
-    values["symbol"] = None if pd.isna(values["symbol"]) else str(values["symbol"])
-    raw = getattr(row, "raw", None)
-    if isinstance(raw, str):
-        values["raw"] = raw
-    return json.dumps(values, allow_nan=False, default=str)
+def _raw_json(rejected: pd.DataFrame) -> list[str]:
+    """Each rejected row as JSON: the parsed values, plus the original text where the reader kept it."""
+    if rejected.empty:
+        return []
+    columns = BAR_COLUMNS + (["raw"] if "raw" in rejected.columns else [])
+    view = rejected[columns].copy()
+    view["timestamp"] = view["timestamp"].map(lambda t: None if pd.isna(t) else t.isoformat())
+    if "raw" in view.columns:
+        view["raw"] = view["raw"].where(view["raw"].map(lambda r: isinstance(r, str)), None)
+    # pandas writes NaN as null and escapes every string: safe JSON for any input text
+    return view.to_json(orient="records", lines=True, double_precision=15).splitlines()
 
 
 def quarantine_share_by_day(clean: pd.DataFrame, quarantine: pd.DataFrame) -> pd.Series:

@@ -14,9 +14,11 @@ Markets trade 24 hours (crypto-like); no minute is invented outside the day aske
 from __future__ import annotations
 
 import zlib
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
+from scipy.signal import lfilter
 
 MINUTES_PER_DAY = 1440
 _EPOCH_DAY = pd.Timestamp("2015-01-01", tz="UTC")
@@ -26,12 +28,20 @@ def _stream(seed: int, symbol: str, day_index: int, purpose: int) -> np.random.G
     return np.random.default_rng([seed, zlib.crc32(symbol.encode()), day_index, purpose])
 
 
+_MAX_DAYS = 60 * 366
+
+
+@lru_cache(maxsize=4096)
+def _daily_walk(seed: int, symbol: str) -> tuple[float, np.ndarray]:
+    """A symbol's base price and the cumulative log steps of its daily random walk (day d uses steps < d)."""
+    base = float(np.exp(_stream(seed, symbol, 0, 0).uniform(np.log(5.0), np.log(5_000.0))))
+    steps = _stream(seed, symbol, 0, 1).standard_t(5, size=_MAX_DAYS) * 0.012
+    return base, np.concatenate([[0.0], np.cumsum(steps)])
+
+
 def _opening_price(seed: int, symbol: str, day_index: int) -> float:
-    """Daily random walk from a symbol-specific base price, evaluated without look-ahead."""
-    base_rng = _stream(seed, symbol, 0, 0)
-    base = float(np.exp(base_rng.uniform(np.log(5.0), np.log(5_000.0))))
-    steps = _stream(seed, symbol, 0, 1).standard_t(5, size=max(day_index, 0)) * 0.012
-    return round(base * float(np.exp(steps.sum())), 4)
+    base, walk = _daily_walk(seed, symbol)
+    return round(base * float(np.exp(walk[min(max(day_index, 0), _MAX_DAYS)])), 4)
 
 
 def day_bars(day: pd.Timestamp, symbols: list[str] | tuple[str, ...], seed: int = 42) -> pd.DataFrame:
@@ -41,11 +51,9 @@ def day_bars(day: pd.Timestamp, symbols: list[str] | tuple[str, ...], seed: int 
     day_index = (day - _EPOCH_DAY).days
     minutes = np.arange(MINUTES_PER_DAY)
     profile = 1.0 + 0.8 * np.cos(2 * np.pi * (minutes - 14 * 60) / MINUTES_PER_DAY) ** 2
-    frames = []
+    parts: dict[str, list] = {k: [] for k in ("symbol", "minute", "open", "high", "low", "close", "volume")}
     for symbol in symbols:
         rng = _stream(seed, symbol, day_index, 2)
-        from scipy.signal import lfilter
-
         shocks = rng.standard_normal(MINUTES_PER_DAY) * 0.15
         log_vol = lfilter([1.0], [1.0, -0.97], shocks)
         sigma = 0.0006 * np.exp(log_vol) * profile
@@ -60,20 +68,21 @@ def day_bars(day: pd.Timestamp, symbols: list[str] | tuple[str, ...], seed: int 
         low = np.minimum(open_, close) * (1 - wick[1])
         volume = np.round(profile * np.exp(rng.normal(3.0, 0.6, MINUTES_PER_DAY) + 40 * np.abs(returns)), 2)
         keep = rng.random(MINUTES_PER_DAY) >= 0.005
-        frames.append(
-            pd.DataFrame(
-                {
-                    "symbol": symbol,
-                    "timestamp": day + pd.to_timedelta(minutes[keep], unit="min"),
-                    "open": np.round(open_[keep], 8),
-                    "high": np.round(high[keep], 8),
-                    "low": np.round(low[keep], 8),
-                    "close": np.round(close[keep], 8),
-                    "volume": volume[keep],
-                }
-            )
-        )
-    return pd.concat(frames, ignore_index=True)
+        parts["symbol"].append(np.full(int(keep.sum()), symbol, dtype=object))
+        parts["minute"].append(minutes[keep])
+        for name, values in (("open", open_), ("high", high), ("low", low), ("close", close)):
+            parts[name].append(np.round(values[keep], 8))
+        parts["volume"].append(volume[keep])
+    if not symbols:
+        return pd.DataFrame(columns=["symbol", "timestamp", "open", "high", "low", "close", "volume"])
+    joined = {k: np.concatenate(v) for k, v in parts.items()}
+    timestamps = (np.datetime64(day.tz_localize(None), "us")
+                  + joined.pop("minute").astype("timedelta64[m]").astype("timedelta64[us]"))
+    return pd.DataFrame({
+        "symbol": pd.array(joined.pop("symbol"), dtype="str"),
+        "timestamp": pd.DatetimeIndex(timestamps).tz_localize("UTC"),
+        **joined,
+    })
 
 
 def bars(start: pd.Timestamp, end: pd.Timestamp, symbols, seed: int = 42) -> pd.DataFrame:

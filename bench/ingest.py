@@ -1,0 +1,132 @@
+"""Ingest benchmark: raw COPY (the limit) vs the project's ingest vs pandas ``to_sql``, same rows, same server.
+
+    python -m bench.ingest --rows 1000000
+
+Runs in a scratch database on the server of TIS_DATABASE_URL (or the embedded one), dropped at the end.
+Prints one JSON line last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import time
+import uuid
+import warnings
+
+import pandas as pd
+import sqlalchemy as sa
+
+warnings.filterwarnings("ignore")
+os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+
+
+def scratch_database() -> tuple[str, str]:
+    from tis_pipeline import environment
+    from tis_pipeline.db import with_database
+
+    environment.prepare()
+    server = with_database(os.environ["TIS_DATABASE_URL"], "postgres")
+    name = f"tis_bench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    return server, with_database(server, name)
+
+
+def drop_database(server: str, url: str) -> None:
+    from sqlalchemy.engine import make_url
+
+    from tis_pipeline.db import engine
+
+    engine(url).dispose()
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
+
+
+BARE = """CREATE TABLE {name} (symbol varchar(20) NOT NULL, "timestamp" timestamptz NOT NULL,
+          open numeric(20,8) NOT NULL, high numeric(20,8) NOT NULL, low numeric(20,8) NOT NULL,
+          close numeric(20,8) NOT NULL, volume numeric(20,8) NOT NULL)"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--symbols", type=int, default=50)
+    parser.add_argument("--skip-to-sql", action="store_true", help="to_sql is slow; skip it for quick runs")
+    args = parser.parse_args()
+
+    import dagster as dg
+
+    from tis_pipeline import migrate
+    from tis_pipeline.db import copy_frame, engine, frame_to_csv_bytes, raw_connection
+    from tis_pipeline.market_data import synthetic
+    from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
+    from tis_pipeline.market_data.resources import BarSource
+    from tis_pipeline.resources import PostgresResource
+
+    symbols = [f"SYM{i:03d}" for i in range(args.symbols)]
+    days = max(1, math.ceil(args.rows / (args.symbols * 1440 * 0.995)))
+    start = pd.Timestamp("2024-01-01", tz="UTC")
+    end = start + pd.Timedelta(days=days)
+    frame = synthetic.bars(start, end, symbols, seed=1)
+    rows = len(frame)
+    server, url = scratch_database()
+    out: dict = {"rows": rows}
+    try:
+        migrate.upgrade(url)
+        eng = engine(url)
+        with eng.begin() as conn:
+            conn.execute(sa.text(BARE.format(name="bench_copy")))
+            conn.execute(sa.text(BARE.format(name="bench_to_sql")))
+        # (a) raw COPY of ready CSV bytes into a bare table
+        payload = frame_to_csv_bytes(frame)
+        t0 = time.perf_counter()
+        with eng.begin() as conn:
+            with raw_connection(conn).cursor() as cur, cur.copy(
+                    'COPY bench_copy (symbol, "timestamp", open, high, low, close, volume) FROM STDIN (FORMAT csv)'
+            ) as copy:
+                copy.write(payload)
+        out["copy_rows_per_s"] = round(rows / (time.perf_counter() - t0))
+        del payload
+        # (b) the project's ingest of the range: read, normalise, validate, COPY, replace — one Dagster run
+        resources = {"db": PostgresResource(url=url), "bars": BarSource(source="synthetic", symbols=symbols, seed=1)}
+        tags = {"dagster/asset_partition_range_start": start.date().isoformat(),
+                "dagster/asset_partition_range_end": (end - pd.Timedelta(days=1)).date().isoformat()}
+        t0 = time.perf_counter()
+        result = dg.materialize([market_data_1m], resources=resources, tags=tags)
+        ingest_s = time.perf_counter() - t0
+        assert result.success
+        out["ingest_rows_per_s"] = round(rows / ingest_s)
+        t0 = time.perf_counter()
+        result = dg.materialize([market_data_1m], resources=resources, tags=tags)
+        out["ingest_rerun_rows_per_s"] = round(rows / (time.perf_counter() - t0))
+        # rollups: 15m and 1h over the same range, in rows of 1-minute source per second
+        t0 = time.perf_counter()
+        result = dg.materialize([market_data_1m.to_source_asset(), market_data_15m, market_data_1h],
+                                resources=resources, tags=tags, selection=[market_data_15m, market_data_1h])
+        assert result.success
+        out["rollup_source_rows_per_s"] = round(2 * rows / (time.perf_counter() - t0))
+        # (c) pandas to_sql, default method
+        if not args.skip_to_sql:
+            t0 = time.perf_counter()
+            with eng.begin() as conn:
+                frame.to_sql("bench_to_sql", conn, if_exists="append", index=False, chunksize=50_000)
+            out["to_sql_rows_per_s"] = round(rows / (time.perf_counter() - t0))
+            out["ingest_vs_to_sql"] = round(out["ingest_rows_per_s"] / out["to_sql_rows_per_s"], 2)
+        out["ingest_vs_copy"] = round(out["ingest_rows_per_s"] / out["copy_rows_per_s"], 3)
+        out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        with eng.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM market_data_1m")).scalar_one() == rows
+    finally:
+        drop_database(server, url)
+    del copy_frame
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
