@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import warnings
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import typer
 from rich.console import Console
@@ -27,8 +27,8 @@ app = typer.Typer(help="tis-pipeline: the Trading Intelligence System on Dagster
                   pretty_exceptions_enable=False)
 db_app = typer.Typer(help="The project's PostgreSQL: start, migrate, inspect, stop.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 SHOWN_TABLES = [
     "market_data_1m", "market_data_15m", "market_data_1h", "market_data_quarantine", "anomaly_events",
@@ -278,7 +278,7 @@ def backfill(
 
 def _demo_range() -> tuple[date, date]:
     s = settings()
-    yesterday = datetime.now(timezone.utc).date() - timedelta(days=1)
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
     if s.market_source != "csv":
         return yesterday - timedelta(days=2), yesterday
     from tis_pipeline.market_data import readers
@@ -368,5 +368,14 @@ def dev(
     raise typer.Exit(subprocess.call(cmd, cwd=PROJECT_ROOT))
 
 
+def main() -> None:
+    """Entry point: configuration and database errors end in one clear line, not a traceback."""
+    try:
+        app()
+    except (DatabaseConfigError, EmbeddedDatabaseError) as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -151,10 +151,9 @@ def raw_connection(conn: sa.Connection):
 
 def fetch_frame(conn: sa.Connection, query: str, params: dict | None = None) -> pd.DataFrame:
     """Read a (parameterised) query into a DataFrame through ``COPY … TO STDOUT`` (3-4x ``read_sql``)."""
+    import psycopg
     import pyarrow.csv as pacsv
     from psycopg import sql
-
-    import psycopg
 
     raw = raw_connection(conn)
     inner = psycopg.ClientCursor(raw).mogrify(query, params or {})

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-import sqlalchemy as sa
 
 from tis_pipeline.db import DatabaseConfigError, engine, redacted
 from tis_pipeline.settings import PROJECT_ROOT

@@ -6,7 +6,6 @@ Bars follow the seed's convention: ``timestamp`` is the UTC minute a bar opens; 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
