@@ -26,13 +26,16 @@ def _bar_table(table: str) -> str:
 
 def replace_bars(conn: sa.Connection, table: str, frame: pd.DataFrame, start: pd.Timestamp,
                  end: pd.Timestamp, symbols: list[str]) -> tuple[int, int]:
-    """Replace the window's rows of ``symbols`` by ``frame``; returns (rows deleted, rows written).
+    """Replace the window's rows of ``symbols`` by ``frame``; returns (rows replaced, rows written).
 
     Runs inside the caller's transaction, so readers see the old window or the new one, never half.
-    The rows go straight into the table by COPY after the DELETE: the validated frame has unique keys, and a
-    staging copy would only write every row twice.
+    market_data_1m is partitioned by day: each day is built apart and swapped in (``swap_in_days``). The other
+    tables take a DELETE of the window and a COPY straight into the table (the validated frame has unique keys,
+    and a staging copy would only write every row twice).
     """
     table = _bar_table(table)
+    if table == "market_data_1m":
+        return swap_in_days(conn, frame, start, end, symbols)
     deleted = conn.execute(
         sa.text(f'DELETE FROM {table} WHERE "timestamp" >= :start AND "timestamp" < :end '
                 "AND symbol = ANY(:symbols)"),
@@ -40,6 +43,72 @@ def replace_bars(conn: sa.Connection, table: str, frame: pd.DataFrame, start: pd
     ).rowcount
     written = copy_frame(raw_connection(conn), table, frame, BAR_WRITE_COLUMNS)
     return deleted, written
+
+
+def _partition_name(day: pd.Timestamp) -> str:
+    return f"market_data_1m_p{day:%Y%m%d}"
+
+
+def swap_in_days(conn: sa.Connection, frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp,
+                 symbols: list[str]) -> tuple[int, int]:
+    """Write each UTC day of [start, end) of market_data_1m as a freshly built partition; (replaced, written).
+
+    Per day: COPY the rows into a new unindexed table (the raw COPY rate), carry over the rows of symbols this
+    source does not own from the old partition and from the DEFAULT partition, add the bound CHECK (so ATTACH
+    need not scan) and the primary key (one sort instead of a B-tree insert per row); then, once every day is
+    built, detach and drop the old partitions and attach the new ones. All of it is one transaction.
+    """
+    from psycopg import sql
+
+    raw = raw_connection(conn)
+    days = pd.date_range(start, end, freq="D", inclusive="left")
+    by_day = dict(tuple(frame.groupby(frame["timestamp"].dt.floor("D"), sort=True))) if len(frame) else {}
+    existing = set(conn.execute(sa.text(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = 'market_data_1m'::regclass")).scalars())
+    built, replaced, written = [], 0, 0
+    for day in days:
+        name = _partition_name(day)
+        rows = by_day.get(day)
+        if (rows is None or rows.empty) and name not in existing:
+            replaced += conn.execute(sa.text(
+                'DELETE FROM market_data_1m_default WHERE "timestamp" >= :a AND "timestamp" < :b '
+                "AND symbol = ANY(:s)"), {"a": day, "b": day + pd.Timedelta(days=1), "s": list(symbols)}).rowcount
+            continue
+        staging = f"{name}_new"
+        bounds = {"a": day, "b": day + pd.Timedelta(days=1), "s": list(symbols)}
+        with raw.cursor() as cur:
+            cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(staging)))
+            cur.execute(sql.SQL("CREATE TABLE {} (LIKE market_data_1m INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
+                        .format(sql.Identifier(staging)))
+        if rows is not None:
+            written += copy_frame(raw, staging, rows, BAR_WRITE_COLUMNS)
+        sources = ["market_data_1m_default"] + ([name] if name in existing else [])
+        for source in sources:
+            conn.execute(sa.text(
+                f'INSERT INTO "{staging}" SELECT * FROM "{source}" '
+                'WHERE "timestamp" >= :a AND "timestamp" < :b AND NOT (symbol = ANY(:s))'), bounds)
+            replaced += conn.execute(sa.text(
+                f'SELECT count(*) FROM "{source}" WHERE "timestamp" >= :a AND "timestamp" < :b '
+                "AND symbol = ANY(:s)"), bounds).scalar_one()
+        conn.execute(sa.text(
+            'DELETE FROM market_data_1m_default WHERE "timestamp" >= :a AND "timestamp" < :b'), bounds)
+        with raw.cursor() as cur:
+            cur.execute(sql.SQL('ALTER TABLE {} ADD CONSTRAINT {} CHECK ("timestamp" >= {} AND "timestamp" < {})')
+                        .format(sql.Identifier(staging), sql.Identifier(f"{staging}_bound"),
+                                sql.Literal(day.to_pydatetime()), sql.Literal((day + pd.Timedelta(days=1)).to_pydatetime())))
+            cur.execute(sql.SQL('ALTER TABLE {} ADD PRIMARY KEY (symbol, "timestamp")').format(sql.Identifier(staging)))
+        built.append((day, name, staging))
+    with raw.cursor() as cur:
+        for day, name, staging in built:
+            if name in existing:
+                cur.execute(sql.SQL("ALTER TABLE market_data_1m DETACH PARTITION {}").format(sql.Identifier(name)))
+                cur.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+            cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(staging), sql.Identifier(name)))
+            cur.execute(sql.SQL("ALTER TABLE market_data_1m ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
+                sql.Identifier(name), sql.Literal(day.to_pydatetime()),
+                sql.Literal((day + pd.Timedelta(days=1)).to_pydatetime())))
+    return replaced, written
 
 
 def replace_quarantine(conn: sa.Connection, frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> int:

@@ -136,16 +136,14 @@ def test_connection_killed_mid_copy_leaves_previous_rows_intact(database_url):
     assert materialize_range(database_url, "2024-05-01", "2024-05-01", [market_data_1m]).success
     before = table_digest(database_url, "market_data_1m", first, end)
     assert before[0] > 2000
-    # the server itself ends the writing session after 1,000 rows of the COPY: a real dropped connection
+    # the server itself ends the writing session when, after the COPY, it alters the new partition: a real
+    # dropped connection in the middle of the write
     with engine(database_url).begin() as conn:
         conn.execute(sa.text("""
-            CREATE FUNCTION tis_test_kill() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-              IF nextval('tis_test_kill_seq') = 1000 THEN PERFORM pg_terminate_backend(pg_backend_pid()); END IF;
-              RETURN NEW;
-            END $$;
-            CREATE SEQUENCE tis_test_kill_seq;
-            CREATE TRIGGER tis_test_kill BEFORE INSERT ON market_data_1m FOR EACH ROW EXECUTE FUNCTION tis_test_kill();
+            CREATE FUNCTION tis_test_kill() RETURNS event_trigger LANGUAGE plpgsql AS $$
+            BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); END $$;
+            CREATE EVENT TRIGGER tis_test_kill ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
+              EXECUTE FUNCTION tis_test_kill();
         """))
     try:
         result = materialize_range(database_url, "2024-05-01", "2024-05-01", [market_data_1m], seed=12)
@@ -155,6 +153,36 @@ def test_connection_killed_mid_copy_leaves_previous_rows_intact(database_url):
     finally:
         engine(database_url).dispose()
         with engine(database_url).begin() as conn:
-            conn.execute(sa.text("DROP TRIGGER tis_test_kill ON market_data_1m; DROP FUNCTION tis_test_kill();"
-                                 "DROP SEQUENCE tis_test_kill_seq;"))
+            conn.execute(sa.text("DROP EVENT TRIGGER tis_test_kill; DROP FUNCTION tis_test_kill();"))
+    with engine(database_url).connect() as conn:
+        leftovers = conn.execute(sa.text(
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'market_data_1m_p%_new'")).scalar_one()
+    assert leftovers == 0
     assert table_digest(database_url, "market_data_1m", first, end) == before
+
+
+def test_swap_keeps_other_sources_rows_and_absorbs_the_default_partition(database_url):
+    day = pd.Timestamp("2024-02-20", tz="UTC")
+    with engine(database_url).begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO market_data_1m (symbol, \"timestamp\", open, high, low, close, volume) VALUES "
+            "('OTHER', '2024-02-20 10:00+00', 1, 2, 1, 2, 5), ('AAA', '2024-02-20 10:00:00+00', 9, 9, 9, 9, 9)"))
+        assert conn.execute(sa.text("SELECT count(*) FROM market_data_1m_default")).scalar_one() >= 2
+    for _ in range(2):
+        assert materialize_range(database_url, "2024-02-20", "2024-02-20", [market_data_1m]).success
+    with engine(database_url).connect() as conn:
+        other = conn.execute(sa.text(
+            "SELECT close::float8 FROM market_data_1m WHERE symbol = 'OTHER' AND \"timestamp\" = '2024-02-20 10:00+00'"
+        )).scalars().all()
+        in_default = conn.execute(sa.text(
+            "SELECT count(*) FROM market_data_1m_default WHERE \"timestamp\" >= '2024-02-20' "
+            "AND \"timestamp\" < '2024-02-21'")).scalar_one()
+        partition = conn.execute(sa.text(
+            "SELECT count(*) FROM market_data_1m_p20240220")).scalar_one()
+    expected = synthetic.day_bars(day, SYMBOLS, seed=11)
+    stored = read_table(database_url, "market_data_1m", day, day + pd.Timedelta(days=1))
+    assert other == [2.0]
+    assert in_default == 0
+    assert partition == len(expected) + 1
+    aaa = stored[stored["symbol"] == "AAA"]
+    np.testing.assert_array_equal(aaa["close"].to_numpy(), expected[expected["symbol"] == "AAA"]["close"].to_numpy())
