@@ -8,5 +8,6 @@ market_data_daily_job = dg.define_asset_job(
 
 # Requests the UTC day that just closed, at 00:15 UTC; rollups run in the same run as their 1-minute source.
 market_data_daily_schedule = dg.build_schedule_from_partitioned_job(
-    market_data_daily_job, hour_of_day=0, minute_of_hour=15, name="market_data_daily_schedule"
+    market_data_daily_job, hour_of_day=0, minute_of_hour=15, name="market_data_daily_schedule",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
 )

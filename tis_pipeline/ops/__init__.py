@@ -1,3 +1,13 @@
 import dagster as dg
 
-defs = dg.Definitions()
+from tis_pipeline.ops.jobs import (
+    dagster_storage_prune_job,
+    dagster_storage_prune_schedule,
+    retention_job,
+    retention_schedule,
+)
+
+defs = dg.Definitions(
+    jobs=[retention_job, dagster_storage_prune_job],
+    schedules=[retention_schedule, dagster_storage_prune_schedule],
+)

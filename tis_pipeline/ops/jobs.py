@@ -1,0 +1,78 @@
+"""Housekeeping jobs: retention of the project's tables and pruning of Dagster's own storage."""
+
+import dagster as dg
+import pandas as pd
+
+from tis_pipeline.ops import retention
+from tis_pipeline.resources import PostgresResource
+
+
+class RetentionConfig(dg.Config):
+    as_of: str | None = None  # ISO timestamp; the reference time for tests and replays (default: now)
+    periods: dict[str, str] = {}  # per-table overrides, e.g. {"market_data_1m": "90d"}
+
+
+@dg.op(description="Archive to Parquet (verified) and delete what has aged out of every table, children first.")
+def apply_retention(context: dg.OpExecutionContext, config: RetentionConfig, db: PostgresResource) -> dg.Output:
+    as_of = pd.Timestamp(config.as_of or pd.Timestamp.now(tz="UTC"))
+    as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
+    with db.begin() as conn:
+        outcomes = retention.apply(conn, as_of, config.periods)
+    table = pd.DataFrame([{
+        "table": o.table, "cutoff": o.cutoff or "permanent", "archived": o.archived, "deleted": o.deleted,
+        "kept (referenced)": o.kept_referenced, "kept (no rollup yet)": o.kept_without_rollup,
+        "files": len(o.files)} for o in outcomes])
+    for o in outcomes:
+        context.log.info(f"{o.table}: archived {o.archived}, deleted {o.deleted}, cutoff {o.cutoff}")
+    return dg.Output(
+        {o.table: o.deleted for o in outcomes},
+        metadata={
+            "as_of": as_of.isoformat(),
+            "tables": dg.MetadataValue.md(table.to_markdown(index=False)),
+            "rows_deleted": int(table["deleted"].sum()),
+            "archive_files": dg.MetadataValue.json({o.table: o.files for o in outcomes if o.files}),
+        },
+    )
+
+
+@dg.job(description="Daily retention (the seed's periods).", tags={"tis/kind": "housekeeping"})
+def retention_job():
+    apply_retention()
+
+
+retention_schedule = dg.ScheduleDefinition(
+    name="retention_schedule", job=retention_job, cron_schedule="0 2 * * *", execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+
+
+class PruneConfig(dg.Config):
+    max_age_days: int = 90
+
+
+@dg.op(description="Delete Dagster runs (and their event records) older than max_age_days.")
+def prune_dagster_runs(context: dg.OpExecutionContext, config: PruneConfig) -> dg.Output:
+    cutoff = pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=config.max_age_days)
+    instance = context.instance
+    deleted = 0
+    while True:
+        records = instance.get_run_records(
+            filters=dg.RunsFilter(created_before=cutoff.to_pydatetime()), limit=500)
+        records = [r for r in records if r.dagster_run.run_id != context.run_id]
+        if not records:
+            break
+        for record in records:
+            instance.delete_run(record.dagster_run.run_id)
+            deleted += 1
+    return dg.Output(deleted, metadata={"runs_deleted": deleted, "cutoff": cutoff.isoformat()})
+
+
+@dg.job(description="Prune Dagster's own run and event storage.", tags={"tis/kind": "housekeeping"})
+def dagster_storage_prune_job():
+    prune_dagster_runs()
+
+
+dagster_storage_prune_schedule = dg.ScheduleDefinition(
+    name="dagster_storage_prune_schedule", job=dagster_storage_prune_job, cron_schedule="30 2 * * 0",
+    execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING,
+)
