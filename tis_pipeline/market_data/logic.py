@@ -17,36 +17,37 @@ SYMBOL_PATTERN = r"^[A-Za-z0-9._/:-]{1,20}$"
 # numeric(20,8) holds |x| < 10^12
 NUMERIC_20_8_LIMIT = 1e12
 
-# Error rules applied on ingest, in the order a row is judged: a row is quarantined under the first it breaks.
+# Ingest-only rules on raw input, beside the registry's (tis_pipeline.quality.rules) error rules for the table
+SYMBOL_FORMAT_RULE = "market_data_1m_symbol_format"
+NUMERIC_FIT_RULE = "market_data_1m_values_fit_numeric"
+KEY_UNIQUE_RULE = "market_data_1m_key_unique"
+
+# The order a row is judged in: it is quarantined under the first rule it breaks.
 QUARANTINE_RULES = (
-    "symbol_invalid",
-    "timestamp_invalid",
-    "value_missing",
-    "value_out_of_range",
-    "prices_positive",
-    "volume_nonnegative",
-    "high_bounds",
-    "low_bounds",
-    "on_minute",
-    "not_future",
-    "duplicate_row",
-    "conflicting_duplicate",
+    SYMBOL_FORMAT_RULE,
+    "market_data_1m_timestamp_not_null",
+    "market_data_1m_open_not_null",
+    "market_data_1m_high_not_null",
+    "market_data_1m_low_not_null",
+    "market_data_1m_close_not_null",
+    "market_data_1m_volume_not_null",
+    NUMERIC_FIT_RULE,
+    "ck_market_data_1m_prices_positive",
+    "ck_market_data_1m_volume_nonnegative",
+    "ck_market_data_1m_high_bounds",
+    "ck_market_data_1m_low_bounds",
+    "market_data_1m_timestamp_aligned",
+    "market_data_1m_timestamp_not_future",
+    KEY_UNIQUE_RULE,
 )
 
 RULE_MESSAGES = {
-    "symbol_invalid": "symbol is empty, longer than 20 characters or has characters outside [A-Za-z0-9._/:-]",
-    "timestamp_invalid": "timestamp could not be parsed",
-    "value_missing": "open, high, low, close or volume is missing or not a number",
-    "value_out_of_range": "a value does not fit numeric(20,8) (|x| >= 1e12)",
-    "prices_positive": "a price is zero or negative",
-    "volume_nonnegative": "volume is negative",
-    "high_bounds": "high is below open, close or low",
-    "low_bounds": "low is above open or close",
-    "on_minute": "timestamp is not on the minute",
-    "not_future": "timestamp is later than now + 1 minute",
-    "duplicate_row": "an identical row for this symbol and minute came earlier",
-    "conflicting_duplicate": "the same symbol and minute appear with different values",
+    SYMBOL_FORMAT_RULE: "symbol is empty, longer than 20 characters or has characters outside [A-Za-z0-9._/:-]",
+    NUMERIC_FIT_RULE: "a value does not fit numeric(20,8) (|x| >= 1e12)",
+    KEY_UNIQUE_RULE: "the same symbol and minute appear more than once",
 }
+_DUPLICATE_MESSAGE = "an identical row for this symbol and minute came earlier (one copy kept)"
+_CONFLICT_MESSAGE = "the same symbol and minute appear with different values (no copy kept)"
 
 
 def normalise_bars(frame: pd.DataFrame) -> pd.DataFrame:
@@ -77,26 +78,22 @@ class Validated:
 
 
 def rule_masks(frame: pd.DataFrame, now: pd.Timestamp) -> dict[str, np.ndarray]:
-    """One boolean mask per quarantine rule (True = the row breaks it), vectorised over the frame."""
-    prices = frame[PRICE_COLUMNS].to_numpy(dtype="float64")
-    volume = frame["volume"].to_numpy(dtype="float64")
-    o, h, low, c = prices.T
-    with np.errstate(invalid="ignore"):
-        symbol_ok = frame["symbol"].fillna("").str.fullmatch(SYMBOL_PATTERN).fillna(False).to_numpy(bool)
-        ts = frame["timestamp"]
-        masks = {
-            "symbol_invalid": ~symbol_ok,
-            "timestamp_invalid": ts.isna().to_numpy(),
-            "value_missing": np.isnan(prices).any(axis=1) | np.isnan(volume),
-            "value_out_of_range": (np.abs(prices) >= NUMERIC_20_8_LIMIT).any(axis=1)
-            | (np.abs(volume) >= NUMERIC_20_8_LIMIT),
-            "prices_positive": (prices <= 0).any(axis=1),
-            "volume_nonnegative": volume < 0,
-            "high_bounds": (h < o) | (h < c) | (h < low),
-            "low_bounds": (low > o) | (low > c),
-            "on_minute": (ts.dt.floor("min") != ts).fillna(False).to_numpy(bool),
-            "not_future": (ts > now + pd.Timedelta(minutes=1)).fillna(False).to_numpy(bool),
-        }
+    """One boolean mask per quarantine rule (True = the row breaks it), vectorised over the frame.
+
+    The table's rules come from the quality registry (``failing_mask``), so ingest, the asset checks and the
+    database's CHECK constraints share one definition of each rule.
+    """
+    from tis_pipeline.quality.evaluate import failing_mask
+    from tis_pipeline.quality.rules import rule
+
+    numbers = frame[PRICE_COLUMNS + ["volume"]].to_numpy(dtype="float64")
+    masks: dict[str, np.ndarray] = {
+        SYMBOL_FORMAT_RULE: ~frame["symbol"].fillna("").str.fullmatch(SYMBOL_PATTERN).fillna(False).to_numpy(bool),
+        NUMERIC_FIT_RULE: (np.abs(numbers) >= NUMERIC_20_8_LIMIT).any(axis=1),
+    }
+    for name in QUARANTINE_RULES:
+        if name not in masks and name != KEY_UNIQUE_RULE:
+            masks[name] = failing_mask(frame, rule(name), now=now).to_numpy(bool)
     key = frame[["symbol", "timestamp"]]
     values = frame[BAR_COLUMNS]
     dup_key = key.duplicated(keep=False).to_numpy()
@@ -105,30 +102,32 @@ def rule_masks(frame: pd.DataFrame, now: pd.Timestamp) -> dict[str, np.ndarray]:
     distinct_per_key = values[dup_key].drop_duplicates().groupby(["symbol", "timestamp"], dropna=False).size()
     conflicting_keys = distinct_per_key[distinct_per_key > 1].index
     conflicting = dup_key & pd.MultiIndex.from_frame(key).isin(conflicting_keys)
-    masks["duplicate_row"] = dup_key & same_values_seen & ~conflicting
-    masks["conflicting_duplicate"] = conflicting
+    masks["_duplicate"] = dup_key & same_values_seen & ~conflicting
+    masks["_conflict"] = conflicting
+    masks[KEY_UNIQUE_RULE] = masks["_duplicate"] | masks["_conflict"]
     return masks
 
 
 def validate_bars(frame: pd.DataFrame, *, now: pd.Timestamp | None = None,
                   partition_date: pd.Timestamp | None = None) -> Validated:
     """Split normalised bars into clean rows and quarantine rows (each bad row once, under its first rule)."""
+    from tis_pipeline.quality.rules import rule
+
     now = now if now is not None else pd.Timestamp.now(tz="UTC")
     masks = rule_masks(frame, now)
     assigned = np.full(len(frame), "", dtype=object)
-    for rule in QUARANTINE_RULES:
-        hit = masks[rule] & (assigned == "")
-        assigned[hit] = rule
+    for name in QUARANTINE_RULES:
+        hit = masks[name] & (assigned == "")
+        assigned[hit] = name
     bad = assigned != ""
     clean = frame.loc[~bad, BAR_COLUMNS + ["volume_missing"]].reset_index(drop=True)
     rejected = frame.loc[bad]
+    dates = rejected["timestamp"].dt.tz_convert("UTC").dt.date
+    if partition_date is not None:
+        dates = dates.fillna(partition_date.date())
     quarantine = pd.DataFrame(
         {
-            "partition_date": (
-                rejected["timestamp"].dt.tz_convert("UTC").dt.date
-                if partition_date is None
-                else rejected["timestamp"].dt.tz_convert("UTC").dt.date.fillna(partition_date.date())
-            ),
+            "partition_date": dates,
             "source_file": rejected["source_file"].astype(str),
             "source_line": rejected["source_line"],
             "symbol": rejected["symbol"].astype("object"),
@@ -137,8 +136,12 @@ def validate_bars(frame: pd.DataFrame, *, now: pd.Timestamp | None = None,
             "rule": assigned[bad],
         }
     ).reset_index(drop=True)
-    quarantine["message"] = quarantine["rule"].map(RULE_MESSAGES)
-    counts = {rule: int((assigned == rule).sum()) for rule in QUARANTINE_RULES if (assigned == rule).any()}
+    messages = {name: RULE_MESSAGES.get(name) or rule(name).description for name in QUARANTINE_RULES}
+    quarantine["message"] = quarantine["rule"].map(messages)
+    duplicate_kind = np.where(masks["_conflict"][bad], _CONFLICT_MESSAGE, _DUPLICATE_MESSAGE)
+    is_key_rule = (quarantine["rule"] == KEY_UNIQUE_RULE).to_numpy()
+    quarantine.loc[is_key_rule, "message"] = duplicate_kind[is_key_rule]
+    counts = {name: int((assigned == name).sum()) for name in QUARANTINE_RULES if (assigned == name).any()}
     return Validated(clean=clean, quarantine=quarantine, counts=counts)
 
 

@@ -66,31 +66,35 @@ def swap_in_days(conn: sa.Connection, frame: pd.DataFrame, start: pd.Timestamp, 
     existing = set(conn.execute(sa.text(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
         "WHERE i.inhparent = 'market_data_1m'::regclass")).scalars())
-    built, replaced, written = [], 0, 0
+    built, written = [], 0
+    window = {"a": start, "b": end, "s": list(symbols)}
+    # rows of the source's symbols in the DEFAULT partition are replaced whatever the day
+    replaced = conn.execute(sa.text(
+        'DELETE FROM market_data_1m_default WHERE "timestamp" >= :a AND "timestamp" < :b AND symbol = ANY(:s)'),
+        window).rowcount
     for day in days:
         name = _partition_name(day)
         rows = by_day.get(day)
-        if (rows is None or rows.empty) and name not in existing:
-            replaced += conn.execute(sa.text(
-                'DELETE FROM market_data_1m_default WHERE "timestamp" >= :a AND "timestamp" < :b '
-                "AND symbol = ANY(:s)"), {"a": day, "b": day + pd.Timedelta(days=1), "s": list(symbols)}).rowcount
+        bounds = {"a": day, "b": day + pd.Timedelta(days=1), "s": list(symbols)}
+        if rows is None or rows.empty:
+            if name in existing:  # the source has nothing that day any more: its rows go, others stay
+                replaced += conn.execute(sa.text(
+                    f'DELETE FROM "{name}" WHERE symbol = ANY(:s)'), bounds).rowcount
             continue
         staging = f"{name}_new"
-        bounds = {"a": day, "b": day + pd.Timedelta(days=1), "s": list(symbols)}
         with raw.cursor() as cur:
             cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(staging)))
             cur.execute(sql.SQL("CREATE TABLE {} (LIKE market_data_1m INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
                         .format(sql.Identifier(staging)))
-        if rows is not None:
-            written += copy_frame(raw, staging, rows, BAR_WRITE_COLUMNS)
-        sources = ["market_data_1m_default"] + ([name] if name in existing else [])
-        for source in sources:
+        written += copy_frame(raw, staging, rows, BAR_WRITE_COLUMNS)
+        # rows of symbols this source does not own are carried over, from the old partition or the DEFAULT one
+        for source in ["market_data_1m_default"] + ([name] if name in existing else []):
             conn.execute(sa.text(
                 f'INSERT INTO "{staging}" SELECT * FROM "{source}" '
                 'WHERE "timestamp" >= :a AND "timestamp" < :b AND NOT (symbol = ANY(:s))'), bounds)
-            replaced += conn.execute(sa.text(
-                f'SELECT count(*) FROM "{source}" WHERE "timestamp" >= :a AND "timestamp" < :b '
-                "AND symbol = ANY(:s)"), bounds).scalar_one()
+        if name in existing:
+            replaced += conn.execute(sa.text(f'SELECT count(*) FROM "{name}" WHERE symbol = ANY(:s)'),
+                                     bounds).scalar_one()
         conn.execute(sa.text(
             'DELETE FROM market_data_1m_default WHERE "timestamp" >= :a AND "timestamp" < :b'), bounds)
         with raw.cursor() as cur:

@@ -83,7 +83,7 @@ class _Series:
         self.same_prev = np.zeros(len(self.order), dtype=bool)
         self.same_prev[1:] = self.codes[1:] == self.codes[:-1]
         self.starts = np.flatnonzero(~self.same_prev)
-        self.ends = np.append(self.starts[1:], len(self.order))
+        self.ends = np.append(self.starts[1:], len(self.order)) if len(self.starts) else self.starts
 
     def scatter(self, sorted_values: np.ndarray) -> np.ndarray:
         out = np.full(self.n, np.nan)

@@ -219,7 +219,7 @@ def validate_frame(
     groups = SymbolDayIndex(frame)
     results: list[RuleResult] = []
     for rule in all_rules:
-        if rule not in runnable:
+        if rule.name not in derived:
             results.append(skipped_result(frame, rule, missing_reason(frame, rule, ctx) or ""))
             continue
         if not len(frame):

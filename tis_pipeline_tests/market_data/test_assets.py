@@ -124,7 +124,7 @@ def test_a_few_bad_rows_are_quarantined_once_and_the_rest_loads(database_url, mo
         rows = conn.execute(sa.text(
             "SELECT rule, count(*) FROM market_data_quarantine WHERE partition_date = '2024-04-10' GROUP BY rule"
         )).all()
-    assert rows == [("volume_nonnegative", 3)]
+    assert rows == [("ck_market_data_1m_volume_nonnegative", 3)]
     meta = result.asset_materializations_for_node("market_data_1m")[0].metadata
     assert meta["quarantined_rows"].value == 3
     expected = len(real(pd.Timestamp("2024-04-10", tz="UTC"), pd.Timestamp("2024-04-11", tz="UTC"), SYMBOLS, 11))

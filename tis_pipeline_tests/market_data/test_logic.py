@@ -21,18 +21,18 @@ GOOD = ["ABC", "2024-01-02 10:00", 10.0, 11.0, 9.0, 10.5, 100.0]
 @pytest.mark.parametrize(
     "row, rule",
     [
-        (["ABC", "2024-01-02 10:01", 10.0, 11.0, 9.0, np.nan, 100.0], "value_missing"),
-        (["ABC", "2024-01-02 10:01", 0.0, 11.0, 9.0, 10.0, 100.0], "prices_positive"),
-        (["ABC", "2024-01-02 10:01", -1.0, 11.0, 9.0, 10.0, 100.0], "prices_positive"),
-        (["ABC", "2024-01-02 10:01", 10.0, 8.0, 9.0, 8.5, 100.0], "high_bounds"),
-        (["ABC", "2024-01-02 10:01", 10.0, 11.0, 10.2, 10.5, 100.0], "low_bounds"),
-        (["ABC", "2024-01-02 10:01", 10.0, 11.0, 9.0, 10.5, -5.0], "volume_nonnegative"),
-        (["ABC", "2024-01-02 10:01:30", 10.0, 11.0, 9.0, 10.5, 5.0], "on_minute"),
-        (["ABC", "2024-01-05 10:01", 10.0, 11.0, 9.0, 10.5, 5.0], "not_future"),
-        (["ABC", "2024-01-02 10:01", 10.0, 1e30, 9.0, 10.5, 5.0], "value_out_of_range"),
-        (["A" * 21, "2024-01-02 10:01", 10.0, 11.0, 9.0, 10.5, 5.0], "symbol_invalid"),
-        (["X'; DROP TABLE modules;--", "2024-01-02 10:01", 10.0, 11.0, 9.0, 10.5, 5.0], "symbol_invalid"),
-        (["ABC", None, 10.0, 11.0, 9.0, 10.5, 5.0], "timestamp_invalid"),
+        (["ABC", "2024-01-02 10:01", 10.0, 11.0, 9.0, np.nan, 100.0], "market_data_1m_close_not_null"),
+        (["ABC", "2024-01-02 10:01", 0.0, 11.0, 9.0, 10.0, 100.0], "ck_market_data_1m_prices_positive"),
+        (["ABC", "2024-01-02 10:01", -1.0, 11.0, 9.0, 10.0, 100.0], "ck_market_data_1m_prices_positive"),
+        (["ABC", "2024-01-02 10:01", 10.0, 8.0, 9.0, 8.5, 100.0], "ck_market_data_1m_high_bounds"),
+        (["ABC", "2024-01-02 10:01", 10.0, 11.0, 10.2, 10.5, 100.0], "ck_market_data_1m_low_bounds"),
+        (["ABC", "2024-01-02 10:01", 10.0, 11.0, 9.0, 10.5, -5.0], "ck_market_data_1m_volume_nonnegative"),
+        (["ABC", "2024-01-02 10:01:30", 10.0, 11.0, 9.0, 10.5, 5.0], "market_data_1m_timestamp_aligned"),
+        (["ABC", "2024-01-05 10:01", 10.0, 11.0, 9.0, 10.5, 5.0], "market_data_1m_timestamp_not_future"),
+        (["ABC", "2024-01-02 10:01", 10.0, 1e30, 9.0, 10.5, 5.0], "market_data_1m_values_fit_numeric"),
+        (["A" * 21, "2024-01-02 10:01", 10.0, 11.0, 9.0, 10.5, 5.0], "market_data_1m_symbol_format"),
+        (["X'; DROP TABLE modules;--", "2024-01-02 10:01", 10.0, 11.0, 9.0, 10.5, 5.0], "market_data_1m_symbol_format"),
+        (["ABC", None, 10.0, 11.0, 9.0, 10.5, 5.0], "market_data_1m_timestamp_not_null"),
     ],
 )
 def test_each_rule_quarantines_exactly_the_bad_row(row, rule):
@@ -49,7 +49,9 @@ def test_exact_duplicate_keeps_one_copy_and_conflicting_minute_keeps_none():
     conflict_other = ["ABC", "2024-01-02 10:05", 10.0, 12.0, 9.0, 11.5, 100.0]
     checked = logic.validate_bars(_bars([GOOD, GOOD, conflict, conflict_other]), now=NOW)
     assert len(checked.clean) == 1
-    assert sorted(checked.quarantine["rule"]) == ["conflicting_duplicate", "conflicting_duplicate", "duplicate_row"]
+    assert sorted(checked.quarantine["rule"]) == ["market_data_1m_key_unique"] * 3
+    messages = sorted(checked.quarantine["message"])
+    assert messages[0].startswith("an identical row") and messages[2].startswith("the same symbol and minute appear with")
 
 
 def test_missing_minutes_counts_inner_gaps_per_symbol_and_day():

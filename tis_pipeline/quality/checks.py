@@ -1,0 +1,242 @@
+"""Dagster asset checks from the registry: one check per rule, blocking for errors, WARN for warnings.
+
+Two ways to use them:
+
+* an asset that validates the frame it writes declares ``check_specs=check_specs_for("market_data_1m")`` and
+  yields ``check_results(report, window)`` from the same ``ValidationReport`` (no second read)::
+
+      report = evaluate_frame(frame, "market_data_1m")
+      yield dg.MaterializeResult(metadata=...)
+      yield from check_results(report, context.partition_time_window)
+
+* a stand-alone multi-asset check that reads the data itself: ``build_checks(table, asset_key, loader)``.
+
+Check names are the rule names (``ck_market_data_1m_high_bounds``, ``market_data_1m_no_gaps``): the same
+word as the CHECK constraint and as the quarantine reason. Specs are listed errors first, then warnings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from tis_pipeline.quality.report import RuleResult, ValidationReport
+from tis_pipeline.quality.rules import Rule, rules_for
+
+MAX_SYMBOL_DAY_ROWS = 100  # per-(symbol, day) rows shown in a result's metadata, most failing first
+
+CoercibleToRange = dg.PartitionKeyRange | dg.TimeWindow | tuple[Any, Any] | str | None
+
+
+def _ordered(rules: Iterable[Rule]) -> list[Rule]:
+    return sorted(rules, key=lambda r: 0 if r.severity == "error" else 1)  # stable: registry order inside
+
+
+def check_spec(rule: Rule, asset: dg.AssetKey | str | Sequence[str] | None = None) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        name=rule.name,
+        asset=asset if asset is not None else rule.table,
+        description=f"[{rule.severity}] {rule.description}",
+        blocking=rule.severity == "error",
+        metadata={"rule_kind": rule.kind, "severity": rule.severity, "columns": ", ".join(rule.columns)},
+    )
+
+
+def check_specs_for(
+    table: str,
+    *,
+    asset: dg.AssetKey | str | Sequence[str] | None = None,
+    severity: str | None = None,
+) -> list[dg.AssetCheckSpec]:
+    """One AssetCheckSpec per rule of ``table`` (asset key defaults to the table name)."""
+    return [check_spec(r, asset) for r in _ordered(rules_for(table, severity=severity))]
+
+
+def partition_bounds(partition_range: CoercibleToRange, report: ValidationReport | None = None) -> tuple[str | None, str | None]:
+    """(start, end) strings of a partition key range, a time window, a pair, or the frame's timestamps."""
+    if partition_range is None:
+        return (report.first_timestamp, report.last_timestamp) if report else (None, None)
+    if isinstance(partition_range, str):
+        return partition_range, partition_range
+    if isinstance(partition_range, dg.PartitionKeyRange):
+        return partition_range.start, partition_range.end
+    if isinstance(partition_range, dg.TimeWindow):
+        return partition_range.start.isoformat(), partition_range.end.isoformat()
+    start, end = partition_range
+    return _text(start), _text(end)
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime | date | pd.Timestamp):
+        return value.isoformat()
+    return str(value)
+
+
+def _scalar(value: Any) -> str | int | float | bool | None:
+    """A value TableRecord accepts: str, int, float, bool or None."""
+    if value is None or value is pd.NaT:
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, datetime | date | pd.Timestamp):
+        return value.isoformat()
+    if isinstance(value, Mapping | list | tuple):
+        return json.dumps(value, default=str, sort_keys=True)
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return str(value)
+
+
+def _column_type(series: pd.Series) -> str:
+    if pd.api.types.is_bool_dtype(series.dtype):
+        return "bool"
+    if pd.api.types.is_integer_dtype(series.dtype):
+        return "int"
+    if pd.api.types.is_float_dtype(series.dtype):
+        return "float"
+    return "string"
+
+
+def table_metadata(frame: pd.DataFrame) -> dg.TableMetadataValue:
+    """A DataFrame as ``MetadataValue.table`` (values made JSON-safe: timestamps as ISO strings)."""
+    schema = dg.TableSchema(columns=[dg.TableColumn(str(c), _column_type(frame[c])) for c in frame.columns])
+    records = [
+        dg.TableRecord({str(c): _scalar(v) for c, v in zip(frame.columns, row, strict=True)})
+        for row in frame.itertuples(index=False, name=None)
+    ]
+    return dg.MetadataValue.table(records=records, schema=schema)
+
+
+def _params(rule: Rule) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in rule.params.items()}
+
+
+def result_metadata(result: RuleResult, report: ValidationReport, partition_range: CoercibleToRange = None) -> dict[str, Any]:
+    """Metadata of one rule's check result: the rule, the range covered, counts, per (symbol, day), samples."""
+    rule = result.rule
+    start, end = partition_bounds(partition_range, report)
+    metadata: dict[str, Any] = {
+        "rule": dg.MetadataValue.text(f"{rule.name} ({rule.kind}, {rule.severity}): {rule.description}"),
+        "params": dg.MetadataValue.json(_params(rule)),
+        "partition_start": dg.MetadataValue.text(start or ""),
+        "partition_end": dg.MetadataValue.text(end or ""),
+        "engine": dg.MetadataValue.text(report.engine),
+        "rows_checked": dg.MetadataValue.int(result.element_count),
+        "failing_rows": dg.MetadataValue.int(result.unexpected_count),
+        "failing_share": dg.MetadataValue.float(float(result.share)),
+    }
+    for key, value in result.details.items():
+        metadata[key] = value if isinstance(value, int | float | str) else dg.MetadataValue.json(value)
+    if result.skipped:
+        metadata["skipped"] = dg.MetadataValue.text(result.skipped)
+        return metadata
+    if result.by_symbol_day is not None and not result.by_symbol_day.empty:
+        by_day = result.by_symbol_day.sort_values(["failing", "symbol", "day"], ascending=[False, True, True])
+        metadata["failing_symbol_days"] = dg.MetadataValue.int(len(by_day))
+        metadata["failing_by_symbol_day"] = table_metadata(by_day.head(MAX_SYMBOL_DAY_ROWS).reset_index(drop=True))
+    if not result.failing_rows.empty:
+        metadata["failing_rows_sample"] = table_metadata(result.failing_rows)
+    return metadata
+
+
+def check_results(
+    report: ValidationReport,
+    partition_range: CoercibleToRange = None,
+    *,
+    asset: dg.AssetKey | str | Sequence[str] | None = None,
+) -> list[dg.AssetCheckResult]:
+    """One AssetCheckResult per rule in ``report`` (errors first), for an asset to yield after writing.
+
+    The asset must declare the same checks: ``check_specs_for(table, severity=s)`` for a report made with
+    ``severity=s``. A rule the report skipped (column or source absent) passes, with the reason in metadata.
+    """
+    asset_key = dg.AssetKey.from_coercible(asset if asset is not None else report.table)
+    by_rule = {r.rule.name: r for r in report.results}
+    out = []
+    for rule in _ordered(r.rule for r in report.results):
+        result = by_rule[rule.name]
+        description = (
+            f"not evaluated: {result.skipped}" if result.skipped
+            else f"{result.unexpected_count} of {result.element_count} rows fail: {rule.description}"
+        )
+        out.append(
+            dg.AssetCheckResult(
+                asset_key=asset_key,
+                check_name=rule.name,
+                passed=result.passed,
+                severity=dg.AssetCheckSeverity.ERROR if rule.severity == "error" else dg.AssetCheckSeverity.WARN,
+                description=description,
+                metadata=result_metadata(result, report, partition_range),
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class CheckInput:
+    """What a ``build_checks`` loader returns when a bare DataFrame is not enough."""
+
+    frame: pd.DataFrame
+    sources: Mapping[str, pd.DataFrame] = field(default_factory=dict)  # e.g. {"market_data_1m": bars}
+    partition_range: CoercibleToRange = None
+    now: pd.Timestamp | None = None
+
+
+def build_checks(
+    table: str,
+    asset_key: dg.AssetKey | str | Sequence[str],
+    frame_loader: Callable[[dg.AssetCheckExecutionContext], pd.DataFrame | CheckInput],
+    *,
+    required_resource_keys: set[str] | None = None,
+    engine: str = "pandas",
+    name: str | None = None,
+) -> list[dg.AssetChecksDefinition]:
+    """A multi-asset check (one op, one read) with one check per rule of ``table``.
+
+    ``frame_loader(context)`` reads the data through the context's resources (``required_resource_keys``)
+    and returns a DataFrame or a ``CheckInput``. ``engine`` is ``"pandas"`` (fast) or
+    ``"great_expectations"``; both give the same results. Subsets are honoured: running one check
+    evaluates one rule.
+    """
+    if engine not in ("pandas", "great_expectations"):
+        raise ValueError(f"engine must be 'pandas' or 'great_expectations', not {engine!r}")
+    key = dg.AssetKey.from_coercible(asset_key)
+    specs = check_specs_for(table, asset=key)
+
+    @dg.multi_asset_check(
+        specs=specs,
+        name=name or f"{table}_rule_checks",
+        description=f"The registry's rules for {table} (quality/rules.py)",
+        can_subset=True,
+        required_resource_keys=required_resource_keys or set(),
+    )
+    def _rule_checks(context):  # no annotation: Dagster cannot resolve a postponed (string) one
+        loaded = frame_loader(context)
+        item = loaded if isinstance(loaded, CheckInput) else CheckInput(frame=loaded)
+        selected = {k.name for k in context.selected_asset_check_keys}
+        rules = tuple(r for r in rules_for(table) if r.name in selected)
+        if engine == "pandas":
+            from tis_pipeline.quality.evaluate import evaluate_frame as evaluate
+        else:
+            from tis_pipeline.quality.ge import validate_frame as evaluate
+        report = evaluate(item.frame, table, now=item.now, sources=item.sources, rules=rules)
+        yield from check_results(report, item.partition_range, asset=key)
+
+    return [_rule_checks]

@@ -1,0 +1,238 @@
+"""Scale-out on Celery: a real worker process runs every step of a partition-range run of the market-data job.
+
+The worker (``dagster-celery worker start -A dagster_celery.app -y celery/worker.yaml``) and the run share one
+persistent Dagster instance (a DAGSTER_HOME linked to the repository's dagster.yaml, PostgreSQL storage) and one
+project database. Redis databases 10/11 and a queue of its own per test keep parallel sessions apart.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from tis_pipeline.db import engine, with_driver
+from tis_pipeline.market_data import synthetic
+from tis_pipeline.settings import PROJECT_ROOT
+
+pytestmark = [
+    pytest.mark.celery, pytest.mark.pg, pytest.mark.slow,
+    # dagster-celery registers its execute_plan task again for every step it submits; harmless
+    pytest.mark.filterwarnings("ignore::celery.exceptions.DuplicateTaskNameWarning"),
+]
+
+WORKER_YAML = Path(__file__).parent / "celery" / "worker.yaml"
+CELERY = yaml.safe_load(WORKER_YAML.read_text())["execution"]["config"]
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+SYMBOLS, SEED = ["AAA", "BBB"], 3
+FIRST, LAST = "2024-04-08", "2024-04-10"          # three daily partitions, one run
+READY_TIMEOUT, RUN_TIMEOUT = 90, 180              # seconds
+TABLES = {"market_data_1m": None, "market_data_15m": "15min", "market_data_1h": "1h"}
+
+
+@pytest.fixture
+def redis_client():
+    """The broker's database; skips the test when Redis is not there."""
+    import redis
+
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=10, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"Redis at {REDIS_HOST}:{REDIS_PORT} is unreachable ({exc}); the Celery test needs it as broker")
+    yield client
+    client.close()
+
+
+def _tail(path: Path, lines: int = 60) -> str:
+    text = path.read_text(errors="replace") if path.exists() else "(no worker log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop the worker's whole process group (dagster-celery → celery → pool children) and wait for it."""
+    try:
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        tree = []
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        _, tree = psutil.wait_procs(tree, timeout=wait)
+        if not tree:
+            break
+    proc.wait(10)
+
+
+def _forget_queue(client, queue: str) -> None:
+    """Drop the test's queue and its kombu bindings from the broker database (best effort)."""
+    client.delete(queue)
+    for pattern in ("_kombu.binding.*", "_kombu.binding_permanent.*"):
+        for key in client.scan_iter(pattern):
+            if client.type(key) != b"set":
+                continue
+            for member in client.smembers(key):
+                if member.decode(errors="replace").split("\x06\x16")[-1] == queue:
+                    client.srem(key, member)
+
+
+@pytest.fixture
+def dagster_home(tmp_path, empty_database_url, migrated_database_url, monkeypatch):
+    """One persistent instance and one project database, in this process's environment and the worker's."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").symlink_to(PROJECT_ROOT / "dagster.yaml")
+    env = {
+        "DAGSTER_HOME": str(home),
+        "TIS_DAGSTER_PG_URL": with_driver(empty_database_url, "psycopg2"),
+        "TIS_DATABASE_URL": migrated_database_url,
+        "TIS_MARKET_SOURCE": "synthetic",
+        "TIS_SYMBOLS": ",".join(SYMBOLS),
+        "TIS_SYNTHETIC_SEED": str(SEED),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("TIS_MARKET_DATA_DIR", raising=False)
+    return env
+
+
+@pytest.fixture
+def worker(redis_client, tmp_path, dagster_home):
+    """A real Celery worker on a queue of its own; yields (process, name, queue, log path)."""
+    name, queue = f"w_{uuid.uuid4().hex[:10]}", f"tis_test_{uuid.uuid4().hex[:12]}"
+    log = tmp_path / "worker.log"
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, **dagster_home, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+           "PYTHONUNBUFFERED": "1"}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(bin_dir / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app",
+             "-y", str(WORKER_YAML), "-n", name, "-q", queue, "-l", "INFO",
+             "--", "--concurrency=2", "--without-gossip", "--without-mingle"],
+            cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while f"{name}@" not in _tail(log, 400) or " ready." not in _tail(log, 400):
+            if proc.poll() is not None:
+                pytest.fail(f"the Celery worker exited with {proc.returncode} before it was ready:\n{_tail(log)}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"the Celery worker was not ready after {READY_TIMEOUT}s:\n{_tail(log)}")
+            time.sleep(0.5)
+        yield proc, name, queue, log
+    finally:
+        _stop(proc)
+        _forget_queue(redis_client, queue)
+
+
+def _run_in_thread(fn, timeout: float, proc: subprocess.Popen, log: Path):
+    """fn() in a daemon thread: the celery executor waits for its tasks forever, the test only so long."""
+    box: dict = {}
+
+    def target():
+        try:
+            box["result"] = fn()
+        except BaseException as exc:  # reported in the test's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True, name="celery-run")
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while thread.is_alive():
+        thread.join(1)
+        if proc.poll() is not None and thread.is_alive():
+            pytest.fail(f"the Celery worker died (exit {proc.returncode}) during the run:\n{_tail(log)}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"the run did not finish within {timeout}s; worker log tail:\n{_tail(log)}")
+    if "error" in box:
+        raise AssertionError(f"the run raised {box['error']!r}; worker log tail:\n{_tail(log)}") from box["error"]
+    return box["result"]
+
+
+def _stored(url: str, table: str) -> pd.DataFrame:
+    """The whole table: the database is the test's own, so nothing may lie outside the range either."""
+    with engine(url).connect() as conn:
+        return pd.read_sql(sa.text(
+            f"SELECT symbol, \"timestamp\", open::float8, high::float8, low::float8, close::float8, "
+            f"volume::float8 FROM {table} ORDER BY symbol, \"timestamp\""), conn)
+
+
+def _expected(source: pd.DataFrame, rule: str | None) -> pd.DataFrame:
+    if rule is None:
+        return source.sort_values(["symbol", "timestamp"], ignore_index=True)
+    return (source.sort_values("timestamp")
+            .groupby(["symbol", source["timestamp"].dt.floor(rule).rename("bucket")])
+            .agg(open=("open", "first"), high=("high", "max"), low=("low", "min"), close=("close", "last"),
+                 volume=("volume", "sum"))
+            .reset_index().rename(columns={"bucket": "timestamp"}))
+
+
+def test_partition_range_runs_its_steps_on_a_celery_worker(worker, dagster_home):
+    proc, name, queue, log = worker
+    job = dg.build_reconstructable_job(
+        "tis_pipeline.ops.scale_out", "market_data_celery_job",
+        reconstructable_kwargs={"broker": CELERY["broker"], "backend": CELERY["backend"], "queue": queue},
+    )
+    tags = {"dagster/asset_partition_range_start": FIRST, "dagster/asset_partition_range_end": LAST}
+    with dg.DagsterInstance.get() as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+
+        def launch():
+            with dg.execute_job(job, instance=instance, tags=tags, raise_on_error=False) as result:
+                return result.run_id, result.success
+
+        run_id, success = _run_in_thread(launch, RUN_TIMEOUT, proc, log)
+        logs = instance.all_logs(run_id)
+        failures = [e.dagster_event.event_specific_data for e in logs
+                    if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_FAILURE]
+        assert success, f"the run failed: {failures}\nworker log tail:\n{_tail(log)}"
+        assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.SUCCESS
+
+        # every step started in the worker's process tree, announced by the celery task under the worker's name
+        worker_pids = {proc.pid} | {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
+        starts = {e.step_key: e.dagster_event.pid for e in logs
+                  if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_START}
+        assert set(starts) == {"market_data_1m", "market_data_15m", "market_data_1h"}, starts
+        assert all(pid != os.getpid() and pid in worker_pids for pid in starts.values()), (starts, worker_pids)
+        delegated = {e.step_key: e.dagster_event.engine_event_data.metadata["Celery worker"].value
+                     for e in logs if e.dagster_event and e.dagster_event.is_engine_event
+                     and "Celery worker" in e.dagster_event.engine_event_data.metadata}
+        assert set(delegated) == set(starts), delegated
+        assert all(host.startswith(f"{name}@") for host in delegated.values()), (name, delegated)
+        submitted = [e.user_message for e in logs if "Submitting celery task" in (e.user_message or "")]
+        assert len(submitted) == 3 and all(f'queue "{queue}"' in m for m in submitted), submitted
+
+        # one run over the range: one materialization per asset and partition day
+        days = {d.strftime("%Y-%m-%d") for d in pd.date_range(FIRST, LAST, freq="D")}
+        for asset in starts:
+            events = instance.fetch_materializations(dg.AssetKey(asset), limit=100).records
+            assert {r.partition_key for r in events if r.run_id == run_id} == days, asset
+
+    # the tables hold exactly what the synthetic source gives for those days, rolled up like pandas does
+    start, end = pd.Timestamp(FIRST, tz="UTC"), pd.Timestamp(LAST, tz="UTC") + pd.Timedelta(days=1)
+    source = synthetic.bars(start, end, SYMBOLS, seed=SEED)
+    url = dagster_home["TIS_DATABASE_URL"]
+    for table, rule in TABLES.items():
+        stored, expected = _stored(url, table), _expected(source, rule)
+        assert len(stored) == len(expected), f"{table}: {len(stored)} rows stored, {len(expected)} expected"
+        assert stored.groupby("symbol").size().to_dict() == expected.groupby("symbol").size().to_dict(), table
+        assert (stored["symbol"].tolist() == expected["symbol"].tolist()
+                and (stored["timestamp"] == expected["timestamp"]).all()), f"{table}: keys differ"
+        for column in ("open", "high", "low", "close", "volume"):
+            np.testing.assert_allclose(stored[column].to_numpy(), expected[column].to_numpy(), rtol=1e-9,
+                                       atol=1e-8, err_msg=f"{table}.{column}")
