@@ -5,10 +5,12 @@ import base64
 
 import dagster as dg
 import pandas as pd
+import sqlalchemy as sa
 
 from tis_pipeline.market_data import logic, store
 from tis_pipeline.market_data.partitions import daily_partitions
 from tis_pipeline.market_data.resources import BarSource
+from tis_pipeline.quality.checks import check_results, check_specs_for
 from tis_pipeline.resources import PostgresResource
 from tis_pipeline.settings import settings
 
@@ -28,8 +30,9 @@ def _preview(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     kinds={"postgres", "pandas"},
+    check_specs=check_specs_for("market_data_1m"),
 )
-def market_data_1m(context: dg.AssetExecutionContext, bars: BarSource, db: PostgresResource) -> dg.MaterializeResult:
+def market_data_1m(context: dg.AssetExecutionContext, bars: BarSource, db: PostgresResource):
     """One-minute OHLCV bars, one row per (symbol, minute the bar opens), UTC; bad rows go to quarantine."""
     start, end = window_of(context)
     read = bars.read(start, end)
@@ -53,7 +56,11 @@ def market_data_1m(context: dg.AssetExecutionContext, bars: BarSource, db: Postg
         quarantined = store.replace_quarantine(conn, checked.quarantine, start, end)
     facts = logic.summary(checked.clean)
     volume_missing = int(checked.clean["volume_missing"].sum())
-    return dg.MaterializeResult(
+    from tis_pipeline.quality.evaluate import evaluate_frame
+
+    # the registry's rules on exactly the rows written: errors prove the write, warnings report gaps and jumps
+    report = evaluate_frame(checked.clean, "market_data_1m")
+    yield dg.MaterializeResult(
         metadata={
             "dagster/row_count": written,
             "rows_replaced": deleted,
@@ -72,16 +79,34 @@ def market_data_1m(context: dg.AssetExecutionContext, bars: BarSource, db: Postg
             "preview": _preview(checked.clean[logic.BAR_COLUMNS]),
         }
     )
+    yield from check_results(report, (start, end))
 
 
-def _rollup(context: dg.AssetExecutionContext, db: PostgresResource, table: str) -> dg.MaterializeResult:
+def _rollup(context: dg.AssetExecutionContext, db: PostgresResource, table: str):
+    from tis_pipeline.quality.checks import table_metadata
+    from tis_pipeline.quality.rules import rule
+    from tis_pipeline.quality.sql import rollup_mismatch_sql
+
     start, end = window_of(context)
+    consistency = rule(f"{table}_rollup_consistent")
     with db.begin() as conn:
         written = store.rebuild_rollup(conn, table, start, end)
         fill = store.bucket_fill(conn, table, start, end)
         plot_frame = store.read_bars(conn, table, start, min(end, start + pd.Timedelta(days=3)))
+        mismatches = pd.DataFrame(conn.execute(sa.text(rollup_mismatch_sql(consistency)),
+                                               {"start": start, "end": end}).mappings().all())
     png = logic.price_volume_png(plot_frame, f"{table} {start.date()}") if len(plot_frame) else b""
-    return dg.MaterializeResult(
+    yield dg.AssetCheckResult(
+        check_name=consistency.name,
+        passed=mismatches.empty,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=f"{len(mismatches)} of {written} bars differ from the rollup of their 1-minute source",
+        metadata={"partition_start": start.isoformat(), "partition_end": end.isoformat(), "bars_checked": written,
+                  "failing_rows": len(mismatches),
+                  **({"failing_rows_sample": table_metadata(mismatches.head(20).astype(str))}
+                     if len(mismatches) else {})},
+    )
+    yield dg.MaterializeResult(
         metadata={
             "dagster/row_count": written,
             "symbols": ", ".join(sorted(plot_frame["symbol"].unique())) if len(plot_frame) else "",
@@ -104,10 +129,12 @@ def _rollup(context: dg.AssetExecutionContext, db: PostgresResource, table: str)
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=["market_data_1m"],
     kinds={"postgres"},
+    check_specs=[dg.AssetCheckSpec("market_data_15m_rollup_consistent", asset="market_data_15m", blocking=True,
+                                   description="every bar equals the rollup of its 1-minute source")],
 )
-def market_data_15m(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
+def market_data_15m(context: dg.AssetExecutionContext, db: PostgresResource):
     """15-minute bars rolled up from market_data_1m: open first, high max, low min, close last, volume sum."""
-    return _rollup(context, db, "market_data_15m")
+    yield from _rollup(context, db, "market_data_15m")
 
 
 @dg.asset(
@@ -117,7 +144,9 @@ def market_data_15m(context: dg.AssetExecutionContext, db: PostgresResource) -> 
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=["market_data_1m"],
     kinds={"postgres"},
+    check_specs=[dg.AssetCheckSpec("market_data_1h_rollup_consistent", asset="market_data_1h", blocking=True,
+                                   description="every bar equals the rollup of its 1-minute source")],
 )
-def market_data_1h(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
+def market_data_1h(context: dg.AssetExecutionContext, db: PostgresResource):
     """1-hour bars rolled up from market_data_1m: open first, high max, low min, close last, volume sum."""
-    return _rollup(context, db, "market_data_1h")
+    yield from _rollup(context, db, "market_data_1h")

@@ -58,6 +58,14 @@ def test_one_partition_writes_the_source_rows_and_rerun_is_identical(database_ur
     assert missing == {s: int(1440 - (expected["symbol"] == s).sum()
                               - (1439 - (expected[expected["symbol"] == s]["timestamp"].max() - day).seconds // 60))
                        for s in SYMBOLS}
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert checks["market_data_15m_rollup_consistent"].passed and checks["market_data_1h_rollup_consistent"].passed
+    errors = [c for c in checks.values() if c.severity == dg.AssetCheckSeverity.ERROR]
+    assert len(errors) >= 17 and all(c.passed for c in errors)
+    gaps = checks["market_data_1m_no_gaps"]
+    assert not gaps.passed and gaps.severity == dg.AssetCheckSeverity.WARN
+    assert gaps.metadata["missing_minutes"].value == sum(missing.values())
+    assert gaps.metadata["partition_start"].value == day.isoformat()
     before = {t: table_digest(database_url, t, day, day + pd.Timedelta(days=1))
               for t in ("market_data_1m", "market_data_15m", "market_data_1h")}
     again = dg.materialize(ASSETS, partition_key="2024-02-05", resources=resources(database_url))
