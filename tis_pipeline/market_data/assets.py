@@ -142,11 +142,11 @@ def market_data_15m(context: dg.AssetExecutionContext, db: PostgresResource):
     group_name="market_data",
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=["market_data_1m"],
+    deps=["market_data_15m"],
     kinds={"postgres"},
     check_specs=[dg.AssetCheckSpec("market_data_1h_rollup_consistent", asset="market_data_1h", blocking=True,
                                    description="every bar equals the rollup of its 1-minute source")],
 )
 def market_data_1h(context: dg.AssetExecutionContext, db: PostgresResource):
-    """1-hour bars rolled up from market_data_1m: open first, high max, low min, close last, volume sum."""
+    """1-hour bars (from the 15-minute ones, equal to the 1-minute rollup): open first, high max, low min, close last, volume sum."""
     yield from _rollup(context, db, "market_data_1h")

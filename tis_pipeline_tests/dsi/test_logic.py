@@ -1,0 +1,309 @@
+"""DSI logic: no look-ahead, carried state, replay, streaming == batch, bounds, purging, hashes, events."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from functools import cache
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pandas.testing import assert_frame_equal
+
+from tis_pipeline.dsi import evaluation, logic
+from tis_pipeline.dsi.bench_logic import make_bars
+from tis_pipeline.dsi.logic import (
+    EXPERTS,
+    N_EXPERTS,
+    DsiConfig,
+    DsiState,
+    detect_events,
+    frame_digest,
+    measure_streaming_latency,
+    microtape_hash,
+    microtape_hashes,
+    score_bars,
+    score_next_bar,
+)
+
+# small windows' worth of data, so make retirements and events happen
+CFG = DsiConfig(retire_span=30, weight_floor=0.04, eta=0.5, event_threshold=0.6, divergence_threshold=0.3,
+                pattern_threshold=0.2, cooling_minutes=5)
+EV_COLS = ["symbol", "timestamp", "anomaly_type", "anomaly_score", "mx_microtape_hash", "signal_pack",
+           "mx_expert_contributions"]
+
+
+@cache
+def _base():
+    bars = make_bars(3 * 400, 3, seed=7)
+    scores, _ = score_bars(bars, None, CFG)
+    return bars, scores, detect_events(scores, CFG)
+
+
+def _mutate(bars: pd.DataFrame, t: pd.Timestamp, mode: str, rng: np.random.Generator) -> pd.DataFrame:
+    after = (bars["timestamp"] > t).to_numpy()
+    b = bars.copy()
+    if mode in ("perturb", "mixed"):
+        f = rng.uniform(0.5, 2.0, after.sum())
+        for col in ("open", "high", "low", "close"):
+            b.loc[after, col] = b.loc[after, col] * f
+        b.loc[after, "volume"] = b.loc[after, "volume"] * rng.uniform(0.0, 5.0, after.sum())
+    if mode in ("delete", "mixed"):
+        b = b[~(after & (rng.random(len(b)) < 0.5))]
+    if mode == "truncate":
+        b = b[~after]
+    if mode in ("append", "mixed"):
+        extra = make_bars(2 * 50, 2, seed=int(rng.integers(1 << 30)), start=str(b["timestamp"].max().floor("D")
+                                                                                + pd.Timedelta(days=1)))
+        extra["symbol"] = extra["symbol"].map({"SYM000": "SYM001", "SYM001": "ZZZ"})
+        b = pd.concat([b, extra], ignore_index=True)
+    return b.iloc[rng.permutation(len(b))]  # any input order
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cut=st.integers(5, 395), mode=st.sampled_from(["perturb", "delete", "append", "truncate", "mixed"]),
+       seed=st.integers(0, 2**32 - 1))
+def test_no_lookahead(cut, mode, seed):
+    bars, ref, ref_ev = _base()
+    t = np.sort(bars["timestamp"].unique())[cut]
+    got, _ = score_bars(_mutate(bars, t, mode, np.random.default_rng(seed)), None, CFG)
+    a = ref[ref["timestamp"] <= t].reset_index(drop=True)
+    b = got[got["timestamp"] <= t].reset_index(drop=True)
+    assert len(a) > 0
+    assert_frame_equal(a, b, check_exact=True)
+    ea = ref_ev[ref_ev["timestamp"] <= t][EV_COLS].reset_index(drop=True)
+    eb = detect_events(got, CFG)
+    eb = eb[eb["timestamp"] <= t][EV_COLS].reset_index(drop=True) if len(eb) else eb.reindex(columns=EV_COLS)
+    assert ea.to_dict("records") == eb.to_dict("records")
+
+
+def _three_days():
+    bars = make_bars(3 * 3 * 1440, 3, seed=11)
+    day = bars["timestamp"].dt.floor("D")
+    return bars[~((bars["symbol"] == "SYM002") & (day == day.min() + pd.Timedelta(days=1)))]
+
+
+def test_range_equals_day_by_day_and_any_split(monkeypatch):
+    bars = _three_days()
+    full, st_full = score_bars(bars, None, CFG)
+    assert (full["survival_rate"] < 1).any() and (full["n_alive"] > 0).all() and (full["event_mask"] > 0).any()
+    parts, state = [], None
+    for _, day in bars.groupby(bars["timestamp"].dt.floor("D")):
+        state = None if state is None else DsiState.from_bytes(state.to_bytes())
+        scores, state = score_bars(day, state, CFG)
+        parts.append(scores)
+    daily = pd.concat(parts).sort_values(["symbol", "timestamp"], kind="stable").reset_index(drop=True)
+    assert_frame_equal(full, daily, check_exact=True)
+    assert state.to_bytes() == st_full.to_bytes()
+    # ragged pieces in live order (sizes 1..600) and tiny internal chunks
+    monkeypatch.setattr(logic, "CHUNK_ROWS", 777)
+    live = bars.sort_values(["timestamp", "symbol"], kind="stable")
+    cuts = np.cumsum(np.random.default_rng(3).integers(1, 600, 200))
+    parts, state = [], None
+    for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(live)], strict=True):
+        if a < len(live):
+            scores, state = score_bars(live.iloc[a:b], state, CFG)
+            parts.append(scores)
+    ragged = pd.concat(parts).sort_values(["symbol", "timestamp"], kind="stable").reset_index(drop=True)
+    assert_frame_equal(full, ragged, check_exact=True)
+    assert state.to_bytes() == st_full.to_bytes()
+    assert detect_events(full, CFG).drop(columns="timestamp").equals(
+        detect_events(ragged, CFG).drop(columns="timestamp"))
+
+
+def test_replay_determinism_across_processes():
+    code = ("import hashlib; from tis_pipeline.dsi.bench_logic import make_bars; "
+            "from tis_pipeline.dsi.logic import score_bars, frame_digest; "
+            "s, st = score_bars(make_bars(20000, 4, seed=3)); "
+            "print(frame_digest(s), hashlib.sha256(st.to_bytes()).hexdigest())")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": str(k)}).stdout.strip() for k in (1, 2)}
+    scores, state = score_bars(make_bars(20000, 4, seed=3))
+    assert outs == {f"{frame_digest(scores)} {hashlib.sha256(state.to_bytes()).hexdigest()}"}
+
+
+def test_streaming_equals_batch():
+    bars = make_bars(3 * 500, 3, seed=5)
+    t0 = bars["timestamp"].min() + pd.Timedelta(minutes=300)
+    _, st0 = score_bars(bars[bars["timestamp"] < t0], None, CFG)
+    rest = bars[bars["timestamp"] >= t0].sort_values(["timestamp", "symbol"], kind="stable")
+    batch, st_batch = score_bars(rest, st0, CFG)
+    state, rows = DsiState.from_bytes(st0.to_bytes()), []
+    for rec in rest.to_dict("records"):
+        row, state = score_next_bar(state, rec, CFG)
+        rows.append(row)
+    assert state.to_bytes() == st_batch.to_bytes()
+    stream = sorted(rows, key=lambda r: (r["symbol"], r["timestamp"]))
+    for col in batch.columns:
+        want = batch[col].to_numpy()
+        got = [r[col] for r in stream]
+        if want.dtype.kind == "f":
+            assert np.array_equal(want.astype(np.float64), np.array(got, np.float64), equal_nan=True), col
+        else:
+            assert [None if x is None or x is np.nan else x for x in want] == got, col
+    assert sum(r["event_mask"] > 0 for r in rows) > 0
+
+
+def test_streaming_latency_figures(monkeypatch):
+    bars = make_bars(2 * 200, 2, seed=9)
+    _, st0 = score_bars(bars.groupby("symbol").head(150), None, CFG)
+    rest = bars.groupby("symbol").tail(50)
+    res = measure_streaming_latency(rest, st0, CFG, n=20)
+    assert res["n"] == 20 and 1 <= res["latency_p50_ms"] <= res["latency_p95_ms"] <= 9999
+    assert 1 <= res["throughput_per_second"] <= 9999 and res["latency_p50_ms"] >= res["latency_p50_ms_true"]
+    clock = iter(range(0, 10**15, 20_000 * 10**6))  # every call 20 s apart
+    monkeypatch.setattr(logic.time, "perf_counter_ns", lambda: next(clock))
+    res = measure_streaming_latency(rest, st0, CFG, n=5)
+    assert res["latency_p95_ms"] == 9999 and res["latency_p95_ms_clamped"] and res["latency_p95_ms_true"] == 20_000
+    assert res["throughput_per_second"] == 1 and res["throughput_per_second_clamped"]
+
+
+def test_outputs_bounds_rounding_and_retirement():
+    scores, _ = score_bars(_three_days(), None, CFG)
+    e, rate, boost = scores["mx_evidence"], scores["mx_confirm_rate"], scores["mx_evidence_boost"]
+    for col, dp in ((e, 2), (rate, 2), (scores["survival_rate"], 2), (boost, 4)):
+        assert (col.round(dp) == col).all()
+    assert e.between(0, 1).all() and rate.between(0, 1).all() and boost.abs().le(1).all()
+    assert (scores["ci_low"] <= scores["ci_high"]).all() and scores[["ci_low", "ci_high"]].stack().between(0, 1).all()
+    assert (scores[list(EXPERTS)].stack().between(0, 1)).all()
+    assert scores["mx_confirm"].equals((np.maximum(e, 1 - e) >= CFG.evidence_threshold)
+                                       & (rate >= CFG.confirm_threshold))
+    mask = scores["alive_mask"].to_numpy().astype(np.int64)
+    alive = (mask[:, None] >> np.arange(N_EXPERTS)) & 1
+    assert np.array_equal(alive.sum(1), scores["n_alive"]) and np.allclose(
+        scores["survival_rate"], np.round(alive.sum(1) / N_EXPERTS, 2))
+    w = scores[["w__" + n for n in EXPERTS]].to_numpy()
+    assert (w[alive == 0] == 0).all() and (w >= 0).all() and np.allclose(w.sum(1), 1, atol=1e-5)
+    for _, g in scores.groupby("symbol"):  # retired for good
+        a = ((g["alive_mask"].to_numpy()[:, None] >> np.arange(N_EXPERTS)) & 1).astype(int)
+        assert (np.diff(a, axis=0) <= 0).all()
+    assert 0 < (alive == 0).mean() < 1
+    numeric = scores[["mx_evidence", "mx_confirm_rate", "mx_evidence_boost"]].abs().max()
+    assert numeric["mx_evidence"] < 10 and numeric["mx_evidence_boost"] < 10  # numeric(3,2) / numeric(5,4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 60), h=st.integers(1, 6), n_ctx=st.integers(1, 4), n_seg=st.integers(1, 3),
+       seed=st.integers(0, 2**32 - 1))
+def test_ngram_counts_use_only_elapsed_labels(n, h, n_ctx, n_seg, seed):
+    rng = np.random.default_rng(seed)
+    seg = np.sort(rng.integers(0, n_seg, n))
+    ctx = rng.integers(0, n_ctx + 1, n).astype(np.int16)
+    val = rng.integers(0, 1000, n).astype(np.int64)
+    got = logic._ngram_counts(ctx, n_ctx, val, seg, h)
+    want = [sum(val[s] for s in range(t - h) if seg[s] == seg[t] and ctx[s] == ctx[t]) for t in range(n)]
+    assert got.tolist() == want
+
+
+def test_classifier_ignores_unelapsed_labels_when_the_future_flips():
+    bars = make_bars(500, 1, seed=21)
+    t, h = 350, CFG.horizon
+    variants = []
+    for drift in (0.01, -0.01):
+        b = bars.copy()
+        k = np.arange(len(b)) > t
+        f = np.exp(drift * np.cumsum(k))
+        for col in ("open", "high", "low", "close"):
+            b[col] = b[col] * f
+        variants.append(b)
+        assert (b["close"].iloc[t + h] > b["close"].iloc[t]) == (drift > 0)  # the label of bar t flips
+    clf = [c for c in EXPERTS if c.startswith("classifier__")]
+    (s_up, _), (s_dn, _) = (score_bars(v, None, CFG) for v in variants)
+    assert s_up.loc[:t, clf].equals(s_dn.loc[:t, clf])
+    assert not s_up.loc[t + h + 1:, clf].equals(s_dn.loc[t + h + 1:, clf])
+
+
+def test_hedge_weights_at_t_use_only_losses_elapsed_before_t():
+    bars = make_bars(600, 1, seed=13)
+    t, h = 400, CFG.horizon
+    moved = bars.copy()
+    ref = bars.loc[t - h, "close"]
+    new = ref * (0.97 if bars.loc[t, "close"] > ref else 1.03)  # flip the label of bar t-h (bar t's close)
+    moved.loc[t, ["close", "high", "low"]] = [new, max(new, bars.loc[t, "high"]), min(new, bars.loc[t, "low"])]
+    (a, _), (b, _) = (score_bars(x, None, CFG) for x in (bars, moved))
+    wcols = [c for c in a.columns if c.startswith("w__")] + ["alive_mask"]
+    assert a.loc[:t, wcols].equals(b.loc[:t, wcols]) and a.loc[t, "mx_evidence"] != b.loc[t, "mx_evidence"]
+    assert not a.loc[t + 1:, wcols].equals(b.loc[t + 1:, wcols])
+
+
+def test_microtape_hash_is_pinned():
+    ts = pd.DatetimeIndex(["2024-01-01 00:00", "2024-01-01 00:01", "2024-01-01 00:03"], tz="UTC").as_unit("ns").asi8
+    assert microtape_hash("BTCUSDT", ts, [12, 47, 89], 32) == (
+        "9219f976236896ea17f3ca02df6dc526a1e6881422837955b7de827dee2d5ebe")
+    n = 40
+    c = 100 + np.arange(n) % 7 * 0.5
+    bars = pd.DataFrame({"symbol": "ETHUSDT", "timestamp": pd.date_range("2024-01-01", periods=n, freq="min", tz="UTC"),
+                         "open": c - 0.2, "high": c + 0.5, "low": c - 0.6, "close": c,
+                         "volume": 1000.0 + (np.arange(n) % 5) * 300})
+    assert microtape_hashes(bars.iloc[::-1], [0, n - 4], DsiConfig()) == [
+        "872c983369e5827a8d865985832a2ab568afe144819f8883465adea60dc19881",
+        "4a02d8b94bbf4283ecd791541bb05a7cd6e9aebcca6b5027c2c7e7635687b4d1"]
+    _, state = score_bars(bars.iloc[:30], None, DsiConfig())  # window across calls: same hash
+    assert microtape_hashes(bars.iloc[30:], [n - 31], DsiConfig(), state) == microtape_hashes(bars, [n - 1])
+
+
+def _spiky_bars():
+    rng = np.random.default_rng(4)
+    n = 400
+    c = 100 * np.exp(np.cumsum(0.0005 * rng.standard_normal(n)))
+    v = 1000 * np.exp(0.1 * rng.standard_normal(n))
+    v[200:280:4] *= 500  # a spike every 4 minutes
+    return pd.DataFrame({"symbol": "AAA", "timestamp": pd.date_range("2024-03-01", periods=n, freq="min", tz="UTC"),
+                         "open": np.r_[c[0], c[:-1]], "high": c * 1.0004, "low": c * 0.9996, "close": c, "volume": v})
+
+
+def test_events_deduplicated_within_cooling_window():
+    cfg = DsiConfig(event_threshold=0.5)
+    bars = _spiky_bars()
+    scores, _ = score_bars(bars, None, cfg)
+    events = detect_events(scores, cfg)
+    spikes = events[events["anomaly_type"] == "volume_spike"]["timestamp"]
+    cand = scores.loc[scores["anomaly__volume"] >= cfg.event_threshold, "timestamp"]
+    assert len(spikes) >= 2 and len(cand) > len(spikes)
+    assert (spikes.diff().dropna() >= pd.Timedelta(minutes=cfg.cooling_minutes)).all()
+    suppressed = cand[~cand.isin(spikes)].to_numpy()  # each within the window of the last kept event
+    prev = spikes.to_numpy()[np.searchsorted(spikes.to_numpy(), suppressed, side="right") - 1]
+    assert len(suppressed) == len(cand) - len(spikes) and ((suppressed - prev) < pd.Timedelta(minutes=15)).all()
+    assert events["anomaly_score"].between(0, 0.9999).all() and (events["anomaly_score"].round(4) == events[
+        "anomaly_score"]).all()
+    assert events["mx_microtape_hash"].str.fullmatch("[0-9a-f]{64}").all()
+    pack = events["signal_pack"].iloc[0]
+    assert set(pack) >= {"bar", "features", "experts", "context"} and set(pack["experts"]) == set(logic.FAMILIES)
+    # the cooling clock is carried across calls
+    s1, st = score_bars(bars.iloc[:222], None, cfg)
+    s2, _ = score_bars(bars.iloc[222:], st, cfg)
+    split = detect_events(pd.concat([s1, s2], ignore_index=True), cfg)
+    assert split[EV_COLS].to_dict("records") == events[EV_COLS].to_dict("records")
+
+
+def test_state_roundtrip_and_guards():
+    bars = make_bars(2 * 300, 2, seed=2)
+    _, state = score_bars(bars, None, CFG)
+    again = DsiState.from_bytes(state.to_bytes())
+    assert again.to_bytes() == state.to_bytes() and set(again.symbols) == {"SYM000", "SYM001"}
+    assert len(again.symbols["SYM000"].ts) == CFG.tail_rows
+    with pytest.raises(ValueError, match="another DsiConfig"):
+        score_bars(bars.tail(5), state, DsiConfig())
+    with pytest.raises(ValueError, match="newer"):
+        score_bars(bars.tail(5), state, CFG)
+    with pytest.raises(ValueError, match="duplicate"):
+        score_bars(pd.concat([bars.head(3), bars.head(1)]), None, CFG)
+
+
+def test_evaluation_ic_and_hit_rate():
+    bars = make_bars(2 * 400, 2, seed=8)
+    fwd = bars.groupby("symbol")["close"].shift(-5) / bars["close"] - 1
+    perfect = bars[["symbol", "timestamp"]].assign(mx_evidence=0.5 + 0.4 * np.tanh(fwd.fillna(0) * 100))
+    assert evaluation.information_coefficient(perfect, bars, 5) == pytest.approx(1.0)
+    assert evaluation.hit_rate(perfect, bars, 5) == 1.0
+    flipped = perfect.assign(mx_evidence=1 - perfect["mx_evidence"])
+    assert evaluation.information_coefficient(flipped, bars, 5) == pytest.approx(-1.0)
+    scores, _ = score_bars(bars, None, CFG)
+    res = evaluation.evaluate(scores, bars, 5, warmup=50)
+    assert res["n"] == 2 * (400 - 50 - 5) and -1 <= res["ic"] <= 1 and 0 <= res["naive_hit_rate"] <= 1
+    assert res["naive_ic"] == evaluation.naive_information_coefficient(bars, 5, warmup=50)
