@@ -467,6 +467,14 @@ def live_snapshot(conn: sa.Connection, table: str) -> dict:
     return {"column_order": list(columns), "columns": columns, "constraints": constraints, "indexes": indexes}
 
 
+# Indexes the project adds beyond the seed (additions are allowed; each is listed here so none slips in unseen)
+ADDED_INDEXES = {
+    "anomaly_events": {
+        "ux_anomaly_events_symbol_timestamp_type": ("btree", "unique", ("symbol", "timestamp", "anomaly_type")),
+    },
+}
+
+
 def expected_snapshot(seed: Seed, table: str) -> dict:
     """What live_snapshot() must return for ``table``: the seed, the naming rules and the CHECK contract."""
     if table == QUARANTINE:
@@ -486,6 +494,7 @@ def expected_snapshot(seed: Seed, table: str) -> dict:
                 "index",
                 tuple(f"{col}{' DESC' if desc else ''}" for col, desc in index.columns),
             )
+    indexes |= ADDED_INDEXES.get(table, {})
     return {"column_order": list(columns), "columns": columns, "constraints": constraints, "indexes": indexes}
 
 

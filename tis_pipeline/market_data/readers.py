@@ -31,7 +31,10 @@ Everything is detected from the file itself, never from a list of known file nam
   column (ISO 8601 with or without ``T``/microseconds/offset/``Z``, ``M/D/YYYY H:MM`` (D/M when the values
   say so), ``YYYYMMDD HHMMSS``, ``YYYY.MM.DD``, ``DD.MM.YYYY``, ``DD-Mon-YYYY``...). Values with an offset are
   converted to UTC per row (mixed offsets are fine); naive values are local time in the ``tz`` argument
-  (default ``UTC``, the pipeline passes ``TIS_MARKET_TZ``), which is recorded in ``notes``. Integer
+  (default ``UTC``, the pipeline passes ``TIS_MARKET_TZ``), which is recorded in ``notes``. Around DST
+  changes, a wall time that does not exist (spring forward) is NaT, never moved onto the next hour's bars;
+  the hour repeated in autumn is split into its daylight and standard pass by the order of each symbol's
+  rows (forward or newest first), and is NaT where that order does not tell (the hour appears once). Integer
   timestamps are ``YYYYMMDD`` (dates), ``YYYYMMDDHHMM[SS]`` or epoch seconds/milliseconds/microseconds/
   nanoseconds, decided per value by magnitude (< 1e11 s, < 1e14 ms, < 1e17 us, else ns). Integers below
   86,400,000 are milliseconds since midnight when the file name (or the zip member name) carries a
@@ -53,12 +56,13 @@ Everything is detected from the file itself, never from a list of known file nam
   1-minute symbols are returned; coarser (or finer) ones are listed in ``skipped`` with their interval. With
   ``bar_label="close"`` timestamps are moved back by that interval so that ``timestamp`` is the bar's open.
 * **Bad rows are kept**: a row with an empty/NaN/non-numeric price or volume, an unparseable (or, in a local
-  zone, non-existent) timestamp or an empty symbol cell is returned with NaN/NaT/missing in the bad fields and
-  its original text in ``raw`` (the line for text files, a JSON rendering of the record for JSON/Parquet/
-  Feather); ``raw`` is None for clean rows. A row with the wrong number of fields (an extra field, a truncated
-  last line) has NaN prices and volume, because their positions cannot be trusted, and keeps its timestamp if
-  that parses. So every row with ``raw`` set has at least one NaN/NaT/missing value, and a validator that
-  quarantines missing values catches all of them. OHLC logic (high < low...) is not checked here.
+  zone, non-existent or ambiguous) timestamp or an empty symbol cell is returned with NaN/NaT/missing in the
+  bad fields and its original text in ``raw`` (the line for text files, a JSON rendering of the record for
+  JSON/Parquet/Feather); ``raw`` is None for clean rows. A row with the wrong number of fields (an extra
+  field, a truncated last line) has NaN prices and volume, because their positions cannot be trusted, and
+  keeps its timestamp if that parses. So every row with ``raw`` set has at least one NaN/NaT/missing value,
+  and a validator that quarantines missing values catches all of them. OHLC logic (high < low...) is not
+  checked here.
   A file that cannot be read at all raises :class:`BarFileError` naming the file (and the line when known).
 
 ``source_line`` is the 1-based physical line in the file (or in the zip/gz member) for delimited text and
@@ -121,7 +125,7 @@ _MS_PER_DAY = 86_400_000
 _SNIFF_LINES = 60
 _SAMPLE = 200
 # Bump when the parsing rules change, so that manifests written by an older reader are re-learned.
-_READER_VERSION = "1"
+_READER_VERSION = "2"
 
 _TEXT_SUFFIXES = {".csv", ".txt", ".tsv", ".psv", ".dat", ".prn"}
 _JSON_SUFFIXES = {".json", ".jsonl", ".ndjson"}
@@ -1501,21 +1505,79 @@ def _timestamps(raw: _Raw, roles: _Roles, ctx: _Ctx) -> tuple[np.ndarray, np.nda
     return _parse_datetime_strings(col, good, ctx)
 
 
-def _localize(ns: np.ndarray, zone: str, ctx: _Ctx) -> np.ndarray:
+def _localize(ns: np.ndarray, zone: str, ctx: _Ctx, groups: np.ndarray | None = None) -> np.ndarray:
+    """Naive local wall times (int64 ns) in ``zone`` -> UTC ns.
+
+    A wall time that does not exist (the hour skipped when clocks go forward) is NaT: moving it to the next
+    valid hour would collide with the real bars of that hour. A wall time of the repeated hour when clocks go
+    back is told apart by its order in the file, per symbol (``groups``): in a file running forward in time
+    (or backward, newest first), the rows of that hour before the wall clock steps back are the first pass
+    (daylight time), the rows from there on the second (standard time). When a symbol's rows do not show
+    exactly one such step back (the hour appears once, or the rows are shuffled), there is no telling which
+    of the two instants a row means, and its timestamp is NaT.
+    """
     if zone == "UTC":
         return ns
+    n = len(ns)
     idx = pd.DatetimeIndex(ns.view("M8[ns]"))
-    try:
-        loc = idx.tz_localize(zone, ambiguous="infer", nonexistent="NaT")
-    except Exception:  # AmbiguousTimeError (a ValueError) when 'infer' cannot tell
-        loc = idx.tz_localize(zone, ambiguous="NaT", nonexistent="NaT")
-        ctx.note(f"some local times are ambiguous in {zone} (DST change) and were left as NaT")
-    n_before = int((ns != _NAT).sum())
-    out = loc.tz_convert("UTC").as_unit("ns").asi8.copy()
-    lost = n_before - int((out != _NAT).sum())
-    if lost:
-        ctx.note(f"{lost} local time(s) do not exist in {zone} (DST change) and were left as NaT")
+
+    def utc(ambiguous: bool) -> np.ndarray:
+        loc = idx.tz_localize(zone, ambiguous=np.full(n, ambiguous), nonexistent="NaT")
+        return loc.tz_convert("UTC").as_unit("ns").asi8.copy()
+
+    first, second = utc(True), utc(False)  # the daylight-time and the standard-time reading
+    valid = ns != _NAT
+    missing = valid & (first == _NAT)
+    ambiguous = valid & ~missing & (first != second)
+    out = first
+    if ambiguous.any():
+        choice = _order_of_repeated_hour(ns, ambiguous, groups)
+        out[ambiguous & (choice == 0)] = second[ambiguous & (choice == 0)]
+        unresolved = ambiguous & (choice < 0)
+        out[unresolved] = _NAT
+        resolved = int(ambiguous.sum() - unresolved.sum())
+        if resolved:
+            ctx.note(
+                f"{resolved} local time(s) fall in the hour repeated when {zone} left daylight time; "
+                "first and second pass told apart by their order in the file"
+            )
+        if unresolved.any():
+            ctx.note(
+                f"{int(unresolved.sum())} local time(s) fall in the hour repeated when {zone} left daylight "
+                "time and their order does not say which pass they belong to; left as NaT"
+            )
+    if missing.any():
+        ctx.note(
+            f"{int(missing.sum())} local time(s) do not exist in {zone} (DST change) and were left as NaT"
+        )
     return out
+
+
+def _order_of_repeated_hour(ns: np.ndarray, ambiguous: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
+    """Per row: 1 = first pass (daylight time), 0 = second pass (standard time), -1 = cannot tell."""
+    choice = np.full(len(ns), -1, dtype=np.int8)
+    if groups is None:
+        codes = np.zeros(len(ns), dtype=np.int64)
+    else:
+        codes, _ = pd.factorize(pd.Series(groups, dtype=object), use_na_sentinel=False)
+    for g in np.unique(codes[ambiguous]):
+        pos = np.flatnonzero(codes == g)  # this symbol's rows, in file order
+        v = ns[pos]
+        step = np.diff(v[v != _NAT])
+        newest_first = int((step < 0).sum()) > int((step > 0).sum())
+        amb = pos[ambiguous[pos]]
+        day = ns[amb] // (86_400 * _NS)  # one repeated hour per local day
+        for d in np.unique(day):
+            rows = amb[day == d]
+            if newest_first:
+                rows = rows[::-1]
+            back = np.flatnonzero(np.diff(ns[rows]) < 0)
+            if len(back) != 1:
+                continue
+            k = int(back[0]) + 1
+            choice[rows[:k]] = 1
+            choice[rows[k:]] = 0
+    return choice
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -1551,16 +1613,6 @@ def _interpret(raw: _Raw, ctx: _Ctx) -> _Part:
         return _Part(_empty_frame(), {}, np.zeros(0, np.int64))
     roles = _assign_roles(raw, ctx)
     ts, aware = _timestamps(raw, roles, ctx)
-    naive = ~aware & (ts != _NAT)
-    if naive.any():
-        if ctx.lean is not None and ctx.lean.zone is not None:
-            zone = ctx.lean.zone
-            ctx.note(f"Lean {ctx.lean.security_type}/{ctx.lean.market} layout: times are read as {zone}")
-        else:
-            zone = ctx.tz
-            ctx.note(f"naive timestamps read as {zone} (TIS_MARKET_TZ)")
-        ts = ts.copy()
-        ts[~aware] = _localize(ts[~aware], zone, ctx)
 
     prices = {
         r: _float_column(raw.columns[getattr(roles, r)], raw.decimal_comma)
@@ -1604,6 +1656,17 @@ def _interpret(raw: _Raw, ctx: _Ctx) -> _Part:
         sym_arr = pa.repeat(pa.scalar(path_symbol, pa.large_string()), n)
         sym_obj = None
         sym_bad = np.zeros(n, bool)
+
+    naive = ~aware & (ts != _NAT)
+    if naive.any():
+        if ctx.lean is not None and ctx.lean.zone is not None:
+            zone = ctx.lean.zone
+            ctx.note(f"Lean {ctx.lean.security_type}/{ctx.lean.market} layout: times are read as {zone}")
+        else:
+            zone = ctx.tz
+            ctx.note(f"naive timestamps read as {zone} (TIS_MARKET_TZ)")
+        ts = ts.copy()
+        ts[~aware] = _localize(ts[~aware], zone, ctx, None if sym_obj is None else sym_obj[~aware])
 
     bad = raw.pre_bad | (ts == _NAT) | sym_bad | np.isnan(volume)
     for v in prices.values():
@@ -2045,6 +2108,24 @@ def _utc(ts) -> pd.Timestamp:
     return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
 
 
+def _beyond_now(
+    frame: pd.DataFrame, key: np.ndarray, now_ns: int, lo: int, hi: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows stamped in the future are in no window that can be run yet (a partition exists only once its day
+    is over). -> (keys where an unparseable row next to such a row goes with its nearest present-day row
+    instead, mask of the future rows whose nearest present-day row is in [lo, hi): the run to report them)."""
+    far = key > now_ns
+    if not far.any():
+        return key, far
+    nat = frame["timestamp"].isna().to_numpy()
+    anchor = pd.Series(np.where(far | nat, np.nan, key.astype(np.float64)))
+    home = anchor.ffill().bfill().to_numpy()
+    if np.isnan(home).all():  # nothing in the file is of today or earlier: no run to report them in
+        return key, np.zeros(len(key), bool)
+    home = home.astype(np.int64)
+    return np.where(nat & far, home, key), far & ~nat & (home >= lo) & (home < hi)
+
+
 def read_bars(
     root: str | os.PathLike[str],
     start: pd.Timestamp,
@@ -2060,9 +2141,13 @@ def read_bars(
     coarser interval are listed in ``skipped``. A file that failed raises BarFileError (a run must fail naming
     the file rather than load partial data). Rows that could not be parsed (NaT timestamp) go with the window
     of the nearest parseable row before them in the file (after them if there is none), so that they reach
-    the validator's quarantine exactly once.
+    the validator's quarantine exactly once. Rows stamped later than now (+1 minute) belong to no partition
+    that exists yet: they are not returned, and a note names them in the window of their nearest earlier row.
+    Files that give no row to any window (no bars, no usable timestamp, only future rows) are listed in
+    ``skipped`` with the reason, in every window, like files of a coarser interval.
     """
     start_t, end_t = _utc(start), _utc(end)
+    now_ns = pd.Timestamp.now(tz="UTC").as_unit("ns").value + ONE_MINUTE * _NS  # the validator's tolerance
     infos = scan(root, manifest_path=manifest_path, tz=tz, bar_label=bar_label)
     frames: list[pd.DataFrame] = []
     skipped: list[tuple[str, str]] = []
@@ -2078,8 +2163,16 @@ def read_bars(
             continue
         if info.rows == 0 or info.first is None or info.last is None:
             reason = _path_skip_reason(Path(info.path))
-            if reason is not None:
-                skipped.append((info.path, reason))
+            if reason is None and info.rows == 0:
+                reason = "holds no bars (empty, or a header only): nothing to load"
+            elif reason is None:
+                reason = f"none of its {info.rows} row(s) has a usable timestamp: they fit no partition"
+            skipped.append((info.path, reason))
+            continue
+        if info.first.as_unit("ns").value > now_ns:
+            skipped.append(
+                (info.path, f"all its rows are stamped later than now (from {info.first.isoformat()})")
+            )
             continue
         if not (info.first < end_t and info.last >= start_t):
             continue
@@ -2087,6 +2180,14 @@ def read_bars(
         frame, key, file_skipped, file_notes = _split_by_interval(loaded)
         skipped.extend(file_skipped)
         notes.extend(file_notes)
+        key, beyond = _beyond_now(frame, key, now_ns, lo, hi)
+        if beyond.any():
+            first = int(np.flatnonzero(beyond)[0])
+            notes.append(
+                f"{info.path}: {int(beyond.sum())} row(s) stamped later than now (first at line "
+                f"{int(frame['source_line'].iloc[first])}: {frame['timestamp'].iloc[first].isoformat()}) "
+                "belong to no partition that exists yet: not loaded, not quarantined"
+            )
         keep = (key >= lo) & (key < hi)
         if keep.any():
             frames.append(frame.loc[keep].reset_index(drop=True))
