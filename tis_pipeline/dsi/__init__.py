@@ -1,4 +1,7 @@
-"""DSI (microstructure evidence) scoring: pure numpy/pandas logic, no Dagster and no database.
+"""DSI: the MicroTape micro-expert ecosystem (logic.py), its database rows (frames.py, store.py), the asset."""
 
-See :mod:`tis_pipeline.dsi.logic` for the definitions.
-"""
+import dagster as dg
+
+from tis_pipeline.dsi.assets import dsi
+
+defs = dg.Definitions(assets=[dsi])
