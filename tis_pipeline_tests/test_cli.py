@@ -78,17 +78,17 @@ def digest(url):
 @pytest.mark.pg
 def test_backfill_runs_chunks_fails_clearly_and_resumes(cli_env):
     url = cli_env["TIS_DATABASE_URL"]
-    # the database refuses rows of 2024-07-04, as a server failing mid-backfill would
+    # the database refuses to build the partition of 2024-07-04, as a server failing mid-backfill would
     with engine(url).begin() as conn:
         conn.execute(sa.text("""
-            CREATE FUNCTION tis_test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+            CREATE FUNCTION tis_test_refuse() RETURNS event_trigger LANGUAGE plpgsql AS $$
             BEGIN
-              IF NEW."timestamp" >= '2024-07-04' AND NEW."timestamp" < '2024-07-05' THEN
+              IF EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands()
+                         WHERE object_identity LIKE '%market_data_1m_p20240704%') THEN
                 RAISE EXCEPTION 'refused by test';
               END IF;
-              RETURN NEW;
             END $$;
-            CREATE TRIGGER tis_test_refuse BEFORE INSERT ON market_data_1m FOR EACH ROW
+            CREATE EVENT TRIGGER tis_test_refuse ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
               EXECUTE FUNCTION tis_test_refuse();
         """))
     args = ["backfill", "--start", "2024-07-01", "--end", "2024-07-06", "--chunk-days", "2"]
@@ -101,7 +101,7 @@ def test_backfill_runs_chunks_fails_clearly_and_resumes(cli_env):
             "SELECT DISTINCT (\"timestamp\" AT TIME ZONE 'UTC')::date FROM market_data_1m ORDER BY 1")).scalars().all()
     assert [d.isoformat() for d in days] == ["2024-07-01", "2024-07-02"]
     with engine(url).begin() as conn:
-        conn.execute(sa.text("DROP TRIGGER tis_test_refuse ON market_data_1m; DROP FUNCTION tis_test_refuse();"))
+        conn.execute(sa.text("DROP EVENT TRIGGER tis_test_refuse; DROP FUNCTION tis_test_refuse();"))
     resumed = run_tis(args, cli_env)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "1 of 3 chunks already done" in resumed.stdout
