@@ -27,6 +27,8 @@ app = typer.Typer(help="tis-pipeline: the Trading Intelligence System on Dagster
                   pretty_exceptions_enable=False)
 db_app = typer.Typer(help="The project's PostgreSQL: start, migrate, inspect, stop.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+archive_app = typer.Typer(help="Parquet archives written by the retention job.", no_args_is_help=True)
+app.add_typer(archive_app, name="archive")
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -341,6 +343,26 @@ def _materialize_unpartitioned() -> None:
         instance=dg.DagsterInstance.get(), asset_selection=keys, raise_on_error=False)
     if not _run_succeeded(result):
         _fail(_failure_text(result))
+
+
+@archive_app.command("restore")
+def archive_restore(
+    table: str = typer.Option(..., help="Table whose archive to restore, e.g. market_data_1m."),
+    start: str = typer.Option(..., help="First archived day, YYYY-MM-DD."),
+    end: str = typer.Option(..., help="Last archived day (inclusive), YYYY-MM-DD."),
+) -> None:
+    """Copy archived rows back into their table (rows already present are left alone)."""
+    from tis_pipeline.ops import retention
+
+    first, last = _parse_day(start, "start"), _parse_day(end, "end")
+    env = _prepared()
+    _migrate(env["TIS_DATABASE_URL"])
+    try:
+        with db.engine(env["TIS_DATABASE_URL"]).begin() as conn:
+            inserted, files = retention.restore(conn, table, first.isoformat(), last.isoformat())
+    except ValueError as exc:
+        _fail(str(exc))
+    console.print(f"restored {inserted:,} rows of {table} from {len(files)} file(s) under {retention.archive_dir()}")
 
 
 def _port_free(host: str, port: int) -> bool:

@@ -21,7 +21,7 @@ def run_tis(args, env, timeout=600):
 
 @pytest.mark.parametrize("command", [[], ["db"], ["db", "up"], ["db", "upgrade"], ["db", "downgrade"],
                                      ["db", "status"], ["db", "url"], ["db", "stop"], ["env"], ["demo"],
-                                     ["dev"], ["backfill"]])
+                                     ["dev"], ["backfill"], ["archive", "restore"]])
 def test_every_command_has_help(command):
     proc = run_tis(command + ["--help"], dict(os.environ), timeout=120)
     assert proc.returncode == 0, proc.stderr
