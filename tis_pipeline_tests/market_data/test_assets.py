@@ -194,3 +194,33 @@ def test_swap_keeps_other_sources_rows_and_absorbs_the_default_partition(databas
     assert partition == len(expected) + 1
     aaa = stored[stored["symbol"] == "AAA"]
     np.testing.assert_array_equal(aaa["close"].to_numpy(), expected[expected["symbol"] == "AAA"]["close"].to_numpy())
+
+
+def test_a_failing_blocking_check_stops_everything_downstream(migrated_database_url):
+    """A rollup the database altered on its way in: the blocking check fails and nothing downstream runs."""
+    from tis_pipeline.dsi.assets import dsi
+
+    url = migrated_database_url
+    with engine(url).begin() as conn:
+        conn.execute(sa.text("""
+            CREATE FUNCTION tis_test_corrupt() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              IF NEW.symbol = 'BBB' AND NEW."timestamp" = '2024-06-10 12:00+00' THEN NEW.volume := NEW.volume + 1; END IF;
+              RETURN NEW;
+            END $$;
+            CREATE TRIGGER tis_test_corrupt BEFORE INSERT ON market_data_15m FOR EACH ROW
+              EXECUTE FUNCTION tis_test_corrupt();
+        """))
+    result = dg.materialize([*ASSETS, dsi], resources=resources(url), raise_on_error=False,
+                            tags={"dagster/asset_partition_range_start": "2024-06-10",
+                                  "dagster/asset_partition_range_end": "2024-06-10"})
+    assert not result.success
+    check = next(c for c in result.get_asset_check_evaluations()
+                 if c.check_name == "market_data_15m_rollup_consistent")
+    assert not check.passed and check.metadata["failing_rows"].value == 1
+    assert "BBB" in str(check.metadata["failing_rows_sample"].value)
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "market_data_1h" not in materialized and "dsi_evidence" not in materialized
+    with engine(url).connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM market_data_1h")).scalar_one() == 0
+        assert conn.execute(sa.text("SELECT count(*) FROM dsi_evidence")).scalar_one() == 0
