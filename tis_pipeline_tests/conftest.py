@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from tis_pipeline_tests.shared import shared_dir
+
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 
-SHARED_MARKET_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "market"
+SHARED_MARKET_DIR = shared_dir() / "data" / "market"
 
 
 def _server_url() -> str:

@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import NamedTuple
 
 import psycopg.errors
@@ -32,10 +31,11 @@ from psycopg.types.json import Jsonb
 
 from tis_pipeline import migrate
 from tis_pipeline.db import engine
+from tis_pipeline_tests.shared import shared_dir
 
 pytestmark = pytest.mark.pg
 
-SEED_DIR = Path(__file__).resolve().parents[2] / "shared" / "seed"
+SEED_DIR = shared_dir() / "seed"
 SEED_FILE = SEED_DIR / "000_c52755d5c1b60a37.txt"
 
 SEED_REVISION = "20261125_seed"

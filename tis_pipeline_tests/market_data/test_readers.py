@@ -25,8 +25,9 @@ from tis_pipeline.market_data.readers import (
     scan,
     symbol_from_path,
 )
+from tis_pipeline_tests.shared import shared_dir
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "market"
+SHARED = shared_dir() / "data" / "market"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 NY = "America/New_York"
 
