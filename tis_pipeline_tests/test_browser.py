@@ -2,8 +2,9 @@
 
 Starts ``dagster-webserver`` on the repository's ``workspace.yaml`` against an instance configured by the
 repository's ``dagster.yaml`` (PostgreSQL storage in a fresh database), records one real partitioned run in that
-instance, and checks the asset catalog and the asset page of ``market_data_1m`` in Debian's Chromium (driven by
-Playwright's Python API; no browser is downloaded).
+instance, and checks the asset catalog, the asset page of ``market_data_1m`` and the page of its failing WARN check
+``market_data_1m_no_gaps`` in Debian's Chromium (driven by Playwright's Python API; no browser is downloaded).
+The webserver, its database and the run are shared by the module's tests (started once).
 """
 
 from __future__ import annotations
@@ -23,14 +24,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
 from tis_pipeline.db import engine, with_driver
 from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
 from tis_pipeline.market_data.resources import BarSource
+from tis_pipeline.market_data.synthetic import day_bars
 from tis_pipeline.resources import PostgresResource
 from tis_pipeline.settings import PROJECT_ROOT
+from tis_pipeline_tests.conftest import _create_database, _drop_database
 
 pytestmark = [pytest.mark.pg, pytest.mark.browser]
 
@@ -48,6 +52,7 @@ ASSETS = ("market_data_1m", "market_data_15m", "market_data_1h")
 BAR_TABLES = ASSETS  # the assets are named after their tables
 SYMBOL = "AAA"
 PARTITION = "2024-01-02"
+GAPS_CHECK = "market_data_1m_no_gaps"  # WARN: fails on the synthetic bars, which leave a few minutes out
 STARTUP_TIMEOUT_S = 90.0
 UI_TIMEOUT_MS = 60_000
 
@@ -93,7 +98,7 @@ def _stop(proc: subprocess.Popen) -> None:
             continue
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def chromium_path() -> str:
     path = _chromium()
     if path is None:
@@ -101,20 +106,30 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture
-def dagster_home(tmp_path: Path, empty_database_url: str, database_url: str, monkeypatch) -> Path:
+@pytest.fixture(scope="module")
+def storage_url(server_url: str) -> Iterator[str]:
+    """A fresh empty database for the webserver's instance, shared by this module's tests, dropped after."""
+    url = _create_database(server_url, "tis_empty")
+    try:
+        yield url
+    finally:
+        _drop_database(server_url, url)
+
+
+@pytest.fixture(scope="module")
+def dagster_home(tmp_path_factory: pytest.TempPathFactory, storage_url: str, database_url: str) -> Iterator[Path]:
     """DAGSTER_HOME with the repository's dagster.yaml, storage in a fresh empty database."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
+    home = tmp_path_factory.mktemp("dagster_home")
     (home / "dagster.yaml").symlink_to(PROJECT_ROOT / "dagster.yaml")
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    monkeypatch.setenv("TIS_DAGSTER_PG_URL", with_driver(empty_database_url, "psycopg2"))
-    monkeypatch.setenv("TIS_DATABASE_URL", database_url)
-    monkeypatch.setenv("DAGSTER_DISABLE_TELEMETRY", "1")
-    return home
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DAGSTER_HOME", str(home))
+        mp.setenv("TIS_DAGSTER_PG_URL", with_driver(storage_url, "psycopg2"))
+        mp.setenv("TIS_DATABASE_URL", database_url)
+        mp.setenv("DAGSTER_DISABLE_TELEMETRY", "1")
+        yield home
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def materialized(dagster_home: Path, database_url: str) -> Iterator[str]:
     """One real run of the market data assets for PARTITION, recorded in the webserver's instance.
 
@@ -141,13 +156,17 @@ def materialized(dagster_home: Path, database_url: str) -> Iterator[str]:
                              {"s": SYMBOL, "a": day, "b": day + dt.timedelta(days=1)})
 
 
-@pytest.fixture
-def webserver(dagster_home: Path, tmp_path: Path) -> Iterator[str]:
-    """The real dagster-webserver as a subprocess in its own process group; yields its base URL."""
+@pytest.fixture(scope="module")
+def webserver(dagster_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The real dagster-webserver as a subprocess in its own process group; yields its base URL.
+
+    Started once for the module's tests.
+    """
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home)}  # the monkeypatched TIS_* / DAGSTER_* variables
-    stdout_path, stderr_path = tmp_path / "webserver.out", tmp_path / "webserver.err"
+    logs = tmp_path_factory.mktemp("webserver")
+    stdout_path, stderr_path = logs / "webserver.out", logs / "webserver.err"
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
         proc = subprocess.Popen(
             _webserver_command(port), cwd=PROJECT_ROOT, env=env, stdout=out, stderr=err,
@@ -174,31 +193,92 @@ def webserver(dagster_home: Path, tmp_path: Path) -> Iterator[str]:
         _stop(proc)
 
 
-def test_ui_shows_assets_and_materialization(chromium_path, materialized, webserver, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+def _expected_gaps() -> tuple[int, int, int, list[str]]:
+    """The synthetic day's bars, missing minutes, bars after a gap and those bars' ISO timestamps.
+
+    Computed from the source itself, independently of the quality rules.
+    """
+    bars = day_bars(pd.Timestamp(PARTITION, tz="UTC"), [SYMBOL], seed=1).sort_values("timestamp")
+    ts = bars["timestamp"]
+    missing = int((ts.iloc[-1] - ts.iloc[0]) / pd.Timedelta(minutes=1)) + 1 - len(bars)
+    after_gap = ts[ts.diff() > pd.Timedelta(minutes=1)]
+    return len(bars), missing, len(after_gap), [t.isoformat() for t in after_gap]
+
+
+def _metadata_value(page, label: str):
+    """The value cell of one metadata entry in the UI's metadata table (label in the row's first cell)."""
+    return page.locator(f"xpath=//tr[td[1][normalize-space()='{label}']]/td[2]")
+
+
+@contextlib.contextmanager
+def _browser_page(chromium_path: str, tmp_path: Path):
+    """A Playwright page in Debian's Chromium; a screenshot of the page is saved as failure.png on error."""
+    from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         page.set_default_timeout(UI_TIMEOUT_MS)
+        # the "Join the Dagster community" dialog would cover the screenshots: mark it dismissed beforehand
+        page.add_init_script("window.localStorage.setItem('communityNux', 'true')")
         try:
-            # the asset catalog lists every market data asset (the code location loads in the background)
-            page.goto(f"{webserver}/assets", wait_until="domcontentloaded")
-            for name in ASSETS:
-                expect(page.get_by_text(name, exact=True).first).to_be_visible(timeout=UI_TIMEOUT_MS)
-            page.screenshot(path=str(tmp_path / "assets.png"), full_page=True)
-
-            # the asset page of market_data_1m shows the run's materialization: its partition and metadata
-            page.goto(f"{webserver}/assets/market_data_1m", wait_until="domcontentloaded")
-            expect(page.get_by_text(PARTITION).first).to_be_visible(timeout=UI_TIMEOUT_MS)
-            page.goto(f"{webserver}/assets/market_data_1m?view=events&partition={PARTITION}",
-                      wait_until="domcontentloaded")
-            expect(page.get_by_text("quarantined_rows").first).to_be_visible(timeout=UI_TIMEOUT_MS)
-            expect(page.get_by_text(materialized[:8]).first).to_be_visible(timeout=UI_TIMEOUT_MS)  # the run id
-            page.screenshot(path=str(tmp_path / "market_data_1m.png"), full_page=True)
+            yield page
         except Exception:
             with contextlib.suppress(Exception):
                 page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
             raise
         finally:
             browser.close()
+
+
+def test_ui_shows_assets_and_materialization(chromium_path, materialized, webserver, tmp_path):
+    from playwright.sync_api import expect
+
+    with _browser_page(chromium_path, tmp_path) as page:
+        # the asset catalog lists every market data asset (the code location loads in the background)
+        page.goto(f"{webserver}/assets", wait_until="domcontentloaded")
+        for name in ASSETS:
+            expect(page.get_by_text(name, exact=True).first).to_be_visible(timeout=UI_TIMEOUT_MS)
+        page.screenshot(path=str(tmp_path / "assets.png"), full_page=True)
+
+        # the asset page of market_data_1m shows the run's materialization: its partition and metadata
+        page.goto(f"{webserver}/assets/market_data_1m", wait_until="domcontentloaded")
+        expect(page.get_by_text(PARTITION).first).to_be_visible(timeout=UI_TIMEOUT_MS)
+        page.goto(f"{webserver}/assets/market_data_1m?view=events&partition={PARTITION}",
+                  wait_until="domcontentloaded")
+        expect(page.get_by_text("quarantined_rows").first).to_be_visible(timeout=UI_TIMEOUT_MS)
+        expect(page.get_by_text(materialized[:8]).first).to_be_visible(timeout=UI_TIMEOUT_MS)  # the run id
+        page.screenshot(path=str(tmp_path / "market_data_1m.png"), full_page=True)
+
+
+def test_ui_shows_failed_gaps_check_with_its_metadata(chromium_path, materialized, webserver, tmp_path):
+    """The check page of market_data_1m_no_gaps: its name, its failed WARN status and its failing rows."""
+    from playwright.sync_api import expect
+
+    rows, missing, after_gap, after_gap_times = _expected_gaps()
+    assert missing > 0 and after_gap > 0  # the synthetic day leaves minutes out, so the WARN check fails
+
+    with _browser_page(chromium_path, tmp_path) as page:
+        page.goto(f"{webserver}/assets/market_data_1m?view=checks&checkDetail={GAPS_CHECK}",
+                  wait_until="domcontentloaded")
+        # the check's name (the list entry and the detail header) and its latest evaluation's description
+        name = page.get_by_text(GAPS_CHECK, exact=True).filter(visible=True)
+        expect(name).to_have_count(2, timeout=UI_TIMEOUT_MS)  # the entry in the checks list and the detail header
+        expect(page.get_by_text(f"{after_gap} of {rows} rows fail:")).to_be_visible(timeout=UI_TIMEOUT_MS)
+
+        # the evaluation result: failed, with the warning (not the error) icon of a WARN check
+        heading = page.get_by_text("Evaluation result", exact=True)
+        result = page.locator("div", has=heading).last  # the innermost box holding the heading and the tag
+        expect(result).to_contain_text("Failed")
+        expect(result.get_by_role("img", name="warning_outline")).to_be_visible()
+        expect(result.get_by_role("img", name="cancel")).to_have_count(0)
+
+        # the metadata: counts computed from the source, and the sample of the bars that follow a gap
+        expect(_metadata_value(page, "missing_minutes")).to_have_text(str(missing))
+        expect(_metadata_value(page, "failing_rows")).to_have_text(str(after_gap))
+        expect(_metadata_value(page, "rows_checked")).to_have_text(str(rows))
+        expect(_metadata_value(page, "partition_start")).to_have_text(f"{PARTITION}T00:00:00+00:00")
+        sample = _metadata_value(page, "failing_rows_sample")
+        expect(sample.locator("thead th")).to_have_text(["symbol", "timestamp", "missing_minutes"])
+        expect(sample.locator("tbody tr td:nth-child(2)")).to_have_text(after_gap_times[:20])
+        page.screenshot(path=str(tmp_path / "market_data_1m_no_gaps.png"), full_page=True)
