@@ -152,6 +152,21 @@ def test_retention_archives_then_deletes_exactly_what_aged_out(populated):
         resources={"db": PostgresResource(url=url)})
     assert all(v == 0 for v in again.output_for_node("apply_retention").values())
     assert counts(url) == after
+    # rollups age out too, by their own (here shortened) periods, with exact counts
+    cutoff = AS_OF - pd.Timedelta(days=4)
+    with engine(url).connect() as conn:
+        old = {t: conn.execute(sa.text(f'SELECT count(*) FROM {t} WHERE "timestamp" < :c'), {"c": cutoff}).scalar_one()
+               for t in ("market_data_15m", "market_data_1h")}
+    assert min(old.values()) > 0
+    shorter = retention_job.execute_in_process(
+        run_config={"ops": {"apply_retention": {"config": {
+            "as_of": AS_OF.isoformat(), "periods": {"market_data_15m": "4d", "market_data_1h": "4d"}}}}},
+        resources={"db": PostgresResource(url=url)})
+    rolled = shorter.output_for_node("apply_retention")
+    assert rolled["market_data_15m"] == old["market_data_15m"] and rolled["market_data_1h"] == old["market_data_1h"]
+    assert rolled["market_data_1m"] == 0, "1-minute bars whose rollups are gone stay"
+    archived_1h = sum(pq.read_metadata(p).num_rows for p in (files / "market_data_1h").glob("*.parquet"))
+    assert archived_1h == old["market_data_1h"]
     # and the archive restores what was deleted, exactly
     with engine(url).begin() as conn:
         restored, used = retention.restore(conn, "module_messages", "2000-01-01", "2100-01-01")
