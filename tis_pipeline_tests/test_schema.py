@@ -471,7 +471,10 @@ def live_snapshot(conn: sa.Connection, table: str) -> dict:
 ADDED_INDEXES = {
     "anomaly_events": {
         "ux_anomaly_events_symbol_timestamp_type": ("btree", "unique", ("symbol", "timestamp", "anomaly_type")),
+        "ix_anomaly_events_trading_plan_id": ("btree", "index", ("trading_plan_id",)),
     },
+    "trading_plan_approvals": {"ix_trading_plan_approvals_timestamp": ("btree", "index", ("timestamp",))},
+    "module_messages": {"ix_module_messages_timestamp": ("btree", "index", ("timestamp",))},
 }
 
 

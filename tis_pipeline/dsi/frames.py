@@ -34,8 +34,9 @@ def bar_updates(scores: pd.DataFrame) -> pd.DataFrame:
         weight = scores["w__" + name].to_numpy(dtype="float64")
         contributions[f"c{i}"] = np.round(weight * (p - 0.5), 4)
     return pd.DataFrame({
-        "symbol": scores["symbol"].to_numpy(),
-        "timestamp": scores["timestamp"].to_numpy(),
+        # the columns as they are: .to_numpy() of a zone-aware column boxes every value into a Timestamp
+        "symbol": scores["symbol"].reset_index(drop=True),
+        "timestamp": scores["timestamp"].reset_index(drop=True),
         "mx_evidence": scores["mx_evidence"].to_numpy(dtype="float64"),
         "mx_confirm": scores["mx_confirm"].to_numpy(dtype=bool),
         **contributions,

@@ -5,7 +5,6 @@ import base64
 
 import dagster as dg
 import pandas as pd
-import sqlalchemy as sa
 
 from tis_pipeline.market_data import logic, store
 from tis_pipeline.market_data.partitions import daily_partitions
@@ -85,16 +84,15 @@ def market_data_1m(context: dg.AssetExecutionContext, bars: BarSource, db: Postg
 def _rollup(context: dg.AssetExecutionContext, db: PostgresResource, table: str):
     from tis_pipeline.quality.checks import table_metadata
     from tis_pipeline.quality.rules import rule
-    from tis_pipeline.quality.sql import rollup_mismatch_sql
 
     start, end = window_of(context)
     consistency = rule(f"{table}_rollup_consistent")
     with db.begin() as conn:
+        store.stage_expected_rollup(conn, table, start, end)
         written = store.rebuild_rollup(conn, table, start, end)
-        fill = store.bucket_fill(conn, table, start, end)
+        fill = store.bucket_fill(conn, table)
+        mismatches = store.rollup_mismatches(conn, table, start, end)
         plot_frame = store.read_bars(conn, table, start, min(end, start + pd.Timedelta(days=3)))
-        mismatches = pd.DataFrame(conn.execute(sa.text(rollup_mismatch_sql(consistency)),
-                                               {"start": start, "end": end}).mappings().all())
     png = logic.price_volume_png(plot_frame, f"{table} {start.date()}") if len(plot_frame) else b""
     yield dg.AssetCheckResult(
         check_name=consistency.name,

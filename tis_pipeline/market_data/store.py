@@ -127,43 +127,67 @@ def replace_quarantine(conn: sa.Connection, frame: pd.DataFrame, start: pd.Times
 
 
 ROLLUP_SOURCES = {"market_data_15m": "market_data_1m", "market_data_1h": "market_data_15m"}
+ROLLUP_MINUTES = {"market_data_15m": 15, "market_data_1h": 60}
+EXPECTED_ROLLUP = "rollup_expected"  # temp table of the transaction: the rollup recomputed from market_data_1m
+
+
+def stage_expected_rollup(conn: sa.Connection, target: str, start: pd.Timestamp, end: pd.Timestamp) -> int:
+    """Recompute ``target``'s bars over [start, end) from market_data_1m into the temp table ``rollup_expected``.
+
+    One pass over the 1-minute bars (``quality.sql.rollup_source_sql``, the rollup rule's own SQL) with parallel
+    workers: CREATE TABLE AS may run its query in parallel where INSERT … SELECT may not. The table also holds
+    ``source_bars`` per bucket, so gaps are counted from it without another scan. Dropped at commit.
+    """
+    from tis_pipeline.quality.rules import rule
+    from tis_pipeline.quality.sql import rollup_source_sql
+
+    target = _bar_table(target)
+    if target not in ROLLUP_SOURCES:
+        raise ValueError(f"{target} is not a rollup")
+    conn.execute(sa.text("SET LOCAL work_mem = '256MB'"))  # the hash aggregate fits in memory, no temp spill
+    conn.execute(sa.text(f"DROP TABLE IF EXISTS {EXPECTED_ROLLUP}"))
+    return conn.execute(sa.text(
+        f"CREATE TEMP TABLE {EXPECTED_ROLLUP} ON COMMIT DROP AS "
+        f"{rollup_source_sql(rule(f'{target}_rollup_consistent'))}"), {"start": start, "end": end}).rowcount
 
 
 def rebuild_rollup(conn: sa.Connection, target: str, start: pd.Timestamp, end: pd.Timestamp) -> int:
-    """Recompute ``target`` over [start, end) with one set-based statement; returns rows written.
+    """Replace ``target``'s bars over [start, end) with the rollup of their source; returns rows written.
 
-    15-minute bars come from market_data_1m, hourly bars from the 15-minute ones (four rows per hour
-    instead of sixty: the OHLCV are the same, since 15 divides 60 and both are binned from midnight UTC).
-    open = first, high = max, low = min, close = last, volume = sum per symbol and bucket; a bucket exists
-    only where source bars do (no forward fill). First and last come from min/max over
-    ARRAY[epoch, price] in the same pass, with no join back to the source. mx_evidence is the mean of the
-    source bars' evidence (for hours: of the quarter-hours'), mx_confirm true when any source bar confirmed.
+    open = first, high = max, low = min, close = last, volume = sum per symbol and bucket; a bucket exists only
+    where source bars do (no forward fill). 15-minute bars are ``rollup_expected`` (``stage_expected_rollup``
+    must have run in this transaction); hourly bars come from the 15-minute ones (four rows per hour instead of
+    sixty, the same OHLCV since 15 divides 60 and both are binned from midnight UTC), so that their check
+    against ``rollup_expected`` — recomputed from the 1-minute bars — is an independent cross-check.
+    mx_evidence is the mean of the source bars' evidence, mx_confirm true when any source bar confirmed.
     """
     target = _bar_table(target)
     if target not in ROLLUP_SOURCES:
         raise ValueError(f"{target} is not a rollup")
-    source, width = ROLLUP_SOURCES[target], BAR_TABLES[target]
-    conn.execute(sa.text("SET LOCAL work_mem = '256MB'"))  # the hash aggregate fits in memory, no temp spill
-    conn.execute(sa.text(f'DELETE FROM {target} WHERE "timestamp" >= :start AND "timestamp" < :end'),
-                 {"start": start, "end": end})
-    result = conn.execute(
-        sa.text(
-            f"""
-            INSERT INTO {target} (symbol, "timestamp", open, high, low, close, volume, mx_evidence, mx_confirm)
-            SELECT symbol,
-                   date_bin(INTERVAL '{width}', "timestamp", TIMESTAMPTZ '{_BIN_ORIGIN}'),
-                   (min(ARRAY[extract(epoch FROM "timestamp")::numeric, open]))[2],
-                   max(high), min(low),
+    window = {"start": start, "end": end}
+    conn.execute(sa.text(f'DELETE FROM {target} WHERE "timestamp" >= :start AND "timestamp" < :end'), window)
+    columns = 'symbol, "timestamp", open, high, low, close, volume, mx_evidence, mx_confirm'
+    if target == "market_data_15m":
+        select = ("SELECT symbol, bucket, open, high, low, close, volume, mx_evidence, mx_confirm "
+                  f"FROM {EXPECTED_ROLLUP}")
+    else:
+        source, width = ROLLUP_SOURCES[target], BAR_TABLES[target]
+        select = f"""
+            SELECT symbol, date_bin(INTERVAL '{width}', "timestamp", TIMESTAMPTZ '{_BIN_ORIGIN}'),
+                   (min(ARRAY[extract(epoch FROM "timestamp")::numeric, open]))[2], max(high), min(low),
                    (max(ARRAY[extract(epoch FROM "timestamp")::numeric, close]))[2],
                    sum(volume), round(avg(mx_evidence), 2), bool_or(mx_confirm)
-            FROM {source}
-            WHERE "timestamp" >= :start AND "timestamp" < :end
-            GROUP BY 1, 2
-            """
-        ),
-        {"start": start, "end": end},
-    )
-    return result.rowcount
+            FROM {source} WHERE "timestamp" >= :start AND "timestamp" < :end GROUP BY 1, 2"""
+    return conn.execute(sa.text(f"INSERT INTO {target} ({columns}) {select}"), window).rowcount
+
+
+def rollup_mismatches(conn: sa.Connection, target: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """Bars of ``target`` in [start, end) that differ from ``rollup_expected`` or are missing (the rule's SQL)."""
+    from tis_pipeline.quality.rules import rule
+    from tis_pipeline.quality.sql import rollup_compare_sql
+
+    query = rollup_compare_sql(rule(f"{_bar_table(target)}_rollup_consistent"), EXPECTED_ROLLUP)
+    return pd.DataFrame(conn.execute(sa.text(query), {"start": start, "end": end}).mappings().all())
 
 
 def read_bars(conn: sa.Connection, table: str, start: pd.Timestamp, end: pd.Timestamp,
@@ -190,24 +214,14 @@ def read_bars(conn: sa.Connection, table: str, start: pd.Timestamp, end: pd.Time
     return frame
 
 
-def bucket_fill(conn: sa.Connection, target: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-    """Per symbol: buckets written and buckets with fewer 1-minute bars than their width (gaps inside)."""
-    target = _bar_table(target)
-    minutes = {"market_data_15m": 15, "market_data_1h": 60}[target]
-    width = BAR_TABLES[target]
-    return pd.DataFrame(
-        conn.execute(
-            sa.text(
-                f"""
-                SELECT symbol, count(*) AS buckets,
-                       count(*) FILTER (WHERE n < {minutes}) AS partial_buckets,
-                       sum({minutes} - n) AS missing_minutes
-                FROM (SELECT symbol, date_bin(INTERVAL '{width}', "timestamp", TIMESTAMPTZ '{_BIN_ORIGIN}') b,
-                             count(*) n
-                      FROM market_data_1m WHERE "timestamp" >= :start AND "timestamp" < :end GROUP BY 1, 2) x
-                GROUP BY symbol ORDER BY symbol
-                """
-            ),
-            {"start": start, "end": end},
-        ).mappings().all()
-    )
+def bucket_fill(conn: sa.Connection, target: str) -> pd.DataFrame:
+    """Per symbol: buckets, buckets with fewer 1-minute bars than their width (gaps inside), missing minutes.
+
+    Read from ``rollup_expected`` (``stage_expected_rollup`` of this transaction), not from another scan.
+    """
+    minutes = ROLLUP_MINUTES[_bar_table(target)]
+    return pd.DataFrame(conn.execute(sa.text(f"""
+        SELECT symbol, count(*) AS buckets,
+               count(*) FILTER (WHERE source_bars < {minutes}) AS partial_buckets,
+               coalesce(sum({minutes} - source_bars), 0) AS missing_minutes
+        FROM {EXPECTED_ROLLUP} GROUP BY symbol ORDER BY symbol""")).mappings().all())

@@ -1,49 +1,72 @@
 """The SQL form of the rules that compare tables, for checks that read PostgreSQL instead of a frame.
 
-``rollup_mismatch_sql(rule)`` is the rollup rule of ``market_data_15m`` / ``market_data_1h`` as one query: the
-rollup bars in ``[:start, :end)`` that differ from the rollup of their 1-minute source (first open, max high,
-min low, last close, summed volume, buckets labelled by their open, UTC) or that have no source bars. The
-comparison is exact: both sides are DECIMAL(20,8) in the database, so no tolerance is needed there.
+The rollup rule of ``market_data_15m`` / ``market_data_1h`` in two parts:
+
+* ``rollup_source_sql(rule)``: the rollup of the 1-minute source over ``[:start, :end)`` recomputed per symbol
+  and bucket (first open, max high, min low, last close, summed volume, buckets labelled by their open, UTC),
+  with ``source_bars``, the number of 1-minute bars in the bucket (for gap reporting). First and last come
+  from ``min``/``max`` over ``ARRAY[epoch, price]`` in the same pass (no sort, no join back to the source);
+  as a plain SELECT it runs with parallel workers.
+* ``rollup_compare_sql(rule, expected)``: the rollup bars in ``[:start, :end)`` that differ from ``expected``
+  (a table or a parenthesised query of ``rollup_source_sql``'s shape), plus the buckets that have source bars
+  but no rollup bar. The comparison is exact: both sides are DECIMAL(20,8) in the database.
+
+``rollup_mismatch_sql(rule)`` puts both together as one query.
 """
 
 from __future__ import annotations
 
 from tis_pipeline.quality.rules import Rule
 
-_ROLLUP_SQL = """
-WITH source AS (
-    SELECT symbol,
-           date_bin(INTERVAL '{minutes} minutes', "timestamp", TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket,
-           (array_agg(open ORDER BY "timestamp"))[1] AS open,
-           max(high) AS high,
-           min(low) AS low,
-           (array_agg(close ORDER BY "timestamp" DESC))[1] AS close,
-           sum(volume) AS volume,
-           count(*) AS source_bars
-    FROM {source}
-    WHERE "timestamp" >= CAST(:start AS timestamptz)
-      AND "timestamp" < CAST(:end AS timestamptz) + INTERVAL '{minutes} minutes'
-    GROUP BY 1, 2
-)
-SELECT r.symbol, r."timestamp",
+_SOURCE_SQL = """
+SELECT symbol,
+       date_bin(INTERVAL '{minutes} minutes', "timestamp", TIMESTAMPTZ '2000-01-03 00:00:00+00') AS bucket,
+       (min(ARRAY[extract(epoch FROM "timestamp")::numeric, open]))[2] AS open,
+       max(high) AS high,
+       min(low) AS low,
+       (max(ARRAY[extract(epoch FROM "timestamp")::numeric, close]))[2] AS close,
+       sum(volume) AS volume,
+       count(*) AS source_bars,
+       round(avg(mx_evidence), 2) AS mx_evidence,
+       bool_or(mx_confirm) AS mx_confirm
+FROM {source}
+WHERE "timestamp" >= CAST(:start AS timestamptz) AND "timestamp" < CAST(:end AS timestamptz)
+GROUP BY 1, 2
+"""
+
+_COMPARE_SQL = """
+SELECT coalesce(r.symbol, s.symbol) AS symbol, coalesce(r."timestamp", s.bucket) AS "timestamp",
        r.open, r.high, r.low, r.close, r.volume,
        s.open AS expected_open, s.high AS expected_high, s.low AS expected_low,
        s.close AS expected_close, s.volume AS expected_volume, s.source_bars
-FROM {table} AS r
-LEFT JOIN source AS s ON s.symbol = r.symbol AND s.bucket = r."timestamp"
-WHERE r."timestamp" >= CAST(:start AS timestamptz) AND r."timestamp" < CAST(:end AS timestamptz)
-  AND (s.symbol IS NULL
-       OR r.open IS DISTINCT FROM s.open OR r.high IS DISTINCT FROM s.high OR r.low IS DISTINCT FROM s.low
-       OR r.close IS DISTINCT FROM s.close OR r.volume IS DISTINCT FROM s.volume)
-ORDER BY r.symbol, r."timestamp"
+FROM (SELECT symbol, "timestamp", open, high, low, close, volume FROM {table}
+      WHERE "timestamp" >= CAST(:start AS timestamptz) AND "timestamp" < CAST(:end AS timestamptz)) AS r
+FULL JOIN {expected} AS s ON s.symbol = r.symbol AND s.bucket = r."timestamp"
+WHERE s.symbol IS NULL OR r.symbol IS NULL
+   OR r.open IS DISTINCT FROM s.open OR r.high IS DISTINCT FROM s.high OR r.low IS DISTINCT FROM s.low
+   OR r.close IS DISTINCT FROM s.close OR r.volume IS DISTINCT FROM s.volume
+ORDER BY 1, 2
 """
+
+
+def _rollup_rule(rule: Rule) -> Rule:
+    if rule.kind != "rollup_consistent":
+        raise ValueError(f"rule {rule.name} is not a rollup rule")
+    return rule
+
+
+def rollup_source_sql(rule: Rule) -> str:
+    """The recomputed rollup of the rule's 1-minute source over ``[:start, :end)`` (one row per bucket)."""
+    rule = _rollup_rule(rule)
+    # minutes and the source table come from the registry (code), never from input
+    return _SOURCE_SQL.format(minutes=int(rule.params["minutes"]), source=rule.params["source"]).strip()
+
+
+def rollup_compare_sql(rule: Rule, expected: str) -> str:
+    """Rollup bars of ``[:start, :end)`` that differ from ``expected`` or are missing; ``expected`` is code."""
+    return _COMPARE_SQL.format(table=_rollup_rule(rule).table, expected=expected).strip()
 
 
 def rollup_mismatch_sql(rule: Rule) -> str:
     """A query with bind parameters ``:start`` and ``:end`` returning the rollup bars that fail ``rule``."""
-    if rule.kind != "rollup_consistent":
-        raise ValueError(f"rule {rule.name} is not a rollup rule")
-    # table names and minutes come from the registry (code), never from input
-    return _ROLLUP_SQL.format(
-        minutes=int(rule.params["minutes"]), source=rule.params["source"], table=rule.table
-    ).strip()
+    return rollup_compare_sql(rule, f"({rollup_source_sql(rule)})")

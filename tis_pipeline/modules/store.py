@@ -1,0 +1,272 @@
+"""SQL of the trading day: its inputs (events with evidence, bars, history, the carried population) and the
+one-transaction replacement of everything a day range produced.
+
+Table names are fixed in this module, never taken from input; every value is a bound parameter or COPY data.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from tis_pipeline.db import copy_frame, fetch_frame, raw_connection
+
+# seed columns of each table the trading day writes, in the seed's order
+COLUMNS: Mapping[str, tuple[str, ...]] = {
+    "modules": (
+        "module_id", "module_type", "module_version", "parent_modules", "offspring_modules", "generational_depth",
+        "learning_rate", "adaptation_threshold", "performance_history", "learning_patterns", "innovation_score",
+        "specialization_index", "communication_latency_ms", "message_throughput_per_sec",
+        "intelligence_sharing_rate", "collaboration_score", "peer_ratings", "network_centrality",
+        "replication_readiness", "parent_performance", "mutation_rate", "recombination_rate", "offspring_count",
+        "lifecycle_stage", "created_at", "last_updated", "status",
+    ),
+    "trading_plans": (
+        "plan_id", "module_id", "symbol", "timestamp", "signal_strength", "direction", "entry_conditions",
+        "entry_price", "position_size", "stop_loss", "take_profit", "time_horizon", "risk_reward_ratio",
+        "confidence_score", "microstructure_evidence", "regime_context", "module_intelligence", "execution_notes",
+        "valid_until", "validation_status", "risk_assessment", "portfolio_impact", "execution_status",
+        "executed_price", "executed_quantity", "execution_cost", "slippage", "pnl", "performance_metrics",
+        "attribution_analysis",
+    ),
+    "trading_plan_approvals": (
+        "approval_id", "plan_id", "decision_maker_module_id", "timestamp", "approval_status", "approval_reason",
+        "modifications", "risk_assessment", "risk_controls", "portfolio_impact", "decision_confidence",
+        "decision_factors", "alternative_plans",
+    ),
+    "module_performance": (
+        "performance_id", "module_id", "timestamp", "performance_score", "consistency_score", "innovation_score",
+        "specialization_score", "collaboration_score", "trading_plan_success_rate", "execution_quality",
+        "risk_adjusted_returns", "sharpe_ratio", "max_drawdown", "learning_effectiveness", "adaptation_speed",
+        "intelligence_sharing_effectiveness", "market_regime", "asset_class", "time_horizon",
+    ),
+    "module_messages": (
+        "message_id", "sender_module_id", "receiver_module_id", "timestamp", "message_type", "message_data",
+        "priority", "ttl_seconds", "status", "delivery_attempts", "last_delivery_attempt", "error_message",
+    ),
+    "module_intelligence_sharing": (
+        "sharing_id", "sender_module_id", "timestamp", "intelligence_type", "intelligence_data",
+        "performance_score", "confidence_level", "last_updated", "target_modules", "sharing_scope",
+        "sharing_priority",
+    ),
+    "module_replications": (
+        "replication_id", "parent_module_id", "child_module_id", "timestamp", "trigger_type", "trigger_data",
+        "replication_reason", "target_capabilities", "performance_threshold", "diversity_requirements",
+        "replication_status", "creation_time_ms", "validation_time_ms", "initialization_time_ms",
+        "inherited_intelligence", "mutation_applied", "recombination_applied",
+    ),
+    "module_replication_triggers": (
+        "trigger_id", "module_id", "timestamp", "trigger_type", "trigger_data", "trigger_priority", "status",
+        "processed_at", "replication_id",
+    ),
+}
+JSON_COLUMNS = frozenset({
+    "parent_modules", "offspring_modules", "performance_history", "learning_patterns", "peer_ratings",
+    "parent_performance", "entry_conditions", "microstructure_evidence", "regime_context", "module_intelligence",
+    "risk_assessment", "portfolio_impact", "performance_metrics", "attribution_analysis", "modifications",
+    "risk_controls", "decision_factors", "alternative_plans", "message_data", "intelligence_data",
+    "target_modules", "trigger_data", "target_capabilities", "diversity_requirements", "inherited_intelligence",
+    "mutation_applied", "recombination_applied",
+})
+INTEGER_COLUMNS = frozenset({
+    "generational_depth", "communication_latency_ms", "message_throughput_per_sec", "offspring_count", "priority",
+    "ttl_seconds", "delivery_attempts", "sharing_priority", "creation_time_ms", "validation_time_ms",
+    "initialization_time_ms", "trigger_priority",
+})
+# children before parents: the order rows of a window are deleted in (the reverse is the order they are written)
+WINDOW_TABLES = ("module_replication_triggers", "module_replications", "module_intelligence_sharing",
+                 "module_messages", "module_performance", "trading_plan_approvals", "trading_plans")
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def to_json(value) -> str | None:
+    """Canonical JSON text (sorted keys, no spaces): the same object always gives the same bytes."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_plain)
+
+
+def table_frame(frame: pd.DataFrame, table: str) -> pd.DataFrame:
+    """``frame``'s columns of ``table`` in the seed's order, JSON columns as text, counts as nullable ints."""
+    out = {}
+    for column in COLUMNS[table]:
+        series = frame[column] if column in frame.columns else pd.Series([None] * len(frame), index=frame.index)
+        if column in JSON_COLUMNS:
+            series = series.map(to_json).astype(object)
+        elif column in INTEGER_COLUMNS:
+            series = pd.to_numeric(series).round().astype("Int64")
+        out[column] = series.reset_index(drop=True)
+    return pd.DataFrame(out, columns=list(COLUMNS[table]))
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+
+def read_events(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """The window's anomaly events with their DSI evidence, in time order (the contract's ``events`` frame)."""
+    frame = fetch_frame(conn, """
+        SELECT e.event_id::text AS event_id, e.symbol, e."timestamp", e.anomaly_type,
+               e.anomaly_score::float8 AS anomaly_score, e.dsi_evidence_id::text AS dsi_evidence_id,
+               d.mx_evidence::float8 AS mx_evidence, d.mx_confirm, d.mx_confirm_rate::float8 AS mx_confirm_rate,
+               d.mx_evidence_boost::float8 AS mx_evidence_boost,
+               (d.mx_confidence_interval->>'low')::float8 AS ci_low,
+               (d.mx_confidence_interval->>'high')::float8 AS ci_high,
+               (e.signal_pack->'context'->>'htf_15m_ret')::float8 AS htf_15m_ret,
+               (e.signal_pack->'context'->>'htf_1h_ret')::float8 AS htf_1h_ret
+        FROM anomaly_events e JOIN dsi_evidence d ON d.evidence_id = e.dsi_evidence_id
+        WHERE e."timestamp" >= %(a)s AND e."timestamp" < %(b)s
+        ORDER BY e."timestamp", e.event_id""", {"a": start.to_pydatetime(), "b": end.to_pydatetime()})
+    columns = ["event_id", "symbol", "timestamp", "anomaly_type", "anomaly_score", "dsi_evidence_id", "mx_evidence",
+               "mx_confirm", "mx_confirm_rate", "mx_evidence_boost", "ci_low", "ci_high", "htf_15m_ret",
+               "htf_1h_ret"]
+    if frame.empty:
+        return pd.DataFrame({c: pd.Series(dtype="float64") for c in columns}).astype(
+            {"event_id": object, "symbol": object, "timestamp": "datetime64[us, UTC]", "anomaly_type": object,
+             "dsi_evidence_id": object, "mx_confirm": bool})
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    frame["mx_confirm"] = frame["mx_confirm"].astype(str).str.lower().isin(("t", "true"))
+    for column in ("event_id", "symbol", "anomaly_type", "dsi_evidence_id"):
+        frame[column] = frame[column].astype(str)
+    return frame[columns]
+
+
+def read_history(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """module_performance rows of [start, end), numbers as float64, ids as text."""
+    columns = COLUMNS["module_performance"]
+    select = ", ".join(
+        f'"{c}"::text AS "{c}"' if c.endswith("_id") else
+        f'"{c}"' if c in ("timestamp", "market_regime", "asset_class", "time_horizon") else f'"{c}"::float8 AS "{c}"'
+        for c in columns)
+    frame = fetch_frame(conn, f'SELECT {select} FROM module_performance '
+                              'WHERE "timestamp" >= %(a)s AND "timestamp" < %(b)s ORDER BY "timestamp", module_id',
+                        {"a": start.to_pydatetime(), "b": end.to_pydatetime()})
+    if frame.empty:
+        return pd.DataFrame({c: pd.Series(dtype="float64") for c in columns}).astype(
+            {"performance_id": object, "module_id": object, "timestamp": "datetime64[us, UTC]",
+             "market_regime": object, "asset_class": object, "time_horizon": object})
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    for column in ("performance_id", "module_id", "market_regime", "asset_class", "time_horizon"):
+        frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+    return frame[list(columns)]
+
+
+def previous_population(conn: sa.Connection, before: pd.Timestamp, fingerprint: str) -> tuple[pd.Timestamp, str] | None:
+    """(day, population JSON) of the latest stored end-of-day state before ``before`` for this configuration."""
+    row = conn.execute(sa.text(
+        "SELECT day, population::text FROM ecosystem_state WHERE day < :d AND config_fingerprint = :f "
+        "ORDER BY day DESC LIMIT 1"), {"d": before.date(), "f": fingerprint}).first()
+    return None if row is None else (pd.Timestamp(row.day, tz="UTC"), row.population)
+
+
+def first_event_day(conn: sa.Connection) -> pd.Timestamp | None:
+    first = conn.execute(sa.text('SELECT min("timestamp") FROM anomaly_events')).scalar_one()
+    return None if first is None else pd.Timestamp(first).tz_convert("UTC").normalize()
+
+
+def days_with_bars(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp) -> list[pd.Timestamp]:
+    rows = conn.execute(sa.text(
+        "SELECT DISTINCT date_trunc('day', \"timestamp\" AT TIME ZONE 'UTC') FROM market_data_1h "
+        'WHERE "timestamp" >= :a AND "timestamp" < :b ORDER BY 1'), {"a": start, "b": end}).scalars()
+    return [pd.Timestamp(d, tz="UTC") for d in rows]
+
+
+# ------------------------------------------------------------------------------------------------ outputs
+
+
+def clear_window(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp) -> dict[str, int]:
+    """Delete what a previous run wrote for [start, end): links first, then children before parents."""
+    window = {"a": start, "b": end}
+    plans = "SELECT plan_id FROM trading_plans WHERE \"timestamp\" >= :a AND \"timestamp\" < :b"
+    conn.execute(sa.text(f"""
+        UPDATE anomaly_events SET trading_plan_id = NULL, plan_generation_module_id = NULL,
+               plan_execution_status = NULL, plan_performance_metrics = NULL, attribution_analysis = NULL,
+               module_intelligence = NULL, intelligence_confidence = NULL
+        WHERE trading_plan_id IN ({plans})"""), window)
+    conn.execute(sa.text(f"UPDATE dsi_evidence SET plan_id = NULL WHERE plan_id IN ({plans})"), window)
+    conn.execute(sa.text(
+        "DELETE FROM trading_plan_approvals WHERE plan_id IN "
+        f"({plans})"), window)
+    deleted = {}
+    for table in WINDOW_TABLES:
+        deleted[table] = conn.execute(sa.text(
+            f'DELETE FROM {table} WHERE "timestamp" >= :a AND "timestamp" < :b'), window).rowcount
+    conn.execute(sa.text("DELETE FROM ecosystem_state WHERE day >= :a AND day < :b"),
+                 {"a": start.date(), "b": end.date()})
+    return deleted
+
+
+def upsert_modules(conn: sa.Connection, rows: pd.DataFrame) -> int:
+    """Insert new modules and bring known ones to the given state (COPY to a temp table, one upsert)."""
+    if rows.empty:
+        return 0
+    frame = table_frame(rows, "modules")
+    conn.execute(sa.text("CREATE TEMP TABLE modules_stage (LIKE modules INCLUDING DEFAULTS) ON COMMIT DROP"))
+    copy_frame(raw_connection(conn), "modules_stage", frame)
+    columns = ", ".join(f'"{c}"' for c in COLUMNS["modules"])
+    updates = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in COLUMNS["modules"] if c != "module_id")
+    written = conn.execute(sa.text(
+        f"INSERT INTO modules ({columns}) SELECT {columns} FROM modules_stage "
+        f"ON CONFLICT (module_id) DO UPDATE SET {updates}")).rowcount
+    conn.execute(sa.text("DROP TABLE modules_stage"))
+    return written
+
+
+def write_rows(conn: sa.Connection, table: str, rows: pd.DataFrame) -> int:
+    if table not in COLUMNS:
+        raise ValueError(f"not a table of the trading day: {table!r}")
+    if rows.empty:
+        return 0
+    return copy_frame(raw_connection(conn), table, table_frame(rows, table))
+
+
+def link_plans(conn: sa.Connection, plans: pd.DataFrame) -> tuple[int, int]:
+    """Point each planned event and its evidence at the plan (the seed's plan ↔ evidence ↔ event relations)."""
+    if plans.empty:
+        return 0, 0
+    links = pd.DataFrame({
+        "event_id": plans["event_id"].astype(str).to_numpy(),
+        "dsi_evidence_id": plans["dsi_evidence_id"].astype(str).to_numpy(),
+        "plan_id": plans["plan_id"].astype(str).to_numpy(),
+        "module_id": plans["module_id"].astype(str).to_numpy(),
+        "execution_status": plans["execution_status"].to_numpy(),
+        "metrics": plans["performance_metrics"].map(to_json).to_numpy(),
+        "attribution": plans["attribution_analysis"].map(to_json).to_numpy(),
+        "intelligence": plans["module_intelligence"].map(to_json).to_numpy(),
+        "confidence": plans["confidence_score"].astype("float64").to_numpy(),
+    })
+    conn.execute(sa.text(
+        "CREATE TEMP TABLE plan_links (event_id uuid, dsi_evidence_id uuid, plan_id uuid, module_id uuid, "
+        "execution_status varchar(20), metrics jsonb, attribution jsonb, intelligence jsonb, "
+        "confidence numeric(3,2)) ON COMMIT DROP"))
+    copy_frame(raw_connection(conn), "plan_links", links)
+    events = conn.execute(sa.text("""
+        UPDATE anomaly_events e SET trading_plan_id = l.plan_id, plan_generation_module_id = l.module_id,
+               plan_execution_status = l.execution_status, plan_performance_metrics = l.metrics,
+               attribution_analysis = l.attribution, module_intelligence = l.intelligence,
+               intelligence_confidence = l.confidence
+        FROM plan_links l WHERE e.event_id = l.event_id""")).rowcount
+    evidence = conn.execute(sa.text(
+        "UPDATE dsi_evidence d SET plan_id = l.plan_id FROM plan_links l "
+        "WHERE d.evidence_id = l.dsi_evidence_id")).rowcount
+    conn.execute(sa.text("DROP TABLE plan_links"))
+    return events, evidence
+
+
+def save_populations(conn: sa.Connection, states: list[dict]) -> None:
+    if not states:
+        return
+    conn.execute(sa.text("DELETE FROM ecosystem_state WHERE day = ANY(:days)"), {"days": [s["day"] for s in states]})
+    conn.execute(sa.text(
+        "INSERT INTO ecosystem_state (day, config_fingerprint, modules, population) "
+        "VALUES (:day, :config_fingerprint, :modules, CAST(:population AS jsonb))"), states)
