@@ -143,8 +143,8 @@ import copy
 import datetime as dt
 import decimal
 import hashlib
-import math
 import json
+import math
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
