@@ -3,7 +3,7 @@
     python -m bench.retention --days 3 --symbols 50
 
 In a scratch database on the server of TIS_DATABASE_URL (or the embedded one), dropped at the end: migrate, load
-``--days`` days of synthetic bars with ``store.swap_in_days`` (one transaction, as the ingest asset writes them),
+``--days`` days of synthetic bars with ``store.write_days`` (one transaction, as the ingest asset writes them),
 then remove the middle day ``--repeat`` times each way, re-loading it in between:
 
 (a) ``DELETE FROM market_data_1m WHERE "timestamp" >= day AND "timestamp" < day + 1`` (commit included), and
@@ -45,7 +45,7 @@ def main() -> None:
     from tis_pipeline import migrate
     from tis_pipeline.db import engine, raw_connection
     from tis_pipeline.market_data import synthetic
-    from tis_pipeline.market_data.store import swap_in_days
+    from tis_pipeline.market_data.store import write_days
 
     symbols = [f"SYM{i:03d}" for i in range(args.symbols)]
     start = pd.Timestamp("2024-01-01", tz="UTC")
@@ -64,13 +64,11 @@ def main() -> None:
         migrate.upgrade(url)
         eng = engine(url)
         t0 = time.perf_counter()
-        with eng.begin() as conn:
-            swap_in_days(conn, frame, start, end, symbols)
+        write_days(eng, frame, start, end, symbols)
         out["load_s"] = round(time.perf_counter() - t0, 3)
 
         def reload_day() -> None:
-            with eng.begin() as conn:
-                swap_in_days(conn, day_frame, day, next_day, symbols)
+            write_days(eng, day_frame, day, next_day, symbols)
 
         def day_rows() -> int:
             with eng.connect() as conn:

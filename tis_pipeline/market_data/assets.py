@@ -50,9 +50,13 @@ def market_data_1m(context: dg.AssetExecutionContext, bars: BarSource, db: Postg
             ),
             metadata={"quarantine_by_rule": checked.counts},
         )
-    with db.begin() as conn:
-        deleted, written = store.replace_bars(conn, "market_data_1m", checked.clean, start, end, read.symbols)
-        quarantined = store.replace_quarantine(conn, checked.quarantine, start, end)
+    built = store.build_days(db.engine, checked.clean, start, end)
+    try:
+        with db.begin() as conn:
+            deleted, written = store.swap_built_days(conn, built, start, end, read.symbols)
+            quarantined = store.replace_quarantine(conn, checked.quarantine, start, end)
+    finally:
+        store.discard(db.engine, built)
     facts = logic.summary(checked.clean)
     volume_missing = int(checked.clean["volume_missing"].sum())
     from tis_pipeline.quality.evaluate import evaluate_frame

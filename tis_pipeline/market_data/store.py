@@ -5,6 +5,8 @@ Table names come from the fixed set below, never from input; every value is a bo
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import pandas as pd
 import sqlalchemy as sa
 
@@ -29,13 +31,13 @@ def replace_bars(conn: sa.Connection, table: str, frame: pd.DataFrame, start: pd
     """Replace the window's rows of ``symbols`` by ``frame``; returns (rows replaced, rows written).
 
     Runs inside the caller's transaction, so readers see the old window or the new one, never half.
-    market_data_1m is partitioned by day: each day is built apart and swapped in (``swap_in_days``). The other
-    tables take a DELETE of the window and a COPY straight into the table (the validated frame has unique keys,
-    and a staging copy would only write every row twice).
+    The rollup tables take a DELETE of the window and a COPY straight into the table (the validated frame has
+    unique keys, and a staging copy would only write every row twice). market_data_1m is partitioned by day
+    and written by building each day apart: ``build_days``, ``swap_built_days``, ``discard``.
     """
     table = _bar_table(table)
     if table == "market_data_1m":
-        return swap_in_days(conn, frame, start, end, symbols)
+        raise ValueError("market_data_1m is written by build_days + swap_built_days")
     deleted = conn.execute(
         sa.text(f'DELETE FROM {table} WHERE "timestamp" >= :start AND "timestamp" < :end '
                 "AND symbol = ANY(:symbols)"),
@@ -49,44 +51,114 @@ def _partition_name(day: pd.Timestamp) -> str:
     return f"market_data_1m_p{day:%Y%m%d}"
 
 
-def swap_in_days(conn: sa.Connection, frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp,
-                 symbols: list[str]) -> tuple[int, int]:
-    """Write each UTC day of [start, end) of market_data_1m as a freshly built partition; (replaced, written).
+BUILD_CONNECTIONS = 2  # day partitions built at once, each on its own connection (one per core here)
 
-    Per day: COPY the rows into a new unindexed table (the raw COPY rate), carry over the rows of symbols this
-    source does not own from the old partition and from the DEFAULT partition, add the bound CHECK (so ATTACH
-    need not scan) and the primary key (one sort instead of a B-tree insert per row); then, once every day is
-    built, detach and drop the old partitions and attach the new ones. All of it is one transaction.
+
+def _build_day(engine: sa.Engine, day: pd.Timestamp, staging: str, rows: pd.DataFrame) -> int:
+    """COPY one day's rows into a new unindexed table, then its bound CHECK, primary key and statistics.
+
+    Runs on a connection of its own and commits: the table is invisible to readers until the caller's
+    transaction attaches it, and the caller drops it if anything fails before that.
     """
     from psycopg import sql
 
-    raw = raw_connection(conn)
+    with engine.connect() as conn:
+        raw = raw_connection(conn)
+        with raw.cursor() as cur:
+            cur.execute(sql.SQL("CREATE TABLE {} (LIKE market_data_1m INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
+                        .format(sql.Identifier(staging)))
+        written = copy_frame(raw, staging, rows, BAR_WRITE_COLUMNS)
+        with raw.cursor() as cur:
+            cur.execute(sql.SQL('ALTER TABLE {} ADD CONSTRAINT {} CHECK ("timestamp" >= {} AND "timestamp" < {})')
+                        .format(sql.Identifier(staging), sql.Identifier(f"{staging}_bound"),
+                                sql.Literal(day.to_pydatetime()),
+                                sql.Literal((day + pd.Timedelta(days=1)).to_pydatetime())))
+            cur.execute(sql.SQL('ALTER TABLE {} ADD PRIMARY KEY (symbol, "timestamp")').format(sql.Identifier(staging)))
+            # fresh statistics, or the planner guesses a few thousand rows and sorts for every rollup
+            cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(staging)))
+        raw.commit()  # on the driver connection: SQLAlchemy did not see the transaction these statements opened
+    return written
+
+
+def _drop_tables(engine: sa.Engine, names: list[str]) -> None:
+    from psycopg import sql
+
+    if not names:
+        return
+    with engine.connect() as conn:
+        raw = raw_connection(conn)
+        with raw.cursor() as cur:
+            for name in names:
+                cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+        raw.commit()
+
+
+@dataclass
+class BuiltDays:
+    """Day partitions built and committed apart, waiting to be swapped in (``swap_built_days``)."""
+
+    tag: str
+    jobs: list[tuple[pd.Timestamp, str, str]] = field(default_factory=list)  # (day, partition, staging table)
+    written: int = 0
+
+
+def build_days(engine: sa.Engine, frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> BuiltDays:
+    """Build one new table per UTC day of [start, end) that has rows: COPY, bound CHECK, primary key, ANALYZE.
+
+    Days are built ``BUILD_CONNECTIONS`` at a time on connections of their own, so that PostgreSQL parses and
+    indexes on every core while this process prepares the next day's CSV. Nothing is visible to readers until
+    ``swap_built_days`` attaches the tables in the caller's transaction; ``discard`` drops what is left over, so
+    call it in a ``finally`` after that transaction (the tables of a failed run are dropped there).
+    """
+    import uuid
+    from concurrent.futures import ThreadPoolExecutor
+
     days = pd.date_range(start, end, freq="D", inclusive="left")
     by_day = dict(tuple(frame.groupby(frame["timestamp"].dt.floor("D"), sort=True))) if len(frame) else {}
+    built = BuiltDays(tag=uuid.uuid4().hex[:8])  # two runs building the same day never collide on a name
+    built.jobs = [(day, _partition_name(day), f"{_partition_name(day)}_{built.tag}")
+                  for day in days if day in by_day and not by_day[day].empty]
+    try:
+        with ThreadPoolExecutor(max_workers=BUILD_CONNECTIONS, thread_name_prefix="tis-partition") as pool:
+            built.written = sum(pool.map(lambda job: _build_day(engine, job[0], job[2], by_day[job[0]]),
+                                         built.jobs))
+    except BaseException:
+        discard(engine, built)
+        raise
+    return built
+
+
+def discard(engine: sa.Engine, built: BuiltDays) -> None:
+    """Drop the staging tables of ``built`` that were not swapped in (none after a committed swap)."""
+    _drop_tables(engine, [staging for _, _, staging in built.jobs])
+
+
+def swap_built_days(conn: sa.Connection, built: BuiltDays, start: pd.Timestamp, end: pd.Timestamp,
+                    symbols: list[str]) -> tuple[int, int]:
+    """Replace market_data_1m's rows of ``symbols`` in [start, end) by the built days; (replaced, written).
+
+    In the caller's transaction: the rows of symbols this source does not own are carried over from the old
+    partition and the DEFAULT one, the old partitions are detached and dropped and the new ones attached, so
+    readers see the old days or the new ones, never half.
+    """
+    from psycopg import sql
+
     existing = set(conn.execute(sa.text(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
         "WHERE i.inhparent = 'market_data_1m'::regclass")).scalars())
-    built, written = [], 0
     window = {"a": start, "b": end, "s": list(symbols)}
     # rows of the source's symbols in the DEFAULT partition are replaced whatever the day
     replaced = conn.execute(sa.text(
         'DELETE FROM market_data_1m_default WHERE "timestamp" >= :a AND "timestamp" < :b AND symbol = ANY(:s)'),
         window).rowcount
-    for day in days:
+    built_days = {day for day, _, _ in built.jobs}
+    for day in pd.date_range(start, end, freq="D", inclusive="left"):
         name = _partition_name(day)
-        rows = by_day.get(day)
+        if day not in built_days and name in existing:  # the source has nothing that day any more
+            replaced += conn.execute(sa.text(f'DELETE FROM "{name}" WHERE symbol = ANY(:s)'),
+                                     {"s": list(symbols)}).rowcount
+    for day, name, staging in built.jobs:
         bounds = {"a": day, "b": day + pd.Timedelta(days=1), "s": list(symbols)}
-        if rows is None or rows.empty:
-            if name in existing:  # the source has nothing that day any more: its rows go, others stay
-                replaced += conn.execute(sa.text(
-                    f'DELETE FROM "{name}" WHERE symbol = ANY(:s)'), bounds).rowcount
-            continue
-        staging = f"{name}_new"
-        with raw.cursor() as cur:
-            cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(staging)))
-            cur.execute(sql.SQL("CREATE TABLE {} (LIKE market_data_1m INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
-                        .format(sql.Identifier(staging)))
-        written += copy_frame(raw, staging, rows, BAR_WRITE_COLUMNS)
         # rows of symbols this source does not own are carried over, from the old partition or the DEFAULT one
         for source in ["market_data_1m_default"] + ([name] if name in existing else []):
             conn.execute(sa.text(
@@ -95,26 +167,31 @@ def swap_in_days(conn: sa.Connection, frame: pd.DataFrame, start: pd.Timestamp, 
         if name in existing:
             replaced += conn.execute(sa.text(f'SELECT count(*) FROM "{name}" WHERE symbol = ANY(:s)'),
                                      bounds).scalar_one()
-        conn.execute(sa.text(
-            'DELETE FROM market_data_1m_default WHERE "timestamp" >= :a AND "timestamp" < :b'), bounds)
-        with raw.cursor() as cur:
-            cur.execute(sql.SQL('ALTER TABLE {} ADD CONSTRAINT {} CHECK ("timestamp" >= {} AND "timestamp" < {})')
-                        .format(sql.Identifier(staging), sql.Identifier(f"{staging}_bound"),
-                                sql.Literal(day.to_pydatetime()), sql.Literal((day + pd.Timedelta(days=1)).to_pydatetime())))
-            cur.execute(sql.SQL('ALTER TABLE {} ADD PRIMARY KEY (symbol, "timestamp")').format(sql.Identifier(staging)))
-            # fresh statistics, or the planner guesses a few thousand rows and sorts for every rollup
-            cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(staging)))
-        built.append((day, name, staging))
-    with raw.cursor() as cur:
-        for day, name, staging in built:
+        conn.execute(sa.text('DELETE FROM market_data_1m_default WHERE "timestamp" >= :a AND "timestamp" < :b'),
+                     bounds)
+    with raw_connection(conn).cursor() as cur:
+        for day, name, staging in built.jobs:
             if name in existing:
                 cur.execute(sql.SQL("ALTER TABLE market_data_1m DETACH PARTITION {}").format(sql.Identifier(name)))
                 cur.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
             cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(staging), sql.Identifier(name)))
+            cur.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(sql.Identifier(f"{staging}_pkey"),
+                                                                     sql.Identifier(f"{name}_pkey")))
             cur.execute(sql.SQL("ALTER TABLE market_data_1m ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
                 sql.Identifier(name), sql.Literal(day.to_pydatetime()),
                 sql.Literal((day + pd.Timedelta(days=1)).to_pydatetime())))
-    return replaced, written
+    return replaced, built.written
+
+
+def write_days(engine: sa.Engine, frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp,
+               symbols: list[str]) -> tuple[int, int]:
+    """``build_days`` + ``swap_built_days`` in a transaction of its own + ``discard``; (replaced, written)."""
+    built = build_days(engine, frame, start, end)
+    try:
+        with engine.begin() as conn:
+            return swap_built_days(conn, built, start, end, symbols)
+    finally:
+        discard(engine, built)
 
 
 def replace_quarantine(conn: sa.Connection, frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> int:

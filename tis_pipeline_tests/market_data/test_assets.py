@@ -162,10 +162,39 @@ def test_connection_killed_mid_copy_leaves_previous_rows_intact(database_url):
         engine(database_url).dispose()
         with engine(database_url).begin() as conn:
             conn.execute(sa.text("DROP EVENT TRIGGER tis_test_kill; DROP FUNCTION tis_test_kill();"))
-    with engine(database_url).connect() as conn:
-        leftovers = conn.execute(sa.text(
-            "SELECT count(*) FROM pg_class WHERE relname LIKE 'market_data_1m_p%_new'")).scalar_one()
-    assert leftovers == 0
+    assert staging_leftovers(database_url) == 0
+    assert table_digest(database_url, "market_data_1m", first, end) == before
+
+
+def staging_leftovers(url) -> int:
+    """Tables built for a swap (``market_data_1m_pYYYYMMDD_<tag>``) that were neither attached nor dropped."""
+    with engine(url).connect() as conn:
+        return conn.execute(sa.text(
+            r"SELECT count(*) FROM pg_class WHERE relname ~ '^market_data_1m_p[0-9]{8}_[0-9a-f]{8}'")).scalar_one()
+
+
+def test_a_swap_that_fails_in_its_transaction_drops_the_built_days(database_url):
+    """The days are built and committed on their own connections; a failure while swapping them in rolls the
+    swap back and drops them, so the table keeps its rows and no built table is left behind."""
+    first, end = pd.Timestamp("2024-05-06", tz="UTC"), pd.Timestamp("2024-05-08", tz="UTC")
+    assert materialize_range(database_url, "2024-05-06", "2024-05-07", [market_data_1m]).success
+    before = table_digest(database_url, "market_data_1m", first, end)
+    with engine(database_url).begin() as conn:
+        conn.execute(sa.text("""
+            CREATE FUNCTION tis_test_refuse() RETURNS event_trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'refused by test'; END $$;
+            CREATE EVENT TRIGGER tis_test_refuse ON ddl_command_end WHEN TAG IN ('ALTER INDEX')
+              EXECUTE FUNCTION tis_test_refuse();
+        """))
+    try:
+        result = materialize_range(database_url, "2024-05-06", "2024-05-07", [market_data_1m], seed=12)
+        assert not result.success
+        failure = next(e for e in result.all_events if e.is_step_failure)
+        assert "refused by test" in str(failure.step_failure_data.error)
+    finally:
+        with engine(database_url).begin() as conn:
+            conn.execute(sa.text("DROP EVENT TRIGGER tis_test_refuse; DROP FUNCTION tis_test_refuse();"))
+    assert staging_leftovers(database_url) == 0
     assert table_digest(database_url, "market_data_1m", first, end) == before
 
 
