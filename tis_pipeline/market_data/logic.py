@@ -50,24 +50,84 @@ _DUPLICATE_MESSAGE = "an identical row for this symbol and minute came earlier (
 _CONFLICT_MESSAGE = "the same symbol and minute appear with different values (no copy kept)"
 
 
+_DEFAULTS = (("source_file", "synthetic"), ("source_line", 0), ("raw", None), ("volume_missing", False))
+
+
 def normalise_bars(frame: pd.DataFrame) -> pd.DataFrame:
     """Types, UTC, upper-case symbols, sorted by (symbol, timestamp, source order).
 
     Input: at least ``BAR_COLUMNS``; optional ``source_file``, ``source_line``, ``raw``, ``volume_missing``.
     Output: the same columns with float64 prices and volume, ``timestamp`` as datetime64[us, UTC].
     """
-    out = frame.copy()
-    for column, default in (("source_file", "synthetic"), ("source_line", 0), ("raw", None),
-                            ("volume_missing", False)):
-        if column not in out.columns:
-            out[column] = default
-    out["symbol"] = out["symbol"].astype("string").str.strip().str.upper()
+    # copy-on-write: the columns replaced below never reach the caller's frame, so no deep copy is needed
+    out = frame.copy(deep=False)
+    out["symbol"], symbol_rank = _clean_symbols(out["symbol"])
     out["timestamp"] = pd.to_datetime(out["timestamp"], utc=True).astype("datetime64[us, UTC]")
     for column in PRICE_COLUMNS + ["volume"]:
-        out[column] = pd.to_numeric(out[column], errors="coerce").astype("float64")
-    out["source_line"] = out["source_line"].fillna(0).astype("int64")
-    out = out.sort_values(["symbol", "timestamp", "source_file", "source_line"], kind="stable")
-    return out.reset_index(drop=True)
+        if out[column].dtype != "float64":  # to_numeric would copy a float64 column unchanged
+            out[column] = pd.to_numeric(out[column], errors="coerce").astype("float64")
+    if "source_line" in out.columns:
+        out["source_line"] = out["source_line"].fillna(0).astype("int64")
+    order = _sort_order(out, symbol_rank)
+    if order is not None:
+        out = out.take(order)
+    out = out.reset_index(drop=True)
+    # an absent column is a constant: added after the sort, which it could not change
+    for column, default in _DEFAULTS:
+        if column not in out.columns:
+            out[column] = default
+    return out
+
+
+def _clean_symbols(symbols: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """Stripped, upper-case symbols (``string`` dtype) and their sort ranks (missing last).
+
+    Both are computed once per distinct symbol (a frame has few) and spread to the rows by their codes.
+    """
+    codes, uniques = pd.factorize(symbols.astype("string"))
+    cleaned = pd.Series(uniques).str.strip().str.upper()
+    rank_of_unique, distinct = pd.factorize(cleaned, sort=True)
+    # code -1 (a missing symbol) picks the appended rank: missing sorts last, as in sort_values
+    rank = np.append(rank_of_unique, len(distinct))[codes]
+    return pd.Series(cleaned.array.take(codes, allow_fill=True), index=symbols.index), rank
+
+
+def _rank(values: pd.Series) -> np.ndarray:
+    """Sort ranks of a column as ``sort_values`` sees them (equal values share a rank, missing sorts last)."""
+    codes, uniques = pd.factorize(values, sort=True)
+    return np.where(codes < 0, len(uniques), codes)
+
+
+def _lex_steps(keys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """For consecutive rows: does the key tuple go up, and is it unchanged (keys compared most significant first)."""
+    up = np.zeros(max(len(keys[0]) - 1, 0), dtype=bool)
+    same = np.ones_like(up)
+    for key in keys:
+        prev, this = key[:-1], key[1:]
+        up |= same & (this > prev)
+        same &= this == prev
+    return up, same
+
+
+def _sort_order(frame: pd.DataFrame, symbol_rank: np.ndarray) -> np.ndarray | None:
+    """The stable (symbol, timestamp, source_file, source_line) order, or None when the rows already are in it.
+
+    Sorting integer ranks with numpy replaces a four-column sort of strings; when (symbol, timestamp) alone
+    orders the rows (one bar per key, the usual case), the source columns are not looked at.
+    """
+    nat = frame["timestamp"].isna().to_numpy()
+    keys = [symbol_rank, nat, frame["timestamp"].array.asi8]  # NaT after every time of its symbol
+    up, same = _lex_steps(keys)
+    if not up.all():
+        if "source_file" in frame.columns:
+            keys.append(_rank(frame["source_file"]))
+        if "source_line" in frame.columns:
+            keys.append(frame["source_line"].to_numpy())
+        up, same = _lex_steps(keys)
+    if (up | same).all():
+        return None
+    # np.lexsort is stable and takes its most significant key last, as sort_values(kind="stable") does
+    return np.lexsort(keys[::-1])
 
 
 @dataclass
@@ -86,26 +146,67 @@ def rule_masks(frame: pd.DataFrame, now: pd.Timestamp) -> dict[str, np.ndarray]:
     from tis_pipeline.quality.evaluate import failing_mask
     from tis_pipeline.quality.rules import rule
 
-    numbers = frame[PRICE_COLUMNS + ["volume"]].to_numpy(dtype="float64")
+    symbol_codes, symbols = pd.factorize(frame["symbol"])
+    too_large = np.zeros(len(frame), dtype=bool)
+    for column in PRICE_COLUMNS + ["volume"]:
+        values = frame[column].to_numpy(dtype="float64")
+        too_large |= (values >= NUMERIC_20_8_LIMIT) | (values <= -NUMERIC_20_8_LIMIT)
     masks: dict[str, np.ndarray] = {
-        SYMBOL_FORMAT_RULE: ~frame["symbol"].fillna("").str.fullmatch(SYMBOL_PATTERN).fillna(False).to_numpy(bool),
-        NUMERIC_FIT_RULE: (np.abs(numbers) >= NUMERIC_20_8_LIMIT).any(axis=1),
+        SYMBOL_FORMAT_RULE: _bad_symbols(symbol_codes, symbols),
+        NUMERIC_FIT_RULE: too_large,
     }
     for name in QUARANTINE_RULES:
         if name not in masks and name != KEY_UNIQUE_RULE:
             masks[name] = failing_mask(frame, rule(name), now=now).to_numpy(bool)
-    key = frame[["symbol", "timestamp"]]
-    values = frame[BAR_COLUMNS]
-    dup_key = key.duplicated(keep=False).to_numpy()
-    same_values_seen = values.duplicated(keep="first").to_numpy()
-    # a key whose rows do not all carry the same values cannot be resolved: all of its rows are quarantined
-    distinct_per_key = values[dup_key].drop_duplicates().groupby(["symbol", "timestamp"], dropna=False).size()
-    conflicting_keys = distinct_per_key[distinct_per_key > 1].index
-    conflicting = dup_key & pd.MultiIndex.from_frame(key).isin(conflicting_keys)
-    masks["_duplicate"] = dup_key & same_values_seen & ~conflicting
-    masks["_conflict"] = conflicting
+    masks["_duplicate"], masks["_conflict"] = _duplicates(frame, symbol_codes, len(symbols))
     masks[KEY_UNIQUE_RULE] = masks["_duplicate"] | masks["_conflict"]
     return masks
+
+
+def _bad_symbols(codes: np.ndarray, symbols: pd.Index) -> np.ndarray:
+    """The symbol-format mask, with the pattern run once per distinct symbol (a frame has few)."""
+    bad = ~pd.Series(symbols).str.fullmatch(SYMBOL_PATTERN).fillna(False).to_numpy(bool)
+    # code -1 (no symbol) picks the appended True: an empty symbol breaks the pattern
+    return np.append(bad, True)[codes]
+
+
+def _duplicates(frame: pd.DataFrame, symbol_codes: np.ndarray, n_symbols: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows repeating an earlier identical row of their (symbol, timestamp), and rows of a key whose copies differ.
+
+    A missing symbol or timestamp counts as a value (it equals itself), as in ``DataFrame.duplicated``.
+    Keys are compared as integers between neighbours in key order; only rows whose key repeats (few, in
+    practice) are compared on their values.
+    """
+    n = len(frame)
+    duplicate, conflict = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    timestamps = frame["timestamp"]
+    if pd.api.types.is_datetime64_any_dtype(timestamps.dtype):
+        ts, nat = timestamps.array.asi8, timestamps.isna().to_numpy()
+    else:
+        ts, nat = pd.factorize(timestamps, use_na_sentinel=False)[0], np.zeros(n, dtype=bool)
+    # missing symbols and times go last, where normalise_bars puts them, so a normalised frame needs no sort
+    keys = [np.where(symbol_codes < 0, n_symbols, symbol_codes), nat, ts]
+    order = np.arange(n)
+    up, same = _lex_steps(keys)
+    if not (up | same).all():
+        order = np.lexsort(keys[::-1])
+        up, same = _lex_steps([key[order] for key in keys])
+    # in key order, a key's rows are neighbours: a row repeats its key when a neighbour has the same one
+    repeated_in_order = np.zeros(n, dtype=bool)
+    repeated_in_order[1:] |= same
+    repeated_in_order[:-1] |= same
+    rows = np.sort(order[repeated_in_order])
+    if len(rows) == 0:
+        return duplicate, conflict
+    key_id = np.empty(n, dtype=np.int64)
+    key_id[order] = np.cumsum(np.concatenate([[True], ~same]))
+    seen = frame.iloc[rows][BAR_COLUMNS].duplicated(keep="first").to_numpy()
+    _, key_of_row = np.unique(key_id[rows], return_inverse=True)
+    # the first copy of each distinct row counts once: a key with two of them cannot be resolved
+    distinct = np.bincount(key_of_row, weights=~seen)
+    conflict[rows] = distinct[key_of_row] > 1
+    duplicate[rows] = seen & ~conflict[rows]
+    return duplicate, conflict
 
 
 def validate_bars(frame: pd.DataFrame, *, now: pd.Timestamp | None = None,
@@ -115,12 +216,13 @@ def validate_bars(frame: pd.DataFrame, *, now: pd.Timestamp | None = None,
 
     now = now if now is not None else pd.Timestamp.now(tz="UTC")
     masks = rule_masks(frame, now)
-    assigned = np.full(len(frame), "", dtype=object)
-    for name in QUARANTINE_RULES:
-        hit = masks[name] & (assigned == "")
-        assigned[hit] = name
-    bad = assigned != ""
-    clean = frame.loc[~bad, BAR_COLUMNS + ["volume_missing"]].reset_index(drop=True)
+    # position in QUARANTINE_RULES of the first rule each row breaks; len(QUARANTINE_RULES) = none
+    first_rule = np.full(len(frame), len(QUARANTINE_RULES))
+    for position, name in enumerate(QUARANTINE_RULES):
+        first_rule[masks[name] & (first_rule == len(QUARANTINE_RULES))] = position
+    bad = first_rule < len(QUARANTINE_RULES)
+    clean_columns = BAR_COLUMNS + ["volume_missing"]
+    clean = (frame.loc[~bad, clean_columns] if bad.any() else frame[clean_columns]).reset_index(drop=True)
     rejected = frame.loc[bad]
     dates = rejected["timestamp"].dt.tz_convert("UTC").dt.date
     if partition_date is not None:
@@ -133,7 +235,7 @@ def validate_bars(frame: pd.DataFrame, *, now: pd.Timestamp | None = None,
             "symbol": rejected["symbol"].astype("object"),
             "timestamp": rejected["timestamp"],
             "raw_values": _raw_json(rejected),
-            "rule": assigned[bad],
+            "rule": np.array(QUARANTINE_RULES, dtype=object)[first_rule[bad]],
         }
     ).reset_index(drop=True)
     messages = {name: RULE_MESSAGES.get(name) or rule(name).description for name in QUARANTINE_RULES}
@@ -141,7 +243,8 @@ def validate_bars(frame: pd.DataFrame, *, now: pd.Timestamp | None = None,
     duplicate_kind = np.where(masks["_conflict"][bad], _CONFLICT_MESSAGE, _DUPLICATE_MESSAGE)
     is_key_rule = (quarantine["rule"] == KEY_UNIQUE_RULE).to_numpy()
     quarantine.loc[is_key_rule, "message"] = duplicate_kind[is_key_rule]
-    counts = {name: int((assigned == name).sum()) for name in QUARANTINE_RULES if (assigned == name).any()}
+    per_rule = np.bincount(first_rule, minlength=len(QUARANTINE_RULES))
+    counts = {name: int(per_rule[i]) for i, name in enumerate(QUARANTINE_RULES) if per_rule[i]}
     return Validated(clean=clean, quarantine=quarantine, counts=counts)
 
 
@@ -160,10 +263,19 @@ def _raw_json(rejected: pd.DataFrame) -> list[str]:
 
 def quarantine_share_by_day(clean: pd.DataFrame, quarantine: pd.DataFrame) -> pd.Series:
     """Share of quarantined rows among all rows of each partition day."""
-    good = clean["timestamp"].dt.tz_convert("UTC").dt.date.value_counts()
+    good = _utc_date_counts(clean["timestamp"])
     bad = quarantine["partition_date"].value_counts()
     total = good.add(bad, fill_value=0)
     return bad.reindex(total.index, fill_value=0).div(total).sort_index()
+
+
+def _utc_date_counts(timestamps: pd.Series) -> pd.Series:
+    """``timestamps.dt.date.value_counts()`` in UTC (in date order), counted on day numbers so that only the
+    few distinct days become Python objects."""
+    days = timestamps.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[D]")
+    days, counts = np.unique(days[~np.isnat(days)], return_counts=True)
+    index = pd.Index(days.astype(object), dtype=object, name=timestamps.name)
+    return pd.Series(counts.astype("int64"), index=index, name="count")
 
 
 def missing_minutes(frame: pd.DataFrame, interval: str = "1min") -> pd.DataFrame:

@@ -44,50 +44,81 @@ def _opening_price(seed: int, symbol: str, day_index: int) -> float:
     return round(base * float(np.exp(walk[min(max(day_index, 0), _MAX_DAYS)])), 4)
 
 
+_COLUMNS = ["symbol", "timestamp", "open", "high", "low", "close", "volume"]
+
+
 def day_bars(day: pd.Timestamp, symbols: list[str] | tuple[str, ...], seed: int = 42) -> pd.DataFrame:
     """The bars of one UTC day. Columns: symbol, timestamp, open, high, low, close, volume."""
-    day = pd.Timestamp(day).tz_convert("UTC") if pd.Timestamp(day).tzinfo else pd.Timestamp(day, tz="UTC")
-    day = day.normalize()
-    day_index = (day - _EPOCH_DAY).days
-    minutes = np.arange(MINUTES_PER_DAY)
-    profile = 1.0 + 0.8 * np.cos(2 * np.pi * (minutes - 14 * 60) / MINUTES_PER_DAY) ** 2
-    parts: dict[str, list] = {k: [] for k in ("symbol", "minute", "open", "high", "low", "close", "volume")}
-    for symbol in symbols:
-        rng = _stream(seed, symbol, day_index, 2)
-        shocks = rng.standard_normal(MINUTES_PER_DAY) * 0.15
-        log_vol = lfilter([1.0], [1.0, -0.97], shocks)
-        sigma = 0.0006 * np.exp(log_vol) * profile
-        returns = rng.standard_t(4, MINUTES_PER_DAY) * sigma / np.sqrt(2.0)
-        jumps = rng.random(MINUTES_PER_DAY) < 1 / 2000
-        returns[jumps] += rng.choice([-1, 1], jumps.sum()) * rng.uniform(0.005, 0.02, jumps.sum())
-        open_price = _opening_price(seed, symbol, day_index)
-        close = open_price * np.exp(np.cumsum(returns))
-        open_ = np.concatenate([[open_price], close[:-1]])
-        wick = np.abs(rng.standard_normal((2, MINUTES_PER_DAY))) * sigma * 0.6
-        high = np.maximum(open_, close) * (1 + wick[0])
-        low = np.minimum(open_, close) * (1 - wick[1])
-        volume = np.round(profile * np.exp(rng.normal(3.0, 0.6, MINUTES_PER_DAY) + 40 * np.abs(returns)), 2)
-        keep = rng.random(MINUTES_PER_DAY) >= 0.005
-        parts["symbol"].append(np.full(int(keep.sum()), symbol, dtype=object))
-        parts["minute"].append(minutes[keep])
-        for name, values in (("open", open_), ("high", high), ("low", low), ("close", close)):
-            parts[name].append(np.round(values[keep], 8))
-        parts["volume"].append(volume[keep])
     if not symbols:
-        return pd.DataFrame(columns=["symbol", "timestamp", "open", "high", "low", "close", "volume"])
-    joined = {k: np.concatenate(v) for k, v in parts.items()}
-    timestamps = (np.datetime64(day.tz_localize(None), "us")
-                  + joined.pop("minute").astype("timedelta64[m]").astype("timedelta64[us]"))
-    return pd.DataFrame({
-        "symbol": pd.array(joined.pop("symbol"), dtype="str"),
-        "timestamp": pd.DatetimeIndex(timestamps).tz_localize("UTC"),
-        **joined,
-    })
+        return pd.DataFrame(columns=_COLUMNS)
+    return _frame([_day_columns(day, symbols, seed)], symbols)
 
 
 def bars(start: pd.Timestamp, end: pd.Timestamp, symbols, seed: int = 42) -> pd.DataFrame:
     """Bars with start <= timestamp < end (whole UTC days)."""
     days = pd.date_range(pd.Timestamp(start).normalize(), pd.Timestamp(end), freq="D", inclusive="left")
     if len(days) == 0:
-        return pd.DataFrame(columns=["symbol", "timestamp", "open", "high", "low", "close", "volume"])
-    return pd.concat([day_bars(d, symbols, seed) for d in days], ignore_index=True)
+        return pd.DataFrame(columns=_COLUMNS)
+    if not symbols:
+        return pd.concat([day_bars(d, symbols, seed) for d in days], ignore_index=True)
+    # the rows of concatenating day_bars day by day, assembled once
+    return _frame([_day_columns(d, symbols, seed) for d in days], symbols)
+
+
+def _day_columns(day: pd.Timestamp, symbols: list[str] | tuple[str, ...], seed: int) -> dict[str, np.ndarray]:
+    """One day's bars, rows by symbol then minute: ``symbol`` (positions in ``symbols``), ``timestamp`` and
+    ``values`` (open, high, low, close, volume as rows of one 2-D array).
+
+    Each symbol draws from its own stream, in the same order as ever; the arithmetic then runs once on
+    (symbol, minute) arrays instead of once per symbol. Every value goes through the same operations in the
+    same order as in a per-symbol loop, so the bars stay bit for bit the same for a seed.
+    """
+    day = pd.Timestamp(day).tz_convert("UTC") if pd.Timestamp(day).tzinfo else pd.Timestamp(day, tz="UTC")
+    day = day.normalize()
+    day_index = (day - _EPOCH_DAY).days
+    n = len(symbols)
+    minutes = np.arange(MINUTES_PER_DAY)
+    profile = 1.0 + 0.8 * np.cos(2 * np.pi * (minutes - 14 * 60) / MINUTES_PER_DAY) ** 2
+    shocks, t_draws, jump_draws, normal_draws, keep_draws = (np.empty((n, MINUTES_PER_DAY)) for _ in range(5))
+    wick_draws = np.empty((n, 2, MINUTES_PER_DAY))
+    jump_sizes, open_price = [], np.empty((n, 1))
+    for i, symbol in enumerate(symbols):
+        rng = _stream(seed, symbol, day_index, 2)
+        shocks[i] = rng.standard_normal(MINUTES_PER_DAY)
+        t_draws[i] = rng.standard_t(4, MINUTES_PER_DAY)
+        jump_draws[i] = rng.random(MINUTES_PER_DAY)
+        jumps = int((jump_draws[i] < 1 / 2000).sum())
+        jump_sizes.append(rng.choice([-1, 1], jumps) * rng.uniform(0.005, 0.02, jumps))
+        wick_draws[i] = rng.standard_normal((2, MINUTES_PER_DAY))
+        normal_draws[i] = rng.normal(3.0, 0.6, MINUTES_PER_DAY)
+        keep_draws[i] = rng.random(MINUTES_PER_DAY)
+        open_price[i] = _opening_price(seed, symbol, day_index)
+    log_vol = lfilter([1.0], [1.0, -0.97], shocks * 0.15, axis=1)
+    sigma = 0.0006 * np.exp(log_vol) * profile
+    returns = t_draws * sigma / np.sqrt(2.0)
+    returns[jump_draws < 1 / 2000] += np.concatenate(jump_sizes)
+    close = open_price * np.exp(np.cumsum(returns, axis=1))
+    open_ = np.concatenate([open_price, close[:, :-1]], axis=1)
+    wick = np.abs(wick_draws) * sigma[:, None, :] * 0.6
+    high = np.maximum(open_, close) * (1 + wick[:, 0])
+    low = np.minimum(open_, close) * (1 - wick[:, 1])
+    volume = np.round(profile * np.exp(normal_draws + 40 * np.abs(returns)), 2)
+    keep = keep_draws >= 0.005
+    prices = np.round(np.stack([open_, high, low, close]), 8)
+    return {
+        "symbol": np.repeat(np.arange(n), keep.sum(axis=1)),
+        "timestamp": (np.datetime64(day.tz_localize(None), "us")
+                      + np.broadcast_to(minutes, keep.shape)[keep].astype("timedelta64[m]").astype("timedelta64[us]")),
+        "values": np.concatenate([prices[:, keep], volume[keep][np.newaxis]]),
+    }
+
+
+def _frame(days: list[dict[str, np.ndarray]], symbols: list[str] | tuple[str, ...]) -> pd.DataFrame:
+    # the float columns go in as the one 2-D block pandas keeps them in: a dict of columns would be copied twice
+    values = np.concatenate([d["values"] for d in days], axis=1)
+    frame = pd.DataFrame(values.T, columns=["open", "high", "low", "close", "volume"], copy=False)
+    timestamps = np.concatenate([d["timestamp"] for d in days])
+    frame.insert(0, "timestamp", pd.DatetimeIndex(timestamps).tz_localize("UTC"))
+    names = pd.array(np.asarray(list(symbols), dtype=object), dtype="str")
+    frame.insert(0, "symbol", names.take(np.concatenate([d["symbol"] for d in days])))
+    return frame
