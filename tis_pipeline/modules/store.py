@@ -14,55 +14,19 @@ import pandas as pd
 import sqlalchemy as sa
 
 from tis_pipeline.db import copy_frame, fetch_frame, raw_connection
+from tis_pipeline.modules import logic as ecosystem
+from tis_pipeline.plans import logic as plans
 
-# seed columns of each table the trading day writes, in the seed's order
+# the seed's columns of each table the trading day writes, in the seed's order, as the logic builds them
 COLUMNS: Mapping[str, tuple[str, ...]] = {
-    "modules": (
-        "module_id", "module_type", "module_version", "parent_modules", "offspring_modules", "generational_depth",
-        "learning_rate", "adaptation_threshold", "performance_history", "learning_patterns", "innovation_score",
-        "specialization_index", "communication_latency_ms", "message_throughput_per_sec",
-        "intelligence_sharing_rate", "collaboration_score", "peer_ratings", "network_centrality",
-        "replication_readiness", "parent_performance", "mutation_rate", "recombination_rate", "offspring_count",
-        "lifecycle_stage", "created_at", "last_updated", "status",
-    ),
-    "trading_plans": (
-        "plan_id", "module_id", "symbol", "timestamp", "signal_strength", "direction", "entry_conditions",
-        "entry_price", "position_size", "stop_loss", "take_profit", "time_horizon", "risk_reward_ratio",
-        "confidence_score", "microstructure_evidence", "regime_context", "module_intelligence", "execution_notes",
-        "valid_until", "validation_status", "risk_assessment", "portfolio_impact", "execution_status",
-        "executed_price", "executed_quantity", "execution_cost", "slippage", "pnl", "performance_metrics",
-        "attribution_analysis",
-    ),
-    "trading_plan_approvals": (
-        "approval_id", "plan_id", "decision_maker_module_id", "timestamp", "approval_status", "approval_reason",
-        "modifications", "risk_assessment", "risk_controls", "portfolio_impact", "decision_confidence",
-        "decision_factors", "alternative_plans",
-    ),
-    "module_performance": (
-        "performance_id", "module_id", "timestamp", "performance_score", "consistency_score", "innovation_score",
-        "specialization_score", "collaboration_score", "trading_plan_success_rate", "execution_quality",
-        "risk_adjusted_returns", "sharpe_ratio", "max_drawdown", "learning_effectiveness", "adaptation_speed",
-        "intelligence_sharing_effectiveness", "market_regime", "asset_class", "time_horizon",
-    ),
-    "module_messages": (
-        "message_id", "sender_module_id", "receiver_module_id", "timestamp", "message_type", "message_data",
-        "priority", "ttl_seconds", "status", "delivery_attempts", "last_delivery_attempt", "error_message",
-    ),
-    "module_intelligence_sharing": (
-        "sharing_id", "sender_module_id", "timestamp", "intelligence_type", "intelligence_data",
-        "performance_score", "confidence_level", "last_updated", "target_modules", "sharing_scope",
-        "sharing_priority",
-    ),
-    "module_replications": (
-        "replication_id", "parent_module_id", "child_module_id", "timestamp", "trigger_type", "trigger_data",
-        "replication_reason", "target_capabilities", "performance_threshold", "diversity_requirements",
-        "replication_status", "creation_time_ms", "validation_time_ms", "initialization_time_ms",
-        "inherited_intelligence", "mutation_applied", "recombination_applied",
-    ),
-    "module_replication_triggers": (
-        "trigger_id", "module_id", "timestamp", "trigger_type", "trigger_data", "trigger_priority", "status",
-        "processed_at", "replication_id",
-    ),
+    "modules": ecosystem.MODULE_COLUMNS,
+    "trading_plans": tuple(plans.PLAN_COLUMNS),
+    "trading_plan_approvals": tuple(plans.APPROVAL_COLUMNS),
+    "module_performance": tuple(plans.PERFORMANCE_COLUMNS),
+    "module_messages": ecosystem.MESSAGE_COLUMNS,
+    "module_intelligence_sharing": ecosystem.SHARING_COLUMNS,
+    "module_replications": ecosystem.REPLICATION_COLUMNS,
+    "module_replication_triggers": ecosystem.TRIGGER_COLUMNS,
 }
 JSON_COLUMNS = frozenset({
     "parent_modules", "offspring_modules", "performance_history", "learning_patterns", "peer_ratings",
@@ -187,16 +151,16 @@ def days_with_bars(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp) 
 def clear_window(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp) -> dict[str, int]:
     """Delete what a previous run wrote for [start, end): links first, then children before parents."""
     window = {"a": start, "b": end}
-    plans = "SELECT plan_id FROM trading_plans WHERE \"timestamp\" >= :a AND \"timestamp\" < :b"
+    window_plans = "SELECT plan_id FROM trading_plans WHERE \"timestamp\" >= :a AND \"timestamp\" < :b"
     conn.execute(sa.text(f"""
         UPDATE anomaly_events SET trading_plan_id = NULL, plan_generation_module_id = NULL,
                plan_execution_status = NULL, plan_performance_metrics = NULL, attribution_analysis = NULL,
                module_intelligence = NULL, intelligence_confidence = NULL
-        WHERE trading_plan_id IN ({plans})"""), window)
-    conn.execute(sa.text(f"UPDATE dsi_evidence SET plan_id = NULL WHERE plan_id IN ({plans})"), window)
+        WHERE trading_plan_id IN ({window_plans})"""), window)
+    conn.execute(sa.text(f"UPDATE dsi_evidence SET plan_id = NULL WHERE plan_id IN ({window_plans})"), window)
     conn.execute(sa.text(
         "DELETE FROM trading_plan_approvals WHERE plan_id IN "
-        f"({plans})"), window)
+        f"({window_plans})"), window)
     deleted = {}
     for table in WINDOW_TABLES:
         deleted[table] = conn.execute(sa.text(
