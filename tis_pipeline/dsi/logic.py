@@ -73,10 +73,11 @@ symbol and type lies within ``cooling_minutes`` before it (greedy, carried acros
 State: per symbol the last K = ``config.tail_rows`` bars (K >= every lookback + h + 2), integer n-gram counts and
 Hedge loss sums over all bars s <= (last bar) - h - 1, the classifier votes of the last h+1 bars, retirement clocks,
 and the last event time per type.  A call computes on (tail + new bars) and returns the new bars only (the batch
-path also walks a long input in ``CHUNK_ROWS``-row chunks carrying the state, for cache locality), so one range
-call, day-by-day calls with the carried state and the one-bar streaming path give bit-identical values: every
-windowed value depends on a fixed set of past rows (sums are either fixed-point integer cumsums or fixed trees of
-float adds) and every unbounded accumulator is exact (integers or multiples of 2^-16).
+path also walks a long input in chunks of at most ``CHUNK_ROWS`` rows, ended on a symbol start where possible,
+carrying the state, for cache locality), so one range call, day-by-day calls with the carried state and the one-bar
+streaming path give bit-identical values: every windowed value depends on a fixed set of past rows (sums are either
+fixed-point integer cumsums or fixed trees of float adds) and every unbounded accumulator is exact (integers or
+multiples of 2^-16).
 """
 
 from __future__ import annotations
@@ -109,6 +110,8 @@ EVENT_TYPES = ("volume_spike", "price_jump", "range_expansion", "divergence", "p
 _Q = 2.0**32  # fixed point of the rolling sums
 _LQ = 65536.0  # vote grid
 _I64_MIN = np.iinfo(np.int64).min
+_MAGIC_F = 2.0**52  # bits of 2^52 + x (0 <= x < 2^52 integer) are _MAGIC_I + x
+_MAGIC_I = np.float64(_MAGIC_F).view(np.int64)
 _CLF_OFF = np.concatenate([[0], np.cumsum(CLF_SIZES)])
 
 
@@ -213,13 +216,24 @@ def _tape_digest(symbol: str, ts_be: np.ndarray, tok: np.ndarray, window: int) -
 class _Lag:
     """x[t-k] within each symbol segment (fill before the segment start); exact copies only."""
 
-    def __init__(self, pis: np.ndarray):
-        self.pis, self._idx = pis, {}
+    def __init__(self, starts: np.ndarray, lens: np.ndarray):
+        self.starts, self.lens, self._idx = starts, lens, {}
 
     def early(self, k: int) -> np.ndarray:
+        """Rows with fewer than k earlier rows in their segment (sorted), from the segment starts alone."""
         if k not in self._idx:
-            self._idx[k] = np.flatnonzero(self.pis < k)
+            m = np.minimum(self.lens, k)
+            ends = np.cumsum(m)
+            self._idx[k] = np.arange(int(ends[-1]) if len(m) else 0) + np.repeat(self.starts - ends + m, m)
         return self._idx[k]
+
+    def add(self, a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
+        """a + self(b, k, 0.0) without materialising the lagged copy (same float ops)."""
+        out = np.empty_like(a)
+        np.add(a[k:], b[: max(len(b) - k, 0)], out=out[k:])
+        e = self.early(k)
+        out[e] = a[e] + 0.0
+        return out
 
     def __call__(self, x: np.ndarray, k: int, fill=0) -> np.ndarray:
         out = np.empty_like(x)
@@ -240,34 +254,54 @@ def _sat(x: np.ndarray, k: float) -> np.ndarray:
     return x2 / (x2 + k * k)
 
 
-def _grid(p: np.ndarray) -> np.ndarray:
-    return np.rint(p * _LQ) / _LQ
+def _grid(p: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    if out is None:
+        return np.rint(p * _LQ) / _LQ
+    np.multiply(p, _LQ, out=out)
+    np.rint(out, out=out)
+    return np.divide(out, _LQ, out=out)
 
 
 def _roll_sum(x: np.ndarray, n: int, lag: _Lag) -> np.ndarray:
     """Sum of the last n rows (incl. t) by a fixed tree of float adds: the same ops for every row."""
     blocks, k = [x], 1
     while 2 * k <= n:
-        blocks.append(blocks[-1] + lag(blocks[-1], k, 0.0))
+        blocks.append(lag.add(blocks[-1], blocks[-1], k))
         k *= 2
     total, off = None, 0
     for j in range(len(blocks) - 1, -1, -1):
         if n - off >= 1 << j:
-            part = blocks[j] if off == 0 else lag(blocks[j], off, 0.0)
-            total = part if total is None else total + part
+            if total is None:
+                total = blocks[j] if off == 0 else lag(blocks[j], off, 0.0)
+            else:
+                total = lag.add(total, blocks[j], off) if off else total + blocks[j]
             off += 1 << j
     return total
 
 
-def _htf_ret(ts, o, c, pis, idx, sstart, minutes: int) -> np.ndarray:
-    b = ts // (minutes * MINUTE_NS)
-    bnd = pis == 0
-    bnd[1:] |= b[1:] != b[:-1]
-    cur = np.maximum.accumulate(np.where(bnd, idx, 0))
-    prev = cur[np.maximum(cur - 1, 0)]
-    start = np.where(cur == sstart, cur, prev)
-    start = np.maximum(np.maximum(start, idx - (2 * minutes - 1)), sstart)
-    return c / o[start] - 1.0
+def _htf_ret(ts, o, c, starts, idx, minutes: tuple[int, ...]) -> list[np.ndarray]:
+    """c_t / o_first - 1 per bucket size (each a multiple of the first): o_first opens the previous bucket of the
+    segment, or the current one at the segment start, and lies at most 2 buckets of rows back."""
+    R = len(ts)
+    b = ts // (minutes[0] * MINUTE_NS)
+    first = np.empty(R, bool)
+    first[:1] = True
+    np.not_equal(b[1:], b[:-1], out=first[1:])
+    first[starts] = True
+    B = np.flatnonzero(first)  # rows opening a bucket; a coarser bucket opens on one of them
+    bb, at_start = b[B], np.isin(B, starts)
+    out = []
+    for mins in minutes:
+        keep = at_start.copy()
+        bk = bb // (mins // minutes[0])
+        keep[1:] |= bk[1:] != bk[:-1]
+        Bm, sm = B[keep], at_start[keep]
+        opener = Bm.copy()
+        opener[1:] = np.where(sm[1:], Bm[1:], Bm[:-1])
+        start = np.repeat(opener, np.diff(Bm, append=R))
+        np.maximum(start, idx - (2 * mins - 1), out=start)
+        out.append(c / o[start] - 1.0)
+    return out
 
 
 def _ngram_counts(ctx, n_ctx, val, seg, h) -> np.ndarray:
@@ -322,7 +356,7 @@ class _Region:
         self.sstart = np.repeat(self.starts, lens)
         self.idx = np.arange(R)
         self.pis = self.idx - self.sstart
-        self.lag = lag = _Lag(self.pis)
+        self.lag = lag = _Lag(self.starts, lens)
         st = self.starts
         cprev = lag(c, 1)
         cprev[st] = o[st]
@@ -357,15 +391,59 @@ class _Region:
         self.gt = _bucket(self.qg, (0.6, 1.6))
         self.vt = _bucket(self.zv, (-1.0, 1.0))
 
+    def _tokens(self, rows: np.ndarray) -> np.ndarray:
+        return (self.rt[rows] + 5 * self.gt[rows] + 15 * self.vt[rows] + 45 * self.gap[rows]).astype(np.uint8)
+
     def tape_hash(self, name: str, t: int, window: int) -> str:
-        if not hasattr(self, "_tok"):
-            self._tok = (self.rt + 5 * self.gt + 15 * self.vt + 45 * self.gap).astype(np.uint8)
-            self._tsb = self.cols[0].astype(">i8")
         a = max(t - window + 1, int(self.sstart[t]))
-        return _tape_digest(name, self._tsb[a: t + 1], self._tok[a: t + 1], window)
+        return _tape_digest(name, self.cols[0][a: t + 1].astype(">i8"), self._tokens(slice(a, t + 1)), window)
+
+    def tape_hashes(self, names, rows: np.ndarray, window: int) -> list[str]:
+        """tape_hash of many rows (names per segment): full windows gathered at once, one sha256 each."""
+        out = [None] * len(rows)
+        full = rows - self.sstart[rows] >= window - 1
+        fi = np.flatnonzero(full)
+        if len(fi):
+            win = rows[fi, None] + np.arange(1 - window, 1)
+            blob = np.concatenate([self.cols[0][win].astype(">i8").view(np.uint8), self._tokens(win)], axis=1)
+            heads = {}
+            for q, t, b in zip(fi.tolist(), self.seg[rows[fi]].tolist(), blob, strict=True):
+                if t not in heads:
+                    sym = names[t].encode()
+                    heads[t] = b"TIS-DSI-MICROTAPE" + struct.pack(">HHIH", ENCODING_VERSION, window, window,
+                                                                   len(sym)) + sym
+                out[q] = hashlib.sha256(heads[t] + b.tobytes()).hexdigest()
+        for q in np.flatnonzero(~full).tolist():
+            t = int(rows[q])
+            out[q] = self.tape_hash(names[self.seg[t]], t, window)
+        return out
 
 
-def _core(names, cols, tails, lens, sts, cfg: DsiConfig):
+_F8, _F4 = np.dtype(np.float64), np.dtype(np.float32)
+_OUT_COLS = {**dict.fromkeys(("ret", "range_rel", "volume_z", "htf_15m_ret", "htf_1h_ret", "mx_evidence"), _F8),
+             "mx_confirm": np.dtype(bool), "mx_confirm_rate": _F8, "mx_evidence_boost": _F8, "ci_low": _F8,
+             "ci_high": _F8, "survival_rate": _F8, "n_alive": np.dtype(np.int8), "alive_mask": np.dtype(np.int16),
+             "event_mask": np.dtype(np.uint8), "microtape_hash": np.dtype(object), **dict.fromkeys(EXPERTS, _F4),
+             **dict.fromkeys(("w__" + x for x in EXPERTS), _F4)}
+
+
+def _new_out(n: int) -> dict[str, np.ndarray]:
+    """Output columns as rows of one block per dtype (object: filled with None).
+
+    Large blocks get transparent huge pages from numpy, where 4 kB first-touch page faults of a column each
+    would cost more than some of the arithmetic."""
+    by_dtype: dict[np.dtype, list[str]] = {}
+    for k, dt in _OUT_COLS.items():
+        by_dtype.setdefault(dt, []).append(k)
+    out = {}
+    for dt, keys in by_dtype.items():
+        block = np.empty((len(keys), n), dt)
+        out.update(zip(keys, block, strict=True))
+    return {k: out[k] for k in _OUT_COLS}
+
+
+def _core(names, cols, tails, lens, sts, cfg: DsiConfig, out: dict | None = None):
+    """Scores of the new rows, written into ``out`` (arrays of _OUT_COLS, one slot per new row) if given."""
     g = _Region(cols, lens, cfg)
     ts, o, hi, lo, c, v = cols
     R, S, E, h = len(ts), len(lens), N_EXPERTS, cfg.horizon
@@ -375,10 +453,11 @@ def _core(names, cols, tails, lens, sts, cfg: DsiConfig):
     r, lv, rt, gt, vt, ok, s_r, s_v = g.r, g.lv, g.rt, g.gt, g.vt, g.ok, g.s_r, g.s_v
     zr, qg, zv = g.zr, g.qg, g.zv
     # ---- fsm
+    VV = np.empty((E, R))  # votes, one row per expert (written in place)
     dirr = np.sign(r)
     narrow, wide, hv = gt == 0, gt == 2, vt == 2
     nprev = sum(lag(narrow, k, False).astype(np.int8) for k in range(1, 7))
-    fsm_ce = 0.5 + (0.4 / 6) * np.where(wide & (nprev >= 3), nprev * dirr, 0.0)
+    np.add(0.5, (0.4 / 6) * np.where(wide & (nprev >= 3), nprev * dirr, 0.0), out=VV[0])
     upk, dnk = rt >= 3, rt <= 1
     ul = [lag(upk, k, False) for k in range(1, 5)]
     dl = [lag(dnk, k, False) for k in range(1, 5)]
@@ -393,13 +472,14 @@ def _core(names, cols, tails, lens, sts, cfg: DsiConfig):
     lvs = [lv] + [lag(lv, k, 0.0) for k in range(1, 6)]
     rising = (lvs[0] + lvs[1] + lvs[2]) > (lvs[3] + lvs[4] + lvs[5])
     runs = np.maximum(run(upk, ul) - 2, 0) - np.maximum(run(dnk, dl) - 2, 0)
-    fsm_rv = 0.5 + (0.35 / 3) * (runs * rising)
+    np.add(0.5, (0.35 / 3) * (runs * rising), out=VV[1])
     rl = [lag(r, k, 0.0) for k in range(1, 6)]
     m5p = rl[0] + rl[1] + rl[2] + rl[3] + rl[4]
-    fsm_ab = 0.5 - 0.3 * np.sign(m5p) * (hv & narrow)
+    np.subtract(0.5, 0.3 * np.sign(m5p) * (hv & narrow), out=VV[2])
     strong = wide & hv
-    fsm_ex = 0.5 - 0.35 * ((rt == 4) & strong & ul[0] & ul[1] & ul[2]) + 0.35 * (
-        (rt == 0) & strong & dl[0] & dl[1] & dl[2])
+    np.add(0.5 - 0.35 * ((rt == 4) & strong & ul[0] & ul[1] & ul[2]),
+           0.35 * ((rt == 0) & strong & dl[0] & dl[1] & dl[2]), out=VV[3])
+    _grid(VV[:4], VV[:4])
     # ---- labels (used only through counts/losses of rows s <= t-h-1)
     known = idx + h < sstart + np.repeat(lens, lens)
     cph = np.full(R, np.nan)
@@ -418,9 +498,9 @@ def _core(names, cols, tails, lens, sts, cfg: DsiConfig):
     val[early3] = 0
     upd = fresh & (idx + h + 2 <= sstart + np.repeat(lens, lens))
     upd[early3] = False
-    upd_seg, upd_up, upd_nz = seg[upd], up[upd], nz[upd]
+    crow = np.flatnonzero(upd & nz)  # rows that move the counts (up implies nz)
+    cseg, cup = seg[crow] * ctot, up[crow]
     new_clf = clf_base.copy()
-    clf_votes = []
     for k, (ctx, size) in enumerate(zip(ctxs, CLF_SIZES, strict=True)):
         ctx[early3] = size
         packed = _ngram_counts(ctx, size, val, seg, h)
@@ -429,41 +509,36 @@ def _core(names, cols, tails, lens, sts, cfg: DsiConfig):
             cc = seg * (2 * ctot) + np.minimum(ctx, size - 1) + _CLF_OFF[k]
             n_up += clf_base.ravel()[cc]
             n_all += clf_base.ravel()[cc + ctot]
-        p = _grid((n_up + 1) / (n_all + 2))
+        p = _grid((n_up + 1) / (n_all + 2), VV[4 + k])
         p[early3] = 0.5
         for j, st in enumerate(sts):  # classifier votes of the carried tail rows
             if st is not None and len(st.pending):
                 p[starts[j] + tails[j] - len(st.pending): starts[j] + tails[j]] = st.pending[:, k]
-        clf_votes.append(p)
-        key = upd_seg * ctot + ctx[upd] + _CLF_OFF[k]
-        for row, wts in ((0, upd_up), (1, upd_nz)):
-            new_clf[:, row] += np.bincount(key, wts, S * ctot).astype(np.int64).reshape(S, -1)
+        key = (cseg + ctx[crow] + _CLF_OFF[k]) * 2 + cup
+        cnt = np.bincount(key, minlength=2 * S * ctot).reshape(S, ctot, 2)
+        new_clf[:, 0] += cnt[..., 1]
+        new_clf[:, 1] += cnt[..., 0] + cnt[..., 1]
     # ---- anomaly
     azr, exg, pv = np.abs(zr), np.maximum(qg - 1.0, 0.0), np.maximum(zv, 0.0)
     d2 = azr * azr + 4.0 * exg * exg + pv * pv
     anom = [_sat(azr, 4.0), _sat(exg, 2.0), _sat(pv, 3.0), d2 / (d2 + 36.0)]
-    anom_votes = [_grid(0.5 + 0.3 * d * a * dirr) for a, d in zip(anom, ANOMALY_DIRECTION, strict=True)]
+    for k, (a, d) in enumerate(zip(anom, ANOMALY_DIRECTION, strict=True)):
+        _grid(0.5 + 0.3 * d * a * dirr, VV[7 + k])
     # ---- divergence
     m5 = r + rl[0] + rl[1] + rl[2] + rl[3]
     vtr = (lvs[0] + lvs[1] + lvs[2] + lvs[3] + lvs[4]) / 5.0 - g.m_v
-    div_pv = 0.5 + 0.4 * np.sign(m5) * np.minimum(np.abs(m5) / (2.0 * math.sqrt(5) * s_r + 1e-12), 1.0) * np.clip(
-        vtr / (s_v + 1e-9), -1.0, 1.0) * ok
+    np.add(0.5, 0.4 * np.sign(m5) * np.minimum(np.abs(m5) / (2.0 * math.sqrt(5) * s_r + 1e-12), 1.0) * np.clip(
+        vtr / (s_v + 1e-9), -1.0, 1.0) * ok, out=VV[11])
     D = cfg.vwap_window
     vwap = _roll_sum((hi + lo + c) / 3.0 * v, D, lag) / np.maximum(_roll_sum(v, D, lag), 1e-300)
     vwap = np.where(vwap > 0, vwap, c)
     dev = (c / vwap - 1.0) / (3.0 * math.sqrt(D / 4.0) * s_r + 1e-12)
-    div_vw = 0.5 + 0.4 * np.clip(dev, -1.0, 1.0) * ok
-    htf, div_tf = [], []
-    for minutes in (15, 60):
-        x = _htf_ret(ts, o, c, pis, idx, sstart, minutes)
+    np.add(0.5, 0.4 * np.clip(dev, -1.0, 1.0) * ok, out=VV[12])
+    htf = _htf_ret(ts, o, c, starts, idx, (15, 60))
+    for k, x in enumerate(htf):
         d = np.sign(x)
-        htf.append(x)
-        div_tf.append(0.5 + np.where(dirr == d, 0.3, 0.15) * d)
-    VV = np.empty((E, R))  # votes, one row per expert
-    for i, x in enumerate((fsm_ce, fsm_rv, fsm_ab, fsm_ex, *clf_votes, *anom_votes, div_pv, div_vw, *div_tf)):
-        VV[i] = x
-    VV[:4] = _grid(VV[:4])
-    VV[11:] = _grid(VV[11:])
+        np.add(0.5, np.where(dirr == d, 0.3, 0.15) * d, out=VV[13 + k])
+    _grid(VV[11:], VV[11:])
     # ---- Hedge over the new rows (sel); losses of every fresh row with an elapsed label
     newrows = pis >= trow
     sel = slice(None) if not tails.any() else np.flatnonzero(newrows)
@@ -475,36 +550,51 @@ def _core(names, cols, tails, lens, sts, cfg: DsiConfig):
     lasts = firsts + counts - 1
     blocks = [(int(starts[j] + tails[j]), int(ends[j])) for j in range(S)] if S <= 64 else None
 
-    def pick(x):  # x[..., sel] by contiguous blocks per segment
+    def pick(x, dest=None):  # x[..., sel] by contiguous blocks per segment (a view when possible)
         if isinstance(sel, slice):
-            return x[..., :R]
+            if dest is None:
+                return x[..., :R]
+            np.copyto(dest, x[..., :R])
+            return dest
         if blocks is None:
-            return x[..., sel]
+            return np.take(x, sel, axis=-1, out=dest)
         parts = [x[..., a:b] for a, b in blocks]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
+        if dest is None and len(parts) == 1:
+            return parts[0]
+        return np.concatenate(parts, axis=-1, out=dest)
 
     early = np.flatnonzero(pick(pis) < h + 1)
-    yq = up.astype(np.int64) << 16
-    sgn_l = (nz & fresh) * (1 - 2 * up.astype(np.int64))  # |p - y| = (p - y)(1 - 2y); 0 without a label
     base_loss = np.stack([s.loss if s is not None else np.zeros(E, np.int64) for s in sts])
     base_run = np.stack([s.run if s is not None else np.zeros(E, np.int64) for s in sts])
     base_ret = np.stack([s.retired if s is not None else np.zeros(E, bool) for s in sts])
-    loss = (VV * _LQ).astype(np.int64)  # integers: votes are on the 2^-16 grid
-    loss -= yq
-    loss *= sgn_l
+    # |p - y| 2^16 = p 2^16 (1 - 2y) + 2^16 y on labelled rows, 0 elsewhere (integers: votes are on the 2^-16
+    # grid).  float64 <-> int64 casts of whole (E, R) blocks are slow in numpy; integers 0 <= x < 2^52 convert
+    # exactly by adding / removing 2^52 and reinterpreting the bits
+    lab = nz & fresh
+    lossf = np.multiply(VV, np.where(lab, np.where(up, -_LQ, _LQ), 0.0))
+    lossf += np.where(lab & up, _LQ + _MAGIC_F, _MAGIC_F)
+    loss = lossf.view(np.int64)
+    loss -= _MAGIC_I
     tot = np.add.reduceat(loss, starts, axis=1)
     end_prev = np.zeros((E, S), np.int64)
     end_prev[:, 1:] = base_loss[:-1].T + tot[:, :-1]  # running sum at the end of the previous segment
     loss[:, starts] += base_loss.T - end_prev
-    cs = np.zeros((E, R + h + 1), np.int64)
+    cs = np.empty((E, R + h + 1), np.int64)
+    cs[:, : h + 1] = 0
     np.cumsum(loss, axis=1, out=cs[:, h + 1:])  # segment-local: base + losses so far (exact)
-    L = pick(cs)  # column t = losses through row t-h-1
-    if len(early):
-        L = L.copy()
-        L[:, early] = base_loss[seg_n[early]].T
     upd_row = starts + lens - h - 2
     new_loss = np.where((upd_row >= starts)[:, None], cs[:, np.maximum(upd_row, 0) + h + 1].T, base_loss)
-    U = np.multiply(L - L.min(axis=0), -cfg.eta / _LQ)
+    L = pick(cs)  # column t = losses through row t-h-1 (may be a view: cs is no longer needed)
+    if len(early):
+        L[:, early] = base_loss[seg_n[early]].T
+    if int(base_loss.max(initial=0)) + R * 65536 < 2**52:  # L - min(L) exactly to float64 via the bits
+        L += _MAGIC_I - L.min(axis=0)
+        U = L.view(np.float64)
+        U -= _MAGIC_F
+        U *= -cfg.eta / _LQ
+    else:
+        L -= L.min(axis=0)
+        U = np.multiply(L, -cfg.eta / _LQ)
     np.exp(U, out=U)
     tot = U[0].copy()
     for i in range(1, E):
@@ -512,21 +602,30 @@ def _core(names, cols, tails, lens, sts, cfg: DsiConfig):
     below = U < tot * cfg.weight_floor
     # ---- retirement clocks
     span = cfg.retire_span
-    idt = np.int32 if (nsel + S) * (span + 2) < 2**31 else np.int64
-    jn = np.arange(nsel, dtype=idt)
-    vj = jn + (seg_n * (span + 1)).astype(idt)  # virtual index: a gap of span+1 between segments
-    vfirst = vj[firsts]
     new_run = np.zeros((S, E), np.int64)
     FH = np.full((S, E), nsel, np.int64)  # first bar (sel coordinates) of a span-long below-floor run
+    at_last = np.zeros(nsel, bool)
+    at_last[lasts] = True
+    # below-floor runs, cut at segment bounds: work on run ends instead of a per-bar clock
     for i in np.flatnonzero(below.any(axis=1) & ~base_ret.all(axis=0)):
-        mark = np.where(below[i], idt(-(span + 2)), vj)
-        mark[firsts] = np.maximum(mark[firsts], vfirst - 1 - base_run[:, i])
-        runlen = vj - np.maximum.accumulate(mark)
-        hits = np.flatnonzero(runlen >= span)
-        if len(hits):
-            fh = hits[np.minimum(np.searchsorted(hits, firsts), len(hits) - 1)]
-            FH[:, i] = np.where((fh >= firsts) & (fh <= lasts), fh, nsel)
-        new_run[:, i] = np.minimum(runlen[lasts], span)
+        b = below[i]
+        rs, re = b.copy(), b.copy()
+        rs[1:] &= ~b[:-1]
+        rs[firsts] = b[firsts]
+        re[:-1] &= ~b[1:]
+        re[lasts] = b[lasts]
+        rs, re = np.flatnonzero(rs), np.flatnonzero(re)
+        rseg = seg_n[rs]
+        carry = np.where(rs == firsts[rseg], base_run[rseg, i], 0)  # a run open at the segment start continues
+        hit = rs + np.maximum(span - 1 - carry, 0)  # the run is span long at this bar
+        reached = hit <= re
+        if reached.any():
+            hs, hseg = hit[reached], rseg[reached]
+            first = np.ones(len(hs), bool)
+            first[1:] = hseg[1:] != hseg[:-1]
+            FH[hseg[first], i] = hs[first]
+        le = at_last[re]
+        new_run[rseg[le], i] = np.minimum(re[le] - rs[le] + 1 + carry[le], span)
     # retirements take effect in time order while more than min_alive experts stay alive
     pending = ~base_ret & (FH < nsel)
     order = np.argsort(np.where(pending, FH, nsel + 1), axis=1, kind="stable")
@@ -537,81 +636,100 @@ def _core(names, cols, tails, lens, sts, cfg: DsiConfig):
     FH = np.where(base_ret, firsts[:, None], FH)
     new_ret = FH < nsel
     new_run[new_ret] = 0  # canonical state: the clock of a retired expert is irrelevant
-    alive = np.ones((E, nsel), bool)
-    for i in np.flatnonzero((FH < nsel).any(axis=0)):
-        alive[i] = jn < np.repeat(FH[:, i], counts)
+    # only experts retired somewhere in this call need a per-bar alive row
+    jn = np.arange(nsel)
+    dying = np.flatnonzero((FH < nsel).any(axis=0)).tolist()
+    alive = {i: jn < np.repeat(FH[:, i], counts) for i in dying}
     # ---- combination
     VS = pick(VV)
     W = U
-    W *= alive
-    tot_a, num, mean_all = W[0].copy(), W[0] * VS[0], VS[0].copy()
+    for i, a in alive.items():
+        W[i] *= a
+    tot_a = tot if not alive else W[0].copy()  # W == U when nobody retires: the same sum
+    num, mean_all, tmp = W[0] * VS[0], VS[0].copy(), np.empty(nsel)
     for i in range(1, E):
-        tot_a += W[i]
-        num += W[i] * VS[i]
+        if alive:
+            tot_a += W[i]
+        num += np.multiply(W[i], VS[i], out=tmp)
         mean_all += VS[i]
-    n_up, n_dn, n_alive = (np.zeros(nsel, np.int8) for _ in range(3))
-    vup, vdn = (VS > 0.5) & alive, (VS < 0.5) & alive
-    for i in range(E):
-        n_up += vup[i]
-        n_dn += vdn[i]
-        n_alive += alive[i]
-    bits = np.packbits(alive, axis=0, bitorder="little")
-    mask = bits[0].astype(np.int16) | bits[1].astype(np.int16) << 8
+    vup, vdn = VS > 0.5, VS < 0.5
+    res = _new_out(nsel) if out is None else out
+    n_alive, mask = res["n_alive"], res["alive_mask"]
+    n_alive[:] = E
+    mask[:] = (1 << E) - 1
+    for i, a in alive.items():
+        vup[i] &= a
+        vdn[i] &= a
+        n_alive -= ~a
+        mask -= np.int16(1 << i) * ~a
+    n_up = np.add.reduce(vup.view(np.int8), axis=0, dtype=np.int8)
+    n_dn = np.add.reduce(vdn.view(np.int8), axis=0, dtype=np.int8)
     live = tot_a > 0
     safe = np.where(live, tot_a, 1.0)
     e = np.clip(np.where(live, num / safe, 0.5), 0.0, 1.0)
     agree = np.where(e >= 0.5, n_up, n_dn)
-    out = {"ret": pick(r), "range_rel": pick(qg), "volume_z": pick(zv), "htf_15m_ret": pick(htf[0]),
-           "htf_1h_ret": pick(htf[1])}
-    evid = np.round(e, 2)
-    rate = np.round(agree / np.maximum(n_alive, 1), 2)
+    for k, x in zip(("ret", "range_rel", "volume_z", "htf_15m_ret", "htf_1h_ret"), (r, qg, zv, *htf), strict=True):
+        pick(x, res[k])
+    evid = np.round(e, 2, out=res["mx_evidence"])
+    rate = np.round(agree / np.maximum(n_alive, 1), 2, out=res["mx_confirm_rate"])
     table = _ci_table(E, cfg.ci_level)
     ci_idx = n_up.astype(np.intp) * (E + 1) + n_dn
-    out.update(mx_evidence=evid, mx_confirm=(np.maximum(evid, 1.0 - evid) >= cfg.evidence_threshold) & (
-        rate >= cfg.confirm_threshold), mx_confirm_rate=rate,
-        mx_evidence_boost=np.round(np.clip(e - mean_all / E, -1.0, 1.0), 4),
-        ci_low=table[0].take(ci_idx), ci_high=table[1].take(ci_idx),
-        survival_rate=np.round(n_alive / E, 2), n_alive=n_alive, alive_mask=mask)
+    np.logical_and(np.maximum(evid, 1.0 - evid) >= cfg.evidence_threshold, rate >= cfg.confirm_threshold,
+                   out=res["mx_confirm"])
+    np.round(np.clip(e - mean_all / E, -1.0, 1.0), 4, out=res["mx_evidence_boost"])
+    table[0].take(ci_idx, out=res["ci_low"])
+    table[1].take(ci_idx, out=res["ci_high"])
+    np.round(n_alive / E, 2, out=res["survival_rate"])
     # ---- events (greedy cooling de-dup, carried) and MicroTape hashes of event rows
     anom_sel = [pick(a) for a in anom]
-    ev_scores = _event_scores(anom_sel, VS[:4], out["ret"], out["htf_15m_ret"], out["htf_1h_ret"])
     thrs = (cfg.event_threshold,) * 3 + (cfg.divergence_threshold, cfg.pattern_threshold)
+    # divergence and pattern scores never exceed a_multivariate: score only the rows that can pass
+    lo_th = min(thrs[3:])
+    sub = np.flatnonzero(anom_sel[3] >= lo_th) if lo_th > 0 else np.arange(nsel)
+    sub_sc = _event_scores([a[sub] for a in anom_sel], VS[:4, sub], res["ret"][sub], res["htf_15m_ret"][sub],
+                           res["htf_1h_ret"][sub])
+    cands = [np.flatnonzero(a >= th) for a, th in zip((anom_sel[2], anom_sel[0], anom_sel[1]), thrs[:3], strict=True)]
+    cands += [sub[sc >= th] for sc, th in zip(sub_sc[3:], thrs[3:], strict=True)]
     cool = cfg.cooling_minutes * MINUTE_NS
     ts_n = pick(ts)
-    ev_mask = np.zeros(nsel, np.uint8)
+    ev_mask = res["event_mask"]
+    ev_mask[:] = 0
     new_last = np.stack([s.last_event if s is not None else np.full(len(EVENT_TYPES), _I64_MIN) for s in sts])
-    for k, (sc, th) in enumerate(zip(ev_scores, thrs, strict=True)):
-        cand = np.flatnonzero(sc >= th)
+    for k, cand in enumerate(cands):
         bounds = np.searchsorted(cand, np.append(firsts, nsel))
         for j in np.flatnonzero(np.diff(bounds)):
             ct = ts_n[cand[bounds[j]: bounds[j + 1]]]
-            last, pos = new_last[j, k], 0
+            last = new_last[j, k]
             pos = 0 if last == _I64_MIN else int(np.searchsorted(ct, last + cool))
-            while pos < len(ct):
-                ev_mask[cand[bounds[j] + pos]] |= 1 << k
-                last = ct[pos]
-                pos = int(np.searchsorted(ct, last + cool))
-            new_last[j, k] = last
-    hashes = np.full(nsel, None, dtype=object)
+            if pos < len(ct):
+                nxt = np.searchsorted(ct, ct + cool).tolist()  # the greedy walk needs only this successor table
+                kept = []
+                while pos < len(ct):
+                    kept.append(pos)
+                    pos = nxt[pos]
+                ev_mask[cand[bounds[j] + np.array(kept)]] |= 1 << k
+                new_last[j, k] = ct[kept[-1]]
     rows = np.flatnonzero(ev_mask)
-    for q, t in zip(rows.tolist(), pick(idx)[rows].tolist(), strict=True):
-        hashes[q] = g.tape_hash(names[seg[t]], t, cfg.window)
-    out.update(event_mask=ev_mask, microtape_hash=hashes)
+    hashes = res["microtape_hash"]
+    hashes[:] = None
+    hashes[rows] = np.array(g.tape_hashes(names, pick(idx)[rows], cfg.window), dtype=object)
     for i, name in enumerate(EXPERTS):  # float32: votes are exact (2^-16 grid), weights need ~7 digits
-        out[name] = (anom_sel[i - 7] if 7 <= i < 11 else VS[i]).astype(np.float32)
-    WN = (W / safe).astype(np.float32)
-    for i, name in enumerate(EXPERTS):
-        out["w__" + name] = WN[i]
-    # ---- new per-symbol state
+        np.copyto(res[name], anom_sel[i - 7] if 7 <= i < 11 else VS[i], casting="same_kind")
+        np.divide(W[i], safe, out=res["w__" + name])  # float64 quotient rounded once to float32
+    # ---- new per-symbol state (tail rows gathered once for all symbols, not whole columns stacked)
     K = cfg.tail_rows
-    ohlcv = np.stack([o, hi, lo, c, v], axis=1)
-    clf_all = np.stack(clf_votes, axis=1)
-    new = {}
+    keep = np.minimum(lens, K)
+    tail_idx = np.repeat(ends - keep, keep) + (np.arange(keep.sum()) - np.repeat(np.cumsum(keep) - keep, keep))
+    ohlcv = np.stack([x[tail_idx] for x in (o, hi, lo, c, v)], axis=1)
+    ts_tail = ts[tail_idx]
+    clf_all = np.ascontiguousarray(VV[4:7, tail_idx].T)
+    new, a = {}, 0
     for j, name in enumerate(names):
-        a, b = starts[j] + max(0, lens[j] - K), ends[j]
-        new[name] = SymState(ts[a:b].copy(), ohlcv[a:b].copy(), new_clf[j], clf_all[max(starts[j], b - h - 1): b].copy(),
-                             new_loss[j], new_run[j], new_ret[j], new_last[j])
-    return out, new
+        b = a + int(keep[j])
+        new[name] = SymState(ts_tail[a:b], ohlcv[a:b], new_clf[j], clf_all[max(a, b - h - 1): b], new_loss[j],
+                             new_run[j], new_ret[j], new_last[j])
+        a = b
+    return res, new
 
 
 # ----------------------------------------------------------------------------------------------- public API
@@ -648,9 +766,9 @@ def _assemble(names, bounds, ts, f5, state: DsiState | None, cfg: DsiConfig):
     return sts, tails, cols
 
 
-def _run(names, bounds, ts, f5, state, cfg):
+def _run(names, bounds, ts, f5, state, cfg, out=None):
     sts, tails, cols = _assemble(names, bounds, ts, f5, state, cfg)
-    out, new = _core(names, cols, tails, tails + np.diff(bounds), sts, cfg)
+    out, new = _core(names, cols, tails, tails + np.diff(bounds), sts, cfg, out)
     symbols = dict(state.symbols) if state is not None else {}
     symbols.update(new)
     return out, DsiState(_fingerprint(cfg), symbols)
@@ -685,16 +803,17 @@ def score_bars(bars: pd.DataFrame, state: DsiState | None = None,
     if len(bars) == 0:
         return pd.DataFrame(columns=list(_IN_COLS)), state or DsiState(_fingerprint(cfg), {})
     names, bounds, ts, f5, codes, uniques, _ = _prep(bars)
-    n, out = len(ts), {}
-    for a in range(0, n, CHUNK_ROWS):  # cache-sized chunks, the state carried between them (bit-identical)
+    n, a = len(ts), 0
+    out = _new_out(n)
+    while a < n:  # cache-sized chunks, the state carried between them (bit-identical)
         b = min(a + CHUNK_ROWS, n)
+        cut = bounds[np.searchsorted(bounds, b, "right") - 1]
+        if b < n and cut > a + CHUNK_ROWS // 2:  # end on a symbol start: no carried tail rows to redo and skip
+            b = int(cut)
         j0, j1 = np.searchsorted(bounds, a, "right") - 1, np.searchsorted(bounds, b, "left")
-        part, state = _run(names[j0:j1], np.clip(bounds[j0: j1 + 1], a, b) - a, ts[a:b], [x[a:b] for x in f5],
-                           state, cfg)
-        if not out:
-            out = {k: np.empty(n, x.dtype) for k, x in part.items()}
-        for k, x in part.items():
-            out[k][a:b] = x
+        _, state = _run(names[j0:j1], np.clip(bounds[j0: j1 + 1], a, b) - a, ts[a:b], [x[a:b] for x in f5],
+                        state, cfg, {k: x[a:b] for k, x in out.items()})
+        a = b
     new_state = state
     frame = {"symbol": uniques.take(codes), "timestamp": pd.DatetimeIndex(ts.view("M8[ns]")).tz_localize("UTC")}
     frame.update(zip(_PRICE_COLS, f5, strict=True))
