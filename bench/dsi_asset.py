@@ -10,8 +10,6 @@ import json
 import time
 import warnings
 
-import pandas as pd
-
 warnings.filterwarnings("ignore")
 
 
@@ -22,20 +20,15 @@ def main() -> None:
     args = parser.parse_args()
     import dagster as dg
 
-    from bench.ingest import drop_database, scratch_database
+    from bench.ingest import drop_database, scratch_database, synthetic_range
     from tis_pipeline import migrate
     from tis_pipeline.dsi.assets import dsi
     from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
-    from tis_pipeline.market_data.resources import BarSource
-    from tis_pipeline.resources import PostgresResource
 
     server, url = scratch_database()
     try:
         migrate.upgrade(url)
-        symbols = [f"SYM{i:03d}" for i in range(args.symbols)]
-        resources = {"db": PostgresResource(url=url), "bars": BarSource(source="synthetic", symbols=symbols, seed=1)}
-        last = (pd.Timestamp("2024-03-04") + pd.Timedelta(days=args.days - 1)).date().isoformat()
-        tags = {"dagster/asset_partition_range_start": "2024-03-04", "dagster/asset_partition_range_end": last}
+        resources, tags = synthetic_range(url, args.symbols, "2024-03-04", args.days)
         market = [market_data_1m, market_data_15m, market_data_1h]
         assert dg.materialize(market, resources=resources, tags=tags).success
         t0 = time.perf_counter()

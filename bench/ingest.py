@@ -48,6 +48,18 @@ def drop_database(server: str, url: str) -> None:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
 
 
+def synthetic_range(url: str, n_symbols: int, first: str, days: int) -> tuple[dict, dict[str, str]]:
+    """(resources on the synthetic source of ``n_symbols`` symbols, tags of one run over ``days`` days from
+    ``first``), for benchmarks that materialize a range against the scratch database ``url``."""
+    from tis_pipeline.market_data.resources import BarSource
+    from tis_pipeline.resources import PostgresResource
+
+    symbols = [f"SYM{i:03d}" for i in range(n_symbols)]
+    resources = {"db": PostgresResource(url=url), "bars": BarSource(source="synthetic", symbols=symbols, seed=1)}
+    last = (pd.Timestamp(first) + pd.Timedelta(days=days - 1)).date().isoformat()
+    return resources, {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+
+
 BARE = """CREATE TABLE {name} (symbol varchar(20) NOT NULL, "timestamp" timestamptz NOT NULL,
           open numeric(20,8) NOT NULL, high numeric(20,8) NOT NULL, low numeric(20,8) NOT NULL,
           close numeric(20,8) NOT NULL, volume numeric(20,8) NOT NULL)"""

@@ -13,7 +13,6 @@ import json
 import time
 import warnings
 
-import pandas as pd
 import sqlalchemy as sa
 
 warnings.filterwarnings("ignore")
@@ -26,22 +25,17 @@ def main() -> None:
     args = parser.parse_args()
     import dagster as dg
 
-    from bench.ingest import drop_database, scratch_database
+    from bench.ingest import drop_database, scratch_database, synthetic_range
     from tis_pipeline import migrate
     from tis_pipeline.db import engine
     from tis_pipeline.dsi.assets import dsi
     from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
-    from tis_pipeline.market_data.resources import BarSource
     from tis_pipeline.modules.assets import TABLES, trading_day
-    from tis_pipeline.resources import PostgresResource
 
     server, url = scratch_database()
     try:
         migrate.upgrade(url)
-        symbols = [f"SYM{i:03d}" for i in range(args.symbols)]
-        resources = {"db": PostgresResource(url=url), "bars": BarSource(source="synthetic", symbols=symbols, seed=1)}
-        last = (pd.Timestamp("2024-03-04") + pd.Timedelta(days=args.days - 1)).date().isoformat()
-        tags = {"dagster/asset_partition_range_start": "2024-03-04", "dagster/asset_partition_range_end": last}
+        resources, tags = synthetic_range(url, args.symbols, "2024-03-04", args.days)
         upstream = [market_data_1m, market_data_15m, market_data_1h, dsi]
         assert dg.materialize(upstream, resources=resources, tags=tags).success
         sources = [spec for a in upstream for spec in a.to_source_assets()]

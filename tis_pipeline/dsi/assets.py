@@ -1,33 +1,25 @@
 """The DSI asset: scores every 1-minute bar of a day range, writes evidence and anomaly events."""
 
-import base64
 import time
 
 import dagster as dg
 import pandas as pd
 
+from tis_pipeline import plots
 from tis_pipeline.dsi import frames, logic, store
 from tis_pipeline.dsi.evaluation import evaluate
 from tis_pipeline.market_data import store as bar_store
 from tis_pipeline.market_data.partitions import daily_partitions
-from tis_pipeline.quality.checks import check_results, check_specs_for
-from tis_pipeline.quality.evaluate import evaluate_frame
+from tis_pipeline.quality.checks import check_specs_for, frame_check_results
 from tis_pipeline.resources import PostgresResource
 
 _DEPS = ["market_data_1m", "market_data_15m", "market_data_1h"]
 
 
 def _plot(bars: pd.DataFrame, scores: pd.DataFrame, events: pd.DataFrame) -> str:
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     symbol = sorted(scores["symbol"].astype(str).unique())[0]
     part = scores[scores["symbol"] == symbol]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 4.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    fig, (top, bottom) = plots.pyplot().subplots(2, 1, figsize=(8, 4.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     top.plot(part["timestamp"], part["close"], linewidth=0.7, label=f"{symbol} close")
     marks = events[events["symbol"] == symbol] if len(events) else events
     if len(marks):
@@ -38,10 +30,7 @@ def _plot(bars: pd.DataFrame, scores: pd.DataFrame, events: pd.DataFrame) -> str
     bottom.set_ylabel("mx_evidence")
     top.legend(loc="upper left", fontsize=7)
     fig.autofmt_xdate()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-    plt.close(fig)
-    return f"![dsi](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
+    return plots.markdown_image(plots.figure_png(fig), "dsi")
 
 
 @dg.multi_asset(
@@ -79,7 +68,7 @@ def dsi(context: dg.AssetExecutionContext, db: PostgresResource):
         store.stage_bar_updates(conn)
         states, all_events, kept, latency, bars_scored = [], [], [], None, 0
         sample_bars = sample_scores = None
-        for day in store.days_with_bars(conn, begin, end):
+        for day in bar_store.days_with_bars(conn, "market_data_1m", begin, end):
             bars = bar_store.read_bars(conn, "market_data_1m", day, day + pd.Timedelta(days=1))
             if latency is None:
                 latency = logic.measure_streaming_latency(bars, state, config, n=min(200, len(bars)))
@@ -125,17 +114,6 @@ def dsi(context: dg.AssetExecutionContext, db: PostgresResource):
         "preview": dg.MetadataValue.md(event_rows.drop(columns=["signal_pack", "microstructure_validation"])
                                        .head(10).to_markdown(index=False) if len(event_rows) else "_no events_"),
     })
-    yield from check_results(evaluate_frame(_typed(evidence_rows, "dsi_evidence"), "dsi_evidence"), (start, end),
-                             asset="dsi_evidence")
-    yield from check_results(evaluate_frame(_typed(event_rows, "anomaly_events"), "anomaly_events"), (start, end),
-                             asset="anomaly_events")
+    yield from frame_check_results(evidence_rows, "dsi_evidence", (start, end), asset="dsi_evidence")
+    yield from frame_check_results(event_rows, "anomaly_events", (start, end), asset="anomaly_events")
 
-
-def _typed(frame: pd.DataFrame, table: str) -> pd.DataFrame:
-    """An empty frame still needs the table's columns for the rules to judge (they all pass on no rows)."""
-    if len(frame):
-        return frame
-    from tis_pipeline.quality.rules import rules_for
-
-    columns = sorted({c for r in rules_for(table) for c in r.columns})
-    return pd.DataFrame({c: pd.Series(dtype="float64") for c in columns})

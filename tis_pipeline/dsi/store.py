@@ -22,13 +22,6 @@ def first_bar_day(conn: sa.Connection) -> pd.Timestamp | None:
     return None if first is None else pd.Timestamp(first).tz_convert("UTC").normalize()
 
 
-def days_with_bars(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp) -> list[pd.Timestamp]:
-    rows = conn.execute(sa.text(
-        "SELECT DISTINCT date_trunc('day', \"timestamp\" AT TIME ZONE 'UTC') FROM market_data_1m "
-        'WHERE "timestamp" >= :a AND "timestamp" < :b ORDER BY 1'), {"a": start, "b": end}).scalars()
-    return [pd.Timestamp(d, tz="UTC") for d in rows]
-
-
 def stage_bar_updates(conn: sa.Connection) -> None:
     conn.execute(sa.text(
         "CREATE TEMP TABLE dsi_bar_scores (symbol varchar(20), \"timestamp\" timestamptz, mx_evidence numeric(3,2), "

@@ -1,7 +1,6 @@
 """Market-data assets: 1-minute bars and their 15-minute and 1-hour rollups, one UTC day per partition."""
 
 
-import base64
 import contextlib
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,6 +10,7 @@ import pandas as pd
 from tis_pipeline.market_data import logic, store
 from tis_pipeline.market_data.partitions import daily_partitions
 from tis_pipeline.market_data.resources import BarSource
+from tis_pipeline.plots import markdown_image
 from tis_pipeline.quality.checks import check_results, check_specs_for
 from tis_pipeline.resources import PostgresResource
 from tis_pipeline.settings import settings
@@ -129,7 +129,7 @@ def _rollup(context: dg.AssetExecutionContext, db: PostgresResource, table: str)
             "missing_minutes": int(fill["missing_minutes"].sum()) if len(fill) else 0,
             "preview": _preview(plot_frame),
             "plot": dg.MetadataValue.md(
-                f"![{table}](data:image/png;base64,{base64.b64encode(png).decode()})" if png else "_no rows_"),
+                markdown_image(png, table) if png else "_no rows_"),
         }
     )
 

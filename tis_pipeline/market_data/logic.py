@@ -312,14 +312,9 @@ def summary(frame: pd.DataFrame, interval: str = "1min") -> dict:
 
 def price_volume_png(frame: pd.DataFrame, title: str, max_symbols: int = 4) -> bytes:
     """A PNG of close and volume per symbol (first ``max_symbols``), for the UI."""
-    import io
+    from tis_pipeline.plots import figure_png, pyplot
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_price, ax_volume) = plt.subplots(2, 1, figsize=(8, 4.5), sharex=True,
+    fig, (ax_price, ax_volume) = pyplot().subplots(2, 1, figsize=(8, 4.5), sharex=True,
                                               gridspec_kw={"height_ratios": [3, 1]})
     for symbol in sorted(frame["symbol"].astype(str).unique())[:max_symbols]:
         part = frame[frame["symbol"] == symbol]
@@ -331,7 +326,4 @@ def price_volume_png(frame: pd.DataFrame, title: str, max_symbols: int = 4) -> b
     ax_price.set_title(title)
     ax_price.legend(loc="upper left", fontsize=7)
     fig.autofmt_xdate()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)

@@ -12,39 +12,16 @@ import sqlalchemy as sa
 
 from tis_pipeline.db import copy_frame, fetch_frame, raw_connection
 
-BAR_TABLES = {"market_data_1m": "1 minute", "market_data_15m": "15 minutes", "market_data_1h": "1 hour"}
+BAR_TABLES = ("market_data_1m", "market_data_15m", "market_data_1h")
 BAR_WRITE_COLUMNS = ["symbol", "timestamp", "open", "high", "low", "close", "volume"]
 QUARANTINE_COLUMNS = ["partition_date", "source_file", "source_line", "symbol", "timestamp", "raw_values",
                       "rule", "message"]
-# date_bin's origin: any Monday 00:00 UTC keeps 15-minute and hourly buckets on the clock
-_BIN_ORIGIN = "2000-01-03 00:00:00+00"
 
 
 def _bar_table(table: str) -> str:
     if table not in BAR_TABLES:
         raise ValueError(f"not a bar table: {table!r}")
     return table
-
-
-def replace_bars(conn: sa.Connection, table: str, frame: pd.DataFrame, start: pd.Timestamp,
-                 end: pd.Timestamp, symbols: list[str]) -> tuple[int, int]:
-    """Replace the window's rows of ``symbols`` by ``frame``; returns (rows replaced, rows written).
-
-    Runs inside the caller's transaction, so readers see the old window or the new one, never half.
-    The rollup tables take a DELETE of the window and a COPY straight into the table (the validated frame has
-    unique keys, and a staging copy would only write every row twice). market_data_1m is partitioned by day
-    and written by building each day apart: ``build_days``, ``swap_built_days``, ``discard``.
-    """
-    table = _bar_table(table)
-    if table == "market_data_1m":
-        raise ValueError("market_data_1m is written by build_days + swap_built_days")
-    deleted = conn.execute(
-        sa.text(f'DELETE FROM {table} WHERE "timestamp" >= :start AND "timestamp" < :end '
-                "AND symbol = ANY(:symbols)"),
-        {"start": start, "end": end, "symbols": list(symbols)},
-    ).rowcount
-    written = copy_frame(raw_connection(conn), table, frame, BAR_WRITE_COLUMNS)
-    return deleted, written
 
 
 def _partition_name(day: pd.Timestamp) -> str:
@@ -204,7 +181,6 @@ def replace_quarantine(conn: sa.Connection, frame: pd.DataFrame, start: pd.Times
 
 
 ROLLUP_SOURCES = {"market_data_15m": "market_data_1m", "market_data_1h": "market_data_15m"}
-ROLLUP_MINUTES = {"market_data_15m": 15, "market_data_1h": 60}
 EXPECTED_ROLLUP = "rollup_expected"  # temp table of the transaction: the rollup recomputed from market_data_1m
 
 
@@ -241,21 +217,17 @@ def rebuild_rollup(conn: sa.Connection, target: str, start: pd.Timestamp, end: p
     target = _bar_table(target)
     if target not in ROLLUP_SOURCES:
         raise ValueError(f"{target} is not a rollup")
+    from tis_pipeline.quality.rules import MARKET_TABLES
+    from tis_pipeline.quality.sql import rollup_aggregate_sql
+
     window = {"start": start, "end": end}
     conn.execute(sa.text(f'DELETE FROM {target} WHERE "timestamp" >= :start AND "timestamp" < :end'), window)
     columns = 'symbol, "timestamp", open, high, low, close, volume, mx_evidence, mx_confirm'
-    if target == "market_data_15m":
-        select = ("SELECT symbol, bucket, open, high, low, close, volume, mx_evidence, mx_confirm "
-                  f"FROM {EXPECTED_ROLLUP}")
-    else:
-        source, width = ROLLUP_SOURCES[target], BAR_TABLES[target]
-        select = f"""
-            SELECT symbol, date_bin(INTERVAL '{width}', "timestamp", TIMESTAMPTZ '{_BIN_ORIGIN}'),
-                   (min(ARRAY[extract(epoch FROM "timestamp")::numeric, open]))[2], max(high), min(low),
-                   (max(ARRAY[extract(epoch FROM "timestamp")::numeric, close]))[2],
-                   sum(volume), round(avg(mx_evidence), 2), bool_or(mx_confirm)
-            FROM {source} WHERE "timestamp" >= :start AND "timestamp" < :end GROUP BY 1, 2"""
-    return conn.execute(sa.text(f"INSERT INTO {target} ({columns}) {select}"), window).rowcount
+    staged = (EXPECTED_ROLLUP if target == "market_data_15m"
+              else f"({rollup_aggregate_sql(ROLLUP_SOURCES[target], MARKET_TABLES[target])}) AS hours")
+    return conn.execute(sa.text(
+        f"INSERT INTO {target} ({columns}) SELECT symbol, bucket, open, high, low, close, volume, mx_evidence, "
+        f"mx_confirm FROM {staged}"), window).rowcount
 
 
 def rollup_mismatches(conn: sa.Connection, target: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
@@ -265,6 +237,15 @@ def rollup_mismatches(conn: sa.Connection, target: str, start: pd.Timestamp, end
 
     query = rollup_compare_sql(rule(f"{_bar_table(target)}_rollup_consistent"), EXPECTED_ROLLUP)
     return pd.DataFrame(conn.execute(sa.text(query), {"start": start, "end": end}).mappings().all())
+
+
+def days_with_bars(conn: sa.Connection, table: str, start: pd.Timestamp, end: pd.Timestamp) -> list[pd.Timestamp]:
+    """The UTC days of [start, end) on which ``table`` has bars, in order."""
+    table = _bar_table(table)
+    rows = conn.execute(sa.text(
+        f"SELECT DISTINCT date_trunc('day', \"timestamp\" AT TIME ZONE 'UTC') FROM {table} "
+        'WHERE "timestamp" >= :a AND "timestamp" < :b ORDER BY 1'), {"a": start, "b": end}).scalars()
+    return [pd.Timestamp(d, tz="UTC") for d in rows]
 
 
 def read_bars(conn: sa.Connection, table: str, start: pd.Timestamp, end: pd.Timestamp,
@@ -296,7 +277,9 @@ def bucket_fill(conn: sa.Connection, target: str) -> pd.DataFrame:
 
     Read from ``rollup_expected`` (``stage_expected_rollup`` of this transaction), not from another scan.
     """
-    minutes = ROLLUP_MINUTES[_bar_table(target)]
+    from tis_pipeline.quality.rules import MARKET_TABLES
+
+    minutes = MARKET_TABLES[_bar_table(target)]
     return pd.DataFrame(conn.execute(sa.text(f"""
         SELECT symbol, count(*) AS buckets,
                count(*) FILTER (WHERE source_bars < {minutes}) AS partial_buckets,

@@ -5,21 +5,19 @@ asset graph cannot hold as separate assets without breaking "a range run equals 
 ``docs/ecosystem.md``. Each day of the range starts from the population stored at the end of the day before.
 """
 
-import base64
 import hashlib
-import io
 import time
 
 import dagster as dg
 import pandas as pd
 
+from tis_pipeline import plots
 from tis_pipeline.market_data import store as bar_store
 from tis_pipeline.market_data.partitions import daily_partitions
 from tis_pipeline.modules import logic as ecosystem
 from tis_pipeline.modules import store
 from tis_pipeline.plans import logic as plans_logic
-from tis_pipeline.quality.checks import check_results, check_specs_for
-from tis_pipeline.quality.evaluate import evaluate_frame
+from tis_pipeline.quality.checks import check_specs_for, frame_check_results
 from tis_pipeline.resources import PostgresResource
 
 # in dependency order: a multi-asset yields its outputs topologically
@@ -88,16 +86,11 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def _pnl_plot(plans: pd.DataFrame, population: pd.DataFrame) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     done = plans[plans["pnl"].notna()].sort_values("timestamp")
     if done.empty:
         return "_no executed plans_"
     names = dict(zip(population["module_id"], population["name"], strict=True))
-    fig, ax = plt.subplots(figsize=(8, 3.5))
+    fig, ax = plots.pyplot().subplots(figsize=(8, 3.5))
     for module_id, part in done.groupby("module_id", sort=True):
         ax.step(part["timestamp"], part["pnl"].astype(float).cumsum(), where="post", linewidth=0.8,
                 label=names.get(module_id, str(module_id)[:8]))
@@ -105,10 +98,7 @@ def _pnl_plot(plans: pd.DataFrame, population: pd.DataFrame) -> str:
     ax.set_ylabel("cumulative P&L")
     ax.legend(loc="upper left", fontsize=7)
     fig.autofmt_xdate()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-    plt.close(fig)
-    return f"![pnl](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"
+    return plots.markdown_image(plots.figure_png(fig), "pnl")
 
 
 def _md(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
@@ -141,7 +131,7 @@ def trading_day(context: dg.AssetExecutionContext, db: PostgresResource):
             begin = min(first, start) if first is not None else start
         if begin < start:
             context.log.info(f"no ecosystem state for the day before {start.date()}: running from {begin.date()}")
-        days = store.days_with_bars(conn, begin, end)
+        days = bar_store.days_with_bars(conn, "market_data_1h", begin, end)  # an hour per day with bars: cheaper
         if population is None:
             population = ecosystem.founding_population(days[0] if days else start)
         cleared = store.clear_window(conn, begin, end)
@@ -194,14 +184,5 @@ def trading_day(context: dg.AssetExecutionContext, db: PostgresResource):
             **metadata.get(table, {})})
     checked = {**frames, "modules": ecosystem.population_rows(population)}
     for table in TABLES:
-        yield from check_results(evaluate_frame(_typed(checked[table], table), table), (start, end), asset=table)
+        yield from frame_check_results(checked[table], table, (start, end), asset=table)
 
-
-def _typed(frame: pd.DataFrame, table: str) -> pd.DataFrame:
-    """Rows as the rules judge them: the table's columns (an empty frame still has them)."""
-    if len(frame):
-        return frame
-    from tis_pipeline.quality.rules import rules_for
-
-    columns = sorted({c for r in rules_for(table) for c in r.columns})
-    return pd.DataFrame({c: pd.Series(dtype="float64") for c in columns})

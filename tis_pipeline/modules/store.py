@@ -28,19 +28,8 @@ COLUMNS: Mapping[str, tuple[str, ...]] = {
     "module_replications": ecosystem.REPLICATION_COLUMNS,
     "module_replication_triggers": ecosystem.TRIGGER_COLUMNS,
 }
-JSON_COLUMNS = frozenset({
-    "parent_modules", "offspring_modules", "performance_history", "learning_patterns", "peer_ratings",
-    "parent_performance", "entry_conditions", "microstructure_evidence", "regime_context", "module_intelligence",
-    "risk_assessment", "portfolio_impact", "performance_metrics", "attribution_analysis", "modifications",
-    "risk_controls", "decision_factors", "alternative_plans", "message_data", "intelligence_data",
-    "target_modules", "trigger_data", "target_capabilities", "diversity_requirements", "inherited_intelligence",
-    "mutation_applied", "recombination_applied",
-})
-INTEGER_COLUMNS = frozenset({
-    "generational_depth", "communication_latency_ms", "message_throughput_per_sec", "offspring_count", "priority",
-    "ttl_seconds", "delivery_attempts", "sharing_priority", "creation_time_ms", "validation_time_ms",
-    "initialization_time_ms", "trigger_priority",
-})
+# the columns holding Python dicts/lists, per table, as the logic declares them
+JSON_COLUMNS: Mapping[str, tuple[str, ...]] = {**ecosystem.JSON_COLUMNS, **plans.JSON_COLUMNS}
 # children before parents: the order rows of a window are deleted in (the reverse is the order they are written)
 WINDOW_TABLES = ("module_replication_triggers", "module_replications", "module_intelligence_sharing",
                  "module_messages", "module_performance", "trading_plan_approvals", "trading_plans")
@@ -62,16 +51,10 @@ def to_json(value) -> str | None:
 
 
 def table_frame(frame: pd.DataFrame, table: str) -> pd.DataFrame:
-    """``frame``'s columns of ``table`` in the seed's order, JSON columns as text, counts as nullable ints."""
-    out = {}
-    for column in COLUMNS[table]:
-        series = frame[column] if column in frame.columns else pd.Series([None] * len(frame), index=frame.index)
-        if column in JSON_COLUMNS:
-            series = series.map(to_json).astype(object)
-        elif column in INTEGER_COLUMNS:
-            series = pd.to_numeric(series).round().astype("Int64")
-        out[column] = series.reset_index(drop=True)
-    return pd.DataFrame(out, columns=list(COLUMNS[table]))
+    """``frame``'s columns of ``table`` in the seed's order, JSON columns as canonical text (the logic already
+    gives every other column its table's dtype)."""
+    out = frame[list(COLUMNS[table])].reset_index(drop=True)
+    return out.assign(**{c: out[c].map(to_json).astype(object) for c in JSON_COLUMNS[table]})
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -136,13 +119,6 @@ def previous_population(conn: sa.Connection, before: pd.Timestamp, fingerprint: 
 def first_event_day(conn: sa.Connection) -> pd.Timestamp | None:
     first = conn.execute(sa.text('SELECT min("timestamp") FROM anomaly_events')).scalar_one()
     return None if first is None else pd.Timestamp(first).tz_convert("UTC").normalize()
-
-
-def days_with_bars(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp) -> list[pd.Timestamp]:
-    rows = conn.execute(sa.text(
-        "SELECT DISTINCT date_trunc('day', \"timestamp\" AT TIME ZONE 'UTC') FROM market_data_1h "
-        'WHERE "timestamp" >= :a AND "timestamp" < :b ORDER BY 1'), {"a": start, "b": end}).scalars()
-    return [pd.Timestamp(d, tz="UTC") for d in rows]
 
 
 # ------------------------------------------------------------------------------------------------ outputs

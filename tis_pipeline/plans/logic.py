@@ -191,6 +191,12 @@ _PERFORMANCE_SCHEMA: Mapping[str, str] = {
         else _TS if c == "timestamp" else _NUM)
     for c in PERFORMANCE_COLUMNS
 }
+# the columns holding Python dicts/lists, per table (the store writes them as canonical JSON text)
+JSON_COLUMNS: Mapping[str, tuple[str, ...]] = {
+    table: tuple(c for c, kind in schema.items() if kind == _JSON)
+    for table, schema in (("trading_plans", _PLAN_SCHEMA), ("trading_plan_approvals", _APPROVAL_SCHEMA),
+                          ("module_performance", _PERFORMANCE_SCHEMA))
+}
 _CURRENCIES = frozenset({"USD", "EUR", "JPY", "GBP", "CHF", "AUD", "CAD", "NZD", "SEK", "NOK", "CNH", "HKD",
                          "SGD", "MXN", "ZAR", "TRY"})
 _COINS = frozenset({"BTC", "ETH", "SOL", "XRP", "ADA", "DOGE", "LTC", "BNB", "DOT", "AVAX", "LINK", "XBT", "BCH"})

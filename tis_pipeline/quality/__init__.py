@@ -14,6 +14,7 @@ from tis_pipeline.quality.checks import (
     check_results,
     check_spec,
     check_specs_for,
+    frame_check_results,
 )
 from tis_pipeline.quality.evaluate import evaluate_frame, failing_mask, rollup_bars
 from tis_pipeline.quality.ge import suite_for, validate_frame
@@ -32,6 +33,7 @@ __all__ = [
     "all_rules",
     "build_checks",
     "check_results",
+    "frame_check_results",
     "check_spec",
     "check_specs_for",
     "db_check_rules",

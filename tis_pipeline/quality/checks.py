@@ -189,6 +189,26 @@ def check_results(
     return out
 
 
+def frame_check_results(
+    frame: pd.DataFrame,
+    table: str,
+    partition_range: CoercibleToRange = None,
+    *,
+    asset: dg.AssetKey | str | Sequence[str] | None = None,
+) -> list[dg.AssetCheckResult]:
+    """``table``'s rules judged on the rows an asset wrote, as the results of its ``check_specs_for(table)``.
+
+    An empty frame is given the rules' columns, so that every rule is evaluated (and passes on no rows) instead
+    of being skipped for a missing column.
+    """
+    from tis_pipeline.quality.evaluate import evaluate_frame
+
+    if not len(frame):
+        columns = sorted({c for r in rules_for(table) for c in r.columns})
+        frame = pd.DataFrame({c: pd.Series(dtype="float64") for c in columns})
+    return check_results(evaluate_frame(frame, table), partition_range, asset=asset)
+
+
 @dataclass(frozen=True)
 class CheckInput:
     """What a ``build_checks`` loader returns when a bare DataFrame is not enough."""

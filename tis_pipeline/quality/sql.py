@@ -18,9 +18,12 @@ from __future__ import annotations
 
 from tis_pipeline.quality.rules import Rule
 
-_SOURCE_SQL = """
+# date_bin's origin: a Monday 00:00 UTC keeps 15-minute and hourly buckets on the clock
+BIN_ORIGIN = "2000-01-03 00:00:00+00"
+
+_AGGREGATE_SQL = """
 SELECT symbol,
-       date_bin(INTERVAL '{minutes} minutes', "timestamp", TIMESTAMPTZ '2000-01-03 00:00:00+00') AS bucket,
+       date_bin(INTERVAL '{minutes} minutes', "timestamp", TIMESTAMPTZ '{origin}') AS bucket,
        (min(ARRAY[extract(epoch FROM "timestamp")::numeric, open]))[2] AS open,
        max(high) AS high,
        min(low) AS low,
@@ -55,11 +58,17 @@ def _rollup_rule(rule: Rule) -> Rule:
     return rule
 
 
+def rollup_aggregate_sql(source: str, minutes: int) -> str:
+    """``source``'s bars over ``[:start, :end)`` rolled up into ``minutes``-long buckets (one row per symbol and
+    bucket, with ``source_bars``); ``source`` is a table name chosen by the code, never input."""
+    return _AGGREGATE_SQL.format(minutes=int(minutes), origin=BIN_ORIGIN, source=source).strip()
+
+
 def rollup_source_sql(rule: Rule) -> str:
     """The recomputed rollup of the rule's 1-minute source over ``[:start, :end)`` (one row per bucket)."""
     rule = _rollup_rule(rule)
     # minutes and the source table come from the registry (code), never from input
-    return _SOURCE_SQL.format(minutes=int(rule.params["minutes"]), source=rule.params["source"]).strip()
+    return rollup_aggregate_sql(rule.params["source"], rule.params["minutes"])
 
 
 def rollup_compare_sql(rule: Rule, expected: str) -> str:

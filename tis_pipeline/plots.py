@@ -1,0 +1,32 @@
+"""Plots for the UI: matplotlib figures as PNG, shown in Dagster metadata as markdown-embedded images.
+
+No Dagster here: domain ``logic.py`` modules may draw with it too.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+
+def pyplot():
+    """matplotlib's pyplot on the non-interactive Agg backend (imported on use: it costs a second)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def figure_png(fig) -> bytes:
+    """The figure as PNG bytes; the figure is closed (pyplot keeps every open figure alive)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    pyplot().close(fig)
+    return buf.getvalue()
+
+
+def markdown_image(png: bytes, alt: str) -> str:
+    """A PNG as a markdown image with a data URL (what ``MetadataValue.md`` renders in the UI)."""
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
