@@ -243,9 +243,9 @@ def backfill_range(first: date, last: date, selection: str, chunk_days: int, res
             rows_total += _rows_written(result)
             days_done += chunk.days
             rate = rows_total / max(time.monotonic() - started, 1e-9)
-            progress.update(task, completed=days_done, rate=f"{rate:,.0f} rows/s")
+            progress.update(task, completed=days_done, rate=f"{rate:,.0f} 1-minute rows/s")
             if not console.is_terminal:
-                console.print(f"chunk {chunk.key}: done ({days_done}/{total_days} days, {rate:,.0f} rows/s)")
+                console.print(f"chunk {chunk.key}: done ({days_done}/{total_days} days, {rate:,.0f} 1-minute rows/s)")
     return runs, rows_total
 
 
@@ -278,22 +278,43 @@ def backfill(
                   f"{elapsed:,.1f} s ({rows / max(elapsed, 1e-9):,.0f} rows/s)")
 
 
-def _demo_range() -> tuple[date, date]:
+DEMO_MAX_GAP_DAYS = 3  # a weekend or holiday between two days of data does not split the demo's runs
+
+
+def _demo_ranges() -> list[tuple[date, date]]:
+    """The day ranges the demo materializes: the last three days for the synthetic source; for files, the days
+    their 1-minute bars cover (from the manifest, within the partitions and before today), joined across short
+    gaps, so that files of a few days scattered over years make a few small runs instead of one over the span."""
+    from tis_pipeline.ops.backfill import covering_ranges
+
     s = settings()
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
     if s.market_source != "csv":
-        return yesterday - timedelta(days=2), yesterday
+        return [(yesterday - timedelta(days=2), yesterday)]
+    from pathlib import Path
+
+    import pandas as pd
+
     from tis_pipeline.market_data import readers
     from tis_pipeline.market_data.resources import _default_manifest
 
-    infos = readers.scan(s.market_data_dir, manifest_path=str(_default_manifest(
-        __import__("pathlib").Path(s.market_data_dir))), tz=s.market_tz, bar_label=s.bar_label)
+    infos = readers.scan(s.market_data_dir, manifest_path=str(_default_manifest(Path(s.market_data_dir))),
+                         tz=s.market_tz, bar_label=s.bar_label)
     minute = [i for i in infos if i.error is None and i.interval_seconds == 60 and i.first is not None]
     if not minute:
         _fail(f"no 1-minute bar files under {s.market_data_dir}")
-    first = max(min(i.first for i in minute).date(), date.fromisoformat(s.partition_start))
-    last = min(max(i.last for i in minute).date(), yesterday)
-    return first, last
+    start = date.fromisoformat(s.partition_start)
+    days = {d.date() for i in minute
+            for d in pd.date_range(i.first.normalize(), i.last.normalize(), freq="D")
+            if start <= d.date() <= yesterday}
+    if not days:
+        _fail(f"the files' days {min(i.first for i in minute).date()}..{max(i.last for i in minute).date()} lie "
+              f"outside the partitions (TIS_PARTITION_START={s.partition_start}, up to yesterday)")
+    early = [i for i in minute if i.first.date() < start]
+    if early:
+        console.print(f"{len(early)} file(s) hold bars before TIS_PARTITION_START={s.partition_start}; those days "
+                      "are not loaded (set TIS_PARTITION_START earlier to include them)")
+    return [(c.first, c.last) for c in covering_ranges(sorted(days), DEMO_MAX_GAP_DAYS)]
 
 
 def print_counts(url: str) -> None:
@@ -320,11 +341,10 @@ def demo() -> None:
     else:
         console.print(f"market data: the synthetic source (seed {s.synthetic_seed}, symbols {', '.join(s.symbols)}); "
                       "set TIS_MARKET_DATA_DIR=/path/to/bars to load real files")
-    first, last = _demo_range()
-    if first < date.fromisoformat(s.partition_start) or last < first:
-        _fail(f"the data's days {first}..{last} lie outside the partitions (TIS_PARTITION_START={s.partition_start})")
-    console.print(f"materializing {first}..{last} (one run)")
-    backfill_range(first, last, "*", (last - first).days + 1, resume=False)
+    ranges = _demo_ranges()
+    for first, last in ranges:
+        console.print(f"materializing {first}..{last} (one run)")
+        backfill_range(first, last, "*", (last - first).days + 1, resume=False)
     _materialize_unpartitioned()
     print_counts(env["TIS_DATABASE_URL"])
     console.print("open the UI: [bold]make dev[/] (or `tis dev`), then http://127.0.0.1:3000")

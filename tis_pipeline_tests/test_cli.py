@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from tis_pipeline.db import engine, with_driver
-from tis_pipeline.ops.backfill import plan_chunks
+from tis_pipeline.ops.backfill import Chunk, covering_ranges, plan_chunks
 from tis_pipeline.settings import PROJECT_ROOT
 
 TIS = [sys.executable, "-m", "tis_pipeline.cli"]
@@ -58,6 +58,19 @@ def test_plan_chunks_covers_the_range_without_overlap():
     assert all((b.first - a.last).days == 1 for a, b in zip(chunks, chunks[1:], strict=False))
     with pytest.raises(ValueError):
         plan_chunks(date(2024, 1, 2), date(2024, 1, 1), 31)
+
+
+def test_covering_ranges_join_short_gaps_and_split_long_ones():
+    days = [date(2017, 9, 3), date(2017, 9, 4), date(2016, 10, 7), date(2016, 10, 9), date(2017, 9, 8),
+            date(2016, 10, 8), date(2017, 9, 4)]
+    assert covering_ranges(days) == [Chunk(date(2016, 10, 7), date(2016, 10, 9)),
+                                     Chunk(date(2017, 9, 3), date(2017, 9, 4)), Chunk(date(2017, 9, 8), date(2017, 9, 8))]
+    assert covering_ranges(days, max_gap_days=3) == [Chunk(date(2016, 10, 7), date(2016, 10, 9)),
+                                                     Chunk(date(2017, 9, 3), date(2017, 9, 8))]
+    assert covering_ranges(days, max_gap_days=2) == covering_ranges(days)
+    assert covering_ranges([]) == []
+    with pytest.raises(ValueError):
+        covering_ranges(days, max_gap_days=-1)
 
 
 @pytest.fixture

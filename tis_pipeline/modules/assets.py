@@ -71,10 +71,10 @@ def run_day(day: pd.Timestamp, events: pd.DataFrame, bars: pd.DataFrame, populat
     started = time.perf_counter_ns()
     replications, triggers, population = ecosystem.replicate(day, triggers, population)
     if len(replications):
-        # measured, so the one thing a replay changes (as DSI latency): the cost of creating each child
+        # measured, so the one thing a replay changes (as DSI latency): the cost of creating each child.
+        # Validation and initialization are not separate steps here, so their columns stay NULL (not measured)
         spent_ms = max(1, round((time.perf_counter_ns() - started) / 1e6 / len(replications)))
-        replications = replications.assign(creation_time_ms=spent_ms, validation_time_ms=0,
-                                           initialization_time_ms=0)
+        replications = replications.assign(creation_time_ms=spent_ms)
     return {"trading_plans": plans, "trading_plan_approvals": approvals, "module_performance": performance,
             "module_messages": messages, "module_intelligence_sharing": sharing,
             "module_replication_triggers": triggers, "module_replications": replications, "population": population}

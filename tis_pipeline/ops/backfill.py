@@ -43,6 +43,23 @@ def plan_chunks(first: date, last: date, chunk_days: int) -> list[Chunk]:
     return chunks
 
 
+def covering_ranges(days: list[date], max_gap_days: int = 0) -> list[Chunk]:
+    """The fewest ranges that cover ``days``, joining two runs of days when at most ``max_gap_days`` lie between.
+
+    For a sparse history (files of a few days scattered over years) a run over the whole span would plan and
+    record every empty partition; runs over these ranges touch only the days that have data.
+    """
+    if max_gap_days < 0:
+        raise ValueError("max_gap_days must be at least 0")
+    ranges: list[Chunk] = []
+    for day in sorted(set(days)):
+        if ranges and (day - ranges[-1].last).days <= max_gap_days + 1:
+            ranges[-1] = Chunk(ranges[-1].first, day)
+        else:
+            ranges.append(Chunk(day, day))
+    return ranges
+
+
 def backfill_id(first: date, last: date, selection: str, chunk_days: int) -> str:
     text = f"{first.isoformat()}|{last.isoformat()}|{selection}|{chunk_days}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
