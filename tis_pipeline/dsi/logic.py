@@ -140,6 +140,8 @@ class DsiConfig:
                              "vol_window >= 3")
         if not 0 < self.weight_floor < 1 / N_EXPERTS or not 0 < self.ci_level < 1 or self.eta <= 0:
             raise ValueError("need 0 < weight_floor < 1/experts, 0 < ci_level < 1, eta > 0")
+        if self.cooling_minutes < 1:  # the greedy de-dup steps to the first event at least one cooling span later
+            raise ValueError("cooling_minutes must be >= 1")
 
     @property
     def tail_rows(self) -> int:

@@ -307,3 +307,12 @@ def test_evaluation_ic_and_hit_rate():
     res = evaluation.evaluate(scores, bars, 5, warmup=50)
     assert res["n"] == 2 * (400 - 50 - 5) and -1 <= res["ic"] <= 1 and 0 <= res["naive_hit_rate"] <= 1
     assert res["naive_ic"] == evaluation.naive_information_coefficient(bars, 5, warmup=50)
+
+
+@pytest.mark.parametrize("field,value", [("cooling_minutes", 0), ("cooling_minutes", -5), ("window", 0),
+                                         ("vol_window", 2), ("weight_floor", 0.0), ("ci_level", 1.0), ("eta", 0.0)])
+def test_config_rejects_values_the_scoring_cannot_run_with(field, value):
+    from tis_pipeline.dsi.logic import DsiConfig
+
+    with pytest.raises(ValueError, match=field.split("_")[0]):
+        DsiConfig(**{field: value})
