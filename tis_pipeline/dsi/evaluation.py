@@ -2,7 +2,8 @@
 
 The scores are walk-forward by construction (every expert, count and weight at t uses bars <= t and labels elapsed
 before t), so every scored bar is out of sample.  Signal = ``2 mx_evidence - 1`` (P(up) mapped to [-1, 1]); forward
-return = ``close_{t+h} / close_t - 1`` within the symbol; baseline = sign of the last 1-bar return.
+return = ``close_{t+h} / close_t - 1`` within the symbol; baseline = sign of the last 1-bar return. Where the
+scores carry ``mx_confirm``, the same figures on the confirmed bars alone show what confirmation adds.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ def _aligned(scores: pd.DataFrame, bars: pd.DataFrame, horizon: int, warmup: int
     b["fwd"] = g.shift(-horizon) / b["close"] - 1.0
     b["last_ret"] = b["close"] / g.shift(1) - 1.0
     b = b[g.cumcount() >= warmup]
-    s = scores[["symbol", "timestamp", "mx_evidence"]]
+    s = scores[["symbol", "timestamp", "mx_evidence", *(["mx_confirm"] if "mx_confirm" in scores else [])]]
     s = s.assign(timestamp=pd.DatetimeIndex(s["timestamp"]).as_unit("ns").asi8)
     m = s.merge(b, on=["symbol", "timestamp"], how="inner")
     m["signal"] = 2.0 * m["mx_evidence"] - 1.0
@@ -67,5 +68,13 @@ def _neutral(bars: pd.DataFrame) -> pd.DataFrame:
 def evaluate(scores: pd.DataFrame, bars: pd.DataFrame, horizon: int = 5, warmup: int = 0) -> dict:
     """IC and hit rate of the evidence and of the naive baseline (for asset metadata)."""
     m = _aligned(scores, bars, horizon, warmup)
-    return {"horizon": horizon, "n": len(m), "ic": _ic(m["signal"], m["fwd"]), "hit_rate": _hit(m["signal"], m["fwd"]),
-            "naive_ic": _ic(m["naive"], m["fwd"]), "naive_hit_rate": _hit(m["naive"], m["fwd"])}
+    out = {"horizon": horizon, "n": len(m), "ic": _ic(m["signal"], m["fwd"]), "hit_rate": _hit(m["signal"], m["fwd"]),
+           "naive_ic": _ic(m["naive"], m["fwd"]), "naive_hit_rate": _hit(m["naive"], m["fwd"])}
+    if "mx_confirm" in m:
+        # mx_confirm as a filter: does the evidence's sign call the forward return better on confirmed bars?
+        confirmed = m["mx_confirm"].fillna(False).astype(bool)
+        out |= {"confirmed_n": int(confirmed.sum()),
+                "confirmed_ic": _ic(m.loc[confirmed, "signal"], m.loc[confirmed, "fwd"]),
+                "confirmed_hit_rate": _hit(m.loc[confirmed, "signal"], m.loc[confirmed, "fwd"]),
+                "unconfirmed_hit_rate": _hit(m.loc[~confirmed, "signal"], m.loc[~confirmed, "fwd"])}
+    return out

@@ -251,7 +251,8 @@ def days_with_bars(conn: sa.Connection, table: str, start: pd.Timestamp, end: pd
 def read_bars(conn: sa.Connection, table: str, start: pd.Timestamp, end: pd.Timestamp,
               columns: tuple[str, ...] = ("symbol", "timestamp", "open", "high", "low", "close", "volume"),
               ) -> pd.DataFrame:
-    """The window's bars, sorted by (symbol, timestamp), through COPY TO STDOUT (floats, UTC timestamps)."""
+    """The window's bars, sorted by (symbol, timestamp), through COPY TO STDOUT (floats, UTC timestamps,
+    ``mx_confirm`` as a nullable boolean)."""
     table = _bar_table(table)
     allowed = {"symbol", "timestamp", "open", "high", "low", "close", "volume", "mx_evidence", "mx_confirm"}
     if not set(columns) <= allowed:
@@ -269,6 +270,8 @@ def read_bars(conn: sa.Connection, table: str, start: pd.Timestamp, end: pd.Time
             symbol=pd.Series(dtype="string"), timestamp=pd.Series(dtype="datetime64[us, UTC]"))[list(columns)]
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
     frame["symbol"] = frame["symbol"].astype(str)
+    if "mx_confirm" in frame:  # COPY's text form of a boolean is t/f
+        frame["mx_confirm"] = frame["mx_confirm"].map({"t": True, "f": False}).astype("boolean")
     return frame
 
 

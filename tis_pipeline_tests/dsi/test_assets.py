@@ -1,6 +1,7 @@
 """The DSI asset against a real PostgreSQL: every bar scored, events with evidence, range == day by day."""
 
 import dagster as dg
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -8,6 +9,7 @@ from tis_pipeline.db import engine
 from tis_pipeline.dsi.assets import dsi
 from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
 from tis_pipeline.market_data.resources import BarSource
+from tis_pipeline.market_data.store import read_bars
 from tis_pipeline.resources import PostgresResource
 
 pytestmark = pytest.mark.pg
@@ -73,6 +75,11 @@ def test_every_bar_is_scored_and_events_carry_evidence(migrated_database_url):
         latencies = conn.execute(sa.text(
             "SELECT min(mx_processing_latency_ms), max(mx_throughput_per_second) FROM dsi_evidence")).one()
         states = conn.execute(sa.text("SELECT count(*) FROM dsi_state")).scalar_one()
+        confirmed = conn.execute(sa.text("SELECT count(*) FILTER (WHERE mx_confirm) FROM market_data_1m")).scalar_one()
+        read = read_bars(conn, "market_data_1m", pd.Timestamp("2024-01-08", tz="UTC"),
+                         pd.Timestamp("2024-01-11", tz="UTC"), ("symbol", "timestamp", "mx_confirm"))
+    assert read["mx_confirm"].dtype == "boolean" and int(read["mx_confirm"].sum()) == confirmed
+    assert 0 < confirmed < bars
     assert bars == scored == in_range > 8000
     assert events > 0 and linked == events == evidence
     assert hashes > 0

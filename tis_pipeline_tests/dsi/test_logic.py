@@ -307,6 +307,12 @@ def test_evaluation_ic_and_hit_rate():
     res = evaluation.evaluate(scores, bars, 5, warmup=50)
     assert res["n"] == 2 * (400 - 50 - 5) and -1 <= res["ic"] <= 1 and 0 <= res["naive_hit_rate"] <= 1
     assert res["naive_ic"] == evaluation.naive_information_coefficient(bars, 5, warmup=50)
+    assert res["confirmed_n"] == int(scores["mx_confirm"].iloc[[i for s in (0, 400) for i in range(s + 50, s + 395)]].sum())
+    # confirmation as a filter: confirm exactly the bars the perfect signal calls right and only those are hits
+    calls = perfect.assign(mx_evidence=0.5 + 0.4 * np.sign(np.arange(len(bars)) % 2 - 0.5),
+                           mx_confirm=np.sign(np.arange(len(bars)) % 2 - 0.5) == np.sign(fwd.fillna(0)))
+    res = evaluation.evaluate(calls, bars, 5)
+    assert res["confirmed_hit_rate"] == 1.0 and res["unconfirmed_hit_rate"] == 0.0
 
 
 @pytest.mark.parametrize("field,value", [("cooling_minutes", 0), ("cooling_minutes", -5), ("window", 0),
