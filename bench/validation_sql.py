@@ -12,7 +12,6 @@ script checks that the three agree rule for rule. Prints one JSON line last.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -84,15 +83,11 @@ def sql_datasource_run(url: str, rules, now: pd.Timestamp) -> tuple[float, dict[
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--repeat", type=int, default=2)
-    args = parser.parse_args(argv)
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    from tis_pipeline.quality.bench_validation import arguments, broken, synthetic_bars
 
+    args = arguments(argv, __doc__.splitlines()[0])
     from bench.ingest import drop_database, scratch_database
     from tis_pipeline.db import copy_frame, engine, raw_connection
-    from tis_pipeline.quality.bench_validation import broken, synthetic_bars
     from tis_pipeline.quality.evaluate import evaluate_frame
     from tis_pipeline.quality.ge import validate_frame
     from tis_pipeline.quality.rules import rules_for

@@ -46,12 +46,17 @@ def _timed(fn, *args, **kwargs):
     return time.perf_counter() - started, value
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(argv: list[str] | None, description: str) -> argparse.Namespace:
+    """``--rows`` and ``--repeat`` of the validation benchmarks (GX analytics off before GX is imported)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=2)
-    args = parser.parse_args(argv)
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = arguments(argv, __doc__.splitlines()[0])
 
     from tis_pipeline.quality.evaluate import evaluate_frame
     from tis_pipeline.quality.ge import context, suite_for, validate_frame
