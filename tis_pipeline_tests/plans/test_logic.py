@@ -721,12 +721,9 @@ def test_empty_inputs_give_typed_empty_frames():
 
 
 def test_with_the_ecosystem_founders():
-    try:
-        from tis_pipeline.modules.logic import founding_population
+    from tis_pipeline.modules.logic import founding_population
 
-        founders = founding_population(DAY)
-    except Exception as exc:  # the ecosystem module is written in parallel
-        pytest.skip(f"founding_population not usable: {exc}")
+    founders = founding_population(DAY)
     bars = walk_bars()
     plans, approvals, perf = run_day(walk_events(bars), bars, founders)
     assert len(plans) > 0 and len(perf) == len(founders)
