@@ -6,7 +6,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from tis_pipeline.db import copy_frame, raw_connection
-from tis_pipeline.dsi.frames import BAR_UPDATE_COLUMNS, contributions_sql
+from tis_pipeline.dsi.frames import BAR_UPDATE_COLUMNS
 
 
 def previous_state(conn: sa.Connection, before: pd.Timestamp, fingerprint: str) -> tuple[pd.Timestamp, bytes] | None:
@@ -25,7 +25,7 @@ def first_bar_day(conn: sa.Connection) -> pd.Timestamp | None:
 def stage_bar_updates(conn: sa.Connection) -> None:
     conn.execute(sa.text(
         "CREATE TEMP TABLE dsi_bar_scores (symbol varchar(20), \"timestamp\" timestamptz, mx_evidence numeric(3,2), "
-        "mx_confirm boolean, " + ", ".join(f"{c} float8" for c in BAR_UPDATE_COLUMNS[4:]) + ") ON COMMIT DROP"))
+        "mx_confirm boolean, mx_expert_contributions jsonb) ON COMMIT DROP"))
 
 
 def copy_bar_updates(conn: sa.Connection, frame: pd.DataFrame) -> int:
@@ -33,15 +33,19 @@ def copy_bar_updates(conn: sa.Connection, frame: pd.DataFrame) -> int:
 
 
 def apply_bar_updates(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp) -> int:
-    """One UPDATE of market_data_1m from the staged scores, then the rollups' aggregated evidence."""
+    """One UPDATE of market_data_1m from the staged scores, then the rollups' aggregated evidence.
+
+    The 15-minute evidence is aggregated from the staged scores (every bar of the window is staged, with the
+    very values written to market_data_1m), the hourly one from the 15-minute bars, as the rollups are built.
+    """
     conn.execute(sa.text("ANALYZE dsi_bar_scores"))
-    updated = conn.execute(sa.text(f"""
+    updated = conn.execute(sa.text("""
         UPDATE market_data_1m m SET mx_evidence = s.mx_evidence, mx_confirm = s.mx_confirm,
-               mx_expert_contributions = {contributions_sql("s")}
+               mx_expert_contributions = s.mx_expert_contributions
         FROM dsi_bar_scores s
         WHERE m.symbol = s.symbol AND m."timestamp" = s."timestamp"
           AND m."timestamp" >= :a AND m."timestamp" < :b"""), {"a": start, "b": end}).rowcount
-    for target, source, width in (("market_data_15m", "market_data_1m", "15 minutes"),
+    for target, source, width in (("market_data_15m", "dsi_bar_scores", "15 minutes"),
                                   ("market_data_1h", "market_data_15m", "1 hour")):
         conn.execute(sa.text(f"""
             UPDATE {target} r SET mx_evidence = a.e, mx_confirm = a.c
