@@ -43,6 +43,7 @@ def main() -> None:
             "asset_bars_per_s": evidence["bars_per_second_with_writes"].value,
             "run_wall_bars_per_s": round(evidence["bars_scored"].value / wall),
             "events": meta["anomaly_events"]["dagster/row_count"].value,
+            **({"seconds_by_step": evidence["seconds_by_step"].value} if "seconds_by_step" in evidence else {}),
             "streaming_latency": evidence["streaming_latency"].value,
         }))
     finally:

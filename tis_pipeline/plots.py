@@ -19,10 +19,13 @@ def pyplot():
     return plt
 
 
-def figure_png(fig) -> bytes:
-    """The figure as PNG bytes; the figure is closed (pyplot keeps every open figure alive)."""
+def figure_png(fig, tight: bool = True) -> bytes:
+    """The figure as PNG bytes; the figure is closed (pyplot keeps every open figure alive).
+
+    ``tight`` crops to the drawn content, which draws the figure twice; figures laid out by hand pass False.
+    """
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight" if tight else None)
     pyplot().close(fig)
     return buf.getvalue()
 

@@ -1,6 +1,7 @@
 """The DSI asset: scores every 1-minute bar of a day range, writes evidence and anomaly events."""
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 import pandas as pd
@@ -16,10 +17,15 @@ from tis_pipeline.resources import PostgresResource
 _DEPS = ["market_data_1m", "market_data_15m", "market_data_1h"]
 
 
-def _plot(bars: pd.DataFrame, scores: pd.DataFrame, events: pd.DataFrame) -> str:
+def _plot(scores: pd.DataFrame, events: pd.DataFrame) -> str:
+    """Close and evidence of the first symbol with its events; laid out by hand with fixed hour ticks (the
+    automatic date ticks and the tight crop drew the figure three times: most of the plot's cost)."""
+    from matplotlib import dates
+
     symbol = sorted(scores["symbol"].astype(str).unique())[0]
     part = scores[scores["symbol"] == symbol]
     fig, (top, bottom) = plots.pyplot().subplots(2, 1, figsize=(8, 4.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    fig.subplots_adjust(left=0.09, right=0.98, top=0.97, bottom=0.1, hspace=0.08)
     top.plot(part["timestamp"], part["close"], linewidth=0.7, label=f"{symbol} close")
     marks = events[events["symbol"] == symbol] if len(events) else events
     if len(marks):
@@ -28,9 +34,16 @@ def _plot(bars: pd.DataFrame, scores: pd.DataFrame, events: pd.DataFrame) -> str
     bottom.plot(part["timestamp"], part["mx_evidence"], linewidth=0.6, color="purple")
     bottom.axhline(0.5, color="grey", linewidth=0.5)
     bottom.set_ylabel("mx_evidence")
+    span_h = max(1, int((part["timestamp"].iloc[-1] - part["timestamp"].iloc[0]) / pd.Timedelta(hours=1)))
+    bottom.xaxis.set_major_locator(dates.HourLocator(interval=max(1, span_h // 6)))
+    bottom.xaxis.set_major_formatter(dates.DateFormatter("%H:%M" if span_h <= 24 else "%m-%d"))
+    bottom.tick_params(axis="x", labelsize=7)
     top.legend(loc="upper left", fontsize=7)
-    fig.autofmt_xdate()
-    return plots.markdown_image(plots.figure_png(fig), "dsi")
+    return plots.markdown_image(plots.figure_png(fig, tight=False), "dsi")
+
+
+def _stage(conn, scores: pd.DataFrame) -> int:
+    return store.copy_bar_updates(conn, frames.bar_updates(scores))
 
 
 @dg.multi_asset(
@@ -66,38 +79,68 @@ def dsi(context: dg.AssetExecutionContext, db: PostgresResource):
         if begin < start:
             context.log.info(f"no DSI state for the day before {start.date()}: scoring from {begin.date()}")
         store.stage_bar_updates(conn)
-        states, all_events, kept, latency, bars_scored = [], [], [], None, 0
-        sample_bars = sample_scores = None
-        for day in bar_store.days_with_bars(conn, "market_data_1m", begin, end):
-            bars = bar_store.read_bars(conn, "market_data_1m", day, day + pd.Timedelta(days=1))
-            if latency is None:
-                latency = logic.measure_streaming_latency(bars, state, config, n=min(200, len(bars)))
-            scores, state = logic.score_bars(bars, state, config)
-            bars_scored += len(scores)
-            store.copy_bar_updates(conn, frames.bar_updates(scores))
-            all_events.append(logic.detect_events(scores, config))
-            kept.append(scores[["symbol", "timestamp", "close", "mx_evidence"]])
-            if sample_scores is None:
-                sample_bars, sample_scores = bars, scores
-            states.append({"day": day.date(), "config_fingerprint": config.fingerprint(),
-                           "symbols": len(state.symbols), "bars": len(scores), "state": state.to_bytes()})
-        scored_s = time.perf_counter() - started
-        updated = store.apply_bar_updates(conn, begin, end)
-        events = pd.concat(all_events, ignore_index=True) if all_events else pd.DataFrame()
-        latency = latency or {"latency_p50_ms": 1, "latency_p95_ms": 1, "throughput_per_second": 1}
-        evidence_rows, event_rows = frames.event_rows(events, latency)
+        states, all_events, kept, bars_scored = [], [], [], 0
+        timed = sample_scores = None
+        steps = dict.fromkeys(("read", "score", "stage", "write", "alongside_write", "events_and_state"), 0.0)
+        lap = time.perf_counter()
+
+        def clock(step: str) -> None:  # seconds per step, for the metadata: where a run's time went
+            nonlocal lap
+            now = time.perf_counter()
+            steps[step] += now - lap
+            lap = now
+
+        # One writer thread owns the connection while it COPYs a day's scores and, after the last day, updates the
+        # bars; meanwhile this thread detects events, then times the streaming path and builds the event rows,
+        # the out-of-sample figures and the plot. This thread touches the connection only after the writer's
+        # task before has finished (``pending.result()``): PostgreSQL and Python work at the same time.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tis-dsi-write") as writer:
+            pending = None
+            for day in bar_store.days_with_bars(conn, "market_data_1m", begin, end):
+                if pending is not None:
+                    pending.result()
+                    clock("stage")
+                bars = bar_store.read_bars(conn, "market_data_1m", day, day + pd.Timedelta(days=1))
+                clock("read")
+                if timed is None:
+                    timed = (bars, state)  # the streaming path is timed on the first day, from the state before it
+                scores, state = logic.score_bars(bars, state, config)
+                bars_scored += len(scores)
+                # the writer builds the rows (pyarrow releases the GIL) from columns of its own
+                pending = writer.submit(_stage, conn, scores[frames.BAR_UPDATE_INPUTS].copy())
+                all_events.append(logic.detect_events(scores, config))
+                kept.append(scores[["symbol", "timestamp", "close", "mx_evidence"]])
+                if sample_scores is None:
+                    sample_scores = scores
+                states.append({"day": day.date(), "config_fingerprint": config.fingerprint(),
+                               "symbols": len(state.symbols), "bars": len(scores), "state": state.to_bytes()})
+                clock("score")
+            scored_s = time.perf_counter() - started
+            writing = writer.submit(store.apply_bar_updates, conn, begin, end)
+            latency = (logic.measure_streaming_latency(timed[0], timed[1], config, n=min(200, len(timed[0])))
+                       if timed is not None else
+                       {"latency_p50_ms": 1, "latency_p95_ms": 1, "throughput_per_second": 1})
+            events = pd.concat(all_events, ignore_index=True) if all_events else pd.DataFrame()
+            evidence_rows, event_rows = frames.event_rows(events, latency)
+            scored = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(
+                columns=["symbol", "timestamp", "close", "mx_evidence"])
+            quality = evaluate(scored, scored, horizon=config.horizon, warmup=config.tail_rows) if len(scored) else {}
+            plot = (_plot(sample_scores, events) if sample_scores is not None and len(sample_scores)
+                    else "_no bars_")
+            clock("alongside_write")
+            updated = writing.result()
+            clock("write")
         n_evidence, n_events = store.replace_events(conn, evidence_rows, event_rows, begin, end)
         store.save_states(conn, states)
+    clock("events_and_state")
     elapsed = time.perf_counter() - started
-    scored = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(columns=["symbol", "timestamp", "close",
-                                                                                 "mx_evidence"])
-    quality = evaluate(scored, scored, horizon=config.horizon, warmup=config.tail_rows) if len(scored) else {}
     by_type = event_rows["anomaly_type"].value_counts().to_dict() if len(event_rows) else {}
     shared = {
         "range": f"{begin.date()}..{(end - pd.Timedelta(days=1)).date()}",
         "bars_scored": bars_scored,
         "bars_per_second_with_writes": round(bars_scored / max(elapsed, 1e-9)),
         "bars_per_second_scoring_and_staging": round(bars_scored / max(scored_s, 1e-9)),
+        "seconds_by_step": dg.MetadataValue.json({k: round(v, 3) for k, v in steps.items()}),
     }
     yield dg.MaterializeResult(asset_key="dsi_evidence", metadata={
         **shared,
@@ -106,8 +149,7 @@ def dsi(context: dg.AssetExecutionContext, db: PostgresResource):
         "streaming_latency": dg.MetadataValue.json(latency),
         "out_of_sample": dg.MetadataValue.json({k: (None if pd.isna(v) else v) for k, v in quality.items()}),
         "confirmed_share": float((scored["mx_evidence"].sub(0.5).abs() >= 0.1).mean()) if len(scored) else 0.0,
-        "plot": dg.MetadataValue.md(_plot(sample_bars, sample_scores, events) if sample_scores is not None
-                                    and len(sample_scores) else "_no bars_"),
+        "plot": dg.MetadataValue.md(plot),
     })
     yield dg.MaterializeResult(asset_key="anomaly_events", metadata={
         **shared, "dagster/row_count": n_events, "events_by_type": dg.MetadataValue.json(by_type),

@@ -22,6 +22,9 @@ import pyarrow.compute as pc
 from tis_pipeline.dsi import logic
 
 BAR_UPDATE_COLUMNS = ["symbol", "timestamp", "mx_evidence", "mx_confirm", "mx_expert_contributions"]
+# the columns of the scores that ``bar_updates`` reads
+BAR_UPDATE_INPUTS = ["symbol", "timestamp", "mx_evidence", "mx_confirm", "ret", *logic.EXPERTS,
+                     *(f"w__{name}" for name in logic.EXPERTS)]
 _NAMESPACE = uuid.UUID("7f1e9a52-3b0c-4c8e-9d53-1c2b7a9e0d11")
 
 
@@ -39,43 +42,64 @@ def contributions(scores: pd.DataFrame) -> np.ndarray:
     return out
 
 
-def contribution_text(values: np.ndarray) -> pa.Array:
-    """JSON numbers for values rounded to 4 dp, written as PostgreSQL writes such a float8 into jsonb.
+def _decimal_text(k: np.ndarray) -> pa.Array:
+    """k / 10^4 as decimal text with no trailing zeros (``12300`` -> ``1.23``, ``-5`` -> ``-0.0005``, 0 -> ``0``)."""
+    whole = pc.cast(pa.array(np.abs(k) // 10_000), pa.string())
+    frac = pc.utf8_rtrim(pc.utf8_lpad(pc.cast(pa.array(np.abs(k) % 10_000), pa.string()), 4, "0"), "0")
+    return pc.binary_join_element_wise(
+        pc.if_else(pa.array(k < 0), "-", ""), whole,
+        pc.if_else(pc.equal(frac, ""), "", pc.binary_join_element_wise(".", frac, "")), "")
+
+
+def contribution_text(values: np.ndarray) -> list[pa.Array]:
+    """Per column of ``values`` (rounded to 4 dp): JSON numbers as PostgreSQL writes such float8 into jsonb.
 
     ``jsonb_build_array(float8)`` stores ``numeric_in(float8out(x))``: the shortest decimal that reads back as x,
     with no trailing zeros, no exponent above 1e-4 and ``-0`` read as 0. For x = round(v, 4) that decimal is
-    k / 10^4 with k = rint(x 10^4), written here from the integer k. NaN and infinities become the strings
-    PostgreSQL stores for them.
+    k / 10^4 with k = rint(x 10^4). The few distinct k are written once and looked up per bar; NaN and the
+    infinities become the strings PostgreSQL stores for them.
     """
+    values = np.atleast_2d(np.asarray(values, dtype="float64").T).T
     finite = np.isfinite(values)
     if np.any(np.abs(values[finite]) >= 1e11):
         raise ValueError("contributions out of range for 4-dp text")
     k = np.rint(np.where(finite, values, 0.0) * 1e4).astype(np.int64)
-    whole = pc.cast(pa.array(np.abs(k) // 10_000), pa.string())
-    frac = pc.utf8_rtrim(pc.utf8_lpad(pc.cast(pa.array(np.abs(k) % 10_000), pa.string()), 4, "0"), "0")
-    number = pc.binary_join_element_wise(
-        pa.array(np.where(k < 0, "-", "")), whole,
-        pc.if_else(pc.equal(frac, ""), "", pc.binary_join_element_wise(".", frac, "")), "")
-    special = np.where(np.isnan(values), '"NaN"', np.where(values > 0, '"Infinity"', '"-Infinity"'))
-    return pc.if_else(pa.array(finite), number, pa.array(special))
+    lo, hi = (int(k.min()), int(k.max())) if k.size else (0, 0)
+    if hi - lo > 4 * k.size:  # a lookup table larger than the data: write every value
+        lo, table = 0, None
+    else:
+        table = _decimal_text(np.arange(lo, hi + 1, dtype=np.int64))
+    out = []
+    for j in range(values.shape[1]):
+        text = _decimal_text(k[:, j]) if table is None else pc.take(table, pa.array(k[:, j] - lo))
+        if not finite[:, j].all():
+            v = values[:, j]
+            special = pa.array(np.where(np.isnan(v), '"NaN"', np.where(v > 0, '"Infinity"', '"-Infinity"')))
+            text = pc.if_else(pa.array(finite[:, j]), text, special)
+        out.append(text)
+    return out
 
 
 def contributions_json(values: np.ndarray) -> pa.Array:
     """``mx_expert_contributions`` as JSON text per bar: ``{"<family>": [c, ...], ...}`` (``logic.FAMILIES`` order)."""
+    numbers = contribution_text(values)
     pieces, i = [], 0
     for family, names in logic.FAMILIES.items():
         pieces.append(("{" if i == 0 else "],") + f'"{family}":[')
         for k in range(len(names)):
             if k:
                 pieces.append(",")
-            pieces.append(contribution_text(values[:, i + k]))
+            pieces.append(numbers[i + k])
         i += len(names)
     pieces.append("]}")
     return pc.binary_join_element_wise(*pieces, "")
 
 
 def bar_updates(scores: pd.DataFrame) -> pd.DataFrame:
-    """Per bar: evidence, confirmation and the contributions' JSON text (columns ``BAR_UPDATE_COLUMNS``)."""
+    """Per bar: evidence, confirmation and the contributions' JSON text (columns ``BAR_UPDATE_COLUMNS``).
+
+    Reads only the columns ``BAR_UPDATE_INPUTS`` of ``scores``.
+    """
     return pd.DataFrame({
         # the columns as they are: .to_numpy() of a zone-aware column boxes every value into a Timestamp
         "symbol": scores["symbol"].reset_index(drop=True),
