@@ -56,8 +56,9 @@ def contribution_text(values: np.ndarray) -> list[pa.Array]:
 
     ``jsonb_build_array(float8)`` stores ``numeric_in(float8out(x))``: the shortest decimal that reads back as x,
     with no trailing zeros, no exponent above 1e-4 and ``-0`` read as 0. For x = round(v, 4) that decimal is
-    k / 10^4 with k = rint(x 10^4). The few distinct k are written once and looked up per bar; NaN and the
-    infinities become the strings PostgreSQL stores for them.
+    k / 10^4 with k = rint(x 10^4). The few distinct k are written once and looked up per bar. The infinities
+    become the strings PostgreSQL stores for them and NaN becomes ``null``, as when the floats were staged
+    (pyarrow wrote a NaN as an empty CSV field, NULL in PostgreSQL).
     """
     values = np.atleast_2d(np.asarray(values, dtype="float64").T).T
     finite = np.isfinite(values)
@@ -74,7 +75,7 @@ def contribution_text(values: np.ndarray) -> list[pa.Array]:
         text = _decimal_text(k[:, j]) if table is None else pc.take(table, pa.array(k[:, j] - lo))
         if not finite[:, j].all():
             v = values[:, j]
-            special = pa.array(np.where(np.isnan(v), '"NaN"', np.where(v > 0, '"Infinity"', '"-Infinity"')))
+            special = pa.array(np.where(np.isnan(v), "null", np.where(v > 0, '"Infinity"', '"-Infinity"')))
             text = pc.if_else(pa.array(finite[:, j]), text, special)
         out.append(text)
     return out

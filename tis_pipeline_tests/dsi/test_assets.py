@@ -116,3 +116,38 @@ def test_a_late_day_on_a_fresh_database_catches_up_to_the_same_values(migrated_d
     assert dsi_only(by_range, "2024-02-01", "2024-02-03").success
     assert dsi_only(catch_up, "2024-02-03", "2024-02-03").success  # no state before it: scores from 02-01
     assert digests(catch_up) == digests(by_range)
+
+
+UNWRITTEN = {
+    "scored_1m": "SELECT count(mx_evidence) + count(mx_expert_contributions) FROM market_data_1m",
+    "scored_15m": "SELECT count(mx_evidence) FROM market_data_15m",
+    "scored_1h": "SELECT count(mx_evidence) FROM market_data_1h",
+    "events": "SELECT count(*) FROM anomaly_events",
+    "evidence": "SELECT count(*) FROM dsi_evidence",
+    "state": "SELECT count(*) FROM dsi_state",
+}
+
+
+@pytest.mark.parametrize("table, operation", [
+    ("market_data_1h", "UPDATE"),  # fails in the writer thread, after the 1-minute bars were updated
+    ("anomaly_events", "INSERT"),  # fails in this thread, after the writer thread's work is done
+])
+def test_a_failed_run_leaves_the_tables_as_they_were(migrated_database_url, table, operation):
+    url = migrated_database_url
+    assert run(url, MARKET, "2024-01-08", "2024-01-09").success
+    with engine(url).begin() as conn:
+        conn.execute(sa.text("CREATE FUNCTION injected_failure() RETURNS trigger LANGUAGE plpgsql AS "
+                             "$$ BEGIN RAISE EXCEPTION 'injected failure'; END $$"))
+        conn.execute(sa.text(f"CREATE TRIGGER injected BEFORE {operation} ON {table} "
+                             "FOR EACH ROW EXECUTE FUNCTION injected_failure()"))
+    failed = dsi_only(url, "2024-01-08", "2024-01-09")
+    assert not failed.success
+    assert "injected failure" in failed.get_step_failure_events()[0].event_specific_data.error.to_string()
+    with engine(url).connect() as conn:
+        assert {k: conn.execute(sa.text(q)).scalar_one() for k, q in UNWRITTEN.items()} == dict.fromkeys(UNWRITTEN, 0)
+        conn.execute(sa.text(f"DROP TRIGGER injected ON {table}"))
+        conn.commit()
+    assert dsi_only(url, "2024-01-08", "2024-01-09").success  # nothing left behind in the way of the next run
+    with engine(url).connect() as conn:
+        written = {k: conn.execute(sa.text(q)).scalar_one() for k, q in UNWRITTEN.items()}
+    assert all(written.values()), written
