@@ -38,7 +38,9 @@ def apply_bar_updates(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestam
     The 15-minute evidence is aggregated from the staged scores (every bar of the window is staged, with the
     very values written to market_data_1m), the hourly one from the 15-minute bars, as the rollups are built.
     """
-    conn.execute(sa.text("ANALYZE dsi_bar_scores"))
+    # statistics of the join keys only: the planner needs the row count and the keys' spread, and sampling the
+    # jsonb column too cost 0.35-0.5 s a day against 0.05 s
+    conn.execute(sa.text('ANALYZE dsi_bar_scores (symbol, "timestamp")'))
     updated = conn.execute(sa.text("""
         UPDATE market_data_1m m SET mx_evidence = s.mx_evidence, mx_confirm = s.mx_confirm,
                mx_expert_contributions = s.mx_expert_contributions
