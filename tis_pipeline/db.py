@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
@@ -141,6 +142,34 @@ def copy_frame(dbapi_conn, table: str, frame: pd.DataFrame, columns: Sequence[st
             view = memoryview(payload)
             for start in range(0, len(view), 1 << 20):
                 copy.write(view[start : start + (1 << 20)])
+    return len(frame)
+
+
+def copy_bars_binary(dbapi_conn, table: str, frame: pd.DataFrame, columns: Sequence[str]) -> int:
+    """COPY bar rows into ``table`` in PostgreSQL's binary format; returns the rows written.
+
+    ``columns``: a text column, a timestamptz column, then numeric(20,8) columns (float64 in ``frame``). Rows
+    that ``copy_binary.encode_rows`` cannot encode exactly (see there) go through ``copy_frame``'s text COPY in
+    the same transaction, so every value lands, or fails, as the text path makes it.
+    """
+    from psycopg import sql
+
+    from tis_pipeline.copy_binary import encode_rows
+
+    columns = list(columns)
+    if frame.empty:
+        return 0
+    payload, encoded = encode_rows(frame[columns[0]], frame[columns[1]],
+                                   [frame[c].to_numpy(dtype="float64", na_value=np.nan) for c in columns[2:]])
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
+        sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns))
+    if encoded.any():
+        with dbapi_conn.cursor() as cur, cur.copy(statement) as copy:
+            view = memoryview(payload)
+            for start in range(0, len(view), 1 << 20):
+                copy.write(view[start : start + (1 << 20)])
+    if not encoded.all():
+        copy_frame(dbapi_conn, table, frame[~encoded], columns)
     return len(frame)
 
 

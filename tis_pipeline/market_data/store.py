@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import sqlalchemy as sa
 
-from tis_pipeline.db import copy_frame, fetch_frame, raw_connection
+from tis_pipeline.db import copy_bars_binary, copy_frame, fetch_frame, raw_connection
 
 BAR_TABLES = ("market_data_1m", "market_data_15m", "market_data_1h")
 BAR_WRITE_COLUMNS = ["symbol", "timestamp", "open", "high", "low", "close", "volume"]
@@ -32,7 +32,8 @@ BUILD_CONNECTIONS = 2  # day partitions built at once, each on its own connectio
 
 
 def _build_day(engine: sa.Engine, day: pd.Timestamp, staging: str, rows: pd.DataFrame) -> int:
-    """COPY one day's rows into a new unindexed table, then its bound CHECK, primary key and statistics.
+    """COPY one day's rows (binary: no text parsing on the server) into a new unindexed table, then its bound
+    CHECK, primary key and statistics.
 
     Runs on a connection of its own and commits: the table is invisible to readers until the caller's
     transaction attaches it, and the caller drops it if anything fails before that.
@@ -44,7 +45,7 @@ def _build_day(engine: sa.Engine, day: pd.Timestamp, staging: str, rows: pd.Data
         with raw.cursor() as cur:
             cur.execute(sql.SQL("CREATE TABLE {} (LIKE market_data_1m INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
                         .format(sql.Identifier(staging)))
-        written = copy_frame(raw, staging, rows, BAR_WRITE_COLUMNS)
+        written = copy_bars_binary(raw, staging, rows, BAR_WRITE_COLUMNS)
         with raw.cursor() as cur:
             cur.execute(sql.SQL('ALTER TABLE {} ADD CONSTRAINT {} CHECK ("timestamp" >= {} AND "timestamp" < {})')
                         .format(sql.Identifier(staging), sql.Identifier(f"{staging}_bound"),
