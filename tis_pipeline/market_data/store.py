@@ -182,27 +182,34 @@ def replace_quarantine(conn: sa.Connection, frame: pd.DataFrame, start: pd.Times
 
 
 ROLLUP_SOURCES = {"market_data_15m": "market_data_1m", "market_data_1h": "market_data_15m"}
-EXPECTED_ROLLUP = "rollup_expected"  # temp table of the transaction: the rollup recomputed from market_data_1m
+EXPECTED_ROLLUP = "rollup_expected"  # temp table of the transaction: the expected rollup (stage_expected_rollup)
 
 
 def stage_expected_rollup(conn: sa.Connection, target: str, start: pd.Timestamp, end: pd.Timestamp) -> int:
-    """Recompute ``target``'s bars over [start, end) from market_data_1m into the temp table ``rollup_expected``.
+    """The expected bars of ``target`` over [start, end) into the temp table ``rollup_expected``.
 
-    One pass over the 1-minute bars (``quality.sql.rollup_source_sql``, the rollup rule's own SQL) with parallel
-    workers: CREATE TABLE AS may run its query in parallel where INSERT … SELECT may not. The table also holds
-    ``source_bars`` per bucket, so gaps are counted from it without another scan. Dropped at commit.
+    15-minute: one pass over the 1-minute bars (``quality.sql.rollup_source_sql``, the rollup rule's own SQL)
+    with parallel workers: CREATE TABLE AS may run its query in parallel where INSERT … SELECT may not.
+    Hourly: from the 15-minute bars, whose own blocking check has just compared them with the 1-minute bars,
+    plus a count of 1-minute bars per hour for the bucket set and gaps (``quality.sql.rollup_via_sql`` states
+    why that is sound); it used to aggregate the numerics of every 1-minute bar a second time.
+    The table also holds ``source_bars`` per bucket, so gaps are counted from it without another scan. Dropped
+    at commit.
     """
-    from tis_pipeline.quality.rules import rule
-    from tis_pipeline.quality.sql import rollup_source_sql
+    from tis_pipeline.quality.rules import MARKET_TABLES, rule
+    from tis_pipeline.quality.sql import rollup_source_sql, rollup_via_sql
 
     target = _bar_table(target)
     if target not in ROLLUP_SOURCES:
         raise ValueError(f"{target} is not a rollup")
+    consistency = rule(f"{target}_rollup_consistent")
+    via = ROLLUP_SOURCES[target]
+    query = (rollup_source_sql(consistency) if via == consistency.params["source"]
+             else rollup_via_sql(consistency, via, MARKET_TABLES[via]))
     conn.execute(sa.text("SET LOCAL work_mem = '256MB'"))  # the hash aggregate fits in memory, no temp spill
     conn.execute(sa.text(f"DROP TABLE IF EXISTS {EXPECTED_ROLLUP}"))
-    return conn.execute(sa.text(
-        f"CREATE TEMP TABLE {EXPECTED_ROLLUP} ON COMMIT DROP AS "
-        f"{rollup_source_sql(rule(f'{target}_rollup_consistent'))}"), {"start": start, "end": end}).rowcount
+    return conn.execute(sa.text(f"CREATE TEMP TABLE {EXPECTED_ROLLUP} ON COMMIT DROP AS {query}"),
+                        {"start": start, "end": end}).rowcount
 
 
 def rebuild_rollup(conn: sa.Connection, target: str, start: pd.Timestamp, end: pd.Timestamp) -> int:
@@ -211,8 +218,8 @@ def rebuild_rollup(conn: sa.Connection, target: str, start: pd.Timestamp, end: p
     open = first, high = max, low = min, close = last, volume = sum per symbol and bucket; a bucket exists only
     where source bars do (no forward fill). 15-minute bars are ``rollup_expected`` (``stage_expected_rollup``
     must have run in this transaction); hourly bars come from the 15-minute ones (four rows per hour instead of
-    sixty, the same OHLCV since 15 divides 60 and both are binned from midnight UTC), so that their check
-    against ``rollup_expected`` — recomputed from the 1-minute bars — is an independent cross-check.
+    sixty, the same OHLCV since 15 divides 60 and both are binned from midnight UTC); their check compares them
+    with the 15-minute rollup and the 1-minute bar counts (``stage_expected_rollup``).
     mx_evidence is the mean of the source bars' evidence, mx_confirm true when any source bar confirmed.
     """
     target = _bar_table(target)
