@@ -84,9 +84,10 @@ def rollup_via_sql(rule: Rule, via: str, via_minutes: int) -> str:
     Sound by transitivity when ``via`` equals the rollup of the 1-minute bars, which its own blocking check
     proves (``market_data_15m_rollup_consistent``) before the coarser rollup runs: first/max/min/last/sum of
     consecutive sub-buckets equal first/max/min/last/sum of the minutes. The count pass still ties the bucket set
-    to the 1-minute bars (a gap hour, an hour of extra or missing bars is reported) without aggregating numerics.
-    What it does not see is a 1-minute value changed after ``via`` was checked and not rolled up again; the
-    independent check ``rollup_mismatch_sql`` recomputes from the 1-minute bars.
+    to the 1-minute bars without aggregating numerics: an hour with 1-minute bars but no rollup bar, or the
+    reverse, is reported, and gap counts come from the 1-minute bars. What it does not see is a 1-minute bar
+    changed, added or removed inside an hour that keeps bars, after ``via`` was checked and not rolled up again;
+    the independent check ``rollup_mismatch_sql`` recomputes from the 1-minute bars.
     """
     rule = _rollup_rule(rule)
     minutes = int(rule.params["minutes"])
