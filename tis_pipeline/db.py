@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
@@ -119,11 +120,12 @@ def frame_to_csv_bytes(frame: pd.DataFrame) -> bytes:
 
 
 def copy_frame(dbapi_conn, table: str, frame: pd.DataFrame, columns: Sequence[str] | None = None,
-               schema: str | None = None) -> int:
+               schema: str | None = None, freeze: bool = False) -> int:
     """COPY ``frame`` into ``table`` over a psycopg 3 connection; returns the rows written.
 
     ``table`` and ``columns`` are identifiers chosen by the code (never input) and are quoted anyway.
-    Empty strings in the CSV are NULLs (pyarrow writes nulls as empty fields).
+    Empty strings in the CSV are NULLs (pyarrow writes nulls as empty fields). ``freeze``: COPY FREEZE, for a
+    table created in the caller's transaction (rows written frozen: nobody else can see the table yet).
     """
     from psycopg import sql
 
@@ -131,8 +133,8 @@ def copy_frame(dbapi_conn, table: str, frame: pd.DataFrame, columns: Sequence[st
     if frame.empty:
         return 0
     target = sql.Identifier(schema, table) if schema else sql.Identifier(table)
-    statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
-        target, sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv{})").format(
+        target, sql.SQL(", ").join(sql.Identifier(c) for c in columns), sql.SQL(", FREEZE" if freeze else "")
     )
     payload = frame_to_csv_bytes(frame[columns])
     with dbapi_conn.cursor() as cur:
@@ -141,6 +143,37 @@ def copy_frame(dbapi_conn, table: str, frame: pd.DataFrame, columns: Sequence[st
             view = memoryview(payload)
             for start in range(0, len(view), 1 << 20):
                 copy.write(view[start : start + (1 << 20)])
+    return len(frame)
+
+
+def copy_bars_binary(dbapi_conn, table: str, frame: pd.DataFrame, columns: Sequence[str],
+                     freeze: bool = False) -> int:
+    """COPY bar rows into ``table`` in PostgreSQL's binary format; returns the rows written.
+
+    ``columns``: a text column, a timestamptz column, then numeric(20,8) columns (float64 in ``frame``). Rows
+    that ``copy_binary.encode_rows`` cannot encode exactly (see there) go through ``copy_frame``'s text COPY in
+    the same transaction, so every value lands, or fails, as the text path makes it. ``freeze`` as in
+    ``copy_frame``.
+    """
+    from psycopg import sql
+
+    from tis_pipeline.copy_binary import encode_rows
+
+    columns = list(columns)
+    if frame.empty:
+        return 0
+    payload, encoded = encode_rows(frame[columns[0]], frame[columns[1]],
+                                   [frame[c].to_numpy(dtype="float64", na_value=np.nan) for c in columns[2:]])
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary{})").format(
+        sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+        sql.SQL(", FREEZE" if freeze else ""))
+    if encoded.any():
+        with dbapi_conn.cursor() as cur, cur.copy(statement) as copy:
+            view = memoryview(payload)
+            for start in range(0, len(view), 1 << 20):
+                copy.write(view[start : start + (1 << 20)])
+    if not encoded.all():
+        copy_frame(dbapi_conn, table, frame[~encoded], columns, freeze=freeze)
     return len(frame)
 
 

@@ -96,17 +96,21 @@ def market_data_1m(context: dg.AssetExecutionContext, bars: BarSource, db: Postg
 
 
 def _rollup(context: dg.AssetExecutionContext, db: PostgresResource, table: str):
+    from tis_pipeline.plots import pyplot
     from tis_pipeline.quality.checks import table_metadata
     from tis_pipeline.quality.rules import rule
 
     start, end = window_of(context)
     consistency = rule(f"{table}_rollup_consistent")
-    with db.begin() as conn:
-        store.stage_expected_rollup(conn, table, start, end)
-        written = store.rebuild_rollup(conn, table, start, end)
-        fill = store.bucket_fill(conn, table)
-        mismatches = store.rollup_mismatches(conn, table, start, end)
-        plot_frame = store.read_bars(conn, table, start, min(end, start + pd.Timedelta(days=3)))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tis-pyplot") as pool:
+        plotting = pool.submit(pyplot)  # matplotlib's first import (a second) overlaps the SQL instead of following it
+        with db.begin() as conn:
+            store.stage_expected_rollup(conn, table, start, end)
+            written = store.rebuild_rollup(conn, table, start, end)
+            fill = store.bucket_fill(conn, table)
+            mismatches = store.rollup_mismatches(conn, table, start, end)
+            plot_frame = store.read_bars(conn, table, start, min(end, start + pd.Timedelta(days=3)))
+        plotting.result()
     png = logic.price_volume_png(plot_frame, f"{table} {start.date()}") if len(plot_frame) else b""
     yield dg.AssetCheckResult(
         check_name=consistency.name,

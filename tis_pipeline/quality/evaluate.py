@@ -169,16 +169,45 @@ def _jumps(frame: pd.DataFrame, s: _Series, p: Mapping) -> tuple[np.ndarray, np.
     ret = np.full(len(close), np.nan)
     if len(close) > 1:
         ret[1:] = np.where(s.same_prev[1:], np.diff(log_close), np.nan)
-    threshold = np.full(len(close), np.nan)
     window, min_periods = int(p["window"]), int(p["min_periods"])
-    for start, end in zip(s.starts, s.ends, strict=True):
-        r = pd.Series(ret[start:end])
-        past = r.shift(1)
-        center = past.rolling(window, min_periods=min_periods).median()
-        mad = (past - center.shift(1)).abs().rolling(window, min_periods=min_periods).median()
-        threshold[start:end] = np.fmax(p["k"] * mad.to_numpy(), p["min_abs_log_return"])
-        threshold[start:end][mad.isna().to_numpy()] = np.nan
+    mad = _rolling_mad_of_past(ret, s.starts, window, min_periods)
+    threshold = np.fmax(p["k"] * mad, p["min_abs_log_return"])
+    threshold[np.isnan(mad)] = np.nan
     return s.scatter(np.abs(ret)), s.scatter(threshold)
+
+
+def _rolling_mad_of_past(ret: np.ndarray, starts: np.ndarray, window: int, min_periods: int) -> np.ndarray:
+    """Per series (rows ``starts[i]`` to the next start), the rolling median absolute deviation of the previous
+    ``window`` values from their own rolling median, as pandas computes it series by series::
+
+        past = r.shift(1); center = past.rolling(window, min_periods).median()
+        mad = (past - center.shift(1)).abs().rolling(window, min_periods).median()
+
+    In one pass for all series: ``window`` NaNs go between series (moving medians skip NaNs and count only
+    values toward ``min_periods``, as pandas does), so no window reaches into the previous series, and
+    bottleneck's ``move_median`` replaces a pandas rolling median per series (the same median of the same
+    values: the middle one, or the mean of the two middle ones).
+    """
+    import bottleneck as bn
+
+    n = len(ret)
+    if n == 0:
+        return np.full(0, np.nan)
+    gap = window
+    at = np.arange(n) + gap * (np.searchsorted(starts, np.arange(n), side="right"))  # row -> padded position
+    padded = np.full(n + gap * len(starts), np.nan)
+    is_row = np.zeros(len(padded), dtype=bool)
+    is_row[at] = True
+    padded[at] = ret
+    past = np.full_like(padded, np.nan)
+    past[1:] = padded[:-1]
+    past[~is_row] = np.nan
+    center = bn.move_median(past, window, min_count=min_periods)
+    prev_center = np.full_like(center, np.nan)
+    prev_center[1:] = center[:-1]
+    deviation = np.abs(past - prev_center)
+    deviation[~is_row] = np.nan
+    return bn.move_median(deviation, window, min_count=min_periods)[at]
 
 
 def rollup_bars(source: pd.DataFrame, minutes: int) -> pd.DataFrame:

@@ -11,7 +11,8 @@ The rollup rule of ``market_data_15m`` / ``market_data_1h`` in two parts:
   (a table or a parenthesised query of ``rollup_source_sql``'s shape), plus the buckets that have source bars
   but no rollup bar. The comparison is exact: both sides are DECIMAL(20,8) in the database.
 
-``rollup_mismatch_sql(rule)`` puts both together as one query.
+``rollup_mismatch_sql(rule)`` puts both together as one query (the independent check, straight from the
+1-minute bars). ``rollup_via_sql`` is the cheaper expected rollup the hourly asset checks itself against.
 """
 
 from __future__ import annotations
@@ -35,6 +36,16 @@ SELECT symbol,
 FROM {source}
 WHERE "timestamp" >= CAST(:start AS timestamptz) AND "timestamp" < CAST(:end AS timestamptz)
 GROUP BY 1, 2
+"""
+
+_VIA_SQL = """
+SELECT n.symbol, n.bucket, r.open, r.high, r.low, r.close, r.volume, n.source_bars, r.mx_evidence, r.mx_confirm
+FROM (SELECT symbol, date_bin(INTERVAL '{minutes} minutes', "timestamp", TIMESTAMPTZ '{origin}') AS bucket,
+             count(*) AS source_bars
+      FROM {source}
+      WHERE "timestamp" >= CAST(:start AS timestamptz) AND "timestamp" < CAST(:end AS timestamptz)
+      GROUP BY 1, 2) AS n
+LEFT JOIN ({via}) AS r ON r.symbol = n.symbol AND r.bucket = n.bucket
 """
 
 _COMPARE_SQL = """
@@ -62,6 +73,28 @@ def rollup_aggregate_sql(source: str, minutes: int) -> str:
     """``source``'s bars over ``[:start, :end)`` rolled up into ``minutes``-long buckets (one row per symbol and
     bucket, with ``source_bars``); ``source`` is a table name chosen by the code, never input."""
     return _AGGREGATE_SQL.format(minutes=int(minutes), origin=BIN_ORIGIN, source=source).strip()
+
+
+def rollup_via_sql(rule: Rule, via: str, via_minutes: int) -> str:
+    """The rule's expected rollup over ``[:start, :end)`` taken from ``via``, a finer rollup of the same source
+    (``via_minutes`` divides the rule's minutes, both binned from ``BIN_ORIGIN``), with the buckets and
+    ``source_bars`` still counted from the 1-minute source: one row per bucket that has 1-minute bars, its
+    prices NULL where ``via`` has no bar (so that the comparison reports it missing).
+
+    Sound by transitivity when ``via`` equals the rollup of the 1-minute bars, which its own blocking check
+    proves (``market_data_15m_rollup_consistent``) before the coarser rollup runs: first/max/min/last/sum of
+    consecutive sub-buckets equal first/max/min/last/sum of the minutes. The count pass still ties the bucket set
+    to the 1-minute bars without aggregating numerics: an hour with 1-minute bars but no rollup bar, or the
+    reverse, is reported, and gap counts come from the 1-minute bars. What it does not see is a 1-minute bar
+    changed, added or removed inside an hour that keeps bars, after ``via`` was checked and not rolled up again;
+    the independent check ``rollup_mismatch_sql`` recomputes from the 1-minute bars.
+    """
+    rule = _rollup_rule(rule)
+    minutes = int(rule.params["minutes"])
+    if minutes % int(via_minutes):
+        raise ValueError(f"{via_minutes}-minute bars do not tile {minutes}-minute buckets")
+    return _VIA_SQL.format(minutes=minutes, origin=BIN_ORIGIN, source=rule.params["source"],
+                           via=rollup_aggregate_sql(via, minutes)).strip()
 
 
 def rollup_source_sql(rule: Rule) -> str:

@@ -253,3 +253,45 @@ def test_a_failing_blocking_check_stops_everything_downstream(migrated_database_
     with engine(url).connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM market_data_1h")).scalar_one() == 0
         assert conn.execute(sa.text("SELECT count(*) FROM dsi_evidence")).scalar_one() == 0
+
+
+def test_the_hourly_check_catches_a_wrong_hourly_bar(migrated_database_url):
+    """The hourly rule's check compares with the 15-minute rollup: an hourly bar altered on its way in fails it."""
+    url = migrated_database_url
+    with engine(url).begin() as conn:
+        conn.execute(sa.text("""
+            CREATE FUNCTION tis_test_corrupt_hour() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              IF NEW.symbol = 'AAA' AND NEW."timestamp" = '2024-06-11 09:00+00' THEN NEW.close := NEW.close + 0.00000001;
+              END IF;
+              RETURN NEW;
+            END $$;
+            CREATE TRIGGER tis_test_corrupt_hour BEFORE INSERT ON market_data_1h FOR EACH ROW
+              EXECUTE FUNCTION tis_test_corrupt_hour();
+        """))
+    result = materialize_range(url, "2024-06-11", "2024-06-11")
+    assert not result.success
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert checks["market_data_15m_rollup_consistent"].passed
+    hourly = checks["market_data_1h_rollup_consistent"]
+    assert not hourly.passed and hourly.metadata["failing_rows"].value == 1
+    assert "09:00" in str(hourly.metadata["failing_rows_sample"].value)
+
+
+def test_the_hourly_check_ties_its_buckets_to_the_one_minute_bars(migrated_database_url):
+    """An hour with 1-minute bars but no 15-minute bars (the 15-minute table changed since its check) is
+    reported missing by the hourly check, and the gap counts come from the 1-minute bars."""
+    url = migrated_database_url
+    assert materialize_range(url, "2024-06-12", "2024-06-12").success
+    with engine(url).begin() as conn:
+        conn.execute(sa.text("""DELETE FROM market_data_15m WHERE symbol = 'BBB'
+                                AND "timestamp" >= '2024-06-12 03:00+00' AND "timestamp" < '2024-06-12 04:00+00'"""))
+    result = materialize_range(url, "2024-06-12", "2024-06-12", assets=[market_data_1h])
+    hourly = next(c for c in result.get_asset_check_evaluations()
+                  if c.check_name == "market_data_1h_rollup_consistent")
+    assert not hourly.passed and hourly.metadata["failing_rows"].value == 1
+    assert "03:00" in str(hourly.metadata["failing_rows_sample"].value)
+    meta = result.asset_materializations_for_node("market_data_1h")[0].metadata
+    one_minute = read_table(url, "market_data_1m", pd.Timestamp("2024-06-12", tz="UTC"),
+                            pd.Timestamp("2024-06-13", tz="UTC"))
+    assert meta["missing_minutes"].value == 2 * 1440 - len(one_minute)

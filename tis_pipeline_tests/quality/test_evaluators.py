@@ -189,3 +189,30 @@ def test_ge_suite_is_built_once_per_process():
     types = {e.expectation_type for e in suite.expectations}
     assert {"expect_column_values_to_be_between", "expect_column_values_to_be_in_set",
             "expect_column_values_to_not_be_null"} <= types
+
+
+def _pandas_rolling_mad_of_past(ret, starts, window, min_periods):
+    """The jump rule's rolling MAD as it was computed: pandas, series by series (the reference)."""
+    out = np.full(len(ret), np.nan)
+    for start, end in zip(starts, np.append(starts[1:], len(ret)), strict=True):
+        past = pd.Series(ret[start:end]).shift(1)
+        center = past.rolling(window, min_periods=min_periods).median()
+        out[start:end] = (past - center.shift(1)).abs().rolling(window, min_periods=min_periods).median().to_numpy()
+    return out
+
+
+@pytest.mark.parametrize("window, min_periods", [(60, 30), (5, 1), (4, 4), (7, 3)])
+def test_rolling_mad_in_one_pass_equals_pandas_series_by_series(window, min_periods):
+    from tis_pipeline.quality.evaluate import _rolling_mad_of_past
+
+    rng = np.random.default_rng(window * 100 + min_periods)
+    lengths = [1, 2, window - 1, window, window + 1, 3 * window, 500, 17, 1000]
+    ret = rng.standard_t(3, sum(lengths)) * 1e-3
+    ret[rng.random(len(ret)) < 0.05] = np.nan  # missing returns (gaps, first bar of a series)
+    ret[rng.random(len(ret)) < 0.05] = 0.0  # ties: even counts take the mean of the two middle values
+    starts = np.cumsum([0, *lengths[:-1]])
+    ret[starts] = np.nan
+    got = _rolling_mad_of_past(ret, starts, window, min_periods)
+    want = _pandas_rolling_mad_of_past(ret, starts, window, min_periods)
+    np.testing.assert_array_equal(got, want)  # bit for bit, NaNs in the same places
+    assert len(_rolling_mad_of_past(np.array([]), np.array([], dtype=int), window, min_periods)) == 0

@@ -1,0 +1,126 @@
+"""PostgreSQL's binary COPY format for bar rows (text, timestamptz, numeric(20,8) × k), built with numpy.
+
+Why: the server parses the text COPY's timestamps and numerics field by field, and that parsing was most of the
+write (bench/RESULTS.md, "Ingest"). Binary rows are read as they are. No database here: ``encode_rows`` is a pure
+function; ``tis_pipeline.db.copy_rows_binary`` sends its bytes.
+
+Exactness. The CSV path writes each float as its shortest round-trip decimal (pyarrow's formatter, the same
+digits as Python's ``repr``) and ``numeric_in`` rounds that decimal half away from zero to 8 decimals. So the
+text path stores ``round_half_away(shortest_decimal(x), 8)``. This encoder only takes the values for which it
+can prove that number without formatting text:
+
+* ``|x| < 2**26`` and ``n = rint(x * 1e8)`` gives back ``x`` (``n / 1e8 == x`` in float64): the decimal
+  ``n * 1e-8`` round-trips to ``x``, and since ``ulp(x) < 1e-8`` there it is the only number of 8 decimals
+  that does; the shortest decimal has no more digits, so it is that number, and rounding leaves it unchanged;
+* integral ``x`` with ``|x| < 1e12`` (below 2**53, where ``ulp(x) <= 1``): the shortest decimal is ``x``.
+
+Every other value (more than 8 decimals, a non-integral value above 2**26, NaN, ±inf, ``|x| >= 1e12``) is not
+encoded: ``encode_rows`` returns the rows it left out, and the caller sends them through the text path, so they
+land (or fail: numeric field overflow, NOT NULL) exactly as they always did.
+
+Layout of a value: numeric as 5 base-10000 digits, weight 2, dscale 8 (``numeric_recv`` strips the leading and
+trailing zero digits in ``make_result``, so the stored value is the same as the text path's, byte for byte);
+timestamptz as microseconds since 2000-01-01 UTC; all big-endian.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
+TRAILER = b"\xff\xff"
+
+_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 UTC in microseconds since 1970-01-01
+_EXACT_SMALL = float(2**26)  # below this, ulp(x) < 1e-8: at most one 8-decimal number rounds to x
+_INTEGRAL_LIMIT = 1e12  # numeric(20,8) holds |x| < 1e12
+_NUMERIC_SIZE = 8 + 2 * 5  # ndigits, weight, sign, dscale + five digits
+_NUMERIC_POS, _NUMERIC_NEG = 0x0000, 0x4000
+
+
+def scaled_numeric(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(integer_part, fraction_1e8, negative, exact)`` of float64 ``values`` as numeric(20,8) stores them.
+
+    ``exact`` marks the values whose stored number is proven to be ``integer_part + fraction_1e8 / 1e8`` (with
+    the sign of ``negative``); the other entries are 0 and must go through the text path (module docstring).
+    """
+    values = np.asarray(values, dtype="float64")
+    magnitude = np.abs(values)
+    with np.errstate(invalid="ignore", over="ignore"):
+        small = magnitude < _EXACT_SMALL  # NaN compares False
+        scaled = np.rint(np.where(small, magnitude, 0.0) * 1e8)
+        small &= (scaled / 1e8) == magnitude
+        integral = ~small & (magnitude < _INTEGRAL_LIMIT) & (magnitude == np.trunc(magnitude))
+    units = scaled.astype("int64")
+    integer_part = np.where(small, units // 100_000_000, np.where(integral, magnitude, 0.0).astype("int64"))
+    fraction = np.where(small, units % 100_000_000, 0)
+    exact = small | integral
+    negative = exact & (values < 0) & ((integer_part != 0) | (fraction != 0))  # -0.0 is stored as 0
+    return integer_part, fraction, negative, exact
+
+
+def _tail_words(ts_us: np.ndarray, parts: list[tuple[np.ndarray, ...]]) -> np.ndarray:
+    """The part of each row after the symbol as big-endian 16-bit words, shape (rows, words): the timestamp
+    field, then per numeric its length, ndigits, weight, sign, dscale and five base-10000 digits.
+
+    Filled word by word in a (words, rows) matrix, where every write is contiguous, then transposed once.
+    """
+    n = len(ts_us)
+    words = np.empty((6 + 11 * len(parts), n), dtype=">u2")
+    words[0], words[1] = 0, 8
+    words[2:6] = ts_us.astype(">i8").view(">u2").reshape(n, 4).T
+    for i, (whole, fraction, negative) in enumerate(parts):
+        at = 6 + 11 * i
+        words[at], words[at + 1], words[at + 2], words[at + 3], words[at + 5] = 0, _NUMERIC_SIZE, 5, 2, 8
+        words[at + 4] = np.where(negative, _NUMERIC_NEG, _NUMERIC_POS)
+        high = whole // 10**4  # < 10**8
+        words[at + 6] = high // 10**4
+        words[at + 7] = high % 10**4
+        words[at + 8] = whole % 10**4
+        words[at + 9] = fraction // 10**4
+        words[at + 10] = fraction % 10**4
+    return np.ascontiguousarray(words.T)
+
+
+def encode_rows(symbols: pd.Series, timestamps: pd.Series, numerics: list[np.ndarray]) -> tuple[bytes, np.ndarray]:
+    """Binary COPY payload (signature to trailer) of the rows it can encode exactly, and the mask of those rows.
+
+    Columns: ``symbols`` (text), ``timestamps`` (zone-aware), then ``numerics`` (float64 arrays, numeric(20,8)),
+    in that order, as in the COPY's column list. A row is left out (mask False) when its symbol or timestamp is
+    missing or any of its values is not exact (``scaled_numeric``); send those through the text COPY.
+    Rows keep their order; the work is per column, then per run of equal symbol length (a handful), never per row.
+    """
+    n = len(symbols)
+    codes, uniques = pd.factorize(pd.Series(symbols, copy=False).astype("string"))
+    encoded = np.array([s.encode("utf-8") for s in uniques] or [b""], dtype=object)
+    lengths = np.array([len(b) for b in encoded], dtype="int64")
+    ts = pd.Series(timestamps, copy=False)
+    ts_us = ts.dt.tz_convert("UTC").array.as_unit("us").asi8 - _PG_EPOCH_US if n else np.zeros(0, "int64")
+    ok = (codes >= 0) & ts.notna().to_numpy()
+    parts = [scaled_numeric(v) for v in numerics]
+    for _, _, _, exact in parts:
+        ok &= exact
+    rows = np.flatnonzero(ok)
+    if len(rows) == 0:
+        return SIGNATURE + TRAILER, ok
+    if len(rows) < n:
+        codes, ts_us = codes[rows], ts_us[rows]
+        parts = [tuple(a[rows] for a in part) for part in parts]
+    tail = _tail_words(ts_us, [part[:3] for part in parts])
+    tail = tail.view(f"V{tail.shape[1] * 2}").ravel()
+    symbol_bytes = encoded.astype(f"S{max(int(lengths.max()), 1)}")[codes]
+    row_len = lengths[codes]
+    starts = np.flatnonzero(np.diff(row_len, prepend=-1) != 0)
+    ends = np.append(starts[1:], len(rows))
+    chunks = [SIGNATURE]
+    for a, b in zip(starts, ends, strict=True):
+        width = int(row_len[a])
+        out = np.empty(b - a, dtype=[("fields", ">i2"), ("symbol_len", ">i4"), ("symbol", f"S{width}"),
+                                     ("tail", tail.dtype)])
+        out["fields"] = 2 + len(numerics)
+        out["symbol_len"] = width
+        out["symbol"] = symbol_bytes[a:b]
+        out["tail"] = tail[a:b]
+        chunks.append(out.tobytes())
+    chunks.append(TRAILER)
+    return b"".join(chunks), ok
