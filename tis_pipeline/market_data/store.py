@@ -118,6 +118,21 @@ def discard(engine: sa.Engine, built: BuiltDays) -> None:
     _drop_tables(engine, [staging for _, _, staging in built.jobs])
 
 
+# key of the transaction-level advisory lock that every change to market_data_1m's partitions takes first
+PARTITION_CHANGE_LOCK = 7_306_011_001
+
+
+def lock_partition_changes(conn: sa.Connection) -> None:
+    """Serialise changes to market_data_1m's partitions until the caller's transaction ends.
+
+    Swapping or dropping a day partition takes ACCESS EXCLUSIVE locks on the parent and on the DEFAULT partition,
+    after statements that hold weaker locks on the DEFAULT partition: two such transactions (two ingests of
+    different days, an ingest and retention) could each hold what the other waits for. Taking this one lock
+    before anything else makes the second wait for the first to commit instead of deadlocking.
+    """
+    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": PARTITION_CHANGE_LOCK})
+
+
 def swap_built_days(conn: sa.Connection, built: BuiltDays, start: pd.Timestamp, end: pd.Timestamp,
                     symbols: list[str]) -> tuple[int, int]:
     """Replace market_data_1m's rows of ``symbols`` in [start, end) by the built days; (replaced, written).
@@ -128,6 +143,7 @@ def swap_built_days(conn: sa.Connection, built: BuiltDays, start: pd.Timestamp, 
     """
     from psycopg import sql
 
+    lock_partition_changes(conn)
     existing = set(conn.execute(sa.text(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
         "WHERE i.inhparent = 'market_data_1m'::regclass")).scalars())

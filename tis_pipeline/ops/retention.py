@@ -213,6 +213,9 @@ _MISSING_ROLLUPS = """
 def _apply_market_1m(conn: sa.Connection, cutoff: pd.Timestamp, outcome: TableOutcome) -> TableOutcome:
     from psycopg import sql
 
+    from tis_pipeline.market_data.store import lock_partition_changes
+
+    lock_partition_changes(conn)  # an ingest swapping days meanwhile waits (or is waited for), no deadlock
     partitions = conn.execute(sa.text(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
         "WHERE i.inhparent = 'market_data_1m'::regclass AND c.relname ~ '^market_data_1m_p[0-9]{8}$' ORDER BY 1"

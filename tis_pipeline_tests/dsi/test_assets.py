@@ -11,6 +11,7 @@ from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, mark
 from tis_pipeline.market_data.resources import BarSource
 from tis_pipeline.market_data.store import read_bars
 from tis_pipeline.resources import PostgresResource
+from tis_pipeline_tests.locks import wait_for_lock_waiters
 
 pytestmark = pytest.mark.pg
 MARKET = [market_data_1m, market_data_15m, market_data_1h]
@@ -153,25 +154,6 @@ def test_a_failed_run_leaves_the_tables_as_they_were(migrated_database_url, tabl
     assert all(written.values()), written
 
 
-def _wait_for_lock_waiters(url: str, count: int, deadline_s: float = 120.0) -> None:
-    """Block until ``count`` backends of this database wait on a heavyweight lock (not a timed assertion: a
-    wait with a generous deadline, so a hang fails the test instead of freezing it)."""
-    import time
-
-    give_up = time.monotonic() + deadline_s
-    with engine(url).connect() as conn:
-        while True:
-            waiting = conn.execute(sa.text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock'")).scalar_one()
-            conn.rollback()
-            if waiting >= count:
-                return
-            if time.monotonic() > give_up:
-                raise TimeoutError(f"{waiting} of {count} backends waiting on a lock")
-            time.sleep(0.05)
-
-
 def test_dsi_and_an_ingest_of_the_same_day_serialise(migrated_database_url):
     """DSI, held in its writer thread, and a concurrent re-ingest of the same day: both finish, no deadlock."""
     from concurrent.futures import ThreadPoolExecutor
@@ -183,9 +165,9 @@ def test_dsi_and_an_ingest_of_the_same_day_serialise(migrated_database_url):
         holder.execute(sa.text("LOCK TABLE market_data_1h IN SHARE MODE"))  # DSI's rollup UPDATE waits here
         with ThreadPoolExecutor(max_workers=2) as pool:
             scoring = pool.submit(dsi_only, url, "2024-01-08", "2024-01-08")
-            _wait_for_lock_waiters(url, 1)  # DSI has updated the 1-minute bars and waits for the hourly ones
+            wait_for_lock_waiters(url, 1)  # DSI has updated the 1-minute bars and waits for the hourly ones
             ingesting = pool.submit(run, url, [market_data_1m], "2024-01-08", "2024-01-08")
-            _wait_for_lock_waiters(url, 2)  # the ingest's partition swap waits for DSI
+            wait_for_lock_waiters(url, 2)  # the ingest's partition swap waits for DSI
             holder.rollback()
             assert scoring.result().success
             assert ingesting.result().success

@@ -11,6 +11,7 @@ from tis_pipeline.market_data import synthetic
 from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
 from tis_pipeline.market_data.resources import BarSource
 from tis_pipeline.resources import PostgresResource
+from tis_pipeline_tests.locks import wait_for_lock_waiters
 
 pytestmark = pytest.mark.pg
 SYMBOLS = ["AAA", "BBB"]
@@ -164,6 +165,31 @@ def test_connection_killed_mid_copy_leaves_previous_rows_intact(database_url):
             conn.execute(sa.text("DROP EVENT TRIGGER tis_test_kill; DROP FUNCTION tis_test_kill();"))
     assert staging_leftovers(database_url) == 0
     assert table_digest(database_url, "market_data_1m", first, end) == before
+
+
+def test_ingests_of_two_days_at_once_wait_for_each_other_instead_of_deadlocking(database_url):
+    """Both swaps delete from the DEFAULT partition, then need it exclusively to attach their day: without the
+    partition-change lock each would hold what the other waits for. Held at their first statement, both wait;
+    released, both must land."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    days = ("2024-07-01", "2024-07-02")
+    holder = engine(database_url).connect()
+    try:
+        holder.execute(sa.text("LOCK TABLE market_data_1m_default IN SHARE MODE"))
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            runs = [pool.submit(materialize_range, database_url, day, day, [market_data_1m]) for day in days]
+            wait_for_lock_waiters(database_url, 2)  # one at the DEFAULT partition, one at the lock behind it
+            holder.rollback()
+            results = [run.result() for run in runs]
+    finally:
+        holder.close()
+    assert [r.success for r in results] == [True, True], [
+        str(e.step_failure_data.error) for r in results for e in r.all_events if e.is_step_failure]
+    for day in days:
+        first = pd.Timestamp(day, tz="UTC")
+        expected = synthetic.bars(first, first + pd.Timedelta(days=1), SYMBOLS, seed=11)
+        assert table_digest(database_url, "market_data_1m", first, first + pd.Timedelta(days=1))[0] == len(expected)
 
 
 def staging_leftovers(url) -> int:
