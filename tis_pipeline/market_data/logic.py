@@ -312,10 +312,14 @@ def summary(frame: pd.DataFrame, interval: str = "1min") -> dict:
 
 def price_volume_png(frame: pd.DataFrame, title: str, max_symbols: int = 4) -> bytes:
     """A PNG of close and volume per symbol (first ``max_symbols``), for the UI."""
+    import matplotlib.dates as mdates
+
     from tis_pipeline.plots import figure_png, pyplot
 
+    # laid out by hand: a tight crop or autofmt_xdate would draw the figure twice
     fig, (ax_price, ax_volume) = pyplot().subplots(2, 1, figsize=(8, 4.5), sharex=True,
-                                              gridspec_kw={"height_ratios": [3, 1]})
+                                              gridspec_kw={"height_ratios": [3, 1], "hspace": 0.08})
+    fig.subplots_adjust(left=0.1, right=0.98, top=0.93, bottom=0.12)
     for symbol in sorted(frame["symbol"].astype(str).unique())[:max_symbols]:
         part = frame[frame["symbol"] == symbol]
         base = part["close"].iloc[0] if len(part) else 1.0
@@ -325,5 +329,7 @@ def price_volume_png(frame: pd.DataFrame, title: str, max_symbols: int = 4) -> b
     ax_volume.set_ylabel("volume")
     ax_price.set_title(title)
     ax_price.legend(loc="upper left", fontsize=7)
-    fig.autofmt_xdate()
-    return figure_png(fig)
+    locator = mdates.AutoDateLocator(maxticks=6)
+    ax_volume.xaxis.set_major_locator(locator)
+    ax_volume.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    return figure_png(fig, tight=False)
