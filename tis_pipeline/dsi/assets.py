@@ -109,7 +109,7 @@ def dsi(context: dg.AssetExecutionContext, db: PostgresResource):
                 # the writer builds the rows (pyarrow releases the GIL) from columns of its own
                 pending = writer.submit(_stage, conn, scores[frames.BAR_UPDATE_INPUTS].copy())
                 all_events.append(logic.detect_events(scores, config))
-                kept.append(scores[["symbol", "timestamp", "close", "mx_evidence"]])
+                kept.append(scores[["symbol", "timestamp", "close", "mx_evidence", "mx_confirm"]])
                 if sample_scores is None:
                     sample_scores = scores
                 states.append({"day": day.date(), "config_fingerprint": config.fingerprint(),
@@ -123,7 +123,7 @@ def dsi(context: dg.AssetExecutionContext, db: PostgresResource):
             events = pd.concat(all_events, ignore_index=True) if all_events else pd.DataFrame()
             evidence_rows, event_rows = frames.event_rows(events, latency)
             scored = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(
-                columns=["symbol", "timestamp", "close", "mx_evidence"])
+                columns=["symbol", "timestamp", "close", "mx_evidence", "mx_confirm"])
             quality = evaluate(scored, scored, horizon=config.horizon, warmup=config.tail_rows) if len(scored) else {}
             plot = (_plot(sample_scores, events) if sample_scores is not None and len(sample_scores)
                     else "_no bars_")
@@ -148,7 +148,7 @@ def dsi(context: dg.AssetExecutionContext, db: PostgresResource):
         "bars_updated": updated,
         "streaming_latency": dg.MetadataValue.json(latency),
         "out_of_sample": dg.MetadataValue.json({k: (None if pd.isna(v) else v) for k, v in quality.items()}),
-        "confirmed_share": float((scored["mx_evidence"].sub(0.5).abs() >= 0.1).mean()) if len(scored) else 0.0,
+        "confirmed_share": float(scored["mx_confirm"].astype(bool).mean()) if len(scored) else 0.0,
         "plot": dg.MetadataValue.md(plot),
     })
     yield dg.MaterializeResult(asset_key="anomaly_events", metadata={

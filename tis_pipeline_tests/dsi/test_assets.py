@@ -89,6 +89,11 @@ def test_every_bar_is_scored_and_events_carry_evidence(migrated_database_url):
     assert states == 3
     meta = result.asset_materializations_for_node("dsi")
     assert any(m.metadata.get("dagster/row_count") is not None for m in meta)
+    evidence_meta = next(m.metadata for m in meta if m.asset_key.to_user_string() == "dsi_evidence")
+    assert evidence_meta["confirmed_share"].value == pytest.approx(confirmed / bars)
+    quality = evidence_meta["out_of_sample"].value
+    assert 0 < quality["confirmed_n"] <= confirmed and quality["confirmed_n"] < quality["n"]
+    assert 0 <= quality["confirmed_hit_rate"] <= 1 and 0 <= quality["unconfirmed_hit_rate"] <= 1
     before = digests(url)
     assert dsi_only(url, "2024-01-08", "2024-01-10").success
     assert digests(url) == before, "re-materializing gives the same rows"
