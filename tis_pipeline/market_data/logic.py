@@ -329,7 +329,7 @@ def price_volume_png(frame: pd.DataFrame, title: str, max_symbols: int = 4) -> b
     ax_volume.set_ylabel("volume")
     ax_price.set_title(title)
     ax_price.legend(loc="upper left", fontsize=7)
-    locator = mdates.AutoDateLocator(maxticks=6)
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=7)
     ax_volume.xaxis.set_major_locator(locator)
     ax_volume.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     return figure_png(fig, tight=False)
