@@ -251,21 +251,26 @@ def test_swap_keeps_other_sources_rows_and_absorbs_the_default_partition(databas
     np.testing.assert_array_equal(aaa["close"].to_numpy(), expected[expected["symbol"] == "AAA"]["close"].to_numpy())
 
 
+def alter_on_insert(url: str, table: str, symbol: str, timestamp: str, assignment: str) -> None:
+    """A trigger of the test's own database that alters one bar of ``table`` on its way in (literals of the test)."""
+    with engine(url).begin() as conn:
+        conn.execute(sa.text(f"""
+            CREATE FUNCTION tis_test_alter_{table}() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              IF NEW.symbol = '{symbol}' AND NEW."timestamp" = '{timestamp}' THEN {assignment}; END IF;
+              RETURN NEW;
+            END $$;
+            CREATE TRIGGER tis_test_alter_{table} BEFORE INSERT ON {table} FOR EACH ROW
+              EXECUTE FUNCTION tis_test_alter_{table}();
+        """))
+
+
 def test_a_failing_blocking_check_stops_everything_downstream(migrated_database_url):
     """A rollup the database altered on its way in: the blocking check fails and nothing downstream runs."""
     from tis_pipeline.dsi.assets import dsi
 
     url = migrated_database_url
-    with engine(url).begin() as conn:
-        conn.execute(sa.text("""
-            CREATE FUNCTION tis_test_corrupt() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-              IF NEW.symbol = 'BBB' AND NEW."timestamp" = '2024-06-10 12:00+00' THEN NEW.volume := NEW.volume + 1; END IF;
-              RETURN NEW;
-            END $$;
-            CREATE TRIGGER tis_test_corrupt BEFORE INSERT ON market_data_15m FOR EACH ROW
-              EXECUTE FUNCTION tis_test_corrupt();
-        """))
+    alter_on_insert(url, "market_data_15m", "BBB", "2024-06-10 12:00+00", "NEW.volume := NEW.volume + 1")
     result = dg.materialize([*ASSETS, dsi], resources=resources(url), raise_on_error=False,
                             tags={"dagster/asset_partition_range_start": "2024-06-10",
                                   "dagster/asset_partition_range_end": "2024-06-10"})
@@ -284,17 +289,7 @@ def test_a_failing_blocking_check_stops_everything_downstream(migrated_database_
 def test_the_hourly_check_catches_a_wrong_hourly_bar(migrated_database_url):
     """The hourly rule's check compares with the 15-minute rollup: an hourly bar altered on its way in fails it."""
     url = migrated_database_url
-    with engine(url).begin() as conn:
-        conn.execute(sa.text("""
-            CREATE FUNCTION tis_test_corrupt_hour() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-              IF NEW.symbol = 'AAA' AND NEW."timestamp" = '2024-06-11 09:00+00' THEN NEW.close := NEW.close + 0.00000001;
-              END IF;
-              RETURN NEW;
-            END $$;
-            CREATE TRIGGER tis_test_corrupt_hour BEFORE INSERT ON market_data_1h FOR EACH ROW
-              EXECUTE FUNCTION tis_test_corrupt_hour();
-        """))
+    alter_on_insert(url, "market_data_1h", "AAA", "2024-06-11 09:00+00", "NEW.close := NEW.close + 0.00000001")
     result = materialize_range(url, "2024-06-11", "2024-06-11")
     assert not result.success
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
