@@ -117,7 +117,6 @@ def main() -> None:
     from tis_pipeline.market_data import synthetic
     from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
     from tis_pipeline.market_data.resources import BarSource
-    from tis_pipeline.resources import PostgresResource
 
     symbols = [f"SYM{i:03d}" for i in range(args.symbols)]
     days = max(1, math.ceil(args.rows / (args.symbols * 1440 * 0.995)))
@@ -144,9 +143,7 @@ def main() -> None:
         out["copy_rows_per_s"] = round(rows / (time.perf_counter() - t0))
         del payload
         # (b) the project's ingest of the range: read, normalise, validate, COPY, replace — one Dagster run
-        resources = {"db": PostgresResource(url=url), "bars": BarSource(source="synthetic", symbols=symbols, seed=1)}
-        tags = {"dagster/asset_partition_range_start": start.date().isoformat(),
-                "dagster/asset_partition_range_end": (end - pd.Timedelta(days=1)).date().isoformat()}
+        resources, tags = synthetic_range(url, args.symbols, start.date().isoformat(), days)
         if not args.cold:  # one small day outside the range through the same assets, so both runs are warm
             warm_day = (start - pd.Timedelta(days=1)).date().isoformat()
             warm = {"db": resources["db"], "bars": BarSource(source="synthetic", symbols=symbols[:2], seed=2)}

@@ -139,11 +139,16 @@ def copy_frame(dbapi_conn, table: str, frame: pd.DataFrame, columns: Sequence[st
     payload = frame_to_csv_bytes(frame[columns])
     with dbapi_conn.cursor() as cur:
         cur.execute("SET LOCAL TIME ZONE 'UTC'")
-        with cur.copy(statement) as copy:
-            view = memoryview(payload)
-            for start in range(0, len(view), 1 << 20):
-                copy.write(view[start : start + (1 << 20)])
+        _copy_payload(cur, statement, payload)
     return len(frame)
+
+
+def _copy_payload(cur, statement, payload: bytes) -> None:
+    """Send ``payload`` through ``COPY … FROM STDIN`` in 1 MiB writes (no copy of the bytes)."""
+    with cur.copy(statement) as copy:
+        view = memoryview(payload)
+        for start in range(0, len(view), 1 << 20):
+            copy.write(view[start : start + (1 << 20)])
 
 
 def copy_bars_binary(dbapi_conn, table: str, frame: pd.DataFrame, columns: Sequence[str],
@@ -168,10 +173,8 @@ def copy_bars_binary(dbapi_conn, table: str, frame: pd.DataFrame, columns: Seque
         sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns),
         sql.SQL(", FREEZE" if freeze else ""))
     if encoded.any():
-        with dbapi_conn.cursor() as cur, cur.copy(statement) as copy:
-            view = memoryview(payload)
-            for start in range(0, len(view), 1 << 20):
-                copy.write(view[start : start + (1 << 20)])
+        with dbapi_conn.cursor() as cur:
+            _copy_payload(cur, statement, payload)
     if not encoded.all():
         copy_frame(dbapi_conn, table, frame[~encoded], columns, freeze=freeze)
     return len(frame)

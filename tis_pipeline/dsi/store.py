@@ -7,6 +7,7 @@ import sqlalchemy as sa
 
 from tis_pipeline.db import copy_frame, raw_connection
 from tis_pipeline.dsi.frames import BAR_UPDATE_COLUMNS
+from tis_pipeline.quality.sql import bucket_sql
 
 
 def previous_state(conn: sa.Connection, before: pd.Timestamp, fingerprint: str) -> tuple[pd.Timestamp, bytes] | None:
@@ -47,11 +48,10 @@ def apply_bar_updates(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestam
         FROM dsi_bar_scores s
         WHERE m.symbol = s.symbol AND m."timestamp" = s."timestamp"
           AND m."timestamp" >= :a AND m."timestamp" < :b"""), {"a": start, "b": end}).rowcount
-    for target, source, width in (("market_data_15m", "dsi_bar_scores", "15 minutes"),
-                                  ("market_data_1h", "market_data_15m", "1 hour")):
+    for target, source, minutes in (("market_data_15m", "dsi_bar_scores", 15), ("market_data_1h", "market_data_15m", 60)):
         conn.execute(sa.text(f"""
             UPDATE {target} r SET mx_evidence = a.e, mx_confirm = a.c
-            FROM (SELECT symbol, date_bin(INTERVAL '{width}', "timestamp", TIMESTAMPTZ '2000-01-03 00:00:00+00') b,
+            FROM (SELECT symbol, {bucket_sql(minutes)} b,
                          round(avg(mx_evidence), 2) e, bool_or(mx_confirm) c
                   FROM {source} WHERE "timestamp" >= :a AND "timestamp" < :b GROUP BY 1, 2) a
             WHERE r.symbol = a.symbol AND r."timestamp" = a.b"""), {"a": start, "b": end})

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from tis_pipeline.db import raw_connection
+from tis_pipeline.quality.sql import bucket_sql
 from tis_pipeline.settings import tis_home
 
 SEED_PERIODS = {
@@ -204,7 +205,7 @@ def apply_table(conn: sa.Connection, table: str, cutoff: pd.Timestamp,
 
 _MISSING_ROLLUPS = """
     SELECT count(*) FROM (
-        SELECT DISTINCT symbol, date_bin(INTERVAL '{width}', "timestamp", TIMESTAMPTZ '2000-01-03 00:00:00+00') b
+        SELECT DISTINCT symbol, {bucket} b
         FROM {source} WHERE "timestamp" >= :a AND "timestamp" < :b) x
     WHERE NOT EXISTS (SELECT 1 FROM {rollup} r WHERE r.symbol = x.symbol AND r."timestamp" = x.b)
 """
@@ -225,9 +226,9 @@ def _apply_market_1m(conn: sa.Connection, cutoff: pd.Timestamp, outcome: TableOu
         if day + pd.Timedelta(days=1) > cutoff:
             continue
         bounds = {"a": day, "b": day + pd.Timedelta(days=1)}
-        missing = sum(conn.execute(sa.text(_MISSING_ROLLUPS.format(width=w, source=f'"{name}"', rollup=r)),
+        missing = sum(conn.execute(sa.text(_MISSING_ROLLUPS.format(bucket=bucket_sql(m), source=f'"{name}"', rollup=r)),
                                    bounds).scalar_one()
-                      for w, r in (("15 minutes", "market_data_15m"), ("1 hour", "market_data_1h")))
+                      for m, r in ((15, "market_data_15m"), (60, "market_data_1h")))
         if missing:
             outcome.kept_without_rollup += conn.execute(sa.text(f'SELECT count(*) FROM "{name}"')).scalar_one()
             continue
@@ -239,10 +240,10 @@ def _apply_market_1m(conn: sa.Connection, cutoff: pd.Timestamp, outcome: TableOu
             cur.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
         outcome.deleted += rows.num_rows
     # rows of days without a partition of their own sit in the DEFAULT partition: row by row
+    t_timestamp = 't."timestamp"'
     has_rollups = " AND ".join(
-        f'EXISTS (SELECT 1 FROM {r} x WHERE x.symbol = t.symbol AND x."timestamp" = '
-        f"date_bin(INTERVAL '{w}', t.\"timestamp\", TIMESTAMPTZ '2000-01-03 00:00:00+00'))"
-        for w, r in (("15 minutes", "market_data_15m"), ("1 hour", "market_data_1h")))
+        f'EXISTS (SELECT 1 FROM {r} x WHERE x.symbol = t.symbol AND x."timestamp" = {bucket_sql(m, t_timestamp)})'
+        for m, r in ((15, "market_data_15m"), (60, "market_data_1h")))
     where = f't."timestamp" < %(cutoff)s AND {has_rollups}'
     outcome.kept_without_rollup += conn.execute(sa.text(
         f'SELECT count(*) FROM market_data_1m_default t WHERE t."timestamp" < :cutoff AND NOT ({has_rollups})'),

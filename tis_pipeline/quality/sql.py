@@ -24,7 +24,7 @@ BIN_ORIGIN = "2000-01-03 00:00:00+00"
 
 _AGGREGATE_SQL = """
 SELECT symbol,
-       date_bin(INTERVAL '{minutes} minutes', "timestamp", TIMESTAMPTZ '{origin}') AS bucket,
+       {bucket} AS bucket,
        (min(ARRAY[extract(epoch FROM "timestamp")::numeric, open]))[2] AS open,
        max(high) AS high,
        min(low) AS low,
@@ -40,7 +40,7 @@ GROUP BY 1, 2
 
 _VIA_SQL = """
 SELECT n.symbol, n.bucket, r.open, r.high, r.low, r.close, r.volume, n.source_bars, r.mx_evidence, r.mx_confirm
-FROM (SELECT symbol, date_bin(INTERVAL '{minutes} minutes', "timestamp", TIMESTAMPTZ '{origin}') AS bucket,
+FROM (SELECT symbol, {bucket} AS bucket,
              count(*) AS source_bars
       FROM {source}
       WHERE "timestamp" >= CAST(:start AS timestamptz) AND "timestamp" < CAST(:end AS timestamptz)
@@ -69,10 +69,16 @@ def _rollup_rule(rule: Rule) -> Rule:
     return rule
 
 
+def bucket_sql(minutes: int, column: str = '"timestamp"') -> str:
+    """The ``minutes``-long bucket (labelled by its open, binned from ``BIN_ORIGIN``) of ``column``, a column
+    reference written by the code; the one bucket expression of the rollups, their checks, DSI and retention."""
+    return f"date_bin(INTERVAL '{int(minutes)} minutes', {column}, TIMESTAMPTZ '{BIN_ORIGIN}')"
+
+
 def rollup_aggregate_sql(source: str, minutes: int) -> str:
     """``source``'s bars over ``[:start, :end)`` rolled up into ``minutes``-long buckets (one row per symbol and
     bucket, with ``source_bars``); ``source`` is a table name chosen by the code, never input."""
-    return _AGGREGATE_SQL.format(minutes=int(minutes), origin=BIN_ORIGIN, source=source).strip()
+    return _AGGREGATE_SQL.format(bucket=bucket_sql(minutes), source=source).strip()
 
 
 def rollup_via_sql(rule: Rule, via: str, via_minutes: int) -> str:
@@ -93,7 +99,7 @@ def rollup_via_sql(rule: Rule, via: str, via_minutes: int) -> str:
     minutes = int(rule.params["minutes"])
     if minutes % int(via_minutes):
         raise ValueError(f"{via_minutes}-minute bars do not tile {minutes}-minute buckets")
-    return _VIA_SQL.format(minutes=minutes, origin=BIN_ORIGIN, source=rule.params["source"],
+    return _VIA_SQL.format(bucket=bucket_sql(minutes), source=rule.params["source"],
                            via=rollup_aggregate_sql(via, minutes)).strip()
 
 
