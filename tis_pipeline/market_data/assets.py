@@ -1,7 +1,6 @@
 """Market-data assets: 1-minute bars and their 15-minute and 1-hour rollups, one UTC day per partition."""
 
 
-import contextlib
 from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
@@ -35,40 +34,48 @@ def _preview(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
 )
 def market_data_1m(context: dg.AssetExecutionContext, bars: BarSource, db: PostgresResource):
     """One-minute OHLCV bars, one row per (symbol, minute the bar opens), UTC; bad rows go to quarantine."""
-    start, end = window_of(context)
-    read = bars.read(start, end)
-    frame = logic.normalise_bars(read.frame)
-    checked = logic.validate_bars(frame, partition_date=start)
-    shares = logic.quarantine_share_by_day(checked.clean, checked.quarantine)
-    limit = settings().max_quarantine_share
-    over = shares[shares > limit]
-    if len(over):
-        sample = checked.quarantine.head(5)[["source_file", "source_line", "rule"]].to_dict("records")
-        raise dg.Failure(
-            description=(
-                f"{len(over)} partition day(s) have more than {limit:.0%} bad rows "
-                f"({', '.join(f'{d}: {s:.1%}' for d, s in over.items())}); nothing was written. "
-                f"Rules broken: {checked.counts}. First rows: {sample}"
-            ),
-            metadata={"quarantine_by_rule": checked.counts},
-        )
+    from tis_pipeline.memory import retain_freed_memory
     from tis_pipeline.quality.evaluate import evaluate_frame
 
-    # PostgreSQL builds the day partitions while this process judges the same rows by the registry's rules
-    # (errors prove the write, warnings report gaps and jumps): the two overlap instead of taking turns
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tis-build") as pool:
-        building = pool.submit(store.build_days, db.engine, checked.clean, start, end)
-        try:
-            report = evaluate_frame(checked.clean, "market_data_1m")
-            facts = logic.summary(checked.clean)
-        except BaseException:
-            with contextlib.suppress(Exception):  # a failed build has dropped its own tables
-                store.discard(db.engine, building.result())
-            raise
-        built = building.result()
+    retain_freed_memory()
+    start, end = window_of(context)
+    limit = settings().max_quarantine_share
+    pieces: list[logic.Validated] = []
+    symbols, notes, skipped = set(), [], []
+    # PostgreSQL builds each day's partition as soon as its rows are validated, while this process reads and
+    # validates the next piece, then judges all the rows by the registry's rules (errors prove the write,
+    # warnings report gaps and jumps): reading, checking and writing overlap instead of taking turns
+    builds = store.DayBuilds(db.engine, start, end)
+    try:
+        for read in bars.read_pieces(start, end):
+            symbols.update(read.symbols)
+            notes += read.notes
+            skipped += read.skipped
+            checked = logic.validate_bars(logic.normalise_bars(read.frame), partition_date=start)
+            shares = logic.quarantine_share_by_day(checked.clean, checked.quarantine)
+            over = shares[shares > limit]
+            if len(over):
+                sample = checked.quarantine.head(5)[["source_file", "source_line", "rule"]].to_dict("records")
+                raise dg.Failure(
+                    description=(
+                        f"{len(over)} partition day(s) have more than {limit:.0%} bad rows "
+                        f"({', '.join(f'{d}: {s:.1%}' for d, s in over.items())}); nothing was written. "
+                        f"Rules broken: {checked.counts}. First rows: {sample}"
+                    ),
+                    metadata={"quarantine_by_rule": checked.counts},
+                )
+            builds.add(checked.clean)
+            pieces.append(checked)
+        checked = logic.Validated.concat(pieces)
+        report = evaluate_frame(checked.clean, "market_data_1m")
+        facts = logic.summary(checked.clean)
+    except BaseException:
+        builds.abandon()
+        raise
+    built = builds.finish()
     try:
         with db.begin() as conn:
-            deleted, written = store.swap_built_days(conn, built, start, end, read.symbols)
+            deleted, written = store.swap_built_days(conn, built, start, end, sorted(symbols))
             quarantined = store.replace_quarantine(conn, checked.quarantine, start, end)
     finally:
         store.discard(db.engine, built)
@@ -86,9 +93,9 @@ def market_data_1m(context: dg.AssetExecutionContext, bars: BarSource, db: Postg
             "rows_without_volume": volume_missing,
             "source": dg.MetadataValue.json(bars.describe()),
             "bar_label": bars.bar_label,
-            "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in read.notes) or "_none_"),
+            "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in notes) or "_none_"),
             "skipped_files": dg.MetadataValue.md(
-                "\n".join(f"- `{p}`: {why}" for p, why in read.skipped) or "_none_"),
+                "\n".join(f"- `{p}`: {why}" for p, why in skipped) or "_none_"),
             "preview": _preview(checked.clean[logic.BAR_COLUMNS]),
         }
     )

@@ -136,6 +136,23 @@ class Validated:
     quarantine: pd.DataFrame     # quarantine table rows
     counts: dict[str, int]       # rule -> rows quarantined
 
+    @staticmethod
+    def concat(pieces: list[Validated]) -> Validated:
+        """One result for pieces validated apart (disjoint days: no row of one can repeat a row of another)."""
+        if len(pieces) == 1:
+            return pieces[0]
+        if not pieces:
+            raise ValueError("no pieces to join")
+        counts: dict[str, int] = {}
+        for piece in pieces:
+            for name, count in piece.counts.items():
+                counts[name] = counts.get(name, 0) + count
+        return Validated(
+            clean=pd.concat([p.clean for p in pieces], ignore_index=True),
+            quarantine=pd.concat([p.quarantine for p in pieces], ignore_index=True),
+            counts={name: counts[name] for name in QUARANTINE_RULES if name in counts},
+        )
+
 
 def rule_masks(frame: pd.DataFrame, now: pd.Timestamp) -> dict[str, np.ndarray]:
     """One boolean mask per quarantine rule (True = the row breaks it), vectorised over the frame.

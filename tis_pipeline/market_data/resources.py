@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,22 @@ class BarSource(dg.ConfigurableResource):
             return {"source": "synthetic", "seed": self.seed, "symbols": ", ".join(self.symbols)}
         return {"source": self.source, "data_dir": str(self.data_dir), "timezone_for_naive": self.tz,
                 "bar_label": self.bar_label}
+
+    def read_pieces(self, start: pd.Timestamp, end: pd.Timestamp) -> Iterator[SourceRead]:
+        """The window's bars in pieces of whole UTC days, in day order: one piece per day from the synthetic
+        source (it makes each day on its own, so the ingest can write day d while it makes day d + 1), one piece
+        of every day from files (a file holds many days and is read once)."""
+        if self.source == "synthetic":
+            from tis_pipeline.market_data import synthetic
+
+            days = pd.date_range(start, end, freq="D", inclusive="left")
+            if len(days) == 0:
+                yield self.read(start, end)
+            for day in days:
+                yield SourceRead(frame=synthetic.bars(day, min(end, day + pd.Timedelta(days=1)), self.symbols,
+                                                      self.seed), symbols=list(self.symbols))
+            return
+        yield self.read(start, end)
 
     def read(self, start: pd.Timestamp, end: pd.Timestamp) -> SourceRead:
         if self.source == "synthetic":

@@ -33,7 +33,7 @@ BUILD_CONNECTIONS = 2  # day partitions built at once, each on its own connectio
 
 def _build_day(engine: sa.Engine, day: pd.Timestamp, staging: str, rows: pd.DataFrame) -> int:
     """A new table of one day's rows: created with its bound CHECK, COPYed (binary, FREEZE), primary key,
-    first statistics of the key columns.
+    statistics.
 
     Runs on a connection of its own and commits: the table is invisible to readers until the caller's
     transaction attaches it, and the caller drops it if anything fails before that. The bound CHECK exists
@@ -49,18 +49,19 @@ def _build_day(engine: sa.Engine, day: pd.Timestamp, staging: str, rows: pd.Data
     with engine.connect() as conn:
         raw = raw_connection(conn)
         with raw.cursor() as cur:
-            cur.execute(sql.SQL("CREATE TABLE {} (LIKE market_data_1m INCLUDING DEFAULTS INCLUDING CONSTRAINTS, {})")
+            cur.execute(sql.SQL("CREATE TABLE {} (LIKE market_data_1m INCLUDING DEFAULTS INCLUDING CONSTRAINTS, {}) "
+                                "WITH (autovacuum_vacuum_insert_threshold = -1)")
                         .format(sql.Identifier(staging), bound))
         written = copy_bars_binary(raw, staging, rows, BAR_WRITE_COLUMNS, freeze=True)
         with raw.cursor() as cur:
             cur.execute(sql.SQL('ALTER TABLE {} ADD PRIMARY KEY (symbol, "timestamp")').format(sql.Identifier(staging)))
-            # a bootstrap of the key columns' statistics, or the planner guesses a few thousand rows of a time
-            # range and sorts for every rollup. A tenth of the default sample gives the same row estimates for a
-            # day of minute bars at a tenth of the cost, and ANALYZE of a column list leaves the table's ANALYZE
-            # due, so autovacuum soon replaces it with full statistics of every column (a full ANALYZE here cost
-            # more than the primary key)
+            # statistics of every column from a tenth of the default sample (10 ms a day instead of 110): the
+            # planner needs the row counts and the keys' spread, or it guesses a few thousand rows of a time range
+            # and sorts for every rollup. Analysed here, the day leaves autovacuum nothing to do (no insert vacuum
+            # either: FREEZE has set every page all-visible); left to autovacuum, its work on each new day
+            # competed with the next steps, and a re-ingest then waited 1 s (deadlock_timeout) per day it was on
             cur.execute("SET LOCAL default_statistics_target = 10")
-            cur.execute(sql.SQL('ANALYZE {} (symbol, "timestamp")').format(sql.Identifier(staging)))
+            cur.execute(sql.SQL('ANALYZE {}').format(sql.Identifier(staging)))
         raw.commit()  # on the driver connection: SQLAlchemy did not see the transaction these statements opened
     return written
 
@@ -87,30 +88,68 @@ class BuiltDays:
     written: int = 0
 
 
-def build_days(engine: sa.Engine, frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> BuiltDays:
-    """Build one new table per UTC day of [start, end) that has rows: COPY, bound CHECK, primary key, ANALYZE.
+class DayBuilds:
+    """Day partitions built in the background as their rows arrive (``add``), ``BUILD_CONNECTIONS`` at a time.
 
-    Days are built ``BUILD_CONNECTIONS`` at a time on connections of their own, so that PostgreSQL parses and
-    indexes on every core while this process prepares the next day's CSV. Nothing is visible to readers until
-    ``swap_built_days`` attaches the tables in the caller's transaction; ``discard`` drops what is left over, so
-    call it in a ``finally`` after that transaction (the tables of a failed run are dropped there).
+    Each day is built by ``_build_day`` on a connection of its own, so that PostgreSQL COPYs and indexes one
+    day while this process reads and validates the next. Nothing is visible to readers until
+    ``swap_built_days`` attaches the tables in the caller's transaction. ``finish`` waits for every build and
+    gives the ``BuiltDays``; ``abandon`` (or a failed build inside ``finish``) drops whatever was built.
     """
-    import uuid
-    from concurrent.futures import ThreadPoolExecutor
 
-    days = pd.date_range(start, end, freq="D", inclusive="left")
-    by_day = dict(tuple(frame.groupby(frame["timestamp"].dt.floor("D"), sort=True))) if len(frame) else {}
-    built = BuiltDays(tag=uuid.uuid4().hex[:8])  # two runs building the same day never collide on a name
-    built.jobs = [(day, _partition_name(day), f"{_partition_name(day)}_{built.tag}")
-                  for day in days if day in by_day and not by_day[day].empty]
+    def __init__(self, engine: sa.Engine, start: pd.Timestamp, end: pd.Timestamp):
+        import uuid
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.engine, self.start, self.end = engine, start, end
+        self.built = BuiltDays(tag=uuid.uuid4().hex[:8])  # two runs building the same day never collide on a name
+        self._pool = ThreadPoolExecutor(max_workers=BUILD_CONNECTIONS, thread_name_prefix="tis-partition")
+        self._builds: list = []
+
+    def add(self, frame: pd.DataFrame) -> None:
+        """Start building the days of ``frame`` inside [start, end); each day must come whole, and once."""
+        if frame.empty:
+            return
+        known = {day for day, _, _ in self.built.jobs}
+        for day, rows in frame.groupby(frame["timestamp"].dt.floor("D"), sort=True):
+            if not (self.start <= day < self.end) or rows.empty:
+                continue
+            if day in known:
+                raise ValueError(f"the rows of {day.date()} came in two parts: a day is built from all its rows")
+            partition = _partition_name(day)
+            staging = f"{partition}_{self.built.tag}"
+            self.built.jobs.append((day, partition, staging))
+            self._builds.append(self._pool.submit(_build_day, self.engine, day, staging, rows))
+
+    def finish(self) -> BuiltDays:
+        try:
+            self.built.written = sum(build.result() for build in self._builds)
+        except BaseException:
+            self.abandon()
+            raise
+        self._pool.shutdown()
+        self.built.jobs.sort()
+        return self.built
+
+    def abandon(self) -> None:
+        for build in self._builds:
+            build.cancel()
+        self._pool.shutdown(wait=True)
+        discard(self.engine, self.built)
+
+
+def build_days(engine: sa.Engine, frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> BuiltDays:
+    """Build one new table per UTC day of [start, end) that has rows (``DayBuilds`` over one frame).
+
+    Call ``discard`` in a ``finally`` after the transaction of ``swap_built_days``.
+    """
+    builds = DayBuilds(engine, start, end)
     try:
-        with ThreadPoolExecutor(max_workers=BUILD_CONNECTIONS, thread_name_prefix="tis-partition") as pool:
-            built.written = sum(pool.map(lambda job: _build_day(engine, job[0], job[2], by_day[job[0]]),
-                                         built.jobs))
+        builds.add(frame)
     except BaseException:
-        discard(engine, built)
+        builds.abandon()
         raise
-    return built
+    return builds.finish()
 
 
 def discard(engine: sa.Engine, built: BuiltDays) -> None:

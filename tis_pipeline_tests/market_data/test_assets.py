@@ -316,3 +316,51 @@ def test_the_hourly_check_ties_its_buckets_to_the_one_minute_bars(migrated_datab
     one_minute = read_table(url, "market_data_1m", pd.Timestamp("2024-06-12", tz="UTC"),
                             pd.Timestamp("2024-06-13", tz="UTC"))
     assert meta["missing_minutes"].value == 2 * 1440 - len(one_minute)
+
+
+def test_a_bad_later_day_of_a_range_fails_it_and_drops_the_days_already_built(database_url, monkeypatch):
+    first, end = pd.Timestamp("2024-04-20", tz="UTC"), pd.Timestamp("2024-04-23", tz="UTC")
+    assert materialize_range(database_url, "2024-04-20", "2024-04-22", [market_data_1m]).success
+    before = table_digest(database_url, "market_data_1m", first, end)
+    real = synthetic.bars
+
+    def third_day_damaged(start, stop, *args, **kwargs):
+        frame = real(start, stop, *args, **kwargs)
+        if pd.Timestamp(start) == pd.Timestamp("2024-04-22", tz="UTC"):
+            frame.loc[frame.index[::10], "low"] = frame["high"] * 2
+        return frame
+
+    monkeypatch.setattr(synthetic, "bars", third_day_damaged)
+    # the first two days are read, validated and handed to the partition builds before the third one fails
+    result = materialize_range(database_url, "2024-04-20", "2024-04-22", [market_data_1m], seed=13)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "2024-04-22: 10.0%" in str(failure.step_failure_data.user_failure_data.description)
+    assert staging_leftovers(database_url) == 0
+    assert table_digest(database_url, "market_data_1m", first, end) == before
+
+
+def test_a_day_handed_to_the_builds_in_two_parts_is_refused(database_url):
+    from tis_pipeline import migrate
+    from tis_pipeline.market_data import store
+
+    migrate.upgrade(database_url)
+    day = pd.Timestamp("2024-04-25", tz="UTC")
+    bars = synthetic.day_bars(day, SYMBOLS, seed=11)
+    builds = store.DayBuilds(engine(database_url), day, day + pd.Timedelta(days=1))
+    builds.add(bars[bars["symbol"] == "AAA"])
+    with pytest.raises(ValueError, match="2024-04-25 came in two parts"):
+        builds.add(bars[bars["symbol"] == "BBB"])
+    builds.abandon()
+    assert staging_leftovers(database_url) == 0
+
+
+def test_the_synthetic_source_in_day_pieces_equals_one_read_of_the_range():
+    source = BarSource(source="synthetic", symbols=SYMBOLS, seed=11)
+    first, end = pd.Timestamp("2024-06-01", tz="UTC"), pd.Timestamp("2024-06-04", tz="UTC")
+    pieces = list(source.read_pieces(first, end))
+    assert [p.frame["timestamp"].dt.floor("D").unique().tolist() for p in pieces] == [
+        [first + pd.Timedelta(days=i)] for i in range(3)]
+    joined = pd.concat([p.frame for p in pieces], ignore_index=True)
+    whole = source.read(first, end).frame
+    pd.testing.assert_frame_equal(joined, whole)
