@@ -1,7 +1,9 @@
 """Market-data assets: 1-minute bars and their 15-minute and 1-hour rollups, one UTC day per partition."""
 
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import dagster as dg
 import pandas as pd
@@ -13,6 +15,21 @@ from tis_pipeline.plots import markdown_image
 from tis_pipeline.quality.checks import check_results, check_specs_for
 from tis_pipeline.resources import PostgresResource
 from tis_pipeline.settings import settings
+
+T = TypeVar("T")
+
+
+def prefetched(pieces: Iterator[T]) -> Iterator[T]:
+    """``pieces``, with the next one made on a thread while the caller works on the current one.
+
+    The synthetic source draws its numbers with numpy, which releases the GIL while it fills the arrays, so
+    day d + 1 is drawn on the second core while day d is validated.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tis-read") as pool:
+        coming = pool.submit(next, pieces, None)
+        while (piece := coming.result()) is not None:
+            coming = pool.submit(next, pieces, None)
+            yield piece
 
 
 def window_of(context: dg.AssetExecutionContext) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -47,7 +64,7 @@ def market_data_1m(context: dg.AssetExecutionContext, bars: BarSource, db: Postg
     # warnings report gaps and jumps): reading, checking and writing overlap instead of taking turns
     builds = store.DayBuilds(db.engine, start, end)
     try:
-        for read in bars.read_pieces(start, end):
+        for read in prefetched(bars.read_pieces(start, end)):
             symbols.update(read.symbols)
             notes += read.notes
             skipped += read.skipped
