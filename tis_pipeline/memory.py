@@ -4,7 +4,7 @@ The bulk assets allocate and free arrays of a few megabytes per UTC day (columns
 payloads). glibc serves blocks that large with ``mmap`` and unmaps them on ``free``, and trims the top of the
 heap, so the next day's arrays fault every page in again: measured on the ingest of 1M bars in day pieces,
 0.7-1.2 s of system time per run, against 0.05-0.2 s with the settings below (bench/RESULTS.md, "Ingest").
-With them, blocks up to 32 MB (glibc's most) come from the heap and up to 256 MB of free heap is kept, so
+With them, blocks up to 32 MB come from the heap and up to 256 MB of free heap is kept, so
 a day's arrays reuse the previous day's pages. Peak memory is unchanged; memory is returned at exit.
 """
 
