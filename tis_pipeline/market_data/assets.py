@@ -105,13 +105,13 @@ def _rollup(context: dg.AssetExecutionContext, db: PostgresResource, table: str)
     title = f"{table} {start.date()}"
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tis-pyplot") as pool:
         pool.submit(pyplot)  # matplotlib's first import (a second) overlaps the SQL instead of following it
-        expected = store.stage_expected_rollup(db.engine, table, start, end)  # aggregating on their own connections
+        expected = store.stage_expected_rollup(db.engine, table, start, end)  # pieces start on their own connections
         try:
             with db.begin() as conn:
                 written = store.rebuild_rollup(conn, expected, start, end)
                 plot_frame = store.read_bars(conn, table, start, min(end, start + pd.Timedelta(days=3)))
-                # drawn on the thread (after the import) while PostgreSQL compares the bars and commits: the
-                # queries wait without the GIL, so the figure costs no wall time of its own
+                # drawn on the thread (after the import) while PostgreSQL counts gaps, compares the bars and
+                # commits: those queries wait without the GIL, so most of the figure's time hides behind them
                 drawing = pool.submit(lambda: logic.price_volume_png(plot_frame, title) if len(plot_frame) else b"")
                 fill = store.bucket_fill(conn, expected)
                 mismatches = store.rollup_mismatches(conn, expected, start, end)
