@@ -126,26 +126,32 @@ def _rollup(context: dg.AssetExecutionContext, db: PostgresResource, table: str)
 
     start, end = window_of(context)
     consistency = rule(f"{table}_rollup_consistent")
+    title = f"{table} {start.date()}"
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tis-pyplot") as pool:
-        plotting = pool.submit(pyplot)  # matplotlib's first import (a second) overlaps the SQL instead of following it
-        with db.begin() as conn:
-            store.stage_expected_rollup(conn, table, start, end)
-            written = store.rebuild_rollup(conn, table, start, end)
-            fill = store.bucket_fill(conn, table)
-            mismatches = store.rollup_mismatches(conn, table, start, end)
-            plot_frame = store.read_bars(conn, table, start, min(end, start + pd.Timedelta(days=3)))
-        plotting.result()
-    png = logic.price_volume_png(plot_frame, f"{table} {start.date()}") if len(plot_frame) else b""
-    yield dg.AssetCheckResult(
-        check_name=consistency.name,
-        passed=mismatches.empty,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=f"{len(mismatches)} of {written} bars differ from the rollup of their 1-minute source",
-        metadata={"partition_start": start.isoformat(), "partition_end": end.isoformat(), "bars_checked": written,
-                  "failing_rows": len(mismatches),
-                  **({"failing_rows_sample": table_metadata(mismatches.head(20).astype(str))}
-                     if len(mismatches) else {})},
-    )
+        pool.submit(pyplot)  # matplotlib's first import (a second) overlaps the SQL instead of following it
+        expected = store.stage_expected_rollup(db.engine, table, start, end)  # pieces start on their own connections
+        try:
+            with db.begin() as conn:
+                written = store.rebuild_rollup(conn, expected, start, end)
+                plot_frame = store.read_bars(conn, table, start, min(end, start + pd.Timedelta(days=3)))
+                # drawn on the thread (after the import) while PostgreSQL counts gaps, compares the bars and
+                # commits: those queries wait without the GIL, so most of the figure's time hides behind them
+                drawing = pool.submit(lambda: logic.price_volume_png(plot_frame, title) if len(plot_frame) else b"")
+                fill = store.bucket_fill(conn, expected)
+                mismatches = store.rollup_mismatches(conn, expected, start, end)
+        finally:
+            store.discard_expected(db.engine, expected)
+        yield dg.AssetCheckResult(
+            check_name=consistency.name,
+            passed=mismatches.empty,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=f"{len(mismatches)} of {written} bars differ from the rollup of their 1-minute source",
+            metadata={"partition_start": start.isoformat(), "partition_end": end.isoformat(),
+                      "bars_checked": written, "failing_rows": len(mismatches),
+                      **({"failing_rows_sample": table_metadata(mismatches.head(20).astype(str))}
+                         if len(mismatches) else {})},
+        )
+        png = drawing.result()
     yield dg.MaterializeResult(
         metadata={
             "dagster/row_count": written,

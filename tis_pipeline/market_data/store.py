@@ -5,6 +5,7 @@ Table names come from the fixed set below, never from input; every value is a bo
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -244,20 +245,75 @@ def replace_quarantine(conn: sa.Connection, frame: pd.DataFrame, start: pd.Times
 
 
 ROLLUP_SOURCES = {"market_data_15m": "market_data_1m", "market_data_1h": "market_data_15m"}
-EXPECTED_ROLLUP = "rollup_expected"  # temp table of the transaction: the expected rollup (stage_expected_rollup)
+ROLLUP_CONNECTIONS = 2  # pieces of the expected rollup aggregated at once, each on a connection of its own
+ROLLUP_PIECES = 4  # pieces per window: the 15-minute bars of the first ones are inserted while the last aggregate
 
 
-def stage_expected_rollup(conn: sa.Connection, target: str, start: pd.Timestamp, end: pd.Timestamp) -> int:
-    """The expected bars of ``target`` over [start, end) into the temp table ``rollup_expected``.
+@dataclass
+class ExpectedRollup:
+    """The expected bars of a rollup (``stage_expected_rollup``): one unlogged table per piece of the window,
+    committed on a connection of its own (``pieces``: their futures, each returning its row count), read as one
+    relation until ``discard_expected`` drops them."""
 
-    15-minute: one pass over the 1-minute bars (``quality.sql.rollup_source_sql``, the rollup rule's own SQL)
-    with parallel workers: CREATE TABLE AS may run its query in parallel where INSERT … SELECT may not.
+    target: str
+    tables: list[str]
+    pool: ThreadPoolExecutor
+    pieces: list[Future] = field(default_factory=list)
+
+    def ready(self) -> int:
+        """Wait until every piece is built (a failed one raises here); the rows staged."""
+        return sum(piece.result() for piece in self.pieces)
+
+    @property
+    def relation(self) -> str:
+        """The pieces as one parenthesised query for a FROM clause (the names are the code's, never input)."""
+        return "(" + " UNION ALL ".join(f"SELECT * FROM {name}" for name in self.tables) + ")"
+
+
+def _rollup_cuts(target: str, start: pd.Timestamp, end: pd.Timestamp) -> list[pd.Timestamp]:
+    """[start, ..., end] cut into up to ``ROLLUP_PIECES`` pieces of about equal time, every cut on a bucket
+    boundary of ``target`` (binned like ``quality.sql.bucket_sql``), so that no bucket straddles two pieces."""
+    from tis_pipeline.quality.rules import MARKET_TABLES
+    from tis_pipeline.quality.sql import BIN_ORIGIN
+
+    width = pd.Timedelta(minutes=MARKET_TABLES[target])
+    origin = pd.Timestamp(BIN_ORIGIN)
+    cuts = [start]
+    for i in range(1, ROLLUP_PIECES):
+        cut = origin + ((start + (end - start) * i / ROLLUP_PIECES - origin) // width) * width
+        if cuts[-1] < cut < end:
+            cuts.append(cut)
+    return [*cuts, end]
+
+
+def _stage_piece(engine: sa.Engine, name: str, query: str, start: pd.Timestamp, end: pd.Timestamp) -> int:
+    with engine.begin() as side:
+        side.execute(sa.text("SET LOCAL work_mem = '256MB'"))  # the hash aggregate fits in memory, no temp spill
+        # the pieces already keep every core busy; parallel workers would only compete with the other piece
+        side.execute(sa.text("SET LOCAL max_parallel_workers_per_gather = 0"))
+        # a scratch table: a crash empties it anyway (unlogged), so its commit need not wait for the WAL flush
+        side.execute(sa.text("SET LOCAL synchronous_commit = off"))
+        return side.execute(sa.text(f"CREATE UNLOGGED TABLE {name} AS {query}"), {"start": start, "end": end}).rowcount
+
+
+def stage_expected_rollup(engine: sa.Engine, target: str, start: pd.Timestamp, end: pd.Timestamp) -> ExpectedRollup:
+    """Start building the expected bars of ``target`` over [start, end) apart from the transaction that replaces
+    them; returns at once (``ExpectedRollup.ready`` waits).
+
+    15-minute: one pass over the 1-minute bars (``quality.sql.rollup_source_sql``, the rollup rule's own SQL).
     Hourly: from the 15-minute bars, whose own blocking check has just compared them with the 1-minute bars,
     plus a count of 1-minute bars per hour for the bucket set and gaps (``quality.sql.rollup_via_sql`` states
     why that is sound); it used to aggregate the numerics of every 1-minute bar a second time.
-    The table also holds ``source_bars`` per bucket, so gaps are counted from it without another scan. Dropped
-    at commit.
+    The rows also hold ``source_bars`` per bucket, so gaps are counted from them without another scan.
+
+    The window is cut on bucket boundaries into ``ROLLUP_PIECES`` pieces aggregated ``ROLLUP_CONNECTIONS`` at a
+    time, each into an unlogged table of its own on a connection of its own: every core aggregates, no partial
+    groups are funnelled through one leader to be combined again (as one parallel query does), and the caller's
+    transaction can insert a finished piece while the next ones aggregate. Call ``discard_expected`` in a
+    ``finally`` after that transaction, whatever happened: it waits for the pieces and drops their tables.
     """
+    import uuid
+
     from tis_pipeline.quality.rules import MARKET_TABLES, rule
     from tis_pipeline.quality.sql import rollup_source_sql, rollup_via_sql
 
@@ -268,23 +324,35 @@ def stage_expected_rollup(conn: sa.Connection, target: str, start: pd.Timestamp,
     via = ROLLUP_SOURCES[target]
     query = (rollup_source_sql(consistency) if via == consistency.params["source"]
              else rollup_via_sql(consistency, via, MARKET_TABLES[via]))
-    conn.execute(sa.text("SET LOCAL work_mem = '256MB'"))  # the hash aggregate fits in memory, no temp spill
-    conn.execute(sa.text(f"DROP TABLE IF EXISTS {EXPECTED_ROLLUP}"))
-    return conn.execute(sa.text(f"CREATE TEMP TABLE {EXPECTED_ROLLUP} ON COMMIT DROP AS {query}"),
-                        {"start": start, "end": end}).rowcount
+    cuts = _rollup_cuts(target, start, end)
+    tag = uuid.uuid4().hex[:8]  # two runs of the same rollup never collide on a name
+    expected = ExpectedRollup(target, [f"rollup_expected_{tag}_{i}" for i in range(len(cuts) - 1)],
+                              ThreadPoolExecutor(max_workers=ROLLUP_CONNECTIONS, thread_name_prefix="tis-rollup"))
+    expected.pieces = [expected.pool.submit(_stage_piece, engine, name, query, cuts[i], cuts[i + 1])
+                       for i, name in enumerate(expected.tables)]
+    return expected
 
 
-def rebuild_rollup(conn: sa.Connection, target: str, start: pd.Timestamp, end: pd.Timestamp) -> int:
-    """Replace ``target``'s bars over [start, end) with the rollup of their source; returns rows written.
+def discard_expected(engine: sa.Engine, expected: ExpectedRollup) -> None:
+    """Wait for the pieces of ``expected`` (one still running would create its table after the drop), then drop
+    their tables. Only after the transaction that read them: DROP waits for its locks."""
+    expected.pool.shutdown(wait=True, cancel_futures=True)
+    with engine.begin() as side:
+        side.execute(sa.text("SET LOCAL synchronous_commit = off"))  # see _stage_piece
+        side.execute(sa.text(f"DROP TABLE IF EXISTS {', '.join(expected.tables)}"))
+
+
+def rebuild_rollup(conn: sa.Connection, expected: ExpectedRollup, start: pd.Timestamp, end: pd.Timestamp) -> int:
+    """Replace the bars of ``expected.target`` over [start, end) with the rollup of their source; rows written.
 
     open = first, high = max, low = min, close = last, volume = sum per symbol and bucket; a bucket exists only
-    where source bars do (no forward fill). 15-minute bars are ``rollup_expected`` (``stage_expected_rollup``
-    must have run in this transaction); hourly bars come from the 15-minute ones (four rows per hour instead of
-    sixty, the same OHLCV since 15 divides 60 and both are binned from midnight UTC); their check compares them
-    with the 15-minute rollup and the 1-minute bar counts (``stage_expected_rollup``).
+    where source bars do (no forward fill). 15-minute bars are the staged expected rows, each piece inserted as
+    soon as it is built; hourly bars come from the 15-minute ones (four rows per hour instead of sixty, the same
+    OHLCV since 15 divides 60 and both are binned from midnight UTC) while the pieces are still being built;
+    their check compares them with the 15-minute rollup and the 1-minute bar counts (``stage_expected_rollup``).
     mx_evidence is the mean of the source bars' evidence, mx_confirm true when any source bar confirmed.
     """
-    target = _bar_table(target)
+    target = _bar_table(expected.target)
     if target not in ROLLUP_SOURCES:
         raise ValueError(f"{target} is not a rollup")
     from tis_pipeline.quality.rules import MARKET_TABLES
@@ -292,20 +360,27 @@ def rebuild_rollup(conn: sa.Connection, target: str, start: pd.Timestamp, end: p
 
     window = {"start": start, "end": end}
     conn.execute(sa.text(f'DELETE FROM {target} WHERE "timestamp" >= :start AND "timestamp" < :end'), window)
-    columns = 'symbol, "timestamp", open, high, low, close, volume, mx_evidence, mx_confirm'
-    staged = (EXPECTED_ROLLUP if target == "market_data_15m"
-              else f"({rollup_aggregate_sql(ROLLUP_SOURCES[target], MARKET_TABLES[target])}) AS hours")
-    return conn.execute(sa.text(
-        f"INSERT INTO {target} ({columns}) SELECT symbol, bucket, open, high, low, close, volume, mx_evidence, "
-        f"mx_confirm FROM {staged}"), window).rowcount
+    insert = (f"INSERT INTO {target} (symbol, \"timestamp\", open, high, low, close, volume, mx_evidence, mx_confirm) "
+              "SELECT symbol, bucket, open, high, low, close, volume, mx_evidence, mx_confirm FROM ")
+    if target != "market_data_15m":
+        hours = rollup_aggregate_sql(ROLLUP_SOURCES[target], MARKET_TABLES[target])
+        return conn.execute(sa.text(f"{insert}({hours}) AS hours"), window).rowcount
+    table_of = dict(zip(expected.pieces, expected.tables, strict=True))
+    written = 0
+    for piece in as_completed(expected.pieces):
+        piece.result()  # a failed piece raises here
+        written += conn.execute(sa.text(insert + table_of[piece])).rowcount
+    return written
 
 
-def rollup_mismatches(conn: sa.Connection, target: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-    """Bars of ``target`` in [start, end) that differ from ``rollup_expected`` or are missing (the rule's SQL)."""
+def rollup_mismatches(conn: sa.Connection, expected: ExpectedRollup, start: pd.Timestamp,
+                      end: pd.Timestamp) -> pd.DataFrame:
+    """Bars of ``expected.target`` in [start, end) that differ from ``expected`` or are missing (the rule's SQL)."""
     from tis_pipeline.quality.rules import rule
     from tis_pipeline.quality.sql import rollup_compare_sql
 
-    query = rollup_compare_sql(rule(f"{_bar_table(target)}_rollup_consistent"), EXPECTED_ROLLUP)
+    expected.ready()
+    query = rollup_compare_sql(rule(f"{_bar_table(expected.target)}_rollup_consistent"), expected.relation)
     return pd.DataFrame(conn.execute(sa.text(query), {"start": start, "end": end}).mappings().all())
 
 
@@ -345,16 +420,17 @@ def read_bars(conn: sa.Connection, table: str, start: pd.Timestamp, end: pd.Time
     return frame
 
 
-def bucket_fill(conn: sa.Connection, target: str) -> pd.DataFrame:
+def bucket_fill(conn: sa.Connection, expected: ExpectedRollup) -> pd.DataFrame:
     """Per symbol: buckets, buckets with fewer 1-minute bars than their width (gaps inside), missing minutes.
 
-    Read from ``rollup_expected`` (``stage_expected_rollup`` of this transaction), not from another scan.
+    Read from the staged expected rows (``stage_expected_rollup``), not from another scan.
     """
     from tis_pipeline.quality.rules import MARKET_TABLES
 
-    minutes = MARKET_TABLES[_bar_table(target)]
+    minutes = MARKET_TABLES[_bar_table(expected.target)]
+    expected.ready()
     return pd.DataFrame(conn.execute(sa.text(f"""
         SELECT symbol, count(*) AS buckets,
                count(*) FILTER (WHERE source_bars < {minutes}) AS partial_buckets,
                coalesce(sum({minutes} - source_bars), 0) AS missing_minutes
-        FROM {EXPECTED_ROLLUP} GROUP BY symbol ORDER BY symbol""")).mappings().all())
+        FROM {expected.relation} AS expected GROUP BY symbol ORDER BY symbol""")).mappings().all())

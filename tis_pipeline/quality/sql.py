@@ -5,8 +5,8 @@ The rollup rule of ``market_data_15m`` / ``market_data_1h`` in two parts:
 * ``rollup_source_sql(rule)``: the rollup of the 1-minute source over ``[:start, :end)`` recomputed per symbol
   and bucket (first open, max high, min low, last close, summed volume, buckets labelled by their open, UTC),
   with ``source_bars``, the number of 1-minute bars in the bucket (for gap reporting). First and last come
-  from ``min``/``max`` over ``ARRAY[epoch, price]`` in the same pass (no sort, no join back to the source);
-  as a plain SELECT it runs with parallel workers.
+  from the bars at the bucket's opening and closing slots in the same pass (no sort; only a bucket with a hole
+  at an edge looks its bar up by key, see ``_AGGREGATE_SQL``); as a plain SELECT it runs with parallel workers.
 * ``rollup_compare_sql(rule, expected)``: the rollup bars in ``[:start, :end)`` that differ from ``expected``
   (a table or a parenthesised query of ``rollup_source_sql``'s shape), plus the buckets that have source bars
   but no rollup bar. The comparison is exact: both sides are DECIMAL(20,8) in the database.
@@ -17,25 +17,40 @@ The rollup rule of ``market_data_15m`` / ``market_data_1h`` in two parts:
 
 from __future__ import annotations
 
-from tis_pipeline.quality.rules import Rule
+from tis_pipeline.quality.rules import MARKET_TABLES, Rule
 
 # date_bin's origin: a Monday 00:00 UTC keeps 15-minute and hourly buckets on the clock
 BIN_ORIGIN = "2000-01-03 00:00:00+00"
 
+# First and last without ordering: a bucket's first bar is the one at its opening slot whenever that slot has a
+# bar, and its last the one at its closing slot, so `open`/`close` are min() over the one row that passes a
+# timestamp FILTER (int64 comparisons), and only buckets with a hole at an edge look their bar up by key. The
+# CASE tests first_at/last_at, not the FILTER's result, so a bar off the grid can never pass for the edge bar.
+# It replaces min/max(ARRAY[epoch, price]), which built and compared an array per source row: half the CPU of
+# the aggregation (1.07 -> 0.55 core-seconds for 1M bars into 15-minute buckets).
 _AGGREGATE_SQL = """
-SELECT symbol,
-       {bucket} AS bucket,
-       (min(ARRAY[extract(epoch FROM "timestamp")::numeric, open]))[2] AS open,
-       max(high) AS high,
-       min(low) AS low,
-       (max(ARRAY[extract(epoch FROM "timestamp")::numeric, close]))[2] AS close,
-       sum(volume) AS volume,
-       count(*) AS source_bars,
-       round(avg(mx_evidence), 2) AS mx_evidence,
-       bool_or(mx_confirm) AS mx_confirm
-FROM {source}
-WHERE "timestamp" >= CAST(:start AS timestamptz) AND "timestamp" < CAST(:end AS timestamptz)
-GROUP BY 1, 2
+SELECT a.symbol, a.bucket,
+       CASE WHEN a.first_at = a.bucket THEN a.open_at_first_slot
+            ELSE (SELECT e.open FROM {source} e WHERE e.symbol = a.symbol AND e."timestamp" = a.first_at) END AS open,
+       a.high, a.low,
+       CASE WHEN a.last_at = a.bucket + INTERVAL '{last_slot} minutes' THEN a.close_at_last_slot
+            ELSE (SELECT e.close FROM {source} e WHERE e.symbol = a.symbol AND e."timestamp" = a.last_at) END AS close,
+       a.volume, a.source_bars, a.mx_evidence, a.mx_confirm
+FROM (SELECT symbol,
+             {bucket} AS bucket,
+             min("timestamp") AS first_at,
+             max("timestamp") AS last_at,
+             min(open) FILTER (WHERE "timestamp" = {bucket}) AS open_at_first_slot,
+             min(close) FILTER (WHERE "timestamp" = {bucket} + INTERVAL '{last_slot} minutes') AS close_at_last_slot,
+             max(high) AS high,
+             min(low) AS low,
+             sum(volume) AS volume,
+             count(*) AS source_bars,
+             round(avg(mx_evidence), 2) AS mx_evidence,
+             bool_or(mx_confirm) AS mx_confirm
+      FROM {source}
+      WHERE "timestamp" >= CAST(:start AS timestamptz) AND "timestamp" < CAST(:end AS timestamptz)
+      GROUP BY 1, 2) AS a
 """
 
 _VIA_SQL = """
@@ -77,8 +92,13 @@ def bucket_sql(minutes: int, column: str = '"timestamp"') -> str:
 
 def rollup_aggregate_sql(source: str, minutes: int) -> str:
     """``source``'s bars over ``[:start, :end)`` rolled up into ``minutes``-long buckets (one row per symbol and
-    bucket, with ``source_bars``); ``source`` is a table name chosen by the code, never input."""
-    return _AGGREGATE_SQL.format(bucket=bucket_sql(minutes), source=source).strip()
+    bucket, with ``source_bars``); ``source`` is a bar table of ``MARKET_TABLES`` chosen by the code, never
+    input, whose bar width divides ``minutes``."""
+    width = MARKET_TABLES[source]
+    if int(minutes) % width:
+        raise ValueError(f"{width}-minute bars do not tile {minutes}-minute buckets")
+    return _AGGREGATE_SQL.format(bucket=bucket_sql(minutes), source=source,
+                                 last_slot=int(minutes) - width).strip()
 
 
 def rollup_via_sql(rule: Rule, via: str, via_minutes: int) -> str:

@@ -364,3 +364,41 @@ def test_the_synthetic_source_in_day_pieces_equals_one_read_of_the_range():
     joined = pd.concat([p.frame for p in pieces], ignore_index=True)
     whole = source.read(first, end).frame
     pd.testing.assert_frame_equal(joined, whole)
+
+
+def _scratch_tables(url):
+    with engine(url).connect() as conn:
+        return conn.execute(sa.text("SELECT tablename FROM pg_tables WHERE tablename LIKE 'rollup_expected%'")).all()
+
+
+def test_the_rollups_leave_no_scratch_tables_whether_they_succeed_or_fail(migrated_database_url):
+    """The expected rollup is staged in unlogged tables on connections of their own: a run drops them, and so
+    does a run whose transaction fails after they were built (here a trigger refuses an hourly bar)."""
+    url = migrated_database_url
+    assert materialize_range(url, "2024-06-13", "2024-06-14").success
+    assert _scratch_tables(url) == []
+    with engine(url).begin() as conn:
+        conn.execute(sa.text("""
+            CREATE FUNCTION tis_test_refuse_hour() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'refused by the test'; END $$;
+            CREATE TRIGGER tis_test_refuse_hour BEFORE INSERT ON market_data_1h FOR EACH ROW
+              EXECUTE FUNCTION tis_test_refuse_hour();"""))
+    result = materialize_range(url, "2024-06-13", "2024-06-14", assets=[market_data_15m, market_data_1h])
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert failure.step_key == "market_data_1h" and "refused by the test" in str(failure.step_failure_data.error)
+    assert _scratch_tables(url) == []
+
+
+@pytest.mark.parametrize(("table", "minutes"), [("market_data_15m", 15), ("market_data_1h", 60)])
+def test_the_pieces_of_a_rollup_window_are_cut_on_its_bucket_boundaries(table, minutes):
+    """A bucket never straddles two pieces, even for a window that is not a whole number of days."""
+    from tis_pipeline.market_data.store import ROLLUP_PIECES, _rollup_cuts
+
+    start = pd.Timestamp("2024-03-04", tz="UTC")
+    for end, pieces in ((start + pd.Timedelta(minutes=200), 3 if minutes == 60 else ROLLUP_PIECES),
+                        (start + pd.Timedelta(days=3, minutes=7), ROLLUP_PIECES)):
+        cuts = _rollup_cuts(table, start, end)
+        assert cuts[0] == start and cuts[-1] == end and len(cuts) == pieces + 1
+        assert all(a < b for a, b in zip(cuts, cuts[1:], strict=False))
+        assert all((cut - start) % pd.Timedelta(minutes=minutes) == pd.Timedelta(0) for cut in cuts[1:-1])

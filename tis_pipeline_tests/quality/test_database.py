@@ -127,3 +127,47 @@ def test_rollup_sql_finds_the_bars_the_pandas_rule_finds(conn, table):
         zip(flagged["symbol"], flagged["timestamp"], strict=True)
     )
     assert len(found) == 2
+
+
+def test_rollup_sql_takes_first_and_last_by_time_whatever_the_holes(conn):
+    """Open and close are the first and last bars by time also where a bucket's opening or closing slot has no
+    bar, where one bar is all a bucket holds, and where a bar off the minute grid follows the closing slot's
+    bar: the SQL rollups (from 1-minute bars, and hourly from 15-minute bars) equal pandas' first/last."""
+    from tis_pipeline.quality.evaluate import rollup_bars
+    from tis_pipeline.quality.sql import rollup_source_sql, rollup_via_sql
+
+    bars = market_1m()
+    for column in ("open", "high", "low", "close", "volume"):
+        bars[column] = bars[column].round(8)
+    minute = (bars["timestamp"] - START) // pd.Timedelta(minutes=1)
+    aaa = bars["symbol"] == "AAA"
+    # AAA: the opening or closing minute missing, a bucket of one bar; BBB: whole quarters missing at both
+    # edges of the 02:00 hour, so that the hourly rollup from 15-minute bars has holes at its edges too
+    holes = (aaa & minute.isin([0, 29, 59, 60, 119])) | (aaa & minute.between(30, 44) & (minute != 37)) \
+        | (~aaa & (minute.between(120, 134) | minute.between(165, 179) | (minute == 45)))
+    late = bars[aaa & minute.isin([74, 179])].copy()  # after the closing slots of 01:00-01:15 and the 02:00 hour
+    late["timestamp"] += pd.Timedelta(seconds=30)
+    late["close"] = late["low"]
+    assert (late["close"].to_numpy() != bars.loc[late.index, "close"].to_numpy()).all()
+    bars = pd.concat([bars[~holes], late]).sort_values(["symbol", "timestamp"], ignore_index=True)
+    _insert(conn, "market_data_1m", bars)
+    window = {"start": START, "end": START + pd.Timedelta(days=1)}
+
+    def assert_equal(sql_rows, minutes):
+        got = pd.DataFrame(sql_rows).sort_values(["symbol", "bucket"], ignore_index=True)
+        want = rollup_bars(bars, minutes)
+        assert list(zip(got["symbol"], got["bucket"], strict=True)) == list(
+            zip(want["symbol"], want["timestamp"], strict=True))
+        for column in ("open", "high", "low", "close"):
+            assert [float(v) for v in got[column]] == want[column].tolist(), column
+        np.testing.assert_allclose(got["volume"].astype(float), want["volume"], rtol=1e-12)
+        assert got["source_bars"].tolist() == want["source_bars"].tolist()
+
+    quarter = conn.execute(sa.text(rollup_source_sql(rule("market_data_15m_rollup_consistent"))),
+                           window).mappings().all()
+    assert_equal(quarter, 15)
+    assert_equal(conn.execute(sa.text(rollup_source_sql(rule("market_data_1h_rollup_consistent"))),
+                              window).mappings().all(), 60)
+    _insert(conn, "market_data_15m", pd.DataFrame(quarter).rename(columns={"bucket": "timestamp"}))
+    assert_equal(conn.execute(sa.text(rollup_via_sql(rule("market_data_1h_rollup_consistent"), "market_data_15m", 15)),
+                              window).mappings().all(), 60)
