@@ -129,9 +129,11 @@ def _rollup(context: dg.AssetExecutionContext, db: PostgresResource, table: str)
     title = f"{table} {start.date()}"
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tis-pyplot") as pool:
         pool.submit(pyplot)  # matplotlib's first import (a second) overlaps the SQL instead of following it
-        expected = store.stage_expected_rollup(db.engine, table, start, end)  # pieces start on their own connections
+        expected = None
         try:
             with db.begin() as conn:
+                # the pieces start on their own connections, all reading this transaction's snapshot
+                expected = store.stage_expected_rollup(db.engine, table, start, end, store.export_snapshot(conn))
                 written = store.rebuild_rollup(conn, expected, start, end)
                 plot_frame = store.read_bars(conn, table, start, min(end, start + pd.Timedelta(days=3)))
                 # drawn on the thread (after the import) while PostgreSQL counts gaps, compares the bars and
@@ -140,7 +142,8 @@ def _rollup(context: dg.AssetExecutionContext, db: PostgresResource, table: str)
                 fill = store.bucket_fill(conn, expected)
                 mismatches = store.rollup_mismatches(conn, expected, start, end)
         finally:
-            store.discard_expected(db.engine, expected)
+            if expected is not None:
+                store.discard_expected(db.engine, expected)
         yield dg.AssetCheckResult(
             check_name=consistency.name,
             passed=mismatches.empty,

@@ -5,6 +5,7 @@ Table names come from the fixed set below, never from input; every value is a bo
 
 from __future__ import annotations
 
+import re
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
@@ -286,8 +287,24 @@ def _rollup_cuts(target: str, start: pd.Timestamp, end: pd.Timestamp) -> list[pd
     return [*cuts, end]
 
 
-def _stage_piece(engine: sa.Engine, name: str, query: str, start: pd.Timestamp, end: pd.Timestamp) -> int:
+_SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+-[0-9]+$")
+
+
+def export_snapshot(conn: sa.Connection) -> str:
+    """The snapshot of ``conn``'s transaction, for other connections to read with (``pg_export_snapshot``); it
+    can be imported until that transaction ends."""
+    snapshot = conn.execute(sa.text("SELECT pg_export_snapshot()")).scalar_one()
+    if not _SNAPSHOT_ID.match(snapshot):  # it is inlined into SET TRANSACTION SNAPSHOT, which takes no parameters
+        raise ValueError(f"unexpected snapshot id {snapshot!r}")
+    return snapshot
+
+
+def _stage_piece(engine: sa.Engine, name: str, query: str, start: pd.Timestamp, end: pd.Timestamp,
+                 snapshot: str | None) -> int:
     with engine.begin() as side:
+        if snapshot is not None:  # every piece reads the same committed data, whenever it starts
+            side.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+            side.execute(sa.text(f"SET TRANSACTION SNAPSHOT '{snapshot}'"))
         side.execute(sa.text("SET LOCAL work_mem = '256MB'"))  # the hash aggregate fits in memory, no temp spill
         # the pieces already keep every core busy; parallel workers would only compete with the other piece
         side.execute(sa.text("SET LOCAL max_parallel_workers_per_gather = 0"))
@@ -296,7 +313,8 @@ def _stage_piece(engine: sa.Engine, name: str, query: str, start: pd.Timestamp, 
         return side.execute(sa.text(f"CREATE UNLOGGED TABLE {name} AS {query}"), {"start": start, "end": end}).rowcount
 
 
-def stage_expected_rollup(engine: sa.Engine, target: str, start: pd.Timestamp, end: pd.Timestamp) -> ExpectedRollup:
+def stage_expected_rollup(engine: sa.Engine, target: str, start: pd.Timestamp, end: pd.Timestamp,
+                          snapshot: str | None = None) -> ExpectedRollup:
     """Start building the expected bars of ``target`` over [start, end) apart from the transaction that replaces
     them; returns at once (``ExpectedRollup.ready`` waits).
 
@@ -311,6 +329,8 @@ def stage_expected_rollup(engine: sa.Engine, target: str, start: pd.Timestamp, e
     groups are funnelled through one leader to be combined again (as one parallel query does), and the caller's
     transaction can insert a finished piece while the next ones aggregate. Call ``discard_expected`` in a
     ``finally`` after that transaction, whatever happened: it waits for the pieces and drops their tables.
+    ``snapshot`` (``export_snapshot`` of that transaction): the pieces read the data as it was when it was
+    taken, so a write committed while they run (an ingest of a day in the window) is in none of them or all.
     """
     import uuid
 
@@ -328,7 +348,7 @@ def stage_expected_rollup(engine: sa.Engine, target: str, start: pd.Timestamp, e
     tag = uuid.uuid4().hex[:8]  # two runs of the same rollup never collide on a name
     expected = ExpectedRollup(target, [f"rollup_expected_{tag}_{i}" for i in range(len(cuts) - 1)],
                               ThreadPoolExecutor(max_workers=ROLLUP_CONNECTIONS, thread_name_prefix="tis-rollup"))
-    expected.pieces = [expected.pool.submit(_stage_piece, engine, name, query, cuts[i], cuts[i + 1])
+    expected.pieces = [expected.pool.submit(_stage_piece, engine, name, query, cuts[i], cuts[i + 1], snapshot)
                        for i, name in enumerate(expected.tables)]
     return expected
 

@@ -402,3 +402,25 @@ def test_the_pieces_of_a_rollup_window_are_cut_on_its_bucket_boundaries(table, m
         assert cuts[0] == start and cuts[-1] == end and len(cuts) == pieces + 1
         assert all(a < b for a, b in zip(cuts, cuts[1:], strict=False))
         assert all((cut - start) % pd.Timedelta(minutes=minutes) == pd.Timedelta(0) for cut in cuts[1:-1])
+
+
+def test_the_rollup_pieces_read_the_snapshot_of_the_replacing_transaction(database_url):
+    from tis_pipeline.market_data import store
+
+    day = pd.Timestamp("2024-06-10", tz="UTC")
+    assert materialize_range(database_url, "2024-06-10", "2024-06-10", [market_data_1m]).success
+    eng = engine(database_url)
+    with eng.begin() as conn:
+        snapshot = store.export_snapshot(conn)
+        # a write committed after the snapshot and before the pieces start: all of them must miss it
+        with eng.begin() as other:
+            other.execute(sa.text("DELETE FROM market_data_1m WHERE symbol = 'BBB' AND \"timestamp\" >= :a"),
+                          {"a": day})
+        pinned = store.stage_expected_rollup(eng, "market_data_15m", day, day + pd.Timedelta(days=1), snapshot)
+        unpinned = store.stage_expected_rollup(eng, "market_data_15m", day, day + pd.Timedelta(days=1))
+        assert len(pinned.tables) == 4
+        assert pinned.ready() == 2 * 96  # both symbols, every quarter hour of the day
+        assert unpinned.ready() == 96    # only AAA is left
+    store.discard_expected(eng, pinned)
+    store.discard_expected(eng, unpinned)
+    assert _scratch_tables(database_url) == []
