@@ -30,6 +30,39 @@ def _partition_name(day: pd.Timestamp) -> str:
     return f"market_data_1m_p{day:%Y%m%d}"
 
 
+# Scratch tables (day partitions built for a swap, pieces of an expected rollup) carry their creation time in their
+# comment, so that those a killed process left behind can be told from those a running one is about to use
+SCRATCH_TABLE_PATTERN = r"^(market_data_1m_p[0-9]{8}_[0-9a-f]{8}|rollup_expected_[0-9a-f]{8}_[0-9]+)$"
+SCRATCH_COMMENT_PREFIX = "tis scratch table, created "
+
+
+def scratch_comment(now: pd.Timestamp | None = None) -> str:
+    return SCRATCH_COMMENT_PREFIX + (now if now is not None else pd.Timestamp.now(tz="UTC")).isoformat()
+
+
+def drop_stale_scratch_tables(conn: sa.Connection, now: pd.Timestamp, older_than: pd.Timedelta) -> list[str]:
+    """Drop the scratch tables created before ``now - older_than`` (or without their comment: made by a version
+    before the comments); their process died between building and swapping or discarding them. Returns them."""
+    from psycopg import sql
+
+    rows = conn.execute(sa.text(
+        "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = current_schema() AND c.relkind = 'r' AND NOT c.relispartition AND c.relname ~ :pattern"),
+        {"pattern": SCRATCH_TABLE_PATTERN}).all()
+    stale = []
+    for name, comment in rows:
+        created = None
+        if comment and comment.startswith(SCRATCH_COMMENT_PREFIX):
+            created = pd.Timestamp(comment.removeprefix(SCRATCH_COMMENT_PREFIX))
+        if created is None or created < now - older_than:
+            stale.append(name)
+    with raw_connection(conn).cursor() as cur:
+        for name in sorted(stale):  # names from the catalogue that matched the pattern, quoted anyway
+            cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+    return sorted(stale)
+
+
 BUILD_CONNECTIONS = 2  # day partitions built at once, each on its own connection (one per core here)
 
 
@@ -54,6 +87,8 @@ def _build_day(engine: sa.Engine, day: pd.Timestamp, staging: str, rows: pd.Data
             cur.execute(sql.SQL("CREATE TABLE {} (LIKE market_data_1m INCLUDING DEFAULTS INCLUDING CONSTRAINTS, {}) "
                                 "WITH (autovacuum_vacuum_insert_threshold = -1)")
                         .format(sql.Identifier(staging), bound))
+            cur.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(sql.Identifier(staging),
+                                                                   sql.Literal(scratch_comment())))
         written = copy_bars_binary(raw, staging, rows, BAR_WRITE_COLUMNS, freeze=True)
         with raw.cursor() as cur:
             cur.execute(sql.SQL('ALTER TABLE {} ADD PRIMARY KEY (symbol, "timestamp")').format(sql.Identifier(staging)))
@@ -310,7 +345,10 @@ def _stage_piece(engine: sa.Engine, name: str, query: str, start: pd.Timestamp, 
         side.execute(sa.text("SET LOCAL max_parallel_workers_per_gather = 0"))
         # a scratch table: a crash empties it anyway (unlogged), so its commit need not wait for the WAL flush
         side.execute(sa.text("SET LOCAL synchronous_commit = off"))
-        return side.execute(sa.text(f"CREATE UNLOGGED TABLE {name} AS {query}"), {"start": start, "end": end}).rowcount
+        rows = side.execute(sa.text(f"CREATE UNLOGGED TABLE {name} AS {query}"), {"start": start, "end": end}).rowcount
+        # the comment is the code's own text (a prefix and an ISO time): COMMENT takes no parameters
+        side.execute(sa.text(f"COMMENT ON TABLE {name} IS '{scratch_comment()}'"))
+        return rows
 
 
 def stage_expected_rollup(engine: sa.Engine, target: str, start: pd.Timestamp, end: pd.Timestamp,

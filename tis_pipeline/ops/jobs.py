@@ -16,8 +16,12 @@ class RetentionConfig(dg.Config):
 def apply_retention(context: dg.OpExecutionContext, config: RetentionConfig, db: PostgresResource) -> dg.Output:
     as_of = pd.Timestamp(config.as_of or pd.Timestamp.now(tz="UTC"))
     as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
+    from tis_pipeline.market_data.store import drop_stale_scratch_tables
+
     with db.begin() as conn:
         outcomes = retention.apply(conn, as_of, config.periods)
+        # no run keeps a scratch table for a day: one that old was left by a process killed mid-run
+        scratch = drop_stale_scratch_tables(conn, pd.Timestamp.now(tz="UTC"), pd.Timedelta(days=1))
     table = pd.DataFrame([{
         "table": o.table, "cutoff": o.cutoff or "permanent", "archived": o.archived, "deleted": o.deleted,
         "kept (referenced)": o.kept_referenced, "kept (no rollup yet)": o.kept_without_rollup,
@@ -31,6 +35,7 @@ def apply_retention(context: dg.OpExecutionContext, config: RetentionConfig, db:
             "tables": dg.MetadataValue.md(table.to_markdown(index=False)),
             "rows_deleted": int(table["deleted"].sum()),
             "archive_files": dg.MetadataValue.json({o.table: o.files for o in outcomes if o.files}),
+            "stale_scratch_tables_dropped": dg.MetadataValue.json(scratch),
         },
     )
 

@@ -174,3 +174,55 @@ def test_retention_archives_then_deletes_exactly_what_aged_out(populated):
     with engine(url).connect() as conn:
         back = conn.execute(sa.text("SELECT message_data::text FROM module_messages ORDER BY timestamp")).scalars().all()
     assert back == snapshot
+
+
+def test_the_retention_job_drops_scratch_tables_a_killed_run_left_and_keeps_fresh_ones(migrated_database_url):
+    from tis_pipeline.market_data import store
+
+    database_url = migrated_database_url  # a database of its own: the job applies retention as of now
+    now = pd.Timestamp.now(tz="UTC")
+    tag = uuid.uuid4().hex[:8]
+    tables = {f"market_data_1m_p20240101_{tag}": store.scratch_comment(now - pd.Timedelta(days=2)),  # left behind
+              f"rollup_expected_{tag}_0": store.scratch_comment(now - pd.Timedelta(days=3)),  # left behind
+              f"rollup_expected_{tag}_1": None,  # made before scratch tables carried a comment
+              f"market_data_1m_p20240102_{tag}": store.scratch_comment(now - pd.Timedelta(minutes=5)),  # in use
+              f"rollup_expected_{tag}_not_ours": store.scratch_comment(now - pd.Timedelta(days=9))}  # not a name of ours
+    with engine(database_url).begin() as conn:
+        for name, comment in tables.items():
+            conn.execute(sa.text(f'CREATE TABLE "{name}" (x int)'))
+            if comment:
+                conn.execute(sa.text(f"COMMENT ON TABLE \"{name}\" IS '{comment}'"))
+    run = retention_job.execute_in_process(resources={"db": PostgresResource(url=database_url)})
+    assert run.success
+    meta = next(e for e in run.all_node_events if e.is_successful_output).event_specific_data.metadata
+    assert sorted(meta["stale_scratch_tables_dropped"].value) == sorted(
+        [f"market_data_1m_p20240101_{tag}", f"rollup_expected_{tag}_0", f"rollup_expected_{tag}_1"])
+    with engine(database_url).begin() as conn:
+        left = set(conn.execute(sa.text("SELECT relname FROM pg_class WHERE relname LIKE :p"),
+                                {"p": f"%{tag}%"}).scalars())
+        assert left == {f"market_data_1m_p20240102_{tag}", f"rollup_expected_{tag}_not_ours"}
+        for name in left:
+            conn.execute(sa.text(f'DROP TABLE "{name}"'))
+
+
+def test_partition_builds_and_rollup_pieces_carry_their_creation_time(migrated_database_url):
+    from tis_pipeline.market_data import store, synthetic
+
+    eng = engine(migrated_database_url)
+    day = pd.Timestamp("2024-07-01", tz="UTC")
+    before = pd.Timestamp.now(tz="UTC")
+    built = store.build_days(eng, synthetic.day_bars(day, ["AAA"], seed=3), day, day + pd.Timedelta(days=1))
+    expected = store.stage_expected_rollup(eng, "market_data_15m", day, day + pd.Timedelta(days=1))
+    expected.ready()
+    try:
+        with eng.connect() as conn:
+            comments = conn.execute(sa.text(
+                "SELECT obj_description(to_regclass(n), 'pg_class') FROM unnest(CAST(:names AS text[])) n"),
+                {"names": [s for _, _, s in built.jobs] + expected.tables}).scalars().all()
+        assert len(comments) == 1 + 4
+        for comment in comments:
+            created = pd.Timestamp(comment.removeprefix(store.SCRATCH_COMMENT_PREFIX))
+            assert before <= created <= pd.Timestamp.now(tz="UTC")
+    finally:
+        store.discard(eng, built)
+        store.discard_expected(eng, expected)
