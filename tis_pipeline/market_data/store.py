@@ -209,6 +209,17 @@ def lock_partition_changes(conn: sa.Connection) -> None:
     conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": PARTITION_CHANGE_LOCK})
 
 
+# distinct symbols of a day partition by skipping along its primary key (symbol, "timestamp"): a recursive probe
+# per symbol instead of a scan of every row; {table} is a partition name built from a date
+_DISTINCT_SYMBOLS = """
+    WITH RECURSIVE s(symbol) AS (
+        (SELECT symbol FROM "{table}" ORDER BY symbol LIMIT 1)
+        UNION ALL
+        SELECT (SELECT t.symbol FROM "{table}" t WHERE t.symbol > s.symbol ORDER BY t.symbol LIMIT 1)
+        FROM s WHERE s.symbol IS NOT NULL)
+    SELECT symbol FROM s WHERE symbol IS NOT NULL"""
+
+
 def swap_built_days(conn: sa.Connection, built: BuiltDays, start: pd.Timestamp, end: pd.Timestamp,
                     symbols: list[str]) -> tuple[int, int]:
     """Replace market_data_1m's rows of ``symbols`` in [start, end) by the built days; (replaced, written).
@@ -236,14 +247,20 @@ def swap_built_days(conn: sa.Connection, built: BuiltDays, start: pd.Timestamp, 
                                      {"s": list(symbols)}).rowcount
     for day, name, staging in built.jobs:
         bounds = {"a": day, "b": day + pd.Timedelta(days=1), "s": list(symbols)}
-        # rows of symbols this source does not own are carried over, from the old partition or the DEFAULT one
-        for source in ["market_data_1m_default"] + ([name] if name in existing else []):
-            conn.execute(sa.text(
-                f'INSERT INTO "{staging}" SELECT * FROM "{source}" '
-                'WHERE "timestamp" >= :a AND "timestamp" < :b AND NOT (symbol = ANY(:s))'), bounds)
+        # rows of symbols this source does not own are carried over, from the DEFAULT partition (normally empty)
+        # or the old partition
+        conn.execute(sa.text(
+            f'INSERT INTO "{staging}" SELECT * FROM market_data_1m_default '
+            'WHERE "timestamp" >= :a AND "timestamp" < :b AND NOT (symbol = ANY(:s))'), bounds)
         if name in existing:
-            replaced += conn.execute(sa.text(f'SELECT count(*) FROM "{name}" WHERE symbol = ANY(:s)'),
-                                     bounds).scalar_one()
+            # the old day's symbols from its primary key, one probe per symbol: usually all of them are the
+            # source's, and then nothing is carried and no row is compared with the source's symbol list (two
+            # scans of every old row did that, 1.3 s of a 14-day re-ingest)
+            others = sorted(set(conn.execute(sa.text(_DISTINCT_SYMBOLS.format(table=name))).scalars())
+                            - set(symbols))
+            carried = conn.execute(sa.text(f'INSERT INTO "{staging}" SELECT * FROM "{name}" '
+                                           'WHERE symbol = ANY(:o)'), {"o": others}).rowcount if others else 0
+            replaced += conn.execute(sa.text(f'SELECT count(*) FROM "{name}"')).scalar_one() - carried
         conn.execute(sa.text('DELETE FROM market_data_1m_default WHERE "timestamp" >= :a AND "timestamp" < :b'),
                      bounds)
     with raw_connection(conn).cursor() as cur:

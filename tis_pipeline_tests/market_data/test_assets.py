@@ -231,8 +231,11 @@ def test_swap_keeps_other_sources_rows_and_absorbs_the_default_partition(databas
             "INSERT INTO market_data_1m (symbol, \"timestamp\", open, high, low, close, volume) VALUES "
             "('OTHER', '2024-02-20 10:00+00', 1, 2, 1, 2, 5), ('AAA', '2024-02-20 10:00:00+00', 9, 9, 9, 9, 9)"))
         assert conn.execute(sa.text("SELECT count(*) FROM market_data_1m_default")).scalar_one() >= 2
+    replaced = []
     for _ in range(2):
-        assert materialize_range(database_url, "2024-02-20", "2024-02-20", [market_data_1m]).success
+        result = materialize_range(database_url, "2024-02-20", "2024-02-20", [market_data_1m])
+        assert result.success
+        replaced.append(result.asset_materializations_for_node("market_data_1m")[0].metadata["rows_replaced"].value)
     with engine(database_url).connect() as conn:
         other = conn.execute(sa.text(
             "SELECT close::float8 FROM market_data_1m WHERE symbol = 'OTHER' AND \"timestamp\" = '2024-02-20 10:00+00'"
@@ -247,6 +250,8 @@ def test_swap_keeps_other_sources_rows_and_absorbs_the_default_partition(databas
     assert other == [2.0]
     assert in_default == 0
     assert partition == len(expected) + 1
+    # first run: the one AAA row of the DEFAULT partition; second: the source's rows of the old partition, not OTHER
+    assert replaced == [1, len(expected)]
     aaa = stored[stored["symbol"] == "AAA"]
     np.testing.assert_array_equal(aaa["close"].to_numpy(), expected[expected["symbol"] == "AAA"]["close"].to_numpy())
 
