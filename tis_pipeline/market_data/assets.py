@@ -84,6 +84,7 @@ def market_data_1m(context: dg.AssetExecutionContext, bars: BarSource, db: Postg
             builds.add(checked.clean)
             pieces.append(checked)
         checked = logic.Validated.concat(pieces)
+        pieces.clear()  # concat copied them; the builds hold their own days
         report = evaluate_frame(checked.clean, "market_data_1m")
         facts = logic.summary(checked.clean)
     except BaseException:
