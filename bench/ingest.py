@@ -63,7 +63,7 @@ def synthetic_range(url: str, n_symbols: int, first: str, days: int) -> tuple[di
 
 STEPS = {  # module path -> functions whose wall time --steps reports (summed over calls and threads)
     "tis_pipeline.market_data.logic": ("normalise_bars", "validate_bars", "summary", "price_volume_png"),
-    "tis_pipeline.market_data.store": ("build_days", "_build_day", "swap_built_days", "stage_expected_rollup",
+    "tis_pipeline.market_data.store": ("_build_day", "swap_built_days", "stage_expected_rollup",
                                        "rebuild_rollup", "rollup_mismatches", "bucket_fill", "read_bars"),
     "tis_pipeline.quality.evaluate": ("evaluate_frame",),
     "tis_pipeline.copy_binary": ("encode_rows",),

@@ -6,6 +6,7 @@ Table names come from the fixed set below, never from input; every value is a bo
 from __future__ import annotations
 
 import re
+import uuid
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
@@ -38,6 +39,14 @@ SCRATCH_COMMENT_PREFIX = "tis scratch table, created "
 
 def scratch_comment(now: pd.Timestamp | None = None) -> str:
     return SCRATCH_COMMENT_PREFIX + (now if now is not None else pd.Timestamp.now(tz="UTC")).isoformat()
+
+
+def mark_scratch(cur, name: str) -> None:
+    """Write the creation time into the comment of the scratch table ``name`` (``cur``: a psycopg cursor in the
+    transaction that created it)."""
+    from psycopg import sql
+
+    cur.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(sql.Identifier(name), sql.Literal(scratch_comment())))
 
 
 def drop_stale_scratch_tables(conn: sa.Connection, now: pd.Timestamp, older_than: pd.Timedelta) -> list[str]:
@@ -87,8 +96,7 @@ def _build_day(engine: sa.Engine, day: pd.Timestamp, staging: str, rows: pd.Data
             cur.execute(sql.SQL("CREATE TABLE {} (LIKE market_data_1m INCLUDING DEFAULTS INCLUDING CONSTRAINTS, {}) "
                                 "WITH (autovacuum_vacuum_insert_threshold = -1)")
                         .format(sql.Identifier(staging), bound))
-            cur.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(sql.Identifier(staging),
-                                                                   sql.Literal(scratch_comment())))
+            mark_scratch(cur, staging)
         written = copy_bars_binary(raw, staging, rows, BAR_WRITE_COLUMNS, freeze=True)
         with raw.cursor() as cur:
             cur.execute(sql.SQL('ALTER TABLE {} ADD PRIMARY KEY (symbol, "timestamp")').format(sql.Identifier(staging)))
@@ -135,9 +143,6 @@ class DayBuilds:
     """
 
     def __init__(self, engine: sa.Engine, start: pd.Timestamp, end: pd.Timestamp):
-        import uuid
-        from concurrent.futures import ThreadPoolExecutor
-
         self.engine, self.start, self.end = engine, start, end
         self.built = BuiltDays(tag=uuid.uuid4().hex[:8])  # two runs building the same day never collide on a name
         self._pool = ThreadPoolExecutor(max_workers=BUILD_CONNECTIONS, thread_name_prefix="tis-partition")
@@ -363,8 +368,8 @@ def _stage_piece(engine: sa.Engine, name: str, query: str, start: pd.Timestamp, 
         # a scratch table: a crash empties it anyway (unlogged), so its commit need not wait for the WAL flush
         side.execute(sa.text("SET LOCAL synchronous_commit = off"))
         rows = side.execute(sa.text(f"CREATE UNLOGGED TABLE {name} AS {query}"), {"start": start, "end": end}).rowcount
-        # the comment is the code's own text (a prefix and an ISO time): COMMENT takes no parameters
-        side.execute(sa.text(f"COMMENT ON TABLE {name} IS '{scratch_comment()}'"))
+        with raw_connection(side).cursor() as cur:
+            mark_scratch(cur, name)
         return rows
 
 
@@ -387,9 +392,7 @@ def stage_expected_rollup(engine: sa.Engine, target: str, start: pd.Timestamp, e
     ``snapshot`` (``export_snapshot`` of that transaction): the pieces read the data as it was when it was
     taken, so a write committed while they run (an ingest of a day in the window) is in none of them or all.
     """
-    import uuid
-
-    from tis_pipeline.quality.rules import MARKET_TABLES, rule
+    from tis_pipeline.quality.rules import rule
     from tis_pipeline.quality.sql import rollup_source_sql, rollup_via_sql
 
     target = _bar_table(target)
@@ -398,7 +401,7 @@ def stage_expected_rollup(engine: sa.Engine, target: str, start: pd.Timestamp, e
     consistency = rule(f"{target}_rollup_consistent")
     via = ROLLUP_SOURCES[target]
     query = (rollup_source_sql(consistency) if via == consistency.params["source"]
-             else rollup_via_sql(consistency, via, MARKET_TABLES[via]))
+             else rollup_via_sql(consistency, via))
     cuts = _rollup_cuts(target, start, end)
     tag = uuid.uuid4().hex[:8]  # two runs of the same rollup never collide on a name
     expected = ExpectedRollup(target, [f"rollup_expected_{tag}_{i}" for i in range(len(cuts) - 1)],

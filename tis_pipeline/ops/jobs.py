@@ -3,6 +3,7 @@
 import dagster as dg
 import pandas as pd
 
+from tis_pipeline.market_data.store import drop_stale_scratch_tables
 from tis_pipeline.ops import retention
 from tis_pipeline.resources import PostgresResource
 
@@ -16,8 +17,6 @@ class RetentionConfig(dg.Config):
 def apply_retention(context: dg.OpExecutionContext, config: RetentionConfig, db: PostgresResource) -> dg.Output:
     as_of = pd.Timestamp(config.as_of or pd.Timestamp.now(tz="UTC"))
     as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
-    from tis_pipeline.market_data.store import drop_stale_scratch_tables
-
     with db.begin() as conn:
         outcomes = retention.apply(conn, as_of, config.periods)
         # no run keeps a scratch table for a day: one that old was left by a process killed mid-run

@@ -101,9 +101,9 @@ def rollup_aggregate_sql(source: str, minutes: int) -> str:
                                  last_slot=int(minutes) - width).strip()
 
 
-def rollup_via_sql(rule: Rule, via: str, via_minutes: int) -> str:
+def rollup_via_sql(rule: Rule, via: str) -> str:
     """The rule's expected rollup over ``[:start, :end)`` taken from ``via``, a finer rollup of the same source
-    (``via_minutes`` divides the rule's minutes, both binned from ``BIN_ORIGIN``), with the buckets and
+    (a bar table of ``MARKET_TABLES`` whose width divides the rule's minutes, both binned from ``BIN_ORIGIN``), with the buckets and
     ``source_bars`` still counted from the 1-minute source: one row per bucket that has 1-minute bars, its
     prices NULL where ``via`` has no bar (so that the comparison reports it missing).
 
@@ -116,9 +116,7 @@ def rollup_via_sql(rule: Rule, via: str, via_minutes: int) -> str:
     the independent check ``rollup_mismatch_sql`` recomputes from the 1-minute bars.
     """
     rule = _rollup_rule(rule)
-    minutes = int(rule.params["minutes"])
-    if minutes % int(via_minutes):
-        raise ValueError(f"{via_minutes}-minute bars do not tile {minutes}-minute buckets")
+    minutes = int(rule.params["minutes"])  # rollup_aggregate_sql refuses a via whose bars do not tile it
     return _VIA_SQL.format(bucket=bucket_sql(minutes), source=rule.params["source"],
                            via=rollup_aggregate_sql(via, minutes)).strip()
 

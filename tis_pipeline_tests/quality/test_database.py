@@ -169,5 +169,5 @@ def test_rollup_sql_takes_first_and_last_by_time_whatever_the_holes(conn):
     assert_equal(conn.execute(sa.text(rollup_source_sql(rule("market_data_1h_rollup_consistent"))),
                               window).mappings().all(), 60)
     _insert(conn, "market_data_15m", pd.DataFrame(quarter).rename(columns={"bucket": "timestamp"}))
-    assert_equal(conn.execute(sa.text(rollup_via_sql(rule("market_data_1h_rollup_consistent"), "market_data_15m", 15)),
+    assert_equal(conn.execute(sa.text(rollup_via_sql(rule("market_data_1h_rollup_consistent"), "market_data_15m")),
                               window).mappings().all(), 60)
