@@ -25,8 +25,12 @@ timestamptz as microseconds since 2000-01-01 UTC; all big-endian.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
@@ -82,12 +86,29 @@ def _tail_words(ts_us: np.ndarray, parts: list[tuple[np.ndarray, ...]]) -> np.nd
     return np.ascontiguousarray(words.T)
 
 
-def encode_rows(symbols: pd.Series, timestamps: pd.Series, numerics: list[np.ndarray]) -> tuple[bytes, np.ndarray]:
+def exact_scale8(values: np.ndarray) -> np.ndarray:
+    """Where a float64 read from a numeric(20,8) column gives back that number exactly.
+
+    ``|x| < 2**26`` and ``n = rint(x * 1e8)`` with ``n / 1e8 == x``: below 2**26, ``ulp(x) < 1e-8``, so at most one
+    number of 8 decimals rounds to ``x``, and ``n * 1e-8`` is it (module docstring). Unlike ``scaled_numeric``'s
+    ``exact`` this does not take large integral floats: a stored 1e9 + 1e-8 reads back as the float 1e9.
+    """
+    values = np.asarray(values, dtype="float64")
+    magnitude = np.abs(values)
+    with np.errstate(invalid="ignore", over="ignore"):
+        small = magnitude < _EXACT_SMALL
+        return small & (np.rint(np.where(small, magnitude, 0.0) * 1e8) / 1e8 == magnitude)
+
+
+def encode_rows(symbols: pd.Series, timestamps: pd.Series, numerics: list[np.ndarray], *,
+                flags: Sequence[np.ndarray] = (), json_text: pa.Array | None = None) -> tuple[bytes, np.ndarray]:
     """Binary COPY payload (signature to trailer) of the rows it can encode exactly, and the mask of those rows.
 
-    Columns: ``symbols`` (text), ``timestamps`` (zone-aware), then ``numerics`` (float64 arrays, numeric(20,8)),
-    in that order, as in the COPY's column list. A row is left out (mask False) when its symbol or timestamp is
-    missing or any of its values is not exact (``scaled_numeric``); send those through the text COPY.
+    Columns: ``symbols`` (text), ``timestamps`` (zone-aware), then ``numerics`` (float64 arrays, numeric(20,8),
+    or a numeric of a smaller scale, which the server rounds as it rounds the text), then ``flags`` (boolean
+    arrays), then ``json_text`` (a pyarrow string array, a jsonb column), in that order, as in the COPY's column
+    list. A row is left out (mask False) when its symbol or timestamp is missing, any of its values is not exact
+    (``scaled_numeric``) or its JSON is null; send those through the text COPY.
     Rows keep their order; the work is per column, then per run of equal symbol length (a handful), never per row.
     """
     n = len(symbols)
@@ -100,27 +121,49 @@ def encode_rows(symbols: pd.Series, timestamps: pd.Series, numerics: list[np.nda
     parts = [scaled_numeric(v) for v in numerics]
     for _, _, _, exact in parts:
         ok &= exact
+    flags = [np.asarray(f, dtype=bool) for f in flags]
+    if json_text is not None:
+        ok &= json_text.is_valid().to_numpy(zero_copy_only=False)
     rows = np.flatnonzero(ok)
     if len(rows) == 0:
         return SIGNATURE + TRAILER, ok
     if len(rows) < n:
         codes, ts_us = codes[rows], ts_us[rows]
         parts = [tuple(a[rows] for a in part) for part in parts]
+        flags = [f[rows] for f in flags]
+        json_text = json_text.take(pa.array(rows)) if json_text is not None else None
     tail = _tail_words(ts_us, [part[:3] for part in parts])
     tail = tail.view(f"V{tail.shape[1] * 2}").ravel()
     symbol_bytes = encoded.astype(f"S{max(int(lengths.max()), 1)}")[codes]
     row_len = lengths[codes]
     starts = np.flatnonzero(np.diff(row_len, prepend=-1) != 0)
     ends = np.append(starts[1:], len(rows))
+    fixed = [("fields", ">i2"), ("symbol_len", ">i4"), ("symbol", "S0"), ("tail", tail.dtype)]
+    for i in range(len(flags)):
+        fixed += [(f"flag_len_{i}", ">i4"), (f"flag_{i}", "u1")]
+    if json_text is not None:
+        # jsonb's binary form: a version byte (1) and the JSON text, which the server parses as jsonb_in does
+        json_len = pc.binary_length(json_text).to_numpy(zero_copy_only=False) + 1
+        fixed += [("json_len", ">i4"), ("json_version", "u1")]
     chunks = [SIGNATURE]
     for a, b in zip(starts, ends, strict=True):
         width = int(row_len[a])
-        out = np.empty(b - a, dtype=[("fields", ">i2"), ("symbol_len", ">i4"), ("symbol", f"S{width}"),
-                                     ("tail", tail.dtype)])
-        out["fields"] = 2 + len(numerics)
+        out = np.empty(b - a, dtype=[(name, f"S{width}" if name == "symbol" else kind) for name, kind in fixed])
+        out["fields"] = 2 + len(numerics) + len(flags) + (json_text is not None)
         out["symbol_len"] = width
         out["symbol"] = symbol_bytes[a:b]
         out["tail"] = tail[a:b]
-        chunks.append(out.tobytes())
+        for i, flag in enumerate(flags):
+            out[f"flag_len_{i}"], out[f"flag_{i}"] = 1, flag[a:b]
+        if json_text is None:
+            chunks.append(out.tobytes())
+            continue
+        out["json_len"], out["json_version"] = json_len[a:b], 1
+        heads = pa.FixedSizeBinaryArray.from_buffers(pa.binary(out.dtype.itemsize), len(out),
+                                                     [None, pa.py_buffer(out.tobytes())])
+        joined = pc.binary_join_element_wise(heads.cast(pa.binary()), json_text.slice(a, b - a).cast(pa.binary()), b"")
+        offsets = joined.buffers()[1]
+        first, last = np.frombuffer(offsets, dtype=np.int32, count=len(joined) + 1, offset=joined.offset * 4)[[0, -1]]
+        chunks.append(joined.buffers()[2][int(first):int(last)])
     chunks.append(TRAILER)
     return b"".join(chunks), ok

@@ -139,11 +139,11 @@ def copy_frame(dbapi_conn, table: str, frame: pd.DataFrame, columns: Sequence[st
     payload = frame_to_csv_bytes(frame[columns])
     with dbapi_conn.cursor() as cur:
         cur.execute("SET LOCAL TIME ZONE 'UTC'")
-        _copy_payload(cur, statement, payload)
+        copy_payload(cur, statement, payload)
     return len(frame)
 
 
-def _copy_payload(cur, statement, payload: bytes) -> None:
+def copy_payload(cur, statement, payload: bytes) -> None:
     """Send ``payload`` through ``COPY … FROM STDIN`` in 1 MiB writes (no copy of the bytes)."""
     with cur.copy(statement) as copy:
         view = memoryview(payload)
@@ -174,7 +174,7 @@ def copy_bars_binary(dbapi_conn, table: str, frame: pd.DataFrame, columns: Seque
         sql.SQL(", FREEZE" if freeze else ""))
     if encoded.any():
         with dbapi_conn.cursor() as cur:
-            _copy_payload(cur, statement, payload)
+            copy_payload(cur, statement, payload)
     if not encoded.all():
         copy_frame(dbapi_conn, table, frame[~encoded], columns, freeze=freeze)
     return len(frame)

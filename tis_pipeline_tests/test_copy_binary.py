@@ -12,8 +12,8 @@ import psycopg.errors
 import pytest
 import sqlalchemy as sa
 
-from tis_pipeline.copy_binary import SIGNATURE, TRAILER, encode_rows, scaled_numeric
-from tis_pipeline.db import copy_bars_binary, copy_frame, engine, raw_connection
+from tis_pipeline.copy_binary import SIGNATURE, TRAILER, encode_rows, exact_scale8, scaled_numeric
+from tis_pipeline.db import copy_bars_binary, copy_frame, copy_payload, engine, raw_connection
 
 COLUMNS = ["symbol", "timestamp", "open", "high", "low", "close", "volume"]
 EDGES = [0.0, -0.0, 1e-8, 5e-9, 4.9999999e-9, 1.5e-8, 2.5e-8, 0.1, 0.3, 0.1 + 0.2, 1 / 3, 2 / 3, 1.005,
@@ -133,3 +133,39 @@ def test_values_numeric_cannot_hold_fail_as_on_the_text_path(conn, bad):
         errors.append(str(err.value).splitlines()[0].replace(table, "<table>"))
         conn.execute(sa.text("ROLLBACK TO SAVEPOINT s"))
     assert errors[0] == errors[1]
+
+
+def test_exact_scale8_claims_only_what_the_float_proves():
+    values = np.array([0.1, 12345.6789, 67108863.99999999, 2.0**26, 2.0**26 + 0.5, 1e9, 1 / 3, np.nan, -0.00000001])
+    assert exact_scale8(values).tolist() == [True, True, True, False, False, False, False, False, True]
+    rng = np.random.default_rng(5)
+    stored = decimals(rng.uniform(-5e7, 5e7, 5000), rng.integers(0, 9, 5000))  # what numeric(20,8) reads back as
+    assert exact_scale8(stored).all()
+
+
+@pytest.mark.pg
+def test_boolean_and_jsonb_fields_land_as_the_text_copy_lands_them(conn):
+    import pyarrow as pa
+
+    frame = _frame(np.full(5, 2.0), ["ABC", "XY"])
+    frame["open"] = [0.57, 1.0, 0.1, 1 / 3, 0.25]
+    frame["mx_evidence"] = [0.57, 1.0, 0.0, 0.33, 0.25]
+    frame["mx_confirm"] = [True, False, True, False, True]
+    frame["mx_expert_contributions"] = ['{"fsm":[0.0123,-0.5]}', '{"a":[]}', '{"é":"x"}', "[1,2]", '{"k":null}']
+    columns = [*COLUMNS, "mx_evidence", "mx_confirm", "mx_expert_contributions"]
+    raw = raw_connection(conn)
+    copy_frame(raw, "via_text", frame, columns)
+    payload, encoded = encode_rows(frame["symbol"], frame["timestamp"],
+                                   [frame[c].to_numpy() for c in columns[2:8]], flags=[frame["mx_confirm"].to_numpy()],
+                                   json_text=pa.array(frame["mx_expert_contributions"]))
+    assert encoded.tolist() == [True, True, True, False, True]  # 1/3 has more than 8 decimals
+    with raw.cursor() as cur:
+        copy_payload(cur, f"COPY via_binary ({', '.join(columns)}) FROM STDIN (FORMAT binary)", payload)
+    copy_frame(raw, "via_binary", frame[~encoded], columns)
+    differ = conn.execute(sa.text(
+        "SELECT count(*) FROM via_text t FULL JOIN via_binary b USING (symbol, \"timestamp\") "
+        "WHERE (t.open, t.mx_evidence, t.mx_confirm, t.mx_expert_contributions, pg_column_size(t.mx_evidence)) "
+        "IS DISTINCT FROM (b.open, b.mx_evidence, b.mx_confirm, b.mx_expert_contributions, "
+        "pg_column_size(b.mx_evidence))")).scalar_one()
+    assert differ == 0
+    assert conn.execute(sa.text("SELECT count(*) FROM via_binary")).scalar_one() == 5

@@ -22,9 +22,11 @@ import pyarrow.compute as pc
 
 from tis_pipeline.dsi import logic
 
-BAR_UPDATE_COLUMNS = ["symbol", "timestamp", "mx_evidence", "mx_confirm", "mx_expert_contributions"]
+_OHLCV = ["open", "high", "low", "close", "volume"]
+# a scored day partition's columns, in the order of its binary COPY: text, timestamptz, numerics, boolean, jsonb
+BAR_UPDATE_COLUMNS = ["symbol", "timestamp", *_OHLCV, "mx_evidence", "mx_confirm", "mx_expert_contributions"]
 # the columns of the scores that ``bar_updates`` reads
-BAR_UPDATE_INPUTS = ["symbol", "timestamp", "mx_evidence", "mx_confirm", "ret", *logic.EXPERTS,
+BAR_UPDATE_INPUTS = ["symbol", "timestamp", *_OHLCV, "mx_evidence", "mx_confirm", "ret", *logic.EXPERTS,
                      *(f"w__{name}" for name in logic.EXPERTS)]
 _NAMESPACE = uuid.UUID("7f1e9a52-3b0c-4c8e-9d53-1c2b7a9e0d11")
 
@@ -98,7 +100,8 @@ def contributions_json(values: np.ndarray) -> pa.Array:
 
 
 def bar_updates(scores: pd.DataFrame) -> pd.DataFrame:
-    """Per bar: evidence, confirmation and the contributions' JSON text (columns ``BAR_UPDATE_COLUMNS``).
+    """Per bar: the bar as read, its evidence, confirmation and the contributions' JSON text (columns
+    ``BAR_UPDATE_COLUMNS``): the rows of the day partition the DSI asset writes.
 
     Reads only the columns ``BAR_UPDATE_INPUTS`` of ``scores``.
     """
@@ -106,6 +109,7 @@ def bar_updates(scores: pd.DataFrame) -> pd.DataFrame:
         # the columns as they are: .to_numpy() of a zone-aware column boxes every value into a Timestamp
         "symbol": scores["symbol"].reset_index(drop=True),
         "timestamp": scores["timestamp"].reset_index(drop=True),
+        **{column: scores[column].to_numpy(dtype="float64") for column in _OHLCV},
         "mx_evidence": scores["mx_evidence"].to_numpy(dtype="float64"),
         "mx_confirm": scores["mx_confirm"].to_numpy(dtype=bool),
         "mx_expert_contributions": pd.Series(pd.arrays.ArrowExtensionArray(

@@ -1,12 +1,16 @@
-"""SQL of the DSI domain: carried state, per-bar evidence updates, events and their evidence rows."""
+"""SQL of the DSI domain: carried state, scored day partitions, events and their evidence rows."""
 
 from __future__ import annotations
 
 import pandas as pd
+import pyarrow as pa
 import sqlalchemy as sa
+from psycopg import sql as psql
 
-from tis_pipeline.db import copy_frame, raw_connection
+from tis_pipeline.db import copy_frame, copy_payload, raw_connection
+from tis_pipeline.dsi import frames
 from tis_pipeline.dsi.frames import BAR_UPDATE_COLUMNS
+from tis_pipeline.market_data import store as bar_store
 from tis_pipeline.quality.sql import bucket_sql
 
 
@@ -23,39 +27,108 @@ def first_bar_day(conn: sa.Connection) -> pd.Timestamp | None:
     return None if first is None else pd.Timestamp(first).tz_convert("UTC").normalize()
 
 
-def stage_bar_updates(conn: sa.Connection) -> None:
-    conn.execute(sa.text(
-        "CREATE TEMP TABLE dsi_bar_scores (symbol varchar(20), \"timestamp\" timestamptz, mx_evidence numeric(3,2), "
-        "mx_confirm boolean, mx_expert_contributions jsonb) ON COMMIT DROP"))
+def lock_days(conn: sa.Connection) -> set[str]:
+    """Take the partition-change lock for the caller's transaction; the names of market_data_1m's day partitions.
 
-
-def copy_bar_updates(conn: sa.Connection, frame: pd.DataFrame) -> int:
-    return copy_frame(raw_connection(conn), "dsi_bar_scores", frame, BAR_UPDATE_COLUMNS)
-
-
-def apply_bar_updates(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp) -> int:
-    """One UPDATE of market_data_1m from the staged scores, then the rollups' aggregated evidence.
-
-    The 15-minute evidence is aggregated from the staged scores (every bar of the window is staged, with the
-    very values written to market_data_1m), the hourly one from the 15-minute bars, as the rollups are built.
+    The DSI asset replaces the day partitions it scores, so it serialises with every other changer of them
+    (ingest, retention, another DSI run) from before its first read to its commit.
     """
-    # statistics of the join keys only: the planner needs the row count and the keys' spread, and sampling the
-    # jsonb column too cost 0.35-0.5 s a day against 0.05 s
-    conn.execute(sa.text('ANALYZE dsi_bar_scores (symbol, "timestamp")'))
-    updated = conn.execute(sa.text("""
-        UPDATE market_data_1m m SET mx_evidence = s.mx_evidence, mx_confirm = s.mx_confirm,
-               mx_expert_contributions = s.mx_expert_contributions
-        FROM dsi_bar_scores s
-        WHERE m.symbol = s.symbol AND m."timestamp" = s."timestamp"
-          AND m."timestamp" >= :a AND m."timestamp" < :b"""), {"a": start, "b": end}).rowcount
-    for target, source, minutes in (("market_data_15m", "dsi_bar_scores", 15), ("market_data_1h", "market_data_15m", 60)):
+    bar_store.lock_partition_changes(conn)
+    return bar_store.day_partitions(conn)
+
+
+def lock_day(conn: sa.Connection, day: pd.Timestamp, partitions: set[str]) -> tuple[str, bool]:
+    """Block writes to the day's rows until commit (SHARE: readers go on); (its partition's name, whether it
+    exists). Without a partition of its own the day's rows live in the DEFAULT partition.
+
+    Taken before the day is read, so the rows the new partition is built from stay the rows of the table.
+    """
+    name = bar_store.partition_name(day)  # built from a date, never from input
+    exists = name in partitions
+    conn.execute(sa.text(f'LOCK TABLE ONLY "{name if exists else "market_data_1m_default"}" IN SHARE MODE'))
+    return name, exists
+
+
+def rows_with_module_columns(conn: sa.Connection, day: pd.Timestamp) -> int:
+    """Rows of the day whose module columns (not DSI's to write) hold values: the rebuilt day must carry them."""
+    return conn.execute(sa.text(
+        'SELECT count(*) FROM market_data_1m WHERE "timestamp" >= :a AND "timestamp" < :b '
+        "AND (module_intelligence IS NOT NULL OR module_learning_updates IS NOT NULL)"),
+        {"a": day, "b": day + pd.Timedelta(days=1)}).scalar_one()
+
+
+def build_scored_day(engine: sa.Engine, day: pd.Timestamp, staging: str, scores: pd.DataFrame,
+                     carry_from_source: bool) -> int:
+    """A new table of the day's bars with their scores, to replace the day partition (``attach_scored_days``).
+
+    On a connection of its own, committed, invisible until attached: rows as binary COPY (FREEZE), then the
+    primary key and statistics, as the ingest builds a day. This replaces an ``UPDATE … FROM`` of every bar, which
+    wrote a second version of each row with its index entry and WAL (0.8-1.0 s a day of 72k bars, plus the dead
+    rows left to vacuum), by writing each row once.
+
+    The OHLCV values are the floats the bars were read as; the numeric(20,8) each came from is the float's only
+    8-decimal neighbour when ``exact_scale8`` holds. Where it does not for some value, where a row had to go
+    through the text COPY, or when ``carry_from_source`` (module columns hold values), the rows are made equal
+    to the day's rows in market_data_1m in every column DSI does not write, from the table itself.
+    """
+    from tis_pipeline.copy_binary import encode_rows, exact_scale8
+
+    rows = frames.bar_updates(scores)
+    numerics = [rows[c].to_numpy(dtype="float64") for c in BAR_UPDATE_COLUMNS[2:8]]
+    repair = carry_from_source or not all(exact_scale8(v).all() for v in numerics[:5])
+    json_text = pa.array(rows["mx_expert_contributions"].array)
+    payload, encoded = encode_rows(rows["symbol"], rows["timestamp"], numerics,
+                                   flags=[rows["mx_confirm"].to_numpy(dtype=bool)], json_text=json_text)
+    with engine.connect() as conn:
+        raw = raw_connection(conn)
+        with raw.cursor() as cur:
+            bar_store.create_day_table(cur, day, staging)
+            copy_payload(cur, psql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary, FREEZE)").format(
+                psql.Identifier(staging), psql.SQL(", ").join(psql.Identifier(c) for c in BAR_UPDATE_COLUMNS)),
+                payload)
+        if not encoded.all():
+            copy_frame(raw, staging, rows[~encoded], BAR_UPDATE_COLUMNS, freeze=True)
+            repair = True
+        with raw.cursor() as cur:
+            if repair:
+                cur.execute(psql.SQL(_CARRY).format(psql.Identifier(staging)),
+                            {"a": day.to_pydatetime(), "b": (day + pd.Timedelta(days=1)).to_pydatetime()})
+            bar_store.finish_day_table(cur, staging)
+        raw.commit()
+    return len(rows)
+
+
+# every column DSI does not write, from the day's rows in market_data_1m (the same rows: the caller holds them
+# locked), where the built row differs
+_KEPT = ("open", "high", "low", "close", "volume", "module_intelligence", "module_learning_updates")
+_CARRY = ("UPDATE {{}} n SET {sets} FROM market_data_1m o "
+          'WHERE o."timestamp" >= %(a)s AND o."timestamp" < %(b)s AND n.symbol = o.symbol '
+          'AND n."timestamp" = o."timestamp" AND ({new}) IS DISTINCT FROM ({old})').format(
+    sets=", ".join(f"{c} = o.{c}" for c in _KEPT), new=", ".join(f"n.{c}" for c in _KEPT),
+    old=", ".join(f"o.{c}" for c in _KEPT))
+
+
+def attach_scored_days(conn: sa.Connection, built: list[tuple[pd.Timestamp, str, str, bool]]) -> None:
+    """Swap the built days in, in the caller's transaction (which holds ``lock_days``): (day, partition, staging
+    table, whether the partition exists). A day without a partition of its own leaves the DEFAULT partition."""
+    for day, name, staging, exists in built:
+        if not exists:
+            conn.execute(sa.text('DELETE FROM market_data_1m_default WHERE "timestamp" >= :a AND "timestamp" < :b'),
+                         {"a": day, "b": day + pd.Timedelta(days=1)})
+        with raw_connection(conn).cursor() as cur:
+            bar_store.attach_day(cur, day, name, staging, replace=exists)
+
+
+def update_rollup_evidence(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp) -> None:
+    """The rollups' evidence: round(avg(mx_evidence), 2) and bool_or(mx_confirm) of the 1-minute bars of each
+    15-minute bucket, the hourly one from the 15-minute bars, as the rollups themselves are built."""
+    for target, source, minutes in (("market_data_15m", "market_data_1m", 15), ("market_data_1h", "market_data_15m", 60)):
         conn.execute(sa.text(f"""
             UPDATE {target} r SET mx_evidence = a.e, mx_confirm = a.c
             FROM (SELECT symbol, {bucket_sql(minutes)} b,
                          round(avg(mx_evidence), 2) e, bool_or(mx_confirm) c
                   FROM {source} WHERE "timestamp" >= :a AND "timestamp" < :b GROUP BY 1, 2) a
             WHERE r.symbol = a.symbol AND r."timestamp" = a.b"""), {"a": start, "b": end})
-    return updated
 
 
 def replace_events(conn: sa.Connection, evidence: pd.DataFrame, events: pd.DataFrame,

@@ -27,7 +27,7 @@ def _bar_table(table: str) -> str:
     return table
 
 
-def _partition_name(day: pd.Timestamp) -> str:
+def partition_name(day: pd.Timestamp) -> str:
     return f"market_data_1m_p{day:%Y%m%d}"
 
 
@@ -75,38 +75,53 @@ def drop_stale_scratch_tables(conn: sa.Connection, now: pd.Timestamp, older_than
 BUILD_CONNECTIONS = 2  # day partitions built at once, each on its own connection (one per core here)
 
 
-def _build_day(engine: sa.Engine, day: pd.Timestamp, staging: str, rows: pd.DataFrame) -> int:
-    """A new table of one day's rows: created with its bound CHECK, COPYed (binary, FREEZE), primary key,
-    statistics.
+def create_day_table(cur, day: pd.Timestamp, staging: str) -> None:
+    """A new, empty table shaped like market_data_1m for the rows of one UTC day, marked as scratch until swapped in.
 
-    Runs on a connection of its own and commits: the table is invisible to readers until the caller's
-    transaction attaches it, and the caller drops it if anything fails before that. The bound CHECK exists
-    before the COPY, so the rows are checked on their way in (no scan to validate it afterwards) and ATTACH
-    PARTITION trusts it. FREEZE: the table was created in this transaction, so its rows are written frozen
-    and all-visible, and neither the key build nor the rollups' scans stop to set hint bits.
+    The bound CHECK exists before the rows arrive, so they are checked on their way in (no scan to validate it
+    afterwards) and ATTACH PARTITION trusts it. Autovacuum is told not to vacuum it for inserts: a COPY FREEZE
+    leaves every page all-visible, and the caller analyses it (``finish_day_table``).
     """
     from psycopg import sql
 
     bound = sql.SQL('CONSTRAINT {} CHECK ("timestamp" >= {} AND "timestamp" < {})').format(
         sql.Identifier(f"{staging}_bound"), sql.Literal(day.to_pydatetime()),
         sql.Literal((day + pd.Timedelta(days=1)).to_pydatetime()))
+    cur.execute(sql.SQL("CREATE TABLE {} (LIKE market_data_1m INCLUDING DEFAULTS INCLUDING CONSTRAINTS, {}) "
+                        "WITH (autovacuum_vacuum_insert_threshold = -1)").format(sql.Identifier(staging), bound))
+    mark_scratch(cur, staging)
+
+
+def finish_day_table(cur, staging: str) -> None:
+    """Primary key and statistics of a day table filled after ``create_day_table``."""
+    from psycopg import sql
+
+    cur.execute(sql.SQL('ALTER TABLE {} ADD PRIMARY KEY (symbol, "timestamp")').format(sql.Identifier(staging)))
+    # statistics of every column from a tenth of the default sample (10 ms a day instead of 110): the planner
+    # needs the row counts and the keys' spread, or it guesses a few thousand rows of a time range and sorts for
+    # every rollup. Analysed here, the day leaves autovacuum nothing to do (no insert vacuum either: FREEZE has
+    # set every page all-visible); left to autovacuum, its work on each new day competed with the next steps,
+    # and a re-ingest then waited 1 s (deadlock_timeout) per day it was on
+    cur.execute("SET LOCAL default_statistics_target = 10")
+    cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(staging)))
+
+
+def _build_day(engine: sa.Engine, day: pd.Timestamp, staging: str, rows: pd.DataFrame) -> int:
+    """A new table of one day's rows: created with its bound CHECK, COPYed (binary, FREEZE), primary key,
+    statistics.
+
+    Runs on a connection of its own and commits: the table is invisible to readers until the caller's
+    transaction attaches it, and the caller drops it if anything fails before that. FREEZE: the table was
+    created in this transaction, so its rows are written frozen and all-visible, and neither the key build nor
+    the rollups' scans stop to set hint bits.
+    """
     with engine.connect() as conn:
         raw = raw_connection(conn)
         with raw.cursor() as cur:
-            cur.execute(sql.SQL("CREATE TABLE {} (LIKE market_data_1m INCLUDING DEFAULTS INCLUDING CONSTRAINTS, {}) "
-                                "WITH (autovacuum_vacuum_insert_threshold = -1)")
-                        .format(sql.Identifier(staging), bound))
-            mark_scratch(cur, staging)
+            create_day_table(cur, day, staging)
         written = copy_bars_binary(raw, staging, rows, BAR_WRITE_COLUMNS, freeze=True)
         with raw.cursor() as cur:
-            cur.execute(sql.SQL('ALTER TABLE {} ADD PRIMARY KEY (symbol, "timestamp")').format(sql.Identifier(staging)))
-            # statistics of every column from a tenth of the default sample (10 ms a day instead of 110): the
-            # planner needs the row counts and the keys' spread, or it guesses a few thousand rows of a time range
-            # and sorts for every rollup. Analysed here, the day leaves autovacuum nothing to do (no insert vacuum
-            # either: FREEZE has set every page all-visible); left to autovacuum, its work on each new day
-            # competed with the next steps, and a re-ingest then waited 1 s (deadlock_timeout) per day it was on
-            cur.execute("SET LOCAL default_statistics_target = 10")
-            cur.execute(sql.SQL('ANALYZE {}').format(sql.Identifier(staging)))
+            finish_day_table(cur, staging)
         raw.commit()  # on the driver connection: SQLAlchemy did not see the transaction these statements opened
     return written
 
@@ -158,7 +173,7 @@ class DayBuilds:
                 continue
             if day in known:
                 raise ValueError(f"the rows of {day.date()} came in two parts: a day is built from all its rows")
-            partition = _partition_name(day)
+            partition = partition_name(day)
             staging = f"{partition}_{self.built.tag}"
             self.built.jobs.append((day, partition, staging))
             self._builds.append(self._pool.submit(_build_day, self.engine, day, staging, rows))
@@ -233,12 +248,9 @@ def swap_built_days(conn: sa.Connection, built: BuiltDays, start: pd.Timestamp, 
     partition and the DEFAULT one, the old partitions are detached and dropped and the new ones attached, so
     readers see the old days or the new ones, never half.
     """
-    from psycopg import sql
 
     lock_partition_changes(conn)
-    existing = set(conn.execute(sa.text(
-        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "WHERE i.inhparent = 'market_data_1m'::regclass")).scalars())
+    existing = day_partitions(conn)
     window = {"a": start, "b": end, "s": list(symbols)}
     # rows of the source's symbols in the DEFAULT partition are replaced whatever the day
     replaced = conn.execute(sa.text(
@@ -246,7 +258,7 @@ def swap_built_days(conn: sa.Connection, built: BuiltDays, start: pd.Timestamp, 
         window).rowcount
     built_days = {day for day, _, _ in built.jobs}
     for day in pd.date_range(start, end, freq="D", inclusive="left"):
-        name = _partition_name(day)
+        name = partition_name(day)
         if day not in built_days and name in existing:  # the source has nothing that day any more
             replaced += conn.execute(sa.text(f'DELETE FROM "{name}" WHERE symbol = ANY(:s)'),
                                      {"s": list(symbols)}).rowcount
@@ -270,16 +282,31 @@ def swap_built_days(conn: sa.Connection, built: BuiltDays, start: pd.Timestamp, 
                      bounds)
     with raw_connection(conn).cursor() as cur:
         for day, name, staging in built.jobs:
-            if name in existing:
-                cur.execute(sql.SQL("ALTER TABLE market_data_1m DETACH PARTITION {}").format(sql.Identifier(name)))
-                cur.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
-            cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(staging), sql.Identifier(name)))
-            cur.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(sql.Identifier(f"{staging}_pkey"),
-                                                                     sql.Identifier(f"{name}_pkey")))
-            cur.execute(sql.SQL("ALTER TABLE market_data_1m ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
-                sql.Identifier(name), sql.Literal(day.to_pydatetime()),
-                sql.Literal((day + pd.Timedelta(days=1)).to_pydatetime())))
+            attach_day(cur, day, name, staging, replace=name in existing)
     return replaced, built.written
+
+
+def attach_day(cur, day: pd.Timestamp, name: str, staging: str, replace: bool) -> None:
+    """In the caller's transaction (holding ``lock_partition_changes``): the built table ``staging`` becomes the day
+    partition ``name``, replacing the old one when ``replace``. Readers see the old day or the new one."""
+    from psycopg import sql
+
+    if replace:
+        cur.execute(sql.SQL("ALTER TABLE market_data_1m DETACH PARTITION {}").format(sql.Identifier(name)))
+        cur.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+    cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(staging), sql.Identifier(name)))
+    cur.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(sql.Identifier(f"{staging}_pkey"),
+                                                             sql.Identifier(f"{name}_pkey")))
+    cur.execute(sql.SQL("ALTER TABLE market_data_1m ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
+        sql.Identifier(name), sql.Literal(day.to_pydatetime()),
+        sql.Literal((day + pd.Timedelta(days=1)).to_pydatetime())))
+
+
+def day_partitions(conn: sa.Connection) -> set[str]:
+    """Names of market_data_1m's partitions."""
+    return set(conn.execute(sa.text(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = 'market_data_1m'::regclass")).scalars())
 
 
 def write_days(engine: sa.Engine, frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp,
