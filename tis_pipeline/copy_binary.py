@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
 
-_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 UTC in microseconds since 1970-01-01
+PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 UTC in microseconds since 1970-01-01
 _EXACT_SMALL = float(2**26)  # below this, ulp(x) < 1e-8: at most one 8-decimal number rounds to x
 _INTEGRAL_LIMIT = 1e12  # numeric(20,8) holds |x| < 1e12
 _NUMERIC_SIZE = 8 + 2 * 5  # ndigits, weight, sign, dscale + five digits
@@ -116,7 +116,7 @@ def encode_rows(symbols: pd.Series, timestamps: pd.Series, numerics: list[np.nda
     encoded = np.array([s.encode("utf-8") for s in uniques] or [b""], dtype=object)
     lengths = np.array([len(b) for b in encoded], dtype="int64")
     ts = pd.Series(timestamps, copy=False)
-    ts_us = ts.dt.tz_convert("UTC").array.as_unit("us").asi8 - _PG_EPOCH_US if n else np.zeros(0, "int64")
+    ts_us = ts.dt.tz_convert("UTC").array.as_unit("us").asi8 - PG_EPOCH_US if n else np.zeros(0, "int64")
     ok = (codes >= 0) & ts.notna().to_numpy()
     parts = [scaled_numeric(v) for v in numerics]
     for _, _, _, exact in parts:

@@ -205,6 +205,39 @@ def fetch_frame(conn: sa.Connection, query: str, params: dict | None = None) -> 
     return pacsv.read_csv(buf).to_pandas()
 
 
+def fetch_column_arrays(conn: sa.Connection, query: str, params: dict | None,
+                        kinds: Sequence[str]) -> list[np.ndarray] | None:
+    """Run a query that returns one row of ``array_send(array_agg(…))`` values and read each as a numpy array.
+
+    ``kinds``: the numpy dtype of each array's elements as PostgreSQL sends them (``">i8"``, ``">i2"``, ``"S20"``).
+    One row of a few bytea values crosses the wire instead of a message per row (psycopg's COPY TO reads each row
+    with a Python call: 0.1-0.2 s of a day of 72k bars), and the bytes are viewed in place. Returns None when an
+    array does not have that layout (a NULL element, elements of another width); an all-empty window gives empty
+    arrays.
+    """
+    raw = raw_connection(conn)
+    with raw.cursor(binary=True) as cur:
+        cur.execute(query, params or {})
+        row = cur.fetchone()
+    out = []
+    for data, kind in zip(row, kinds, strict=True):
+        if data is None:  # array_agg of no rows
+            out.append(np.zeros(0, dtype=kind))
+            continue
+        ndim, has_null = int.from_bytes(data[0:4], "big"), int.from_bytes(data[4:8], "big")
+        if ndim != 1 or has_null:
+            return None
+        count = int.from_bytes(data[12:16], "big")
+        element = np.dtype([("len", ">i4"), ("value", kind)])
+        if len(data) != 20 + count * element.itemsize:
+            return None
+        values = np.frombuffer(data, dtype=element, count=count, offset=20)
+        if (values["len"] != np.dtype(kind).itemsize).any():
+            return None
+        out.append(values["value"])
+    return out
+
+
 def table_counts(url: str, tables: Iterable[str]) -> dict[str, int]:
     out = {}
     with engine(url).connect() as conn:

@@ -10,10 +10,12 @@ import uuid
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from tis_pipeline.db import copy_bars_binary, copy_frame, fetch_frame, raw_connection
+from tis_pipeline.copy_binary import PG_EPOCH_US
+from tis_pipeline.db import copy_bars_binary, copy_frame, fetch_column_arrays, fetch_frame, raw_connection
 
 BAR_TABLES = ("market_data_1m", "market_data_15m", "market_data_1h")
 BAR_WRITE_COLUMNS = ["symbol", "timestamp", "open", "high", "low", "close", "volume"]
@@ -501,25 +503,71 @@ def days_with_bars(conn: sa.Connection, table: str, start: pd.Timestamp, end: pd
 def read_bars(conn: sa.Connection, table: str, start: pd.Timestamp, end: pd.Timestamp,
               columns: tuple[str, ...] = ("symbol", "timestamp", "open", "high", "low", "close", "volume"),
               ) -> pd.DataFrame:
-    """The window's bars, sorted by (symbol, timestamp), through COPY TO STDOUT (floats, UTC timestamps,
-    ``mx_confirm`` as a nullable boolean)."""
+    """The window's bars, sorted by (symbol, timestamp): floats (NaN for NULL), UTC timestamps, ``mx_confirm`` as a
+    nullable boolean.
+
+    Read as one array per column (``fetch_column_arrays``): numerics as float8, timestamps as microseconds,
+    symbols padded to char(20) with their byte length beside them, in binary: nothing is formatted as text and
+    parsed again on either side. A symbol longer than 20 bytes (non-ASCII) sends the window through the text COPY.
+    """
     table = _bar_table(table)
     allowed = {"symbol", "timestamp", "open", "high", "low", "close", "volume", "mx_evidence", "mx_confirm"}
     if not set(columns) <= allowed:
         raise ValueError(f"unknown columns {set(columns) - allowed}")
+    window = f'FROM {table} WHERE "timestamp" >= %(start)s AND "timestamp" < %(end)s'
+    params = {"start": start.to_pydatetime(), "end": end.to_pydatetime()}
+    select, kinds = [], []
+    for c in columns:
+        if c == "symbol":
+            select += ["symbol::char(20)", "octet_length(symbol)::int2"]
+            kinds += ["S20", ">i2"]
+        elif c == "timestamp":
+            select.append('"timestamp"')
+            kinds.append(">i8")
+        elif c == "mx_confirm":
+            select.append("coalesce(mx_confirm::int, -1)::int2")
+            kinds.append(">i2")
+        else:
+            select.append(f"coalesce(\"{c}\"::float8, 'NaN')")  # a NULL element would change the layout
+            kinds.append(">f8")
+    arrays = fetch_column_arrays(conn, "SELECT " + ", ".join(
+        f'array_send(array_agg({s} ORDER BY symbol, "timestamp"))' for s in select) + f" {window}", params, kinds)
+    if arrays is None:
+        return _read_bars_text(conn, window + ' ORDER BY symbol, "timestamp"', params, columns)
+    it = iter(arrays)
+    frame = {}
+    for c in columns:
+        values = next(it)
+        if c == "symbol":
+            frame[c] = _symbols(values, next(it))
+        elif c == "timestamp":
+            frame[c] = pd.to_datetime(values.astype("int64") + PG_EPOCH_US, unit="us", utc=True)
+        elif c == "mx_confirm":
+            frame[c] = pd.arrays.BooleanArray(values == 1, values < 0)
+        else:
+            frame[c] = values.astype("float64")
+    return pd.DataFrame(frame, columns=list(columns))
+
+
+def _symbols(padded: np.ndarray, lengths: np.ndarray) -> pd.Series:
+    """Symbols from char(20) values sorted by symbol: decoded once per run of equal values, then repeated."""
+    starts = np.flatnonzero(np.r_[True, padded[1:] != padded[:-1]]) if len(padded) else np.zeros(0, "int64")
+    counts = np.diff(np.r_[starts, len(padded)])
+    names = np.array([bytes(padded[i])[: lengths[i]].decode("utf-8") for i in starts], dtype=object)
+    return pd.Series(np.repeat(names, counts), dtype=str)
+
+
+def _read_bars_text(conn: sa.Connection, window: str, params: dict, columns: tuple[str, ...]) -> pd.DataFrame:
     select = ", ".join(f'"{c}"' if c in ("symbol", "timestamp", "mx_confirm") else f'"{c}"::float8 AS "{c}"'
                        for c in columns)
-    frame = fetch_frame(
-        conn,
-        f'SELECT {select} FROM {table} WHERE "timestamp" >= %(start)s AND "timestamp" < %(end)s '
-        'ORDER BY symbol, "timestamp"',
-        {"start": start.to_pydatetime(), "end": end.to_pydatetime()},
-    )
+    frame = fetch_frame(conn, f"SELECT {select} {window}", params)
     if frame.empty:
         return pd.DataFrame({c: pd.Series(dtype="float64") for c in columns}).assign(
             symbol=pd.Series(dtype="string"), timestamp=pd.Series(dtype="datetime64[us, UTC]"))[list(columns)]
-    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
-    frame["symbol"] = frame["symbol"].astype(str)
+    if "timestamp" in frame:
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True).astype("datetime64[us, UTC]")
+    if "symbol" in frame:
+        frame["symbol"] = frame["symbol"].astype(str)
     if "mx_confirm" in frame:  # COPY's text form of a boolean is t/f
         frame["mx_confirm"] = frame["mx_confirm"].map({"t": True, "f": False}).astype("boolean")
     return frame

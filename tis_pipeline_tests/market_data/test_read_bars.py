@@ -1,0 +1,58 @@
+"""Reading bars back from PostgreSQL: the binary column arrays give the very frame the text COPY gives."""
+
+from decimal import Decimal
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from tis_pipeline.db import engine
+from tis_pipeline.market_data import store
+
+pytestmark = pytest.mark.pg
+DAY = pd.Timestamp("2024-05-06", tz="UTC")
+VOLUMES = [Decimal("0.1"), Decimal("123456789.12345678"), Decimal("99999999999.99999999")]
+ALL = ("symbol", "timestamp", "open", "high", "low", "close", "volume", "mx_evidence", "mx_confirm")
+
+
+def _insert(conn, symbols: list[str]) -> None:
+    rng = np.random.default_rng(3)
+    for k, symbol in enumerate(symbols):
+        n = 50
+        close = np.round(rng.lognormal(3, 2, n), 8)
+        conn.execute(sa.text(
+            'INSERT INTO market_data_1m (symbol, "timestamp", open, high, low, close, volume, mx_evidence, mx_confirm) '
+            "VALUES (:s, :t, :o, :h, :l, :c, :v, :e, :x)"),
+            [{"s": symbol, "t": DAY + pd.Timedelta(minutes=i), "o": float(close[i]), "h": float(close[i]) * 2,
+              "l": float(close[i]) / 2, "c": float(close[i]), "v": VOLUMES[i % 3],
+              "e": None if i % 4 == 0 else round(i / n, 2), "x": None if i % 5 == 0 else bool((i + k) % 2)}
+             for i in range(n)])
+
+
+def _text(conn, columns):
+    window = 'FROM market_data_1m WHERE "timestamp" >= %(start)s AND "timestamp" < %(end)s ORDER BY symbol, "timestamp"'
+    params = {"start": DAY.to_pydatetime(), "end": (DAY + pd.Timedelta(days=1)).to_pydatetime()}
+    return store._read_bars_text(conn, window, params, columns)
+
+
+@pytest.mark.parametrize("symbols", [["ZZ", "A", "BTC-USD", "X" * 20], ["AAA", "ÉTÉÉÉÉÉÉÉÉÉÉÉ"]],
+                         ids=["ascii", "a symbol of more than 20 bytes"])
+def test_read_bars_equals_the_text_copy(migrated_database_url, symbols):
+    with engine(migrated_database_url).begin() as conn:
+        _insert(conn, symbols)
+        for columns in (store.read_bars.__defaults__[0], ALL, ("timestamp", "mx_confirm")):
+            got = store.read_bars(conn, "market_data_1m", DAY, DAY + pd.Timedelta(days=1), columns)
+            expected = _text(conn, columns)
+            pd.testing.assert_frame_equal(got, expected, check_exact=True)
+        frame = store.read_bars(conn, "market_data_1m", DAY, DAY + pd.Timedelta(days=1), ALL)
+    assert len(frame) == 50 * len(symbols)
+    assert list(frame["symbol"].unique()) == sorted(symbols)
+    assert frame["volume"].tolist()[:3] == [float(v) for v in VOLUMES]
+    assert frame["mx_evidence"].isna().sum() == 13 * len(symbols) and frame["mx_confirm"].isna().sum() == 10 * len(symbols)
+
+
+def test_read_bars_of_an_empty_window(migrated_database_url):
+    with engine(migrated_database_url).connect() as conn:
+        frame = store.read_bars(conn, "market_data_1m", DAY, DAY + pd.Timedelta(days=1))
+    assert frame.empty and list(frame.columns) == list(store.read_bars.__defaults__[0])
