@@ -7,7 +7,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from psycopg import sql as psql
 
-from tis_pipeline.db import copy_frame, copy_payload, raw_connection
+from tis_pipeline.db import copy_frame, raw_connection
 from tis_pipeline.dsi import frames
 from tis_pipeline.dsi.frames import BAR_UPDATE_COLUMNS
 from tis_pipeline.market_data import store as bar_store
@@ -71,23 +71,32 @@ def build_scored_day(engine: sa.Engine, day: pd.Timestamp, staging: str, scores:
     through the text COPY, or when ``carry_from_source`` (module columns hold values), the rows are made equal
     to the day's rows in market_data_1m in every column DSI does not write, from the table itself.
     """
-    from tis_pipeline.copy_binary import encode_rows, exact_scale8
+    from tis_pipeline.copy_binary import SIGNATURE, TRAILER, encode_rows, exact_scale8
 
-    rows = frames.bar_updates(scores)
-    numerics = [rows[c].to_numpy(dtype="float64") for c in BAR_UPDATE_COLUMNS[2:8]]
-    repair = carry_from_source or not all(exact_scale8(v).all() for v in numerics[:5])
-    json_text = pa.array(rows["mx_expert_contributions"].array)
-    payload, encoded = encode_rows(rows["symbol"], rows["timestamp"], numerics,
-                                   flags=[rows["mx_confirm"].to_numpy(dtype=bool)], json_text=json_text)
+    numerics = [scores[c].to_numpy(dtype="float64") for c in BAR_UPDATE_COLUMNS[2:7]]
+    repair = carry_from_source or not all(exact_scale8(v).all() for v in numerics)
+    statement = psql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary, FREEZE)").format(
+        psql.Identifier(staging), psql.SQL(", ").join(psql.Identifier(c) for c in BAR_UPDATE_COLUMNS))
+    left_out = []
     with engine.connect() as conn:
         raw = raw_connection(conn)
         with raw.cursor() as cur:
             bar_store.create_day_table(cur, day, staging)
-            copy_payload(cur, psql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary, FREEZE)").format(
-                psql.Identifier(staging), psql.SQL(", ").join(psql.Identifier(c) for c in BAR_UPDATE_COLUMNS)),
-                payload)
-        if not encoded.all():
-            copy_frame(raw, staging, rows[~encoded], BAR_UPDATE_COLUMNS, freeze=True)
+            # the rows go in slices: PostgreSQL parses one slice (its JSON above all) while the next is encoded
+            with cur.copy(statement) as copy:
+                copy.write(SIGNATURE)
+                for at in range(0, len(scores), _STREAM_ROWS):
+                    rows = frames.bar_updates(scores.iloc[at: at + _STREAM_ROWS])
+                    payload, encoded = encode_rows(
+                        rows["symbol"], rows["timestamp"], [rows[c].to_numpy(dtype="float64") for c in _NUMERICS],
+                        flags=[rows["mx_confirm"].to_numpy(dtype=bool)],
+                        json_text=pa.array(rows["mx_expert_contributions"].array))
+                    copy.write(memoryview(payload)[len(SIGNATURE): len(payload) - len(TRAILER)])
+                    if not encoded.all():
+                        left_out.append(rows[~encoded])
+                copy.write(TRAILER)
+        if left_out:
+            copy_frame(raw, staging, pd.concat(left_out), BAR_UPDATE_COLUMNS, freeze=True)
             repair = True
         with raw.cursor() as cur:
             if repair:
@@ -95,7 +104,11 @@ def build_scored_day(engine: sa.Engine, day: pd.Timestamp, staging: str, scores:
                             {"a": day.to_pydatetime(), "b": (day + pd.Timedelta(days=1)).to_pydatetime()})
             bar_store.finish_day_table(cur, staging)
         raw.commit()
-    return len(rows)
+    return len(scores)
+
+
+_STREAM_ROWS = 16_384
+_NUMERICS = BAR_UPDATE_COLUMNS[2:8]  # OHLCV and mx_evidence, in the COPY's order
 
 
 # every column DSI does not write, from the day's rows in market_data_1m (the same rows: the caller holds them
