@@ -5,6 +5,7 @@ import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from tis_pipeline import plots
@@ -19,6 +20,18 @@ _DEPS = ["market_data_1m", "market_data_15m", "market_data_1h"]
 # bars timed one at a time on the streaming path per run: each costs 2-4 ms of the run (the scoring of a whole day
 # in the batch path takes 0.1 s), and 64 give the p50 and, by its 4th-largest value, the p95
 STREAMING_SAMPLE = 64
+SCORE_GROUPS = 4  # parts of a day scored and handed to its build one after another
+
+
+def _symbol_groups(bars: pd.DataFrame, parts: int):
+    """``bars`` (sorted by symbol) in about ``parts`` slices of whole symbols."""
+    symbol = bars["symbol"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, symbol[1:] != symbol[:-1]]) if len(bars) else np.zeros(0, "int64")
+    wanted = np.linspace(0, len(bars), parts + 1)[1:-1]
+    cuts = np.unique(starts[np.minimum(np.searchsorted(starts, wanted), len(starts) - 1)]) if len(starts) else []
+    for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(bars)], strict=True):
+        if b > a:
+            yield bars.iloc[a:b]
 
 
 def _plot(scores: pd.DataFrame, events: pd.DataFrame) -> str:
@@ -106,19 +119,24 @@ def dsi(context: dg.AssetExecutionContext, db: PostgresResource):
                     clock("read")
                     if timed is None:
                         timed = (bars, state)  # the streaming path is timed on the first day, from the state before it
-                    scores, state = logic.score_bars(bars, state, config)
-                    bars_scored += len(scores)
                     if len(builds) >= 2:  # at most two days' rows wait in memory for their build
                         builds[-2].result()
                     built.append((day, name, f"{name}_{tag}", exists))
-                    builds.append(builder.submit(store.build_scored_day, db.engine, day, built[-1][2],
-                                                 scores[frames.BAR_UPDATE_INPUTS].copy(), carry))
-                    all_events.append(logic.detect_events(scores, config))
-                    kept.append(scores[["symbol", "timestamp", "close", "mx_evidence", "mx_confirm"]])
-                    if sample_scores is None:
-                        sample_scores = scores
+                    rows = store.RowStream()
+                    builds.append(builder.submit(store.build_scored_day, db.engine, day, built[-1][2], rows, carry))
+                    # scored a few symbols at a time (each symbol's state is its own: the same values as the whole
+                    # day at once), so that PostgreSQL builds the day while the rest is scored
+                    with rows:
+                        for part in _symbol_groups(bars, SCORE_GROUPS):
+                            scores, state = logic.score_bars(part, state, config)
+                            rows.put(scores[frames.BAR_UPDATE_INPUTS])
+                            bars_scored += len(scores)
+                            all_events.append(logic.detect_events(scores, config))
+                            kept.append(scores[["symbol", "timestamp", "close", "mx_evidence", "mx_confirm"]])
+                            if sample_scores is None:
+                                sample_scores = scores
                     states.append({"day": day.date(), "config_fingerprint": config.fingerprint(),
-                                   "symbols": len(state.symbols), "bars": len(scores), "state": state.to_bytes()})
+                                   "symbols": len(state.symbols), "bars": len(bars), "state": state.to_bytes()})
                     clock("score")
                 scored_s = time.perf_counter() - started
                 latency = (logic.measure_streaming_latency(timed[0], timed[1], config, n=min(STREAMING_SAMPLE, len(timed[0])))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import queue
+
 import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
@@ -57,7 +59,32 @@ def rows_with_module_columns(conn: sa.Connection, day: pd.Timestamp) -> int:
         {"a": day, "b": day + pd.Timedelta(days=1)}).scalar_one()
 
 
-def build_scored_day(engine: sa.Engine, day: pd.Timestamp, staging: str, scores: pd.DataFrame,
+class RowStream:
+    """Scored rows handed from the scoring thread to a build while they are made (``put``); leaving the ``with``
+    block ends the stream, or, on an exception, makes the build fail instead of waiting."""
+
+    _END, _FAILED = object(), object()
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+
+    def put(self, scores: pd.DataFrame) -> None:
+        self._queue.put(scores)
+
+    def __enter__(self) -> RowStream:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        self._queue.put(self._END if kind is None else self._FAILED)
+
+    def __iter__(self):
+        while (item := self._queue.get()) is not self._END:
+            if item is self._FAILED:
+                raise RuntimeError("the scoring of this day failed: its build is abandoned")
+            yield item
+
+
+def build_scored_day(engine: sa.Engine, day: pd.Timestamp, staging: str, stream: RowStream,
                      carry_from_source: bool) -> int:
     """A new table of the day's bars with their scores, to replace the day partition (``attach_scored_days``).
 
@@ -73,8 +100,7 @@ def build_scored_day(engine: sa.Engine, day: pd.Timestamp, staging: str, scores:
     """
     from tis_pipeline.copy_binary import SIGNATURE, TRAILER, encode_rows, exact_scale8
 
-    numerics = [scores[c].to_numpy(dtype="float64") for c in BAR_UPDATE_COLUMNS[2:7]]
-    repair = carry_from_source or not all(exact_scale8(v).all() for v in numerics)
+    repair, written = carry_from_source, 0
     statement = psql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary, FREEZE)").format(
         psql.Identifier(staging), psql.SQL(", ").join(psql.Identifier(c) for c in BAR_UPDATE_COLUMNS))
     left_out = []
@@ -82,11 +108,14 @@ def build_scored_day(engine: sa.Engine, day: pd.Timestamp, staging: str, scores:
         raw = raw_connection(conn)
         with raw.cursor() as cur:
             bar_store.create_day_table(cur, day, staging)
-            # the rows go in slices: PostgreSQL parses one slice (its JSON above all) while the next is encoded
+            # the rows go as they come, in slices: PostgreSQL parses one (its JSON above all) while the next is made
             with cur.copy(statement) as copy:
                 copy.write(SIGNATURE)
-                for at in range(0, len(scores), _STREAM_ROWS):
-                    rows = frames.bar_updates(scores.iloc[at: at + _STREAM_ROWS])
+                for scores in stream:
+                    written += len(scores)
+                    repair |= not all(exact_scale8(scores[c].to_numpy(dtype="float64")).all()
+                                      for c in BAR_UPDATE_COLUMNS[2:7])
+                    rows = frames.bar_updates(scores)
                     payload, encoded = encode_rows(
                         rows["symbol"], rows["timestamp"], [rows[c].to_numpy(dtype="float64") for c in _NUMERICS],
                         flags=[rows["mx_confirm"].to_numpy(dtype=bool)],
@@ -104,10 +133,9 @@ def build_scored_day(engine: sa.Engine, day: pd.Timestamp, staging: str, scores:
                             {"a": day.to_pydatetime(), "b": (day + pd.Timedelta(days=1)).to_pydatetime()})
             bar_store.finish_day_table(cur, staging)
         raw.commit()
-    return len(scores)
+    return written
 
 
-_STREAM_ROWS = 16_384
 _NUMERICS = BAR_UPDATE_COLUMNS[2:8]  # OHLCV and mx_evidence, in the COPY's order
 
 

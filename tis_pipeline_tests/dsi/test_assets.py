@@ -234,3 +234,27 @@ def test_the_rebuilt_days_keep_every_value_dsi_does_not_write(migrated_database_
     assert tuple(odd_after) == (odd["volume"], odd["open"], "true")
     assert scored == 0 and in_default == 0 and partitions == 2
     assert scratch_tables(url) == []
+
+
+def test_a_scoring_failure_midway_through_a_day_abandons_its_build(migrated_database_url, monkeypatch):
+    """The day's build consumes the scored parts as they come; a failure after the first part ends it too (no
+    hang, no table left behind, nothing written)."""
+    from tis_pipeline.dsi import logic
+
+    url = migrated_database_url
+    assert run(url, MARKET, "2024-01-08", "2024-01-08").success
+    score_bars, calls = logic.score_bars, []
+
+    def failing_on_the_second_part(bars, state, config):
+        calls.append(len(bars))
+        if len(calls) == 2:
+            raise ValueError("injected scoring failure")
+        return score_bars(bars, state, config)
+
+    monkeypatch.setattr(logic, "score_bars", failing_on_the_second_part)
+    failed = dsi_only(url, "2024-01-08", "2024-01-08")
+    assert not failed.success and len(calls) == 2
+    assert "injected scoring failure" in failed.get_step_failure_events()[0].event_specific_data.error.to_string()
+    with engine(url).connect() as conn:
+        assert {k: conn.execute(sa.text(q)).scalar_one() for k, q in UNWRITTEN.items()} == dict.fromkeys(UNWRITTEN, 0)
+    assert scratch_tables(url) == []
