@@ -129,7 +129,7 @@ def dsi(context: dg.AssetExecutionContext, db: PostgresResource):
                     with rows:
                         for part in _symbol_groups(bars, SCORE_GROUPS):
                             scores, state = logic.score_bars(part, state, config)
-                            rows.put(scores[frames.BAR_UPDATE_INPUTS])
+                            rows.put(store.encode_scored(scores[frames.BAR_UPDATE_INPUTS]))
                             bars_scored += len(scores)
                             all_events.append(logic.detect_events(scores, config))
                             kept.append(scores[["symbol", "timestamp", "close", "mx_evidence", "mx_confirm"]])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+from dataclasses import dataclass
 
 import pandas as pd
 import pyarrow as pa
@@ -59,17 +60,46 @@ def rows_with_module_columns(conn: sa.Connection, day: pd.Timestamp) -> int:
         {"a": day, "b": day + pd.Timedelta(days=1)}).scalar_one()
 
 
+@dataclass
+class EncodedRows:
+    """A slice of a scored day as its build takes it: binary COPY rows (no signature or trailer), the rows the binary
+    form left out (for the text COPY), and whether every OHLCV float proves its numeric (``exact_scale8``)."""
+
+    body: memoryview
+    left_out: pd.DataFrame
+    exact: bool
+    rows: int
+
+
+def encode_scored(scores: pd.DataFrame) -> EncodedRows:
+    """The scored bars (columns ``frames.BAR_UPDATE_INPUTS``) as the rows of their new day partition.
+
+    Python work (JSON text, encoding) done by the thread that scores, before it hands the slice over: done on the
+    build's thread it waited for the GIL behind the scoring, and PostgreSQL waited for it.
+    """
+    from tis_pipeline.copy_binary import SIGNATURE, TRAILER, encode_rows, exact_scale8
+
+    rows = frames.bar_updates(scores)
+    numerics = [rows[c].to_numpy(dtype="float64") for c in BAR_UPDATE_COLUMNS[2:8]]  # OHLCV and mx_evidence
+    payload, encoded = encode_rows(rows["symbol"], rows["timestamp"], numerics,
+                                   flags=[rows["mx_confirm"].to_numpy(dtype=bool)],
+                                   json_text=pa.array(rows["mx_expert_contributions"].array))
+    return EncodedRows(body=memoryview(payload)[len(SIGNATURE): len(payload) - len(TRAILER)],
+                       left_out=rows[~encoded], exact=all(exact_scale8(v).all() for v in numerics[:5]),
+                       rows=len(rows))
+
+
 class RowStream:
-    """Scored rows handed from the scoring thread to a build while they are made (``put``); leaving the ``with``
-    block ends the stream, or, on an exception, makes the build fail instead of waiting."""
+    """Encoded slices of a day handed from the scoring thread to its build while they are made (``put``); leaving
+    the ``with`` block ends the stream, or, on an exception, makes the build fail instead of waiting."""
 
     _END, _FAILED = object(), object()
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
 
-    def put(self, scores: pd.DataFrame) -> None:
-        self._queue.put(scores)
+    def put(self, rows: EncodedRows) -> None:
+        self._queue.put(rows)
 
     def __enter__(self) -> RowStream:
         return self
@@ -88,41 +118,34 @@ def build_scored_day(engine: sa.Engine, day: pd.Timestamp, staging: str, stream:
                      carry_from_source: bool) -> int:
     """A new table of the day's bars with their scores, to replace the day partition (``attach_scored_days``).
 
-    On a connection of its own, committed, invisible until attached: rows as binary COPY (FREEZE), then the
-    primary key and statistics, as the ingest builds a day. This replaces an ``UPDATE … FROM`` of every bar, which
-    wrote a second version of each row with its index entry and WAL (0.8-1.0 s a day of 72k bars, plus the dead
-    rows left to vacuum), by writing each row once.
+    On a connection of its own, committed, invisible until attached: rows as binary COPY (FREEZE), sent as their
+    slices arrive from ``stream``, then the primary key and statistics, as the ingest builds a day. This replaces
+    an ``UPDATE … FROM`` of every bar, which wrote a second version of each row with its index entry and WAL
+    (0.8-1.0 s a day of 72k bars, plus the dead rows left to vacuum), by writing each row once.
 
     The OHLCV values are the floats the bars were read as; the numeric(20,8) each came from is the float's only
     8-decimal neighbour when ``exact_scale8`` holds. Where it does not for some value, where a row had to go
     through the text COPY, or when ``carry_from_source`` (module columns hold values), the rows are made equal
     to the day's rows in market_data_1m in every column DSI does not write, from the table itself.
     """
-    from tis_pipeline.copy_binary import SIGNATURE, TRAILER, encode_rows, exact_scale8
+    from tis_pipeline.copy_binary import SIGNATURE, TRAILER
 
-    repair, written = carry_from_source, 0
+    repair, written, left_out = carry_from_source, 0, []
     statement = psql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary, FREEZE)").format(
         psql.Identifier(staging), psql.SQL(", ").join(psql.Identifier(c) for c in BAR_UPDATE_COLUMNS))
-    left_out = []
     with engine.connect() as conn:
         raw = raw_connection(conn)
         with raw.cursor() as cur:
             bar_store.create_day_table(cur, day, staging)
-            # the rows go as they come, in slices: PostgreSQL parses one (its JSON above all) while the next is made
+            # PostgreSQL parses one slice (its JSON above all) while the next is scored and encoded
             with cur.copy(statement) as copy:
                 copy.write(SIGNATURE)
-                for scores in stream:
-                    written += len(scores)
-                    repair |= not all(exact_scale8(scores[c].to_numpy(dtype="float64")).all()
-                                      for c in BAR_UPDATE_COLUMNS[2:7])
-                    rows = frames.bar_updates(scores)
-                    payload, encoded = encode_rows(
-                        rows["symbol"], rows["timestamp"], [rows[c].to_numpy(dtype="float64") for c in _NUMERICS],
-                        flags=[rows["mx_confirm"].to_numpy(dtype=bool)],
-                        json_text=pa.array(rows["mx_expert_contributions"].array))
-                    copy.write(memoryview(payload)[len(SIGNATURE): len(payload) - len(TRAILER)])
-                    if not encoded.all():
-                        left_out.append(rows[~encoded])
+                for part in stream:
+                    copy.write(part.body)
+                    written += part.rows
+                    repair |= not part.exact
+                    if len(part.left_out):
+                        left_out.append(part.left_out)
                 copy.write(TRAILER)
         if left_out:
             copy_frame(raw, staging, pd.concat(left_out), BAR_UPDATE_COLUMNS, freeze=True)
@@ -134,9 +157,6 @@ def build_scored_day(engine: sa.Engine, day: pd.Timestamp, staging: str, stream:
             bar_store.finish_day_table(cur, staging)
         raw.commit()
     return written
-
-
-_NUMERICS = BAR_UPDATE_COLUMNS[2:8]  # OHLCV and mx_evidence, in the COPY's order
 
 
 # every column DSI does not write, from the day's rows in market_data_1m (the same rows: the caller holds them
