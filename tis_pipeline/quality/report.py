@@ -117,13 +117,18 @@ def timestamps_ns(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 class SymbolDayIndex:
     """Row -> (symbol, UTC day) group, computed once per frame so that every rule's counts cost a bincount."""
 
-    def __init__(self, frame: pd.DataFrame):
+    def __init__(self, frame: pd.DataFrame, symbol_factors: tuple[np.ndarray, Any] | None = None):
+        """``symbol_factors``: ``pd.factorize(frame["symbol"])`` when the caller has it already."""
         self.available = {"symbol", "timestamp"} <= set(frame.columns)
         if not self.available:
             return
         ts, nat = timestamps_ns(frame["timestamp"])
         days = np.where(nat, np.iinfo(np.int64).min, ts // NS_PER_DAY)
-        sym_codes, sym_labels = pd.factorize(frame["symbol"], use_na_sentinel=False)
+        if symbol_factors is not None and (symbol_factors[0] >= 0).all():
+            # no missing symbol: the codes and labels are those of use_na_sentinel=False
+            sym_codes, sym_labels = symbol_factors
+        else:
+            sym_codes, sym_labels = pd.factorize(frame["symbol"], use_na_sentinel=False)
         day_codes, day_labels = pd.factorize(days, use_na_sentinel=False)
         combined = sym_codes.astype(np.int64) * max(len(day_labels), 1) + day_codes
         self.group, uniques = pd.factorize(combined, use_na_sentinel=False)
@@ -162,7 +167,8 @@ def sample_rows(frame: pd.DataFrame, rule: Rule, positions: np.ndarray, derived:
     """Up to 20 failing rows: the table's key columns, the rule's columns and the rule's derived values."""
     positions = np.asarray(positions[:MAX_FAILING_ROWS], dtype=np.int64)
     columns = [c for c in dict.fromkeys((*key_columns(rule.table), *rule.columns)) if c in frame.columns]
-    out = frame.iloc[positions][columns].reset_index(drop=True)
+    # no row: a slice, which costs nothing, where a take of none would still go through every column
+    out = (frame.iloc[positions] if len(positions) else frame.iloc[:0])[columns].reset_index(drop=True)
     for name, values in derived.items():
         out[name] = np.asarray(values)[positions]
     return out
