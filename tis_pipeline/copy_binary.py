@@ -112,15 +112,20 @@ def encode_rows(symbols: pd.Series, timestamps: pd.Series, numerics: list[np.nda
     row_len = lengths[codes]
     starts = np.flatnonzero(np.diff(row_len, prepend=-1) != 0)
     ends = np.append(starts[1:], len(rows))
-    chunks = [SIGNATURE]
-    for a, b in zip(starts, ends, strict=True):
-        width = int(row_len[a])
-        out = np.empty(b - a, dtype=[("fields", ">i2"), ("symbol_len", ">i4"), ("symbol", f"S{width}"),
-                                     ("tail", tail.dtype)])
+    row_types = [np.dtype([("fields", ">i2"), ("symbol_len", ">i4"), ("symbol", f"S{int(row_len[a])}"),
+                           ("tail", tail.dtype)]) for a in starts]
+    # the rows are written in place into one buffer that holds the whole payload: one copy into bytes at the
+    # end, where each run's tobytes() and a join made two
+    sizes = [(b - a) * row_type.itemsize for a, b, row_type in zip(starts, ends, row_types, strict=True)]
+    payload = np.empty(len(SIGNATURE) + sum(sizes) + len(TRAILER), dtype=np.uint8)
+    payload[:len(SIGNATURE)] = np.frombuffer(SIGNATURE, dtype=np.uint8)
+    payload[len(payload) - len(TRAILER):] = np.frombuffer(TRAILER, dtype=np.uint8)
+    at = len(SIGNATURE)
+    for a, b, row_type, size in zip(starts, ends, row_types, sizes, strict=True):
+        out = np.ndarray(b - a, dtype=row_type, buffer=payload, offset=at)
         out["fields"] = 2 + len(numerics)
-        out["symbol_len"] = width
+        out["symbol_len"] = int(row_len[a])
         out["symbol"] = symbol_bytes[a:b]
         out["tail"] = tail[a:b]
-        chunks.append(out.tobytes())
-    chunks.append(TRAILER)
-    return b"".join(chunks), ok
+        at += size
+    return payload.tobytes(), ok

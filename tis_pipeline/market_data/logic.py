@@ -180,21 +180,21 @@ def rule_masks(frame: pd.DataFrame, now: pd.Timestamp) -> dict[str, np.ndarray]:
     The table's rules come from the quality registry (``failing_mask``), so ingest, the asset checks and the
     database's CHECK constraints share one definition of each rule.
     """
-    from tis_pipeline.quality.evaluate import failing_mask
+    from tis_pipeline.quality.evaluate import failing_masks
     from tis_pipeline.quality.rules import rule
 
     symbol_codes, symbols = pd.factorize(frame["symbol"])
     too_large = np.zeros(len(frame), dtype=bool)
     for column in PRICE_COLUMNS + ["volume"]:
         values = frame[column].to_numpy(dtype="float64")
-        too_large |= (values >= NUMERIC_20_8_LIMIT) | (values <= -NUMERIC_20_8_LIMIT)
+        with np.errstate(invalid="ignore"):
+            too_large |= np.abs(values) >= NUMERIC_20_8_LIMIT  # x >= limit or x <= -limit (NaN: neither)
     masks: dict[str, np.ndarray] = {
         SYMBOL_FORMAT_RULE: _bad_symbols(symbol_codes, symbols),
         NUMERIC_FIT_RULE: too_large,
     }
-    for name in QUARANTINE_RULES:
-        if name not in masks and name != KEY_UNIQUE_RULE:
-            masks[name] = failing_mask(frame, rule(name), now=now).to_numpy(bool)
+    registry = [rule(name) for name in QUARANTINE_RULES if name not in masks and name != KEY_UNIQUE_RULE]
+    masks.update(failing_masks(frame, registry, now=now))
     masks["_duplicate"], masks["_conflict"] = _duplicates(frame, symbol_codes, len(symbols))
     masks[KEY_UNIQUE_RULE] = masks["_duplicate"] | masks["_conflict"]
     return masks

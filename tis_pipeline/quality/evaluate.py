@@ -17,7 +17,7 @@ straddles the frame's edge is seen from its inside part).
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -51,11 +51,17 @@ class Context:
 # ------------------------------------------------------------------------------------------------ helpers
 
 
-def _numeric(frame: pd.DataFrame, column: str) -> np.ndarray:
+def _numeric(frame: pd.DataFrame, column: str, cache: dict | None = None) -> np.ndarray:
+    """``frame[column]`` as float64 (NaN for missing); with a ``cache``, once per frame and column (read only)."""
+    if cache is not None and ("numeric", column) in cache:
+        return cache["numeric", column]
     s = frame[column]
     if not pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype):
         s = pd.to_numeric(s)
-    return s.to_numpy(dtype="float64", na_value=np.nan)
+    values = s.to_numpy(dtype="float64", na_value=np.nan)
+    if cache is not None:
+        cache["numeric", column] = values
+    return values
 
 
 def missing_reason(frame: pd.DataFrame, rule: Rule, ctx: Context | None = None) -> str | None:
@@ -71,10 +77,11 @@ def missing_reason(frame: pd.DataFrame, rule: Rule, ctx: Context | None = None) 
 class _Series:
     """Rows of valid (symbol, timestamp) sorted by symbol then time; positions refer to the frame."""
 
-    def __init__(self, frame: pd.DataFrame, codes: np.ndarray | None = None):
+    def __init__(self, frame: pd.DataFrame, codes: np.ndarray | None = None,
+                 timestamps: tuple[np.ndarray, np.ndarray] | None = None):
         if codes is None:
             codes, _ = pd.factorize(frame["symbol"], use_na_sentinel=True)
-        ts, nat = timestamps_ns(frame["timestamp"])
+        ts, nat = timestamps_ns(frame["timestamp"]) if timestamps is None else timestamps
         complete = (codes >= 0) & ~nat
         if complete.all():  # the usual frame: no row to leave out, nothing to gather first
             self.order, self.codes, self.ts = _symbol_time_order(codes, ts)
@@ -110,6 +117,15 @@ def _symbol_time_order(codes: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, n
     return order, c, t
 
 
+def _timestamps(frame: pd.DataFrame, cache: dict | None) -> tuple[np.ndarray, np.ndarray]:
+    """``timestamps_ns(frame["timestamp"])``, once per frame with a ``cache`` (read only)."""
+    if cache is None:
+        return timestamps_ns(frame["timestamp"])
+    if "timestamps" not in cache:
+        cache["timestamps"] = timestamps_ns(frame["timestamp"])
+    return cache["timestamps"]
+
+
 def symbol_factors(frame: pd.DataFrame, cache: dict) -> tuple[np.ndarray, pd.Index]:
     """``pd.factorize(frame["symbol"])`` (code -1 = missing), once per frame for everything that needs it."""
     if "symbol_factors" not in cache:
@@ -119,7 +135,7 @@ def symbol_factors(frame: pd.DataFrame, cache: dict) -> tuple[np.ndarray, pd.Ind
 
 def _series(frame: pd.DataFrame, cache: dict) -> _Series:
     if "series" not in cache:
-        cache["series"] = _Series(frame, symbol_factors(frame, cache)[0])
+        cache["series"] = _Series(frame, symbol_factors(frame, cache)[0], _timestamps(frame, cache))
     return cache["series"]
 
 
@@ -136,15 +152,15 @@ def derived_values(frame: pd.DataFrame, rule: Rule, ctx: Context, cache: dict | 
     if kind == "ohlc_high":
         high, *others = rule.columns
         with np.errstate(all="ignore"):
-            floor = np.fmax.reduce([_numeric(frame, c) for c in others])
+            floor = np.fmax.reduce([_numeric(frame, c, cache) for c in others])
         return {"max_of_others": floor}
     if kind == "ohlc_low":
         low, *others = rule.columns
-        return {"min_of_others": np.fmin.reduce([_numeric(frame, c) for c in others])}
+        return {"min_of_others": np.fmin.reduce([_numeric(frame, c, cache) for c in others])}
     if kind in ("positive", "nonnegative") and len(rule.columns) > 1:
-        return {"min_value": np.fmin.reduce([_numeric(frame, c) for c in rule.columns])}
+        return {"min_value": np.fmin.reduce([_numeric(frame, c, cache) for c in rule.columns])}
     if kind == "on_minute":
-        ts, nat = timestamps_ns(frame["timestamp"])
+        ts, nat = _timestamps(frame, cache)
         offset = (ts % (p["minutes"] * NS_PER_MINUTE)).astype("float64")
         offset[nat] = np.nan
         return {"ns_past_boundary": offset}
@@ -299,7 +315,7 @@ def _mask(frame: pd.DataFrame, rule: Rule, ctx: Context, derived: Mapping[str, n
     if kind == "not_null":
         return frame[rule.column].isna().to_numpy()
     if kind == "range":
-        v = _numeric(frame, rule.column)
+        v = _numeric(frame, rule.column, cache)
         with np.errstate(invalid="ignore"):
             lo_ok = v >= p["min"] if p["min_inclusive"] else v > p["min"]
             hi_ok = v <= p["max"] if p["max_inclusive"] else v < p["max"]
@@ -318,24 +334,24 @@ def _mask(frame: pd.DataFrame, rule: Rule, ctx: Context, derived: Mapping[str, n
     if kind in ("positive", "nonnegative"):
         out = np.zeros(len(frame), dtype=bool)
         for column in rule.columns:
-            v = _numeric(frame, column)
+            v = _numeric(frame, column, cache)
             with np.errstate(invalid="ignore"):
                 out |= (v <= 0) if kind == "positive" else (v < 0)
         return out
     if kind in ("ohlc_high", "ohlc_low"):
         # SQL: a AND b AND c fails when any comparison is known false; NULL comparisons are unknown
         head, *others = rule.columns
-        h = _numeric(frame, head)
+        h = _numeric(frame, head, cache)
         out = np.zeros(len(frame), dtype=bool)
         for column in others:
-            v = _numeric(frame, column)
+            v = _numeric(frame, column, cache)
             with np.errstate(invalid="ignore"):
                 out |= (h < v) if kind == "ohlc_high" else (h > v)
         return out
     if kind == "on_minute":
         return derived["ns_past_boundary"] > 0
     if kind == "not_future":
-        ts, nat = timestamps_ns(frame["timestamp"])
+        ts, nat = _timestamps(frame, cache)
         return ~nat & (ts > ctx.latest_allowed(rule).value)
     if kind == "stale_series":
         return derived["run_length"] > p["max_run"]
@@ -408,6 +424,20 @@ def _passing_result(frame: pd.DataFrame, rule: Rule, ctx: Context, groups: Symbo
                        details=rule_details(rule, derived, nothing[:0], ctx))
 
 
+def failing_masks(frame: pd.DataFrame, rules: Iterable[Rule], *, now: pd.Timestamp | None = None) -> dict[str, np.ndarray]:
+    """``failing_mask`` of each rule as a boolean array (by rule name), with one clock for all and each numeric
+    column read once."""
+    ctx, cache = Context(now), {}
+    out: dict[str, np.ndarray] = {}
+    for rule in rules:
+        if missing_reason(frame, rule, ctx):
+            out[rule.name] = np.zeros(len(frame), dtype=bool)
+            continue
+        derived = derived_values(frame, rule, ctx, cache) if rule.kind in _JUDGED_ON_DERIVED else {}
+        out[rule.name] = np.asarray(_mask(frame, rule, ctx, derived, cache), dtype=bool)
+    return out
+
+
 def evaluate_frame(
     frame: pd.DataFrame,
     table: str,
@@ -432,7 +462,7 @@ def evaluate_frame(
     ctx = Context(now, sources)
     cache: dict = {}
     keyed = {"symbol", "timestamp"} <= set(frame.columns)
-    groups = SymbolDayIndex(frame, symbol_factors(frame, cache) if keyed else None)
+    groups = SymbolDayIndex(frame, *((symbol_factors(frame, cache), _timestamps(frame, cache)) if keyed else ()))
     results: list[RuleResult] = []
     for rule in rules if rules is not None else rules_for(table, severity=severity):
         reason = missing_reason(frame, rule, ctx)
