@@ -145,25 +145,34 @@ def encode_rows(symbols: pd.Series, timestamps: pd.Series, numerics: list[np.nda
         # jsonb's binary form: a version byte (1) and the JSON text, which the server parses as jsonb_in does
         json_len = pc.binary_length(json_text).to_numpy(zero_copy_only=False) + 1
         fixed += [("json_len", ">i4"), ("json_version", "u1")]
-    chunks = [SIGNATURE]
-    for a, b in zip(starts, ends, strict=True):
-        width = int(row_len[a])
-        out = np.empty(b - a, dtype=[(name, f"S{width}" if name == "symbol" else kind) for name, kind in fixed])
+    row_types = [np.dtype([(name, f"S{int(row_len[a])}" if name == "symbol" else kind) for name, kind in fixed])
+                 for a in starts]
+    # without JSON every row of a run has one width, and the rows are written in place into one buffer that holds
+    # the whole payload: one copy into bytes at the end, where each run's tobytes() and a join made two
+    sizes = [(b - a) * row_type.itemsize for a, b, row_type in zip(starts, ends, row_types, strict=True)]
+    payload = np.empty(len(SIGNATURE) + (sum(sizes) if json_text is None else 0) + len(TRAILER), dtype=np.uint8)
+    payload[:len(SIGNATURE)] = np.frombuffer(SIGNATURE, dtype=np.uint8)
+    payload[len(payload) - len(TRAILER):] = np.frombuffer(TRAILER, dtype=np.uint8)
+    at, with_json = len(SIGNATURE), []
+    for a, b, row_type, size in zip(starts, ends, row_types, sizes, strict=True):
+        out = (np.ndarray(b - a, dtype=row_type, buffer=payload, offset=at) if json_text is None
+               else np.empty(b - a, dtype=row_type))
         out["fields"] = 2 + len(numerics) + len(flags) + (json_text is not None)
-        out["symbol_len"] = width
+        out["symbol_len"] = int(row_len[a])
         out["symbol"] = symbol_bytes[a:b]
         out["tail"] = tail[a:b]
         for i, flag in enumerate(flags):
             out[f"flag_len_{i}"], out[f"flag_{i}"] = 1, flag[a:b]
         if json_text is None:
-            chunks.append(out.tobytes())
+            at += size
             continue
+        # each row's fixed part, then its JSON text: joined row by row in pyarrow, whose data buffer is the rows
         out["json_len"], out["json_version"] = json_len[a:b], 1
-        heads = pa.FixedSizeBinaryArray.from_buffers(pa.binary(out.dtype.itemsize), len(out),
+        heads = pa.FixedSizeBinaryArray.from_buffers(pa.binary(row_type.itemsize), len(out),
                                                      [None, pa.py_buffer(out.tobytes())])
         joined = pc.binary_join_element_wise(heads.cast(pa.binary()), json_text.slice(a, b - a).cast(pa.binary()), b"")
-        offsets = joined.buffers()[1]
-        first, last = np.frombuffer(offsets, dtype=np.int32, count=len(joined) + 1, offset=joined.offset * 4)[[0, -1]]
-        chunks.append(joined.buffers()[2][int(first):int(last)])
-    chunks.append(TRAILER)
-    return b"".join(chunks), ok
+        offsets = np.frombuffer(joined.buffers()[1], dtype=np.int32, count=len(joined) + 1, offset=joined.offset * 4)
+        with_json.append(joined.buffers()[2][int(offsets[0]):int(offsets[-1])])
+    if json_text is None:
+        return payload.tobytes(), ok
+    return b"".join([SIGNATURE, *with_json, TRAILER]), ok

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
@@ -170,7 +171,7 @@ class DayBuilds:
         if frame.empty:
             return
         known = {day for day, _, _ in self.built.jobs}
-        for day, rows in frame.groupby(frame["timestamp"].dt.floor("D"), sort=True):
+        for day, rows in _by_day(frame):
             if not (self.start <= day < self.end) or rows.empty:
                 continue
             if day in known:
@@ -195,6 +196,20 @@ class DayBuilds:
             build.cancel()
         self._pool.shutdown(wait=True)
         discard(self.engine, self.built)
+
+
+def _by_day(frame: pd.DataFrame) -> Iterator[tuple[pd.Timestamp, pd.DataFrame]]:
+    """``frame.groupby(frame["timestamp"].dt.floor("D"), sort=True)``; a frame of one UTC day (a piece of the
+    synthetic source) is its own group, without the split's copy of every column."""
+    timestamps = frame["timestamp"]
+    utc = isinstance(timestamps.dtype, pd.DatetimeTZDtype) and str(timestamps.dtype.tz) == "UTC"
+    if utc and len(timestamps) and not timestamps.hasnans:
+        per_day = np.timedelta64(1, "D").astype(f"timedelta64[{timestamps.dtype.unit}]").astype(np.int64)
+        days = timestamps.array.asi8 // per_day
+        if days.min() == days.max():
+            yield timestamps.iloc[0].floor("D"), frame
+            return
+    yield from frame.groupby(timestamps.dt.floor("D"), sort=True)
 
 
 def build_days(engine: sa.Engine, frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> BuiltDays:

@@ -117,18 +117,31 @@ def timestamps_ns(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 class SymbolDayIndex:
     """Row -> (symbol, UTC day) group, computed once per frame so that every rule's counts cost a bincount."""
 
-    def __init__(self, frame: pd.DataFrame):
+    def __init__(self, frame: pd.DataFrame, symbol_factors: tuple[np.ndarray, Any] | None = None,
+                 timestamps: tuple[np.ndarray, np.ndarray] | None = None):
+        """``symbol_factors``: ``pd.factorize(frame["symbol"])``, ``timestamps``: ``timestamps_ns(frame["timestamp"])``,
+        when the caller has them already."""
         self.available = {"symbol", "timestamp"} <= set(frame.columns)
         if not self.available:
             return
-        ts, nat = timestamps_ns(frame["timestamp"])
+        ts, nat = timestamps_ns(frame["timestamp"]) if timestamps is None else timestamps
         days = np.where(nat, np.iinfo(np.int64).min, ts // NS_PER_DAY)
-        sym_codes, sym_labels = pd.factorize(frame["symbol"], use_na_sentinel=False)
-        day_codes, day_labels = pd.factorize(days, use_na_sentinel=False)
-        combined = sym_codes.astype(np.int64) * max(len(day_labels), 1) + day_codes
+        if symbol_factors is not None and (symbol_factors[0] >= 0).all():
+            # no missing symbol: the codes and labels are those of use_na_sentinel=False
+            sym_codes, sym_labels = symbol_factors
+        else:
+            sym_codes, sym_labels = pd.factorize(frame["symbol"], use_na_sentinel=False)
+        first_day = int(days.min()) if len(days) and not nat.any() else None
+        if first_day is not None and int(days.max()) - first_day < len(days):
+            # days in a row: numbered by their offset from the first, not factorised (the groups are the same)
+            day_codes, n_days = days - first_day, int(days.max()) - first_day + 1
+        else:
+            day_codes, day_labels = pd.factorize(days, use_na_sentinel=False)
+            n_days, first_day = max(len(day_labels), 1), None
+        combined = sym_codes.astype(np.int64) * n_days + day_codes
         self.group, uniques = pd.factorize(combined, use_na_sentinel=False)
-        self.symbols = np.asarray(sym_labels, dtype=object)[uniques // max(len(day_labels), 1)]
-        day_values = np.asarray(day_labels)[uniques % max(len(day_labels), 1)]
+        self.symbols = np.asarray(sym_labels, dtype=object)[uniques // n_days]
+        day_values = uniques % n_days + first_day if first_day is not None else np.asarray(day_labels)[uniques % n_days]
         self.days = np.array(
             [
                 None if d == np.iinfo(np.int64).min else str(np.datetime64(int(d), "D"))
@@ -141,7 +154,9 @@ class SymbolDayIndex:
     def counts(self, mask: np.ndarray, extra: np.ndarray | None = None, extra_name: str | None = None) -> pd.DataFrame | None:
         if not self.available:
             return None
-        failing = np.bincount(self.group[mask], minlength=len(self.rows))
+        # most rules fail nowhere: no need to gather the groups of no row
+        failing = (np.bincount(self.group[mask], minlength=len(self.rows)) if mask.any()
+                   else np.zeros(len(self.rows), dtype=np.intp))
         hit = np.flatnonzero(failing)
         out = pd.DataFrame(
             {
@@ -162,7 +177,8 @@ def sample_rows(frame: pd.DataFrame, rule: Rule, positions: np.ndarray, derived:
     """Up to 20 failing rows: the table's key columns, the rule's columns and the rule's derived values."""
     positions = np.asarray(positions[:MAX_FAILING_ROWS], dtype=np.int64)
     columns = [c for c in dict.fromkeys((*key_columns(rule.table), *rule.columns)) if c in frame.columns]
-    out = frame.iloc[positions][columns].reset_index(drop=True)
+    # no row: a slice, which costs nothing, where a take of none would still go through every column
+    out = (frame.iloc[positions] if len(positions) else frame.iloc[:0])[columns].reset_index(drop=True)
     for name, values in derived.items():
         out[name] = np.asarray(values)[positions]
     return out

@@ -98,3 +98,106 @@ def test_synthetic_bars_are_valid_and_realistic():
     assert clustering > 0.05, "absolute returns should be autocorrelated (volatility clustering)"
     per_day = frame.groupby([frame["symbol"], frame["timestamp"].dt.date]).size()
     assert (per_day < 1440).all() and (per_day > 1400).all(), "a few minutes per day are missing"
+
+
+def _messy_bars() -> pd.DataFrame:
+    """Two symbols over two days with a row breaking each quarantine rule, duplicates, a conflict, gaps."""
+    rows = [[s, f"2024-01-0{d} 10:{m:02d}", 10.0 + m / 100, 11.0, 9.0, 10.5 - m / 100, 100.0]
+            for s in ("ABC", "XYZ") for d in (1, 2) for m in range(0, 50) if m not in (7, 8, 30)]
+    rows += [
+        ["ABC", "2024-01-01 11:00", 10.0, 11.0, 9.0, np.nan, 100.0],
+        ["ABC", "2024-01-01 11:01", 0.0, 11.0, 9.0, 10.0, 100.0],
+        ["ABC", "2024-01-01 11:02", 10.0, 8.0, 9.0, 8.5, 100.0],
+        ["ABC", "2024-01-01 11:03", 10.0, 11.0, 10.2, 10.5, 100.0],
+        ["XYZ", "2024-01-02 11:04", 10.0, 11.0, 9.0, 10.5, -5.0],
+        ["XYZ", "2024-01-02 11:05:30", 10.0, 11.0, 9.0, 10.5, 5.0],
+        ["XYZ", "2024-01-05 11:06", 10.0, 11.0, 9.0, 10.5, 5.0],
+        ["XYZ", "2024-01-02 11:07", 10.0, 1e30, 9.0, 10.5, 5.0],
+        ["A" * 21, "2024-01-02 11:08", 10.0, 11.0, 9.0, 10.5, 5.0],
+        [None, "2024-01-02 11:09", 10.0, 11.0, 9.0, 10.5, 5.0],
+        ["ABC", None, 10.0, 11.0, 9.0, 10.5, 5.0],
+        ["ABC", "2024-01-01 10:10", 10.1, 11.0, 9.0, 10.4, 100.0],  # an exact copy of a row above
+        ["XYZ", "2024-01-02 10:11", 10.0, 12.0, 9.0, 10.5, 100.0],  # the same minute with other values
+        ["ABC", "2024-01-02 10:50", 10.0, 30.0, 9.0, 25.0, 100.0],  # a price jump (a warning: kept)
+    ]
+    return _bars(rows)
+
+
+def _day_pieces(frame: pd.DataFrame) -> list[logic.Validated]:
+    day = frame["timestamp"].dt.floor("D")
+    return [logic.validate_bars(frame[(day == d) | (day.isna() & (d == day.min()))].reset_index(drop=True), now=NOW)
+            for d in sorted(day.dropna().unique())]
+
+
+def test_rules_validation_enforced_are_reported_as_judged():
+    """The rules validation quarantined by are not judged again on the clean rows; the report is the same."""
+    from tis_pipeline.quality.evaluate import evaluate_frame
+
+    for checked in (logic.validate_bars(_messy_bars(), now=NOW), logic.Validated.concat(_day_pieces(_messy_bars()))):
+        assert len(checked.quarantine) >= 13 and checked.enforced == logic.ENFORCED_RULES
+        judged = evaluate_frame(checked.clean, "market_data_1m", now=NOW)
+        reported = evaluate_frame(checked.clean, "market_data_1m", now=NOW, enforced=checked.enforced)
+        assert [r.name for r in reported.results] == [r.name for r in judged.results]
+        failed = [r.name for r in judged.failed]
+        assert "market_data_1m_no_price_jumps" in failed and [r.name for r in reported.failed] == failed
+        for want, got in zip(judged.results, reported.results, strict=True):
+            assert (got.passed, got.unexpected_count, got.element_count, got.skipped) == (
+                want.passed, want.unexpected_count, want.element_count, want.skipped), want.name
+            pd.testing.assert_series_equal(got.mask, want.mask)
+            pd.testing.assert_frame_equal(got.failing_rows, want.failing_rows, obj=want.name)
+            if want.by_symbol_day is None:  # skipped: the column is not in the frame
+                assert got.by_symbol_day is None and want.skipped, want.name
+            else:
+                pd.testing.assert_frame_equal(got.by_symbol_day, want.by_symbol_day, obj=want.name)
+            assert dict(got.details) == dict(want.details), want.name
+
+
+def test_joined_pieces_enforce_the_key_only_when_apart_in_time():
+    pieces = _day_pieces(_messy_bars())
+    assert logic.KEY_UNIQUE_RULE in logic.Validated.concat(pieces).enforced
+    again = logic.Validated.concat([pieces[0], pieces[0]])  # the same minutes twice
+    assert again.enforced == logic.ENFORCED_RULES - {logic.KEY_UNIQUE_RULE}
+    unknown = logic.Validated(clean=pieces[0].clean, quarantine=pieces[0].quarantine, counts={})
+    assert logic.Validated.concat([unknown, pieces[1]]).enforced == frozenset()
+
+
+def test_summary_equals_the_groupby_of_missing_minutes():
+    """The numpy path (string symbols) against missing_minutes' groupby (taken for object symbols)."""
+    frame = logic.validate_bars(_messy_bars(), now=NOW).clean
+    bars = synthetic.bars(pd.Timestamp("2024-03-01", tz="UTC"), pd.Timestamp("2024-03-04", tz="UTC"),
+                          ["AAA", "BBB", "CCC"], seed=1)
+    shuffled = logic.normalise_bars(bars).sample(frac=0.6, random_state=2)
+    far = pd.concat([frame, frame.tail(2).assign(timestamp=pd.Timestamp("1969-12-31 23:58", tz="UTC"))])
+    for case in (frame, shuffled, far, shuffled.assign(timestamp=shuffled["timestamp"].dt.as_unit("ns"))):
+        assert isinstance(case["symbol"].dtype, pd.StringDtype)
+        fast, slow = logic.summary(case), logic.summary(case.astype({"symbol": object}))
+        assert fast == slow
+        assert list(fast["missing_by_symbol"]) == list(slow["missing_by_symbol"])
+    assert sum(logic.summary(frame)["missing_by_symbol"].values()) > 0
+
+
+def test_quarantine_share_counts_days_far_apart_and_missing_times():
+    clean = logic.validate_bars(_messy_bars(), now=NOW).clean
+    far = pd.concat([clean, clean.tail(3).assign(timestamp=[pd.Timestamp("1990-05-01 10:00", tz="UTC"), pd.NaT,
+                                                            pd.Timestamp("2024-01-02 23:59", tz="UTC")])])
+    tokyo = far.assign(timestamp=far["timestamp"].dt.tz_convert("Asia/Tokyo"))  # UTC days all the same
+    for frame in (clean, far, tokyo):
+        got = logic._utc_date_counts(frame["timestamp"])
+        want = frame["timestamp"].dt.tz_convert("UTC").dt.date.value_counts().sort_index()
+        assert got.to_dict() == want.to_dict() and list(got.index) == list(want.index)
+
+
+def test_day_split_of_the_builds_equals_the_groupby_by_utc_day():
+    from tis_pipeline.market_data.store import _by_day
+
+    clean = logic.validate_bars(_messy_bars(), now=NOW).clean
+    one_day = clean[clean["timestamp"] < pd.Timestamp("2024-01-02", tz="UTC")]
+    # one UTC day, two days in Tokyo (UTC+9): 14:30 and 15:30 UTC
+    tokyo = one_day.head(2).assign(timestamp=pd.to_datetime(["2024-01-01 14:30", "2024-01-01 15:30"], utc=True)
+                                   .tz_convert("Asia/Tokyo").as_unit("us"))
+    for frame in (clean, one_day, tokyo, one_day.assign(timestamp=one_day["timestamp"].dt.as_unit("ns"))):
+        got, want = list(_by_day(frame)), list(frame.groupby(frame["timestamp"].dt.floor("D"), sort=True))
+        assert [day for day, _ in got] == [day for day, _ in want]
+        for (_, rows), (_, expected) in zip(got, want, strict=True):
+            pd.testing.assert_frame_equal(rows, expected)
+    assert len(list(_by_day(tokyo))) == 2 and list(_by_day(one_day))[0][1] is one_day

@@ -216,3 +216,26 @@ def test_rolling_mad_in_one_pass_equals_pandas_series_by_series(window, min_peri
     want = _pandas_rolling_mad_of_past(ret, starts, window, min_periods)
     np.testing.assert_array_equal(got, want)  # bit for bit, NaNs in the same places
     assert len(_rolling_mad_of_past(np.array([]), np.array([], dtype=int), window, min_periods)) == 0
+
+
+def test_key_and_series_rules_on_rows_in_any_order():
+    """The key rule read off the rows in key order equals DataFrame.duplicated over the complete rows, and the
+    series rules do not depend on the rows' order (a frame of days one after the other is not sorted by time)."""
+    bars = market_1m()
+    extra = bars.iloc[[3, 3, 10, 40]].copy()
+    extra.loc[extra.index[2], "symbol"] = None
+    extra.loc[extra.index[3], "timestamp"] = pd.NaT
+    frame = pd.concat([bars, extra], ignore_index=True)
+    now = bars["timestamp"].max()
+    for order in (np.arange(len(frame)), np.random.default_rng(5).permutation(len(frame))):
+        shuffled = frame.iloc[order].reset_index(drop=True)
+        report = evaluate_frame(shuffled, "market_data_1m", now=now)
+        key = rule("market_data_1m_key_unique")
+        complete = shuffled[["symbol", "timestamp"]].notna().all(axis=1)
+        want = complete & shuffled[["symbol", "timestamp"]].where(complete).duplicated(keep=False)
+        assert report[key.name].unexpected_count == 3
+        np.testing.assert_array_equal(report[key.name].mask.to_numpy(), want.to_numpy())
+        pd.testing.assert_series_equal(report[key.name].mask, failing_mask(shuffled, key, now=now))
+        for name in ("market_data_1m_no_gaps", "market_data_1m_no_price_jumps", "market_data_1m_close_not_stale"):
+            base = evaluate_frame(frame, "market_data_1m", now=now)[name].mask.to_numpy()
+            np.testing.assert_array_equal(report[name].mask.to_numpy(), base[order], err_msg=name)
