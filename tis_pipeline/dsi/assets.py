@@ -59,6 +59,14 @@ def _plot(scores: pd.DataFrame, events: pd.DataFrame) -> str:
     return plots.markdown_image(plots.figure_png(fig, tight=False), "dsi")
 
 
+def _swap_and_write(conn, built, begin, end, evidence_rows, event_rows, states) -> tuple[int, int]:
+    store.attach_scored_days(conn, built)
+    store.update_rollup_evidence(conn, begin, end)
+    written = store.replace_events(conn, evidence_rows, event_rows, begin, end)
+    store.save_states(conn, states)
+    return written
+
+
 @dg.multi_asset(
     name="dsi",
     specs=[
@@ -97,7 +105,8 @@ def dsi(context: dg.AssetExecutionContext, db: PostgresResource):
                 context.log.info(f"no DSI state for the day before {start.date()}: scoring from {begin.date()}")
             states, all_events, kept, bars_scored = [], [], [], 0
             timed = sample_scores = None
-            steps = dict.fromkeys(("read", "score", "wait_for_builds", "build_alongside", "swap_events_and_state"), 0.0)
+            steps = dict.fromkeys(("read", "score", "latency_and_events", "wait_for_builds", "figures_alongside_the_swap",
+                                   "swap_events_and_state"), 0.0)
             lap = time.perf_counter()
 
             def clock(step: str) -> None:  # seconds per step, for the metadata: where a run's time went
@@ -107,9 +116,10 @@ def dsi(context: dg.AssetExecutionContext, db: PostgresResource):
                 lap = now
 
             # Each scored day is built as a new table on a connection of its own (PostgreSQL COPYs and indexes it
-            # while this thread scores the next day, detects events, times the streaming path, and computes the
-            # out-of-sample figures and the plot); this transaction then swaps the days in, with the rollups'
-            # evidence, the events and the state: all of it commits together or not at all.
+            # while this thread scores the rest of the day and the next ones, detects events and times the
+            # streaming path); this transaction then swaps the days in and writes the rollups' evidence, the events
+            # and the state, on the builder's thread while this one computes the out-of-sample figures and the
+            # plot: all of it commits together or not at all.
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tis-dsi-build") as builder:
                 builds: list[Future] = []
                 for day in bar_store.days_with_bars(conn, "market_data_1m", begin, end):
@@ -144,19 +154,21 @@ def dsi(context: dg.AssetExecutionContext, db: PostgresResource):
                            {"latency_p50_ms": 1, "latency_p95_ms": 1, "throughput_per_second": 1})
                 events = pd.concat(all_events, ignore_index=True) if all_events else pd.DataFrame()
                 evidence_rows, event_rows = frames.event_rows(events, latency)
+                clock("latency_and_events")
+                updated = sum(build.result() for build in builds)
+                clock("wait_for_builds")
+                # PostgreSQL swaps the days in and writes the rollups' evidence, the events and the state on this
+                # transaction's connection while this thread computes the out-of-sample figures and the plot (it
+                # touches the connection again only after ``writing`` is done)
+                writing = builder.submit(_swap_and_write, conn, built, begin, end, evidence_rows, event_rows, states)
                 scored = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(
                     columns=["symbol", "timestamp", "close", "mx_evidence", "mx_confirm"])
                 quality = (evaluate(scored, scored, horizon=config.horizon, warmup=config.tail_rows)
                            if len(scored) else {})
                 plot = (_plot(sample_scores, events) if sample_scores is not None and len(sample_scores)
                         else "_no bars_")
-                clock("build_alongside")
-                updated = sum(build.result() for build in builds)
-                clock("wait_for_builds")
-            store.attach_scored_days(conn, built)
-            store.update_rollup_evidence(conn, begin, end)
-            n_evidence, n_events = store.replace_events(conn, evidence_rows, event_rows, begin, end)
-            store.save_states(conn, states)
+                clock("figures_alongside_the_swap")
+                n_evidence, n_events = writing.result()
     finally:
         # after the transaction: the tables it attached have their partitions' names now; the others are dropped
         bar_store.discard(db.engine, bar_store.BuiltDays(tag, [(day, name, new) for day, name, new, _ in built]))
