@@ -59,12 +59,15 @@ def _plot(scores: pd.DataFrame, events: pd.DataFrame) -> str:
     return plots.markdown_image(plots.figure_png(fig, tight=False), "dsi")
 
 
-def _swap_and_write(conn, built, begin, end, evidence_rows, event_rows, states) -> tuple[int, int]:
+def _swap_and_write(conn, builds: list[Future], built, begin, end, evidence_rows, event_rows,
+                    states) -> tuple[int, int, int]:
+    """(bars written, evidence rows, events), once every build has finished (a failed one raises here)."""
+    updated = sum(build.result() for build in builds)
     store.attach_scored_days(conn, built)
     store.update_rollup_evidence(conn, begin, end)
-    written = store.replace_events(conn, evidence_rows, event_rows, begin, end)
+    n_evidence, n_events = store.replace_events(conn, evidence_rows, event_rows, begin, end)
     store.save_states(conn, states)
-    return written
+    return updated, n_evidence, n_events
 
 
 @dg.multi_asset(
@@ -105,8 +108,8 @@ def dsi(context: dg.AssetExecutionContext, db: PostgresResource):
                 context.log.info(f"no DSI state for the day before {start.date()}: scoring from {begin.date()}")
             states, all_events, kept, bars_scored = [], [], [], 0
             timed = sample_scores = None
-            steps = dict.fromkeys(("read", "score", "latency_and_events", "wait_for_builds", "figures_alongside_the_swap",
-                                   "swap_events_and_state"), 0.0)
+            steps = dict.fromkeys(("read", "score", "latency_and_events", "figures_alongside_the_builds_and_swap",
+                                   "wait_for_builds_and_swap", "commit"), 0.0)
             lap = time.perf_counter()
 
             def clock(step: str) -> None:  # seconds per step, for the metadata: where a run's time went
@@ -155,24 +158,25 @@ def dsi(context: dg.AssetExecutionContext, db: PostgresResource):
                 events = pd.concat(all_events, ignore_index=True) if all_events else pd.DataFrame()
                 evidence_rows, event_rows = frames.event_rows(events, latency)
                 clock("latency_and_events")
-                updated = sum(build.result() for build in builds)
-                clock("wait_for_builds")
-                # PostgreSQL swaps the days in and writes the rollups' evidence, the events and the state on this
-                # transaction's connection while this thread computes the out-of-sample figures and the plot (it
-                # touches the connection again only after ``writing`` is done)
-                writing = builder.submit(_swap_and_write, conn, built, begin, end, evidence_rows, event_rows, states)
+                # after the builds (the builder runs its tasks in order), PostgreSQL swaps the days in and writes
+                # the rollups' evidence, the events and the state on this transaction's connection, while this
+                # thread computes the out-of-sample figures and the plot (it touches the connection again only
+                # after ``writing`` is done)
+                writing = builder.submit(_swap_and_write, conn, builds, built, begin, end, evidence_rows, event_rows,
+                                         states)
                 scored = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(
                     columns=["symbol", "timestamp", "close", "mx_evidence", "mx_confirm"])
                 quality = (evaluate(scored, scored, horizon=config.horizon, warmup=config.tail_rows)
                            if len(scored) else {})
                 plot = (_plot(sample_scores, events) if sample_scores is not None and len(sample_scores)
                         else "_no bars_")
-                clock("figures_alongside_the_swap")
-                n_evidence, n_events = writing.result()
+                clock("figures_alongside_the_builds_and_swap")
+                updated, n_evidence, n_events = writing.result()
+                clock("wait_for_builds_and_swap")
     finally:
         # after the transaction: the tables it attached have their partitions' names now; the others are dropped
         bar_store.discard(db.engine, bar_store.BuiltDays(tag, [(day, name, new) for day, name, new, _ in built]))
-    clock("swap_events_and_state")
+    clock("commit")
     elapsed = time.perf_counter() - started
     by_type = event_rows["anomaly_type"].value_counts().to_dict() if len(event_rows) else {}
     shared = {
