@@ -258,3 +258,21 @@ def test_a_scoring_failure_midway_through_a_day_abandons_its_build(migrated_data
     with engine(url).connect() as conn:
         assert {k: conn.execute(sa.text(q)).scalar_one() for k, q in UNWRITTEN.items()} == dict.fromkeys(UNWRITTEN, 0)
     assert scratch_tables(url) == []
+
+
+def test_a_failed_build_fails_the_run_and_leaves_nothing(migrated_database_url, monkeypatch):
+    from tis_pipeline.market_data import store as bar_store
+
+    url = migrated_database_url
+    assert run(url, MARKET, "2024-01-08", "2024-01-09").success
+
+    def failing(cur, staging):
+        raise RuntimeError(f"injected build failure of {staging}")
+
+    monkeypatch.setattr(bar_store, "finish_day_table", failing)
+    failed = dsi_only(url, "2024-01-08", "2024-01-09")
+    assert not failed.success
+    assert "injected build failure" in failed.get_step_failure_events()[0].event_specific_data.error.to_string()
+    with engine(url).connect() as conn:
+        assert {k: conn.execute(sa.text(q)).scalar_one() for k, q in UNWRITTEN.items()} == dict.fromkeys(UNWRITTEN, 0)
+    assert scratch_tables(url) == []
