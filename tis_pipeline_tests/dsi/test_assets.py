@@ -135,8 +135,8 @@ UNWRITTEN = {
 
 
 @pytest.mark.parametrize("table, operation", [
-    ("market_data_1h", "UPDATE"),  # fails in the writer thread, after the 1-minute bars were updated
-    ("anomaly_events", "INSERT"),  # fails in this thread, after the writer thread's work is done
+    ("market_data_1h", "UPDATE"),  # fails after the scored days were swapped in, before the events
+    ("anomaly_events", "INSERT"),  # fails after the days and the rollups' evidence were written
 ])
 def test_a_failed_run_leaves_the_tables_as_they_were(migrated_database_url, table, operation):
     url = migrated_database_url
@@ -162,7 +162,7 @@ def test_a_failed_run_leaves_the_tables_as_they_were(migrated_database_url, tabl
 
 
 def test_dsi_and_an_ingest_of_the_same_day_serialise(migrated_database_url):
-    """DSI, held in its writer thread, and a concurrent re-ingest of the same day: both finish, no deadlock."""
+    """DSI, held after its swap, and a concurrent re-ingest of the same day: both finish, no deadlock."""
     from concurrent.futures import ThreadPoolExecutor
 
     url = migrated_database_url
@@ -172,7 +172,7 @@ def test_dsi_and_an_ingest_of_the_same_day_serialise(migrated_database_url):
         holder.execute(sa.text("LOCK TABLE market_data_1h IN SHARE MODE"))  # DSI's rollup UPDATE waits here
         with ThreadPoolExecutor(max_workers=2) as pool:
             scoring = pool.submit(dsi_only, url, "2024-01-08", "2024-01-08")
-            wait_for_lock_waiters(url, 1)  # DSI has updated the 1-minute bars and waits for the hourly ones
+            wait_for_lock_waiters(url, 1)  # DSI has swapped the 1-minute day in and waits for the hourly bars
             ingesting = pool.submit(run, url, [market_data_1m], "2024-01-08", "2024-01-08")
             wait_for_lock_waiters(url, 2)  # the ingest's partition swap waits for DSI
             holder.rollback()
