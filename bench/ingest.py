@@ -98,9 +98,10 @@ BARE = """CREATE TABLE {name} (symbol varchar(20) NOT NULL, "timestamp" timestam
 
 def drop_day_partitions(eng: sa.Engine, start: pd.Timestamp, end: pd.Timestamp) -> None:
     """Detach and drop market_data_1m's day partitions of [start, end), so the next ingest writes into empty days."""
-    from tis_pipeline.market_data.store import partition_name
+    from tis_pipeline.market_data.store import lock_partition_changes, partition_name
 
     with eng.begin() as conn:
+        lock_partition_changes(conn)  # as every changer of the partitions does (ingest, DSI, retention)
         for day in pd.date_range(start, end, freq="D", inclusive="left"):
             name = partition_name(day)  # built from a date, never from input
             if conn.execute(sa.text("SELECT to_regclass(:n)"), {"n": name}).scalar_one() is not None:
