@@ -50,10 +50,8 @@ def scaled_numeric(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     """
     values = np.asarray(values, dtype="float64")
     magnitude = np.abs(values)
-    with np.errstate(invalid="ignore", over="ignore"):
-        small = magnitude < _EXACT_SMALL  # NaN compares False
-        scaled = np.rint(np.where(small, magnitude, 0.0) * 1e8)
-        small &= (scaled / 1e8) == magnitude
+    small, scaled = _small_scaled(magnitude)
+    with np.errstate(invalid="ignore"):
         integral = ~small & (magnitude < _INTEGRAL_LIMIT) & (magnitude == np.trunc(magnitude))
     units = scaled.astype("int64")
     integer_part = np.where(small, units // 100_000_000, np.where(integral, magnitude, 0.0).astype("int64"))
@@ -93,11 +91,16 @@ def exact_scale8(values: np.ndarray) -> np.ndarray:
     number of 8 decimals rounds to ``x``, and ``n * 1e-8`` is it (module docstring). Unlike ``scaled_numeric``'s
     ``exact`` this does not take large integral floats: a stored 1e9 + 1e-8 reads back as the float 1e9.
     """
-    values = np.asarray(values, dtype="float64")
-    magnitude = np.abs(values)
+    return _small_scaled(np.abs(np.asarray(values, dtype="float64")))[0]
+
+
+def _small_scaled(magnitude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(``|x| < 2**26`` and ``rint(|x| * 1e8) / 1e8 == |x|``, ``rint(|x| * 1e8)`` there and 0 elsewhere)."""
     with np.errstate(invalid="ignore", over="ignore"):
-        small = magnitude < _EXACT_SMALL
-        return small & (np.rint(np.where(small, magnitude, 0.0) * 1e8) / 1e8 == magnitude)
+        small = magnitude < _EXACT_SMALL  # NaN compares False
+        scaled = np.rint(np.where(small, magnitude, 0.0) * 1e8)
+        small &= (scaled / 1e8) == magnitude
+    return small, scaled
 
 
 def encode_rows(symbols: pd.Series, timestamps: pd.Series, numerics: list[np.ndarray], *,

@@ -265,7 +265,6 @@ def swap_built_days(conn: sa.Connection, built: BuiltDays, start: pd.Timestamp, 
     partition and the DEFAULT one, the old partitions are detached and dropped and the new ones attached, so
     readers see the old days or the new ones, never half.
     """
-
     lock_partition_changes(conn)
     existing = day_partitions(conn)
     window = {"a": start, "b": end, "s": list(symbols)}

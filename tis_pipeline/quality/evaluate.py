@@ -17,7 +17,8 @@ straddles the frame's edge is seen from its inside part).
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,7 @@ from tis_pipeline.quality.report import (
 from tis_pipeline.quality.rules import OHLCV, Rule, rules_for
 
 NS_PER_MINUTE = 60 * 10**9
+T = TypeVar("T")
 
 
 class Context:
@@ -51,17 +53,24 @@ class Context:
 # ------------------------------------------------------------------------------------------------ helpers
 
 
+def _memo(cache: dict | None, key, make: Callable[[], T]) -> T:
+    """``make()``, once per ``key`` of ``cache`` (one frame's derived arrays, read only); every time without one."""
+    if cache is None:
+        return make()
+    if key not in cache:
+        cache[key] = make()
+    return cache[key]
+
+
 def _numeric(frame: pd.DataFrame, column: str, cache: dict | None = None) -> np.ndarray:
     """``frame[column]`` as float64 (NaN for missing); with a ``cache``, once per frame and column (read only)."""
-    if cache is not None and ("numeric", column) in cache:
-        return cache["numeric", column]
-    s = frame[column]
-    if not pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype):
-        s = pd.to_numeric(s)
-    values = s.to_numpy(dtype="float64", na_value=np.nan)
-    if cache is not None:
-        cache["numeric", column] = values
-    return values
+    def make() -> np.ndarray:
+        s = frame[column]
+        if not pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype):
+            s = pd.to_numeric(s)
+        return s.to_numpy(dtype="float64", na_value=np.nan)
+
+    return _memo(cache, ("numeric", column), make)
 
 
 def missing_reason(frame: pd.DataFrame, rule: Rule, ctx: Context | None = None) -> str | None:
@@ -119,24 +128,17 @@ def _symbol_time_order(codes: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, n
 
 def _timestamps(frame: pd.DataFrame, cache: dict | None) -> tuple[np.ndarray, np.ndarray]:
     """``timestamps_ns(frame["timestamp"])``, once per frame with a ``cache`` (read only)."""
-    if cache is None:
-        return timestamps_ns(frame["timestamp"])
-    if "timestamps" not in cache:
-        cache["timestamps"] = timestamps_ns(frame["timestamp"])
-    return cache["timestamps"]
+    return _memo(cache, "timestamps", lambda: timestamps_ns(frame["timestamp"]))
 
 
 def symbol_factors(frame: pd.DataFrame, cache: dict) -> tuple[np.ndarray, pd.Index]:
     """``pd.factorize(frame["symbol"])`` (code -1 = missing), once per frame for everything that needs it."""
-    if "symbol_factors" not in cache:
-        cache["symbol_factors"] = pd.factorize(frame["symbol"], use_na_sentinel=True)
-    return cache["symbol_factors"]
+    return _memo(cache, "symbol_factors", lambda: pd.factorize(frame["symbol"], use_na_sentinel=True))
 
 
 def _series(frame: pd.DataFrame, cache: dict) -> _Series:
-    if "series" not in cache:
-        cache["series"] = _Series(frame, symbol_factors(frame, cache)[0], _timestamps(frame, cache))
-    return cache["series"]
+    return _memo(cache, "series",
+                 lambda: _Series(frame, symbol_factors(frame, cache)[0], _timestamps(frame, cache)))
 
 
 # ------------------------------------------------------------------------------------------ derived values
@@ -416,9 +418,7 @@ def failing_mask(
 def _passing_result(frame: pd.DataFrame, rule: Rule, ctx: Context, groups: SymbolDayIndex, cache: dict) -> RuleResult:
     """The result ``rule_result`` gives a rule no row fails; the derived values' names (the failing-row sample's
     columns) come from the frame's first zero rows."""
-    if "no_rows" not in cache:
-        cache["no_rows"] = frame.iloc[:0]
-    derived = derived_values(cache["no_rows"], rule, ctx)
+    derived = derived_values(_memo(cache, "no_rows", lambda: frame.iloc[:0]), rule, ctx)
     nothing = np.zeros(len(frame), dtype=bool)
     return rule_result(frame, rule, nothing, groups=groups, derived=derived,
                        details=rule_details(rule, derived, nothing[:0], ctx))
