@@ -69,7 +69,24 @@ def redacted(url: str) -> str:
 
 @lru_cache(maxsize=16)
 def engine(url: str) -> sa.Engine:
-    return sa.create_engine(normalise_url(url), pool_pre_ping=True, future=True)
+    """The project's engine for ``url``: psycopg 3, pre-pinged pooled connections, sessions without JIT."""
+    return sa.create_engine(normalise_url(url), pool_pre_ping=True, future=True,
+                            connect_args={"options": session_options(url)})
+
+
+def session_options(url: str) -> str:
+    """libpq ``options`` for the project's sessions: the URL's own, plus ``-c jit=off`` unless it sets ``jit``.
+
+    Why: on a server built with LLVM (Debian's and most packaged PostgreSQL, where ``jit`` is on by default) the
+    planner compiles every query whose estimated cost passes ``jit_above_cost``, and the project's queries are
+    either short probes or aggregations over a day or a range, which it never compiles back: on PostgreSQL 15
+    here, the 15-minute rollup of 1M bars took 1.8 s with JIT and 0.6 s without, and a 30-day ``days_with_bars``
+    0.24 s against 4 ms (bench/RESULTS.md). Only the project's sessions are affected; ``?options=-c%20jit%3Don``
+    in the URL turns it back on.
+    """
+    own = make_url(url).query.get("options", "")
+    own = " ".join(own) if isinstance(own, tuple) else own
+    return own if "jit=" in own.replace(" ", "") else f"{own} -c jit=off".strip()
 
 
 def libpq_dsn(url: str) -> str:

@@ -1,0 +1,37 @@
+"""The project's engine: what every session it opens is set to, on the real server."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from tis_pipeline.db import engine, session_options
+
+
+def _setting(url: str, name: str) -> str:
+    with engine(url).connect() as conn:
+        return conn.execute(sa.text(f"SHOW {name}")).scalar_one()
+
+
+def _with_options(url: str, options: str) -> str:
+    return make_url(url).update_query_dict({"options": options}).render_as_string(hide_password=False)
+
+
+def test_project_sessions_run_without_jit(database_url: str) -> None:
+    assert _setting(database_url, "jit") == "off"
+
+
+def test_options_of_the_url_are_kept_beside_jit_off(database_url: str) -> None:
+    url = _with_options(database_url, "-c statement_timeout=4321")
+    assert _setting(url, "statement_timeout") == "4321ms"
+    assert _setting(url, "jit") == "off"
+
+
+def test_a_url_that_sets_jit_decides_it(database_url: str) -> None:
+    assert _setting(_with_options(database_url, "-c jit=on"), "jit") == "on"
+
+
+def test_session_options_merge_without_repeating_jit() -> None:
+    assert session_options("postgresql+psycopg://u@h/d") == "-c jit=off"
+    assert session_options("postgresql+psycopg://u@h/d?options=-c%20work_mem%3D64MB") == "-c work_mem=64MB -c jit=off"
+    assert session_options("postgresql+psycopg://u@h/d?options=-c%20jit%3Don") == "-c jit=on"
