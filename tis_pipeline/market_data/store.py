@@ -506,12 +506,32 @@ def rollup_mismatches(conn: sa.Connection, expected: ExpectedRollup, start: pd.T
 
 
 def days_with_bars(conn: sa.Connection, table: str, start: pd.Timestamp, end: pd.Timestamp) -> list[pd.Timestamp]:
-    """The UTC days of [start, end) on which ``table`` has bars, in order."""
+    """The UTC days of [start, end) on which ``table`` has bars, in order.
+
+    market_data_1m is partitioned by day, so each day is probed for one bar: run-time partition pruning sends the
+    probe to that day's partition (or the DEFAULT one), where the first row answers it. Scanning every bar of the
+    range took 18 ms a day of 50 symbols, 0.22 s for 30 days. The rollup tables are not partitioned and no index
+    leads with the time, so a probe could read from the table's first row every time: there one scan of the range
+    it is.
+    """
     table = _bar_table(table)
-    rows = conn.execute(sa.text(
-        f"SELECT DISTINCT date_trunc('day', \"timestamp\" AT TIME ZONE 'UTC') FROM {table} "
-        'WHERE "timestamp" >= :a AND "timestamp" < :b ORDER BY 1'), {"a": start, "b": end}).scalars()
-    return [pd.Timestamp(d, tz="UTC") for d in rows]
+    if table != "market_data_1m":
+        rows = conn.execute(sa.text(
+            f"SELECT DISTINCT date_trunc('day', \"timestamp\" AT TIME ZONE 'UTC') FROM {table} "
+            'WHERE "timestamp" >= :a AND "timestamp" < :b ORDER BY 1'), {"a": start, "b": end}).scalars()
+        return [pd.Timestamp(d, tz="UTC") for d in rows]
+    days = pd.date_range(start.floor("D"), end, freq="D", inclusive="left")
+    if not len(days):
+        return []
+    # each day's window as two bounds from here, so the session's time zone never moves a day boundary
+    lows = [max(day, start).to_pydatetime() for day in days]
+    highs = [min(day + pd.Timedelta(days=1), end).to_pydatetime() for day in days]
+    found = conn.execute(sa.text(
+        "SELECT w.n FROM unnest(CAST(:lows AS timestamptz[]), CAST(:highs AS timestamptz[])) "
+        "WITH ORDINALITY AS w(lo, hi, n) "
+        'WHERE EXISTS (SELECT FROM market_data_1m WHERE "timestamp" >= w.lo AND "timestamp" < w.hi) ORDER BY w.n'),
+        {"lows": lows, "highs": highs}).scalars()
+    return [days[n - 1] for n in found]
 
 
 def read_bars(conn: sa.Connection, table: str, start: pd.Timestamp, end: pd.Timestamp,
@@ -530,8 +550,10 @@ def read_bars(conn: sa.Connection, table: str, start: pd.Timestamp, end: pd.Time
         raise ValueError(f"unknown columns {set(columns) - allowed}")
     window = f'FROM {table} WHERE "timestamp" >= %(start)s AND "timestamp" < %(end)s'
     params = {"start": start.to_pydatetime(), "end": end.to_pydatetime()}
+    # symbol and timestamp are always read: they prove the order of the rows (below)
+    fetched = ["symbol", "timestamp", *(c for c in columns if c not in ("symbol", "timestamp"))]
     select, kinds = [], []
-    for c in columns:
+    for c in fetched:
         if c == "symbol":
             select += ["symbol::char(20)", "octet_length(symbol)::int2"]
             kinds += ["S20", ">i2"]
@@ -544,13 +566,19 @@ def read_bars(conn: sa.Connection, table: str, start: pd.Timestamp, end: pd.Time
         else:
             select.append(f"coalesce(\"{c}\"::float8, 'NaN')")  # a NULL element would change the layout
             kinds.append(">f8")
+    # One ordered scan feeds every aggregate: an ORDER BY inside each array_agg made PostgreSQL < 16 sort the
+    # window once per column (0.22 s of a day of 72k bars on 15, 0.11 s with this). All the aggregates of one
+    # query take the same rows in the same order, so the arrays stay aligned; the order itself is checked here,
+    # not trusted (PostgreSQL keeps a subquery's order for an aggregate in practice, not by the standard).
+    inner = ", ".join(f"{expr} AS c{i}" for i, expr in enumerate(select))
     arrays = fetch_column_arrays(conn, "SELECT " + ", ".join(
-        f'array_send(array_agg({s} ORDER BY symbol, "timestamp"))' for s in select) + f" {window}", params, kinds)
-    if arrays is None:
+        f"array_send(array_agg(c{i}))" for i in range(len(select))) +
+        f' FROM (SELECT {inner} {window} ORDER BY symbol, "timestamp") AS bars', params, kinds)
+    if arrays is None or not _grouped_in_time(arrays[0], arrays[2]):
         return _read_bars_text(conn, window + ' ORDER BY symbol, "timestamp"', params, columns)
     it = iter(arrays)
     frame = {}
-    for c in columns:
+    for c in fetched:
         values = next(it)
         if c == "symbol":
             frame[c] = _symbols(values, next(it))
@@ -561,6 +589,16 @@ def read_bars(conn: sa.Connection, table: str, start: pd.Timestamp, end: pd.Time
         else:
             frame[c] = values.astype("float64")
     return pd.DataFrame(frame, columns=list(columns))
+
+
+def _grouped_in_time(padded: np.ndarray, timestamps: np.ndarray) -> bool:
+    """Whether the rows of each symbol are together and in time order (as ``ORDER BY symbol, "timestamp"`` leaves
+    them, in whatever order the collation puts the symbols)."""
+    if len(padded) < 2:
+        return True
+    change = padded[1:] != padded[:-1]
+    firsts = padded[np.flatnonzero(np.r_[True, change])]
+    return len(set(firsts.tolist())) == len(firsts) and bool(np.all(change | (timestamps[1:] >= timestamps[:-1])))
 
 
 def _symbols(padded: np.ndarray, lengths: np.ndarray) -> pd.Series:

@@ -56,3 +56,38 @@ def test_read_bars_of_an_empty_window(migrated_database_url):
     with engine(migrated_database_url).connect() as conn:
         frame = store.read_bars(conn, "market_data_1m", DAY, DAY + pd.Timedelta(days=1))
     assert frame.empty and list(frame.columns) == list(store.read_bars.__defaults__[0])
+
+
+@pytest.mark.parametrize(("symbols", "minutes", "grouped"), [
+    (["B", "B", "A", "A"], [1, 2, 1, 2], True),  # symbols in any order, each together and in time order
+    (["A", "B", "A"], [1, 1, 2], False),  # A comes back after B
+    (["A", "A", "B"], [2, 1, 1], False),  # A's bars out of time order
+    ([], [], True),
+])
+def test_the_order_of_the_arrays_is_checked(symbols, minutes, grouped):
+    padded = np.array([s.ljust(20).encode() for s in symbols], dtype="S20")
+    assert store._grouped_in_time(padded, np.array(minutes, dtype=">i8")) is grouped
+
+
+def test_days_with_bars_probes_each_day_and_finds_what_a_scan_finds(migrated_database_url):
+    days = [DAY + pd.Timedelta(days=k) for k in range(6)]
+    with engine(migrated_database_url).connect() as conn, conn.begin() as transaction:
+        # a day with a partition of its own, two whose bars sit in the DEFAULT partition, an empty partition,
+        # and a bar in the last minute of a day
+        for day in (days[1], days[4]):
+            conn.execute(sa.text(
+                f'CREATE TABLE "{store.partition_name(day)}" PARTITION OF market_data_1m '
+                f"FOR VALUES FROM ('{day.isoformat()}') TO ('{(day + pd.Timedelta(days=1)).isoformat()}')"))
+        for day, minute in ((days[1], 600), (days[2], 0), (days[3], 1439)):
+            conn.execute(sa.text(
+                'INSERT INTO market_data_1m (symbol, "timestamp", open, high, low, close, volume) '
+                "VALUES ('A', :t, 1, 1, 1, 1, 0)"), {"t": day + pd.Timedelta(minutes=minute)})
+        scan = [pd.Timestamp(d, tz="UTC") for d in conn.execute(sa.text(
+            "SELECT DISTINCT date_trunc('day', \"timestamp\" AT TIME ZONE 'UTC') FROM market_data_1m "
+            'WHERE "timestamp" >= :a AND "timestamp" < :b ORDER BY 1'), {"a": days[0], "b": days[5]}).scalars()]
+        assert store.days_with_bars(conn, "market_data_1m", days[0], days[5]) == scan == days[1:4]
+        # windows that start or end inside a day see only that part of it
+        assert store.days_with_bars(conn, "market_data_1m", days[1] + pd.Timedelta(hours=11), days[3]) == [days[2]]
+        assert store.days_with_bars(conn, "market_data_1m", days[2], days[3] + pd.Timedelta(hours=23)) == [days[2]]
+        assert store.days_with_bars(conn, "market_data_1m", days[5], days[5]) == []
+        transaction.rollback()
