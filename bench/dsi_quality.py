@@ -45,7 +45,11 @@ def main(argv: list[str] | None = None) -> None:
                                   "confirmed_ic", "confirmed_hit_rate", "unconfirmed_hit_rate"]]
     print(table.to_string(float_format=lambda v: f"{v:.4f}"))
     print(json.dumps({"bars": len(bars), "horizon": args.horizon, "warmup": warmup,
-                      **{k: (None if pd.isna(v) else round(float(v), 4)) for k, v in rows["all"].items()}}))
+                      **{k: (None if pd.isna(v) else int(v) if k in _COUNTS else round(float(v), 4))
+                         for k, v in rows["all"].items()}}))
+
+
+_COUNTS = {"n", "confirmed_n", "horizon"}  # whole numbers in the JSON line, as 74507 rather than 74507.0
 
 
 if __name__ == "__main__":
