@@ -1,0 +1,88 @@
+"""A sensor on ``TIS_MARKET_DATA_DIR``: bar files that appear, change or go away request runs of their days.
+
+The sensor learns the directory through the same manifest as the ingest (``readers.scan``: a file is read again
+only when its size or modification time changed). Its cursor holds, per 1-minute file, the size, modification
+time and first and last UTC day. A file that appears or changes brings the days it holds now and the days it
+held before. A file that goes away brings the days it held: their partitions are rebuilt from the files that
+remain. Each stretch of consecutive days becomes one run of ``market_data_daily_job`` over that partition
+range: the bars, the rollups, DSI and the trading day of those days.
+
+Only partitions that exist are requested: days from ``TIS_PARTITION_START`` to yesterday (UTC).
+The first evaluation records the files as they are and requests nothing. Load a directory's history with
+``tis backfill``; the sensor keeps it current from then on. It is off by default: turn it on in the UI, or with
+``dagster sensor start market_data_files_sensor``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
+
+import dagster as dg
+import pandas as pd
+
+from tis_pipeline.market_data.schedules import market_data_daily_job
+from tis_pipeline.settings import settings
+
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+
+def file_states(infos: Iterable) -> dict[str, list]:
+    """The cursor's content: per 1-minute file (``readers.FileInfo`` without an error), ``[size, mtime_ns, first
+    UTC day, last UTC day]`` with the days as ISO dates."""
+    return {info.path: [info.size, info.mtime_ns, info.first.date().isoformat(), info.last.date().isoformat()]
+            for info in infos
+            if info.error is None and info.interval_seconds == 60 and info.first is not None}
+
+
+def changed_days(before: dict[str, list], after: dict[str, list]) -> set[date]:
+    """The UTC days held by the files that appeared, changed (size or modification time) or went away between two
+    ``file_states``: for a changed file, the days it held before and those it holds now."""
+    days: set[date] = set()
+    for path in before.keys() | after.keys():
+        old, new = before.get(path), after.get(path)
+        if old is not None and new is not None and old[:2] == new[:2]:
+            continue
+        for state in (old, new):
+            if state is not None:
+                days.update(d.date() for d in pd.date_range(state[2], state[3], freq="D"))
+    return days
+
+
+@dg.sensor(
+    job=market_data_daily_job,
+    minimum_interval_seconds=300,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Runs the days of bar files that appear, change or go away under TIS_MARKET_DATA_DIR.",
+)
+def market_data_files_sensor(context: dg.SensorEvaluationContext):
+    from pathlib import Path
+
+    from tis_pipeline.market_data import readers
+    from tis_pipeline.market_data.resources import _default_manifest
+    from tis_pipeline.ops.backfill import covering_ranges
+
+    s = settings()
+    if s.market_source != "csv" or not s.market_data_dir or not Path(s.market_data_dir).is_dir():
+        return dg.SkipReason(f"no directory of bar files to watch (TIS_MARKET_SOURCE={s.market_source}, "
+                             f"TIS_MARKET_DATA_DIR={s.market_data_dir})")
+    infos = readers.scan(s.market_data_dir, manifest_path=str(_default_manifest(Path(s.market_data_dir))),
+                         tz=s.market_tz, bar_label=s.bar_label)
+    after = file_states(infos)
+    cursor = json.dumps(after, sort_keys=True)
+    if context.cursor is None:
+        context.update_cursor(cursor)
+        return dg.SkipReason(f"first look: {len(after)} 1-minute file(s) recorded as they are; load their "
+                             "history with `tis backfill`")
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    first = date.fromisoformat(s.partition_start)
+    days = sorted(d for d in changed_days(json.loads(context.cursor), after) if first <= d <= yesterday)
+    context.update_cursor(cursor)
+    if not days:
+        return dg.SkipReason("no 1-minute file appeared, changed or went away on a day with a partition")
+    version = hashlib.sha256(cursor.encode()).hexdigest()[:12]  # a retried tick asks for the same runs again
+    return [dg.RunRequest(run_key=f"files {c.first}..{c.last} {version}",
+                          tags={RANGE_START: c.first.isoformat(), RANGE_END: c.last.isoformat()})
+            for c in covering_ranges(days)]
