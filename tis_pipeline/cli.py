@@ -291,16 +291,11 @@ def _demo_ranges() -> list[tuple[date, date]]:
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
     if s.market_source != "csv":
         return [(yesterday - timedelta(days=2), yesterday)]
-    from pathlib import Path
-
     import pandas as pd
 
-    from tis_pipeline.market_data import readers
-    from tis_pipeline.market_data.resources import _default_manifest
+    from tis_pipeline.market_data.resources import scan_data_dir
 
-    infos = readers.scan(s.market_data_dir, manifest_path=str(_default_manifest(Path(s.market_data_dir))),
-                         tz=s.market_tz, bar_label=s.bar_label)
-    minute = [i for i in infos if i.error is None and i.interval_seconds == 60 and i.first is not None]
+    minute = [i for i in scan_data_dir() if i.error is None and i.interval_seconds == 60 and i.first is not None]
     if not minute:
         _fail(f"no 1-minute bar files under {s.market_data_dir}")
     start = date.fromisoformat(s.partition_start)

@@ -78,6 +78,16 @@ class BarSource(dg.ConfigurableResource):
                           skipped=list(result.skipped))
 
 
+def scan_data_dir() -> list:
+    """``readers.FileInfo`` of every file under ``TIS_MARKET_DATA_DIR``, through the manifest the ingest uses (new
+    and changed files are learned, the others come from the manifest)."""
+    from tis_pipeline.market_data import readers
+
+    s = settings()
+    return readers.scan(s.market_data_dir, manifest_path=str(_default_manifest(Path(s.market_data_dir))),
+                        tz=s.market_tz, bar_label=s.bar_label)
+
+
 def _default_manifest(data_dir: Path) -> Path:
     import hashlib
 

@@ -60,17 +60,14 @@ def changed_days(before: dict[str, list], after: dict[str, list]) -> set[date]:
 def market_data_files_sensor(context: dg.SensorEvaluationContext):
     from pathlib import Path
 
-    from tis_pipeline.market_data import readers
-    from tis_pipeline.market_data.resources import _default_manifest
+    from tis_pipeline.market_data.resources import scan_data_dir
     from tis_pipeline.ops.backfill import covering_ranges
 
     s = settings()
     if s.market_source != "csv" or not s.market_data_dir or not Path(s.market_data_dir).is_dir():
         return dg.SkipReason(f"no directory of bar files to watch (TIS_MARKET_SOURCE={s.market_source}, "
                              f"TIS_MARKET_DATA_DIR={s.market_data_dir})")
-    infos = readers.scan(s.market_data_dir, manifest_path=str(_default_manifest(Path(s.market_data_dir))),
-                         tz=s.market_tz, bar_label=s.bar_label)
-    after = file_states(infos)
+    after = file_states(scan_data_dir())
     cursor = json.dumps(after, sort_keys=True)
     if context.cursor is None:
         context.update_cursor(cursor)
