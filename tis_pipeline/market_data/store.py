@@ -266,6 +266,7 @@ def swap_built_days(conn: sa.Connection, built: BuiltDays, start: pd.Timestamp, 
     readers see the old days or the new ones, never half.
     """
     lock_partition_changes(conn)
+    bump_day_versions(conn, start, end)
     existing = day_partitions(conn)
     window = {"a": start, "b": end, "s": list(symbols)}
     # rows of the source's symbols in the DEFAULT partition are replaced whatever the day
@@ -300,6 +301,17 @@ def swap_built_days(conn: sa.Connection, built: BuiltDays, start: pd.Timestamp, 
         for day, name, staging in built.jobs:
             attach_day(cur, day, name, staging, replace=name in existing)
     return replaced, built.written
+
+
+def bump_day_versions(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp) -> None:
+    """Give every UTC day of [start, end) a new version (``market_data_day_versions``), in the caller's transaction,
+    which holds the partition-change lock. Whatever was computed from these days before (DSI's carried state) can
+    tell that it is out of date."""
+    days = [d.date() for d in pd.date_range(start, end, freq="D", inclusive="left")]
+    conn.execute(sa.text(
+        "INSERT INTO market_data_day_versions (day, version) "
+        "SELECT day, nextval('market_data_day_version_seq') FROM unnest(CAST(:days AS date[])) AS day ORDER BY day "
+        "ON CONFLICT (day) DO UPDATE SET version = EXCLUDED.version, written_at = now()"), {"days": days})
 
 
 def attach_day(cur, day: pd.Timestamp, name: str, staging: str, replace: bool) -> None:

@@ -124,6 +124,30 @@ def test_a_late_day_on_a_fresh_database_catches_up_to_the_same_values(migrated_d
     assert digests(catch_up) == digests(by_range)
 
 
+def test_a_corrected_past_day_sends_the_next_run_back_to_rescore_from_it(migrated_database_url, empty_database_url):
+    from tis_pipeline import migrate
+
+    corrected = {"db": None, "bars": BarSource(source="synthetic", symbols=["AAA", "BBB"], seed=5)}
+    day_two = {"dagster/asset_partition_range_start": "2024-02-02", "dagster/asset_partition_range_end": "2024-02-02"}
+    later, replay = migrated_database_url, empty_database_url
+    migrate.upgrade(replay)
+    # later: scored first, then day 2's bars are corrected and only day 3 is asked for
+    assert run(later, MARKET, "2024-02-01", "2024-02-03").success
+    assert dsi_only(later, "2024-02-01", "2024-02-03").success
+    stale = digests(later)
+    assert dg.materialize(MARKET, resources={**corrected, "db": PostgresResource(url=later)}, tags=day_two).success
+    result = dsi_only(later, "2024-02-03", "2024-02-03")
+    assert result.success
+    evidence = next(m.metadata for m in result.asset_materializations_for_node("dsi")
+                    if m.asset_key.to_user_string() == "dsi_evidence")
+    assert evidence["range"].value == "2024-02-02..2024-02-03"  # back to the corrected day, not further
+    # replay: the corrected bars from the start, scored in one range on a fresh database
+    assert run(replay, MARKET, "2024-02-01", "2024-02-03").success
+    assert dg.materialize(MARKET, resources={**corrected, "db": PostgresResource(url=replay)}, tags=day_two).success
+    assert dsi_only(replay, "2024-02-01", "2024-02-03").success
+    assert digests(later) == digests(replay) != stale
+
+
 UNWRITTEN = {
     "scored_1m": "SELECT count(mx_evidence) + count(mx_expert_contributions) FROM market_data_1m",
     "scored_15m": "SELECT count(mx_evidence) FROM market_data_15m",
