@@ -16,9 +16,6 @@ from tis_pipeline.dsi.frames import BAR_UPDATE_COLUMNS
 from tis_pipeline.market_data import store as bar_store
 from tis_pipeline.quality.sql import bucket_sql
 
-# the highest version of the days up to a state's own day (0 where no day has one): what the state was computed from
-_SOURCE_VERSION = "coalesce((SELECT max(v.version) FROM market_data_day_versions v WHERE v.day <= {day}), 0)"
-
 
 def previous_state(conn: sa.Connection, before: pd.Timestamp, fingerprint: str) -> tuple[pd.Timestamp, bytes] | None:
     """The latest stored end-of-day state before ``before`` for this configuration that is still valid, if any.
@@ -28,7 +25,7 @@ def previous_state(conn: sa.Connection, before: pd.Timestamp, fingerprint: str) 
     """
     row = conn.execute(sa.text(
         "SELECT s.day, s.state FROM dsi_state s WHERE s.day < :d AND s.config_fingerprint = :f "
-        f"AND s.source_version >= {_SOURCE_VERSION.format(day='s.day')} ORDER BY s.day DESC LIMIT 1"),
+        f"AND s.source_version >= {bar_store.versions_up_to('s.day')} ORDER BY s.day DESC LIMIT 1"),
         {"d": before.date(), "f": fingerprint}).first()
     return None if row is None else (pd.Timestamp(row.day, tz="UTC"), bytes(row.state))
 
@@ -221,5 +218,7 @@ def save_states(conn: sa.Connection, states: list[dict]) -> None:
     conn.execute(sa.text("DELETE FROM dsi_state WHERE day = ANY(:days)"), {"days": [s["day"] for s in states]})
     conn.execute(sa.text(
         "INSERT INTO dsi_state (day, config_fingerprint, symbols, bars, state, source_version) "
-        f"VALUES (:day, :config_fingerprint, :symbols, :bars, :state, {_SOURCE_VERSION.format(day='CAST(:day AS date)')})"),
+        f"VALUES (:day, :config_fingerprint, :symbols, :bars, :state, {bar_store.versions_up_to('CAST(:day AS date)')})"),
         states)
+    # the trading day's states computed from these days' events are out of date now
+    bar_store.bump_day_versions(conn, [s["day"] for s in states], "dsi_day_versions")

@@ -266,7 +266,7 @@ def swap_built_days(conn: sa.Connection, built: BuiltDays, start: pd.Timestamp, 
     readers see the old days or the new ones, never half.
     """
     lock_partition_changes(conn)
-    bump_day_versions(conn, start, end)
+    bump_day_versions(conn, [d.date() for d in pd.date_range(start, end, freq="D", inclusive="left")])
     existing = day_partitions(conn)
     window = {"a": start, "b": end, "s": list(symbols)}
     # rows of the source's symbols in the DEFAULT partition are replaced whatever the day
@@ -303,15 +303,30 @@ def swap_built_days(conn: sa.Connection, built: BuiltDays, start: pd.Timestamp, 
     return replaced, built.written
 
 
-def bump_day_versions(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp) -> None:
-    """Give every UTC day of [start, end) a new version (``market_data_day_versions``), in the caller's transaction,
-    which holds the partition-change lock. Whatever was computed from these days before (DSI's carried state) can
-    tell that it is out of date."""
-    days = [d.date() for d in pd.date_range(start, end, freq="D", inclusive="left")]
+# tables of day versions (one sequence for all): the bars' days, written by the ingest, and the days DSI scored
+DAY_VERSION_TABLES = ("market_data_day_versions", "dsi_day_versions")
+
+
+def bump_day_versions(conn: sa.Connection, days: list, table: str = "market_data_day_versions") -> None:
+    """Give each of ``days`` (dates) a new version in ``table``, in the caller's transaction.
+
+    Whatever was computed from these days before (DSI's and the trading day's carried states) can then tell that
+    it is out of date (``versions_up_to``)."""
+    if table not in DAY_VERSION_TABLES:
+        raise ValueError(f"{table} is not a table of day versions")
     conn.execute(sa.text(
-        "INSERT INTO market_data_day_versions (day, version) "
+        f"INSERT INTO {table} (day, version) "
         "SELECT day, nextval('market_data_day_version_seq') FROM unnest(CAST(:days AS date[])) AS day ORDER BY day "
-        "ON CONFLICT (day) DO UPDATE SET version = EXCLUDED.version, written_at = now()"), {"days": days})
+        "ON CONFLICT (day) DO UPDATE SET version = EXCLUDED.version, written_at = now()"), {"days": list(days)})
+
+
+def versions_up_to(day: str, tables: tuple[str, ...] = ("market_data_day_versions",)) -> str:
+    """SQL for the highest version in ``tables`` of the days up to ``day`` (an SQL date expression), 0 if none:
+    what a state saved for ``day`` was computed from. A state is out of date once this exceeds its record."""
+    if not set(tables) <= set(DAY_VERSION_TABLES):
+        raise ValueError(f"{tables} are not tables of day versions")
+    return "greatest(" + ", ".join(
+        f"coalesce((SELECT max(v.version) FROM {t} v WHERE v.day <= {day}), 0)" for t in tables) + ")"
 
 
 def attach_day(cur, day: pd.Timestamp, name: str, staging: str, replace: bool) -> None:

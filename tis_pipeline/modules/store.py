@@ -14,6 +14,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from tis_pipeline.db import copy_frame, fetch_frame, raw_connection
+from tis_pipeline.market_data import store as bar_store
 from tis_pipeline.modules import logic as ecosystem
 from tis_pipeline.plans import logic as plans
 
@@ -109,10 +110,12 @@ def read_history(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp) ->
 
 
 def previous_population(conn: sa.Connection, before: pd.Timestamp, fingerprint: str) -> tuple[pd.Timestamp, str] | None:
-    """(day, population JSON) of the latest stored end-of-day state before ``before`` for this configuration."""
+    """(day, population JSON) of the latest stored end-of-day state before ``before`` for this configuration that is
+    still valid: neither the bars nor DSI's scores of a day up to its own were written since it was saved."""
     row = conn.execute(sa.text(
-        "SELECT day, population::text FROM ecosystem_state WHERE day < :d AND config_fingerprint = :f "
-        "ORDER BY day DESC LIMIT 1"), {"d": before.date(), "f": fingerprint}).first()
+        "SELECT s.day, s.population::text FROM ecosystem_state s WHERE s.day < :d AND s.config_fingerprint = :f "
+        f"AND s.source_version >= {bar_store.versions_up_to('s.day', bar_store.DAY_VERSION_TABLES)} "
+        "ORDER BY s.day DESC LIMIT 1"), {"d": before.date(), "f": fingerprint}).first()
     return None if row is None else (pd.Timestamp(row.day, tz="UTC"), row.population)
 
 
@@ -208,5 +211,6 @@ def save_populations(conn: sa.Connection, states: list[dict]) -> None:
         return
     conn.execute(sa.text("DELETE FROM ecosystem_state WHERE day = ANY(:days)"), {"days": [s["day"] for s in states]})
     conn.execute(sa.text(
-        "INSERT INTO ecosystem_state (day, config_fingerprint, modules, population) "
-        "VALUES (:day, :config_fingerprint, :modules, CAST(:population AS jsonb))"), states)
+        "INSERT INTO ecosystem_state (day, config_fingerprint, modules, population, source_version) "
+        "VALUES (:day, :config_fingerprint, :modules, CAST(:population AS jsonb), "
+        f"{bar_store.versions_up_to('CAST(:day AS date)', bar_store.DAY_VERSION_TABLES)})"), states)

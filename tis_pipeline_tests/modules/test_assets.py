@@ -147,6 +147,40 @@ def test_rerun_is_idempotent_and_a_range_equals_day_by_day(migrated_database_url
     assert digests(by_day) == first
 
 
+def test_a_corrected_past_day_sends_the_trading_day_back_to_it(migrated_database_url, empty_database_url):
+    from tis_pipeline import migrate
+
+    market = [market_data_1m, market_data_15m, market_data_1h]
+    sources = [spec for a in market for spec in a.to_source_assets()]
+
+    def correct_day_two(url):  # other bars for 2024-02-06, with their rollups
+        bars = BarSource(source="synthetic", symbols=SYMBOLS, seed=5)
+        assert dg.materialize(market, resources={"db": PostgresResource(url=url), "bars": bars},
+                              tags=tags("2024-02-06", "2024-02-06")).success
+
+    def scores(url, first, last):
+        assert dg.materialize([*sources, dsi], resources=resources(url), tags=tags(first, last)).success
+
+    later, replay = migrated_database_url, empty_database_url
+    migrate.upgrade(replay)
+    # later: the whole chain first; then day 2 is corrected, and DSI and the trading day are asked for day 3 only
+    upstream(later, "2024-02-05", "2024-02-07")
+    assert trading(later, "2024-02-05", "2024-02-07").success
+    stale = digests(later)
+    correct_day_two(later)
+    scores(later, "2024-02-07", "2024-02-07")  # re-scores from 2024-02-06 (tested in dsi/)
+    result = trading(later, "2024-02-07", "2024-02-07")
+    assert result.success
+    ran = {m.metadata["range"].value for m in result.asset_materializations_for_node("trading_day")}
+    assert ran == {"2024-02-06..2024-02-07"}  # back to the corrected day, not further
+    # replay: the corrected bars from the start, in ranges, on a fresh database
+    assert dg.materialize(market, resources=resources(replay), tags=tags("2024-02-05", "2024-02-07")).success
+    correct_day_two(replay)
+    scores(replay, "2024-02-05", "2024-02-07")
+    assert trading(replay, "2024-02-05", "2024-02-07").success
+    assert digests(later) == digests(replay) != stale
+
+
 def test_a_failed_day_leaves_the_previous_rows(migrated_database_url):
     """A run that fails part-way (a plan the database refuses) rolls back: the earlier run's rows stay whole."""
     url = migrated_database_url
