@@ -131,12 +131,12 @@ def _timestamps(frame: pd.DataFrame, cache: dict | None) -> tuple[np.ndarray, np
     return _memo(cache, "timestamps", lambda: timestamps_ns(frame["timestamp"]))
 
 
-def symbol_factors(frame: pd.DataFrame, cache: dict) -> tuple[np.ndarray, pd.Index]:
+def symbol_factors(frame: pd.DataFrame, cache: dict | None) -> tuple[np.ndarray, pd.Index]:
     """``pd.factorize(frame["symbol"])`` (code -1 = missing), once per frame for everything that needs it."""
     return _memo(cache, "symbol_factors", lambda: pd.factorize(frame["symbol"], use_na_sentinel=True))
 
 
-def _series(frame: pd.DataFrame, cache: dict) -> _Series:
+def _series(frame: pd.DataFrame, cache: dict | None) -> _Series:
     return _memo(cache, "series",
                  lambda: _Series(frame, symbol_factors(frame, cache)[0], _timestamps(frame, cache)))
 
@@ -325,7 +325,7 @@ def _mask(frame: pd.DataFrame, rule: Rule, ctx: Context, derived: Mapping[str, n
     if kind == "enum":
         s = frame[rule.column]
         return (s.notna() & ~s.isin(list(p["values"]))).to_numpy()
-    if kind == "unique" and cache is not None and _is_symbol_time_key(frame, rule):
+    if kind == "unique" and _is_symbol_time_key(frame, rule):
         return _repeated_keys(_series(frame, cache))
     if kind == "unique":
         sub = frame[list(rule.columns)]
