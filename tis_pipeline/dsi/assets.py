@@ -3,6 +3,7 @@
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import dagster as dg
 import numpy as np
@@ -32,6 +33,35 @@ def _symbol_groups(bars: pd.DataFrame, parts: int):
     for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(bars)], strict=True):
         if b > a:
             yield bars.iloc[a:b]
+
+
+_KEPT = ["symbol", "timestamp", "close", "mx_evidence", "mx_confirm"]  # of every scored bar, for IC and the plot
+
+
+@dataclass
+class _Found:
+    """What scoring the days of a run leaves for after them: events, the bars' evidence, the first part scored."""
+
+    events: list[pd.DataFrame] = field(default_factory=list)
+    kept: list[pd.DataFrame] = field(default_factory=list)
+    sample: pd.DataFrame | None = None
+
+
+def _score_day(bars: pd.DataFrame, state, config: logic.DsiConfig, rows: store.RowStream, found: _Found):
+    """Score a day's ``bars`` from ``state`` into ``rows`` (its build) and ``found``; the state after the day.
+
+    A few symbols at a time: each symbol's state is its own, so the values are those of the whole day at once,
+    and PostgreSQL builds the day while the rest is scored. Leaving ``rows`` ends the build's stream, or fails it.
+    """
+    with rows:
+        for part in _symbol_groups(bars, SCORE_GROUPS):
+            scores, state = logic.score_bars(part, state, config)
+            rows.put(store.encode_scored(scores[frames.BAR_UPDATE_INPUTS]))
+            found.events.append(logic.detect_events(scores, config))
+            found.kept.append(scores[_KEPT])
+            if found.sample is None:
+                found.sample = scores
+    return state
 
 
 def _plot(scores: pd.DataFrame, events: pd.DataFrame) -> str:
@@ -106,8 +136,8 @@ def dsi(context: dg.AssetExecutionContext, db: PostgresResource):
                 begin, state = (min(first, start) if first is not None else start), None
             if begin < start:
                 context.log.info(f"no DSI state for the day before {start.date()}: scoring from {begin.date()}")
-            states, all_events, kept, bars_scored = [], [], [], 0
-            timed = sample_scores = None
+            states, found = [], _Found()
+            timed = None
             steps = dict.fromkeys(("read", "score", "latency_and_events", "figures_alongside_the_builds_and_swap",
                                    "wait_for_builds_and_swap", "commit"), 0.0)
             lap = time.perf_counter()
@@ -137,17 +167,7 @@ def dsi(context: dg.AssetExecutionContext, db: PostgresResource):
                     built.append((day, name, f"{name}_{tag}", exists))
                     rows = store.RowStream()
                     builds.append(builder.submit(store.build_scored_day, db.engine, day, built[-1][2], rows, carry))
-                    # scored a few symbols at a time (each symbol's state is its own: the same values as the whole
-                    # day at once), so that PostgreSQL builds the day while the rest is scored
-                    with rows:
-                        for part in _symbol_groups(bars, SCORE_GROUPS):
-                            scores, state = logic.score_bars(part, state, config)
-                            rows.put(store.encode_scored(scores[frames.BAR_UPDATE_INPUTS]))
-                            bars_scored += len(scores)
-                            all_events.append(logic.detect_events(scores, config))
-                            kept.append(scores[["symbol", "timestamp", "close", "mx_evidence", "mx_confirm"]])
-                            if sample_scores is None:
-                                sample_scores = scores
+                    state = _score_day(bars, state, config, rows, found)
                     states.append({"day": day.date(), "config_fingerprint": config.fingerprint(),
                                    "symbols": len(state.symbols), "bars": len(bars), "state": state.to_bytes()})
                     clock("score")
@@ -155,7 +175,7 @@ def dsi(context: dg.AssetExecutionContext, db: PostgresResource):
                 latency = (logic.measure_streaming_latency(timed[0], timed[1], config, n=min(STREAMING_SAMPLE, len(timed[0])))
                            if timed is not None else
                            {"latency_p50_ms": 1, "latency_p95_ms": 1, "throughput_per_second": 1})
-                events = pd.concat(all_events, ignore_index=True) if all_events else pd.DataFrame()
+                events = pd.concat(found.events, ignore_index=True) if found.events else pd.DataFrame()
                 evidence_rows, event_rows = frames.event_rows(events, latency)
                 clock("latency_and_events")
                 # after the builds (the builder runs its tasks in order), PostgreSQL swaps the days in and writes
@@ -164,11 +184,10 @@ def dsi(context: dg.AssetExecutionContext, db: PostgresResource):
                 # after ``writing`` is done)
                 writing = builder.submit(_swap_and_write, conn, builds, built, begin, end, evidence_rows, event_rows,
                                          states)
-                scored = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(
-                    columns=["symbol", "timestamp", "close", "mx_evidence", "mx_confirm"])
+                scored = pd.concat(found.kept, ignore_index=True) if found.kept else pd.DataFrame(columns=_KEPT)
                 quality = (evaluate(scored, scored, horizon=config.horizon, warmup=config.tail_rows)
                            if len(scored) else {})
-                plot = (_plot(sample_scores, events) if sample_scores is not None and len(sample_scores)
+                plot = (_plot(found.sample, events) if found.sample is not None and len(found.sample)
                         else "_no bars_")
                 clock("figures_alongside_the_builds_and_swap")
                 updated, n_evidence, n_events = writing.result()
@@ -178,6 +197,7 @@ def dsi(context: dg.AssetExecutionContext, db: PostgresResource):
         bar_store.discard(db.engine, bar_store.BuiltDays(tag, [(day, name, new) for day, name, new, _ in built]))
     clock("commit")
     elapsed = time.perf_counter() - started
+    bars_scored = len(scored)
     by_type = event_rows["anomaly_type"].value_counts().to_dict() if len(event_rows) else {}
     shared = {
         "range": f"{begin.date()}..{(end - pd.Timedelta(days=1)).date()}",
