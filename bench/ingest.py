@@ -52,13 +52,14 @@ def drop_database(server: str, url: str) -> None:
 def synthetic_range(url: str, n_symbols: int, first: str, days: int) -> tuple[dict, dict[str, str]]:
     """(resources on the synthetic source of ``n_symbols`` symbols, tags of one run over ``days`` days from
     ``first``), for benchmarks that materialize a range against the scratch database ``url``."""
+    from tis_pipeline.market_data.partitions import range_tags
     from tis_pipeline.market_data.resources import BarSource
     from tis_pipeline.resources import PostgresResource
 
     symbols = [f"SYM{i:03d}" for i in range(n_symbols)]
     resources = {"db": PostgresResource(url=url), "bars": BarSource(source="synthetic", symbols=symbols, seed=1)}
     last = (pd.Timestamp(first) + pd.Timedelta(days=days - 1)).date().isoformat()
-    return resources, {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+    return resources, range_tags(first, last)
 
 
 STEPS = {  # module path -> functions whose wall time --steps reports (summed over calls and threads)
@@ -132,6 +133,7 @@ def main() -> None:
     from tis_pipeline.db import copy_frame, engine, frame_to_csv_bytes, raw_connection
     from tis_pipeline.market_data import synthetic
     from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
+    from tis_pipeline.market_data.partitions import range_tags
     from tis_pipeline.market_data.resources import BarSource
 
     symbols = [f"SYM{i:03d}" for i in range(args.symbols)]
@@ -160,9 +162,8 @@ def main() -> None:
         if not args.cold:  # one small day outside the range through the same assets, so both runs are warm
             warm_day = (start - pd.Timedelta(days=1)).date().isoformat()
             warm = {"db": resources["db"], "bars": BarSource(source="synthetic", symbols=symbols[:2], seed=2)}
-            warm_tags = {"dagster/asset_partition_range_start": warm_day, "dagster/asset_partition_range_end": warm_day}
-            assert dg.materialize([market_data_1m, market_data_15m, market_data_1h], resources=warm, tags=warm_tags,
-                                  instance=instance).success
+            assert dg.materialize([market_data_1m, market_data_15m, market_data_1h], resources=warm,
+                                  tags=range_tags(warm_day, warm_day), instance=instance).success
         out["warm"] = not args.cold
         copy_runs, ingest_runs = [], []
         for attempt in range(args.repeat):

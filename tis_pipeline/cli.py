@@ -154,6 +154,8 @@ def _run_range(selection: str, first: date, last: date, tags: dict[str, str]):
     """One Dagster run over first..last (inclusive) for the selected assets, on the persistent instance."""
     import dagster as dg
 
+    from tis_pipeline.market_data.partitions import range_tags
+
     defs = _load_defs()
     keys = dg.AssetSelection.from_string(selection).resolve(defs.resolve_asset_graph())
     if not keys:
@@ -165,11 +167,7 @@ def _run_range(selection: str, first: date, last: date, tags: dict[str, str]):
         asset_selection=sorted(keys, key=lambda k: k.to_user_string()),
         raise_on_error=False,
         run_config={"loggers": {"console": {"config": {"log_level": os.environ.get("TIS_LOG_LEVEL", "WARNING")}}}},
-        tags={
-            "dagster/asset_partition_range_start": first.isoformat(),
-            "dagster/asset_partition_range_end": last.isoformat(),
-            **tags,
-        },
+        tags={**range_tags(first.isoformat(), last.isoformat()), **tags},
     )
 
 

@@ -26,6 +26,7 @@ import yaml
 
 from tis_pipeline.db import engine, with_driver
 from tis_pipeline.market_data import synthetic
+from tis_pipeline.market_data.partitions import range_tags
 from tis_pipeline.settings import PROJECT_ROOT
 
 pytestmark = [
@@ -188,7 +189,7 @@ def test_partition_range_runs_its_steps_on_a_celery_worker(worker, dagster_home)
         "tis_pipeline.ops.scale_out", "market_data_celery_job",
         reconstructable_kwargs={"broker": CELERY["broker"], "backend": CELERY["backend"], "queue": queue},
     )
-    tags = {"dagster/asset_partition_range_start": FIRST, "dagster/asset_partition_range_end": LAST}
+    tags = range_tags(FIRST, LAST)
     with dg.DagsterInstance.get() as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
 

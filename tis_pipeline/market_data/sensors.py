@@ -23,10 +23,9 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 import pandas as pd
 
+from tis_pipeline.market_data.partitions import range_tags
 from tis_pipeline.market_data.schedules import market_data_daily_job
 from tis_pipeline.settings import settings
-
-RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
 def file_states(infos: Iterable) -> dict[str, list]:
@@ -81,5 +80,5 @@ def market_data_files_sensor(context: dg.SensorEvaluationContext):
         return dg.SkipReason("no 1-minute file appeared, changed or went away on a day with a partition")
     version = hashlib.sha256(cursor.encode()).hexdigest()[:12]  # a retried tick asks for the same runs again
     return [dg.RunRequest(run_key=f"files {c.first}..{c.last} {version}",
-                          tags={RANGE_START: c.first.isoformat(), RANGE_END: c.last.isoformat()})
+                          tags=range_tags(c.first.isoformat(), c.last.isoformat()))
             for c in covering_ranges(days)]

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from tis_pipeline.db import engine
 from tis_pipeline.dsi.assets import dsi
 from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
+from tis_pipeline.market_data.partitions import range_tags
 from tis_pipeline.market_data.resources import BarSource
 from tis_pipeline.market_data.store import read_bars
 from tis_pipeline.resources import PostgresResource
@@ -23,13 +24,13 @@ def resources(url):
 
 def run(url, assets, first, last):
     return dg.materialize(assets, resources=resources(url), raise_on_error=False, selection=None,
-                          tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last})
+                          tags=range_tags(first, last))
 
 
 def dsi_only(url, first, last):
     return dg.materialize([*(a.to_source_assets()[0] for a in MARKET), dsi], resources=resources(url),
                           raise_on_error=False,
-                          tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last})
+                          tags=range_tags(first, last))
 
 
 DIGESTS = {
@@ -128,7 +129,7 @@ def test_a_corrected_past_day_sends_the_next_run_back_to_rescore_from_it(migrate
     from tis_pipeline import migrate
 
     corrected = {"db": None, "bars": BarSource(source="synthetic", symbols=["AAA", "BBB"], seed=5)}
-    day_two = {"dagster/asset_partition_range_start": "2024-02-02", "dagster/asset_partition_range_end": "2024-02-02"}
+    day_two = range_tags("2024-02-02", "2024-02-02")
     later, replay = migrated_database_url, empty_database_url
     migrate.upgrade(replay)
     # later: scored first, then day 2's bars are corrected and only day 3 is asked for

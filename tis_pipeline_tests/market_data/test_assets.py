@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from tis_pipeline.db import engine
 from tis_pipeline.market_data import synthetic
 from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
+from tis_pipeline.market_data.partitions import range_tags
 from tis_pipeline.market_data.resources import BarSource
 from tis_pipeline.resources import PostgresResource
 from tis_pipeline_tests.locks import wait_for_lock_waiters
@@ -25,8 +26,7 @@ def resources(url, **bars):
 
 def materialize_range(url, first, last, assets=ASSETS, **bars):
     return dg.materialize(assets, resources=resources(url, **bars), raise_on_error=False,
-                          tags={"dagster/asset_partition_range_start": first,
-                                "dagster/asset_partition_range_end": last})
+                          tags=range_tags(first, last))
 
 
 def table_digest(url, table, first, end):
@@ -277,8 +277,7 @@ def test_a_failing_blocking_check_stops_everything_downstream(migrated_database_
     url = migrated_database_url
     alter_on_insert(url, "market_data_15m", "BBB", "2024-06-10 12:00+00", "NEW.volume := NEW.volume + 1")
     result = dg.materialize([*ASSETS, dsi], resources=resources(url), raise_on_error=False,
-                            tags={"dagster/asset_partition_range_start": "2024-06-10",
-                                  "dagster/asset_partition_range_end": "2024-06-10"})
+                            tags=range_tags("2024-06-10", "2024-06-10"))
     assert not result.success
     check = next(c for c in result.get_asset_check_evaluations()
                  if c.check_name == "market_data_15m_rollup_consistent")

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from tis_pipeline.db import engine
 from tis_pipeline.market_data import logic, readers
 from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
+from tis_pipeline.market_data.partitions import range_tags
 from tis_pipeline.market_data.resources import BarSource
 from tis_pipeline.resources import PostgresResource
 
@@ -28,8 +29,7 @@ def test_shared_files_load_and_rollups_match_pandas_resample(migrated_database_u
     source = BarSource(source="csv", data_dir=str(shared_market_dir), tz="UTC", manifest_path=str(tmp_path / "m.json"))
     result = dg.materialize([market_data_1m, market_data_15m, market_data_1h],
                             resources={"db": PostgresResource(url=url), "bars": source},
-                            tags={"dagster/asset_partition_range_start": FIRST,
-                                  "dagster/asset_partition_range_end": LAST})
+                            tags=range_tags(FIRST, LAST))
     assert result.success
     skipped = result.asset_materializations_for_node("market_data_1m")[0].metadata["skipped_files"].value
     for name, interval in (("ETH_BTC-5m.feather", "5m"), ("EURUSD.csv", "1h"), ("yahoofinance-SPY", "1d")):

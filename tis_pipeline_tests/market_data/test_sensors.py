@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from tis_pipeline.definitions import defs
-from tis_pipeline.market_data.sensors import RANGE_END, RANGE_START, changed_days, market_data_files_sensor
+from tis_pipeline.market_data.partitions import RANGE_END, RANGE_START
+from tis_pipeline.market_data.sensors import changed_days, market_data_files_sensor
 
 
 def _write_bars(path: Path, first: str, days: int) -> None:

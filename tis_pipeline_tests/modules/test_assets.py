@@ -7,6 +7,7 @@ import sqlalchemy as sa
 from tis_pipeline.db import engine
 from tis_pipeline.dsi.assets import dsi
 from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
+from tis_pipeline.market_data.partitions import range_tags
 from tis_pipeline.market_data.resources import BarSource
 from tis_pipeline.modules.assets import TABLES, trading_day
 from tis_pipeline.resources import PostgresResource
@@ -22,7 +23,7 @@ def resources(url):
 
 
 def tags(first, last):
-    return {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+    return range_tags(first, last)
 
 
 def upstream(url, first, last):

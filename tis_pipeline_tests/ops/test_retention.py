@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from tis_pipeline.db import engine
 from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
+from tis_pipeline.market_data.partitions import range_tags
 from tis_pipeline.market_data.resources import BarSource
 from tis_pipeline.ops import retention
 from tis_pipeline.ops.jobs import retention_job
@@ -52,7 +53,7 @@ def populated(migrated_database_url, tmp_path, monkeypatch):
     monkeypatch.setenv("TIS_ARCHIVE_DIR", str(tmp_path / "archive"))
     # market data: 12 days ending the day before as_of; rollups for all but the oldest day
     resources = {"db": PostgresResource(url=url), "bars": BarSource(source="synthetic", symbols=["AAA"], seed=2)}
-    tags = {"dagster/asset_partition_range_start": "2026-05-20", "dagster/asset_partition_range_end": "2026-05-31"}
+    tags = range_tags("2026-05-20", "2026-05-31")
     assert dg.materialize([market_data_1m, market_data_15m, market_data_1h], resources=resources, tags=tags).success
     with engine(url).begin() as conn:
         conn.execute(sa.text("DELETE FROM market_data_15m WHERE \"timestamp\" < '2026-05-21'"))
