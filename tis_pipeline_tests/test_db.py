@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
+
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from tis_pipeline.db import engine, session_options
+from tis_pipeline.db import SOCKET_BUFFER_BYTES, engine, raw_connection, session_options
 
 
 def _setting(url: str, name: str) -> str:
@@ -35,3 +39,23 @@ def test_session_options_merge_without_repeating_jit() -> None:
     assert session_options("postgresql+psycopg://u@h/d") == "-c jit=off"
     assert session_options("postgresql+psycopg://u@h/d?options=-c%20work_mem%3D64MB") == "-c work_mem=64MB -c jit=off"
     assert session_options("postgresql+psycopg://u@h/d?options=-c%20jit%3Don") == "-c jit=on"
+
+
+def _kernel_limit(name: str) -> int:
+    path = Path("/proc/sys/net/core") / name
+    if not path.exists():
+        pytest.skip(f"{path} is not readable here: the kernel's socket buffer limits are unknown")
+    return int(path.read_text())
+
+
+def test_project_connections_ask_for_wide_socket_buffers(database_url: str) -> None:
+    # the kernel grants min(asked, net.core.*mem_max) and reports it doubled; the defaults are about 200 KB
+    wanted = {socket.SO_SNDBUF: min(SOCKET_BUFFER_BYTES, _kernel_limit("wmem_max")),
+              socket.SO_RCVBUF: min(SOCKET_BUFFER_BYTES, _kernel_limit("rmem_max"))}
+    with engine(database_url).connect() as conn:
+        sock = socket.socket(fileno=raw_connection(conn).fileno())
+        try:
+            granted = {option: sock.getsockopt(socket.SOL_SOCKET, option) for option in wanted}
+        finally:
+            sock.detach()
+    assert granted == {option: 2 * size for option, size in wanted.items()}
