@@ -158,7 +158,7 @@ def dsi(context: dg.AssetExecutionContext, db: PostgresResource):
                 for day in bar_store.days_with_bars(conn, "market_data_1m", begin, end):
                     name, exists = store.lock_day(conn, day, partitions)
                     carry = store.rows_with_module_columns(conn, day) > 0
-                    bars = bar_store.read_bars(conn, "market_data_1m", day, day + pd.Timedelta(days=1))
+                    bars = bar_store.read_bars_in_two(db.engine, conn, day, day + pd.Timedelta(days=1))
                     clock("read")
                     if timed is None:
                         timed = (bars, state)  # the streaming path is timed on the first day, from the state before it

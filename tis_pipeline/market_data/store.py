@@ -420,18 +420,22 @@ _SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+-[0-9]+$")
 def export_snapshot(conn: sa.Connection) -> str:
     """The snapshot of ``conn``'s transaction, for other connections to read with (``pg_export_snapshot``); it
     can be imported until that transaction ends."""
-    snapshot = conn.execute(sa.text("SELECT pg_export_snapshot()")).scalar_one()
-    if not _SNAPSHOT_ID.match(snapshot):  # it is inlined into SET TRANSACTION SNAPSHOT, which takes no parameters
+    return conn.execute(sa.text("SELECT pg_export_snapshot()")).scalar_one()
+
+
+def in_snapshot(side: sa.Connection, snapshot: str) -> None:
+    """Make the transaction just begun on ``side`` read in ``snapshot`` (``export_snapshot``); before any query."""
+    if not _SNAPSHOT_ID.match(snapshot):  # it is inlined: SET TRANSACTION SNAPSHOT takes no parameters
         raise ValueError(f"unexpected snapshot id {snapshot!r}")
-    return snapshot
+    side.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+    side.execute(sa.text(f"SET TRANSACTION SNAPSHOT '{snapshot}'"))
 
 
 def _stage_piece(engine: sa.Engine, name: str, query: str, start: pd.Timestamp, end: pd.Timestamp,
                  snapshot: str | None) -> int:
     with engine.begin() as side:
         if snapshot is not None:  # every piece reads the same committed data, whenever it starts
-            side.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
-            side.execute(sa.text(f"SET TRANSACTION SNAPSHOT '{snapshot}'"))
+            in_snapshot(side, snapshot)
         side.execute(sa.text("SET LOCAL work_mem = '256MB'"))  # the hash aggregate fits in memory, no temp spill
         # the pieces already keep every core busy; parallel workers would only compete with the other piece
         side.execute(sa.text("SET LOCAL max_parallel_workers_per_gather = 0"))
@@ -561,11 +565,14 @@ def days_with_bars(conn: sa.Connection, table: str, start: pd.Timestamp, end: pd
     return [days[n - 1] for n in found]
 
 
+BAR_READ_COLUMNS = ("symbol", "timestamp", "open", "high", "low", "close", "volume")
+
+
 def read_bars(conn: sa.Connection, table: str, start: pd.Timestamp, end: pd.Timestamp,
-              columns: tuple[str, ...] = ("symbol", "timestamp", "open", "high", "low", "close", "volume"),
-              ) -> pd.DataFrame:
+              columns: tuple[str, ...] = BAR_READ_COLUMNS, *, symbols_from: str | None = None,
+              symbols_below: str | None = None) -> pd.DataFrame:
     """The window's bars, sorted by (symbol, timestamp): floats (NaN for NULL), UTC timestamps, ``mx_confirm`` as a
-    nullable boolean.
+    nullable boolean. ``symbols_from`` / ``symbols_below`` keep the symbols in [from, below) (the table's order).
 
     Read as one array per column (``fetch_column_arrays``): numerics as float8, timestamps as microseconds,
     symbols padded to char(20) with their byte length beside them, in binary: nothing is formatted as text and
@@ -577,6 +584,12 @@ def read_bars(conn: sa.Connection, table: str, start: pd.Timestamp, end: pd.Time
         raise ValueError(f"unknown columns {set(columns) - allowed}")
     window = f'FROM {table} WHERE "timestamp" >= %(start)s AND "timestamp" < %(end)s'
     params = {"start": start.to_pydatetime(), "end": end.to_pydatetime()}
+    if symbols_from is not None:
+        window += " AND symbol >= %(symbols_from)s"
+        params["symbols_from"] = symbols_from
+    if symbols_below is not None:
+        window += " AND symbol < %(symbols_below)s"
+        params["symbols_below"] = symbols_below
     # symbol and timestamp are always read: they prove the order of the rows (below)
     fetched = ["symbol", "timestamp", *(c for c in columns if c not in ("symbol", "timestamp"))]
     select, kinds = [], []
@@ -618,6 +631,55 @@ def read_bars(conn: sa.Connection, table: str, start: pd.Timestamp, end: pd.Time
     return pd.DataFrame(frame, columns=list(columns))
 
 
+def read_bars_in_two(engine: sa.Engine, conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp,
+                     columns: tuple[str, ...] = BAR_READ_COLUMNS) -> pd.DataFrame:
+    """``read_bars`` of market_data_1m over the window, as two halves of its symbols read at once, each on a
+    connection of its own in one snapshot exported by ``conn``'s transaction: the same frame as ``read_bars`` on
+    ``conn`` at that moment.
+
+    Why: the server turns every numeric into a float8 and aggregates them on one core (about 0.1 s of a day of
+    72k bars) while the rest of the process waits for the day; two backends take half each. A transaction that
+    has written anything reads in one piece, since its own uncommitted rows are in no snapshot it can share;
+    so does a window of fewer than two symbols.
+    """
+    symbols = [] if _has_written(conn) else window_symbols(conn, start, end)
+    if len(symbols) < 2:
+        return read_bars(conn, "market_data_1m", start, end, columns)
+    middle = symbols[len(symbols) // 2]  # the lower half ends below it in the table's own order, whatever that is
+    snapshot = export_snapshot(conn)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tis-read") as pool:
+        upper = pool.submit(_read_in_snapshot, engine, snapshot, start, end, columns, symbols_from=middle)
+        lower = _read_in_snapshot(engine, snapshot, start, end, columns, symbols_below=middle)
+        return pd.concat([lower, upper.result()], ignore_index=True)
+
+
+def _read_in_snapshot(engine: sa.Engine, snapshot: str, start: pd.Timestamp, end: pd.Timestamp,
+                      columns: tuple[str, ...], **symbols: str) -> pd.DataFrame:
+    with engine.begin() as side:
+        in_snapshot(side, snapshot)
+        return read_bars(side, "market_data_1m", start, end, columns, **symbols)
+
+
+def _has_written(conn: sa.Connection) -> bool:
+    """Whether the transaction of ``conn`` has a transaction id: it has written something."""
+    return conn.execute(sa.text("SELECT pg_current_xact_id_if_assigned() IS NOT NULL")).scalar_one()
+
+
+def window_symbols(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp) -> list[str]:
+    """The distinct symbols of market_data_1m's bars in [start, end), in the table's order, by skipping along the
+    primary key (symbol, "timestamp") of the window's partitions: a probe per symbol, not a scan of every bar."""
+    return list(conn.execute(sa.text("""
+        WITH RECURSIVE s(symbol) AS (
+            (SELECT symbol FROM market_data_1m WHERE "timestamp" >= :start AND "timestamp" < :end
+             ORDER BY symbol LIMIT 1)
+            UNION ALL
+            SELECT (SELECT t.symbol FROM market_data_1m t
+                    WHERE t."timestamp" >= :start AND t."timestamp" < :end AND t.symbol > s.symbol
+                    ORDER BY t.symbol LIMIT 1)
+            FROM s WHERE s.symbol IS NOT NULL)
+        SELECT symbol FROM s WHERE symbol IS NOT NULL"""), {"start": start, "end": end}).scalars())
+
+
 def _grouped_in_time(padded: np.ndarray, timestamps: np.ndarray) -> bool:
     """Whether the rows of each symbol are together and in time order (as ``ORDER BY symbol, "timestamp"`` leaves
     them, in whatever order the collation puts the symbols)."""
@@ -649,6 +711,8 @@ def _read_bars_text(conn: sa.Connection, window: str, params: dict, columns: tup
         frame["symbol"] = frame["symbol"].astype(str)
     if "mx_confirm" in frame:  # COPY's text form of a boolean is t/f
         frame["mx_confirm"] = frame["mx_confirm"].map({"t": True, "f": False}).astype("boolean")
+    for c in frame.columns.difference(["symbol", "timestamp", "mx_confirm"]):
+        frame[c] = frame[c].astype("float64")  # the CSV reader makes a column of whole numbers int64
     return frame
 
 

@@ -91,3 +91,84 @@ def test_days_with_bars_probes_each_day_and_finds_what_a_scan_finds(migrated_dat
         assert store.days_with_bars(conn, "market_data_1m", days[2], days[3] + pd.Timedelta(hours=23)) == [days[2]]
         assert store.days_with_bars(conn, "market_data_1m", days[5], days[5]) == []
         transaction.rollback()
+
+
+def _insert_days(conn, symbols: list[str], days: list[pd.Timestamp]) -> None:
+    """Bars of ``symbols`` on ``days``: the first day in a partition of its own, the others in DEFAULT."""
+    first = days[0]
+    conn.execute(sa.text(
+        f'CREATE TABLE "{store.partition_name(first)}" PARTITION OF market_data_1m '
+        f"FOR VALUES FROM ('{first.isoformat()}') TO ('{(first + pd.Timedelta(days=1)).isoformat()}')"))
+    rng = np.random.default_rng(11)
+    rows = []
+    for day in days:
+        for k, symbol in enumerate(symbols):
+            for minute in rng.choice(1440, size=30 + 7 * k, replace=False):
+                price = float(np.round(rng.lognormal(3, 1), 8))
+                rows.append({"s": symbol, "t": day + pd.Timedelta(minutes=int(minute)), "p": price,
+                             "e": None if minute % 3 == 0 else round(float(minute % 100) / 100, 2),
+                             "x": None if minute % 4 == 0 else bool(minute % 2)})
+    conn.execute(sa.text(
+        'INSERT INTO market_data_1m (symbol, "timestamp", open, high, low, close, volume, mx_evidence, mx_confirm) '
+        "VALUES (:s, :t, :p, :p, :p, :p, 1, :e, :x)"), rows)
+
+
+def test_read_bars_in_two_gives_the_frame_of_read_bars(migrated_database_url):
+    days = [DAY, DAY + pd.Timedelta(days=1)]
+    symbols = ["A", "BTC-USD", "ETH", "MSFT", "Z.B", "ÉTÉ"]
+    eng = engine(migrated_database_url)
+    with eng.begin() as conn:
+        _insert_days(conn, symbols, days)
+    windows = [(DAY, DAY + pd.Timedelta(days=1)),  # a day partition
+               (DAY + pd.Timedelta(days=1), DAY + pd.Timedelta(days=2)),  # a day in DEFAULT
+               (DAY + pd.Timedelta(hours=6), DAY + pd.Timedelta(days=1, hours=18))]  # across both, cut inside
+    with eng.connect() as conn:
+        assert store.window_symbols(conn, DAY, DAY + pd.Timedelta(days=2)) == sorted(symbols)
+        for start, end in windows:
+            for columns in (store.BAR_READ_COLUMNS, ALL):
+                whole = store.read_bars(conn, "market_data_1m", start, end, columns)
+                halves = store.read_bars_in_two(eng, conn, start, end, columns)
+                pd.testing.assert_frame_equal(halves, whole, check_exact=True)
+                assert len(whole) > 0 and set(whole["symbol"]) == set(symbols)
+                assert all(whole[c].dtype == "float64" for c in columns if c not in ("symbol", "timestamp", "mx_confirm"))
+        # lower and upper halves meet in the middle symbol, in the table's order
+        lower = store.read_bars(conn, "market_data_1m", DAY, DAY + pd.Timedelta(days=1), symbols_below="MSFT")
+        upper = store.read_bars(conn, "market_data_1m", DAY, DAY + pd.Timedelta(days=1), symbols_from="MSFT")
+        assert sorted(set(lower["symbol"])) == ["A", "BTC-USD", "ETH"]
+        assert sorted(set(upper["symbol"])) == ["MSFT", "Z.B", "ÉTÉ"]
+        # one symbol, or none: read in one piece
+        assert store.read_bars_in_two(eng, conn, DAY - pd.Timedelta(days=1), DAY).empty
+
+
+def test_read_bars_in_two_reads_one_snapshot(migrated_database_url):
+    eng = engine(migrated_database_url)
+    with eng.begin() as conn:
+        _insert_days(conn, ["A", "B", "C", "D"], [DAY])
+    window = (DAY, DAY + pd.Timedelta(days=1))
+    with eng.connect() as conn, conn.begin():
+        before = store.read_bars(conn, "market_data_1m", *window)
+        real_export = store.export_snapshot
+
+        def export_then_delete(c):
+            snapshot = real_export(c)
+            with eng.begin() as other:  # committed after the snapshot: neither half may see it
+                other.execute(sa.text("DELETE FROM market_data_1m WHERE symbol IN ('A', 'D')"))
+            return snapshot
+
+        store.export_snapshot = export_then_delete
+        try:
+            halves = store.read_bars_in_two(eng, conn, *window)
+        finally:
+            store.export_snapshot = real_export
+        pd.testing.assert_frame_equal(halves, before, check_exact=True)
+        assert len(store.read_bars(conn, "market_data_1m", *window)) < len(before)
+
+
+def test_a_transaction_that_has_written_reads_in_one_piece(migrated_database_url):
+    eng = engine(migrated_database_url)
+    with eng.connect() as conn, conn.begin() as transaction:
+        _insert_days(conn, ["A", "B", "C"], [DAY])  # uncommitted: no other connection can see these rows
+        halves = store.read_bars_in_two(eng, conn, DAY, DAY + pd.Timedelta(days=1))
+        pd.testing.assert_frame_equal(halves, store.read_bars(conn, "market_data_1m", DAY, DAY + pd.Timedelta(days=1)))
+        assert set(halves["symbol"]) == {"A", "B", "C"}
+        transaction.rollback()
