@@ -856,10 +856,20 @@ def microtape_hashes(bars: pd.DataFrame, positions, config: DsiConfig | None = N
     return out
 
 
+def _first_in_time(bars: pd.DataFrame, n: int) -> pd.DataFrame:
+    """``bars.sort_values(["timestamp", "symbol"], kind="stable").head(n)``, sorting only the bars up to the n-th
+    earliest time instead of the whole day (15 ms of 72k bars, 2 ms this way)."""
+    ts = bars["timestamp"]
+    if 0 < n < len(bars) and pd.api.types.is_datetime64_any_dtype(ts.dtype) and not ts.hasnans:
+        times = ts.array.asi8
+        bars = bars[times <= np.partition(times, n - 1)[n - 1]]
+    return bars.sort_values(["timestamp", "symbol"], kind="stable").head(n)
+
+
 def measure_streaming_latency(bars: pd.DataFrame, state: DsiState | None = None,
                               config: DsiConfig | None = None, n: int = 500) -> dict:
     """Time ``score_next_bar`` on the first n bars (timestamp order); figures clamped into the seed's bounds."""
-    rows = bars.sort_values(["timestamp", "symbol"], kind="stable").head(n).to_dict("records")
+    rows = _first_in_time(bars, n).to_dict("records")
     lat = np.empty(len(rows), np.int64)
     for i, row in enumerate(rows):
         t0 = time.perf_counter_ns()

@@ -322,3 +322,20 @@ def test_config_rejects_values_the_scoring_cannot_run_with(field, value):
 
     with pytest.raises(ValueError, match=field.split("_")[0]):
         DsiConfig(**{field: value})
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 64, 10_000])
+def test_the_first_bars_in_time_are_those_of_a_full_sort(n):
+    from tis_pipeline.dsi.logic import _first_in_time
+    from tis_pipeline.market_data import synthetic
+
+    day = pd.Timestamp("2024-03-04", tz="UTC")
+    by_symbol = synthetic.bars(day, day + pd.Timedelta(hours=2), ["AAA", "BBB", "CCC"], seed=3)
+    shuffled = by_symbol.sample(frac=1.0, random_state=1)
+    repeated = pd.concat([by_symbol, by_symbol.iloc[::5]])  # repeated (timestamp, symbol) keys: ties keep frame order
+    with_nat = by_symbol.assign(timestamp=by_symbol["timestamp"].where(by_symbol.index % 7 != 0))
+    naive = by_symbol.assign(timestamp=by_symbol["timestamp"].dt.tz_localize(None))
+    for frame in (by_symbol, shuffled, repeated, with_nat, naive):
+        expected = frame.sort_values(["timestamp", "symbol"], kind="stable").head(n)
+        pd.testing.assert_frame_equal(_first_in_time(frame, n), expected)
+    assert len(_first_in_time(by_symbol, n)) == min(n, len(by_symbol))
