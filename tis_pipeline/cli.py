@@ -293,7 +293,7 @@ def _demo_ranges() -> list[tuple[date, date]]:
 
     from tis_pipeline.market_data.resources import scan_data_dir
 
-    minute = [i for i in scan_data_dir() if i.error is None and i.interval_seconds == 60 and i.first is not None]
+    minute = [i for i in scan_data_dir() if i.holds_minute_bars]
     if not minute:
         _fail(f"no 1-minute bar files under {s.market_data_dir}")
     start = date.fromisoformat(s.partition_start)

@@ -91,16 +91,15 @@ def widen_socket_buffers(dbapi_connection, _connection_record=None) -> None:
     and 0.80 s beside a busy Python thread; with 4 MB buffers, 0.34 s (bench/RESULTS.md). Where the kernel caps
     the buffers lower, they are what it grants: nothing fails.
     """
+    import contextlib
     import socket
 
     sock = socket.socket(fileno=dbapi_connection.fileno())
-    try:
+    # OSError: not an option this kind of connection takes, and the kernel's defaults stay
+    with contextlib.suppress(OSError):
         for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
             sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
-    except OSError:
-        pass  # not a socket option this kind of connection takes: the kernel's defaults stay
-    finally:
-        sock.detach()  # the descriptor stays libpq's
+    sock.detach()  # the descriptor stays libpq's
 
 
 def session_options(url: str) -> str:

@@ -173,6 +173,11 @@ class FileInfo:
     rows: int
     error: str | None = None
 
+    @property
+    def holds_minute_bars(self) -> bool:
+        """Read without error, of 1-minute bars, with at least one usable timestamp: a file the ingest loads from."""
+        return self.error is None and self.interval_seconds == ONE_MINUTE and self.first is not None
+
     def to_json(self) -> dict:
         return {
             "path": self.path,

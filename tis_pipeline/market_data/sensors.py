@@ -32,8 +32,7 @@ def file_states(infos: Iterable) -> dict[str, list]:
     """The cursor's content: per 1-minute file (``readers.FileInfo`` without an error), ``[size, mtime_ns, first
     UTC day, last UTC day]`` with the days as ISO dates."""
     return {info.path: [info.size, info.mtime_ns, info.first.date().isoformat(), info.last.date().isoformat()]
-            for info in infos
-            if info.error is None and info.interval_seconds == 60 and info.first is not None}
+            for info in infos if info.holds_minute_bars}
 
 
 def changed_days(before: dict[str, list], after: dict[str, list]) -> set[date]:

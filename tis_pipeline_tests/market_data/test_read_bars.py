@@ -136,11 +136,11 @@ def test_read_bars_in_two_gives_the_frame_of_read_bars(migrated_database_url):
         upper = store.read_bars(conn, "market_data_1m", DAY, DAY + pd.Timedelta(days=1), symbols_from="MSFT")
         assert sorted(set(lower["symbol"])) == ["A", "BTC-USD", "ETH"]
         assert sorted(set(upper["symbol"])) == ["MSFT", "Z.B", "ÉTÉ"]
-        # one symbol, or none: read in one piece
+        # a window without symbols: read in one piece
         assert store.read_bars_in_two(eng, conn, DAY - pd.Timedelta(days=1), DAY).empty
 
 
-def test_read_bars_in_two_reads_one_snapshot(migrated_database_url):
+def test_read_bars_in_two_reads_one_snapshot(migrated_database_url, monkeypatch):
     eng = engine(migrated_database_url)
     with eng.begin() as conn:
         _insert_days(conn, ["A", "B", "C", "D"], [DAY])
@@ -155,11 +155,8 @@ def test_read_bars_in_two_reads_one_snapshot(migrated_database_url):
                 other.execute(sa.text("DELETE FROM market_data_1m WHERE symbol IN ('A', 'D')"))
             return snapshot
 
-        store.export_snapshot = export_then_delete
-        try:
-            halves = store.read_bars_in_two(eng, conn, *window)
-        finally:
-            store.export_snapshot = real_export
+        monkeypatch.setattr(store, "export_snapshot", export_then_delete)
+        halves = store.read_bars_in_two(eng, conn, *window)
         pd.testing.assert_frame_equal(halves, before, check_exact=True)
         assert len(store.read_bars(conn, "market_data_1m", *window)) < len(before)
 

@@ -65,7 +65,7 @@ def test_files_that_appear_change_or_go_away_request_their_days(watched: Path) -
     assert isinstance(market_data_files_sensor(context), dg.SkipReason)
 
 
-def test_only_days_with_partitions_are_requested(watched: Path, monkeypatch) -> None:
+def test_only_days_with_partitions_are_requested(watched: Path) -> None:
     context = dg.build_sensor_context()
     market_data_files_sensor(context)
     _write_bars(watched / "OLD.csv", "2023-12-30", 4)  # two days before the first partition
