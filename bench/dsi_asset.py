@@ -26,7 +26,7 @@ def main() -> None:
     import dagster as dg
 
     from bench.ingest import drop_database, scratch_database, synthetic_range
-    from tis_pipeline import migrate
+    from tis_pipeline.pg import migrate
     from tis_pipeline.dsi.assets import dsi
     from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
 

@@ -27,7 +27,7 @@ os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 
 def scratch_database() -> tuple[str, str]:
     from tis_pipeline import environment
-    from tis_pipeline.db import with_database
+    from tis_pipeline.pg.engine import with_database
 
     environment.prepare()
     server = with_database(os.environ["TIS_DATABASE_URL"], "postgres")
@@ -41,7 +41,7 @@ def scratch_database() -> tuple[str, str]:
 def drop_database(server: str, url: str) -> None:
     from sqlalchemy.engine import make_url
 
-    from tis_pipeline.db import engine
+    from tis_pipeline.pg.engine import engine
 
     engine(url).dispose()
     admin = sa.create_engine(server, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
@@ -53,7 +53,7 @@ def synthetic_range(url: str, n_symbols: int, first: str, days: int) -> tuple[di
     """(resources on the synthetic source of ``n_symbols`` symbols, tags of one run over ``days`` days from
     ``first``), for benchmarks that materialize a range against the scratch database ``url``."""
     from tis_pipeline.market_data.partitions import range_tags
-    from tis_pipeline.market_data.resources import BarSource
+    from tis_pipeline.market_data.sources import BarSource
     from tis_pipeline.resources import PostgresResource
 
     symbols = [f"SYM{i:03d}" for i in range(n_symbols)]
@@ -67,7 +67,7 @@ STEPS = {  # module path -> functions whose wall time --steps reports (summed ov
     "tis_pipeline.market_data.store": ("_build_day", "swap_built_days", "stage_expected_rollup",
                                        "rebuild_rollup", "rollup_mismatches", "bucket_fill", "read_bars"),
     "tis_pipeline.quality.evaluate": ("evaluate_frame",),
-    "tis_pipeline.copy_binary": ("encode_rows",),
+    "tis_pipeline.pg.copy_binary": ("encode_rows",),
 }
 
 
@@ -129,12 +129,13 @@ def main() -> None:
 
     import dagster as dg
 
-    from tis_pipeline import migrate
-    from tis_pipeline.db import copy_frame, engine, frame_to_csv_bytes, raw_connection
+    from tis_pipeline.pg import migrate
+    from tis_pipeline.pg.copy import copy_frame, frame_to_csv_bytes
+    from tis_pipeline.pg.engine import engine, raw_connection
     from tis_pipeline.market_data import synthetic
     from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
     from tis_pipeline.market_data.partitions import range_tags
-    from tis_pipeline.market_data.resources import BarSource
+    from tis_pipeline.market_data.sources import BarSource
 
     symbols = [f"SYM{i:03d}" for i in range(args.symbols)]
     days = max(1, math.ceil(args.rows / (args.symbols * 1440 * 0.995)))

@@ -42,8 +42,8 @@ def main() -> None:
 
     from psycopg import sql
 
-    from tis_pipeline import migrate
-    from tis_pipeline.db import engine, raw_connection
+    from tis_pipeline.pg import migrate
+    from tis_pipeline.pg.engine import engine, raw_connection
     from tis_pipeline.market_data import synthetic
     from tis_pipeline.market_data.store import write_days
 

@@ -26,11 +26,11 @@ def main() -> None:
     import dagster as dg
 
     from bench.ingest import drop_database, scratch_database, synthetic_range
-    from tis_pipeline import migrate
-    from tis_pipeline.db import engine
+    from tis_pipeline.pg import migrate
+    from tis_pipeline.pg.engine import engine
     from tis_pipeline.dsi.assets import dsi
     from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
-    from tis_pipeline.modules.assets import TABLES, trading_day
+    from tis_pipeline.trading_day.assets import TABLES, trading_day
 
     server, url = scratch_database()
     try:

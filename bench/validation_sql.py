@@ -83,11 +83,12 @@ def sql_datasource_run(url: str, rules, now: pd.Timestamp) -> tuple[float, dict[
 
 
 def main(argv: list[str] | None = None) -> None:
-    from tis_pipeline.quality.bench_validation import arguments, broken, synthetic_bars
+    from bench.validation_frames import arguments, broken, synthetic_bars
 
     args = arguments(argv, __doc__.splitlines()[0])
     from bench.ingest import drop_database, scratch_database
-    from tis_pipeline.db import copy_frame, engine, raw_connection
+    from tis_pipeline.pg.copy import copy_frame
+    from tis_pipeline.pg.engine import engine, raw_connection
     from tis_pipeline.quality.evaluate import evaluate_frame
     from tis_pipeline.quality.ge import validate_frame
     from tis_pipeline.quality.rules import rules_for

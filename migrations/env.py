@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from tis_pipeline.db import normalise_url, project_url
-from tis_pipeline.migrate import VERSION_TABLE
+from tis_pipeline.pg.engine import normalise_url, project_url
+from tis_pipeline.pg.migrate import VERSION_TABLE
 
 config = context.config
 url = config.attributes.get("url") or config.get_main_option("sqlalchemy.url") or project_url()

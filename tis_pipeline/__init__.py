@@ -1,1 +1,0 @@
-"""tis-pipeline: the Trading Intelligence System as a Dagster data platform."""

@@ -14,9 +14,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tis_pipeline import db, environment
-from tis_pipeline.db import DatabaseConfigError
-from tis_pipeline.embedded import EmbeddedDatabaseError
+from tis_pipeline import environment
+from tis_pipeline.pg import engine as pg
+from tis_pipeline.pg.engine import DatabaseConfigError
+from tis_pipeline.pg.embedded import EmbeddedDatabaseError
 from tis_pipeline.settings import PROJECT_ROOT, settings
 
 # Dagster marks BackfillPolicy and friends beta; the CLI's users need not see that on every command
@@ -47,7 +48,7 @@ def _fail(message: str) -> None:
 def _prepared() -> dict[str, str]:
     try:
         env = environment.prepare()
-        db.check_reachable(env["TIS_DATABASE_URL"])
+        pg.check_reachable(env["TIS_DATABASE_URL"])
         return env
     except (DatabaseConfigError, EmbeddedDatabaseError) as exc:
         _fail(str(exc))
@@ -55,7 +56,7 @@ def _prepared() -> dict[str, str]:
 
 
 def _migrate(url: str) -> None:
-    from tis_pipeline import migrate
+    from tis_pipeline.pg import migrate
 
     try:
         migrate.upgrade(url)
@@ -68,13 +69,13 @@ def db_up() -> None:
     """Start the database (the embedded one when TIS_DATABASE_URL is unset; idempotent) and migrate it."""
     env = _prepared()
     _migrate(env["TIS_DATABASE_URL"])
-    console.print(f"database ready at [bold]{db.redacted(env['TIS_DATABASE_URL'])}[/] (schema at head)")
+    console.print(f"database ready at [bold]{pg.redacted(env['TIS_DATABASE_URL'])}[/] (schema at head)")
 
 
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head", help="Alembic revision to upgrade to.")) -> None:
     """Migrate the schema up (to head by default)."""
-    from tis_pipeline import migrate
+    from tis_pipeline.pg import migrate
 
     env = _prepared()
     try:
@@ -87,7 +88,7 @@ def db_upgrade(revision: str = typer.Argument("head", help="Alembic revision to 
 @db_app.command("downgrade")
 def db_downgrade(revision: str = typer.Argument("base", help="Alembic revision to go down to.")) -> None:
     """Migrate the schema down (to base by default: every project table dropped)."""
-    from tis_pipeline import migrate
+    from tis_pipeline.pg import migrate
 
     env = _prepared()
     try:
@@ -100,21 +101,21 @@ def db_downgrade(revision: str = typer.Argument("base", help="Alembic revision t
 @db_app.command("status")
 def db_status() -> None:
     """Say which database is used, whether it runs, and the schema revision."""
-    from tis_pipeline import embedded, migrate
+    from tis_pipeline.pg import embedded, migrate
 
     configured = os.environ.get("TIS_DATABASE_URL")
     server = embedded.running()
     if configured:
-        console.print(f"TIS_DATABASE_URL: {db.redacted(db.normalise_url(configured))}")
+        console.print(f"TIS_DATABASE_URL: {pg.redacted(pg.normalise_url(configured))}")
     else:
         console.print("TIS_DATABASE_URL unset: using the embedded PostgreSQL")
         if server is None:
             console.print(f"embedded server: [yellow]not running[/] (data in {embedded.pgdata_dir()}); `tis db up`")
             return
         console.print(f"embedded server: running, pid {server.pid}, socket {server.socket_dir}")
-    url = db.normalise_url(configured) if configured else server.url()
+    url = pg.normalise_url(configured) if configured else server.url()
     try:
-        db.check_reachable(url)
+        pg.check_reachable(url)
     except DatabaseConfigError as exc:
         _fail(str(exc))
     console.print(f"schema revision: {migrate.current_revision(url) or 'none (run `tis db upgrade`)'} "
@@ -131,7 +132,7 @@ def db_url() -> None:
 @db_app.command("stop")
 def db_stop() -> None:
     """Stop the embedded server (a configured TIS_DATABASE_URL is never touched)."""
-    from tis_pipeline import embedded
+    from tis_pipeline.pg import embedded
 
     console.print("embedded server stopped" if embedded.stop() else "embedded server was not running")
 
@@ -291,7 +292,7 @@ def _demo_ranges() -> list[tuple[date, date]]:
         return [(yesterday - timedelta(days=2), yesterday)]
     import pandas as pd
 
-    from tis_pipeline.market_data.resources import scan_data_dir
+    from tis_pipeline.market_data.sources import scan_data_dir
 
     minute = [i for i in scan_data_dir() if i.holds_minute_bars]
     if not minute:
@@ -311,10 +312,10 @@ def _demo_ranges() -> list[tuple[date, date]]:
 
 
 def print_counts(url: str) -> None:
-    from tis_pipeline.migrate import project_tables
+    from tis_pipeline.pg.migrate import project_tables
 
     existing = set(project_tables(url))
-    counts = db.table_counts(url, [t for t in SHOWN_TABLES if t in existing])
+    counts = pg.table_counts(url, [t for t in SHOWN_TABLES if t in existing])
     table = Table(title="rows per table")
     table.add_column("table")
     table.add_column("rows", justify="right")
@@ -371,7 +372,7 @@ def archive_restore(
     env = _prepared()
     _migrate(env["TIS_DATABASE_URL"])
     try:
-        with db.engine(env["TIS_DATABASE_URL"]).begin() as conn:
+        with pg.engine(env["TIS_DATABASE_URL"]).begin() as conn:
             inserted, files = retention.restore(conn, table, first.isoformat(), last.isoformat())
     except ValueError as exc:
         _fail(str(exc))

@@ -1,21 +1,17 @@
-"""The one Definitions object: the domains' definitions merged."""
+"""The one Definitions object: the domains' definitions merged with the shared resources."""
 
 import dagster as dg
 
-from tis_pipeline import dsi, market_data, modules, ops
+from tis_pipeline.dsi.definitions import defs as dsi_defs
+from tis_pipeline.market_data.definitions import defs as market_data_defs
+from tis_pipeline.ops.definitions import defs as ops_defs
 from tis_pipeline.resources import shared_resources
-
-# every daily-partitioned asset, for ranges run by `tis backfill` and the UI's backfill dialog
-daily_partitioned_job = dg.define_asset_job(
-    "daily_partitioned_job",
-    selection=dg.AssetSelection.groups("market_data", "dsi", "plans", "modules"),
-    description="All daily-partitioned assets; `tis backfill` runs ranges of it with an asset selection.",
-)
+from tis_pipeline.trading_day.definitions import defs as trading_day_defs
 
 defs = dg.Definitions.merge(
-    market_data.defs,
-    dsi.defs,
-    modules.defs,
-    ops.defs,
-    dg.Definitions(resources=shared_resources, jobs=[daily_partitioned_job]),
+    market_data_defs,
+    dsi_defs,
+    trading_day_defs,
+    ops_defs,
+    dg.Definitions(resources=shared_resources),
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tis_pipeline import db
+from tis_pipeline.pg import engine as pg
 from tis_pipeline.settings import PROJECT_ROOT, tis_home
 
 
@@ -20,13 +20,13 @@ def prepare(start_embedded: bool = True) -> dict[str, str]:
     if not os.environ.get("TIS_DATABASE_URL"):
         if not start_embedded:
             return {}
-        from tis_pipeline import embedded
+        from tis_pipeline.pg import embedded
 
         os.environ["TIS_DATABASE_URL"] = embedded.start().url(embedded.PROJECT_DATABASE)
     else:
-        os.environ["TIS_DATABASE_URL"] = db.normalise_url(os.environ["TIS_DATABASE_URL"])
+        os.environ["TIS_DATABASE_URL"] = pg.normalise_url(os.environ["TIS_DATABASE_URL"])
     if not os.environ.get("TIS_DAGSTER_PG_URL"):
-        os.environ["TIS_DAGSTER_PG_URL"] = db.dagster_storage_url()
+        os.environ["TIS_DAGSTER_PG_URL"] = pg.dagster_storage_url()
     if not os.environ.get("DAGSTER_HOME"):
         os.environ["DAGSTER_HOME"] = str(dagster_home())
     return {k: os.environ[k] for k in ("TIS_DATABASE_URL", "TIS_DAGSTER_PG_URL", "DAGSTER_HOME")}

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import dagster as dg
 import sqlalchemy as sa
 
-from tis_pipeline import db
+from tis_pipeline.pg import engine as pg
 
 
 class PostgresResource(dg.ConfigurableResource):
@@ -18,7 +18,7 @@ class PostgresResource(dg.ConfigurableResource):
 
     @property
     def engine(self) -> sa.Engine:
-        return db.engine(self.url)
+        return pg.engine(self.url)
 
     @contextlib.contextmanager
     def begin(self) -> Iterator[sa.Connection]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tis_pipeline_tests.shared import shared_dir
+from tis_pipeline_tests.support.shared import shared_dir
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
@@ -23,18 +23,18 @@ SHARED_MARKET_DIR = shared_dir() / "data" / "market"
 
 
 def _server_url() -> str:
-    from tis_pipeline.db import normalise_url
+    from tis_pipeline.pg.engine import normalise_url
 
     explicit = os.environ.get("TIS_TEST_DATABASE_URL")
     if explicit:
         return normalise_url(explicit)
-    from tis_pipeline import embedded
+    from tis_pipeline.pg import embedded
 
     return embedded.start().url("postgres")
 
 
 def _create_database(server_url: str, prefix: str) -> str:
-    from tis_pipeline.db import with_database
+    from tis_pipeline.pg.engine import with_database
 
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
@@ -47,7 +47,7 @@ def _create_database(server_url: str, prefix: str) -> str:
 def _drop_database(server_url: str, url: str) -> None:
     from sqlalchemy.engine import make_url
 
-    from tis_pipeline.db import engine
+    from tis_pipeline.pg.engine import engine
 
     name = make_url(url).database
     engine(url).dispose()
@@ -65,7 +65,7 @@ def server_url() -> str:
 @pytest.fixture(scope="session")
 def database_url(server_url: str) -> Iterator[str]:
     """A fresh database migrated to head, shared by the session (tests clean up what they write)."""
-    from tis_pipeline import migrate
+    from tis_pipeline.pg import migrate
 
     url = _create_database(server_url, "tis_test")
     migrate.upgrade(url)
@@ -89,7 +89,7 @@ def empty_database_url(server_url: str) -> Iterator[str]:
 @pytest.fixture
 def migrated_database_url(server_url: str) -> Iterator[str]:
     """A fresh database migrated to head for one test, for tests that need a table to themselves."""
-    from tis_pipeline import migrate
+    from tis_pipeline.pg import migrate
 
     url = _create_database(server_url, "tis_fn")
     migrate.upgrade(url)

@@ -28,9 +28,9 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from tis_pipeline.db import engine, with_driver
+from tis_pipeline.pg.engine import engine, with_driver
 from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
-from tis_pipeline.market_data.resources import BarSource
+from tis_pipeline.market_data.sources import BarSource
 from tis_pipeline.market_data.synthetic import day_bars
 from tis_pipeline.resources import PostgresResource
 from tis_pipeline.settings import PROJECT_ROOT

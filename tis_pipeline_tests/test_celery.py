@@ -24,7 +24,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from tis_pipeline.db import engine, with_driver
+from tis_pipeline.pg.engine import engine, with_driver
 from tis_pipeline.market_data import synthetic
 from tis_pipeline.market_data.partitions import range_tags
 from tis_pipeline.settings import PROJECT_ROOT

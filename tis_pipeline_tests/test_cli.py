@@ -8,7 +8,7 @@ from datetime import date
 import pytest
 import sqlalchemy as sa
 
-from tis_pipeline.db import engine, with_driver
+from tis_pipeline.pg.engine import engine, with_driver
 from tis_pipeline.ops.backfill import Chunk, covering_ranges, plan_chunks
 from tis_pipeline.settings import PROJECT_ROOT
 

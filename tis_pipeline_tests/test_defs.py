@@ -11,11 +11,12 @@ from tis_pipeline.settings import PROJECT_ROOT
 def test_definitions_load_and_every_job_resolves():
     dg.Definitions.validate_loadable(defs)
     jobs = [job.name for job in defs.jobs]
-    assert {"market_data_daily_job", "daily_partitioned_job"} <= set(jobs)
+    assert {"daily_partitioned_job", "retention_job", "dagster_storage_prune_job"} <= set(jobs)
     for name in jobs:
         assert defs.resolve_job_def(name).name == name
     schedule_names = {s.name for s in defs.schedules}
-    assert "market_data_daily_schedule" in schedule_names
+    assert {"daily_partitioned_schedule", "retention_schedule"} <= schedule_names
+    assert {s.name for s in defs.sensors} == {"market_data_files_sensor"}
 
 
 def test_asset_keys_are_the_seed_table_names():

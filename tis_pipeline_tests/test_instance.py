@@ -10,9 +10,9 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from tis_pipeline.db import engine, with_driver
+from tis_pipeline.pg.engine import engine, with_driver
 from tis_pipeline.market_data.assets import market_data_1m
-from tis_pipeline.market_data.resources import BarSource
+from tis_pipeline.market_data.sources import BarSource
 from tis_pipeline.resources import PostgresResource
 from tis_pipeline.settings import PROJECT_ROOT
 

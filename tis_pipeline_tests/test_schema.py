@@ -29,9 +29,9 @@ import pytest
 import sqlalchemy as sa
 from psycopg.types.json import Jsonb
 
-from tis_pipeline import migrate
-from tis_pipeline.db import engine
-from tis_pipeline_tests.shared import shared_dir
+from tis_pipeline.pg import migrate
+from tis_pipeline.pg.engine import engine
+from tis_pipeline_tests.support.shared import shared_dir
 
 pytestmark = pytest.mark.pg
 

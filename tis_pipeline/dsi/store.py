@@ -10,7 +10,8 @@ import pyarrow as pa
 import sqlalchemy as sa
 from psycopg import sql as psql
 
-from tis_pipeline.db import copy_frame, raw_connection
+from tis_pipeline.pg.copy import copy_frame
+from tis_pipeline.pg.engine import raw_connection
 from tis_pipeline.dsi import frames
 from tis_pipeline.dsi.frames import BAR_UPDATE_COLUMNS
 from tis_pipeline.market_data import store as bar_store
@@ -82,7 +83,7 @@ def encode_scored(scores: pd.DataFrame) -> EncodedRows:
     Python work (JSON text, encoding) done by the thread that scores, before it hands the slice over: done on the
     build's thread it waited for the GIL behind the scoring, and PostgreSQL waited for it.
     """
-    from tis_pipeline.copy_binary import SIGNATURE, TRAILER, encode_rows, exact_scale8
+    from tis_pipeline.pg.copy_binary import SIGNATURE, TRAILER, encode_rows, exact_scale8
 
     rows = frames.bar_updates(scores)
     numerics = [rows[c].to_numpy(dtype="float64") for c in BAR_UPDATE_COLUMNS[2:8]]  # OHLCV and mx_evidence
@@ -133,7 +134,7 @@ def build_scored_day(engine: sa.Engine, day: pd.Timestamp, staging: str, stream:
     through the text COPY, or when ``carry_from_source`` (module columns hold values), the rows are made equal
     to the day's rows in market_data_1m in every column DSI does not write, from the table itself.
     """
-    from tis_pipeline.copy_binary import SIGNATURE, TRAILER
+    from tis_pipeline.pg.copy_binary import SIGNATURE, TRAILER
 
     repair, written, left_out = carry_from_source, 0, []
     statement = psql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary, FREEZE)").format(

@@ -10,7 +10,7 @@ import pandas as pd
 
 from tis_pipeline.market_data import logic, store
 from tis_pipeline.market_data.partitions import daily_partitions
-from tis_pipeline.market_data.resources import BarSource
+from tis_pipeline.market_data.sources import BarSource
 from tis_pipeline.plots import markdown_image
 from tis_pipeline.quality.checks import check_results, check_specs_for
 from tis_pipeline.resources import PostgresResource
@@ -51,7 +51,7 @@ def _preview(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
 )
 def market_data_1m(context: dg.AssetExecutionContext, bars: BarSource, db: PostgresResource):
     """One-minute OHLCV bars, one row per (symbol, minute the bar opens), UTC; bad rows go to quarantine."""
-    from tis_pipeline.memory import retain_freed_memory
+    from tis_pipeline.pg.memory import retain_freed_memory
     from tis_pipeline.quality.evaluate import evaluate_frame
 
     retain_freed_memory()

@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from tis_pipeline.copy_binary import PG_EPOCH_US
-from tis_pipeline.db import copy_bars_binary, copy_frame, fetch_column_arrays, fetch_frame, raw_connection
+from tis_pipeline.pg.copy_binary import PG_EPOCH_US
+from tis_pipeline.pg.copy import copy_bars_binary, copy_frame
+from tis_pipeline.pg.engine import fetch_column_arrays, fetch_frame, raw_connection
 
 BAR_TABLES = ("market_data_1m", "market_data_15m", "market_data_1h")
 BAR_WRITE_COLUMNS = ["symbol", "timestamp", "open", "high", "low", "close", "volume"]

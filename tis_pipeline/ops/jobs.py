@@ -1,4 +1,5 @@
-"""Housekeeping jobs: retention of the project's tables and pruning of Dagster's own storage."""
+"""Jobs and schedules across the domains: the daily partitioned job (every daily-partitioned asset, in order),
+retention of the project's tables and pruning of Dagster's own storage."""
 
 import dagster as dg
 import pandas as pd
@@ -6,6 +7,22 @@ import pandas as pd
 from tis_pipeline.market_data.store import drop_stale_scratch_tables
 from tis_pipeline.ops import retention
 from tis_pipeline.resources import PostgresResource
+
+
+# Every daily-partitioned asset: `tis backfill` runs ranges of it with an asset selection, the schedule runs the
+# day that just closed, and the file sensor the days whose files changed.
+daily_partitioned_job = dg.define_asset_job(
+    "daily_partitioned_job",
+    selection=dg.AssetSelection.groups("market_data", "dsi", "trading_day"),
+    description="Ingest 1-minute bars, roll them up to 15 minutes and 1 hour, score them with DSI, and run the "
+                "trading day (plans, approvals, execution, performance, the module ecosystem).",
+)
+
+# Requests the UTC day that just closed, at 00:15 UTC; rollups run in the same run as their 1-minute source.
+daily_partitioned_schedule = dg.build_schedule_from_partitioned_job(
+    daily_partitioned_job, hour_of_day=0, minute_of_hour=15, name="daily_partitioned_schedule",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
 
 
 class RetentionConfig(dg.Config):

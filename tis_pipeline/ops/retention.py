@@ -26,7 +26,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from tis_pipeline.db import raw_connection
+from tis_pipeline.pg.engine import raw_connection
 from tis_pipeline.quality.sql import bucket_sql
 from tis_pipeline.settings import tis_home
 

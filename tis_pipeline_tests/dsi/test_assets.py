@@ -5,14 +5,14 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from tis_pipeline.db import engine
+from tis_pipeline.pg.engine import engine
 from tis_pipeline.dsi.assets import dsi
 from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
 from tis_pipeline.market_data.partitions import range_tags
-from tis_pipeline.market_data.resources import BarSource
+from tis_pipeline.market_data.sources import BarSource
 from tis_pipeline.market_data.store import read_bars
 from tis_pipeline.resources import PostgresResource
-from tis_pipeline_tests.locks import wait_for_lock_waiters
+from tis_pipeline_tests.support.locks import wait_for_lock_waiters
 
 pytestmark = pytest.mark.pg
 MARKET = [market_data_1m, market_data_15m, market_data_1h]
@@ -101,7 +101,7 @@ def test_every_bar_is_scored_and_events_carry_evidence(migrated_database_url):
 
 
 def test_range_run_equals_day_by_day_and_a_fresh_database(server_url, migrated_database_url, empty_database_url):
-    from tis_pipeline import migrate
+    from tis_pipeline.pg import migrate
 
     by_range, by_day = migrated_database_url, empty_database_url
     migrate.upgrade(by_day)
@@ -114,7 +114,7 @@ def test_range_run_equals_day_by_day_and_a_fresh_database(server_url, migrated_d
 
 
 def test_a_late_day_on_a_fresh_database_catches_up_to_the_same_values(migrated_database_url, empty_database_url):
-    from tis_pipeline import migrate
+    from tis_pipeline.pg import migrate
 
     by_range, catch_up = migrated_database_url, empty_database_url
     migrate.upgrade(catch_up)
@@ -126,7 +126,7 @@ def test_a_late_day_on_a_fresh_database_catches_up_to_the_same_values(migrated_d
 
 
 def test_a_corrected_past_day_sends_the_next_run_back_to_rescore_from_it(migrated_database_url, empty_database_url):
-    from tis_pipeline import migrate
+    from tis_pipeline.pg import migrate
 
     corrected = {"db": None, "bars": BarSource(source="synthetic", symbols=["AAA", "BBB"], seed=5)}
     day_two = range_tags("2024-02-02", "2024-02-02")

@@ -5,9 +5,10 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from tis_pipeline.db import copy_frame, engine, raw_connection
+from tis_pipeline.pg.copy import copy_frame
+from tis_pipeline.pg.engine import engine, raw_connection
 from tis_pipeline.dsi import frames, logic
-from tis_pipeline.dsi.bench_logic import make_bars
+from bench.dsi_logic import make_bars
 
 pytestmark = pytest.mark.pg
 

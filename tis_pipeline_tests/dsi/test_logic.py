@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from pandas.testing import assert_frame_equal
 
 from tis_pipeline.dsi import evaluation, logic
-from tis_pipeline.dsi.bench_logic import make_bars
+from bench.dsi_logic import make_bars
 from tis_pipeline.dsi.logic import (
     EXPERTS,
     N_EXPERTS,
@@ -117,7 +117,7 @@ def test_range_equals_day_by_day_and_any_split(monkeypatch):
 
 
 def test_replay_determinism_across_processes():
-    code = ("import hashlib; from tis_pipeline.dsi.bench_logic import make_bars; "
+    code = ("import hashlib; from bench.dsi_logic import make_bars; "
             "from tis_pipeline.dsi.logic import score_bars, frame_digest; "
             "s, st = score_bars(make_bars(20000, 4, seed=3)); "
             "print(frame_digest(s), hashlib.sha256(st.to_bytes()).hexdigest())")

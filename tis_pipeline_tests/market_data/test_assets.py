@@ -6,13 +6,13 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from tis_pipeline.db import engine
+from tis_pipeline.pg.engine import engine
 from tis_pipeline.market_data import synthetic
 from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
 from tis_pipeline.market_data.partitions import range_tags
-from tis_pipeline.market_data.resources import BarSource
+from tis_pipeline.market_data.sources import BarSource
 from tis_pipeline.resources import PostgresResource
-from tis_pipeline_tests.locks import wait_for_lock_waiters
+from tis_pipeline_tests.support.locks import wait_for_lock_waiters
 
 pytestmark = pytest.mark.pg
 SYMBOLS = ["AAA", "BBB"]
@@ -345,7 +345,7 @@ def test_a_bad_later_day_of_a_range_fails_it_and_drops_the_days_already_built(da
 
 
 def test_a_day_handed_to_the_builds_in_two_parts_is_refused(database_url):
-    from tis_pipeline import migrate
+    from tis_pipeline.pg import migrate
     from tis_pipeline.market_data import store
 
     migrate.upgrade(database_url)

@@ -20,10 +20,10 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from tis_pipeline.db import engine
+from tis_pipeline.pg.engine import engine
 from tis_pipeline.market_data import readers
 from tis_pipeline.market_data.assets import market_data_1m
-from tis_pipeline.market_data.resources import BarSource
+from tis_pipeline.market_data.sources import BarSource
 from tis_pipeline.resources import PostgresResource
 
 CORPUS = Path(__file__).resolve().parents[1] / "bad_inputs"

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from tis_pipeline.db import engine
+from tis_pipeline.pg.engine import engine
 from tis_pipeline.market_data import store
 
 pytestmark = pytest.mark.pg

@@ -24,7 +24,7 @@ from tis_pipeline.market_data.readers import (
     scan,
     symbol_from_path,
 )
-from tis_pipeline_tests.shared import shared_dir
+from tis_pipeline_tests.support.shared import shared_dir
 
 SHARED = shared_dir() / "data" / "market"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

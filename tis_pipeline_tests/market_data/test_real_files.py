@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from tis_pipeline.db import engine
+from tis_pipeline.pg.engine import engine
 from tis_pipeline.market_data import logic, readers
 from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
 from tis_pipeline.market_data.partitions import range_tags
-from tis_pipeline.market_data.resources import BarSource
+from tis_pipeline.market_data.sources import BarSource
 from tis_pipeline.resources import PostgresResource
 
 pytestmark = [pytest.mark.pg, pytest.mark.slow]

@@ -6,16 +6,10 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from tis_pipeline.quality import (
-    CheckInput,
-    build_checks,
-    check_results,
-    check_specs_for,
-    defs,
-    evaluate_frame,
-    rules_for,
-    validate_frame,
-)
+from tis_pipeline.quality.checks import CheckInput, build_checks, check_results, check_specs_for
+from tis_pipeline.quality.evaluate import evaluate_frame
+from tis_pipeline.quality.rules import rules_for
+from tis_pipeline.quality.ge import validate_frame
 from tis_pipeline_tests.quality.frames import START, SYMBOLS, market_1m, market_case
 
 
@@ -134,6 +128,7 @@ def test_build_checks_reads_once_and_honours_subsets():
 
 
 def test_check_names_are_valid_and_defs_load():
+    checks = []
     for table in ("modules", "market_data_1m", "market_data_15m"):
-        build_checks(table, table, lambda context: pd.DataFrame())  # raises on an invalid check name
-    dg.Definitions.validate_loadable(defs)
+        checks += build_checks(table, table, lambda context: pd.DataFrame())  # raises on an invalid check name
+    dg.Definitions.validate_loadable(dg.Definitions(asset_checks=checks))

@@ -11,9 +11,10 @@ import psycopg.errors
 import pytest
 import sqlalchemy as sa
 
-from tis_pipeline.db import engine
-from tis_pipeline.quality import evaluate_frame, rule, rules_for
-from tis_pipeline.quality.constraints import compare, database_checks
+from tis_pipeline.pg.engine import engine
+from tis_pipeline.quality.evaluate import evaluate_frame
+from tis_pipeline.quality.rules import rule, rules_for
+from tis_pipeline_tests.support.constraints import compare, database_checks
 from tis_pipeline.quality.rules import MARKET_TABLES, RULES, TABLES
 from tis_pipeline.quality.sql import rollup_mismatch_sql
 from tis_pipeline_tests.quality.frames import START, market_1m, market_rollup, valid_case, violation

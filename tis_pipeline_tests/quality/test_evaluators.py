@@ -7,7 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tis_pipeline.quality import evaluate_frame, failing_mask, rule, validate_frame
+from tis_pipeline.quality.evaluate import evaluate_frame, failing_mask
+from tis_pipeline.quality.rules import rule
+from tis_pipeline.quality.ge import validate_frame
 from tis_pipeline.quality.report import ValidationReport
 from tis_pipeline.quality.rules import RULES, TABLES
 from tis_pipeline_tests.quality.frames import (

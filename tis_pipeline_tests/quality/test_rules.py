@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from tis_pipeline.quality import db_check_rules, rule, rules_for
-from tis_pipeline.quality.constraints import CheckParseError, compare, parse_check, rule_atoms
+from tis_pipeline.quality.rules import db_check_rules, rule, rules_for
+from tis_pipeline_tests.support.constraints import CheckParseError, compare, parse_check, rule_atoms
 from tis_pipeline.quality.rules import RULES, TABLES, Rule
 
 UNIT = {

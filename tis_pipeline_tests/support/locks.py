@@ -2,7 +2,7 @@
 
 import sqlalchemy as sa
 
-from tis_pipeline.db import engine
+from tis_pipeline.pg.engine import engine
 
 
 def wait_for_lock_waiters(url: str, count: int, deadline_s: float = 120.0) -> None:

@@ -12,8 +12,9 @@ import psycopg.errors
 import pytest
 import sqlalchemy as sa
 
-from tis_pipeline.copy_binary import SIGNATURE, TRAILER, encode_rows, exact_scale8, scaled_numeric
-from tis_pipeline.db import copy_bars_binary, copy_frame, copy_payload, engine, raw_connection
+from tis_pipeline.pg.copy_binary import SIGNATURE, TRAILER, encode_rows, exact_scale8, scaled_numeric
+from tis_pipeline.pg.copy import copy_bars_binary, copy_frame, copy_payload
+from tis_pipeline.pg.engine import engine, raw_connection
 
 COLUMNS = ["symbol", "timestamp", "open", "high", "low", "close", "volume"]
 EDGES = [0.0, -0.0, 1e-8, 5e-9, 4.9999999e-9, 1.5e-8, 2.5e-8, 0.1, 0.3, 0.1 + 0.2, 1 / 3, 2 / 3, 1.005,

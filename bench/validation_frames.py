@@ -1,6 +1,6 @@
 """Great Expectations vs plain pandas on the same registry, over about a million synthetic one-minute bars.
 
-    .venv/bin/python -m tis_pipeline.quality.bench_validation [--rows 1000000] [--repeat 2]
+    .venv/bin/python -m bench.validation_frames [--rows 1000000] [--repeat 2]
 
 Prints the wall time of each evaluator on a clean frame and on a frame with 1 % of the rows broken (more
 failing rows make GE's COMPLETE result format build longer index lists), and checks the two reports agree.

@@ -14,9 +14,9 @@ import pandas as pd
 from tis_pipeline import plots
 from tis_pipeline.market_data import store as bar_store
 from tis_pipeline.market_data.partitions import daily_partitions
-from tis_pipeline.modules import logic as ecosystem
-from tis_pipeline.modules import store
-from tis_pipeline.plans import logic as plans_logic
+from tis_pipeline.trading_day import ecosystem
+from tis_pipeline.trading_day import store
+from tis_pipeline.trading_day import plans as plans_logic
 from tis_pipeline.quality.checks import check_specs_for, frame_check_results
 from tis_pipeline.resources import PostgresResource
 
@@ -107,7 +107,7 @@ def _md(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
 
 @dg.multi_asset(
     name="trading_day",
-    specs=[dg.AssetSpec(t, deps=_DEPS[t], group_name="modules" if t.startswith("module") else "plans",
+    specs=[dg.AssetSpec(t, deps=_DEPS[t], group_name="trading_day",
                         kinds={"postgres", "pandas"}, description=_DESCRIPTIONS[t]) for t in TABLES],
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
-from tis_pipeline.modules import logic
-from tis_pipeline.modules.logic import (
+from tis_pipeline.trading_day import ecosystem as logic
+from tis_pipeline.trading_day.ecosystem import (
     GENE_BOUNDS,
     HORIZONS,
     MESSAGE_COLUMNS,

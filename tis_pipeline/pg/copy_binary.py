@@ -2,7 +2,7 @@
 
 Why: the server parses the text COPY's timestamps and numerics field by field, and that parsing was most of the
 write (bench/RESULTS.md, "Ingest"). Binary rows are read as they are. No database here: ``encode_rows`` is a pure
-function; ``tis_pipeline.db.copy_rows_binary`` sends its bytes.
+function; ``tis_pipeline.pg.engine.copy_rows_binary`` sends its bytes.
 
 Exactness. The CSV path writes each float as its shortest round-trip decimal (pyarrow's formatter, the same
 digits as Python's ``repr``) and ``numeric_in`` rounds that decimal half away from zero to 8 decimals. So the

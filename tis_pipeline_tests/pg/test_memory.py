@@ -4,7 +4,7 @@ import platform
 
 import pytest
 
-from tis_pipeline import memory
+from tis_pipeline.pg import memory
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the thresholds are glibc's; other C libraries are left alone")

@@ -1,6 +1,6 @@
 """Synthetic 1-minute bars and a micro-benchmark of the DSI batch path.
 
-``python -m tis_pipeline.dsi.bench_logic [n_bars] [n_symbols]`` prints bars/s of ``score_bars`` (best/median of 5).
+``python -m bench.dsi_logic [n_bars] [n_symbols]`` prints bars/s of ``score_bars`` (best/median of 5).
 """
 
 from __future__ import annotations

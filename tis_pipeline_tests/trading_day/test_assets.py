@@ -4,12 +4,12 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from tis_pipeline.db import engine
+from tis_pipeline.pg.engine import engine
 from tis_pipeline.dsi.assets import dsi
 from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
 from tis_pipeline.market_data.partitions import range_tags
-from tis_pipeline.market_data.resources import BarSource
-from tis_pipeline.modules.assets import TABLES, trading_day
+from tis_pipeline.market_data.sources import BarSource
+from tis_pipeline.trading_day.assets import TABLES, trading_day
 from tis_pipeline.resources import PostgresResource
 
 pytestmark = pytest.mark.pg
@@ -131,7 +131,7 @@ def test_a_trading_day_writes_every_table_linked_and_checked(migrated_database_u
 
 
 def test_rerun_is_idempotent_and_a_range_equals_day_by_day(migrated_database_url, empty_database_url):
-    from tis_pipeline import migrate
+    from tis_pipeline.pg import migrate
 
     by_range, by_day = migrated_database_url, empty_database_url
     migrate.upgrade(by_day)
@@ -149,7 +149,7 @@ def test_rerun_is_idempotent_and_a_range_equals_day_by_day(migrated_database_url
 
 
 def test_a_corrected_past_day_sends_the_trading_day_back_to_it(migrated_database_url, empty_database_url):
-    from tis_pipeline import migrate
+    from tis_pipeline.pg import migrate
 
     market = [market_data_1m, market_data_15m, market_data_1h]
     sources = [spec for a in market for spec in a.to_source_assets()]

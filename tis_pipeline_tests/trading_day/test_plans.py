@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
-from tis_pipeline.plans import logic
-from tis_pipeline.plans.logic import (
+from tis_pipeline.trading_day import plans as logic
+from tis_pipeline.trading_day.plans import (
     APPROVAL_COLUMNS,
     NAMESPACE,
     PERFORMANCE_COLUMNS,
@@ -721,7 +721,7 @@ def test_empty_inputs_give_typed_empty_frames():
 
 
 def test_with_the_ecosystem_founders():
-    from tis_pipeline.modules.logic import founding_population
+    from tis_pipeline.trading_day.ecosystem import founding_population
 
     founders = founding_population(DAY)
     bars = walk_bars()

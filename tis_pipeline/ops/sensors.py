@@ -4,7 +4,7 @@ The sensor learns the directory through the same manifest as the ingest (``reade
 only when its size or modification time changed). Its cursor holds, per 1-minute file, the size, modification
 time and first and last UTC day. A file that appears or changes brings the days it holds now and the days it
 held before. A file that goes away brings the days it held: their partitions are rebuilt from the files that
-remain. Each stretch of consecutive days becomes one run of ``market_data_daily_job`` over that partition
+remain. Each stretch of consecutive days becomes one run of ``daily_partitioned_job`` over that partition
 range: the bars, the rollups, DSI and the trading day of those days.
 
 Only partitions that exist are requested: days from ``TIS_PARTITION_START`` to yesterday (UTC).
@@ -24,7 +24,7 @@ import dagster as dg
 import pandas as pd
 
 from tis_pipeline.market_data.partitions import range_tags
-from tis_pipeline.market_data.schedules import market_data_daily_job
+from tis_pipeline.ops.jobs import daily_partitioned_job
 from tis_pipeline.settings import settings
 
 
@@ -50,7 +50,7 @@ def changed_days(before: dict[str, list], after: dict[str, list]) -> set[date]:
 
 
 @dg.sensor(
-    job=market_data_daily_job,
+    job=daily_partitioned_job,
     minimum_interval_seconds=300,
     default_status=dg.DefaultSensorStatus.STOPPED,
     description="Runs the days of bar files that appear, change or go away under TIS_MARKET_DATA_DIR.",
@@ -58,7 +58,7 @@ def changed_days(before: dict[str, list], after: dict[str, list]) -> set[date]:
 def market_data_files_sensor(context: dg.SensorEvaluationContext):
     from pathlib import Path
 
-    from tis_pipeline.market_data.resources import scan_data_dir
+    from tis_pipeline.market_data.sources import scan_data_dir
     from tis_pipeline.ops.backfill import covering_ranges
 
     s = settings()

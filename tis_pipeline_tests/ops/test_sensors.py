@@ -11,7 +11,7 @@ import pytest
 
 from tis_pipeline.definitions import defs
 from tis_pipeline.market_data.partitions import RANGE_END, RANGE_START
-from tis_pipeline.market_data.sensors import changed_days, market_data_files_sensor
+from tis_pipeline.ops.sensors import changed_days, market_data_files_sensor
 
 
 def _write_bars(path: Path, first: str, days: int) -> None:
@@ -92,4 +92,4 @@ def test_the_sensor_skips_without_a_directory(monkeypatch) -> None:
 def test_the_sensor_is_in_the_definitions_and_off_by_default() -> None:
     sensor = defs.resolve_sensor_def("market_data_files_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
-    assert sensor.job_name == "market_data_daily_job"
+    assert sensor.job_name == "daily_partitioned_job"

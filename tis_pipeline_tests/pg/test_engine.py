@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from tis_pipeline.db import SOCKET_BUFFER_BYTES, engine, raw_connection, session_options
+from tis_pipeline.pg.engine import SOCKET_BUFFER_BYTES, engine, raw_connection, session_options
 
 
 def _setting(url: str, name: str) -> str:

@@ -13,10 +13,11 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from tis_pipeline.db import copy_frame, fetch_frame, raw_connection
+from tis_pipeline.pg.copy import copy_frame
+from tis_pipeline.pg.engine import fetch_frame, raw_connection
 from tis_pipeline.market_data import store as bar_store
-from tis_pipeline.modules import logic as ecosystem
-from tis_pipeline.plans import logic as plans
+from tis_pipeline.trading_day import ecosystem
+from tis_pipeline.trading_day import plans
 
 # the seed's columns of each table the trading day writes, in the seed's order, as the logic builds them
 COLUMNS: Mapping[str, tuple[str, ...]] = {
