@@ -12,7 +12,9 @@ import numpy as np
 import pandas as pd
 from scipy.signal import lfilter
 
-from tis_pipeline.dsi.logic import DsiConfig, detect_events, measure_streaming_latency, score_bars
+from tis_pipeline.dsi.logic.config import DsiConfig
+from tis_pipeline.dsi.logic.events import detect_events
+from tis_pipeline.dsi.logic.score import measure_streaming_latency, score_bars
 
 
 def make_bars(n_bars: int = 1_000_000, n_symbols: int = 50, seed: int = 0, start: str = "2024-01-02",

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     from tis_pipeline import environment
     from tis_pipeline.pg.engine import engine
     from tis_pipeline.dsi.evaluation import evaluate
-    from tis_pipeline.dsi.logic import DsiConfig
+    from tis_pipeline.dsi.logic.config import DsiConfig
     from tis_pipeline.market_data.store import read_bars
 
     environment.prepare()

@@ -3,7 +3,7 @@
     python -m bench.retention --days 3 --symbols 50
 
 In a scratch database on the server of TIS_DATABASE_URL (or the embedded one), dropped at the end: migrate, load
-``--days`` days of synthetic bars with ``store.write_days`` (one transaction, as the ingest asset writes them),
+``--days`` days of synthetic bars with ``support.day_builds.write_days`` (one transaction, as the ingest writes them),
 then remove the middle day ``--repeat`` times each way, re-loading it in between:
 
 (a) ``DELETE FROM market_data_1m WHERE "timestamp" >= day AND "timestamp" < day + 1`` (commit included), and
@@ -42,10 +42,10 @@ def main() -> None:
 
     from psycopg import sql
 
+    from tis_pipeline.market_data import synthetic
     from tis_pipeline.pg import migrate
     from tis_pipeline.pg.engine import engine, raw_connection
-    from tis_pipeline.market_data import synthetic
-    from tis_pipeline.market_data.store import write_days
+    from tis_pipeline_tests.support.day_builds import write_days
 
     symbols = [f"SYM{i:03d}" for i in range(args.symbols)]
     start = pd.Timestamp("2024-01-01", tz="UTC")

@@ -14,10 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tis_pipeline import environment
-from tis_pipeline.pg import engine as pg
-from tis_pipeline.pg.engine import DatabaseConfigError
 from tis_pipeline.pg.embedded import EmbeddedDatabaseError
+from tis_pipeline.pg.errors import DatabaseConfigError
 from tis_pipeline.settings import PROJECT_ROOT, settings
 
 # Dagster marks BackfillPolicy and friends beta; the CLI's users need not see that on every command
@@ -46,6 +44,9 @@ def _fail(message: str) -> None:
 
 
 def _prepared() -> dict[str, str]:
+    from tis_pipeline import environment
+    from tis_pipeline.pg import engine as pg
+
     try:
         env = environment.prepare()
         pg.check_reachable(env["TIS_DATABASE_URL"])
@@ -67,6 +68,8 @@ def _migrate(url: str) -> None:
 @db_app.command("up")
 def db_up() -> None:
     """Start the database (the embedded one when TIS_DATABASE_URL is unset; idempotent) and migrate it."""
+    from tis_pipeline.pg import engine as pg
+
     env = _prepared()
     _migrate(env["TIS_DATABASE_URL"])
     console.print(f"database ready at [bold]{pg.redacted(env['TIS_DATABASE_URL'])}[/] (schema at head)")
@@ -101,6 +104,7 @@ def db_downgrade(revision: str = typer.Argument("base", help="Alembic revision t
 @db_app.command("status")
 def db_status() -> None:
     """Say which database is used, whether it runs, and the schema revision."""
+    from tis_pipeline.pg import engine as pg
     from tis_pipeline.pg import embedded, migrate
 
     configured = os.environ.get("TIS_DATABASE_URL")
@@ -168,7 +172,7 @@ def _run_range(selection: str, first: date, last: date, tags: dict[str, str]):
         asset_selection=sorted(keys, key=lambda k: k.to_user_string()),
         raise_on_error=False,
         run_config={"loggers": {"console": {"config": {"log_level": os.environ.get("TIS_LOG_LEVEL", "WARNING")}}}},
-        tags={**range_tags(first.isoformat(), last.isoformat()), **tags},
+        tags={**range_tags(first.isoformat(), last.isoformat()), "tis/host": socket.gethostname(), **tags},
     )
 
 
@@ -312,6 +316,7 @@ def _demo_ranges() -> list[tuple[date, date]]:
 
 
 def print_counts(url: str) -> None:
+    from tis_pipeline.pg import engine as pg
     from tis_pipeline.pg.migrate import project_tables
 
     existing = set(project_tables(url))
@@ -366,6 +371,7 @@ def archive_restore(
     end: str = typer.Option(..., help="Last archived day (inclusive), YYYY-MM-DD."),
 ) -> None:
     """Copy archived rows back into their table (rows already present are left alone)."""
+    from tis_pipeline.pg import engine as pg
     from tis_pipeline.ops import retention
 
     first, last = _parse_day(start, "start"), _parse_day(end, "end")

@@ -1,8 +1,15 @@
-"""Shared resources: the project's PostgreSQL. The one place that reads the database URL from the environment."""
+"""Shared resources: the project's PostgreSQL. The one place that reads the database URL from the
+environment."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import multiprocessing
+import multiprocessing.connection
+import multiprocessing.process
+import os
+import threading
 from collections.abc import Iterator
 
 import dagster as dg
@@ -10,11 +17,47 @@ import sqlalchemy as sa
 
 from tis_pipeline.pg import engine as pg
 
+log = logging.getLogger(__name__)
+
+_parent_watch_lock = threading.Lock()
+_parent_watched_in: int | None = None  # pid of the process whose watcher runs (a forked child has none)
+
+
+def exit_with_parent() -> None:
+    """In a ``multiprocessing`` child (the multiprocess executor's step worker), start once a daemon thread
+    that ends this process as soon as its parent is gone. Killing a run's worker would otherwise leave its
+    step process running on, holding connections, with the run reading STARTED. PostgreSQL rolls back the
+    open transaction of a process that dies, so the database holds the old day or the complete new one.
+    Nothing happens in a process that is not a multiprocessing child (the ``tis`` command, a run worker)."""
+    global _parent_watched_in  # noqa: PLW0603 - one watcher per process
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    with _parent_watch_lock:
+        if _parent_watched_in == os.getpid():
+            return
+        _parent_watched_in = os.getpid()
+    threading.Thread(target=_exit_when_gone, args=(parent,), name="tis-exit-with-parent", daemon=True).start()
+
+
+def _exit_when_gone(parent: multiprocessing.process.BaseProcess) -> None:
+    multiprocessing.connection.wait([parent.sentinel])
+    log.error(
+        "parent process (pid %s) is gone: step process %s exits now; PostgreSQL rolls back its transaction",
+        parent.pid,
+        os.getpid(),
+    )
+    logging.shutdown()
+    os._exit(1)
+
 
 class PostgresResource(dg.ConfigurableResource):
     """The project's PostgreSQL (``TIS_DATABASE_URL``; ``tis`` sets it to the embedded server when unset)."""
 
     url: str
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        exit_with_parent()
 
     @property
     def engine(self) -> sa.Engine:

@@ -16,7 +16,7 @@ def test_definitions_load_and_every_job_resolves():
         assert defs.resolve_job_def(name).name == name
     schedule_names = {s.name for s in defs.schedules}
     assert {"daily_partitioned_schedule", "retention_schedule"} <= schedule_names
-    assert {s.name for s in defs.sensors} == {"market_data_files_sensor"}
+    assert {s.name for s in defs.sensors} == {"market_data_files_sensor", "dead_run_sensor"}
 
 
 def test_asset_keys_are_the_seed_table_names():

@@ -1,225 +1,66 @@
 """The DSI asset: scores every 1-minute bar of a day range, writes evidence and anomaly events."""
 
-import time
-import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 
-from tis_pipeline import plots
-from tis_pipeline.dsi import frames, logic, store
-from tis_pipeline.dsi.evaluation import evaluate
-from tis_pipeline.market_data import store as bar_store
+from tis_pipeline.dsi import pipeline
+from tis_pipeline.dsi.logic.config import DsiConfig
 from tis_pipeline.market_data.partitions import daily_partitions
 from tis_pipeline.quality.checks import check_specs_for, frame_check_results
 from tis_pipeline.resources import PostgresResource
 
 _DEPS = ["market_data_1m", "market_data_15m", "market_data_1h"]
-# bars timed one at a time on the streaming path per run: each costs 2-4 ms of the run (the scoring of a whole day
-# in the batch path takes 0.1 s), and 64 give the p50 and, by its 4th-largest value, the p95
-STREAMING_SAMPLE = 64
-SCORE_GROUPS = 4  # parts of a day scored and handed to its build one after another
-
-
-def _symbol_groups(bars: pd.DataFrame, parts: int):
-    """``bars`` (sorted by symbol) in about ``parts`` slices of whole symbols."""
-    symbol = bars["symbol"].to_numpy()
-    starts = np.flatnonzero(np.r_[True, symbol[1:] != symbol[:-1]]) if len(bars) else np.zeros(0, "int64")
-    wanted = np.linspace(0, len(bars), parts + 1)[1:-1]
-    cuts = np.unique(starts[np.minimum(np.searchsorted(starts, wanted), len(starts) - 1)]) if len(starts) else []
-    for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(bars)], strict=True):
-        if b > a:
-            yield bars.iloc[a:b]
-
-
-_KEPT = ["symbol", "timestamp", "close", "mx_evidence", "mx_confirm"]  # of every scored bar, for IC and the plot
-
-
-@dataclass
-class _Found:
-    """What scoring the days of a run leaves for after them: events, the bars' evidence, the first part scored."""
-
-    events: list[pd.DataFrame] = field(default_factory=list)
-    kept: list[pd.DataFrame] = field(default_factory=list)
-    sample: pd.DataFrame | None = None
-
-
-def _score_day(bars: pd.DataFrame, state, config: logic.DsiConfig, rows: store.RowStream, found: _Found):
-    """Score a day's ``bars`` from ``state`` into ``rows`` (its build) and ``found``; the state after the day.
-
-    A few symbols at a time: each symbol's state is its own, so the values are those of the whole day at once,
-    and PostgreSQL builds the day while the rest is scored. Leaving ``rows`` ends the build's stream, or fails it.
-    """
-    with rows:
-        for part in _symbol_groups(bars, SCORE_GROUPS):
-            scores, state = logic.score_bars(part, state, config)
-            rows.put(store.encode_scored(scores[frames.BAR_UPDATE_INPUTS]))
-            found.events.append(logic.detect_events(scores, config))
-            found.kept.append(scores[_KEPT])
-            if found.sample is None:
-                found.sample = scores
-    return state
-
-
-def _plot(scores: pd.DataFrame, events: pd.DataFrame) -> str:
-    """Close and evidence of the first symbol with its events; laid out by hand with fixed hour ticks (the
-    automatic date ticks and the tight crop drew the figure three times: most of the plot's cost)."""
-    from matplotlib import dates
-
-    symbol = sorted(scores["symbol"].astype(str).unique())[0]
-    part = scores[scores["symbol"] == symbol]
-    fig, (top, bottom) = plots.pyplot().subplots(2, 1, figsize=(8, 4.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    fig.subplots_adjust(left=0.09, right=0.98, top=0.97, bottom=0.1, hspace=0.08)
-    top.plot(part["timestamp"], part["close"], linewidth=0.7, label=f"{symbol} close")
-    marks = events[events["symbol"] == symbol] if len(events) else events
-    if len(marks):
-        closes = part.set_index("timestamp")["close"].reindex(pd.to_datetime(marks["timestamp"], utc=True))
-        top.scatter(closes.index, closes.to_numpy(), color="red", s=12, label="anomaly events", zorder=3)
-    bottom.plot(part["timestamp"], part["mx_evidence"], linewidth=0.6, color="purple")
-    bottom.axhline(0.5, color="grey", linewidth=0.5)
-    bottom.set_ylabel("mx_evidence")
-    span_h = max(1, int((part["timestamp"].iloc[-1] - part["timestamp"].iloc[0]) / pd.Timedelta(hours=1)))
-    bottom.xaxis.set_major_locator(dates.HourLocator(interval=max(1, span_h // 6)))
-    bottom.xaxis.set_major_formatter(dates.DateFormatter("%H:%M" if span_h <= 24 else "%m-%d"))
-    bottom.tick_params(axis="x", labelsize=7)
-    top.legend(loc="upper left", fontsize=7)
-    return plots.markdown_image(plots.figure_png(fig, tight=False), "dsi")
-
-
-def _swap_and_write(conn, builds: list[Future], built, begin, end, evidence_rows, event_rows,
-                    states) -> tuple[int, int, int]:
-    """(bars written, evidence rows, events), once every build has finished (a failed one raises here)."""
-    updated = sum(build.result() for build in builds)
-    store.attach_scored_days(conn, built)
-    store.update_rollup_evidence(conn, begin, end)
-    n_evidence, n_events = store.replace_events(conn, evidence_rows, event_rows, begin, end)
-    store.save_states(conn, states)
-    return updated, n_evidence, n_events
+_WRITES = ("Also writes the mx_* columns of the bar tables: mx_evidence, mx_confirm and mx_expert_contributions of "
+           "market_data_1m (each scored day partition rebuilt and swapped in), mx_evidence and mx_confirm of "
+           "market_data_15m and market_data_1h, and the end-of-day state in dsi_state.")
 
 
 @dg.multi_asset(
     name="dsi",
     specs=[
         dg.AssetSpec("dsi_evidence", deps=_DEPS, group_name="dsi", kinds={"postgres", "numpy"},
-                     description="One row per anomaly event: the full expert breakdown behind it (DSI)."),
+                     description="One row per anomaly event: the full expert breakdown behind it (DSI). " + _WRITES),
         dg.AssetSpec("anomaly_events", deps=_DEPS, group_name="dsi", kinds={"postgres"},
-                     description="One row per (symbol, minute, anomaly type) flagged by the anomaly experts."),
+                     description="One row per (symbol, minute, anomaly type) flagged by the anomaly experts. "
+                                 + _WRITES),
     ],
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     check_specs=check_specs_for("dsi_evidence") + check_specs_for("anomaly_events"),
 )
-def dsi(context: dg.AssetExecutionContext, db: PostgresResource):
-    """Scores every bar of the range (mx_* columns of the bar tables) and writes events with their evidence.
-
-    The state at the end of each day is stored in ``dsi_state``; a range starts from the state of the day before
-    it, and if that is missing, from the last stored state (or the first bar), so a range run, day-by-day runs and
-    a fresh database give the same values.
-    """
-    config = logic.DsiConfig()
+def dsi(context: dg.AssetExecutionContext,
+        db: PostgresResource) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """Scores every bar of the range and writes events with their evidence, the mx_* columns of market_data_1m
+    (mx_evidence, mx_confirm, mx_expert_contributions), the 15m/1h rollups' mx_evidence and mx_confirm, and the
+    state at the end of each day (``dsi_state``; ``pipeline.score_range`` says where a range starts from)."""
+    config = DsiConfig()
     window = context.partition_time_window
     start, end = pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")
-    started = time.perf_counter()
-    built: list[tuple[pd.Timestamp, str, str, bool]] = []  # (day, partition, new table, partition exists)
-    tag = uuid.uuid4().hex[:8]  # two runs building the same day never collide on a name
-    try:
-        with db.begin() as conn:
-            partitions = store.lock_days(conn)
-            previous = store.previous_state(conn, start, config.fingerprint())
-            if previous is not None:
-                begin, state = previous[0] + pd.Timedelta(days=1), logic.DsiState.from_bytes(previous[1])
-            else:
-                first = store.first_bar_day(conn)
-                begin, state = (min(first, start) if first is not None else start), None
-            if begin < start:
-                context.log.info(f"no DSI state for the day before {start.date()}: scoring from {begin.date()}")
-            states, found = [], _Found()
-            timed = None
-            steps = dict.fromkeys(("read", "score", "latency_and_events", "figures_alongside_the_builds_and_swap",
-                                   "wait_for_builds_and_swap", "commit"), 0.0)
-            lap = time.perf_counter()
-
-            def clock(step: str) -> None:  # seconds per step, for the metadata: where a run's time went
-                nonlocal lap
-                now = time.perf_counter()
-                steps[step] += now - lap
-                lap = now
-
-            # Each scored day is built as a new table on a connection of its own (PostgreSQL COPYs and indexes it
-            # while this thread scores the rest of the day and the next ones, detects events and times the
-            # streaming path); this transaction then swaps the days in and writes the rollups' evidence, the events
-            # and the state, on the builder's thread while this one computes the out-of-sample figures and the
-            # plot: all of it commits together or not at all.
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tis-dsi-build") as builder:
-                builds: list[Future] = []
-                for day in bar_store.days_with_bars(conn, "market_data_1m", begin, end):
-                    name, exists = store.lock_day(conn, day, partitions)
-                    carry = store.rows_with_module_columns(conn, day) > 0
-                    bars = bar_store.read_bars_in_two(db.engine, conn, day, day + pd.Timedelta(days=1))
-                    clock("read")
-                    if timed is None:
-                        timed = (bars, state)  # the streaming path is timed on the first day, from the state before it
-                    if len(builds) >= 2:  # at most two days' rows wait in memory for their build
-                        builds[-2].result()
-                    built.append((day, name, f"{name}_{tag}", exists))
-                    rows = store.RowStream()
-                    builds.append(builder.submit(store.build_scored_day, db.engine, day, built[-1][2], rows, carry))
-                    state = _score_day(bars, state, config, rows, found)
-                    states.append({"day": day.date(), "config_fingerprint": config.fingerprint(),
-                                   "symbols": len(state.symbols), "bars": len(bars), "state": state.to_bytes()})
-                    clock("score")
-                scored_s = time.perf_counter() - started
-                latency = (logic.measure_streaming_latency(timed[0], timed[1], config, n=min(STREAMING_SAMPLE, len(timed[0])))
-                           if timed is not None else
-                           {"latency_p50_ms": 1, "latency_p95_ms": 1, "throughput_per_second": 1})
-                events = pd.concat(found.events, ignore_index=True) if found.events else pd.DataFrame()
-                evidence_rows, event_rows = frames.event_rows(events, latency)
-                clock("latency_and_events")
-                # after the builds (the builder runs its tasks in order), PostgreSQL swaps the days in and writes
-                # the rollups' evidence, the events and the state on this transaction's connection, while this
-                # thread computes the out-of-sample figures and the plot (it touches the connection again only
-                # after ``writing`` is done)
-                writing = builder.submit(_swap_and_write, conn, builds, built, begin, end, evidence_rows, event_rows,
-                                         states)
-                scored = pd.concat(found.kept, ignore_index=True) if found.kept else pd.DataFrame(columns=_KEPT)
-                quality = (evaluate(scored, scored, horizon=config.horizon, warmup=config.tail_rows)
-                           if len(scored) else {})
-                plot = (_plot(found.sample, events) if found.sample is not None and len(found.sample)
-                        else "_no bars_")
-                clock("figures_alongside_the_builds_and_swap")
-                updated, n_evidence, n_events = writing.result()
-                clock("wait_for_builds_and_swap")
-    finally:
-        # after the transaction: the tables it attached have their partitions' names now; the others are dropped
-        bar_store.discard(db.engine, bar_store.BuiltDays(tag, [(day, name, new) for day, name, new, _ in built]))
-    clock("commit")
-    elapsed = time.perf_counter() - started
-    bars_scored = len(scored)
-    by_type = event_rows["anomaly_type"].value_counts().to_dict() if len(event_rows) else {}
+    run = pipeline.score_range(db.engine, start, end, config, context.log.info)
+    bars_scored, events = len(run.scored), run.event_rows
     shared = {
-        "range": f"{begin.date()}..{(end - pd.Timedelta(days=1)).date()}",
+        "range": f"{run.begin.date()}..{(end - pd.Timedelta(days=1)).date()}",
         "bars_scored": bars_scored,
-        "bars_per_second_with_writes": round(bars_scored / max(elapsed, 1e-9)),
-        "bars_per_second_scoring_and_staging": round(bars_scored / max(scored_s, 1e-9)),
-        "seconds_by_step": dg.MetadataValue.json({k: round(v, 3) for k, v in steps.items()}),
+        "bars_per_second_with_writes": round(bars_scored / max(run.elapsed, 1e-9)),
+        "bars_per_second_scoring_and_staging": round(bars_scored / max(run.scored_s, 1e-9)),
+        "seconds_by_step": dg.MetadataValue.json({k: round(v, 3) for k, v in run.steps.items()}),
     }
     yield dg.MaterializeResult(asset_key="dsi_evidence", metadata={
         **shared,
-        "dagster/row_count": n_evidence,
-        "bars_updated": updated,
-        "streaming_latency": dg.MetadataValue.json(latency),
-        "out_of_sample": dg.MetadataValue.json({k: (None if pd.isna(v) else v) for k, v in quality.items()}),
-        "confirmed_share": float(scored["mx_confirm"].astype(bool).mean()) if len(scored) else 0.0,
-        "plot": dg.MetadataValue.md(plot),
+        "dagster/row_count": run.n_evidence,
+        "bars_updated": run.updated,
+        "streaming_latency": dg.MetadataValue.json(run.latency),
+        "out_of_sample": dg.MetadataValue.json({k: (None if pd.isna(v) else v) for k, v in run.quality.items()}),
+        "confirmed_share": float(run.scored["mx_confirm"].astype(bool).mean()) if bars_scored else 0.0,
+        "plot": dg.MetadataValue.md(run.plot),
     })
     yield dg.MaterializeResult(asset_key="anomaly_events", metadata={
-        **shared, "dagster/row_count": n_events, "events_by_type": dg.MetadataValue.json(by_type),
-        "preview": dg.MetadataValue.md(event_rows.drop(columns=["signal_pack", "microstructure_validation"])
-                                       .head(10).to_markdown(index=False) if len(event_rows) else "_no events_"),
+        **shared, "dagster/row_count": run.n_events,
+        "events_by_type": dg.MetadataValue.json(events["anomaly_type"].value_counts().to_dict() if len(events) else {}),
+        "preview": dg.MetadataValue.md(events.drop(columns=["signal_pack", "microstructure_validation"])
+                                       .head(10).to_markdown(index=False) if len(events) else "_no events_"),
     })
-    yield from frame_check_results(evidence_rows, "dsi_evidence", (start, end), asset="dsi_evidence")
-    yield from frame_check_results(event_rows, "anomaly_events", (start, end), asset="anomaly_events")
-
+    yield from frame_check_results(run.evidence_rows, "dsi_evidence", (start, end), asset="dsi_evidence")
+    yield from frame_check_results(events, "anomaly_events", (start, end), asset="anomaly_events")

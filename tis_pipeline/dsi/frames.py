@@ -1,7 +1,7 @@
 """Rows for the database from DSI scores: per-bar updates, ``dsi_evidence`` and ``anomaly_events``. Pandas, pyarrow.
 
 Per bar, ``mx_expert_contributions`` holds each expert's signed contribution ``w_i (p_i - 0.5)`` (4 dp), as arrays
-per family in the order of ``logic.FAMILIES``. Its JSON text is built here column by column (pyarrow string kernels,
+per family in the order of ``logic.config.FAMILIES``. Its JSON text is built here column by column (pyarrow string kernels,
 no loop over bars) and parsed by COPY: building it in PostgreSQL with ``jsonb_build_object`` over 15 float columns
 took 0.4-0.5 s of the UPDATE's 1.3-1.7 s for a day of 50 symbols, parsing the text takes 0.2 s (bench/RESULTS.md).
 The text is the one PostgreSQL itself builds from the float8 values (``contribution_text``), so the stored jsonb
@@ -20,26 +20,27 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tis_pipeline.dsi import logic
+from tis_pipeline.dsi.logic.config import ANOMALY_DIRECTION, ANOMALY_EXPERTS, EXPERTS, FAMILIES, N_EXPERTS
+from tis_pipeline.dsi.logic.numeric import on_vote_grid
 
 _OHLCV = ["open", "high", "low", "close", "volume"]
 # a scored day partition's columns, in the order of its binary COPY: text, timestamptz, numerics, boolean, jsonb
 BAR_UPDATE_COLUMNS = ["symbol", "timestamp", *_OHLCV, "mx_evidence", "mx_confirm", "mx_expert_contributions"]
 # the columns of the scores that ``bar_updates`` reads
-BAR_UPDATE_INPUTS = ["symbol", "timestamp", *_OHLCV, "mx_evidence", "mx_confirm", "ret", *logic.EXPERTS,
-                     *(f"w__{name}" for name in logic.EXPERTS)]
+BAR_UPDATE_INPUTS = ["symbol", "timestamp", *_OHLCV, "mx_evidence", "mx_confirm", "ret", *EXPERTS,
+                     *(f"w__{name}" for name in EXPERTS)]
 _NAMESPACE = uuid.UUID("7f1e9a52-3b0c-4c8e-9d53-1c2b7a9e0d11")
 
 
 def contributions(scores: pd.DataFrame) -> np.ndarray:
-    """Per bar and expert (columns in ``logic.EXPERTS`` order): the signed contribution ``w_i (p_i - 0.5)``, 4 dp."""
+    """Per bar and expert (columns in ``logic.config.EXPERTS`` order): the signed contribution ``w_i (p_i - 0.5)``, 4 dp."""
     ret_sign = np.sign(scores["ret"].to_numpy(dtype="float64"))
-    out = np.empty((len(scores), logic.N_EXPERTS), dtype="float64")
-    for i, name in enumerate(logic.EXPERTS):
+    out = np.empty((len(scores), N_EXPERTS), dtype="float64")
+    for i, name in enumerate(EXPERTS):
         p = scores[name].to_numpy(dtype="float64")
         if name.startswith("anomaly__"):
-            direction = logic.ANOMALY_DIRECTION[logic.ANOMALY_EXPERTS.index(name.split("__", 1)[1])]
-            p = logic._grid(0.5 + 0.3 * direction * p * ret_sign)
+            direction = ANOMALY_DIRECTION[ANOMALY_EXPERTS.index(name.split("__", 1)[1])]
+            p = on_vote_grid(0.5 + 0.3 * direction * p * ret_sign)
         weight = scores["w__" + name].to_numpy(dtype="float64")
         out[:, i] = np.round(weight * (p - 0.5), 4)
     return out
@@ -85,10 +86,10 @@ def contribution_text(values: np.ndarray) -> list[pa.Array]:
 
 
 def contributions_json(values: np.ndarray) -> pa.Array:
-    """``mx_expert_contributions`` as JSON text per bar: ``{"<family>": [c, ...], ...}`` (``logic.FAMILIES`` order)."""
+    """``mx_expert_contributions`` as JSON text per bar: ``{"<family>": [c, ...], ...}`` (``logic.config.FAMILIES`` order)."""
     numbers = contribution_text(values)
     pieces, i = [], 0
-    for family, names in logic.FAMILIES.items():
+    for family, names in FAMILIES.items():
         pieces.append(("{" if i == 0 else "],") + f'"{family}":[')
         for k in range(len(names)):
             if k:
@@ -126,9 +127,9 @@ def _json(value) -> str:
 
 
 def event_rows(events: pd.DataFrame, latency: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(dsi_evidence rows, anomaly_events rows) for the events of ``logic.detect_events``.
+    """(dsi_evidence rows, anomaly_events rows) for the events of ``logic.events.detect_events``.
 
-    ``latency`` is ``logic.measure_streaming_latency``'s result: the stored figures are the legal (clamped)
+    ``latency`` is ``logic.score.measure_streaming_latency``'s result: the stored figures are the legal (clamped)
     ones; the true figures and the clamping flags go into ``mx_expert_contributions["latency"]``.
     """
     if events.empty:

@@ -14,8 +14,8 @@ from tis_pipeline.pg.copy import copy_frame
 from tis_pipeline.pg.engine import raw_connection
 from tis_pipeline.dsi import frames
 from tis_pipeline.dsi.frames import BAR_UPDATE_COLUMNS
-from tis_pipeline.market_data import store as bar_store
-from tis_pipeline.quality.sql import bucket_sql
+from tis_pipeline.pg import day_partitions
+from tis_pipeline.pg.buckets import bucket_sql
 
 
 def previous_state(conn: sa.Connection, before: pd.Timestamp, fingerprint: str) -> tuple[pd.Timestamp, bytes] | None:
@@ -26,7 +26,7 @@ def previous_state(conn: sa.Connection, before: pd.Timestamp, fingerprint: str) 
     """
     row = conn.execute(sa.text(
         "SELECT s.day, s.state FROM dsi_state s WHERE s.day < :d AND s.config_fingerprint = :f "
-        f"AND s.source_version >= {bar_store.versions_up_to('s.day')} ORDER BY s.day DESC LIMIT 1"),
+        f"AND s.source_version >= {day_partitions.versions_up_to('s.day')} ORDER BY s.day DESC LIMIT 1"),
         {"d": before.date(), "f": fingerprint}).first()
     return None if row is None else (pd.Timestamp(row.day, tz="UTC"), bytes(row.state))
 
@@ -42,8 +42,8 @@ def lock_days(conn: sa.Connection) -> set[str]:
     The DSI asset replaces the day partitions it scores, so it serialises with every other changer of them
     (ingest, retention, another DSI run) from before its first read to its commit.
     """
-    bar_store.lock_partition_changes(conn)
-    return bar_store.day_partitions(conn)
+    day_partitions.lock_partition_changes(conn)
+    return day_partitions.day_partitions(conn)
 
 
 def lock_day(conn: sa.Connection, day: pd.Timestamp, partitions: set[str]) -> tuple[str, bool]:
@@ -52,7 +52,7 @@ def lock_day(conn: sa.Connection, day: pd.Timestamp, partitions: set[str]) -> tu
 
     Taken before the day is read, so the rows the new partition is built from stay the rows of the table.
     """
-    name = bar_store.partition_name(day)  # built from a date, never from input
+    name = day_partitions.partition_name(day)  # built from a date, never from input
     exists = name in partitions
     conn.execute(sa.text(f'LOCK TABLE ONLY "{name if exists else "market_data_1m_default"}" IN SHARE MODE'))
     return name, exists
@@ -142,7 +142,7 @@ def build_scored_day(engine: sa.Engine, day: pd.Timestamp, staging: str, stream:
     with engine.connect() as conn:
         raw = raw_connection(conn)
         with raw.cursor() as cur:
-            bar_store.create_day_table(cur, day, staging)
+            day_partitions.create_day_table(cur, day, staging)
             # PostgreSQL parses one slice (its JSON above all) while the next is scored and encoded
             with cur.copy(statement) as copy:
                 copy.write(SIGNATURE)
@@ -160,7 +160,7 @@ def build_scored_day(engine: sa.Engine, day: pd.Timestamp, staging: str, stream:
             if repair:
                 cur.execute(psql.SQL(_CARRY).format(psql.Identifier(staging)),
                             {"a": day.to_pydatetime(), "b": (day + pd.Timedelta(days=1)).to_pydatetime()})
-            bar_store.finish_day_table(cur, staging)
+            day_partitions.finish_day_table(cur, staging)
         raw.commit()
     return written
 
@@ -183,7 +183,7 @@ def attach_scored_days(conn: sa.Connection, built: list[tuple[pd.Timestamp, str,
             conn.execute(sa.text('DELETE FROM market_data_1m_default WHERE "timestamp" >= :a AND "timestamp" < :b'),
                          {"a": day, "b": day + pd.Timedelta(days=1)})
         with raw_connection(conn).cursor() as cur:
-            bar_store.attach_day(cur, day, name, staging, replace=exists)
+            day_partitions.attach_day(cur, day, name, staging, replace=exists)
 
 
 def update_rollup_evidence(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp) -> None:
@@ -219,7 +219,7 @@ def save_states(conn: sa.Connection, states: list[dict]) -> None:
     conn.execute(sa.text("DELETE FROM dsi_state WHERE day = ANY(:days)"), {"days": [s["day"] for s in states]})
     conn.execute(sa.text(
         "INSERT INTO dsi_state (day, config_fingerprint, symbols, bars, state, source_version) "
-        f"VALUES (:day, :config_fingerprint, :symbols, :bars, :state, {bar_store.versions_up_to('CAST(:day AS date)')})"),
+        f"VALUES (:day, :config_fingerprint, :symbols, :bars, :state, {day_partitions.versions_up_to('CAST(:day AS date)')})"),
         states)
     # the trading day's states computed from these days' events are out of date now
-    bar_store.bump_day_versions(conn, [s["day"] for s in states], "dsi_day_versions")
+    day_partitions.bump_day_versions(conn, [s["day"] for s in states], "dsi_day_versions")

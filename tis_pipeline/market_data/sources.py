@@ -63,14 +63,15 @@ class BarSource(dg.ConfigurableResource):
             raise dg.Failure(f"TIS_MARKET_SOURCE={self.source!r} is not a source: use 'csv' or 'synthetic'")
         if not self.data_dir or not Path(self.data_dir).is_dir():
             raise dg.Failure(f"TIS_MARKET_DATA_DIR={self.data_dir!r} is not a directory")
-        from tis_pipeline.market_data import readers
+        from tis_pipeline.market_data.readers import catalog
+        from tis_pipeline.market_data.readers.contract import BarFileError
 
         manifest = self.manifest_path or str(_default_manifest(Path(self.data_dir)))
         try:
-            infos = readers.scan(self.data_dir, manifest_path=manifest, tz=self.tz, bar_label=self.bar_label)
-            result = readers.read_bars(self.data_dir, start, end, manifest_path=manifest, tz=self.tz,
-                                       bar_label=self.bar_label)
-        except readers.BarFileError as exc:
+            infos = catalog.scan(self.data_dir, manifest_path=manifest, tz=self.tz, bar_label=self.bar_label)
+            result = catalog.read_bar_files(self.data_dir, start, end, manifest_path=manifest, tz=self.tz,
+                                            bar_label=self.bar_label)
+        except BarFileError as exc:
             raise dg.Failure(description=f"cannot read bar file: {exc}") from exc
         symbols = sorted({s.upper() for info in infos if info.error is None and info.interval_seconds == 60
                           for s in info.symbols} | set(result.frame["symbol"].astype(str).str.upper()))
@@ -79,12 +80,12 @@ class BarSource(dg.ConfigurableResource):
 
 
 def scan_data_dir() -> list:
-    """``readers.FileInfo`` of every file under ``TIS_MARKET_DATA_DIR``, through the manifest the ingest uses (new
+    """``catalog.FileInfo`` of every file under ``TIS_MARKET_DATA_DIR``, through the manifest the ingest uses (new
     and changed files are learned, the others come from the manifest)."""
-    from tis_pipeline.market_data import readers
+    from tis_pipeline.market_data.readers import catalog
 
     s = settings()
-    return readers.scan(s.market_data_dir, manifest_path=str(_default_manifest(Path(s.market_data_dir))),
+    return catalog.scan(s.market_data_dir, manifest_path=str(_default_manifest(Path(s.market_data_dir))),
                         tz=s.market_tz, bar_label=s.bar_label)
 
 

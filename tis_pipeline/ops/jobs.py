@@ -4,10 +4,9 @@ retention of the project's tables and pruning of Dagster's own storage."""
 import dagster as dg
 import pandas as pd
 
-from tis_pipeline.market_data.store import drop_stale_scratch_tables
 from tis_pipeline.ops import retention
+from tis_pipeline.pg.day_partitions import drop_stale_scratch_tables
 from tis_pipeline.resources import PostgresResource
-
 
 # Every daily-partitioned asset: `tis backfill` runs ranges of it with an asset selection, the schedule runs the
 # day that just closed, and the file sensor the days whose files changed.

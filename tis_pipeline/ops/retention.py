@@ -26,8 +26,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
+from tis_pipeline.pg.buckets import bucket_sql
+from tis_pipeline.pg.day_partitions import lock_partition_changes
 from tis_pipeline.pg.engine import raw_connection
-from tis_pipeline.quality.sql import bucket_sql
 from tis_pipeline.settings import tis_home
 
 SEED_PERIODS = {
@@ -213,8 +214,6 @@ _MISSING_ROLLUPS = """
 
 def _apply_market_1m(conn: sa.Connection, cutoff: pd.Timestamp, outcome: TableOutcome) -> TableOutcome:
     from psycopg import sql
-
-    from tis_pipeline.market_data.store import lock_partition_changes
 
     lock_partition_changes(conn)  # an ingest swapping days meanwhile waits (or is waited for), no deadlock
     partitions = conn.execute(sa.text(

@@ -19,8 +19,16 @@ worker rebuilds it with the same arguments, which travel with each task.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
 from dagster_celery import celery_executor
+
+from tis_pipeline.market_data import definitions as market_data
+from tis_pipeline.resources import shared_resources
+
+if TYPE_CHECKING:  # define_asset_job's return type is public only through this module
+    from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 JOB_NAME = "market_data_celery_job"
 MARKET_DATA_ASSETS = ("market_data_1m", "market_data_15m", "market_data_1h")
@@ -35,15 +43,22 @@ def celery_config(broker: str = DEFAULT_BROKER, backend: str = DEFAULT_BACKEND,
     return {"broker": broker, "backend": backend, "config_source": {"task_default_queue": queue}}
 
 
-def market_data_celery_job(broker: str = DEFAULT_BROKER, backend: str = DEFAULT_BACKEND,
-                           queue: str = DEFAULT_QUEUE) -> dg.JobDefinition:
-    """The 1m ingest and its 15m/1h rollups with the project's resources, every step a Celery task."""
-    from tis_pipeline.definitions import defs
-
-    job = dg.define_asset_job(
+def market_data_celery_asset_job(broker: str = DEFAULT_BROKER, backend: str = DEFAULT_BACKEND,
+                                 queue: str = DEFAULT_QUEUE) -> UnresolvedAssetJobDefinition:
+    """The 1m ingest and its 15m/1h rollups, every step a Celery task (registered in the Definitions)."""
+    return dg.define_asset_job(
         JOB_NAME,
         selection=dg.AssetSelection.assets(*MARKET_DATA_ASSETS),
         executor_def=celery_executor.configured(celery_config(broker, backend, queue)),
         description="market_data_1m, _15m and _1h with every step on a Celery worker.",
     )
-    return dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def(JOB_NAME)
+
+
+def market_data_celery_job(broker: str = DEFAULT_BROKER, backend: str = DEFAULT_BACKEND,
+                           queue: str = DEFAULT_QUEUE) -> dg.JobDefinition:
+    """The same job resolved against the market-data Definitions and the shared resources, for
+    ``build_reconstructable_job`` (a worker rebuilds it from these arguments)."""
+    job = market_data_celery_asset_job(broker, backend, queue)
+    return dg.Definitions.merge(
+        market_data.defs, dg.Definitions(resources=shared_resources, jobs=[job])
+    ).resolve_job_def(JOB_NAME)

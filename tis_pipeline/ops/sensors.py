@@ -1,6 +1,6 @@
 """A sensor on ``TIS_MARKET_DATA_DIR``: bar files that appear, change or go away request runs of their days.
 
-The sensor learns the directory through the same manifest as the ingest (``readers.scan``: a file is read again
+The sensor learns the directory through the same manifest as the ingest (``catalog.scan``: a file is read again
 only when its size or modification time changed). Its cursor holds, per 1-minute file, the size, modification
 time and first and last UTC day. A file that appears or changes brings the days it holds now and the days it
 held before. A file that goes away brings the days it held: their partitions are rebuilt from the files that
@@ -29,7 +29,7 @@ from tis_pipeline.settings import settings
 
 
 def file_states(infos: Iterable) -> dict[str, list]:
-    """The cursor's content: per 1-minute file (``readers.FileInfo`` without an error), ``[size, mtime_ns, first
+    """The cursor's content: per 1-minute file (``catalog.FileInfo`` without an error), ``[size, mtime_ns, first
     UTC day, last UTC day]`` with the days as ISO dates."""
     return {info.path: [info.size, info.mtime_ns, info.first.date().isoformat(), info.last.date().isoformat()]
             for info in infos if info.holds_minute_bars}

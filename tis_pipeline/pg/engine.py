@@ -13,11 +13,9 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import make_url
 
-
-class DatabaseConfigError(RuntimeError):
-    """TIS_DATABASE_URL is wrong or its server is unreachable; the message names the fix."""
+from tis_pipeline.pg.errors import DatabaseConfigError
 
 
 def project_url() -> str:
@@ -115,21 +113,6 @@ def session_options(url: str) -> str:
     own = make_url(url).query.get("options", "")
     own = " ".join(own) if isinstance(own, tuple) else own
     return own if "jit=" in own.replace(" ", "") else f"{own} -c jit=off".strip()
-
-
-def libpq_dsn(url: str) -> str:
-    """A libpq connection string for psycopg from a SQLAlchemy URL (keeps ``?host=/socket`` forms)."""
-    u: URL = make_url(url)
-    parts = {
-        "dbname": u.database,
-        "user": u.username,
-        "password": u.password,
-        "host": u.host or u.query.get("host"),
-        "port": u.port,
-    }
-    from psycopg.conninfo import make_conninfo
-
-    return make_conninfo(**{k: v for k, v in parts.items() if v})
 
 
 def check_reachable(url: str) -> None:

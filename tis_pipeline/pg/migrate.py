@@ -8,7 +8,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from tis_pipeline.pg.engine import DatabaseConfigError, engine, redacted
+from tis_pipeline.pg.engine import engine, redacted
+from tis_pipeline.pg.errors import DatabaseConfigError
 from tis_pipeline.settings import PROJECT_ROOT
 
 # Dagster's storage keeps its own `alembic_version` table, possibly in the same database: ours is separate.

@@ -24,7 +24,7 @@ price_jump         ExpectColumnPairValuesAToBeGreaterThanB(threshold >= |log ret
 
 ``UnexpectedRowsExpectation`` would express the series rules in SQL, but GE 1.24 runs it on SQL and Spark
 datasources only, not pandas; hence the derived columns, and the SQL form of the rollup rule lives in
-``quality.sql`` for checks that read PostgreSQL.
+``market_data.rollups`` for checks that read PostgreSQL.
 """
 
 from __future__ import annotations

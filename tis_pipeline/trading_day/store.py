@@ -14,24 +14,24 @@ import pandas as pd
 import sqlalchemy as sa
 
 from tis_pipeline.pg.copy import copy_frame
+from tis_pipeline.pg.day_partitions import DAY_VERSION_TABLES, versions_up_to
 from tis_pipeline.pg.engine import fetch_frame, raw_connection
-from tis_pipeline.market_data import store as bar_store
-from tis_pipeline.trading_day import ecosystem
-from tis_pipeline.trading_day import plans
+from tis_pipeline.trading_day.ecosystem import common as ecosystem_tables
+from tis_pipeline.trading_day.plans import common as plan_tables
 
 # the seed's columns of each table the trading day writes, in the seed's order, as the logic builds them
 COLUMNS: Mapping[str, tuple[str, ...]] = {
-    "modules": ecosystem.MODULE_COLUMNS,
-    "trading_plans": tuple(plans.PLAN_COLUMNS),
-    "trading_plan_approvals": tuple(plans.APPROVAL_COLUMNS),
-    "module_performance": tuple(plans.PERFORMANCE_COLUMNS),
-    "module_messages": ecosystem.MESSAGE_COLUMNS,
-    "module_intelligence_sharing": ecosystem.SHARING_COLUMNS,
-    "module_replications": ecosystem.REPLICATION_COLUMNS,
-    "module_replication_triggers": ecosystem.TRIGGER_COLUMNS,
+    "modules": ecosystem_tables.MODULE_COLUMNS,
+    "trading_plans": tuple(plan_tables.PLAN_COLUMNS),
+    "trading_plan_approvals": tuple(plan_tables.APPROVAL_COLUMNS),
+    "module_performance": tuple(plan_tables.PERFORMANCE_COLUMNS),
+    "module_messages": ecosystem_tables.MESSAGE_COLUMNS,
+    "module_intelligence_sharing": ecosystem_tables.SHARING_COLUMNS,
+    "module_replications": ecosystem_tables.REPLICATION_COLUMNS,
+    "module_replication_triggers": ecosystem_tables.TRIGGER_COLUMNS,
 }
 # the columns holding Python dicts/lists, per table, as the logic declares them
-JSON_COLUMNS: Mapping[str, tuple[str, ...]] = {**ecosystem.JSON_COLUMNS, **plans.JSON_COLUMNS}
+JSON_COLUMNS: Mapping[str, tuple[str, ...]] = {**ecosystem_tables.JSON_COLUMNS, **plan_tables.JSON_COLUMNS}
 # children before parents: the order rows of a window are deleted in (the reverse is the order they are written)
 WINDOW_TABLES = ("module_replication_triggers", "module_replications", "module_intelligence_sharing",
                  "module_messages", "module_performance", "trading_plan_approvals", "trading_plans")
@@ -115,7 +115,7 @@ def previous_population(conn: sa.Connection, before: pd.Timestamp, fingerprint: 
     still valid: neither the bars nor DSI's scores of a day up to its own were written since it was saved."""
     row = conn.execute(sa.text(
         "SELECT s.day, s.population::text FROM ecosystem_state s WHERE s.day < :d AND s.config_fingerprint = :f "
-        f"AND s.source_version >= {bar_store.versions_up_to('s.day', bar_store.DAY_VERSION_TABLES)} "
+        f"AND s.source_version >= {versions_up_to('s.day', DAY_VERSION_TABLES)} "
         "ORDER BY s.day DESC LIMIT 1"), {"d": before.date(), "f": fingerprint}).first()
     return None if row is None else (pd.Timestamp(row.day, tz="UTC"), row.population)
 
@@ -214,4 +214,4 @@ def save_populations(conn: sa.Connection, states: list[dict]) -> None:
     conn.execute(sa.text(
         "INSERT INTO ecosystem_state (day, config_fingerprint, modules, population, source_version) "
         "VALUES (:day, :config_fingerprint, :modules, CAST(:population AS jsonb), "
-        f"{bar_store.versions_up_to('CAST(:day AS date)', bar_store.DAY_VERSION_TABLES)})"), states)
+        f"{versions_up_to('CAST(:day AS date)', DAY_VERSION_TABLES)})"), states)

@@ -212,7 +212,7 @@ def test_dsi_and_an_ingest_of_the_same_day_serialise(migrated_database_url):
 
 
 def scratch_tables(url) -> list[str]:
-    from tis_pipeline.market_data.store import SCRATCH_TABLE_PATTERN
+    from tis_pipeline.pg.day_partitions import SCRATCH_TABLE_PATTERN
 
     with engine(url).connect() as conn:
         return conn.execute(sa.text("SELECT relname FROM pg_class WHERE relname ~ :p"),
@@ -264,7 +264,7 @@ def test_the_rebuilt_days_keep_every_value_dsi_does_not_write(migrated_database_
 def test_a_scoring_failure_midway_through_a_day_abandons_its_build(migrated_database_url, monkeypatch):
     """The day's build consumes the scored parts as they come; a failure after the first part ends it too (no
     hang, no table left behind, nothing written)."""
-    from tis_pipeline.dsi import logic
+    from tis_pipeline.dsi.logic import score as logic
 
     url = migrated_database_url
     assert run(url, MARKET, "2024-01-08", "2024-01-08").success
@@ -286,7 +286,7 @@ def test_a_scoring_failure_midway_through_a_day_abandons_its_build(migrated_data
 
 
 def test_a_failed_build_fails_the_run_and_leaves_nothing(migrated_database_url, monkeypatch):
-    from tis_pipeline.market_data import store as bar_store
+    from tis_pipeline.pg import day_partitions as bar_store
 
     url = migrated_database_url
     assert run(url, MARKET, "2024-01-08", "2024-01-09").success

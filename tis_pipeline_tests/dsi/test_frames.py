@@ -7,7 +7,9 @@ import sqlalchemy as sa
 
 from tis_pipeline.pg.copy import copy_frame
 from tis_pipeline.pg.engine import engine, raw_connection
-from tis_pipeline.dsi import frames, logic
+from tis_pipeline.dsi import frames
+from tis_pipeline.dsi.logic import score as logic
+from tis_pipeline.dsi.logic.config import FAMILIES
 from bench.dsi_logic import make_bars
 
 pytestmark = pytest.mark.pg
@@ -19,7 +21,7 @@ EDGES = [0.0, -0.0, 0.5, -0.5, 0.0001, -0.0001, 0.1, -0.1, 0.12, 0.123, 0.1234, 
 def _built_in_sql(alias: str) -> str:
     """What the bars held before: jsonb_build_object over the 15 float8 contributions (main's UPDATE)."""
     parts, i = [], 0
-    for family, names in logic.FAMILIES.items():
+    for family, names in FAMILIES.items():
         parts.append(f"'{family}', jsonb_build_array({', '.join(f'{alias}.c{i + k}' for k in range(len(names)))})")
         i += len(names)
     return f"jsonb_build_object({', '.join(parts)})"

@@ -15,21 +15,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pandas.testing import assert_frame_equal
 
-from tis_pipeline.dsi import evaluation, logic
+from tis_pipeline.dsi import evaluation
 from bench.dsi_logic import make_bars
-from tis_pipeline.dsi.logic import (
-    EXPERTS,
-    N_EXPERTS,
-    DsiConfig,
-    DsiState,
-    detect_events,
+from tis_pipeline.dsi.logic import classifiers
+from tis_pipeline.dsi.logic import score as logic
+from tis_pipeline.dsi.logic.config import EXPERTS, FAMILIES, N_EXPERTS, DsiConfig
+from tis_pipeline.dsi.logic.events import detect_events
+from tis_pipeline.dsi.logic.microtape import microtape_hash
+from tis_pipeline.dsi.logic.score import (
     frame_digest,
     measure_streaming_latency,
-    microtape_hash,
     microtape_hashes,
     score_bars,
     score_next_bar,
 )
+from tis_pipeline.dsi.logic.state import DsiState
 
 # small windows' worth of data, so make retirements and events happen
 CFG = DsiConfig(retire_span=30, weight_floor=0.04, eta=0.5, event_threshold=0.6, divergence_threshold=0.3,
@@ -118,7 +118,7 @@ def test_range_equals_day_by_day_and_any_split(monkeypatch):
 
 def test_replay_determinism_across_processes():
     code = ("import hashlib; from bench.dsi_logic import make_bars; "
-            "from tis_pipeline.dsi.logic import score_bars, frame_digest; "
+            "from tis_pipeline.dsi.logic.score import score_bars, frame_digest; "
             "s, st = score_bars(make_bars(20000, 4, seed=3)); "
             "print(frame_digest(s), hashlib.sha256(st.to_bytes()).hexdigest())")
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -195,7 +195,7 @@ def test_ngram_counts_use_only_elapsed_labels(n, h, n_ctx, n_seg, seed):
     seg = np.sort(rng.integers(0, n_seg, n))
     ctx = rng.integers(0, n_ctx + 1, n).astype(np.int16)
     val = rng.integers(0, 1000, n).astype(np.int64)
-    got = logic._ngram_counts(ctx, n_ctx, val, seg, h)
+    got = classifiers._ngram_counts(ctx, n_ctx, val, seg, h)
     want = [sum(val[s] for s in range(t - h) if seg[s] == seg[t] and ctx[s] == ctx[t]) for t in range(n)]
     assert got.tolist() == want
 
@@ -273,7 +273,7 @@ def test_events_deduplicated_within_cooling_window():
         "anomaly_score"]).all()
     assert events["mx_microtape_hash"].str.fullmatch("[0-9a-f]{64}").all()
     pack = events["signal_pack"].iloc[0]
-    assert set(pack) >= {"bar", "features", "experts", "context"} and set(pack["experts"]) == set(logic.FAMILIES)
+    assert set(pack) >= {"bar", "features", "experts", "context"} and set(pack["experts"]) == set(FAMILIES)
     # the cooling clock is carried across calls
     s1, st = score_bars(bars.iloc[:222], None, cfg)
     s2, _ = score_bars(bars.iloc[222:], st, cfg)
@@ -318,7 +318,7 @@ def test_evaluation_ic_and_hit_rate():
 @pytest.mark.parametrize("field,value", [("cooling_minutes", 0), ("cooling_minutes", -5), ("window", 0),
                                          ("vol_window", 2), ("weight_floor", 0.0), ("ci_level", 1.0), ("eta", 0.0)])
 def test_config_rejects_values_the_scoring_cannot_run_with(field, value):
-    from tis_pipeline.dsi.logic import DsiConfig
+    from tis_pipeline.dsi.logic.config import DsiConfig
 
     with pytest.raises(ValueError, match=field.split("_")[0]):
         DsiConfig(**{field: value})
@@ -326,7 +326,7 @@ def test_config_rejects_values_the_scoring_cannot_run_with(field, value):
 
 @pytest.mark.parametrize("n", [0, 1, 7, 64, 10_000])
 def test_the_first_bars_in_time_are_those_of_a_full_sort(n):
-    from tis_pipeline.dsi.logic import _first_in_time
+    from tis_pipeline.dsi.logic.score import _first_in_time
     from tis_pipeline.market_data import synthetic
 
     day = pd.Timestamp("2024-03-04", tz="UTC")

@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from tis_pipeline.pg.engine import engine
 from tis_pipeline.market_data import synthetic
 from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
 from tis_pipeline.market_data.partitions import range_tags
 from tis_pipeline.market_data.sources import BarSource
+from tis_pipeline.pg.engine import engine
 from tis_pipeline.resources import PostgresResource
 from tis_pipeline_tests.support.locks import wait_for_lock_waiters
 
@@ -345,13 +345,12 @@ def test_a_bad_later_day_of_a_range_fails_it_and_drops_the_days_already_built(da
 
 
 def test_a_day_handed_to_the_builds_in_two_parts_is_refused(database_url):
-    from tis_pipeline.pg import migrate
-    from tis_pipeline.market_data import store
+    from tis_pipeline.pg import day_partitions, migrate
 
     migrate.upgrade(database_url)
     day = pd.Timestamp("2024-04-25", tz="UTC")
     bars = synthetic.day_bars(day, SYMBOLS, seed=11)
-    builds = store.DayBuilds(engine(database_url), day, day + pd.Timedelta(days=1))
+    builds = day_partitions.DayBuilds(engine(database_url), day, day + pd.Timedelta(days=1))
     builds.add(bars[bars["symbol"] == "AAA"])
     with pytest.raises(ValueError, match="2024-04-25 came in two parts"):
         builds.add(bars[bars["symbol"] == "BBB"])
@@ -397,7 +396,7 @@ def test_the_rollups_leave_no_scratch_tables_whether_they_succeed_or_fail(migrat
 @pytest.mark.parametrize(("table", "minutes"), [("market_data_15m", 15), ("market_data_1h", 60)])
 def test_the_pieces_of_a_rollup_window_are_cut_on_its_bucket_boundaries(table, minutes):
     """A bucket never straddles two pieces, even for a window that is not a whole number of days."""
-    from tis_pipeline.market_data.store import ROLLUP_PIECES, _rollup_cuts
+    from tis_pipeline.market_data.rollups import ROLLUP_PIECES, _rollup_cuts
 
     start = pd.Timestamp("2024-03-04", tz="UTC")
     for end, pieces in ((start + pd.Timedelta(minutes=200), 3 if minutes == 60 else ROLLUP_PIECES),
@@ -409,22 +408,23 @@ def test_the_pieces_of_a_rollup_window_are_cut_on_its_bucket_boundaries(table, m
 
 
 def test_the_rollup_pieces_read_the_snapshot_of_the_replacing_transaction(database_url):
-    from tis_pipeline.market_data import store
+    from tis_pipeline.market_data import rollups
+    from tis_pipeline.pg import day_partitions
 
     day = pd.Timestamp("2024-06-10", tz="UTC")
     assert materialize_range(database_url, "2024-06-10", "2024-06-10", [market_data_1m]).success
     eng = engine(database_url)
     with eng.begin() as conn:
-        snapshot = store.export_snapshot(conn)
+        snapshot = day_partitions.export_snapshot(conn)
         # a write committed after the snapshot and before the pieces start: all of them must miss it
         with eng.begin() as other:
             other.execute(sa.text("DELETE FROM market_data_1m WHERE symbol = 'BBB' AND \"timestamp\" >= :a"),
                           {"a": day})
-        pinned = store.stage_expected_rollup(eng, "market_data_15m", day, day + pd.Timedelta(days=1), snapshot)
-        unpinned = store.stage_expected_rollup(eng, "market_data_15m", day, day + pd.Timedelta(days=1))
+        pinned = rollups.stage_expected_rollup(eng, "market_data_15m", day, day + pd.Timedelta(days=1), snapshot)
+        unpinned = rollups.stage_expected_rollup(eng, "market_data_15m", day, day + pd.Timedelta(days=1))
         assert len(pinned.tables) == 4
         assert pinned.ready() == 2 * 96  # both symbols, every quarter hour of the day
         assert unpinned.ready() == 96    # only AAA is left
-    store.discard_expected(eng, pinned)
-    store.discard_expected(eng, unpinned)
+    rollups.discard_expected(eng, pinned)
+    rollups.discard_expected(eng, unpinned)
     assert _scratch_tables(database_url) == []

@@ -21,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 from tis_pipeline.pg.engine import engine
-from tis_pipeline.market_data import readers
+from tis_pipeline.market_data.readers import catalog, files
 from tis_pipeline.market_data.assets import market_data_1m
 from tis_pipeline.market_data.sources import BarSource
 from tis_pipeline.resources import PostgresResource
@@ -331,7 +331,7 @@ def test_a_file_that_fails_the_run_changes_nothing(database_url, tmp_path, file,
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Reader-level: the DST fixes in readers.py, without a database
+# Reader-level: the DST fixes in readers/timestamps.py, without a database
 # --------------------------------------------------------------------------------------------------------------
 
 FALL = ([f"2024-11-03 00:{m:02d}" for m in range(40, 60)] + [f"2024-11-03 01:{m:02d}" for m in range(60)] * 2
@@ -349,7 +349,7 @@ def write(tmp_path: Path, name: str, times: list[str], symbols=("SPY",)) -> Path
 @pytest.mark.parametrize("order", ["forward", "newest_first"])
 def test_repeated_fall_back_hour_is_split_by_file_order_per_symbol(tmp_path, order):
     times = FALL if order == "forward" else FALL[::-1]
-    f = readers.read_file(write(tmp_path, "fall.csv", times, ("SPY", "QQQ")), tz=NY).frame
+    f = files.read_file(write(tmp_path, "fall.csv", times, ("SPY", "QQQ")), tz=NY).frame
     assert f["raw"].isna().all()
     for s in ("SPY", "QQQ"):
         got = f.loc[f["symbol"] == s, "timestamp"].tolist()
@@ -358,13 +358,13 @@ def test_repeated_fall_back_hour_is_split_by_file_order_per_symbol(tmp_path, ord
 
 def test_an_identical_row_inside_the_repeated_hour_stays_a_duplicate_of_its_own_pass(tmp_path):
     times = FALL[:50] + [FALL[49]] + FALL[50:]  # 01:29 EDT written twice
-    f = readers.read_file(write(tmp_path, "fall.csv", times), tz=NY).frame
+    f = files.read_file(write(tmp_path, "fall.csv", times), tz=NY).frame
     assert f["timestamp"].tolist() == FALL_UTC[:50] + [FALL_UTC[49]] + FALL_UTC[50:]
 
 
 def test_a_repeated_hour_whose_order_does_not_tell_is_left_as_bad_rows(tmp_path):
     once = FALL[:80] + FALL[140:]  # 01:00-01:59 appears once: EDT or EST cannot be told
-    res = readers.read_file(write(tmp_path, "once.csv", once), tz=NY)
+    res = files.read_file(write(tmp_path, "once.csv", once), tz=NY)
     f = res.frame
     assert f["timestamp"].isna().tolist() == [False] * 20 + [True] * 60 + [False] * 20
     assert f["raw"].notna().sum() == 60
@@ -379,11 +379,11 @@ def test_an_unparseable_row_after_a_future_row_stays_in_the_present_window(tmp_p
     lines += ["2099-05-11 10:10:00,1,2,0.5,1.5,1", "garbage,1,2,0.5,1.5,1", "2023-05-11 10:12:00,1,2,0.5,1.5,1"]
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "f.csv").write_text("\n".join(lines) + "\n")
-    res = readers.read_bars(tmp_path / "d", utc("2023-05-11"), utc("2023-05-12"))
+    res = catalog.read_bar_files(tmp_path / "d", utc("2023-05-11"), utc("2023-05-12"))
     assert res.frame["source_line"].tolist() == [*range(2, 12), 13, 14]
     assert res.frame["timestamp"].isna().tolist() == [False] * 10 + [True, False]
     assert sum("stamped later than now (first at line 12" in n for n in res.notes) == 1
-    later = readers.read_bars(tmp_path / "d", utc("2023-05-12"), utc("2023-05-13"))
+    later = catalog.read_bar_files(tmp_path / "d", utc("2023-05-12"), utc("2023-05-13"))
     assert len(later.frame) == 0 and not any("stamped later" in n for n in later.notes)
 
 
@@ -396,7 +396,7 @@ def test_files_that_give_no_row_to_any_window_are_listed_as_skipped(tmp_path):
     (root / "future_only.csv").write_text(header + "".join(
         f"2099-01-01 10:{m:02d},1,2,0.5,1.5,1\n" for m in range(5)))
     (root / "header_only.csv").write_text(header)
-    res = readers.read_bars(root, utc("2024-03-10"), utc("2024-03-11"), tz=NY)
+    res = catalog.read_bar_files(root, utc("2024-03-10"), utc("2024-03-11"), tz=NY)
     assert len(res.frame) == 0
     assert sorted(res.skipped) == [
         (str(root / "future_only.csv"),

@@ -2,7 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tis_pipeline.market_data import logic, synthetic
+from tis_pipeline.market_data import describe, synthetic, validate
+from tis_pipeline.market_data.bars import normalise_bars
 
 NOW = pd.Timestamp("2024-01-03 00:00", tz="UTC")
 
@@ -12,7 +13,7 @@ def _bars(rows):
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], format="ISO8601", utc=True)
     frame["source_file"] = "f.csv"
     frame["source_line"] = np.arange(2, len(frame) + 2)
-    return logic.normalise_bars(frame)
+    return normalise_bars(frame)
 
 
 GOOD = ["ABC", "2024-01-02 10:00", 10.0, 11.0, 9.0, 10.5, 100.0]
@@ -36,7 +37,7 @@ GOOD = ["ABC", "2024-01-02 10:00", 10.0, 11.0, 9.0, 10.5, 100.0]
     ],
 )
 def test_each_rule_quarantines_exactly_the_bad_row(row, rule):
-    checked = logic.validate_bars(_bars([GOOD, row]), now=NOW)
+    checked = validate.validate_bars(_bars([GOOD, row]), now=NOW)
     assert len(checked.clean) == 1
     assert checked.clean.iloc[0]["close"] == 10.5
     assert checked.quarantine["rule"].tolist() == [rule]
@@ -47,7 +48,7 @@ def test_each_rule_quarantines_exactly_the_bad_row(row, rule):
 def test_exact_duplicate_keeps_one_copy_and_conflicting_minute_keeps_none():
     conflict = ["ABC", "2024-01-02 10:05", 10.0, 12.0, 9.0, 10.5, 100.0]
     conflict_other = ["ABC", "2024-01-02 10:05", 10.0, 12.0, 9.0, 11.5, 100.0]
-    checked = logic.validate_bars(_bars([GOOD, GOOD, conflict, conflict_other]), now=NOW)
+    checked = validate.validate_bars(_bars([GOOD, GOOD, conflict, conflict_other]), now=NOW)
     assert len(checked.clean) == 1
     assert sorted(checked.quarantine["rule"]) == ["market_data_1m_key_unique"] * 3
     messages = sorted(checked.quarantine["message"])
@@ -61,15 +62,15 @@ def test_missing_minutes_counts_inner_gaps_per_symbol_and_day():
         ["A", "2024-01-02 10:05", 1, 1, 1, 1, 1],
         ["B", "2024-01-02 10:00", 1, 1, 1, 1, 1],
     ])
-    gaps = logic.missing_minutes(frame).set_index("symbol")
+    gaps = describe.missing_minutes(frame).set_index("symbol")
     assert gaps.loc["A", "missing"] == 3
     assert gaps.loc["A", "bars"] == 3
     assert gaps.loc["B", "missing"] == 0
 
 
 def test_quarantine_share_by_day():
-    checked = logic.validate_bars(_bars([GOOD, ["ABC", "2024-01-02 10:01", -1, 1, 1, 1, 1]]), now=NOW)
-    share = logic.quarantine_share_by_day(checked.clean, checked.quarantine)
+    checked = validate.validate_bars(_bars([GOOD, ["ABC", "2024-01-02 10:01", -1, 1, 1, 1, 1]]), now=NOW)
+    share = validate.quarantine_share_by_day(checked.clean, checked.quarantine)
     assert share.tolist() == [0.5]
 
 
@@ -88,7 +89,7 @@ def test_synthetic_source_is_deterministic_and_day_by_day_equals_range():
 def test_synthetic_bars_are_valid_and_realistic():
     frame = synthetic.bars(pd.Timestamp("2024-03-01", tz="UTC"), pd.Timestamp("2024-03-08", tz="UTC"),
                            ["AAA", "BBB", "CCC"], seed=1)
-    checked = logic.validate_bars(logic.normalise_bars(frame), now=NOW + pd.Timedelta(days=365))
+    checked = validate.validate_bars(normalise_bars(frame), now=NOW + pd.Timedelta(days=365))
     assert checked.counts == {}
     returns = np.log(frame["close"]).groupby(frame["symbol"]).diff().dropna()
     kurtosis = ((returns - returns.mean()) ** 4).mean() / returns.var() ** 2
@@ -123,9 +124,9 @@ def _messy_bars() -> pd.DataFrame:
     return _bars(rows)
 
 
-def _day_pieces(frame: pd.DataFrame) -> list[logic.Validated]:
+def _day_pieces(frame: pd.DataFrame) -> list[validate.Validated]:
     day = frame["timestamp"].dt.floor("D")
-    return [logic.validate_bars(frame[(day == d) | (day.isna() & (d == day.min()))].reset_index(drop=True), now=NOW)
+    return [validate.validate_bars(frame[(day == d) | (day.isna() & (d == day.min()))].reset_index(drop=True), now=NOW)
             for d in sorted(day.dropna().unique())]
 
 
@@ -133,8 +134,8 @@ def test_rules_validation_enforced_are_reported_as_judged():
     """The rules validation quarantined by are not judged again on the clean rows; the report is the same."""
     from tis_pipeline.quality.evaluate import evaluate_frame
 
-    for checked in (logic.validate_bars(_messy_bars(), now=NOW), logic.Validated.concat(_day_pieces(_messy_bars()))):
-        assert len(checked.quarantine) >= 13 and checked.enforced == logic.ENFORCED_RULES
+    for checked in (validate.validate_bars(_messy_bars(), now=NOW), validate.Validated.concat(_day_pieces(_messy_bars()))):
+        assert len(checked.quarantine) >= 13 and checked.enforced == validate.ENFORCED_RULES
         judged = evaluate_frame(checked.clean, "market_data_1m", now=NOW)
         reported = evaluate_frame(checked.clean, "market_data_1m", now=NOW, enforced=checked.enforced)
         assert [r.name for r in reported.results] == [r.name for r in judged.results]
@@ -154,43 +155,43 @@ def test_rules_validation_enforced_are_reported_as_judged():
 
 def test_joined_pieces_enforce_the_key_only_when_apart_in_time():
     pieces = _day_pieces(_messy_bars())
-    assert logic.KEY_UNIQUE_RULE in logic.Validated.concat(pieces).enforced
-    again = logic.Validated.concat([pieces[0], pieces[0]])  # the same minutes twice
-    assert again.enforced == logic.ENFORCED_RULES - {logic.KEY_UNIQUE_RULE}
-    unknown = logic.Validated(clean=pieces[0].clean, quarantine=pieces[0].quarantine, counts={})
-    assert logic.Validated.concat([unknown, pieces[1]]).enforced == frozenset()
+    assert validate.KEY_UNIQUE_RULE in validate.Validated.concat(pieces).enforced
+    again = validate.Validated.concat([pieces[0], pieces[0]])  # the same minutes twice
+    assert again.enforced == validate.ENFORCED_RULES - {validate.KEY_UNIQUE_RULE}
+    unknown = validate.Validated(clean=pieces[0].clean, quarantine=pieces[0].quarantine, counts={})
+    assert validate.Validated.concat([unknown, pieces[1]]).enforced == frozenset()
 
 
 def test_summary_equals_the_groupby_of_missing_minutes():
     """The numpy path (string symbols) against missing_minutes' groupby (taken for object symbols)."""
-    frame = logic.validate_bars(_messy_bars(), now=NOW).clean
+    frame = validate.validate_bars(_messy_bars(), now=NOW).clean
     bars = synthetic.bars(pd.Timestamp("2024-03-01", tz="UTC"), pd.Timestamp("2024-03-04", tz="UTC"),
                           ["AAA", "BBB", "CCC"], seed=1)
-    shuffled = logic.normalise_bars(bars).sample(frac=0.6, random_state=2)
+    shuffled = normalise_bars(bars).sample(frac=0.6, random_state=2)
     far = pd.concat([frame, frame.tail(2).assign(timestamp=pd.Timestamp("1969-12-31 23:58", tz="UTC"))])
     for case in (frame, shuffled, far, shuffled.assign(timestamp=shuffled["timestamp"].dt.as_unit("ns"))):
         assert isinstance(case["symbol"].dtype, pd.StringDtype)
-        fast, slow = logic.summary(case), logic.summary(case.astype({"symbol": object}))
+        fast, slow = describe.summary(case), describe.summary(case.astype({"symbol": object}))
         assert fast == slow
         assert list(fast["missing_by_symbol"]) == list(slow["missing_by_symbol"])
-    assert sum(logic.summary(frame)["missing_by_symbol"].values()) > 0
+    assert sum(describe.summary(frame)["missing_by_symbol"].values()) > 0
 
 
 def test_quarantine_share_counts_days_far_apart_and_missing_times():
-    clean = logic.validate_bars(_messy_bars(), now=NOW).clean
+    clean = validate.validate_bars(_messy_bars(), now=NOW).clean
     far = pd.concat([clean, clean.tail(3).assign(timestamp=[pd.Timestamp("1990-05-01 10:00", tz="UTC"), pd.NaT,
                                                             pd.Timestamp("2024-01-02 23:59", tz="UTC")])])
     tokyo = far.assign(timestamp=far["timestamp"].dt.tz_convert("Asia/Tokyo"))  # UTC days all the same
     for frame in (clean, far, tokyo):
-        got = logic._utc_date_counts(frame["timestamp"])
+        got = validate._utc_date_counts(frame["timestamp"])
         want = frame["timestamp"].dt.tz_convert("UTC").dt.date.value_counts().sort_index()
         assert got.to_dict() == want.to_dict() and list(got.index) == list(want.index)
 
 
 def test_day_split_of_the_builds_equals_the_groupby_by_utc_day():
-    from tis_pipeline.market_data.store import _by_day
+    from tis_pipeline.pg.day_partitions import _by_day
 
-    clean = logic.validate_bars(_messy_bars(), now=NOW).clean
+    clean = validate.validate_bars(_messy_bars(), now=NOW).clean
     one_day = clean[clean["timestamp"] < pd.Timestamp("2024-01-02", tz="UTC")]
     # one UTC day, two days in Tokyo (UTC+9): 14:30 and 15:30 UTC
     tokyo = one_day.head(2).assign(timestamp=pd.to_datetime(["2024-01-01 14:30", "2024-01-01 15:30"], utc=True)

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from tis_pipeline.pg.engine import engine
 from tis_pipeline.market_data import store
+from tis_pipeline.pg import day_partitions
+from tis_pipeline.pg.engine import engine
 
 pytestmark = pytest.mark.pg
 DAY = pd.Timestamp("2024-05-06", tz="UTC")
@@ -76,7 +77,7 @@ def test_days_with_bars_probes_each_day_and_finds_what_a_scan_finds(migrated_dat
         # and a bar in the last minute of a day
         for day in (days[1], days[4]):
             conn.execute(sa.text(
-                f'CREATE TABLE "{store.partition_name(day)}" PARTITION OF market_data_1m '
+                f'CREATE TABLE "{day_partitions.partition_name(day)}" PARTITION OF market_data_1m '
                 f"FOR VALUES FROM ('{day.isoformat()}') TO ('{(day + pd.Timedelta(days=1)).isoformat()}')"))
         for day, minute in ((days[1], 600), (days[2], 0), (days[3], 1439)):
             conn.execute(sa.text(
@@ -97,7 +98,7 @@ def _insert_days(conn, symbols: list[str], days: list[pd.Timestamp]) -> None:
     """Bars of ``symbols`` on ``days``: the first day in a partition of its own, the others in DEFAULT."""
     first = days[0]
     conn.execute(sa.text(
-        f'CREATE TABLE "{store.partition_name(first)}" PARTITION OF market_data_1m '
+        f'CREATE TABLE "{day_partitions.partition_name(first)}" PARTITION OF market_data_1m '
         f"FOR VALUES FROM ('{first.isoformat()}') TO ('{(first + pd.Timedelta(days=1)).isoformat()}')"))
     rng = np.random.default_rng(11)
     rows = []

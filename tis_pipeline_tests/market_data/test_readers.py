@@ -15,15 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tis_pipeline.market_data import readers
-from tis_pipeline.market_data.readers import (
-    BarFileError,
-    FileInfo,
-    read_bars,
-    read_file,
-    scan,
-    symbol_from_path,
-)
+from tis_pipeline.market_data.readers import catalog
+from tis_pipeline.market_data.readers.catalog import FileInfo, read_bar_files, scan
+from tis_pipeline.market_data.readers.contract import FRAME_COLUMNS, BarFileError
+from tis_pipeline.market_data.readers.files import read_file
+from tis_pipeline.market_data.readers.symbols import symbol_from_path
 from tis_pipeline_tests.support.shared import shared_dir
 
 SHARED = shared_dir() / "data" / "market"
@@ -44,20 +40,20 @@ def ts(text: str) -> pd.Timestamp:
 
 @pytest.fixture
 def load_calls(monkeypatch) -> list[str]:
-    """Counts how often a file is actually parsed (readers._load is the one parser entry point)."""
+    """Counts how often a file is actually parsed (files.load_file is the one parser entry point)."""
     calls: list[str] = []
-    original = readers._load
+    original = catalog.load_file
 
     def counting(path, *args, **kwargs):
         calls.append(str(path))
         return original(path, *args, **kwargs)
 
-    monkeypatch.setattr(readers, "_load", counting)
+    monkeypatch.setattr(catalog, "load_file", counting)
     return calls
 
 
 def assert_frame_contract(frame: pd.DataFrame) -> None:
-    assert list(frame.columns) == readers.FRAME_COLUMNS
+    assert list(frame.columns) == FRAME_COLUMNS
     assert str(frame["timestamp"].dtype) == "datetime64[ns, UTC]"
     for c in ("open", "high", "low", "close", "volume"):
         assert frame[c].dtype == np.float64, c
@@ -324,7 +320,7 @@ def test_real_read_bars_reads_only_overlapping_files(shared, tmp_path, load_call
     manifest = tmp_path / "manifest.json"
     scan(shared, manifest_path=manifest)
     load_calls.clear()
-    res = read_bars(shared, ts("2013-10-07"), ts("2013-10-08"), manifest_path=manifest)
+    res = read_bar_files(shared, ts("2013-10-07"), ts("2013-10-08"), manifest_path=manifest)
     assert load_calls == [str(shared / IBM_DIR / "20131007_trade.zip")]
     check_clean_one_minute(res.frame, 453, "IBM", "2013-10-07 08:00", "2013-10-07 23:26")
     assert sorted(res.skipped) == sorted(
@@ -339,25 +335,27 @@ def test_real_read_bars_reads_only_overlapping_files(shared, tmp_path, load_call
     )
     # a window inside one file keeps only its rows (start inclusive, end exclusive)
     load_calls.clear()
-    res = read_bars(shared, ts("2012-02-01 00:00"), ts("2012-02-01 00:10"), manifest_path=manifest)
+    res = read_bar_files(shared, ts("2012-02-01 00:00"), ts("2012-02-01 00:10"), manifest_path=manifest)
     assert load_calls == [str(shared / "nautilus_trader/fxcm/gbpusd-m1-bid-2012.csv")]
     assert res.frame["timestamp"].tolist() == list(
         pd.date_range("2012-02-01", periods=10, freq="1min", tz="UTC")
     )
     # naive bounds are UTC; a window with no data reads nothing
     load_calls.clear()
-    res = read_bars(shared, pd.Timestamp("1999-01-01"), pd.Timestamp("1999-02-01"), manifest_path=manifest)
+    res = read_bar_files(
+        shared, pd.Timestamp("1999-01-01"), pd.Timestamp("1999-02-01"), manifest_path=manifest
+    )
     assert load_calls == [] and len(res.frame) == 0
 
 
 def test_real_read_bars_totals_per_lean_symbol(shared):
-    ibm = read_bars(shared / IBM_DIR, ts("2013-01-01"), ts("2014-01-01"))
+    ibm = read_bar_files(shared / IBM_DIR, ts("2013-01-01"), ts("2014-01-01"))
     assert len(ibm.frame) == 2566
     assert (ibm.frame["timestamp"].min(), ibm.frame["timestamp"].max()) == (
         ts("2013-10-04 12:28"),
         ts("2013-10-11 23:52"),
     )
-    btc = read_bars(shared / BTC_DIR, ts("2016-01-01"), ts("2019-01-01"))
+    btc = read_bar_files(shared / BTC_DIR, ts("2016-01-01"), ts("2019-01-01"))
     assert len(btc.frame) == 12423
     assert (btc.frame["timestamp"].min(), btc.frame["timestamp"].max()) == (
         ts("2016-10-07"),
@@ -926,17 +924,17 @@ def test_manifest_records_failures_and_read_bars_raises_on_them(data_dir, tmp_pa
     assert "binary content" in infos["zz_garbage.csv"].error
     assert infos["zz_garbage.csv"].rows == 0
     with pytest.raises(BarFileError) as exc:
-        read_bars(data_dir, ts("2021-01-04"), ts("2021-01-05"), manifest_path=manifest)
+        read_bar_files(data_dir, ts("2021-01-04"), ts("2021-01-05"), manifest_path=manifest)
     assert exc.value.path == str(bad)
     with pytest.raises(BarFileError):  # even for a window that no good file overlaps
-        read_bars(data_dir, ts("2030-01-01"), ts("2030-01-02"), manifest_path=manifest)
+        read_bar_files(data_dir, ts("2030-01-01"), ts("2030-01-02"), manifest_path=manifest)
 
 
 def test_read_bars_windows_keep_bad_rows_once(data_dir, tmp_path, load_calls):
     manifest = tmp_path / "manifest.json"
     scan(data_dir, manifest_path=manifest)
     load_calls.clear()
-    whole = read_bars(data_dir, ts("2021-01-04"), ts("2021-01-05"), manifest_path=manifest)
+    whole = read_bar_files(data_dir, ts("2021-01-04"), ts("2021-01-05"), manifest_path=manifest)
     assert sorted(Path(c).name for c in load_calls) == [
         "messy.csv",
         "multi_symbol.csv",
@@ -955,8 +953,12 @@ def test_read_bars_windows_keep_bad_rows_once(data_dir, tmp_path, load_calls):
     ) in whole.skipped
 
     # split the day at 09:35: the unparseable-timestamp row (line 8) follows the row before it (09:34)
-    early = read_bars(data_dir, ts("2021-01-04"), ts("2021-01-04 09:35"), manifest_path=manifest).frame
-    late = read_bars(data_dir, ts("2021-01-04 09:35"), ts("2021-01-05"), manifest_path=manifest).frame
+    early = read_bar_files(
+        data_dir, ts("2021-01-04"), ts("2021-01-04 09:35"), manifest_path=manifest
+    ).frame
+    late = read_bar_files(
+        data_dir, ts("2021-01-04 09:35"), ts("2021-01-05"), manifest_path=manifest
+    ).frame
     messy_early = early.loc[early["symbol"] == "MESSY", "source_line"].tolist()
     messy_late = late.loc[late["symbol"] == "MESSY", "source_line"].tolist()
     assert messy_early == [2, 3, 4, 6, 7, 8]
@@ -965,7 +967,7 @@ def test_read_bars_windows_keep_bad_rows_once(data_dir, tmp_path, load_calls):
     assert (late["timestamp"].dropna() >= ts("2021-01-04 09:35")).all()
 
     load_calls.clear()
-    march = read_bars(data_dir, ts("2021-03-01"), ts("2021-03-02"), manifest_path=manifest)
+    march = read_bar_files(data_dir, ts("2021-03-01"), ts("2021-03-02"), manifest_path=manifest)
     assert load_calls == [str(data_dir / "iso_offsets.csv")]
     assert len(march.frame) == 4
 

@@ -6,11 +6,13 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from tis_pipeline.pg.engine import engine
-from tis_pipeline.market_data import logic, readers
+from tis_pipeline.market_data import validate
 from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
+from tis_pipeline.market_data.bars import normalise_bars
 from tis_pipeline.market_data.partitions import range_tags
+from tis_pipeline.market_data.readers import catalog
 from tis_pipeline.market_data.sources import BarSource
+from tis_pipeline.pg.engine import engine
 from tis_pipeline.resources import PostgresResource
 
 pytestmark = [pytest.mark.pg, pytest.mark.slow]
@@ -35,9 +37,9 @@ def test_shared_files_load_and_rollups_match_pandas_resample(migrated_database_u
     for name, interval in (("ETH_BTC-5m.feather", "5m"), ("EURUSD.csv", "1h"), ("yahoofinance-SPY", "1d")):
         assert name in skipped and interval in skipped
     # the independent expectation: the readers' rows in the window, resampled by pandas
-    read = readers.read_bars(shared_market_dir, pd.Timestamp(FIRST, tz="UTC"), pd.Timestamp("2022-02-02", tz="UTC"),
-                             manifest_path=str(tmp_path / "m.json"))
-    bars = logic.validate_bars(logic.normalise_bars(read.frame)).clean
+    read = catalog.read_bar_files(shared_market_dir, pd.Timestamp(FIRST, tz="UTC"),
+                                  pd.Timestamp("2022-02-02", tz="UTC"), manifest_path=str(tmp_path / "m.json"))
+    bars = validate.validate_bars(normalise_bars(read.frame)).clean
     one_minute = stored(url, "market_data_1m")
     assert len(one_minute) == len(bars)
     counts = one_minute.groupby(["symbol", one_minute["timestamp"].dt.date]).size()

@@ -8,12 +8,12 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from tis_pipeline.pg.engine import engine
 from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
 from tis_pipeline.market_data.partitions import range_tags
 from tis_pipeline.market_data.sources import BarSource
 from tis_pipeline.ops import retention
 from tis_pipeline.ops.jobs import retention_job
+from tis_pipeline.pg.engine import engine
 from tis_pipeline.resources import PostgresResource
 
 pytestmark = pytest.mark.pg
@@ -178,16 +178,16 @@ def test_retention_archives_then_deletes_exactly_what_aged_out(populated):
 
 
 def test_the_retention_job_drops_scratch_tables_a_killed_run_left_and_keeps_fresh_ones(migrated_database_url):
-    from tis_pipeline.market_data import store
+    from tis_pipeline.pg import day_partitions
 
     database_url = migrated_database_url  # a database of its own: the job applies retention as of now
     now = pd.Timestamp.now(tz="UTC")
     tag = uuid.uuid4().hex[:8]
-    tables = {f"market_data_1m_p20240101_{tag}": store.scratch_comment(now - pd.Timedelta(days=2)),  # left behind
-              f"rollup_expected_{tag}_0": store.scratch_comment(now - pd.Timedelta(days=3)),  # left behind
+    tables = {f"market_data_1m_p20240101_{tag}": day_partitions.scratch_comment(now - pd.Timedelta(days=2)),  # left behind
+              f"rollup_expected_{tag}_0": day_partitions.scratch_comment(now - pd.Timedelta(days=3)),  # left behind
               f"rollup_expected_{tag}_1": None,  # made before scratch tables carried a comment
-              f"market_data_1m_p20240102_{tag}": store.scratch_comment(now - pd.Timedelta(minutes=5)),  # in use
-              f"rollup_expected_{tag}_not_ours": store.scratch_comment(now - pd.Timedelta(days=9))}  # not a name of ours
+              f"market_data_1m_p20240102_{tag}": day_partitions.scratch_comment(now - pd.Timedelta(minutes=5)),  # in use
+              f"rollup_expected_{tag}_not_ours": day_partitions.scratch_comment(now - pd.Timedelta(days=9))}  # not a name of ours
     with engine(database_url).begin() as conn:
         for name, comment in tables.items():
             conn.execute(sa.text(f'CREATE TABLE "{name}" (x int)'))
@@ -207,13 +207,15 @@ def test_the_retention_job_drops_scratch_tables_a_killed_run_left_and_keeps_fres
 
 
 def test_partition_builds_and_rollup_pieces_carry_their_creation_time(migrated_database_url):
-    from tis_pipeline.market_data import store, synthetic
+    from tis_pipeline.market_data import rollups, synthetic
+    from tis_pipeline.pg import day_partitions
+    from tis_pipeline_tests.support.day_builds import build_days
 
     eng = engine(migrated_database_url)
     day = pd.Timestamp("2024-07-01", tz="UTC")
     before = pd.Timestamp.now(tz="UTC")
-    built = store.build_days(eng, synthetic.day_bars(day, ["AAA"], seed=3), day, day + pd.Timedelta(days=1))
-    expected = store.stage_expected_rollup(eng, "market_data_15m", day, day + pd.Timedelta(days=1))
+    built = build_days(eng, synthetic.day_bars(day, ["AAA"], seed=3), day, day + pd.Timedelta(days=1))
+    expected = rollups.stage_expected_rollup(eng, "market_data_15m", day, day + pd.Timedelta(days=1))
     expected.ready()
     try:
         with eng.connect() as conn:
@@ -222,8 +224,8 @@ def test_partition_builds_and_rollup_pieces_carry_their_creation_time(migrated_d
                 {"names": [s for _, _, s in built.jobs] + expected.tables}).scalars().all()
         assert len(comments) == 1 + 4
         for comment in comments:
-            created = pd.Timestamp(comment.removeprefix(store.SCRATCH_COMMENT_PREFIX))
+            created = pd.Timestamp(comment.removeprefix(day_partitions.SCRATCH_COMMENT_PREFIX))
             assert before <= created <= pd.Timestamp.now(tz="UTC")
     finally:
-        store.discard(eng, built)
-        store.discard_expected(eng, expected)
+        day_partitions.discard(eng, built)
+        rollups.discard_expected(eng, expected)

@@ -11,13 +11,12 @@ import psycopg.errors
 import pytest
 import sqlalchemy as sa
 
+from tis_pipeline.market_data.rollups import rollup_mismatch_sql
 from tis_pipeline.pg.engine import engine
 from tis_pipeline.quality.evaluate import evaluate_frame
-from tis_pipeline.quality.rules import rule, rules_for
-from tis_pipeline_tests.support.constraints import compare, database_checks
-from tis_pipeline.quality.rules import MARKET_TABLES, RULES, TABLES
-from tis_pipeline.quality.sql import rollup_mismatch_sql
+from tis_pipeline.quality.rules import MARKET_TABLES, RULES, TABLES, rule, rules_for
 from tis_pipeline_tests.quality.frames import START, market_1m, market_rollup, valid_case, violation
+from tis_pipeline_tests.support.constraints import compare, database_checks
 
 pytestmark = pytest.mark.pg
 
@@ -134,8 +133,8 @@ def test_rollup_sql_takes_first_and_last_by_time_whatever_the_holes(conn):
     """Open and close are the first and last bars by time also where a bucket's opening or closing slot has no
     bar, where one bar is all a bucket holds, and where a bar off the minute grid follows the closing slot's
     bar: the SQL rollups (from 1-minute bars, and hourly from 15-minute bars) equal pandas' first/last."""
+    from tis_pipeline.market_data.rollups import rollup_source_sql, rollup_via_sql
     from tis_pipeline.quality.evaluate import rollup_bars
-    from tis_pipeline.quality.sql import rollup_source_sql, rollup_via_sql
 
     bars = market_1m()
     for column in ("open", "high", "low", "close", "volume"):

@@ -15,26 +15,24 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
-from tis_pipeline.trading_day import ecosystem as logic
-from tis_pipeline.trading_day.ecosystem import (
-    GENE_BOUNDS,
-    HORIZONS,
+from tis_pipeline.trading_day.ecosystem import common as logic
+from tis_pipeline.trading_day.ecosystem.common import (
     MESSAGE_COLUMNS,
     MODULE_COLUMNS,
-    MUTABLE_GENES,
-    NAMESPACE,
     POPULATION_COLUMNS,
     REPLICATION_COLUMNS,
     SHARING_COLUMNS,
     TRIGGER_COLUMNS,
-    build_messages,
-    founding_population,
     population_rows,
-    replicate,
-    replication_triggers,
-    share_intelligence,
-    update_population,
 )
+from tis_pipeline.trading_day.ecosystem.founders import founding_population
+from tis_pipeline.trading_day.ecosystem.messages import build_messages
+from tis_pipeline.trading_day.ecosystem.replicate import replicate
+from tis_pipeline.trading_day.ecosystem.sharing import share_intelligence
+from tis_pipeline.trading_day.ecosystem.triggers import replication_triggers
+from tis_pipeline.trading_day.ecosystem.update import update_population
+from tis_pipeline.trading_day.population import ECOSYSTEM_NAMESPACE as NAMESPACE
+from tis_pipeline.trading_day.population import GENE_BOUNDS, HORIZONS, MUTABLE_GENES
 from tis_pipeline.quality.evaluate import evaluate_frame
 
 DAY = pd.Timestamp("2026-01-05", tz="UTC")

@@ -11,17 +11,13 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
-from tis_pipeline.trading_day import plans as logic
-from tis_pipeline.trading_day.plans import (
-    APPROVAL_COLUMNS,
-    NAMESPACE,
-    PERFORMANCE_COLUMNS,
-    PLAN_FRAME_COLUMNS,
-    approve_plans,
-    generate_plans,
-    score_modules,
-    simulate_execution,
-)
+from tis_pipeline.trading_day.plans import score as logic
+from tis_pipeline.trading_day.plans.approve import approve_plans
+from tis_pipeline.trading_day.plans.common import APPROVAL_COLUMNS, PERFORMANCE_COLUMNS, PLAN_FRAME_COLUMNS
+from tis_pipeline.trading_day.plans.execute import simulate_execution
+from tis_pipeline.trading_day.plans.generate import generate_plans
+from tis_pipeline.trading_day.plans.score import score_modules
+from tis_pipeline.trading_day.population import PLANS_NAMESPACE as NAMESPACE
 from tis_pipeline.quality.evaluate import evaluate_frame
 
 DAY = pd.Timestamp("2024-03-04", tz="UTC")
@@ -721,7 +717,7 @@ def test_empty_inputs_give_typed_empty_frames():
 
 
 def test_with_the_ecosystem_founders():
-    from tis_pipeline.trading_day.ecosystem import founding_population
+    from tis_pipeline.trading_day.ecosystem.founders import founding_population
 
     founders = founding_population(DAY)
     bars = walk_bars()

@@ -1,7 +1,9 @@
-"""Pure logic of the market-data domain: normalise, validate, measure gaps, summarise. No Dagster, no database.
+"""The ingest's quarantine decision: which rows of a source are written and which are quarantined (each under
+the first rule it breaks), and whether a window has so many bad rows that nothing is written. No Dagster, no
+database.
 
-Bars follow the seed's convention: ``timestamp`` is the UTC minute a bar opens; a bar is known from
-``timestamp + 1 minute``.
+The table's rules come from the quality registry (``tis_pipeline.quality.rules``), beside a few ingest-only rules
+on raw input; the share limit is the caller's (settings ``TIS_MAX_QUARANTINE_SHARE``).
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-BAR_COLUMNS = ["symbol", "timestamp", "open", "high", "low", "close", "volume"]
-PRICE_COLUMNS = ["open", "high", "low", "close"]
+from tis_pipeline.market_data.bars import BAR_COLUMNS, PRICE_COLUMNS, lex_steps
+from tis_pipeline.quality.evaluate import failing_masks
+from tis_pipeline.quality.rules import rule
+
 SYMBOL_PATTERN = r"^[A-Za-z0-9._/:-]{1,20}$"
 _SYMBOL_RE = re.compile(SYMBOL_PATTERN)
 # numeric(20,8) holds |x| < 10^12
@@ -59,86 +63,6 @@ _DUPLICATE_MESSAGE = "an identical row for this symbol and minute came earlier (
 _CONFLICT_MESSAGE = "the same symbol and minute appear with different values (no copy kept)"
 
 
-_DEFAULTS = (("source_file", "synthetic"), ("source_line", 0), ("raw", None), ("volume_missing", False))
-
-
-def normalise_bars(frame: pd.DataFrame) -> pd.DataFrame:
-    """Types, UTC, upper-case symbols, sorted by (symbol, timestamp, source order).
-
-    Input: at least ``BAR_COLUMNS``; optional ``source_file``, ``source_line``, ``raw``, ``volume_missing``.
-    Output: the same columns with float64 prices and volume, ``timestamp`` as datetime64[us, UTC].
-    """
-    # copy-on-write: the columns replaced below never reach the caller's frame, so no deep copy is needed
-    out = frame.copy(deep=False)
-    out["symbol"], symbol_rank = _clean_symbols(out["symbol"])
-    out["timestamp"] = pd.to_datetime(out["timestamp"], utc=True).astype("datetime64[us, UTC]")
-    for column in PRICE_COLUMNS + ["volume"]:
-        if out[column].dtype != "float64":  # to_numeric would copy a float64 column unchanged
-            out[column] = pd.to_numeric(out[column], errors="coerce").astype("float64")
-    if "source_line" in out.columns:
-        out["source_line"] = out["source_line"].fillna(0).astype("int64")
-    order = _sort_order(out, symbol_rank)
-    if order is not None:
-        out = out.take(order)
-    out = out.reset_index(drop=True)
-    # an absent column is a constant: added after the sort, which it could not change
-    for column, default in _DEFAULTS:
-        if column not in out.columns:
-            out[column] = default
-    return out
-
-
-def _clean_symbols(symbols: pd.Series) -> tuple[pd.Series, np.ndarray]:
-    """Stripped, upper-case symbols (``string`` dtype) and their sort ranks (missing last).
-
-    Both are computed once per distinct symbol (a frame has few) and spread to the rows by their codes.
-    """
-    codes, uniques = pd.factorize(symbols.astype("string"))
-    cleaned = pd.Series(uniques).str.strip().str.upper()
-    rank_of_unique, distinct = pd.factorize(cleaned, sort=True)
-    # code -1 (a missing symbol) picks the appended rank: missing sorts last, as in sort_values
-    rank = np.append(rank_of_unique, len(distinct))[codes]
-    return pd.Series(cleaned.array.take(codes, allow_fill=True), index=symbols.index), rank
-
-
-def _rank(values: pd.Series) -> np.ndarray:
-    """Sort ranks of a column as ``sort_values`` sees them (equal values share a rank, missing sorts last)."""
-    codes, uniques = pd.factorize(values, sort=True)
-    return np.where(codes < 0, len(uniques), codes)
-
-
-def _lex_steps(keys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """For consecutive rows: does the key tuple go up, and is it unchanged (keys compared most significant first)."""
-    up = np.zeros(max(len(keys[0]) - 1, 0), dtype=bool)
-    same = np.ones_like(up)
-    for key in keys:
-        prev, this = key[:-1], key[1:]
-        up |= same & (this > prev)
-        same &= this == prev
-    return up, same
-
-
-def _sort_order(frame: pd.DataFrame, symbol_rank: np.ndarray) -> np.ndarray | None:
-    """The stable (symbol, timestamp, source_file, source_line) order, or None when the rows already are in it.
-
-    Sorting integer ranks with numpy replaces a four-column sort of strings; when (symbol, timestamp) alone
-    orders the rows (one bar per key, the usual case), the source columns are not looked at.
-    """
-    nat = frame["timestamp"].isna().to_numpy()
-    keys = [symbol_rank, nat, frame["timestamp"].array.asi8]  # NaT after every time of its symbol
-    up, same = _lex_steps(keys)
-    if not up.all():
-        if "source_file" in frame.columns:
-            keys.append(_rank(frame["source_file"]))
-        if "source_line" in frame.columns:
-            keys.append(frame["source_line"].to_numpy())
-        up, same = _lex_steps(keys)
-    if (up | same).all():
-        return None
-    # np.lexsort is stable and takes its most significant key last, as sort_values(kind="stable") does
-    return np.lexsort(keys[::-1])
-
-
 @dataclass
 class Validated:
     clean: pd.DataFrame          # BAR_COLUMNS + volume_missing, safe to write
@@ -180,9 +104,6 @@ def rule_masks(frame: pd.DataFrame, now: pd.Timestamp) -> dict[str, np.ndarray]:
     The table's rules come from the quality registry (``failing_mask``), so ingest, the asset checks and the
     database's CHECK constraints share one definition of each rule.
     """
-    from tis_pipeline.quality.evaluate import failing_masks
-    from tis_pipeline.quality.rules import rule
-
     symbol_codes, symbols = pd.factorize(frame["symbol"])
     too_large = np.zeros(len(frame), dtype=bool)
     for column in PRICE_COLUMNS + ["volume"]:
@@ -227,10 +148,10 @@ def _duplicates(frame: pd.DataFrame, symbol_codes: np.ndarray, n_symbols: int) -
     # missing symbols and times go last, where normalise_bars puts them, so a normalised frame needs no sort
     keys = [np.where(symbol_codes < 0, n_symbols, symbol_codes), nat, ts]
     order = np.arange(n)
-    up, same = _lex_steps(keys)
+    up, same = lex_steps(keys)
     if not (up | same).all():
         order = np.lexsort(keys[::-1])
-        up, same = _lex_steps([key[order] for key in keys])
+        up, same = lex_steps([key[order] for key in keys])
     # in key order, a key's rows are neighbours: a row repeats its key when a neighbour has the same one
     repeated_in_order = np.zeros(n, dtype=bool)
     repeated_in_order[1:] |= same
@@ -252,8 +173,6 @@ def _duplicates(frame: pd.DataFrame, symbol_codes: np.ndarray, n_symbols: int) -
 def validate_bars(frame: pd.DataFrame, *, now: pd.Timestamp | None = None,
                   partition_date: pd.Timestamp | None = None) -> Validated:
     """Split normalised bars into clean rows and quarantine rows (each bad row once, under its first rule)."""
-    from tis_pipeline.quality.rules import rule
-
     now = now if now is not None else pd.Timestamp.now(tz="UTC")
     masks = rule_masks(frame, now)
     # position in QUARANTINE_RULES of the first rule each row breaks; len(QUARANTINE_RULES) = none
@@ -330,101 +249,24 @@ def _utc_date_counts(timestamps: pd.Series) -> pd.Series:
     return pd.Series(counts.astype("int64"), index=index, name="count")
 
 
-def missing_minutes(frame: pd.DataFrame, interval: str = "1min") -> pd.DataFrame:
-    """Per symbol and UTC day: bars present and intervals missing between the day's first and last bar.
+class QuarantineShareExceeded(ValueError):
+    """Some partition day has more than the limit of bad rows: nothing of the window may be written."""
 
-    Output columns: symbol, day, bars, missing. Gaps are counted, never filled.
-    """
-    if frame.empty:
-        return pd.DataFrame(columns=["symbol", "day", "bars", "missing"])
-    step = pd.Timedelta(interval)
-    grouped = frame.assign(day=frame["timestamp"].dt.tz_convert("UTC").dt.floor("D")).groupby(
-        ["symbol", "day"], observed=True
-    )["timestamp"]
-    stats = grouped.agg(["min", "max", "size"]).reset_index()
-    expected = ((stats["max"] - stats["min"]) / step).astype("int64") + 1
-    stats["missing"] = (expected - stats["size"]).astype("int64")
-    return stats.rename(columns={"size": "bars"})[["symbol", "day", "bars", "missing"]]
+    def __init__(self, description: str, counts: dict[str, int]):
+        super().__init__(description)
+        self.description, self.counts = description, counts
 
 
-def summary(frame: pd.DataFrame, interval: str = "1min") -> dict:
-    """Plain-Python facts of a written frame for run metadata (row count, symbols, first/last, gaps)."""
-    if frame.empty:
-        return {"rows": 0, "symbols": [], "first_timestamp": None, "last_timestamp": None,
-                "missing_by_symbol": {}}
-    fast = _missing_by_symbol(frame, interval)
-    if fast is not None:
-        symbols, missing_by_symbol = fast
-    else:
-        gaps = missing_minutes(frame, interval).groupby("symbol", observed=True)["missing"].sum()
-        symbols = sorted(frame["symbol"].astype(str).unique().tolist())
-        missing_by_symbol = {str(k): int(v) for k, v in gaps.items()}
-    return {
-        "rows": int(len(frame)),
-        "symbols": symbols,
-        "first_timestamp": frame["timestamp"].min().isoformat(),
-        "last_timestamp": frame["timestamp"].max().isoformat(),
-        "missing_by_symbol": missing_by_symbol,
-    }
-
-
-def _missing_by_symbol(frame: pd.DataFrame, interval: str) -> tuple[list[str], dict[str, int]] | None:
-    """``summary``'s sorted symbols and missing intervals per symbol (``missing_minutes`` summed), with one
-    factorisation of the symbols and numpy instead of a two-key groupby, for the frames ingest writes (string
-    symbols, none missing; zone-aware times, none missing). None for any other frame."""
-    symbol, timestamps = frame["symbol"], frame["timestamp"]
-    if not (isinstance(symbol.dtype, pd.StringDtype) and isinstance(timestamps.dtype, pd.DatetimeTZDtype)):
-        return None
-    codes, uniques = pd.factorize(symbol)
-    if (codes < 0).any() or timestamps.hasnans:
-        return None
-    unit = timestamps.dtype.unit
-    ts = timestamps.array.asi8
-    day = ts // np.timedelta64(1, "D").astype(f"timedelta64[{unit}]").astype(np.int64)  # dt.floor("D") in UTC
-    day -= day.min()
-    span = int(day.max()) + 1
-    group = codes.astype(np.int64) * span + day
-    if len(uniques) * span <= 4 * len(frame) + 1024:
-        symbol_of_group = np.arange(len(uniques) * span) // span
-    else:  # days far apart: number only the (symbol, day) pairs that occur
-        group, pairs = pd.factorize(group)
-        symbol_of_group = pairs // span
-    size = np.bincount(group, minlength=len(symbol_of_group))
-    first = np.full(len(size), np.iinfo(np.int64).max)
-    last = np.full(len(size), np.iinfo(np.int64).min)
-    np.minimum.at(first, group, ts)
-    np.maximum.at(last, group, ts)
-    present = np.flatnonzero(size)
-    step = pd.Timedelta(interval).to_timedelta64().astype(f"timedelta64[{unit}]")
-    # as missing_minutes: (last - first) / step as float64, truncated, + 1, less the bars present
-    expected = ((last[present] - first[present]).astype(f"timedelta64[{unit}]") / step).astype("int64") + 1
-    missing = np.zeros(len(uniques), dtype=np.int64)
-    np.add.at(missing, symbol_of_group[present], expected - size[present])
-    names = [str(u) for u in uniques]
-    order = sorted(range(len(names)), key=names.__getitem__)
-    return [names[i] for i in order], {names[i]: int(missing[i]) for i in order}
-
-
-def price_volume_png(frame: pd.DataFrame, title: str, max_symbols: int = 4) -> bytes:
-    """A PNG of close and volume per symbol (first ``max_symbols``), for the UI."""
-    import matplotlib.dates as mdates
-
-    from tis_pipeline.plots import figure_png, pyplot
-
-    # laid out by hand: a tight crop or autofmt_xdate would draw the figure twice
-    fig, (ax_price, ax_volume) = pyplot().subplots(2, 1, figsize=(8, 4.5), sharex=True,
-                                              gridspec_kw={"height_ratios": [3, 1], "hspace": 0.08})
-    fig.subplots_adjust(left=0.1, right=0.98, top=0.93, bottom=0.12)
-    for symbol in sorted(frame["symbol"].astype(str).unique())[:max_symbols]:
-        part = frame[frame["symbol"] == symbol]
-        base = part["close"].iloc[0] if len(part) else 1.0
-        ax_price.plot(part["timestamp"], part["close"] / base * 100, label=symbol, linewidth=0.8)
-        ax_volume.plot(part["timestamp"], part["volume"], linewidth=0.6)
-    ax_price.set_ylabel("close (first = 100)")
-    ax_volume.set_ylabel("volume")
-    ax_price.set_title(title)
-    ax_price.legend(loc="upper left", fontsize=7)
-    locator = mdates.AutoDateLocator(minticks=3, maxticks=7)
-    ax_volume.xaxis.set_major_locator(locator)
-    ax_volume.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-    return figure_png(fig, tight=False)
+def enforce_share_limit(checked: Validated, limit: float) -> None:
+    """Raise ``QuarantineShareExceeded`` when a partition day of ``checked`` has more than ``limit`` (a share,
+    0.05 = 5 %) of its rows quarantined; its message names the days, the rules broken and the first bad rows."""
+    shares = quarantine_share_by_day(checked.clean, checked.quarantine)
+    over = shares[shares > limit]
+    if len(over):
+        sample = checked.quarantine.head(5)[["source_file", "source_line", "rule"]].to_dict("records")
+        raise QuarantineShareExceeded(
+            f"{len(over)} partition day(s) have more than {limit:.0%} bad rows "
+            f"({', '.join(f'{d}: {s:.1%}' for d, s in over.items())}); nothing was written. "
+            f"Rules broken: {checked.counts}. First rows: {sample}",
+            checked.counts,
+        )

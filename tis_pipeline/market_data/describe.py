@@ -1,0 +1,134 @@
+"""What a written frame of bars looks like, for run metadata: rows, symbols, first and last bar, gaps, a plot
+of prices and volume. No Dagster, no database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from tis_pipeline.plots import figure_png, pyplot
+
+
+def missing_minutes(frame: pd.DataFrame, interval: str = "1min") -> pd.DataFrame:
+    """Per symbol and UTC day: bars present and intervals missing between the day's first and last bar.
+
+    Output columns: symbol, day, bars, missing. Gaps are counted, never filled.
+    """
+    if frame.empty:
+        return pd.DataFrame(columns=["symbol", "day", "bars", "missing"])
+    step = pd.Timedelta(interval)
+    grouped = frame.assign(day=frame["timestamp"].dt.tz_convert("UTC").dt.floor("D")).groupby(
+        ["symbol", "day"], observed=True
+    )["timestamp"]
+    stats = grouped.agg(["min", "max", "size"]).reset_index()
+    expected = ((stats["max"] - stats["min"]) / step).astype("int64") + 1
+    stats["missing"] = (expected - stats["size"]).astype("int64")
+    return stats.rename(columns={"size": "bars"})[["symbol", "day", "bars", "missing"]]
+
+
+def summary(frame: pd.DataFrame, interval: str = "1min") -> dict:
+    """Plain-Python facts of a written frame for run metadata (row count, symbols, first/last, gaps)."""
+    if frame.empty:
+        return {"rows": 0, "symbols": [], "first_timestamp": None, "last_timestamp": None,
+                "missing_by_symbol": {}}
+    fast = _missing_by_symbol(frame, interval)
+    if fast is not None:
+        symbols, missing_by_symbol = fast
+    else:
+        gaps = missing_minutes(frame, interval).groupby("symbol", observed=True)["missing"].sum()
+        symbols = sorted(frame["symbol"].astype(str).unique().tolist())
+        missing_by_symbol = {str(k): int(v) for k, v in gaps.items()}
+    return {
+        "rows": int(len(frame)),
+        "symbols": symbols,
+        "first_timestamp": frame["timestamp"].min().isoformat(),
+        "last_timestamp": frame["timestamp"].max().isoformat(),
+        "missing_by_symbol": missing_by_symbol,
+    }
+
+
+def _missing_by_symbol(frame: pd.DataFrame, interval: str) -> tuple[list[str], dict[str, int]] | None:
+    """``summary``'s sorted symbols and missing intervals per symbol (``missing_minutes`` summed), with one
+    factorisation of the symbols and numpy instead of a two-key groupby, for the frames ingest writes (string
+    symbols, none missing; zone-aware times, none missing). None for any other frame."""
+    symbol, timestamps = frame["symbol"], frame["timestamp"]
+    if not (isinstance(symbol.dtype, pd.StringDtype) and isinstance(timestamps.dtype, pd.DatetimeTZDtype)):
+        return None
+    codes, uniques = pd.factorize(symbol)
+    if (codes < 0).any() or timestamps.hasnans:
+        return None
+    unit = timestamps.dtype.unit
+    ts = timestamps.array.asi8
+    day = ts // np.timedelta64(1, "D").astype(f"timedelta64[{unit}]").astype(np.int64)  # dt.floor("D") in UTC
+    day -= day.min()
+    span = int(day.max()) + 1
+    group = codes.astype(np.int64) * span + day
+    if len(uniques) * span <= 4 * len(frame) + 1024:
+        symbol_of_group = np.arange(len(uniques) * span) // span
+    else:  # days far apart: number only the (symbol, day) pairs that occur
+        group, pairs = pd.factorize(group)
+        symbol_of_group = pairs // span
+    size = np.bincount(group, minlength=len(symbol_of_group))
+    first = np.full(len(size), np.iinfo(np.int64).max)
+    last = np.full(len(size), np.iinfo(np.int64).min)
+    np.minimum.at(first, group, ts)
+    np.maximum.at(last, group, ts)
+    present = np.flatnonzero(size)
+    step = pd.Timedelta(interval).to_timedelta64().astype(f"timedelta64[{unit}]")
+    # as missing_minutes: (last - first) / step as float64, truncated, + 1, less the bars present
+    expected = ((last[present] - first[present]).astype(f"timedelta64[{unit}]") / step).astype("int64") + 1
+    missing = np.zeros(len(uniques), dtype=np.int64)
+    np.add.at(missing, symbol_of_group[present], expected - size[present])
+    names = [str(u) for u in uniques]
+    order = sorted(range(len(names)), key=names.__getitem__)
+    return [names[i] for i in order], {names[i]: int(missing[i]) for i in order}
+
+
+def price_volume_png(frame: pd.DataFrame, title: str, max_symbols: int = 4) -> bytes:
+    """A PNG of close and volume per symbol (first ``max_symbols``), for the UI."""
+    import matplotlib.dates as mdates  # imported on use: matplotlib costs a second
+
+    # laid out by hand: a tight crop or autofmt_xdate would draw the figure twice
+    fig, (ax_price, ax_volume) = pyplot().subplots(2, 1, figsize=(8, 4.5), sharex=True,
+                                              gridspec_kw={"height_ratios": [3, 1], "hspace": 0.08})
+    fig.subplots_adjust(left=0.1, right=0.98, top=0.93, bottom=0.12)
+    for symbol in sorted(frame["symbol"].astype(str).unique())[:max_symbols]:
+        part = frame[frame["symbol"] == symbol]
+        base = part["close"].iloc[0] if len(part) else 1.0
+        ax_price.plot(part["timestamp"], part["close"] / base * 100, label=symbol, linewidth=0.8)
+        ax_volume.plot(part["timestamp"], part["volume"], linewidth=0.6)
+    ax_price.set_ylabel("close (first = 100)")
+    ax_volume.set_ylabel("volume")
+    ax_price.set_title(title)
+    ax_price.legend(loc="upper left", fontsize=7)
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=7)
+    ax_volume.xaxis.set_major_locator(locator)
+    ax_volume.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    return figure_png(fig, tight=False)
+
+
+def bullet_list(lines: Iterable[str]) -> str:
+    """Markdown bullets of ``lines``, ``_none_`` without any."""
+    return "\n".join(f"- {line}" for line in lines) or "_none_"
+
+
+def rows_without_volume(clean: pd.DataFrame) -> int:
+    """Rows of validated bars (``validate.Validated.clean``) whose source gave no volume."""
+    return int(clean["volume_missing"].sum())
+
+
+def rollup_facts(bars: pd.DataFrame, fill: pd.DataFrame) -> dict:
+    """Plain-Python facts of a rollup for run metadata: the symbols and first/last bar of ``bars``, and from
+    ``fill`` (``rollups.bucket_fill``) the buckets per symbol as markdown, partial buckets and missing
+    minutes."""
+    return {
+        "symbols": ", ".join(sorted(bars["symbol"].unique())) if len(bars) else "",
+        "first_timestamp": bars["timestamp"].min().isoformat() if len(bars) else "",
+        "last_timestamp": bars["timestamp"].max().isoformat() if len(bars) else "",
+        "buckets_by_symbol": fill.to_markdown(index=False) if len(fill) else "_none_",
+        "partial_buckets": int(fill["partial_buckets"].sum()) if len(fill) else 0,
+        "missing_minutes": int(fill["missing_minutes"].sum()) if len(fill) else 0,
+    }

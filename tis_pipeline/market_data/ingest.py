@@ -1,0 +1,95 @@
+"""The ingest of market_data_1m: a source's pieces read, normalised and validated while PostgreSQL builds the
+day partitions of the pieces before, then swapped in with the quarantine in one transaction. No Dagster here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
+
+import pandas as pd
+import sqlalchemy as sa
+
+from tis_pipeline.market_data.bars import normalise_bars
+from tis_pipeline.market_data.describe import summary
+from tis_pipeline.market_data.store import replace_quarantine
+from tis_pipeline.market_data.validate import Validated, enforce_share_limit, validate_bars
+from tis_pipeline.pg.day_partitions import BuiltDays, DayBuilds, discard, swap_built_days
+from tis_pipeline.quality.evaluate import evaluate_frame
+from tis_pipeline.quality.report import ValidationReport
+
+T = TypeVar("T")
+
+
+def prefetched(pieces: Iterator[T]) -> Iterator[T]:
+    """``pieces``, with the next one made on a thread while the caller works on the current one.
+
+    The synthetic source draws its numbers with numpy, which releases the GIL while it fills the arrays, so
+    day d + 1 is drawn on the second core while day d is validated.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tis-read") as pool:
+        coming = pool.submit(next, pieces, None)
+        while (piece := coming.result()) is not None:
+            coming = pool.submit(next, pieces, None)
+            yield piece
+
+
+@dataclass
+class Ingested:
+    """A window read, validated and built (``build_window``), not yet written (``write_window``)."""
+
+    built: BuiltDays
+    checked: Validated            # all the window's rows: clean and quarantined
+    report: ValidationReport      # the registry's rules on the clean rows
+    facts: dict                   # describe.summary of the clean rows
+    symbols: list[str]            # the symbols the source owns in the window, sorted
+    notes: list[str]
+    skipped: list[tuple[str, str]]  # (file, why) the source did not read
+
+
+def build_window(engine: sa.Engine, pieces: Iterator, start: pd.Timestamp, end: pd.Timestamp,
+                 max_quarantine_share: float) -> Ingested:
+    """Read ``pieces`` (a source's ``SourceRead``s of [start, end)), validate them, build their days.
+
+    PostgreSQL builds each day's partition as soon as its rows are validated, while this process reads and
+    validates the next piece, then judges all the rows by the registry's rules (errors prove the write,
+    warnings report gaps and jumps): reading, checking and writing overlap instead of taking turns. A piece
+    with a day of more than ``max_quarantine_share`` bad rows raises ``validate.QuarantineShareExceeded``;
+    whatever was built is dropped on any failure.
+    """
+    validated: list[Validated] = []
+    symbols, notes, skipped = set(), [], []
+    builds = DayBuilds(engine, start, end)
+    try:
+        for read in prefetched(pieces):
+            symbols.update(read.symbols)
+            notes += read.notes
+            skipped += read.skipped
+            checked = validate_bars(normalise_bars(read.frame), partition_date=start)
+            enforce_share_limit(checked, max_quarantine_share)
+            builds.add(checked.clean)
+            validated.append(checked)
+        checked = Validated.concat(validated)
+        validated.clear()  # concat copied them; the builds hold their own days
+        # the rules validation quarantined by are not judged again: no clean row breaks them
+        report = evaluate_frame(checked.clean, "market_data_1m", enforced=checked.enforced)
+        facts = summary(checked.clean)
+    except BaseException:
+        builds.abandon()
+        raise
+    return Ingested(builds.finish(), checked, report, facts, sorted(symbols), notes, skipped)
+
+
+def write_window(engine: sa.Engine, ingested: Ingested, start: pd.Timestamp,
+                 end: pd.Timestamp) -> tuple[int, int, int]:
+    """Swap the built days in and replace the window's quarantine, in one transaction; (rows replaced, rows
+    written, rows quarantined). The built tables not swapped in are dropped whatever happens."""
+    try:
+        with engine.begin() as conn:
+            replaced, written = swap_built_days(conn, ingested.built, start, end, ingested.symbols)
+            quarantined = replace_quarantine(conn, ingested.checked.quarantine, start, end)
+    finally:
+        discard(engine, ingested.built)
+    return replaced, written, quarantined

@@ -1,0 +1,374 @@
+"""Day partitions of a table keyed by (symbol, "timestamp"), replaced by swapping, not by deleting rows.
+
+Each UTC day's rows are COPYed into a new table of their own (on connections of their own, while the caller
+works on the next day), which the caller's transaction then attaches in place of the old day: readers see the
+old day or the new one, never half. Also here: the scratch tables such builds leave when a process dies, the
+advisory lock every change of the partitions takes, the day versions that tell derived states they are out of
+date, and exported snapshots for reading one transaction's data on several connections.
+
+Table names come from the code, never from input; every value is a bound parameter. No Dagster here.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from tis_pipeline.pg.copy import copy_bars_binary
+from tis_pipeline.pg.engine import raw_connection
+
+# The schema's one day-partitioned table (its DEFAULT partition is "<parent>_default") and the columns its
+# days are COPYed with: the defaults of the functions below, so that the DSI store's calls name no table
+PARENT = "market_data_1m"
+BUILD_COLUMNS = ("symbol", "timestamp", "open", "high", "low", "close", "volume")
+
+
+def partition_name(day: pd.Timestamp, parent: str = PARENT) -> str:
+    return f"{parent}_p{day:%Y%m%d}"
+
+
+# Scratch tables (day partitions built for a swap, pieces of an expected rollup: market_data.rollups) carry
+# their creation time in their comment, so that those a killed process left behind can be told from those a
+# running one is about to use. The pattern names both kinds the code makes (domain words: written out, not
+# built from PARENT, so that it reads as the names it matches)
+SCRATCH_TABLE_PATTERN = r"^(market_data_1m_p[0-9]{8}_[0-9a-f]{8}|rollup_expected_[0-9a-f]{8}_[0-9]+)$"
+SCRATCH_COMMENT_PREFIX = "tis scratch table, created "
+
+
+def scratch_comment(now: pd.Timestamp | None = None) -> str:
+    return SCRATCH_COMMENT_PREFIX + (now if now is not None else pd.Timestamp.now(tz="UTC")).isoformat()
+
+
+def mark_scratch(cur, name: str) -> None:
+    """Write the creation time into the comment of the scratch table ``name`` (``cur``: a psycopg cursor in the
+    transaction that created it)."""
+    from psycopg import sql
+
+    cur.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(sql.Identifier(name), sql.Literal(scratch_comment())))
+
+
+def drop_stale_scratch_tables(conn: sa.Connection, now: pd.Timestamp, older_than: pd.Timedelta,
+                              pattern: str = SCRATCH_TABLE_PATTERN) -> list[str]:
+    """Drop the scratch tables (names matching ``pattern``) created before ``now - older_than`` (or without
+    their comment: made by a version before the comments); their process died between building and swapping or
+    discarding them. Returns them."""
+    from psycopg import sql
+
+    rows = conn.execute(sa.text(
+        "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = current_schema() AND c.relkind = 'r' AND NOT c.relispartition AND c.relname ~ :pattern"),
+        {"pattern": pattern}).all()
+    stale = []
+    for name, comment in rows:
+        created = None
+        if comment and comment.startswith(SCRATCH_COMMENT_PREFIX):
+            created = pd.Timestamp(comment.removeprefix(SCRATCH_COMMENT_PREFIX))
+        if created is None or created < now - older_than:
+            stale.append(name)
+    with raw_connection(conn).cursor() as cur:
+        for name in sorted(stale):  # names from the catalogue that matched the pattern, quoted anyway
+            cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+    return sorted(stale)
+
+
+BUILD_CONNECTIONS = 2  # day partitions built at once, each on its own connection (one per core here)
+
+
+def create_day_table(cur, day: pd.Timestamp, staging: str, parent: str = PARENT) -> None:
+    """A new, empty table shaped like ``parent`` for the rows of one UTC day, marked as scratch until swapped in.
+
+    The bound CHECK exists before the rows arrive, so they are checked on their way in (no scan to validate it
+    afterwards) and ATTACH PARTITION trusts it. Autovacuum is told not to vacuum it for inserts: a COPY FREEZE
+    leaves every page all-visible, and the caller analyses it (``finish_day_table``).
+    """
+    from psycopg import sql
+
+    bound = sql.SQL('CONSTRAINT {} CHECK ("timestamp" >= {} AND "timestamp" < {})').format(
+        sql.Identifier(f"{staging}_bound"), sql.Literal(day.to_pydatetime()),
+        sql.Literal((day + pd.Timedelta(days=1)).to_pydatetime()))
+    cur.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS, {}) "
+                        "WITH (autovacuum_vacuum_insert_threshold = -1)").format(
+        sql.Identifier(staging), sql.Identifier(parent), bound))
+    mark_scratch(cur, staging)
+
+
+def finish_day_table(cur, staging: str) -> None:
+    """Primary key and statistics of a day table filled after ``create_day_table``."""
+    from psycopg import sql
+
+    cur.execute(sql.SQL('ALTER TABLE {} ADD PRIMARY KEY (symbol, "timestamp")').format(sql.Identifier(staging)))
+    # statistics of every column from a tenth of the default sample (10 ms a day instead of 110): the planner
+    # needs the row counts and the keys' spread, or it guesses a few thousand rows of a time range and sorts for
+    # every rollup. Analysed here, the day leaves autovacuum nothing to do (no insert vacuum either: FREEZE has
+    # set every page all-visible); left to autovacuum, its work on each new day competed with the next steps,
+    # and a re-ingest then waited 1 s (deadlock_timeout) per day it was on
+    cur.execute("SET LOCAL default_statistics_target = 10")
+    cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(staging)))
+
+
+def _build_day(engine: sa.Engine, day: pd.Timestamp, staging: str, rows: pd.DataFrame, parent: str = PARENT,
+               columns: Sequence[str] = BUILD_COLUMNS) -> int:
+    """A new table of one day's rows: created with its bound CHECK, COPYed (binary, FREEZE), primary key,
+    statistics.
+
+    Runs on a connection of its own and commits: the table is invisible to readers until the caller's
+    transaction attaches it, and the caller drops it if anything fails before that. FREEZE: the table was
+    created in this transaction, so its rows are written frozen and all-visible, and neither the key build nor
+    the rollups' scans stop to set hint bits.
+    """
+    with engine.connect() as conn:
+        raw = raw_connection(conn)
+        with raw.cursor() as cur:
+            create_day_table(cur, day, staging, parent)
+        written = copy_bars_binary(raw, staging, rows, list(columns), freeze=True)
+        with raw.cursor() as cur:
+            finish_day_table(cur, staging)
+        raw.commit()  # on the driver connection: SQLAlchemy did not see the transaction these statements opened
+    return written
+
+
+def _drop_tables(engine: sa.Engine, names: list[str]) -> None:
+    from psycopg import sql
+
+    if not names:
+        return
+    with engine.connect() as conn:
+        raw = raw_connection(conn)
+        with raw.cursor() as cur:
+            for name in names:
+                cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+        raw.commit()
+
+
+@dataclass
+class BuiltDays:
+    """Day partitions built and committed apart, waiting to be swapped in (``swap_built_days``)."""
+
+    tag: str
+    jobs: list[tuple[pd.Timestamp, str, str]] = field(default_factory=list)  # (day, partition, staging table)
+    written: int = 0
+
+
+class DayBuilds:
+    """Day partitions of ``parent`` built in the background as their rows arrive (``add``),
+    ``BUILD_CONNECTIONS`` at a time.
+
+    Each day is built by ``_build_day`` on a connection of its own, so that PostgreSQL COPYs and indexes one
+    day while this process reads and validates the next. Nothing is visible to readers until
+    ``swap_built_days`` attaches the tables in the caller's transaction. ``finish`` waits for every build and
+    gives the ``BuiltDays``; ``abandon`` (or a failed build inside ``finish``) drops whatever was built.
+    """
+
+    def __init__(self, engine: sa.Engine, start: pd.Timestamp, end: pd.Timestamp, parent: str = PARENT,
+                 columns: Sequence[str] = BUILD_COLUMNS):
+        self.engine, self.start, self.end = engine, start, end
+        self.parent, self.columns = parent, columns
+        self.built = BuiltDays(tag=uuid.uuid4().hex[:8])  # two runs building the same day never collide on a name
+        self._pool = ThreadPoolExecutor(max_workers=BUILD_CONNECTIONS, thread_name_prefix="tis-partition")
+        self._builds: list = []
+
+    def add(self, frame: pd.DataFrame) -> None:
+        """Start building the days of ``frame`` inside [start, end); each day must come whole, and once."""
+        if frame.empty:
+            return
+        known = {day for day, _, _ in self.built.jobs}
+        for day, rows in _by_day(frame):
+            if not (self.start <= day < self.end) or rows.empty:
+                continue
+            if day in known:
+                raise ValueError(f"the rows of {day.date()} came in two parts: a day is built from all its rows")
+            partition = partition_name(day, self.parent)
+            staging = f"{partition}_{self.built.tag}"
+            self.built.jobs.append((day, partition, staging))
+            self._builds.append(self._pool.submit(_build_day, self.engine, day, staging, rows, self.parent,
+                                                  self.columns))
+
+    def finish(self) -> BuiltDays:
+        try:
+            self.built.written = sum(build.result() for build in self._builds)
+        except BaseException:
+            self.abandon()
+            raise
+        self._pool.shutdown()
+        self.built.jobs.sort()
+        return self.built
+
+    def abandon(self) -> None:
+        for build in self._builds:
+            build.cancel()
+        self._pool.shutdown(wait=True)
+        discard(self.engine, self.built)
+
+
+def _by_day(frame: pd.DataFrame) -> Iterator[tuple[pd.Timestamp, pd.DataFrame]]:
+    """``frame.groupby(frame["timestamp"].dt.floor("D"), sort=True)``; a frame of one UTC day (a piece of the
+    synthetic source) is its own group, without the split's copy of every column."""
+    timestamps = frame["timestamp"]
+    utc = isinstance(timestamps.dtype, pd.DatetimeTZDtype) and str(timestamps.dtype.tz) == "UTC"
+    if utc and len(timestamps) and not timestamps.hasnans:
+        per_day = np.timedelta64(1, "D").astype(f"timedelta64[{timestamps.dtype.unit}]").astype(np.int64)
+        days = timestamps.array.asi8 // per_day
+        if days.min() == days.max():
+            yield timestamps.iloc[0].floor("D"), frame
+            return
+    yield from frame.groupby(timestamps.dt.floor("D"), sort=True)
+
+
+def discard(engine: sa.Engine, built: BuiltDays) -> None:
+    """Drop the staging tables of ``built`` that were not swapped in (none after a committed swap)."""
+    _drop_tables(engine, [staging for _, _, staging in built.jobs])
+
+
+# key of the transaction-level advisory lock that every change to the day partitions takes first
+PARTITION_CHANGE_LOCK = 7_306_011_001
+
+
+def lock_partition_changes(conn: sa.Connection) -> None:
+    """Serialise changes to the day partitions until the caller's transaction ends.
+
+    Swapping or dropping a day partition takes ACCESS EXCLUSIVE locks on the parent and on the DEFAULT partition,
+    after statements that hold weaker locks on the DEFAULT partition: two such transactions (two ingests of
+    different days, an ingest and retention) could each hold what the other waits for. Taking this one lock
+    before anything else makes the second wait for the first to commit instead of deadlocking.
+    """
+    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": PARTITION_CHANGE_LOCK})
+
+
+def window_symbols(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp,
+                   parent: str = PARENT) -> list[str]:
+    """The distinct symbols of ``parent``'s rows in [start, end), in the table's order, by skipping along the
+    primary key (symbol, "timestamp") of the window's partitions: a probe per symbol, not a scan of every
+    row."""
+    return list(conn.execute(sa.text(f"""
+        WITH RECURSIVE s(symbol) AS (
+            (SELECT symbol FROM {parent} WHERE "timestamp" >= :start AND "timestamp" < :end
+             ORDER BY symbol LIMIT 1)
+            UNION ALL
+            SELECT (SELECT t.symbol FROM {parent} t
+                    WHERE t."timestamp" >= :start AND t."timestamp" < :end AND t.symbol > s.symbol
+                    ORDER BY t.symbol LIMIT 1)
+            FROM s WHERE s.symbol IS NOT NULL)
+        SELECT symbol FROM s WHERE symbol IS NOT NULL"""), {"start": start, "end": end}).scalars())
+
+
+def swap_built_days(conn: sa.Connection, built: BuiltDays, start: pd.Timestamp, end: pd.Timestamp,
+                    symbols: list[str], parent: str = PARENT) -> tuple[int, int]:
+    """Replace ``parent``'s rows of ``symbols`` in [start, end) by the built days; (replaced, written).
+
+    In the caller's transaction: the rows of symbols this source does not own are carried over from the old
+    partition and the DEFAULT one, the old partitions are detached and dropped and the new ones attached, so
+    readers see the old days or the new ones, never half. The days' versions are bumped
+    (``market_data_day_versions``: the versions of this table's days).
+    """
+    lock_partition_changes(conn)
+    bump_day_versions(conn, [d.date() for d in pd.date_range(start, end, freq="D", inclusive="left")])
+    existing = day_partitions(conn, parent)
+    window = {"a": start, "b": end, "s": list(symbols)}
+    # rows of the source's symbols in the DEFAULT partition are replaced whatever the day
+    replaced = conn.execute(sa.text(
+        f'DELETE FROM {parent}_default WHERE "timestamp" >= :a AND "timestamp" < :b AND symbol = ANY(:s)'),
+        window).rowcount
+    built_days = {day for day, _, _ in built.jobs}
+    for day in pd.date_range(start, end, freq="D", inclusive="left"):
+        name = partition_name(day, parent)
+        if day not in built_days and name in existing:  # the source has nothing that day any more
+            replaced += conn.execute(sa.text(f'DELETE FROM "{name}" WHERE symbol = ANY(:s)'),
+                                     {"s": list(symbols)}).rowcount
+    for day, name, staging in built.jobs:
+        bounds = {"a": day, "b": day + pd.Timedelta(days=1), "s": list(symbols)}
+        # rows of symbols this source does not own are carried over, from the DEFAULT partition (normally empty)
+        # or the old partition
+        conn.execute(sa.text(
+            f'INSERT INTO "{staging}" SELECT * FROM {parent}_default '
+            'WHERE "timestamp" >= :a AND "timestamp" < :b AND NOT (symbol = ANY(:s))'), bounds)
+        if name in existing:
+            # the old day's symbols from its primary key, one probe per symbol: usually all of them are the
+            # source's, and then nothing is carried and no row is compared with the source's symbol list (two
+            # scans of every old row did that, 1.3 s of a 14-day re-ingest)
+            others = sorted(set(window_symbols(conn, day, day + pd.Timedelta(days=1), parent)) - set(symbols))
+            carried = conn.execute(sa.text(f'INSERT INTO "{staging}" SELECT * FROM "{name}" '
+                                           'WHERE symbol = ANY(:o)'), {"o": others}).rowcount if others else 0
+            replaced += conn.execute(sa.text(f'SELECT count(*) FROM "{name}"')).scalar_one() - carried
+        conn.execute(sa.text(f'DELETE FROM {parent}_default WHERE "timestamp" >= :a AND "timestamp" < :b'),
+                     bounds)
+    with raw_connection(conn).cursor() as cur:
+        for day, name, staging in built.jobs:
+            attach_day(cur, day, name, staging, replace=name in existing, parent=parent)
+    return replaced, built.written
+
+
+# Tables of day versions (one sequence for all): the bars' days, written by the ingest, and the days DSI
+# scored. Named here (domain words) because their names are inlined into SQL: only these are accepted
+DAY_VERSION_TABLES = ("market_data_day_versions", "dsi_day_versions")
+
+
+def bump_day_versions(conn: sa.Connection, days: list, table: str = "market_data_day_versions") -> None:
+    """Give each of ``days`` (dates) a new version in ``table``, in the caller's transaction.
+
+    Whatever was computed from these days before (DSI's and the trading day's carried states) can then tell that
+    it is out of date (``versions_up_to``)."""
+    if table not in DAY_VERSION_TABLES:
+        raise ValueError(f"{table} is not a table of day versions")
+    conn.execute(sa.text(
+        f"INSERT INTO {table} (day, version) "
+        "SELECT day, nextval('market_data_day_version_seq') FROM unnest(CAST(:days AS date[])) AS day ORDER BY day "
+        "ON CONFLICT (day) DO UPDATE SET version = EXCLUDED.version, written_at = now()"), {"days": list(days)})
+
+
+def versions_up_to(day: str, tables: tuple[str, ...] = ("market_data_day_versions",)) -> str:
+    """SQL for the highest version in ``tables`` of the days up to ``day`` (an SQL date expression), 0 if none:
+    what a state saved for ``day`` was computed from. A state is out of date once this exceeds its record."""
+    if not set(tables) <= set(DAY_VERSION_TABLES):
+        raise ValueError(f"{tables} are not tables of day versions")
+    return "greatest(" + ", ".join(
+        f"coalesce((SELECT max(v.version) FROM {t} v WHERE v.day <= {day}), 0)" for t in tables) + ")"
+
+
+def attach_day(cur, day: pd.Timestamp, name: str, staging: str, replace: bool, parent: str = PARENT) -> None:
+    """In the caller's transaction (holding ``lock_partition_changes``): the built table ``staging`` becomes
+    the day partition ``name`` of ``parent``, replacing the old one when ``replace``. Readers see the old day or
+    the new one."""
+    from psycopg import sql
+
+    if replace:
+        cur.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(sql.Identifier(parent),
+                                                                         sql.Identifier(name)))
+        cur.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+    cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(staging), sql.Identifier(name)))
+    cur.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(sql.Identifier(f"{staging}_pkey"),
+                                                             sql.Identifier(f"{name}_pkey")))
+    cur.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
+        sql.Identifier(parent), sql.Identifier(name), sql.Literal(day.to_pydatetime()),
+        sql.Literal((day + pd.Timedelta(days=1)).to_pydatetime())))
+
+
+def day_partitions(conn: sa.Connection, parent: str = PARENT) -> set[str]:
+    """Names of ``parent``'s partitions."""
+    return set(conn.execute(sa.text(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = CAST(:parent AS regclass)"), {"parent": parent}).scalars())
+
+
+_SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+-[0-9]+$")
+
+
+def export_snapshot(conn: sa.Connection) -> str:
+    """The snapshot of ``conn``'s transaction, for other connections to read with (``pg_export_snapshot``); it
+    can be imported until that transaction ends."""
+    return conn.execute(sa.text("SELECT pg_export_snapshot()")).scalar_one()
+
+
+def in_snapshot(side: sa.Connection, snapshot: str) -> None:
+    """Make the transaction just begun on ``side`` read in ``snapshot`` (``export_snapshot``); before any query."""
+    if not _SNAPSHOT_ID.match(snapshot):  # it is inlined: SET TRANSACTION SNAPSHOT takes no parameters
+        raise ValueError(f"unexpected snapshot id {snapshot!r}")
+    side.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+    side.execute(sa.text(f"SET TRANSACTION SNAPSHOT '{snapshot}'"))

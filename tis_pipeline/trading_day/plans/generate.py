@@ -1,0 +1,231 @@
+"""The day's trading plans: each anomaly event dealt to one alpha module, which plans it when its genome
+agrees (``generate_plans(day, events, bars, population) -> plans``). Pure pandas/numpy.
+
+Dealing and plan fields (``generate_plans``)
+--------------------------------------------
+Active modules: ``status == 'active'`` and ``lifecycle_stage in ('experimental', 'active')``. An event goes to
+the alpha module, among the active ones whose ``anomaly_types`` hold its type, with the smallest
+``uuid5(PLANS_NAMESPACE, f"{event_id}|{module_id}")`` (rendezvous hashing: uniform shares, and a newcomer only takes
+events, it never reshuffles the others'); that uuid is the ``plan_id``.
+
+* edge ``= |mx_evidence - 0.5|`` (rounded to 1e-10 before the comparison with ``min_edge``).
+* direction ``d`` (+1 long, -1 short): momentum ``sign(mx_evidence - 0.5)``; reversal ``-sign(close/open - 1)``
+  of the event bar; divergence ``sign(htf_1h_ret)``. No plan when ``d`` is 0/NaN, edge < ``min_edge``, the
+  event bar or ATR is missing, the plan would be stamped at/after the day end, or a long stop would be <= 0.
+* ``ATR = mean(TR of the 14 bars <= t)``, ``TR = max(high, prev close) - min(low, prev close)`` (NaN with fewer
+  than 14 bars).
+* ``entry_price`` = close of the event bar; stop distance ``sd = stop_atr * ATR``; target distance
+  ``td = clip(target_atr, 0.01 stop_atr, 10 stop_atr) * ATR`` (so the ratio fits DECIMAL(5,2) in (0, 10]);
+  ``stop_loss = entry - d sd``, ``take_profit = entry + d td``.
+* ``risk_reward_ratio = td / sd``.
+* ``position_size = clip(risk_pct / (sd / entry), 0.01, 100)`` (% of capital; risk_pct is % of capital risked).
+* ``signal_strength = 0.5 anomaly_score + 0.5 min(1, 2 edge)`` (how strong the event is, either way).
+* ``confidence_score = 0.35 a 2 edge + 0.25 side_rate + 0.15 a mx_confirm + 0.10 agree_15m + 0.15 (1 - w)``
+  with ``a`` = 1 when the evidence is on the plan's side (mx_evidence > 0.5 for a long, < 0.5 for a short),
+  ``side_rate`` = mx_confirm_rate when a else 1 - mx_confirm_rate (share of experts voting the plan's side),
+  ``agree_15m`` = 1 / 0.5 / 0 when sign(htf_15m_ret) is d / 0-or-NaN / -d, ``w = clip(ci_high - ci_low, 0, 1)``
+  (1 when missing). Weights sum to 1, so both scores lie in [0, 1].
+* ``time_horizon`` from ``horizon_minutes`` (snapped to the nearest of 1, 5, 15, 60, 240, 1440 minutes);
+  ``valid_until = min(timestamp + horizon, day end)``.
+* regime (plan's ``regime_context`` and the day's ``market_regime``): with ``s`` the sum of 1-bar log returns
+  and ``v`` their standard deviation (ddof 1) over the window (the 60 bars <= t; the day's bars for the day),
+  ``z = s / (v sqrt(n))`` (0 when v = 0): ``high_volatility`` if v > 0.002, else ``trending_up`` if z > 1, ``trending_down``
+  if z < -1, else ``ranging`` (the day: medians of v and z over symbols; ``unknown`` without data).
+
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+
+from tis_pipeline.trading_day.plans.common import (
+    ATR_WINDOW,
+    DAY,
+    MINUTE,
+    PLAN_SCHEMA,
+    REGIME_WINDOW,
+    conform,
+    empty_frame,
+    iso,
+    json_number,
+    naive_ns,
+    snap_horizon,
+    utc_day,
+    utc_series,
+)
+from tis_pipeline.trading_day.plans.market import features_at, prepare_bars, regime_label, trend_z
+from tis_pipeline.trading_day.population import (
+    genome_of,
+    live_modules,
+    plan_uuid,
+)
+
+
+def generate_plans(day: pd.Timestamp, events: pd.DataFrame, bars: pd.DataFrame,
+                   population: pd.DataFrame) -> pd.DataFrame:
+    """The day's trading plans: each event dealt to one alpha module, which plans it when its genome agrees.
+
+    Input ``events``: event_id, symbol, timestamp, anomaly_type, anomaly_score, dsi_evidence_id, mx_evidence,
+    mx_confirm, mx_confirm_rate, mx_evidence_boost, ci_low, ci_high, htf_15m_ret, htf_1h_ret (events outside
+    the day are ignored). ``bars``: symbol, timestamp, open, high, low, close, volume (the day and 2 h before).
+    ``population``: module_id, module_type, status, lifecycle_stage, name, genome, module_version, ...
+
+    Output, one row per plan sorted by (timestamp, plan_id): the ``trading_plans`` columns
+    (``PLAN_COLUMNS``: plan_id, module_id, symbol, timestamp, signal_strength, direction, entry_conditions,
+    entry_price, position_size, stop_loss, take_profit, time_horizon, risk_reward_ratio, confidence_score,
+    microstructure_evidence, regime_context, module_intelligence, execution_notes, valid_until,
+    validation_status='pending', risk_assessment, portfolio_impact, and the execution columns left None/NaN)
+    plus event_id and dsi_evidence_id.
+    """
+    day = utc_day(day)
+    end = day + DAY
+    alphas = live_modules(population, "alpha_detector")
+    if events is None or events.empty or alphas.empty:
+        return empty_frame(PLAN_SCHEMA)
+
+    ev = events.reset_index(drop=True).copy()
+    ev["timestamp"] = utc_series(ev["timestamp"])
+    ev["event_id"] = ev["event_id"].astype("str")
+    ev["symbol"] = ev["symbol"].astype("str")
+    ev["plan_ts"] = ev["timestamp"] + MINUTE
+    # a plan stamped at the day end would belong to the next day's window of rows (and could not trade today)
+    ev = ev[(ev["timestamp"] >= day) & (ev["plan_ts"] < end)].reset_index(drop=True)
+
+    modules = {str(r.module_id): r for r in alphas.itertuples(index=False)}
+    specialty = pd.DataFrame(
+        [(mid, t) for mid, r in modules.items() for t in genome_of(r.genome).get("anomaly_types", [])],
+        columns=["module_id", "anomaly_type"],
+    )
+    cand = ev[["event_id", "anomaly_type"]].merge(specialty, on="anomaly_type", how="inner")
+    if cand.empty:
+        return empty_frame(PLAN_SCHEMA)
+    cand["plan_id"] = [plan_uuid(e, m) for e, m in zip(cand["event_id"], cand["module_id"], strict=True)]
+    dealt = cand.sort_values(["event_id", "plan_id"], kind="stable").drop_duplicates("event_id")
+    ev = ev.merge(dealt[["event_id", "module_id", "plan_id"]], on="event_id", how="inner")
+
+    b = prepare_bars(bars)
+    keys = b[["symbol", "timestamp"]].assign(row=np.arange(len(b)))
+    ev = ev.merge(keys, on=["symbol", "timestamp"], how="inner")
+    if ev.empty:
+        return empty_frame(PLAN_SCHEMA)
+    ev = ev.sort_values(["plan_ts", "plan_id"], kind="stable").reset_index(drop=True)
+    f = features_at(b, ev["row"].to_numpy())
+
+    genomes = [copy.deepcopy(genome_of(modules[m].genome)) for m in ev["module_id"]]
+    style = np.array([str(g.get("style")) for g in genomes])
+    unknown = sorted(set(style) - {"momentum", "reversal", "divergence"})
+    if unknown:
+        raise ValueError(f"alpha genome style(s) {unknown} are not momentum, reversal or divergence")
+    param = {k: np.array([float(g[k]) for g in genomes]) for k in
+             ("min_edge", "stop_atr", "target_atr", "risk_pct", "horizon_minutes")}
+
+    e = ev["mx_evidence"].to_numpy(dtype="float64")
+    edge = np.round(np.abs(e - 0.5), 10)
+    direction = np.select(
+        [style == "momentum", style == "reversal", style == "divergence"],
+        [np.sign(e - 0.5), -np.sign(f["bar_ret"]), np.sign(ev["htf_1h_ret"].to_numpy(dtype="float64"))],
+        default=np.nan,
+    )
+    entry = np.round(f["close"], 8)
+    atr = f["atr"]
+    sd = param["stop_atr"] * atr
+    td = np.clip(param["target_atr"], 0.01 * param["stop_atr"], 10.0 * param["stop_atr"]) * atr
+    stop = np.round(entry - direction * sd, 8)
+    target = np.round(entry + direction * td, 8)
+    horizon = [snap_horizon(m) for m in param["horizon_minutes"]]
+    horizon_end = naive_ns(ev["plan_ts"] + pd.to_timedelta([h for h, _ in horizon], unit="min"))
+    valid_until = np.minimum(horizon_end, end.tz_localize(None).to_datetime64())
+    with np.errstate(invalid="ignore"):
+        keep = ((np.abs(direction) == 1) & (edge >= param["min_edge"]) & np.isfinite(atr) & (atr > 0)
+                & (entry > 0) & (stop > 0) & (target > 0) & (param["stop_atr"] > 0))
+    if not keep.any():
+        return empty_frame(PLAN_SCHEMA)
+    idx = np.flatnonzero(keep)
+    ev = ev.iloc[idx].reset_index(drop=True)
+    direction, edge, entry, atr, sd, td, stop, target = (a[idx] for a in
+                                                         (direction, edge, entry, atr, sd, td, stop, target))
+    style, valid_until = style[idx], valid_until[idx]
+    genomes, horizon = [genomes[i] for i in idx], [horizon[i] for i in idx]
+    param = {k: v[idx] for k, v in param.items()}
+    f = {k: v[idx] for k, v in f.items()}
+
+    score = np.nan_to_num(ev["anomaly_score"].to_numpy(dtype="float64"), nan=0.0)
+    signal = np.clip(np.round(0.5 * np.clip(score, 0, 1) + 0.5 * np.minimum(1.0, 2 * edge), 2), 0, 1)
+    e = ev["mx_evidence"].to_numpy(dtype="float64")
+    aligned = np.where(direction > 0, e > 0.5, e < 0.5)
+    rate = np.clip(np.nan_to_num(ev["mx_confirm_rate"].to_numpy(dtype="float64"), nan=0.5), 0, 1)
+    side_rate = np.where(aligned, rate, 1.0 - rate)
+    confirm = ev["mx_confirm"].astype(bool).to_numpy()
+    h15 = np.sign(ev["htf_15m_ret"].to_numpy(dtype="float64"))
+    agree = np.where(h15 == direction, 1.0, np.where(h15 == -direction, 0.0, 0.5))
+    width = ev["ci_high"].to_numpy(dtype="float64") - ev["ci_low"].to_numpy(dtype="float64")
+    width = np.clip(np.nan_to_num(width, nan=1.0), 0, 1)
+    confidence = (0.35 * aligned * 2 * edge + 0.25 * side_rate + 0.15 * (aligned & confirm) + 0.10 * agree
+                  + 0.15 * (1.0 - width))
+    confidence = np.clip(np.round(confidence, 2), 0, 1)
+    rr = np.clip(np.round(td / sd, 2), 0.01, 10.0)
+    raw_size = param["risk_pct"] / (sd / entry)
+    size = np.clip(np.round(raw_size, 2), 0.01, 100.0)
+    n = len(ev)
+    side = np.where(direction > 0, "long", "short")
+    z60 = trend_z(f["sum60"], f["vol60"], f["n60"])
+
+    source_name = {"momentum": "mx_evidence", "reversal": "event_bar_return", "divergence": "htf_1h_ret"}
+    source_value = {"momentum": e, "reversal": f["bar_ret"], "divergence": ev["htf_1h_ret"].to_numpy(dtype="float64")}
+    entry_conditions, micro, regime, intel, notes, risk, impact = [], [], [], [], [], [], []
+    for i in range(n):
+        row = ev.iloc[i]
+        st = str(style[i])
+        vu = pd.Timestamp(valid_until[i]).tz_localize("UTC")
+        entry_conditions.append({
+            "trigger": "market order at the open of the first bar at or after the plan timestamp",
+            "event_id": str(row["event_id"]), "event_timestamp": iso(row["timestamp"]),
+            "anomaly_type": str(row["anomaly_type"]), "anomaly_score": json_number(row["anomaly_score"], 4),
+            "style": st, "edge": json_number(edge[i], 4), "min_edge": json_number(param["min_edge"][i], 4),
+            "direction_source": source_name[st], "direction_source_value": json_number(source_value[st][i], 8),
+        })
+        micro.append({
+            "dsi_evidence_id": None if pd.isna(row.get("dsi_evidence_id")) else str(row["dsi_evidence_id"]),
+            "mx_evidence": json_number(row["mx_evidence"], 4), "mx_confirm": bool(row["mx_confirm"]),
+            "mx_confirm_rate": json_number(row["mx_confirm_rate"], 4),
+            "mx_evidence_boost": json_number(row["mx_evidence_boost"], 4),
+            "confidence_interval": {"low": json_number(row["ci_low"], 4), "high": json_number(row["ci_high"], 4)},
+            "evidence_on_plan_side": bool(aligned[i]),
+        })
+        regime.append({
+            "window_bars": REGIME_WINDOW, "returns_used": int(f["n60"][i]),
+            "trailing_return": json_number(np.expm1(f["sum60"][i]), 8), "volatility": json_number(f["vol60"][i], 8),
+            "z": json_number(z60[i], 4), "regime": regime_label(float(z60[i]), float(f["vol60"][i])),
+            "htf_15m_ret": json_number(row["htf_15m_ret"], 8), "htf_1h_ret": json_number(row["htf_1h_ret"], 8),
+        })
+        module = modules[row["module_id"]]
+        intel.append({"module_name": str(module.name), "module_version": str(getattr(module, "module_version", "")),
+                      "genome": genomes[i]})
+        notes.append(
+            f"{module.name} {side[i]} {row['symbol']} on {row['anomaly_type']}: enter at the next open after "
+            f"{iso(row['plan_ts'])}, stop {param['stop_atr'][i]:g} ATR, target "
+            f"{td[i] / atr[i]:g} ATR, exit by {iso(vu)}"
+        )
+        risk.append({
+            "atr": json_number(atr[i], 8), "atr_window": ATR_WINDOW, "stop_distance": json_number(sd[i], 8),
+            "stop_distance_pct": json_number(sd[i] / entry[i] * 100, 6), "target_distance": json_number(td[i], 8),
+            "risk_pct": json_number(param["risk_pct"][i], 4), "requested_position_pct": json_number(raw_size[i], 4),
+            "capital_at_risk_pct": json_number(size[i] * sd[i] / entry[i], 6),
+        })
+        impact.append({"position_pct": json_number(size[i], 2), "side": str(side[i]), "symbol": str(row["symbol"])})
+
+    plans = pd.DataFrame({
+        "plan_id": ev["plan_id"], "module_id": ev["module_id"], "symbol": ev["symbol"],
+        "timestamp": ev["plan_ts"], "signal_strength": signal, "direction": side,
+        "entry_conditions": entry_conditions, "entry_price": entry, "position_size": size, "stop_loss": stop,
+        "take_profit": target, "time_horizon": [h for _, h in horizon], "risk_reward_ratio": rr,
+        "confidence_score": confidence, "microstructure_evidence": micro, "regime_context": regime,
+        "module_intelligence": intel, "execution_notes": notes, "valid_until": valid_until,
+        "validation_status": "pending", "risk_assessment": risk, "portfolio_impact": impact,
+        "event_id": ev["event_id"],
+        "dsi_evidence_id": ev["dsi_evidence_id"] if "dsi_evidence_id" in ev else None,
+    })
+    return conform(plans, PLAN_SCHEMA)
