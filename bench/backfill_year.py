@@ -41,18 +41,42 @@ MB = 1024 * 1024
 
 
 def scratch_env(home: Path, symbols: list[str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"TIS_DATABASE_URL", "TIS_DAGSTER_DATABASE_URL", "TIS_DAGSTER_PG_URL", "DAGSTER_HOME",
-                        "TIS_MARKET_DATA_DIR", "TIS_ARCHIVE_DIR"}}
-    env.update({"TIS_HOME": str(home), "TIS_MARKET_SOURCE": "synthetic", "TIS_SYMBOLS": ",".join(symbols),
-                "TIS_SYNTHETIC_SEED": "42", "CI": "true", "DAGSTER_DISABLE_TELEMETRY": "1",
-                "GX_ANALYTICS_ENABLED": "false", "PYTHONWARNINGS": "ignore"})
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in {
+            "TIS_DATABASE_URL",
+            "TIS_DAGSTER_DATABASE_URL",
+            "TIS_DAGSTER_PG_URL",
+            "DAGSTER_HOME",
+            "TIS_MARKET_DATA_DIR",
+            "TIS_ARCHIVE_DIR",
+        }
+    }
+    env.update(
+        {
+            "TIS_HOME": str(home),
+            "TIS_MARKET_SOURCE": "synthetic",
+            "TIS_SYMBOLS": ",".join(symbols),
+            "TIS_SYNTHETIC_SEED": "42",
+            "CI": "true",
+            "DAGSTER_DISABLE_TELEMETRY": "1",
+            "GX_ANALYTICS_ENABLED": "false",
+            "PYTHONWARNINGS": "ignore",
+        }
+    )
     return env
 
 
 def tis(args: list[str], env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "tis_pipeline.cli", *args], env=env, cwd=PROJECT_ROOT,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "tis_pipeline.cli", *args],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+    )
     if check and done.returncode != 0:
         raise RuntimeError(f"tis {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
     return done
@@ -167,8 +191,9 @@ PROJECT_ROWS = textwrap.dedent("""
 
 
 def python_json(code: str, env: dict[str, str], *args: str) -> dict:
-    done = subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=PROJECT_ROOT, capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True
+    )
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-3000:])
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -177,16 +202,23 @@ def python_json(code: str, env: dict[str, str], *args: str) -> dict:
 def sizes_summary(sizes: dict) -> dict:
     """Dagster's tables only: total MB, and MB and rows of every table that holds something."""
     tables = {k: v for k, v in sizes.items() if not k.startswith("_")}
-    return {"dagster_tables_mb": round(sum(v["bytes"] for v in tables.values()) / MB, 2),
-            "dagster_rows": sum(v["rows"] for v in tables.values()),
-            "database": sizes["_database"], "database_mb": round(sizes["_database_bytes"] / MB, 1),
-            "tables": {k: {"mb": round(v["bytes"] / MB, 2), "rows": v["rows"]}
-                       for k, v in sorted(tables.items(), key=lambda kv: -kv[1]["bytes"])
-                       if v["rows"] or v["bytes"] > 64 * 1024}}
+    return {
+        "dagster_tables_mb": round(sum(v["bytes"] for v in tables.values()) / MB, 2),
+        "dagster_rows": sum(v["rows"] for v in tables.values()),
+        "database": sizes["_database"],
+        "database_mb": round(sizes["_database_bytes"] / MB, 1),
+        "tables": {
+            k: {"mb": round(v["bytes"] / MB, 2), "rows": v["rows"]}
+            for k, v in sorted(tables.items(), key=lambda kv: -kv[1]["bytes"])
+            if v["rows"] or v["bytes"] > 64 * 1024
+        },
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--start", default="2024-01-01")
     parser.add_argument("--end", default="2024-12-30")
     parser.add_argument("--symbols", type=int, default=50)
@@ -199,8 +231,13 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="tis_backfill_", dir="/tmp"))
     home.chmod(0o755)  # as root, the embedded server runs as its own user and must reach pgdata
     env = scratch_env(home, symbols)
-    out: dict = {"start": args.start, "end": args.end, "symbols": args.symbols, "select": args.select,
-                 "tis_home": str(home)}
+    out: dict = {
+        "start": args.start,
+        "end": args.end,
+        "symbols": args.symbols,
+        "select": args.select,
+        "tis_home": str(home),
+    }
     started_server = False
     try:
         t0 = time.perf_counter()
@@ -217,11 +254,33 @@ def main() -> None:
         used_start = psutil.virtual_memory().used
         log = open(home / "backfill.log", "w")
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "tis_pipeline.cli", "backfill", "--start", args.start,
-                                 "--end", args.end, "--select", args.select], env=env, cwd=PROJECT_ROOT,
-                                stdout=log, stderr=subprocess.STDOUT)
-        peak = {"cli_tree_rss": 0, "cli_largest_rss": 0, "pg_rss_sum": 0, "pg_pss_sum": 0, "pg_largest_rss": 0,
-                "total_pss": 0, "system_used_delta": 0}
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tis_pipeline.cli",
+                "backfill",
+                "--start",
+                args.start,
+                "--end",
+                args.end,
+                "--select",
+                args.select,
+            ],
+            env=env,
+            cwd=PROJECT_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        peak = {
+            "cli_tree_rss": 0,
+            "cli_largest_rss": 0,
+            "pg_rss_sum": 0,
+            "pg_pss_sum": 0,
+            "pg_largest_rss": 0,
+            "total_pss": 0,
+            "system_used_delta": 0,
+        }
         max_load, samples, status, rusage = 0.0, 0, None, None
         busy_start, pg_cpu = busy_cpu_s(), {}
         for p in server_processes(master):
@@ -240,9 +299,15 @@ def main() -> None:
                     continue
                 first = pg_cpu.get(p.pid, (0.0, 0.0))[0]
                 pg_cpu[p.pid] = (first, cpu)
-            for key, value in (("cli_tree_rss", cli_rss), ("cli_largest_rss", cli_big), ("pg_rss_sum", pg_rss),
-                               ("pg_pss_sum", pg_pss), ("pg_largest_rss", pg_big), ("total_pss", cli_pss + pg_pss),
-                               ("system_used_delta", psutil.virtual_memory().used - used_start)):
+            for key, value in (
+                ("cli_tree_rss", cli_rss),
+                ("cli_largest_rss", cli_big),
+                ("pg_rss_sum", pg_rss),
+                ("pg_pss_sum", pg_pss),
+                ("pg_largest_rss", pg_big),
+                ("total_pss", cli_pss + pg_pss),
+                ("system_used_delta", psutil.virtual_memory().used - used_start),
+            ):
                 peak[key] = max(peak[key], value)
             max_load = max(max_load, os.getloadavg()[0])
             samples += 1
@@ -261,8 +326,12 @@ def main() -> None:
         out["samples"] = samples
         cli_cpu = rusage.ru_utime + rusage.ru_stime
         server_cpu = sum(max(last - first, 0.0) for first, last in pg_cpu.values())
-        out["cpu_s"] = {"machine_busy": round(busy, 1), "cli": round(cli_cpu, 1), "server": round(server_cpu, 1),
-                        "others": round(busy - cli_cpu - server_cpu, 1)}
+        out["cpu_s"] = {
+            "machine_busy": round(busy, 1),
+            "cli": round(cli_cpu, 1),
+            "server": round(server_cpu, 1),
+            "others": round(busy - cli_cpu - server_cpu, 1),
+        }
         out["load_at_start"] = [round(x, 2) for x in load_start]
         out["load_at_end"] = [round(x, 2) for x in os.getloadavg()]
         out["max_load1"] = round(max_load, 2)
@@ -274,8 +343,12 @@ def main() -> None:
         after = python_json(DAGSTER_SIZES, env, project)
         vacuumed = python_json(DAGSTER_SIZES, env, project, "VACUUM ANALYZE")
         full = python_json(DAGSTER_SIZES, env, project, "VACUUM FULL")
-        out["dagster_storage"] = {"before_prune": sizes_summary(before), "after_prune": sizes_summary(after),
-                                  "after_vacuum": sizes_summary(vacuumed), "after_vacuum_full": sizes_summary(full)}
+        out["dagster_storage"] = {
+            "before_prune": sizes_summary(before),
+            "after_prune": sizes_summary(after),
+            "after_vacuum": sizes_summary(vacuumed),
+            "after_vacuum_full": sizes_summary(full),
+        }
     finally:
         if not args.keep:
             if started_server or (home / "pgdata" / "postmaster.pid").exists():

@@ -17,8 +17,13 @@ from tis_pipeline.dsi.logic.events import detect_events
 from tis_pipeline.dsi.logic.score import measure_streaming_latency, score_bars
 
 
-def make_bars(n_bars: int = 1_000_000, n_symbols: int = 50, seed: int = 0, start: str = "2024-01-02",
-              gap_prob: float = 0.002) -> pd.DataFrame:
+def make_bars(
+    n_bars: int = 1_000_000,
+    n_symbols: int = 50,
+    seed: int = 0,
+    start: str = "2024-01-02",
+    gap_prob: float = 0.002,
+) -> pd.DataFrame:
     """Bars sorted by (symbol, timestamp): Student-t(3) returns, clustered volatility and volume, rare gaps."""
     rng = np.random.default_rng(seed)
     m = -(-n_bars // n_symbols)
@@ -41,10 +46,19 @@ def make_bars(n_bars: int = 1_000_000, n_symbols: int = 50, seed: int = 0, start
     frames = []
     for j in range(n_symbols):
         sel = np.flatnonzero(keep[j])[:m]
-        frames.append(pd.DataFrame({
-            "symbol": f"SYM{j:03d}", "timestamp": pd.DatetimeIndex(ts[sel].view("M8[ns]")).tz_localize("UTC"),
-            "open": open_[j, sel], "high": high[j, sel], "low": low[j, sel], "close": close[j, sel],
-            "volume": volume[j, sel]}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "symbol": f"SYM{j:03d}",
+                    "timestamp": pd.DatetimeIndex(ts[sel].view("M8[ns]")).tz_localize("UTC"),
+                    "open": open_[j, sel],
+                    "high": high[j, sel],
+                    "low": low[j, sel],
+                    "close": close[j, sel],
+                    "volume": volume[j, sel],
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True).head(n_bars)
 
 
@@ -58,10 +72,14 @@ def main(n_bars: int = 1_000_000, n_symbols: int = 50) -> None:
         runs.append(time.perf_counter() - t0)
     best, median = min(runs), float(np.median(runs))
     events = detect_events(scores, cfg)
-    print(f"score_bars: {len(bars):,} bars, {n_symbols} symbols, best {best:.3f} s -> {len(bars) / best:,.0f} bars/s "
-          f"(median {median:.3f} s -> {len(bars) / median:,.0f} bars/s)")
+    print(
+        f"score_bars: {len(bars):,} bars, {n_symbols} symbols, best {best:.3f} s -> {len(bars) / best:,.0f} bars/s "
+        f"(median {median:.3f} s -> {len(bars) / median:,.0f} bars/s)"
+    )
     print(f"events: {len(events)} ({events['anomaly_type'].value_counts().to_dict() if len(events) else {}})")
-    print(f"confirm share {scores['mx_confirm'].mean():.4f}, mean survival {scores['survival_rate'].mean():.3f}")
+    print(
+        f"confirm share {scores['mx_confirm'].mean():.4f}, mean survival {scores['survival_rate'].mean():.3f}"
+    )
     day = bars[bars["timestamp"] < bars["timestamp"].min() + pd.Timedelta(days=1)]
     _, st = score_bars(day, None, cfg)
     rest = bars[bars["timestamp"] >= bars["timestamp"].min() + pd.Timedelta(days=1)]

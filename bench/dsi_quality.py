@@ -27,26 +27,51 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from tis_pipeline import environment
-    from tis_pipeline.pg.engine import engine
     from tis_pipeline.dsi.evaluation import evaluate
     from tis_pipeline.dsi.logic.config import DsiConfig
     from tis_pipeline.market_data.store import read_bars
+    from tis_pipeline.pg.engine import engine
 
     environment.prepare()
     with engine(os.environ["TIS_DATABASE_URL"]).connect() as conn:
-        bars = read_bars(conn, "market_data_1m", pd.Timestamp("1970-01-01", tz="UTC"),
-                         pd.Timestamp("2100-01-01", tz="UTC"), ("symbol", "timestamp", "close", "mx_evidence",
-                                                                "mx_confirm"))
+        bars = read_bars(
+            conn,
+            "market_data_1m",
+            pd.Timestamp("1970-01-01", tz="UTC"),
+            pd.Timestamp("2100-01-01", tz="UTC"),
+            ("symbol", "timestamp", "close", "mx_evidence", "mx_confirm"),
+        )
     bars = bars[bars["mx_evidence"].notna()]
     warmup = DsiConfig().tail_rows
     rows = {symbol: evaluate(part, part, args.horizon, warmup) for symbol, part in bars.groupby("symbol")}
     rows["all"] = evaluate(bars, bars, args.horizon, warmup)
-    table = pd.DataFrame(rows).T[["n", "ic", "hit_rate", "naive_ic", "naive_hit_rate", "confirmed_n",
-                                  "confirmed_ic", "confirmed_hit_rate", "unconfirmed_hit_rate"]]
+    table = pd.DataFrame(rows).T[
+        [
+            "n",
+            "ic",
+            "hit_rate",
+            "naive_ic",
+            "naive_hit_rate",
+            "confirmed_n",
+            "confirmed_ic",
+            "confirmed_hit_rate",
+            "unconfirmed_hit_rate",
+        ]
+    ]
     print(table.to_string(float_format=lambda v: f"{v:.4f}"))
-    print(json.dumps({"bars": len(bars), "horizon": args.horizon, "warmup": warmup,
-                      **{k: (None if pd.isna(v) else int(v) if k in _COUNTS else round(float(v), 4))
-                         for k, v in rows["all"].items()}}))
+    print(
+        json.dumps(
+            {
+                "bars": len(bars),
+                "horizon": args.horizon,
+                "warmup": warmup,
+                **{
+                    k: (None if pd.isna(v) else int(v) if k in _COUNTS else round(float(v), 4))
+                    for k, v in rows["all"].items()
+                },
+            }
+        )
+    )
 
 
 _COUNTS = {"n", "confirmed_n", "horizon"}  # whole numbers in the JSON line, as 74507 rather than 74507.0

@@ -57,18 +57,32 @@ def synthetic_range(url: str, n_symbols: int, first: str, days: int) -> tuple[di
     from tis_pipeline.resources import PostgresResource
 
     symbols = [f"SYM{i:03d}" for i in range(n_symbols)]
-    resources = {"db": PostgresResource(url=url), "bars": BarSource(source="synthetic", symbols=symbols, seed=1)}
+    resources = {
+        "db": PostgresResource(url=url),
+        "bars": BarSource(source="synthetic", symbols=symbols, seed=1),
+    }
     last = (pd.Timestamp(first) + pd.Timedelta(days=days - 1)).date().isoformat()
     return resources, range_tags(first, last)
 
 
 STEPS = {  # module path -> functions whose wall time --steps reports (summed over calls and threads); each is
     # patched in the module that calls it (the callers import the names)
-    "tis_pipeline.market_data.ingest": ("normalise_bars", "validate_bars", "evaluate_frame", "summary",
-                                        "swap_built_days"),
+    "tis_pipeline.market_data.ingest": (
+        "normalise_bars",
+        "validate_bars",
+        "evaluate_frame",
+        "summary",
+        "swap_built_days",
+    ),
     "tis_pipeline.pg.day_partitions": ("_build_day",),
-    "tis_pipeline.market_data.rollups": ("stage_expected_rollup", "rebuild_rollup", "rollup_mismatches",
-                                         "bucket_fill", "read_bars", "price_volume_png"),
+    "tis_pipeline.market_data.rollups": (
+        "stage_expected_rollup",
+        "rebuild_rollup",
+        "rollup_mismatches",
+        "bucket_fill",
+        "read_bars",
+        "price_volume_png",
+    ),
     "tis_pipeline.pg.copy_binary": ("encode_rows",),
 }
 
@@ -86,6 +100,7 @@ def time_steps(timers: dict[str, float]) -> None:
                 return fn(*args, **kwargs)
             finally:
                 timers[name] = timers.get(name, 0.0) + time.perf_counter() - t0
+
         return wrapper
 
     for module_name, names in STEPS.items():
@@ -116,14 +131,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--symbols", type=int, default=50)
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="(a) and (b) are taken in turns this many times; the medians are reported")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="(a) and (b) are taken in turns this many times; the medians are reported",
+    )
     parser.add_argument("--skip-to-sql", action="store_true", help="to_sql is slow; skip it for quick runs")
-    parser.add_argument("--cold", action="store_true",
-                        help="no warm-up run first: the first ingest then also pays this process's one-time costs "
-                             "(lazy imports, first calls); a backfill pays them once for all its chunks")
-    parser.add_argument("--steps", action="store_true",
-                        help="add seconds per step (first ingest, rollups; threads overlap) to the JSON line")
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="no warm-up run first: the first ingest then also pays this process's one-time costs "
+        "(lazy imports, first calls); a backfill pays them once for all its chunks",
+    )
+    parser.add_argument(
+        "--steps",
+        action="store_true",
+        help="add seconds per step (first ingest, rollups; threads overlap) to the JSON line",
+    )
     args = parser.parse_args()
     timers: dict[str, float] = {}
     if args.steps:
@@ -165,8 +190,12 @@ def main() -> None:
         if not args.cold:  # one small day outside the range through the same assets, so both runs are warm
             warm_day = (start - pd.Timedelta(days=1)).date().isoformat()
             warm = {"db": resources["db"], "bars": BarSource(source="synthetic", symbols=symbols[:2], seed=2)}
-            assert dg.materialize([market_data_1m, market_data_15m, market_data_1h], resources=warm,
-                                  tags=range_tags(warm_day, warm_day), instance=instance).success
+            assert dg.materialize(
+                [market_data_1m, market_data_15m, market_data_1h],
+                resources=warm,
+                tags=range_tags(warm_day, warm_day),
+                instance=instance,
+            ).success
         out["warm"] = not args.cold
         copy_runs, ingest_runs = [], []
         for attempt in range(args.repeat):
@@ -174,9 +203,12 @@ def main() -> None:
                 conn.execute(sa.text("TRUNCATE bench_copy"))
             t0 = time.perf_counter()
             with eng.begin() as conn:
-                with raw_connection(conn).cursor() as cur, cur.copy(
+                with (
+                    raw_connection(conn).cursor() as cur,
+                    cur.copy(
                         'COPY bench_copy (symbol, "timestamp", open, high, low, close, volume) FROM STDIN (FORMAT csv)'
-                ) as copy:
+                    ) as copy,
+                ):
                     copy.write(payload)
             copy_runs.append(round(rows / (time.perf_counter() - t0)))
             if attempt:
@@ -199,20 +231,27 @@ def main() -> None:
         # rollups: 15m and 1h over the same range, in rows of 1-minute source per second
         timers.clear()
         t0 = time.perf_counter()
-        result = dg.materialize([market_data_1m.to_source_asset(), market_data_15m, market_data_1h],
-                                resources=resources, tags=tags, selection=[market_data_15m, market_data_1h],
-                                instance=instance)
+        result = dg.materialize(
+            [market_data_1m.to_source_asset(), market_data_15m, market_data_1h],
+            resources=resources,
+            tags=tags,
+            selection=[market_data_15m, market_data_1h],
+            instance=instance,
+        )
         assert result.success
         out["rollup_source_rows_per_s"] = round(2 * rows / (time.perf_counter() - t0))
         steps["rollups"] = {k: round(v, 2) for k, v in timers.items()}
         # each rollup again in a run of its own (a re-run: it replaces its bars), in 1-minute rows it covers per
         # second; the 15-minute one is the figure to hold against a plain date_bin GROUP BY of the 1-minute bars
         upstream = [market_data_1m.to_source_asset()]
-        for rollup, key in ((market_data_15m, "rollup_15m_source_rows_per_s"),
-                            (market_data_1h, "rollup_1h_source_rows_per_s")):
+        for rollup, key in (
+            (market_data_15m, "rollup_15m_source_rows_per_s"),
+            (market_data_1h, "rollup_1h_source_rows_per_s"),
+        ):
             t0 = time.perf_counter()
-            result = dg.materialize([*upstream, rollup], resources=resources, tags=tags, selection=[rollup],
-                                    instance=instance)
+            result = dg.materialize(
+                [*upstream, rollup], resources=resources, tags=tags, selection=[rollup], instance=instance
+            )
             assert result.success
             out[key] = round(rows / (time.perf_counter() - t0))
             upstream.append(rollup.to_source_asset())
@@ -230,8 +269,12 @@ def main() -> None:
         if args.steps:
             out["steps_s"] = steps
         with eng.connect() as conn:
-            assert conn.execute(sa.text('SELECT count(*) FROM market_data_1m WHERE "timestamp" >= :a'),
-                                {"a": start}).scalar_one() == rows
+            assert (
+                conn.execute(
+                    sa.text('SELECT count(*) FROM market_data_1m WHERE "timestamp" >= :a'), {"a": start}
+                ).scalar_one()
+                == rows
+            )
     finally:
         drop_database(server, url)
     del copy_frame

@@ -35,7 +35,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--days", type=int, default=3)
     parser.add_argument("--symbols", type=int, default=50)
-    parser.add_argument("--repeat", type=int, default=5, help="removals of the day per way (re-loaded in between)")
+    parser.add_argument(
+        "--repeat", type=int, default=5, help="removals of the day per way (re-loaded in between)"
+    )
     args = parser.parse_args()
     if args.days < 1:
         parser.error("--days must be at least 1")
@@ -58,8 +60,13 @@ def main() -> None:
     bounds = {"a": day, "b": next_day}
 
     server, url = scratch_database()
-    out: dict = {"days_loaded": args.days, "symbols": args.symbols, "rows_loaded": len(frame),
-                 "day": day.date().isoformat(), "partition": partition}
+    out: dict = {
+        "days_loaded": args.days,
+        "symbols": args.symbols,
+        "rows_loaded": len(frame),
+        "day": day.date().isoformat(),
+        "partition": partition,
+    }
     try:
         migrate.upgrade(url)
         eng = engine(url)
@@ -72,9 +79,12 @@ def main() -> None:
 
         def day_rows() -> int:
             with eng.connect() as conn:
-                return conn.execute(sa.text(
-                    'SELECT count(*) FROM market_data_1m WHERE "timestamp" >= :a AND "timestamp" < :b'),
-                    bounds).scalar_one()
+                return conn.execute(
+                    sa.text(
+                        'SELECT count(*) FROM market_data_1m WHERE "timestamp" >= :a AND "timestamp" < :b'
+                    ),
+                    bounds,
+                ).scalar_one()
 
         def total_rows() -> int:
             with eng.connect() as conn:
@@ -82,7 +92,8 @@ def main() -> None:
 
         with eng.connect() as conn:
             out["partition_bytes"] = conn.execute(
-                sa.text("SELECT pg_total_relation_size(CAST(:p AS regclass))"), {"p": partition}).scalar_one()
+                sa.text("SELECT pg_total_relation_size(CAST(:p AS regclass))"), {"p": partition}
+            ).scalar_one()
 
         delete_s, vacuum_s, drop_s, rows = [], [], [], []
         for _ in range(args.repeat):
@@ -90,8 +101,9 @@ def main() -> None:
             expected = day_rows()
             t0 = time.perf_counter()
             with eng.begin() as conn:
-                deleted = conn.execute(sa.text(
-                    'DELETE FROM market_data_1m WHERE "timestamp" >= :a AND "timestamp" < :b'), bounds).rowcount
+                deleted = conn.execute(
+                    sa.text('DELETE FROM market_data_1m WHERE "timestamp" >= :a AND "timestamp" < :b'), bounds
+                ).rowcount
             delete_s.append(time.perf_counter() - t0)
             assert deleted == expected and day_rows() == 0, (deleted, expected)
             rows.append(deleted)
@@ -107,8 +119,11 @@ def main() -> None:
             before = total_rows()
             t0 = time.perf_counter()
             with eng.begin() as conn, raw_connection(conn).cursor() as cur:
-                cur.execute(sql.SQL("ALTER TABLE market_data_1m DETACH PARTITION {}").format(
-                    sql.Identifier(partition)))
+                cur.execute(
+                    sql.SQL("ALTER TABLE market_data_1m DETACH PARTITION {}").format(
+                        sql.Identifier(partition)
+                    )
+                )
                 cur.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(partition)))
             drop_s.append(time.perf_counter() - t0)
             assert day_rows() == 0 and total_rows() == before - expected

@@ -26,10 +26,10 @@ def main() -> None:
     import dagster as dg
 
     from bench.ingest import drop_database, scratch_database, synthetic_range
-    from tis_pipeline.pg import migrate
-    from tis_pipeline.pg.engine import engine
     from tis_pipeline.dsi.assets import dsi
     from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
+    from tis_pipeline.pg import migrate
+    from tis_pipeline.pg.engine import engine
     from tis_pipeline.trading_day.assets import TABLES, trading_day
 
     server, url = scratch_database()
@@ -45,9 +45,19 @@ def main() -> None:
         with engine(url).connect() as conn:
             rows = {t: conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one() for t in TABLES}
             events = conn.execute(sa.text("SELECT count(*) FROM anomaly_events")).scalar_one()
-        print(json.dumps({"days": args.days, "symbols": args.symbols, "events": events, "rows": rows,
-                          "run_s": round(seconds, 2), "events_per_s": round(events / seconds),
-                          "plans_per_s": round(rows["trading_plans"] / seconds)}))
+        print(
+            json.dumps(
+                {
+                    "days": args.days,
+                    "symbols": args.symbols,
+                    "events": events,
+                    "rows": rows,
+                    "run_s": round(seconds, 2),
+                    "events_per_s": round(events / seconds),
+                    "plans_per_s": round(rows["trading_plans"] / seconds),
+                }
+            )
+        )
     finally:
         drop_database(server, url)
 

@@ -63,8 +63,10 @@ def main(argv: list[str] | None = None) -> None:
     from tis_pipeline.quality.rules import rules_for
 
     seconds, bars = _timed(synthetic_bars, args.rows)
-    print(f"{len(bars):,} bars of {bars['symbol'].nunique()} symbols generated in {seconds:.1f} s; "
-          f"{len(rules_for('market_data_1m'))} rules on market_data_1m")
+    print(
+        f"{len(bars):,} bars of {bars['symbol'].nunique()} symbols generated in {seconds:.1f} s; "
+        f"{len(rules_for('market_data_1m'))} rules on market_data_1m"
+    )
     now = bars["timestamp"].max()
 
     setup, _ = _timed(lambda: suite_for("market_data_1m", rules_for("market_data_1m")) and context())
@@ -86,17 +88,32 @@ def main(argv: list[str] | None = None) -> None:
                 for a, b in zip(p.results, g.results, strict=True)
             )
             failing = sum(r.unexpected_count for r in p.results)
-            rows.append((label, severity or "all", len(p.results), failing, min(timings["pandas"]),
-                         min(timings["great_expectations"]), agree))
+            rows.append(
+                (
+                    label,
+                    severity or "all",
+                    len(p.results),
+                    failing,
+                    min(timings["pandas"]),
+                    min(timings["great_expectations"]),
+                    agree,
+                )
+            )
 
     print()
-    print(f"{'frame':<10} {'rules':<6} {'n':>3} {'failing rows':>13} {'pandas s':>9} {'GE s':>8} {'GE/pandas':>9} agree")
+    print(
+        f"{'frame':<10} {'rules':<6} {'n':>3} {'failing rows':>13} {'pandas s':>9} {'GE s':>8} {'GE/pandas':>9} agree"
+    )
     for label, severity, n, failing, pandas_s, ge_s, agree in rows:
-        print(f"{label:<10} {severity:<6} {n:>3} {failing:>13,} {pandas_s:>9.2f} {ge_s:>8.2f} {ge_s / pandas_s:>9.1f} {agree}")
+        print(
+            f"{label:<10} {severity:<6} {n:>3} {failing:>13,} {pandas_s:>9.2f} {ge_s:>8.2f} {ge_s / pandas_s:>9.1f} {agree}"
+        )
     per_million = 1_000_000 / len(bars)
     clean_all = rows[0]
-    print(f"\nper 1M bars, all rules, clean frame: pandas {clean_all[4] * per_million:.2f} s, "
-          f"GE {clean_all[5] * per_million:.2f} s (best of {args.repeat})")
+    print(
+        f"\nper 1M bars, all rules, clean frame: pandas {clean_all[4] * per_million:.2f} s, "
+        f"GE {clean_all[5] * per_million:.2f} s (best of {args.repeat})"
+    )
 
 
 if __name__ == "__main__":

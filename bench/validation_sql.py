@@ -39,8 +39,11 @@ def derived_sql(rule) -> dict[str, str]:
         return {_derived_name(rule, "min_of_others"): f"least({', '.join(quoted[1:])})"}
     if rule.kind == "on_minute":
         # nanoseconds past the minute: timestamptz has microseconds, so whole microseconds times 1000
-        return {_derived_name(rule, "ns_past_boundary"):
-                "mod((extract(epoch FROM \"timestamp\") * 1000000)::bigint, 60000000) * 1000"}
+        return {
+            _derived_name(
+                rule, "ns_past_boundary"
+            ): 'mod((extract(epoch FROM "timestamp") * 1000000)::bigint, 60000000) * 1000'
+        }
     return {}
 
 
@@ -62,13 +65,21 @@ def sql_datasource_run(url: str, rules, now: pd.Timestamp) -> tuple[float, dict[
     suite = ctx.suites.add(gx.ExpectationSuite(name="market_data_1m_sql"))
     for rule in rules:
         suite.add_expectation(expectation_for(rule))
-    parameters = {f"{LATEST_ALLOWED}_{r.name}": (now + pd.Timedelta(minutes=1)).to_pydatetime()
-                  for r in rules if r.kind == "not_future"}
+    parameters = {
+        f"{LATEST_ALLOWED}_{r.name}": (now + pd.Timedelta(minutes=1)).to_pydatetime()
+        for r in rules
+        if r.kind == "not_future"
+    }
     started = time.perf_counter()
     result = batch_definition.get_batch().validate(
-        suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["symbol", "timestamp"],
-                              "include_unexpected_rows": False},
-        expectation_parameters=parameters or None)
+        suite,
+        result_format={
+            "result_format": "COMPLETE",
+            "unexpected_index_column_names": ["symbol", "timestamp"],
+            "include_unexpected_rows": False,
+        },
+        expectation_parameters=parameters or None,
+    )
     seconds = time.perf_counter() - started
     counts = {}
     for r in result.results:
@@ -76,8 +87,10 @@ def sql_datasource_run(url: str, rules, now: pd.Timestamp) -> tuple[float, dict[
         # one dict, or one per metric GX tried to compute
         failures = [i for i in (info, *info.values()) if isinstance(i, dict) and i.get("raised_exception")]
         if failures:
-            raise RuntimeError(f"GX (SQL) failed on {r.expectation_config.meta['rule']}: "
-                               f"{failures[0].get('exception_message')}")
+            raise RuntimeError(
+                f"GX (SQL) failed on {r.expectation_config.meta['rule']}: "
+                f"{failures[0].get('exception_message')}"
+            )
         counts[r.expectation_config.meta["rule"]] = int(r.result.get("unexpected_count", 0) or 0)
     return seconds, counts
 
@@ -104,10 +117,13 @@ def main(argv: list[str] | None = None) -> None:
         for label, frame in (("clean", bars), ("1% broken", broken(bars))):
             with eng.begin() as conn:
                 conn.execute(sa.text(f"DROP TABLE IF EXISTS {STAGING}"))
-                conn.execute(sa.text(
-                    f'CREATE TABLE {STAGING} (symbol varchar(20), "timestamp" timestamptz, open numeric(20,8), '
-                    "high numeric(20,8), low numeric(20,8), close numeric(20,8), volume numeric(20,8), "
-                    "mx_evidence numeric(3,2))"))
+                conn.execute(
+                    sa.text(
+                        f'CREATE TABLE {STAGING} (symbol varchar(20), "timestamp" timestamptz, open numeric(20,8), '
+                        "high numeric(20,8), low numeric(20,8), close numeric(20,8), volume numeric(20,8), "
+                        "mx_evidence numeric(3,2))"
+                    )
+                )
                 started = time.perf_counter()
                 copy_frame(raw_connection(conn), STAGING, frame, COLUMNS)
                 stage_s = time.perf_counter() - started
@@ -124,19 +140,29 @@ def main(argv: list[str] | None = None) -> None:
                 seconds, counts["GE SQL"] = sql_datasource_run(url, rules, now)
                 timings["GE SQL"].append(seconds)
             agree = counts["pandas evaluator"] == counts["GE pandas"] == counts["GE SQL"]
-            table.append({"frame": label, "rows": len(frame), "failing_rows": sum(counts["GE SQL"].values()),
-                          "stage_copy_s": round(stage_s, 2),
-                          **{f"{k.replace(' ', '_')}_s": round(min(v), 2) for k, v in timings.items()},
-                          "agree": agree})
+            table.append(
+                {
+                    "frame": label,
+                    "rows": len(frame),
+                    "failing_rows": sum(counts["GE SQL"].values()),
+                    "stage_copy_s": round(stage_s, 2),
+                    **{f"{k.replace(' ', '_')}_s": round(min(v), 2) for k, v in timings.items()},
+                    "agree": agree,
+                }
+            )
             if not agree:
                 print("disagreement:", json.dumps(counts, indent=1))
     finally:
         drop_database(server, url)
-    print(f"{'frame':<10} {'failing':>8} {'stage COPY s':>12} {'pandas eval s':>13} {'GE pandas s':>11} "
-          f"{'GE SQL s':>9} agree")
+    print(
+        f"{'frame':<10} {'failing':>8} {'stage COPY s':>12} {'pandas eval s':>13} {'GE pandas s':>11} "
+        f"{'GE SQL s':>9} agree"
+    )
     for row in table:
-        print(f"{row['frame']:<10} {row['failing_rows']:>8,} {row['stage_copy_s']:>12.2f} "
-              f"{row['pandas_evaluator_s']:>13.2f} {row['GE_pandas_s']:>11.2f} {row['GE_SQL_s']:>9.2f} {row['agree']}")
+        print(
+            f"{row['frame']:<10} {row['failing_rows']:>8,} {row['stage_copy_s']:>12.2f} "
+            f"{row['pandas_evaluator_s']:>13.2f} {row['GE_pandas_s']:>11.2f} {row['GE_SQL_s']:>9.2f} {row['agree']}"
+        )
     print(json.dumps({"rows": len(bars), "load_average": os.getloadavg()[0], "results": table}))
 
 

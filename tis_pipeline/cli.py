@@ -22,8 +22,11 @@ from tis_pipeline.settings import PROJECT_ROOT, settings
 warnings.filterwarnings("ignore", message=".*is currently in (beta|preview).*")
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
-app = typer.Typer(help="tis-pipeline: the Trading Intelligence System on Dagster.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="tis-pipeline: the Trading Intelligence System on Dagster.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 db_app = typer.Typer(help="The project's PostgreSQL: start, migrate, inspect, stop.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 archive_app = typer.Typer(help="Parquet archives written by the retention job.", no_args_is_help=True)
@@ -32,9 +35,20 @@ console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 SHOWN_TABLES = [
-    "market_data_1m", "market_data_15m", "market_data_1h", "market_data_quarantine", "anomaly_events",
-    "dsi_evidence", "modules", "module_performance", "trading_plans", "trading_plan_approvals",
-    "module_messages", "module_intelligence_sharing", "module_replication_triggers", "module_replications",
+    "market_data_1m",
+    "market_data_15m",
+    "market_data_1h",
+    "market_data_quarantine",
+    "anomaly_events",
+    "dsi_evidence",
+    "modules",
+    "module_performance",
+    "trading_plans",
+    "trading_plan_approvals",
+    "module_messages",
+    "module_intelligence_sharing",
+    "module_replication_triggers",
+    "module_replications",
 ]
 
 
@@ -104,8 +118,8 @@ def db_downgrade(revision: str = typer.Argument("base", help="Alembic revision t
 @db_app.command("status")
 def db_status() -> None:
     """Say which database is used, whether it runs, and the schema revision."""
-    from tis_pipeline.pg import engine as pg
     from tis_pipeline.pg import embedded, migrate
+    from tis_pipeline.pg import engine as pg
 
     configured = os.environ.get("TIS_DATABASE_URL")
     server = embedded.running()
@@ -114,7 +128,9 @@ def db_status() -> None:
     else:
         console.print("TIS_DATABASE_URL unset: using the embedded PostgreSQL")
         if server is None:
-            console.print(f"embedded server: [yellow]not running[/] (data in {embedded.pgdata_dir()}); `tis db up`")
+            console.print(
+                f"embedded server: [yellow]not running[/] (data in {embedded.pgdata_dir()}); `tis db up`"
+            )
             return
         console.print(f"embedded server: running, pid {server.pid}, socket {server.socket_dir}")
     url = pg.normalise_url(configured) if configured else server.url()
@@ -122,8 +138,10 @@ def db_status() -> None:
         pg.check_reachable(url)
     except DatabaseConfigError as exc:
         _fail(str(exc))
-    console.print(f"schema revision: {migrate.current_revision(url) or 'none (run `tis db upgrade`)'} "
-                  f"(head is {migrate.head_revision()})")
+    console.print(
+        f"schema revision: {migrate.current_revision(url) or 'none (run `tis db upgrade`)'} "
+        f"(head is {migrate.head_revision()})"
+    )
 
 
 @db_app.command("url")
@@ -171,7 +189,9 @@ def _run_range(selection: str, first: date, last: date, tags: dict[str, str]):
         instance=instance,
         asset_selection=sorted(keys, key=lambda k: k.to_user_string()),
         raise_on_error=False,
-        run_config={"loggers": {"console": {"config": {"log_level": os.environ.get("TIS_LOG_LEVEL", "WARNING")}}}},
+        run_config={
+            "loggers": {"console": {"config": {"log_level": os.environ.get("TIS_LOG_LEVEL", "WARNING")}}}
+        },
         tags={**range_tags(first.isoformat(), last.isoformat()), "tis/host": socket.gethostname(), **tags},
     )
 
@@ -195,8 +215,10 @@ def _failure_text(result) -> str:
         if event.event_type_value == "ASSET_CHECK_EVALUATION":
             evaluation = event.event_specific_data
             if not evaluation.passed and evaluation.severity.value == "ERROR":
-                lines.append(f"blocking check {evaluation.check_name} on "
-                             f"{evaluation.asset_key.to_user_string()} failed")
+                lines.append(
+                    f"blocking check {evaluation.check_name} on "
+                    f"{evaluation.asset_key.to_user_string()} failed"
+                )
     return "\n".join(lines) or "the run failed"
 
 
@@ -207,7 +229,9 @@ def _run_succeeded(result) -> bool:
     return all(e.passed for e in result.get_asset_check_evaluations() if e.severity.value == "ERROR")
 
 
-def backfill_range(first: date, last: date, selection: str, chunk_days: int, resume: bool = True) -> tuple[int, int]:
+def backfill_range(
+    first: date, last: date, selection: str, chunk_days: int, resume: bool = True
+) -> tuple[int, int]:
     """Run first..last in chunks, resuming after the chunks that already succeeded; returns (runs, rows)."""
     import dagster as dg
 
@@ -219,36 +243,51 @@ def backfill_range(first: date, last: date, selection: str, chunk_days: int, res
     done = {
         run.tags.get(CHUNK_TAG)
         for run in instance.get_runs(
-            filters=dg.RunsFilter(tags={BACKFILL_TAG: ident}, statuses=[dg.DagsterRunStatus.SUCCESS]))
+            filters=dg.RunsFilter(tags={BACKFILL_TAG: ident}, statuses=[dg.DagsterRunStatus.SUCCESS])
+        )
         if run.tags.get("tis/checks_passed") != "false"
     }
     todo = [c for c in chunks if not resume or c.key not in done]
     if len(todo) < len(chunks):
-        console.print(f"resuming backfill {ident}: {len(chunks) - len(todo)} of {len(chunks)} chunks already done")
+        console.print(
+            f"resuming backfill {ident}: {len(chunks) - len(todo)} of {len(chunks)} chunks already done"
+        )
     total_days = sum(c.days for c in chunks)
     days_done = total_days - sum(c.days for c in todo)
     rows_total, started, runs = 0, time.monotonic(), 0
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} days"),
-                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console,
-                  disable=not console.is_terminal and os.environ.get("CI") == "true") as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} days"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not console.is_terminal and os.environ.get("CI") == "true",
+    ) as progress:
         task = progress.add_task(f"backfill {selection}", total=total_days, completed=days_done, rate="")
         for chunk in todo:
-            result = _run_range(selection, chunk.first, chunk.last, {BACKFILL_TAG: ident, CHUNK_TAG: chunk.key})
+            result = _run_range(
+                selection, chunk.first, chunk.last, {BACKFILL_TAG: ident, CHUNK_TAG: chunk.key}
+            )
             runs += 1
             if not _run_succeeded(result):
                 if result.success:
                     instance.add_run_tags(result.run_id, {"tis/checks_passed": "false"})
                 progress.stop()
-                _fail(f"chunk {chunk.key} failed (run {result.run_id}); {days_done} of {total_days} days done. "
-                      f"Re-run the same command to resume from this chunk.\n{_failure_text(result)}")
+                _fail(
+                    f"chunk {chunk.key} failed (run {result.run_id}); {days_done} of {total_days} days done. "
+                    f"Re-run the same command to resume from this chunk.\n{_failure_text(result)}"
+                )
             rows_total += _rows_written(result)
             days_done += chunk.days
             rate = rows_total / max(time.monotonic() - started, 1e-9)
             progress.update(task, completed=days_done, rate=f"{rate:,.0f} 1-minute rows/s")
             if not console.is_terminal:
-                console.print(f"chunk {chunk.key}: done ({days_done}/{total_days} days, {rate:,.0f} 1-minute rows/s)")
+                console.print(
+                    f"chunk {chunk.key}: done ({days_done}/{total_days} days, {rate:,.0f} 1-minute rows/s)"
+                )
     return runs, rows_total
 
 
@@ -264,7 +303,9 @@ def _parse_day(value: str, name: str) -> date:
 def backfill(
     start: str = typer.Option(..., help="First partition day, YYYY-MM-DD."),
     end: str = typer.Option(..., help="Last partition day (inclusive), YYYY-MM-DD."),
-    select: str = typer.Option("*", help="Dagster asset selection, e.g. 'market_data_1m' or 'group:market_data'."),
+    select: str = typer.Option(
+        "*", help="Dagster asset selection, e.g. 'market_data_1m' or 'group:market_data'."
+    ),
     chunk_days: int = typer.Option(None, help="Days per run (default TIS_BACKFILL_CHUNK_DAYS or 31)."),
 ) -> None:
     """Materialize the daily-partitioned assets over a range, as few Dagster runs as the chunk size allows."""
@@ -277,8 +318,10 @@ def backfill(
     started = time.monotonic()
     runs, rows = backfill_range(first, last, select, chunk)
     elapsed = time.monotonic() - started
-    console.print(f"[green]backfill done[/]: {first}..{last}, {runs} run(s), {rows:,} 1-minute rows in "
-                  f"{elapsed:,.1f} s ({rows / max(elapsed, 1e-9):,.0f} rows/s)")
+    console.print(
+        f"[green]backfill done[/]: {first}..{last}, {runs} run(s), {rows:,} 1-minute rows in "
+        f"{elapsed:,.1f} s ({rows / max(elapsed, 1e-9):,.0f} rows/s)"
+    )
 
 
 DEMO_MAX_GAP_DAYS = 3  # a weekend or holiday between two days of data does not split the demo's runs
@@ -302,16 +345,23 @@ def _demo_ranges() -> list[tuple[date, date]]:
     if not minute:
         _fail(f"no 1-minute bar files under {s.market_data_dir}")
     start = date.fromisoformat(s.partition_start)
-    days = {d.date() for i in minute
-            for d in pd.date_range(i.first.normalize(), i.last.normalize(), freq="D")
-            if start <= d.date() <= yesterday}
+    days = {
+        d.date()
+        for i in minute
+        for d in pd.date_range(i.first.normalize(), i.last.normalize(), freq="D")
+        if start <= d.date() <= yesterday
+    }
     if not days:
-        _fail(f"the files' days {min(i.first for i in minute).date()}..{max(i.last for i in minute).date()} lie "
-              f"outside the partitions (TIS_PARTITION_START={s.partition_start}, up to yesterday)")
+        _fail(
+            f"the files' days {min(i.first for i in minute).date()}..{max(i.last for i in minute).date()} lie "
+            f"outside the partitions (TIS_PARTITION_START={s.partition_start}, up to yesterday)"
+        )
     early = [i for i in minute if i.first.date() < start]
     if early:
-        console.print(f"{len(early)} file(s) hold bars before TIS_PARTITION_START={s.partition_start}; those days "
-                      "are not loaded (set TIS_PARTITION_START earlier to include them)")
+        console.print(
+            f"{len(early)} file(s) hold bars before TIS_PARTITION_START={s.partition_start}; those days "
+            "are not loaded (set TIS_PARTITION_START earlier to include them)"
+        )
     return [(c.first, c.last) for c in covering_ranges(sorted(days), DEMO_MAX_GAP_DAYS)]
 
 
@@ -338,8 +388,10 @@ def demo() -> None:
     if s.market_source == "csv":
         console.print(f"market data: files under [bold]{s.market_data_dir}[/] (TIS_MARKET_DATA_DIR)")
     else:
-        console.print(f"market data: the synthetic source (seed {s.synthetic_seed}, symbols {', '.join(s.symbols)}); "
-                      "set TIS_MARKET_DATA_DIR=/path/to/bars to load real files")
+        console.print(
+            f"market data: the synthetic source (seed {s.synthetic_seed}, symbols {', '.join(s.symbols)}); "
+            "set TIS_MARKET_DATA_DIR=/path/to/bars to load real files"
+        )
     ranges = _demo_ranges()
     for first, last in ranges:
         console.print(f"materializing {first}..{last} (one run)")
@@ -355,11 +407,16 @@ def _materialize_unpartitioned() -> None:
 
     defs = _load_defs()
     graph = defs.resolve_asset_graph()
-    keys = [k for k in graph.get_all_asset_keys() if graph.get(k).partitions_def is None and graph.get(k).is_materializable]
+    keys = [
+        k
+        for k in graph.get_all_asset_keys()
+        if graph.get(k).partitions_def is None and graph.get(k).is_materializable
+    ]
     if not keys:
         return
     result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        instance=dg.DagsterInstance.get(), asset_selection=keys, raise_on_error=False)
+        instance=dg.DagsterInstance.get(), asset_selection=keys, raise_on_error=False
+    )
     if not _run_succeeded(result):
         _fail(_failure_text(result))
 
@@ -371,8 +428,8 @@ def archive_restore(
     end: str = typer.Option(..., help="Last archived day (inclusive), YYYY-MM-DD."),
 ) -> None:
     """Copy archived rows back into their table (rows already present are left alone)."""
-    from tis_pipeline.pg import engine as pg
     from tis_pipeline.ops import retention
+    from tis_pipeline.pg import engine as pg
 
     first, last = _parse_day(start, "start"), _parse_day(end, "end")
     env = _prepared()
@@ -382,7 +439,9 @@ def archive_restore(
             inserted, files = retention.restore(conn, table, first.isoformat(), last.isoformat())
     except ValueError as exc:
         _fail(str(exc))
-    console.print(f"restored {inserted:,} rows of {table} from {len(files)} file(s) under {retention.archive_dir()}")
+    console.print(
+        f"restored {inserted:,} rows of {table} from {len(files)} file(s) under {retention.archive_dir()}"
+    )
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -397,7 +456,9 @@ def _port_free(host: str, port: int) -> bool:
 
 @app.command("dev")
 def dev(
-    host: str = typer.Option("127.0.0.1", help="Interface to bind; keep 127.0.0.1 unless a proxy authenticates."),
+    host: str = typer.Option(
+        "127.0.0.1", help="Interface to bind; keep 127.0.0.1 unless a proxy authenticates."
+    ),
     port: int = typer.Option(3000, help="Port of the UI."),
 ) -> None:
     """Start the Dagster UI and daemon (`dagster dev`) against the project's database and instance."""
@@ -406,7 +467,18 @@ def dev(
     if not _port_free(host, port):
         _fail(f"port {port} on {host} is in use: stop what uses it or pass --port")
     console.print(f"Dagster UI on http://{host}:{port} (instance {env['DAGSTER_HOME']})")
-    cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", host, "-p", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        "-w",
+        str(PROJECT_ROOT / "workspace.yaml"),
+        "-h",
+        host,
+        "-p",
+        str(port),
+    ]
     raise typer.Exit(subprocess.call(cmd, cwd=PROJECT_ROOT))
 
 

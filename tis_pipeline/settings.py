@@ -31,11 +31,15 @@ class Settings:
     bar_label: str = field(default_factory=lambda: _env("TIS_MARKET_BAR_LABEL", "open"))
     symbols: tuple[str, ...] = field(
         default_factory=lambda: tuple(
-            s.strip().upper() for s in _env("TIS_SYMBOLS", "BTCUSD,ETHUSD,SPY,EURUSD,AAPL").split(",") if s.strip()
+            s.strip().upper()
+            for s in _env("TIS_SYMBOLS", "BTCUSD,ETHUSD,SPY,EURUSD,AAPL").split(",")
+            if s.strip()
         )
     )
     synthetic_seed: int = field(default_factory=lambda: int(_env("TIS_SYNTHETIC_SEED", "42")))
-    max_quarantine_share: float = field(default_factory=lambda: float(_env("TIS_MAX_QUARANTINE_SHARE", "0.05")))
+    max_quarantine_share: float = field(
+        default_factory=lambda: float(_env("TIS_MAX_QUARANTINE_SHARE", "0.05"))
+    )
     backfill_chunk_days: int = field(default_factory=lambda: int(_env("TIS_BACKFILL_CHUNK_DAYS", "31")))
 
     @property

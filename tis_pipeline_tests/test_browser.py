@@ -28,10 +28,10 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from tis_pipeline.pg.engine import engine, with_driver
 from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
 from tis_pipeline.market_data.sources import BarSource
 from tis_pipeline.market_data.synthetic import day_bars
+from tis_pipeline.pg.engine import engine, with_driver
 from tis_pipeline.resources import PostgresResource
 from tis_pipeline.settings import PROJECT_ROOT
 from tis_pipeline_tests.conftest import _create_database, _drop_database
@@ -117,7 +117,9 @@ def storage_url(server_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def dagster_home(tmp_path_factory: pytest.TempPathFactory, storage_url: str, database_url: str) -> Iterator[Path]:
+def dagster_home(
+    tmp_path_factory: pytest.TempPathFactory, storage_url: str, database_url: str
+) -> Iterator[Path]:
     """DAGSTER_HOME with the repository's dagster.yaml, storage in a fresh empty database."""
     home = tmp_path_factory.mktemp("dagster_home")
     (home / "dagster.yaml").symlink_to(PROJECT_ROOT / "dagster.yaml")
@@ -152,8 +154,12 @@ def materialized(dagster_home: Path, database_url: str) -> Iterator[str]:
         day = dt.datetime.fromisoformat(PARTITION).replace(tzinfo=dt.UTC)
         with engine(database_url).begin() as conn:
             for table in BAR_TABLES:  # fixed names, not input
-                conn.execute(sa.text(f'DELETE FROM {table} WHERE symbol = :s AND "timestamp" >= :a AND "timestamp" < :b'),
-                             {"s": SYMBOL, "a": day, "b": day + dt.timedelta(days=1)})
+                conn.execute(
+                    sa.text(
+                        f'DELETE FROM {table} WHERE symbol = :s AND "timestamp" >= :a AND "timestamp" < :b'
+                    ),
+                    {"s": SYMBOL, "a": day, "b": day + dt.timedelta(days=1)},
+                )
 
 
 @pytest.fixture(scope="module")
@@ -169,15 +175,22 @@ def webserver(dagster_home: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     stdout_path, stderr_path = logs / "webserver.out", logs / "webserver.err"
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
         proc = subprocess.Popen(
-            _webserver_command(port), cwd=PROJECT_ROOT, env=env, stdout=out, stderr=err,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            _webserver_command(port),
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"dagster-webserver exited with code {proc.returncode} before answering "
-                            f"/server_info; stderr tail:\n{_tail(stderr_path)}")
+                pytest.fail(
+                    f"dagster-webserver exited with code {proc.returncode} before answering "
+                    f"/server_info; stderr tail:\n{_tail(stderr_path)}"
+                )
             try:
                 with urllib.request.urlopen(f"{base}/server_info", timeout=2) as resp:
                     if resp.status == 200:
@@ -185,8 +198,10 @@ def webserver(dagster_home: Path, tmp_path_factory: pytest.TempPathFactory) -> I
             except (urllib.error.URLError, OSError):
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"dagster-webserver did not answer {base}/server_info within {STARTUP_TIMEOUT_S:.0f} s; "
-                            f"stderr tail:\n{_tail(stderr_path)}")
+                pytest.fail(
+                    f"dagster-webserver did not answer {base}/server_info within {STARTUP_TIMEOUT_S:.0f} s; "
+                    f"stderr tail:\n{_tail(stderr_path)}"
+                )
             time.sleep(0.5)
         yield base
     finally:
@@ -244,8 +259,10 @@ def test_ui_shows_assets_and_materialization(chromium_path, materialized, webser
         # the asset page of market_data_1m shows the run's materialization: its partition and metadata
         page.goto(f"{webserver}/assets/market_data_1m", wait_until="domcontentloaded")
         expect(page.get_by_text(PARTITION).first).to_be_visible(timeout=UI_TIMEOUT_MS)
-        page.goto(f"{webserver}/assets/market_data_1m?view=events&partition={PARTITION}",
-                  wait_until="domcontentloaded")
+        page.goto(
+            f"{webserver}/assets/market_data_1m?view=events&partition={PARTITION}",
+            wait_until="domcontentloaded",
+        )
         expect(page.get_by_text("quarantined_rows").first).to_be_visible(timeout=UI_TIMEOUT_MS)
         expect(page.get_by_text(materialized[:8]).first).to_be_visible(timeout=UI_TIMEOUT_MS)  # the run id
         page.screenshot(path=str(tmp_path / "market_data_1m.png"), full_page=True)
@@ -259,11 +276,15 @@ def test_ui_shows_failed_gaps_check_with_its_metadata(chromium_path, materialize
     assert missing > 0 and after_gap > 0  # the synthetic day leaves minutes out, so the WARN check fails
 
     with _browser_page(chromium_path, tmp_path) as page:
-        page.goto(f"{webserver}/assets/market_data_1m?view=checks&checkDetail={GAPS_CHECK}",
-                  wait_until="domcontentloaded")
+        page.goto(
+            f"{webserver}/assets/market_data_1m?view=checks&checkDetail={GAPS_CHECK}",
+            wait_until="domcontentloaded",
+        )
         # the check's name (the list entry and the detail header) and its latest evaluation's description
         name = page.get_by_text(GAPS_CHECK, exact=True).filter(visible=True)
-        expect(name).to_have_count(2, timeout=UI_TIMEOUT_MS)  # the entry in the checks list and the detail header
+        expect(name).to_have_count(
+            2, timeout=UI_TIMEOUT_MS
+        )  # the entry in the checks list and the detail header
         expect(page.get_by_text(f"{after_gap} of {rows} rows fail:")).to_be_visible(timeout=UI_TIMEOUT_MS)
 
         # the evaluation result: failed, with the warning (not the error) icon of a WARN check

@@ -24,13 +24,15 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from tis_pipeline.pg.engine import engine, with_driver
 from tis_pipeline.market_data import synthetic
 from tis_pipeline.market_data.partitions import range_tags
+from tis_pipeline.pg.engine import engine, with_driver
 from tis_pipeline.settings import PROJECT_ROOT
 
 pytestmark = [
-    pytest.mark.celery, pytest.mark.pg, pytest.mark.slow,
+    pytest.mark.celery,
+    pytest.mark.pg,
+    pytest.mark.slow,
     # dagster-celery registers its execute_plan task again for every step it submits; harmless
     pytest.mark.filterwarnings("ignore::celery.exceptions.DuplicateTaskNameWarning"),
 ]
@@ -39,8 +41,8 @@ WORKER_YAML = Path(__file__).parent / "celery" / "worker.yaml"
 CELERY = yaml.safe_load(WORKER_YAML.read_text())["execution"]["config"]
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 SYMBOLS, SEED = ["AAA", "BBB"], 3
-FIRST, LAST = "2024-04-08", "2024-04-10"          # three daily partitions, one run
-READY_TIMEOUT, RUN_TIMEOUT = 90, 180              # seconds
+FIRST, LAST = "2024-04-08", "2024-04-10"  # three daily partitions, one run
+READY_TIMEOUT, RUN_TIMEOUT = 90, 180  # seconds
 TABLES = {"market_data_1m": None, "market_data_15m": "15min", "market_data_1h": "1h"}
 
 
@@ -53,7 +55,9 @@ def redis_client():
     try:
         client.ping()
     except redis.RedisError as exc:
-        pytest.skip(f"Redis at {REDIS_HOST}:{REDIS_PORT} is unreachable ({exc}); the Celery test needs it as broker")
+        pytest.skip(
+            f"Redis at {REDIS_HOST}:{REDIS_PORT} is unreachable ({exc}); the Celery test needs it as broker"
+        )
     yield client
     client.close()
 
@@ -118,20 +122,46 @@ def worker(redis_client, tmp_path, dagster_home):
     name, queue = f"w_{uuid.uuid4().hex[:10]}", f"tis_test_{uuid.uuid4().hex[:12]}"
     log = tmp_path / "worker.log"
     bin_dir = Path(sys.executable).parent
-    env = {**os.environ, **dagster_home, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-           "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        **dagster_home,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONUNBUFFERED": "1",
+    }
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [str(bin_dir / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app",
-             "-y", str(WORKER_YAML), "-n", name, "-q", queue, "-l", "INFO",
-             "--", "--concurrency=2", "--without-gossip", "--without-mingle"],
-            cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                str(bin_dir / "dagster-celery"),
+                "worker",
+                "start",
+                "-A",
+                "dagster_celery.app",
+                "-y",
+                str(WORKER_YAML),
+                "-n",
+                name,
+                "-q",
+                queue,
+                "-l",
+                "INFO",
+                "--",
+                "--concurrency=2",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         deadline = time.monotonic() + READY_TIMEOUT
         while f"{name}@" not in _tail(log, 400) or " ready." not in _tail(log, 400):
             if proc.poll() is not None:
-                pytest.fail(f"the Celery worker exited with {proc.returncode} before it was ready:\n{_tail(log)}")
+                pytest.fail(
+                    f"the Celery worker exited with {proc.returncode} before it was ready:\n{_tail(log)}"
+                )
             if time.monotonic() > deadline:
                 pytest.fail(f"the Celery worker was not ready after {READY_TIMEOUT}s:\n{_tail(log)}")
             time.sleep(0.5)
@@ -161,32 +191,47 @@ def _run_in_thread(fn, timeout: float, proc: subprocess.Popen, log: Path):
         if time.monotonic() > deadline:
             pytest.fail(f"the run did not finish within {timeout}s; worker log tail:\n{_tail(log)}")
     if "error" in box:
-        raise AssertionError(f"the run raised {box['error']!r}; worker log tail:\n{_tail(log)}") from box["error"]
+        raise AssertionError(f"the run raised {box['error']!r}; worker log tail:\n{_tail(log)}") from box[
+            "error"
+        ]
     return box["result"]
 
 
 def _stored(url: str, table: str) -> pd.DataFrame:
     """The whole table: the database is the test's own, so nothing may lie outside the range either."""
     with engine(url).connect() as conn:
-        return pd.read_sql(sa.text(
-            f"SELECT symbol, \"timestamp\", open::float8, high::float8, low::float8, close::float8, "
-            f"volume::float8 FROM {table} ORDER BY symbol, \"timestamp\""), conn)
+        return pd.read_sql(
+            sa.text(
+                f'SELECT symbol, "timestamp", open::float8, high::float8, low::float8, close::float8, '
+                f'volume::float8 FROM {table} ORDER BY symbol, "timestamp"'
+            ),
+            conn,
+        )
 
 
 def _expected(source: pd.DataFrame, rule: str | None) -> pd.DataFrame:
     if rule is None:
         return source.sort_values(["symbol", "timestamp"], ignore_index=True)
-    return (source.sort_values("timestamp")
-            .groupby(["symbol", source["timestamp"].dt.floor(rule).rename("bucket")])
-            .agg(open=("open", "first"), high=("high", "max"), low=("low", "min"), close=("close", "last"),
-                 volume=("volume", "sum"))
-            .reset_index().rename(columns={"bucket": "timestamp"}))
+    return (
+        source.sort_values("timestamp")
+        .groupby(["symbol", source["timestamp"].dt.floor(rule).rename("bucket")])
+        .agg(
+            open=("open", "first"),
+            high=("high", "max"),
+            low=("low", "min"),
+            close=("close", "last"),
+            volume=("volume", "sum"),
+        )
+        .reset_index()
+        .rename(columns={"bucket": "timestamp"})
+    )
 
 
 def test_partition_range_runs_its_steps_on_a_celery_worker(worker, dagster_home):
     proc, name, queue, log = worker
     job = dg.build_reconstructable_job(
-        "tis_pipeline.ops.scale_out", "market_data_celery_job",
+        "tis_pipeline.ops.scale_out",
+        "market_data_celery_job",
         reconstructable_kwargs={"broker": CELERY["broker"], "backend": CELERY["backend"], "queue": queue},
     )
     tags = range_tags(FIRST, LAST)
@@ -199,20 +244,33 @@ def test_partition_range_runs_its_steps_on_a_celery_worker(worker, dagster_home)
 
         run_id, success = _run_in_thread(launch, RUN_TIMEOUT, proc, log)
         logs = instance.all_logs(run_id)
-        failures = [e.dagster_event.event_specific_data for e in logs
-                    if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_FAILURE]
+        failures = [
+            e.dagster_event.event_specific_data
+            for e in logs
+            if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_FAILURE
+        ]
         assert success, f"the run failed: {failures}\nworker log tail:\n{_tail(log)}"
         assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.SUCCESS
 
         # every step started in the worker's process tree, announced by the celery task under the worker's name
         worker_pids = {proc.pid} | {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
-        starts = {e.step_key: e.dagster_event.pid for e in logs
-                  if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_START}
+        starts = {
+            e.step_key: e.dagster_event.pid
+            for e in logs
+            if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_START
+        }
         assert set(starts) == {"market_data_1m", "market_data_15m", "market_data_1h"}, starts
-        assert all(pid != os.getpid() and pid in worker_pids for pid in starts.values()), (starts, worker_pids)
-        delegated = {e.step_key: e.dagster_event.engine_event_data.metadata["Celery worker"].value
-                     for e in logs if e.dagster_event and e.dagster_event.is_engine_event
-                     and "Celery worker" in e.dagster_event.engine_event_data.metadata}
+        assert all(pid != os.getpid() and pid in worker_pids for pid in starts.values()), (
+            starts,
+            worker_pids,
+        )
+        delegated = {
+            e.step_key: e.dagster_event.engine_event_data.metadata["Celery worker"].value
+            for e in logs
+            if e.dagster_event
+            and e.dagster_event.is_engine_event
+            and "Celery worker" in e.dagster_event.engine_event_data.metadata
+        }
         assert set(delegated) == set(starts), delegated
         assert all(host.startswith(f"{name}@") for host in delegated.values()), (name, delegated)
         submitted = [e.user_message for e in logs if "Submitting celery task" in (e.user_message or "")]
@@ -232,8 +290,15 @@ def test_partition_range_runs_its_steps_on_a_celery_worker(worker, dagster_home)
         stored, expected = _stored(url, table), _expected(source, rule)
         assert len(stored) == len(expected), f"{table}: {len(stored)} rows stored, {len(expected)} expected"
         assert stored.groupby("symbol").size().to_dict() == expected.groupby("symbol").size().to_dict(), table
-        assert (stored["symbol"].tolist() == expected["symbol"].tolist()
-                and (stored["timestamp"] == expected["timestamp"]).all()), f"{table}: keys differ"
+        assert (
+            stored["symbol"].tolist() == expected["symbol"].tolist()
+            and (stored["timestamp"] == expected["timestamp"]).all()
+        ), f"{table}: keys differ"
         for column in ("open", "high", "low", "close", "volume"):
-            np.testing.assert_allclose(stored[column].to_numpy(), expected[column].to_numpy(), rtol=1e-9,
-                                       atol=1e-8, err_msg=f"{table}.{column}")
+            np.testing.assert_allclose(
+                stored[column].to_numpy(),
+                expected[column].to_numpy(),
+                rtol=1e-9,
+                atol=1e-8,
+                err_msg=f"{table}.{column}",
+            )

@@ -8,20 +8,37 @@ from datetime import date
 import pytest
 import sqlalchemy as sa
 
-from tis_pipeline.pg.engine import engine, with_driver
 from tis_pipeline.ops.backfill import Chunk, covering_ranges, plan_chunks
+from tis_pipeline.pg.engine import engine, with_driver
 from tis_pipeline.settings import PROJECT_ROOT
 
 TIS = [sys.executable, "-m", "tis_pipeline.cli"]
 
 
 def run_tis(args, env, timeout=600):
-    return subprocess.run(TIS + args, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        TIS + args, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
-@pytest.mark.parametrize("command", [[], ["db"], ["db", "up"], ["db", "upgrade"], ["db", "downgrade"],
-                                     ["db", "status"], ["db", "url"], ["db", "stop"], ["env"], ["demo"],
-                                     ["dev"], ["backfill"], ["archive", "restore"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["db"],
+        ["db", "up"],
+        ["db", "upgrade"],
+        ["db", "downgrade"],
+        ["db", "status"],
+        ["db", "url"],
+        ["db", "stop"],
+        ["env"],
+        ["demo"],
+        ["dev"],
+        ["backfill"],
+        ["archive", "restore"],
+    ],
+)
 def test_every_command_has_help(command):
     proc = run_tis(command + ["--help"], dict(os.environ), timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -45,7 +62,9 @@ def test_invalid_database_url_is_named():
 
 
 def test_backfill_rejects_bad_dates():
-    proc = run_tis(["backfill", "--start", "2024-13-01", "--end", "2024-01-02"], dict(os.environ), timeout=120)
+    proc = run_tis(
+        ["backfill", "--start", "2024-13-01", "--end", "2024-01-02"], dict(os.environ), timeout=120
+    )
     assert proc.returncode == 1
     assert "--start must be a date like 2024-01-31" in proc.stderr
 
@@ -61,12 +80,24 @@ def test_plan_chunks_covers_the_range_without_overlap():
 
 
 def test_covering_ranges_join_short_gaps_and_split_long_ones():
-    days = [date(2017, 9, 3), date(2017, 9, 4), date(2016, 10, 7), date(2016, 10, 9), date(2017, 9, 8),
-            date(2016, 10, 8), date(2017, 9, 4)]
-    assert covering_ranges(days) == [Chunk(date(2016, 10, 7), date(2016, 10, 9)),
-                                     Chunk(date(2017, 9, 3), date(2017, 9, 4)), Chunk(date(2017, 9, 8), date(2017, 9, 8))]
-    assert covering_ranges(days, max_gap_days=3) == [Chunk(date(2016, 10, 7), date(2016, 10, 9)),
-                                                     Chunk(date(2017, 9, 3), date(2017, 9, 8))]
+    days = [
+        date(2017, 9, 3),
+        date(2017, 9, 4),
+        date(2016, 10, 7),
+        date(2016, 10, 9),
+        date(2017, 9, 8),
+        date(2016, 10, 8),
+        date(2017, 9, 4),
+    ]
+    assert covering_ranges(days) == [
+        Chunk(date(2016, 10, 7), date(2016, 10, 9)),
+        Chunk(date(2017, 9, 3), date(2017, 9, 4)),
+        Chunk(date(2017, 9, 8), date(2017, 9, 8)),
+    ]
+    assert covering_ranges(days, max_gap_days=3) == [
+        Chunk(date(2016, 10, 7), date(2016, 10, 9)),
+        Chunk(date(2017, 9, 3), date(2017, 9, 8)),
+    ]
     assert covering_ranges(days, max_gap_days=2) == covering_ranges(days)
     assert covering_ranges([]) == []
     with pytest.raises(ValueError):
@@ -76,16 +107,28 @@ def test_covering_ranges_join_short_gaps_and_split_long_ones():
 @pytest.fixture
 def cli_env(tmp_path, migrated_database_url, empty_database_url):
     (tmp_path / "dagster.yaml").symlink_to(PROJECT_ROOT / "dagster.yaml")
-    return {**os.environ, "DAGSTER_HOME": str(tmp_path), "TIS_DATABASE_URL": migrated_database_url,
-            "TIS_DAGSTER_PG_URL": with_driver(empty_database_url, "psycopg2"), "TIS_MARKET_SOURCE": "synthetic",
-            "TIS_SYMBOLS": "AAA,BBB", "TIS_SYNTHETIC_SEED": "9", "CI": "true"}
+    return {
+        **os.environ,
+        "DAGSTER_HOME": str(tmp_path),
+        "TIS_DATABASE_URL": migrated_database_url,
+        "TIS_DAGSTER_PG_URL": with_driver(empty_database_url, "psycopg2"),
+        "TIS_MARKET_SOURCE": "synthetic",
+        "TIS_SYMBOLS": "AAA,BBB",
+        "TIS_SYNTHETIC_SEED": "9",
+        "CI": "true",
+    }
 
 
 def digest(url):
     with engine(url).connect() as conn:
-        return {t: conn.execute(sa.text(
-            f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY symbol, \"timestamp\"), '')) FROM {t} t"
-        )).one() for t in ("market_data_1m", "market_data_15m", "market_data_1h")}
+        return {
+            t: conn.execute(
+                sa.text(
+                    f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY symbol, \"timestamp\"), '')) FROM {t} t"
+                )
+            ).one()
+            for t in ("market_data_1m", "market_data_15m", "market_data_1h")
+        }
 
 
 @pytest.mark.pg
@@ -93,7 +136,8 @@ def test_backfill_runs_chunks_fails_clearly_and_resumes(cli_env):
     url = cli_env["TIS_DATABASE_URL"]
     # the database refuses to build the partition of 2024-07-04, as a server failing mid-backfill would
     with engine(url).begin() as conn:
-        conn.execute(sa.text("""
+        conn.execute(
+            sa.text("""
             CREATE FUNCTION tis_test_refuse() RETURNS event_trigger LANGUAGE plpgsql AS $$
             BEGIN
               IF EXISTS (SELECT 1 FROM pg_event_trigger_ddl_commands()
@@ -103,15 +147,23 @@ def test_backfill_runs_chunks_fails_clearly_and_resumes(cli_env):
             END $$;
             CREATE EVENT TRIGGER tis_test_refuse ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
               EXECUTE FUNCTION tis_test_refuse();
-        """))
+        """)
+        )
     args = ["backfill", "--start", "2024-07-01", "--end", "2024-07-06", "--chunk-days", "2"]
     failed = run_tis(args, cli_env)
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert "chunk 2024-07-03...2024-07-04 failed" in failed.stderr
     assert "refused by test" in failed.stderr
     with engine(url).connect() as conn:
-        days = conn.execute(sa.text(
-            "SELECT DISTINCT (\"timestamp\" AT TIME ZONE 'UTC')::date FROM market_data_1m ORDER BY 1")).scalars().all()
+        days = (
+            conn.execute(
+                sa.text(
+                    "SELECT DISTINCT (\"timestamp\" AT TIME ZONE 'UTC')::date FROM market_data_1m ORDER BY 1"
+                )
+            )
+            .scalars()
+            .all()
+        )
     assert [d.isoformat() for d in days] == ["2024-07-01", "2024-07-02"]
     with engine(url).begin() as conn:
         conn.execute(sa.text("DROP EVENT TRIGGER tis_test_refuse; DROP FUNCTION tis_test_refuse();"))

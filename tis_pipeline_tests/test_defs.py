@@ -25,10 +25,18 @@ def test_asset_keys_are_the_seed_table_names():
 
 
 def test_dagster_definitions_validate_cli(tmp_path):
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "TIS_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none"}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(tmp_path),
+        "TIS_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none",
+    }
     proc = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-m", "tis_pipeline.definitions"],
-        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Validation successful" in proc.stdout + proc.stderr

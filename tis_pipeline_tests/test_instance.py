@@ -10,9 +10,9 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from tis_pipeline.pg.engine import engine, with_driver
 from tis_pipeline.market_data.assets import market_data_1m
 from tis_pipeline.market_data.sources import BarSource
+from tis_pipeline.pg.engine import engine, with_driver
 from tis_pipeline.resources import PostgresResource
 from tis_pipeline.settings import PROJECT_ROOT
 
@@ -33,9 +33,13 @@ def test_run_is_recorded_in_postgres_storage(postgres_instance, database_url):
     assert type(instance.run_storage).__name__ == "PostgresRunStorage"
     assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
     result = dg.materialize(
-        [market_data_1m], instance=instance, partition_key="2024-06-03",
-        resources={"db": PostgresResource(url=database_url),
-                   "bars": BarSource(source="synthetic", symbols=["ZZZ"], seed=5)},
+        [market_data_1m],
+        instance=instance,
+        partition_key="2024-06-03",
+        resources={
+            "db": PostgresResource(url=database_url),
+            "bars": BarSource(source="synthetic", symbols=["ZZZ"], seed=5),
+        },
     )
     assert result.success
     run = instance.get_run_by_id(result.run_id)
@@ -44,8 +48,9 @@ def test_run_is_recorded_in_postgres_storage(postgres_instance, database_url):
     assert materialization.asset_materialization.partition == "2024-06-03"
     with engine(storage_url).connect() as conn:
         stored_runs = conn.execute(sa.text("SELECT count(*) FROM runs")).scalar_one()
-        events = conn.execute(sa.text("SELECT count(*) FROM event_logs WHERE run_id = :r"),
-                              {"r": result.run_id}).scalar_one()
+        events = conn.execute(
+            sa.text("SELECT count(*) FROM event_logs WHERE run_id = :r"), {"r": result.run_id}
+        ).scalar_one()
     assert stored_runs == 1
     assert events > 5
     assert os.environ["TIS_DAGSTER_PG_URL"].startswith("postgresql+psycopg2://")

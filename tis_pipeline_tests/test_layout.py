@@ -17,7 +17,19 @@ from tis_pipeline.settings import PROJECT_ROOT
 PACKAGE = PROJECT_ROOT / "tis_pipeline"
 DOMAINS = ("pg", "quality", "market_data", "dsi", "trading_day", "ops")
 # the modules that wire logic into Dagster; every other module of the package must import without it
-DAGSTER_WIRING = {"assets", "definitions", "checks", "jobs", "sensors", "scale_out", "run_health", "resources", "partitions", "sources", "ge"}
+DAGSTER_WIRING = {
+    "assets",
+    "definitions",
+    "checks",
+    "jobs",
+    "sensors",
+    "scale_out",
+    "run_health",
+    "resources",
+    "partitions",
+    "sources",
+    "ge",
+}
 TOP_LEVEL_WIRING = {"tis_pipeline.definitions", "tis_pipeline.resources"}
 
 
@@ -87,8 +99,14 @@ def test_pure_modules_do_not_load_dagster():
         "        bad.append(name)\n"
         "print(','.join(bad))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script, *modules], capture_output=True, text=True,
-                          cwd=PROJECT_ROOT, timeout=600, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *modules],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        timeout=600,
+        check=True,
+    )
     assert proc.stdout.strip() == ""
 
 
@@ -100,7 +118,11 @@ def test_project_imports_form_no_cycle():
         for module, names in _top_level_imports(path):
             if not module.startswith("tis_pipeline"):
                 continue
-            targets = [f"{module}.{n}" for n in names if (PACKAGE.parent / f"{module}.{n}".replace(".", "/")).with_suffix(".py").exists()]
+            targets = [
+                f"{module}.{n}"
+                for n in names
+                if (PACKAGE.parent / f"{module}.{n}".replace(".", "/")).with_suffix(".py").exists()
+            ]
             for target in targets or [module]:
                 if target != name:
                     graph.add_edge(name, target)
@@ -118,7 +140,9 @@ def test_no_domain_reaches_into_another_domains_assets_or_private_names():
                 continue
             if parts[-1] == "assets" or "assets" in names:
                 offences.append(f"{path.relative_to(PROJECT_ROOT)} imports {module} assets")
-            offences += [f"{path.relative_to(PROJECT_ROOT)} imports {module}.{n}" for n in names if n.startswith("_")]
+            offences += [
+                f"{path.relative_to(PROJECT_ROOT)} imports {module}.{n}" for n in names if n.startswith("_")
+            ]
     assert offences == []
 
 
@@ -132,6 +156,11 @@ def test_domains_depend_in_one_direction():
             continue
         for module, _names in _all_imports(path):
             parts = module.split(".")
-            if parts[0] == "tis_pipeline" and len(parts) > 1 and parts[1] in order and order[parts[1]] > order[rel[0]]:
+            if (
+                parts[0] == "tis_pipeline"
+                and len(parts) > 1
+                and parts[1] in order
+                and order[parts[1]] > order[rel[0]]
+            ):
                 backwards.append(f"{path.relative_to(PROJECT_ROOT)} -> {module}")
     assert backwards == []

@@ -113,7 +113,7 @@ UNIT_RANGE_COLUMNS = {
     "trading_plans": ("signal_strength", "confidence_score"),
     "trading_plan_approvals": ("decision_confidence",),
     "dsi_evidence": ("mx_evidence", "mx_confirm_rate", "mx_expert_survival_rate"),
-    **{table: ("mx_evidence",) for table in BAR_TABLES},
+    **dict.fromkeys(BAR_TABLES, ("mx_evidence",)),
 }
 
 
@@ -132,7 +132,11 @@ class Range:
 
 
 RANGES = (
-    *(Range(table, column, 0, True, 1, True) for table, columns in UNIT_RANGE_COLUMNS.items() for column in columns),
+    *(
+        Range(table, column, 0, True, 1, True)
+        for table, columns in UNIT_RANGE_COLUMNS.items()
+        for column in columns
+    ),
     Range("trading_plans", "position_size", 0, False, 100, True),
     Range("trading_plans", "risk_reward_ratio", 0, False, 10, True),
     Range("dsi_evidence", "mx_processing_latency_ms", 0, False, 10000, False),
@@ -376,7 +380,9 @@ def parse_seed(text: str) -> Seed:
             parsed = []
             for element in columns.split(","):
                 column, *order = element.split()
-                assert [o.upper() for o in order] in ([], ["ASC"], ["DESC"]), f"seed index {name}: {element!r}"
+                assert [o.upper() for o in order] in ([], ["ASC"], ["DESC"]), (
+                    f"seed index {name}: {element!r}"
+                )
                 parsed.append((column, [o.upper() for o in order] == ["DESC"]))
             assert name not in indexes, f"seed: index {name} is created twice"
             indexes[name] = SeedIndex(name, table, tuple(parsed))
@@ -456,10 +462,13 @@ def live_snapshot(conn: sa.Connection, table: str) -> dict:
         if deferrable:
             constraints[name] += ("DEFERRABLE",)
     indexes = {}
-    for name, primary, unique, method, cols, options, natts, plain in conn.execute(sa.text(_INDEXES_SQL), params):
+    for name, primary, unique, method, cols, options, natts, plain in conn.execute(
+        sa.text(_INDEXES_SQL), params
+    ):
         kind = "primary" if primary else "unique" if unique else "index"
         rendered = tuple(
-            f"{col}{_INDOPTION.get(opt, f' indoption={opt}')}" for col, opt in zip(cols, options, strict=False)
+            f"{col}{_INDOPTION.get(opt, f' indoption={opt}')}"
+            for col, opt in zip(cols, options, strict=False)
         )
         indexes[name] = (method, kind, rendered)
         if not plain or natts != len(cols):
@@ -470,7 +479,11 @@ def live_snapshot(conn: sa.Connection, table: str) -> dict:
 # Indexes the project adds beyond the seed (additions are allowed; each is listed here so none slips in unseen)
 ADDED_INDEXES = {
     "anomaly_events": {
-        "ux_anomaly_events_symbol_timestamp_type": ("btree", "unique", ("symbol", "timestamp", "anomaly_type")),
+        "ux_anomaly_events_symbol_timestamp_type": (
+            "btree",
+            "unique",
+            ("symbol", "timestamp", "anomaly_type"),
+        ),
         "ix_anomaly_events_trading_plan_id": ("btree", "index", ("trading_plan_id",)),
     },
     "trading_plan_approvals": {"ix_trading_plan_approvals_timestamp": ("btree", "index", ("timestamp",))},
@@ -487,7 +500,15 @@ def expected_snapshot(seed: Seed, table: str) -> dict:
     constraints: dict[str, tuple] = {f"pk_{table}": ("p", source.primary_key)}
     for c in source.columns:
         if c.references:
-            constraints[f"fk_{table}_{c.name}"] = ("f", (c.name,), c.references[0], (c.references[1],), "a", "a", "s")
+            constraints[f"fk_{table}_{c.name}"] = (
+                "f",
+                (c.name,),
+                c.references[0],
+                (c.references[1],),
+                "a",
+                "a",
+                "s",
+            )
     constraints |= expected_checks(table)
     indexes = {f"pk_{table}": ("btree", "primary", source.primary_key)}
     for index in seed.indexes.values():
@@ -566,7 +587,9 @@ def user_objects(url: str) -> dict[str, list]:
     }
     with engine(url).connect() as conn:
         return {
-            what: sorted(conn.execute(sa.text(sql), {"version_objects": list(_VERSION_TABLE_OBJECTS)}).scalars())
+            what: sorted(
+                conn.execute(sa.text(sql), {"version_objects": list(_VERSION_TABLE_OBJECTS)}).scalars()
+            )
             for what, sql in queries.items()
         }
 
@@ -589,11 +612,19 @@ BASE_ROWS = {
         "specialization_score": HALF,
         "collaboration_score": HALF,
     },
-    "trading_plans": {"symbol": "ZZPROBE", "signal_strength": HALF, "direction": "long", "confidence_score": HALF},
+    "trading_plans": {
+        "symbol": "ZZPROBE",
+        "signal_strength": HALF,
+        "direction": "long",
+        "confidence_score": HALF,
+    },
     "trading_plan_approvals": {"approval_status": "approved"},
     "dsi_evidence": {"mx_evidence": HALF, "mx_confirm": True},
     "module_messages": {"message_type": "trading_plan", "message_data": Jsonb({})},
-    "module_intelligence_sharing": {"intelligence_type": "performance_update", "intelligence_data": Jsonb({})},
+    "module_intelligence_sharing": {
+        "intelligence_type": "performance_update",
+        "intelligence_data": Jsonb({}),
+    },
     "module_replications": {"trigger_type": "performance_threshold"},
     "module_replication_triggers": {"trigger_type": "performance_threshold", "trigger_data": Jsonb({})},
     **{
@@ -635,7 +666,9 @@ def insert(conn: sa.Connection, table: str, values: dict, returning: tuple[str, 
 def update(conn: sa.Connection, table: str, key: dict, values: dict) -> None:
     sets = ", ".join(f"{_quote(n)} = :v{i}" for i, n in enumerate(values))
     where = " AND ".join(f"{_quote(n)} = :k{i}" for i, n in enumerate(key))
-    params = {f"v{i}": v for i, v in enumerate(values.values())} | {f"k{i}": v for i, v in enumerate(key.values())}
+    params = {f"v{i}": v for i, v in enumerate(values.values())} | {
+        f"k{i}": v for i, v in enumerate(key.values())
+    }
     result = conn.execute(sa.text(f"UPDATE {_quote(table)} SET {sets} WHERE {where}"), params)
     assert result.rowcount == 1
 
@@ -670,21 +703,25 @@ def _assert_violation(raised: pytest.ExceptionInfo, error: type[Exception], cons
         assert raised.value.orig.diag.constraint_name == constraint, raised.value.orig
 
 
-def rejected(conn: sa.Connection, seed: Seed, table: str, values: dict, constraint: str | None,
-             error: type[Exception] = psycopg.errors.CheckViolation) -> None:
+def rejected(
+    conn: sa.Connection,
+    seed: Seed,
+    table: str,
+    values: dict,
+    constraint: str | None,
+    error: type[Exception] = psycopg.errors.CheckViolation,
+) -> None:
     """Both an INSERT of the row and an UPDATE of a valid row to ``values`` fail on ``constraint``."""
-    with pytest.raises(sa.exc.IntegrityError) as raised:
-        with conn.begin_nested():
-            insert(conn, table, BASE_ROWS[table] | values, primary_key(seed, table))
+    with pytest.raises(sa.exc.IntegrityError) as raised, conn.begin_nested():
+        insert(conn, table, BASE_ROWS[table] | values, primary_key(seed, table))
     _assert_violation(raised, error, constraint)
 
     savepoint = conn.begin_nested()
     try:
         keys = primary_key(seed, table)
         row = insert(conn, table, BASE_ROWS[table], keys)
-        with pytest.raises(sa.exc.IntegrityError) as raised:
-            with conn.begin_nested():
-                update(conn, table, dict(zip(keys, row, strict=True)), values)
+        with pytest.raises(sa.exc.IntegrityError) as raised, conn.begin_nested():
+            update(conn, table, dict(zip(keys, row, strict=True)), values)
         _assert_violation(raised, error, constraint)
     finally:
         savepoint.rollback()
@@ -740,7 +777,11 @@ def test_enumerations_are_exactly_the_seed_comments(seed: Seed) -> None:
 
 def test_every_seed_column_annotated_0_1_has_a_unit_range(seed: Seed) -> None:
     annotated = {(t.name, c.name) for t in seed.tables.values() for c in t.columns if c.comment == "0-1"}
-    units = {(r.table, r.column) for r in RANGES if (r.low, r.high) == (0, 1) and r.low_inclusive and r.high_inclusive}
+    units = {
+        (r.table, r.column)
+        for r in RANGES
+        if (r.low, r.high) == (0, 1) and r.low_inclusive and r.high_inclusive
+    }
     assert annotated, "no '-- 0-1' annotation found in the seed: has the parser broken?"
     assert annotated <= units
 
@@ -813,7 +854,9 @@ def test_coarser_bar_tables_equal_market_data_1m(database_url: str, table: str) 
         one_minute = live_snapshot(conn, "market_data_1m")
         coarser = live_snapshot(conn, table)
     for part in ("constraints", "indexes"):
-        coarser[part] = {name.replace(table, "market_data_1m"): shape for name, shape in coarser[part].items()}
+        coarser[part] = {
+            name.replace(table, "market_data_1m"): shape for name, shape in coarser[part].items()
+        }
     assert coarser == one_minute
     assert coarser["constraints"]["pk_market_data_1m"] == ("p", ("symbol", "timestamp"))
 
@@ -839,7 +882,9 @@ def test_base_rows_and_defaults_pass_every_constraint(conn: sa.Connection, seed:
     try:
         module_id = insert(conn, "modules", BASE_ROWS["modules"], ("module_id",))[0]
         row = conn.execute(
-            sa.text("SELECT lifecycle_stage, status, learning_rate, created_at FROM modules WHERE module_id = :m"),
+            sa.text(
+                "SELECT lifecycle_stage, status, learning_rate, created_at FROM modules WHERE module_id = :m"
+            ),
             {"m": module_id},
         ).one()
         assert row[:3] == ("experimental", "active", Decimal("0.01"))
@@ -879,7 +924,9 @@ RANGE_PROBES = ("low_bound", "below_low", "high_bound", "above_high", "null")
 @pytest.mark.parametrize("probe", RANGE_PROBES)
 @pytest.mark.parametrize("bound", RANGES, ids=lambda r: f"{r.table}.{r.column}")
 def test_range_check_at_its_bounds(conn: sa.Connection, seed: Seed, bound: Range, probe: str) -> None:
-    column = seed.tables["market_data_1m" if bound.table in DERIVED_BAR_TABLES else bound.table].column(bound.column)
+    column = seed.tables["market_data_1m" if bound.table in DERIVED_BAR_TABLES else bound.table].column(
+        bound.column
+    )
     step = _step(column.type)
     low_ok = Decimal(bound.low) if bound.low_inclusive else bound.low + step
     high_ok = Decimal(bound.high) if bound.high_inclusive else bound.high - step
@@ -911,8 +958,9 @@ ENUM_PROBES = [
 
 
 @pytest.mark.parametrize(("table", "column", "value"), ENUM_PROBES)
-def test_enum_check_admits_exactly_its_values(conn: sa.Connection, seed: Seed, table: str, column: str,
-                                              value: str | None) -> None:
+def test_enum_check_admits_exactly_its_values(
+    conn: sa.Connection, seed: Seed, table: str, column: str, value: str | None
+) -> None:
     if value is None:
         if seed.tables[table].column(column).not_null:
             rejected(conn, seed, table, {column: None}, None, psycopg.errors.NotNullViolation)
@@ -978,8 +1026,9 @@ BAR_PROBES = {
     ],
 )
 @pytest.mark.parametrize("table", BAR_TABLES)
-def test_bar_checks_at_their_bounds(conn: sa.Connection, seed: Seed, table: str, rule: str, values: dict,
-                                    ok: bool) -> None:
+def test_bar_checks_at_their_bounds(
+    conn: sa.Connection, seed: Seed, table: str, rule: str, values: dict, ok: bool
+) -> None:
     values = {column: Decimal(v) for column, v in values.items()}
     if ok:
         accepted(conn, seed, table, values)
@@ -1001,4 +1050,6 @@ def test_foreign_key_is_enforced(conn: sa.Connection, seed: Seed, table: str, co
         accepted(conn, seed, table, {column: parent_id})
     finally:
         savepoint.rollback()
-    rejected(conn, seed, table, {column: uuid.uuid4()}, f"fk_{table}_{column}", psycopg.errors.ForeignKeyViolation)
+    rejected(
+        conn, seed, table, {column: uuid.uuid4()}, f"fk_{table}_{column}", psycopg.errors.ForeignKeyViolation
+    )

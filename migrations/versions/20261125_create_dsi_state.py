@@ -28,8 +28,10 @@ def upgrade() -> None:
             computed_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now()
         )
     """)
-    op.execute('CREATE UNIQUE INDEX ux_anomaly_events_symbol_timestamp_type '
-               'ON anomaly_events (symbol, "timestamp", anomaly_type)')
+    op.execute(
+        "CREATE UNIQUE INDEX ux_anomaly_events_symbol_timestamp_type "
+        'ON anomaly_events (symbol, "timestamp", anomaly_type)'
+    )
 
 
 def downgrade() -> None:

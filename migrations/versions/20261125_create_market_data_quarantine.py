@@ -33,7 +33,9 @@ CREATE TABLE market_data_quarantine (
 
 def upgrade() -> None:
     op.execute(MARKET_DATA_QUARANTINE)
-    op.execute("CREATE INDEX ix_market_data_quarantine_partition_date ON market_data_quarantine(partition_date)")
+    op.execute(
+        "CREATE INDEX ix_market_data_quarantine_partition_date ON market_data_quarantine(partition_date)"
+    )
 
 
 def downgrade() -> None:

@@ -41,7 +41,9 @@ def upgrade() -> None:
         "CREATE TABLE market_data_1m (LIKE market_data_1m_unpartitioned INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
         ' PARTITION BY RANGE ("timestamp")'
     )
-    op.execute('ALTER TABLE market_data_1m ADD CONSTRAINT pk_market_data_1m PRIMARY KEY (symbol, "timestamp")')
+    op.execute(
+        'ALTER TABLE market_data_1m ADD CONSTRAINT pk_market_data_1m PRIMARY KEY (symbol, "timestamp")'
+    )
     op.execute("CREATE TABLE market_data_1m_default PARTITION OF market_data_1m DEFAULT")
     op.execute(_CREATE_DAY_PARTITIONS)
     op.execute("INSERT INTO market_data_1m SELECT * FROM market_data_1m_unpartitioned")
@@ -54,6 +56,8 @@ def downgrade() -> None:
     op.execute(
         "CREATE TABLE market_data_1m (LIKE market_data_1m_partitioned INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
     )
-    op.execute('ALTER TABLE market_data_1m ADD CONSTRAINT pk_market_data_1m PRIMARY KEY (symbol, "timestamp")')
+    op.execute(
+        'ALTER TABLE market_data_1m ADD CONSTRAINT pk_market_data_1m PRIMARY KEY (symbol, "timestamp")'
+    )
     op.execute("INSERT INTO market_data_1m SELECT * FROM market_data_1m_partitioned")
     op.execute("DROP TABLE market_data_1m_partitioned CASCADE")

@@ -39,7 +39,9 @@ def _hit(signal: pd.Series, fwd: pd.Series) -> float:
     return float((np.sign(signal[m]) == np.sign(fwd[m])).mean()) if m.any() else float("nan")
 
 
-def information_coefficient(scores: pd.DataFrame, bars: pd.DataFrame, horizon: int = 5, warmup: int = 0) -> float:
+def information_coefficient(
+    scores: pd.DataFrame, bars: pd.DataFrame, horizon: int = 5, warmup: int = 0
+) -> float:
     """Spearman rank correlation between 2 mx_evidence - 1 and the forward h-bar return."""
     m = _aligned(scores, bars, horizon, warmup)
     return _ic(m["signal"], m["fwd"])
@@ -68,13 +70,21 @@ def _neutral(bars: pd.DataFrame) -> pd.DataFrame:
 def evaluate(scores: pd.DataFrame, bars: pd.DataFrame, horizon: int = 5, warmup: int = 0) -> dict:
     """IC and hit rate of the evidence and of the naive baseline (for asset metadata)."""
     m = _aligned(scores, bars, horizon, warmup)
-    out = {"horizon": horizon, "n": len(m), "ic": _ic(m["signal"], m["fwd"]), "hit_rate": _hit(m["signal"], m["fwd"]),
-           "naive_ic": _ic(m["naive"], m["fwd"]), "naive_hit_rate": _hit(m["naive"], m["fwd"])}
+    out = {
+        "horizon": horizon,
+        "n": len(m),
+        "ic": _ic(m["signal"], m["fwd"]),
+        "hit_rate": _hit(m["signal"], m["fwd"]),
+        "naive_ic": _ic(m["naive"], m["fwd"]),
+        "naive_hit_rate": _hit(m["naive"], m["fwd"]),
+    }
     if "mx_confirm" in m:
         # mx_confirm as a filter: does the evidence's sign call the forward return better on confirmed bars?
         confirmed = m["mx_confirm"].fillna(False).astype(bool)
-        out |= {"confirmed_n": int(confirmed.sum()),
-                "confirmed_ic": _ic(m.loc[confirmed, "signal"], m.loc[confirmed, "fwd"]),
-                "confirmed_hit_rate": _hit(m.loc[confirmed, "signal"], m.loc[confirmed, "fwd"]),
-                "unconfirmed_hit_rate": _hit(m.loc[~confirmed, "signal"], m.loc[~confirmed, "fwd"])}
+        out |= {
+            "confirmed_n": int(confirmed.sum()),
+            "confirmed_ic": _ic(m.loc[confirmed, "signal"], m.loc[confirmed, "fwd"]),
+            "confirmed_hit_rate": _hit(m.loc[confirmed, "signal"], m.loc[confirmed, "fwd"]),
+            "unconfirmed_hit_rate": _hit(m.loc[~confirmed, "signal"], m.loc[~confirmed, "fwd"]),
+        }
     return out

@@ -27,8 +27,16 @@ _OHLCV = ["open", "high", "low", "close", "volume"]
 # a scored day partition's columns, in the order of its binary COPY: text, timestamptz, numerics, boolean, jsonb
 BAR_UPDATE_COLUMNS = ["symbol", "timestamp", *_OHLCV, "mx_evidence", "mx_confirm", "mx_expert_contributions"]
 # the columns of the scores that ``bar_updates`` reads
-BAR_UPDATE_INPUTS = ["symbol", "timestamp", *_OHLCV, "mx_evidence", "mx_confirm", "ret", *EXPERTS,
-                     *(f"w__{name}" for name in EXPERTS)]
+BAR_UPDATE_INPUTS = [
+    "symbol",
+    "timestamp",
+    *_OHLCV,
+    "mx_evidence",
+    "mx_confirm",
+    "ret",
+    *EXPERTS,
+    *(f"w__{name}" for name in EXPERTS),
+]
 _NAMESPACE = uuid.UUID("7f1e9a52-3b0c-4c8e-9d53-1c2b7a9e0d11")
 
 
@@ -51,8 +59,11 @@ def _decimal_text(k: np.ndarray) -> pa.Array:
     whole = pc.cast(pa.array(np.abs(k) // 10_000), pa.string())
     frac = pc.utf8_rtrim(pc.utf8_lpad(pc.cast(pa.array(np.abs(k) % 10_000), pa.string()), 4, "0"), "0")
     return pc.binary_join_element_wise(
-        pc.if_else(pa.array(k < 0), "-", ""), whole,
-        pc.if_else(pc.equal(frac, ""), "", pc.binary_join_element_wise(".", frac, "")), "")
+        pc.if_else(pa.array(k < 0), "-", ""),
+        whole,
+        pc.if_else(pc.equal(frac, ""), "", pc.binary_join_element_wise(".", frac, "")),
+        "",
+    )
 
 
 def contribution_text(values: np.ndarray) -> list[pa.Array]:
@@ -106,16 +117,19 @@ def bar_updates(scores: pd.DataFrame) -> pd.DataFrame:
 
     Reads only the columns ``BAR_UPDATE_INPUTS`` of ``scores``.
     """
-    return pd.DataFrame({
-        # the columns as they are: .to_numpy() of a zone-aware column boxes every value into a Timestamp
-        "symbol": scores["symbol"].reset_index(drop=True),
-        "timestamp": scores["timestamp"].reset_index(drop=True),
-        **{column: scores[column].to_numpy(dtype="float64") for column in _OHLCV},
-        "mx_evidence": scores["mx_evidence"].to_numpy(dtype="float64"),
-        "mx_confirm": scores["mx_confirm"].to_numpy(dtype=bool),
-        "mx_expert_contributions": pd.Series(pd.arrays.ArrowExtensionArray(
-            contributions_json(contributions(scores))), copy=False),
-    })
+    return pd.DataFrame(
+        {
+            # the columns as they are: .to_numpy() of a zone-aware column boxes every value into a Timestamp
+            "symbol": scores["symbol"].reset_index(drop=True),
+            "timestamp": scores["timestamp"].reset_index(drop=True),
+            **{column: scores[column].to_numpy(dtype="float64") for column in _OHLCV},
+            "mx_evidence": scores["mx_evidence"].to_numpy(dtype="float64"),
+            "mx_confirm": scores["mx_confirm"].to_numpy(dtype=bool),
+            "mx_expert_contributions": pd.Series(
+                pd.arrays.ArrowExtensionArray(contributions_json(contributions(scores))), copy=False
+            ),
+        }
+    )
 
 
 def _id(*parts: object) -> str:
@@ -138,37 +152,43 @@ def event_rows(events: pd.DataFrame, latency: dict) -> tuple[pd.DataFrame, pd.Da
     keys = list(zip(events["symbol"], ts.dt.strftime("%Y-%m-%dT%H:%M"), events["anomaly_type"], strict=True))
     evidence_ids = [_id(*k, "evidence") for k in keys]
     latency_block = {k: v for k, v in latency.items()}
-    evidence = pd.DataFrame({
-        "evidence_id": evidence_ids,
-        "timestamp": ts,
-        "mx_evidence": events["mx_evidence"].astype("float64"),
-        "mx_confirm": events["mx_confirm"].astype(bool),
-        "mx_expert_contributions": [_json({"contributions": c, "latency": latency_block})
-                                    for c in events["mx_expert_contributions"]],
-        "mx_microtape_hash": events["mx_microtape_hash"],
-        "mx_processing_latency_ms": latency["latency_p50_ms"],
-        "mx_confidence_interval": [_json(c) for c in events["mx_confidence_interval"]],
-        "mx_fsm_experts": [_json(c) for c in events["mx_fsm_experts"]],
-        "mx_classifier_experts": [_json(c) for c in events["mx_classifier_experts"]],
-        "mx_anomaly_experts": [_json(c) for c in events["mx_anomaly_experts"]],
-        "mx_divergence_experts": [_json(c) for c in events["mx_divergence_experts"]],
-        "mx_expert_weights": [_json(c) for c in events["mx_expert_weights"]],
-        "mx_expert_survival_rates": [_json(c) for c in events["mx_expert_survival_rates"]],
-        "mx_evidence_boost": events["mx_evidence_boost"].astype("float64"),
-        "mx_confirm_rate": events["mx_confirm_rate"].astype("float64"),
-        "mx_expert_survival_rate": events["mx_expert_survival_rate"].astype("float64"),
-        "mx_latency_p50": latency["latency_p50_ms"],
-        "mx_latency_p95": latency["latency_p95_ms"],
-        "mx_throughput_per_second": latency["throughput_per_second"],
-    })
-    anomalies = pd.DataFrame({
-        "event_id": [_id(*k, "event") for k in keys],
-        "symbol": events["symbol"].astype(str),
-        "timestamp": ts,
-        "anomaly_type": events["anomaly_type"],
-        "anomaly_score": events["anomaly_score"].astype("float64"),
-        "signal_pack": [_json(p) for p in events["signal_pack"]],
-        "dsi_evidence_id": evidence_ids,
-        "microstructure_validation": [_json(v) for v in events["microstructure_validation"]],
-    })
+    evidence = pd.DataFrame(
+        {
+            "evidence_id": evidence_ids,
+            "timestamp": ts,
+            "mx_evidence": events["mx_evidence"].astype("float64"),
+            "mx_confirm": events["mx_confirm"].astype(bool),
+            "mx_expert_contributions": [
+                _json({"contributions": c, "latency": latency_block})
+                for c in events["mx_expert_contributions"]
+            ],
+            "mx_microtape_hash": events["mx_microtape_hash"],
+            "mx_processing_latency_ms": latency["latency_p50_ms"],
+            "mx_confidence_interval": [_json(c) for c in events["mx_confidence_interval"]],
+            "mx_fsm_experts": [_json(c) for c in events["mx_fsm_experts"]],
+            "mx_classifier_experts": [_json(c) for c in events["mx_classifier_experts"]],
+            "mx_anomaly_experts": [_json(c) for c in events["mx_anomaly_experts"]],
+            "mx_divergence_experts": [_json(c) for c in events["mx_divergence_experts"]],
+            "mx_expert_weights": [_json(c) for c in events["mx_expert_weights"]],
+            "mx_expert_survival_rates": [_json(c) for c in events["mx_expert_survival_rates"]],
+            "mx_evidence_boost": events["mx_evidence_boost"].astype("float64"),
+            "mx_confirm_rate": events["mx_confirm_rate"].astype("float64"),
+            "mx_expert_survival_rate": events["mx_expert_survival_rate"].astype("float64"),
+            "mx_latency_p50": latency["latency_p50_ms"],
+            "mx_latency_p95": latency["latency_p95_ms"],
+            "mx_throughput_per_second": latency["throughput_per_second"],
+        }
+    )
+    anomalies = pd.DataFrame(
+        {
+            "event_id": [_id(*k, "event") for k in keys],
+            "symbol": events["symbol"].astype(str),
+            "timestamp": ts,
+            "anomaly_type": events["anomaly_type"],
+            "anomaly_score": events["anomaly_score"].astype("float64"),
+            "signal_pack": [_json(p) for p in events["signal_pack"]],
+            "dsi_evidence_id": evidence_ids,
+            "microstructure_validation": [_json(v) for v in events["microstructure_validation"]],
+        }
+    )
     return evidence, anomalies

@@ -30,8 +30,14 @@ from tis_pipeline.pg.day_partitions import BuiltDays, discard
 # in the batch path takes 0.1 s), and 64 give the p50 and, by its 4th-largest value, the p95
 STREAMING_SAMPLE = 64
 SCORE_GROUPS = 4  # parts of a day scored and handed to its build one after another
-STEPS = ("read", "score", "latency_and_events", "figures_alongside_the_builds_and_swap", "wait_for_builds_and_swap",
-         "commit")
+STEPS = (
+    "read",
+    "score",
+    "latency_and_events",
+    "figures_alongside_the_builds_and_swap",
+    "wait_for_builds_and_swap",
+    "commit",
+)
 
 
 def _symbol_groups(bars: pd.DataFrame, parts: int) -> Iterator[pd.DataFrame]:
@@ -39,13 +45,21 @@ def _symbol_groups(bars: pd.DataFrame, parts: int) -> Iterator[pd.DataFrame]:
     symbol = bars["symbol"].to_numpy()
     starts = np.flatnonzero(np.r_[True, symbol[1:] != symbol[:-1]]) if len(bars) else np.zeros(0, "int64")
     wanted = np.linspace(0, len(bars), parts + 1)[1:-1]
-    cuts = np.unique(starts[np.minimum(np.searchsorted(starts, wanted), len(starts) - 1)]) if len(starts) else []
+    cuts = (
+        np.unique(starts[np.minimum(np.searchsorted(starts, wanted), len(starts) - 1)]) if len(starts) else []
+    )
     for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(bars)], strict=True):
         if b > a:
             yield bars.iloc[a:b]
 
 
-_KEPT = ["symbol", "timestamp", "close", "mx_evidence", "mx_confirm"]  # of every scored bar, for IC and the plot
+_KEPT = [
+    "symbol",
+    "timestamp",
+    "close",
+    "mx_evidence",
+    "mx_confirm",
+]  # of every scored bar, for IC and the plot
 
 
 @dataclass
@@ -57,8 +71,9 @@ class _Found:
     sample: pd.DataFrame | None = None
 
 
-def _score_day(bars: pd.DataFrame, state: DsiState | None, config: DsiConfig, rows: store.RowStream,
-               found: _Found) -> DsiState | None:
+def _score_day(
+    bars: pd.DataFrame, state: DsiState | None, config: DsiConfig, rows: store.RowStream, found: _Found
+) -> DsiState | None:
     """Score a day's ``bars`` from ``state`` into ``rows`` (its build) and ``found``; the state after the day.
 
     A few symbols at a time: each symbol's state is its own, so the values are those of the whole day at once,
@@ -82,7 +97,9 @@ def _plot(scores: pd.DataFrame, events: pd.DataFrame) -> str:
 
     symbol = sorted(scores["symbol"].astype(str).unique())[0]
     part = scores[scores["symbol"] == symbol]
-    fig, (top, bottom) = plots.pyplot().subplots(2, 1, figsize=(8, 4.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    fig, (top, bottom) = plots.pyplot().subplots(
+        2, 1, figsize=(8, 4.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
     fig.subplots_adjust(left=0.09, right=0.98, top=0.97, bottom=0.1, hspace=0.08)
     top.plot(part["timestamp"], part["close"], linewidth=0.7, label=f"{symbol} close")
     marks = events[events["symbol"] == symbol] if len(events) else events
@@ -100,9 +117,16 @@ def _plot(scores: pd.DataFrame, events: pd.DataFrame) -> str:
     return plots.markdown_image(plots.figure_png(fig, tight=False), "dsi")
 
 
-def _swap_and_write(conn: sa.Connection, builds: list[Future], built: list[tuple[pd.Timestamp, str, str, bool]],
-                    begin: pd.Timestamp, end: pd.Timestamp, evidence_rows: pd.DataFrame,
-                    event_rows: pd.DataFrame, states: list[dict]) -> tuple[int, int, int]:
+def _swap_and_write(
+    conn: sa.Connection,
+    builds: list[Future],
+    built: list[tuple[pd.Timestamp, str, str, bool]],
+    begin: pd.Timestamp,
+    end: pd.Timestamp,
+    evidence_rows: pd.DataFrame,
+    event_rows: pd.DataFrame,
+    states: list[dict],
+) -> tuple[int, int, int]:
     """(bars written, evidence rows, events), once every build has finished (a failed one raises here)."""
     updated = sum(build.result() for build in builds)
     store.attach_scored_days(conn, built)
@@ -131,8 +155,9 @@ class DsiRun:
     elapsed: float  # seconds of the whole run, commit included
 
 
-def score_range(engine: sa.Engine, start: pd.Timestamp, end: pd.Timestamp, config: DsiConfig,
-                log: Callable[[str], None]) -> DsiRun:
+def score_range(
+    engine: sa.Engine, start: pd.Timestamp, end: pd.Timestamp, config: DsiConfig, log: Callable[[str], None]
+) -> DsiRun:
     """Score every bar of the days in [start, end) and write them (the ``mx_*`` columns of ``market_data_1m``, the
     rollups' evidence), their events (``anomaly_events``, ``dsi_evidence``) and each day's end state
     (``dsi_state``), all in one transaction.
@@ -178,21 +203,36 @@ def score_range(engine: sa.Engine, start: pd.Timestamp, end: pd.Timestamp, confi
                     bars = bar_store.read_bars_in_two(engine, conn, day, day + pd.Timedelta(days=1))
                     clock("read")
                     if timed is None:
-                        timed = (bars, state)  # the streaming path is timed on the first day, from the state before it
+                        timed = (
+                            bars,
+                            state,
+                        )  # the streaming path is timed on the first day, from the state before it
                     if len(builds) >= 2:  # at most two days' rows wait in memory for their build
                         builds[-2].result()
                     built.append((day, name, f"{name}_{tag}", exists))
                     rows = store.RowStream()
-                    builds.append(builder.submit(store.build_scored_day, engine, day, built[-1][2], rows, carry))
+                    builds.append(
+                        builder.submit(store.build_scored_day, engine, day, built[-1][2], rows, carry)
+                    )
                     state = _score_day(bars, state, config, rows, found)
-                    states.append({"day": day.date(), "config_fingerprint": config.fingerprint(),
-                                   "symbols": len(state.symbols), "bars": len(bars), "state": state.to_bytes()})
+                    states.append(
+                        {
+                            "day": day.date(),
+                            "config_fingerprint": config.fingerprint(),
+                            "symbols": len(state.symbols),
+                            "bars": len(bars),
+                            "state": state.to_bytes(),
+                        }
+                    )
                     clock("score")
                 scored_s = time.perf_counter() - started
-                latency = (score.measure_streaming_latency(timed[0], timed[1], config,
-                                                           n=min(STREAMING_SAMPLE, len(timed[0])))
-                           if timed is not None else
-                           {"latency_p50_ms": 1, "latency_p95_ms": 1, "throughput_per_second": 1})
+                latency = (
+                    score.measure_streaming_latency(
+                        timed[0], timed[1], config, n=min(STREAMING_SAMPLE, len(timed[0]))
+                    )
+                    if timed is not None
+                    else {"latency_p50_ms": 1, "latency_p95_ms": 1, "throughput_per_second": 1}
+                )
                 events = pd.concat(found.events, ignore_index=True) if found.events else pd.DataFrame()
                 evidence_rows, event_rows = frames.event_rows(events, latency)
                 clock("latency_and_events")
@@ -200,13 +240,22 @@ def score_range(engine: sa.Engine, start: pd.Timestamp, end: pd.Timestamp, confi
                 # the rollups' evidence, the events and the state on this transaction's connection, while this
                 # thread computes the out-of-sample figures and the plot (it touches the connection again only
                 # after ``writing`` is done)
-                writing = builder.submit(_swap_and_write, conn, builds, built, begin, end, evidence_rows, event_rows,
-                                         states)
-                scored = pd.concat(found.kept, ignore_index=True) if found.kept else pd.DataFrame(columns=_KEPT)
-                quality = (evaluate(scored, scored, horizon=config.horizon, warmup=config.tail_rows)
-                           if len(scored) else {})
-                plot = (_plot(found.sample, events) if found.sample is not None and len(found.sample)
-                        else "_no bars_")
+                writing = builder.submit(
+                    _swap_and_write, conn, builds, built, begin, end, evidence_rows, event_rows, states
+                )
+                scored = (
+                    pd.concat(found.kept, ignore_index=True) if found.kept else pd.DataFrame(columns=_KEPT)
+                )
+                quality = (
+                    evaluate(scored, scored, horizon=config.horizon, warmup=config.tail_rows)
+                    if len(scored)
+                    else {}
+                )
+                plot = (
+                    _plot(found.sample, events)
+                    if found.sample is not None and len(found.sample)
+                    else "_no bars_"
+                )
                 clock("figures_alongside_the_builds_and_swap")
                 updated, n_evidence, n_events = writing.result()
                 clock("wait_for_builds_and_swap")
@@ -214,6 +263,18 @@ def score_range(engine: sa.Engine, start: pd.Timestamp, end: pd.Timestamp, confi
         # after the transaction: the tables it attached have their partitions' names now; the others are dropped
         discard(engine, BuiltDays(tag, [(day, name, new) for day, name, new, _ in built]))
     clock("commit")
-    return DsiRun(begin=begin, scored=scored, evidence_rows=evidence_rows, event_rows=event_rows, updated=updated,
-                  n_evidence=n_evidence, n_events=n_events, latency=latency, quality=quality, plot=plot, steps=steps,
-                  scored_s=scored_s, elapsed=time.perf_counter() - started)
+    return DsiRun(
+        begin=begin,
+        scored=scored,
+        evidence_rows=evidence_rows,
+        event_rows=event_rows,
+        updated=updated,
+        n_evidence=n_evidence,
+        n_events=n_events,
+        latency=latency,
+        quality=quality,
+        plot=plot,
+        steps=steps,
+        scored_s=scored_s,
+        elapsed=time.perf_counter() - started,
+    )

@@ -10,24 +10,29 @@ import pyarrow as pa
 import sqlalchemy as sa
 from psycopg import sql as psql
 
-from tis_pipeline.pg.copy import copy_frame
-from tis_pipeline.pg.engine import raw_connection
 from tis_pipeline.dsi import frames
 from tis_pipeline.dsi.frames import BAR_UPDATE_COLUMNS
 from tis_pipeline.pg import day_partitions
 from tis_pipeline.pg.buckets import bucket_sql
+from tis_pipeline.pg.copy import copy_frame
+from tis_pipeline.pg.engine import raw_connection
 
 
-def previous_state(conn: sa.Connection, before: pd.Timestamp, fingerprint: str) -> tuple[pd.Timestamp, bytes] | None:
+def previous_state(
+    conn: sa.Connection, before: pd.Timestamp, fingerprint: str
+) -> tuple[pd.Timestamp, bytes] | None:
     """The latest stored end-of-day state before ``before`` for this configuration that is still valid, if any.
 
     Valid: no day up to the state's own has been written since it was saved (``market_data_day_versions``). A
     corrected past day thus invalidates the states from that day on, and the run re-scores from it.
     """
-    row = conn.execute(sa.text(
-        "SELECT s.day, s.state FROM dsi_state s WHERE s.day < :d AND s.config_fingerprint = :f "
-        f"AND s.source_version >= {day_partitions.versions_up_to('s.day')} ORDER BY s.day DESC LIMIT 1"),
-        {"d": before.date(), "f": fingerprint}).first()
+    row = conn.execute(
+        sa.text(
+            "SELECT s.day, s.state FROM dsi_state s WHERE s.day < :d AND s.config_fingerprint = :f "
+            f"AND s.source_version >= {day_partitions.versions_up_to('s.day')} ORDER BY s.day DESC LIMIT 1"
+        ),
+        {"d": before.date(), "f": fingerprint},
+    ).first()
     return None if row is None else (pd.Timestamp(row.day, tz="UTC"), bytes(row.state))
 
 
@@ -60,10 +65,13 @@ def lock_day(conn: sa.Connection, day: pd.Timestamp, partitions: set[str]) -> tu
 
 def rows_with_module_columns(conn: sa.Connection, day: pd.Timestamp) -> int:
     """Rows of the day whose module columns (not DSI's to write) hold values: the rebuilt day must carry them."""
-    return conn.execute(sa.text(
-        'SELECT count(*) FROM market_data_1m WHERE "timestamp" >= :a AND "timestamp" < :b '
-        "AND (module_intelligence IS NOT NULL OR module_learning_updates IS NOT NULL)"),
-        {"a": day, "b": day + pd.Timedelta(days=1)}).scalar_one()
+    return conn.execute(
+        sa.text(
+            'SELECT count(*) FROM market_data_1m WHERE "timestamp" >= :a AND "timestamp" < :b '
+            "AND (module_intelligence IS NOT NULL OR module_learning_updates IS NOT NULL)"
+        ),
+        {"a": day, "b": day + pd.Timedelta(days=1)},
+    ).scalar_one()
 
 
 @dataclass
@@ -87,12 +95,19 @@ def encode_scored(scores: pd.DataFrame) -> EncodedRows:
 
     rows = frames.bar_updates(scores)
     numerics = [rows[c].to_numpy(dtype="float64") for c in BAR_UPDATE_COLUMNS[2:8]]  # OHLCV and mx_evidence
-    payload, encoded = encode_rows(rows["symbol"], rows["timestamp"], numerics,
-                                   flags=[rows["mx_confirm"].to_numpy(dtype=bool)],
-                                   json_text=pa.array(rows["mx_expert_contributions"].array))
-    return EncodedRows(body=memoryview(payload)[len(SIGNATURE): len(payload) - len(TRAILER)],
-                       left_out=rows[~encoded], exact=all(exact_scale8(v).all() for v in numerics[:5]),
-                       rows=len(rows))
+    payload, encoded = encode_rows(
+        rows["symbol"],
+        rows["timestamp"],
+        numerics,
+        flags=[rows["mx_confirm"].to_numpy(dtype=bool)],
+        json_text=pa.array(rows["mx_expert_contributions"].array),
+    )
+    return EncodedRows(
+        body=memoryview(payload)[len(SIGNATURE) : len(payload) - len(TRAILER)],
+        left_out=rows[~encoded],
+        exact=all(exact_scale8(v).all() for v in numerics[:5]),
+        rows=len(rows),
+    )
 
 
 class RowStream:
@@ -120,8 +135,9 @@ class RowStream:
             yield item
 
 
-def build_scored_day(engine: sa.Engine, day: pd.Timestamp, staging: str, stream: RowStream,
-                     carry_from_source: bool) -> int:
+def build_scored_day(
+    engine: sa.Engine, day: pd.Timestamp, staging: str, stream: RowStream, carry_from_source: bool
+) -> int:
     """A new table of the day's bars with their scores, to replace the day partition (``attach_scored_days``).
 
     On a connection of its own, committed, invisible until attached: rows as binary COPY (FREEZE), sent as their
@@ -138,7 +154,8 @@ def build_scored_day(engine: sa.Engine, day: pd.Timestamp, staging: str, stream:
 
     repair, written, left_out = carry_from_source, 0, []
     statement = psql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary, FREEZE)").format(
-        psql.Identifier(staging), psql.SQL(", ").join(psql.Identifier(c) for c in BAR_UPDATE_COLUMNS))
+        psql.Identifier(staging), psql.SQL(", ").join(psql.Identifier(c) for c in BAR_UPDATE_COLUMNS)
+    )
     with engine.connect() as conn:
         raw = raw_connection(conn)
         with raw.cursor() as cur:
@@ -158,8 +175,10 @@ def build_scored_day(engine: sa.Engine, day: pd.Timestamp, staging: str, stream:
             repair = True
         with raw.cursor() as cur:
             if repair:
-                cur.execute(psql.SQL(_CARRY).format(psql.Identifier(staging)),
-                            {"a": day.to_pydatetime(), "b": (day + pd.Timedelta(days=1)).to_pydatetime()})
+                cur.execute(
+                    psql.SQL(_CARRY).format(psql.Identifier(staging)),
+                    {"a": day.to_pydatetime(), "b": (day + pd.Timedelta(days=1)).to_pydatetime()},
+                )
             day_partitions.finish_day_table(cur, staging)
         raw.commit()
     return written
@@ -168,11 +187,15 @@ def build_scored_day(engine: sa.Engine, day: pd.Timestamp, staging: str, stream:
 # every column DSI does not write, from the day's rows in market_data_1m (the same rows: the caller holds them
 # locked), where the built row differs
 _KEPT = ("open", "high", "low", "close", "volume", "module_intelligence", "module_learning_updates")
-_CARRY = ("UPDATE {{}} n SET {sets} FROM market_data_1m o "
-          'WHERE o."timestamp" >= %(a)s AND o."timestamp" < %(b)s AND n.symbol = o.symbol '
-          'AND n."timestamp" = o."timestamp" AND ({new}) IS DISTINCT FROM ({old})').format(
-    sets=", ".join(f"{c} = o.{c}" for c in _KEPT), new=", ".join(f"n.{c}" for c in _KEPT),
-    old=", ".join(f"o.{c}" for c in _KEPT))
+_CARRY = (
+    "UPDATE {{}} n SET {sets} FROM market_data_1m o "
+    'WHERE o."timestamp" >= %(a)s AND o."timestamp" < %(b)s AND n.symbol = o.symbol '
+    'AND n."timestamp" = o."timestamp" AND ({new}) IS DISTINCT FROM ({old})'
+).format(
+    sets=", ".join(f"{c} = o.{c}" for c in _KEPT),
+    new=", ".join(f"n.{c}" for c in _KEPT),
+    old=", ".join(f"o.{c}" for c in _KEPT),
+)
 
 
 def attach_scored_days(conn: sa.Connection, built: list[tuple[pd.Timestamp, str, str, bool]]) -> None:
@@ -180,8 +203,10 @@ def attach_scored_days(conn: sa.Connection, built: list[tuple[pd.Timestamp, str,
     table, whether the partition exists). A day without a partition of its own leaves the DEFAULT partition."""
     for day, name, staging, exists in built:
         if not exists:
-            conn.execute(sa.text('DELETE FROM market_data_1m_default WHERE "timestamp" >= :a AND "timestamp" < :b'),
-                         {"a": day, "b": day + pd.Timedelta(days=1)})
+            conn.execute(
+                sa.text('DELETE FROM market_data_1m_default WHERE "timestamp" >= :a AND "timestamp" < :b'),
+                {"a": day, "b": day + pd.Timedelta(days=1)},
+            )
         with raw_connection(conn).cursor() as cur:
             day_partitions.attach_day(cur, day, name, staging, replace=exists)
 
@@ -189,21 +214,35 @@ def attach_scored_days(conn: sa.Connection, built: list[tuple[pd.Timestamp, str,
 def update_rollup_evidence(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp) -> None:
     """The rollups' evidence: round(avg(mx_evidence), 2) and bool_or(mx_confirm) of the 1-minute bars of each
     15-minute bucket, the hourly one from the 15-minute bars, as the rollups themselves are built."""
-    for target, source, minutes in (("market_data_15m", "market_data_1m", 15), ("market_data_1h", "market_data_15m", 60)):
-        conn.execute(sa.text(f"""
+    for target, source, minutes in (
+        ("market_data_15m", "market_data_1m", 15),
+        ("market_data_1h", "market_data_15m", 60),
+    ):
+        conn.execute(
+            sa.text(f"""
             UPDATE {target} r SET mx_evidence = a.e, mx_confirm = a.c
             FROM (SELECT symbol, {bucket_sql(minutes)} b,
                          round(avg(mx_evidence), 2) e, bool_or(mx_confirm) c
                   FROM {source} WHERE "timestamp" >= :a AND "timestamp" < :b GROUP BY 1, 2) a
-            WHERE r.symbol = a.symbol AND r."timestamp" = a.b"""), {"a": start, "b": end})
+            WHERE r.symbol = a.symbol AND r."timestamp" = a.b"""),
+            {"a": start, "b": end},
+        )
 
 
-def replace_events(conn: sa.Connection, evidence: pd.DataFrame, events: pd.DataFrame,
-                   start: pd.Timestamp, end: pd.Timestamp) -> tuple[int, int]:
+def replace_events(
+    conn: sa.Connection, evidence: pd.DataFrame, events: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp
+) -> tuple[int, int]:
     """Replace the window's anomaly events and the evidence rows they point at."""
-    old = conn.execute(sa.text(
-        'DELETE FROM anomaly_events WHERE "timestamp" >= :a AND "timestamp" < :b RETURNING dsi_evidence_id'),
-        {"a": start, "b": end}).scalars().all()
+    old = (
+        conn.execute(
+            sa.text(
+                'DELETE FROM anomaly_events WHERE "timestamp" >= :a AND "timestamp" < :b RETURNING dsi_evidence_id'
+            ),
+            {"a": start, "b": end},
+        )
+        .scalars()
+        .all()
+    )
     old = [e for e in old if e is not None]
     if old:
         conn.execute(sa.text("DELETE FROM dsi_evidence WHERE evidence_id = ANY(:ids)"), {"ids": old})
@@ -216,10 +255,15 @@ def replace_events(conn: sa.Connection, evidence: pd.DataFrame, events: pd.DataF
 def save_states(conn: sa.Connection, states: list[dict]) -> None:
     if not states:
         return
-    conn.execute(sa.text("DELETE FROM dsi_state WHERE day = ANY(:days)"), {"days": [s["day"] for s in states]})
-    conn.execute(sa.text(
-        "INSERT INTO dsi_state (day, config_fingerprint, symbols, bars, state, source_version) "
-        f"VALUES (:day, :config_fingerprint, :symbols, :bars, :state, {day_partitions.versions_up_to('CAST(:day AS date)')})"),
-        states)
+    conn.execute(
+        sa.text("DELETE FROM dsi_state WHERE day = ANY(:days)"), {"days": [s["day"] for s in states]}
+    )
+    conn.execute(
+        sa.text(
+            "INSERT INTO dsi_state (day, config_fingerprint, symbols, bars, state, source_version) "
+            f"VALUES (:day, :config_fingerprint, :symbols, :bars, :state, {day_partitions.versions_up_to('CAST(:day AS date)')})"
+        ),
+        states,
+    )
     # the trading day's states computed from these days' events are out of date now
     day_partitions.bump_day_versions(conn, [s["day"] for s in states], "dsi_day_versions")

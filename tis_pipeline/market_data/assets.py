@@ -41,8 +41,9 @@ def market_data_1m(context: dg.AssetExecutionContext, bars: BarSource, db: Postg
     try:
         ingested = ingest.build_window(db.engine, bars.read_pieces(start, end), start, end, limit)
     except QuarantineShareExceeded as exceeded:
-        raise dg.Failure(description=exceeded.description,
-                         metadata={"quarantine_by_rule": exceeded.counts}) from None
+        raise dg.Failure(
+            description=exceeded.description, metadata={"quarantine_by_rule": exceeded.counts}
+        ) from None
     deleted, written, quarantined = ingest.write_window(db.engine, ingested, start, end)
     checked, facts = ingested.checked, ingested.facts
     yield dg.MaterializeResult(
@@ -60,7 +61,8 @@ def market_data_1m(context: dg.AssetExecutionContext, bars: BarSource, db: Postg
             "bar_label": bars.bar_label,
             "notes": dg.MetadataValue.md(describe.bullet_list(ingested.notes)),
             "skipped_files": dg.MetadataValue.md(
-                describe.bullet_list(f"`{p}`: {why}" for p, why in ingested.skipped)),
+                describe.bullet_list(f"`{p}`: {why}" for p, why in ingested.skipped)
+            ),
             "preview": _preview(checked.clean[BAR_COLUMNS]),
         }
     )
@@ -76,12 +78,20 @@ def _rollup(context: dg.AssetExecutionContext, db: PostgresResource, table: str)
         check_name=consistency.name,
         passed=mismatches.empty,
         severity=dg.AssetCheckSeverity.ERROR,
-        description=(f"{len(mismatches)} of {rolled.written} bars differ from the rollup of their 1-minute "
-                     "source"),
-        metadata={"partition_start": start.isoformat(), "partition_end": end.isoformat(),
-                  "bars_checked": rolled.written, "failing_rows": len(mismatches),
-                  **({"failing_rows_sample": table_metadata(mismatches.head(20).astype(str))}
-                     if len(mismatches) else {})},
+        description=(
+            f"{len(mismatches)} of {rolled.written} bars differ from the rollup of their 1-minute source"
+        ),
+        metadata={
+            "partition_start": start.isoformat(),
+            "partition_end": end.isoformat(),
+            "bars_checked": rolled.written,
+            "failing_rows": len(mismatches),
+            **(
+                {"failing_rows_sample": table_metadata(mismatches.head(20).astype(str))}
+                if len(mismatches)
+                else {}
+            ),
+        },
     )
     png = rolled.png
     facts = describe.rollup_facts(rolled.plot_frame, rolled.fill)
@@ -95,8 +105,7 @@ def _rollup(context: dg.AssetExecutionContext, db: PostgresResource, table: str)
             "partial_buckets": facts["partial_buckets"],
             "missing_minutes": facts["missing_minutes"],
             "preview": _preview(rolled.plot_frame),
-            "plot": dg.MetadataValue.md(
-                markdown_image(png, table) if png else "_no rows_"),
+            "plot": dg.MetadataValue.md(markdown_image(png, table) if png else "_no rows_"),
         }
     )
 
@@ -108,8 +117,14 @@ def _rollup(context: dg.AssetExecutionContext, db: PostgresResource, table: str)
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=["market_data_1m"],
     kinds={"postgres"},
-    check_specs=[dg.AssetCheckSpec("market_data_15m_rollup_consistent", asset="market_data_15m", blocking=True,
-                                   description="every bar equals the rollup of its 1-minute source")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "market_data_15m_rollup_consistent",
+            asset="market_data_15m",
+            blocking=True,
+            description="every bar equals the rollup of its 1-minute source",
+        )
+    ],
 )
 def market_data_15m(context: dg.AssetExecutionContext, db: PostgresResource):
     """15-minute bars rolled up from market_data_1m: open first, high max, low min, close last, volume sum."""
@@ -123,8 +138,14 @@ def market_data_15m(context: dg.AssetExecutionContext, db: PostgresResource):
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=["market_data_15m"],
     kinds={"postgres"},
-    check_specs=[dg.AssetCheckSpec("market_data_1h_rollup_consistent", asset="market_data_1h", blocking=True,
-                                   description="every bar equals the rollup of its 1-minute source")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "market_data_1h_rollup_consistent",
+            asset="market_data_1h",
+            blocking=True,
+            description="every bar equals the rollup of its 1-minute source",
+        )
+    ],
 )
 def market_data_1h(context: dg.AssetExecutionContext, db: PostgresResource):
     """1-hour bars (from the 15-minute ones, equal to the 1-minute rollup): open first, high max, low min, close last, volume sum."""

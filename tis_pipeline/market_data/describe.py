@@ -32,8 +32,13 @@ def missing_minutes(frame: pd.DataFrame, interval: str = "1min") -> pd.DataFrame
 def summary(frame: pd.DataFrame, interval: str = "1min") -> dict:
     """Plain-Python facts of a written frame for run metadata (row count, symbols, first/last, gaps)."""
     if frame.empty:
-        return {"rows": 0, "symbols": [], "first_timestamp": None, "last_timestamp": None,
-                "missing_by_symbol": {}}
+        return {
+            "rows": 0,
+            "symbols": [],
+            "first_timestamp": None,
+            "last_timestamp": None,
+            "missing_by_symbol": {},
+        }
     fast = _missing_by_symbol(frame, interval)
     if fast is not None:
         symbols, missing_by_symbol = fast
@@ -42,7 +47,7 @@ def summary(frame: pd.DataFrame, interval: str = "1min") -> dict:
         symbols = sorted(frame["symbol"].astype(str).unique().tolist())
         missing_by_symbol = {str(k): int(v) for k, v in gaps.items()}
     return {
-        "rows": int(len(frame)),
+        "rows": len(frame),
         "symbols": symbols,
         "first_timestamp": frame["timestamp"].min().isoformat(),
         "last_timestamp": frame["timestamp"].max().isoformat(),
@@ -92,8 +97,9 @@ def price_volume_png(frame: pd.DataFrame, title: str, max_symbols: int = 4) -> b
     import matplotlib.dates as mdates  # imported on use: matplotlib costs a second
 
     # laid out by hand: a tight crop or autofmt_xdate would draw the figure twice
-    fig, (ax_price, ax_volume) = pyplot().subplots(2, 1, figsize=(8, 4.5), sharex=True,
-                                              gridspec_kw={"height_ratios": [3, 1], "hspace": 0.08})
+    fig, (ax_price, ax_volume) = pyplot().subplots(
+        2, 1, figsize=(8, 4.5), sharex=True, gridspec_kw={"height_ratios": [3, 1], "hspace": 0.08}
+    )
     fig.subplots_adjust(left=0.1, right=0.98, top=0.93, bottom=0.12)
     for symbol in sorted(frame["symbol"].astype(str).unique())[:max_symbols]:
         part = frame[frame["symbol"] == symbol]

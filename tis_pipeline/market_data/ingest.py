@@ -41,16 +41,17 @@ class Ingested:
     """A window read, validated and built (``build_window``), not yet written (``write_window``)."""
 
     built: BuiltDays
-    checked: Validated            # all the window's rows: clean and quarantined
-    report: ValidationReport      # the registry's rules on the clean rows
-    facts: dict                   # describe.summary of the clean rows
-    symbols: list[str]            # the symbols the source owns in the window, sorted
+    checked: Validated  # all the window's rows: clean and quarantined
+    report: ValidationReport  # the registry's rules on the clean rows
+    facts: dict  # describe.summary of the clean rows
+    symbols: list[str]  # the symbols the source owns in the window, sorted
     notes: list[str]
     skipped: list[tuple[str, str]]  # (file, why) the source did not read
 
 
-def build_window(engine: sa.Engine, pieces: Iterator, start: pd.Timestamp, end: pd.Timestamp,
-                 max_quarantine_share: float) -> Ingested:
+def build_window(
+    engine: sa.Engine, pieces: Iterator, start: pd.Timestamp, end: pd.Timestamp, max_quarantine_share: float
+) -> Ingested:
     """Read ``pieces`` (a source's ``SourceRead``s of [start, end)), validate them, build their days.
 
     PostgreSQL builds each day's partition as soon as its rows are validated, while this process reads and
@@ -82,8 +83,9 @@ def build_window(engine: sa.Engine, pieces: Iterator, start: pd.Timestamp, end: 
     return Ingested(builds.finish(), checked, report, facts, sorted(symbols), notes, skipped)
 
 
-def write_window(engine: sa.Engine, ingested: Ingested, start: pd.Timestamp,
-                 end: pd.Timestamp) -> tuple[int, int, int]:
+def write_window(
+    engine: sa.Engine, ingested: Ingested, start: pd.Timestamp, end: pd.Timestamp
+) -> tuple[int, int, int]:
     """Swap the built days in and replace the window's quarantine, in one transaction; (rows replaced, rows
     written, rows quarantined). The built tables not swapped in are dropped whatever happens."""
     try:

@@ -106,8 +106,9 @@ def rollup_aggregate_sql(source: str, minutes: int) -> str:
     width = MARKET_TABLES[source]
     if int(minutes) % width:
         raise ValueError(f"{width}-minute bars do not tile {minutes}-minute buckets")
-    return _AGGREGATE_SQL.format(bucket=bucket_sql(minutes), source=source,
-                                 last_slot=int(minutes) - width).strip()
+    return _AGGREGATE_SQL.format(
+        bucket=bucket_sql(minutes), source=source, last_slot=int(minutes) - width
+    ).strip()
 
 
 def rollup_via_sql(rule: Rule, via: str) -> str:
@@ -126,8 +127,9 @@ def rollup_via_sql(rule: Rule, via: str) -> str:
     """
     rule = _rollup_rule(rule)
     minutes = int(rule.params["minutes"])  # rollup_aggregate_sql refuses a via whose bars do not tile it
-    return _VIA_SQL.format(bucket=bucket_sql(minutes), source=rule.params["source"],
-                           via=rollup_aggregate_sql(via, minutes)).strip()
+    return _VIA_SQL.format(
+        bucket=bucket_sql(minutes), source=rule.params["source"], via=rollup_aggregate_sql(via, minutes)
+    ).strip()
 
 
 def rollup_source_sql(rule: Rule) -> str:
@@ -149,7 +151,9 @@ def rollup_mismatch_sql(rule: Rule) -> str:
 
 ROLLUP_SOURCES = {"market_data_15m": "market_data_1m", "market_data_1h": "market_data_15m"}
 ROLLUP_CONNECTIONS = 2  # pieces of the expected rollup aggregated at once, each on a connection of its own
-ROLLUP_PIECES = 4  # pieces per window: the 15-minute bars of the first ones are inserted while the last aggregate
+ROLLUP_PIECES = (
+    4  # pieces per window: the 15-minute bars of the first ones are inserted while the last aggregate
+)
 
 
 @dataclass
@@ -186,24 +190,30 @@ def _rollup_cuts(target: str, start: pd.Timestamp, end: pd.Timestamp) -> list[pd
     return [*cuts, end]
 
 
-def _stage_piece(engine: sa.Engine, name: str, query: str, start: pd.Timestamp, end: pd.Timestamp,
-                 snapshot: str | None) -> int:
+def _stage_piece(
+    engine: sa.Engine, name: str, query: str, start: pd.Timestamp, end: pd.Timestamp, snapshot: str | None
+) -> int:
     with engine.begin() as side:
         if snapshot is not None:  # every piece reads the same committed data, whenever it starts
             in_snapshot(side, snapshot)
-        side.execute(sa.text("SET LOCAL work_mem = '256MB'"))  # the hash aggregate fits in memory, no temp spill
+        side.execute(
+            sa.text("SET LOCAL work_mem = '256MB'")
+        )  # the hash aggregate fits in memory, no temp spill
         # the pieces already keep every core busy; parallel workers would only compete with the other piece
         side.execute(sa.text("SET LOCAL max_parallel_workers_per_gather = 0"))
         # a scratch table: a crash empties it anyway (unlogged), so its commit need not wait for the WAL flush
         side.execute(sa.text("SET LOCAL synchronous_commit = off"))
-        rows = side.execute(sa.text(f"CREATE UNLOGGED TABLE {name} AS {query}"), {"start": start, "end": end}).rowcount
+        rows = side.execute(
+            sa.text(f"CREATE UNLOGGED TABLE {name} AS {query}"), {"start": start, "end": end}
+        ).rowcount
         with raw_connection(side).cursor() as cur:
             mark_scratch(cur, name)
         return rows
 
 
-def stage_expected_rollup(engine: sa.Engine, target: str, start: pd.Timestamp, end: pd.Timestamp,
-                          snapshot: str | None = None) -> ExpectedRollup:
+def stage_expected_rollup(
+    engine: sa.Engine, target: str, start: pd.Timestamp, end: pd.Timestamp, snapshot: str | None = None
+) -> ExpectedRollup:
     """Start building the expected bars of ``target`` over [start, end) apart from the transaction that replaces
     them; returns at once (``ExpectedRollup.ready`` waits).
 
@@ -226,14 +236,22 @@ def stage_expected_rollup(engine: sa.Engine, target: str, start: pd.Timestamp, e
         raise ValueError(f"{target} is not a rollup")
     consistency = rule(f"{target}_rollup_consistent")
     via = ROLLUP_SOURCES[target]
-    query = (rollup_source_sql(consistency) if via == consistency.params["source"]
-             else rollup_via_sql(consistency, via))
+    query = (
+        rollup_source_sql(consistency)
+        if via == consistency.params["source"]
+        else rollup_via_sql(consistency, via)
+    )
     cuts = _rollup_cuts(target, start, end)
     tag = uuid.uuid4().hex[:8]  # two runs of the same rollup never collide on a name
-    expected = ExpectedRollup(target, [f"rollup_expected_{tag}_{i}" for i in range(len(cuts) - 1)],
-                              ThreadPoolExecutor(max_workers=ROLLUP_CONNECTIONS, thread_name_prefix="tis-rollup"))
-    expected.pieces = [expected.pool.submit(_stage_piece, engine, name, query, cuts[i], cuts[i + 1], snapshot)
-                       for i, name in enumerate(expected.tables)]
+    expected = ExpectedRollup(
+        target,
+        [f"rollup_expected_{tag}_{i}" for i in range(len(cuts) - 1)],
+        ThreadPoolExecutor(max_workers=ROLLUP_CONNECTIONS, thread_name_prefix="tis-rollup"),
+    )
+    expected.pieces = [
+        expected.pool.submit(_stage_piece, engine, name, query, cuts[i], cuts[i + 1], snapshot)
+        for i, name in enumerate(expected.tables)
+    ]
     return expected
 
 
@@ -246,7 +264,9 @@ def discard_expected(engine: sa.Engine, expected: ExpectedRollup) -> None:
         side.execute(sa.text(f"DROP TABLE IF EXISTS {', '.join(expected.tables)}"))
 
 
-def rebuild_rollup(conn: sa.Connection, expected: ExpectedRollup, start: pd.Timestamp, end: pd.Timestamp) -> int:
+def rebuild_rollup(
+    conn: sa.Connection, expected: ExpectedRollup, start: pd.Timestamp, end: pd.Timestamp
+) -> int:
     """Replace the bars of ``expected.target`` over [start, end) with the rollup of their source; rows written.
 
     open = first, high = max, low = min, close = last, volume = sum per symbol and bucket; a bucket exists only
@@ -261,8 +281,10 @@ def rebuild_rollup(conn: sa.Connection, expected: ExpectedRollup, start: pd.Time
         raise ValueError(f"{target} is not a rollup")
     window = {"start": start, "end": end}
     conn.execute(sa.text(f'DELETE FROM {target} WHERE "timestamp" >= :start AND "timestamp" < :end'), window)
-    insert = (f"INSERT INTO {target} (symbol, \"timestamp\", open, high, low, close, volume, mx_evidence, mx_confirm) "
-              "SELECT symbol, bucket, open, high, low, close, volume, mx_evidence, mx_confirm FROM ")
+    insert = (
+        f'INSERT INTO {target} (symbol, "timestamp", open, high, low, close, volume, mx_evidence, mx_confirm) '
+        "SELECT symbol, bucket, open, high, low, close, volume, mx_evidence, mx_confirm FROM "
+    )
     if target != "market_data_15m":
         hours = rollup_aggregate_sql(ROLLUP_SOURCES[target], MARKET_TABLES[target])
         return conn.execute(sa.text(f"{insert}({hours}) AS hours"), window).rowcount
@@ -274,8 +296,9 @@ def rebuild_rollup(conn: sa.Connection, expected: ExpectedRollup, start: pd.Time
     return written
 
 
-def rollup_mismatches(conn: sa.Connection, expected: ExpectedRollup, start: pd.Timestamp,
-                      end: pd.Timestamp) -> pd.DataFrame:
+def rollup_mismatches(
+    conn: sa.Connection, expected: ExpectedRollup, start: pd.Timestamp, end: pd.Timestamp
+) -> pd.DataFrame:
     """Bars of ``expected.target`` in [start, end) that differ from ``expected`` or are missing (the rule's SQL)."""
     expected.ready()
     query = rollup_compare_sql(rule(f"{bar_table(expected.target)}_rollup_consistent"), expected.relation)
@@ -289,11 +312,17 @@ def bucket_fill(conn: sa.Connection, expected: ExpectedRollup) -> pd.DataFrame:
     """
     minutes = MARKET_TABLES[bar_table(expected.target)]
     expected.ready()
-    return pd.DataFrame(conn.execute(sa.text(f"""
+    return pd.DataFrame(
+        conn.execute(
+            sa.text(f"""
         SELECT symbol, count(*) AS buckets,
                count(*) FILTER (WHERE source_bars < {minutes}) AS partial_buckets,
                coalesce(sum({minutes} - source_bars), 0) AS missing_minutes
-        FROM {expected.relation} AS expected GROUP BY symbol ORDER BY symbol""")).mappings().all())
+        FROM {expected.relation} AS expected GROUP BY symbol ORDER BY symbol""")
+        )
+        .mappings()
+        .all()
+    )
 
 
 @dataclass

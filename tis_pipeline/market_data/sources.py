@@ -16,7 +16,7 @@ from tis_pipeline.settings import settings, tis_home
 @dataclass
 class SourceRead:
     frame: pd.DataFrame
-    symbols: list[str]                      # every symbol the source has (the rows replaced per window)
+    symbols: list[str]  # every symbol the source has (the rows replaced per window)
     notes: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
@@ -35,8 +35,12 @@ class BarSource(dg.ConfigurableResource):
     def describe(self) -> dict:
         if self.source == "synthetic":
             return {"source": "synthetic", "seed": self.seed, "symbols": ", ".join(self.symbols)}
-        return {"source": self.source, "data_dir": str(self.data_dir), "timezone_for_naive": self.tz,
-                "bar_label": self.bar_label}
+        return {
+            "source": self.source,
+            "data_dir": str(self.data_dir),
+            "timezone_for_naive": self.tz,
+            "bar_label": self.bar_label,
+        }
 
     def read_pieces(self, start: pd.Timestamp, end: pd.Timestamp) -> Iterator[SourceRead]:
         """The window's bars in pieces of whole UTC days, in day order: one piece per day from the synthetic
@@ -49,8 +53,10 @@ class BarSource(dg.ConfigurableResource):
             if len(days) == 0:
                 yield self.read(start, end)
             for day in days:
-                yield SourceRead(frame=synthetic.bars(day, min(end, day + pd.Timedelta(days=1)), self.symbols,
-                                                      self.seed), symbols=list(self.symbols))
+                yield SourceRead(
+                    frame=synthetic.bars(day, min(end, day + pd.Timedelta(days=1)), self.symbols, self.seed),
+                    symbols=list(self.symbols),
+                )
             return
         yield self.read(start, end)
 
@@ -58,7 +64,9 @@ class BarSource(dg.ConfigurableResource):
         if self.source == "synthetic":
             from tis_pipeline.market_data import synthetic
 
-            return SourceRead(frame=synthetic.bars(start, end, self.symbols, self.seed), symbols=list(self.symbols))
+            return SourceRead(
+                frame=synthetic.bars(start, end, self.symbols, self.seed), symbols=list(self.symbols)
+            )
         if self.source != "csv":
             raise dg.Failure(f"TIS_MARKET_SOURCE={self.source!r} is not a source: use 'csv' or 'synthetic'")
         if not self.data_dir or not Path(self.data_dir).is_dir():
@@ -69,14 +77,23 @@ class BarSource(dg.ConfigurableResource):
         manifest = self.manifest_path or str(_default_manifest(Path(self.data_dir)))
         try:
             infos = catalog.scan(self.data_dir, manifest_path=manifest, tz=self.tz, bar_label=self.bar_label)
-            result = catalog.read_bar_files(self.data_dir, start, end, manifest_path=manifest, tz=self.tz,
-                                            bar_label=self.bar_label)
+            result = catalog.read_bar_files(
+                self.data_dir, start, end, manifest_path=manifest, tz=self.tz, bar_label=self.bar_label
+            )
         except BarFileError as exc:
             raise dg.Failure(description=f"cannot read bar file: {exc}") from exc
-        symbols = sorted({s.upper() for info in infos if info.error is None and info.interval_seconds == 60
-                          for s in info.symbols} | set(result.frame["symbol"].astype(str).str.upper()))
-        return SourceRead(frame=result.frame, symbols=symbols, notes=list(result.notes),
-                          skipped=list(result.skipped))
+        symbols = sorted(
+            {
+                s.upper()
+                for info in infos
+                if info.error is None and info.interval_seconds == 60
+                for s in info.symbols
+            }
+            | set(result.frame["symbol"].astype(str).str.upper())
+        )
+        return SourceRead(
+            frame=result.frame, symbols=symbols, notes=list(result.notes), skipped=list(result.skipped)
+        )
 
 
 def scan_data_dir() -> list:
@@ -85,8 +102,12 @@ def scan_data_dir() -> list:
     from tis_pipeline.market_data.readers import catalog
 
     s = settings()
-    return catalog.scan(s.market_data_dir, manifest_path=str(_default_manifest(Path(s.market_data_dir))),
-                        tz=s.market_tz, bar_label=s.bar_label)
+    return catalog.scan(
+        s.market_data_dir,
+        manifest_path=str(_default_manifest(Path(s.market_data_dir))),
+        tz=s.market_tz,
+        bar_label=s.bar_label,
+    )
 
 
 def _default_manifest(data_dir: Path) -> Path:

@@ -19,8 +19,16 @@ from tis_pipeline.pg.day_partitions import export_snapshot, in_snapshot, window_
 from tis_pipeline.pg.engine import fetch_column_arrays, fetch_frame, raw_connection
 
 BAR_TABLES = ("market_data_1m", "market_data_15m", "market_data_1h")
-QUARANTINE_COLUMNS = ["partition_date", "source_file", "source_line", "symbol", "timestamp", "raw_values",
-                      "rule", "message"]
+QUARANTINE_COLUMNS = [
+    "partition_date",
+    "source_file",
+    "source_line",
+    "symbol",
+    "timestamp",
+    "raw_values",
+    "rule",
+    "message",
+]
 
 
 def bar_table(table: str) -> str:
@@ -29,16 +37,22 @@ def bar_table(table: str) -> str:
     return table
 
 
-def replace_quarantine(conn: sa.Connection, frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> int:
+def replace_quarantine(
+    conn: sa.Connection, frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp
+) -> int:
     """Replace the quarantine rows of the window's partition days (re-ingesting leaves no duplicates)."""
     conn.execute(
-        sa.text("DELETE FROM market_data_quarantine WHERE partition_date >= :start AND partition_date < :end"),
+        sa.text(
+            "DELETE FROM market_data_quarantine WHERE partition_date >= :start AND partition_date < :end"
+        ),
         {"start": start.date(), "end": end.date()},
     )
     return copy_frame(raw_connection(conn), "market_data_quarantine", frame, QUARANTINE_COLUMNS)
 
 
-def days_with_bars(conn: sa.Connection, table: str, start: pd.Timestamp, end: pd.Timestamp) -> list[pd.Timestamp]:
+def days_with_bars(
+    conn: sa.Connection, table: str, start: pd.Timestamp, end: pd.Timestamp
+) -> list[pd.Timestamp]:
     """The UTC days of [start, end) on which ``table`` has bars, in order.
 
     market_data_1m is partitioned by day, so each day is probed for one bar: run-time partition pruning sends the
@@ -49,9 +63,13 @@ def days_with_bars(conn: sa.Connection, table: str, start: pd.Timestamp, end: pd
     """
     table = bar_table(table)
     if table != "market_data_1m":
-        rows = conn.execute(sa.text(
-            f"SELECT DISTINCT date_trunc('day', \"timestamp\" AT TIME ZONE 'UTC') FROM {table} "
-            'WHERE "timestamp" >= :a AND "timestamp" < :b ORDER BY 1'), {"a": start, "b": end}).scalars()
+        rows = conn.execute(
+            sa.text(
+                f"SELECT DISTINCT date_trunc('day', \"timestamp\" AT TIME ZONE 'UTC') FROM {table} "
+                'WHERE "timestamp" >= :a AND "timestamp" < :b ORDER BY 1'
+            ),
+            {"a": start, "b": end},
+        ).scalars()
         return [pd.Timestamp(d, tz="UTC") for d in rows]
     days = pd.date_range(start.floor("D"), end, freq="D", inclusive="left")
     if not len(days):
@@ -59,20 +77,30 @@ def days_with_bars(conn: sa.Connection, table: str, start: pd.Timestamp, end: pd
     # each day's window as two bounds from here, so the session's time zone never moves a day boundary
     lows = [max(day, start).to_pydatetime() for day in days]
     highs = [min(day + pd.Timedelta(days=1), end).to_pydatetime() for day in days]
-    found = conn.execute(sa.text(
-        "SELECT w.n FROM unnest(CAST(:lows AS timestamptz[]), CAST(:highs AS timestamptz[])) "
-        "WITH ORDINALITY AS w(lo, hi, n) "
-        'WHERE EXISTS (SELECT FROM market_data_1m WHERE "timestamp" >= w.lo AND "timestamp" < w.hi) ORDER BY w.n'),
-        {"lows": lows, "highs": highs}).scalars()
+    found = conn.execute(
+        sa.text(
+            "SELECT w.n FROM unnest(CAST(:lows AS timestamptz[]), CAST(:highs AS timestamptz[])) "
+            "WITH ORDINALITY AS w(lo, hi, n) "
+            'WHERE EXISTS (SELECT FROM market_data_1m WHERE "timestamp" >= w.lo AND "timestamp" < w.hi) ORDER BY w.n'
+        ),
+        {"lows": lows, "highs": highs},
+    ).scalars()
     return [days[n - 1] for n in found]
 
 
 BAR_READ_COLUMNS = ("symbol", "timestamp", "open", "high", "low", "close", "volume")
 
 
-def read_bars(conn: sa.Connection, table: str, start: pd.Timestamp, end: pd.Timestamp,
-              columns: tuple[str, ...] = BAR_READ_COLUMNS, *, symbols_from: str | None = None,
-              symbols_below: str | None = None) -> pd.DataFrame:
+def read_bars(
+    conn: sa.Connection,
+    table: str,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    columns: tuple[str, ...] = BAR_READ_COLUMNS,
+    *,
+    symbols_from: str | None = None,
+    symbols_below: str | None = None,
+) -> pd.DataFrame:
     """The window's bars, sorted by (symbol, timestamp): floats (NaN for NULL), UTC timestamps, ``mx_confirm`` as a
     nullable boolean. ``symbols_from`` / ``symbols_below`` keep the symbols in [from, below) (the table's order).
 
@@ -113,9 +141,14 @@ def read_bars(conn: sa.Connection, table: str, start: pd.Timestamp, end: pd.Time
     # query take the same rows in the same order, so the arrays stay aligned; the order itself is checked here,
     # not trusted (PostgreSQL keeps a subquery's order for an aggregate in practice, not by the standard).
     inner = ", ".join(f"{expr} AS c{i}" for i, expr in enumerate(select))
-    arrays = fetch_column_arrays(conn, "SELECT " + ", ".join(
-        f"array_send(array_agg(c{i}))" for i in range(len(select))) +
-        f' FROM (SELECT {inner} {window} ORDER BY symbol, "timestamp") AS bars', params, kinds)
+    arrays = fetch_column_arrays(
+        conn,
+        "SELECT "
+        + ", ".join(f"array_send(array_agg(c{i}))" for i in range(len(select)))
+        + f' FROM (SELECT {inner} {window} ORDER BY symbol, "timestamp") AS bars',
+        params,
+        kinds,
+    )
     if arrays is None or not _grouped_in_time(arrays[0], arrays[2]):
         return _read_bars_text(conn, window + ' ORDER BY symbol, "timestamp"', params, columns)
     it = iter(arrays)
@@ -133,8 +166,13 @@ def read_bars(conn: sa.Connection, table: str, start: pd.Timestamp, end: pd.Time
     return pd.DataFrame(frame, columns=list(columns))
 
 
-def read_bars_in_two(engine: sa.Engine, conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp,
-                     columns: tuple[str, ...] = BAR_READ_COLUMNS) -> pd.DataFrame:
+def read_bars_in_two(
+    engine: sa.Engine,
+    conn: sa.Connection,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    columns: tuple[str, ...] = BAR_READ_COLUMNS,
+) -> pd.DataFrame:
     """``read_bars`` of market_data_1m over the window, as two halves of its symbols read at once, each on a
     connection of its own in one snapshot exported by ``conn``'s transaction: the same frame as ``read_bars`` on
     ``conn`` at that moment.
@@ -147,7 +185,9 @@ def read_bars_in_two(engine: sa.Engine, conn: sa.Connection, start: pd.Timestamp
     symbols = [] if _has_written(conn) else window_symbols(conn, start, end)
     if len(symbols) < 2:
         return read_bars(conn, "market_data_1m", start, end, columns)
-    middle = symbols[len(symbols) // 2]  # the lower half ends below it in the table's own order, whatever that is
+    middle = symbols[
+        len(symbols) // 2
+    ]  # the lower half ends below it in the table's own order, whatever that is
     snapshot = export_snapshot(conn)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tis-read") as pool:
         upper = pool.submit(_read_in_snapshot, engine, snapshot, start, end, columns, symbols_from=middle)
@@ -155,8 +195,14 @@ def read_bars_in_two(engine: sa.Engine, conn: sa.Connection, start: pd.Timestamp
         return pd.concat([lower, upper.result()], ignore_index=True)
 
 
-def _read_in_snapshot(engine: sa.Engine, snapshot: str, start: pd.Timestamp, end: pd.Timestamp,
-                      columns: tuple[str, ...], **symbols: str) -> pd.DataFrame:
+def _read_in_snapshot(
+    engine: sa.Engine,
+    snapshot: str,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    columns: tuple[str, ...],
+    **symbols: str,
+) -> pd.DataFrame:
     with engine.begin() as side:
         in_snapshot(side, snapshot)
         return read_bars(side, "market_data_1m", start, end, columns, **symbols)
@@ -174,7 +220,9 @@ def _grouped_in_time(padded: np.ndarray, timestamps: np.ndarray) -> bool:
         return True
     change = padded[1:] != padded[:-1]
     firsts = padded[np.flatnonzero(np.r_[True, change])]
-    return len(set(firsts.tolist())) == len(firsts) and bool(np.all(change | (timestamps[1:] >= timestamps[:-1])))
+    return len(set(firsts.tolist())) == len(firsts) and bool(
+        np.all(change | (timestamps[1:] >= timestamps[:-1]))
+    )
 
 
 def _symbols(padded: np.ndarray, lengths: np.ndarray) -> pd.Series:
@@ -186,12 +234,14 @@ def _symbols(padded: np.ndarray, lengths: np.ndarray) -> pd.Series:
 
 
 def _read_bars_text(conn: sa.Connection, window: str, params: dict, columns: tuple[str, ...]) -> pd.DataFrame:
-    select = ", ".join(f'"{c}"' if c in ("symbol", "timestamp", "mx_confirm") else f'"{c}"::float8 AS "{c}"'
-                       for c in columns)
+    select = ", ".join(
+        f'"{c}"' if c in ("symbol", "timestamp", "mx_confirm") else f'"{c}"::float8 AS "{c}"' for c in columns
+    )
     frame = fetch_frame(conn, f"SELECT {select} {window}", params)
     if frame.empty:
         return pd.DataFrame({c: pd.Series(dtype="float64") for c in columns}).assign(
-            symbol=pd.Series(dtype="string"), timestamp=pd.Series(dtype="datetime64[us, UTC]"))[list(columns)]
+            symbol=pd.Series(dtype="string"), timestamp=pd.Series(dtype="datetime64[us, UTC]")
+        )[list(columns)]
     if "timestamp" in frame:
         frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True).astype("datetime64[us, UTC]")
     if "symbol" in frame:
@@ -201,4 +251,3 @@ def _read_bars_text(conn: sa.Connection, window: str, params: dict, columns: tup
     for c in frame.columns.difference(["symbol", "timestamp", "mx_confirm"]):
         frame[c] = frame[c].astype("float64")  # the CSV reader makes a column of whole numbers int64
     return frame
-

@@ -107,8 +107,10 @@ def _day_columns(day: pd.Timestamp, symbols: list[str] | tuple[str, ...], seed: 
     prices = np.round(np.stack([open_, high, low, close]), 8)
     return {
         "symbol": np.repeat(np.arange(n), keep.sum(axis=1)),
-        "timestamp": (np.datetime64(day.tz_localize(None), "us")
-                      + np.broadcast_to(minutes, keep.shape)[keep].astype("timedelta64[m]").astype("timedelta64[us]")),
+        "timestamp": (
+            np.datetime64(day.tz_localize(None), "us")
+            + np.broadcast_to(minutes, keep.shape)[keep].astype("timedelta64[m]").astype("timedelta64[us]")
+        ),
         "values": np.concatenate([prices[:, keep], volume[keep][np.newaxis]]),
     }
 

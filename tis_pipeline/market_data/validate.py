@@ -65,10 +65,12 @@ _CONFLICT_MESSAGE = "the same symbol and minute appear with different values (no
 
 @dataclass
 class Validated:
-    clean: pd.DataFrame          # BAR_COLUMNS + volume_missing, safe to write
-    quarantine: pd.DataFrame     # quarantine table rows
-    counts: dict[str, int]       # rule -> rows quarantined
-    enforced: frozenset[str] = frozenset()  # registry rules no row of ``clean`` breaks (evaluate_frame's enforced=)
+    clean: pd.DataFrame  # BAR_COLUMNS + volume_missing, safe to write
+    quarantine: pd.DataFrame  # quarantine table rows
+    counts: dict[str, int]  # rule -> rows quarantined
+    enforced: frozenset[str] = (
+        frozenset()
+    )  # registry rules no row of ``clean`` breaks (evaluate_frame's enforced=)
 
     @staticmethod
     def concat(pieces: list[Validated]) -> Validated:
@@ -131,7 +133,9 @@ def _bad_symbols(codes: np.ndarray, symbols: pd.Index) -> np.ndarray:
     return np.append(bad, True)[codes]
 
 
-def _duplicates(frame: pd.DataFrame, symbol_codes: np.ndarray, n_symbols: int) -> tuple[np.ndarray, np.ndarray]:
+def _duplicates(
+    frame: pd.DataFrame, symbol_codes: np.ndarray, n_symbols: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Rows repeating an earlier identical row of their (symbol, timestamp), and rows of a key whose copies differ.
 
     A missing symbol or timestamp counts as a value (it equals itself), as in ``DataFrame.duplicated``.
@@ -170,8 +174,9 @@ def _duplicates(frame: pd.DataFrame, symbol_codes: np.ndarray, n_symbols: int) -
     return duplicate, conflict
 
 
-def validate_bars(frame: pd.DataFrame, *, now: pd.Timestamp | None = None,
-                  partition_date: pd.Timestamp | None = None) -> Validated:
+def validate_bars(
+    frame: pd.DataFrame, *, now: pd.Timestamp | None = None, partition_date: pd.Timestamp | None = None
+) -> Validated:
     """Split normalised bars into clean rows and quarantine rows (each bad row once, under its first rule)."""
     now = now if now is not None else pd.Timestamp.now(tz="UTC")
     masks = rule_masks(frame, now)
@@ -231,7 +236,9 @@ def quarantine_share_by_day(clean: pd.DataFrame, quarantine: pd.DataFrame) -> pd
 def _utc_date_counts(timestamps: pd.Series) -> pd.Series:
     """``timestamps.dt.date.value_counts()`` in UTC (in date order), counted on day numbers so that only the
     few distinct days become Python objects."""
-    if isinstance(timestamps.dtype, pd.DatetimeTZDtype):  # asi8 counts from the epoch in UTC, whatever the zone
+    if isinstance(
+        timestamps.dtype, pd.DatetimeTZDtype
+    ):  # asi8 counts from the epoch in UTC, whatever the zone
         days = timestamps.array.asi8.view(f"datetime64[{timestamps.dtype.unit}]").astype("datetime64[D]")
     else:
         days = timestamps.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[D]")

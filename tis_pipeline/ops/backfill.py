@@ -17,8 +17,8 @@ CHUNK_TAG = "tis/chunk"
 
 @dataclass(frozen=True)
 class Chunk:
-    first: date   # first partition (inclusive)
-    last: date    # last partition (inclusive)
+    first: date  # first partition (inclusive)
+    last: date  # last partition (inclusive)
 
     @property
     def key(self) -> str:

@@ -14,12 +14,15 @@ daily_partitioned_job = dg.define_asset_job(
     "daily_partitioned_job",
     selection=dg.AssetSelection.groups("market_data", "dsi", "trading_day"),
     description="Ingest 1-minute bars, roll them up to 15 minutes and 1 hour, score them with DSI, and run the "
-                "trading day (plans, approvals, execution, performance, the module ecosystem).",
+    "trading day (plans, approvals, execution, performance, the module ecosystem).",
 )
 
 # Requests the UTC day that just closed, at 00:15 UTC; rollups run in the same run as their 1-minute source.
 daily_partitioned_schedule = dg.build_schedule_from_partitioned_job(
-    daily_partitioned_job, hour_of_day=0, minute_of_hour=15, name="daily_partitioned_schedule",
+    daily_partitioned_job,
+    hour_of_day=0,
+    minute_of_hour=15,
+    name="daily_partitioned_schedule",
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )
 
@@ -29,18 +32,32 @@ class RetentionConfig(dg.Config):
     periods: dict[str, str] = {}  # per-table overrides, e.g. {"market_data_1m": "90d"}
 
 
-@dg.op(description="Archive to Parquet (verified) and delete what has aged out of every table, children first.")
-def apply_retention(context: dg.OpExecutionContext, config: RetentionConfig, db: PostgresResource) -> dg.Output:
+@dg.op(
+    description="Archive to Parquet (verified) and delete what has aged out of every table, children first."
+)
+def apply_retention(
+    context: dg.OpExecutionContext, config: RetentionConfig, db: PostgresResource
+) -> dg.Output:
     as_of = pd.Timestamp(config.as_of or pd.Timestamp.now(tz="UTC"))
     as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
     with db.begin() as conn:
         outcomes = retention.apply(conn, as_of, config.periods)
         # no run keeps a scratch table for a day: one that old was left by a process killed mid-run
         scratch = drop_stale_scratch_tables(conn, pd.Timestamp.now(tz="UTC"), pd.Timedelta(days=1))
-    table = pd.DataFrame([{
-        "table": o.table, "cutoff": o.cutoff or "permanent", "archived": o.archived, "deleted": o.deleted,
-        "kept (referenced)": o.kept_referenced, "kept (no rollup yet)": o.kept_without_rollup,
-        "files": len(o.files)} for o in outcomes])
+    table = pd.DataFrame(
+        [
+            {
+                "table": o.table,
+                "cutoff": o.cutoff or "permanent",
+                "archived": o.archived,
+                "deleted": o.deleted,
+                "kept (referenced)": o.kept_referenced,
+                "kept (no rollup yet)": o.kept_without_rollup,
+                "files": len(o.files),
+            }
+            for o in outcomes
+        ]
+    )
     for o in outcomes:
         context.log.info(f"{o.table}: archived {o.archived}, deleted {o.deleted}, cutoff {o.cutoff}")
     return dg.Output(
@@ -61,7 +78,10 @@ def retention_job():
 
 
 retention_schedule = dg.ScheduleDefinition(
-    name="retention_schedule", job=retention_job, cron_schedule="0 2 * * *", execution_timezone="UTC",
+    name="retention_schedule",
+    job=retention_job,
+    cron_schedule="0 2 * * *",
+    execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )
 
@@ -77,7 +97,8 @@ def prune_dagster_runs(context: dg.OpExecutionContext, config: PruneConfig) -> d
     deleted = 0
     while True:
         records = instance.get_run_records(
-            filters=dg.RunsFilter(created_before=cutoff.to_pydatetime()), limit=500)
+            filters=dg.RunsFilter(created_before=cutoff.to_pydatetime()), limit=500
+        )
         records = [r for r in records if r.dagster_run.run_id != context.run_id]
         if not records:
             break
@@ -93,6 +114,9 @@ def dagster_storage_prune_job():
 
 
 dagster_storage_prune_schedule = dg.ScheduleDefinition(
-    name="dagster_storage_prune_schedule", job=dagster_storage_prune_job, cron_schedule="30 2 * * 0",
-    execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.RUNNING,
+    name="dagster_storage_prune_schedule",
+    job=dagster_storage_prune_job,
+    cron_schedule="30 2 * * 0",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
 )

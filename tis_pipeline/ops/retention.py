@@ -45,9 +45,13 @@ SEED_PERIODS = {
     "market_data_1h": "1y",
 }
 PRIMARY_KEYS = {
-    "module_performance": "performance_id", "module_messages": "message_id",
-    "module_intelligence_sharing": "sharing_id", "module_replications": "replication_id",
-    "trading_plans": "plan_id", "trading_plan_approvals": "approval_id", "dsi_evidence": "evidence_id",
+    "module_performance": "performance_id",
+    "module_messages": "message_id",
+    "module_intelligence_sharing": "sharing_id",
+    "module_replications": "replication_id",
+    "trading_plans": "plan_id",
+    "trading_plan_approvals": "approval_id",
+    "dsi_evidence": "evidence_id",
     "anomaly_events": "event_id",
 }
 _PERIOD = re.compile(r"^(\d+)\s*(d|w|mo|y)$")
@@ -62,8 +66,12 @@ def parse_period(text: str) -> pd.DateOffset | None:
     if not match:
         raise ValueError(f"retention period {text!r}: use e.g. 7d, 2w, 6mo, 1y or permanent")
     n, unit = int(match.group(1)), match.group(2)
-    return {"d": pd.DateOffset(days=n), "w": pd.DateOffset(weeks=n), "mo": pd.DateOffset(months=n),
-            "y": pd.DateOffset(years=n)}[unit]
+    return {
+        "d": pd.DateOffset(days=n),
+        "w": pd.DateOffset(weeks=n),
+        "mo": pd.DateOffset(months=n),
+        "y": pd.DateOffset(years=n),
+    }[unit]
 
 
 def periods(overrides: dict[str, str] | None = None) -> dict[str, str]:
@@ -86,7 +94,10 @@ def archive_dir() -> Path:
 
 def foreign_keys(conn: sa.Connection) -> list[tuple[str, str, str, str]]:
     """(child table, child column, parent table, parent column) for every single-column FK in public."""
-    return [tuple(r) for r in conn.execute(sa.text("""
+    return [
+        tuple(r)
+        for r in conn.execute(
+            sa.text("""
         SELECT c.relname, a.attname, p.relname, pa.attname
         FROM pg_constraint k
         JOIN pg_class c ON c.oid = k.conrelid JOIN pg_class p ON p.oid = k.confrelid
@@ -95,7 +106,9 @@ def foreign_keys(conn: sa.Connection) -> list[tuple[str, str, str, str]]:
         JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE k.contype = 'f' AND n.nspname = current_schema() AND array_length(k.conkey, 1) = 1
         ORDER BY 1, 2
-    """))]
+    """)
+        )
+    ]
 
 
 def children_first(tables: list[str], fks: list[tuple[str, str, str, str]]) -> list[str]:
@@ -140,8 +153,11 @@ def _fetch_text(conn: sa.Connection, select_sql: str, params: dict) -> pa.Table:
     return pacsv.read_csv(
         io.BytesIO(data),
         read_options=pacsv.ReadOptions(column_names=names),
-        convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
-                                             strings_can_be_null=True, quoted_strings_can_be_null=False),
+        convert_options=pacsv.ConvertOptions(
+            column_types={n: pa.string() for n in names},
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+        ),
     )
 
 
@@ -164,7 +180,9 @@ def write_verified(rows: pa.Table, table: str, day: str) -> str:
     back = pq.read_table(path)
     if back.num_rows != rows.num_rows or content_hash(back) != content_hash(rows) or not back.equals(rows):
         path.unlink(missing_ok=True)
-        raise RuntimeError(f"archive {path} did not read back identical to the rows to delete; nothing deleted")
+        raise RuntimeError(
+            f"archive {path} did not read back identical to the rows to delete; nothing deleted"
+        )
     return str(path)
 
 
@@ -179,26 +197,36 @@ def _archive_by_day(rows: pa.Table, table: str) -> list[str]:
     return files
 
 
-def apply_table(conn: sa.Connection, table: str, cutoff: pd.Timestamp,
-                fks: list[tuple[str, str, str, str]]) -> TableOutcome:
+def apply_table(
+    conn: sa.Connection, table: str, cutoff: pd.Timestamp, fks: list[tuple[str, str, str, str]]
+) -> TableOutcome:
     """Archive then delete ``table``'s rows older than ``cutoff`` that no remaining row references."""
     outcome = TableOutcome(table=table, cutoff=cutoff.isoformat())
     if table == "market_data_1m":
         return _apply_market_1m(conn, cutoff, outcome)
     refs = [(child, col, pcol) for child, col, parent, pcol in fks if parent == table]
-    unreferenced = " AND ".join(
-        f'NOT EXISTS (SELECT 1 FROM "{child}" r WHERE r."{col}" = t."{pcol}")' for child, col, pcol in refs
-    ) or "TRUE"
+    unreferenced = (
+        " AND ".join(
+            f'NOT EXISTS (SELECT 1 FROM "{child}" r WHERE r."{col}" = t."{pcol}")'
+            for child, col, pcol in refs
+        )
+        or "TRUE"
+    )
     where = f't."timestamp" < %(cutoff)s AND {unreferenced}'
-    outcome.kept_referenced = conn.execute(sa.text(
-        f'SELECT count(*) FROM "{table}" t WHERE t."timestamp" < :cutoff AND NOT ({unreferenced})'),
-        {"cutoff": cutoff}).scalar_one()
-    rows = _fetch_text(conn, f'SELECT t.* FROM "{table}" t WHERE {where} ORDER BY t."timestamp"',
-                       {"cutoff": cutoff.to_pydatetime()})
+    outcome.kept_referenced = conn.execute(
+        sa.text(f'SELECT count(*) FROM "{table}" t WHERE t."timestamp" < :cutoff AND NOT ({unreferenced})'),
+        {"cutoff": cutoff},
+    ).scalar_one()
+    rows = _fetch_text(
+        conn,
+        f'SELECT t.* FROM "{table}" t WHERE {where} ORDER BY t."timestamp"',
+        {"cutoff": cutoff.to_pydatetime()},
+    )
     outcome.files = _archive_by_day(rows, table)
     outcome.archived = rows.num_rows
-    outcome.deleted = conn.execute(sa.text(
-        f'DELETE FROM "{table}" t WHERE {where.replace("%(cutoff)s", ":cutoff")}'), {"cutoff": cutoff}).rowcount
+    outcome.deleted = conn.execute(
+        sa.text(f'DELETE FROM "{table}" t WHERE {where.replace("%(cutoff)s", ":cutoff")}'), {"cutoff": cutoff}
+    ).rowcount
     if outcome.deleted != outcome.archived:
         raise RuntimeError(f"{table}: archived {outcome.archived} rows but would delete {outcome.deleted}")
     return outcome
@@ -216,48 +244,71 @@ def _apply_market_1m(conn: sa.Connection, cutoff: pd.Timestamp, outcome: TableOu
     from psycopg import sql
 
     lock_partition_changes(conn)  # an ingest swapping days meanwhile waits (or is waited for), no deadlock
-    partitions = conn.execute(sa.text(
-        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "WHERE i.inhparent = 'market_data_1m'::regclass AND c.relname ~ '^market_data_1m_p[0-9]{8}$' ORDER BY 1"
-    )).scalars().all()
+    partitions = (
+        conn.execute(
+            sa.text(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "WHERE i.inhparent = 'market_data_1m'::regclass AND c.relname ~ '^market_data_1m_p[0-9]{8}$' ORDER BY 1"
+            )
+        )
+        .scalars()
+        .all()
+    )
     for name in partitions:
         day = pd.Timestamp(name[-8:], tz="UTC")
         if day + pd.Timedelta(days=1) > cutoff:
             continue
         bounds = {"a": day, "b": day + pd.Timedelta(days=1)}
-        missing = sum(conn.execute(sa.text(_MISSING_ROLLUPS.format(bucket=bucket_sql(m), source=f'"{name}"', rollup=r)),
-                                   bounds).scalar_one()
-                      for m, r in ((15, "market_data_15m"), (60, "market_data_1h")))
+        missing = sum(
+            conn.execute(
+                sa.text(_MISSING_ROLLUPS.format(bucket=bucket_sql(m), source=f'"{name}"', rollup=r)), bounds
+            ).scalar_one()
+            for m, r in ((15, "market_data_15m"), (60, "market_data_1h"))
+        )
         if missing:
-            outcome.kept_without_rollup += conn.execute(sa.text(f'SELECT count(*) FROM "{name}"')).scalar_one()
+            outcome.kept_without_rollup += conn.execute(
+                sa.text(f'SELECT count(*) FROM "{name}"')
+            ).scalar_one()
             continue
         rows = _fetch_text(conn, f'SELECT * FROM "{name}" ORDER BY symbol, "timestamp"', {})
         outcome.files += _archive_by_day(rows, "market_data_1m")
         outcome.archived += rows.num_rows
         with raw_connection(conn).cursor() as cur:
-            cur.execute(sql.SQL("ALTER TABLE market_data_1m DETACH PARTITION {}").format(sql.Identifier(name)))
+            cur.execute(
+                sql.SQL("ALTER TABLE market_data_1m DETACH PARTITION {}").format(sql.Identifier(name))
+            )
             cur.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
         outcome.deleted += rows.num_rows
     # rows of days without a partition of their own sit in the DEFAULT partition: row by row
     t_timestamp = 't."timestamp"'
     has_rollups = " AND ".join(
         f'EXISTS (SELECT 1 FROM {r} x WHERE x.symbol = t.symbol AND x."timestamp" = {bucket_sql(m, t_timestamp)})'
-        for m, r in ((15, "market_data_15m"), (60, "market_data_1h")))
+        for m, r in ((15, "market_data_15m"), (60, "market_data_1h"))
+    )
     where = f't."timestamp" < %(cutoff)s AND {has_rollups}'
-    outcome.kept_without_rollup += conn.execute(sa.text(
-        f'SELECT count(*) FROM market_data_1m_default t WHERE t."timestamp" < :cutoff AND NOT ({has_rollups})'),
-        {"cutoff": cutoff}).scalar_one()
-    rows = _fetch_text(conn, f"SELECT t.* FROM market_data_1m_default t WHERE {where} ORDER BY symbol, \"timestamp\"",
-                       {"cutoff": cutoff.to_pydatetime()})
+    outcome.kept_without_rollup += conn.execute(
+        sa.text(
+            f'SELECT count(*) FROM market_data_1m_default t WHERE t."timestamp" < :cutoff AND NOT ({has_rollups})'
+        ),
+        {"cutoff": cutoff},
+    ).scalar_one()
+    rows = _fetch_text(
+        conn,
+        f'SELECT t.* FROM market_data_1m_default t WHERE {where} ORDER BY symbol, "timestamp"',
+        {"cutoff": cutoff.to_pydatetime()},
+    )
     outcome.files += _archive_by_day(rows, "market_data_1m")
     outcome.archived += rows.num_rows
-    outcome.deleted += conn.execute(sa.text(
-        f'DELETE FROM market_data_1m_default t WHERE {where.replace("%(cutoff)s", ":cutoff")}'),
-        {"cutoff": cutoff}).rowcount
+    outcome.deleted += conn.execute(
+        sa.text(f"DELETE FROM market_data_1m_default t WHERE {where.replace('%(cutoff)s', ':cutoff')}"),
+        {"cutoff": cutoff},
+    ).rowcount
     return outcome
 
 
-def apply(conn: sa.Connection, as_of: pd.Timestamp, overrides: dict[str, str] | None = None) -> list[TableOutcome]:
+def apply(
+    conn: sa.Connection, as_of: pd.Timestamp, overrides: dict[str, str] | None = None
+) -> list[TableOutcome]:
     """Run retention for every table with a period, children first, in the caller's transaction."""
     chosen = periods(overrides)
     fks = foreign_keys(conn)
@@ -283,14 +334,21 @@ def restore(conn: sa.Connection, table: str, first: str, last: str) -> tuple[int
         return 0, []
     rows = pa.concat_tables([pq.read_table(p) for p in files])
     sink = io.BytesIO()
-    pacsv.write_csv(rows, sink, write_options=pacsv.WriteOptions(include_header=False, quoting_style="all_valid"))
+    pacsv.write_csv(
+        rows, sink, write_options=pacsv.WriteOptions(include_header=False, quoting_style="all_valid")
+    )
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in rows.column_names)
     raw = raw_connection(conn)
     with raw.cursor() as cur:
-        cur.execute(sql.SQL("CREATE TEMP TABLE tis_restore (LIKE {}) ON COMMIT DROP").format(sql.Identifier(table)))
+        cur.execute(
+            sql.SQL("CREATE TEMP TABLE tis_restore (LIKE {}) ON COMMIT DROP").format(sql.Identifier(table))
+        )
         with cur.copy(sql.SQL("COPY tis_restore ({}) FROM STDIN (FORMAT csv)").format(columns)) as cp:
             cp.write(sink.getvalue())
-        cur.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM tis_restore ON CONFLICT DO NOTHING").format(
-            sql.Identifier(table), columns, columns))
+        cur.execute(
+            sql.SQL("INSERT INTO {} ({}) SELECT {} FROM tis_restore ON CONFLICT DO NOTHING").format(
+                sql.Identifier(table), columns, columns
+            )
+        )
         inserted = cur.rowcount
     return inserted, [str(p) for p in files]

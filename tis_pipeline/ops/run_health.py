@@ -24,7 +24,6 @@ from dataclasses import dataclass
 import dagster as dg
 import psutil
 
-
 HOST_TAG = "tis/host"
 SENSOR_NAME = "dead_run_sensor"
 WATCHED_STATUSES = ("STARTING", "STARTED", "CANCELING")  # DagsterRunStatus values

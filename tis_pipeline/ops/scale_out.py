@@ -37,14 +37,16 @@ DEFAULT_BACKEND = "redis://127.0.0.1:6379/1"
 DEFAULT_QUEUE = "dagster"  # the queue a worker started without -q listens on
 
 
-def celery_config(broker: str = DEFAULT_BROKER, backend: str = DEFAULT_BACKEND,
-                  queue: str = DEFAULT_QUEUE) -> dict:
+def celery_config(
+    broker: str = DEFAULT_BROKER, backend: str = DEFAULT_BACKEND, queue: str = DEFAULT_QUEUE
+) -> dict:
     """The celery executor's config; workers need the same broker and backend (and ``-q queue``)."""
     return {"broker": broker, "backend": backend, "config_source": {"task_default_queue": queue}}
 
 
-def market_data_celery_asset_job(broker: str = DEFAULT_BROKER, backend: str = DEFAULT_BACKEND,
-                                 queue: str = DEFAULT_QUEUE) -> UnresolvedAssetJobDefinition:
+def market_data_celery_asset_job(
+    broker: str = DEFAULT_BROKER, backend: str = DEFAULT_BACKEND, queue: str = DEFAULT_QUEUE
+) -> UnresolvedAssetJobDefinition:
     """The 1m ingest and its 15m/1h rollups, every step a Celery task (registered in the Definitions)."""
     return dg.define_asset_job(
         JOB_NAME,
@@ -54,8 +56,9 @@ def market_data_celery_asset_job(broker: str = DEFAULT_BROKER, backend: str = DE
     )
 
 
-def market_data_celery_job(broker: str = DEFAULT_BROKER, backend: str = DEFAULT_BACKEND,
-                           queue: str = DEFAULT_QUEUE) -> dg.JobDefinition:
+def market_data_celery_job(
+    broker: str = DEFAULT_BROKER, backend: str = DEFAULT_BACKEND, queue: str = DEFAULT_QUEUE
+) -> dg.JobDefinition:
     """The same job resolved against the market-data Definitions and the shared resources, for
     ``build_reconstructable_job`` (a worker rebuilds it from these arguments)."""
     job = market_data_celery_asset_job(broker, backend, queue)

@@ -31,8 +31,11 @@ from tis_pipeline.settings import settings
 def file_states(infos: Iterable) -> dict[str, list]:
     """The cursor's content: per 1-minute file (``catalog.FileInfo`` without an error), ``[size, mtime_ns, first
     UTC day, last UTC day]`` with the days as ISO dates."""
-    return {info.path: [info.size, info.mtime_ns, info.first.date().isoformat(), info.last.date().isoformat()]
-            for info in infos if info.holds_minute_bars}
+    return {
+        info.path: [info.size, info.mtime_ns, info.first.date().isoformat(), info.last.date().isoformat()]
+        for info in infos
+        if info.holds_minute_bars
+    }
 
 
 def changed_days(before: dict[str, list], after: dict[str, list]) -> set[date]:
@@ -63,14 +66,18 @@ def market_data_files_sensor(context: dg.SensorEvaluationContext):
 
     s = settings()
     if s.market_source != "csv" or not s.market_data_dir or not Path(s.market_data_dir).is_dir():
-        return dg.SkipReason(f"no directory of bar files to watch (TIS_MARKET_SOURCE={s.market_source}, "
-                             f"TIS_MARKET_DATA_DIR={s.market_data_dir})")
+        return dg.SkipReason(
+            f"no directory of bar files to watch (TIS_MARKET_SOURCE={s.market_source}, "
+            f"TIS_MARKET_DATA_DIR={s.market_data_dir})"
+        )
     after = file_states(scan_data_dir())
     cursor = json.dumps(after, sort_keys=True)
     if context.cursor is None:
         context.update_cursor(cursor)
-        return dg.SkipReason(f"first look: {len(after)} 1-minute file(s) recorded as they are; load their "
-                             "history with `tis backfill`")
+        return dg.SkipReason(
+            f"first look: {len(after)} 1-minute file(s) recorded as they are; load their "
+            "history with `tis backfill`"
+        )
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
     first = date.fromisoformat(s.partition_start)
     days = sorted(d for d in changed_days(json.loads(context.cursor), after) if first <= d <= yesterday)
@@ -78,6 +85,10 @@ def market_data_files_sensor(context: dg.SensorEvaluationContext):
     if not days:
         return dg.SkipReason("no 1-minute file appeared, changed or went away on a day with a partition")
     version = hashlib.sha256(cursor.encode()).hexdigest()[:12]  # a retried tick asks for the same runs again
-    return [dg.RunRequest(run_key=f"files {c.first}..{c.last} {version}",
-                          tags=range_tags(c.first.isoformat(), c.last.isoformat()))
-            for c in covering_ranges(days)]
+    return [
+        dg.RunRequest(
+            run_key=f"files {c.first}..{c.last} {version}",
+            tags=range_tags(c.first.isoformat(), c.last.isoformat()),
+        )
+        for c in covering_ranges(days)
+    ]

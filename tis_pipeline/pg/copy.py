@@ -19,8 +19,11 @@ def frame_to_csv_bytes(frame: pd.DataFrame) -> bytes:
 
     # pyarrow formats zone-aware timestamps 25x slower than naive ones: write UTC wall time and let the
     # session (SET LOCAL TIME ZONE 'UTC' in copy_frame) read it back as UTC
-    naive = {c: frame[c].dt.tz_convert("UTC").dt.tz_localize(None)
-             for c in frame.columns if isinstance(frame[c].dtype, pd.DatetimeTZDtype)}
+    naive = {
+        c: frame[c].dt.tz_convert("UTC").dt.tz_localize(None)
+        for c in frame.columns
+        if isinstance(frame[c].dtype, pd.DatetimeTZDtype)
+    }
     table = pa.Table.from_pandas(frame.assign(**naive) if naive else frame, preserve_index=False)
     sink = io.BytesIO()
     pacsv.write_csv(
@@ -31,8 +34,14 @@ def frame_to_csv_bytes(frame: pd.DataFrame) -> bytes:
     return sink.getvalue()
 
 
-def copy_frame(dbapi_conn, table: str, frame: pd.DataFrame, columns: Sequence[str] | None = None,
-               schema: str | None = None, freeze: bool = False) -> int:
+def copy_frame(
+    dbapi_conn,
+    table: str,
+    frame: pd.DataFrame,
+    columns: Sequence[str] | None = None,
+    schema: str | None = None,
+    freeze: bool = False,
+) -> int:
     """COPY ``frame`` into ``table`` over a psycopg 3 connection; returns the rows written.
 
     ``table`` and ``columns`` are identifiers chosen by the code (never input) and are quoted anyway.
@@ -63,8 +72,9 @@ def copy_payload(cur, statement, payload: bytes) -> None:
             copy.write(view[start : start + (1 << 20)])
 
 
-def copy_bars_binary(dbapi_conn, table: str, frame: pd.DataFrame, columns: Sequence[str],
-                     freeze: bool = False) -> int:
+def copy_bars_binary(
+    dbapi_conn, table: str, frame: pd.DataFrame, columns: Sequence[str], freeze: bool = False
+) -> int:
     """COPY bar rows into ``table`` in PostgreSQL's binary format; returns the rows written.
 
     ``columns``: a text column, a timestamptz column, then numeric(20,8) columns (float64 in ``frame``). Rows
@@ -79,11 +89,16 @@ def copy_bars_binary(dbapi_conn, table: str, frame: pd.DataFrame, columns: Seque
     columns = list(columns)
     if frame.empty:
         return 0
-    payload, encoded = encode_rows(frame[columns[0]], frame[columns[1]],
-                                   [frame[c].to_numpy(dtype="float64", na_value=np.nan) for c in columns[2:]])
+    payload, encoded = encode_rows(
+        frame[columns[0]],
+        frame[columns[1]],
+        [frame[c].to_numpy(dtype="float64", na_value=np.nan) for c in columns[2:]],
+    )
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary{})").format(
-        sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns),
-        sql.SQL(", FREEZE" if freeze else ""))
+        sql.Identifier(table),
+        sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+        sql.SQL(", FREEZE" if freeze else ""),
+    )
     if encoded.any():
         with dbapi_conn.cursor() as cur:
             copy_payload(cur, statement, payload)

@@ -67,7 +67,9 @@ def scaled_numeric(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
 def _numeric_fields(count: int) -> list[tuple]:
     """The structured-dtype fields of ``count`` numeric(20,8) values, as big-endian 16-bit words: a head (length
     as two words, ndigits, weight, sign, dscale) and five base-10000 digits."""
-    return [field for i in range(count) for field in ((f"n{i}_head", ">u2", (6,)), (f"n{i}_digits", ">u2", (5,)))]
+    return [
+        field for i in range(count) for field in ((f"n{i}_head", ">u2", (6,)), (f"n{i}_digits", ">u2", (5,)))
+    ]
 
 
 # a numeric's head: its length (0, 18), 5 digits, weight 2, the sign (set per value), dscale 8
@@ -79,8 +81,14 @@ def _numeric_words(whole: np.ndarray, fraction: np.ndarray, negative: np.ndarray
     high = whole // 10**4  # < 10**8
     top = high // 10**4
     low = fraction // 10**4
-    words = [negative.view(np.uint8) * np.uint16(_NUMERIC_NEG), top, high - top * 10**4, whole - high * 10**4,
-             low, fraction - low * 10**4]
+    words = [
+        negative.view(np.uint8) * np.uint16(_NUMERIC_NEG),
+        top,
+        high - top * 10**4,
+        whole - high * 10**4,
+        low,
+        fraction - low * 10**4,
+    ]
     return [w.astype(np.uint16) for w in words]
 
 
@@ -114,8 +122,14 @@ def _small_scaled(magnitude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return small, scaled
 
 
-def encode_rows(symbols: pd.Series, timestamps: pd.Series, numerics: list[np.ndarray], *,
-                flags: Sequence[np.ndarray] = (), json_text: pa.Array | None = None) -> tuple[bytes, np.ndarray]:
+def encode_rows(
+    symbols: pd.Series,
+    timestamps: pd.Series,
+    numerics: list[np.ndarray],
+    *,
+    flags: Sequence[np.ndarray] = (),
+    json_text: pa.Array | None = None,
+) -> tuple[bytes, np.ndarray]:
     """Binary COPY payload (signature to trailer) of the rows it can encode exactly, and the mask of those rows.
 
     Columns: ``symbols`` (text), ``timestamps`` (zone-aware), then ``numerics`` (float64 arrays, numeric(20,8),
@@ -152,29 +166,47 @@ def encode_rows(symbols: pd.Series, timestamps: pd.Series, numerics: list[np.nda
     row_len = lengths[codes]
     starts = np.flatnonzero(np.diff(row_len, prepend=-1) != 0)
     ends = np.append(starts[1:], len(rows))
-    fixed = [("fields", ">i2"), ("symbol_len", ">i4"), ("symbol", "S0"), ("ts_len", ">i4"), ("ts", ">i8"),
-             *_numeric_fields(len(parts))]
+    fixed = [
+        ("fields", ">i2"),
+        ("symbol_len", ">i4"),
+        ("symbol", "S0"),
+        ("ts_len", ">i4"),
+        ("ts", ">i8"),
+        *_numeric_fields(len(parts)),
+    ]
     for i in range(len(flags)):
         fixed += [(f"flag_len_{i}", ">i4"), (f"flag_{i}", "u1")]
     if json_text is not None:
         # jsonb's binary form: a version byte (1) and the JSON text, which the server parses as jsonb_in does
         json_len = pc.binary_length(json_text).to_numpy(zero_copy_only=False) + 1
         fixed += [("json_len", ">i4"), ("json_version", "u1")]
-    row_types = [np.dtype([(name, f"S{int(row_len[a])}", *shape) if name == "symbol" else (name, kind, *shape)
-                           for name, kind, *shape in fixed]) for a in starts]
+    row_types = [
+        np.dtype(
+            [
+                (name, f"S{int(row_len[a])}", *shape) if name == "symbol" else (name, kind, *shape)
+                for name, kind, *shape in fixed
+            ]
+        )
+        for a in starts
+    ]
     # without JSON every row of a run has one width, and the rows are written in place into one buffer that holds
     # the whole payload: one copy into bytes at the end, where each run's tobytes() and a join made two
     sizes = [(b - a) * row_type.itemsize for a, b, row_type in zip(starts, ends, row_types, strict=True)]
-    payload = np.empty(len(SIGNATURE) + (sum(sizes) if json_text is None else 0) + len(TRAILER), dtype=np.uint8)
-    payload[:len(SIGNATURE)] = np.frombuffer(SIGNATURE, dtype=np.uint8)
-    payload[len(payload) - len(TRAILER):] = np.frombuffer(TRAILER, dtype=np.uint8)
+    payload = np.empty(
+        len(SIGNATURE) + (sum(sizes) if json_text is None else 0) + len(TRAILER), dtype=np.uint8
+    )
+    payload[: len(SIGNATURE)] = np.frombuffer(SIGNATURE, dtype=np.uint8)
+    payload[len(payload) - len(TRAILER) :] = np.frombuffer(TRAILER, dtype=np.uint8)
     at, with_json = len(SIGNATURE), []
     for a, b, row_type, size in zip(starts, ends, row_types, sizes, strict=True):
-        out = (np.ndarray(b - a, dtype=row_type, buffer=payload, offset=at) if json_text is None
-               else np.empty(b - a, dtype=row_type))
+        out = (
+            np.ndarray(b - a, dtype=row_type, buffer=payload, offset=at)
+            if json_text is None
+            else np.empty(b - a, dtype=row_type)
+        )
         for c in range(a, b, _ROWS_PER_BLOCK):
             d = min(c + _ROWS_PER_BLOCK, b)
-            block = out[c - a: d - a]
+            block = out[c - a : d - a]
             block["fields"] = 2 + len(numerics) + len(flags) + (json_text is not None)
             block["symbol_len"], block["symbol"] = int(row_len[a]), symbol_bytes[c:d]
             block["ts_len"], block["ts"] = 8, ts_us[c:d]
@@ -187,11 +219,16 @@ def encode_rows(symbols: pd.Series, timestamps: pd.Series, numerics: list[np.nda
             continue
         # each row's fixed part, then its JSON text: joined row by row in pyarrow, whose data buffer is the rows
         out["json_len"], out["json_version"] = json_len[a:b], 1
-        heads = pa.FixedSizeBinaryArray.from_buffers(pa.binary(row_type.itemsize), len(out),
-                                                     [None, pa.py_buffer(out.tobytes())])
-        joined = pc.binary_join_element_wise(heads.cast(pa.binary()), json_text.slice(a, b - a).cast(pa.binary()), b"")
-        offsets = np.frombuffer(joined.buffers()[1], dtype=np.int32, count=len(joined) + 1, offset=joined.offset * 4)
-        with_json.append(joined.buffers()[2][int(offsets[0]):int(offsets[-1])])
+        heads = pa.FixedSizeBinaryArray.from_buffers(
+            pa.binary(row_type.itemsize), len(out), [None, pa.py_buffer(out.tobytes())]
+        )
+        joined = pc.binary_join_element_wise(
+            heads.cast(pa.binary()), json_text.slice(a, b - a).cast(pa.binary()), b""
+        )
+        offsets = np.frombuffer(
+            joined.buffers()[1], dtype=np.int32, count=len(joined) + 1, offset=joined.offset * 4
+        )
+        with_json.append(joined.buffers()[2][int(offsets[0]) : int(offsets[-1])])
     if json_text is None:
         return payload.tobytes(), ok
     return b"".join([SIGNATURE, *with_json, TRAILER]), ok

@@ -51,21 +51,27 @@ def mark_scratch(cur, name: str) -> None:
     transaction that created it)."""
     from psycopg import sql
 
-    cur.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(sql.Identifier(name), sql.Literal(scratch_comment())))
+    cur.execute(
+        sql.SQL("COMMENT ON TABLE {} IS {}").format(sql.Identifier(name), sql.Literal(scratch_comment()))
+    )
 
 
-def drop_stale_scratch_tables(conn: sa.Connection, now: pd.Timestamp, older_than: pd.Timedelta,
-                              pattern: str = SCRATCH_TABLE_PATTERN) -> list[str]:
+def drop_stale_scratch_tables(
+    conn: sa.Connection, now: pd.Timestamp, older_than: pd.Timedelta, pattern: str = SCRATCH_TABLE_PATTERN
+) -> list[str]:
     """Drop the scratch tables (names matching ``pattern``) created before ``now - older_than`` (or without
     their comment: made by a version before the comments); their process died between building and swapping or
     discarding them. Returns them."""
     from psycopg import sql
 
-    rows = conn.execute(sa.text(
-        "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = current_schema() AND c.relkind = 'r' AND NOT c.relispartition AND c.relname ~ :pattern"),
-        {"pattern": pattern}).all()
+    rows = conn.execute(
+        sa.text(
+            "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = current_schema() AND c.relkind = 'r' AND NOT c.relispartition AND c.relname ~ :pattern"
+        ),
+        {"pattern": pattern},
+    ).all()
     stale = []
     for name, comment in rows:
         created = None
@@ -92,11 +98,16 @@ def create_day_table(cur, day: pd.Timestamp, staging: str, parent: str = PARENT)
     from psycopg import sql
 
     bound = sql.SQL('CONSTRAINT {} CHECK ("timestamp" >= {} AND "timestamp" < {})').format(
-        sql.Identifier(f"{staging}_bound"), sql.Literal(day.to_pydatetime()),
-        sql.Literal((day + pd.Timedelta(days=1)).to_pydatetime()))
-    cur.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS, {}) "
-                        "WITH (autovacuum_vacuum_insert_threshold = -1)").format(
-        sql.Identifier(staging), sql.Identifier(parent), bound))
+        sql.Identifier(f"{staging}_bound"),
+        sql.Literal(day.to_pydatetime()),
+        sql.Literal((day + pd.Timedelta(days=1)).to_pydatetime()),
+    )
+    cur.execute(
+        sql.SQL(
+            "CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS, {}) "
+            "WITH (autovacuum_vacuum_insert_threshold = -1)"
+        ).format(sql.Identifier(staging), sql.Identifier(parent), bound)
+    )
     mark_scratch(cur, staging)
 
 
@@ -104,7 +115,9 @@ def finish_day_table(cur, staging: str) -> None:
     """Primary key and statistics of a day table filled after ``create_day_table``."""
     from psycopg import sql
 
-    cur.execute(sql.SQL('ALTER TABLE {} ADD PRIMARY KEY (symbol, "timestamp")').format(sql.Identifier(staging)))
+    cur.execute(
+        sql.SQL('ALTER TABLE {} ADD PRIMARY KEY (symbol, "timestamp")').format(sql.Identifier(staging))
+    )
     # statistics of every column from a tenth of the default sample (10 ms a day instead of 110): the planner
     # needs the row counts and the keys' spread, or it guesses a few thousand rows of a time range and sorts for
     # every rollup. Analysed here, the day leaves autovacuum nothing to do (no insert vacuum either: FREEZE has
@@ -114,8 +127,14 @@ def finish_day_table(cur, staging: str) -> None:
     cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(staging)))
 
 
-def _build_day(engine: sa.Engine, day: pd.Timestamp, staging: str, rows: pd.DataFrame, parent: str = PARENT,
-               columns: Sequence[str] = BUILD_COLUMNS) -> int:
+def _build_day(
+    engine: sa.Engine,
+    day: pd.Timestamp,
+    staging: str,
+    rows: pd.DataFrame,
+    parent: str = PARENT,
+    columns: Sequence[str] = BUILD_COLUMNS,
+) -> int:
     """A new table of one day's rows: created with its bound CHECK, COPYed (binary, FREEZE), primary key,
     statistics.
 
@@ -167,11 +186,19 @@ class DayBuilds:
     gives the ``BuiltDays``; ``abandon`` (or a failed build inside ``finish``) drops whatever was built.
     """
 
-    def __init__(self, engine: sa.Engine, start: pd.Timestamp, end: pd.Timestamp, parent: str = PARENT,
-                 columns: Sequence[str] = BUILD_COLUMNS):
+    def __init__(
+        self,
+        engine: sa.Engine,
+        start: pd.Timestamp,
+        end: pd.Timestamp,
+        parent: str = PARENT,
+        columns: Sequence[str] = BUILD_COLUMNS,
+    ):
         self.engine, self.start, self.end = engine, start, end
         self.parent, self.columns = parent, columns
-        self.built = BuiltDays(tag=uuid.uuid4().hex[:8])  # two runs building the same day never collide on a name
+        self.built = BuiltDays(
+            tag=uuid.uuid4().hex[:8]
+        )  # two runs building the same day never collide on a name
         self._pool = ThreadPoolExecutor(max_workers=BUILD_CONNECTIONS, thread_name_prefix="tis-partition")
         self._builds: list = []
 
@@ -184,12 +211,15 @@ class DayBuilds:
             if not (self.start <= day < self.end) or rows.empty:
                 continue
             if day in known:
-                raise ValueError(f"the rows of {day.date()} came in two parts: a day is built from all its rows")
+                raise ValueError(
+                    f"the rows of {day.date()} came in two parts: a day is built from all its rows"
+                )
             partition = partition_name(day, self.parent)
             staging = f"{partition}_{self.built.tag}"
             self.built.jobs.append((day, partition, staging))
-            self._builds.append(self._pool.submit(_build_day, self.engine, day, staging, rows, self.parent,
-                                                  self.columns))
+            self._builds.append(
+                self._pool.submit(_build_day, self.engine, day, staging, rows, self.parent, self.columns)
+            )
 
     def finish(self) -> BuiltDays:
         try:
@@ -242,12 +272,15 @@ def lock_partition_changes(conn: sa.Connection) -> None:
     conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": PARTITION_CHANGE_LOCK})
 
 
-def window_symbols(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp,
-                   parent: str = PARENT) -> list[str]:
+def window_symbols(
+    conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp, parent: str = PARENT
+) -> list[str]:
     """The distinct symbols of ``parent``'s rows in [start, end), in the table's order, by skipping along the
     primary key (symbol, "timestamp") of the window's partitions: a probe per symbol, not a scan of every
     row."""
-    return list(conn.execute(sa.text(f"""
+    return list(
+        conn.execute(
+            sa.text(f"""
         WITH RECURSIVE s(symbol) AS (
             (SELECT symbol FROM {parent} WHERE "timestamp" >= :start AND "timestamp" < :end
              ORDER BY symbol LIMIT 1)
@@ -256,11 +289,20 @@ def window_symbols(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp,
                     WHERE t."timestamp" >= :start AND t."timestamp" < :end AND t.symbol > s.symbol
                     ORDER BY t.symbol LIMIT 1)
             FROM s WHERE s.symbol IS NOT NULL)
-        SELECT symbol FROM s WHERE symbol IS NOT NULL"""), {"start": start, "end": end}).scalars())
+        SELECT symbol FROM s WHERE symbol IS NOT NULL"""),
+            {"start": start, "end": end},
+        ).scalars()
+    )
 
 
-def swap_built_days(conn: sa.Connection, built: BuiltDays, start: pd.Timestamp, end: pd.Timestamp,
-                    symbols: list[str], parent: str = PARENT) -> tuple[int, int]:
+def swap_built_days(
+    conn: sa.Connection,
+    built: BuiltDays,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    symbols: list[str],
+    parent: str = PARENT,
+) -> tuple[int, int]:
     """Replace ``parent``'s rows of ``symbols`` in [start, end) by the built days; (replaced, written).
 
     In the caller's transaction: the rows of symbols this source does not own are carried over from the old
@@ -273,32 +315,47 @@ def swap_built_days(conn: sa.Connection, built: BuiltDays, start: pd.Timestamp, 
     existing = day_partitions(conn, parent)
     window = {"a": start, "b": end, "s": list(symbols)}
     # rows of the source's symbols in the DEFAULT partition are replaced whatever the day
-    replaced = conn.execute(sa.text(
-        f'DELETE FROM {parent}_default WHERE "timestamp" >= :a AND "timestamp" < :b AND symbol = ANY(:s)'),
-        window).rowcount
+    replaced = conn.execute(
+        sa.text(
+            f'DELETE FROM {parent}_default WHERE "timestamp" >= :a AND "timestamp" < :b AND symbol = ANY(:s)'
+        ),
+        window,
+    ).rowcount
     built_days = {day for day, _, _ in built.jobs}
     for day in pd.date_range(start, end, freq="D", inclusive="left"):
         name = partition_name(day, parent)
         if day not in built_days and name in existing:  # the source has nothing that day any more
-            replaced += conn.execute(sa.text(f'DELETE FROM "{name}" WHERE symbol = ANY(:s)'),
-                                     {"s": list(symbols)}).rowcount
+            replaced += conn.execute(
+                sa.text(f'DELETE FROM "{name}" WHERE symbol = ANY(:s)'), {"s": list(symbols)}
+            ).rowcount
     for day, name, staging in built.jobs:
         bounds = {"a": day, "b": day + pd.Timedelta(days=1), "s": list(symbols)}
         # rows of symbols this source does not own are carried over, from the DEFAULT partition (normally empty)
         # or the old partition
-        conn.execute(sa.text(
-            f'INSERT INTO "{staging}" SELECT * FROM {parent}_default '
-            'WHERE "timestamp" >= :a AND "timestamp" < :b AND NOT (symbol = ANY(:s))'), bounds)
+        conn.execute(
+            sa.text(
+                f'INSERT INTO "{staging}" SELECT * FROM {parent}_default '
+                'WHERE "timestamp" >= :a AND "timestamp" < :b AND NOT (symbol = ANY(:s))'
+            ),
+            bounds,
+        )
         if name in existing:
             # the old day's symbols from its primary key, one probe per symbol: usually all of them are the
             # source's, and then nothing is carried and no row is compared with the source's symbol list (two
             # scans of every old row did that, 1.3 s of a 14-day re-ingest)
             others = sorted(set(window_symbols(conn, day, day + pd.Timedelta(days=1), parent)) - set(symbols))
-            carried = conn.execute(sa.text(f'INSERT INTO "{staging}" SELECT * FROM "{name}" '
-                                           'WHERE symbol = ANY(:o)'), {"o": others}).rowcount if others else 0
+            carried = (
+                conn.execute(
+                    sa.text(f'INSERT INTO "{staging}" SELECT * FROM "{name}" WHERE symbol = ANY(:o)'),
+                    {"o": others},
+                ).rowcount
+                if others
+                else 0
+            )
             replaced += conn.execute(sa.text(f'SELECT count(*) FROM "{name}"')).scalar_one() - carried
-        conn.execute(sa.text(f'DELETE FROM {parent}_default WHERE "timestamp" >= :a AND "timestamp" < :b'),
-                     bounds)
+        conn.execute(
+            sa.text(f'DELETE FROM {parent}_default WHERE "timestamp" >= :a AND "timestamp" < :b'), bounds
+        )
     with raw_connection(conn).cursor() as cur:
         for day, name, staging in built.jobs:
             attach_day(cur, day, name, staging, replace=name in existing, parent=parent)
@@ -317,10 +374,14 @@ def bump_day_versions(conn: sa.Connection, days: list, table: str = "market_data
     it is out of date (``versions_up_to``)."""
     if table not in DAY_VERSION_TABLES:
         raise ValueError(f"{table} is not a table of day versions")
-    conn.execute(sa.text(
-        f"INSERT INTO {table} (day, version) "
-        "SELECT day, nextval('market_data_day_version_seq') FROM unnest(CAST(:days AS date[])) AS day ORDER BY day "
-        "ON CONFLICT (day) DO UPDATE SET version = EXCLUDED.version, written_at = now()"), {"days": list(days)})
+    conn.execute(
+        sa.text(
+            f"INSERT INTO {table} (day, version) "
+            "SELECT day, nextval('market_data_day_version_seq') FROM unnest(CAST(:days AS date[])) AS day ORDER BY day "
+            "ON CONFLICT (day) DO UPDATE SET version = EXCLUDED.version, written_at = now()"
+        ),
+        {"days": list(days)},
+    )
 
 
 def versions_up_to(day: str, tables: tuple[str, ...] = ("market_data_day_versions",)) -> str:
@@ -328,8 +389,11 @@ def versions_up_to(day: str, tables: tuple[str, ...] = ("market_data_day_version
     what a state saved for ``day`` was computed from. A state is out of date once this exceeds its record."""
     if not set(tables) <= set(DAY_VERSION_TABLES):
         raise ValueError(f"{tables} are not tables of day versions")
-    return "greatest(" + ", ".join(
-        f"coalesce((SELECT max(v.version) FROM {t} v WHERE v.day <= {day}), 0)" for t in tables) + ")"
+    return (
+        "greatest("
+        + ", ".join(f"coalesce((SELECT max(v.version) FROM {t} v WHERE v.day <= {day}), 0)" for t in tables)
+        + ")"
+    )
 
 
 def attach_day(cur, day: pd.Timestamp, name: str, staging: str, replace: bool, parent: str = PARENT) -> None:
@@ -339,22 +403,37 @@ def attach_day(cur, day: pd.Timestamp, name: str, staging: str, replace: bool, p
     from psycopg import sql
 
     if replace:
-        cur.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(sql.Identifier(parent),
-                                                                         sql.Identifier(name)))
+        cur.execute(
+            sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(sql.Identifier(parent), sql.Identifier(name))
+        )
         cur.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
     cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(staging), sql.Identifier(name)))
-    cur.execute(sql.SQL("ALTER INDEX {} RENAME TO {}").format(sql.Identifier(f"{staging}_pkey"),
-                                                             sql.Identifier(f"{name}_pkey")))
-    cur.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
-        sql.Identifier(parent), sql.Identifier(name), sql.Literal(day.to_pydatetime()),
-        sql.Literal((day + pd.Timedelta(days=1)).to_pydatetime())))
+    cur.execute(
+        sql.SQL("ALTER INDEX {} RENAME TO {}").format(
+            sql.Identifier(f"{staging}_pkey"), sql.Identifier(f"{name}_pkey")
+        )
+    )
+    cur.execute(
+        sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
+            sql.Identifier(parent),
+            sql.Identifier(name),
+            sql.Literal(day.to_pydatetime()),
+            sql.Literal((day + pd.Timedelta(days=1)).to_pydatetime()),
+        )
+    )
 
 
 def day_partitions(conn: sa.Connection, parent: str = PARENT) -> set[str]:
     """Names of ``parent``'s partitions."""
-    return set(conn.execute(sa.text(
-        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "WHERE i.inhparent = CAST(:parent AS regclass)"), {"parent": parent}).scalars())
+    return set(
+        conn.execute(
+            sa.text(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "WHERE i.inhparent = CAST(:parent AS regclass)"
+            ),
+            {"parent": parent},
+        ).scalars()
+    )
 
 
 _SNAPSHOT_ID = re.compile(r"^[0-9A-F]+-[0-9A-F]+-[0-9]+$")

@@ -49,7 +49,9 @@ def normalise_url(url: str) -> str:
             f"TIS_DATABASE_URL is not a valid SQLAlchemy URL ({exc}); expected postgresql+psycopg://user@host:5432/db"
         ) from exc
     if parsed.get_backend_name() != "postgresql":
-        raise DatabaseConfigError(f"TIS_DATABASE_URL must point at PostgreSQL, not {parsed.get_backend_name()}")
+        raise DatabaseConfigError(
+            f"TIS_DATABASE_URL must point at PostgreSQL, not {parsed.get_backend_name()}"
+        )
     return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
 
 
@@ -69,8 +71,9 @@ def redacted(url: str) -> str:
 def engine(url: str) -> sa.Engine:
     """The project's engine for ``url``: psycopg 3, pre-pinged pooled connections, sessions without JIT, wide
     socket buffers (``widen_socket_buffers``)."""
-    created = sa.create_engine(normalise_url(url), pool_pre_ping=True, future=True,
-                               connect_args={"options": session_options(url)})
+    created = sa.create_engine(
+        normalise_url(url), pool_pre_ping=True, future=True, connect_args={"options": session_options(url)}
+    )
     sa.event.listen(created, "connect", widen_socket_buffers)
     return created
 
@@ -153,8 +156,9 @@ def fetch_frame(conn: sa.Connection, query: str, params: dict | None = None) -> 
     return pacsv.read_csv(buf).to_pandas()
 
 
-def fetch_column_arrays(conn: sa.Connection, query: str, params: dict | None,
-                        kinds: Sequence[str]) -> list[np.ndarray] | None:
+def fetch_column_arrays(
+    conn: sa.Connection, query: str, params: dict | None, kinds: Sequence[str]
+) -> list[np.ndarray] | None:
     """Run a query that returns one row of ``array_send(array_agg(…))`` values and read each as a numpy array.
 
     ``kinds``: the numpy dtype of each array's elements as PostgreSQL sends them (``">i8"``, ``">i2"``, ``"S20"``).

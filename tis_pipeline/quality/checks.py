@@ -60,7 +60,9 @@ def check_specs_for(
     return [check_spec(r, asset) for r in _ordered(rules_for(table, severity=severity))]
 
 
-def partition_bounds(partition_range: CoercibleToRange, report: ValidationReport | None = None) -> tuple[str | None, str | None]:
+def partition_bounds(
+    partition_range: CoercibleToRange, report: ValidationReport | None = None
+) -> tuple[str | None, str | None]:
     """(start, end) strings of a partition key range, a time window, a pair, or the frame's timestamps."""
     if partition_range is None:
         return (report.first_timestamp, report.last_timestamp) if report else (None, None)
@@ -128,7 +130,9 @@ def _params(rule: Rule) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in rule.params.items()}
 
 
-def result_metadata(result: RuleResult, report: ValidationReport, partition_range: CoercibleToRange = None) -> dict[str, Any]:
+def result_metadata(
+    result: RuleResult, report: ValidationReport, partition_range: CoercibleToRange = None
+) -> dict[str, Any]:
     """Metadata of one rule's check result: the rule, the range covered, counts, per (symbol, day), samples."""
     rule = result.rule
     start, end = partition_bounds(partition_range, report)
@@ -150,7 +154,9 @@ def result_metadata(result: RuleResult, report: ValidationReport, partition_rang
     if result.by_symbol_day is not None and not result.by_symbol_day.empty:
         by_day = result.by_symbol_day.sort_values(["failing", "symbol", "day"], ascending=[False, True, True])
         metadata["failing_symbol_days"] = dg.MetadataValue.int(len(by_day))
-        metadata["failing_by_symbol_day"] = table_metadata(by_day.head(MAX_SYMBOL_DAY_ROWS).reset_index(drop=True))
+        metadata["failing_by_symbol_day"] = table_metadata(
+            by_day.head(MAX_SYMBOL_DAY_ROWS).reset_index(drop=True)
+        )
     if not result.failing_rows.empty:
         metadata["failing_rows_sample"] = table_metadata(result.failing_rows)
     return metadata
@@ -173,7 +179,8 @@ def check_results(
     for rule in _ordered(r.rule for r in report.results):
         result = by_rule[rule.name]
         description = (
-            f"not evaluated: {result.skipped}" if result.skipped
+            f"not evaluated: {result.skipped}"
+            if result.skipped
             else f"{result.unexpected_count} of {result.element_count} rows fail: {rule.description}"
         )
         out.append(
@@ -181,7 +188,9 @@ def check_results(
                 asset_key=asset_key,
                 check_name=rule.name,
                 passed=result.passed,
-                severity=dg.AssetCheckSeverity.ERROR if rule.severity == "error" else dg.AssetCheckSeverity.WARN,
+                severity=dg.AssetCheckSeverity.ERROR
+                if rule.severity == "error"
+                else dg.AssetCheckSeverity.WARN,
                 description=description,
                 metadata=result_metadata(result, report, partition_range),
             )

@@ -64,6 +64,7 @@ def _memo(cache: dict | None, key, make: Callable[[], T]) -> T:
 
 def _numeric(frame: pd.DataFrame, column: str, cache: dict | None = None) -> np.ndarray:
     """``frame[column]`` as float64 (NaN for missing); with a ``cache``, once per frame and column (read only)."""
+
     def make() -> np.ndarray:
         s = frame[column]
         if not pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype):
@@ -86,8 +87,12 @@ def missing_reason(frame: pd.DataFrame, rule: Rule, ctx: Context | None = None) 
 class _Series:
     """Rows of valid (symbol, timestamp) sorted by symbol then time; positions refer to the frame."""
 
-    def __init__(self, frame: pd.DataFrame, codes: np.ndarray | None = None,
-                 timestamps: tuple[np.ndarray, np.ndarray] | None = None):
+    def __init__(
+        self,
+        frame: pd.DataFrame,
+        codes: np.ndarray | None = None,
+        timestamps: tuple[np.ndarray, np.ndarray] | None = None,
+    ):
         if codes is None:
             codes, _ = pd.factorize(frame["symbol"], use_na_sentinel=True)
         ts, nat = timestamps_ns(frame["timestamp"]) if timestamps is None else timestamps
@@ -137,14 +142,17 @@ def symbol_factors(frame: pd.DataFrame, cache: dict | None) -> tuple[np.ndarray,
 
 
 def _series(frame: pd.DataFrame, cache: dict | None) -> _Series:
-    return _memo(cache, "series",
-                 lambda: _Series(frame, symbol_factors(frame, cache)[0], _timestamps(frame, cache)))
+    return _memo(
+        cache, "series", lambda: _Series(frame, symbol_factors(frame, cache)[0], _timestamps(frame, cache))
+    )
 
 
 # ------------------------------------------------------------------------------------------ derived values
 
 
-def derived_values(frame: pd.DataFrame, rule: Rule, ctx: Context, cache: dict | None = None) -> dict[str, np.ndarray]:
+def derived_values(
+    frame: pd.DataFrame, rule: Rule, ctx: Context, cache: dict | None = None
+) -> dict[str, np.ndarray]:
     """Per-row values a rule judges beyond the raw columns (positional float arrays, NaN = not judged).
 
     Both evaluators use these; the column names become the failing-row sample's extra columns.
@@ -184,10 +192,7 @@ def _run_lengths(frame: pd.DataFrame, s: _Series, p: Mapping) -> np.ndarray:
         return s.scatter(close)
     new_run = np.ones(len(close), dtype=bool)
     new_run[1:] = (
-        ~s.same_prev[1:]
-        | (np.diff(s.ts) != NS_PER_MINUTE)
-        | (close[1:] != close[:-1])
-        | np.isnan(close[1:])
+        ~s.same_prev[1:] | (np.diff(s.ts) != NS_PER_MINUTE) | (close[1:] != close[:-1]) | np.isnan(close[1:])
     )
     run_id = np.cumsum(new_run) - 1
     lengths = np.bincount(run_id)[run_id].astype("float64")
@@ -270,14 +275,18 @@ def rollup_bars(source: pd.DataFrame, minutes: int) -> pd.DataFrame:
     work["bucket"] = work["timestamp"].dt.floor(f"{minutes}min")
     work = work.sort_values(["symbol", "timestamp"], kind="stable")
     grouped = work.groupby(["symbol", "bucket"], sort=True, observed=True)
-    out = grouped.agg(
-        open=("open", "first"),
-        high=("high", "max"),
-        low=("low", "min"),
-        close=("close", "last"),
-        volume=("volume", "sum"),
-        source_bars=("open", "size"),
-    ).reset_index().rename(columns={"bucket": "timestamp"})
+    out = (
+        grouped.agg(
+            open=("open", "first"),
+            high=("high", "max"),
+            low=("low", "min"),
+            close=("close", "last"),
+            volume=("volume", "sum"),
+            source_bars=("open", "size"),
+        )
+        .reset_index()
+        .rename(columns={"bucket": "timestamp"})
+    )
     return out[["symbol", "timestamp", *OHLCV, "source_bars"]]
 
 
@@ -311,8 +320,13 @@ def _rollup_comparison(frame: pd.DataFrame, source: pd.DataFrame, p: Mapping) ->
 _JUDGED_ON_DERIVED = frozenset({"on_minute", "stale_series", "gaps", "price_jump", "rollup_consistent"})
 
 
-def _mask(frame: pd.DataFrame, rule: Rule, ctx: Context, derived: Mapping[str, np.ndarray],
-          cache: dict | None = None) -> np.ndarray:
+def _mask(
+    frame: pd.DataFrame,
+    rule: Rule,
+    ctx: Context,
+    derived: Mapping[str, np.ndarray],
+    cache: dict | None = None,
+) -> np.ndarray:
     kind, p = rule.kind, rule.params
     if kind == "not_null":
         return frame[rule.column].isna().to_numpy()
@@ -367,7 +381,9 @@ def _mask(frame: pd.DataFrame, rule: Rule, ctx: Context, derived: Mapping[str, n
 
 
 def _is_symbol_time_key(frame: pd.DataFrame, rule: Rule) -> bool:
-    return rule.columns == ("symbol", "timestamp") and pd.api.types.is_datetime64_any_dtype(frame["timestamp"].dtype)
+    return rule.columns == ("symbol", "timestamp") and pd.api.types.is_datetime64_any_dtype(
+        frame["timestamp"].dtype
+    )
 
 
 def _repeated_keys(s: _Series) -> np.ndarray:
@@ -415,16 +431,26 @@ def failing_mask(
     return pd.Series(np.asarray(mask, dtype=bool), index=frame.index, name=rule.name)
 
 
-def _passing_result(frame: pd.DataFrame, rule: Rule, ctx: Context, groups: SymbolDayIndex, cache: dict) -> RuleResult:
+def _passing_result(
+    frame: pd.DataFrame, rule: Rule, ctx: Context, groups: SymbolDayIndex, cache: dict
+) -> RuleResult:
     """The result ``rule_result`` gives a rule no row fails; the derived values' names (the failing-row sample's
     columns) come from the frame's first zero rows."""
     derived = derived_values(_memo(cache, "no_rows", lambda: frame.iloc[:0]), rule, ctx)
     nothing = np.zeros(len(frame), dtype=bool)
-    return rule_result(frame, rule, nothing, groups=groups, derived=derived,
-                       details=rule_details(rule, derived, nothing[:0], ctx))
+    return rule_result(
+        frame,
+        rule,
+        nothing,
+        groups=groups,
+        derived=derived,
+        details=rule_details(rule, derived, nothing[:0], ctx),
+    )
 
 
-def failing_masks(frame: pd.DataFrame, rules: Iterable[Rule], *, now: pd.Timestamp | None = None) -> dict[str, np.ndarray]:
+def failing_masks(
+    frame: pd.DataFrame, rules: Iterable[Rule], *, now: pd.Timestamp | None = None
+) -> dict[str, np.ndarray]:
     """``failing_mask`` of each rule as a boolean array (by rule name), with one clock for all and each numeric
     column read once."""
     ctx, cache = Context(now), {}
@@ -462,7 +488,9 @@ def evaluate_frame(
     ctx = Context(now, sources)
     cache: dict = {}
     keyed = {"symbol", "timestamp"} <= set(frame.columns)
-    groups = SymbolDayIndex(frame, *((symbol_factors(frame, cache), _timestamps(frame, cache)) if keyed else ()))
+    groups = SymbolDayIndex(
+        frame, *((symbol_factors(frame, cache), _timestamps(frame, cache)) if keyed else ())
+    )
     results: list[RuleResult] = []
     for rule in rules if rules is not None else rules_for(table, severity=severity):
         reason = missing_reason(frame, rule, ctx)
@@ -475,7 +503,14 @@ def evaluate_frame(
         derived = derived_values(frame, rule, ctx, cache)
         mask = np.asarray(_mask(frame, rule, ctx, derived, cache), dtype=bool)
         results.append(
-            rule_result(frame, rule, mask, groups=groups, derived=derived, details=rule_details(rule, derived, mask, ctx))
+            rule_result(
+                frame,
+                rule,
+                mask,
+                groups=groups,
+                derived=derived,
+                details=rule_details(rule, derived, mask, ctx),
+            )
         )
     first, last = timestamp_span(frame)
     return ValidationReport(

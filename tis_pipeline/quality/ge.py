@@ -101,8 +101,12 @@ def expectation_for(rule: Rule):
     kind = rule.kind
     if kind == "range":
         return gxe.ExpectColumnValuesToBeBetween(
-            column=rule.column, min_value=p["min"], max_value=p["max"],
-            strict_min=not p["min_inclusive"], strict_max=not p["max_inclusive"], meta=meta,
+            column=rule.column,
+            min_value=p["min"],
+            max_value=p["max"],
+            strict_min=not p["min_inclusive"],
+            strict_max=not p["max_inclusive"],
+            meta=meta,
         )
     if kind == "enum":
         return gxe.ExpectColumnValuesToBeInSet(column=rule.column, value_set=list(p["values"]), meta=meta)
@@ -121,13 +125,19 @@ def expectation_for(rule: Rule):
         )
     if kind == "ohlc_high":
         return gxe.ExpectColumnPairValuesAToBeGreaterThanB(
-            column_A=rule.columns[0], column_B=_derived_name(rule, "max_of_others"), or_equal=True,
-            ignore_row_if="either_value_is_missing", meta=meta,
+            column_A=rule.columns[0],
+            column_B=_derived_name(rule, "max_of_others"),
+            or_equal=True,
+            ignore_row_if="either_value_is_missing",
+            meta=meta,
         )
     if kind == "ohlc_low":
         return gxe.ExpectColumnPairValuesAToBeGreaterThanB(
-            column_A=_derived_name(rule, "min_of_others"), column_B=rule.columns[0], or_equal=True,
-            ignore_row_if="either_value_is_missing", meta=meta,
+            column_A=_derived_name(rule, "min_of_others"),
+            column_B=rule.columns[0],
+            or_equal=True,
+            ignore_row_if="either_value_is_missing",
+            meta=meta,
         )
     if kind == "not_future":
         return gxe.ExpectColumnValuesToBeBetween(
@@ -135,8 +145,11 @@ def expectation_for(rule: Rule):
         )
     if kind == "price_jump":
         return gxe.ExpectColumnPairValuesAToBeGreaterThanB(
-            column_A=_derived_name(rule, "jump_threshold"), column_B=_derived_name(rule, "abs_log_return"),
-            or_equal=True, ignore_row_if="either_value_is_missing", meta=meta,
+            column_A=_derived_name(rule, "jump_threshold"),
+            column_B=_derived_name(rule, "abs_log_return"),
+            or_equal=True,
+            ignore_row_if="either_value_is_missing",
+            meta=meta,
         )
     derived_limit = {
         "on_minute": ("ns_past_boundary", 0),
@@ -167,7 +180,9 @@ def suite_for(table: str, rules: tuple[Rule, ...] | None = None):
         return suites[key]
 
 
-def _batch_frame(frame: pd.DataFrame, rules: tuple[Rule, ...], derived: Mapping[str, Mapping[str, np.ndarray]]) -> pd.DataFrame:
+def _batch_frame(
+    frame: pd.DataFrame, rules: tuple[Rule, ...], derived: Mapping[str, Mapping[str, np.ndarray]]
+) -> pd.DataFrame:
     """The columns GX needs (raw + derived) with a RangeIndex, so GX's row indices are positions."""
     columns = list(dict.fromkeys(c for r in rules for c in r.columns))
     out = frame[columns].reset_index(drop=True)
@@ -205,7 +220,9 @@ def validate_frame(
     derived = {r.name: derived_values(frame, r, ctx, cache) for r in runnable}
     by_name: dict[str, Any] = {}
     if runnable and len(frame):
-        batch = _batch_definition(table).get_batch(batch_parameters={"dataframe": _batch_frame(frame, runnable, derived)})
+        batch = _batch_definition(table).get_batch(
+            batch_parameters={"dataframe": _batch_frame(frame, runnable, derived)}
+        )
         parameters = {
             f"{LATEST_ALLOWED}_{r.name}": ctx.latest_allowed(r) for r in runnable if r.kind == "not_future"
         }
@@ -235,12 +252,19 @@ def validate_frame(
         count = int(res.get("unexpected_count", 0) or 0)
         results.append(
             rule_result(
-                frame, rule, mask, groups=groups, derived=derived[rule.name], unexpected_count=count,
+                frame,
+                rule,
+                mask,
+                groups=groups,
+                derived=derived[rule.name],
+                unexpected_count=count,
                 details=rule_details(rule, derived[rule.name], mask, ctx),
             )
         )
         if bool(gx_result.success) == bool(count):
-            raise RuntimeError(f"GX reported {count} unexpected rows and success={gx_result.success} for {rule.name}")
+            raise RuntimeError(
+                f"GX reported {count} unexpected rows and success={gx_result.success} for {rule.name}"
+            )
     first, last = timestamp_span(frame)
     return ValidationReport(
         table=table,

@@ -88,7 +88,11 @@ class ValidationReport:
 
     def quarantine_mask(self, severity: str | None = "error") -> pd.Series:
         """Rows failing any rule of ``severity`` (all rules when None): the rows ingest sets aside."""
-        masks = [r.mask for r in self.results if r.mask is not None and (severity is None or r.severity == severity)]
+        masks = [
+            r.mask
+            for r in self.results
+            if r.mask is not None and (severity is None or r.severity == severity)
+        ]
         if not masks:
             raise ValueError("this report carries no row masks")
         out = masks[0].copy()
@@ -117,8 +121,12 @@ def timestamps_ns(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 class SymbolDayIndex:
     """Row -> (symbol, UTC day) group, computed once per frame so that every rule's counts cost a bincount."""
 
-    def __init__(self, frame: pd.DataFrame, symbol_factors: tuple[np.ndarray, Any] | None = None,
-                 timestamps: tuple[np.ndarray, np.ndarray] | None = None):
+    def __init__(
+        self,
+        frame: pd.DataFrame,
+        symbol_factors: tuple[np.ndarray, Any] | None = None,
+        timestamps: tuple[np.ndarray, np.ndarray] | None = None,
+    ):
         """``symbol_factors``: ``pd.factorize(frame["symbol"])``, ``timestamps``: ``timestamps_ns(frame["timestamp"])``,
         when the caller has them already."""
         self.available = {"symbol", "timestamp"} <= set(frame.columns)
@@ -141,22 +149,28 @@ class SymbolDayIndex:
         combined = sym_codes.astype(np.int64) * n_days + day_codes
         self.group, uniques = pd.factorize(combined, use_na_sentinel=False)
         self.symbols = np.asarray(sym_labels, dtype=object)[uniques // n_days]
-        day_values = uniques % n_days + first_day if first_day is not None else np.asarray(day_labels)[uniques % n_days]
+        day_values = (
+            uniques % n_days + first_day
+            if first_day is not None
+            else np.asarray(day_labels)[uniques % n_days]
+        )
         self.days = np.array(
-            [
-                None if d == np.iinfo(np.int64).min else str(np.datetime64(int(d), "D"))
-                for d in day_values
-            ],
+            [None if d == np.iinfo(np.int64).min else str(np.datetime64(int(d), "D")) for d in day_values],
             dtype=object,
         )
         self.rows = np.bincount(self.group, minlength=len(uniques))
 
-    def counts(self, mask: np.ndarray, extra: np.ndarray | None = None, extra_name: str | None = None) -> pd.DataFrame | None:
+    def counts(
+        self, mask: np.ndarray, extra: np.ndarray | None = None, extra_name: str | None = None
+    ) -> pd.DataFrame | None:
         if not self.available:
             return None
         # most rules fail nowhere: no need to gather the groups of no row
-        failing = (np.bincount(self.group[mask], minlength=len(self.rows)) if mask.any()
-                   else np.zeros(len(self.rows), dtype=np.intp))
+        failing = (
+            np.bincount(self.group[mask], minlength=len(self.rows))
+            if mask.any()
+            else np.zeros(len(self.rows), dtype=np.intp)
+        )
         hit = np.flatnonzero(failing)
         out = pd.DataFrame(
             {
@@ -173,7 +187,9 @@ class SymbolDayIndex:
         return out.sort_values(["symbol", "day"], kind="stable").reset_index(drop=True)
 
 
-def sample_rows(frame: pd.DataFrame, rule: Rule, positions: np.ndarray, derived: Mapping[str, np.ndarray]) -> pd.DataFrame:
+def sample_rows(
+    frame: pd.DataFrame, rule: Rule, positions: np.ndarray, derived: Mapping[str, np.ndarray]
+) -> pd.DataFrame:
     """Up to 20 failing rows: the table's key columns, the rule's columns and the rule's derived values."""
     positions = np.asarray(positions[:MAX_FAILING_ROWS], dtype=np.int64)
     columns = [c for c in dict.fromkeys((*key_columns(rule.table), *rule.columns)) if c in frame.columns]
@@ -199,7 +215,7 @@ def rule_result(
     mask = np.asarray(mask, dtype=bool)
     derived = derived or {}
     positions = np.flatnonzero(mask)
-    count = int(len(positions)) if unexpected_count is None else int(unexpected_count)
+    count = len(positions) if unexpected_count is None else int(unexpected_count)
     extra_name = "missing_minutes" if rule.kind == "gaps" else None
     extra = derived.get("missing_minutes") if extra_name else None
     return RuleResult(

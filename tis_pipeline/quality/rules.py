@@ -88,7 +88,9 @@ class Rule:
         if missing:
             raise ValueError(f"rule {self.name}: kind {self.kind} needs params {sorted(missing)}")
         if self.is_db_check and len(self.name.encode()) > PG_IDENTIFIER_MAX:
-            raise ValueError(f"rule {self.name}: longer than PostgreSQL's {PG_IDENTIFIER_MAX}-byte identifiers")
+            raise ValueError(
+                f"rule {self.name}: longer than PostgreSQL's {PG_IDENTIFIER_MAX}-byte identifiers"
+            )
 
     @property
     def column(self) -> str:
@@ -111,7 +113,11 @@ class Rule:
 
 def _q(identifier: str) -> str:
     """Quote an identifier only when PostgreSQL needs it (it renders ``timestamp``, ``open`` bare)."""
-    return identifier if re.fullmatch(r"[a-z_][a-z0-9_]*", identifier) else '"' + identifier.replace('"', '""') + '"'
+    return (
+        identifier
+        if re.fullmatch(r"[a-z_][a-z0-9_]*", identifier)
+        else '"' + identifier.replace('"', '""') + '"'
+    )
 
 
 def _literal(value: Any) -> str:
@@ -165,25 +171,41 @@ ROLLUP_SOURCE = "market_data_1m"
 OHLCV: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 
 # Closed ranges 0 <= x <= 1 (the seed's "-- 0-1" columns, DECIMAL(3,2)).
-UNIT_INTERVAL: Mapping[str, tuple[str, ...]] = MappingProxyType({
-    "modules": (
-        "learning_rate", "adaptation_threshold", "innovation_score", "specialization_index",
-        "intelligence_sharing_rate", "collaboration_score", "network_centrality", "replication_readiness",
-        "mutation_rate", "recombination_rate",
-    ),
-    "module_performance": (
-        "performance_score", "consistency_score", "innovation_score", "specialization_score",
-        "collaboration_score", "trading_plan_success_rate", "execution_quality", "learning_effectiveness",
-        "adaptation_speed", "intelligence_sharing_effectiveness",
-    ),
-    "module_intelligence_sharing": ("performance_score",),
-    "trading_plans": ("signal_strength", "confidence_score"),
-    "trading_plan_approvals": ("decision_confidence",),
-    "dsi_evidence": ("mx_evidence", "mx_confirm_rate", "mx_expert_survival_rate"),
-    "market_data_1m": ("mx_evidence",),
-    "market_data_15m": ("mx_evidence",),
-    "market_data_1h": ("mx_evidence",),
-})
+UNIT_INTERVAL: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "modules": (
+            "learning_rate",
+            "adaptation_threshold",
+            "innovation_score",
+            "specialization_index",
+            "intelligence_sharing_rate",
+            "collaboration_score",
+            "network_centrality",
+            "replication_readiness",
+            "mutation_rate",
+            "recombination_rate",
+        ),
+        "module_performance": (
+            "performance_score",
+            "consistency_score",
+            "innovation_score",
+            "specialization_score",
+            "collaboration_score",
+            "trading_plan_success_rate",
+            "execution_quality",
+            "learning_effectiveness",
+            "adaptation_speed",
+            "intelligence_sharing_effectiveness",
+        ),
+        "module_intelligence_sharing": ("performance_score",),
+        "trading_plans": ("signal_strength", "confidence_score"),
+        "trading_plan_approvals": ("decision_confidence",),
+        "dsi_evidence": ("mx_evidence", "mx_confirm_rate", "mx_expert_survival_rate"),
+        "market_data_1m": ("mx_evidence",),
+        "market_data_15m": ("mx_evidence",),
+        "market_data_1h": ("mx_evidence",),
+    }
+)
 
 # (table, column, min, max, min_inclusive, max_inclusive)
 OTHER_RANGES: tuple[tuple[str, str, int, int, bool, bool], ...] = (
@@ -197,66 +219,88 @@ OTHER_RANGES: tuple[tuple[str, str, int, int, bool, bool], ...] = (
 )
 
 _TRIGGER_TYPES = ("performance_threshold", "diversity_gap", "regime_change", "failure_recovery")
-ENUMS: Mapping[tuple[str, str], tuple[str, ...]] = MappingProxyType({
-    ("modules", "lifecycle_stage"): ("experimental", "active", "deprecated", "archived"),
-    ("modules", "status"): ("active", "inactive", "failed"),
-    ("trading_plans", "direction"): ("long", "short", "neutral"),
-    ("trading_plans", "time_horizon"): ("1m", "5m", "15m", "1h", "4h", "1d"),
-    ("trading_plans", "validation_status"): ("validated", "pending", "failed"),
-    ("trading_plans", "execution_status"): ("executed", "partial", "failed", "cancelled"),
-    ("trading_plan_approvals", "approval_status"): ("approved", "rejected", "modified"),
-    ("module_messages", "message_type"): (
-        "trading_plan", "execution_feedback", "intelligence_broadcast", "replication_signal",
-    ),
-    ("module_messages", "status"): ("pending", "delivered", "failed", "expired"),
-    ("module_intelligence_sharing", "intelligence_type"): (
-        "performance_update", "learning_update", "capability_update",
-    ),
-    ("module_intelligence_sharing", "sharing_scope"): ("broadcast", "targeted", "private"),
-    ("module_replications", "trigger_type"): _TRIGGER_TYPES,
-    ("module_replications", "replication_status"): ("initiated", "in_progress", "completed", "failed"),
-    ("module_replication_triggers", "trigger_type"): _TRIGGER_TYPES,
-    ("module_replication_triggers", "status"): ("active", "processed", "expired", "cancelled"),
-})
+ENUMS: Mapping[tuple[str, str], tuple[str, ...]] = MappingProxyType(
+    {
+        ("modules", "lifecycle_stage"): ("experimental", "active", "deprecated", "archived"),
+        ("modules", "status"): ("active", "inactive", "failed"),
+        ("trading_plans", "direction"): ("long", "short", "neutral"),
+        ("trading_plans", "time_horizon"): ("1m", "5m", "15m", "1h", "4h", "1d"),
+        ("trading_plans", "validation_status"): ("validated", "pending", "failed"),
+        ("trading_plans", "execution_status"): ("executed", "partial", "failed", "cancelled"),
+        ("trading_plan_approvals", "approval_status"): ("approved", "rejected", "modified"),
+        ("module_messages", "message_type"): (
+            "trading_plan",
+            "execution_feedback",
+            "intelligence_broadcast",
+            "replication_signal",
+        ),
+        ("module_messages", "status"): ("pending", "delivered", "failed", "expired"),
+        ("module_intelligence_sharing", "intelligence_type"): (
+            "performance_update",
+            "learning_update",
+            "capability_update",
+        ),
+        ("module_intelligence_sharing", "sharing_scope"): ("broadcast", "targeted", "private"),
+        ("module_replications", "trigger_type"): _TRIGGER_TYPES,
+        ("module_replications", "replication_status"): ("initiated", "in_progress", "completed", "failed"),
+        ("module_replication_triggers", "trigger_type"): _TRIGGER_TYPES,
+        ("module_replication_triggers", "status"): ("active", "processed", "expired", "cancelled"),
+    }
+)
 
 # Columns the seed declares NOT NULL (primary keys with a DEFAULT are generated by the database: not here).
-NOT_NULL: Mapping[str, tuple[str, ...]] = MappingProxyType({
-    "modules": ("module_type", "module_version"),
-    "module_performance": (
-        "performance_score", "consistency_score", "innovation_score", "specialization_score",
-        "collaboration_score",
-    ),
-    "trading_plans": ("symbol", "signal_strength", "direction", "confidence_score"),
-    "trading_plan_approvals": ("approval_status",),
-    "dsi_evidence": ("mx_evidence", "mx_confirm"),
-    "module_messages": ("message_type", "message_data"),
-    "module_intelligence_sharing": ("intelligence_type", "intelligence_data"),
-    "module_replications": ("trigger_type",),
-    "module_replication_triggers": ("trigger_type", "trigger_data"),
-    "anomaly_events": ("symbol", "timestamp", "anomaly_type", "anomaly_score", "signal_pack"),
-    # the 15m / 1h tables have the 1m table's shape (the seed only spells out the 1m one)
-    **{table: ("symbol", "timestamp", *OHLCV) for table in MARKET_TABLES},
-})
+NOT_NULL: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "modules": ("module_type", "module_version"),
+        "module_performance": (
+            "performance_score",
+            "consistency_score",
+            "innovation_score",
+            "specialization_score",
+            "collaboration_score",
+        ),
+        "trading_plans": ("symbol", "signal_strength", "direction", "confidence_score"),
+        "trading_plan_approvals": ("approval_status",),
+        "dsi_evidence": ("mx_evidence", "mx_confirm"),
+        "module_messages": ("message_type", "message_data"),
+        "module_intelligence_sharing": ("intelligence_type", "intelligence_data"),
+        "module_replications": ("trigger_type",),
+        "module_replication_triggers": ("trigger_type", "trigger_data"),
+        "anomaly_events": ("symbol", "timestamp", "anomaly_type", "anomaly_score", "signal_pack"),
+        # the 15m / 1h tables have the 1m table's shape (the seed only spells out the 1m one)
+        **dict.fromkeys(MARKET_TABLES, ("symbol", "timestamp", *OHLCV)),
+    }
+)
 
 # Columns that identify a row in failing-row samples (the primary key, plus symbol/timestamp when present).
-TABLE_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType({
-    "modules": ("module_id",),
-    "module_performance": ("performance_id", "module_id", "timestamp"),
-    "trading_plans": ("plan_id", "symbol", "timestamp"),
-    "trading_plan_approvals": ("approval_id", "plan_id", "timestamp"),
-    "dsi_evidence": ("evidence_id", "plan_id", "timestamp"),
-    "module_messages": ("message_id", "timestamp"),
-    "module_intelligence_sharing": ("sharing_id", "timestamp"),
-    "module_replications": ("replication_id", "timestamp"),
-    "module_replication_triggers": ("trigger_id", "timestamp"),
-    "anomaly_events": ("event_id", "symbol", "timestamp"),
-    **{table: ("symbol", "timestamp") for table in MARKET_TABLES},
-})
+TABLE_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "modules": ("module_id",),
+        "module_performance": ("performance_id", "module_id", "timestamp"),
+        "trading_plans": ("plan_id", "symbol", "timestamp"),
+        "trading_plan_approvals": ("approval_id", "plan_id", "timestamp"),
+        "dsi_evidence": ("evidence_id", "plan_id", "timestamp"),
+        "module_messages": ("message_id", "timestamp"),
+        "module_intelligence_sharing": ("sharing_id", "timestamp"),
+        "module_replications": ("replication_id", "timestamp"),
+        "module_replication_triggers": ("trigger_id", "timestamp"),
+        "anomaly_events": ("event_id", "symbol", "timestamp"),
+        **dict.fromkeys(MARKET_TABLES, ("symbol", "timestamp")),
+    }
+)
 
 SEED_TABLES: tuple[str, ...] = (
-    "modules", "module_performance", "trading_plans", "trading_plan_approvals", "dsi_evidence",
-    "module_messages", "module_intelligence_sharing", "module_replications", "module_replication_triggers",
-    "market_data_1m", "anomaly_events",
+    "modules",
+    "module_performance",
+    "trading_plans",
+    "trading_plan_approvals",
+    "dsi_evidence",
+    "module_messages",
+    "module_intelligence_sharing",
+    "module_replications",
+    "module_replication_triggers",
+    "market_data_1m",
+    "anomaly_events",
 )
 TABLES: tuple[str, ...] = (*SEED_TABLES, "market_data_15m", "market_data_1h")
 
@@ -290,46 +334,120 @@ def _range_rule(table: str, column: str, lo: Any, hi: Any, lo_inc: bool, hi_inc:
 
 def _market_rules(table: str, minutes: int) -> list[Rule]:
     rules = [
-        Rule(f"ck_{table}_prices_positive", table, ("open", "high", "low", "close"), "positive", "error",
-             description="open, high, low and close are all > 0"),
-        Rule(f"ck_{table}_volume_nonnegative", table, ("volume",), "nonnegative", "error",
-             description="volume >= 0"),
-        Rule(f"ck_{table}_high_bounds", table, ("high", "open", "close", "low"), "ohlc_high", "error",
-             description="high >= open, high >= close and high >= low (high >= max(open, close))"),
-        Rule(f"ck_{table}_low_bounds", table, ("low", "open", "close"), "ohlc_low", "error",
-             description="low <= open and low <= close (low <= min(open, close))"),
-        Rule(f"{table}_key_unique", table, ("symbol", "timestamp"), "unique", "error",
-             description="one bar per (symbol, timestamp): the primary key"),
-        Rule(f"{table}_timestamp_aligned", table, ("timestamp",), "on_minute", "error",
-             params={"minutes": minutes},
-             description=f"timestamps fall on a whole {minutes}-minute boundary (UTC, no seconds)"),
-        Rule(f"{table}_timestamp_not_future", table, ("timestamp",), "not_future", "error",
-             params={"tolerance_minutes": 1},
-             description="no bar is stamped later than now + 1 minute"),
+        Rule(
+            f"ck_{table}_prices_positive",
+            table,
+            ("open", "high", "low", "close"),
+            "positive",
+            "error",
+            description="open, high, low and close are all > 0",
+        ),
+        Rule(
+            f"ck_{table}_volume_nonnegative",
+            table,
+            ("volume",),
+            "nonnegative",
+            "error",
+            description="volume >= 0",
+        ),
+        Rule(
+            f"ck_{table}_high_bounds",
+            table,
+            ("high", "open", "close", "low"),
+            "ohlc_high",
+            "error",
+            description="high >= open, high >= close and high >= low (high >= max(open, close))",
+        ),
+        Rule(
+            f"ck_{table}_low_bounds",
+            table,
+            ("low", "open", "close"),
+            "ohlc_low",
+            "error",
+            description="low <= open and low <= close (low <= min(open, close))",
+        ),
+        Rule(
+            f"{table}_key_unique",
+            table,
+            ("symbol", "timestamp"),
+            "unique",
+            "error",
+            description="one bar per (symbol, timestamp): the primary key",
+        ),
+        Rule(
+            f"{table}_timestamp_aligned",
+            table,
+            ("timestamp",),
+            "on_minute",
+            "error",
+            params={"minutes": minutes},
+            description=f"timestamps fall on a whole {minutes}-minute boundary (UTC, no seconds)",
+        ),
+        Rule(
+            f"{table}_timestamp_not_future",
+            table,
+            ("timestamp",),
+            "not_future",
+            "error",
+            params={"tolerance_minutes": 1},
+            description="no bar is stamped later than now + 1 minute",
+        ),
     ]
     if minutes == 1:
         rules += [
-            Rule(f"{table}_close_not_stale", table, ("symbol", "timestamp", "close"), "stale_series", "warn",
-                 params={"max_run": STALE_MAX_RUN},
-                 description=f"the same close for more than {STALE_MAX_RUN} consecutive minutes of one symbol "
-                             "(every bar of such a run is counted)"),
-            Rule(f"{table}_no_gaps", table, ("symbol", "timestamp"), "gaps", "warn",
-                 params={"minutes": minutes, "session_break_minutes": GAP_SESSION_BREAK_MINUTES},
-                 description="missing minutes between consecutive bars of one symbol; the bar after a gap "
-                             f"is counted; gaps over {GAP_SESSION_BREAK_MINUTES} minutes are session breaks"),
-            Rule(f"{table}_no_price_jumps", table, ("symbol", "timestamp", "close"), "price_jump", "warn",
-                 params={"k": JUMP_K, "window": JUMP_WINDOW, "min_periods": JUMP_MIN_PERIODS,
-                         "min_abs_log_return": JUMP_MIN_ABS_LOG_RETURN},
-                 description=f"|log return| > max({JUMP_K:g} x rolling MAD of the previous {JUMP_WINDOW} "
-                             f"log returns, {JUMP_MIN_ABS_LOG_RETURN})"),
+            Rule(
+                f"{table}_close_not_stale",
+                table,
+                ("symbol", "timestamp", "close"),
+                "stale_series",
+                "warn",
+                params={"max_run": STALE_MAX_RUN},
+                description=f"the same close for more than {STALE_MAX_RUN} consecutive minutes of one symbol "
+                "(every bar of such a run is counted)",
+            ),
+            Rule(
+                f"{table}_no_gaps",
+                table,
+                ("symbol", "timestamp"),
+                "gaps",
+                "warn",
+                params={"minutes": minutes, "session_break_minutes": GAP_SESSION_BREAK_MINUTES},
+                description="missing minutes between consecutive bars of one symbol; the bar after a gap "
+                f"is counted; gaps over {GAP_SESSION_BREAK_MINUTES} minutes are session breaks",
+            ),
+            Rule(
+                f"{table}_no_price_jumps",
+                table,
+                ("symbol", "timestamp", "close"),
+                "price_jump",
+                "warn",
+                params={
+                    "k": JUMP_K,
+                    "window": JUMP_WINDOW,
+                    "min_periods": JUMP_MIN_PERIODS,
+                    "min_abs_log_return": JUMP_MIN_ABS_LOG_RETURN,
+                },
+                description=f"|log return| > max({JUMP_K:g} x rolling MAD of the previous {JUMP_WINDOW} "
+                f"log returns, {JUMP_MIN_ABS_LOG_RETURN})",
+            ),
         ]
     else:
         rules.append(
-            Rule(f"{table}_rollup_consistent", table, ("symbol", "timestamp", *OHLCV), "rollup_consistent",
-                 "error",
-                 params={"source": ROLLUP_SOURCE, "minutes": minutes, "rtol": ROLLUP_RTOL, "atol": ROLLUP_ATOL},
-                 description=f"each bar equals the {minutes}-minute rollup of {ROLLUP_SOURCE} (first open, "
-                             "max high, min low, last close, summed volume; bars labelled by their open)"),
+            Rule(
+                f"{table}_rollup_consistent",
+                table,
+                ("symbol", "timestamp", *OHLCV),
+                "rollup_consistent",
+                "error",
+                params={
+                    "source": ROLLUP_SOURCE,
+                    "minutes": minutes,
+                    "rtol": ROLLUP_RTOL,
+                    "atol": ROLLUP_ATOL,
+                },
+                description=f"each bar equals the {minutes}-minute rollup of {ROLLUP_SOURCE} (first open, "
+                "max high, min low, last close, summed volume; bars labelled by their open)",
+            ),
         )
     return rules
 
@@ -338,8 +456,16 @@ def _build() -> tuple[Rule, ...]:
     rules: list[Rule] = []
     for table in TABLES:
         for column in NOT_NULL.get(table, ()):
-            rules.append(Rule(f"{table}_{column}_not_null", table, (column,), "not_null", "error",
-                              description=f"{column} is NOT NULL in the schema"))
+            rules.append(
+                Rule(
+                    f"{table}_{column}_not_null",
+                    table,
+                    (column,),
+                    "not_null",
+                    "error",
+                    description=f"{column} is NOT NULL in the schema",
+                )
+            )
         for column in UNIT_INTERVAL.get(table, ()):
             rules.append(_range_rule(table, column, 0, 1, True, True))
         for t, column, lo, hi, lo_inc, hi_inc in OTHER_RANGES:
@@ -347,9 +473,17 @@ def _build() -> tuple[Rule, ...]:
                 rules.append(_range_rule(table, column, lo, hi, lo_inc, hi_inc))
         for (t, column), values in ENUMS.items():
             if t == table:
-                rules.append(Rule(f"ck_{table}_{column}_enum", table, (column,), "enum", "error",
-                                  params={"values": tuple(values)},
-                                  description=f"{column} in {{{', '.join(values)}}} (NULL allowed)"))
+                rules.append(
+                    Rule(
+                        f"ck_{table}_{column}_enum",
+                        table,
+                        (column,),
+                        "enum",
+                        "error",
+                        params={"values": tuple(values)},
+                        description=f"{column} in {{{', '.join(values)}}} (NULL allowed)",
+                    )
+                )
         if table in MARKET_TABLES:
             rules.extend(_market_rules(table, MARKET_TABLES[table]))
     names = [r.name for r in rules]
@@ -374,7 +508,9 @@ def rule(name: str) -> Rule:
         raise KeyError(f"no rule named {name!r}") from None
 
 
-def rules_for(table: str, *, severity: str | None = None, kinds: Iterable[str] | None = None) -> tuple[Rule, ...]:
+def rules_for(
+    table: str, *, severity: str | None = None, kinds: Iterable[str] | None = None
+) -> tuple[Rule, ...]:
     """The rules of ``table`` in registry order, optionally only one severity / some kinds."""
     if table not in TABLES:
         raise KeyError(f"no rules for unknown table {table!r}; known: {', '.join(TABLES)}")
@@ -382,8 +518,11 @@ def rules_for(table: str, *, severity: str | None = None, kinds: Iterable[str] |
         raise ValueError(f"severity must be one of {SEVERITIES}, not {severity!r}")
     wanted = set(kinds) if kinds is not None else None
     return tuple(
-        r for r in RULES
-        if r.table == table and (severity is None or r.severity == severity) and (wanted is None or r.kind in wanted)
+        r
+        for r in RULES
+        if r.table == table
+        and (severity is None or r.severity == severity)
+        and (wanted is None or r.kind in wanted)
     )
 
 

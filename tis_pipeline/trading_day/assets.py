@@ -10,15 +10,26 @@ import pandas as pd
 
 from tis_pipeline.market_data import store as bar_store
 from tis_pipeline.market_data.partitions import daily_partitions
-from tis_pipeline.trading_day import store
-from tis_pipeline.trading_day.day import (
-    CONTEXT_BEFORE, HISTORY_DAYS, TABLES, WRITE_ORDER, concat_frames, config_fingerprint, plan_summary, pnl_plot,
-    run_day,
-)
-from tis_pipeline.trading_day.ecosystem.common import population_from_json, population_rows, population_to_json
-from tis_pipeline.trading_day.ecosystem.founders import founding_population
 from tis_pipeline.quality.checks import check_specs_for, frame_check_results
 from tis_pipeline.resources import PostgresResource
+from tis_pipeline.trading_day import store
+from tis_pipeline.trading_day.day import (
+    CONTEXT_BEFORE,
+    HISTORY_DAYS,
+    TABLES,
+    WRITE_ORDER,
+    concat_frames,
+    config_fingerprint,
+    plan_summary,
+    pnl_plot,
+    run_day,
+)
+from tis_pipeline.trading_day.ecosystem.common import (
+    population_from_json,
+    population_rows,
+    population_to_json,
+)
+from tis_pipeline.trading_day.ecosystem.founders import founding_population
 
 _DESCRIPTIONS = {
     "trading_plans": "One row per plan an alpha module made from an anomaly event, with its simulated execution.",
@@ -48,8 +59,16 @@ def _md(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
 
 @dg.multi_asset(
     name="trading_day",
-    specs=[dg.AssetSpec(t, deps=_DEPS[t], group_name="trading_day",
-                        kinds={"postgres", "pandas"}, description=_DESCRIPTIONS[t]) for t in TABLES],
+    specs=[
+        dg.AssetSpec(
+            t,
+            deps=_DEPS[t],
+            group_name="trading_day",
+            kinds={"postgres", "pandas"},
+            description=_DESCRIPTIONS[t],
+        )
+        for t in TABLES
+    ],
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     check_specs=[spec for t in TABLES for spec in check_specs_for(t)],
@@ -71,23 +90,35 @@ def trading_day(context: dg.AssetExecutionContext, db: PostgresResource):
             first = store.first_event_day(conn)
             begin = min(first, start) if first is not None else start
         if begin < start:
-            context.log.info(f"no ecosystem state for the day before {start.date()}: running from {begin.date()}")
-        days = bar_store.days_with_bars(conn, "market_data_1h", begin, end)  # an hour per day with bars: cheaper
+            context.log.info(
+                f"no ecosystem state for the day before {start.date()}: running from {begin.date()}"
+            )
+        days = bar_store.days_with_bars(
+            conn, "market_data_1h", begin, end
+        )  # an hour per day with bars: cheaper
         if population is None:
             population = founding_population(days[0] if days else start)
         cleared = store.clear_window(conn, begin, end)
         written = dict.fromkeys(TABLES, 0)
         for day in days:
             events = store.read_events(conn, day, day + pd.Timedelta(days=1))
-            bars = bar_store.read_bars(conn, "market_data_1m", day - CONTEXT_BEFORE, day + pd.Timedelta(days=1))
+            bars = bar_store.read_bars(
+                conn, "market_data_1m", day - CONTEXT_BEFORE, day + pd.Timedelta(days=1)
+            )
             # history as stored, written day by day below: a range run sees what day-by-day runs see
             history = store.read_history(conn, day - pd.Timedelta(days=HISTORY_DAYS), day)
             rows = run_day(day, events, bars, population, history)
             # the state goes through its stored form every day, for the same reason
             text = population_to_json(rows.pop("population"))
             population = population_from_json(text)
-            states.append({"day": day.date(), "config_fingerprint": fingerprint, "modules": len(population),
-                           "population": text})
+            states.append(
+                {
+                    "day": day.date(),
+                    "config_fingerprint": fingerprint,
+                    "modules": len(population),
+                    "population": text,
+                }
+            )
             # parents before children: modules (children of the day included), plans, approvals, ...
             store.upsert_modules(conn, population_rows(population))
             for table in WRITE_ORDER:
@@ -102,24 +133,60 @@ def trading_day(context: dg.AssetExecutionContext, db: PostgresResource):
     shared = {"range": f"{begin.date()}..{(end - pd.Timedelta(days=1)).date()}", "days": len(days)}
     summary = plan_summary(plans)
     metadata = {
-        "trading_plans": {"execution_status": dg.MetadataValue.json(summary["execution_status"]),
-                          "events_linked": linked_events, "evidence_linked": linked_evidence,
-                          "total_pnl": summary["total_pnl"], "win_rate": summary["win_rate"],
-                          "pnl_by_module": _md(summary["pnl_by_module"], 50),
-                          "plot": dg.MetadataValue.md(pnl_plot(plans, population) if len(plans) else "_no plans_"),
-                          "preview": _md(plans[["plan_id", "module_id", "symbol", "timestamp", "direction",
-                                                "entry_price", "execution_status", "pnl"]] if len(plans) else plans)},
-        "modules": {"population": len(population),
-                    "by_stage": dg.MetadataValue.json(population["lifecycle_stage"].value_counts().to_dict()),
-                    "lineage": _md(population[["name", "module_type", "module_version", "generational_depth",
-                                               "lifecycle_stage", "status"]], 50)},
+        "trading_plans": {
+            "execution_status": dg.MetadataValue.json(summary["execution_status"]),
+            "events_linked": linked_events,
+            "evidence_linked": linked_evidence,
+            "total_pnl": summary["total_pnl"],
+            "win_rate": summary["win_rate"],
+            "pnl_by_module": _md(summary["pnl_by_module"], 50),
+            "plot": dg.MetadataValue.md(pnl_plot(plans, population) if len(plans) else "_no plans_"),
+            "preview": _md(
+                plans[
+                    [
+                        "plan_id",
+                        "module_id",
+                        "symbol",
+                        "timestamp",
+                        "direction",
+                        "entry_price",
+                        "execution_status",
+                        "pnl",
+                    ]
+                ]
+                if len(plans)
+                else plans
+            ),
+        },
+        "modules": {
+            "population": len(population),
+            "by_stage": dg.MetadataValue.json(population["lifecycle_stage"].value_counts().to_dict()),
+            "lineage": _md(
+                population[
+                    [
+                        "name",
+                        "module_type",
+                        "module_version",
+                        "generational_depth",
+                        "lifecycle_stage",
+                        "status",
+                    ]
+                ],
+                50,
+            ),
+        },
         "module_replications": {"replications": written["module_replications"]},
     }
     for table in TABLES:
-        yield dg.MaterializeResult(asset_key=table, metadata={
-            **shared, "dagster/row_count": written[table], "rows_replaced": cleared.get(table, 0),
-            **metadata.get(table, {})})
+        yield dg.MaterializeResult(
+            asset_key=table,
+            metadata={
+                **shared,
+                "dagster/row_count": written[table],
+                "rows_replaced": cleared.get(table, 0),
+                **metadata.get(table, {}),
+            },
+        )
     checked = {**frames, "modules": population_rows(population)}
     for table in TABLES:
         yield from frame_check_results(checked[table], table, (start, end), asset=table)
-

@@ -24,10 +24,25 @@ from tis_pipeline.trading_day.plans.generate import generate_plans
 from tis_pipeline.trading_day.plans.score import score_modules
 
 # in dependency order: a multi-asset yields its outputs topologically
-TABLES = ("trading_plans", "trading_plan_approvals", "module_performance", "module_messages",
-          "module_intelligence_sharing", "module_replication_triggers", "module_replications", "modules")
-WRITE_ORDER = ("trading_plans", "trading_plan_approvals", "module_performance", "module_messages",
-               "module_intelligence_sharing", "module_replications", "module_replication_triggers")
+TABLES = (
+    "trading_plans",
+    "trading_plan_approvals",
+    "module_performance",
+    "module_messages",
+    "module_intelligence_sharing",
+    "module_replication_triggers",
+    "module_replications",
+    "modules",
+)
+WRITE_ORDER = (
+    "trading_plans",
+    "trading_plan_approvals",
+    "module_performance",
+    "module_messages",
+    "module_intelligence_sharing",
+    "module_replications",
+    "module_replication_triggers",
+)
 HISTORY_DAYS = 30
 CONTEXT_BEFORE = pd.Timedelta(hours=2)
 
@@ -38,12 +53,19 @@ def config_fingerprint() -> str:
     return hashlib.sha256(population_to_json(founders).encode()).hexdigest()[:16]
 
 
-def run_day(day: pd.Timestamp, events: pd.DataFrame, bars: pd.DataFrame, population: pd.DataFrame,
-            history: pd.DataFrame) -> dict[str, pd.DataFrame]:
+def run_day(
+    day: pd.Timestamp,
+    events: pd.DataFrame,
+    bars: pd.DataFrame,
+    population: pd.DataFrame,
+    history: pd.DataFrame,
+) -> dict[str, pd.DataFrame]:
     """One trading day, in the contract's order; returns every table's rows and the population at day end."""
     day_end = day + pd.Timedelta(days=1)
     plans = generate_plans(day, events, bars, population)
-    plans = plans[plans["timestamp"] < day_end].reset_index(drop=True)  # an event in the last minute: no time left
+    plans = plans[plans["timestamp"] < day_end].reset_index(
+        drop=True
+    )  # an event in the last minute: no time left
     plans, approvals = approve_plans(day, plans, population)
     plans = simulate_execution(day, plans, bars, population)
     performance = score_modules(day, plans, approvals, population, history, bars)
@@ -58,9 +80,16 @@ def run_day(day: pd.Timestamp, events: pd.DataFrame, bars: pd.DataFrame, populat
         # Validation and initialization are not separate steps here, so their columns stay NULL (not measured)
         spent_ms = max(1, round((time.perf_counter_ns() - started) / 1e6 / len(replications)))
         replications = replications.assign(creation_time_ms=spent_ms)
-    return {"trading_plans": plans, "trading_plan_approvals": approvals, "module_performance": performance,
-            "module_messages": messages, "module_intelligence_sharing": sharing,
-            "module_replication_triggers": triggers, "module_replications": replications, "population": population}
+    return {
+        "trading_plans": plans,
+        "trading_plan_approvals": approvals,
+        "module_performance": performance,
+        "module_messages": messages,
+        "module_intelligence_sharing": sharing,
+        "module_replication_triggers": triggers,
+        "module_replications": replications,
+        "population": population,
+    }
 
 
 def concat_frames(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -73,12 +102,20 @@ def plan_summary(plans: pd.DataFrame) -> dict:
     """The range's plans in figures: execution_status counts, total P&L, win rate and (trades, pnl) per module."""
     status = plans["execution_status"].value_counts().to_dict() if len(plans) else {}
     executed = plans[plans["pnl"].notna()] if len(plans) else plans
-    by_module = (executed.groupby("module_id")["pnl"].agg(["count", "sum"]).reset_index()
-                 .rename(columns={"count": "trades", "sum": "pnl"}) if len(executed) else pd.DataFrame())
-    return {"execution_status": {k: int(v) for k, v in status.items()},
-            "total_pnl": float(executed["pnl"].astype(float).sum()) if len(executed) else 0.0,
-            "win_rate": float((executed["pnl"].astype(float) > 0).mean()) if len(executed) else 0.0,
-            "pnl_by_module": by_module}
+    by_module = (
+        executed.groupby("module_id")["pnl"]
+        .agg(["count", "sum"])
+        .reset_index()
+        .rename(columns={"count": "trades", "sum": "pnl"})
+        if len(executed)
+        else pd.DataFrame()
+    )
+    return {
+        "execution_status": {k: int(v) for k, v in status.items()},
+        "total_pnl": float(executed["pnl"].astype(float).sum()) if len(executed) else 0.0,
+        "win_rate": float((executed["pnl"].astype(float) > 0).mean()) if len(executed) else 0.0,
+        "pnl_by_module": by_module,
+    }
 
 
 def pnl_plot(plans: pd.DataFrame, population: pd.DataFrame) -> str:
@@ -89,8 +126,13 @@ def pnl_plot(plans: pd.DataFrame, population: pd.DataFrame) -> str:
     names = dict(zip(population["module_id"], population["name"], strict=True))
     fig, ax = plots.pyplot().subplots(figsize=(8, 3.5))
     for module_id, part in done.groupby("module_id", sort=True):
-        ax.step(part["timestamp"], part["pnl"].astype(float).cumsum(), where="post", linewidth=0.8,
-                label=names.get(module_id, str(module_id)[:8]))
+        ax.step(
+            part["timestamp"],
+            part["pnl"].astype(float).cumsum(),
+            where="post",
+            linewidth=0.8,
+            label=names.get(module_id, str(module_id)[:8]),
+        )
     ax.axhline(0, color="grey", linewidth=0.5)
     ax.set_ylabel("cumulative P&L")
     ax.legend(loc="upper left", fontsize=7)

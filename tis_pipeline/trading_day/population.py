@@ -50,21 +50,55 @@ MUTABLE_GENES: Mapping[str, tuple[str, ...]] = {
 }
 
 FOUNDERS: tuple[tuple[str, str, Mapping[str, Any]], ...] = (
-    ("momentum", ALPHA, {
-        "style": "momentum", "anomaly_types": ["price_jump", "range_expansion"], "min_edge": 0.02,
-        "stop_atr": 1.5, "target_atr": 2.5, "horizon_minutes": 15, "risk_pct": 0.5,
-    }),
-    ("reversal", ALPHA, {
-        "style": "reversal", "anomaly_types": ["volume_spike", "pattern"], "min_edge": 0.02,
-        "stop_atr": 1.0, "target_atr": 1.5, "horizon_minutes": 5, "risk_pct": 0.5,
-    }),
-    ("divergence", ALPHA, {
-        "style": "divergence", "anomaly_types": ["divergence"], "min_edge": 0.02,
-        "stop_atr": 2.0, "target_atr": 3.0, "horizon_minutes": 60, "risk_pct": 0.5,
-    }),
-    ("risk_desk", DECISION, {
-        "min_confidence": 0.3, "min_risk_reward": 1.2, "max_position_pct": 10.0, "max_plans_per_symbol": 20,
-    }),
+    (
+        "momentum",
+        ALPHA,
+        {
+            "style": "momentum",
+            "anomaly_types": ["price_jump", "range_expansion"],
+            "min_edge": 0.02,
+            "stop_atr": 1.5,
+            "target_atr": 2.5,
+            "horizon_minutes": 15,
+            "risk_pct": 0.5,
+        },
+    ),
+    (
+        "reversal",
+        ALPHA,
+        {
+            "style": "reversal",
+            "anomaly_types": ["volume_spike", "pattern"],
+            "min_edge": 0.02,
+            "stop_atr": 1.0,
+            "target_atr": 1.5,
+            "horizon_minutes": 5,
+            "risk_pct": 0.5,
+        },
+    ),
+    (
+        "divergence",
+        ALPHA,
+        {
+            "style": "divergence",
+            "anomaly_types": ["divergence"],
+            "min_edge": 0.02,
+            "stop_atr": 2.0,
+            "target_atr": 3.0,
+            "horizon_minutes": 60,
+            "risk_pct": 0.5,
+        },
+    ),
+    (
+        "risk_desk",
+        DECISION,
+        {
+            "min_confidence": 0.3,
+            "min_risk_reward": 1.2,
+            "max_position_pct": 10.0,
+            "max_plans_per_symbol": 20,
+        },
+    ),
     ("execution_sim", TRADER, {"capital": 1_000_000.0, "slippage_bps": 1.0, "fee_bps": 2.0}),
 )
 FOUNDER_GENOMES: Mapping[str, Mapping[str, Any]] = {
@@ -106,14 +140,12 @@ def to_rate(x: float) -> float:
     return float(min(1.0, max(0.0, round(float(x), 2))))
 
 
-
 # --------------------------------------------------------------------------------------- live and acting
 
 
 def is_live(population: pd.DataFrame) -> pd.Series:
     """True for the modules that take part in a day."""
     return (population["status"] == "active") & population["lifecycle_stage"].isin(LIVE_STAGES)
-
 
 
 def is_live_record(rec: Mapping[str, Any]) -> bool:
@@ -135,7 +167,6 @@ def specialty(module_type: str, genome: Mapping[str, Any] | None) -> str:
     if module_type == ALPHA and genome and genome.get("style"):
         return str(genome["style"])
     return str(module_type)
-
 
 
 def genome_of(value: Any) -> dict:
@@ -179,10 +210,14 @@ def acting_module(population: pd.DataFrame, module_type: str, *, last_entry_only
     live = live_modules(population, module_type)
     if live.empty:
         return None
-    scores = [last_score(h, last_entry_only=last_entry_only)
-              for h in live.get("performance_history", [None] * len(live))]
-    order = sorted(range(len(live)),
-                   key=lambda i: (scores[i] is None, -(scores[i] or 0.0), str(live["module_id"].iat[i])))
+    scores = [
+        last_score(h, last_entry_only=last_entry_only)
+        for h in live.get("performance_history", [None] * len(live))
+    ]
+    order = sorted(
+        range(len(live)),
+        key=lambda i: (scores[i] is None, -(scores[i] or 0.0), str(live["module_id"].iat[i])),
+    )
     return live.iloc[order[0]]
 
 
@@ -192,7 +227,6 @@ def acting_module(population: pd.DataFrame, module_type: str, *, last_entry_only
 def horizon_index(minutes: Any) -> int:
     m = int(minutes)
     return min(range(len(HORIZONS)), key=lambda i: abs(HORIZONS[i] - m))
-
 
 
 def _gene_distance(module_type: str, genome: Mapping[str, Any], ref: Mapping[str, Any]) -> float:
@@ -208,7 +242,6 @@ def _gene_distance(module_type: str, genome: Mapping[str, Any], ref: Mapping[str
     return float(np.mean(parts)) if parts else 0.0
 
 
-
 def innovation_vs_founder(module_type: str, genome: Mapping[str, Any]) -> float:
     """How far learning and evolution carried a genome: min(1, D / 0.10), D = mean over the type's mutable genes
     of |g - g_founder| / span, g_founder = the founder genome of its specialty (0 without one); a rate."""
@@ -216,7 +249,6 @@ def innovation_vs_founder(module_type: str, genome: Mapping[str, Any]) -> float:
     if ref is None:
         return 0.0
     return to_rate(min(1.0, _gene_distance(module_type, genome, ref) / INNOVATION_SCALE))
-
 
 
 def innovation_vs_peers(active: pd.DataFrame) -> dict[str, float]:
@@ -228,8 +260,14 @@ def innovation_vs_peers(active: pd.DataFrame) -> dict[str, float]:
         g = genome_of(r.genome)
         groups.setdefault((str(r.module_type), str(g.get("style"))), []).append((str(r.module_id), g))
     for members in groups.values():
-        keys = sorted({k for _, g in members for k, v in g.items()
-                       if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        keys = sorted(
+            {
+                k
+                for _, g in members
+                for k, v in g.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)
+            }
+        )
         median = {k: float(np.median([float(g[k]) for _, g in members if k in g])) for k in keys}
         for mid, g in members:
             dist = [abs(float(g[k]) - median[k]) / max(abs(median[k]), 1e-9) for k in keys if k in g]

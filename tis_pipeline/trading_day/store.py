@@ -33,8 +33,15 @@ COLUMNS: Mapping[str, tuple[str, ...]] = {
 # the columns holding Python dicts/lists, per table, as the logic declares them
 JSON_COLUMNS: Mapping[str, tuple[str, ...]] = {**ecosystem_tables.JSON_COLUMNS, **plan_tables.JSON_COLUMNS}
 # children before parents: the order rows of a window are deleted in (the reverse is the order they are written)
-WINDOW_TABLES = ("module_replication_triggers", "module_replications", "module_intelligence_sharing",
-                 "module_messages", "module_performance", "trading_plan_approvals", "trading_plans")
+WINDOW_TABLES = (
+    "module_replication_triggers",
+    "module_replications",
+    "module_intelligence_sharing",
+    "module_messages",
+    "module_performance",
+    "trading_plan_approvals",
+    "trading_plans",
+)
 
 
 def _plain(value):
@@ -64,7 +71,9 @@ def table_frame(frame: pd.DataFrame, table: str) -> pd.DataFrame:
 
 def read_events(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
     """The window's anomaly events with their DSI evidence, in time order (the contract's ``events`` frame)."""
-    frame = fetch_frame(conn, """
+    frame = fetch_frame(
+        conn,
+        """
         SELECT e.event_id::text AS event_id, e.symbol, e."timestamp", e.anomaly_type,
                e.anomaly_score::float8 AS anomaly_score, e.dsi_evidence_id::text AS dsi_evidence_id,
                d.mx_evidence::float8 AS mx_evidence, d.mx_confirm, d.mx_confirm_rate::float8 AS mx_confirm_rate,
@@ -75,14 +84,36 @@ def read_events(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp) -> 
                (e.signal_pack->'context'->>'htf_1h_ret')::float8 AS htf_1h_ret
         FROM anomaly_events e JOIN dsi_evidence d ON d.evidence_id = e.dsi_evidence_id
         WHERE e."timestamp" >= %(a)s AND e."timestamp" < %(b)s
-        ORDER BY e."timestamp", e.event_id""", {"a": start.to_pydatetime(), "b": end.to_pydatetime()})
-    columns = ["event_id", "symbol", "timestamp", "anomaly_type", "anomaly_score", "dsi_evidence_id", "mx_evidence",
-               "mx_confirm", "mx_confirm_rate", "mx_evidence_boost", "ci_low", "ci_high", "htf_15m_ret",
-               "htf_1h_ret"]
+        ORDER BY e."timestamp", e.event_id""",
+        {"a": start.to_pydatetime(), "b": end.to_pydatetime()},
+    )
+    columns = [
+        "event_id",
+        "symbol",
+        "timestamp",
+        "anomaly_type",
+        "anomaly_score",
+        "dsi_evidence_id",
+        "mx_evidence",
+        "mx_confirm",
+        "mx_confirm_rate",
+        "mx_evidence_boost",
+        "ci_low",
+        "ci_high",
+        "htf_15m_ret",
+        "htf_1h_ret",
+    ]
     if frame.empty:
         return pd.DataFrame({c: pd.Series(dtype="float64") for c in columns}).astype(
-            {"event_id": object, "symbol": object, "timestamp": "datetime64[us, UTC]", "anomaly_type": object,
-             "dsi_evidence_id": object, "mx_confirm": bool})
+            {
+                "event_id": object,
+                "symbol": object,
+                "timestamp": "datetime64[us, UTC]",
+                "anomaly_type": object,
+                "dsi_evidence_id": object,
+                "mx_confirm": bool,
+            }
+        )
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
     frame["mx_confirm"] = frame["mx_confirm"].astype(str).str.lower().isin(("t", "true"))
     for column in ("event_id", "symbol", "anomaly_type", "dsi_evidence_id"):
@@ -94,29 +125,49 @@ def read_history(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp) ->
     """module_performance rows of [start, end), numbers as float64, ids as text."""
     columns = COLUMNS["module_performance"]
     select = ", ".join(
-        f'"{c}"::text AS "{c}"' if c.endswith("_id") else
-        f'"{c}"' if c in ("timestamp", "market_regime", "asset_class", "time_horizon") else f'"{c}"::float8 AS "{c}"'
-        for c in columns)
-    frame = fetch_frame(conn, f'SELECT {select} FROM module_performance '
-                              'WHERE "timestamp" >= %(a)s AND "timestamp" < %(b)s ORDER BY "timestamp", module_id',
-                        {"a": start.to_pydatetime(), "b": end.to_pydatetime()})
+        f'"{c}"::text AS "{c}"'
+        if c.endswith("_id")
+        else f'"{c}"'
+        if c in ("timestamp", "market_regime", "asset_class", "time_horizon")
+        else f'"{c}"::float8 AS "{c}"'
+        for c in columns
+    )
+    frame = fetch_frame(
+        conn,
+        f"SELECT {select} FROM module_performance "
+        'WHERE "timestamp" >= %(a)s AND "timestamp" < %(b)s ORDER BY "timestamp", module_id',
+        {"a": start.to_pydatetime(), "b": end.to_pydatetime()},
+    )
     if frame.empty:
         return pd.DataFrame({c: pd.Series(dtype="float64") for c in columns}).astype(
-            {"performance_id": object, "module_id": object, "timestamp": "datetime64[us, UTC]",
-             "market_regime": object, "asset_class": object, "time_horizon": object})
+            {
+                "performance_id": object,
+                "module_id": object,
+                "timestamp": "datetime64[us, UTC]",
+                "market_regime": object,
+                "asset_class": object,
+                "time_horizon": object,
+            }
+        )
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
     for column in ("performance_id", "module_id", "market_regime", "asset_class", "time_horizon"):
         frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
     return frame[list(columns)]
 
 
-def previous_population(conn: sa.Connection, before: pd.Timestamp, fingerprint: str) -> tuple[pd.Timestamp, str] | None:
+def previous_population(
+    conn: sa.Connection, before: pd.Timestamp, fingerprint: str
+) -> tuple[pd.Timestamp, str] | None:
     """(day, population JSON) of the latest stored end-of-day state before ``before`` for this configuration that is
     still valid: neither the bars nor DSI's scores of a day up to its own were written since it was saved."""
-    row = conn.execute(sa.text(
-        "SELECT s.day, s.population::text FROM ecosystem_state s WHERE s.day < :d AND s.config_fingerprint = :f "
-        f"AND s.source_version >= {versions_up_to('s.day', DAY_VERSION_TABLES)} "
-        "ORDER BY s.day DESC LIMIT 1"), {"d": before.date(), "f": fingerprint}).first()
+    row = conn.execute(
+        sa.text(
+            "SELECT s.day, s.population::text FROM ecosystem_state s WHERE s.day < :d AND s.config_fingerprint = :f "
+            f"AND s.source_version >= {versions_up_to('s.day', DAY_VERSION_TABLES)} "
+            "ORDER BY s.day DESC LIMIT 1"
+        ),
+        {"d": before.date(), "f": fingerprint},
+    ).first()
     return None if row is None else (pd.Timestamp(row.day, tz="UTC"), row.population)
 
 
@@ -131,22 +182,26 @@ def first_event_day(conn: sa.Connection) -> pd.Timestamp | None:
 def clear_window(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp) -> dict[str, int]:
     """Delete what a previous run wrote for [start, end): links first, then children before parents."""
     window = {"a": start, "b": end}
-    window_plans = "SELECT plan_id FROM trading_plans WHERE \"timestamp\" >= :a AND \"timestamp\" < :b"
-    conn.execute(sa.text(f"""
+    window_plans = 'SELECT plan_id FROM trading_plans WHERE "timestamp" >= :a AND "timestamp" < :b'
+    conn.execute(
+        sa.text(f"""
         UPDATE anomaly_events SET trading_plan_id = NULL, plan_generation_module_id = NULL,
                plan_execution_status = NULL, plan_performance_metrics = NULL, attribution_analysis = NULL,
                module_intelligence = NULL, intelligence_confidence = NULL
-        WHERE trading_plan_id IN ({window_plans})"""), window)
+        WHERE trading_plan_id IN ({window_plans})"""),
+        window,
+    )
     conn.execute(sa.text(f"UPDATE dsi_evidence SET plan_id = NULL WHERE plan_id IN ({window_plans})"), window)
-    conn.execute(sa.text(
-        "DELETE FROM trading_plan_approvals WHERE plan_id IN "
-        f"({window_plans})"), window)
+    conn.execute(sa.text(f"DELETE FROM trading_plan_approvals WHERE plan_id IN ({window_plans})"), window)
     deleted = {}
     for table in WINDOW_TABLES:
-        deleted[table] = conn.execute(sa.text(
-            f'DELETE FROM {table} WHERE "timestamp" >= :a AND "timestamp" < :b'), window).rowcount
-    conn.execute(sa.text("DELETE FROM ecosystem_state WHERE day >= :a AND day < :b"),
-                 {"a": start.date(), "b": end.date()})
+        deleted[table] = conn.execute(
+            sa.text(f'DELETE FROM {table} WHERE "timestamp" >= :a AND "timestamp" < :b'), window
+        ).rowcount
+    conn.execute(
+        sa.text("DELETE FROM ecosystem_state WHERE day >= :a AND day < :b"),
+        {"a": start.date(), "b": end.date()},
+    )
     return deleted
 
 
@@ -159,9 +214,12 @@ def upsert_modules(conn: sa.Connection, rows: pd.DataFrame) -> int:
     copy_frame(raw_connection(conn), "modules_stage", frame)
     columns = ", ".join(f'"{c}"' for c in COLUMNS["modules"])
     updates = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in COLUMNS["modules"] if c != "module_id")
-    written = conn.execute(sa.text(
-        f"INSERT INTO modules ({columns}) SELECT {columns} FROM modules_stage "
-        f"ON CONFLICT (module_id) DO UPDATE SET {updates}")).rowcount
+    written = conn.execute(
+        sa.text(
+            f"INSERT INTO modules ({columns}) SELECT {columns} FROM modules_stage "
+            f"ON CONFLICT (module_id) DO UPDATE SET {updates}"
+        )
+    ).rowcount
     conn.execute(sa.text("DROP TABLE modules_stage"))
     return written
 
@@ -178,31 +236,41 @@ def link_plans(conn: sa.Connection, plans: pd.DataFrame) -> tuple[int, int]:
     """Point each planned event and its evidence at the plan (the seed's plan ↔ evidence ↔ event relations)."""
     if plans.empty:
         return 0, 0
-    links = pd.DataFrame({
-        "event_id": plans["event_id"].astype(str).to_numpy(),
-        "dsi_evidence_id": plans["dsi_evidence_id"].astype(str).to_numpy(),
-        "plan_id": plans["plan_id"].astype(str).to_numpy(),
-        "module_id": plans["module_id"].astype(str).to_numpy(),
-        "execution_status": plans["execution_status"].to_numpy(),
-        "metrics": plans["performance_metrics"].map(to_json).to_numpy(),
-        "attribution": plans["attribution_analysis"].map(to_json).to_numpy(),
-        "intelligence": plans["module_intelligence"].map(to_json).to_numpy(),
-        "confidence": plans["confidence_score"].astype("float64").to_numpy(),
-    })
-    conn.execute(sa.text(
-        "CREATE TEMP TABLE plan_links (event_id uuid, dsi_evidence_id uuid, plan_id uuid, module_id uuid, "
-        "execution_status varchar(20), metrics jsonb, attribution jsonb, intelligence jsonb, "
-        "confidence numeric(3,2)) ON COMMIT DROP"))
+    links = pd.DataFrame(
+        {
+            "event_id": plans["event_id"].astype(str).to_numpy(),
+            "dsi_evidence_id": plans["dsi_evidence_id"].astype(str).to_numpy(),
+            "plan_id": plans["plan_id"].astype(str).to_numpy(),
+            "module_id": plans["module_id"].astype(str).to_numpy(),
+            "execution_status": plans["execution_status"].to_numpy(),
+            "metrics": plans["performance_metrics"].map(to_json).to_numpy(),
+            "attribution": plans["attribution_analysis"].map(to_json).to_numpy(),
+            "intelligence": plans["module_intelligence"].map(to_json).to_numpy(),
+            "confidence": plans["confidence_score"].astype("float64").to_numpy(),
+        }
+    )
+    conn.execute(
+        sa.text(
+            "CREATE TEMP TABLE plan_links (event_id uuid, dsi_evidence_id uuid, plan_id uuid, module_id uuid, "
+            "execution_status varchar(20), metrics jsonb, attribution jsonb, intelligence jsonb, "
+            "confidence numeric(3,2)) ON COMMIT DROP"
+        )
+    )
     copy_frame(raw_connection(conn), "plan_links", links)
-    events = conn.execute(sa.text("""
+    events = conn.execute(
+        sa.text("""
         UPDATE anomaly_events e SET trading_plan_id = l.plan_id, plan_generation_module_id = l.module_id,
                plan_execution_status = l.execution_status, plan_performance_metrics = l.metrics,
                attribution_analysis = l.attribution, module_intelligence = l.intelligence,
                intelligence_confidence = l.confidence
-        FROM plan_links l WHERE e.event_id = l.event_id""")).rowcount
-    evidence = conn.execute(sa.text(
-        "UPDATE dsi_evidence d SET plan_id = l.plan_id FROM plan_links l "
-        "WHERE d.evidence_id = l.dsi_evidence_id")).rowcount
+        FROM plan_links l WHERE e.event_id = l.event_id""")
+    ).rowcount
+    evidence = conn.execute(
+        sa.text(
+            "UPDATE dsi_evidence d SET plan_id = l.plan_id FROM plan_links l "
+            "WHERE d.evidence_id = l.dsi_evidence_id"
+        )
+    ).rowcount
     conn.execute(sa.text("DROP TABLE plan_links"))
     return events, evidence
 
@@ -210,8 +278,14 @@ def link_plans(conn: sa.Connection, plans: pd.DataFrame) -> tuple[int, int]:
 def save_populations(conn: sa.Connection, states: list[dict]) -> None:
     if not states:
         return
-    conn.execute(sa.text("DELETE FROM ecosystem_state WHERE day = ANY(:days)"), {"days": [s["day"] for s in states]})
-    conn.execute(sa.text(
-        "INSERT INTO ecosystem_state (day, config_fingerprint, modules, population, source_version) "
-        "VALUES (:day, :config_fingerprint, :modules, CAST(:population AS jsonb), "
-        f"{versions_up_to('CAST(:day AS date)', DAY_VERSION_TABLES)})"), states)
+    conn.execute(
+        sa.text("DELETE FROM ecosystem_state WHERE day = ANY(:days)"), {"days": [s["day"] for s in states]}
+    )
+    conn.execute(
+        sa.text(
+            "INSERT INTO ecosystem_state (day, config_fingerprint, modules, population, source_version) "
+            "VALUES (:day, :config_fingerprint, :modules, CAST(:population AS jsonb), "
+            f"{versions_up_to('CAST(:day AS date)', DAY_VERSION_TABLES)})"
+        ),
+        states,
+    )

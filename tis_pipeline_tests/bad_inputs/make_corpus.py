@@ -46,8 +46,14 @@ def rows(day: str, n: int = N, **per_row) -> list[str]:
     return out
 
 
-def csv(name: str, lines: list[str], header: str = HEADER, newline: str = "\n", end: str = "\n",
-        prefix: bytes = b"") -> None:
+def csv(
+    name: str,
+    lines: list[str],
+    header: str = HEADER,
+    newline: str = "\n",
+    end: str = "\n",
+    prefix: bytes = b"",
+) -> None:
     text = newline.join([header, *lines]) + end
     (HERE / name).write_bytes(prefix + text.encode("utf-8"))
 
@@ -55,24 +61,34 @@ def csv(name: str, lines: list[str], header: str = HEADER, newline: str = "\n", 
 def main() -> None:
     csv("nan_and_empty.csv", rows("2023-05-01", r10={"low": "NaN"}, r29={"close": ""}))
     csv("text_in_numeric.csv", rows("2023-05-02", r7={"high": "1O1.75"}, r20={"volume": "n/a"}))
-    csv("negative_and_zero_prices.csv", rows("2023-05-03", r5={"low": "-100.75"},
-                                             r15={"open": 0, "high": 0, "low": 0, "close": 0}))
+    csv(
+        "negative_and_zero_prices.csv",
+        rows("2023-05-03", r5={"low": "-100.75"}, r15={"open": 0, "high": 0, "low": 0, "close": 0}),
+    )
     csv("high_below_low.csv", rows("2023-05-04", r12={"high": "102.50", "low": "103.75"}))
     csv("open_outside_range.csv", rows("2023-05-05", r8={"open": "104.00"}, r30={"open": "106.00"}))
     csv("negative_volume.csv", rows("2023-05-06", r25={"volume": -35}))
     dup = rows("2023-05-07")
     csv("duplicate_row.csv", dup[:18] + [dup[17]] + dup[18:])
     conflict = rows("2023-05-08")
-    csv("same_minute_different_values.csv",
-        conflict[:18] + [line("2023-05-08 10:17:00", 17, close="104.60", volume=99)] + conflict[18:])
+    csv(
+        "same_minute_different_values.csv",
+        conflict[:18] + [line("2023-05-08 10:17:00", 17, close="104.60", volume=99)] + conflict[18:],
+    )
     shuffled = rows("2023-05-09")
     random.Random(5).shuffle(shuffled)
     csv("out_of_order.csv", shuffled)
     csv("seconds_not_on_minute.csv", rows("2023-05-10", r13={"ts": "2023-05-10 10:13:30"}))
     csv("future_timestamp.csv", rows("2023-05-11", r40={"ts": "2099-05-11 10:40:00"}))
-    iso = [line(f"{minute('2023-05-12', i):%Y-%m-%dT%H:%M:%S}+00:00" if i < 25 else
-                f"{minute('2023-05-12', i) + pd.Timedelta(hours=2):%Y-%m-%dT%H:%M:%S}+02:00", i)
-           for i in range(N)]
+    iso = [
+        line(
+            f"{minute('2023-05-12', i):%Y-%m-%dT%H:%M:%S}+00:00"
+            if i < 25
+            else f"{minute('2023-05-12', i) + pd.Timedelta(hours=2):%Y-%m-%dT%H:%M:%S}+02:00",
+            i,
+        )
+        for i in range(N)
+    ]
     csv("mixed_offsets.csv", iso)
     naive = [line(f"{minute('2023-05-13', i, '06:00'):%Y-%m-%d %H:%M}", i) for i in range(N)]
     csv("naive_new_york.csv", naive)  # New York wall time, EDT (UTC-4): 06:00 is 10:00 UTC
@@ -105,8 +121,10 @@ def main() -> None:
     quoted = []
     for i in range(N):
         o, h, lo, c = (x * 10 for x in bar(i)[:4])
-        quoted.append(f'{minute("2023-05-21", i):%Y-%m-%d %H:%M:%S},BTCUSD,"{o:,.2f}","{h:,.2f}","{lo:,.2f}",'
-                      f'"{c:,.2f}","{(10 + i) * 100:,}"')
+        quoted.append(
+            f'{minute("2023-05-21", i):%Y-%m-%d %H:%M:%S},BTCUSD,"{o:,.2f}","{h:,.2f}","{lo:,.2f}",'
+            f'"{c:,.2f}","{(10 + i) * 100:,}"'
+        )
     csv("quoted_thousands.csv", quoted)
     csv("symbol_21_chars.csv", rows("2023-05-22", r9={"symbol": "BTCUSDPERPETUALSWAP21"}))
     csv("symbol_sql_injection.csv", rows("2023-05-23", r14={"symbol": "X'; DROP TABLE modules;--"}))
@@ -115,20 +133,40 @@ def main() -> None:
     wrong[11] += ",7"
     wrong[38] = wrong[38].rsplit(",", 1)[0]
     csv("wrong_field_count.csv", wrong)
-    good = pd.DataFrame([(minute("2023-05-26", i).tz_localize("UTC"), "BTCUSD", *bar(i)) for i in range(N)],
-                        columns=["timestamp", "symbol", "open", "high", "low", "close", "volume"])
+    good = pd.DataFrame(
+        [(minute("2023-05-26", i).tz_localize("UTC"), "BTCUSD", *bar(i)) for i in range(N)],
+        columns=["timestamp", "symbol", "open", "high", "low", "close", "volume"],
+    )
     buf = io.BytesIO()
     good.to_parquet(buf, index=False)
     data = buf.getvalue()
     (HERE / "half_written.parquet").write_bytes(data[: len(data) * 2 // 3])
-    csv("too_many_bad_rows.csv", rows("2023-05-27", r3={"volume": -1}, r13={"volume": -1}, r23={"volume": -1},
-                                      r33={"volume": -1}, r43={"high": "90.00"}))
+    csv(
+        "too_many_bad_rows.csv",
+        rows(
+            "2023-05-27",
+            r3={"volume": -1},
+            r13={"volume": -1},
+            r23={"volume": -1},
+            r33={"volume": -1},
+            r43={"high": "90.00"},
+        ),
+    )
     csv("unparseable_timestamp.csv", rows("2023-05-28", r22={"ts": "2023-05-28 10:2?:00"}))
     records = []
     for i in range(N):
         o, h, lo, c, v = bar(i)
-        records.append({"time": f"{minute('2023-05-29', i):%Y-%m-%dT%H:%M:%SZ}", "symbol": "ETHUSD", "open": o,
-                        "high": h, "low": lo, "close": None if i == 16 else c, "volume": v})
+        records.append(
+            {
+                "time": f"{minute('2023-05-29', i):%Y-%m-%dT%H:%M:%SZ}",
+                "symbol": "ETHUSD",
+                "open": o,
+                "high": h,
+                "low": lo,
+                "close": None if i == 16 else c,
+                "volume": v,
+            }
+        )
     (HERE / "null_close.json").write_text(json.dumps(records, indent=1) + "\n")
     nan_close = good.assign(timestamp=[minute("2023-05-30", i).tz_localize("UTC") for i in range(N)])
     nan_close.loc[20, "close"] = float("nan")

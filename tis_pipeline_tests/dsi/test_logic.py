@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pandas.testing import assert_frame_equal
 
-from tis_pipeline.dsi import evaluation
 from bench.dsi_logic import make_bars
+from tis_pipeline.dsi import evaluation
 from tis_pipeline.dsi.logic import classifiers
 from tis_pipeline.dsi.logic import score as logic
 from tis_pipeline.dsi.logic.config import EXPERTS, FAMILIES, N_EXPERTS, DsiConfig
@@ -32,10 +32,24 @@ from tis_pipeline.dsi.logic.score import (
 from tis_pipeline.dsi.logic.state import DsiState
 
 # small windows' worth of data, so make retirements and events happen
-CFG = DsiConfig(retire_span=30, weight_floor=0.04, eta=0.5, event_threshold=0.6, divergence_threshold=0.3,
-                pattern_threshold=0.2, cooling_minutes=5)
-EV_COLS = ["symbol", "timestamp", "anomaly_type", "anomaly_score", "mx_microtape_hash", "signal_pack",
-           "mx_expert_contributions"]
+CFG = DsiConfig(
+    retire_span=30,
+    weight_floor=0.04,
+    eta=0.5,
+    event_threshold=0.6,
+    divergence_threshold=0.3,
+    pattern_threshold=0.2,
+    cooling_minutes=5,
+)
+EV_COLS = [
+    "symbol",
+    "timestamp",
+    "anomaly_type",
+    "anomaly_score",
+    "mx_microtape_hash",
+    "signal_pack",
+    "mx_expert_contributions",
+]
 
 
 @cache
@@ -58,16 +72,23 @@ def _mutate(bars: pd.DataFrame, t: pd.Timestamp, mode: str, rng: np.random.Gener
     if mode == "truncate":
         b = b[~after]
     if mode in ("append", "mixed"):
-        extra = make_bars(2 * 50, 2, seed=int(rng.integers(1 << 30)), start=str(b["timestamp"].max().floor("D")
-                                                                                + pd.Timedelta(days=1)))
+        extra = make_bars(
+            2 * 50,
+            2,
+            seed=int(rng.integers(1 << 30)),
+            start=str(b["timestamp"].max().floor("D") + pd.Timedelta(days=1)),
+        )
         extra["symbol"] = extra["symbol"].map({"SYM000": "SYM001", "SYM001": "ZZZ"})
         b = pd.concat([b, extra], ignore_index=True)
     return b.iloc[rng.permutation(len(b))]  # any input order
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(cut=st.integers(5, 395), mode=st.sampled_from(["perturb", "delete", "append", "truncate", "mixed"]),
-       seed=st.integers(0, 2**32 - 1))
+@given(
+    cut=st.integers(5, 395),
+    mode=st.sampled_from(["perturb", "delete", "append", "truncate", "mixed"]),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_no_lookahead(cut, mode, seed):
     bars, ref, ref_ev = _base()
     t = np.sort(bars["timestamp"].unique())[cut]
@@ -91,7 +112,9 @@ def _three_days():
 def test_range_equals_day_by_day_and_any_split(monkeypatch):
     bars = _three_days()
     full, st_full = score_bars(bars, None, CFG)
-    assert (full["survival_rate"] < 1).any() and (full["n_alive"] > 0).all() and (full["event_mask"] > 0).any()
+    assert (
+        (full["survival_rate"] < 1).any() and (full["n_alive"] > 0).all() and (full["event_mask"] > 0).any()
+    )
     parts, state = [], None
     for _, day in bars.groupby(bars["timestamp"].dt.floor("D")):
         state = None if state is None else DsiState.from_bytes(state.to_bytes())
@@ -112,17 +135,30 @@ def test_range_equals_day_by_day_and_any_split(monkeypatch):
     ragged = pd.concat(parts).sort_values(["symbol", "timestamp"], kind="stable").reset_index(drop=True)
     assert_frame_equal(full, ragged, check_exact=True)
     assert state.to_bytes() == st_full.to_bytes()
-    assert detect_events(full, CFG).drop(columns="timestamp").equals(
-        detect_events(ragged, CFG).drop(columns="timestamp"))
+    assert (
+        detect_events(full, CFG)
+        .drop(columns="timestamp")
+        .equals(detect_events(ragged, CFG).drop(columns="timestamp"))
+    )
 
 
 def test_replay_determinism_across_processes():
-    code = ("import hashlib; from bench.dsi_logic import make_bars; "
-            "from tis_pipeline.dsi.logic.score import score_bars, frame_digest; "
-            "s, st = score_bars(make_bars(20000, 4, seed=3)); "
-            "print(frame_digest(s), hashlib.sha256(st.to_bytes()).hexdigest())")
-    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                           env={**os.environ, "PYTHONHASHSEED": str(k)}).stdout.strip() for k in (1, 2)}
+    code = (
+        "import hashlib; from bench.dsi_logic import make_bars; "
+        "from tis_pipeline.dsi.logic.score import score_bars, frame_digest; "
+        "s, st = score_bars(make_bars(20000, 4, seed=3)); "
+        "print(frame_digest(s), hashlib.sha256(st.to_bytes()).hexdigest())"
+    )
+    outs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": str(k)},
+        ).stdout.strip()
+        for k in (1, 2)
+    }
     scores, state = score_bars(make_bars(20000, 4, seed=3))
     assert outs == {f"{frame_digest(scores)} {hashlib.sha256(state.to_bytes()).hexdigest()}"}
 
@@ -159,7 +195,11 @@ def test_streaming_latency_figures(monkeypatch):
     clock = iter(range(0, 10**15, 20_000 * 10**6))  # every call 20 s apart
     monkeypatch.setattr(logic.time, "perf_counter_ns", lambda: next(clock))
     res = measure_streaming_latency(rest, st0, CFG, n=5)
-    assert res["latency_p95_ms"] == 9999 and res["latency_p95_ms_clamped"] and res["latency_p95_ms_true"] == 20_000
+    assert (
+        res["latency_p95_ms"] == 9999
+        and res["latency_p95_ms_clamped"]
+        and res["latency_p95_ms_true"] == 20_000
+    )
     assert res["throughput_per_second"] == 1 and res["throughput_per_second_clamped"]
 
 
@@ -169,14 +209,18 @@ def test_outputs_bounds_rounding_and_retirement():
     for col, dp in ((e, 2), (rate, 2), (scores["survival_rate"], 2), (boost, 4)):
         assert (col.round(dp) == col).all()
     assert e.between(0, 1).all() and rate.between(0, 1).all() and boost.abs().le(1).all()
-    assert (scores["ci_low"] <= scores["ci_high"]).all() and scores[["ci_low", "ci_high"]].stack().between(0, 1).all()
+    assert (scores["ci_low"] <= scores["ci_high"]).all() and scores[["ci_low", "ci_high"]].stack().between(
+        0, 1
+    ).all()
     assert (scores[list(EXPERTS)].stack().between(0, 1)).all()
-    assert scores["mx_confirm"].equals((np.maximum(e, 1 - e) >= CFG.evidence_threshold)
-                                       & (rate >= CFG.confirm_threshold))
+    assert scores["mx_confirm"].equals(
+        (np.maximum(e, 1 - e) >= CFG.evidence_threshold) & (rate >= CFG.confirm_threshold)
+    )
     mask = scores["alive_mask"].to_numpy().astype(np.int64)
     alive = (mask[:, None] >> np.arange(N_EXPERTS)) & 1
     assert np.array_equal(alive.sum(1), scores["n_alive"]) and np.allclose(
-        scores["survival_rate"], np.round(alive.sum(1) / N_EXPERTS, 2))
+        scores["survival_rate"], np.round(alive.sum(1) / N_EXPERTS, 2)
+    )
     w = scores[["w__" + n for n in EXPERTS]].to_numpy()
     assert (w[alive == 0] == 0).all() and (w >= 0).all() and np.allclose(w.sum(1), 1, atol=1e-5)
     for _, g in scores.groupby("symbol"):  # retired for good
@@ -188,8 +232,13 @@ def test_outputs_bounds_rounding_and_retirement():
 
 
 @settings(max_examples=60, deadline=None)
-@given(n=st.integers(1, 60), h=st.integers(1, 6), n_ctx=st.integers(1, 4), n_seg=st.integers(1, 3),
-       seed=st.integers(0, 2**32 - 1))
+@given(
+    n=st.integers(1, 60),
+    h=st.integers(1, 6),
+    n_ctx=st.integers(1, 4),
+    n_seg=st.integers(1, 3),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_ngram_counts_use_only_elapsed_labels(n, h, n_ctx, n_seg, seed):
     rng = np.random.default_rng(seed)
     seg = np.sort(rng.integers(0, n_seg, n))
@@ -215,7 +264,7 @@ def test_classifier_ignores_unelapsed_labels_when_the_future_flips():
     clf = [c for c in EXPERTS if c.startswith("classifier__")]
     (s_up, _), (s_dn, _) = (score_bars(v, None, CFG) for v in variants)
     assert s_up.loc[:t, clf].equals(s_dn.loc[:t, clf])
-    assert not s_up.loc[t + h + 1:, clf].equals(s_dn.loc[t + h + 1:, clf])
+    assert not s_up.loc[t + h + 1 :, clf].equals(s_dn.loc[t + h + 1 :, clf])
 
 
 def test_hedge_weights_at_t_use_only_losses_elapsed_before_t():
@@ -224,25 +273,43 @@ def test_hedge_weights_at_t_use_only_losses_elapsed_before_t():
     moved = bars.copy()
     ref = bars.loc[t - h, "close"]
     new = ref * (0.97 if bars.loc[t, "close"] > ref else 1.03)  # flip the label of bar t-h (bar t's close)
-    moved.loc[t, ["close", "high", "low"]] = [new, max(new, bars.loc[t, "high"]), min(new, bars.loc[t, "low"])]
+    moved.loc[t, ["close", "high", "low"]] = [
+        new,
+        max(new, bars.loc[t, "high"]),
+        min(new, bars.loc[t, "low"]),
+    ]
     (a, _), (b, _) = (score_bars(x, None, CFG) for x in (bars, moved))
     wcols = [c for c in a.columns if c.startswith("w__")] + ["alive_mask"]
     assert a.loc[:t, wcols].equals(b.loc[:t, wcols]) and a.loc[t, "mx_evidence"] != b.loc[t, "mx_evidence"]
-    assert not a.loc[t + 1:, wcols].equals(b.loc[t + 1:, wcols])
+    assert not a.loc[t + 1 :, wcols].equals(b.loc[t + 1 :, wcols])
 
 
 def test_microtape_hash_is_pinned():
-    ts = pd.DatetimeIndex(["2024-01-01 00:00", "2024-01-01 00:01", "2024-01-01 00:03"], tz="UTC").as_unit("ns").asi8
+    ts = (
+        pd.DatetimeIndex(["2024-01-01 00:00", "2024-01-01 00:01", "2024-01-01 00:03"], tz="UTC")
+        .as_unit("ns")
+        .asi8
+    )
     assert microtape_hash("BTCUSDT", ts, [12, 47, 89], 32) == (
-        "9219f976236896ea17f3ca02df6dc526a1e6881422837955b7de827dee2d5ebe")
+        "9219f976236896ea17f3ca02df6dc526a1e6881422837955b7de827dee2d5ebe"
+    )
     n = 40
     c = 100 + np.arange(n) % 7 * 0.5
-    bars = pd.DataFrame({"symbol": "ETHUSDT", "timestamp": pd.date_range("2024-01-01", periods=n, freq="min", tz="UTC"),
-                         "open": c - 0.2, "high": c + 0.5, "low": c - 0.6, "close": c,
-                         "volume": 1000.0 + (np.arange(n) % 5) * 300})
+    bars = pd.DataFrame(
+        {
+            "symbol": "ETHUSDT",
+            "timestamp": pd.date_range("2024-01-01", periods=n, freq="min", tz="UTC"),
+            "open": c - 0.2,
+            "high": c + 0.5,
+            "low": c - 0.6,
+            "close": c,
+            "volume": 1000.0 + (np.arange(n) % 5) * 300,
+        }
+    )
     assert microtape_hashes(bars.iloc[::-1], [0, n - 4], DsiConfig()) == [
         "872c983369e5827a8d865985832a2ab568afe144819f8883465adea60dc19881",
-        "4a02d8b94bbf4283ecd791541bb05a7cd6e9aebcca6b5027c2c7e7635687b4d1"]
+        "4a02d8b94bbf4283ecd791541bb05a7cd6e9aebcca6b5027c2c7e7635687b4d1",
+    ]
     _, state = score_bars(bars.iloc[:30], None, DsiConfig())  # window across calls: same hash
     assert microtape_hashes(bars.iloc[30:], [n - 31], DsiConfig(), state) == microtape_hashes(bars, [n - 1])
 
@@ -253,8 +320,17 @@ def _spiky_bars():
     c = 100 * np.exp(np.cumsum(0.0005 * rng.standard_normal(n)))
     v = 1000 * np.exp(0.1 * rng.standard_normal(n))
     v[200:280:4] *= 500  # a spike every 4 minutes
-    return pd.DataFrame({"symbol": "AAA", "timestamp": pd.date_range("2024-03-01", periods=n, freq="min", tz="UTC"),
-                         "open": np.r_[c[0], c[:-1]], "high": c * 1.0004, "low": c * 0.9996, "close": c, "volume": v})
+    return pd.DataFrame(
+        {
+            "symbol": "AAA",
+            "timestamp": pd.date_range("2024-03-01", periods=n, freq="min", tz="UTC"),
+            "open": np.r_[c[0], c[:-1]],
+            "high": c * 1.0004,
+            "low": c * 0.9996,
+            "close": c,
+            "volume": v,
+        }
+    )
 
 
 def test_events_deduplicated_within_cooling_window():
@@ -268,9 +344,13 @@ def test_events_deduplicated_within_cooling_window():
     assert (spikes.diff().dropna() >= pd.Timedelta(minutes=cfg.cooling_minutes)).all()
     suppressed = cand[~cand.isin(spikes)].to_numpy()  # each within the window of the last kept event
     prev = spikes.to_numpy()[np.searchsorted(spikes.to_numpy(), suppressed, side="right") - 1]
-    assert len(suppressed) == len(cand) - len(spikes) and ((suppressed - prev) < pd.Timedelta(minutes=15)).all()
-    assert events["anomaly_score"].between(0, 0.9999).all() and (events["anomaly_score"].round(4) == events[
-        "anomaly_score"]).all()
+    assert (
+        len(suppressed) == len(cand) - len(spikes) and ((suppressed - prev) < pd.Timedelta(minutes=15)).all()
+    )
+    assert (
+        events["anomaly_score"].between(0, 0.9999).all()
+        and (events["anomaly_score"].round(4) == events["anomaly_score"]).all()
+    )
     assert events["mx_microtape_hash"].str.fullmatch("[0-9a-f]{64}").all()
     pack = events["signal_pack"].iloc[0]
     assert set(pack) >= {"bar", "features", "experts", "context"} and set(pack["experts"]) == set(FAMILIES)
@@ -307,16 +387,30 @@ def test_evaluation_ic_and_hit_rate():
     res = evaluation.evaluate(scores, bars, 5, warmup=50)
     assert res["n"] == 2 * (400 - 50 - 5) and -1 <= res["ic"] <= 1 and 0 <= res["naive_hit_rate"] <= 1
     assert res["naive_ic"] == evaluation.naive_information_coefficient(bars, 5, warmup=50)
-    assert res["confirmed_n"] == int(scores["mx_confirm"].iloc[[i for s in (0, 400) for i in range(s + 50, s + 395)]].sum())
+    assert res["confirmed_n"] == int(
+        scores["mx_confirm"].iloc[[i for s in (0, 400) for i in range(s + 50, s + 395)]].sum()
+    )
     # confirmation as a filter: confirm exactly the bars the perfect signal calls right and only those are hits
-    calls = perfect.assign(mx_evidence=0.5 + 0.4 * np.sign(np.arange(len(bars)) % 2 - 0.5),
-                           mx_confirm=np.sign(np.arange(len(bars)) % 2 - 0.5) == np.sign(fwd.fillna(0)))
+    calls = perfect.assign(
+        mx_evidence=0.5 + 0.4 * np.sign(np.arange(len(bars)) % 2 - 0.5),
+        mx_confirm=np.sign(np.arange(len(bars)) % 2 - 0.5) == np.sign(fwd.fillna(0)),
+    )
     res = evaluation.evaluate(calls, bars, 5)
     assert res["confirmed_hit_rate"] == 1.0 and res["unconfirmed_hit_rate"] == 0.0
 
 
-@pytest.mark.parametrize("field,value", [("cooling_minutes", 0), ("cooling_minutes", -5), ("window", 0),
-                                         ("vol_window", 2), ("weight_floor", 0.0), ("ci_level", 1.0), ("eta", 0.0)])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("cooling_minutes", 0),
+        ("cooling_minutes", -5),
+        ("window", 0),
+        ("vol_window", 2),
+        ("weight_floor", 0.0),
+        ("ci_level", 1.0),
+        ("eta", 0.0),
+    ],
+)
 def test_config_rejects_values_the_scoring_cannot_run_with(field, value):
     from tis_pipeline.dsi.logic.config import DsiConfig
 
@@ -332,7 +426,9 @@ def test_the_first_bars_in_time_are_those_of_a_full_sort(n):
     day = pd.Timestamp("2024-03-04", tz="UTC")
     by_symbol = synthetic.bars(day, day + pd.Timedelta(hours=2), ["AAA", "BBB", "CCC"], seed=3)
     shuffled = by_symbol.sample(frac=1.0, random_state=1)
-    repeated = pd.concat([by_symbol, by_symbol.iloc[::5]])  # repeated (timestamp, symbol) keys: ties keep frame order
+    repeated = pd.concat(
+        [by_symbol, by_symbol.iloc[::5]]
+    )  # repeated (timestamp, symbol) keys: ties keep frame order
     with_nat = by_symbol.assign(timestamp=by_symbol["timestamp"].where(by_symbol.index % 7 != 0))
     naive = by_symbol.assign(timestamp=by_symbol["timestamp"].dt.tz_localize(None))
     for frame in (by_symbol, shuffled, repeated, with_nat, naive):

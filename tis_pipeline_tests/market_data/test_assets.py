@@ -20,28 +20,39 @@ ASSETS = [market_data_1m, market_data_15m, market_data_1h]
 
 
 def resources(url, **bars):
-    return {"db": PostgresResource(url=url),
-            "bars": BarSource(**{"source": "synthetic", "symbols": SYMBOLS, "seed": 11, **bars})}
+    return {
+        "db": PostgresResource(url=url),
+        "bars": BarSource(**{"source": "synthetic", "symbols": SYMBOLS, "seed": 11, **bars}),
+    }
 
 
 def materialize_range(url, first, last, assets=ASSETS, **bars):
-    return dg.materialize(assets, resources=resources(url, **bars), raise_on_error=False,
-                          tags=range_tags(first, last))
+    return dg.materialize(
+        assets, resources=resources(url, **bars), raise_on_error=False, tags=range_tags(first, last)
+    )
 
 
 def table_digest(url, table, first, end):
     with engine(url).connect() as conn:
-        return conn.execute(sa.text(
-            f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY symbol, \"timestamp\"), '')) "
-            f"FROM {table} t WHERE \"timestamp\" >= :a AND \"timestamp\" < :b"), {"a": first, "b": end}).one()
+        return conn.execute(
+            sa.text(
+                f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY symbol, \"timestamp\"), '')) "
+                f'FROM {table} t WHERE "timestamp" >= :a AND "timestamp" < :b'
+            ),
+            {"a": first, "b": end},
+        ).one()
 
 
 def read_table(url, table, first, end):
     with engine(url).connect() as conn:
-        return pd.read_sql(sa.text(
-            f"SELECT symbol, \"timestamp\", open::float8, high::float8, low::float8, close::float8, volume::float8 "
-            f"FROM {table} WHERE \"timestamp\" >= :a AND \"timestamp\" < :b ORDER BY symbol, \"timestamp\""),
-            conn, params={"a": first, "b": end})
+        return pd.read_sql(
+            sa.text(
+                f'SELECT symbol, "timestamp", open::float8, high::float8, low::float8, close::float8, volume::float8 '
+                f'FROM {table} WHERE "timestamp" >= :a AND "timestamp" < :b ORDER BY symbol, "timestamp"'
+            ),
+            conn,
+            params={"a": first, "b": end},
+        )
 
 
 def test_one_partition_writes_the_source_rows_and_rerun_is_identical(database_url):
@@ -56,39 +67,58 @@ def test_one_partition_writes_the_source_rows_and_rerun_is_identical(database_ur
     assert meta["dagster/row_count"].value == len(expected)
     assert meta["quarantined_rows"].value == 0
     missing = meta["missing_minutes_by_symbol"].value
-    assert missing == {s: int(1440 - (expected["symbol"] == s).sum()
-                              - (1439 - (expected[expected["symbol"] == s]["timestamp"].max() - day).seconds // 60))
-                       for s in SYMBOLS}
+    assert missing == {
+        s: int(
+            1440
+            - (expected["symbol"] == s).sum()
+            - (1439 - (expected[expected["symbol"] == s]["timestamp"].max() - day).seconds // 60)
+        )
+        for s in SYMBOLS
+    }
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
-    assert checks["market_data_15m_rollup_consistent"].passed and checks["market_data_1h_rollup_consistent"].passed
+    assert (
+        checks["market_data_15m_rollup_consistent"].passed
+        and checks["market_data_1h_rollup_consistent"].passed
+    )
     errors = [c for c in checks.values() if c.severity == dg.AssetCheckSeverity.ERROR]
     assert len(errors) >= 17 and all(c.passed for c in errors)
     gaps = checks["market_data_1m_no_gaps"]
     assert not gaps.passed and gaps.severity == dg.AssetCheckSeverity.WARN
     assert gaps.metadata["missing_minutes"].value == sum(missing.values())
     assert gaps.metadata["partition_start"].value == day.isoformat()
-    before = {t: table_digest(database_url, t, day, day + pd.Timedelta(days=1))
-              for t in ("market_data_1m", "market_data_15m", "market_data_1h")}
+    before = {
+        t: table_digest(database_url, t, day, day + pd.Timedelta(days=1))
+        for t in ("market_data_1m", "market_data_15m", "market_data_1h")
+    }
     again = dg.materialize(ASSETS, partition_key="2024-02-05", resources=resources(database_url))
     assert again.success
     after = {t: table_digest(database_url, t, day, day + pd.Timedelta(days=1)) for t in before}
     assert after == before
-    assert before["market_data_15m"][0] == len(expected.groupby(["symbol", expected["timestamp"].dt.floor("15min")]))
+    assert before["market_data_15m"][0] == len(
+        expected.groupby(["symbol", expected["timestamp"].dt.floor("15min")])
+    )
 
 
 def test_a_range_is_one_run_and_rollups_match_pandas_resample(database_url):
     result = materialize_range(database_url, "2024-03-01", "2024-03-03")
     assert result.success
-    assert len(result.dagster_run.tags) and result.dagster_run.tags["dagster/asset_partition_range_end"] == "2024-03-03"
+    assert (
+        len(result.dagster_run.tags)
+        and result.dagster_run.tags["dagster/asset_partition_range_end"] == "2024-03-03"
+    )
     meta = result.asset_materializations_for_node("market_data_1m")
     assert {m.partition for m in meta} == {"2024-03-01", "2024-03-02", "2024-03-03"}
     first, end = pd.Timestamp("2024-03-01", tz="UTC"), pd.Timestamp("2024-03-04", tz="UTC")
     source = synthetic.bars(first, end, SYMBOLS, seed=11)
     for table, rule in (("market_data_15m", "15min"), ("market_data_1h", "1h")):
-        expected = (source.set_index("timestamp").groupby("symbol")
-                    .resample(rule).agg({"open": "first", "high": "max", "low": "min", "close": "last",
-                                         "volume": "sum"})
-                    .dropna(subset=["open"]).reset_index())
+        expected = (
+            source.set_index("timestamp")
+            .groupby("symbol")
+            .resample(rule)
+            .agg({"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"})
+            .dropna(subset=["open"])
+            .reset_index()
+        )
         stored = read_table(database_url, table, first, end)
         assert len(stored) == len(expected)
         for column in ("open", "high", "low", "close"):
@@ -130,13 +160,17 @@ def test_a_few_bad_rows_are_quarantined_once_and_the_rest_loads(database_url, mo
         result = materialize_range(database_url, "2024-04-10", "2024-04-10", [market_data_1m])
         assert result.success
     with engine(database_url).connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT rule, count(*) FROM market_data_quarantine WHERE partition_date = '2024-04-10' GROUP BY rule"
-        )).all()
+        rows = conn.execute(
+            sa.text(
+                "SELECT rule, count(*) FROM market_data_quarantine WHERE partition_date = '2024-04-10' GROUP BY rule"
+            )
+        ).all()
     assert rows == [("ck_market_data_1m_volume_nonnegative", 3)]
     meta = result.asset_materializations_for_node("market_data_1m")[0].metadata
     assert meta["quarantined_rows"].value == 3
-    expected = len(real(pd.Timestamp("2024-04-10", tz="UTC"), pd.Timestamp("2024-04-11", tz="UTC"), SYMBOLS, 11))
+    expected = len(
+        real(pd.Timestamp("2024-04-10", tz="UTC"), pd.Timestamp("2024-04-11", tz="UTC"), SYMBOLS, 11)
+    )
     assert meta["dagster/row_count"].value == expected - 3
 
 
@@ -148,12 +182,14 @@ def test_connection_killed_mid_copy_leaves_previous_rows_intact(database_url):
     # the server itself ends the writing session when, after the COPY, it alters the new partition: a real
     # dropped connection in the middle of the write
     with engine(database_url).begin() as conn:
-        conn.execute(sa.text("""
+        conn.execute(
+            sa.text("""
             CREATE FUNCTION tis_test_kill() RETURNS event_trigger LANGUAGE plpgsql AS $$
             BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); END $$;
             CREATE EVENT TRIGGER tis_test_kill ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
               EXECUTE FUNCTION tis_test_kill();
-        """))
+        """)
+        )
     try:
         result = materialize_range(database_url, "2024-05-01", "2024-05-01", [market_data_1m], seed=12)
         assert not result.success
@@ -185,18 +221,22 @@ def test_ingests_of_two_days_at_once_wait_for_each_other_instead_of_deadlocking(
     finally:
         holder.close()
     assert [r.success for r in results] == [True, True], [
-        str(e.step_failure_data.error) for r in results for e in r.all_events if e.is_step_failure]
+        str(e.step_failure_data.error) for r in results for e in r.all_events if e.is_step_failure
+    ]
     for day in days:
         first = pd.Timestamp(day, tz="UTC")
         expected = synthetic.bars(first, first + pd.Timedelta(days=1), SYMBOLS, seed=11)
-        assert table_digest(database_url, "market_data_1m", first, first + pd.Timedelta(days=1))[0] == len(expected)
+        assert table_digest(database_url, "market_data_1m", first, first + pd.Timedelta(days=1))[0] == len(
+            expected
+        )
 
 
 def staging_leftovers(url) -> int:
     """Tables built for a swap (``market_data_1m_pYYYYMMDD_<tag>``) that were neither attached nor dropped."""
     with engine(url).connect() as conn:
-        return conn.execute(sa.text(
-            r"SELECT count(*) FROM pg_class WHERE relname ~ '^market_data_1m_p[0-9]{8}_[0-9a-f]{8}'")).scalar_one()
+        return conn.execute(
+            sa.text(r"SELECT count(*) FROM pg_class WHERE relname ~ '^market_data_1m_p[0-9]{8}_[0-9a-f]{8}'")
+        ).scalar_one()
 
 
 def test_a_swap_that_fails_in_its_transaction_drops_the_built_days(database_url):
@@ -206,12 +246,14 @@ def test_a_swap_that_fails_in_its_transaction_drops_the_built_days(database_url)
     assert materialize_range(database_url, "2024-05-06", "2024-05-07", [market_data_1m]).success
     before = table_digest(database_url, "market_data_1m", first, end)
     with engine(database_url).begin() as conn:
-        conn.execute(sa.text("""
+        conn.execute(
+            sa.text("""
             CREATE FUNCTION tis_test_refuse() RETURNS event_trigger LANGUAGE plpgsql AS $$
             BEGIN RAISE EXCEPTION 'refused by test'; END $$;
             CREATE EVENT TRIGGER tis_test_refuse ON ddl_command_end WHEN TAG IN ('ALTER INDEX')
               EXECUTE FUNCTION tis_test_refuse();
-        """))
+        """)
+        )
     try:
         result = materialize_range(database_url, "2024-05-06", "2024-05-07", [market_data_1m], seed=12)
         assert not result.success
@@ -227,24 +269,37 @@ def test_a_swap_that_fails_in_its_transaction_drops_the_built_days(database_url)
 def test_swap_keeps_other_sources_rows_and_absorbs_the_default_partition(database_url):
     day = pd.Timestamp("2024-02-20", tz="UTC")
     with engine(database_url).begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO market_data_1m (symbol, \"timestamp\", open, high, low, close, volume) VALUES "
-            "('OTHER', '2024-02-20 10:00+00', 1, 2, 1, 2, 5), ('AAA', '2024-02-20 10:00:00+00', 9, 9, 9, 9, 9)"))
+        conn.execute(
+            sa.text(
+                'INSERT INTO market_data_1m (symbol, "timestamp", open, high, low, close, volume) VALUES '
+                "('OTHER', '2024-02-20 10:00+00', 1, 2, 1, 2, 5), ('AAA', '2024-02-20 10:00:00+00', 9, 9, 9, 9, 9)"
+            )
+        )
         assert conn.execute(sa.text("SELECT count(*) FROM market_data_1m_default")).scalar_one() >= 2
     replaced = []
     for _ in range(2):
         result = materialize_range(database_url, "2024-02-20", "2024-02-20", [market_data_1m])
         assert result.success
-        replaced.append(result.asset_materializations_for_node("market_data_1m")[0].metadata["rows_replaced"].value)
+        replaced.append(
+            result.asset_materializations_for_node("market_data_1m")[0].metadata["rows_replaced"].value
+        )
     with engine(database_url).connect() as conn:
-        other = conn.execute(sa.text(
-            "SELECT close::float8 FROM market_data_1m WHERE symbol = 'OTHER' AND \"timestamp\" = '2024-02-20 10:00+00'"
-        )).scalars().all()
-        in_default = conn.execute(sa.text(
-            "SELECT count(*) FROM market_data_1m_default WHERE \"timestamp\" >= '2024-02-20' "
-            "AND \"timestamp\" < '2024-02-21'")).scalar_one()
-        partition = conn.execute(sa.text(
-            "SELECT count(*) FROM market_data_1m_p20240220")).scalar_one()
+        other = (
+            conn.execute(
+                sa.text(
+                    "SELECT close::float8 FROM market_data_1m WHERE symbol = 'OTHER' AND \"timestamp\" = '2024-02-20 10:00+00'"
+                )
+            )
+            .scalars()
+            .all()
+        )
+        in_default = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM market_data_1m_default WHERE \"timestamp\" >= '2024-02-20' "
+                "AND \"timestamp\" < '2024-02-21'"
+            )
+        ).scalar_one()
+        partition = conn.execute(sa.text("SELECT count(*) FROM market_data_1m_p20240220")).scalar_one()
     expected = synthetic.day_bars(day, SYMBOLS, seed=11)
     stored = read_table(database_url, "market_data_1m", day, day + pd.Timedelta(days=1))
     assert other == [2.0]
@@ -253,13 +308,16 @@ def test_swap_keeps_other_sources_rows_and_absorbs_the_default_partition(databas
     # first run: the one AAA row of the DEFAULT partition; second: the source's rows of the old partition, not OTHER
     assert replaced == [1, len(expected)]
     aaa = stored[stored["symbol"] == "AAA"]
-    np.testing.assert_array_equal(aaa["close"].to_numpy(), expected[expected["symbol"] == "AAA"]["close"].to_numpy())
+    np.testing.assert_array_equal(
+        aaa["close"].to_numpy(), expected[expected["symbol"] == "AAA"]["close"].to_numpy()
+    )
 
 
 def alter_on_insert(url: str, table: str, symbol: str, timestamp: str, assignment: str) -> None:
     """A trigger of the test's own database that alters one bar of ``table`` on its way in (literals of the test)."""
     with engine(url).begin() as conn:
-        conn.execute(sa.text(f"""
+        conn.execute(
+            sa.text(f"""
             CREATE FUNCTION tis_test_alter_{table}() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
               IF NEW.symbol = '{symbol}' AND NEW."timestamp" = '{timestamp}' THEN {assignment}; END IF;
@@ -267,7 +325,8 @@ def alter_on_insert(url: str, table: str, symbol: str, timestamp: str, assignmen
             END $$;
             CREATE TRIGGER tis_test_alter_{table} BEFORE INSERT ON {table} FOR EACH ROW
               EXECUTE FUNCTION tis_test_alter_{table}();
-        """))
+        """)
+        )
 
 
 def test_a_failing_blocking_check_stops_everything_downstream(migrated_database_url):
@@ -276,11 +335,16 @@ def test_a_failing_blocking_check_stops_everything_downstream(migrated_database_
 
     url = migrated_database_url
     alter_on_insert(url, "market_data_15m", "BBB", "2024-06-10 12:00+00", "NEW.volume := NEW.volume + 1")
-    result = dg.materialize([*ASSETS, dsi], resources=resources(url), raise_on_error=False,
-                            tags=range_tags("2024-06-10", "2024-06-10"))
+    result = dg.materialize(
+        [*ASSETS, dsi],
+        resources=resources(url),
+        raise_on_error=False,
+        tags=range_tags("2024-06-10", "2024-06-10"),
+    )
     assert not result.success
-    check = next(c for c in result.get_asset_check_evaluations()
-                 if c.check_name == "market_data_15m_rollup_consistent")
+    check = next(
+        c for c in result.get_asset_check_evaluations() if c.check_name == "market_data_15m_rollup_consistent"
+    )
     assert not check.passed and check.metadata["failing_rows"].value == 1
     assert "BBB" in str(check.metadata["failing_rows_sample"].value)
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
@@ -293,7 +357,9 @@ def test_a_failing_blocking_check_stops_everything_downstream(migrated_database_
 def test_the_hourly_check_catches_a_wrong_hourly_bar(migrated_database_url):
     """The hourly rule's check compares with the 15-minute rollup: an hourly bar altered on its way in fails it."""
     url = migrated_database_url
-    alter_on_insert(url, "market_data_1h", "AAA", "2024-06-11 09:00+00", "NEW.close := NEW.close + 0.00000001")
+    alter_on_insert(
+        url, "market_data_1h", "AAA", "2024-06-11 09:00+00", "NEW.close := NEW.close + 0.00000001"
+    )
     result = materialize_range(url, "2024-06-11", "2024-06-11")
     assert not result.success
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
@@ -309,16 +375,20 @@ def test_the_hourly_check_ties_its_buckets_to_the_one_minute_bars(migrated_datab
     url = migrated_database_url
     assert materialize_range(url, "2024-06-12", "2024-06-12").success
     with engine(url).begin() as conn:
-        conn.execute(sa.text("""DELETE FROM market_data_15m WHERE symbol = 'BBB'
-                                AND "timestamp" >= '2024-06-12 03:00+00' AND "timestamp" < '2024-06-12 04:00+00'"""))
+        conn.execute(
+            sa.text("""DELETE FROM market_data_15m WHERE symbol = 'BBB'
+                                AND "timestamp" >= '2024-06-12 03:00+00' AND "timestamp" < '2024-06-12 04:00+00'""")
+        )
     result = materialize_range(url, "2024-06-12", "2024-06-12", assets=[market_data_1h])
-    hourly = next(c for c in result.get_asset_check_evaluations()
-                  if c.check_name == "market_data_1h_rollup_consistent")
+    hourly = next(
+        c for c in result.get_asset_check_evaluations() if c.check_name == "market_data_1h_rollup_consistent"
+    )
     assert not hourly.passed and hourly.metadata["failing_rows"].value == 1
     assert "03:00" in str(hourly.metadata["failing_rows_sample"].value)
     meta = result.asset_materializations_for_node("market_data_1h")[0].metadata
-    one_minute = read_table(url, "market_data_1m", pd.Timestamp("2024-06-12", tz="UTC"),
-                            pd.Timestamp("2024-06-13", tz="UTC"))
+    one_minute = read_table(
+        url, "market_data_1m", pd.Timestamp("2024-06-12", tz="UTC"), pd.Timestamp("2024-06-13", tz="UTC")
+    )
     assert meta["missing_minutes"].value == 2 * 1440 - len(one_minute)
 
 
@@ -363,7 +433,8 @@ def test_the_synthetic_source_in_day_pieces_equals_one_read_of_the_range():
     first, end = pd.Timestamp("2024-06-01", tz="UTC"), pd.Timestamp("2024-06-04", tz="UTC")
     pieces = list(source.read_pieces(first, end))
     assert [p.frame["timestamp"].dt.floor("D").unique().tolist() for p in pieces] == [
-        [first + pd.Timedelta(days=i)] for i in range(3)]
+        [first + pd.Timedelta(days=i)] for i in range(3)
+    ]
     joined = pd.concat([p.frame for p in pieces], ignore_index=True)
     whole = source.read(first, end).frame
     pd.testing.assert_frame_equal(joined, whole)
@@ -371,7 +442,9 @@ def test_the_synthetic_source_in_day_pieces_equals_one_read_of_the_range():
 
 def _scratch_tables(url):
     with engine(url).connect() as conn:
-        return conn.execute(sa.text("SELECT tablename FROM pg_tables WHERE tablename LIKE 'rollup_expected%'")).all()
+        return conn.execute(
+            sa.text("SELECT tablename FROM pg_tables WHERE tablename LIKE 'rollup_expected%'")
+        ).all()
 
 
 def test_the_rollups_leave_no_scratch_tables_whether_they_succeed_or_fail(migrated_database_url):
@@ -381,15 +454,19 @@ def test_the_rollups_leave_no_scratch_tables_whether_they_succeed_or_fail(migrat
     assert materialize_range(url, "2024-06-13", "2024-06-14").success
     assert _scratch_tables(url) == []
     with engine(url).begin() as conn:
-        conn.execute(sa.text("""
+        conn.execute(
+            sa.text("""
             CREATE FUNCTION tis_test_refuse_hour() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN RAISE EXCEPTION 'refused by the test'; END $$;
             CREATE TRIGGER tis_test_refuse_hour BEFORE INSERT ON market_data_1h FOR EACH ROW
-              EXECUTE FUNCTION tis_test_refuse_hour();"""))
+              EXECUTE FUNCTION tis_test_refuse_hour();""")
+        )
     result = materialize_range(url, "2024-06-13", "2024-06-14", assets=[market_data_15m, market_data_1h])
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
-    assert failure.step_key == "market_data_1h" and "refused by the test" in str(failure.step_failure_data.error)
+    assert failure.step_key == "market_data_1h" and "refused by the test" in str(
+        failure.step_failure_data.error
+    )
     assert _scratch_tables(url) == []
 
 
@@ -399,8 +476,10 @@ def test_the_pieces_of_a_rollup_window_are_cut_on_its_bucket_boundaries(table, m
     from tis_pipeline.market_data.rollups import ROLLUP_PIECES, _rollup_cuts
 
     start = pd.Timestamp("2024-03-04", tz="UTC")
-    for end, pieces in ((start + pd.Timedelta(minutes=200), 3 if minutes == 60 else ROLLUP_PIECES),
-                        (start + pd.Timedelta(days=3, minutes=7), ROLLUP_PIECES)):
+    for end, pieces in (
+        (start + pd.Timedelta(minutes=200), 3 if minutes == 60 else ROLLUP_PIECES),
+        (start + pd.Timedelta(days=3, minutes=7), ROLLUP_PIECES),
+    ):
         cuts = _rollup_cuts(table, start, end)
         assert cuts[0] == start and cuts[-1] == end and len(cuts) == pieces + 1
         assert all(a < b for a, b in zip(cuts, cuts[1:], strict=False))
@@ -418,13 +497,16 @@ def test_the_rollup_pieces_read_the_snapshot_of_the_replacing_transaction(databa
         snapshot = day_partitions.export_snapshot(conn)
         # a write committed after the snapshot and before the pieces start: all of them must miss it
         with eng.begin() as other:
-            other.execute(sa.text("DELETE FROM market_data_1m WHERE symbol = 'BBB' AND \"timestamp\" >= :a"),
-                          {"a": day})
-        pinned = rollups.stage_expected_rollup(eng, "market_data_15m", day, day + pd.Timedelta(days=1), snapshot)
+            other.execute(
+                sa.text("DELETE FROM market_data_1m WHERE symbol = 'BBB' AND \"timestamp\" >= :a"), {"a": day}
+            )
+        pinned = rollups.stage_expected_rollup(
+            eng, "market_data_15m", day, day + pd.Timedelta(days=1), snapshot
+        )
         unpinned = rollups.stage_expected_rollup(eng, "market_data_15m", day, day + pd.Timedelta(days=1))
         assert len(pinned.tables) == 4
         assert pinned.ready() == 2 * 96  # both symbols, every quarter hour of the day
-        assert unpinned.ready() == 96    # only AAA is left
+        assert unpinned.ready() == 96  # only AAA is left
     rollups.discard_expected(eng, pinned)
     rollups.discard_expected(eng, unpinned)
     assert _scratch_tables(database_url) == []

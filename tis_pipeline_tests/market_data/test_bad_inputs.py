@@ -20,10 +20,10 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from tis_pipeline.pg.engine import engine
-from tis_pipeline.market_data.readers import catalog, files
 from tis_pipeline.market_data.assets import market_data_1m
+from tis_pipeline.market_data.readers import catalog, files
 from tis_pipeline.market_data.sources import BarSource
+from tis_pipeline.pg.engine import engine
 from tis_pipeline.resources import PostgresResource
 
 CORPUS = Path(__file__).resolve().parents[1] / "bad_inputs"
@@ -52,14 +52,22 @@ def ingest(url: str, tmp_path: Path, files: list[Path], day: str, tz: str = "UTC
     data_dir.mkdir()
     for f in files:
         shutil.copy(f, data_dir / f.name)
-    bars = BarSource(source="csv", data_dir=str(data_dir), tz=tz, manifest_path=str(tmp_path / f"{name}.json"))
-    result = dg.materialize([market_data_1m], partition_key=day, raise_on_error=False,
-                            resources={"db": PostgresResource(url=url), "bars": bars})
+    bars = BarSource(
+        source="csv", data_dir=str(data_dir), tz=tz, manifest_path=str(tmp_path / f"{name}.json")
+    )
+    result = dg.materialize(
+        [market_data_1m],
+        partition_key=day,
+        raise_on_error=False,
+        resources={"db": PostgresResource(url=url), "bars": bars},
+    )
     return result, data_dir
 
 
 def metadata(result) -> dict:
-    return {k: v.value for k, v in result.asset_materializations_for_node("market_data_1m")[0].metadata.items()}
+    return {
+        k: v.value for k, v in result.asset_materializations_for_node("market_data_1m")[0].metadata.items()
+    }
 
 
 def failure_message(result) -> str:
@@ -67,15 +75,20 @@ def failure_message(result) -> str:
     return str(failure.step_failure_data.user_failure_data.description)
 
 
-def stored(url: str, day: str, symbols: tuple[str, ...]) -> tuple[int, int, Decimal, pd.Timestamp, pd.Timestamp]:
+def stored(
+    url: str, day: str, symbols: tuple[str, ...]
+) -> tuple[int, int, Decimal, pd.Timestamp, pd.Timestamp]:
     """(rows, distinct minutes, sum of close, first, last) of the symbols' bars on the UTC day."""
     start = utc(day)
     with engine(url).connect() as conn:
-        row = conn.execute(sa.text(
-            'SELECT count(*), count(DISTINCT (symbol, "timestamp")), coalesce(sum(close), 0), '
-            'min("timestamp"), max("timestamp") FROM market_data_1m '
-            'WHERE "timestamp" >= :a AND "timestamp" < :b AND symbol = ANY(:s)'),
-            {"a": start, "b": start + pd.Timedelta(days=1), "s": list(symbols)}).one()
+        row = conn.execute(
+            sa.text(
+                'SELECT count(*), count(DISTINCT (symbol, "timestamp")), coalesce(sum(close), 0), '
+                'min("timestamp"), max("timestamp") FROM market_data_1m '
+                'WHERE "timestamp" >= :a AND "timestamp" < :b AND symbol = ANY(:s)'
+            ),
+            {"a": start, "b": start + pd.Timedelta(days=1), "s": list(symbols)},
+        ).one()
     first = None if row[3] is None else pd.Timestamp(row[3]).tz_convert("UTC")
     last = None if row[4] is None else pd.Timestamp(row[4]).tz_convert("UTC")
     return int(row[0]), int(row[1]), Decimal(row[2]), first, last
@@ -83,10 +96,17 @@ def stored(url: str, day: str, symbols: tuple[str, ...]) -> tuple[int, int, Deci
 
 def quarantined(url: str, day: str) -> list[dict]:
     with engine(url).connect() as conn:
-        rows = conn.execute(sa.text(
-            'SELECT source_file, source_line, symbol, "timestamp", raw_values, rule, message '
-            "FROM market_data_quarantine WHERE partition_date = :d ORDER BY source_line, quarantine_id"),
-            {"d": pd.Timestamp(day).date()}).mappings().all()
+        rows = (
+            conn.execute(
+                sa.text(
+                    'SELECT source_file, source_line, symbol, "timestamp", raw_values, rule, message '
+                    "FROM market_data_quarantine WHERE partition_date = :d ORDER BY source_line, quarantine_id"
+                ),
+                {"d": pd.Timestamp(day).date()},
+            )
+            .mappings()
+            .all()
+        )
     return [dict(r) for r in rows]
 
 
@@ -95,9 +115,13 @@ def digest(url: str) -> dict[str, tuple[int, str]]:
     out = {}
     with engine(url).connect() as conn:
         for table in ("market_data_1m", "market_data_quarantine"):
-            out[table] = tuple(conn.execute(sa.text(
-                f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {table} t"
-            )).one())
+            out[table] = tuple(
+                conn.execute(
+                    sa.text(
+                        f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {table} t"
+                    )
+                ).one()
+            )
     return out
 
 
@@ -122,62 +146,180 @@ class Case:
 
 
 CASES = [
-    Case("nan_and_empty.csv", "2023-05-01", 48, FULL - close(10) - close(29),
-         ((12, "market_data_1m_low_not_null"), (31, "market_data_1m_close_not_null")),
-         note="2 row(s) could not be parsed and are kept with their raw text (first at line 12)"),
-    Case("text_in_numeric.csv", "2023-05-02", 48, FULL - close(7) - close(20),
-         ((9, "market_data_1m_high_not_null"), (22, "market_data_1m_volume_not_null"))),
-    Case("negative_and_zero_prices.csv", "2023-05-03", 48, FULL - close(5) - close(15),
-         ((7, "ck_market_data_1m_prices_positive"), (17, "ck_market_data_1m_prices_positive"))),
+    Case(
+        "nan_and_empty.csv",
+        "2023-05-01",
+        48,
+        FULL - close(10) - close(29),
+        ((12, "market_data_1m_low_not_null"), (31, "market_data_1m_close_not_null")),
+        note="2 row(s) could not be parsed and are kept with their raw text (first at line 12)",
+    ),
+    Case(
+        "text_in_numeric.csv",
+        "2023-05-02",
+        48,
+        FULL - close(7) - close(20),
+        ((9, "market_data_1m_high_not_null"), (22, "market_data_1m_volume_not_null")),
+    ),
+    Case(
+        "negative_and_zero_prices.csv",
+        "2023-05-03",
+        48,
+        FULL - close(5) - close(15),
+        ((7, "ck_market_data_1m_prices_positive"), (17, "ck_market_data_1m_prices_positive")),
+    ),
     Case("high_below_low.csv", "2023-05-04", 49, FULL - close(12), ((14, "ck_market_data_1m_high_bounds"),)),
-    Case("open_outside_range.csv", "2023-05-05", 48, FULL - close(8) - close(30),
-         ((10, "ck_market_data_1m_high_bounds"), (32, "ck_market_data_1m_low_bounds"))),
-    Case("negative_volume.csv", "2023-05-06", 49, FULL - close(25),
-         ((27, "ck_market_data_1m_volume_nonnegative"),)),
+    Case(
+        "open_outside_range.csv",
+        "2023-05-05",
+        48,
+        FULL - close(8) - close(30),
+        ((10, "ck_market_data_1m_high_bounds"), (32, "ck_market_data_1m_low_bounds")),
+    ),
+    Case(
+        "negative_volume.csv",
+        "2023-05-06",
+        49,
+        FULL - close(25),
+        ((27, "ck_market_data_1m_volume_nonnegative"),),
+    ),
     Case("duplicate_row.csv", "2023-05-07", 50, FULL, ((20, "market_data_1m_key_unique"),)),
-    Case("same_minute_different_values.csv", "2023-05-08", 49, FULL - close(17),
-         ((19, "market_data_1m_key_unique"), (20, "market_data_1m_key_unique"))),
+    Case(
+        "same_minute_different_values.csv",
+        "2023-05-08",
+        49,
+        FULL - close(17),
+        ((19, "market_data_1m_key_unique"), (20, "market_data_1m_key_unique")),
+    ),
     Case("out_of_order.csv", "2023-05-09", 50, FULL),
-    Case("seconds_not_on_minute.csv", "2023-05-10", 49, FULL - close(13),
-         ((15, "market_data_1m_timestamp_aligned"),)),
+    Case(
+        "seconds_not_on_minute.csv",
+        "2023-05-10",
+        49,
+        FULL - close(13),
+        ((15, "market_data_1m_timestamp_aligned"),),
+    ),
     Case("mixed_offsets.csv", "2023-05-12", 50, FULL),
-    Case("naive_new_york.csv", "2023-05-13", 50, FULL, tz=NY,
-         note="naive timestamps read as America/New_York (TIS_MARKET_TZ)"),
+    Case(
+        "naive_new_york.csv",
+        "2023-05-13",
+        50,
+        FULL,
+        tz=NY,
+        note="naive timestamps read as America/New_York (TIS_MARKET_TZ)",
+    ),
     # 52 rows; rows 25, 26 are 02:00 and 02:01, which New York skipped: not moved onto 03:00/03:01
-    Case("dst_spring_forward.csv", "2024-03-10",
-         50, sum((close(i) for i in range(52) if i not in (25, 26)), Decimal(0)),
-         ((27, "market_data_1m_timestamp_not_null"), (28, "market_data_1m_timestamp_not_null")),
-         "06:35", "07:24", NY, ("SPY",),
-         "2 local time(s) do not exist in America/New_York (DST change) and were left as NaT"),
+    Case(
+        "dst_spring_forward.csv",
+        "2024-03-10",
+        50,
+        sum((close(i) for i in range(52) if i not in (25, 26)), Decimal(0)),
+        ((27, "market_data_1m_timestamp_not_null"), (28, "market_data_1m_timestamp_not_null")),
+        "06:35",
+        "07:24",
+        NY,
+        ("SPY",),
+        "2 local time(s) do not exist in America/New_York (DST change) and were left as NaT",
+    ),
     # 160 rows: 00:40-01:59 EDT, 01:00-01:59 EST, 02:00-02:19 EST = 04:40-07:19 UTC
-    Case("dst_fall_back.csv", "2024-11-03", 160, FALL_SUM, (),
-         "04:40", "07:19", NY, ("SPY",),
-         "120 local time(s) fall in the hour repeated when America/New_York left daylight time"),
-    Case("dst_fall_back_two_symbols.csv", "2024-11-03", 320, 2 * FALL_SUM, (), "04:40", "07:19", NY, ("SPY", "QQQ"),
-         "240 local time(s) fall in the hour repeated when America/New_York left daylight time"),
+    Case(
+        "dst_fall_back.csv",
+        "2024-11-03",
+        160,
+        FALL_SUM,
+        (),
+        "04:40",
+        "07:19",
+        NY,
+        ("SPY",),
+        "120 local time(s) fall in the hour repeated when America/New_York left daylight time",
+    ),
+    Case(
+        "dst_fall_back_two_symbols.csv",
+        "2024-11-03",
+        320,
+        2 * FALL_SUM,
+        (),
+        "04:40",
+        "07:19",
+        NY,
+        ("SPY", "QQQ"),
+        "240 local time(s) fall in the hour repeated when America/New_York left daylight time",
+    ),
     Case("dst_fall_back_newest_first.csv", "2024-11-03", 160, FALL_SUM, (), "04:40", "07:19", NY, ("SPY",)),
-    Case("epoch_seconds_and_milliseconds.csv", "2023-05-14", 50, FULL,
-         note="epoch timestamps in mixed units (ms, s), told apart by magnitude per value"),
-    Case("truncated_last_line.csv", "2023-05-15", 49, FULL - close(49), ((51, "market_data_1m_open_not_null"),),
-         last="10:48"),
-    Case("header_only.csv", "2023-05-16", 0, Decimal(0), first=None, last=None, skipped="header_only.csv`: "
-         "holds no bars (empty, or a header only): nothing to load"),
-    Case("empty.csv", "2023-05-17", 0, Decimal(0), first=None, last=None, skipped="empty.csv`: "
-         "holds no bars (empty, or a header only): nothing to load"),
+    Case(
+        "epoch_seconds_and_milliseconds.csv",
+        "2023-05-14",
+        50,
+        FULL,
+        note="epoch timestamps in mixed units (ms, s), told apart by magnitude per value",
+    ),
+    Case(
+        "truncated_last_line.csv",
+        "2023-05-15",
+        49,
+        FULL - close(49),
+        ((51, "market_data_1m_open_not_null"),),
+        last="10:48",
+    ),
+    Case(
+        "header_only.csv",
+        "2023-05-16",
+        0,
+        Decimal(0),
+        first=None,
+        last=None,
+        skipped="header_only.csv`: holds no bars (empty, or a header only): nothing to load",
+    ),
+    Case(
+        "empty.csv",
+        "2023-05-17",
+        0,
+        Decimal(0),
+        first=None,
+        last=None,
+        skipped="empty.csv`: holds no bars (empty, or a header only): nothing to load",
+    ),
     Case("utf8_bom.csv", "2023-05-19", 50, FULL),
     Case("windows_line_endings.csv", "2023-05-20", 50, FULL),
     Case("quoted_thousands.csv", "2023-05-21", 50, 10 * FULL),
     Case("symbol_21_chars.csv", "2023-05-22", 49, FULL - close(9), ((11, "market_data_1m_symbol_format"),)),
-    Case("symbol_sql_injection.csv", "2023-05-23", 49, FULL - close(14),
-         ((16, "market_data_1m_symbol_format"),)),
-    Case("value_too_large.csv", "2023-05-24", 49, FULL - close(33),
-         ((35, "market_data_1m_values_fit_numeric"),)),
-    Case("wrong_field_count.csv", "2023-05-25", 48, FULL - close(11) - close(38),
-         ((13, "market_data_1m_open_not_null"), (40, "market_data_1m_open_not_null"))),
-    Case("unparseable_timestamp.csv", "2023-05-28", 49, FULL - close(22),
-         ((24, "market_data_1m_timestamp_not_null"),)),
-    Case("null_close.json", "2023-05-29", 49, FULL - close(16), ((17, "market_data_1m_close_not_null"),),
-         symbols=("ETHUSD",)),
+    Case(
+        "symbol_sql_injection.csv",
+        "2023-05-23",
+        49,
+        FULL - close(14),
+        ((16, "market_data_1m_symbol_format"),),
+    ),
+    Case(
+        "value_too_large.csv",
+        "2023-05-24",
+        49,
+        FULL - close(33),
+        ((35, "market_data_1m_values_fit_numeric"),),
+    ),
+    Case(
+        "wrong_field_count.csv",
+        "2023-05-25",
+        48,
+        FULL - close(11) - close(38),
+        ((13, "market_data_1m_open_not_null"), (40, "market_data_1m_open_not_null")),
+    ),
+    Case(
+        "unparseable_timestamp.csv",
+        "2023-05-28",
+        49,
+        FULL - close(22),
+        ((24, "market_data_1m_timestamp_not_null"),),
+    ),
+    Case(
+        "null_close.json",
+        "2023-05-29",
+        49,
+        FULL - close(16),
+        ((17, "market_data_1m_close_not_null"),),
+        symbols=("ETHUSD",),
+    ),
     Case("nan_close.parquet", "2023-05-30", 49, FULL - close(20), ((21, "market_data_1m_close_not_null"),)),
 ]
 
@@ -216,10 +358,14 @@ def test_out_of_order_rows_are_each_stored_at_their_own_minute(database_url, tmp
     (tmp_path / "src" / "out_of_order.csv").write_text(text)
     assert ingest(database_url, tmp_path, [tmp_path / "src" / "out_of_order.csv"], day)[0].success
     with engine(database_url).connect() as conn:
-        pairs = conn.execute(sa.text(
-            "SELECT extract(epoch FROM \"timestamp\" - :ten)::int / 60, close FROM market_data_1m "
-            'WHERE "timestamp" >= :a AND "timestamp" < :a + interval \'1 day\' AND symbol = \'BTCUSD\' '
-            'ORDER BY "timestamp"'), {"a": utc(day), "ten": utc(f"{day} 10:00")}).all()
+        pairs = conn.execute(
+            sa.text(
+                'SELECT extract(epoch FROM "timestamp" - :ten)::int / 60, close FROM market_data_1m '
+                "WHERE \"timestamp\" >= :a AND \"timestamp\" < :a + interval '1 day' AND symbol = 'BTCUSD' "
+                'ORDER BY "timestamp"'
+            ),
+            {"a": utc(day), "ten": utc(f"{day} 10:00")},
+        ).all()
     assert [(m, c) for m, c in pairs] == [(i, close(i)) for i in range(50)]
 
 
@@ -233,11 +379,19 @@ def test_the_quarantine_keeps_the_raw_text_and_the_injected_symbol_is_only_data(
     assert row["symbol"] == "X'; DROP TABLE MODULES;--"
     assert row["timestamp"] == utc("2023-05-23 10:14")
     # a row rejected for its values (not for a parse failure) is kept as the reader parsed it
-    assert row["raw_values"] == {"symbol": "X'; DROP TABLE MODULES;--",
-                                 "timestamp": "2023-05-23T10:14:00+00:00", "open": 103.5, "high": 104.25, "low": 103.0, "close": 103.75, "volume": 24.0,
-                                 "raw": None}
-    assert row["message"] == ("symbol is empty, longer than 20 characters or has characters outside "
-                              "[A-Za-z0-9._/:-]")
+    assert row["raw_values"] == {
+        "symbol": "X'; DROP TABLE MODULES;--",
+        "timestamp": "2023-05-23T10:14:00+00:00",
+        "open": 103.5,
+        "high": 104.25,
+        "low": 103.0,
+        "close": 103.75,
+        "volume": 24.0,
+        "raw": None,
+    }
+    assert row["message"] == (
+        "symbol is empty, longer than 20 characters or has characters outside [A-Za-z0-9._/:-]"
+    )
     assert row["source_file"] == str(data_dir / "symbol_sql_injection.csv")
     with engine(database_url).connect() as conn:
         assert conn.execute(sa.text("SELECT to_regclass('public.modules') IS NOT NULL")).scalar_one()
@@ -254,12 +408,17 @@ def test_unparseable_timestamps_are_quarantined_on_the_run_day_with_their_line(d
     ]
     # the bars on either side of the gap are one minute apart in UTC: nothing was shifted onto 03:00/03:01
     with engine(database_url).connect() as conn:
-        around = conn.execute(sa.text(
-            "SELECT \"timestamp\", close FROM market_data_1m WHERE symbol = 'SPY' "
-            "AND \"timestamp\" BETWEEN '2024-03-10 06:58+00' AND '2024-03-10 07:01+00' ORDER BY 1")).all()
+        around = conn.execute(
+            sa.text(
+                "SELECT \"timestamp\", close FROM market_data_1m WHERE symbol = 'SPY' "
+                "AND \"timestamp\" BETWEEN '2024-03-10 06:58+00' AND '2024-03-10 07:01+00' ORDER BY 1"
+            )
+        ).all()
     assert [(pd.Timestamp(t).tz_convert("UTC"), c) for t, c in around] == [
-        (utc("2024-03-10 06:58"), close(23)), (utc("2024-03-10 06:59"), close(24)),
-        (utc("2024-03-10 07:00"), close(27)), (utc("2024-03-10 07:01"), close(28)),
+        (utc("2024-03-10 06:58"), close(23)),
+        (utc("2024-03-10 06:59"), close(24)),
+        (utc("2024-03-10 07:00"), close(27)),
+        (utc("2024-03-10 07:01"), close(28)),
     ]
 
 
@@ -272,12 +431,18 @@ def test_a_future_row_is_in_no_partition_and_is_reported(database_url, tmp_path)
     assert result.success
     assert stored(database_url, "2023-05-11", ("BTCUSD",))[:3] == (49, 49, FULL - close(40))
     assert quarantined(database_url, "2023-05-11") == []
-    assert (f"{data_dir / 'future_timestamp.csv'}: 1 row(s) stamped later than now (first at line 42: "
-            "2099-05-11T10:40:00+00:00) belong to no partition that exists yet: not loaded, not quarantined"
-            in metadata(result)["notes"])
+    assert (
+        f"{data_dir / 'future_timestamp.csv'}: 1 row(s) stamped later than now (first at line 42: "
+        "2099-05-11T10:40:00+00:00) belong to no partition that exists yet: not loaded, not quarantined"
+        in metadata(result)["notes"]
+    )
     with engine(database_url).connect() as conn:
-        assert conn.execute(sa.text(
-            "SELECT count(*) FROM market_data_1m WHERE \"timestamp\" >= '2090-01-01'")).scalar_one() == 0
+        assert (
+            conn.execute(
+                sa.text("SELECT count(*) FROM market_data_1m WHERE \"timestamp\" >= '2090-01-01'")
+            ).scalar_one()
+            == 0
+        )
     with pytest.raises(dg.DagsterUnknownPartitionError):
         ingest(database_url, tmp_path, [CORPUS / "future_timestamp.csv"], "2099-05-11", name="future")
 
@@ -299,21 +464,31 @@ def baseline(url: str, tmp_path: Path, day: str) -> Path:
     assert result.success
     assert stored(url, day, ("BTCUSD",))[:3] == (29, 29, Decimal("1464.5"))
     assert [(q["source_line"], q["rule"]) for q in quarantined(url, day)] == [
-        (7, "ck_market_data_1m_volume_nonnegative")]
+        (7, "ck_market_data_1m_volume_nonnegative")
+    ]
     return data_dir / "baseline.csv"
 
 
 FAILING = [
     # (file, day, the exact start of the failure message; {path} is the file in the run's directory)
-    ("binary_named.csv", "2023-05-18",
-     "cannot read bar file: {path}: failed to read: {path}, line 1: binary content (NUL bytes), "
-     "not a text bar file"),
-    ("half_written.parquet", "2023-05-26",
-     "cannot read bar file: {path}: failed to read: {path}: corrupt or incomplete Parquet file: "),
-    ("too_many_bad_rows.csv", "2023-05-27",
-     "1 partition day(s) have more than 5% bad rows (2023-05-27: 10.0%); nothing was written. Rules broken: "
-     "{'ck_market_data_1m_volume_nonnegative': 4, 'ck_market_data_1m_high_bounds': 1}. First rows: "
-     "[{'source_file': '{path}', 'source_line': 5, 'rule': 'ck_market_data_1m_volume_nonnegative'}"),
+    (
+        "binary_named.csv",
+        "2023-05-18",
+        "cannot read bar file: {path}: failed to read: {path}, line 1: binary content (NUL bytes), "
+        "not a text bar file",
+    ),
+    (
+        "half_written.parquet",
+        "2023-05-26",
+        "cannot read bar file: {path}: failed to read: {path}: corrupt or incomplete Parquet file: ",
+    ),
+    (
+        "too_many_bad_rows.csv",
+        "2023-05-27",
+        "1 partition day(s) have more than 5% bad rows (2023-05-27: 10.0%); nothing was written. Rules broken: "
+        "{'ck_market_data_1m_volume_nonnegative': 4, 'ck_market_data_1m_high_bounds': 1}. First rows: "
+        "[{'source_file': '{path}', 'source_line': 5, 'rule': 'ck_market_data_1m_volume_nonnegative'}",
+    ),
 ]
 
 
@@ -334,8 +509,11 @@ def test_a_file_that_fails_the_run_changes_nothing(database_url, tmp_path, file,
 # Reader-level: the DST fixes in readers/timestamps.py, without a database
 # --------------------------------------------------------------------------------------------------------------
 
-FALL = ([f"2024-11-03 00:{m:02d}" for m in range(40, 60)] + [f"2024-11-03 01:{m:02d}" for m in range(60)] * 2
-        + [f"2024-11-03 02:{m:02d}" for m in range(20)])
+FALL = (
+    [f"2024-11-03 00:{m:02d}" for m in range(40, 60)]
+    + [f"2024-11-03 01:{m:02d}" for m in range(60)] * 2
+    + [f"2024-11-03 02:{m:02d}" for m in range(20)]
+)
 FALL_UTC = list(pd.date_range("2024-11-03 04:40", periods=160, freq="min", tz="UTC"))
 
 
@@ -368,15 +546,22 @@ def test_a_repeated_hour_whose_order_does_not_tell_is_left_as_bad_rows(tmp_path)
     f = res.frame
     assert f["timestamp"].isna().tolist() == [False] * 20 + [True] * 60 + [False] * 20
     assert f["raw"].notna().sum() == 60
-    assert any("60 local time(s) fall in the hour repeated when America/New_York left daylight time and "
-               "their order does not say which pass they belong to; left as NaT" in n for n in res.notes)
+    assert any(
+        "60 local time(s) fall in the hour repeated when America/New_York left daylight time and "
+        "their order does not say which pass they belong to; left as NaT" in n
+        for n in res.notes
+    )
     assert not any("do not exist" in n for n in res.notes)
 
 
 def test_an_unparseable_row_after_a_future_row_stays_in_the_present_window(tmp_path):
     lines = ["timestamp,open,high,low,close,volume"]
     lines += [f"2023-05-11 10:{m:02d}:00,1,2,0.5,1.5,1" for m in range(10)]
-    lines += ["2099-05-11 10:10:00,1,2,0.5,1.5,1", "garbage,1,2,0.5,1.5,1", "2023-05-11 10:12:00,1,2,0.5,1.5,1"]
+    lines += [
+        "2099-05-11 10:10:00,1,2,0.5,1.5,1",
+        "garbage,1,2,0.5,1.5,1",
+        "2023-05-11 10:12:00,1,2,0.5,1.5,1",
+    ]
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "f.csv").write_text("\n".join(lines) + "\n")
     res = catalog.read_bar_files(tmp_path / "d", utc("2023-05-11"), utc("2023-05-12"))
@@ -391,16 +576,20 @@ def test_files_that_give_no_row_to_any_window_are_listed_as_skipped(tmp_path):
     root = tmp_path / "d"
     root.mkdir()
     header = "timestamp,open,high,low,close,volume\n"
-    (root / "gap_only.csv").write_text(header + "".join(
-        f"2024-03-10 02:{m:02d},1,2,0.5,1.5,1\n" for m in range(5)))  # no such New York times
-    (root / "future_only.csv").write_text(header + "".join(
-        f"2099-01-01 10:{m:02d},1,2,0.5,1.5,1\n" for m in range(5)))
+    (root / "gap_only.csv").write_text(
+        header + "".join(f"2024-03-10 02:{m:02d},1,2,0.5,1.5,1\n" for m in range(5))
+    )  # no such New York times
+    (root / "future_only.csv").write_text(
+        header + "".join(f"2099-01-01 10:{m:02d},1,2,0.5,1.5,1\n" for m in range(5))
+    )
     (root / "header_only.csv").write_text(header)
     res = catalog.read_bar_files(root, utc("2024-03-10"), utc("2024-03-11"), tz=NY)
     assert len(res.frame) == 0
     assert sorted(res.skipped) == [
-        (str(root / "future_only.csv"),
-         "all its rows are stamped later than now (from 2099-01-01T15:00:00+00:00)"),
+        (
+            str(root / "future_only.csv"),
+            "all its rows are stamped later than now (from 2099-01-01T15:00:00+00:00)",
+        ),
         (str(root / "gap_only.csv"), "none of its 5 row(s) has a usable timestamp: they fit no partition"),
         (str(root / "header_only.csv"), "holds no bars (empty, or a header only): nothing to load"),
     ]

@@ -32,7 +32,10 @@ GOOD = ["ABC", "2024-01-02 10:00", 10.0, 11.0, 9.0, 10.5, 100.0]
         (["ABC", "2024-01-05 10:01", 10.0, 11.0, 9.0, 10.5, 5.0], "market_data_1m_timestamp_not_future"),
         (["ABC", "2024-01-02 10:01", 10.0, 1e30, 9.0, 10.5, 5.0], "market_data_1m_values_fit_numeric"),
         (["A" * 21, "2024-01-02 10:01", 10.0, 11.0, 9.0, 10.5, 5.0], "market_data_1m_symbol_format"),
-        (["X'; DROP TABLE modules;--", "2024-01-02 10:01", 10.0, 11.0, 9.0, 10.5, 5.0], "market_data_1m_symbol_format"),
+        (
+            ["X'; DROP TABLE modules;--", "2024-01-02 10:01", 10.0, 11.0, 9.0, 10.5, 5.0],
+            "market_data_1m_symbol_format",
+        ),
         (["ABC", None, 10.0, 11.0, 9.0, 10.5, 5.0], "market_data_1m_timestamp_not_null"),
     ],
 )
@@ -52,16 +55,20 @@ def test_exact_duplicate_keeps_one_copy_and_conflicting_minute_keeps_none():
     assert len(checked.clean) == 1
     assert sorted(checked.quarantine["rule"]) == ["market_data_1m_key_unique"] * 3
     messages = sorted(checked.quarantine["message"])
-    assert messages[0].startswith("an identical row") and messages[2].startswith("the same symbol and minute appear with")
+    assert messages[0].startswith("an identical row") and messages[2].startswith(
+        "the same symbol and minute appear with"
+    )
 
 
 def test_missing_minutes_counts_inner_gaps_per_symbol_and_day():
-    frame = _bars([
-        ["A", "2024-01-02 10:00", 1, 1, 1, 1, 1],
-        ["A", "2024-01-02 10:01", 1, 1, 1, 1, 1],
-        ["A", "2024-01-02 10:05", 1, 1, 1, 1, 1],
-        ["B", "2024-01-02 10:00", 1, 1, 1, 1, 1],
-    ])
+    frame = _bars(
+        [
+            ["A", "2024-01-02 10:00", 1, 1, 1, 1, 1],
+            ["A", "2024-01-02 10:01", 1, 1, 1, 1, 1],
+            ["A", "2024-01-02 10:05", 1, 1, 1, 1, 1],
+            ["B", "2024-01-02 10:00", 1, 1, 1, 1, 1],
+        ]
+    )
     gaps = describe.missing_minutes(frame).set_index("symbol")
     assert gaps.loc["A", "missing"] == 3
     assert gaps.loc["A", "bars"] == 3
@@ -77,8 +84,10 @@ def test_quarantine_share_by_day():
 def test_synthetic_source_is_deterministic_and_day_by_day_equals_range():
     start, end = pd.Timestamp("2024-03-01", tz="UTC"), pd.Timestamp("2024-03-04", tz="UTC")
     whole = synthetic.bars(start, end, ["AAA", "BBB"], seed=3)
-    days = pd.concat([synthetic.day_bars(d, ["AAA", "BBB"], seed=3)
-                      for d in pd.date_range(start, end, inclusive="left")], ignore_index=True)
+    days = pd.concat(
+        [synthetic.day_bars(d, ["AAA", "BBB"], seed=3) for d in pd.date_range(start, end, inclusive="left")],
+        ignore_index=True,
+    )
     pd.testing.assert_frame_equal(whole, days)
     again = synthetic.bars(start, end, ["AAA", "BBB"], seed=3)
     pd.testing.assert_frame_equal(whole, again)
@@ -87,8 +96,12 @@ def test_synthetic_source_is_deterministic_and_day_by_day_equals_range():
 
 
 def test_synthetic_bars_are_valid_and_realistic():
-    frame = synthetic.bars(pd.Timestamp("2024-03-01", tz="UTC"), pd.Timestamp("2024-03-08", tz="UTC"),
-                           ["AAA", "BBB", "CCC"], seed=1)
+    frame = synthetic.bars(
+        pd.Timestamp("2024-03-01", tz="UTC"),
+        pd.Timestamp("2024-03-08", tz="UTC"),
+        ["AAA", "BBB", "CCC"],
+        seed=1,
+    )
     checked = validate.validate_bars(normalise_bars(frame), now=NOW + pd.Timedelta(days=365))
     assert checked.counts == {}
     returns = np.log(frame["close"]).groupby(frame["symbol"]).diff().dropna()
@@ -103,8 +116,13 @@ def test_synthetic_bars_are_valid_and_realistic():
 
 def _messy_bars() -> pd.DataFrame:
     """Two symbols over two days with a row breaking each quarantine rule, duplicates, a conflict, gaps."""
-    rows = [[s, f"2024-01-0{d} 10:{m:02d}", 10.0 + m / 100, 11.0, 9.0, 10.5 - m / 100, 100.0]
-            for s in ("ABC", "XYZ") for d in (1, 2) for m in range(0, 50) if m not in (7, 8, 30)]
+    rows = [
+        [s, f"2024-01-0{d} 10:{m:02d}", 10.0 + m / 100, 11.0, 9.0, 10.5 - m / 100, 100.0]
+        for s in ("ABC", "XYZ")
+        for d in (1, 2)
+        for m in range(0, 50)
+        if m not in (7, 8, 30)
+    ]
     rows += [
         ["ABC", "2024-01-01 11:00", 10.0, 11.0, 9.0, np.nan, 100.0],
         ["ABC", "2024-01-01 11:01", 0.0, 11.0, 9.0, 10.0, 100.0],
@@ -126,15 +144,22 @@ def _messy_bars() -> pd.DataFrame:
 
 def _day_pieces(frame: pd.DataFrame) -> list[validate.Validated]:
     day = frame["timestamp"].dt.floor("D")
-    return [validate.validate_bars(frame[(day == d) | (day.isna() & (d == day.min()))].reset_index(drop=True), now=NOW)
-            for d in sorted(day.dropna().unique())]
+    return [
+        validate.validate_bars(
+            frame[(day == d) | (day.isna() & (d == day.min()))].reset_index(drop=True), now=NOW
+        )
+        for d in sorted(day.dropna().unique())
+    ]
 
 
 def test_rules_validation_enforced_are_reported_as_judged():
     """The rules validation quarantined by are not judged again on the clean rows; the report is the same."""
     from tis_pipeline.quality.evaluate import evaluate_frame
 
-    for checked in (validate.validate_bars(_messy_bars(), now=NOW), validate.Validated.concat(_day_pieces(_messy_bars()))):
+    for checked in (
+        validate.validate_bars(_messy_bars(), now=NOW),
+        validate.Validated.concat(_day_pieces(_messy_bars())),
+    ):
         assert len(checked.quarantine) >= 13 and checked.enforced == validate.ENFORCED_RULES
         judged = evaluate_frame(checked.clean, "market_data_1m", now=NOW)
         reported = evaluate_frame(checked.clean, "market_data_1m", now=NOW, enforced=checked.enforced)
@@ -143,7 +168,11 @@ def test_rules_validation_enforced_are_reported_as_judged():
         assert "market_data_1m_no_price_jumps" in failed and [r.name for r in reported.failed] == failed
         for want, got in zip(judged.results, reported.results, strict=True):
             assert (got.passed, got.unexpected_count, got.element_count, got.skipped) == (
-                want.passed, want.unexpected_count, want.element_count, want.skipped), want.name
+                want.passed,
+                want.unexpected_count,
+                want.element_count,
+                want.skipped,
+            ), want.name
             pd.testing.assert_series_equal(got.mask, want.mask)
             pd.testing.assert_frame_equal(got.failing_rows, want.failing_rows, obj=want.name)
             if want.by_symbol_day is None:  # skipped: the column is not in the frame
@@ -165,8 +194,12 @@ def test_joined_pieces_enforce_the_key_only_when_apart_in_time():
 def test_summary_equals_the_groupby_of_missing_minutes():
     """The numpy path (string symbols) against missing_minutes' groupby (taken for object symbols)."""
     frame = validate.validate_bars(_messy_bars(), now=NOW).clean
-    bars = synthetic.bars(pd.Timestamp("2024-03-01", tz="UTC"), pd.Timestamp("2024-03-04", tz="UTC"),
-                          ["AAA", "BBB", "CCC"], seed=1)
+    bars = synthetic.bars(
+        pd.Timestamp("2024-03-01", tz="UTC"),
+        pd.Timestamp("2024-03-04", tz="UTC"),
+        ["AAA", "BBB", "CCC"],
+        seed=1,
+    )
     shuffled = normalise_bars(bars).sample(frac=0.6, random_state=2)
     far = pd.concat([frame, frame.tail(2).assign(timestamp=pd.Timestamp("1969-12-31 23:58", tz="UTC"))])
     for case in (frame, shuffled, far, shuffled.assign(timestamp=shuffled["timestamp"].dt.as_unit("ns"))):
@@ -179,8 +212,18 @@ def test_summary_equals_the_groupby_of_missing_minutes():
 
 def test_quarantine_share_counts_days_far_apart_and_missing_times():
     clean = validate.validate_bars(_messy_bars(), now=NOW).clean
-    far = pd.concat([clean, clean.tail(3).assign(timestamp=[pd.Timestamp("1990-05-01 10:00", tz="UTC"), pd.NaT,
-                                                            pd.Timestamp("2024-01-02 23:59", tz="UTC")])])
+    far = pd.concat(
+        [
+            clean,
+            clean.tail(3).assign(
+                timestamp=[
+                    pd.Timestamp("1990-05-01 10:00", tz="UTC"),
+                    pd.NaT,
+                    pd.Timestamp("2024-01-02 23:59", tz="UTC"),
+                ]
+            ),
+        ]
+    )
     tokyo = far.assign(timestamp=far["timestamp"].dt.tz_convert("Asia/Tokyo"))  # UTC days all the same
     for frame in (clean, far, tokyo):
         got = validate._utc_date_counts(frame["timestamp"])
@@ -194,8 +237,11 @@ def test_day_split_of_the_builds_equals_the_groupby_by_utc_day():
     clean = validate.validate_bars(_messy_bars(), now=NOW).clean
     one_day = clean[clean["timestamp"] < pd.Timestamp("2024-01-02", tz="UTC")]
     # one UTC day, two days in Tokyo (UTC+9): 14:30 and 15:30 UTC
-    tokyo = one_day.head(2).assign(timestamp=pd.to_datetime(["2024-01-01 14:30", "2024-01-01 15:30"], utc=True)
-                                   .tz_convert("Asia/Tokyo").as_unit("us"))
+    tokyo = one_day.head(2).assign(
+        timestamp=pd.to_datetime(["2024-01-01 14:30", "2024-01-01 15:30"], utc=True)
+        .tz_convert("Asia/Tokyo")
+        .as_unit("us")
+    )
     for frame in (clean, one_day, tokyo, one_day.assign(timestamp=one_day["timestamp"].dt.as_unit("ns"))):
         got, want = list(_by_day(frame)), list(frame.groupby(frame["timestamp"].dt.floor("D"), sort=True))
         assert [day for day, _ in got] == [day for day, _ in want]

@@ -953,12 +953,8 @@ def test_read_bars_windows_keep_bad_rows_once(data_dir, tmp_path, load_calls):
     ) in whole.skipped
 
     # split the day at 09:35: the unparseable-timestamp row (line 8) follows the row before it (09:34)
-    early = read_bar_files(
-        data_dir, ts("2021-01-04"), ts("2021-01-04 09:35"), manifest_path=manifest
-    ).frame
-    late = read_bar_files(
-        data_dir, ts("2021-01-04 09:35"), ts("2021-01-05"), manifest_path=manifest
-    ).frame
+    early = read_bar_files(data_dir, ts("2021-01-04"), ts("2021-01-04 09:35"), manifest_path=manifest).frame
+    late = read_bar_files(data_dir, ts("2021-01-04 09:35"), ts("2021-01-05"), manifest_path=manifest).frame
     messy_early = early.loc[early["symbol"] == "MESSY", "source_line"].tolist()
     messy_late = late.loc[late["symbol"] == "MESSY", "source_line"].tolist()
     assert messy_early == [2, 3, 4, 6, 7, 8]

@@ -16,7 +16,11 @@ from tis_pipeline.ops.sensors import changed_days, market_data_files_sensor
 
 def _write_bars(path: Path, first: str, days: int) -> None:
     """A CSV of 1-minute bars, 09:30-09:59 UTC on each of ``days`` days from ``first``; the symbol is the stem."""
-    stamps = [pd.Timestamp(first) + pd.Timedelta(days=d, hours=9, minutes=30 + m) for d in range(days) for m in range(30)]
+    stamps = [
+        pd.Timestamp(first) + pd.Timedelta(days=d, hours=9, minutes=30 + m)
+        for d in range(days)
+        for m in range(30)
+    ]
     lines = ["timestamp,open,high,low,close,volume"]
     lines += [f"{t.isoformat()}Z,10.0,10.5,9.5,10.25,{100 + i}" for i, t in enumerate(stamps)]
     path.write_text("\n".join(lines) + "\n")
@@ -49,12 +53,16 @@ def test_files_that_appear_change_or_go_away_request_their_days(watched: Path) -
     # a tick retried from the same cursor asks for the same runs (same run keys: Dagster launches them once)
     cursor = context.cursor
     retried = market_data_files_sensor(dg.build_sensor_context(cursor=cursor))
-    assert [r.run_key for r in retried] == [r.run_key for r in market_data_files_sensor(
-        dg.build_sensor_context(cursor=cursor))]
+    assert [r.run_key for r in retried] == [
+        r.run_key for r in market_data_files_sensor(dg.build_sensor_context(cursor=cursor))
+    ]
     (watched / "hourly").mkdir()
     hourly = pd.date_range("2024-04-01", periods=48, freq="h", tz="UTC")  # coarser bars are not watched
-    (watched / "hourly" / "CCC.csv").write_text("timestamp,open,high,low,close,volume\n" + "\n".join(
-        f"{t.isoformat()},1,1,1,1,1" for t in hourly) + "\n")
+    (watched / "hourly" / "CCC.csv").write_text(
+        "timestamp,open,high,low,close,volume\n"
+        + "\n".join(f"{t.isoformat()},1,1,1,1,1" for t in hourly)
+        + "\n"
+    )
     assert _ranges(market_data_files_sensor(context)) == [("2024-03-05", "2024-03-06")]
 
     # AAA grows by three days (its old days come again too: one stretch), BBB goes away

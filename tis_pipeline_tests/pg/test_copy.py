@@ -12,21 +12,59 @@ import psycopg.errors
 import pytest
 import sqlalchemy as sa
 
-from tis_pipeline.pg.copy_binary import SIGNATURE, TRAILER, encode_rows, exact_scale8, scaled_numeric
 from tis_pipeline.pg.copy import copy_bars_binary, copy_frame, copy_payload
+from tis_pipeline.pg.copy_binary import SIGNATURE, TRAILER, encode_rows, exact_scale8, scaled_numeric
 from tis_pipeline.pg.engine import engine, raw_connection
 
 COLUMNS = ["symbol", "timestamp", "open", "high", "low", "close", "volume"]
-EDGES = [0.0, -0.0, 1e-8, 5e-9, 4.9999999e-9, 1.5e-8, 2.5e-8, 0.1, 0.3, 0.1 + 0.2, 1 / 3, 2 / 3, 1.005,
-         0.123456785, 0.123456775, 123.456789125, 99999999.99999999, 2.0**26 - 1e-8, 2.0**26, 2.0**26 + 0.5,
-         67108863.99999999, 1e11 + 0.5, 999999999999.0, 999999999999.99, 999999999999.999999, 123456789012.12346,
-         1e-5, 7e-7, 12345.6789, 1e15 / 1e8, 9007199.254740993, -1.5, -0.00000001, -123.45678901, 42.0,
-         float(2**40), 3.5e9, 1234567.12345678, 5000.00000001, 0.00000005, 0.000000049999]
+EDGES = [
+    0.0,
+    -0.0,
+    1e-8,
+    5e-9,
+    4.9999999e-9,
+    1.5e-8,
+    2.5e-8,
+    0.1,
+    0.3,
+    0.1 + 0.2,
+    1 / 3,
+    2 / 3,
+    1.005,
+    0.123456785,
+    0.123456775,
+    123.456789125,
+    99999999.99999999,
+    2.0**26 - 1e-8,
+    2.0**26,
+    2.0**26 + 0.5,
+    67108863.99999999,
+    1e11 + 0.5,
+    999999999999.0,
+    999999999999.99,
+    999999999999.999999,
+    123456789012.12346,
+    1e-5,
+    7e-7,
+    12345.6789,
+    1e15 / 1e8,
+    9007199.254740993,
+    -1.5,
+    -0.00000001,
+    -123.45678901,
+    42.0,
+    float(2**40),
+    3.5e9,
+    1234567.12345678,
+    5000.00000001,
+    0.00000005,
+    0.000000049999,
+]
 
 
 def decimals(values: np.ndarray, places: np.ndarray) -> np.ndarray:
     """``values`` rounded to a number of decimal places per value (floats as a file's text would give)."""
-    scale = 10.0 ** places
+    scale = 10.0**places
     return np.round(values * scale) / scale
 
 
@@ -37,13 +75,15 @@ def text_rule(value: float) -> Decimal:
 
 def test_scaled_numeric_matches_the_text_rule_where_it_claims_exactness():
     rng = np.random.default_rng(7)
-    values = np.concatenate([
-        np.array(EDGES),
-        decimals(rng.uniform(0, 5000, 2000), rng.integers(0, 9, 2000)),
-        rng.uniform(-1e7, 1e7, 500),
-        np.round(rng.lognormal(5, 4, 500), 8),
-        np.round(rng.uniform(0, 1e12, 200)),
-    ])
+    values = np.concatenate(
+        [
+            np.array(EDGES),
+            decimals(rng.uniform(0, 5000, 2000), rng.integers(0, 9, 2000)),
+            rng.uniform(-1e7, 1e7, 500),
+            np.round(rng.lognormal(5, 4, 500), 8),
+            np.round(rng.uniform(0, 1e12, 200)),
+        ]
+    )
     whole, fraction, negative, exact = scaled_numeric(values)
     for v, w, f, neg, ok in zip(values, whole, fraction, negative, exact, strict=True):
         if ok:
@@ -60,8 +100,9 @@ def test_scaled_numeric_leaves_out_what_it_cannot_prove():
 
 def test_encode_rows_frames_the_payload_and_skips_rows_it_cannot_encode():
     ts = pd.Series(pd.to_datetime(["2024-01-02 00:00", "2024-01-02 00:01", None], utc=True))
-    payload, ok = encode_rows(pd.Series(["AB", "ABC", "AB"]), ts,
-                              [np.array([1.0, 1 / 3, 2.0]), np.array([1.0, 2.0, 3.0])])
+    payload, ok = encode_rows(
+        pd.Series(["AB", "ABC", "AB"]), ts, [np.array([1.0, 1 / 3, 2.0]), np.array([1.0, 2.0, 3.0])]
+    )
     assert ok.tolist() == [True, False, False]
     assert payload.startswith(SIGNATURE) and payload.endswith(TRAILER)
     # one row: field count, symbol, timestamp, two numerics of 4 + 18 bytes
@@ -73,10 +114,14 @@ def conn(database_url: str) -> Iterator[sa.Connection]:
     with engine(database_url).connect() as connection:
         transaction = connection.begin()
         try:
-            connection.execute(sa.text(
-                "CREATE TEMP TABLE via_text (LIKE market_data_1m INCLUDING DEFAULTS) ON COMMIT DROP"))
-            connection.execute(sa.text(
-                "CREATE TEMP TABLE via_binary (LIKE market_data_1m INCLUDING DEFAULTS) ON COMMIT DROP"))
+            connection.execute(
+                sa.text("CREATE TEMP TABLE via_text (LIKE market_data_1m INCLUDING DEFAULTS) ON COMMIT DROP")
+            )
+            connection.execute(
+                sa.text(
+                    "CREATE TEMP TABLE via_binary (LIKE market_data_1m INCLUDING DEFAULTS) ON COMMIT DROP"
+                )
+            )
             yield connection
         finally:
             transaction.rollback()
@@ -85,23 +130,32 @@ def conn(database_url: str) -> Iterator[sa.Connection]:
 def _frame(values: np.ndarray, symbols: list[str]) -> pd.DataFrame:
     n = len(values)
     start = pd.Timestamp("2024-01-02", tz="UTC")
-    return pd.DataFrame({
-        "symbol": pd.array([symbols[i % len(symbols)] for i in range(n)], dtype="string"),
-        "timestamp": pd.Series(start + pd.to_timedelta(np.arange(n), unit="min")).astype("datetime64[us, UTC]"),
-        **{c: np.roll(values, k) for k, c in enumerate(COLUMNS[2:])},
-    })
+    return pd.DataFrame(
+        {
+            "symbol": pd.array([symbols[i % len(symbols)] for i in range(n)], dtype="string"),
+            "timestamp": pd.Series(start + pd.to_timedelta(np.arange(n), unit="min")).astype(
+                "datetime64[us, UTC]"
+            ),
+            **{c: np.roll(values, k) for k, c in enumerate(COLUMNS[2:])},
+        }
+    )
 
 
 @pytest.mark.pg
 @pytest.mark.parametrize("freeze", [False, True])
 def test_binary_copy_lands_every_value_as_the_text_copy(conn, freeze):
     rng = np.random.default_rng(11)
-    values = np.concatenate([
-        np.array([v for v in EDGES if abs(v) < 1e12]),
-        decimals(rng.uniform(0, 5000, 3000), rng.integers(0, 12, 3000)),  # up to 11 decimals: rounding
-        rng.uniform(0, 1e-6, 200), rng.uniform(-1e11, 1e11, 300), rng.uniform(0, 1e4, 300),
-        np.round(rng.uniform(-1e11, 1e11, 200)), np.round(rng.lognormal(3, 6, 300), 8),
-    ])
+    values = np.concatenate(
+        [
+            np.array([v for v in EDGES if abs(v) < 1e12]),
+            decimals(rng.uniform(0, 5000, 3000), rng.integers(0, 12, 3000)),  # up to 11 decimals: rounding
+            rng.uniform(0, 1e-6, 200),
+            rng.uniform(-1e11, 1e11, 300),
+            rng.uniform(0, 1e4, 300),
+            np.round(rng.uniform(-1e11, 1e11, 200)),
+            np.round(rng.lognormal(3, 6, 300), 8),
+        ]
+    )
     values = values[np.abs(np.round(values, 8)) < 1e12]
     frame = _frame(values, ["A", "BTC-USD", "X" * 20, "ÉTÉ", "SYM001"])
     raw = raw_connection(conn)
@@ -109,14 +163,16 @@ def test_binary_copy_lands_every_value_as_the_text_copy(conn, freeze):
     # some rows (more than 8 decimals, non-integral values above 2**26) take the text path into the same table
     assert 0 < scaled_numeric(frame["open"].to_numpy())[3].mean() < 1
     assert copy_bars_binary(raw, "via_binary", frame, COLUMNS, freeze=freeze) == len(frame)
-    differ = conn.execute(sa.text(
-        "SELECT count(*) FROM via_text t FULL JOIN via_binary b USING (symbol, \"timestamp\") "
-        "WHERE b.symbol IS NULL OR t.symbol IS NULL OR "
-        "numeric_send(t.open) <> numeric_send(b.open) OR numeric_send(t.high) <> numeric_send(b.high) OR "
-        "numeric_send(t.low) <> numeric_send(b.low) OR numeric_send(t.close) <> numeric_send(b.close) OR "
-        "numeric_send(t.volume) <> numeric_send(b.volume) OR "
-        "pg_column_size(t.open) <> pg_column_size(b.open) OR pg_column_size(t.volume) <> pg_column_size(b.volume)"
-    )).scalar_one()
+    differ = conn.execute(
+        sa.text(
+            'SELECT count(*) FROM via_text t FULL JOIN via_binary b USING (symbol, "timestamp") '
+            "WHERE b.symbol IS NULL OR t.symbol IS NULL OR "
+            "numeric_send(t.open) <> numeric_send(b.open) OR numeric_send(t.high) <> numeric_send(b.high) OR "
+            "numeric_send(t.low) <> numeric_send(b.low) OR numeric_send(t.close) <> numeric_send(b.close) OR "
+            "numeric_send(t.volume) <> numeric_send(b.volume) OR "
+            "pg_column_size(t.open) <> pg_column_size(b.open) OR pg_column_size(t.volume) <> pg_column_size(b.volume)"
+        )
+    ).scalar_one()
     assert differ == 0
     stored = conn.execute(sa.text('SELECT open::text FROM via_binary ORDER BY "timestamp"')).scalars().all()
     assert [Decimal(s) for s in stored] == [text_rule(v) for v in frame["open"]]
@@ -129,7 +185,9 @@ def test_values_numeric_cannot_hold_fail_as_on_the_text_path(conn, bad):
     errors = []
     for table, copy in (("via_text", copy_frame), ("via_binary", copy_bars_binary)):
         conn.execute(sa.text("SAVEPOINT s"))
-        with pytest.raises(psycopg.errors.DataError if bad == bad else psycopg.errors.NotNullViolation) as err:
+        with pytest.raises(
+            psycopg.errors.DataError if bad == bad else psycopg.errors.NotNullViolation
+        ) as err:
             copy(raw_connection(conn), table, frame, COLUMNS)
         errors.append(str(err.value).splitlines()[0].replace(table, "<table>"))
         conn.execute(sa.text("ROLLBACK TO SAVEPOINT s"))
@@ -137,10 +195,14 @@ def test_values_numeric_cannot_hold_fail_as_on_the_text_path(conn, bad):
 
 
 def test_exact_scale8_claims_only_what_the_float_proves():
-    values = np.array([0.1, 12345.6789, 67108863.99999999, 2.0**26, 2.0**26 + 0.5, 1e9, 1 / 3, np.nan, -0.00000001])
+    values = np.array(
+        [0.1, 12345.6789, 67108863.99999999, 2.0**26, 2.0**26 + 0.5, 1e9, 1 / 3, np.nan, -0.00000001]
+    )
     assert exact_scale8(values).tolist() == [True, True, True, False, False, False, False, False, True]
     rng = np.random.default_rng(5)
-    stored = decimals(rng.uniform(-5e7, 5e7, 5000), rng.integers(0, 9, 5000))  # what numeric(20,8) reads back as
+    stored = decimals(
+        rng.uniform(-5e7, 5e7, 5000), rng.integers(0, 9, 5000)
+    )  # what numeric(20,8) reads back as
     assert exact_scale8(stored).all()
 
 
@@ -152,21 +214,34 @@ def test_boolean_and_jsonb_fields_land_as_the_text_copy_lands_them(conn):
     frame["open"] = [0.57, 1.0, 0.1, 1 / 3, 0.25]
     frame["mx_evidence"] = [0.57, 1.0, 0.0, 0.33, 0.25]
     frame["mx_confirm"] = [True, False, True, False, True]
-    frame["mx_expert_contributions"] = ['{"fsm":[0.0123,-0.5]}', '{"a":[]}', '{"é":"x"}', "[1,2]", '{"k":null}']
+    frame["mx_expert_contributions"] = [
+        '{"fsm":[0.0123,-0.5]}',
+        '{"a":[]}',
+        '{"é":"x"}',
+        "[1,2]",
+        '{"k":null}',
+    ]
     columns = [*COLUMNS, "mx_evidence", "mx_confirm", "mx_expert_contributions"]
     raw = raw_connection(conn)
     copy_frame(raw, "via_text", frame, columns)
-    payload, encoded = encode_rows(frame["symbol"], frame["timestamp"],
-                                   [frame[c].to_numpy() for c in columns[2:8]], flags=[frame["mx_confirm"].to_numpy()],
-                                   json_text=pa.array(frame["mx_expert_contributions"]))
+    payload, encoded = encode_rows(
+        frame["symbol"],
+        frame["timestamp"],
+        [frame[c].to_numpy() for c in columns[2:8]],
+        flags=[frame["mx_confirm"].to_numpy()],
+        json_text=pa.array(frame["mx_expert_contributions"]),
+    )
     assert encoded.tolist() == [True, True, True, False, True]  # 1/3 has more than 8 decimals
     with raw.cursor() as cur:
         copy_payload(cur, f"COPY via_binary ({', '.join(columns)}) FROM STDIN (FORMAT binary)", payload)
     copy_frame(raw, "via_binary", frame[~encoded], columns)
-    differ = conn.execute(sa.text(
-        "SELECT count(*) FROM via_text t FULL JOIN via_binary b USING (symbol, \"timestamp\") "
-        "WHERE (t.open, t.mx_evidence, t.mx_confirm, t.mx_expert_contributions, pg_column_size(t.mx_evidence)) "
-        "IS DISTINCT FROM (b.open, b.mx_evidence, b.mx_confirm, b.mx_expert_contributions, "
-        "pg_column_size(b.mx_evidence))")).scalar_one()
+    differ = conn.execute(
+        sa.text(
+            'SELECT count(*) FROM via_text t FULL JOIN via_binary b USING (symbol, "timestamp") '
+            "WHERE (t.open, t.mx_evidence, t.mx_confirm, t.mx_expert_contributions, pg_column_size(t.mx_evidence)) "
+            "IS DISTINCT FROM (b.open, b.mx_evidence, b.mx_confirm, b.mx_expert_contributions, "
+            "pg_column_size(b.mx_evidence))"
+        )
+    ).scalar_one()
     assert differ == 0
     assert conn.execute(sa.text("SELECT count(*) FROM via_binary")).scalar_one() == 5

@@ -37,7 +37,10 @@ def test_a_url_that_sets_jit_decides_it(database_url: str) -> None:
 
 def test_session_options_merge_without_repeating_jit() -> None:
     assert session_options("postgresql+psycopg://u@h/d") == "-c jit=off"
-    assert session_options("postgresql+psycopg://u@h/d?options=-c%20work_mem%3D64MB") == "-c work_mem=64MB -c jit=off"
+    assert (
+        session_options("postgresql+psycopg://u@h/d?options=-c%20work_mem%3D64MB")
+        == "-c work_mem=64MB -c jit=off"
+    )
     assert session_options("postgresql+psycopg://u@h/d?options=-c%20jit%3Don") == "-c jit=on"
 
 
@@ -50,8 +53,10 @@ def _kernel_limit(name: str) -> int:
 
 def test_project_connections_ask_for_wide_socket_buffers(database_url: str) -> None:
     # the kernel grants min(asked, net.core.*mem_max) and reports it doubled; the defaults are about 200 KB
-    wanted = {socket.SO_SNDBUF: min(SOCKET_BUFFER_BYTES, _kernel_limit("wmem_max")),
-              socket.SO_RCVBUF: min(SOCKET_BUFFER_BYTES, _kernel_limit("rmem_max"))}
+    wanted = {
+        socket.SO_SNDBUF: min(SOCKET_BUFFER_BYTES, _kernel_limit("wmem_max")),
+        socket.SO_RCVBUF: min(SOCKET_BUFFER_BYTES, _kernel_limit("rmem_max")),
+    }
     with engine(database_url).connect() as conn:
         sock = socket.socket(fileno=raw_connection(conn).fileno())
         try:

@@ -19,7 +19,11 @@ START = pd.Timestamp("2024-03-04 00:00", tz="UTC")
 MINUTES = 200
 SYMBOLS = ("AAA", "BBB")
 INTEGER_COLUMNS = {
-    "priority", "sharing_priority", "trigger_priority", "mx_processing_latency_ms", "mx_throughput_per_second",
+    "priority",
+    "sharing_priority",
+    "trigger_priority",
+    "mx_processing_latency_ms",
+    "mx_throughput_per_second",
 }
 ROWS = 6
 BAD_ROWS = (1, 3)  # the rows a generic violation breaks

@@ -8,8 +8,8 @@ import pytest
 
 from tis_pipeline.quality.checks import CheckInput, build_checks, check_results, check_specs_for
 from tis_pipeline.quality.evaluate import evaluate_frame
-from tis_pipeline.quality.rules import rules_for
 from tis_pipeline.quality.ge import validate_frame
+from tis_pipeline.quality.rules import rules_for
 from tis_pipeline_tests.quality.frames import START, SYMBOLS, market_1m, market_case
 
 
@@ -37,7 +37,9 @@ def test_specs_one_per_rule_errors_blocking_warnings_not():
 def test_check_results_carry_rule_range_counts_and_failing_rows():
     bars = _bad_bars()
     report = evaluate_frame(bars, "market_data_1m", now=bars["timestamp"].max())
-    results = {r.check_name: r for r in check_results(report, dg.PartitionKeyRange("2024-03-04", "2024-03-05"))}
+    results = {
+        r.check_name: r for r in check_results(report, dg.PartitionKeyRange("2024-03-04", "2024-03-05"))
+    }
     assert set(results) == {r.name for r in rules_for("market_data_1m")}
 
     positive = results["ck_market_data_1m_prices_positive"]
@@ -51,11 +53,21 @@ def test_check_results_carry_rule_range_counts_and_failing_rows():
     assert [(r.data["symbol"], r.data["day"], r.data["failing"]) for r in by_day.records] == [
         (s, d, 2) for s in SYMBOLS for d in ("2024-03-04", "2024-03-05")
     ]
-    assert {c.name for c in md["failing_by_symbol_day"].schema.columns} == {"symbol", "day", "rows", "failing", "share"}
+    assert {c.name for c in md["failing_by_symbol_day"].schema.columns} == {
+        "symbol",
+        "day",
+        "rows",
+        "failing",
+        "share",
+    }
     sample = md["failing_rows_sample"].records
     assert len(sample) == 8
     first = sample[0].data
-    assert (first["symbol"], first["timestamp"], first["low"]) == ("AAA", (START + pd.Timedelta(minutes=67)).isoformat(), 0.0)
+    assert (first["symbol"], first["timestamp"], first["low"]) == (
+        "AAA",
+        (START + pd.Timedelta(minutes=67)).isoformat(),
+        0.0,
+    )
 
     gaps = results["market_data_1m_no_gaps"]
     assert not gaps.passed and gaps.severity == dg.AssetCheckSeverity.WARN
@@ -106,8 +118,9 @@ def test_build_checks_reads_once_and_honours_subsets():
 
     def loader(context: dg.AssetCheckExecutionContext) -> CheckInput:
         calls.append(context.op_def.name)
-        return CheckInput(frame=case.frame, sources=case.sources, partition_range=("2024-03-04", "2024-03-05"),
-                          now=case.now)
+        return CheckInput(
+            frame=case.frame, sources=case.sources, partition_range=("2024-03-04", "2024-03-05"), now=case.now
+        )
 
     @dg.asset(name="market_data_1h")
     def market_data_1h():
@@ -130,5 +143,7 @@ def test_build_checks_reads_once_and_honours_subsets():
 def test_check_names_are_valid_and_defs_load():
     checks = []
     for table in ("modules", "market_data_1m", "market_data_15m"):
-        checks += build_checks(table, table, lambda context: pd.DataFrame())  # raises on an invalid check name
+        checks += build_checks(
+            table, table, lambda context: pd.DataFrame()
+        )  # raises on an invalid check name
     dg.Definitions.validate_loadable(dg.Definitions(asset_checks=checks))

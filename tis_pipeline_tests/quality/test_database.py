@@ -57,8 +57,8 @@ def _insert(conn: sa.Connection, table: str, frame: pd.DataFrame) -> None:
     """INSERT the rule columns of ``frame`` (ids, defaults and foreign keys are left to the database)."""
     columns = list(dict.fromkeys(c for r in rules_for(table) for c in r.columns if c in frame.columns))
     statement = sa.text(
-        f'INSERT INTO {table} ({", ".join(f"{chr(34)}{c}{chr(34)}" for c in columns)}) '
-        f'VALUES ({", ".join(f":p{i}" for i in range(len(columns)))})'
+        f"INSERT INTO {table} ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in columns)}) "
+        f"VALUES ({', '.join(f':p{i}' for i in range(len(columns)))})"
     )
     params = []
     for row in frame[columns].itertuples(index=False, name=None):
@@ -77,7 +77,11 @@ def test_database_accepts_every_clean_frame(conn, table):
     assert conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one() - before == len(case.frame)
 
 
-DB_ENFORCED = [r for r in RULES if r.is_db_check or r.kind == "not_null" or (r.kind == "unique" and r.table in MARKET_TABLES)]
+DB_ENFORCED = [
+    r
+    for r in RULES
+    if r.is_db_check or r.kind == "not_null" or (r.kind == "unique" and r.table in MARKET_TABLES)
+]
 
 
 @pytest.mark.parametrize("rule_under_test", DB_ENFORCED, ids=lambda r: r.name)
@@ -87,14 +91,15 @@ def test_database_rejects_each_violation_with_the_rules_constraint(conn, rule_un
     mask = report[rule_under_test.name].mask
     clean, bad = case.frame[~mask], case.frame[mask]
     _insert(conn, case.table, clean)
-    if rule_under_test.kind == "unique":  # every copy of a duplicated key fails the rule; the first one goes in
+    if (
+        rule_under_test.kind == "unique"
+    ):  # every copy of a duplicated key fails the rule; the first one goes in
         _insert(conn, case.table, bad.iloc[:1])
         bad = bad.iloc[1:]
     assert len(bad)
     for position in range(len(bad)):
-        with pytest.raises(sa.exc.IntegrityError) as raised:
-            with conn.begin_nested():
-                _insert(conn, case.table, bad.iloc[[position]])
+        with pytest.raises(sa.exc.IntegrityError) as raised, conn.begin_nested():
+            _insert(conn, case.table, bad.iloc[[position]])
         error = raised.value.orig
         if rule_under_test.kind == "not_null":
             assert isinstance(error, psycopg.errors.NotNullViolation)
@@ -103,7 +108,9 @@ def test_database_rejects_each_violation_with_the_rules_constraint(conn, rule_un
             assert isinstance(error, psycopg.errors.UniqueViolation)
             # the primary key, or its index on the partition the row landed in (market_data_1m is partitioned)
             assert error.diag.table_name.startswith(case.table)
-            assert error.diag.constraint_name == f"pk_{case.table}" or error.diag.constraint_name.endswith("pkey")
+            assert error.diag.constraint_name == f"pk_{case.table}" or error.diag.constraint_name.endswith(
+                "pkey"
+            )
         else:
             assert isinstance(error, psycopg.errors.CheckViolation)
             assert error.diag.constraint_name == rule_under_test.name
@@ -143,9 +150,14 @@ def test_rollup_sql_takes_first_and_last_by_time_whatever_the_holes(conn):
     aaa = bars["symbol"] == "AAA"
     # AAA: the opening or closing minute missing, a bucket of one bar; BBB: whole quarters missing at both
     # edges of the 02:00 hour, so that the hourly rollup from 15-minute bars has holes at its edges too
-    holes = (aaa & minute.isin([0, 29, 59, 60, 119])) | (aaa & minute.between(30, 44) & (minute != 37)) \
+    holes = (
+        (aaa & minute.isin([0, 29, 59, 60, 119]))
+        | (aaa & minute.between(30, 44) & (minute != 37))
         | (~aaa & (minute.between(120, 134) | minute.between(165, 179) | (minute == 45)))
-    late = bars[aaa & minute.isin([74, 179])].copy()  # after the closing slots of 01:00-01:15 and the 02:00 hour
+    )
+    late = bars[
+        aaa & minute.isin([74, 179])
+    ].copy()  # after the closing slots of 01:00-01:15 and the 02:00 hour
     late["timestamp"] += pd.Timedelta(seconds=30)
     late["close"] = late["low"]
     assert (late["close"].to_numpy() != bars.loc[late.index, "close"].to_numpy()).all()
@@ -157,17 +169,31 @@ def test_rollup_sql_takes_first_and_last_by_time_whatever_the_holes(conn):
         got = pd.DataFrame(sql_rows).sort_values(["symbol", "bucket"], ignore_index=True)
         want = rollup_bars(bars, minutes)
         assert list(zip(got["symbol"], got["bucket"], strict=True)) == list(
-            zip(want["symbol"], want["timestamp"], strict=True))
+            zip(want["symbol"], want["timestamp"], strict=True)
+        )
         for column in ("open", "high", "low", "close"):
             assert [float(v) for v in got[column]] == want[column].tolist(), column
         np.testing.assert_allclose(got["volume"].astype(float), want["volume"], rtol=1e-12)
         assert got["source_bars"].tolist() == want["source_bars"].tolist()
 
-    quarter = conn.execute(sa.text(rollup_source_sql(rule("market_data_15m_rollup_consistent"))),
-                           window).mappings().all()
+    quarter = (
+        conn.execute(sa.text(rollup_source_sql(rule("market_data_15m_rollup_consistent"))), window)
+        .mappings()
+        .all()
+    )
     assert_equal(quarter, 15)
-    assert_equal(conn.execute(sa.text(rollup_source_sql(rule("market_data_1h_rollup_consistent"))),
-                              window).mappings().all(), 60)
+    assert_equal(
+        conn.execute(sa.text(rollup_source_sql(rule("market_data_1h_rollup_consistent"))), window)
+        .mappings()
+        .all(),
+        60,
+    )
     _insert(conn, "market_data_15m", pd.DataFrame(quarter).rename(columns={"bucket": "timestamp"}))
-    assert_equal(conn.execute(sa.text(rollup_via_sql(rule("market_data_1h_rollup_consistent"), "market_data_15m")),
-                              window).mappings().all(), 60)
+    assert_equal(
+        conn.execute(
+            sa.text(rollup_via_sql(rule("market_data_1h_rollup_consistent"), "market_data_15m")), window
+        )
+        .mappings()
+        .all(),
+        60,
+    )

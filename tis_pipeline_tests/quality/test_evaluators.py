@@ -8,10 +8,9 @@ import pandas as pd
 import pytest
 
 from tis_pipeline.quality.evaluate import evaluate_frame, failing_mask
-from tis_pipeline.quality.rules import rule
 from tis_pipeline.quality.ge import validate_frame
 from tis_pipeline.quality.report import ValidationReport
-from tis_pipeline.quality.rules import RULES, TABLES
+from tis_pipeline.quality.rules import RULES, TABLES, rule
 from tis_pipeline_tests.quality.frames import (
     START,
     SYMBOLS,
@@ -27,7 +26,10 @@ def assert_agree(pandas_report: ValidationReport, ge_report: ValidationReport) -
     assert [r.name for r in pandas_report.results] == [r.name for r in ge_report.results]
     for p, g in zip(pandas_report.results, ge_report.results, strict=True):
         assert (p.passed, p.unexpected_count, p.element_count, p.skipped) == (
-            g.passed, g.unexpected_count, g.element_count, g.skipped
+            g.passed,
+            g.unexpected_count,
+            g.element_count,
+            g.skipped,
         ), p.name
         pd.testing.assert_series_equal(p.mask, g.mask, obj=p.name)
         pd.testing.assert_frame_equal(p.failing_rows, g.failing_rows, obj=p.name)
@@ -77,7 +79,9 @@ def test_severity_selects_rules():
     warnings = validate_frame(case.frame, "market_data_1m", severity="warn", now=case.now)
     assert {r.severity for r in errors.results} == {"error"} and errors.passed
     assert {r.name for r in warnings.results} == {
-        "market_data_1m_close_not_stale", "market_data_1m_no_gaps", "market_data_1m_no_price_jumps",
+        "market_data_1m_close_not_stale",
+        "market_data_1m_no_gaps",
+        "market_data_1m_no_price_jumps",
     }
     assert [r.name for r in warnings.failed] == ["market_data_1m_no_gaps"]
     assert warnings.passed  # warnings never fail the report
@@ -105,7 +109,14 @@ def test_gaps_count_missing_minutes_and_ignore_session_breaks():
     assert gaps.unexpected_count == 1 and gaps.details == {"gaps": 1, "missing_minutes": 3}
     assert gaps.failing_rows.loc[0, "timestamp"] == START + pd.Timedelta(minutes=103)
     assert gaps.by_symbol_day.to_dict("records") == [
-        {"symbol": "AAA", "day": "2024-03-04", "rows": 197, "failing": 1, "share": 1 / 197, "missing_minutes": 3.0}
+        {
+            "symbol": "AAA",
+            "day": "2024-03-04",
+            "rows": 197,
+            "failing": 1,
+            "share": 1 / 197,
+            "missing_minutes": 3.0,
+        }
     ]
     # a venue closed overnight: the second half of the series resumes after the session break
     closed = bars.copy()
@@ -116,7 +127,9 @@ def test_gaps_count_missing_minutes_and_ignore_session_breaks():
 
 def test_price_jump_reports_return_and_threshold():
     bars = market_1m(jump_at=150)
-    result = evaluate_frame(bars, "market_data_1m", now=bars["timestamp"].max())["market_data_1m_no_price_jumps"]
+    result = evaluate_frame(bars, "market_data_1m", now=bars["timestamp"].max())[
+        "market_data_1m_no_price_jumps"
+    ]
     assert result.unexpected_count == 1
     row = result.failing_rows.iloc[0]
     assert row["timestamp"] == START + pd.Timedelta(minutes=150)
@@ -128,12 +141,16 @@ def test_per_symbol_day_counts_span_days_and_symbols():
     bars = market_1m(minutes=3000)  # a little over two days
     bad = bars.index[bars["timestamp"].dt.hour.eq(0) & bars["timestamp"].dt.minute.lt(3)]
     bars.loc[bad, "volume"] = -1.0
-    result = evaluate_frame(bars, "market_data_1m", now=bars["timestamp"].max())["ck_market_data_1m_volume_nonnegative"]
+    result = evaluate_frame(bars, "market_data_1m", now=bars["timestamp"].max())[
+        "ck_market_data_1m_volume_nonnegative"
+    ]
     assert result.unexpected_count == len(bad) == 2 * 3 * 3
     table = result.by_symbol_day
     assert list(table.columns) == ["symbol", "day", "rows", "failing", "share"]
     assert table[["symbol", "day", "failing"]].to_dict("records") == [
-        {"symbol": s, "day": d, "failing": 3} for s in SYMBOLS for d in ("2024-03-04", "2024-03-05", "2024-03-06")
+        {"symbol": s, "day": d, "failing": 3}
+        for s in SYMBOLS
+        for d in ("2024-03-04", "2024-03-05", "2024-03-06")
     ]
     assert table["rows"].tolist() == [1440, 1440, 120] * 2
 
@@ -189,8 +206,11 @@ def test_ge_suite_is_built_once_per_process():
     assert ge.context() is ge.context()
     suite = ge.suite_for("trading_plans")
     types = {e.expectation_type for e in suite.expectations}
-    assert {"expect_column_values_to_be_between", "expect_column_values_to_be_in_set",
-            "expect_column_values_to_not_be_null"} <= types
+    assert {
+        "expect_column_values_to_be_between",
+        "expect_column_values_to_be_in_set",
+        "expect_column_values_to_not_be_null",
+    } <= types
 
 
 def _pandas_rolling_mad_of_past(ret, starts, window, min_periods):
@@ -199,7 +219,9 @@ def _pandas_rolling_mad_of_past(ret, starts, window, min_periods):
     for start, end in zip(starts, np.append(starts[1:], len(ret)), strict=True):
         past = pd.Series(ret[start:end]).shift(1)
         center = past.rolling(window, min_periods=min_periods).median()
-        out[start:end] = (past - center.shift(1)).abs().rolling(window, min_periods=min_periods).median().to_numpy()
+        out[start:end] = (
+            (past - center.shift(1)).abs().rolling(window, min_periods=min_periods).median().to_numpy()
+        )
     return out
 
 
@@ -238,6 +260,10 @@ def test_key_and_series_rules_on_rows_in_any_order():
         assert report[key.name].unexpected_count == 3
         np.testing.assert_array_equal(report[key.name].mask.to_numpy(), want.to_numpy())
         pd.testing.assert_series_equal(report[key.name].mask, failing_mask(shuffled, key, now=now))
-        for name in ("market_data_1m_no_gaps", "market_data_1m_no_price_jumps", "market_data_1m_close_not_stale"):
+        for name in (
+            "market_data_1m_no_gaps",
+            "market_data_1m_no_price_jumps",
+            "market_data_1m_close_not_stale",
+        ):
             base = evaluate_frame(frame, "market_data_1m", now=now)[name].mask.to_numpy()
             np.testing.assert_array_equal(report[name].mask.to_numpy(), base[order], err_msg=name)

@@ -7,16 +7,15 @@ from decimal import Decimal
 
 import pytest
 
-from tis_pipeline.quality.rules import db_check_rules, rule, rules_for
+from tis_pipeline.quality.rules import RULES, TABLES, Rule, db_check_rules, rule, rules_for
 from tis_pipeline_tests.support.constraints import CheckParseError, compare, parse_check, rule_atoms
-from tis_pipeline.quality.rules import RULES, TABLES, Rule
 
 UNIT = {
     "modules": "learning_rate adaptation_threshold innovation_score specialization_index intelligence_sharing_rate "
-               "collaboration_score network_centrality replication_readiness mutation_rate recombination_rate",
+    "collaboration_score network_centrality replication_readiness mutation_rate recombination_rate",
     "module_performance": "performance_score consistency_score innovation_score specialization_score "
-                          "collaboration_score trading_plan_success_rate execution_quality learning_effectiveness "
-                          "adaptation_speed intelligence_sharing_effectiveness",
+    "collaboration_score trading_plan_success_rate execution_quality learning_effectiveness "
+    "adaptation_speed intelligence_sharing_effectiveness",
     "module_intelligence_sharing": "performance_score",
     "trading_plans": "signal_strength confidence_score",
     "trading_plan_approvals": "decision_confidence",
@@ -42,13 +41,25 @@ ENUMS = {
     ("trading_plans", "validation_status"): "validated pending failed",
     ("trading_plans", "execution_status"): "executed partial failed cancelled",
     ("trading_plan_approvals", "approval_status"): "approved rejected modified",
-    ("module_messages", "message_type"): "trading_plan execution_feedback intelligence_broadcast replication_signal",
+    (
+        "module_messages",
+        "message_type",
+    ): "trading_plan execution_feedback intelligence_broadcast replication_signal",
     ("module_messages", "status"): "pending delivered failed expired",
-    ("module_intelligence_sharing", "intelligence_type"): "performance_update learning_update capability_update",
+    (
+        "module_intelligence_sharing",
+        "intelligence_type",
+    ): "performance_update learning_update capability_update",
     ("module_intelligence_sharing", "sharing_scope"): "broadcast targeted private",
-    ("module_replications", "trigger_type"): "performance_threshold diversity_gap regime_change failure_recovery",
+    (
+        "module_replications",
+        "trigger_type",
+    ): "performance_threshold diversity_gap regime_change failure_recovery",
     ("module_replications", "replication_status"): "initiated in_progress completed failed",
-    ("module_replication_triggers", "trigger_type"): "performance_threshold diversity_gap regime_change failure_recovery",
+    (
+        "module_replication_triggers",
+        "trigger_type",
+    ): "performance_threshold diversity_gap regime_change failure_recovery",
     ("module_replication_triggers", "status"): "active processed expired cancelled",
 }
 MARKET = {
@@ -101,12 +112,26 @@ def test_rule_names_are_dagster_names_and_postgres_identifiers():
 
 
 def test_market_tables_have_bar_rules_and_rollups_check_their_source():
-    kinds = {t: {r.kind for r in rules_for(t)} for t in ("market_data_1m", "market_data_15m", "market_data_1h")}
-    bar = {"not_null", "range", "positive", "nonnegative", "ohlc_high", "ohlc_low", "unique", "on_minute", "not_future"}
+    kinds = {
+        t: {r.kind for r in rules_for(t)} for t in ("market_data_1m", "market_data_15m", "market_data_1h")
+    }
+    bar = {
+        "not_null",
+        "range",
+        "positive",
+        "nonnegative",
+        "ohlc_high",
+        "ohlc_low",
+        "unique",
+        "on_minute",
+        "not_future",
+    }
     assert kinds["market_data_1m"] == bar | {"stale_series", "gaps", "price_jump"}
     assert kinds["market_data_15m"] == kinds["market_data_1h"] == bar | {"rollup_consistent"}
     assert rule("market_data_1h_timestamp_aligned").params["minutes"] == 60
-    assert {r.severity for r in rules_for("market_data_1m", kinds={"stale_series", "gaps", "price_jump"})} == {"warn"}
+    assert {
+        r.severity for r in rules_for("market_data_1m", kinds={"stale_series", "gaps", "price_jump"})
+    } == {"warn"}
     assert rule("market_data_1m_close_not_stale").params["max_run"] == 30
 
 
@@ -135,21 +160,39 @@ def test_rules_are_frozen_and_validated():
 
 # What PostgreSQL 18 renders for CHECKs written in the ways a migration might write them.
 RENDERED = {
-    "CHECK (((learning_rate >= (0)::numeric) AND (learning_rate <= (1)::numeric)))":
-        {("cmp", "learning_rate", ">=", Decimal(0)), ("cmp", "learning_rate", "<=", Decimal(1))},
-    "CHECK (((lr3 IS NULL) OR ((lr3 >= 0.0) AND (lr3 <= 1.0))))":
-        {("cmp", "lr3", ">=", Decimal(0)), ("cmp", "lr3", "<=", Decimal(1))},
-    "CHECK (((pos > (0)::numeric) AND (pos <= (100)::numeric)))":
-        {("cmp", "pos", ">", Decimal(0)), ("cmp", "pos", "<=", Decimal(100))},
-    "CHECK (((prio >= 1) AND (prio <= 3)))": {("cmp", "prio", ">=", Decimal(1)), ("cmp", "prio", "<=", Decimal(3))},
-    "CHECK (((d > (0)::double precision) AND (d < ('10000'::numeric)::double precision)))":
-        {("cmp", "d", ">", Decimal(0)), ("cmp", "d", "<", Decimal(10000))},
-    "CHECK (((status)::text = ANY ((ARRAY['active'::character varying, 'inactive'::character varying])::text[])))":
-        {("in", "status", frozenset({"active", "inactive"}))},
+    "CHECK (((learning_rate >= (0)::numeric) AND (learning_rate <= (1)::numeric)))": {
+        ("cmp", "learning_rate", ">=", Decimal(0)),
+        ("cmp", "learning_rate", "<=", Decimal(1)),
+    },
+    "CHECK (((lr3 IS NULL) OR ((lr3 >= 0.0) AND (lr3 <= 1.0))))": {
+        ("cmp", "lr3", ">=", Decimal(0)),
+        ("cmp", "lr3", "<=", Decimal(1)),
+    },
+    "CHECK (((pos > (0)::numeric) AND (pos <= (100)::numeric)))": {
+        ("cmp", "pos", ">", Decimal(0)),
+        ("cmp", "pos", "<=", Decimal(100)),
+    },
+    "CHECK (((prio >= 1) AND (prio <= 3)))": {
+        ("cmp", "prio", ">=", Decimal(1)),
+        ("cmp", "prio", "<=", Decimal(3)),
+    },
+    "CHECK (((d > (0)::double precision) AND (d < ('10000'::numeric)::double precision)))": {
+        ("cmp", "d", ">", Decimal(0)),
+        ("cmp", "d", "<", Decimal(10000)),
+    },
+    "CHECK (((status)::text = ANY ((ARRAY['active'::character varying, 'inactive'::character varying])::text[])))": {
+        ("in", "status", frozenset({"active", "inactive"}))
+    },
     "CHECK ((st3 = ANY (ARRAY['x'::text, 'y''z'::text])))": {("in", "st3", frozenset({"x", "y'z"}))},
-    "CHECK ((high >= GREATEST(open, close, low)))":
-        {("cmp", "high", ">=", "open"), ("cmp", "high", ">=", "close"), ("cmp", "high", ">=", "low")},
-    "CHECK (((low <= open) AND (low <= close)))": {("cmp", "open", ">=", "low"), ("cmp", "close", ">=", "low")},
+    "CHECK ((high >= GREATEST(open, close, low)))": {
+        ("cmp", "high", ">=", "open"),
+        ("cmp", "high", ">=", "close"),
+        ("cmp", "high", ">=", "low"),
+    },
+    "CHECK (((low <= open) AND (low <= close)))": {
+        ("cmp", "open", ">=", "low"),
+        ("cmp", "close", ">=", "low"),
+    },
     "CHECK ((1 >= x)) NOT VALID": {("cmp", "x", "<=", Decimal(1))},
     'CHECK (("Weird col" > (0)::numeric))': {("cmp", "Weird col", ">", Decimal(0))},
 }
@@ -174,10 +217,16 @@ def test_compare_reports_each_kind_of_drift():
     db = {c.name: (c.table, f"CHECK ({c.expression})") for c in checks}
     assert compare(db, checks).ok
     drifted = dict(db)
-    drifted["ck_trading_plans_position_size_range"] = ("trading_plans", "CHECK (position_size >= 0 AND position_size <= 100)")
+    drifted["ck_trading_plans_position_size_range"] = (
+        "trading_plans",
+        "CHECK (position_size >= 0 AND position_size <= 100)",
+    )
     drifted["ck_trading_plans_extra_range"] = ("trading_plans", "CHECK (x > 0)")
     del drifted["ck_trading_plans_direction_enum"]
-    drifted["ck_trading_plans_signal_strength_range"] = ("modules", db["ck_trading_plans_signal_strength_range"][1])
+    drifted["ck_trading_plans_signal_strength_range"] = (
+        "modules",
+        db["ck_trading_plans_signal_strength_range"][1],
+    )
     diff = compare(drifted, checks)
     assert diff.missing_in_db == ("ck_trading_plans_direction_enum",)
     assert diff.extra_in_db == ("ck_trading_plans_extra_range",)

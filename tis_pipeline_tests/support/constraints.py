@@ -45,9 +45,38 @@ _TOKEN = re.compile(
 )
 
 _TYPE_WORDS = {
-    "character", "varying", "double", "precision", "timestamp", "time", "with", "without", "zone", "numeric",
-    "decimal", "text", "integer", "int", "int2", "int4", "int8", "bigint", "smallint", "real", "float4",
-    "float8", "boolean", "bool", "varchar", "bpchar", "char", "date", "interval", "name", "json", "jsonb",
+    "character",
+    "varying",
+    "double",
+    "precision",
+    "timestamp",
+    "time",
+    "with",
+    "without",
+    "zone",
+    "numeric",
+    "decimal",
+    "text",
+    "integer",
+    "int",
+    "int2",
+    "int4",
+    "int8",
+    "bigint",
+    "smallint",
+    "real",
+    "float4",
+    "float8",
+    "boolean",
+    "bool",
+    "varchar",
+    "bpchar",
+    "char",
+    "date",
+    "interval",
+    "name",
+    "json",
+    "jsonb",
     "uuid",
 }
 _FLIP = {">": "<", ">=": "<=", "<": ">", "<=": ">=", "=": "=", "<>": "<>", "!=": "!="}
@@ -59,7 +88,7 @@ def _tokenize(text: str) -> list[tuple[str, str]]:
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
-            raise CheckParseError(f"cannot read {text[pos:pos + 30]!r} in {text!r}")
+            raise CheckParseError(f"cannot read {text[pos : pos + 30]!r} in {text!r}")
         kind = m.lastgroup
         value = m.group(kind)
         if kind == "ident":
@@ -74,7 +103,21 @@ def _tokenize(text: str) -> list[tuple[str, str]]:
     return tokens
 
 
-_KEYWORDS = {"AND", "OR", "NOT", "IS", "NULL", "IN", "BETWEEN", "ANY", "ARRAY", "CHECK", "VALID", "TRUE", "FALSE"}
+_KEYWORDS = {
+    "AND",
+    "OR",
+    "NOT",
+    "IS",
+    "NULL",
+    "IN",
+    "BETWEEN",
+    "ANY",
+    "ARRAY",
+    "CHECK",
+    "VALID",
+    "TRUE",
+    "FALSE",
+}
 
 
 class _Parser:
@@ -104,7 +147,7 @@ class _Parser:
         if self.accept("NOT"):
             self.expect("VALID")
         if self.peek() is not None:
-            raise CheckParseError(f"trailing tokens {self.tokens[self.i:]} in {self.text!r}")
+            raise CheckParseError(f"trailing tokens {self.tokens[self.i :]} in {self.text!r}")
         return node
 
     def disjunction(self) -> Any:
@@ -278,10 +321,12 @@ def rule_atoms(rule: Rule) -> frozenset[Atom]:
     p = rule.params
     if rule.kind == "range":
         col = rule.column
-        return frozenset({
-            ("cmp", col, ">=" if p["min_inclusive"] else ">", Decimal(str(p["min"]))),
-            ("cmp", col, "<=" if p["max_inclusive"] else "<", Decimal(str(p["max"]))),
-        })
+        return frozenset(
+            {
+                ("cmp", col, ">=" if p["min_inclusive"] else ">", Decimal(str(p["min"]))),
+                ("cmp", col, "<=" if p["max_inclusive"] else "<", Decimal(str(p["max"]))),
+            }
+        )
     if rule.kind == "enum":
         return frozenset({("in", rule.column, frozenset(p["values"]))})
     if rule.kind in ("positive", "nonnegative"):
@@ -308,7 +353,9 @@ class ConstraintDiff:
 
     @property
     def ok(self) -> bool:
-        return not (self.missing_in_db or self.extra_in_db or self.wrong_table or self.wrong_bounds or self.unparsable)
+        return not (
+            self.missing_in_db or self.extra_in_db or self.wrong_table or self.wrong_bounds or self.unparsable
+        )
 
     def describe(self) -> str:
         lines = []
@@ -316,12 +363,16 @@ class ConstraintDiff:
         lines += [f"in the database, not in the registry: {n}" for n in self.extra_in_db]
         lines += [f"{n}: registry table {a}, database table {b}" for n, a, b in self.wrong_table]
         for name, want, have in self.wrong_bounds:
-            lines.append(f"{name}: registry {sorted(map(str, want - have))} vs database {sorted(map(str, have - want))}")
+            lines.append(
+                f"{name}: registry {sorted(map(str, want - have))} vs database {sorted(map(str, have - want))}"
+            )
         lines += [f"{n}: cannot parse ({e})" for n, e in self.unparsable]
         return "\n".join(lines) or "registry and database agree"
 
 
-def compare(db_constraints: dict[str, tuple[str, str]], checks: tuple[DbCheck, ...] | None = None) -> ConstraintDiff:
+def compare(
+    db_constraints: dict[str, tuple[str, str]], checks: tuple[DbCheck, ...] | None = None
+) -> ConstraintDiff:
     """Compare ``{name: (table, pg_get_constraintdef)}`` with the registry's CHECK rules."""
     checks = db_check_rules() if checks is None else checks
     registry = {c.name: c for c in checks}

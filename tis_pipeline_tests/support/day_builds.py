@@ -23,8 +23,9 @@ def build_days(engine: sa.Engine, frame: pd.DataFrame, start: pd.Timestamp, end:
     return builds.finish()
 
 
-def write_days(engine: sa.Engine, frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp,
-               symbols: list[str]) -> tuple[int, int]:
+def write_days(
+    engine: sa.Engine, frame: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp, symbols: list[str]
+) -> tuple[int, int]:
     """``build_days`` + ``swap_built_days`` in a transaction of its own + ``discard``; (replaced, written)."""
     built = build_days(engine, frame, start, end)
     try:

@@ -13,9 +13,12 @@ def wait_for_lock_waiters(url: str, count: int, deadline_s: float = 120.0) -> No
     give_up = time.monotonic() + deadline_s
     with engine(url).connect() as conn:
         while True:
-            waiting = conn.execute(sa.text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock'")).scalar_one()
+            waiting = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock'"
+                )
+            ).scalar_one()
             conn.rollback()
             if waiting >= count:
                 return

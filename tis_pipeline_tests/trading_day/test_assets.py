@@ -4,13 +4,13 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from tis_pipeline.pg.engine import engine
 from tis_pipeline.dsi.assets import dsi
 from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
 from tis_pipeline.market_data.partitions import range_tags
 from tis_pipeline.market_data.sources import BarSource
-from tis_pipeline.trading_day.assets import TABLES, trading_day
+from tis_pipeline.pg.engine import engine
 from tis_pipeline.resources import PostgresResource
+from tis_pipeline.trading_day.assets import TABLES, trading_day
 
 pytestmark = pytest.mark.pg
 UPSTREAM = [market_data_1m, market_data_15m, market_data_1h, dsi]
@@ -32,12 +32,15 @@ def upstream(url, first, last):
 
 def trading(url, first, last):
     sources = [spec for a in UPSTREAM for spec in a.to_source_assets()]
-    return dg.materialize([*sources, trading_day], resources=resources(url), raise_on_error=False,
-                          tags=tags(first, last))
+    return dg.materialize(
+        [*sources, trading_day], resources=resources(url), raise_on_error=False, tags=tags(first, last)
+    )
 
 
 def _digest(table, order, exclude=()):
-    columns = f"to_jsonb(t) - ARRAY[{', '.join(repr(c) for c in exclude)}]::text[]" if exclude else "to_jsonb(t)"
+    columns = (
+        f"to_jsonb(t) - ARRAY[{', '.join(repr(c) for c in exclude)}]::text[]" if exclude else "to_jsonb(t)"
+    )
     return f"SELECT md5(coalesce(string_agg(({columns})::text, '|' ORDER BY {order}), '')) FROM {table} t"
 
 
@@ -52,9 +55,9 @@ DIGESTS = {
     "module_replications": _digest("module_replications", "replication_id", ("creation_time_ms",)),
     "modules": _digest("modules", "module_id"),
     "links": "SELECT md5(coalesce(string_agg(concat_ws(',', event_id, trading_plan_id, plan_generation_module_id, "
-             "plan_execution_status, plan_performance_metrics::text), '|' ORDER BY event_id), '')) FROM anomaly_events",
+    "plan_execution_status, plan_performance_metrics::text), '|' ORDER BY event_id), '')) FROM anomaly_events",
     "evidence_links": "SELECT md5(coalesce(string_agg(concat_ws(',', evidence_id, plan_id), '|' ORDER BY evidence_id), "
-                      "'')) FROM dsi_evidence",
+    "'')) FROM dsi_evidence",
     "state": "SELECT md5(string_agg(population::text, '|' ORDER BY day)) FROM ecosystem_state",
 }
 
@@ -110,7 +113,9 @@ def test_a_trading_day_writes_every_table_linked_and_checked(migrated_database_u
                        FROM module_replications r JOIN modules c ON c.module_id = r.child_module_id
                        JOIN modules p ON p.module_id = r.parent_module_id""")[0]
         processed = q("""SELECT count(*), count(r.replication_id) FROM module_replication_triggers t
-                         LEFT JOIN module_replications r USING (replication_id) WHERE t.status = 'processed'""")[0]
+                         LEFT JOIN module_replications r USING (replication_id) WHERE t.status = 'processed'""")[
+            0
+        ]
         timings = q("""SELECT count(*) FILTER (WHERE creation_time_ms > 0), count(validation_time_ms),
                               count(initialization_time_ms) FROM module_replications""")[0]
     assert n["trading_plans"] > 10 and events_total >= n["trading_plans"]
@@ -156,8 +161,11 @@ def test_a_corrected_past_day_sends_the_trading_day_back_to_it(migrated_database
 
     def correct_day_two(url):  # other bars for 2024-02-06, with their rollups
         bars = BarSource(source="synthetic", symbols=SYMBOLS, seed=5)
-        assert dg.materialize(market, resources={"db": PostgresResource(url=url), "bars": bars},
-                              tags=tags("2024-02-06", "2024-02-06")).success
+        assert dg.materialize(
+            market,
+            resources={"db": PostgresResource(url=url), "bars": bars},
+            tags=tags("2024-02-06", "2024-02-06"),
+        ).success
 
     def scores(url, first, last):
         assert dg.materialize([*sources, dsi], resources=resources(url), tags=tags(first, last)).success
@@ -189,14 +197,16 @@ def test_a_failed_day_leaves_the_previous_rows(migrated_database_url):
     assert trading(url, "2024-03-04", "2024-03-05").success
     before = digests(url)
     with engine(url).begin() as conn:
-        conn.execute(sa.text("""
+        conn.execute(
+            sa.text("""
             CREATE FUNCTION tis_test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
               IF NEW."timestamp" >= '2024-03-05' THEN RAISE EXCEPTION 'refused by test'; END IF;
               RETURN NEW;
             END $$;
             CREATE TRIGGER tis_test_refuse BEFORE INSERT ON module_performance FOR EACH ROW
-              EXECUTE FUNCTION tis_test_refuse();"""))
+              EXECUTE FUNCTION tis_test_refuse();""")
+        )
     result = trading(url, "2024-03-04", "2024-03-05")
     assert not result.success
     assert digests(url) == before
@@ -212,10 +222,12 @@ def test_plans_before_the_event_are_impossible(migrated_database_url):
     upstream(url, "2024-04-01", "2024-04-01")
     assert trading(url, "2024-04-01", "2024-04-01").success
     with engine(url).connect() as conn:
-        bad = conn.execute(sa.text("""
+        bad = conn.execute(
+            sa.text("""
             SELECT count(*) FROM trading_plans p JOIN anomaly_events e ON e.trading_plan_id = p.plan_id
             WHERE p."timestamp" < e."timestamp" + INTERVAL '1 minute'
                OR p.valid_until > date_trunc('day', e."timestamp" AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
-                                  + INTERVAL '1 day'""")).scalar_one()
+                                  + INTERVAL '1 day'""")
+        ).scalar_one()
         plans = conn.execute(sa.text("SELECT count(*) FROM trading_plans")).scalar_one()
     assert plans > 0 and bad == 0

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
+from tis_pipeline.quality.evaluate import evaluate_frame
 from tis_pipeline.trading_day.ecosystem import common as logic
 from tis_pipeline.trading_day.ecosystem.common import (
     MESSAGE_COLUMNS,
@@ -33,29 +34,79 @@ from tis_pipeline.trading_day.ecosystem.triggers import replication_triggers
 from tis_pipeline.trading_day.ecosystem.update import update_population
 from tis_pipeline.trading_day.population import ECOSYSTEM_NAMESPACE as NAMESPACE
 from tis_pipeline.trading_day.population import GENE_BOUNDS, HORIZONS, MUTABLE_GENES
-from tis_pipeline.quality.evaluate import evaluate_frame
 
 DAY = pd.Timestamp("2026-01-05", tz="UTC")
 DAY_END = DAY + pd.Timedelta(hours=23, minutes=59)
 
 PLAN_COLUMNS = [
-    "plan_id", "module_id", "symbol", "timestamp", "signal_strength", "direction", "entry_conditions",
-    "entry_price", "position_size", "stop_loss", "take_profit", "time_horizon", "risk_reward_ratio",
-    "confidence_score", "microstructure_evidence", "regime_context", "module_intelligence", "execution_notes",
-    "valid_until", "validation_status", "risk_assessment", "portfolio_impact", "execution_status",
-    "executed_price", "executed_quantity", "execution_cost", "slippage", "pnl", "performance_metrics",
-    "attribution_analysis", "event_id", "dsi_evidence_id",
+    "plan_id",
+    "module_id",
+    "symbol",
+    "timestamp",
+    "signal_strength",
+    "direction",
+    "entry_conditions",
+    "entry_price",
+    "position_size",
+    "stop_loss",
+    "take_profit",
+    "time_horizon",
+    "risk_reward_ratio",
+    "confidence_score",
+    "microstructure_evidence",
+    "regime_context",
+    "module_intelligence",
+    "execution_notes",
+    "valid_until",
+    "validation_status",
+    "risk_assessment",
+    "portfolio_impact",
+    "execution_status",
+    "executed_price",
+    "executed_quantity",
+    "execution_cost",
+    "slippage",
+    "pnl",
+    "performance_metrics",
+    "attribution_analysis",
+    "event_id",
+    "dsi_evidence_id",
 ]
 APPROVAL_COLUMNS = [
-    "approval_id", "plan_id", "decision_maker_module_id", "timestamp", "approval_status", "approval_reason",
-    "modifications", "risk_assessment", "risk_controls", "portfolio_impact", "decision_confidence",
-    "decision_factors", "alternative_plans",
+    "approval_id",
+    "plan_id",
+    "decision_maker_module_id",
+    "timestamp",
+    "approval_status",
+    "approval_reason",
+    "modifications",
+    "risk_assessment",
+    "risk_controls",
+    "portfolio_impact",
+    "decision_confidence",
+    "decision_factors",
+    "alternative_plans",
 ]
 PERFORMANCE_COLUMNS = [
-    "performance_id", "module_id", "timestamp", "performance_score", "consistency_score", "innovation_score",
-    "specialization_score", "collaboration_score", "trading_plan_success_rate", "execution_quality",
-    "risk_adjusted_returns", "sharpe_ratio", "max_drawdown", "learning_effectiveness", "adaptation_speed",
-    "intelligence_sharing_effectiveness", "market_regime", "asset_class", "time_horizon",
+    "performance_id",
+    "module_id",
+    "timestamp",
+    "performance_score",
+    "consistency_score",
+    "innovation_score",
+    "specialization_score",
+    "collaboration_score",
+    "trading_plan_success_rate",
+    "execution_quality",
+    "risk_adjusted_returns",
+    "sharpe_ratio",
+    "max_drawdown",
+    "learning_effectiveness",
+    "adaptation_speed",
+    "intelligence_sharing_effectiveness",
+    "market_regime",
+    "asset_class",
+    "time_horizon",
 ]
 
 
@@ -70,25 +121,56 @@ def row(pop: pd.DataFrame, module_id: str) -> pd.Series:
     return pop.set_index("module_id").loc[module_id]
 
 
-def make_plan(plan_id: str, module_id: str, minute: int, *, symbol: str = "BTCUSDT", strength: float = 0.8,
-              status: str = "executed", day: pd.Timestamp = DAY, exit_minutes: int = 10) -> dict:
+def make_plan(
+    plan_id: str,
+    module_id: str,
+    minute: int,
+    *,
+    symbol: str = "BTCUSDT",
+    strength: float = 0.8,
+    status: str = "executed",
+    day: pd.Timestamp = DAY,
+    exit_minutes: int = 10,
+) -> dict:
     ts = day + pd.Timedelta(minutes=minute)
     executed = status in ("executed", "partial")
     return {
-        "plan_id": plan_id, "module_id": module_id, "symbol": symbol, "timestamp": ts,
-        "signal_strength": strength, "direction": "long", "entry_conditions": {"anomaly_type": "price_jump"},
-        "entry_price": 100.0, "position_size": 5.0, "stop_loss": 99.0, "take_profit": 102.0,
-        "time_horizon": "15m", "risk_reward_ratio": 2.0, "confidence_score": 0.6,
-        "microstructure_evidence": {}, "regime_context": {}, "module_intelligence": {}, "execution_notes": "",
+        "plan_id": plan_id,
+        "module_id": module_id,
+        "symbol": symbol,
+        "timestamp": ts,
+        "signal_strength": strength,
+        "direction": "long",
+        "entry_conditions": {"anomaly_type": "price_jump"},
+        "entry_price": 100.0,
+        "position_size": 5.0,
+        "stop_loss": 99.0,
+        "take_profit": 102.0,
+        "time_horizon": "15m",
+        "risk_reward_ratio": 2.0,
+        "confidence_score": 0.6,
+        "microstructure_evidence": {},
+        "regime_context": {},
+        "module_intelligence": {},
+        "execution_notes": "",
         "valid_until": ts + pd.Timedelta(minutes=15),
         "validation_status": "validated" if status != "cancelled" else "failed",
-        "risk_assessment": None, "portfolio_impact": None, "execution_status": status,
-        "executed_price": 100.01 if executed else np.nan, "executed_quantity": 500.0 if executed else np.nan,
-        "execution_cost": 12.5 if executed else np.nan, "slippage": 1.0 if executed else np.nan,
+        "risk_assessment": None,
+        "portfolio_impact": None,
+        "execution_status": status,
+        "executed_price": 100.01 if executed else np.nan,
+        "executed_quantity": 500.0 if executed else np.nan,
+        "execution_cost": 12.5 if executed else np.nan,
+        "slippage": 1.0 if executed else np.nan,
         "pnl": 250.0 if executed else np.nan,
-        "performance_metrics": {"exit_time": (ts + pd.Timedelta(minutes=exit_minutes)).isoformat(),
-                                "exit_reason": "target"} if executed else None,
-        "attribution_analysis": None, "event_id": str(uuid.uuid5(NAMESPACE, f"event|{plan_id}")),
+        "performance_metrics": {
+            "exit_time": (ts + pd.Timedelta(minutes=exit_minutes)).isoformat(),
+            "exit_reason": "target",
+        }
+        if executed
+        else None,
+        "attribution_analysis": None,
+        "event_id": str(uuid.uuid5(NAMESPACE, f"event|{plan_id}")),
         "dsi_evidence_id": str(uuid.uuid5(NAMESPACE, f"evidence|{plan_id}")),
     }
 
@@ -101,33 +183,64 @@ def plans_frame(plans: list[dict]) -> pd.DataFrame:
 
 
 def approvals_frame(plans: pd.DataFrame, decision_maker: str) -> pd.DataFrame:
-    rows = [{
-        "approval_id": f"a-{p}", "plan_id": p, "decision_maker_module_id": decision_maker, "timestamp": t,
-        "approval_status": "rejected" if s == "cancelled" else "approved",
-    } for p, t, s in zip(plans["plan_id"], plans["timestamp"], plans["execution_status"], strict=True)]
+    rows = [
+        {
+            "approval_id": f"a-{p}",
+            "plan_id": p,
+            "decision_maker_module_id": decision_maker,
+            "timestamp": t,
+            "approval_status": "rejected" if s == "cancelled" else "approved",
+        }
+        for p, t, s in zip(plans["plan_id"], plans["timestamp"], plans["execution_status"], strict=True)
+    ]
     return pd.DataFrame(rows, columns=APPROVAL_COLUMNS)
 
 
-def perf_frame(scores: dict[str, float], day: pd.Timestamp = DAY, success: dict[str, float] | None = None,
-               consistency: float = 0.6) -> pd.DataFrame:
+def perf_frame(
+    scores: dict[str, float],
+    day: pd.Timestamp = DAY,
+    success: dict[str, float] | None = None,
+    consistency: float = 0.6,
+) -> pd.DataFrame:
     success = success or {}
-    rows = [{
-        "performance_id": f"p-{m}-{day.date()}", "module_id": m, "timestamp": day + pd.Timedelta(hours=23, minutes=59),
-        "performance_score": s, "consistency_score": consistency, "innovation_score": 0.1,
-        "specialization_score": 0.5, "collaboration_score": 0.5,
-        "trading_plan_success_rate": success.get(m, np.nan), "execution_quality": 0.8,
-        "risk_adjusted_returns": 0.01, "sharpe_ratio": 1.2, "max_drawdown": -0.02, "learning_effectiveness": 0.5,
-        "adaptation_speed": 0.5, "intelligence_sharing_effectiveness": 0.5, "market_regime": "ranging",
-        "asset_class": "crypto", "time_horizon": "15m",
-    } for m, s in scores.items()]
+    rows = [
+        {
+            "performance_id": f"p-{m}-{day.date()}",
+            "module_id": m,
+            "timestamp": day + pd.Timedelta(hours=23, minutes=59),
+            "performance_score": s,
+            "consistency_score": consistency,
+            "innovation_score": 0.1,
+            "specialization_score": 0.5,
+            "collaboration_score": 0.5,
+            "trading_plan_success_rate": success.get(m, np.nan),
+            "execution_quality": 0.8,
+            "risk_adjusted_returns": 0.01,
+            "sharpe_ratio": 1.2,
+            "max_drawdown": -0.02,
+            "learning_effectiveness": 0.5,
+            "adaptation_speed": 0.5,
+            "intelligence_sharing_effectiveness": 0.5,
+            "market_regime": "ranging",
+            "asset_class": "crypto",
+            "time_horizon": "15m",
+        }
+        for m, s in scores.items()
+    ]
     frame = pd.DataFrame(rows, columns=PERFORMANCE_COLUMNS)
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
     return frame
 
 
 def messages_frame(rows: list[dict]) -> pd.DataFrame:
-    base = {"priority": 2, "ttl_seconds": 3600, "status": "delivered", "delivery_attempts": 1,
-            "error_message": None, "receiver_module_id": None}
+    base = {
+        "priority": 2,
+        "ttl_seconds": 3600,
+        "status": "delivered",
+        "delivery_attempts": 1,
+        "error_message": None,
+        "receiver_module_id": None,
+    }
     full = []
     for i, r in enumerate(rows):
         m = {**base, "message_id": f"m{i}", "timestamp": DAY + pd.Timedelta(hours=1), **r}
@@ -145,7 +258,8 @@ def with_history(pop: pd.DataFrame, module_id: str, scores: list[float], day: pd
     i = pop.index[pop["module_id"] == module_id][0]
     n = len(scores)
     pop.at[i, "performance_history"] = [
-        {"day": (day - pd.Timedelta(days=n - k)).strftime("%Y-%m-%d"), "score": s} for k, s in enumerate(scores)
+        {"day": (day - pd.Timedelta(days=n - k)).strftime("%Y-%m-%d"), "score": s}
+        for k, s in enumerate(scores)
     ]
     for col, value in columns.items():
         pop.at[i, col] = value
@@ -208,10 +322,21 @@ def test_founders_are_five_modules_with_stable_ids_and_valid_bounds():
     for name in ("momentum", "reversal", "divergence"):
         g = genomes[name]
         assert g["style"] == name and g["horizon_minutes"] in HORIZONS
-        assert set(g) == {"style", "anomaly_types", "min_edge", "stop_atr", "target_atr", "horizon_minutes",
-                          "risk_pct"}
-    assert set(genomes["risk_desk"]) == {"min_confidence", "min_risk_reward", "max_position_pct",
-                                         "max_plans_per_symbol"}
+        assert set(g) == {
+            "style",
+            "anomaly_types",
+            "min_edge",
+            "stop_atr",
+            "target_atr",
+            "horizon_minutes",
+            "risk_pct",
+        }
+    assert set(genomes["risk_desk"]) == {
+        "min_confidence",
+        "min_risk_reward",
+        "max_position_pct",
+        "max_plans_per_symbol",
+    }
     assert genomes["execution_sim"]["capital"] == 1_000_000.0
 
     rows = population_rows(pop)
@@ -225,12 +350,14 @@ def test_founders_are_five_modules_with_stable_ids_and_valid_bounds():
 
 def _day_of_plans(pop: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     m = ids(pop)
-    plans = plans_frame([
-        make_plan("p1", m["momentum"], 60, strength=0.80, status="executed"),
-        make_plan("p2", m["momentum"], 90, strength=0.50, status="cancelled", symbol="ETHUSDT"),
-        make_plan("p3", m["reversal"], 120, strength=0.30, status="partial"),
-        make_plan("p4", m["divergence"], 150, strength=0.45, status="failed"),
-    ])
+    plans = plans_frame(
+        [
+            make_plan("p1", m["momentum"], 60, strength=0.80, status="executed"),
+            make_plan("p2", m["momentum"], 90, strength=0.50, status="cancelled", symbol="ETHUSDT"),
+            make_plan("p3", m["reversal"], 120, strength=0.30, status="partial"),
+            make_plan("p4", m["divergence"], 150, strength=0.45, status="failed"),
+        ]
+    )
     return plans, approvals_frame(plans, m["risk_desk"])
 
 
@@ -244,14 +371,17 @@ def test_messages_exact_counts_priorities_and_delivery():
 
     assert list(msgs.columns) == list(MESSAGE_COLUMNS)
     assert msgs["message_type"].value_counts().to_dict() == {
-        "trading_plan": 4, "execution_feedback": 2, "intelligence_broadcast": 5,
+        "trading_plan": 4,
+        "execution_feedback": 2,
+        "intelligence_broadcast": 5,
     }
     assert msgs["message_id"].is_unique
     assert set(msgs["status"]) == {"delivered"} and msgs["error_message"].isna().all()
     assert (msgs["delivery_attempts"] == 1).all()
 
-    tp = msgs[msgs["message_type"] == "trading_plan"].set_index(msgs.loc[msgs["message_type"] == "trading_plan",
-                                                                        "message_data"].map(lambda d: d["plan_id"]))
+    tp = msgs[msgs["message_type"] == "trading_plan"].set_index(
+        msgs.loc[msgs["message_type"] == "trading_plan", "message_data"].map(lambda d: d["plan_id"])
+    )
     assert tp.loc[["p1", "p2", "p3", "p4"], "priority"].tolist() == [1, 2, 3, 2]
     assert set(tp["receiver_module_id"]) == {m["risk_desk"]}
     assert tp.loc["p1", "sender_module_id"] == m["momentum"]
@@ -312,21 +442,31 @@ def test_sharing_performance_updates_targeted_to_same_specialty_peers():
     m = ids(pop)
     child = "c0000000-0000-5000-8000-000000000001"
     pop = clone(pop, m["momentum"], child, created_at=DAY, parent_modules=[m["momentum"]])
-    scores = {m["momentum"]: 0.75, m["reversal"]: 0.5, m["divergence"]: 0.2, m["risk_desk"]: 0.6,
-              m["execution_sim"]: 0.9, child: 0.4}
+    scores = {
+        m["momentum"]: 0.75,
+        m["reversal"]: 0.5,
+        m["divergence"]: 0.2,
+        m["risk_desk"]: 0.6,
+        m["execution_sim"]: 0.9,
+        child: 0.4,
+    }
     success = {m["momentum"]: 0.40, m["reversal"]: 0.55, m["divergence"]: 0.60, child: 0.59}
     sharing = share_intelligence(DAY, perf_frame(scores, success=success), pop)
 
     assert list(sharing.columns) == list(SHARING_COLUMNS)
     assert sharing["intelligence_type"].value_counts().to_dict() == {
-        "performance_update": 6, "learning_update": 2, "capability_update": 1,
+        "performance_update": 6,
+        "learning_update": 2,
+        "capability_update": 1,
     }
     perf = sharing[sharing["intelligence_type"] == "performance_update"].set_index("sender_module_id")
     assert perf.loc[m["momentum"], "sharing_scope"] == "targeted"
     assert perf.loc[m["momentum"], "target_modules"] == [child]
     assert perf.loc[child, "target_modules"] == [m["momentum"]]
     for name in ("reversal", "divergence", "risk_desk", "execution_sim"):
-        assert perf.loc[m[name], "sharing_scope"] == "broadcast" and perf.loc[m[name], "target_modules"] is None
+        assert (
+            perf.loc[m[name], "sharing_scope"] == "broadcast" and perf.loc[m[name], "target_modules"] is None
+        )
     assert perf.loc[m["momentum"], "performance_score"] == 0.75
     assert perf.loc[m["momentum"], "confidence_level"] == 0.6
     assert (perf["timestamp"] == DAY_END).all()
@@ -334,7 +474,9 @@ def test_sharing_performance_updates_targeted_to_same_specialty_peers():
 
     learn = sharing[sharing["intelligence_type"] == "learning_update"].set_index("sender_module_id")
     assert learn.loc[m["momentum"], "intelligence_data"]["genes"] == {"min_edge": {"from": 0.02, "to": 0.03}}
-    assert learn.loc[m["divergence"], "intelligence_data"]["genes"] == {"min_edge": {"from": 0.02, "to": 0.01}}
+    assert learn.loc[m["divergence"], "intelligence_data"]["genes"] == {
+        "min_edge": {"from": 0.02, "to": 0.01}
+    }
     cap = sharing[sharing["intelligence_type"] == "capability_update"].iloc[0]
     assert cap["sender_module_id"] == child and cap["timestamp"] == DAY
     assert cap["intelligence_data"]["parent_modules"] == [m["momentum"]]
@@ -407,31 +549,70 @@ def test_network_measures_on_a_known_message_graph():
     pop = founding_population(DAY)
     m = ids(pop)
     at = DAY + pd.Timedelta(hours=1)
-    msgs = messages_frame([
-        {"sender_module_id": m["momentum"], "receiver_module_id": m["risk_desk"], "message_type": "trading_plan",
-         "message_data": {"plan_id": "p1", "symbol": "BTCUSDT"}, "timestamp": at},
-        {"sender_module_id": m["reversal"], "receiver_module_id": m["risk_desk"], "message_type": "trading_plan",
-         "message_data": {"plan_id": "p2", "symbol": "ETHUSDT"}, "timestamp": at},
-        {"sender_module_id": m["execution_sim"], "receiver_module_id": m["momentum"],
-         "message_type": "execution_feedback", "message_data": {"plan_id": "p1", "symbol": "BTCUSDT"},
-         "timestamp": at + pd.Timedelta(minutes=5)},
-        # a failed message and broadcasts are not edges
-        {"sender_module_id": m["reversal"], "receiver_module_id": m["divergence"], "message_type": "trading_plan",
-         "message_data": {"plan_id": "p3", "symbol": "ETHUSDT"}, "status": "failed", "error_message": "x"},
-        *[{"sender_module_id": mid, "message_type": "intelligence_broadcast", "message_data": {},
-           "timestamp": DAY_END} for mid in pop["module_id"] if mid != m["divergence"]],
-    ])
+    msgs = messages_frame(
+        [
+            {
+                "sender_module_id": m["momentum"],
+                "receiver_module_id": m["risk_desk"],
+                "message_type": "trading_plan",
+                "message_data": {"plan_id": "p1", "symbol": "BTCUSDT"},
+                "timestamp": at,
+            },
+            {
+                "sender_module_id": m["reversal"],
+                "receiver_module_id": m["risk_desk"],
+                "message_type": "trading_plan",
+                "message_data": {"plan_id": "p2", "symbol": "ETHUSDT"},
+                "timestamp": at,
+            },
+            {
+                "sender_module_id": m["execution_sim"],
+                "receiver_module_id": m["momentum"],
+                "message_type": "execution_feedback",
+                "message_data": {"plan_id": "p1", "symbol": "BTCUSDT"},
+                "timestamp": at + pd.Timedelta(minutes=5),
+            },
+            # a failed message and broadcasts are not edges
+            {
+                "sender_module_id": m["reversal"],
+                "receiver_module_id": m["divergence"],
+                "message_type": "trading_plan",
+                "message_data": {"plan_id": "p3", "symbol": "ETHUSDT"},
+                "status": "failed",
+                "error_message": "x",
+            },
+            *[
+                {
+                    "sender_module_id": mid,
+                    "message_type": "intelligence_broadcast",
+                    "message_data": {},
+                    "timestamp": DAY_END,
+                }
+                for mid in pop["module_id"]
+                if mid != m["divergence"]
+            ],
+        ]
+    )
     after = update_population(DAY, pop, perf_frame({}), msgs)
 
     graph = nx.Graph()
     graph.add_nodes_from(pop["module_id"])
-    graph.add_edges_from([(m["momentum"], m["risk_desk"]), (m["reversal"], m["risk_desk"]),
-                          (m["execution_sim"], m["momentum"])])
+    graph.add_edges_from(
+        [
+            (m["momentum"], m["risk_desk"]),
+            (m["reversal"], m["risk_desk"]),
+            (m["execution_sim"], m["momentum"]),
+        ]
+    )
     expected = {k: round(v, 2) for k, v in nx.degree_centrality(graph).items()}
     got = dict(zip(after["module_id"], after["network_centrality"], strict=True))
     assert got == expected
     assert (got[m["momentum"]], got[m["risk_desk"]], got[m["reversal"]], got[m["divergence"]]) == (
-        0.5, 0.5, 0.25, 0.0)
+        0.5,
+        0.5,
+        0.25,
+        0.0,
+    )
 
     # p1 went through (it has feedback), p2 did not
     assert row(after, m["momentum"])["peer_ratings"] == {m["execution_sim"]: 1.0, m["risk_desk"]: 1.0}
@@ -456,8 +637,12 @@ def test_history_window_readiness_and_cooldown():
     pop = with_history(pop, m["momentum"], [0.9] * 35)
     pop = with_history(pop, m["reversal"], [0.6, 0.8, 0.6, 0.8])
     pop = with_history(pop, m["divergence"], [0.8, 0.8])
-    after = update_population(DAY, pop, perf_frame({m["momentum"]: 0.9, m["reversal"]: 0.6,
-                                                    m["divergence"]: 0.8}), messages_frame([]))
+    after = update_population(
+        DAY,
+        pop,
+        perf_frame({m["momentum"]: 0.9, m["reversal"]: 0.6, m["divergence"]: 0.8}),
+        messages_frame([]),
+    )
     hist = row(after, m["momentum"])["performance_history"]
     assert len(hist) == 30 and hist[0]["day"] == "2025-12-07" and hist[-1]["day"] == "2026-01-05"
     assert row(after, m["momentum"])["replication_readiness"] == 0.9
@@ -468,8 +653,14 @@ def test_history_window_readiness_and_cooldown():
 
     # an offspring born within the last 5 days cools the parent down
     for born, ready in ((DAY - pd.Timedelta(days=3), 0.0), (DAY - pd.Timedelta(days=4), 0.9)):
-        kid = clone(pop, m["momentum"], "c0000000-0000-5000-8000-0000000000aa", created_at=born,
-                    parent_modules=[m["momentum"]], performance_history=[])
+        kid = clone(
+            pop,
+            m["momentum"],
+            "c0000000-0000-5000-8000-0000000000aa",
+            created_at=born,
+            parent_modules=[m["momentum"]],
+            performance_history=[],
+        )
         after = update_population(DAY, kid, perf_frame({m["momentum"]: 0.9}), messages_frame([]))
         assert row(after, m["momentum"])["replication_readiness"] == ready
 
@@ -480,8 +671,9 @@ def test_update_population_does_not_touch_its_inputs():
     snapshot_json = json.dumps(population_rows(pop).to_dict("records"), default=str, sort_keys=True)
     plans, approvals = _day_of_plans(pop)
     msgs = build_messages(DAY, plans, approvals, pop)
-    update_population(DAY, pop, perf_frame({ids(pop)["momentum"]: 0.4}, success={ids(pop)["momentum"]: 0.1}),
-                      msgs)
+    update_population(
+        DAY, pop, perf_frame({ids(pop)["momentum"]: 0.4}, success={ids(pop)["momentum"]: 0.1}), msgs
+    )
     assert_frame_equal(pop, snapshot)
     assert json.dumps(population_rows(pop).to_dict("records"), default=str, sort_keys=True) == snapshot_json
 
@@ -519,13 +711,20 @@ def test_diversity_gap_trigger():
     m = ids(pop)
     got = _of(replication_triggers(DAY, pop, perf_frame({}), None), "diversity_gap")
     assert len(got) == 5 and set(got["trigger_priority"]) == {2}
-    assert {d["specialty"] for d in got["trigger_data"]} == {"momentum", "reversal", "divergence",
-                                                             "decision_maker", "trader"}
+    assert {d["specialty"] for d in got["trigger_data"]} == {
+        "momentum",
+        "reversal",
+        "divergence",
+        "decision_maker",
+        "trader",
+    }
 
     pop = clone(pop, m["momentum"], "c0000000-0000-5000-8000-000000000002")
     pop.loc[pop["name"] == "reversal", ["lifecycle_stage", "status"]] = ["deprecated", "inactive"]
     got = _of(replication_triggers(DAY, pop, perf_frame({}), None), "diversity_gap")
-    specialties = {d["specialty"]: p for d, p in zip(got["trigger_data"], got["trigger_priority"], strict=True)}
+    specialties = {
+        d["specialty"]: p for d, p in zip(got["trigger_data"], got["trigger_priority"], strict=True)
+    }
     assert specialties == {"reversal": 1, "divergence": 2, "decision_maker": 2, "trader": 2}
     # no live reversal module: the lineage is revived from the deprecated one
     assert got[got["trigger_priority"] == 1].iloc[0]["module_id"] == m["reversal"]
@@ -565,21 +764,38 @@ def _regime_bars(day: pd.Timestamp, before: str, after: str, symbols=("BTCUSDT",
     frames = []
     for start, trend in ((day - pd.Timedelta(hours=2), before), (day + pd.Timedelta(hours=22), after)):
         n = 120
-        steps = {"up": np.full(n, 0.001), "down": np.full(n, -0.001),
-                 "flat": np.where(np.arange(n) % 2 == 0, 0.001, -0.001)}[trend]
+        steps = {
+            "up": np.full(n, 0.001),
+            "down": np.full(n, -0.001),
+            "flat": np.where(np.arange(n) % 2 == 0, 0.001, -0.001),
+        }[trend]
         close = 100 * np.exp(np.cumsum(steps + 0.0002 * np.sin(np.arange(n))))
         for sym in symbols:
-            frames.append(pd.DataFrame({
-                "symbol": sym, "timestamp": start + pd.to_timedelta(np.arange(n), unit="min"),
-                "open": close, "high": close * 1.001, "low": close * 0.999, "close": close, "volume": 1.0,
-            }))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "symbol": sym,
+                        "timestamp": start + pd.to_timedelta(np.arange(n), unit="min"),
+                        "open": close,
+                        "high": close * 1.001,
+                        "low": close * 0.999,
+                        "close": close,
+                        "volume": 1.0,
+                    }
+                )
+            )
     return pd.concat(frames, ignore_index=True).sort_values(["symbol", "timestamp"], ignore_index=True)
 
 
 @pytest.mark.parametrize(
     "before, after, fires",
-    [("up", "flat", True), ("flat", "down", True), ("up", "down", True), ("up", "up", False),
-     ("flat", "flat", False)],
+    [
+        ("up", "flat", True),
+        ("flat", "down", True),
+        ("up", "down", True),
+        ("up", "up", False),
+        ("flat", "flat", False),
+    ],
 )
 def test_regime_change_trigger(before, after, fires):
     pop = founding_population(DAY)
@@ -607,8 +823,10 @@ def test_regime_change_needs_the_previous_days_bars():
     late = _regime_bars(DAY + pd.Timedelta(days=1), "flat", "down")
     late = late[late["timestamp"] > DAY + pd.Timedelta(days=1)]
     both = pd.concat([bars, late], ignore_index=True)
-    assert_frame_equal(replication_triggers(DAY, pop, perf_frame({}), bars),
-                       replication_triggers(DAY, pop, perf_frame({}), both))
+    assert_frame_equal(
+        replication_triggers(DAY, pop, perf_frame({}), bars),
+        replication_triggers(DAY, pop, perf_frame({}), both),
+    )
 
 
 def test_triggers_frame_shape_and_bounds():
@@ -626,11 +844,20 @@ def test_triggers_frame_shape_and_bounds():
 
 
 def make_triggers(specs: list[tuple[str, str, dict]], day: pd.Timestamp = DAY) -> pd.DataFrame:
-    rows = [{
-        "trigger_id": str(uuid.uuid5(NAMESPACE, f"test|{i}|{day.date()}")), "module_id": mid,
-        "timestamp": day + pd.Timedelta(hours=23, minutes=59), "trigger_type": ttype, "trigger_data": data,
-        "trigger_priority": 2, "status": "active", "processed_at": None, "replication_id": None,
-    } for i, (ttype, mid, data) in enumerate(specs)]
+    rows = [
+        {
+            "trigger_id": str(uuid.uuid5(NAMESPACE, f"test|{i}|{day.date()}")),
+            "module_id": mid,
+            "timestamp": day + pd.Timedelta(hours=23, minutes=59),
+            "trigger_type": ttype,
+            "trigger_data": data,
+            "trigger_priority": 2,
+            "status": "active",
+            "processed_at": None,
+            "replication_id": None,
+        }
+        for i, (ttype, mid, data) in enumerate(specs)
+    ]
     frame = pd.DataFrame(rows, columns=list(TRIGGER_COLUMNS))
     for col in ("timestamp", "processed_at"):
         frame[col] = pd.to_datetime(frame[col], utc=True)
@@ -678,10 +905,16 @@ def test_replicate_respects_the_population_cap():
     for i in range(24):  # 29 live modules
         pop = clone(pop, m["risk_desk"], str(uuid.uuid5(NAMESPACE, f"sib{i}")))
     for i in range(3):  # deprecated modules do not count
-        pop = clone(pop, m["risk_desk"], str(uuid.uuid5(NAMESPACE, f"old{i}")), lifecycle_stage="deprecated",
-                    status="inactive")
-    trig = make_triggers([("performance_threshold", m["momentum"], {}),
-                          ("performance_threshold", m["reversal"], {})])
+        pop = clone(
+            pop,
+            m["risk_desk"],
+            str(uuid.uuid5(NAMESPACE, f"old{i}")),
+            lifecycle_stage="deprecated",
+            status="inactive",
+        )
+    trig = make_triggers(
+        [("performance_threshold", m["momentum"], {}), ("performance_threshold", m["reversal"], {})]
+    )
     reps, trig_out, after = replicate(DAY, trig, pop)
     assert len(reps) == 1 and trig_out["status"].tolist() == ["processed", "expired"]
     assert logic.is_live(after).sum() == 30
@@ -732,11 +965,18 @@ def test_recombination_from_two_parents():
     pop = founding_population(DAY)
     m = ids(pop)
     other = "c0000000-0000-5000-8000-000000000004"
-    genome_b = {**row(pop, m["momentum"])["genome"], "min_edge": 0.1, "stop_atr": 3.0, "target_atr": 4.5,
-                "horizon_minutes": 240, "risk_pct": 1.5}
+    genome_b = {
+        **row(pop, m["momentum"])["genome"],
+        "min_edge": 0.1,
+        "stop_atr": 3.0,
+        "target_atr": 4.5,
+        "horizon_minutes": 240,
+        "risk_pct": 1.5,
+    }
     pop = clone(pop, m["momentum"], other, genome=genome_b, generational_depth=2)
-    trig = make_triggers([("failure_recovery", m["momentum"], {"specialty": "momentum",
-                                                               "parents": [m["momentum"], other]})])
+    trig = make_triggers(
+        [("failure_recovery", m["momentum"], {"specialty": "momentum", "parents": [m["momentum"], other]})]
+    )
     reps, trig_out, after = replicate(DAY, trig, pop)
     rep = reps.iloc[0]
     child = row(after, rep["child_module_id"])
@@ -777,15 +1017,25 @@ def _fake_day(day: pd.Timestamp, pop: pd.DataFrame):
         for k in range(2):
             u = _u(mid, day, k)
             status = "executed" if u < 0.5 else "partial" if u < 0.6 else "failed" if u < 0.7 else "cancelled"
-            plans.append(make_plan(f"{mid[:8]}-{day.date()}-{k}", mid, 60 + 90 * k + int(300 * u),
-                                   symbol=("BTCUSDT", "ETHUSDT", "SOLUSDT")[int(3 * u)],
-                                   strength=round(u, 2), status=status, day=day))
+            plans.append(
+                make_plan(
+                    f"{mid[:8]}-{day.date()}-{k}",
+                    mid,
+                    60 + 90 * k + int(300 * u),
+                    symbol=("BTCUSDT", "ETHUSDT", "SOLUSDT")[int(3 * u)],
+                    strength=round(u, 2),
+                    status=status,
+                    day=day,
+                )
+            )
     plans = plans_frame(plans)
     approvals = approvals_frame(plans, dm[0]) if dm else pd.DataFrame(columns=APPROVAL_COLUMNS)
     # founders' lineages differ in skill, so that some thrive, some fail
     skill = {"momentum": 0.85, "reversal": 0.15, "divergence": 0.55, "risk_desk": 0.7, "execution_sim": 0.6}
-    scores = {mid: round(min(1.0, max(0.0, skill[name.split("~")[0]] + 0.2 * (_u(mid, day) - 0.5))), 2)
-              for mid, name in zip(live["module_id"], live["name"], strict=True)}
+    scores = {
+        mid: round(min(1.0, max(0.0, skill[name.split("~")[0]] + 0.2 * (_u(mid, day) - 0.5))), 2)
+        for mid, name in zip(live["module_id"], live["name"], strict=True)
+    }
     success = {mid: round(_u(mid, day, "s"), 2) for mid in scores}
     return plans, approvals, perf_frame(scores, day=day, success=success)
 
@@ -804,7 +1054,12 @@ def simulate(days: int, start: pd.Timestamp = DAY) -> dict[str, pd.DataFrame]:
         trig = replication_triggers(day, pop, perf, bars)
         reps, trig, pop = replicate(day, trig, pop)
         live_per_day.append(int(logic.is_live(pop).sum()))
-        for key, frame in (("messages", msgs), ("sharing", sharing), ("triggers", trig), ("replications", reps)):
+        for key, frame in (
+            ("messages", msgs),
+            ("sharing", sharing),
+            ("triggers", trig),
+            ("replications", reps),
+        ):
             out[key].append(frame)
     result = {k: pd.concat(v, ignore_index=True) for k, v in out.items()}
     result["population"] = pop
@@ -868,8 +1123,11 @@ def test_every_output_is_within_the_rules(twelve_days):
     assert twelve_days["sharing"]["sharing_id"].is_unique
     assert twelve_days["triggers"]["trigger_id"].is_unique
     assert twelve_days["population"]["module_id"].is_unique
-    assert set(twelve_days["sharing"]["intelligence_type"]) == {"performance_update", "learning_update",
-                                                               "capability_update"}
+    assert set(twelve_days["sharing"]["intelligence_type"]) == {
+        "performance_update",
+        "learning_update",
+        "capability_update",
+    }
     assert (twelve_days["population"]["module_version"].str.len() <= 20).all()
 
 
@@ -882,8 +1140,10 @@ def test_a_range_run_equals_day_by_day_runs(twelve_days):
         day = DAY + pd.Timedelta(days=k)
         # the state goes through the modules table shape and back, as the store keeps it
         stored = population_rows(pop)
-        pop = stored.assign(name=[lp["name"] for lp in stored["learning_patterns"]],
-                            genome=[lp["genome"] for lp in stored["learning_patterns"]])
+        pop = stored.assign(
+            name=[lp["name"] for lp in stored["learning_patterns"]],
+            genome=[lp["genome"] for lp in stored["learning_patterns"]],
+        )
         plans, approvals, perf = _fake_day(day, pop)
         msgs = build_messages(day, plans, approvals, pop)
         pop = update_population(day, pop, perf, msgs)
@@ -900,12 +1160,17 @@ def test_state_read_back_from_the_database_works():
     from decimal import Decimal
 
     pop = founding_population(DAY)
-    for col in ("learning_rate", "adaptation_threshold", "mutation_rate", "recombination_rate",
-                "replication_readiness"):
+    for col in (
+        "learning_rate",
+        "adaptation_threshold",
+        "mutation_rate",
+        "recombination_rate",
+        "replication_readiness",
+    ):
         pop[col] = [Decimal(str(v)) for v in pop[col]]
     pop["created_at"] = [ts.to_pydatetime() for ts in pop["created_at"]]
     plans, approvals = _day_of_plans(pop)
-    perf = perf_frame({mid: 0.8 for mid in pop["module_id"]})
+    perf = perf_frame(dict.fromkeys(pop["module_id"], 0.8))
     msgs = build_messages(DAY, plans, approvals, pop)
     after = update_population(DAY, pop, perf, msgs)
     reps, trig, after = replicate(DAY, replication_triggers(DAY, after, perf, None), after)

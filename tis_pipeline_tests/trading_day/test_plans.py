@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
+from tis_pipeline.quality.evaluate import evaluate_frame
 from tis_pipeline.trading_day.plans import score as logic
 from tis_pipeline.trading_day.plans.approve import approve_plans
 from tis_pipeline.trading_day.plans.common import APPROVAL_COLUMNS, PERFORMANCE_COLUMNS, PLAN_FRAME_COLUMNS
@@ -18,7 +19,6 @@ from tis_pipeline.trading_day.plans.execute import simulate_execution
 from tis_pipeline.trading_day.plans.generate import generate_plans
 from tis_pipeline.trading_day.plans.score import score_modules
 from tis_pipeline.trading_day.population import PLANS_NAMESPACE as NAMESPACE
-from tis_pipeline.quality.evaluate import evaluate_frame
 
 DAY = pd.Timestamp("2024-03-04", tz="UTC")
 END = DAY + pd.Timedelta(days=1)
@@ -27,38 +27,96 @@ CONTEXT_START = DAY - pd.Timedelta(hours=2)
 TEST_NS = uuid.UUID("0b5e7c52-95a4-4c0e-8d6c-3f0f4a1b2c3d")
 
 GENOMES = {
-    "momentum": {"style": "momentum", "anomaly_types": ["price_jump", "range_expansion"], "min_edge": 0.02,
-                 "stop_atr": 1.5, "target_atr": 2.5, "horizon_minutes": 15, "risk_pct": 0.5},
-    "reversal": {"style": "reversal", "anomaly_types": ["volume_spike", "pattern"], "min_edge": 0.02,
-                 "stop_atr": 1.0, "target_atr": 1.5, "horizon_minutes": 5, "risk_pct": 0.5},
-    "divergence": {"style": "divergence", "anomaly_types": ["divergence"], "min_edge": 0.02,
-                   "stop_atr": 2.0, "target_atr": 3.0, "horizon_minutes": 60, "risk_pct": 0.5},
-    "risk_desk": {"min_confidence": 0.4, "min_risk_reward": 1.2, "max_position_pct": 20.0,
-                  "max_plans_per_symbol": 50},
+    "momentum": {
+        "style": "momentum",
+        "anomaly_types": ["price_jump", "range_expansion"],
+        "min_edge": 0.02,
+        "stop_atr": 1.5,
+        "target_atr": 2.5,
+        "horizon_minutes": 15,
+        "risk_pct": 0.5,
+    },
+    "reversal": {
+        "style": "reversal",
+        "anomaly_types": ["volume_spike", "pattern"],
+        "min_edge": 0.02,
+        "stop_atr": 1.0,
+        "target_atr": 1.5,
+        "horizon_minutes": 5,
+        "risk_pct": 0.5,
+    },
+    "divergence": {
+        "style": "divergence",
+        "anomaly_types": ["divergence"],
+        "min_edge": 0.02,
+        "stop_atr": 2.0,
+        "target_atr": 3.0,
+        "horizon_minutes": 60,
+        "risk_pct": 0.5,
+    },
+    "risk_desk": {
+        "min_confidence": 0.4,
+        "min_risk_reward": 1.2,
+        "max_position_pct": 20.0,
+        "max_plans_per_symbol": 50,
+    },
     "execution_sim": {"capital": 1_000_000.0, "slippage_bps": 1.0, "fee_bps": 2.0, "range_factor": 0.1},
 }
-TYPES = {"momentum": "alpha_detector", "reversal": "alpha_detector", "divergence": "alpha_detector",
-         "risk_desk": "decision_maker", "execution_sim": "trader"}
+TYPES = {
+    "momentum": "alpha_detector",
+    "reversal": "alpha_detector",
+    "divergence": "alpha_detector",
+    "risk_desk": "decision_maker",
+    "execution_sim": "trader",
+}
 
 
 # ------------------------------------------------------------------------------------------------ builders
 
 
-def module(name: str, module_type: str | None = None, genome: dict | None = None, *, module_id: str | None = None,
-           history: list | None = None, stage: str = "experimental", status: str = "active") -> dict:
+def module(
+    name: str,
+    module_type: str | None = None,
+    genome: dict | None = None,
+    *,
+    module_id: str | None = None,
+    history: list | None = None,
+    stage: str = "experimental",
+    status: str = "active",
+) -> dict:
     """One population row with the ``modules`` columns plus ``name`` and ``genome`` (as docs/ecosystem.md)."""
     module_type = module_type or TYPES[name]
     genome = dict(genome if genome is not None else GENOMES[name])
     return {
         "module_id": module_id or str(uuid.uuid5(TEST_NS, f"{module_type}:{name}")),
-        "module_type": module_type, "module_version": "1.0.0", "parent_modules": [], "offspring_modules": [],
-        "generational_depth": 0, "learning_rate": 0.01, "adaptation_threshold": 0.7,
-        "performance_history": list(history or []), "learning_patterns": {"name": name, "genome": genome},
-        "innovation_score": 0.0, "specialization_index": 0.0, "communication_latency_ms": 0,
-        "message_throughput_per_sec": 0, "intelligence_sharing_rate": 0.0, "collaboration_score": 0.0,
-        "peer_ratings": {}, "network_centrality": 0.0, "replication_readiness": 0.0, "parent_performance": {},
-        "mutation_rate": 0.1, "recombination_rate": 0.1, "offspring_count": 0, "lifecycle_stage": stage,
-        "created_at": DAY, "last_updated": DAY, "status": status, "name": name, "genome": genome,
+        "module_type": module_type,
+        "module_version": "1.0.0",
+        "parent_modules": [],
+        "offspring_modules": [],
+        "generational_depth": 0,
+        "learning_rate": 0.01,
+        "adaptation_threshold": 0.7,
+        "performance_history": list(history or []),
+        "learning_patterns": {"name": name, "genome": genome},
+        "innovation_score": 0.0,
+        "specialization_index": 0.0,
+        "communication_latency_ms": 0,
+        "message_throughput_per_sec": 0,
+        "intelligence_sharing_rate": 0.0,
+        "collaboration_score": 0.0,
+        "peer_ratings": {},
+        "network_centrality": 0.0,
+        "replication_readiness": 0.0,
+        "parent_performance": {},
+        "mutation_rate": 0.1,
+        "recombination_rate": 0.1,
+        "offspring_count": 0,
+        "lifecycle_stage": stage,
+        "created_at": DAY,
+        "last_updated": DAY,
+        "status": status,
+        "name": name,
+        "genome": genome,
     }
 
 
@@ -70,12 +128,22 @@ def mid(name: str) -> str:
     return str(uuid.uuid5(TEST_NS, f"{TYPES[name]}:{name}"))
 
 
-def flat_bars(symbol: str = "AAPL", start: pd.Timestamp = CONTEXT_START,
-              end: pd.Timestamp = END, price: float = 100.0) -> pd.DataFrame:
+def flat_bars(
+    symbol: str = "AAPL", start: pd.Timestamp = CONTEXT_START, end: pd.Timestamp = END, price: float = 100.0
+) -> pd.DataFrame:
     """Flat one-minute bars: open = close = price, high/low 0.5 away, so every true range is 1.0."""
     ts = pd.date_range(start, end, freq="1min", inclusive="left")
-    return pd.DataFrame({"symbol": symbol, "timestamp": ts, "open": price, "high": price + 0.5,
-                         "low": price - 0.5, "close": price, "volume": 10.0})
+    return pd.DataFrame(
+        {
+            "symbol": symbol,
+            "timestamp": ts,
+            "open": price,
+            "high": price + 0.5,
+            "low": price - 0.5,
+            "close": price,
+            "volume": 10.0,
+        }
+    )
 
 
 def set_bar(bars: pd.DataFrame, ts: pd.Timestamp, symbol: str = "AAPL", **ohlc: float) -> pd.DataFrame:
@@ -87,15 +155,37 @@ def set_bar(bars: pd.DataFrame, ts: pd.Timestamp, symbol: str = "AAPL", **ohlc: 
     return out
 
 
-def event(ts: pd.Timestamp, anomaly_type: str = "price_jump", symbol: str = "AAPL", *, mx: float = 0.7,
-          score: float = 0.8, confirm: bool = True, rate: float = 0.8, ci: tuple[float, float] = (0.6, 0.8),
-          h15: float = 0.001, h1: float = 0.002, key: str | None = None) -> dict:
+def event(
+    ts: pd.Timestamp,
+    anomaly_type: str = "price_jump",
+    symbol: str = "AAPL",
+    *,
+    mx: float = 0.7,
+    score: float = 0.8,
+    confirm: bool = True,
+    rate: float = 0.8,
+    ci: tuple[float, float] = (0.6, 0.8),
+    h15: float = 0.001,
+    h1: float = 0.002,
+    key: str | None = None,
+) -> dict:
     key = key or f"{symbol}|{ts.isoformat()}|{anomaly_type}"
-    return {"event_id": str(uuid.uuid5(TEST_NS, key)), "symbol": symbol, "timestamp": ts,
-            "anomaly_type": anomaly_type, "anomaly_score": score,
-            "dsi_evidence_id": str(uuid.uuid5(TEST_NS, key + "|evidence")), "mx_evidence": mx, "mx_confirm": confirm,
-            "mx_confirm_rate": rate, "mx_evidence_boost": 0.01, "ci_low": ci[0], "ci_high": ci[1],
-            "htf_15m_ret": h15, "htf_1h_ret": h1}
+    return {
+        "event_id": str(uuid.uuid5(TEST_NS, key)),
+        "symbol": symbol,
+        "timestamp": ts,
+        "anomaly_type": anomaly_type,
+        "anomaly_score": score,
+        "dsi_evidence_id": str(uuid.uuid5(TEST_NS, key + "|evidence")),
+        "mx_evidence": mx,
+        "mx_confirm": confirm,
+        "mx_confirm_rate": rate,
+        "mx_evidence_boost": 0.01,
+        "ci_low": ci[0],
+        "ci_high": ci[1],
+        "htf_15m_ret": h15,
+        "htf_1h_ret": h1,
+    }
 
 
 def events(*rows: dict) -> pd.DataFrame:
@@ -118,8 +208,19 @@ def walk_bars(symbols=("AAPL", "BTCUSD"), seed: int = 7) -> pd.DataFrame:
         open_ = np.concatenate([[close[0]], close[:-1]])
         high = np.maximum(open_, close) * (1 + np.abs(rng.normal(0, 0.0004, len(ts))))
         low = np.minimum(open_, close) * (1 - np.abs(rng.normal(0, 0.0004, len(ts))))
-        frames.append(pd.DataFrame({"symbol": symbol, "timestamp": ts, "open": open_.round(8), "high": high.round(8),
-                                    "low": low.round(8), "close": close.round(8), "volume": 10.0}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "symbol": symbol,
+                    "timestamp": ts,
+                    "open": open_.round(8),
+                    "high": high.round(8),
+                    "low": low.round(8),
+                    "close": close.round(8),
+                    "volume": 10.0,
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -128,11 +229,22 @@ def walk_events(bars: pd.DataFrame, n: int = 240, seed: int = 11) -> pd.DataFram
     day_bars = bars[bars["timestamp"] >= DAY].reset_index(drop=True)
     pick = day_bars.iloc[np.sort(rng.choice(len(day_bars), n, replace=False))]
     types = rng.choice(["volume_spike", "price_jump", "range_expansion", "divergence", "pattern"], n)
-    rows = [event(ts, t, sym, mx=round(float(rng.uniform(0.3, 0.7)), 2), score=round(float(rng.uniform(0.3, 1)), 4),
-                  confirm=bool(rng.random() < 0.5), rate=round(float(rng.uniform(0.3, 1)), 2),
-                  ci=(float(rng.uniform(0.2, 0.5)), float(rng.uniform(0.5, 0.8))),
-                  h15=float(rng.normal(0, 0.002)), h1=float(rng.normal(0, 0.004)), key=f"walk{k}")
-            for k, (ts, t, sym) in enumerate(zip(pick["timestamp"], types, pick["symbol"], strict=True))]
+    rows = [
+        event(
+            ts,
+            t,
+            sym,
+            mx=round(float(rng.uniform(0.3, 0.7)), 2),
+            score=round(float(rng.uniform(0.3, 1)), 4),
+            confirm=bool(rng.random() < 0.5),
+            rate=round(float(rng.uniform(0.3, 1)), 2),
+            ci=(float(rng.uniform(0.2, 0.5)), float(rng.uniform(0.5, 0.8))),
+            h15=float(rng.normal(0, 0.002)),
+            h1=float(rng.normal(0, 0.004)),
+            key=f"walk{k}",
+        )
+        for k, (ts, t, sym) in enumerate(zip(pick["timestamp"], types, pick["symbol"], strict=True))
+    ]
     return events(*rows)
 
 
@@ -155,8 +267,15 @@ def _dealing_events(n: int) -> pd.DataFrame:
 def test_dealing_is_rendezvous_hashing_fair_and_stable():
     bars = flat_bars()
     evs = _dealing_events(900)
-    kids = [module(f"momentum_child{k}", "alpha_detector", GENOMES["momentum"],
-                   module_id=str(uuid.uuid5(TEST_NS, f"child{k}"))) for k in (1, 2)]
+    kids = [
+        module(
+            f"momentum_child{k}",
+            "alpha_detector",
+            GENOMES["momentum"],
+            module_id=str(uuid.uuid5(TEST_NS, f"child{k}")),
+        )
+        for k in (1, 2)
+    ]
     pop = population(*kids)
     specialty = [mid("momentum"), *(k["module_id"] for k in kids)]
     plans = generate_plans(DAY, evs, bars, pop)
@@ -169,8 +288,9 @@ def test_dealing_is_rendezvous_hashing_fair_and_stable():
     # binomial(900, 1/3): sd ~ 14; a fair deal lies within 300 +- 60 (4 sd) -- and children get their share
     assert counts.between(240, 360).all(), counts.to_dict()
 
-    newcomer = module("momentum_child3", "alpha_detector", GENOMES["momentum"],
-                      module_id=str(uuid.uuid5(TEST_NS, "child3")))
+    newcomer = module(
+        "momentum_child3", "alpha_detector", GENOMES["momentum"], module_id=str(uuid.uuid5(TEST_NS, "child3"))
+    )
     after = generate_plans(DAY, evs, bars, population(*kids, newcomer))
     before_owner = dict(zip(plans["event_id"], plans["module_id"], strict=True))
     after_owner = dict(zip(after["event_id"], after["module_id"], strict=True))
@@ -179,20 +299,32 @@ def test_dealing_is_rendezvous_hashing_fair_and_stable():
     assert 150 <= len(moved) <= 300  # binomial(900, 1/4) ~ 225
 
     # same rows whatever the row order of events and population
-    shuffled = generate_plans(DAY, evs.sample(frac=1, random_state=3), bars,
-                              population(*kids).sample(frac=1, random_state=4))
+    shuffled = generate_plans(
+        DAY, evs.sample(frac=1, random_state=3), bars, population(*kids).sample(frac=1, random_state=4)
+    )
     assert_frame_equal(plans, shuffled)
 
 
 def test_dealing_respects_specialties_and_activity():
     bars = flat_bars()
     t = DAY + pd.Timedelta(hours=3)
-    evs = events(event(t, "divergence", h1=-0.01), event(t, "volume_spike", key="vs"),
-                 event(t, "price_jump", key="pj"))
-    sleeping = module("momentum_old", "alpha_detector", GENOMES["momentum"], module_id="00000000-0000-0000-0000-000000000001",
-                      stage="deprecated")
-    failed = module("momentum_bad", "alpha_detector", GENOMES["momentum"], module_id="00000000-0000-0000-0000-000000000002",
-                    status="failed")
+    evs = events(
+        event(t, "divergence", h1=-0.01), event(t, "volume_spike", key="vs"), event(t, "price_jump", key="pj")
+    )
+    sleeping = module(
+        "momentum_old",
+        "alpha_detector",
+        GENOMES["momentum"],
+        module_id="00000000-0000-0000-0000-000000000001",
+        stage="deprecated",
+    )
+    failed = module(
+        "momentum_bad",
+        "alpha_detector",
+        GENOMES["momentum"],
+        module_id="00000000-0000-0000-0000-000000000002",
+        status="failed",
+    )
     plans = generate_plans(DAY, evs, bars, population(sleeping, failed))
     owners = dict(zip(plans["event_id"], plans["module_id"], strict=True))
     assert owners[evs["event_id"][evs["anomaly_type"] == "divergence"].item()] == mid("divergence")
@@ -209,8 +341,10 @@ def test_dealing_respects_specialties_and_activity():
 def test_momentum_plan_fields_long_and_short_exact():
     bars = flat_bars()
     t_long, t_short = DAY + pd.Timedelta(hours=3), DAY + pd.Timedelta(hours=4)
-    evs = events(event(t_long, mx=0.7, score=0.8, rate=0.8, ci=(0.6, 0.8), h15=0.001),
-                 event(t_short, mx=0.3, score=0.8, rate=0.8, ci=(0.6, 0.8), h15=0.001))
+    evs = events(
+        event(t_long, mx=0.7, score=0.8, rate=0.8, ci=(0.6, 0.8), h15=0.001),
+        event(t_short, mx=0.3, score=0.8, rate=0.8, ci=(0.6, 0.8), h15=0.001),
+    )
     plans = generate_plans(DAY, evs, bars, population()).set_index("direction")
     assert list(plans.index) == ["long", "short"]
     long, short = plans.loc["long"], plans.loc["short"]
@@ -232,7 +366,9 @@ def test_momentum_plan_fields_long_and_short_exact():
     assert long["confidence_score"] == 0.71
     # short: evidence 0.3 is on its side too, 15m trend (+) disagrees: 0.14 + 0.2 + 0.15 + 0 + 0.12
     assert short["confidence_score"] == 0.61
-    assert long["timestamp"] == t_long + MIN and long["valid_until"] == t_long + MIN + pd.Timedelta(minutes=15)
+    assert long["timestamp"] == t_long + MIN and long["valid_until"] == t_long + MIN + pd.Timedelta(
+        minutes=15
+    )
     assert long["regime_context"]["regime"] == "ranging"  # flat bars: no move, no volatility
     assert long["risk_assessment"]["atr"] == 1.0
 
@@ -289,16 +425,36 @@ def test_plan_fields_do_not_depend_on_later_bars():
 # ------------------------------------------------------------------------------------------------ approval
 
 
-def _plan(key: str, *, conf: float = 0.6, rr: float = 1.67, size: float = 10.0, symbol: str = "AAPL",
-          minute: int = 0, direction: str = "long") -> dict:
+def _plan(
+    key: str,
+    *,
+    conf: float = 0.6,
+    rr: float = 1.67,
+    size: float = 10.0,
+    symbol: str = "AAPL",
+    minute: int = 0,
+    direction: str = "long",
+) -> dict:
     ts = DAY + pd.Timedelta(hours=10, minutes=minute)
-    return {"plan_id": str(uuid.uuid5(TEST_NS, key)), "module_id": mid("momentum"), "symbol": symbol,
-            "timestamp": ts, "signal_strength": 0.6, "direction": direction, "entry_price": 100.0,
-            "position_size": size, "stop_loss": 98.0 if direction == "long" else 102.0,
-            "take_profit": 102.0 if direction == "long" else 98.0, "time_horizon": "15m",
-            "risk_reward_ratio": rr, "confidence_score": conf, "valid_until": ts + pd.Timedelta(minutes=15),
-            "validation_status": "pending", "event_id": str(uuid.uuid5(TEST_NS, key + "e")),
-            "dsi_evidence_id": str(uuid.uuid5(TEST_NS, key + "d"))}
+    return {
+        "plan_id": str(uuid.uuid5(TEST_NS, key)),
+        "module_id": mid("momentum"),
+        "symbol": symbol,
+        "timestamp": ts,
+        "signal_strength": 0.6,
+        "direction": direction,
+        "entry_price": 100.0,
+        "position_size": size,
+        "stop_loss": 98.0 if direction == "long" else 102.0,
+        "take_profit": 102.0 if direction == "long" else 98.0,
+        "time_horizon": "15m",
+        "risk_reward_ratio": rr,
+        "confidence_score": conf,
+        "valid_until": ts + pd.Timedelta(minutes=15),
+        "validation_status": "pending",
+        "event_id": str(uuid.uuid5(TEST_NS, key + "e")),
+        "dsi_evidence_id": str(uuid.uuid5(TEST_NS, key + "d")),
+    }
 
 
 def test_approval_rules_exact():
@@ -315,16 +471,28 @@ def test_approval_rules_exact():
     plans, approvals = approve_plans(DAY, pd.DataFrame(rows), pop)
     assert list(approvals.columns) == list(APPROVAL_COLUMNS)
     assert list(plans.columns) == list(PLAN_FRAME_COLUMNS)
-    key = {str(uuid.uuid5(TEST_NS, r)): r for r in
-           ("low-confidence", "low-rr", "oversized", "fine", "third-of-symbol", "other-symbol")}
+    key = {
+        str(uuid.uuid5(TEST_NS, r)): r
+        for r in ("low-confidence", "low-rr", "oversized", "fine", "third-of-symbol", "other-symbol")
+    }
     a = approvals.assign(key=approvals["plan_id"].map(key)).set_index("key")
     p = plans.assign(key=plans["plan_id"].map(key)).set_index("key")
     assert a["approval_status"].to_dict() == {
-        "low-confidence": "rejected", "low-rr": "rejected", "oversized": "modified", "fine": "approved",
-        "third-of-symbol": "rejected", "other-symbol": "approved"}
+        "low-confidence": "rejected",
+        "low-rr": "rejected",
+        "oversized": "modified",
+        "fine": "approved",
+        "third-of-symbol": "rejected",
+        "other-symbol": "approved",
+    }
     assert p["validation_status"].to_dict() == {
-        "low-confidence": "failed", "low-rr": "failed", "oversized": "validated", "fine": "validated",
-        "third-of-symbol": "failed", "other-symbol": "validated"}
+        "low-confidence": "failed",
+        "low-rr": "failed",
+        "oversized": "validated",
+        "fine": "validated",
+        "third-of-symbol": "failed",
+        "other-symbol": "validated",
+    }
     assert p.loc["oversized", "position_size"] == 20.0 and p.loc["fine", "position_size"] == 10.0
     assert a.loc["oversized", "modifications"] == {"position_size": {"from": 33.33, "to": 20.0}}
     assert a.loc["fine", "modifications"] is None
@@ -350,21 +518,44 @@ def test_approval_rules_exact():
 def test_decision_maker_choice_and_absence():
     rows = pd.DataFrame([_plan("a", conf=0.45)])
     strict = dict(GENOMES["risk_desk"], min_confidence=0.5)
-    best = module("desk_best", "decision_maker", strict, module_id="ffffffff-0000-0000-0000-000000000000",
-                  history=[{"day": "2024-03-02", "score": 0.2}, {"day": "2024-03-03", "score": 0.8}])
-    worse = module("desk_worse", "decision_maker", GENOMES["risk_desk"], module_id="00000000-0000-0000-0000-00000000000a",
-                   history=[{"day": "2024-03-03", "score": 0.6}])
-    retired = module("desk_retired", "decision_maker", GENOMES["risk_desk"], history=[{"day": "x", "score": 0.99}],
-                     module_id="00000000-0000-0000-0000-00000000000b", stage="deprecated")
+    best = module(
+        "desk_best",
+        "decision_maker",
+        strict,
+        module_id="ffffffff-0000-0000-0000-000000000000",
+        history=[{"day": "2024-03-02", "score": 0.2}, {"day": "2024-03-03", "score": 0.8}],
+    )
+    worse = module(
+        "desk_worse",
+        "decision_maker",
+        GENOMES["risk_desk"],
+        module_id="00000000-0000-0000-0000-00000000000a",
+        history=[{"day": "2024-03-03", "score": 0.6}],
+    )
+    retired = module(
+        "desk_retired",
+        "decision_maker",
+        GENOMES["risk_desk"],
+        history=[{"day": "x", "score": 0.99}],
+        module_id="00000000-0000-0000-0000-00000000000b",
+        stage="deprecated",
+    )
     pop = population(best, worse, retired, founders=("momentum", "execution_sim"))
     _, approvals = approve_plans(DAY, rows, pop)
     assert approvals["decision_maker_module_id"].tolist() == [best["module_id"]]
     assert approvals["approval_status"].tolist() == ["rejected"]  # the strict genome decided
-    tie = module("desk_tie", "decision_maker", GENOMES["risk_desk"], module_id="00000000-0000-0000-0000-000000000001",
-                 history=[{"day": "2024-03-03", "score": 0.8}])
+    tie = module(
+        "desk_tie",
+        "decision_maker",
+        GENOMES["risk_desk"],
+        module_id="00000000-0000-0000-0000-000000000001",
+        history=[{"day": "2024-03-03", "score": 0.8}],
+    )
     _, approvals = approve_plans(DAY, rows, population(best, tie, founders=()))
     assert approvals["decision_maker_module_id"].tolist() == [tie["module_id"]]  # tie: smallest module_id
-    fresh = module("desk_fresh", "decision_maker", GENOMES["risk_desk"], module_id="00000000-0000-0000-0000-000000000002")
+    fresh = module(
+        "desk_fresh", "decision_maker", GENOMES["risk_desk"], module_id="00000000-0000-0000-0000-000000000002"
+    )
     _, approvals = approve_plans(DAY, rows, population(fresh, worse, founders=()))
     assert approvals["decision_maker_module_id"].tolist() == [worse["module_id"]]  # no history ranks last
 
@@ -383,12 +574,29 @@ TRADER = GENOMES["execution_sim"]
 
 def _exec_bars(rows: list[tuple[int, float, float, float, float]], symbol: str = "AAPL") -> pd.DataFrame:
     """Bars at T0 + minute: (minute, open, high, low, close)."""
-    return pd.DataFrame([{"symbol": symbol, "timestamp": T0 + MIN * m, "open": o, "high": h, "low": lo,
-                          "close": c, "volume": 1.0} for m, o, h, lo, c in rows])
+    return pd.DataFrame(
+        [
+            {
+                "symbol": symbol,
+                "timestamp": T0 + MIN * m,
+                "open": o,
+                "high": h,
+                "low": lo,
+                "close": c,
+                "volume": 1.0,
+            }
+            for m, o, h, lo, c in rows
+        ]
+    )
 
 
-def _execute(bars: pd.DataFrame, direction: str = "long", size: float = 10.0, status: str = "validated",
-             trader: dict | None = None) -> pd.Series:
+def _execute(
+    bars: pd.DataFrame,
+    direction: str = "long",
+    size: float = 10.0,
+    status: str = "validated",
+    trader: dict | None = None,
+) -> pd.Series:
     plan = _plan("exec", direction=direction, size=size)
     plan["validation_status"] = status
     pop = population(module("execution_sim", genome=trader or TRADER), founders=("momentum", "risk_desk"))
@@ -397,8 +605,14 @@ def _execute(bars: pd.DataFrame, direction: str = "long", size: float = 10.0, st
     return out.iloc[0]
 
 
-def _expected(direction: str, entry_ref: float, entry_range: float, exit_ref: float, exit_slip: float,
-              size: float = 10.0) -> dict:
+def _expected(
+    direction: str,
+    entry_ref: float,
+    entry_range: float,
+    exit_ref: float,
+    exit_slip: float,
+    size: float = 10.0,
+) -> dict:
     d = 1 if direction == "long" else -1
     slip_in = 1.0 + 0.1 * 0.5 * entry_range / entry_ref * 1e4
     entry = round(entry_ref * (1 + d * slip_in / 1e4), 8)
@@ -406,9 +620,14 @@ def _expected(direction: str, entry_ref: float, entry_range: float, exit_ref: fl
     qty = round(1_000_000 * size / 100 / entry, 8)
     fees = 2.0 / 1e4 * qty * (entry + exit_)
     slip_cost = qty * (abs(entry - entry_ref) + abs(exit_ref - exit_))
-    return {"executed_price": entry, "exit_price": exit_, "executed_quantity": qty,
-            "pnl": round(d * (exit_ - entry) * qty - fees, 8), "execution_cost": round(fees + slip_cost, 8),
-            "slippage": round(slip_in + exit_slip, 4)}
+    return {
+        "executed_price": entry,
+        "exit_price": exit_,
+        "executed_quantity": qty,
+        "pnl": round(d * (exit_ - entry) * qty - fees, 8),
+        "execution_cost": round(fees + slip_cost, 8),
+        "slippage": round(slip_in + exit_slip, 4),
+    }
 
 
 def _check(row: pd.Series, exp: dict, reason: str, status: str = "executed") -> None:
@@ -422,15 +641,23 @@ def _check(row: pd.Series, exp: dict, reason: str, status: str = "executed") -> 
 
 
 def test_target_hit_exact():
-    bars = _exec_bars([(0, 100.0, 100.5, 99.5, 100.2), (1, 100.2, 101.0, 100.0, 100.8),
-                       (2, 100.8, 102.3, 100.7, 102.1), (3, 102.1, 103.0, 96.0, 97.0)])
+    bars = _exec_bars(
+        [
+            (0, 100.0, 100.5, 99.5, 100.2),
+            (1, 100.2, 101.0, 100.0, 100.8),
+            (2, 100.8, 102.3, 100.7, 102.1),
+            (3, 102.1, 103.0, 96.0, 97.0),
+        ]
+    )
     row = _execute(bars)
     # entry: open 100 + (1 bp + 0.1 * half the 1.0 range = 5 bp) = 6 bp -> 100.06; target 102 filled as is
     assert row["executed_price"] == 100.06
     exp = _expected("long", 100.0, 1.0, 102.0, 0.0)
     _check(row, exp, "target")
-    assert row["pnl"] == pytest.approx((102.0 - 100.06) * exp["executed_quantity"]
-                                       - 0.0002 * exp["executed_quantity"] * (100.06 + 102.0), abs=1e-8)
+    assert row["pnl"] == pytest.approx(
+        (102.0 - 100.06) * exp["executed_quantity"] - 0.0002 * exp["executed_quantity"] * (100.06 + 102.0),
+        abs=1e-8,
+    )
     assert row["pnl"] > 0
     m = row["performance_metrics"]
     assert m["exit_time"] == (T0 + 2 * MIN).isoformat() and m["minutes_held"] == 2.0 and m["bars_held"] == 3
@@ -440,7 +667,9 @@ def test_target_hit_exact():
 
 def test_stop_hit_exact_and_entry_bar_ignored():
     # the entry bar dips below the stop, but only bars after the entry bar can exit
-    bars = _exec_bars([(0, 100.0, 100.5, 97.0, 100.2), (1, 100.2, 100.4, 97.9, 98.1), (2, 98.1, 103.0, 98.0, 102.5)])
+    bars = _exec_bars(
+        [(0, 100.0, 100.5, 97.0, 100.2), (1, 100.2, 100.4, 97.9, 98.1), (2, 98.1, 103.0, 98.0, 102.5)]
+    )
     row = _execute(bars)
     exp = _expected("long", 100.0, 3.5, 98.0, 1.0)
     assert exp["exit_price"] == 97.9902
@@ -480,13 +709,17 @@ def test_horizon_exit_at_the_last_close():
 
 
 def test_data_ending_early_is_partial():
-    bars = _exec_bars([(m, 100.0, 100.5, 99.5, 100.0 + m / 100) for m in range(11)])  # last bar 10:10 of 10:15
+    bars = _exec_bars(
+        [(m, 100.0, 100.5, 99.5, 100.0 + m / 100) for m in range(11)]
+    )  # last bar 10:10 of 10:15
     row = _execute(bars)
     _check(row, _expected("long", 100.0, 1.0, 100.1, 1.0), "data_end", status="partial")
 
 
 def test_no_entry_bar_fails_and_rejected_is_cancelled():
-    late = _exec_bars([(15, 100.0, 100.5, 99.5, 100.0), (16, 100.0, 100.5, 99.5, 100.0)])  # from valid_until on
+    late = _exec_bars(
+        [(15, 100.0, 100.5, 99.5, 100.0), (16, 100.0, 100.5, 99.5, 100.0)]
+    )  # from valid_until on
     row = _execute(late)
     assert row["execution_status"] == "failed"
     assert np.isnan(row["executed_price"]) and np.isnan(row["pnl"]) and row["attribution_analysis"] is None
@@ -522,8 +755,9 @@ def test_execution_ignores_bars_after_valid_until_and_after_the_day():
         one = simulate_execution(DAY, plans[plans["plan_id"] == plan["plan_id"]], wrecked, pop)
         assert_frame_equal(one, executed[executed["plan_id"] == plan["plan_id"]].reset_index(drop=True))
     today = bars[bars["timestamp"] >= DAY]
-    next_day = today.assign(timestamp=today["timestamp"] + pd.Timedelta(days=1), open=1.0, high=1e6, low=0.5,
-                            close=2.0)
+    next_day = today.assign(
+        timestamp=today["timestamp"] + pd.Timedelta(days=1), open=1.0, high=1e6, low=0.5, close=2.0
+    )
     assert_frame_equal(executed, simulate_execution(DAY, plans, pd.concat([bars, next_day]), pop))
 
 
@@ -534,10 +768,17 @@ def test_vectorised_exits_match_a_bar_by_bar_reading():
     for k in range(40):
         ts = DAY + pd.Timedelta(hours=1, minutes=7 * k)
         close = bars.loc[bars["timestamp"] == ts - MIN, "close"].item()
-        rows.append({**_plan(f"many{k}", direction="long" if k % 2 else "short"), "timestamp": ts,
-                     "valid_until": ts + pd.Timedelta(minutes=30), "entry_price": close,
-                     "stop_loss": close * (0.998 if k % 2 else 1.002), "take_profit": close * (1.003 if k % 2 else 0.997),
-                     "validation_status": "validated"})
+        rows.append(
+            {
+                **_plan(f"many{k}", direction="long" if k % 2 else "short"),
+                "timestamp": ts,
+                "valid_until": ts + pd.Timedelta(minutes=30),
+                "entry_price": close,
+                "stop_loss": close * (0.998 if k % 2 else 1.002),
+                "take_profit": close * (1.003 if k % 2 else 0.997),
+                "validation_status": "validated",
+            }
+        )
     out = simulate_execution(DAY, pd.DataFrame(rows), bars, population())
     for k, row in out.iterrows():
         window = bars[(bars["timestamp"] >= row["timestamp"]) & (bars["timestamp"] < row["valid_until"])]
@@ -568,14 +809,22 @@ def test_vectorised_exits_match_a_bar_by_bar_reading():
 def test_score_modules_alpha_scores_and_empyrical():
     t = DAY + pd.Timedelta(hours=3)
     bars = set_bar(flat_bars(), t + 2 * MIN, high=103.0)  # the long's target (102.5) is hit
-    bars = set_bar(bars, DAY + pd.Timedelta(hours=4, minutes=3), high=102.0)  # the short's stop (101.5) is hit
+    bars = set_bar(
+        bars, DAY + pd.Timedelta(hours=4, minutes=3), high=102.0
+    )  # the short's stop (101.5) is hit
     evs = events(event(t), event(DAY + pd.Timedelta(hours=4), mx=0.3, h15=-0.001))
     pop = population()
-    history = pd.DataFrame([
-        {"module_id": mid("momentum"), "timestamp": DAY - k * pd.Timedelta(days=1) + pd.Timedelta(hours=23, minutes=59),
-         "performance_score": s, "risk_adjusted_returns": r}
-        for k, s, r in ((1, 0.6, 12.5), (2, 0.4, -30.0), (3, 0.55, 5.25), (4, 0.5, 0.0), (40, 0.9, 999.0))
-    ])
+    history = pd.DataFrame(
+        [
+            {
+                "module_id": mid("momentum"),
+                "timestamp": DAY - k * pd.Timedelta(days=1) + pd.Timedelta(hours=23, minutes=59),
+                "performance_score": s,
+                "risk_adjusted_returns": r,
+            }
+            for k, s, r in ((1, 0.6, 12.5), (2, 0.4, -30.0), (3, 0.55, 5.25), (4, 0.5, 0.0), (40, 0.9, 999.0))
+        ]
+    )
     plans, approvals, perf = run_day(evs, bars, pop, history)
     assert list(perf.columns) == list(PERFORMANCE_COLUMNS)
     assert perf["module_id"].tolist() == sorted(m for m in pop["module_id"])
@@ -596,13 +845,16 @@ def test_score_modules_alpha_scores_and_empyrical():
     assert row["max_drawdown"] < 0
     scores = np.array([0.5, 0.55, 0.4, 0.6, perf_score])
     assert row["consistency_score"] == round(1 - 2 * scores.std(), 2)
-    assert row["learning_effectiveness"] == round(0.5 + 0.5 * math.tanh((perf_score - scores[:-1].mean()) / 0.1), 2)
+    assert row["learning_effectiveness"] == round(
+        0.5 + 0.5 * math.tanh((perf_score - scores[:-1].mean()) / 0.1), 2
+    )
     slope = np.polyfit([-4, -3, -2, -1, 0], scores, 1)[0]
     assert row["adaptation_speed"] == round(0.5 + 0.5 * math.tanh(slope / 0.05), 2)
     assert row["timestamp"] == END - MIN
     assert row["time_horizon"] == "15m" and row["asset_class"] == "equity"
     assert perf.set_index("module_id").loc[mid("momentum"), "performance_id"] == str(
-        uuid.uuid5(NAMESPACE, f"{mid('momentum')}|{DAY.isoformat()}"))
+        uuid.uuid5(NAMESPACE, f"{mid('momentum')}|{DAY.isoformat()}")
+    )
     idle = perf.set_index("module_id").loc[mid("reversal")]
     assert idle["performance_score"] == 0.35  # 0.4 * 0.5 + 0.3 * 0.5 + 0.3 * 0 (no plans, no credit)
     assert np.isnan(idle["trading_plan_success_rate"]) and np.isnan(idle["sharpe_ratio"])
@@ -613,9 +865,18 @@ def test_score_modules_alpha_scores_and_empyrical():
 def test_score_modules_roles_match_the_day_and_counterfactuals():
     bars = walk_bars()
     evs = walk_events(bars)
-    lax = module("desk_lax", "decision_maker", dict(GENOMES["risk_desk"], min_confidence=0.0, max_plans_per_symbol=100),
-                 module_id="ffffffff-ffff-ffff-ffff-ffffffffffff")
-    dear = module("trader_dear", "trader", dict(TRADER, slippage_bps=20.0), module_id="ffffffff-ffff-ffff-ffff-fffffffffff0")
+    lax = module(
+        "desk_lax",
+        "decision_maker",
+        dict(GENOMES["risk_desk"], min_confidence=0.0, max_plans_per_symbol=100),
+        module_id="ffffffff-ffff-ffff-ffff-ffffffffffff",
+    )
+    dear = module(
+        "trader_dear",
+        "trader",
+        dict(TRADER, slippage_bps=20.0),
+        module_id="ffffffff-ffff-ffff-ffff-fffffffffff0",
+    )
     pop = population(lax, dear)
     plans, approvals, perf = run_day(evs, bars, pop)
     by = perf.set_index("module_id")
@@ -631,13 +892,17 @@ def test_score_modules_roles_match_the_day_and_counterfactuals():
     assert by.loc[dear["module_id"], "execution_quality"] < trader["execution_quality"]  # 20 bp slippage
     # the acting desk's counterfactual is its real decision; its return is that of what it let through
     desk = by.loc[mid("risk_desk")]
-    assert desk["risk_adjusted_returns"] == pytest.approx(plans.loc[traded, "pnl"].sum() / 1e6 * 1e4, abs=1e-4)
+    assert desk["risk_adjusted_returns"] == pytest.approx(
+        plans.loc[traded, "pnl"].sum() / 1e6 * 1e4, abs=1e-4
+    )
     approved = (approvals["approval_status"] != "rejected").sum()
     assert desk["collaboration_score"] == round(approved / len(plans), 2)
     assert by.loc[lax["module_id"], "collaboration_score"] > desk["collaboration_score"]
     for alpha in ("momentum", "reversal", "divergence"):
         mine = plans["module_id"] == mid(alpha)
-        assert by.loc[mid(alpha), "risk_adjusted_returns"] == round(plans.loc[mine & traded, "pnl"].sum() / 1e6 * 1e4, 4)
+        assert by.loc[mid(alpha), "risk_adjusted_returns"] == round(
+            plans.loc[mine & traded, "pnl"].sum() / 1e6 * 1e4, 4
+        )
     assert by["market_regime"].nunique() == 1
     assert by.loc[mid("risk_desk"), "asset_class"] == "multi_asset"  # AAPL and BTCUSD
 
@@ -654,13 +919,20 @@ def _assert_scaled(frame: pd.DataFrame, columns: dict[str, int]) -> None:
 def test_outputs_within_the_rules_and_scales():
     bars = walk_bars()
     evs = walk_events(bars, n=400)
-    kid = module("momentum_kid", "alpha_detector", dict(GENOMES["momentum"], target_atr=40.0, risk_pct=5.0),
-                 module_id="00000000-0000-0000-0000-000000000abc")
+    kid = module(
+        "momentum_kid",
+        "alpha_detector",
+        dict(GENOMES["momentum"], target_atr=40.0, risk_pct=5.0),
+        module_id="00000000-0000-0000-0000-000000000abc",
+    )
     pop = population(kid)
     plans, approvals, perf = run_day(evs, bars, pop)
     assert len(plans) > 100 and len(approvals) == len(plans) and len(perf) == 6
-    for frame, table in ((plans, "trading_plans"), (approvals, "trading_plan_approvals"),
-                         (perf, "module_performance")):
+    for frame, table in (
+        (plans, "trading_plans"),
+        (approvals, "trading_plan_approvals"),
+        (perf, "module_performance"),
+    ):
         report = evaluate_frame(frame, table)
         assert report.passed, [(r.rule.name, r.unexpected_count) for r in report.failed]
         assert not report.skipped, [r.rule.name for r in report.skipped]
@@ -669,21 +941,46 @@ def test_outputs_within_the_rules_and_scales():
     assert set(plans["execution_status"]) <= {"executed", "partial", "failed", "cancelled"}
     assert (plans["valid_until"] <= END).all() and (plans["timestamp"] < END).all()
     assert (plans["timestamp"] > plans["valid_until"] - pd.Timedelta(hours=4, minutes=1)).all()
-    _assert_scaled(plans, {"signal_strength": 2, "confidence_score": 2, "position_size": 2, "risk_reward_ratio": 2,
-                           "entry_price": 8, "stop_loss": 8, "take_profit": 8, "executed_price": 8,
-                           "executed_quantity": 8, "execution_cost": 8, "pnl": 8, "slippage": 4})
+    _assert_scaled(
+        plans,
+        {
+            "signal_strength": 2,
+            "confidence_score": 2,
+            "position_size": 2,
+            "risk_reward_ratio": 2,
+            "entry_price": 8,
+            "stop_loss": 8,
+            "take_profit": 8,
+            "executed_price": 8,
+            "executed_quantity": 8,
+            "execution_cost": 8,
+            "pnl": 8,
+            "slippage": 4,
+        },
+    )
     _assert_scaled(approvals, {"decision_confidence": 2})
-    unit = ["performance_score", "consistency_score", "innovation_score", "specialization_score",
-            "collaboration_score", "trading_plan_success_rate", "execution_quality", "learning_effectiveness",
-            "adaptation_speed", "intelligence_sharing_effectiveness"]
-    _assert_scaled(perf, {**dict.fromkeys(unit, 2), "risk_adjusted_returns": 4, "sharpe_ratio": 4,
-                          "max_drawdown": 4})
+    unit = [
+        "performance_score",
+        "consistency_score",
+        "innovation_score",
+        "specialization_score",
+        "collaboration_score",
+        "trading_plan_success_rate",
+        "execution_quality",
+        "learning_effectiveness",
+        "adaptation_speed",
+        "intelligence_sharing_effectiveness",
+    ]
+    _assert_scaled(
+        perf, {**dict.fromkeys(unit, 2), "risk_adjusted_returns": 4, "sharpe_ratio": 4, "max_drawdown": 4}
+    )
     for column in ("risk_adjusted_returns", "sharpe_ratio", "max_drawdown", "slippage"):
         frame = plans if column == "slippage" else perf
         assert (frame[column].dropna().abs() < 10_000).all()
     assert perf.loc[perf["module_id"] == kid["module_id"], "innovation_score"].item() > 0
     # JSON payloads: plain Python, no NaN (jsonb has none)
     import json
+
     for frame in (plans, approvals):
         for column in frame.columns:
             if frame[column].dtype == object:
@@ -697,8 +994,11 @@ def test_deterministic_and_input_order_free():
     pop = population()
     first = run_day(evs, bars, pop)
     second = run_day(evs.copy(), bars.copy(), pop.copy())
-    shuffled = run_day(evs.sample(frac=1, random_state=1), bars.sample(frac=1, random_state=2),
-                       pop.sample(frac=1, random_state=3))
+    shuffled = run_day(
+        evs.sample(frac=1, random_state=1),
+        bars.sample(frac=1, random_state=2),
+        pop.sample(frac=1, random_state=3),
+    )
     for a, b, c in zip(first, second, shuffled, strict=True):
         assert_frame_equal(a, b)
         assert_frame_equal(a, c)
@@ -724,7 +1024,9 @@ def test_with_the_ecosystem_founders():
     plans, approvals, perf = run_day(walk_events(bars), bars, founders)
     assert len(plans) > 0 and len(perf) == len(founders)
     assert evaluate_frame(plans, "trading_plans").passed and evaluate_frame(perf, "module_performance").passed
-    assert set(plans["module_id"]) <= set(founders.loc[founders["module_type"] == "alpha_detector", "module_id"])
+    assert set(plans["module_id"]) <= set(
+        founders.loc[founders["module_type"] == "alpha_detector", "module_id"]
+    )
 
 
 def test_day_regime_labels():

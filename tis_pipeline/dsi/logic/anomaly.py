@@ -17,9 +17,18 @@ from tis_pipeline.dsi.logic.numeric import on_vote_grid, saturate
 
 def anomaly_magnitudes(bars: BarFeatures) -> list[np.ndarray]:
     """a_return, a_range, a_volume, a_multivariate per row."""
-    abs_zr, excess_range, excess_volume = np.abs(bars.zr), np.maximum(bars.qg - 1.0, 0.0), np.maximum(bars.zv, 0.0)
+    abs_zr, excess_range, excess_volume = (
+        np.abs(bars.zr),
+        np.maximum(bars.qg - 1.0, 0.0),
+        np.maximum(bars.zv, 0.0),
+    )
     d2 = abs_zr * abs_zr + 4.0 * excess_range * excess_range + excess_volume * excess_volume
-    return [saturate(abs_zr, 4.0), saturate(excess_range, 2.0), saturate(excess_volume, 3.0), d2 / (d2 + 36.0)]
+    return [
+        saturate(abs_zr, 4.0),
+        saturate(excess_range, 2.0),
+        saturate(excess_volume, 3.0),
+        d2 / (d2 + 36.0),
+    ]
 
 
 def anomaly_votes(magnitudes: list[np.ndarray], ret_sign: np.ndarray, votes: np.ndarray) -> None:

@@ -32,8 +32,11 @@ def bar_labels(bars: BarFeatures, tails: np.ndarray, h: int) -> Labels:
     known = bars.row + h < bars.seg_start + np.repeat(bars.lens, bars.lens)
     close_ahead = np.full(R, np.nan)
     close_ahead[: max(R - h, 0)] = c[h:]
-    return Labels(up=known & (close_ahead > c), decided=known & (close_ahead != c),
-                  fresh=bars.pos >= np.repeat(tails, bars.lens) - h - 1)
+    return Labels(
+        up=known & (close_ahead > c),
+        decided=known & (close_ahead != c),
+        fresh=bars.pos >= np.repeat(tails, bars.lens) - h - 1,
+    )
 
 
 def _ngram_counts(ctx: np.ndarray, n_ctx: int, val: np.ndarray, seg: np.ndarray, h: int) -> np.ndarray:
@@ -56,8 +59,14 @@ def _ngram_counts(ctx: np.ndarray, n_ctx: int, val: np.ndarray, seg: np.ndarray,
     return out
 
 
-def classifier_votes(bars: BarFeatures, labels: Labels, tails: np.ndarray, sts: list[SymState | None], h: int,
-                     votes: np.ndarray) -> np.ndarray:
+def classifier_votes(
+    bars: BarFeatures,
+    labels: Labels,
+    tails: np.ndarray,
+    sts: list[SymState | None],
+    h: int,
+    votes: np.ndarray,
+) -> np.ndarray:
     """The three classifier votes per row into ``votes`` (3 x rows); the counts per segment after the last row
     whose label has elapsed, (segments, 2, contexts): [up counts, non-tie counts], classifiers side by side."""
     lag, rt, gt, vt, seg = bars.lag, bars.ret_token, bars.range_token, bars.volume_token, bars.seg
@@ -89,7 +98,7 @@ def classifier_votes(bars: BarFeatures, labels: Labels, tails: np.ndarray, sts: 
         p[early3] = 0.5
         for j, st in enumerate(sts):  # classifier votes of the carried tail rows
             if st is not None and len(st.pending):
-                p[starts[j] + tails[j] - len(st.pending): starts[j] + tails[j]] = st.pending[:, k]
+                p[starts[j] + tails[j] - len(st.pending) : starts[j] + tails[j]] = st.pending[:, k]
         key = (count_seg + ctx[count_rows] + CLF_OFFSETS[k]) * 2 + count_up
         moved = np.bincount(key, minlength=2 * S * n_contexts).reshape(S, n_contexts, 2)
         new_counts[:, 0] += moved[..., 1]

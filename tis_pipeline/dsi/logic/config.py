@@ -22,7 +22,12 @@ CLF_SIZES = (25, 125, 45)  # contexts per classifier
 ANOMALY_EXPERTS = ("return", "range", "volume", "multivariate")
 ANOMALY_DIRECTION = (-1.0, -1.0, 1.0, -1.0)
 DIV_EXPERTS = ("price_volume", "price_vwap", "tf_15m", "tf_1h")
-FAMILIES = {"fsm": FSM_EXPERTS, "classifier": CLF_EXPERTS, "anomaly": ANOMALY_EXPERTS, "divergence": DIV_EXPERTS}
+FAMILIES = {
+    "fsm": FSM_EXPERTS,
+    "classifier": CLF_EXPERTS,
+    "anomaly": ANOMALY_EXPERTS,
+    "divergence": DIV_EXPERTS,
+}
 EXPERTS = tuple(f"{fam}__{name}" for fam, names in FAMILIES.items() for name in names)
 N_EXPERTS = len(EXPERTS)
 # rows of each family in an (experts x rows) matrix
@@ -59,12 +64,17 @@ class DsiConfig:
 
     def __post_init__(self) -> None:
         if min(self.window, self.horizon, self.vwap_window, self.retire_span, self.min_alive) < 1 or (
-                self.vol_window < 3 or self.min_alive > N_EXPERTS):
-            raise ValueError("window, horizon, vwap_window, retire_span, min_alive (<= experts) must be >= 1 and "
-                             "vol_window >= 3")
+            self.vol_window < 3 or self.min_alive > N_EXPERTS
+        ):
+            raise ValueError(
+                "window, horizon, vwap_window, retire_span, min_alive (<= experts) must be >= 1 and "
+                "vol_window >= 3"
+            )
         if not 0 < self.weight_floor < 1 / N_EXPERTS or not 0 < self.ci_level < 1 or self.eta <= 0:
             raise ValueError("need 0 < weight_floor < 1/experts, 0 < ci_level < 1, eta > 0")
-        if self.cooling_minutes < 1:  # the greedy de-dup steps to the first event at least one cooling span later
+        if (
+            self.cooling_minutes < 1
+        ):  # the greedy de-dup steps to the first event at least one cooling span later
             raise ValueError("cooling_minutes must be >= 1")
 
     @property

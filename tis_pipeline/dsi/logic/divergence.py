@@ -26,8 +26,15 @@ def divergence_votes(bars: BarFeatures, cfg: DsiConfig, votes: np.ndarray) -> li
     r, rl, lvs, s_r, ok, lag = bars.r, bars.past_returns, bars.log_volumes, bars.s_r, bars.ok, bars.lag
     m5 = r + rl[0] + rl[1] + rl[2] + rl[3]
     volume_trend = (lvs[0] + lvs[1] + lvs[2] + lvs[3] + lvs[4]) / 5.0 - bars.m_v
-    np.add(0.5, 0.4 * np.sign(m5) * np.minimum(np.abs(m5) / (2.0 * math.sqrt(5) * s_r + 1e-12), 1.0) * np.clip(
-        volume_trend / (bars.s_v + 1e-9), -1.0, 1.0) * ok, out=votes[0])
+    np.add(
+        0.5,
+        0.4
+        * np.sign(m5)
+        * np.minimum(np.abs(m5) / (2.0 * math.sqrt(5) * s_r + 1e-12), 1.0)
+        * np.clip(volume_trend / (bars.s_v + 1e-9), -1.0, 1.0)
+        * ok,
+        out=votes[0],
+    )
     D = cfg.vwap_window
     vwap = rolling_sum((hi + lo + c) / 3.0 * v, D, lag) / np.maximum(rolling_sum(v, D, lag), 1e-300)
     vwap = np.where(vwap > 0, vwap, c)

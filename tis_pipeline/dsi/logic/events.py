@@ -30,8 +30,13 @@ _PRICE_COLS = ("open", "high", "low", "close", "volume")
 _PACK_FEATURES = ("ret", "range_rel", "volume_z")
 
 
-def event_scores(anom: list[np.ndarray], fsm: np.ndarray | list[np.ndarray], r: np.ndarray, h15: np.ndarray,
-                 h60: np.ndarray) -> list[np.ndarray]:
+def event_scores(
+    anom: list[np.ndarray],
+    fsm: np.ndarray | list[np.ndarray],
+    r: np.ndarray,
+    h15: np.ndarray,
+    h60: np.ndarray,
+) -> list[np.ndarray]:
     """Scores per EVENT_TYPES from the anomaly magnitudes, fsm votes, bar return and 15m/1h returns."""
     sr = np.sign(r)
     div = np.where((sr != 0) & (np.sign(h15) == -sr) & (np.sign(h60) == -sr), anom[3], 0.0)
@@ -41,8 +46,9 @@ def event_scores(anom: list[np.ndarray], fsm: np.ndarray | list[np.ndarray], r: 
     return [anom[2], anom[0], anom[1], div, fint * anom[3]]
 
 
-def event_candidates(anom: list[np.ndarray], fsm: np.ndarray, r: np.ndarray, h15: np.ndarray, h60: np.ndarray,
-                     cfg: DsiConfig) -> list[np.ndarray]:
+def event_candidates(
+    anom: list[np.ndarray], fsm: np.ndarray, r: np.ndarray, h15: np.ndarray, h60: np.ndarray, cfg: DsiConfig
+) -> list[np.ndarray]:
     """Per EVENT_TYPES: the rows whose score passes its threshold (before de-duplication)."""
     thrs = (cfg.event_threshold,) * 3 + (cfg.divergence_threshold, cfg.pattern_threshold)
     # divergence and pattern scores never exceed a_multivariate: score only the rows that can pass
@@ -54,8 +60,14 @@ def event_candidates(anom: list[np.ndarray], fsm: np.ndarray, r: np.ndarray, h15
     return cands
 
 
-def mark_events(cands: list[np.ndarray], ts: np.ndarray, firsts: np.ndarray, last_event: np.ndarray,
-                cooling_minutes: int, event_mask: np.ndarray) -> np.ndarray:
+def mark_events(
+    cands: list[np.ndarray],
+    ts: np.ndarray,
+    firsts: np.ndarray,
+    last_event: np.ndarray,
+    cooling_minutes: int,
+    event_mask: np.ndarray,
+) -> np.ndarray:
     """Keep, per segment (``firsts``: its first row) and type, the candidates at least a cooling span after the last
     kept one (``last_event``: segments x types, epoch ns, carried), as bits of ``event_mask``; the new last times."""
     cool = cooling_minutes * MINUTE_NS
@@ -64,11 +76,13 @@ def mark_events(cands: list[np.ndarray], ts: np.ndarray, firsts: np.ndarray, las
     for k, cand in enumerate(cands):
         bounds = np.searchsorted(cand, np.append(firsts, len(ts)))
         for j in np.flatnonzero(np.diff(bounds)):
-            ct = ts[cand[bounds[j]: bounds[j + 1]]]
+            ct = ts[cand[bounds[j] : bounds[j + 1]]]
             last = new_last[j, k]
             pos = 0 if last == NO_EVENT else int(np.searchsorted(ct, last + cool))
             if pos < len(ct):
-                nxt = np.searchsorted(ct, ct + cool).tolist()  # the greedy walk needs only this successor table
+                nxt = np.searchsorted(
+                    ct, ct + cool
+                ).tolist()  # the greedy walk needs only this successor table
                 kept = []
                 while pos < len(ct):
                     kept.append(pos)
@@ -89,8 +103,11 @@ def contributions_dict(row: Mapping) -> dict:
             p = float(on_vote_grid(np.float64(0.5 + 0.3 * ANOMALY_DIRECTION[i - 7] * p * sgn)))
         w = float(row["w__" + name])
         weights[name], contrib[name] = round(w, 4), round(w * (p - 0.5), 4)
-    out.update(weights=weights, survival={n: bool(mask >> i & 1) for i, n in enumerate(EXPERTS)},
-               contributions=contrib)
+    out.update(
+        weights=weights,
+        survival={n: bool(mask >> i & 1) for i, n in enumerate(EXPERTS)},
+        contributions=contrib,
+    )
     return out
 
 
@@ -98,31 +115,83 @@ def detect_events(scores: pd.DataFrame, config: DsiConfig | None = None) -> pd.D
     """One row per (bar, event type) flagged by ``score_bars`` (cooling de-dup already applied there)."""
     cfg = config or DsiConfig()
     ev = scores[scores["event_mask"].to_numpy() > 0]
-    cols = ["symbol", "timestamp", "anomaly_type", "anomaly_score", "signal_pack", "microstructure_validation",
-            "mx_microtape_hash", "mx_evidence", "mx_confirm", "mx_confirm_rate", "mx_evidence_boost",
-            "mx_expert_survival_rate", "mx_confidence_interval", "mx_expert_contributions", "mx_fsm_experts",
-            "mx_classifier_experts", "mx_anomaly_experts", "mx_divergence_experts", "mx_expert_weights",
-            "mx_expert_survival_rates"]
+    cols = [
+        "symbol",
+        "timestamp",
+        "anomaly_type",
+        "anomaly_score",
+        "signal_pack",
+        "microstructure_validation",
+        "mx_microtape_hash",
+        "mx_evidence",
+        "mx_confirm",
+        "mx_confirm_rate",
+        "mx_evidence_boost",
+        "mx_expert_survival_rate",
+        "mx_confidence_interval",
+        "mx_expert_contributions",
+        "mx_fsm_experts",
+        "mx_classifier_experts",
+        "mx_anomaly_experts",
+        "mx_divergence_experts",
+        "mx_expert_weights",
+        "mx_expert_survival_rates",
+    ]
     if ev.empty:
         return pd.DataFrame(columns=cols)
-    sc = event_scores([ev[f"anomaly__{n}"].to_numpy() for n in ANOMALY_EXPERTS],
-                      [ev[f"fsm__{n}"].to_numpy() for n in FSM_EXPERTS], ev["ret"].to_numpy(),
-                      ev["htf_15m_ret"].to_numpy(), ev["htf_1h_ret"].to_numpy())
+    sc = event_scores(
+        [ev[f"anomaly__{n}"].to_numpy() for n in ANOMALY_EXPERTS],
+        [ev[f"fsm__{n}"].to_numpy() for n in FSM_EXPERTS],
+        ev["ret"].to_numpy(),
+        ev["htf_15m_ret"].to_numpy(),
+        ev["htf_1h_ret"].to_numpy(),
+    )
     recs = []
     for pos, row in enumerate(ev.to_dict("records")):
         cd = contributions_dict(row)
-        ci = {"low": round(float(row["ci_low"]), 4), "high": round(float(row["ci_high"]), 4), "level": cfg.ci_level}
-        pack = {"bar": {k: float(row[k]) for k in _PRICE_COLS}, "features": {k: float(row[k]) for k in _PACK_FEATURES},
-                "experts": {f: cd[f] for f in FAMILIES}, "context": {"htf_15m_ret": float(row["htf_15m_ret"]),
-                                                                    "htf_1h_ret": float(row["htf_1h_ret"])},
-                "mx_evidence": float(row["mx_evidence"]), "microtape_hash": row["microtape_hash"]}
-        valid = {"mx_confirm": bool(row["mx_confirm"]), "mx_confirm_rate": float(row["mx_confirm_rate"]),
-                 "survival_rate": float(row["survival_rate"]), "confidence_interval": ci}
+        ci = {
+            "low": round(float(row["ci_low"]), 4),
+            "high": round(float(row["ci_high"]), 4),
+            "level": cfg.ci_level,
+        }
+        pack = {
+            "bar": {k: float(row[k]) for k in _PRICE_COLS},
+            "features": {k: float(row[k]) for k in _PACK_FEATURES},
+            "experts": {f: cd[f] for f in FAMILIES},
+            "context": {"htf_15m_ret": float(row["htf_15m_ret"]), "htf_1h_ret": float(row["htf_1h_ret"])},
+            "mx_evidence": float(row["mx_evidence"]),
+            "microtape_hash": row["microtape_hash"],
+        }
+        valid = {
+            "mx_confirm": bool(row["mx_confirm"]),
+            "mx_confirm_rate": float(row["mx_confirm_rate"]),
+            "survival_rate": float(row["survival_rate"]),
+            "confidence_interval": ci,
+        }
         for k, typ in enumerate(EVENT_TYPES):
             if int(row["event_mask"]) >> k & 1:
-                recs.append([row["symbol"], row["timestamp"], typ, round(min(max(float(sc[k][pos]), 0.0), 0.9999), 4),
-                             pack, valid, row["microtape_hash"], float(row["mx_evidence"]), bool(row["mx_confirm"]),
-                             float(row["mx_confirm_rate"]), float(row["mx_evidence_boost"]),
-                             float(row["survival_rate"]), ci, cd["contributions"], cd["fsm"], cd["classifier"],
-                             cd["anomaly"], cd["divergence"], cd["weights"], cd["survival"]])
+                recs.append(
+                    [
+                        row["symbol"],
+                        row["timestamp"],
+                        typ,
+                        round(min(max(float(sc[k][pos]), 0.0), 0.9999), 4),
+                        pack,
+                        valid,
+                        row["microtape_hash"],
+                        float(row["mx_evidence"]),
+                        bool(row["mx_confirm"]),
+                        float(row["mx_confirm_rate"]),
+                        float(row["mx_evidence_boost"]),
+                        float(row["survival_rate"]),
+                        ci,
+                        cd["contributions"],
+                        cd["fsm"],
+                        cd["classifier"],
+                        cd["anomaly"],
+                        cd["divergence"],
+                        cd["weights"],
+                        cd["survival"],
+                    ]
+                )
     return pd.DataFrame(recs, columns=cols)

@@ -53,7 +53,9 @@ class BarFeatures:
         den = np.full(R, V * SUM_SCALE)
         den[early] = np.maximum(cnt[early], 1) * SUM_SCALE
 
-        def past_mean(x: np.ndarray) -> np.ndarray:  # mean of x over rows t-V..t-1: exact fixed-point window sums (x >= 0)
+        def past_mean(
+            x: np.ndarray,
+        ) -> np.ndarray:  # mean of x over rows t-V..t-1: exact fixed-point window sums (x >= 0)
             cs = np.zeros(R + 1, np.int64)
             np.cumsum((x * SUM_SCALE).astype(np.int64), out=cs[1:])
             d = np.empty(R, np.int64)
@@ -73,8 +75,12 @@ class BarFeatures:
 
     def tokens(self, rows: np.ndarray) -> np.ndarray:
         """MicroTape tokens ``ret + 5 range + 15 volume + 45 gap`` (0..89) of ``rows``, uint8."""
-        return (self.ret_token[rows] + 5 * self.range_token[rows] + 15 * self.volume_token[rows]
-                + 45 * self.gap[rows]).astype(np.uint8)
+        return (
+            self.ret_token[rows]
+            + 5 * self.range_token[rows]
+            + 15 * self.volume_token[rows]
+            + 45 * self.gap[rows]
+        ).astype(np.uint8)
 
     @cached_property
     def ret_sign(self) -> np.ndarray:
@@ -92,8 +98,14 @@ class BarFeatures:
         return [self.lv] + [self.lag(self.lv, k, 0.0) for k in range(1, 6)]
 
 
-def htf_returns(ts: np.ndarray, o: np.ndarray, c: np.ndarray, starts: np.ndarray, row: np.ndarray,
-                minutes: tuple[int, ...]) -> list[np.ndarray]:
+def htf_returns(
+    ts: np.ndarray,
+    o: np.ndarray,
+    c: np.ndarray,
+    starts: np.ndarray,
+    row: np.ndarray,
+    minutes: tuple[int, ...],
+) -> list[np.ndarray]:
     """c_t / o_first - 1 per bucket size (each a multiple of the first): o_first opens the previous bucket of the
     segment, or the current one at the segment start, and lies at most 2 buckets of rows back."""
     R = len(ts)

@@ -31,17 +31,23 @@ def fsm_votes(bars: BarFeatures, votes: np.ndarray) -> None:
     ret_sign, lvs, rl = bars.ret_sign, bars.log_volumes, bars.past_returns
     narrow, wide, high_volume = gt == 0, gt == 2, vt == 2
     narrow_before = sum(lag(narrow, k, False).astype(np.int8) for k in range(1, 7))
-    np.add(0.5, (0.4 / 6) * np.where(wide & (narrow_before >= 3), narrow_before * ret_sign, 0.0), out=votes[0])
+    np.add(
+        0.5, (0.4 / 6) * np.where(wide & (narrow_before >= 3), narrow_before * ret_sign, 0.0), out=votes[0]
+    )
     up_token, down_token = rt >= 3, rt <= 1
     up_before = [lag(up_token, k, False) for k in range(1, 5)]
     down_before = [lag(down_token, k, False) for k in range(1, 5)]
     rising = (lvs[0] + lvs[1] + lvs[2]) > (lvs[3] + lvs[4] + lvs[5])
-    runs = (np.maximum(_run_length(up_token, up_before) - 2, 0)
-            - np.maximum(_run_length(down_token, down_before) - 2, 0))
+    runs = np.maximum(_run_length(up_token, up_before) - 2, 0) - np.maximum(
+        _run_length(down_token, down_before) - 2, 0
+    )
     np.add(0.5, (0.35 / 3) * (runs * rising), out=votes[1])
     m5_past = rl[0] + rl[1] + rl[2] + rl[3] + rl[4]
     np.subtract(0.5, 0.3 * np.sign(m5_past) * (high_volume & narrow), out=votes[2])
     strong = wide & high_volume
-    np.add(0.5 - 0.35 * ((rt == 4) & strong & up_before[0] & up_before[1] & up_before[2]),
-           0.35 * ((rt == 0) & strong & down_before[0] & down_before[1] & down_before[2]), out=votes[3])
+    np.add(
+        0.5 - 0.35 * ((rt == 4) & strong & up_before[0] & up_before[1] & up_before[2]),
+        0.35 * ((rt == 0) & strong & down_before[0] & down_before[1] & down_before[2]),
+        out=votes[3],
+    )
     on_vote_grid(votes, votes)

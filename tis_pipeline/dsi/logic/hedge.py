@@ -46,8 +46,8 @@ class NewRows:
         """x[..., new rows] by contiguous blocks per segment (a view when possible; into ``dest`` if given)."""
         if isinstance(self.sel, slice):
             if dest is None:
-                return x[..., :self._R]
-            np.copyto(dest, x[..., :self._R])
+                return x[..., : self._R]
+            np.copyto(dest, x[..., : self._R])
             return dest
         if self._blocks is None:
             return np.take(x, self.sel, axis=-1, out=dest)
@@ -57,8 +57,9 @@ class NewRows:
         return np.concatenate(parts, axis=-1, out=dest)
 
 
-def cumulative_losses(votes: np.ndarray, labels: Labels, bars: BarFeatures, new: NewRows, carried_loss: np.ndarray,
-                      h: int) -> tuple[np.ndarray, np.ndarray]:
+def cumulative_losses(
+    votes: np.ndarray, labels: Labels, bars: BarFeatures, new: NewRows, carried_loss: np.ndarray, h: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(L, new sums): L (experts x new rows, int64, possibly a view of a scratch array) = carried sum + |p_i(s) -
     y_s| 2^16 over s <= t-h-1; new sums (segments x experts) = the same through the segment's last elapsed label.
 
@@ -74,14 +75,21 @@ def cumulative_losses(votes: np.ndarray, labels: Labels, bars: BarFeatures, new:
     loss -= EXACT_INT_BITS
     seg_total = np.add.reduceat(loss, starts, axis=1)
     end_prev = np.zeros((E, len(lens)), np.int64)
-    end_prev[:, 1:] = carried_loss[:-1].T + seg_total[:, :-1]  # running sum at the end of the previous segment
+    end_prev[:, 1:] = (
+        carried_loss[:-1].T + seg_total[:, :-1]
+    )  # running sum at the end of the previous segment
     loss[:, starts] += carried_loss.T - end_prev
-    loss_through = np.empty((E, R + h + 1), np.int64)  # column t + h + 1: segment-local sum through row t (exact)
+    loss_through = np.empty(
+        (E, R + h + 1), np.int64
+    )  # column t + h + 1: segment-local sum through row t (exact)
     loss_through[:, : h + 1] = 0
-    np.cumsum(loss, axis=1, out=loss_through[:, h + 1:])
+    np.cumsum(loss, axis=1, out=loss_through[:, h + 1 :])
     last_elapsed = starts + lens - h - 2
-    new_loss = np.where((last_elapsed >= starts)[:, None],
-                        loss_through[:, np.maximum(last_elapsed, 0) + h + 1].T, carried_loss)
+    new_loss = np.where(
+        (last_elapsed >= starts)[:, None],
+        loss_through[:, np.maximum(last_elapsed, 0) + h + 1].T,
+        carried_loss,
+    )
     elapsed = new.pick(loss_through)  # column t = losses through row t-h-1 (may be a view: no longer needed)
     early = np.flatnonzero(new.pick(bars.pos) < h + 1)
     if len(early):
@@ -118,8 +126,9 @@ class Retirement:
     retired: np.ndarray  # (segments, experts) bool, after this call
 
 
-def retirements(below: np.ndarray, new: NewRows, carried_run: np.ndarray, carried_retired: np.ndarray,
-                cfg: DsiConfig) -> Retirement:
+def retirements(
+    below: np.ndarray, new: NewRows, carried_run: np.ndarray, carried_retired: np.ndarray, cfg: DsiConfig
+) -> Retirement:
     """When each expert retires per segment, from its below-floor rows (experts x new rows) and the carried clocks."""
     span, n, firsts, lasts, seg_n = cfg.retire_span, new.n, new.firsts, new.lasts, new.seg
     S, E = carried_run.shape
@@ -137,7 +146,9 @@ def retirements(below: np.ndarray, new: NewRows, carried_run: np.ndarray, carrie
         re[lasts] = b[lasts]
         rs, re = np.flatnonzero(rs), np.flatnonzero(re)
         rseg = seg_n[rs]
-        carry = np.where(rs == firsts[rseg], carried_run[rseg, i], 0)  # a run open at the segment start continues
+        carry = np.where(
+            rs == firsts[rseg], carried_run[rseg, i], 0
+        )  # a run open at the segment start continues
         hit = rs + np.maximum(span - 1 - carry, 0)  # the run is span long at this bar
         reached = hit <= re
         if reached.any():
@@ -173,11 +184,19 @@ def _ci_table(n: int, level: float) -> np.ndarray:
 
     a, b = np.meshgrid(np.arange(n + 1) + 1.0, np.arange(n + 1) + 1.0, indexing="ij")
     q = (1 - level) / 2
-    return np.stack([beta.ppf(q, a, b).ravel(), beta.ppf(1 - q, a, b).ravel()])  # [lo/hi, n_up * (n+1) + n_dn]
+    return np.stack(
+        [beta.ppf(q, a, b).ravel(), beta.ppf(1 - q, a, b).ravel()]
+    )  # [lo/hi, n_up * (n+1) + n_dn]
 
 
-def combine(new_votes: np.ndarray, u: np.ndarray, u_total: np.ndarray, alive: dict[int, np.ndarray],
-            cfg: DsiConfig, res: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def combine(
+    new_votes: np.ndarray,
+    u: np.ndarray,
+    u_total: np.ndarray,
+    alive: dict[int, np.ndarray],
+    cfg: DsiConfig,
+    res: dict[str, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
     """The combined columns of ``res`` (mx_evidence, mx_confirm, mx_confirm_rate, mx_evidence_boost, ci_low,
     ci_high, survival_rate, n_alive, alive_mask) from the votes and raw weights (experts x new rows); returns
     (weights u_i alive_i, their sum where positive, else 1): w_i = weights / sum."""
@@ -185,7 +204,9 @@ def combine(new_votes: np.ndarray, u: np.ndarray, u_total: np.ndarray, alive: di
     weights = u  # u is not needed after this: retired experts' rows are zeroed in place
     for i, a in alive.items():
         weights[i] *= a
-    alive_total = u_total if not alive else weights[0].copy()  # weights == u when nobody retires: the same sum
+    alive_total = (
+        u_total if not alive else weights[0].copy()
+    )  # weights == u when nobody retires: the same sum
     weighted, vote_sum, tmp = weights[0] * new_votes[0], new_votes[0].copy(), np.empty(n)
     for i in range(1, E):
         if alive:
@@ -211,8 +232,11 @@ def combine(new_votes: np.ndarray, u: np.ndarray, u_total: np.ndarray, alive: di
     rate = np.round(agree / np.maximum(n_alive, 1), 2, out=res["mx_confirm_rate"])
     table = _ci_table(E, cfg.ci_level)
     ci_idx = n_up.astype(np.intp) * (E + 1) + n_dn
-    np.logical_and(np.maximum(evid, 1.0 - evid) >= cfg.evidence_threshold, rate >= cfg.confirm_threshold,
-                   out=res["mx_confirm"])
+    np.logical_and(
+        np.maximum(evid, 1.0 - evid) >= cfg.evidence_threshold,
+        rate >= cfg.confirm_threshold,
+        out=res["mx_confirm"],
+    )
     np.round(np.clip(e - vote_sum / E, -1.0, 1.0), 4, out=res["mx_evidence_boost"])
     table[0].take(ci_idx, out=res["ci_low"])
     table[1].take(ci_idx, out=res["ci_high"])

@@ -34,7 +34,7 @@ def _tape_digest(symbol: str, ts_be: np.ndarray, tok: np.ndarray, window: int) -
 def tape_hash(bars: BarFeatures, name: str, t: int, window: int) -> str:
     """The MicroTape hash of row t of ``bars`` (symbol ``name``)."""
     a = max(t - window + 1, int(bars.seg_start[t]))
-    return _tape_digest(name, bars.cols[0][a: t + 1].astype(">i8"), bars.tokens(slice(a, t + 1)), window)
+    return _tape_digest(name, bars.cols[0][a : t + 1].astype(">i8"), bars.tokens(slice(a, t + 1)), window)
 
 
 def tape_hashes(bars: BarFeatures, names: list[str], rows: np.ndarray, window: int) -> list[str]:

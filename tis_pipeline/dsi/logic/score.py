@@ -76,11 +76,21 @@ from tis_pipeline.dsi.logic.microtape import tape_hash, tape_hashes
 from tis_pipeline.dsi.logic.state import DsiState, SymState
 
 _F8, _F4 = np.dtype(np.float64), np.dtype(np.float32)
-_OUT_COLS = {**dict.fromkeys(("ret", "range_rel", "volume_z", "htf_15m_ret", "htf_1h_ret", "mx_evidence"), _F8),
-             "mx_confirm": np.dtype(bool), "mx_confirm_rate": _F8, "mx_evidence_boost": _F8, "ci_low": _F8,
-             "ci_high": _F8, "survival_rate": _F8, "n_alive": np.dtype(np.int8), "alive_mask": np.dtype(np.int16),
-             "event_mask": np.dtype(np.uint8), "microtape_hash": np.dtype(object), **dict.fromkeys(EXPERTS, _F4),
-             **dict.fromkeys(("w__" + x for x in EXPERTS), _F4)}
+_OUT_COLS = {
+    **dict.fromkeys(("ret", "range_rel", "volume_z", "htf_15m_ret", "htf_1h_ret", "mx_evidence"), _F8),
+    "mx_confirm": np.dtype(bool),
+    "mx_confirm_rate": _F8,
+    "mx_evidence_boost": _F8,
+    "ci_low": _F8,
+    "ci_high": _F8,
+    "survival_rate": _F8,
+    "n_alive": np.dtype(np.int8),
+    "alive_mask": np.dtype(np.int16),
+    "event_mask": np.dtype(np.uint8),
+    "microtape_hash": np.dtype(object),
+    **dict.fromkeys(EXPERTS, _F4),
+    **dict.fromkeys(("w__" + x for x in EXPERTS), _F4),
+}
 
 
 def _new_out(n: int) -> dict[str, np.ndarray]:
@@ -103,30 +113,53 @@ def _carried(sts: list[SymState | None], field: str, empty: np.ndarray) -> np.nd
     return np.stack([getattr(s, field) if s is not None else empty for s in sts])
 
 
-def _state_after(names: list[str], bars: BarFeatures, expert_votes: np.ndarray, new_counts: np.ndarray,
-                 new_loss: np.ndarray, retired: Retirement, last_event: np.ndarray,
-                 cfg: DsiConfig) -> dict[str, SymState]:
+def _state_after(
+    names: list[str],
+    bars: BarFeatures,
+    expert_votes: np.ndarray,
+    new_counts: np.ndarray,
+    new_loss: np.ndarray,
+    retired: Retirement,
+    last_event: np.ndarray,
+    cfg: DsiConfig,
+) -> dict[str, SymState]:
     """The new per-symbol state (tail rows gathered once for all symbols, not whole columns stacked)."""
     ts, o, hi, lo, c, v = bars.cols
     h, lens = cfg.horizon, bars.lens
     keep = np.minimum(lens, cfg.tail_rows)
     ends = bars.starts + lens
-    tail_idx = np.repeat(ends - keep, keep) + (np.arange(keep.sum()) - np.repeat(np.cumsum(keep) - keep, keep))
+    tail_idx = np.repeat(ends - keep, keep) + (
+        np.arange(keep.sum()) - np.repeat(np.cumsum(keep) - keep, keep)
+    )
     ohlcv = np.stack([x[tail_idx] for x in (o, hi, lo, c, v)], axis=1)
     ts_tail = ts[tail_idx]
     clf_votes = np.ascontiguousarray(expert_votes[CLF_ROWS, tail_idx].T)
     new, a = {}, 0
     for j, name in enumerate(names):
         b = a + int(keep[j])
-        new[name] = SymState(ts_tail[a:b], ohlcv[a:b], new_counts[j], clf_votes[max(a, b - h - 1): b], new_loss[j],
-                             retired.below_floor_run[j], retired.retired[j], last_event[j])
+        new[name] = SymState(
+            ts_tail[a:b],
+            ohlcv[a:b],
+            new_counts[j],
+            clf_votes[max(a, b - h - 1) : b],
+            new_loss[j],
+            retired.below_floor_run[j],
+            retired.retired[j],
+            last_event[j],
+        )
         a = b
     return new
 
 
-def _score_region(names: list[str], cols: list[np.ndarray], tails: np.ndarray, lens: np.ndarray,
-                  sts: list[SymState | None], cfg: DsiConfig,
-                  out: dict | None = None) -> tuple[dict[str, np.ndarray], dict[str, SymState]]:
+def _score_region(
+    names: list[str],
+    cols: list[np.ndarray],
+    tails: np.ndarray,
+    lens: np.ndarray,
+    sts: list[SymState | None],
+    cfg: DsiConfig,
+    out: dict | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, SymState]]:
     """Scores of the new rows, written into ``out`` (arrays of _OUT_COLS, one slot per new row) if given; the new
     per-symbol states. ``cols`` hold (carried tail + new bars) per symbol, ``tails`` carried rows per symbol."""
     bars = BarFeatures(cols, lens, cfg)
@@ -151,16 +184,25 @@ def _score_region(names: list[str], cols: list[np.ndarray], tails: np.ndarray, l
     new_votes = new.pick(expert_votes)
     res = _new_out(new.n) if out is None else out
     weights, weight_sum = combine(new_votes, u, u_total, alive, cfg, res)
-    for k, x in zip(("ret", "range_rel", "volume_z", "htf_15m_ret", "htf_1h_ret"), (bars.r, bars.qg, bars.zv, *htf),
-                    strict=True):
+    for k, x in zip(
+        ("ret", "range_rel", "volume_z", "htf_15m_ret", "htf_1h_ret"),
+        (bars.r, bars.qg, bars.zv, *htf),
+        strict=True,
+    ):
         new.pick(x, res[k])
     # ---- events (greedy cooling de-dup, carried) and MicroTape hashes of event rows
     new_magnitudes = [new.pick(a) for a in magnitudes]
-    cands = event_candidates(new_magnitudes, new_votes[FSM_ROWS], res["ret"], res["htf_15m_ret"],
-                             res["htf_1h_ret"], cfg)
-    last_event = mark_events(cands, new.pick(bars.cols[0]), new.firsts,
-                             _carried(sts, "last_event", np.full(len(EVENT_TYPES), NO_EVENT)), cfg.cooling_minutes,
-                             res["event_mask"])
+    cands = event_candidates(
+        new_magnitudes, new_votes[FSM_ROWS], res["ret"], res["htf_15m_ret"], res["htf_1h_ret"], cfg
+    )
+    last_event = mark_events(
+        cands,
+        new.pick(bars.cols[0]),
+        new.firsts,
+        _carried(sts, "last_event", np.full(len(EVENT_TYPES), NO_EVENT)),
+        cfg.cooling_minutes,
+        res["event_mask"],
+    )
     rows = np.flatnonzero(res["event_mask"])
     hashes = res["microtape_hash"]
     hashes[:] = None
@@ -182,11 +224,22 @@ def _fingerprint(cfg: DsiConfig) -> str:
     return cfg.fingerprint()
 
 
-def _assemble(names: list[str], bounds: np.ndarray, ts: np.ndarray, f5: list[np.ndarray], state: DsiState | None,
-              cfg: DsiConfig) -> tuple[list[SymState | None], np.ndarray, list[np.ndarray]]:
+def _assemble(
+    names: list[str],
+    bounds: np.ndarray,
+    ts: np.ndarray,
+    f5: list[np.ndarray],
+    state: DsiState | None,
+    cfg: DsiConfig,
+) -> tuple[list[SymState | None], np.ndarray, list[np.ndarray]]:
     if state is not None and state.config != _fingerprint(cfg):
         raise ValueError("state was built with another DsiConfig")
-    if not all(np.isfinite(x).all() for x in f5) or (f5[0] <= 0).any() or (f5[3] <= 0).any() or (f5[4] < 0).any():
+    if (
+        not all(np.isfinite(x).all() for x in f5)
+        or (f5[0] <= 0).any()
+        or (f5[3] <= 0).any()
+        or (f5[4] < 0).any()
+    ):
         raise ValueError("OHLCV must be finite with positive open/close and non-negative volume")
     sts = [state.symbols.get(n) if state is not None else None for n in names]
     tails = np.array([0 if s is None else len(s.ts) for s in sts], np.int64)
@@ -201,18 +254,27 @@ def _assemble(names: list[str], bounds: np.ndarray, ts: np.ndarray, f5: list[np.
         for j, s in enumerate(sts):
             if s is not None:
                 parts.append(s.ts if k == 0 else s.ohlcv[:, k - 1])
-            parts.append(new[bounds[j]: bounds[j + 1]])
+            parts.append(new[bounds[j] : bounds[j + 1]])
         cols.append(np.concatenate(parts))
     return sts, tails, cols
 
 
-def _run(names: list[str], bounds: np.ndarray, ts: np.ndarray, f5: list[np.ndarray], state: DsiState | None,
-         cfg: DsiConfig, out: dict | None = None) -> tuple[dict[str, np.ndarray], DsiState]:
+def _run(
+    names: list[str],
+    bounds: np.ndarray,
+    ts: np.ndarray,
+    f5: list[np.ndarray],
+    state: DsiState | None,
+    cfg: DsiConfig,
+    out: dict | None = None,
+) -> tuple[dict[str, np.ndarray], DsiState]:
     sts, tails, cols = _assemble(names, bounds, ts, f5, state, cfg)
     out, new = _score_region(names, cols, tails, tails + np.diff(bounds), sts, cfg, out)
     symbols = dict(state.symbols) if state is not None else {}
     symbols.update(new)
     return out, DsiState(_fingerprint(cfg), symbols)
+
+
 def _prep(bars: pd.DataFrame):
     missing = [c for c in _IN_COLS if c not in bars.columns]
     if missing:
@@ -235,8 +297,9 @@ def _prep(bars: pd.DataFrame):
     return names, bounds, ts, f5, codes, uniques, order
 
 
-def score_bars(bars: pd.DataFrame, state: DsiState | None = None,
-               config: DsiConfig | None = None) -> tuple[pd.DataFrame, DsiState]:
+def score_bars(
+    bars: pd.DataFrame, state: DsiState | None = None, config: DsiConfig | None = None
+) -> tuple[pd.DataFrame, DsiState]:
     """Score every bar (sorted by symbol, timestamp); returns the scores and the state after the last bar."""
     cfg = config or DsiConfig()
     if len(bars) == 0:
@@ -247,21 +310,36 @@ def score_bars(bars: pd.DataFrame, state: DsiState | None = None,
     while a < n:  # cache-sized chunks, the state carried between them (bit-identical)
         b = min(a + CHUNK_ROWS, n)
         cut = bounds[np.searchsorted(bounds, b, "right") - 1]
-        if b < n and cut > a + CHUNK_ROWS // 2:  # end on a symbol start: no carried tail rows to redo and skip
+        if (
+            b < n and cut > a + CHUNK_ROWS // 2
+        ):  # end on a symbol start: no carried tail rows to redo and skip
             b = int(cut)
         j0, j1 = np.searchsorted(bounds, a, "right") - 1, np.searchsorted(bounds, b, "left")
-        _, state = _run(names[j0:j1], np.clip(bounds[j0: j1 + 1], a, b) - a, ts[a:b], [x[a:b] for x in f5],
-                        state, cfg, {k: x[a:b] for k, x in out.items()})
+        _, state = _run(
+            names[j0:j1],
+            np.clip(bounds[j0 : j1 + 1], a, b) - a,
+            ts[a:b],
+            [x[a:b] for x in f5],
+            state,
+            cfg,
+            {k: x[a:b] for k, x in out.items()},
+        )
         a = b
     new_state = state
-    frame = {"symbol": uniques.take(codes), "timestamp": pd.DatetimeIndex(ts.view("M8[ns]")).tz_localize("UTC")}
+    frame = {
+        "symbol": uniques.take(codes),
+        "timestamp": pd.DatetimeIndex(ts.view("M8[ns]")).tz_localize("UTC"),
+    }
     frame.update(zip(_PRICE_COLS, f5, strict=True))
-    frame.update((k, pd.Series(x, dtype=object, copy=False) if x.dtype == object else x) for k, x in out.items())
+    frame.update(
+        (k, pd.Series(x, dtype=object, copy=False) if x.dtype == object else x) for k, x in out.items()
+    )
     return pd.DataFrame(frame, copy=False), new_state
 
 
-def score_next_bar(state: DsiState | None, bar_row: Mapping,
-                   config: DsiConfig | None = None) -> tuple[dict, DsiState]:
+def score_next_bar(
+    state: DsiState | None, bar_row: Mapping, config: DsiConfig | None = None
+) -> tuple[dict, DsiState]:
     """Streaming path: score one new bar (a mapping with the bar columns) given the state; same values as batch."""
     cfg = config or DsiConfig()
     t = pd.Timestamp(bar_row["timestamp"])
@@ -277,8 +355,12 @@ def score_next_bar(state: DsiState | None, bar_row: Mapping,
     return row, new_state
 
 
-def microtape_hashes(bars: pd.DataFrame, positions: Iterable[int], config: DsiConfig | None = None,
-                     state: DsiState | None = None) -> list[str]:
+def microtape_hashes(
+    bars: pd.DataFrame,
+    positions: Iterable[int],
+    config: DsiConfig | None = None,
+    state: DsiState | None = None,
+) -> list[str]:
     """MicroTape hashes of the bars at the given row positions of ``bars`` (state = the one before ``bars``)."""
     cfg = config or DsiConfig()
     names, bounds, ts, f5, _, _, order = _prep(bars)
@@ -289,7 +371,9 @@ def microtape_hashes(bars: pd.DataFrame, positions: Iterable[int], config: DsiCo
     for p in positions:
         q = int(inv[p])
         j = int(np.searchsorted(bounds, q, side="right") - 1)
-        out.append(tape_hash(features, names[j], int(features.starts[j] + tails[j] + q - bounds[j]), cfg.window))
+        out.append(
+            tape_hash(features, names[j], int(features.starts[j] + tails[j] + q - bounds[j]), cfg.window)
+        )
     return out
 
 
@@ -303,8 +387,9 @@ def _first_in_time(bars: pd.DataFrame, n: int) -> pd.DataFrame:
     return bars.sort_values(["timestamp", "symbol"], kind="stable").head(n)
 
 
-def measure_streaming_latency(bars: pd.DataFrame, state: DsiState | None = None,
-                              config: DsiConfig | None = None, n: int = 500) -> dict:
+def measure_streaming_latency(
+    bars: pd.DataFrame, state: DsiState | None = None, config: DsiConfig | None = None, n: int = 500
+) -> dict:
     """Time ``score_next_bar`` on the first n bars (timestamp order); figures clamped into the seed's bounds."""
     rows = _first_in_time(bars, n).to_dict("records")
     lat = np.empty(len(rows), np.int64)
@@ -314,8 +399,11 @@ def measure_streaming_latency(bars: pd.DataFrame, state: DsiState | None = None,
         lat[i] = time.perf_counter_ns() - t0
     if not len(rows):
         raise ValueError("no bars to time")
-    true = {"latency_p50_ms": float(np.percentile(lat, 50)) / 1e6, "latency_p95_ms": float(np.percentile(lat, 95)) / 1e6,
-            "throughput_per_second": float(len(lat) / (lat.sum() / 1e9))}
+    true = {
+        "latency_p50_ms": float(np.percentile(lat, 50)) / 1e6,
+        "latency_p95_ms": float(np.percentile(lat, 95)) / 1e6,
+        "throughput_per_second": float(len(lat) / (lat.sum() / 1e9)),
+    }
     res = {"n": len(rows)}
     for k, x in true.items():
         legal = max(1, math.ceil(x)) if k.startswith("latency") else math.floor(x)

@@ -14,8 +14,16 @@ import numpy as np
 
 from tis_pipeline.dsi.logic.config import STATE_VERSION
 
-_FIELDS = {"ts": "<i8", "ohlcv": "<f8", "clf": "<i8", "pending": "<f8", "loss": "<i8", "run": "<i8",
-           "retired": "|b1", "last_event": "<i8"}
+_FIELDS = {
+    "ts": "<i8",
+    "ohlcv": "<f8",
+    "clf": "<i8",
+    "pending": "<f8",
+    "loss": "<i8",
+    "run": "<i8",
+    "retired": "|b1",
+    "last_event": "<i8",
+}
 
 
 @dataclass(frozen=True)
@@ -38,10 +46,16 @@ class DsiState:
     def to_bytes(self) -> bytes:
         names = sorted(self.symbols)
         shapes = [[list(getattr(self.symbols[n], f).shape) for f in _FIELDS] for n in names]
-        head = json.dumps({"v": STATE_VERSION, "config": self.config, "symbols": names, "shapes": shapes},
-                          sort_keys=True, separators=(",", ":")).encode()
-        body = b"".join(np.ascontiguousarray(getattr(self.symbols[n], f), dtype=dt).tobytes()
-                        for n in names for f, dt in _FIELDS.items())
+        head = json.dumps(
+            {"v": STATE_VERSION, "config": self.config, "symbols": names, "shapes": shapes},
+            sort_keys=True,
+            separators=(",", ":"),
+        ).encode()
+        body = b"".join(
+            np.ascontiguousarray(getattr(self.symbols[n], f), dtype=dt).tobytes()
+            for n in names
+            for f, dt in _FIELDS.items()
+        )
         return b"DSIS" + len(head).to_bytes(8, "big") + head + body
 
     @classmethod
@@ -49,7 +63,7 @@ class DsiState:
         if data[:4] != b"DSIS":
             raise ValueError("not a DsiState")
         n = int.from_bytes(data[4:12], "big")
-        head = json.loads(data[12:12 + n])
+        head = json.loads(data[12 : 12 + n])
         if head["v"] != STATE_VERSION:
             raise ValueError(f"state version {head['v']} != {STATE_VERSION}")
         pos, symbols = 12 + n, {}
@@ -57,7 +71,9 @@ class DsiState:
             arrays = {}
             for (field, dt), shape in zip(_FIELDS.items(), shapes, strict=True):
                 size = int(np.prod(shape)) * np.dtype(dt).itemsize
-                arrays[field] = np.frombuffer(data, dt, int(np.prod(shape)), pos).reshape(shape).astype(dt[1:])
+                arrays[field] = (
+                    np.frombuffer(data, dt, int(np.prod(shape)), pos).reshape(shape).astype(dt[1:])
+                )
                 pos += size
             symbols[name] = SymState(**arrays)
         return cls(head["config"], symbols)

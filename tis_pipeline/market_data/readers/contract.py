@@ -11,6 +11,7 @@ bar frame is built in ``bar_frame``, one file is read by ``files.read_file``, a 
 JSON-lines, and the record index + 1 for JSON arrays, Parquet and Feather. ``source_file`` is the file's path;
 for a zip with several data members it is ``<zip path>!<member name>``.
 """
+
 from __future__ import annotations
 
 import os

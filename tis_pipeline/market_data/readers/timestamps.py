@@ -253,9 +253,7 @@ def _parse_datetime_strings(
             try:
                 sub = col if mask.all() else col.filter(pa.array(mask))
                 target = pa.timestamp("ns", tz="UTC") if is_aware else pa.timestamp("ns")
-                return (
-                    pc.cast(pc.cast(sub, target), pa.int64()).fill_null(NAT).to_numpy(zero_copy_only=False)
-                )
+                return pc.cast(pc.cast(sub, target), pa.int64()).fill_null(NAT).to_numpy(zero_copy_only=False)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 pass
         use = f if (f in ("ISO8601", "mixed") or not is_aware) else f + "%z"
@@ -337,9 +335,7 @@ def _numeric_timestamps(
     else:
         whole = np.floor(np.nan_to_num(f))
         frac = np.nan_to_num(f) - whole
-        out = np.where(
-            valid, whole.astype(np.int64) * factor + np.round(frac * factor).astype(np.int64), NAT
-        )
+        out = np.where(valid, whole.astype(np.int64) * factor + np.round(frac * factor).astype(np.int64), NAT)
     units = sorted(
         {
             "s" if x == NS else "ms" if x == 1_000_000 else "us" if x == 1_000 else "ns"

@@ -48,31 +48,91 @@ from tis_pipeline.trading_day.population import (
 )
 
 MODULE_COLUMNS: tuple[str, ...] = (
-    "module_id", "module_type", "module_version", "parent_modules", "offspring_modules", "generational_depth",
-    "learning_rate", "adaptation_threshold", "performance_history", "learning_patterns", "innovation_score",
-    "specialization_index", "communication_latency_ms", "message_throughput_per_sec",
-    "intelligence_sharing_rate", "collaboration_score", "peer_ratings", "network_centrality",
-    "replication_readiness", "parent_performance", "mutation_rate", "recombination_rate", "offspring_count",
-    "lifecycle_stage", "created_at", "last_updated", "status",
+    "module_id",
+    "module_type",
+    "module_version",
+    "parent_modules",
+    "offspring_modules",
+    "generational_depth",
+    "learning_rate",
+    "adaptation_threshold",
+    "performance_history",
+    "learning_patterns",
+    "innovation_score",
+    "specialization_index",
+    "communication_latency_ms",
+    "message_throughput_per_sec",
+    "intelligence_sharing_rate",
+    "collaboration_score",
+    "peer_ratings",
+    "network_centrality",
+    "replication_readiness",
+    "parent_performance",
+    "mutation_rate",
+    "recombination_rate",
+    "offspring_count",
+    "lifecycle_stage",
+    "created_at",
+    "last_updated",
+    "status",
 )
 POPULATION_COLUMNS: tuple[str, ...] = (*MODULE_COLUMNS, "name", "genome")
 MESSAGE_COLUMNS: tuple[str, ...] = (
-    "message_id", "sender_module_id", "receiver_module_id", "timestamp", "message_type", "message_data",
-    "priority", "ttl_seconds", "status", "delivery_attempts", "last_delivery_attempt", "error_message",
+    "message_id",
+    "sender_module_id",
+    "receiver_module_id",
+    "timestamp",
+    "message_type",
+    "message_data",
+    "priority",
+    "ttl_seconds",
+    "status",
+    "delivery_attempts",
+    "last_delivery_attempt",
+    "error_message",
 )
 SHARING_COLUMNS: tuple[str, ...] = (
-    "sharing_id", "sender_module_id", "timestamp", "intelligence_type", "intelligence_data", "performance_score",
-    "confidence_level", "last_updated", "target_modules", "sharing_scope", "sharing_priority",
+    "sharing_id",
+    "sender_module_id",
+    "timestamp",
+    "intelligence_type",
+    "intelligence_data",
+    "performance_score",
+    "confidence_level",
+    "last_updated",
+    "target_modules",
+    "sharing_scope",
+    "sharing_priority",
 )
 REPLICATION_COLUMNS: tuple[str, ...] = (
-    "replication_id", "parent_module_id", "child_module_id", "timestamp", "trigger_type", "trigger_data",
-    "replication_reason", "target_capabilities", "performance_threshold", "diversity_requirements",
-    "replication_status", "creation_time_ms", "validation_time_ms", "initialization_time_ms",
-    "inherited_intelligence", "mutation_applied", "recombination_applied",
+    "replication_id",
+    "parent_module_id",
+    "child_module_id",
+    "timestamp",
+    "trigger_type",
+    "trigger_data",
+    "replication_reason",
+    "target_capabilities",
+    "performance_threshold",
+    "diversity_requirements",
+    "replication_status",
+    "creation_time_ms",
+    "validation_time_ms",
+    "initialization_time_ms",
+    "inherited_intelligence",
+    "mutation_applied",
+    "recombination_applied",
 )
 TRIGGER_COLUMNS: tuple[str, ...] = (
-    "trigger_id", "module_id", "timestamp", "trigger_type", "trigger_data", "trigger_priority", "status",
-    "processed_at", "replication_id",
+    "trigger_id",
+    "module_id",
+    "timestamp",
+    "trigger_type",
+    "trigger_data",
+    "trigger_priority",
+    "status",
+    "processed_at",
+    "replication_id",
 )
 
 # column kinds: s = str (nullable), t = UTC timestamp, i = int64, I = nullable Int64, f = float64, j = JSON
@@ -80,34 +140,88 @@ _KINDS: dict[str, dict[str, str]] = {
     "modules": {
         **dict.fromkeys(MODULE_COLUMNS, "f"),
         **dict.fromkeys(("module_id", "module_type", "module_version", "lifecycle_stage", "status"), "s"),
-        **dict.fromkeys(("parent_modules", "offspring_modules", "performance_history", "learning_patterns",
-                         "peer_ratings", "parent_performance"), "j"),
-        **dict.fromkeys(("generational_depth", "communication_latency_ms", "message_throughput_per_sec",
-                         "offspring_count"), "i"),
+        **dict.fromkeys(
+            (
+                "parent_modules",
+                "offspring_modules",
+                "performance_history",
+                "learning_patterns",
+                "peer_ratings",
+                "parent_performance",
+            ),
+            "j",
+        ),
+        **dict.fromkeys(
+            (
+                "generational_depth",
+                "communication_latency_ms",
+                "message_throughput_per_sec",
+                "offspring_count",
+            ),
+            "i",
+        ),
         **dict.fromkeys(("created_at", "last_updated"), "t"),
     },
     "module_messages": {
-        **dict.fromkeys(("message_id", "sender_module_id", "receiver_module_id", "message_type", "status",
-                         "error_message"), "s"),
-        "timestamp": "t", "last_delivery_attempt": "t", "message_data": "j",
+        **dict.fromkeys(
+            (
+                "message_id",
+                "sender_module_id",
+                "receiver_module_id",
+                "message_type",
+                "status",
+                "error_message",
+            ),
+            "s",
+        ),
+        "timestamp": "t",
+        "last_delivery_attempt": "t",
+        "message_data": "j",
         **dict.fromkeys(("priority", "ttl_seconds", "delivery_attempts"), "i"),
     },
     "module_intelligence_sharing": {
         **dict.fromkeys(("sharing_id", "sender_module_id", "intelligence_type", "sharing_scope"), "s"),
-        "timestamp": "t", "last_updated": "t", "intelligence_data": "j", "target_modules": "j",
-        "performance_score": "f", "confidence_level": "f", "sharing_priority": "i",
+        "timestamp": "t",
+        "last_updated": "t",
+        "intelligence_data": "j",
+        "target_modules": "j",
+        "performance_score": "f",
+        "confidence_level": "f",
+        "sharing_priority": "i",
     },
     "module_replications": {
-        **dict.fromkeys(("replication_id", "parent_module_id", "child_module_id", "trigger_type",
-                         "replication_reason", "replication_status"), "s"),
-        "timestamp": "t", "performance_threshold": "f",
-        **dict.fromkeys(("trigger_data", "target_capabilities", "diversity_requirements",
-                         "inherited_intelligence", "mutation_applied", "recombination_applied"), "j"),
+        **dict.fromkeys(
+            (
+                "replication_id",
+                "parent_module_id",
+                "child_module_id",
+                "trigger_type",
+                "replication_reason",
+                "replication_status",
+            ),
+            "s",
+        ),
+        "timestamp": "t",
+        "performance_threshold": "f",
+        **dict.fromkeys(
+            (
+                "trigger_data",
+                "target_capabilities",
+                "diversity_requirements",
+                "inherited_intelligence",
+                "mutation_applied",
+                "recombination_applied",
+            ),
+            "j",
+        ),
         **dict.fromkeys(("creation_time_ms", "validation_time_ms", "initialization_time_ms"), "I"),
     },
     "module_replication_triggers": {
         **dict.fromkeys(("trigger_id", "module_id", "trigger_type", "status", "replication_id"), "s"),
-        "timestamp": "t", "processed_at": "t", "trigger_data": "j", "trigger_priority": "i",
+        "timestamp": "t",
+        "processed_at": "t",
+        "trigger_data": "j",
+        "trigger_priority": "i",
     },
 }
 _KINDS["population"] = {**_KINDS["modules"], "name": "s", "genome": "j"}
@@ -131,14 +245,30 @@ INNOVATION_SCALE = 0.10
 MUTATION_SIGMA = 0.10  # of the gene's span
 CROSSOVER_P = 0.5
 REGIME_BARS, REGIME_MIN_BARS, REGIME_Z = 120, 30, 1.5
-TRIGGER_TYPES: tuple[str, ...] = ("failure_recovery", "diversity_gap", "performance_threshold", "regime_change")
+TRIGGER_TYPES: tuple[str, ...] = (
+    "failure_recovery",
+    "diversity_gap",
+    "performance_threshold",
+    "regime_change",
+)
 
 SEED_DEFAULTS: Mapping[str, Any] = {
-    "generational_depth": 0, "learning_rate": 0.01, "adaptation_threshold": 0.7, "innovation_score": 0.0,
-    "specialization_index": 0.0, "communication_latency_ms": 0, "message_throughput_per_sec": 0,
-    "intelligence_sharing_rate": 0.0, "collaboration_score": 0.0, "network_centrality": 0.0,
-    "replication_readiness": 0.0, "mutation_rate": 0.1, "recombination_rate": 0.1, "offspring_count": 0,
-    "lifecycle_stage": "experimental", "status": "active",
+    "generational_depth": 0,
+    "learning_rate": 0.01,
+    "adaptation_threshold": 0.7,
+    "innovation_score": 0.0,
+    "specialization_index": 0.0,
+    "communication_latency_ms": 0,
+    "message_throughput_per_sec": 0,
+    "intelligence_sharing_rate": 0.0,
+    "collaboration_score": 0.0,
+    "network_centrality": 0.0,
+    "replication_readiness": 0.0,
+    "mutation_rate": 0.1,
+    "recombination_rate": 0.1,
+    "offspring_count": 0,
+    "lifecycle_stage": "experimental",
+    "status": "active",
 }
 
 
@@ -161,11 +291,8 @@ def seeded_rng(*parts: object) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "big"))
 
 
-
 def hundredths(x: float) -> int:
     return int(round(float(x) * 100))
-
-
 
 
 def plain(v: Any) -> Any:
@@ -195,7 +322,9 @@ def rows_frame(rows: Sequence[Mapping[str, Any]], table: str, columns: Sequence[
         values = [r.get(col) for r in rows]
         kind = kinds[col]
         if kind == "t":
-            data[col] = pd.to_datetime(pd.Series(values, dtype="object"), utc=True).astype("datetime64[ns, UTC]")
+            data[col] = pd.to_datetime(pd.Series(values, dtype="object"), utc=True).astype(
+                "datetime64[ns, UTC]"
+            )
         elif kind == "i":
             data[col] = pd.Series([int(v) for v in values], dtype="int64")
         elif kind == "I":
@@ -226,14 +355,16 @@ def population_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return rows_frame(records, "population", POPULATION_COLUMNS)
 
 
-
-def best_first(recs: Iterable[Mapping[str, Any]], score: Mapping[str, float] | None = None) -> list[Mapping[str, Any]]:
+def best_first(
+    recs: Iterable[Mapping[str, Any]], score: Mapping[str, float] | None = None
+) -> list[Mapping[str, Any]]:
     """Best first: today's score if given (else mean history score), ties by module_id."""
+
     def key(r: Mapping[str, Any]) -> tuple[float, str]:
         s = score.get(r["module_id"]) if score else None
         return (-(s if s is not None else mean_score(r.get("performance_history"))), str(r["module_id"]))
-    return sorted(recs, key=key)
 
+    return sorted(recs, key=key)
 
 
 def rows_of_day(frame: pd.DataFrame | None, day: pd.Timestamp, column: str = "timestamp") -> pd.DataFrame:
@@ -242,7 +373,6 @@ def rows_of_day(frame: pd.DataFrame | None, day: pd.Timestamp, column: str = "ti
         return pd.DataFrame(columns=[] if frame is None else frame.columns)
     ts = pd.to_datetime(frame[column], utc=True)
     return frame[(ts >= day) & (ts < day + pd.Timedelta(days=1))]
-
 
 
 def learned_genome(rec: Mapping[str, Any], perf: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -262,10 +392,8 @@ def learned_genome(rec: Mapping[str, Any], perf: Mapping[str, Any] | None) -> di
     return genome
 
 
-
 def as_utc(ts: pd.Timestamp) -> pd.Timestamp:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
 
 
 def population_rows(population: pd.DataFrame) -> pd.DataFrame:

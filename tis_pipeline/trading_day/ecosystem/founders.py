@@ -26,20 +26,22 @@ def founding_population(start: pd.Timestamp) -> pd.DataFrame:
     ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
     rows = []
     for name, module_type, genome in FOUNDERS:
-        rows.append({
-            **SEED_DEFAULTS,
-            "module_id": ecosystem_uuid(f"{module_type}:{name}"),
-            "module_type": module_type,
-            "module_version": "1.0.0",
-            "parent_modules": [],
-            "offspring_modules": [],
-            "performance_history": [],
-            "learning_patterns": {"name": name, "genome": copy.deepcopy(dict(genome))},
-            "peer_ratings": {},
-            "parent_performance": {},
-            "created_at": ts,
-            "last_updated": ts,
-            "name": name,
-            "genome": copy.deepcopy(dict(genome)),
-        })
+        rows.append(
+            {
+                **SEED_DEFAULTS,
+                "module_id": ecosystem_uuid(f"{module_type}:{name}"),
+                "module_type": module_type,
+                "module_version": "1.0.0",
+                "parent_modules": [],
+                "offspring_modules": [],
+                "performance_history": [],
+                "learning_patterns": {"name": name, "genome": copy.deepcopy(dict(genome))},
+                "peer_ratings": {},
+                "parent_performance": {},
+                "created_at": ts,
+                "last_updated": ts,
+                "name": name,
+                "genome": copy.deepcopy(dict(genome)),
+            }
+        )
     return population_frame(rows)

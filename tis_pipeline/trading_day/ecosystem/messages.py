@@ -63,8 +63,6 @@ def _exit_time(plan: Mapping[str, Any]) -> pd.Timestamp | None:
     return None
 
 
-
-
 def build_messages(
     day: pd.Timestamp, plans: pd.DataFrame, approvals: pd.DataFrame, population: pd.DataFrame
 ) -> pd.DataFrame:
@@ -89,8 +87,17 @@ def build_messages(
     trader = acting_module(population, TRADER, last_entry_only=False)
     rows: list[dict[str, Any]] = []
 
-    def add(mtype: str, key: str, sender: str | None, receiver: str | None, ts: pd.Timestamp,
-            data: Mapping[str, Any], priority: int, ttl: int, missing_receiver: str | None = None) -> None:
+    def add(
+        mtype: str,
+        key: str,
+        sender: str | None,
+        receiver: str | None,
+        ts: pd.Timestamp,
+        data: Mapping[str, Any],
+        priority: int,
+        ttl: int,
+        missing_receiver: str | None = None,
+    ) -> None:
         if receiver is None and missing_receiver is not None:
             status, error = "failed", missing_receiver
         elif receiver is None or (receiver in by_id and is_live_record(by_id[receiver])):
@@ -98,23 +105,27 @@ def build_messages(
         elif receiver in by_id:
             r = by_id[receiver]
             status = "failed"
-            error = f"receiver {receiver} is not active (status {r['status']}, lifecycle {r['lifecycle_stage']})"
+            error = (
+                f"receiver {receiver} is not active (status {r['status']}, lifecycle {r['lifecycle_stage']})"
+            )
         else:
             status, error = "failed", f"receiver {receiver} is not a known module"
-        rows.append({
-            "message_id": ecosystem_uuid("message", mtype, key),
-            "sender_module_id": sender,
-            "receiver_module_id": receiver,
-            "timestamp": ts,
-            "message_type": mtype,
-            "message_data": plain(data),
-            "priority": priority,
-            "ttl_seconds": ttl,
-            "status": status,
-            "delivery_attempts": 1,
-            "last_delivery_attempt": ts + pd.Timedelta(milliseconds=latency.get(str(sender), 0)),
-            "error_message": error,
-        })
+        rows.append(
+            {
+                "message_id": ecosystem_uuid("message", mtype, key),
+                "sender_module_id": sender,
+                "receiver_module_id": receiver,
+                "timestamp": ts,
+                "message_type": mtype,
+                "message_data": plain(data),
+                "priority": priority,
+                "ttl_seconds": ttl,
+                "status": status,
+                "delivery_attempts": 1,
+                "last_delivery_attempt": ts + pd.Timedelta(milliseconds=latency.get(str(sender), 0)),
+                "error_message": error,
+            }
+        )
 
     plan_rows = [] if plans is None or plans.empty else plans.to_dict("records")
     for p in plan_rows:
@@ -122,24 +133,64 @@ def build_messages(
         ts = as_utc(pd.Timestamp(p["timestamp"]))
         valid_until = None if is_missing(p.get("valid_until")) else as_utc(pd.Timestamp(p["valid_until"]))
         ttl = max(60, int((valid_until - ts).total_seconds())) if valid_until is not None else 3600
-        data = {k: p.get(k) for k in (
-            "plan_id", "symbol", "direction", "signal_strength", "confidence_score", "entry_price", "stop_loss",
-            "take_profit", "position_size", "time_horizon", "risk_reward_ratio", "valid_until", "event_id",
-        )}
-        add("trading_plan", plan_id, module_id, decider.get(plan_id), ts, data, _priority(p.get("signal_strength")),
-            ttl, missing_receiver="no decision maker decided this plan")
+        data = {
+            k: p.get(k)
+            for k in (
+                "plan_id",
+                "symbol",
+                "direction",
+                "signal_strength",
+                "confidence_score",
+                "entry_price",
+                "stop_loss",
+                "take_profit",
+                "position_size",
+                "time_horizon",
+                "risk_reward_ratio",
+                "valid_until",
+                "event_id",
+            )
+        }
+        add(
+            "trading_plan",
+            plan_id,
+            module_id,
+            decider.get(plan_id),
+            ts,
+            data,
+            _priority(p.get("signal_strength")),
+            ttl,
+            missing_receiver="no decision maker decided this plan",
+        )
         if p.get("execution_status") in ("executed", "partial"):
             exit_ts = _exit_time(p)
             fb_ts = ts if exit_ts is None else min(max(as_utc(exit_ts), ts), day_end)
-            feedback = {k: p.get(k) for k in (
-                "plan_id", "symbol", "execution_status", "executed_price", "executed_quantity", "execution_cost",
-                "slippage", "pnl",
-            )}
+            feedback = {
+                k: p.get(k)
+                for k in (
+                    "plan_id",
+                    "symbol",
+                    "execution_status",
+                    "executed_price",
+                    "executed_quantity",
+                    "execution_cost",
+                    "slippage",
+                    "pnl",
+                )
+            }
             metrics = p.get("performance_metrics")
             if isinstance(metrics, Mapping):
                 feedback["performance_metrics"] = metrics
-            add("execution_feedback", plan_id, None if trader is None else str(trader["module_id"]), module_id,
-                fb_ts, feedback, _priority(p.get("signal_strength")), 3600)
+            add(
+                "execution_feedback",
+                plan_id,
+                None if trader is None else str(trader["module_id"]),
+                module_id,
+                fb_ts,
+                feedback,
+                _priority(p.get("signal_strength")),
+                3600,
+            )
 
     plans_by_module: dict[str, list[Mapping[str, Any]]] = {}
     for p in plan_rows:
@@ -152,11 +203,19 @@ def build_messages(
         executed = [p for p in own if p.get("execution_status") in ("executed", "partial")]
         pnl = sum(float(p["pnl"]) for p in executed if not is_missing(p.get("pnl")))
         data = {
-            "module_id": mid, "name": r["name"], "module_type": r["module_type"],
-            "specialty": specialty(r["module_type"], r["genome"]), "day": iso_day(day),
-            "plans": len(own), "executed": len(executed), "pnl": round(pnl, 8), "genome": r["genome"],
+            "module_id": mid,
+            "name": r["name"],
+            "module_type": r["module_type"],
+            "specialty": specialty(r["module_type"], r["genome"]),
+            "day": iso_day(day),
+            "plans": len(own),
+            "executed": len(executed),
+            "pnl": round(pnl, 8),
+            "genome": r["genome"],
         }
         add("intelligence_broadcast", f"{mid}|{iso_day(day)}", mid, None, day_end, data, 3, 86_400)
 
     frame = rows_frame(rows, "module_messages", MESSAGE_COLUMNS)
-    return frame.sort_values(["timestamp", "message_type", "message_id"], kind="stable").reset_index(drop=True)
+    return frame.sort_values(["timestamp", "message_type", "message_id"], kind="stable").reset_index(
+        drop=True
+    )

@@ -102,8 +102,11 @@ def _child_genome(
             if c < CROSSOVER_P and gene in other and other[gene] != genome[gene]:
                 taken[gene] = copy.deepcopy(other[gene])
                 genome[gene] = copy.deepcopy(other[gene])
-        recombination = {"parents": [str(p["module_id"]) for p in parents[:2]], "crossover_p": CROSSOVER_P,
-                         "from_second_parent": taken}
+        recombination = {
+            "parents": [str(p["module_id"]) for p in parents[:2]],
+            "crossover_p": CROSSOVER_P,
+            "from_second_parent": taken,
+        }
     mutated = u < rate
     if genes and not mutated.any():
         mutated[int(np.argmin(u))] = True
@@ -174,10 +177,15 @@ def replicate(
             "peer_ratings": {},
             "parent_performance": {
                 str(p["module_id"]): {
-                    "last_score": history_scores(p.get("performance_history"))[-1] if history_scores(p.get("performance_history")) else None,
-                    "mean_score": round(mean_score(p.get("performance_history")), 4) if history_scores(p.get("performance_history")) else None,
+                    "last_score": history_scores(p.get("performance_history"))[-1]
+                    if history_scores(p.get("performance_history"))
+                    else None,
+                    "mean_score": round(mean_score(p.get("performance_history")), 4)
+                    if history_scores(p.get("performance_history"))
+                    else None,
                     "scored_days": len(history_scores(p.get("performance_history"))),
-                } for p in parents
+                }
+                for p in parents
             },
             "mutation_rate": primary["mutation_rate"],
             "recombination_rate": primary["recombination_rate"],
@@ -193,39 +201,51 @@ def replicate(
         by_id[child_id] = child
         live += 1
         made += 1
-        threshold = (primary["adaptation_threshold"] if ttype == "performance_threshold"
-                     else FAILURE_BELOW / 100 if ttype == "failure_recovery" else None)
+        threshold = (
+            primary["adaptation_threshold"]
+            if ttype == "performance_threshold"
+            else FAILURE_BELOW / 100
+            if ttype == "failure_recovery"
+            else None
+        )
         same = [r for r in recs if is_live_record(r) and specialty(r["module_type"], r["genome"]) == spec]
-        replications.append({
-            "replication_id": replication_id,
-            "parent_module_id": str(primary["module_id"]),
-            "child_module_id": child_id,
-            "timestamp": day_end,
-            "trigger_type": ttype,
-            "trigger_data": data,
-            "replication_reason": _reason(ttype, data, primary),
-            "target_capabilities": {
-                "module_type": primary["module_type"], "specialty": spec,
-                "anomaly_types": genome.get("anomaly_types"),
-                "genes": list(MUTABLE_GENES.get(primary["module_type"], ())),
-            },
-            "performance_threshold": threshold,
-            "diversity_requirements": {
-                "specialty": spec, "min_live_per_specialty": MIN_LIVE_PER_SPECIALTY, "live_with_child": len(same),
-            },
-            "replication_status": "completed",
-            "creation_time_ms": None,
-            "validation_time_ms": None,
-            "initialization_time_ms": None,
-            "inherited_intelligence": {
-                "genome": primary["genome"], "learning_rate": primary["learning_rate"],
-                "adaptation_threshold": primary["adaptation_threshold"],
-                "mutation_rate": primary["mutation_rate"], "recombination_rate": primary["recombination_rate"],
-                "generational_depth": int(primary["generational_depth"]),
-            },
-            "mutation_applied": mutation,
-            "recombination_applied": recombination,
-        })
+        replications.append(
+            {
+                "replication_id": replication_id,
+                "parent_module_id": str(primary["module_id"]),
+                "child_module_id": child_id,
+                "timestamp": day_end,
+                "trigger_type": ttype,
+                "trigger_data": data,
+                "replication_reason": _reason(ttype, data, primary),
+                "target_capabilities": {
+                    "module_type": primary["module_type"],
+                    "specialty": spec,
+                    "anomaly_types": genome.get("anomaly_types"),
+                    "genes": list(MUTABLE_GENES.get(primary["module_type"], ())),
+                },
+                "performance_threshold": threshold,
+                "diversity_requirements": {
+                    "specialty": spec,
+                    "min_live_per_specialty": MIN_LIVE_PER_SPECIALTY,
+                    "live_with_child": len(same),
+                },
+                "replication_status": "completed",
+                "creation_time_ms": None,
+                "validation_time_ms": None,
+                "initialization_time_ms": None,
+                "inherited_intelligence": {
+                    "genome": primary["genome"],
+                    "learning_rate": primary["learning_rate"],
+                    "adaptation_threshold": primary["adaptation_threshold"],
+                    "mutation_rate": primary["mutation_rate"],
+                    "recombination_rate": primary["recombination_rate"],
+                    "generational_depth": int(primary["generational_depth"]),
+                },
+                "mutation_applied": mutation,
+                "recombination_applied": recombination,
+            }
+        )
         t["status"], t["processed_at"], t["replication_id"] = "processed", day_end, replication_id
         out_triggers.append(t)
 
@@ -238,11 +258,15 @@ def replicate(
 
 def _reason(ttype: str, data: Mapping[str, Any], parent: Mapping[str, Any]) -> str:
     if ttype == "performance_threshold":
-        return (f"replication readiness {data.get('replication_readiness')} reached the adaptation threshold "
-                f"{data.get('adaptation_threshold')} of {parent['name']}")
+        return (
+            f"replication readiness {data.get('replication_readiness')} reached the adaptation threshold "
+            f"{data.get('adaptation_threshold')} of {parent['name']}"
+        )
     if ttype == "diversity_gap":
-        return (f"specialty {data.get('specialty')} has {data.get('live_modules')} live module(s), fewer than "
-                f"{data.get('required')}")
+        return (
+            f"specialty {data.get('specialty')} has {data.get('live_modules')} live module(s), fewer than "
+            f"{data.get('required')}"
+        )
     if ttype == "failure_recovery":
         return f"every live module of {data.get('specialty')} scored below {data.get('below')}: recombine the best"
     return f"market regime changed from {data.get('previous_regime')} to {data.get('regime')}"

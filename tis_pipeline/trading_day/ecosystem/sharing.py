@@ -46,13 +46,17 @@ from tis_pipeline.trading_day.population import (
 def _peers(recs: Sequence[Mapping[str, Any]], rec: Mapping[str, Any]) -> list[str]:
     spec = specialty(rec["module_type"], rec["genome"])
     return sorted(
-        str(r["module_id"]) for r in recs
-        if is_live_record(r) and r["module_id"] != rec["module_id"] and specialty(r["module_type"], r["genome"]) == spec
+        str(r["module_id"])
+        for r in recs
+        if is_live_record(r)
+        and r["module_id"] != rec["module_id"]
+        and specialty(r["module_type"], r["genome"]) == spec
     )
 
 
-
-def share_intelligence(day: pd.Timestamp, performance: pd.DataFrame, population: pd.DataFrame) -> pd.DataFrame:
+def share_intelligence(
+    day: pd.Timestamp, performance: pd.DataFrame, population: pd.DataFrame
+) -> pd.DataFrame:
     """The day's ``module_intelligence_sharing`` rows (exactly ``SHARING_COLUMNS``).
 
     Inputs: ``performance`` (module_performance columns; rows of the day are used), ``population`` at the start
@@ -65,22 +69,31 @@ def share_intelligence(day: pd.Timestamp, performance: pd.DataFrame, population:
     perf = rows_of_day(performance, day)
     rows: list[dict[str, Any]] = []
 
-    def add(itype: str, rec: Mapping[str, Any], ts: pd.Timestamp, data: Mapping[str, Any],
-            score: float | None, confidence: float | None, priority: int) -> None:
+    def add(
+        itype: str,
+        rec: Mapping[str, Any],
+        ts: pd.Timestamp,
+        data: Mapping[str, Any],
+        score: float | None,
+        confidence: float | None,
+        priority: int,
+    ) -> None:
         peers = _peers(recs, rec)
-        rows.append({
-            "sharing_id": ecosystem_uuid("sharing", itype, rec["module_id"], iso_day(day)),
-            "sender_module_id": str(rec["module_id"]),
-            "timestamp": ts,
-            "intelligence_type": itype,
-            "intelligence_data": data,
-            "performance_score": score,
-            "confidence_level": confidence,
-            "last_updated": ts,
-            "target_modules": peers or None,
-            "sharing_scope": "targeted" if peers else "broadcast",
-            "sharing_priority": priority,
-        })
+        rows.append(
+            {
+                "sharing_id": ecosystem_uuid("sharing", itype, rec["module_id"], iso_day(day)),
+                "sender_module_id": str(rec["module_id"]),
+                "timestamp": ts,
+                "intelligence_type": itype,
+                "intelligence_data": data,
+                "performance_score": score,
+                "confidence_level": confidence,
+                "last_updated": ts,
+                "target_modules": peers or None,
+                "sharing_scope": "targeted" if peers else "broadcast",
+                "sharing_priority": priority,
+            }
+        )
 
     for p in perf.to_dict("records"):
         rec = by_id.get(str(p["module_id"]))
@@ -88,33 +101,56 @@ def share_intelligence(day: pd.Timestamp, performance: pd.DataFrame, population:
             continue
         score = to_rate(p["performance_score"])
         consistency = None if is_missing(p.get("consistency_score")) else to_rate(p["consistency_score"])
-        data = {k: p.get(k) for k in (
-            "performance_id", "performance_score", "consistency_score", "trading_plan_success_rate",
-            "execution_quality", "risk_adjusted_returns", "sharpe_ratio", "max_drawdown", "market_regime",
-            "time_horizon",
-        )}
+        data = {
+            k: p.get(k)
+            for k in (
+                "performance_id",
+                "performance_score",
+                "consistency_score",
+                "trading_plan_success_rate",
+                "execution_quality",
+                "risk_adjusted_returns",
+                "sharpe_ratio",
+                "max_drawdown",
+                "market_regime",
+                "time_horizon",
+            )
+        }
         data["day"] = iso_day(day)
         data["specialty"] = specialty(rec["module_type"], rec["genome"])
         s = hundredths(score)
         add("performance_update", rec, day_end, data, score, consistency, 1 if s >= 70 or s < 30 else 3)
         learned = learned_genome(rec, p)
-        changed = {g: {"from": rec["genome"].get(g), "to": v} for g, v in learned.items()
-                   if rec["genome"].get(g) != v}
+        changed = {
+            g: {"from": rec["genome"].get(g), "to": v}
+            for g, v in learned.items()
+            if rec["genome"].get(g) != v
+        }
         if changed:
-            add("learning_update", rec, day_end, {"genes": changed, "learning_rate": rec.get("learning_rate")},
-                score, consistency, 2)
+            add(
+                "learning_update",
+                rec,
+                day_end,
+                {"genes": changed, "learning_rate": rec.get("learning_rate")},
+                score,
+                consistency,
+                2,
+            )
 
     for rec in recs:
         if is_live_record(rec) and as_utc(pd.Timestamp(rec["created_at"])) == day:
             data = {
-                "name": rec["name"], "module_type": rec["module_type"],
-                "specialty": specialty(rec["module_type"], rec["genome"]), "genome": rec["genome"],
-                "module_version": rec["module_version"], "generational_depth": rec["generational_depth"],
+                "name": rec["name"],
+                "module_type": rec["module_type"],
+                "specialty": specialty(rec["module_type"], rec["genome"]),
+                "genome": rec["genome"],
+                "module_version": rec["module_version"],
+                "generational_depth": rec["generational_depth"],
                 "parent_modules": rec["parent_modules"],
             }
             add("capability_update", rec, day, data, None, None, 2)
 
     frame = rows_frame(rows, "module_intelligence_sharing", SHARING_COLUMNS)
-    return frame.sort_values(["timestamp", "intelligence_type", "sender_module_id"], kind="stable").reset_index(
-        drop=True
-    )
+    return frame.sort_values(
+        ["timestamp", "intelligence_type", "sender_module_id"], kind="stable"
+    ).reset_index(drop=True)

@@ -95,28 +95,48 @@ def replication_triggers(
     day_end = day_end_stamp(day)
     recs = population_records(population)
     perf = rows_of_day(performance, day)
-    today = {str(m): float(s) for m, s in zip(perf.get("module_id", []), perf.get("performance_score", []),
-                                               strict=True) if not is_missing(s)}
+    today = {
+        str(m): float(s)
+        for m, s in zip(perf.get("module_id", []), perf.get("performance_score", []), strict=True)
+        if not is_missing(s)
+    }
     rows: list[dict[str, Any]] = []
 
     def add(ttype: str, key: str, module_id: str, data: Mapping[str, Any], priority: int) -> None:
-        rows.append({
-            "trigger_id": ecosystem_uuid("trigger", ttype, key, iso_day(day)), "module_id": module_id,
-            "timestamp": day_end, "trigger_type": ttype, "trigger_data": data, "trigger_priority": priority,
-            "status": "active", "processed_at": None, "replication_id": None,
-        })
+        rows.append(
+            {
+                "trigger_id": ecosystem_uuid("trigger", ttype, key, iso_day(day)),
+                "module_id": module_id,
+                "timestamp": day_end,
+                "trigger_type": ttype,
+                "trigger_data": data,
+                "trigger_priority": priority,
+                "status": "active",
+                "processed_at": None,
+                "replication_id": None,
+            }
+        )
 
     for rec in recs:
         if not is_live_record(rec):
             continue
         readiness, threshold = rec["replication_readiness"], rec["adaptation_threshold"]
         if hundredths(readiness) >= hundredths(threshold):
-            add("performance_threshold", str(rec["module_id"]), str(rec["module_id"]), {
-                "replication_readiness": readiness, "adaptation_threshold": threshold,
-                "recent_scores": history_scores(rec.get("performance_history"))[-READINESS_WINDOW:],
-            }, 2)
+            add(
+                "performance_threshold",
+                str(rec["module_id"]),
+                str(rec["module_id"]),
+                {
+                    "replication_readiness": readiness,
+                    "adaptation_threshold": threshold,
+                    "recent_scores": history_scores(rec.get("performance_history"))[-READINESS_WINDOW:],
+                },
+                2,
+            )
 
-    specs = list(SPECIALTIES) + sorted({specialty(r["module_type"], r["genome"]) for r in recs} - set(SPECIALTIES))
+    specs = list(SPECIALTIES) + sorted(
+        {specialty(r["module_type"], r["genome"]) for r in recs} - set(SPECIALTIES)
+    )
     for spec in specs:
         members = [r for r in recs if specialty(r["module_type"], r["genome"]) == spec]
         live = [r for r in members if is_live_record(r)]
@@ -124,18 +144,33 @@ def replication_triggers(
             continue
         if len(live) < MIN_LIVE_PER_SPECIALTY:
             parent = best_first(live, today)[0] if live else best_first(members)[0]
-            add("diversity_gap", spec, str(parent["module_id"]), {
-                "specialty": spec, "live_modules": len(live), "required": MIN_LIVE_PER_SPECIALTY,
-            }, 1 if not live else 2)
+            add(
+                "diversity_gap",
+                spec,
+                str(parent["module_id"]),
+                {
+                    "specialty": spec,
+                    "live_modules": len(live),
+                    "required": MIN_LIVE_PER_SPECIALTY,
+                },
+                1 if not live else 2,
+            )
         live_scores = [today.get(str(r["module_id"])) for r in live]
         if live and all(s is not None and hundredths(s) < FAILURE_BELOW for s in live_scores):
             parents = [str(r["module_id"]) for r in best_first(members)[:2]]
             best_live = best_first(live, today)[0]
-            add("failure_recovery", spec, str(best_live["module_id"]), {
-                "specialty": spec, "scores": {str(r["module_id"]): s for r, s in zip(live, live_scores,
-                                                                                     strict=True)},
-                "below": FAILURE_BELOW / 100, "parents": parents,
-            }, 1)
+            add(
+                "failure_recovery",
+                spec,
+                str(best_live["module_id"]),
+                {
+                    "specialty": spec,
+                    "scores": {str(r["module_id"]): s for r, s in zip(live, live_scores, strict=True)},
+                    "below": FAILURE_BELOW / 100,
+                    "parents": parents,
+                },
+                1,
+            )
 
     before, z_before = market_regime(bars, day)
     after, z_after = market_regime(bars, day + pd.Timedelta(days=1))
@@ -145,10 +180,19 @@ def replication_triggers(
         pool = scored or alphas
         if pool:
             parent = best_first(pool, today if scored else None)[0]
-            add("regime_change", "market", str(parent["module_id"]), {
-                "previous_regime": before, "regime": after, "previous_z": round(z_before, 4),
-                "z": round(z_after, 4), "window_minutes": REGIME_BARS,
-            }, 3)
+            add(
+                "regime_change",
+                "market",
+                str(parent["module_id"]),
+                {
+                    "previous_regime": before,
+                    "regime": after,
+                    "previous_z": round(z_before, 4),
+                    "z": round(z_after, 4),
+                    "window_minutes": REGIME_BARS,
+                },
+                3,
+            )
 
     frame = rows_frame(rows, "module_replication_triggers", TRIGGER_COLUMNS)
     order = frame["trigger_type"].map({t: i for i, t in enumerate(TRIGGER_TYPES)})

@@ -115,9 +115,14 @@ def update_population(
         symbol=[d.get("symbol") if isinstance(d, Mapping) else None for d in msgs["message_data"]],
     )
     delivered = msgs["status"] == "delivered"
-    direct = msgs[delivered & msgs["receiver_module_id"].notna()
-                  & (msgs["sender_module_id"] != msgs["receiver_module_id"])]
-    plan_msgs = msgs[msgs["message_type"].isin(["trading_plan", "execution_feedback"]) & msgs["plan_id"].notna()]
+    direct = msgs[
+        delivered
+        & msgs["receiver_module_id"].notna()
+        & (msgs["sender_module_id"] != msgs["receiver_module_id"])
+    ]
+    plan_msgs = msgs[
+        msgs["message_type"].isin(["trading_plan", "execution_feedback"]) & msgs["plan_id"].notna()
+    ]
     completed = set(msgs.loc[msgs["message_type"] == "execution_feedback", "plan_id"].dropna())
     plan_symbol = dict(zip(plan_msgs["plan_id"], plan_msgs["symbol"], strict=True))
     n_symbols = msgs.loc[msgs["message_type"] == "trading_plan", "symbol"].dropna().nunique()
@@ -127,29 +132,37 @@ def update_population(
     # plan ids each module touched, and per (module, peer) pair
     touched: dict[str, set[str]] = {}
     pair_plans: dict[tuple[str, str], set[str]] = {}
-    for s, r, pid in zip(plan_msgs["sender_module_id"], plan_msgs["receiver_module_id"], plan_msgs["plan_id"],
-                         strict=True):
+    for s, r, pid in zip(
+        plan_msgs["sender_module_id"], plan_msgs["receiver_module_id"], plan_msgs["plan_id"], strict=True
+    ):
         for m in (s, r):
             if not is_missing(m):
                 touched.setdefault(str(m), set()).add(pid)
-    for s, r, pid in zip(direct["sender_module_id"], direct["receiver_module_id"], direct["plan_id"], strict=True):
+    for s, r, pid in zip(
+        direct["sender_module_id"], direct["receiver_module_id"], direct["plan_id"], strict=True
+    ):
         if pid is None:
             continue
         pair_plans.setdefault((str(s), str(r)), set()).add(pid)
         pair_plans.setdefault((str(r), str(s)), set()).add(pid)
 
     received = msgs["receiver_module_id"].dropna().value_counts().to_dict()
-    broadcasters = set(msgs.loc[(msgs["message_type"] == "intelligence_broadcast") & delivered,
-                                "sender_module_id"].dropna())
-    ends = pd.concat([
-        pd.DataFrame({"m": msgs["sender_module_id"], "t": msgs["timestamp"]}),
-        pd.DataFrame({"m": msgs["receiver_module_id"], "t": msgs["timestamp"]}),
-    ]).dropna()
+    broadcasters = set(
+        msgs.loc[(msgs["message_type"] == "intelligence_broadcast") & delivered, "sender_module_id"].dropna()
+    )
+    ends = pd.concat(
+        [
+            pd.DataFrame({"m": msgs["sender_module_id"], "t": msgs["timestamp"]}),
+            pd.DataFrame({"m": msgs["receiver_module_id"], "t": msgs["timestamp"]}),
+        ]
+    ).dropna()
     if ends.empty:
         throughput: dict[str, int] = {}
     else:
         ends["sec"] = pd.to_datetime(ends["t"], utc=True).dt.floor("s")
-        throughput = {str(k): int(v) for k, v in ends.groupby(["m", "sec"]).size().groupby(level=0).max().items()}
+        throughput = {
+            str(k): int(v) for k, v in ends.groupby(["m", "sec"]).size().groupby(level=0).max().items()
+        }
 
     last_birth: dict[str, pd.Timestamp] = {}
     for r in recs:
@@ -168,7 +181,9 @@ def update_population(
         history = [e for e in rec["performance_history"] if e.get("day") != iso_day(day)]
         if p is not None and not is_missing(p.get("performance_score")):
             history.append({"day": iso_day(day), "score": to_rate(p["performance_score"])})
-        history = sorted((e for e in history if str(e.get("day")) >= oldest_kept), key=lambda e: str(e["day"]))
+        history = sorted(
+            (e for e in history if str(e.get("day")) >= oldest_kept), key=lambda e: str(e["day"])
+        )
         rec["performance_history"] = history
         rec["genome"] = learned_genome(rec, p)
         rec["learning_patterns"] = {"name": rec["name"], "genome": copy.deepcopy(rec["genome"])}
@@ -191,15 +206,20 @@ def update_population(
         rec["intelligence_sharing_rate"] = to_rate(
             SHARING_DECAY * float(rec["intelligence_sharing_rate"] or 0.0) + (1 - SHARING_DECAY) * shared
         )
-        rec["communication_latency_ms"] = BASE_LATENCY_MS.get(rec["module_type"], 0) + int(received.get(mid, 0)) // 10
+        rec["communication_latency_ms"] = (
+            BASE_LATENCY_MS.get(rec["module_type"], 0) + int(received.get(mid, 0)) // 10
+        )
         rec["message_throughput_per_sec"] = throughput.get(mid, 0)
 
         cents = [hundredths(e["score"]) for e in history]
         n = len(cents)
         if n >= DEPRECATE_DAYS and all(c < DEPRECATE_BELOW for c in cents[-DEPRECATE_DAYS:]):
             rec["lifecycle_stage"], rec["status"] = "deprecated", "inactive"
-        elif (rec["lifecycle_stage"] == "experimental" and n >= PROMOTE_DAYS
-              and sum(cents[-PROMOTE_DAYS:]) >= PROMOTE_MIN * PROMOTE_DAYS):
+        elif (
+            rec["lifecycle_stage"] == "experimental"
+            and n >= PROMOTE_DAYS
+            and sum(cents[-PROMOTE_DAYS:]) >= PROMOTE_MIN * PROMOTE_DAYS
+        ):
             rec["lifecycle_stage"] = "active"
 
         cooling = mid in last_birth and last_birth[mid] > cooldown_after

@@ -54,14 +54,25 @@ def decide(plans: pd.DataFrame, sizes: np.ndarray, genome: Mapping) -> pd.DataFr
     final = np.where(capped, float(np.clip(round(max_pos, 2), 0.01, 100.0)), sizes)
     status = np.where(rejected, "rejected", np.where(capped, "modified", "approved"))
     margin = np.minimum((conf - min_c) / max(1.0 - min_c, 1e-9), (rr - min_rr) / max(10.0 - min_rr, 1e-9))
-    shortfall = np.maximum(np.where(conf_ok, 0.0, (min_c - conf) / max(min_c, 1e-9)),
-                           np.where(rr_ok, 0.0, (min_rr - rr) / max(min_rr, 1e-9)))
-    confidence = np.where(~passing, 0.5 + 0.5 * np.clip(shortfall, 0, 1),
-                          np.where(over, 1.0, 0.5 + 0.5 * np.clip(margin, 0, 1)))
-    return pd.DataFrame({
-        "status": status, "final_size": final, "conf_ok": conf_ok, "rr_ok": rr_ok, "over": over,
-        "rank": np.where(passing, rank, 0), "capped": capped, "decision_confidence": np.round(confidence, 2),
-    })
+    shortfall = np.maximum(
+        np.where(conf_ok, 0.0, (min_c - conf) / max(min_c, 1e-9)),
+        np.where(rr_ok, 0.0, (min_rr - rr) / max(min_rr, 1e-9)),
+    )
+    confidence = np.where(
+        ~passing, 0.5 + 0.5 * np.clip(shortfall, 0, 1), np.where(over, 1.0, 0.5 + 0.5 * np.clip(margin, 0, 1))
+    )
+    return pd.DataFrame(
+        {
+            "status": status,
+            "final_size": final,
+            "conf_ok": conf_ok,
+            "rr_ok": rr_ok,
+            "over": over,
+            "rank": np.where(passing, rank, 0),
+            "capped": capped,
+            "decision_confidence": np.round(confidence, 2),
+        }
+    )
 
 
 def proposed_sizes(plans: pd.DataFrame, approvals: pd.DataFrame | None) -> np.ndarray:
@@ -76,8 +87,9 @@ def proposed_sizes(plans: pd.DataFrame, approvals: pd.DataFrame | None) -> np.nd
     return np.array([before.get(str(p), s) for p, s in zip(plans["plan_id"], sizes, strict=True)])
 
 
-def approve_plans(day: pd.Timestamp, plans: pd.DataFrame,
-                  population: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def approve_plans(
+    day: pd.Timestamp, plans: pd.DataFrame, population: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The acting decision maker approves, modifies (caps the size) or rejects each plan of the day.
 
     Input ``plans``: ``generate_plans``' frame (``PLAN_FRAME_COLUMNS``); ``population`` as there (the decision
@@ -94,7 +106,11 @@ def approve_plans(day: pd.Timestamp, plans: pd.DataFrame,
     desk = acting_module(population, "decision_maker", last_entry_only=True)
     if plans is None or plans.empty:
         return empty_frame(PLAN_SCHEMA), empty_frame(APPROVAL_SCHEMA)
-    plans = conform(plans, PLAN_SCHEMA).sort_values(["timestamp", "plan_id"], kind="stable").reset_index(drop=True)
+    plans = (
+        conform(plans, PLAN_SCHEMA)
+        .sort_values(["timestamp", "plan_id"], kind="stable")
+        .reset_index(drop=True)
+    )
     if desk is None:
         return plans, empty_frame(APPROVAL_SCHEMA)
     genome = genome_of(desk["genome"])
@@ -104,9 +120,12 @@ def approve_plans(day: pd.Timestamp, plans: pd.DataFrame,
     held = np.where(accepted, v["final_size"].to_numpy(), 0.0)
     symbol_exposure = pd.Series(held).groupby(plans["symbol"].to_numpy()).cumsum().to_numpy()
     day_exposure = np.cumsum(held)
-    controls = {"min_confidence": float(genome["min_confidence"]), "min_risk_reward": float(genome["min_risk_reward"]),
-                "max_position_pct": float(genome["max_position_pct"]),
-                "max_plans_per_symbol": int(genome["max_plans_per_symbol"])}
+    controls = {
+        "min_confidence": float(genome["min_confidence"]),
+        "min_risk_reward": float(genome["min_risk_reward"]),
+        "max_position_pct": float(genome["max_position_pct"]),
+        "max_plans_per_symbol": int(genome["max_plans_per_symbol"]),
+    }
 
     reasons, mods, risks, ctrls, impacts, factors, alternatives = [], [], [], [], [], [], []
     for i, p in enumerate(plans.itertuples(index=False)):
@@ -122,8 +141,10 @@ def approve_plans(day: pd.Timestamp, plans: pd.DataFrame,
                 why.append(f"risk/reward {rr:.2f} below {float(genome['min_risk_reward']):.2f}")
                 applied.append("min_risk_reward")
             if v["over"].iat[i]:
-                why.append(f"symbol limit: plan {int(v['rank'].iat[i])} of {p.symbol} today exceeds "
-                           f"{int(genome['max_plans_per_symbol'])}")
+                why.append(
+                    f"symbol limit: plan {int(v['rank'].iat[i])} of {p.symbol} today exceeds "
+                    f"{int(genome['max_plans_per_symbol'])}"
+                )
                 applied.append("max_plans_per_symbol")
             reasons.append("rejected: " + "; ".join(why))
             mods.append(None)
@@ -134,28 +155,57 @@ def approve_plans(day: pd.Timestamp, plans: pd.DataFrame,
             mods.append({"position_size": {"from": json_number(size, 2), "to": json_number(final, 2)}})
             alternatives.append([{"action": "approve_as_proposed", "position_size": json_number(size, 2)}])
         else:
-            reasons.append(f"approved: confidence {conf:.2f}, risk/reward {rr:.2f}, size {size:.2f}% within limits")
+            reasons.append(
+                f"approved: confidence {conf:.2f}, risk/reward {rr:.2f}, size {size:.2f}% within limits"
+            )
             mods.append(None)
             alternatives.append([])
-        risks.append({"confidence_score": json_number(conf, 2), "risk_reward_ratio": json_number(rr, 2),
-                      "proposed_position_pct": json_number(size, 2),
-                      "capital_at_risk_pct": json_number(final * abs(p.entry_price - p.stop_loss) / p.entry_price, 6)})
+        risks.append(
+            {
+                "confidence_score": json_number(conf, 2),
+                "risk_reward_ratio": json_number(rr, 2),
+                "proposed_position_pct": json_number(size, 2),
+                "capital_at_risk_pct": json_number(
+                    final * abs(p.entry_price - p.stop_loss) / p.entry_price, 6
+                ),
+            }
+        )
         ctrls.append({**controls, "applied": applied})
-        impacts.append({"position_pct": json_number(held[i], 2), "symbol": p.symbol,
-                        "symbol_exposure_pct": json_number(symbol_exposure[i], 2),
-                        "day_gross_exposure_pct": json_number(day_exposure[i], 2)})
-        factors.append({"decision_maker": str(desk.get("name")), "confidence_ok": bool(v["conf_ok"].iat[i]),
-                        "risk_reward_ok": bool(v["rr_ok"].iat[i]), "symbol_rank": int(v["rank"].iat[i]),
-                        "size_capped": bool(v["capped"].iat[i])})
+        impacts.append(
+            {
+                "position_pct": json_number(held[i], 2),
+                "symbol": p.symbol,
+                "symbol_exposure_pct": json_number(symbol_exposure[i], 2),
+                "day_gross_exposure_pct": json_number(day_exposure[i], 2),
+            }
+        )
+        factors.append(
+            {
+                "decision_maker": str(desk.get("name")),
+                "confidence_ok": bool(v["conf_ok"].iat[i]),
+                "risk_reward_ok": bool(v["rr_ok"].iat[i]),
+                "symbol_rank": int(v["rank"].iat[i]),
+                "size_capped": bool(v["capped"].iat[i]),
+            }
+        )
 
-    approvals = pd.DataFrame({
-        "approval_id": [plan_uuid(pid, "approval") for pid in plans["plan_id"]],
-        "plan_id": plans["plan_id"], "decision_maker_module_id": str(desk["module_id"]),
-        "timestamp": plans["timestamp"], "approval_status": v["status"], "approval_reason": reasons,
-        "modifications": mods, "risk_assessment": risks, "risk_controls": ctrls, "portfolio_impact": impacts,
-        "decision_confidence": v["decision_confidence"], "decision_factors": factors,
-        "alternative_plans": alternatives,
-    })
+    approvals = pd.DataFrame(
+        {
+            "approval_id": [plan_uuid(pid, "approval") for pid in plans["plan_id"]],
+            "plan_id": plans["plan_id"],
+            "decision_maker_module_id": str(desk["module_id"]),
+            "timestamp": plans["timestamp"],
+            "approval_status": v["status"],
+            "approval_reason": reasons,
+            "modifications": mods,
+            "risk_assessment": risks,
+            "risk_controls": ctrls,
+            "portfolio_impact": impacts,
+            "decision_confidence": v["decision_confidence"],
+            "decision_factors": factors,
+            "alternative_plans": alternatives,
+        }
+    )
     out = plans.copy()
     out["position_size"] = v["final_size"].to_numpy()
     out["validation_status"] = np.where(accepted, "validated", "failed")

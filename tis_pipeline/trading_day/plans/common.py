@@ -45,53 +45,143 @@ DECIMAL_8_4_MAX = 9999.9999
 DECIMAL_20_8_MAX = 999_999_999_999.99999999
 
 PLAN_COLUMNS: tuple[str, ...] = (
-    "plan_id", "module_id", "symbol", "timestamp", "signal_strength", "direction", "entry_conditions",
-    "entry_price", "position_size", "stop_loss", "take_profit", "time_horizon", "risk_reward_ratio",
-    "confidence_score", "microstructure_evidence", "regime_context", "module_intelligence", "execution_notes",
-    "valid_until", "validation_status", "risk_assessment", "portfolio_impact", "execution_status",
-    "executed_price", "executed_quantity", "execution_cost", "slippage", "pnl", "performance_metrics",
+    "plan_id",
+    "module_id",
+    "symbol",
+    "timestamp",
+    "signal_strength",
+    "direction",
+    "entry_conditions",
+    "entry_price",
+    "position_size",
+    "stop_loss",
+    "take_profit",
+    "time_horizon",
+    "risk_reward_ratio",
+    "confidence_score",
+    "microstructure_evidence",
+    "regime_context",
+    "module_intelligence",
+    "execution_notes",
+    "valid_until",
+    "validation_status",
+    "risk_assessment",
+    "portfolio_impact",
+    "execution_status",
+    "executed_price",
+    "executed_quantity",
+    "execution_cost",
+    "slippage",
+    "pnl",
+    "performance_metrics",
     "attribution_analysis",
 )
 PLAN_FRAME_COLUMNS: tuple[str, ...] = (*PLAN_COLUMNS, "event_id", "dsi_evidence_id")
 APPROVAL_COLUMNS: tuple[str, ...] = (
-    "approval_id", "plan_id", "decision_maker_module_id", "timestamp", "approval_status", "approval_reason",
-    "modifications", "risk_assessment", "risk_controls", "portfolio_impact", "decision_confidence",
-    "decision_factors", "alternative_plans",
+    "approval_id",
+    "plan_id",
+    "decision_maker_module_id",
+    "timestamp",
+    "approval_status",
+    "approval_reason",
+    "modifications",
+    "risk_assessment",
+    "risk_controls",
+    "portfolio_impact",
+    "decision_confidence",
+    "decision_factors",
+    "alternative_plans",
 )
 PERFORMANCE_COLUMNS: tuple[str, ...] = (
-    "performance_id", "module_id", "timestamp", "performance_score", "consistency_score", "innovation_score",
-    "specialization_score", "collaboration_score", "trading_plan_success_rate", "execution_quality",
-    "risk_adjusted_returns", "sharpe_ratio", "max_drawdown", "learning_effectiveness", "adaptation_speed",
-    "intelligence_sharing_effectiveness", "market_regime", "asset_class", "time_horizon",
+    "performance_id",
+    "module_id",
+    "timestamp",
+    "performance_score",
+    "consistency_score",
+    "innovation_score",
+    "specialization_score",
+    "collaboration_score",
+    "trading_plan_success_rate",
+    "execution_quality",
+    "risk_adjusted_returns",
+    "sharpe_ratio",
+    "max_drawdown",
+    "learning_effectiveness",
+    "adaptation_speed",
+    "intelligence_sharing_effectiveness",
+    "market_regime",
+    "asset_class",
+    "time_horizon",
 )
 
 _TS, _NUM, _TXT, _JSON = "ts", "num", "txt", "json"
 PLAN_SCHEMA: Mapping[str, str] = {
-    "plan_id": _TXT, "module_id": _TXT, "symbol": _TXT, "timestamp": _TS, "signal_strength": _NUM,
-    "direction": _TXT, "entry_conditions": _JSON, "entry_price": _NUM, "position_size": _NUM,
-    "stop_loss": _NUM, "take_profit": _NUM, "time_horizon": _TXT, "risk_reward_ratio": _NUM,
-    "confidence_score": _NUM, "microstructure_evidence": _JSON, "regime_context": _JSON,
-    "module_intelligence": _JSON, "execution_notes": _TXT, "valid_until": _TS, "validation_status": _TXT,
-    "risk_assessment": _JSON, "portfolio_impact": _JSON, "execution_status": _TXT, "executed_price": _NUM,
-    "executed_quantity": _NUM, "execution_cost": _NUM, "slippage": _NUM, "pnl": _NUM,
-    "performance_metrics": _JSON, "attribution_analysis": _JSON, "event_id": _TXT, "dsi_evidence_id": _TXT,
+    "plan_id": _TXT,
+    "module_id": _TXT,
+    "symbol": _TXT,
+    "timestamp": _TS,
+    "signal_strength": _NUM,
+    "direction": _TXT,
+    "entry_conditions": _JSON,
+    "entry_price": _NUM,
+    "position_size": _NUM,
+    "stop_loss": _NUM,
+    "take_profit": _NUM,
+    "time_horizon": _TXT,
+    "risk_reward_ratio": _NUM,
+    "confidence_score": _NUM,
+    "microstructure_evidence": _JSON,
+    "regime_context": _JSON,
+    "module_intelligence": _JSON,
+    "execution_notes": _TXT,
+    "valid_until": _TS,
+    "validation_status": _TXT,
+    "risk_assessment": _JSON,
+    "portfolio_impact": _JSON,
+    "execution_status": _TXT,
+    "executed_price": _NUM,
+    "executed_quantity": _NUM,
+    "execution_cost": _NUM,
+    "slippage": _NUM,
+    "pnl": _NUM,
+    "performance_metrics": _JSON,
+    "attribution_analysis": _JSON,
+    "event_id": _TXT,
+    "dsi_evidence_id": _TXT,
 }
 APPROVAL_SCHEMA: Mapping[str, str] = {
-    "approval_id": _TXT, "plan_id": _TXT, "decision_maker_module_id": _TXT, "timestamp": _TS,
-    "approval_status": _TXT, "approval_reason": _TXT, "modifications": _JSON, "risk_assessment": _JSON,
-    "risk_controls": _JSON, "portfolio_impact": _JSON, "decision_confidence": _NUM, "decision_factors": _JSON,
+    "approval_id": _TXT,
+    "plan_id": _TXT,
+    "decision_maker_module_id": _TXT,
+    "timestamp": _TS,
+    "approval_status": _TXT,
+    "approval_reason": _TXT,
+    "modifications": _JSON,
+    "risk_assessment": _JSON,
+    "risk_controls": _JSON,
+    "portfolio_impact": _JSON,
+    "decision_confidence": _NUM,
+    "decision_factors": _JSON,
     "alternative_plans": _JSON,
 }
 PERFORMANCE_SCHEMA: Mapping[str, str] = {
-    c: (_TXT if c in ("performance_id", "module_id", "market_regime", "asset_class", "time_horizon")
-        else _TS if c == "timestamp" else _NUM)
+    c: (
+        _TXT
+        if c in ("performance_id", "module_id", "market_regime", "asset_class", "time_horizon")
+        else _TS
+        if c == "timestamp"
+        else _NUM
+    )
     for c in PERFORMANCE_COLUMNS
 }
 # the columns holding Python dicts/lists, per table (the store writes them as canonical JSON text)
 JSON_COLUMNS: Mapping[str, tuple[str, ...]] = {
     table: tuple(c for c, kind in schema.items() if kind == _JSON)
-    for table, schema in (("trading_plans", PLAN_SCHEMA), ("trading_plan_approvals", APPROVAL_SCHEMA),
-                          ("module_performance", PERFORMANCE_SCHEMA))
+    for table, schema in (
+        ("trading_plans", PLAN_SCHEMA),
+        ("trading_plan_approvals", APPROVAL_SCHEMA),
+        ("module_performance", PERFORMANCE_SCHEMA),
+    )
 }
 
 
@@ -147,12 +237,10 @@ def empty_frame(schema: Mapping[str, str]) -> pd.DataFrame:
     return conform(pd.DataFrame(), schema)
 
 
-
 def snap_horizon(minutes: Any) -> tuple[int, str]:
     m = float(minutes)
     best = min(HORIZONS, key=lambda k: (abs(k - m), k))
     return best, HORIZONS[best]
-
 
 
 def unit_score(x: float) -> float:
@@ -162,7 +250,9 @@ def unit_score(x: float) -> float:
 
 def decimal_8_4(x: Any) -> float:
     v = float(x) if x is not None else float("nan")
-    return round(float(np.clip(v, -DECIMAL_8_4_MAX, DECIMAL_8_4_MAX)), 4) if math.isfinite(v) else float("nan")
+    return (
+        round(float(np.clip(v, -DECIMAL_8_4_MAX, DECIMAL_8_4_MAX)), 4) if math.isfinite(v) else float("nan")
+    )
 
 
 def decimal_20_8(values: np.ndarray) -> np.ndarray:

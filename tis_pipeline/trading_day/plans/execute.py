@@ -121,9 +121,13 @@ def simulate_fills(plans: pd.DataFrame, bars: pd.DataFrame, genome: Mapping) -> 
     exit_bar_ts = np.where(filled, b_ts[row[safe_exit]] if len(row) else p_ts, np.datetime64("NaT"))
     entry_ts = np.where(filled, b_ts[row[safe_first]] if len(row) else p_ts, np.datetime64("NaT"))
     closes_at_end = (exit_bar_ts + np.timedelta64(1, "m")) >= p_vu
-    reason = np.where(~filled, None, np.where(by_stop, "stop", np.where(by_target, "target",
-                                                                         np.where(closes_at_end, "horizon",
-                                                                                  "data_end"))))
+    reason = np.where(
+        ~filled,
+        None,
+        np.where(
+            by_stop, "stop", np.where(by_target, "target", np.where(closes_at_end, "horizon", "data_end"))
+        ),
+    )
     status = np.where(~filled, "failed", np.where(reason == "data_end", "partial", "executed"))
     exit_time = np.where(has_hit, exit_bar_ts, exit_bar_ts + np.timedelta64(1, "m"))
 
@@ -138,7 +142,11 @@ def simulate_fills(plans: pd.DataFrame, bars: pd.DataFrame, genome: Mapping) -> 
     out["filled"] = filled
     out["status"] = status
     out["entry_ts"] = utc_series(entry_ts)
-    out["entry_ref"], out["entry_fill"], out["entry_slip_bps"] = entry_ref, entry_fill, np.where(filled, entry_slip, nan)
+    out["entry_ref"], out["entry_fill"], out["entry_slip_bps"] = (
+        entry_ref,
+        entry_fill,
+        np.where(filled, entry_slip, nan),
+    )
     out["exit_ts"] = utc_series(exit_bar_ts)
     out["exit_time"] = utc_series(exit_time)
     out["exit_ref"], out["exit_fill"] = np.where(filled, exit_ref, nan), np.where(filled, exit_fill, nan)
@@ -150,7 +158,9 @@ def simulate_fills(plans: pd.DataFrame, bars: pd.DataFrame, genome: Mapping) -> 
     return out
 
 
-def fill_money(fills: pd.DataFrame, direction: np.ndarray, sizes: np.ndarray, genome: Mapping) -> pd.DataFrame:
+def fill_money(
+    fills: pd.DataFrame, direction: np.ndarray, sizes: np.ndarray, genome: Mapping
+) -> pd.DataFrame:
     """Quantity, costs and pnl of filled plans (NaN for the others), from the rounded fills and quantity."""
     capital = float(genome.get("capital", DEFAULT_CAPITAL))
     fee = float(genome.get("fee_bps", 0.0)) / 1e4
@@ -158,16 +168,27 @@ def fill_money(fills: pd.DataFrame, direction: np.ndarray, sizes: np.ndarray, ge
     entry, exit_ = fills["entry_fill"].to_numpy(), fills["exit_fill"].to_numpy()
     qty = decimal_20_8(capital * sizes / 100.0 / entry)
     fees = fee * qty * (entry + exit_)
-    slip_cost = qty * (np.abs(entry - fills["entry_ref"].to_numpy()) + np.abs(fills["exit_ref"].to_numpy() - exit_))
+    slip_cost = qty * (
+        np.abs(entry - fills["entry_ref"].to_numpy()) + np.abs(fills["exit_ref"].to_numpy() - exit_)
+    )
     gross = d * (fills["exit_ref"].to_numpy() - fills["entry_ref"].to_numpy()) * qty
     pnl = d * (exit_ - entry) * qty - fees
-    return pd.DataFrame({"qty": qty, "fees": decimal_20_8(fees), "slip_cost": decimal_20_8(slip_cost), "gross": decimal_20_8(gross),
-                         "pnl": decimal_20_8(pnl), "cost": decimal_20_8(fees + slip_cost),
-                         "slippage": [decimal_8_4(x) for x in fills["entry_slip_bps"] + fills["exit_slip_bps"]]})
+    return pd.DataFrame(
+        {
+            "qty": qty,
+            "fees": decimal_20_8(fees),
+            "slip_cost": decimal_20_8(slip_cost),
+            "gross": decimal_20_8(gross),
+            "pnl": decimal_20_8(pnl),
+            "cost": decimal_20_8(fees + slip_cost),
+            "slippage": [decimal_8_4(x) for x in fills["entry_slip_bps"] + fills["exit_slip_bps"]],
+        }
+    )
 
 
-def simulate_execution(day: pd.Timestamp, plans: pd.DataFrame, bars: pd.DataFrame,
-                       population: pd.DataFrame) -> pd.DataFrame:
+def simulate_execution(
+    day: pd.Timestamp, plans: pd.DataFrame, bars: pd.DataFrame, population: pd.DataFrame
+) -> pd.DataFrame:
     """Validated plans are traded by the acting trader on the bars of their window; the others are cancelled.
 
     Input ``plans``: ``approve_plans``' plans (``PLAN_FRAME_COLUMNS``); ``bars``: symbol, timestamp, open,
@@ -188,8 +209,10 @@ def simulate_execution(day: pd.Timestamp, plans: pd.DataFrame, bars: pd.DataFram
     trader = acting_module(population, "trader", last_entry_only=True)
     validated = (out["validation_status"] == "validated").to_numpy()
     status = np.where(validated, "failed", "cancelled").astype(object)
-    numbers = {c: np.full(n, np.nan) for c in ("executed_price", "executed_quantity", "execution_cost",
-                                               "slippage", "pnl")}
+    numbers = {
+        c: np.full(n, np.nan)
+        for c in ("executed_price", "executed_quantity", "execution_cost", "slippage", "pnl")
+    }
     metrics: list[Any] = [
         {"reason": "rejected by the decision maker" if s == "failed" else "not validated by a decision maker"}
         for s in out["validation_status"]
@@ -216,18 +239,24 @@ def simulate_execution(day: pd.Timestamp, plans: pd.DataFrame, bars: pd.DataFram
             numbers["pnl"][i] = m["pnl"].iat[j]
             notional = m["qty"].iat[j] * f["entry_fill"].iat[j]
             metrics[i] = {
-                "entry_time": iso(f["entry_ts"].iat[j]), "entry_reference_price": json_number(f["entry_ref"].iat[j], 8),
-                "exit_price": json_number(f["exit_fill"].iat[j], 8), "exit_reference_price": json_number(f["exit_ref"].iat[j], 8),
-                "exit_time": iso(f["exit_time"].iat[j]), "exit_reason": str(f["exit_reason"].iat[j]),
+                "entry_time": iso(f["entry_ts"].iat[j]),
+                "entry_reference_price": json_number(f["entry_ref"].iat[j], 8),
+                "exit_price": json_number(f["exit_fill"].iat[j], 8),
+                "exit_reference_price": json_number(f["exit_ref"].iat[j], 8),
+                "exit_time": iso(f["exit_time"].iat[j]),
+                "exit_reason": str(f["exit_reason"].iat[j]),
                 "return": json_number(ratio(m["pnl"].iat[j], notional), 8),
                 "gross_return": json_number(ratio(m["gross"].iat[j], notional), 8),
-                "mae": json_number(f["mae"].iat[j], 8), "mfe": json_number(f["mfe"].iat[j], 8),
+                "mae": json_number(f["mae"].iat[j], 8),
+                "mfe": json_number(f["mfe"].iat[j], 8),
                 "minutes_held": json_number((f["exit_time"].iat[j] - f["entry_ts"].iat[j]) / MINUTE, 2),
                 "bars_held": int(f["bars_held"].iat[j]),
             }
             attribution[i] = {
-                "gross_pnl": json_number(m["gross"].iat[j], 8), "slippage_cost": json_number(m["slip_cost"].iat[j], 8),
-                "fees": json_number(m["fees"].iat[j], 8), "net_pnl": json_number(m["pnl"].iat[j], 8),
+                "gross_pnl": json_number(m["gross"].iat[j], 8),
+                "slippage_cost": json_number(m["slip_cost"].iat[j], 8),
+                "fees": json_number(m["fees"].iat[j], 8),
+                "net_pnl": json_number(m["pnl"].iat[j], 8),
                 "entry_slippage_bps": json_number(f["entry_slip_bps"].iat[j], 4),
                 "exit_slippage_bps": json_number(f["exit_slip_bps"].iat[j], 4),
             }

@@ -64,8 +64,9 @@ from tis_pipeline.trading_day.population import (
 )
 
 
-def generate_plans(day: pd.Timestamp, events: pd.DataFrame, bars: pd.DataFrame,
-                   population: pd.DataFrame) -> pd.DataFrame:
+def generate_plans(
+    day: pd.Timestamp, events: pd.DataFrame, bars: pd.DataFrame, population: pd.DataFrame
+) -> pd.DataFrame:
     """The day's trading plans: each event dealt to one alpha module, which plans it when its genome agrees.
 
     Input ``events``: event_id, symbol, timestamp, anomaly_type, anomaly_score, dsi_evidence_id, mx_evidence,
@@ -119,8 +120,10 @@ def generate_plans(day: pd.Timestamp, events: pd.DataFrame, bars: pd.DataFrame,
     unknown = sorted(set(style) - {"momentum", "reversal", "divergence"})
     if unknown:
         raise ValueError(f"alpha genome style(s) {unknown} are not momentum, reversal or divergence")
-    param = {k: np.array([float(g[k]) for g in genomes]) for k in
-             ("min_edge", "stop_atr", "target_atr", "risk_pct", "horizon_minutes")}
+    param = {
+        k: np.array([float(g[k]) for g in genomes])
+        for k in ("min_edge", "stop_atr", "target_atr", "risk_pct", "horizon_minutes")
+    }
 
     e = ev["mx_evidence"].to_numpy(dtype="float64")
     edge = np.round(np.abs(e - 0.5), 10)
@@ -139,14 +142,23 @@ def generate_plans(day: pd.Timestamp, events: pd.DataFrame, bars: pd.DataFrame,
     horizon_end = naive_ns(ev["plan_ts"] + pd.to_timedelta([h for h, _ in horizon], unit="min"))
     valid_until = np.minimum(horizon_end, end.tz_localize(None).to_datetime64())
     with np.errstate(invalid="ignore"):
-        keep = ((np.abs(direction) == 1) & (edge >= param["min_edge"]) & np.isfinite(atr) & (atr > 0)
-                & (entry > 0) & (stop > 0) & (target > 0) & (param["stop_atr"] > 0))
+        keep = (
+            (np.abs(direction) == 1)
+            & (edge >= param["min_edge"])
+            & np.isfinite(atr)
+            & (atr > 0)
+            & (entry > 0)
+            & (stop > 0)
+            & (target > 0)
+            & (param["stop_atr"] > 0)
+        )
     if not keep.any():
         return empty_frame(PLAN_SCHEMA)
     idx = np.flatnonzero(keep)
     ev = ev.iloc[idx].reset_index(drop=True)
-    direction, edge, entry, atr, sd, td, stop, target = (a[idx] for a in
-                                                         (direction, edge, entry, atr, sd, td, stop, target))
+    direction, edge, entry, atr, sd, td, stop, target = (
+        a[idx] for a in (direction, edge, entry, atr, sd, td, stop, target)
+    )
     style, valid_until = style[idx], valid_until[idx]
     genomes, horizon = [genomes[i] for i in idx], [horizon[i] for i in idx]
     param = {k: v[idx] for k, v in param.items()}
@@ -163,8 +175,13 @@ def generate_plans(day: pd.Timestamp, events: pd.DataFrame, bars: pd.DataFrame,
     agree = np.where(h15 == direction, 1.0, np.where(h15 == -direction, 0.0, 0.5))
     width = ev["ci_high"].to_numpy(dtype="float64") - ev["ci_low"].to_numpy(dtype="float64")
     width = np.clip(np.nan_to_num(width, nan=1.0), 0, 1)
-    confidence = (0.35 * aligned * 2 * edge + 0.25 * side_rate + 0.15 * (aligned & confirm) + 0.10 * agree
-                  + 0.15 * (1.0 - width))
+    confidence = (
+        0.35 * aligned * 2 * edge
+        + 0.25 * side_rate
+        + 0.15 * (aligned & confirm)
+        + 0.10 * agree
+        + 0.15 * (1.0 - width)
+    )
     confidence = np.clip(np.round(confidence, 2), 0, 1)
     rr = np.clip(np.round(td / sd, 2), 0.01, 10.0)
     raw_size = param["risk_pct"] / (sd / entry)
@@ -174,58 +191,113 @@ def generate_plans(day: pd.Timestamp, events: pd.DataFrame, bars: pd.DataFrame,
     z60 = trend_z(f["sum60"], f["vol60"], f["n60"])
 
     source_name = {"momentum": "mx_evidence", "reversal": "event_bar_return", "divergence": "htf_1h_ret"}
-    source_value = {"momentum": e, "reversal": f["bar_ret"], "divergence": ev["htf_1h_ret"].to_numpy(dtype="float64")}
+    source_value = {
+        "momentum": e,
+        "reversal": f["bar_ret"],
+        "divergence": ev["htf_1h_ret"].to_numpy(dtype="float64"),
+    }
     entry_conditions, micro, regime, intel, notes, risk, impact = [], [], [], [], [], [], []
     for i in range(n):
         row = ev.iloc[i]
         st = str(style[i])
         vu = pd.Timestamp(valid_until[i]).tz_localize("UTC")
-        entry_conditions.append({
-            "trigger": "market order at the open of the first bar at or after the plan timestamp",
-            "event_id": str(row["event_id"]), "event_timestamp": iso(row["timestamp"]),
-            "anomaly_type": str(row["anomaly_type"]), "anomaly_score": json_number(row["anomaly_score"], 4),
-            "style": st, "edge": json_number(edge[i], 4), "min_edge": json_number(param["min_edge"][i], 4),
-            "direction_source": source_name[st], "direction_source_value": json_number(source_value[st][i], 8),
-        })
-        micro.append({
-            "dsi_evidence_id": None if pd.isna(row.get("dsi_evidence_id")) else str(row["dsi_evidence_id"]),
-            "mx_evidence": json_number(row["mx_evidence"], 4), "mx_confirm": bool(row["mx_confirm"]),
-            "mx_confirm_rate": json_number(row["mx_confirm_rate"], 4),
-            "mx_evidence_boost": json_number(row["mx_evidence_boost"], 4),
-            "confidence_interval": {"low": json_number(row["ci_low"], 4), "high": json_number(row["ci_high"], 4)},
-            "evidence_on_plan_side": bool(aligned[i]),
-        })
-        regime.append({
-            "window_bars": REGIME_WINDOW, "returns_used": int(f["n60"][i]),
-            "trailing_return": json_number(np.expm1(f["sum60"][i]), 8), "volatility": json_number(f["vol60"][i], 8),
-            "z": json_number(z60[i], 4), "regime": regime_label(float(z60[i]), float(f["vol60"][i])),
-            "htf_15m_ret": json_number(row["htf_15m_ret"], 8), "htf_1h_ret": json_number(row["htf_1h_ret"], 8),
-        })
+        entry_conditions.append(
+            {
+                "trigger": "market order at the open of the first bar at or after the plan timestamp",
+                "event_id": str(row["event_id"]),
+                "event_timestamp": iso(row["timestamp"]),
+                "anomaly_type": str(row["anomaly_type"]),
+                "anomaly_score": json_number(row["anomaly_score"], 4),
+                "style": st,
+                "edge": json_number(edge[i], 4),
+                "min_edge": json_number(param["min_edge"][i], 4),
+                "direction_source": source_name[st],
+                "direction_source_value": json_number(source_value[st][i], 8),
+            }
+        )
+        micro.append(
+            {
+                "dsi_evidence_id": None
+                if pd.isna(row.get("dsi_evidence_id"))
+                else str(row["dsi_evidence_id"]),
+                "mx_evidence": json_number(row["mx_evidence"], 4),
+                "mx_confirm": bool(row["mx_confirm"]),
+                "mx_confirm_rate": json_number(row["mx_confirm_rate"], 4),
+                "mx_evidence_boost": json_number(row["mx_evidence_boost"], 4),
+                "confidence_interval": {
+                    "low": json_number(row["ci_low"], 4),
+                    "high": json_number(row["ci_high"], 4),
+                },
+                "evidence_on_plan_side": bool(aligned[i]),
+            }
+        )
+        regime.append(
+            {
+                "window_bars": REGIME_WINDOW,
+                "returns_used": int(f["n60"][i]),
+                "trailing_return": json_number(np.expm1(f["sum60"][i]), 8),
+                "volatility": json_number(f["vol60"][i], 8),
+                "z": json_number(z60[i], 4),
+                "regime": regime_label(float(z60[i]), float(f["vol60"][i])),
+                "htf_15m_ret": json_number(row["htf_15m_ret"], 8),
+                "htf_1h_ret": json_number(row["htf_1h_ret"], 8),
+            }
+        )
         module = modules[row["module_id"]]
-        intel.append({"module_name": str(module.name), "module_version": str(getattr(module, "module_version", "")),
-                      "genome": genomes[i]})
+        intel.append(
+            {
+                "module_name": str(module.name),
+                "module_version": str(getattr(module, "module_version", "")),
+                "genome": genomes[i],
+            }
+        )
         notes.append(
             f"{module.name} {side[i]} {row['symbol']} on {row['anomaly_type']}: enter at the next open after "
             f"{iso(row['plan_ts'])}, stop {param['stop_atr'][i]:g} ATR, target "
             f"{td[i] / atr[i]:g} ATR, exit by {iso(vu)}"
         )
-        risk.append({
-            "atr": json_number(atr[i], 8), "atr_window": ATR_WINDOW, "stop_distance": json_number(sd[i], 8),
-            "stop_distance_pct": json_number(sd[i] / entry[i] * 100, 6), "target_distance": json_number(td[i], 8),
-            "risk_pct": json_number(param["risk_pct"][i], 4), "requested_position_pct": json_number(raw_size[i], 4),
-            "capital_at_risk_pct": json_number(size[i] * sd[i] / entry[i], 6),
-        })
-        impact.append({"position_pct": json_number(size[i], 2), "side": str(side[i]), "symbol": str(row["symbol"])})
+        risk.append(
+            {
+                "atr": json_number(atr[i], 8),
+                "atr_window": ATR_WINDOW,
+                "stop_distance": json_number(sd[i], 8),
+                "stop_distance_pct": json_number(sd[i] / entry[i] * 100, 6),
+                "target_distance": json_number(td[i], 8),
+                "risk_pct": json_number(param["risk_pct"][i], 4),
+                "requested_position_pct": json_number(raw_size[i], 4),
+                "capital_at_risk_pct": json_number(size[i] * sd[i] / entry[i], 6),
+            }
+        )
+        impact.append(
+            {"position_pct": json_number(size[i], 2), "side": str(side[i]), "symbol": str(row["symbol"])}
+        )
 
-    plans = pd.DataFrame({
-        "plan_id": ev["plan_id"], "module_id": ev["module_id"], "symbol": ev["symbol"],
-        "timestamp": ev["plan_ts"], "signal_strength": signal, "direction": side,
-        "entry_conditions": entry_conditions, "entry_price": entry, "position_size": size, "stop_loss": stop,
-        "take_profit": target, "time_horizon": [h for _, h in horizon], "risk_reward_ratio": rr,
-        "confidence_score": confidence, "microstructure_evidence": micro, "regime_context": regime,
-        "module_intelligence": intel, "execution_notes": notes, "valid_until": valid_until,
-        "validation_status": "pending", "risk_assessment": risk, "portfolio_impact": impact,
-        "event_id": ev["event_id"],
-        "dsi_evidence_id": ev["dsi_evidence_id"] if "dsi_evidence_id" in ev else None,
-    })
+    plans = pd.DataFrame(
+        {
+            "plan_id": ev["plan_id"],
+            "module_id": ev["module_id"],
+            "symbol": ev["symbol"],
+            "timestamp": ev["plan_ts"],
+            "signal_strength": signal,
+            "direction": side,
+            "entry_conditions": entry_conditions,
+            "entry_price": entry,
+            "position_size": size,
+            "stop_loss": stop,
+            "take_profit": target,
+            "time_horizon": [h for _, h in horizon],
+            "risk_reward_ratio": rr,
+            "confidence_score": confidence,
+            "microstructure_evidence": micro,
+            "regime_context": regime,
+            "module_intelligence": intel,
+            "execution_notes": notes,
+            "valid_until": valid_until,
+            "validation_status": "pending",
+            "risk_assessment": risk,
+            "portfolio_impact": impact,
+            "event_id": ev["event_id"],
+            "dsi_evidence_id": ev["dsi_evidence_id"] if "dsi_evidence_id" in ev else None,
+        }
+    )
     return conform(plans, PLAN_SCHEMA)

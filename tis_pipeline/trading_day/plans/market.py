@@ -39,16 +39,22 @@ def regime_label(z: float, vol: float) -> str:
     return "ranging"
 
 
-
 def prepare_bars(bars: pd.DataFrame) -> pd.DataFrame:
     if bars is None or len(bars) == 0:
-        return pd.DataFrame({"symbol": pd.Series([], dtype="str"), "timestamp": utc_series([]),
-                             **{c: pd.Series([], dtype="float64") for c in ("open", "high", "low", "close")}})
-    b = pd.DataFrame({
-        "symbol": bars["symbol"].astype("str").to_numpy(),
-        "timestamp": naive_ns(bars["timestamp"]),
-        **{c: bars[c].to_numpy(dtype="float64") for c in ("open", "high", "low", "close")},
-    })
+        return pd.DataFrame(
+            {
+                "symbol": pd.Series([], dtype="str"),
+                "timestamp": utc_series([]),
+                **{c: pd.Series([], dtype="float64") for c in ("open", "high", "low", "close")},
+            }
+        )
+    b = pd.DataFrame(
+        {
+            "symbol": bars["symbol"].astype("str").to_numpy(),
+            "timestamp": naive_ns(bars["timestamp"]),
+            **{c: bars[c].to_numpy(dtype="float64") for c in ("open", "high", "low", "close")},
+        }
+    )
     b = b.sort_values(["symbol", "timestamp"], kind="stable").reset_index(drop=True)
     b["timestamp"] = utc_series(b["timestamp"])
     return b
@@ -90,5 +96,11 @@ def features_at(b: pd.DataFrame, rows: np.ndarray) -> dict[str, np.ndarray]:
     vol = np.where(enough, np.sqrt(var), np.nan)
     total = np.where(enough, total, np.nan)
     opens, closes = b["open"].to_numpy()[rows], b["close"].to_numpy()[rows]
-    return {"atr": atr, "sum60": total, "vol60": vol, "n60": count.astype("float64"),
-            "bar_ret": closes / opens - 1.0, "close": closes}
+    return {
+        "atr": atr,
+        "sum60": total,
+        "vol60": vol,
+        "n60": count.astype("float64"),
+        "bar_ret": closes / opens - 1.0,
+        "close": closes,
+    }

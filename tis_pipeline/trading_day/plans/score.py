@@ -82,9 +82,29 @@ from tis_pipeline.trading_day.population import (
     plan_uuid,
 )
 
-_CURRENCIES = frozenset({"USD", "EUR", "JPY", "GBP", "CHF", "AUD", "CAD", "NZD", "SEK", "NOK", "CNH", "HKD",
-                         "SGD", "MXN", "ZAR", "TRY"})
-_COINS = frozenset({"BTC", "ETH", "SOL", "XRP", "ADA", "DOGE", "LTC", "BNB", "DOT", "AVAX", "LINK", "XBT", "BCH"})
+_CURRENCIES = frozenset(
+    {
+        "USD",
+        "EUR",
+        "JPY",
+        "GBP",
+        "CHF",
+        "AUD",
+        "CAD",
+        "NZD",
+        "SEK",
+        "NOK",
+        "CNH",
+        "HKD",
+        "SGD",
+        "MXN",
+        "ZAR",
+        "TRY",
+    }
+)
+_COINS = frozenset(
+    {"BTC", "ETH", "SOL", "XRP", "ADA", "DOGE", "LTC", "BNB", "DOT", "AVAX", "LINK", "XBT", "BCH"}
+)
 _COIN_QUOTES = frozenset({"", "USD", "USDT", "USDC", "EUR", "BTC", "ETH"})
 
 
@@ -94,7 +114,8 @@ def _asset_class(symbol: str) -> str:
         return "forex"
     tokens = re.split(r"[-_/.]", s)
     if s.endswith(("USDT", "PERP")) or any(
-            t[: len(c)] == c and t[len(c):] in _COIN_QUOTES for t in tokens for c in _COINS):
+        t[: len(c)] == c and t[len(c) :] in _COIN_QUOTES for t in tokens for c in _COINS
+    ):
         return "crypto"
     return "equity"
 
@@ -104,7 +125,6 @@ def _asset_classes(symbols: Iterable[str]) -> str | None:
     if not classes:
         return None
     return classes.pop() if len(classes) == 1 else "multi_asset"
-
 
 
 def _day_regime(day: pd.Timestamp, bars: pd.DataFrame) -> str:
@@ -118,14 +138,16 @@ def _day_regime(day: pd.Timestamp, bars: pd.DataFrame) -> str:
     close = b["close"].to_numpy()
     with np.errstate(divide="ignore", invalid="ignore"):
         lr = np.where(pos > 0, np.log(close / np.roll(close, 1)), np.nan)
-    stats = pd.DataFrame({"symbol": b["symbol"], "lr": lr}).groupby("symbol", sort=True)["lr"].agg(
-        ["sum", "std", "count"])
+    stats = (
+        pd.DataFrame({"symbol": b["symbol"], "lr": lr})
+        .groupby("symbol", sort=True)["lr"]
+        .agg(["sum", "std", "count"])
+    )
     stats = stats[stats["count"] >= REGIME_MIN_RETURNS]
     if stats.empty:
         return "unknown"
     z = trend_z(stats["sum"].to_numpy(), stats["std"].to_numpy(), stats["count"].to_numpy())
     return regime_label(float(np.median(z)), float(stats["std"].median()))
-
 
 
 def _money_scale(r: float) -> float:
@@ -152,9 +174,14 @@ def _mode_horizon(values: Iterable[str]) -> str | None:
     return min(counts.index, key=lambda h: (-counts[h], order.index(h) if h in order else len(order)))
 
 
-
-def score_modules(day: pd.Timestamp, plans: pd.DataFrame, approvals: pd.DataFrame, population: pd.DataFrame,
-                  history: pd.DataFrame, bars: pd.DataFrame) -> pd.DataFrame:
+def score_modules(
+    day: pd.Timestamp,
+    plans: pd.DataFrame,
+    approvals: pd.DataFrame,
+    population: pd.DataFrame,
+    history: pd.DataFrame,
+    bars: pd.DataFrame,
+) -> pd.DataFrame:
     """One ``module_performance`` row per module active on the day (formulas in the module docstring).
 
     Input ``plans``: ``simulate_execution``'s plans of the day (``PLAN_FRAME_COLUMNS``); ``approvals``:
@@ -199,18 +226,30 @@ def score_modules(day: pd.Timestamp, plans: pd.DataFrame, approvals: pd.DataFram
         s: dict[str, Any] = {"handled": np.zeros(len(plans), dtype=bool)}
         if kind == "alpha_detector":
             mine = (plans["module_id"] == mid).to_numpy()
-            n_plans, n_valid, n_traded = int(mine.sum()), int((mine & validated).sum()), int((mine & traded).sum())
+            n_plans, n_valid, n_traded = (
+                int(mine.sum()),
+                int((mine & validated).sum()),
+                int((mine & traded).sum()),
+            )
             wins = int((mine & traded & (pnl > 0)).sum())
             day_return = float(np.nansum(pnl[mine & traded])) / capital
             h, a = ratio(wins, n_traded), ratio(n_valid, n_plans)
-            s.update(handled=mine, day_return=day_return, success=h, quality=ratio(n_traded, n_valid),
-                     performance=0.4 * _money_scale(day_return) + 0.3 * _or(h, 0.5) + 0.3 * _or(a, 0.0),
-                     collaboration=_or(a, 0.5), sharing=ratio(wins, n_plans),
-                     horizon=snap_horizon(g["horizon_minutes"])[1] if "horizon_minutes" in g else None,
-                     specialty_size=len(g.get("anomaly_types", [])) or len(ANOMALY_TYPES))
+            s.update(
+                handled=mine,
+                day_return=day_return,
+                success=h,
+                quality=ratio(n_traded, n_valid),
+                performance=0.4 * _money_scale(day_return) + 0.3 * _or(h, 0.5) + 0.3 * _or(a, 0.0),
+                collaboration=_or(a, 0.5),
+                sharing=ratio(wins, n_plans),
+                horizon=snap_horizon(g["horizon_minutes"])[1] if "horizon_minutes" in g else None,
+                specialty_size=len(g.get("anomaly_types", [])) or len(ANOMALY_TYPES),
+            )
         elif kind == "decision_maker":
             n = len(plans)
-            if n and {"min_confidence", "min_risk_reward", "max_position_pct", "max_plans_per_symbol"} <= set(g):
+            if n and {"min_confidence", "min_risk_reward", "max_position_pct", "max_plans_per_symbol"} <= set(
+                g
+            ):
                 v = decide(plans, proposed, g)
                 approved = v["status"].to_numpy() != "rejected"
                 final = v["final_size"].to_numpy()
@@ -226,11 +265,16 @@ def score_modules(day: pd.Timestamp, plans: pd.DataFrame, approvals: pd.DataFram
             acc = ratio(correct, judged)
             n_appr, n_fill = int(approved.sum()), int((approved & shadow_filled).sum())
             wins = int((approved & shadow_win).sum())
-            s.update(handled=np.ones(n, dtype=bool), day_return=day_return, success=ratio(wins, n_fill),
-                     quality=ratio(n_fill, n_appr),
-                     performance=0.4 * _money_scale(day_return) + 0.6 * _or(acc, 0.5),
-                     collaboration=_or(ratio(n_appr, n), 0.5), sharing=ratio(wins, n_appr),
-                     specialty_size=len(ANOMALY_TYPES))
+            s.update(
+                handled=np.ones(n, dtype=bool),
+                day_return=day_return,
+                success=ratio(wins, n_fill),
+                quality=ratio(n_fill, n_appr),
+                performance=0.4 * _money_scale(day_return) + 0.6 * _or(acc, 0.5),
+                collaboration=_or(ratio(n_appr, n), 0.5),
+                sharing=ratio(wins, n_appr),
+                specialty_size=len(ANOMALY_TYPES),
+            )
         else:
             n_valid = int(validated.sum())
             day_return, fill, slip, wins, n_fill = 0.0, float("nan"), float("nan"), 0, 0
@@ -238,21 +282,39 @@ def score_modules(day: pd.Timestamp, plans: pd.DataFrame, approvals: pd.DataFram
                 sub = plans[validated].reset_index(drop=True)
                 f = simulate_fills(sub, bars, g)
                 ok = f["filled"].to_numpy()
-                m = fill_money(f, sub["direction"].to_numpy(), sub["position_size"].to_numpy(dtype="float64"), g)
+                m = fill_money(
+                    f, sub["direction"].to_numpy(), sub["position_size"].to_numpy(dtype="float64"), g
+                )
                 n_fill = int(ok.sum())
                 wins = int((ok & (m["pnl"].to_numpy() > 0)).sum())
-                day_return = float(np.nansum(m["pnl"].to_numpy()[ok])) / float(g.get("capital", DEFAULT_CAPITAL))
+                day_return = float(np.nansum(m["pnl"].to_numpy()[ok])) / float(
+                    g.get("capital", DEFAULT_CAPITAL)
+                )
                 fill = n_fill / n_valid
                 slip = float(np.mean(m["slippage"].to_numpy()[ok])) if n_fill else float("nan")
             quality = (0.5 * fill + 0.5 / (1.0 + _or(slip, 0.0) / 10.0)) if n_valid else float("nan")
-            s.update(handled=validated, day_return=day_return, success=ratio(wins, n_fill), quality=quality,
-                     performance=_or(quality, 0.5), collaboration=_or(fill, 0.5), sharing=ratio(wins, n_fill),
-                     specialty_size=len(ANOMALY_TYPES))
+            s.update(
+                handled=validated,
+                day_return=day_return,
+                success=ratio(wins, n_fill),
+                quality=quality,
+                performance=_or(quality, 0.5),
+                collaboration=_or(fill, 0.5),
+                sharing=ratio(wins, n_fill),
+                specialty_size=len(ANOMALY_TYPES),
+            )
         base[mid] = s
 
-    hist = history if history is not None and len(history) else pd.DataFrame(columns=list(PERFORMANCE_COLUMNS))
-    hist = hist[[c for c in ("module_id", "timestamp", "performance_score", "risk_adjusted_returns")
-                 if c in hist.columns]].copy()
+    hist = (
+        history if history is not None and len(history) else pd.DataFrame(columns=list(PERFORMANCE_COLUMNS))
+    )
+    hist = hist[
+        [
+            c
+            for c in ("module_id", "timestamp", "performance_score", "risk_adjusted_returns")
+            if c in hist.columns
+        ]
+    ].copy()
     if len(hist):
         hist = hist.reset_index(drop=True)
         hist["module_id"] = hist["module_id"].astype("str")
@@ -269,39 +331,65 @@ def score_modules(day: pd.Timestamp, plans: pd.DataFrame, approvals: pd.DataFram
         performance = unit_score(s["performance"])
         bps = decimal_8_4(s["day_return"] * 1e4)
         prior = past.get(mid)
-        prior_ret = prior["risk_adjusted_returns"].to_numpy(dtype="float64") if prior is not None and \
-            "risk_adjusted_returns" in prior else np.array([])
-        prior_perf = prior["performance_score"].to_numpy(dtype="float64") if prior is not None and \
-            "performance_score" in prior else np.array([])
-        prior_days = np.floor(((prior["timestamp"] - day) / DAY).to_numpy(dtype="float64")) \
-            if prior is not None else np.array([])
+        prior_ret = (
+            prior["risk_adjusted_returns"].to_numpy(dtype="float64")
+            if prior is not None and "risk_adjusted_returns" in prior
+            else np.array([])
+        )
+        prior_perf = (
+            prior["performance_score"].to_numpy(dtype="float64")
+            if prior is not None and "performance_score" in prior
+            else np.array([])
+        )
+        prior_days = (
+            np.floor(((prior["timestamp"] - day) / DAY).to_numpy(dtype="float64"))
+            if prior is not None
+            else np.array([])
+        )
         returns = np.append(prior_ret[np.isfinite(prior_ret)], bps) / 1e4
         sharpe = float(empyrical.sharpe_ratio(returns)) if len(returns) > 1 else float("nan")
         drawdown = float(empyrical.max_drawdown(returns))
         ok = np.isfinite(prior_perf)
         perfs, days = np.append(prior_perf[ok], performance), np.append(prior_days[ok], 0.0)
         consistency = 1.0 - 2.0 * float(np.std(perfs)) if len(perfs) > 1 else 0.5
-        learning = 0.5 + 0.5 * math.tanh((performance - float(np.mean(perfs[:-1]))) / 0.1) if len(perfs) > 1 \
-            else 0.5
+        learning = (
+            0.5 + 0.5 * math.tanh((performance - float(np.mean(perfs[:-1]))) / 0.1) if len(perfs) > 1 else 0.5
+        )
         recent, recent_days = perfs[-SLOPE_DAYS:], days[-SLOPE_DAYS:]
         slope = float(np.polyfit(recent_days, recent, 1)[0]) if len(recent) > 1 else 0.0
         handled = s["handled"]
-        types = plans["anomaly_type"] if "anomaly_type" in plans else [
-            (ec or {}).get("anomaly_type") for ec in plans["entry_conditions"]]
+        types = (
+            plans["anomaly_type"]
+            if "anomaly_type" in plans
+            else [(ec or {}).get("anomaly_type") for ec in plans["entry_conditions"]]
+        )
         types = [t for t, keep in zip(types, handled, strict=True) if keep]
         hhi = _hhi(types)
-        rows.append({
-            "performance_id": plan_uuid(mid, day.isoformat()), "module_id": mid, "timestamp": stamp,
-            "performance_score": performance, "consistency_score": unit_score(consistency),
-            "innovation_score": unit_score(innovation.get(mid, 0.0)),
-            "specialization_score": unit_score(_or(hhi, 1.0 / s["specialty_size"])),
-            "collaboration_score": unit_score(s["collaboration"]),
-            "trading_plan_success_rate": unit_score(s["success"]) if math.isfinite(s["success"]) else np.nan,
-            "execution_quality": unit_score(s["quality"]) if math.isfinite(s["quality"]) else np.nan,
-            "risk_adjusted_returns": bps, "sharpe_ratio": decimal_8_4(sharpe), "max_drawdown": decimal_8_4(drawdown),
-            "learning_effectiveness": unit_score(learning), "adaptation_speed": unit_score(0.5 + 0.5 * math.tanh(slope / 0.05)),
-            "intelligence_sharing_effectiveness": unit_score(s["sharing"]) if math.isfinite(s["sharing"]) else np.nan,
-            "market_regime": regime, "asset_class": _asset_classes(plans["symbol"][handled]),
-            "time_horizon": s.get("horizon") or _mode_horizon(plans["time_horizon"][handled]),
-        })
+        rows.append(
+            {
+                "performance_id": plan_uuid(mid, day.isoformat()),
+                "module_id": mid,
+                "timestamp": stamp,
+                "performance_score": performance,
+                "consistency_score": unit_score(consistency),
+                "innovation_score": unit_score(innovation.get(mid, 0.0)),
+                "specialization_score": unit_score(_or(hhi, 1.0 / s["specialty_size"])),
+                "collaboration_score": unit_score(s["collaboration"]),
+                "trading_plan_success_rate": unit_score(s["success"])
+                if math.isfinite(s["success"])
+                else np.nan,
+                "execution_quality": unit_score(s["quality"]) if math.isfinite(s["quality"]) else np.nan,
+                "risk_adjusted_returns": bps,
+                "sharpe_ratio": decimal_8_4(sharpe),
+                "max_drawdown": decimal_8_4(drawdown),
+                "learning_effectiveness": unit_score(learning),
+                "adaptation_speed": unit_score(0.5 + 0.5 * math.tanh(slope / 0.05)),
+                "intelligence_sharing_effectiveness": unit_score(s["sharing"])
+                if math.isfinite(s["sharing"])
+                else np.nan,
+                "market_regime": regime,
+                "asset_class": _asset_classes(plans["symbol"][handled]),
+                "time_horizon": s.get("horizon") or _mode_horizon(plans["time_horizon"][handled]),
+            }
+        )
     return conform(pd.DataFrame(rows), PERFORMANCE_SCHEMA)
