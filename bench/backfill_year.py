@@ -1,8 +1,10 @@
-"""One-year backfill through the real CLI, on a fresh embedded server, with wall time, memory and Dagster's storage.
+"""One-year backfill through the real CLI, on a fresh embedded server, with wall time, memory and Dagster's
+storage.
 
     python -m bench.backfill_year                      # 2024-01-01..2024-12-30, 50 symbols, group:market_data
 
-What it does, all under a scratch TIS_HOME in /tmp (so /work/main/.tis and TIS_DATABASE_URL are never touched):
+What it does, all under a scratch TIS_HOME in /tmp (so /work/main/.tis and TIS_DATABASE_URL are never
+touched):
 
 1. ``tis db up`` starts a fresh embedded PostgreSQL there (timed apart: not part of the backfill);
 2. ``python -m tis_pipeline.cli backfill --start … --end … --select 'group:market_data'`` runs as a subprocess
@@ -76,6 +78,7 @@ def tis(args: list[str], env: dict[str, str], check: bool = True) -> subprocess.
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
+        check=False,
     )
     if check and done.returncode != 0:
         raise RuntimeError(f"tis {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
@@ -142,7 +145,8 @@ DAGSTER_SIZES = textwrap.dedent("""
                       "rows": conn.execute(sa.text(f'SELECT count(*) FROM "{name}"')).scalar_one()}
                for name in names}
         out["_database"] = conn.execute(sa.text("SELECT current_database()")).scalar_one()
-        out["_database_bytes"] = conn.execute(sa.text("SELECT pg_database_size(current_database())")).scalar_one()
+        out["_database_bytes"] = conn.execute(
+            sa.text("SELECT pg_database_size(current_database())")).scalar_one()
         out["_project_url_is_dagster_url"] = (sa.engine.make_url(env["TIS_DATABASE_URL"]).database
                                               == sa.engine.make_url(url).database)
     print(json.dumps(out))
@@ -171,7 +175,8 @@ PRUNE = textwrap.dedent("""
         instance=instance, run_config={"ops": {"prune_dagster_runs": {"config": {"max_age_days": 0}}}})
     print(json.dumps({"success": result.success, "runs_before": runs_before,
                       "runs_deleted": result.output_for_node("prune_dagster_runs"),
-                      "runs_after": instance.get_runs_count(), "prune_s": round(time.perf_counter() - t0, 2)}))
+                      "runs_after": instance.get_runs_count(),
+                      "prune_s": round(time.perf_counter() - t0, 2)}))
 """)
 
 PROJECT_ROWS = textwrap.dedent("""
@@ -185,14 +190,20 @@ PROJECT_ROWS = textwrap.dedent("""
                for t in ("market_data_1m", "market_data_15m", "market_data_1h", "market_data_quarantine")}
         out["partitions_1m"] = conn.execute(sa.text(
             "SELECT count(*) FROM pg_inherits WHERE inhparent = 'market_data_1m'::regclass")).scalar_one()
-        out["database_bytes"] = conn.execute(sa.text("SELECT pg_database_size(current_database())")).scalar_one()
+        out["database_bytes"] = conn.execute(
+            sa.text("SELECT pg_database_size(current_database())")).scalar_one()
     print(json.dumps(out))
 """)
 
 
 def python_json(code: str, env: dict[str, str], *args: str) -> dict:
     done = subprocess.run(
-        [sys.executable, "-c", code, *args], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True
+        [sys.executable, "-c", code, *args],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-3000:])
@@ -252,26 +263,26 @@ def main() -> None:
 
         load_start = os.getloadavg()
         used_start = psutil.virtual_memory().used
-        log = open(home / "backfill.log", "w")
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tis_pipeline.cli",
-                "backfill",
-                "--start",
-                args.start,
-                "--end",
-                args.end,
-                "--select",
-                args.select,
-            ],
-            env=env,
-            cwd=PROJECT_ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        with open(home / "backfill.log", "w") as log:  # the child writes it through its own copy
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tis_pipeline.cli",
+                    "backfill",
+                    "--start",
+                    args.start,
+                    "--end",
+                    args.end,
+                    "--select",
+                    args.select,
+                ],
+                env=env,
+                cwd=PROJECT_ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         peak = {
             "cli_tree_rss": 0,
             "cli_largest_rss": 0,
@@ -315,7 +326,6 @@ def main() -> None:
         proc.returncode = os.waitstatus_to_exitcode(status)
         out["wall_s"] = round(time.perf_counter() - t0, 1)
         busy = busy_cpu_s() - busy_start
-        log.close()
         text = (home / "backfill.log").read_text()
         out["exit_code"] = proc.returncode
         out["cli_last_line"] = text.strip().splitlines()[-1] if text.strip() else ""

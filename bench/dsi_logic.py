@@ -24,7 +24,8 @@ def make_bars(
     start: str = "2024-01-02",
     gap_prob: float = 0.002,
 ) -> pd.DataFrame:
-    """Bars sorted by (symbol, timestamp): Student-t(3) returns, clustered volatility and volume, rare gaps."""
+    """Bars sorted by (symbol, timestamp): Student-t(3) returns, clustered volatility and volume, rare
+    gaps."""
     rng = np.random.default_rng(seed)
     m = -(-n_bars // n_symbols)
     extra = int(m * (1 + 3 * gap_prob)) + 8
@@ -68,12 +69,13 @@ def main(n_bars: int = 1_000_000, n_symbols: int = 50) -> None:
     runs = []
     for _ in range(5):
         t0 = time.perf_counter()
-        scores, state = score_bars(bars, None, cfg)
+        scores, _state = score_bars(bars, None, cfg)
         runs.append(time.perf_counter() - t0)
     best, median = min(runs), float(np.median(runs))
     events = detect_events(scores, cfg)
     print(
-        f"score_bars: {len(bars):,} bars, {n_symbols} symbols, best {best:.3f} s -> {len(bars) / best:,.0f} bars/s "
+        f"score_bars: {len(bars):,} bars, {n_symbols} symbols, "
+        f"best {best:.3f} s -> {len(bars) / best:,.0f} bars/s "
         f"(median {median:.3f} s -> {len(bars) / median:,.0f} bars/s)"
     )
     print(f"events: {len(events)} ({events['anomaly_type'].value_counts().to_dict() if len(events) else {}})")

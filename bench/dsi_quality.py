@@ -1,5 +1,5 @@
-"""Out-of-sample quality of the stored DSI scores: IC and hit rate of ``mx_evidence`` (and of the evidence on the
-bars ``mx_confirm`` confirmed) against 5-bar forward returns, next to the last-return-sign baseline.
+"""Out-of-sample quality of the stored DSI scores: IC and hit rate of ``mx_evidence`` (and of the evidence on
+the bars ``mx_confirm`` confirmed) against 5-bar forward returns, next to the last-return-sign baseline.
 
     TIS_MARKET_DATA_DIR=../shared/data/market make demo   # score the real files first
     python -m bench.dsi_quality [--horizon 5]

@@ -1,4 +1,5 @@
-"""Ingest benchmark: raw COPY (the limit) vs the project's ingest vs pandas ``to_sql``, same rows, same server.
+"""Ingest benchmark: raw COPY (the limit) vs the project's ingest vs pandas ``to_sql``, same rows, same
+server.
 
     python -m bench.ingest --rows 1000000
 
@@ -115,7 +116,8 @@ BARE = """CREATE TABLE {name} (symbol varchar(20) NOT NULL, "timestamp" timestam
 
 
 def drop_day_partitions(eng: sa.Engine, start: pd.Timestamp, end: pd.Timestamp) -> None:
-    """Detach and drop market_data_1m's day partitions of [start, end), so the next ingest writes into empty days."""
+    """Detach and drop market_data_1m's day partitions of [start, end), so the next ingest writes into empty
+    days."""
     from tis_pipeline.pg.day_partitions import lock_partition_changes, partition_name
 
     with eng.begin() as conn:
@@ -202,14 +204,15 @@ def main() -> None:
             with eng.begin() as conn:
                 conn.execute(sa.text("TRUNCATE bench_copy"))
             t0 = time.perf_counter()
-            with eng.begin() as conn:
-                with (
-                    raw_connection(conn).cursor() as cur,
-                    cur.copy(
-                        'COPY bench_copy (symbol, "timestamp", open, high, low, close, volume) FROM STDIN (FORMAT csv)'
-                    ) as copy,
-                ):
-                    copy.write(payload)
+            with (
+                eng.begin() as conn,
+                raw_connection(conn).cursor() as cur,
+                cur.copy(
+                    'COPY bench_copy (symbol, "timestamp", open, high, low, close, volume) '
+                    "FROM STDIN (FORMAT csv)"
+                ) as copy,
+            ):
+                copy.write(payload)
             copy_runs.append(round(rows / (time.perf_counter() - t0)))
             if attempt:
                 drop_day_partitions(eng, start, end)
@@ -241,8 +244,9 @@ def main() -> None:
         assert result.success
         out["rollup_source_rows_per_s"] = round(2 * rows / (time.perf_counter() - t0))
         steps["rollups"] = {k: round(v, 2) for k, v in timers.items()}
-        # each rollup again in a run of its own (a re-run: it replaces its bars), in 1-minute rows it covers per
-        # second; the 15-minute one is the figure to hold against a plain date_bin GROUP BY of the 1-minute bars
+        # each rollup again in a run of its own (a re-run: it replaces its bars), in 1-minute rows it covers
+        # per second; the 15-minute one is the figure to hold against a plain date_bin GROUP BY of the
+        # 1-minute bars
         upstream = [market_data_1m.to_source_asset()]
         for rollup, key in (
             (market_data_15m, "rollup_15m_source_rows_per_s"),

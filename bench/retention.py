@@ -2,13 +2,14 @@
 
     python -m bench.retention --days 3 --symbols 50
 
-In a scratch database on the server of TIS_DATABASE_URL (or the embedded one), dropped at the end: migrate, load
-``--days`` days of synthetic bars with ``support.day_builds.write_days`` (one transaction, as the ingest writes them),
-then remove the middle day ``--repeat`` times each way, re-loading it in between:
+In a scratch database on the server of TIS_DATABASE_URL (or the embedded one), dropped at the end: migrate,
+load ``--days`` days of synthetic bars with ``support.day_builds.write_days`` (one transaction, as the ingest
+writes them), then remove the middle day ``--repeat`` times each way, re-loading it in between:
 
 (a) ``DELETE FROM market_data_1m WHERE "timestamp" >= day AND "timestamp" < day + 1`` (commit included), and
     separately the ``VACUUM`` of that partition that a DELETE needs before its space can be reused;
-(b) ``ALTER TABLE market_data_1m DETACH PARTITION market_data_1m_pYYYYMMDD; DROP TABLE ...`` (commit included).
+(b) ``ALTER TABLE market_data_1m DETACH PARTITION market_data_1m_pYYYYMMDD; DROP TABLE ...`` (commit
+included).
 
 Prints one JSON line last: rows removed, best and median seconds of each way, and the ratio of the medians.
 """

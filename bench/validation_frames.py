@@ -102,11 +102,13 @@ def main(argv: list[str] | None = None) -> None:
 
     print()
     print(
-        f"{'frame':<10} {'rules':<6} {'n':>3} {'failing rows':>13} {'pandas s':>9} {'GE s':>8} {'GE/pandas':>9} agree"
+        f"{'frame':<10} {'rules':<6} {'n':>3} {'failing rows':>13} "
+        f"{'pandas s':>9} {'GE s':>8} {'GE/pandas':>9} agree"
     )
     for label, severity, n, failing, pandas_s, ge_s, agree in rows:
         print(
-            f"{label:<10} {severity:<6} {n:>3} {failing:>13,} {pandas_s:>9.2f} {ge_s:>8.2f} {ge_s / pandas_s:>9.1f} {agree}"
+            f"{label:<10} {severity:<6} {n:>3} {failing:>13,} "
+            f"{pandas_s:>9.2f} {ge_s:>8.2f} {ge_s / pandas_s:>9.1f} {agree}"
         )
     per_million = 1_000_000 / len(bars)
     clean_all = rows[0]

@@ -1,13 +1,14 @@
-"""Great Expectations over the staged rows in PostgreSQL (its SQL datasource) vs over the DataFrame (its pandas
-datasource) vs the project's pandas evaluator: the market_data_1m error rules, the same bars, the same answers.
+"""Great Expectations over the staged rows in PostgreSQL (its SQL datasource) vs over the DataFrame (its
+pandas datasource) vs the project's pandas evaluator: the market_data_1m error rules, the same bars, the same
+answers.
 
     python -m bench.validation_sql [--rows 1000000] [--repeat 2]
 
 The bars are COPYed into a staging table of a scratch database (the ingest stages them the same way, so that
 cost is shown apart); GE's postgres datasource then reads a query asset over that table which adds the derived
 columns the error rules need (row-wise min and max, nanoseconds past the minute) in SQL. Each way reports the
-failing rows (GE: result format COMPLETE, keyed by (symbol, timestamp) on SQL, by row index on pandas), and the
-script checks that the three agree rule for rule. Prints one JSON line last.
+failing rows (GE: result format COMPLETE, keyed by (symbol, timestamp) on SQL, by row index on pandas), and
+the script checks that the three agree rule for rule. Prints one JSON line last.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ COLUMNS = ["symbol", "timestamp", "open", "high", "low", "close", "volume", "mx_
 
 
 def derived_sql(rule) -> dict[str, str]:
-    """SQL expressions of the derived columns ``quality.ge.expectation_for`` reads for ``rule`` (error rules)."""
+    """SQL expressions of the derived columns ``quality.ge.expectation_for`` reads for ``rule`` (error
+    rules)."""
     from tis_pipeline.quality.ge import _derived_name
 
     quoted = [f'"{c}"' for c in rule.columns]
@@ -119,7 +121,8 @@ def main(argv: list[str] | None = None) -> None:
                 conn.execute(sa.text(f"DROP TABLE IF EXISTS {STAGING}"))
                 conn.execute(
                     sa.text(
-                        f'CREATE TABLE {STAGING} (symbol varchar(20), "timestamp" timestamptz, open numeric(20,8), '
+                        f'CREATE TABLE {STAGING} (symbol varchar(20), "timestamp" timestamptz, '
+                        "open numeric(20,8), "
                         "high numeric(20,8), low numeric(20,8), close numeric(20,8), volume numeric(20,8), "
                         "mx_evidence numeric(3,2))"
                     )
@@ -161,7 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     for row in table:
         print(
             f"{row['frame']:<10} {row['failing_rows']:>8,} {row['stage_copy_s']:>12.2f} "
-            f"{row['pandas_evaluator_s']:>13.2f} {row['GE_pandas_s']:>11.2f} {row['GE_SQL_s']:>9.2f} {row['agree']}"
+            f"{row['pandas_evaluator_s']:>13.2f} {row['GE_pandas_s']:>11.2f} "
+            f"{row['GE_SQL_s']:>9.2f} {row['agree']}"
         )
     print(json.dumps({"rows": len(bars), "load_average": os.getloadavg()[0], "results": table}))
 

@@ -9,6 +9,7 @@ import sys
 import time
 import warnings
 from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -17,6 +18,9 @@ from rich.table import Table
 from tis_pipeline.pg.embedded import EmbeddedDatabaseError
 from tis_pipeline.pg.errors import DatabaseConfigError
 from tis_pipeline.settings import PROJECT_ROOT, settings
+
+if TYPE_CHECKING:
+    from dagster import ExecuteInProcessResult
 
 # Dagster marks BackfillPolicy and friends beta; the CLI's users need not see that on every command
 warnings.filterwarnings("ignore", message=".*is currently in (beta|preview).*")
@@ -161,7 +165,8 @@ def db_stop() -> None:
 
 @app.command("env")
 def env_command() -> None:
-    """Print `export` lines for the shell, so that plain `dagster` commands use the same database: eval "$(tis env)"."""
+    """Print `export` lines for the shell, so that plain `dagster` commands use the same database:
+    eval "$(tis env)"."""
     env = _prepared()
     for key, value in env.items():
         print(f"export {key}='{value}'")
@@ -196,7 +201,7 @@ def _run_range(selection: str, first: date, last: date, tags: dict[str, str]):
     )
 
 
-def _rows_written(result) -> int:
+def _rows_written(result: ExecuteInProcessResult) -> int:
     """1-minute rows the run wrote (a range run repeats its metadata on every partition's materialization)."""
     for event in result.get_asset_materialization_events():
         mat = event.event_specific_data.materialization
@@ -206,7 +211,7 @@ def _rows_written(result) -> int:
     return 0
 
 
-def _failure_text(result) -> str:
+def _failure_text(result: ExecuteInProcessResult) -> str:
     lines = []
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data is not None:
@@ -222,7 +227,7 @@ def _failure_text(result) -> str:
     return "\n".join(lines) or "the run failed"
 
 
-def _run_succeeded(result) -> bool:
+def _run_succeeded(result: ExecuteInProcessResult) -> bool:
     """A run reads as a success only when it succeeded and no blocking check failed."""
     if not result.success:
         return False
@@ -330,7 +335,8 @@ DEMO_MAX_GAP_DAYS = 3  # a weekend or holiday between two days of data does not 
 def _demo_ranges() -> list[tuple[date, date]]:
     """The day ranges the demo materializes: the last three days for the synthetic source; for files, the days
     their 1-minute bars cover (from the manifest, within the partitions and before today), joined across short
-    gaps, so that files of a few days scattered over years make a few small runs instead of one over the span."""
+    gaps, so that files of a few days scattered over years make a few small runs instead of one over the
+    span."""
     from tis_pipeline.ops.backfill import covering_ranges
 
     s = settings()
@@ -353,7 +359,8 @@ def _demo_ranges() -> list[tuple[date, date]]:
     }
     if not days:
         _fail(
-            f"the files' days {min(i.first for i in minute).date()}..{max(i.last for i in minute).date()} lie "
+            f"the files' days {min(i.first for i in minute).date()}.."
+            f"{max(i.last for i in minute).date()} lie "
             f"outside the partitions (TIS_PARTITION_START={s.partition_start}, up to yesterday)"
         )
     early = [i for i in minute if i.first.date() < start]

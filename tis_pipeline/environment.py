@@ -1,7 +1,8 @@
 """Point the process at the project's database and Dagster instance before anything Dagster is imported.
 
-``TIS_DATABASE_URL`` unset -> the embedded server (started if needed). ``DAGSTER_HOME`` unset -> ``$TIS_HOME/dagster``
-holding a link to the repository's ``dagster.yaml``; ``TIS_DAGSTER_PG_URL`` is derived for dagster-postgres.
+``TIS_DATABASE_URL`` unset -> the embedded server (started if needed). ``DAGSTER_HOME`` unset ->
+``$TIS_HOME/dagster`` holding a link to the repository's ``dagster.yaml``; ``TIS_DAGSTER_PG_URL`` is derived
+for dagster-postgres.
 """
 
 from __future__ import annotations

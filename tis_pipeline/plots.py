@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import base64
 import io
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
-def pyplot():
+def pyplot() -> ModuleType:
     """matplotlib's pyplot on the non-interactive Agg backend (imported on use: it costs a second)."""
     import matplotlib
 
@@ -19,7 +24,7 @@ def pyplot():
     return plt
 
 
-def figure_png(fig, tight: bool = True) -> bytes:
+def figure_png(fig: Figure, tight: bool = True) -> bytes:
     """The figure as PNG bytes; the figure is closed (pyplot keeps every open figure alive).
 
     ``tight`` crops to the drawn content, which draws the figure twice; figures laid out by hand pass False.

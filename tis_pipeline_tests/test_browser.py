@@ -1,10 +1,10 @@
 """The real Dagster UI in a headless Chromium: the project's assets and a materialization are visible.
 
 Starts ``dagster-webserver`` on the repository's ``workspace.yaml`` against an instance configured by the
-repository's ``dagster.yaml`` (PostgreSQL storage in a fresh database), records one real partitioned run in that
-instance, and checks the asset catalog, the asset page of ``market_data_1m`` and the page of its failing WARN check
-``market_data_1m_no_gaps`` in Debian's Chromium (driven by Playwright's Python API; no browser is downloaded).
-The webserver, its database and the run are shared by the module's tests (started once).
+repository's ``dagster.yaml`` (PostgreSQL storage in a fresh database), records one real partitioned run in
+that instance, and checks the asset catalog, the asset page of ``market_data_1m`` and the page of its failing
+WARN check ``market_data_1m_no_gaps`` in Debian's Chromium (driven by Playwright's Python API; no browser is
+downloaded). The webserver, its database and the run are shared by the module's tests (started once).
 """
 
 from __future__ import annotations

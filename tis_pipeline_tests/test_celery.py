@@ -1,8 +1,8 @@
 """Scale-out on Celery: a real worker process runs every step of a partition-range run of the market-data job.
 
 The worker (``dagster-celery worker start -A dagster_celery.app -y celery/worker.yaml``) and the run share one
-persistent Dagster instance (a DAGSTER_HOME linked to the repository's dagster.yaml, PostgreSQL storage) and one
-project database. Redis databases 10/11 and a queue of its own per test keep parallel sessions apart.
+persistent Dagster instance (a DAGSTER_HOME linked to the repository's dagster.yaml, PostgreSQL storage) and
+one project database. Redis databases 10/11 and a queue of its own per test keep parallel sessions apart.
 """
 
 from __future__ import annotations
@@ -252,7 +252,8 @@ def test_partition_range_runs_its_steps_on_a_celery_worker(worker, dagster_home)
         assert success, f"the run failed: {failures}\nworker log tail:\n{_tail(log)}"
         assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.SUCCESS
 
-        # every step started in the worker's process tree, announced by the celery task under the worker's name
+        # every step started in the worker's process tree, announced by the celery task under the worker's
+        # name
         worker_pids = {proc.pid} | {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
         starts = {
             e.step_key: e.dagster_event.pid

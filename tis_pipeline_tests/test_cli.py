@@ -1,5 +1,6 @@
 """The `tis` command, run as a user runs it: a subprocess with its own environment."""
 
+import itertools
 import os
 import subprocess
 import sys
@@ -17,7 +18,7 @@ TIS = [sys.executable, "-m", "tis_pipeline.cli"]
 
 def run_tis(args, env, timeout=600):
     return subprocess.run(
-        TIS + args, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        TIS + args, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
 
 
@@ -40,7 +41,7 @@ def run_tis(args, env, timeout=600):
     ],
 )
 def test_every_command_has_help(command):
-    proc = run_tis(command + ["--help"], dict(os.environ), timeout=120)
+    proc = run_tis([*command, "--help"], dict(os.environ), timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "Usage" in proc.stdout
 
@@ -74,7 +75,7 @@ def test_plan_chunks_covers_the_range_without_overlap():
     assert len(chunks) == 12
     assert chunks[0].first == date(2024, 1, 1) and chunks[-1].last == date(2024, 12, 31)
     assert sum(c.days for c in chunks) == 366
-    assert all((b.first - a.last).days == 1 for a, b in zip(chunks, chunks[1:], strict=False))
+    assert all((b.first - a.last).days == 1 for a, b in itertools.pairwise(chunks))
     with pytest.raises(ValueError):
         plan_chunks(date(2024, 1, 2), date(2024, 1, 1), 31)
 
@@ -124,7 +125,9 @@ def digest(url):
         return {
             t: conn.execute(
                 sa.text(
-                    f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY symbol, \"timestamp\"), '')) FROM {t} t"
+                    "SELECT count(*), "
+                    "md5(coalesce(string_agg(t::text, '|' ORDER BY symbol, \"timestamp\"), '')) "
+                    f"FROM {t} t"
                 )
             ).one()
             for t in ("market_data_1m", "market_data_15m", "market_data_1h")
@@ -177,7 +180,7 @@ def test_backfill_runs_chunks_fails_clearly_and_resumes(cli_env):
     # a clean run of the whole range from scratch gives the very same rows
     with engine(url).begin() as conn:
         conn.execute(sa.text("TRUNCATE market_data_1m, market_data_15m, market_data_1h"))
-    clean = run_tis(args[:-2] + ["--chunk-days", "6"], cli_env)
+    clean = run_tis([*args[:-2], "--chunk-days", "6"], cli_env)
     assert clean.returncode == 0, clean.stderr
     assert digest(url) == after_resume
     assert after_resume["market_data_1m"][0] > 6 * 2 * 1400

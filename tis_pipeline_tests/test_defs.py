@@ -37,6 +37,7 @@ def test_dagster_definitions_validate_cli(tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Validation successful" in proc.stdout + proc.stderr

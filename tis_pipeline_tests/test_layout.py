@@ -1,5 +1,6 @@
 """The layout's promises (docs/architecture.md): pure modules load no Dagster, package ``__init__`` files are
-empty, the project's imports form no cycle, and no domain reaches into another domain's assets or private names.
+empty, the project's imports form no cycle, and no domain reaches into another domain's assets or private
+names.
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ def test_pure_modules_do_not_load_dagster():
         "import importlib, sys\n"
         "bad = []\n"
         "for name in sys.argv[1:]:\n"
-        "    for m in [k for k in sys.modules if k == 'dagster' or k.startswith(('dagster.', 'tis_pipeline'))]:\n"
+        "    for m in [k for k in sys.modules if k == 'dagster' or "
+        "k.startswith(('dagster.', 'tis_pipeline'))]:\n"
         "        del sys.modules[m]\n"
         "    importlib.import_module(name)\n"
         "    if 'dagster' in sys.modules:\n"

@@ -1,17 +1,17 @@
 """The migrations build exactly the seed's data model, plus the CHECK contract, and take it all away again.
 
-The expectation is parsed from the seed itself (/work/shared/seed/000_c52755d5c1b60a37.txt) at test time, never
-copied into this file: every ```sql CREATE TABLE block and every CREATE INDEX line. The live catalog
-(pg_attribute, pg_attrdef, pg_constraint, pg_index) is compared with it column by column: type with its
-length/precision/scale, NOT NULL, default, primary keys, foreign keys, indexes with their column order and
+The expectation is parsed from the seed itself (docs/data-model.md, the shared seed copied unchanged) at test
+time, never copied into this file: every ```sql CREATE TABLE block and every CREATE INDEX line. The live
+catalog (pg_attribute, pg_attrdef, pg_constraint, pg_index) is compared with it column by column: type with
+its length/precision/scale, NOT NULL, default, primary keys, foreign keys, indexes with their column order and
 DESC. What the seed leaves unnamed follows STYLE.md §11 and the migration: ``pk_<table>``,
 ``fk_<table>_<column>``.
 
 The CHECK constraints are not in the seed's SQL: they are the contract shared with the quality registry
 (``ck_<table>_<column>_range`` / ``_enum``, ``ck_<market bar table>_<rule>``), written out below as CHECK_SPEC
-data, cross-checked against the seed's comments and its "Data Validation" section, and probed with real INSERTs
-and UPDATEs at each bound: the bound accepted, one step (one unit of the column's scale) past it rejected by
-that very constraint. Every probe runs in a savepoint of a transaction that is rolled back.
+data, cross-checked against the seed's comments and its "Data Validation" section, and probed with real
+INSERTs and UPDATEs at each bound: the bound accepted, one step (one unit of the column's scale) past it
+rejected by that very constraint. Every probe runs in a savepoint of a transaction that is rolled back.
 """
 
 from __future__ import annotations
@@ -31,12 +31,14 @@ from psycopg.types.json import Jsonb
 
 from tis_pipeline.pg import migrate
 from tis_pipeline.pg.engine import engine
+from tis_pipeline.settings import PROJECT_ROOT
 from tis_pipeline_tests.support.shared import shared_dir
 
 pytestmark = pytest.mark.pg
 
-SEED_DIR = shared_dir() / "seed"
-SEED_FILE = SEED_DIR / "000_c52755d5c1b60a37.txt"
+# the data model travels with the repository; the shared seed it was copied from is checked against it
+DATA_MODEL = PROJECT_ROOT / "docs" / "data-model.md"
+SHARED_SEED = shared_dir() / "seed" / "000_c52755d5c1b60a37.txt"
 
 SEED_REVISION = "20261125_seed"
 VERSION_TABLE = migrate.VERSION_TABLE
@@ -80,9 +82,9 @@ SEED_FOREIGN_KEYS = (
     ("anomaly_events", "dsi_evidence_id"),
 )
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # The CHECK contract (shared with the quality registry)
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 UNIT_RANGE_COLUMNS = {
     "modules": (
@@ -192,9 +194,9 @@ def expected_checks(table: str) -> dict[str, tuple[str, tuple[str, ...]]]:
     return checks
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # The seed, parsed
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -296,8 +298,9 @@ def canonical_default(expr: str | None) -> tuple | None:
     """One form for a default as the seed writes it and as PostgreSQL renders it.
 
     ``0.01``, ``(0.01)::numeric`` and ``'0.01'``-coerced-to-numeric -> ("number", Decimal("0.01"));
-    ``'experimental'::character varying`` -> ("text", "experimental"); ``NOW()`` / ``now()`` -> ("call", "now").
-    Numbers compare by value (``0.0`` equals ``0.00``); anything unrecognised stays as is, and so differs.
+    ``'experimental'::character varying`` -> ("text", "experimental"); ``NOW()`` / ``now()`` -> ("call",
+    "now"). Numbers compare by value (``0.0`` equals ``0.00``); anything unrecognised stays as is, and so
+    differs.
     """
     if expr is None:
         return None
@@ -391,14 +394,21 @@ def parse_seed(text: str) -> Seed:
 
 @pytest.fixture(scope="session")
 def seed() -> Seed:
-    if not SEED_FILE.is_file():
-        pytest.skip(f"the seed (the schema's contract) is absent: {SEED_FILE} does not exist")
-    return parse_seed(SEED_FILE.read_text(encoding="utf-8"))
+    return parse_seed(DATA_MODEL.read_text(encoding="utf-8"))
 
 
-# ---------------------------------------------------------------------------------------------------------------
+def test_the_data_model_in_the_repository_is_the_shared_seed_unchanged():
+    if not SHARED_SEED.is_file():
+        pytest.skip(f"the shared seed is absent ({SHARED_SEED}): nothing to compare docs/data-model.md with")
+    text = DATA_MODEL.read_text(encoding="utf-8")
+    note_end = text.index("-->\n\n") + len("-->\n\n")
+    assert text[:4] == "<!--"
+    assert text[note_end:] == SHARED_SEED.read_text(encoding="utf-8")
+
+
+# ------------------------------------------------------------------------------------------------------------
 # Catalog snapshots: the live one, and the expected one built from the seed
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 class ColumnShape(NamedTuple):
@@ -476,7 +486,8 @@ def live_snapshot(conn: sa.Connection, table: str) -> dict:
     return {"column_order": list(columns), "columns": columns, "constraints": constraints, "indexes": indexes}
 
 
-# Indexes the project adds beyond the seed (additions are allowed; each is listed here so none slips in unseen)
+# Indexes the project adds beyond the seed (additions are allowed; each is listed here so none slips in
+# unseen)
 ADDED_INDEXES = {
     "anomaly_events": {
         "ux_anomaly_events_symbol_timestamp_type": (
@@ -565,7 +576,8 @@ _VERSION_TABLE_OBJECTS = (VERSION_TABLE, f"{VERSION_TABLE}_pkc", f"_{VERSION_TAB
 
 
 def user_objects(url: str) -> dict[str, list]:
-    """Every schema object outside the system catalogs, except Alembic's version table and what hangs on it."""
+    """Every schema object outside the system catalogs, except Alembic's version table and what hangs on
+    it."""
     queries = {
         "namespaces": f"SELECT n.nspname FROM pg_namespace n WHERE {_USER_NAMESPACES}",
         "relations (tables, indexes, sequences, views)": f"""
@@ -594,9 +606,9 @@ def user_objects(url: str) -> dict[str, list]:
         }
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Rows for the probes
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 T0 = datetime(2026, 1, 2, 3, 4, tzinfo=UTC)
 HALF = Decimal("0.5")
@@ -736,9 +748,9 @@ def _step(column_type: str) -> Decimal:
     raise AssertionError(f"no range probe for a column of type {column_type}")
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # The seed file and the contract above agree
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 def test_seed_parses_to_the_known_tables_indexes_and_foreign_keys(seed: Seed) -> None:
@@ -802,9 +814,9 @@ def test_ranges_match_the_seed_data_validation_section(seed: Seed) -> None:
             ), r
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Migrations: up, down, up again, and the result is exactly the seed
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 def test_upgrade_downgrade_upgrade_builds_exactly_the_seed(empty_database_url: str, request) -> None:
@@ -831,9 +843,9 @@ def test_upgrade_downgrade_upgrade_builds_exactly_the_seed(empty_database_url: s
     assert live == {table: expected_snapshot(seed, table) for table in OUR_TABLES}
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # The session database (at head), table by table
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("table", OUR_TABLES)
@@ -903,20 +915,20 @@ def test_quarantine_accepts_a_rejected_row_and_numbers_it(conn: sa.Connection) -
         {"raw": '{"open": "-1"}'},
     ).one()
     assert row[0] is not None and row[1] is not None and row[2:] == (None, None, None)
-    with pytest.raises(sa.exc.DBAPIError) as raised:
-        with conn.begin_nested():
-            conn.execute(
-                sa.text(
-                    "INSERT INTO market_data_quarantine (quarantine_id, partition_date, source_file, raw_values, rule) "
-                    "VALUES (1, DATE '2026-01-02', 'x', CAST('{}' AS jsonb), 'r')"
-                )
+    with pytest.raises(sa.exc.DBAPIError) as raised, conn.begin_nested():
+        conn.execute(
+            sa.text(
+                "INSERT INTO market_data_quarantine "
+                "(quarantine_id, partition_date, source_file, raw_values, rule) "
+                "VALUES (1, DATE '2026-01-02', 'x', CAST('{}' AS jsonb), 'r')"
             )
+        )
     assert isinstance(raised.value.orig, psycopg.errors.GeneratedAlways)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Every CHECK, probed at its bounds
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 RANGE_PROBES = ("low_bound", "below_low", "high_bound", "above_high", "null")
 
@@ -1036,9 +1048,9 @@ def test_bar_checks_at_their_bounds(
         rejected(conn, seed, table, values, f"ck_{table}_{rule}")
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Every foreign key is enforced
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("table", "column"), SEED_FOREIGN_KEYS, ids=lambda v: v)

@@ -1,8 +1,9 @@
 """DSI's carried state per UTC day, and one anomaly event per (symbol, minute, type).
 
 ``dsi_state`` holds, for each day scored, the DSI state at the end of that day (learned Hedge losses,
-classifier counts, rolling windows), so that day d + 1 continues exactly where day d ended whether the days are
-computed in one run or one by one. The unique index makes re-scoring a day replace its events, never add to them.
+classifier counts, rolling windows), so that day d + 1 continues exactly where day d ended whether the days
+are computed in one run or one by one. The unique index makes re-scoring a day replace its events, never add
+to them.
 
 Revision ID: 20261125_dsi_state
 Revises: 20261125_partition_1m

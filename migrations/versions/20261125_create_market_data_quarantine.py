@@ -1,7 +1,7 @@
 """Create market_data_quarantine: the bar rows rejected on ingest, with the rule that rejected them.
 
-Not in the seed: the ingest keeps what it refuses (raw values as read, where they came from, which rule and why)
-so that a rejected partition can be explained and replayed.
+Not in the seed: the ingest keeps what it refuses (raw values as read, where they came from, which rule and
+why) so that a rejected partition can be explained and replayed.
 
 Revision ID: 20261125_quarantine
 Revises: 20261125_seed

@@ -1,8 +1,8 @@
 """The module ecosystem's carried state per UTC day, and the lookups the trading day needs.
 
 ``ecosystem_state`` holds, for each day the trading-day step ran, the whole module population at the end of
-that day (every module's genome, scores, lifecycle and lineage as JSON), so that day d + 1 starts exactly where
-day d ended, whether the days run in one range or one by one. ``modules`` itself shows the latest state.
+that day (every module's genome, scores, lifecycle and lineage as JSON), so that day d + 1 starts exactly
+where day d ended, whether the days run in one range or one by one. ``modules`` itself shows the latest state.
 The indexes serve the links the step writes and clears: an anomaly event's plan, a plan's evidence.
 
 Revision ID: 20261130_ecosystem_state

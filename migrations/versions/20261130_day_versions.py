@@ -1,12 +1,12 @@
 """Versions of the days the bars and DSI's scores were written for, and the versions each carried state was
 computed from.
 
-Every ingest gives each day it replaces a new version in ``market_data_day_versions``. Every DSI run does the same
-for the days it scores, in ``dsi_day_versions``. Both take their versions from one sequence, so they only grow and
-are never reused. A state records the highest version of the days up to its own at the moment it was saved:
-``dsi_state`` for the bars, ``ecosystem_state`` for the bars and DSI. It stays valid while no day up to its own has
-a higher one. So a corrected past day sends the next DSI run, and after it the next trading-day run, back to
-that day, and the values equal a fresh replay of the corrected bars.
+Every ingest gives each day it replaces a new version in ``market_data_day_versions``. Every DSI run does the
+same for the days it scores, in ``dsi_day_versions``. Both take their versions from one sequence, so they only
+grow and are never reused. A state records the highest version of the days up to its own at the moment it was
+saved: ``dsi_state`` for the bars, ``ecosystem_state`` for the bars and DSI. It stays valid while no day up to
+its own has a higher one. So a corrected past day sends the next DSI run, and after it the next trading-day
+run, back to that day, and the values equal a fresh replay of the corrected bars.
 
 Revision ID: 20261130_day_versions
 Revises: 20261130_ecosystem_state

@@ -46,8 +46,9 @@ def dsi(
     context: dg.AssetExecutionContext, db: PostgresResource
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Scores every bar of the range and writes events with their evidence, the mx_* columns of market_data_1m
-    (mx_evidence, mx_confirm, mx_expert_contributions), the 15m/1h rollups' mx_evidence and mx_confirm, and the
-    state at the end of each day (``dsi_state``; ``pipeline.score_range`` says where a range starts from)."""
+    (mx_evidence, mx_confirm, mx_expert_contributions), the 15m/1h rollups' mx_evidence and mx_confirm, and
+    the state at the end of each day (``dsi_state``; ``pipeline.score_range`` says where a range starts
+    from)."""
     config = DsiConfig()
     window = context.partition_time_window
     start, end = pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")

@@ -1,9 +1,10 @@
 """Out-of-sample quality of the DSI evidence against forward returns, and a naive baseline.
 
-The scores are walk-forward by construction (every expert, count and weight at t uses bars <= t and labels elapsed
-before t), so every scored bar is out of sample.  Signal = ``2 mx_evidence - 1`` (P(up) mapped to [-1, 1]); forward
-return = ``close_{t+h} / close_t - 1`` within the symbol; baseline = sign of the last 1-bar return. Where the
-scores carry ``mx_confirm``, the same figures on the confirmed bars alone show what confirmation adds.
+The scores are walk-forward by construction (every expert, count and weight at t uses bars <= t and labels
+elapsed before t), so every scored bar is out of sample.  Signal = ``2 mx_evidence - 1`` (P(up) mapped to
+[-1, 1]); forward return = ``close_{t+h} / close_t - 1`` within the symbol; baseline = sign of the last 1-bar
+return. Where the scores carry ``mx_confirm``, the same figures on the confirmed bars alone show what
+confirmation adds.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
-"""Rows for the database from DSI scores: per-bar updates, ``dsi_evidence`` and ``anomaly_events``. Pandas, pyarrow.
+"""Rows for the database from DSI scores: per-bar updates, ``dsi_evidence`` and ``anomaly_events``. Pandas,
+pyarrow.
 
-Per bar, ``mx_expert_contributions`` holds each expert's signed contribution ``w_i (p_i - 0.5)`` (4 dp), as arrays
-per family in the order of ``logic.config.FAMILIES``. Its JSON text is built here column by column (pyarrow string kernels,
-no loop over bars) and parsed by COPY: building it in PostgreSQL with ``jsonb_build_object`` over 15 float columns
-took 0.4-0.5 s of the UPDATE's 1.3-1.7 s for a day of 50 symbols, parsing the text takes 0.2 s (bench/RESULTS.md).
-The text is the one PostgreSQL itself builds from the float8 values (``contribution_text``), so the stored jsonb
-is the same, digit for digit.
+Per bar, ``mx_expert_contributions`` holds each expert's signed contribution ``w_i (p_i - 0.5)`` (4 dp), as
+arrays per family in the order of ``logic.config.FAMILIES``. Its JSON text is built here column by column
+(pyarrow string kernels, no loop over bars) and parsed by COPY: building it in PostgreSQL with
+``jsonb_build_object`` over 15 float columns took 0.4-0.5 s of the UPDATE's 1.3-1.7 s for a day of 50 symbols,
+parsing the text takes 0.2 s (bench/RESULTS.md). The text is the one PostgreSQL itself builds from the float8
+values (``contribution_text``), so the stored jsonb is the same, digit for digit.
 
 Identifiers are UUIDv5 of (symbol, minute, type), so re-scoring the same bars yields the very same rows.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,7 +26,8 @@ from tis_pipeline.dsi.logic.config import ANOMALY_DIRECTION, ANOMALY_EXPERTS, EX
 from tis_pipeline.dsi.logic.numeric import on_vote_grid
 
 _OHLCV = ["open", "high", "low", "close", "volume"]
-# a scored day partition's columns, in the order of its binary COPY: text, timestamptz, numerics, boolean, jsonb
+# a scored day partition's columns, in the order of its binary COPY: text, timestamptz, numerics, boolean,
+# jsonb
 BAR_UPDATE_COLUMNS = ["symbol", "timestamp", *_OHLCV, "mx_evidence", "mx_confirm", "mx_expert_contributions"]
 # the columns of the scores that ``bar_updates`` reads
 BAR_UPDATE_INPUTS = [
@@ -41,7 +44,8 @@ _NAMESPACE = uuid.UUID("7f1e9a52-3b0c-4c8e-9d53-1c2b7a9e0d11")
 
 
 def contributions(scores: pd.DataFrame) -> np.ndarray:
-    """Per bar and expert (columns in ``logic.config.EXPERTS`` order): the signed contribution ``w_i (p_i - 0.5)``, 4 dp."""
+    """Per bar and expert (columns in ``logic.config.EXPERTS`` order): the signed contribution
+    ``w_i (p_i - 0.5)``, 4 dp."""
     ret_sign = np.sign(scores["ret"].to_numpy(dtype="float64"))
     out = np.empty((len(scores), N_EXPERTS), dtype="float64")
     for i, name in enumerate(EXPERTS):
@@ -55,7 +59,8 @@ def contributions(scores: pd.DataFrame) -> np.ndarray:
 
 
 def _decimal_text(k: np.ndarray) -> pa.Array:
-    """k / 10^4 as decimal text with no trailing zeros (``12300`` -> ``1.23``, ``-5`` -> ``-0.0005``, 0 -> ``0``)."""
+    """k / 10^4 as decimal text with no trailing zeros (``12300`` -> ``1.23``, ``-5`` -> ``-0.0005``, 0 ->
+    ``0``)."""
     whole = pc.cast(pa.array(np.abs(k) // 10_000), pa.string())
     frac = pc.utf8_rtrim(pc.utf8_lpad(pc.cast(pa.array(np.abs(k) % 10_000), pa.string()), 4, "0"), "0")
     return pc.binary_join_element_wise(
@@ -69,11 +74,11 @@ def _decimal_text(k: np.ndarray) -> pa.Array:
 def contribution_text(values: np.ndarray) -> list[pa.Array]:
     """Per column of ``values`` (rounded to 4 dp): JSON numbers as PostgreSQL writes such float8 into jsonb.
 
-    ``jsonb_build_array(float8)`` stores ``numeric_in(float8out(x))``: the shortest decimal that reads back as x,
-    with no trailing zeros, no exponent above 1e-4 and ``-0`` read as 0. For x = round(v, 4) that decimal is
-    k / 10^4 with k = rint(x 10^4). The few distinct k are written once and looked up per bar. The infinities
-    become the strings PostgreSQL stores for them and NaN becomes ``null``, as when the floats were staged
-    (pyarrow wrote a NaN as an empty CSV field, NULL in PostgreSQL).
+    ``jsonb_build_array(float8)`` stores ``numeric_in(float8out(x))``: the shortest decimal that reads back as
+    x, with no trailing zeros, no exponent above 1e-4 and ``-0`` read as 0. For x = round(v, 4) that decimal
+    is k / 10^4 with k = rint(x 10^4). The few distinct k are written once and looked up per bar. The
+    infinities become the strings PostgreSQL stores for them and NaN becomes ``null``, as when the floats were
+    staged (pyarrow wrote a NaN as an empty CSV field, NULL in PostgreSQL).
     """
     values = np.atleast_2d(np.asarray(values, dtype="float64").T).T
     finite = np.isfinite(values)
@@ -97,7 +102,8 @@ def contribution_text(values: np.ndarray) -> list[pa.Array]:
 
 
 def contributions_json(values: np.ndarray) -> pa.Array:
-    """``mx_expert_contributions`` as JSON text per bar: ``{"<family>": [c, ...], ...}`` (``logic.config.FAMILIES`` order)."""
+    """``mx_expert_contributions`` as JSON text per bar: ``{"<family>": [c, ...], ...}``
+    (``logic.config.FAMILIES`` order)."""
     numbers = contribution_text(values)
     pieces, i = [], 0
     for family, names in FAMILIES.items():
@@ -136,22 +142,22 @@ def _id(*parts: object) -> str:
     return str(uuid.uuid5(_NAMESPACE, "|".join(str(p) for p in parts)))
 
 
-def _json(value) -> str:
+def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def event_rows(events: pd.DataFrame, latency: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(dsi_evidence rows, anomaly_events rows) for the events of ``logic.events.detect_events``.
 
-    ``latency`` is ``logic.score.measure_streaming_latency``'s result: the stored figures are the legal (clamped)
-    ones; the true figures and the clamping flags go into ``mx_expert_contributions["latency"]``.
+    ``latency`` is ``logic.score.measure_streaming_latency``'s result: the stored figures are the legal
+    (clamped) ones; the true figures and the clamping flags go into ``mx_expert_contributions["latency"]``.
     """
     if events.empty:
         return pd.DataFrame(), pd.DataFrame()
     ts = pd.to_datetime(events["timestamp"], utc=True)
     keys = list(zip(events["symbol"], ts.dt.strftime("%Y-%m-%dT%H:%M"), events["anomaly_type"], strict=True))
     evidence_ids = [_id(*k, "evidence") for k in keys]
-    latency_block = {k: v for k, v in latency.items()}
+    latency_block = dict(latency.items())
     evidence = pd.DataFrame(
         {
             "evidence_id": evidence_ids,

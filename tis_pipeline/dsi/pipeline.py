@@ -1,5 +1,6 @@
-"""The DSI run over a day range: score each day from the carried state, build its partition while the next part is
-scored, then swap the days in and write the rollups' evidence, the events and the states in one transaction.
+"""The DSI run over a day range: score each day from the carried state, build its partition while the next
+part is scored, then swap the days in and write the rollups' evidence, the events and the states in one
+transaction.
 
 No Dagster here: the ``dsi`` asset calls ``score_range`` and turns its ``DsiRun`` into metadata.
 """
@@ -26,8 +27,8 @@ from tis_pipeline.dsi.logic.state import DsiState
 from tis_pipeline.market_data import store as bar_store
 from tis_pipeline.pg.day_partitions import BuiltDays, discard
 
-# bars timed one at a time on the streaming path per run: each costs 2-4 ms of the run (the scoring of a whole day
-# in the batch path takes 0.1 s), and 64 give the p50 and, by its 4th-largest value, the p95
+# bars timed one at a time on the streaming path per run: each costs 2-4 ms of the run (the scoring of a whole
+# day in the batch path takes 0.1 s), and 64 give the p50 and, by its 4th-largest value, the p95
 STREAMING_SAMPLE = 64
 SCORE_GROUPS = 4  # parts of a day scored and handed to its build one after another
 STEPS = (
@@ -64,7 +65,8 @@ _KEPT = [
 
 @dataclass
 class _Found:
-    """What scoring the days of a run leaves for after them: events, the bars' evidence, the first part scored."""
+    """What scoring the days of a run leaves for after them: events, the bars' evidence, the first part
+    scored."""
 
     events: list[pd.DataFrame] = field(default_factory=list)
     kept: list[pd.DataFrame] = field(default_factory=list)
@@ -77,7 +79,8 @@ def _score_day(
     """Score a day's ``bars`` from ``state`` into ``rows`` (its build) and ``found``; the state after the day.
 
     A few symbols at a time: each symbol's state is its own, so the values are those of the whole day at once,
-    and PostgreSQL builds the day while the rest is scored. Leaving ``rows`` ends the build's stream, or fails it.
+    and PostgreSQL builds the day while the rest is scored. Leaving ``rows`` ends the build's stream, or fails
+    it.
     """
     with rows:
         for part in _symbol_groups(bars, SCORE_GROUPS):
@@ -158,12 +161,12 @@ class DsiRun:
 def score_range(
     engine: sa.Engine, start: pd.Timestamp, end: pd.Timestamp, config: DsiConfig, log: Callable[[str], None]
 ) -> DsiRun:
-    """Score every bar of the days in [start, end) and write them (the ``mx_*`` columns of ``market_data_1m``, the
-    rollups' evidence), their events (``anomaly_events``, ``dsi_evidence``) and each day's end state
+    """Score every bar of the days in [start, end) and write them (the ``mx_*`` columns of ``market_data_1m``,
+    the rollups' evidence), their events (``anomaly_events``, ``dsi_evidence``) and each day's end state
     (``dsi_state``), all in one transaction.
 
-    A range starts from the state of the day before it, and if that is missing, from the last stored state (or the
-    first bar), so a range run, day-by-day runs and a fresh database give the same values.
+    A range starts from the state of the day before it, and if that is missing, from the last stored state (or
+    the first bar), so a range run, day-by-day runs and a fresh database give the same values.
     """
     started = time.perf_counter()
     built: list[tuple[pd.Timestamp, str, str, bool]] = []  # (day, partition, new table, partition exists)
@@ -190,11 +193,11 @@ def score_range(
                 steps[step] += now - lap
                 lap = now
 
-            # Each scored day is built as a new table on a connection of its own (PostgreSQL COPYs and indexes it
-            # while this thread scores the rest of the day and the next ones, detects events and times the
-            # streaming path); this transaction then swaps the days in and writes the rollups' evidence, the events
-            # and the state, on the builder's thread while this one computes the out-of-sample figures and the
-            # plot: all of it commits together or not at all.
+            # Each scored day is built as a new table on a connection of its own (PostgreSQL COPYs and indexes
+            # it while this thread scores the rest of the day and the next ones, detects events and times the
+            # streaming path); this transaction then swaps the days in and writes the rollups' evidence, the
+            # events and the state, on the builder's thread while this one computes the out-of-sample figures
+            # and the plot: all of it commits together or not at all.
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tis-dsi-build") as builder:
                 builds: list[Future] = []
                 for day in bar_store.days_with_bars(conn, "market_data_1m", begin, end):
@@ -236,10 +239,10 @@ def score_range(
                 events = pd.concat(found.events, ignore_index=True) if found.events else pd.DataFrame()
                 evidence_rows, event_rows = frames.event_rows(events, latency)
                 clock("latency_and_events")
-                # after the builds (the builder runs its tasks in order), PostgreSQL swaps the days in and writes
-                # the rollups' evidence, the events and the state on this transaction's connection, while this
-                # thread computes the out-of-sample figures and the plot (it touches the connection again only
-                # after ``writing`` is done)
+                # after the builds (the builder runs its tasks in order), PostgreSQL swaps the days in and
+                # writes the rollups' evidence, the events and the state on this transaction's connection,
+                # while this thread computes the out-of-sample figures and the plot (it touches the connection
+                # again only after ``writing`` is done)
                 writing = builder.submit(
                     _swap_and_write, conn, builds, built, begin, end, evidence_rows, event_rows, states
                 )
@@ -260,7 +263,8 @@ def score_range(
                 updated, n_evidence, n_events = writing.result()
                 clock("wait_for_builds_and_swap")
     finally:
-        # after the transaction: the tables it attached have their partitions' names now; the others are dropped
+        # after the transaction: the tables it attached have their partitions' names now; the others are
+        # dropped
         discard(engine, BuiltDays(tag, [(day, name, new) for day, name, new, _ in built]))
     clock("commit")
     return DsiRun(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import queue
+from collections.abc import Iterator
 from dataclasses import dataclass
+from types import TracebackType
 
 import pandas as pd
 import pyarrow as pa
@@ -21,7 +23,8 @@ from tis_pipeline.pg.engine import raw_connection
 def previous_state(
     conn: sa.Connection, before: pd.Timestamp, fingerprint: str
 ) -> tuple[pd.Timestamp, bytes] | None:
-    """The latest stored end-of-day state before ``before`` for this configuration that is still valid, if any.
+    """The latest stored end-of-day state before ``before`` for this configuration that is still valid, if
+    any.
 
     Valid: no day up to the state's own has been written since it was saved (``market_data_day_versions``). A
     corrected past day thus invalidates the states from that day on, and the run re-scores from it.
@@ -42,7 +45,8 @@ def first_bar_day(conn: sa.Connection) -> pd.Timestamp | None:
 
 
 def lock_days(conn: sa.Connection) -> set[str]:
-    """Take the partition-change lock for the caller's transaction; the names of market_data_1m's day partitions.
+    """Take the partition-change lock for the caller's transaction; the names of market_data_1m's day
+    partitions.
 
     The DSI asset replaces the day partitions it scores, so it serialises with every other changer of them
     (ingest, retention, another DSI run) from before its first read to its commit.
@@ -64,7 +68,8 @@ def lock_day(conn: sa.Connection, day: pd.Timestamp, partitions: set[str]) -> tu
 
 
 def rows_with_module_columns(conn: sa.Connection, day: pd.Timestamp) -> int:
-    """Rows of the day whose module columns (not DSI's to write) hold values: the rebuilt day must carry them."""
+    """Rows of the day whose module columns (not DSI's to write) hold values: the rebuilt day must carry
+    them."""
     return conn.execute(
         sa.text(
             'SELECT count(*) FROM market_data_1m WHERE "timestamp" >= :a AND "timestamp" < :b '
@@ -76,8 +81,9 @@ def rows_with_module_columns(conn: sa.Connection, day: pd.Timestamp) -> int:
 
 @dataclass
 class EncodedRows:
-    """A slice of a scored day as its build takes it: binary COPY rows (no signature or trailer), the rows the binary
-    form left out (for the text COPY), and whether every OHLCV float proves its numeric (``exact_scale8``)."""
+    """A slice of a scored day as its build takes it: binary COPY rows (no signature or trailer), the rows the
+    binary form left out (for the text COPY), and whether every OHLCV float proves its numeric
+    (``exact_scale8``)."""
 
     body: memoryview
     left_out: pd.DataFrame
@@ -88,8 +94,8 @@ class EncodedRows:
 def encode_scored(scores: pd.DataFrame) -> EncodedRows:
     """The scored bars (columns ``frames.BAR_UPDATE_INPUTS``) as the rows of their new day partition.
 
-    Python work (JSON text, encoding) done by the thread that scores, before it hands the slice over: done on the
-    build's thread it waited for the GIL behind the scoring, and PostgreSQL waited for it.
+    Python work (JSON text, encoding) done by the thread that scores, before it hands the slice over: done on
+    the build's thread it waited for the GIL behind the scoring, and PostgreSQL waited for it.
     """
     from tis_pipeline.pg.copy_binary import SIGNATURE, TRAILER, encode_rows, exact_scale8
 
@@ -111,8 +117,9 @@ def encode_scored(scores: pd.DataFrame) -> EncodedRows:
 
 
 class RowStream:
-    """Encoded slices of a day handed from the scoring thread to its build while they are made (``put``); leaving
-    the ``with`` block ends the stream, or, on an exception, makes the build fail instead of waiting."""
+    """Encoded slices of a day handed from the scoring thread to its build while they are made (``put``);
+    leaving the ``with`` block ends the stream, or, on an exception, makes the build fail instead of
+    waiting."""
 
     _END, _FAILED = object(), object()
 
@@ -125,10 +132,15 @@ class RowStream:
     def __enter__(self) -> RowStream:
         return self
 
-    def __exit__(self, kind, value, traceback) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         self._queue.put(self._END if kind is None else self._FAILED)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[EncodedRows]:
         while (item := self._queue.get()) is not self._END:
             if item is self._FAILED:
                 raise RuntimeError("the scoring of this day failed: its build is abandoned")
@@ -140,15 +152,15 @@ def build_scored_day(
 ) -> int:
     """A new table of the day's bars with their scores, to replace the day partition (``attach_scored_days``).
 
-    On a connection of its own, committed, invisible until attached: rows as binary COPY (FREEZE), sent as their
-    slices arrive from ``stream``, then the primary key and statistics, as the ingest builds a day. This replaces
-    an ``UPDATE … FROM`` of every bar, which wrote a second version of each row with its index entry and WAL
-    (0.8-1.0 s a day of 72k bars, plus the dead rows left to vacuum), by writing each row once.
+    On a connection of its own, committed, invisible until attached: rows as binary COPY (FREEZE), sent as
+    their slices arrive from ``stream``, then the primary key and statistics, as the ingest builds a day. This
+    replaces an ``UPDATE … FROM`` of every bar, which wrote a second version of each row with its index entry
+    and WAL (0.8-1.0 s a day of 72k bars, plus the dead rows left to vacuum), by writing each row once.
 
-    The OHLCV values are the floats the bars were read as; the numeric(20,8) each came from is the float's only
-    8-decimal neighbour when ``exact_scale8`` holds. Where it does not for some value, where a row had to go
-    through the text COPY, or when ``carry_from_source`` (module columns hold values), the rows are made equal
-    to the day's rows in market_data_1m in every column DSI does not write, from the table itself.
+    The OHLCV values are the floats the bars were read as; the numeric(20,8) each came from is the float's
+    only 8-decimal neighbour when ``exact_scale8`` holds. Where it does not for some value, where a row had to
+    go through the text COPY, or when ``carry_from_source`` (module columns hold values), the rows are made
+    equal to the day's rows in market_data_1m in every column DSI does not write, from the table itself.
     """
     from tis_pipeline.pg.copy_binary import SIGNATURE, TRAILER
 
@@ -199,8 +211,9 @@ _CARRY = (
 
 
 def attach_scored_days(conn: sa.Connection, built: list[tuple[pd.Timestamp, str, str, bool]]) -> None:
-    """Swap the built days in, in the caller's transaction (which holds ``lock_days``): (day, partition, staging
-    table, whether the partition exists). A day without a partition of its own leaves the DEFAULT partition."""
+    """Swap the built days in, in the caller's transaction (which holds ``lock_days``): (day, partition,
+    staging table, whether the partition exists). A day without a partition of its own leaves the DEFAULT
+    partition."""
     for day, name, staging, exists in built:
         if not exists:
             conn.execute(
@@ -236,7 +249,8 @@ def replace_events(
     old = (
         conn.execute(
             sa.text(
-                'DELETE FROM anomaly_events WHERE "timestamp" >= :a AND "timestamp" < :b RETURNING dsi_evidence_id'
+                'DELETE FROM anomaly_events WHERE "timestamp" >= :a AND "timestamp" < :b '
+                "RETURNING dsi_evidence_id"
             ),
             {"a": start, "b": end},
         )
@@ -261,7 +275,8 @@ def save_states(conn: sa.Connection, states: list[dict]) -> None:
     conn.execute(
         sa.text(
             "INSERT INTO dsi_state (day, config_fingerprint, symbols, bars, state, source_version) "
-            f"VALUES (:day, :config_fingerprint, :symbols, :bars, :state, {day_partitions.versions_up_to('CAST(:day AS date)')})"
+            "VALUES (:day, :config_fingerprint, :symbols, :bars, :state, "
+            f"{day_partitions.versions_up_to('CAST(:day AS date)')})"
         ),
         states,
     )

@@ -1,5 +1,7 @@
 """Market-data assets: 1-minute bars and their 15-minute and 1-hour rollups, one UTC day per partition."""
 
+from collections.abc import Iterator
+
 import dagster as dg
 import pandas as pd
 
@@ -33,7 +35,9 @@ def _preview(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
     kinds={"postgres", "pandas"},
     check_specs=check_specs_for("market_data_1m"),
 )
-def market_data_1m(context: dg.AssetExecutionContext, bars: BarSource, db: PostgresResource):
+def market_data_1m(
+    context: dg.AssetExecutionContext, bars: BarSource, db: PostgresResource
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """One-minute OHLCV bars, one row per (symbol, minute the bar opens), UTC; bad rows go to quarantine."""
     retain_freed_memory()
     start, end = window_of(context)
@@ -69,7 +73,9 @@ def market_data_1m(context: dg.AssetExecutionContext, bars: BarSource, db: Postg
     yield from check_results(ingested.report, (start, end))
 
 
-def _rollup(context: dg.AssetExecutionContext, db: PostgresResource, table: str):
+def _rollup(
+    context: dg.AssetExecutionContext, db: PostgresResource, table: str
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     start, end = window_of(context)
     consistency = rule(f"{table}_rollup_consistent")
     rolled = rollups.roll_up(db.engine, table, start, end)
@@ -126,7 +132,9 @@ def _rollup(context: dg.AssetExecutionContext, db: PostgresResource, table: str)
         )
     ],
 )
-def market_data_15m(context: dg.AssetExecutionContext, db: PostgresResource):
+def market_data_15m(
+    context: dg.AssetExecutionContext, db: PostgresResource
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """15-minute bars rolled up from market_data_1m: open first, high max, low min, close last, volume sum."""
     yield from _rollup(context, db, "market_data_15m")
 
@@ -147,6 +155,9 @@ def market_data_15m(context: dg.AssetExecutionContext, db: PostgresResource):
         )
     ],
 )
-def market_data_1h(context: dg.AssetExecutionContext, db: PostgresResource):
-    """1-hour bars (from the 15-minute ones, equal to the 1-minute rollup): open first, high max, low min, close last, volume sum."""
+def market_data_1h(
+    context: dg.AssetExecutionContext, db: PostgresResource
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """1-hour bars (from the 15-minute ones, equal to the 1-minute rollup): open first, high max, low min,
+    close last, volume sum."""
     yield from _rollup(context, db, "market_data_1h")

@@ -27,7 +27,7 @@ def normalise_bars(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy(deep=False)
     out["symbol"], symbol_rank = _clean_symbols(out["symbol"])
     out["timestamp"] = pd.to_datetime(out["timestamp"], utc=True).astype("datetime64[us, UTC]")
-    for column in PRICE_COLUMNS + ["volume"]:
+    for column in [*PRICE_COLUMNS, "volume"]:
         if out[column].dtype != "float64":  # to_numeric would copy a float64 column unchanged
             out[column] = pd.to_numeric(out[column], errors="coerce").astype("float64")
     if "source_line" in out.columns:
@@ -63,7 +63,8 @@ def _rank(values: pd.Series) -> np.ndarray:
 
 
 def lex_steps(keys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """For consecutive rows: does the key tuple go up, and is it unchanged (keys compared most significant first)."""
+    """For consecutive rows: does the key tuple go up, and is it unchanged (keys compared most significant
+    first)."""
     up = np.zeros(max(len(keys[0]) - 1, 0), dtype=bool)
     same = np.ones_like(up)
     for key in keys:
@@ -74,7 +75,8 @@ def lex_steps(keys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _sort_order(frame: pd.DataFrame, symbol_rank: np.ndarray) -> np.ndarray | None:
-    """The stable (symbol, timestamp, source_file, source_line) order, or None when the rows already are in it.
+    """The stable (symbol, timestamp, source_file, source_line) order, or None when the rows already are in
+    it.
 
     Sorting integer ranks with numpy replaces a four-column sort of strings; when (symbol, timestamp) alone
     orders the rows (one bar per key, the usual case), the source columns are not looked at.

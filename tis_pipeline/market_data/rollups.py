@@ -7,7 +7,8 @@ The rollup rule of ``market_data_15m`` / ``market_data_1h`` in two parts:
   and bucket (first open, max high, min low, last close, summed volume, buckets labelled by their open, UTC),
   with ``source_bars``, the number of 1-minute bars in the bucket (for gap reporting). First and last come
   from the bars at the bucket's opening and closing slots in the same pass (no sort; only a bucket with a hole
-  at an edge looks its bar up by key, see ``_AGGREGATE_SQL``); as a plain SELECT it runs with parallel workers.
+  at an edge looks its bar up by key, see ``_AGGREGATE_SQL``); as a plain SELECT it runs with parallel
+  workers.
 * ``rollup_compare_sql(rule, expected)``: the rollup bars in ``[:start, :end)`` that differ from ``expected``
   (a table or a parenthesised query of ``rollup_source_sql``'s shape), plus the buckets that have source bars
   but no rollup bar. The comparison is exact: both sides are DECIMAL(20,8) in the database.
@@ -37,8 +38,8 @@ from tis_pipeline.pg.engine import raw_connection
 from tis_pipeline.plots import pyplot
 from tis_pipeline.quality.rules import MARKET_TABLES, Rule, rule
 
-# First and last without ordering: a bucket's first bar is the one at its opening slot whenever that slot has a
-# bar, and its last the one at its closing slot, so `open`/`close` are min() over the one row that passes a
+# First and last without ordering: a bucket's first bar is the one at its opening slot whenever that slot has
+# a bar, and its last the one at its closing slot, so `open`/`close` are min() over the one row that passes a
 # timestamp FILTER (int64 comparisons), and only buckets with a hole at an edge look their bar up by key. The
 # CASE tests first_at/last_at, not the FILTER's result, so a bar off the grid can never pass for the edge bar.
 # It replaces min/max(ARRAY[epoch, price]), which built and compared an array per source row: half the CPU of
@@ -66,7 +67,7 @@ FROM (SELECT symbol,
       FROM {source}
       WHERE "timestamp" >= CAST(:start AS timestamptz) AND "timestamp" < CAST(:end AS timestamptz)
       GROUP BY 1, 2) AS a
-"""
+"""  # noqa: E501 (SQL text kept byte for byte)
 
 _VIA_SQL = """
 SELECT n.symbol, n.bucket, r.open, r.high, r.low, r.close, r.volume, n.source_bars, r.mx_evidence, r.mx_confirm
@@ -76,7 +77,7 @@ FROM (SELECT symbol, {bucket} AS bucket,
       WHERE "timestamp" >= CAST(:start AS timestamptz) AND "timestamp" < CAST(:end AS timestamptz)
       GROUP BY 1, 2) AS n
 LEFT JOIN ({via}) AS r ON r.symbol = n.symbol AND r.bucket = n.bucket
-"""
+"""  # noqa: E501 (SQL text kept byte for byte)
 
 _COMPARE_SQL = """
 SELECT coalesce(r.symbol, s.symbol) AS symbol, coalesce(r."timestamp", s.bucket) AS "timestamp",
@@ -100,9 +101,9 @@ def _rollup_rule(rule: Rule) -> Rule:
 
 
 def rollup_aggregate_sql(source: str, minutes: int) -> str:
-    """``source``'s bars over ``[:start, :end)`` rolled up into ``minutes``-long buckets (one row per symbol and
-    bucket, with ``source_bars``); ``source`` is a bar table of ``MARKET_TABLES`` chosen by the code, never
-    input, whose bar width divides ``minutes``."""
+    """``source``'s bars over ``[:start, :end)`` rolled up into ``minutes``-long buckets (one row per symbol
+    and bucket, with ``source_bars``); ``source`` is a bar table of ``MARKET_TABLES`` chosen by the code,
+    never input, whose bar width divides ``minutes``."""
     width = MARKET_TABLES[source]
     if int(minutes) % width:
         raise ValueError(f"{width}-minute bars do not tile {minutes}-minute buckets")
@@ -112,18 +113,19 @@ def rollup_aggregate_sql(source: str, minutes: int) -> str:
 
 
 def rollup_via_sql(rule: Rule, via: str) -> str:
-    """The rule's expected rollup over ``[:start, :end)`` taken from ``via``, a finer rollup of the same source
-    (a bar table of ``MARKET_TABLES`` whose width divides the rule's minutes, both binned from ``BIN_ORIGIN``), with the buckets and
-    ``source_bars`` still counted from the 1-minute source: one row per bucket that has 1-minute bars, its
-    prices NULL where ``via`` has no bar (so that the comparison reports it missing).
+    """The rule's expected rollup over ``[:start, :end)`` taken from ``via``, a finer rollup of the same
+    source (a bar table of ``MARKET_TABLES`` whose width divides the rule's minutes, both binned from
+    ``BIN_ORIGIN``), with the buckets and ``source_bars`` still counted from the 1-minute source: one row per
+    bucket that has 1-minute bars, its prices NULL where ``via`` has no bar (so that the comparison reports it
+    missing).
 
     Sound by transitivity when ``via`` equals the rollup of the 1-minute bars, which its own blocking check
     proves (``market_data_15m_rollup_consistent``) before the coarser rollup runs: first/max/min/last/sum of
-    consecutive sub-buckets equal first/max/min/last/sum of the minutes. The count pass still ties the bucket set
-    to the 1-minute bars without aggregating numerics: an hour with 1-minute bars but no rollup bar, or the
-    reverse, is reported, and gap counts come from the 1-minute bars. What it does not see is a 1-minute bar
-    changed, added or removed inside an hour that keeps bars, after ``via`` was checked and not rolled up again;
-    the independent check ``rollup_mismatch_sql`` recomputes from the 1-minute bars.
+    consecutive sub-buckets equal first/max/min/last/sum of the minutes. The count pass still ties the bucket
+    set to the 1-minute bars without aggregating numerics: an hour with 1-minute bars but no rollup bar, or
+    the reverse, is reported, and gap counts come from the 1-minute bars. What it does not see is a 1-minute
+    bar changed, added or removed inside an hour that keeps bars, after ``via`` was checked and not rolled up
+    again; the independent check ``rollup_mismatch_sql`` recomputes from the 1-minute bars.
     """
     rule = _rollup_rule(rule)
     minutes = int(rule.params["minutes"])  # rollup_aggregate_sql refuses a via whose bars do not tile it
@@ -140,7 +142,8 @@ def rollup_source_sql(rule: Rule) -> str:
 
 
 def rollup_compare_sql(rule: Rule, expected: str) -> str:
-    """Rollup bars of ``[:start, :end)`` that differ from ``expected`` or are missing; ``expected`` is code."""
+    """Rollup bars of ``[:start, :end)`` that differ from ``expected`` or are missing; ``expected`` is
+    code."""
     return _COMPARE_SQL.format(table=_rollup_rule(rule).table, expected=expected).strip()
 
 
@@ -159,8 +162,8 @@ ROLLUP_PIECES = (
 @dataclass
 class ExpectedRollup:
     """The expected bars of a rollup (``stage_expected_rollup``): one unlogged table per piece of the window,
-    committed on a connection of its own (``pieces``: their futures, each returning its row count), read as one
-    relation until ``discard_expected`` drops them."""
+    committed on a connection of its own (``pieces``: their futures, each returning its row count), read as
+    one relation until ``discard_expected`` drops them."""
 
     target: str
     tables: list[str]
@@ -214,8 +217,8 @@ def _stage_piece(
 def stage_expected_rollup(
     engine: sa.Engine, target: str, start: pd.Timestamp, end: pd.Timestamp, snapshot: str | None = None
 ) -> ExpectedRollup:
-    """Start building the expected bars of ``target`` over [start, end) apart from the transaction that replaces
-    them; returns at once (``ExpectedRollup.ready`` waits).
+    """Start building the expected bars of ``target`` over [start, end) apart from the transaction that
+    replaces them; returns at once (``ExpectedRollup.ready`` waits).
 
     15-minute: one pass over the 1-minute bars (``rollup_source_sql``, the rollup rule's own SQL).
     Hourly: from the 15-minute bars, whose own blocking check has just compared them with the 1-minute bars,
@@ -223,13 +226,14 @@ def stage_expected_rollup(
     why that is sound); it used to aggregate the numerics of every 1-minute bar a second time.
     The rows also hold ``source_bars`` per bucket, so gaps are counted from them without another scan.
 
-    The window is cut on bucket boundaries into ``ROLLUP_PIECES`` pieces aggregated ``ROLLUP_CONNECTIONS`` at a
-    time, each into an unlogged table of its own on a connection of its own: every core aggregates, no partial
-    groups are funnelled through one leader to be combined again (as one parallel query does), and the caller's
-    transaction can insert a finished piece while the next ones aggregate. Call ``discard_expected`` in a
-    ``finally`` after that transaction, whatever happened: it waits for the pieces and drops their tables.
-    ``snapshot`` (``export_snapshot`` of that transaction): the pieces read the data as it was when it was
-    taken, so a write committed while they run (an ingest of a day in the window) is in none of them or all.
+    The window is cut on bucket boundaries into ``ROLLUP_PIECES`` pieces aggregated ``ROLLUP_CONNECTIONS`` at
+    a time, each into an unlogged table of its own on a connection of its own: every core aggregates, no
+    partial groups are funnelled through one leader to be combined again (as one parallel query does), and the
+    caller's transaction can insert a finished piece while the next ones aggregate. Call ``discard_expected``
+    in a ``finally`` after that transaction, whatever happened: it waits for the pieces and drops their
+    tables. ``snapshot`` (``export_snapshot`` of that transaction): the pieces read the data as it was when it
+    was taken, so a write committed while they run (an ingest of a day in the window) is in none of them or
+    all.
     """
     target = bar_table(target)
     if target not in ROLLUP_SOURCES:
@@ -256,8 +260,8 @@ def stage_expected_rollup(
 
 
 def discard_expected(engine: sa.Engine, expected: ExpectedRollup) -> None:
-    """Wait for the pieces of ``expected`` (one still running would create its table after the drop), then drop
-    their tables. Only after the transaction that read them: DROP waits for its locks."""
+    """Wait for the pieces of ``expected`` (one still running would create its table after the drop), then
+    drop their tables. Only after the transaction that read them: DROP waits for its locks."""
     expected.pool.shutdown(wait=True, cancel_futures=True)
     with engine.begin() as side:
         side.execute(sa.text("SET LOCAL synchronous_commit = off"))  # see _stage_piece
@@ -267,14 +271,16 @@ def discard_expected(engine: sa.Engine, expected: ExpectedRollup) -> None:
 def rebuild_rollup(
     conn: sa.Connection, expected: ExpectedRollup, start: pd.Timestamp, end: pd.Timestamp
 ) -> int:
-    """Replace the bars of ``expected.target`` over [start, end) with the rollup of their source; rows written.
+    """Replace the bars of ``expected.target`` over [start, end) with the rollup of their source; rows
+    written.
 
-    open = first, high = max, low = min, close = last, volume = sum per symbol and bucket; a bucket exists only
-    where source bars do (no forward fill). 15-minute bars are the staged expected rows, each piece inserted as
-    soon as it is built; hourly bars come from the 15-minute ones (four rows per hour instead of sixty, the same
-    OHLCV since 15 divides 60 and both are binned from midnight UTC) while the pieces are still being built;
-    their check compares them with the 15-minute rollup and the 1-minute bar counts (``stage_expected_rollup``).
-    mx_evidence is the mean of the source bars' evidence, mx_confirm true when any source bar confirmed.
+    open = first, high = max, low = min, close = last, volume = sum per symbol and bucket; a bucket exists
+    only where source bars do (no forward fill). 15-minute bars are the staged expected rows, each piece
+    inserted as soon as it is built; hourly bars come from the 15-minute ones (four rows per hour instead of
+    sixty, the same OHLCV since 15 divides 60 and both are binned from midnight UTC) while the pieces are
+    still being built; their check compares them with the 15-minute rollup and the 1-minute bar counts
+    (``stage_expected_rollup``). mx_evidence is the mean of the source bars' evidence, mx_confirm true when
+    any source bar confirmed.
     """
     target = bar_table(expected.target)
     if target not in ROLLUP_SOURCES:
@@ -282,7 +288,8 @@ def rebuild_rollup(
     window = {"start": start, "end": end}
     conn.execute(sa.text(f'DELETE FROM {target} WHERE "timestamp" >= :start AND "timestamp" < :end'), window)
     insert = (
-        f'INSERT INTO {target} (symbol, "timestamp", open, high, low, close, volume, mx_evidence, mx_confirm) '
+        f'INSERT INTO {target} (symbol, "timestamp", open, high, low, close, volume, '
+        "mx_evidence, mx_confirm) "
         "SELECT symbol, bucket, open, high, low, close, volume, mx_evidence, mx_confirm FROM "
     )
     if target != "market_data_15m":
@@ -299,7 +306,8 @@ def rebuild_rollup(
 def rollup_mismatches(
     conn: sa.Connection, expected: ExpectedRollup, start: pd.Timestamp, end: pd.Timestamp
 ) -> pd.DataFrame:
-    """Bars of ``expected.target`` in [start, end) that differ from ``expected`` or are missing (the rule's SQL)."""
+    """Bars of ``expected.target`` in [start, end) that differ from ``expected`` or are missing (the rule's
+    SQL)."""
     expected.ready()
     query = rollup_compare_sql(rule(f"{bar_table(expected.target)}_rollup_consistent"), expected.relation)
     return pd.DataFrame(conn.execute(sa.text(query), {"start": start, "end": end}).mappings().all())

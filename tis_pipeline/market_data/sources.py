@@ -44,8 +44,8 @@ class BarSource(dg.ConfigurableResource):
 
     def read_pieces(self, start: pd.Timestamp, end: pd.Timestamp) -> Iterator[SourceRead]:
         """The window's bars in pieces of whole UTC days, in day order: one piece per day from the synthetic
-        source (it makes each day on its own, so the ingest can write day d while it makes day d + 1), one piece
-        of every day from files (a file holds many days and is read once)."""
+        source (it makes each day on its own, so the ingest can write day d while it makes day d + 1), one
+        piece of every day from files (a file holds many days and is read once)."""
         if self.source == "synthetic":
             from tis_pipeline.market_data import synthetic
 
@@ -97,8 +97,8 @@ class BarSource(dg.ConfigurableResource):
 
 
 def scan_data_dir() -> list:
-    """``catalog.FileInfo`` of every file under ``TIS_MARKET_DATA_DIR``, through the manifest the ingest uses (new
-    and changed files are learned, the others come from the manifest)."""
+    """``catalog.FileInfo`` of every file under ``TIS_MARKET_DATA_DIR``, through the manifest the ingest uses
+    (new and changed files are learned, the others come from the manifest)."""
     from tis_pipeline.market_data.readers import catalog
 
     s = settings()

@@ -1,6 +1,6 @@
 """Reads and writes of the bar tables (market_data_1m and its rollups) and of the quarantine, behind small
-functions named for what they do to the data. The day partitions the ingest swaps in are ``pg.day_partitions``'s,
-the rollups ``market_data.rollups``'.
+functions named for what they do to the data. The day partitions the ingest swaps in are
+``pg.day_partitions``'s, the rollups ``market_data.rollups``'.
 
 Table names come from the fixed set below, never from input; every value is a bound parameter.
 """
@@ -55,11 +55,11 @@ def days_with_bars(
 ) -> list[pd.Timestamp]:
     """The UTC days of [start, end) on which ``table`` has bars, in order.
 
-    market_data_1m is partitioned by day, so each day is probed for one bar: run-time partition pruning sends the
-    probe to that day's partition (or the DEFAULT one), where the first row answers it. Scanning every bar of the
-    range took 18 ms a day of 50 symbols, 0.22 s for 30 days. The rollup tables are not partitioned and no index
-    leads with the time, so a probe could read from the table's first row every time: there one scan of the range
-    it is.
+    market_data_1m is partitioned by day, so each day is probed for one bar: run-time partition pruning sends
+    the probe to that day's partition (or the DEFAULT one), where the first row answers it. Scanning every bar
+    of the range took 18 ms a day of 50 symbols, 0.22 s for 30 days. The rollup tables are not partitioned and
+    no index leads with the time, so a probe could read from the table's first row every time: there one scan
+    of the range it is.
     """
     table = bar_table(table)
     if table != "market_data_1m":
@@ -81,7 +81,8 @@ def days_with_bars(
         sa.text(
             "SELECT w.n FROM unnest(CAST(:lows AS timestamptz[]), CAST(:highs AS timestamptz[])) "
             "WITH ORDINALITY AS w(lo, hi, n) "
-            'WHERE EXISTS (SELECT FROM market_data_1m WHERE "timestamp" >= w.lo AND "timestamp" < w.hi) ORDER BY w.n'
+            'WHERE EXISTS (SELECT FROM market_data_1m WHERE "timestamp" >= w.lo AND "timestamp" < w.hi) '
+            "ORDER BY w.n"
         ),
         {"lows": lows, "highs": highs},
     ).scalars()
@@ -101,12 +102,14 @@ def read_bars(
     symbols_from: str | None = None,
     symbols_below: str | None = None,
 ) -> pd.DataFrame:
-    """The window's bars, sorted by (symbol, timestamp): floats (NaN for NULL), UTC timestamps, ``mx_confirm`` as a
-    nullable boolean. ``symbols_from`` / ``symbols_below`` keep the symbols in [from, below) (the table's order).
+    """The window's bars, sorted by (symbol, timestamp): floats (NaN for NULL), UTC timestamps, ``mx_confirm``
+    as a nullable boolean. ``symbols_from`` / ``symbols_below`` keep the symbols in [from, below) (the table's
+    order).
 
     Read as one array per column (``fetch_column_arrays``): numerics as float8, timestamps as microseconds,
     symbols padded to char(20) with their byte length beside them, in binary: nothing is formatted as text and
-    parsed again on either side. A symbol longer than 20 bytes (non-ASCII) sends the window through the text COPY.
+    parsed again on either side. A symbol longer than 20 bytes (non-ASCII) sends the window through the text
+    COPY.
     """
     table = bar_table(table)
     allowed = {"symbol", "timestamp", "open", "high", "low", "close", "volume", "mx_evidence", "mx_confirm"}
@@ -138,8 +141,9 @@ def read_bars(
             kinds.append(">f8")
     # One ordered scan feeds every aggregate: an ORDER BY inside each array_agg made PostgreSQL < 16 sort the
     # window once per column (0.22 s of a day of 72k bars on 15, 0.11 s with this). All the aggregates of one
-    # query take the same rows in the same order, so the arrays stay aligned; the order itself is checked here,
-    # not trusted (PostgreSQL keeps a subquery's order for an aggregate in practice, not by the standard).
+    # query take the same rows in the same order, so the arrays stay aligned; the order itself is checked
+    # here, not trusted (PostgreSQL keeps a subquery's order for an aggregate in practice, not by the
+    # standard).
     inner = ", ".join(f"{expr} AS c{i}" for i, expr in enumerate(select))
     arrays = fetch_column_arrays(
         conn,
@@ -174,8 +178,8 @@ def read_bars_in_two(
     columns: tuple[str, ...] = BAR_READ_COLUMNS,
 ) -> pd.DataFrame:
     """``read_bars`` of market_data_1m over the window, as two halves of its symbols read at once, each on a
-    connection of its own in one snapshot exported by ``conn``'s transaction: the same frame as ``read_bars`` on
-    ``conn`` at that moment.
+    connection of its own in one snapshot exported by ``conn``'s transaction: the same frame as ``read_bars``
+    on ``conn`` at that moment.
 
     Why: the server turns every numeric into a float8 and aggregates them on one core (about 0.1 s of a day of
     72k bars) while the rest of the process waits for the day; two backends take half each. A transaction that
@@ -214,8 +218,8 @@ def _has_written(conn: sa.Connection) -> bool:
 
 
 def _grouped_in_time(padded: np.ndarray, timestamps: np.ndarray) -> bool:
-    """Whether the rows of each symbol are together and in time order (as ``ORDER BY symbol, "timestamp"`` leaves
-    them, in whatever order the collation puts the symbols)."""
+    """Whether the rows of each symbol are together and in time order (as ``ORDER BY symbol, "timestamp"``
+    leaves them, in whatever order the collation puts the symbols)."""
     if len(padded) < 2:
         return True
     change = padded[1:] != padded[:-1]

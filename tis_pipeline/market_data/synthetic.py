@@ -54,7 +54,9 @@ def day_bars(day: pd.Timestamp, symbols: list[str] | tuple[str, ...], seed: int 
     return _frame([_day_columns(day, symbols, seed)], symbols)
 
 
-def bars(start: pd.Timestamp, end: pd.Timestamp, symbols, seed: int = 42) -> pd.DataFrame:
+def bars(
+    start: pd.Timestamp, end: pd.Timestamp, symbols: list[str] | tuple[str, ...], seed: int = 42
+) -> pd.DataFrame:
     """Bars with start <= timestamp < end (whole UTC days)."""
     days = pd.date_range(pd.Timestamp(start).normalize(), pd.Timestamp(end), freq="D", inclusive="left")
     if len(days) == 0:
@@ -116,7 +118,8 @@ def _day_columns(day: pd.Timestamp, symbols: list[str] | tuple[str, ...], seed: 
 
 
 def _frame(days: list[dict[str, np.ndarray]], symbols: list[str] | tuple[str, ...]) -> pd.DataFrame:
-    # the float columns go in as the one 2-D block pandas keeps them in: a dict of columns would be copied twice
+    # the float columns go in as the one 2-D block pandas keeps them in: a dict of columns would be copied
+    # twice
     values = np.concatenate([d["values"] for d in days], axis=1)
     frame = pd.DataFrame(values.T, columns=["open", "high", "low", "close", "volume"], copy=False)
     timestamps = np.concatenate([d["timestamp"] for d in days])

@@ -2,12 +2,13 @@
 the first rule it breaks), and whether a window has so many bad rows that nothing is written. No Dagster, no
 database.
 
-The table's rules come from the quality registry (``tis_pipeline.quality.rules``), beside a few ingest-only rules
-on raw input; the share limit is the caller's (settings ``TIS_MAX_QUARANTINE_SHARE``).
+The table's rules come from the quality registry (``tis_pipeline.quality.rules``), beside a few ingest-only
+rules on raw input; the share limit is the caller's (settings ``TIS_MAX_QUARANTINE_SHARE``).
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -48,13 +49,16 @@ QUARANTINE_RULES = (
 )
 
 RULE_MESSAGES = {
-    SYMBOL_FORMAT_RULE: "symbol is empty, longer than 20 characters or has characters outside [A-Za-z0-9._/:-]",
+    SYMBOL_FORMAT_RULE: (
+        "symbol is empty, longer than 20 characters or has characters outside [A-Za-z0-9._/:-]"
+    ),
     NUMERIC_FIT_RULE: "a value does not fit numeric(20,8) (|x| >= 1e12)",
     KEY_UNIQUE_RULE: "the same symbol and minute appear more than once",
 }
-# The registry's rules no clean row can break: validate_bars quarantines every row that breaks one of them (the
-# key rule by _duplicates, which keeps at most one row of a key; a missing symbol breaks the symbol format).
-# Not the not-in-the-future rule: it is judged against a clock that has moved on by the time the rows are judged.
+# The registry's rules no clean row can break: validate_bars quarantines every row that breaks one of them
+# (the key rule by _duplicates, which keeps at most one row of a key; a missing symbol breaks the symbol
+# format). Not the not-in-the-future rule: it is judged against a clock that has moved on by the time the rows
+# are judged.
 ENFORCED_RULES = frozenset(
     {"market_data_1m_symbol_not_null"}
     | set(QUARANTINE_RULES) - {SYMBOL_FORMAT_RULE, NUMERIC_FIT_RULE, "market_data_1m_timestamp_not_future"}
@@ -74,7 +78,8 @@ class Validated:
 
     @staticmethod
     def concat(pieces: list[Validated]) -> Validated:
-        """One result for pieces validated apart (disjoint days: no row of one can repeat a row of another)."""
+        """One result for pieces validated apart (disjoint days: no row of one can repeat a row of
+        another)."""
         if len(pieces) == 1:
             return pieces[0]
         if not pieces:
@@ -97,7 +102,7 @@ class Validated:
 def _disjoint_in_time(timestamps: list[pd.Series]) -> bool:
     """Each series' times all later than the previous non-empty series' (no missing time: clean rows)."""
     spans = [(t.min(), t.max()) for t in timestamps if len(t)]
-    return all(last < first for (_, last), (first, _) in zip(spans, spans[1:], strict=False))
+    return all(last < first for (_, last), (first, _) in itertools.pairwise(spans))
 
 
 def rule_masks(frame: pd.DataFrame, now: pd.Timestamp) -> dict[str, np.ndarray]:
@@ -108,7 +113,7 @@ def rule_masks(frame: pd.DataFrame, now: pd.Timestamp) -> dict[str, np.ndarray]:
     """
     symbol_codes, symbols = pd.factorize(frame["symbol"])
     too_large = np.zeros(len(frame), dtype=bool)
-    for column in PRICE_COLUMNS + ["volume"]:
+    for column in [*PRICE_COLUMNS, "volume"]:
         values = frame[column].to_numpy(dtype="float64")
         with np.errstate(invalid="ignore"):
             too_large |= np.abs(values) >= NUMERIC_20_8_LIMIT  # x >= limit or x <= -limit (NaN: neither)
@@ -136,7 +141,8 @@ def _bad_symbols(codes: np.ndarray, symbols: pd.Index) -> np.ndarray:
 def _duplicates(
     frame: pd.DataFrame, symbol_codes: np.ndarray, n_symbols: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Rows repeating an earlier identical row of their (symbol, timestamp), and rows of a key whose copies differ.
+    """Rows repeating an earlier identical row of their (symbol, timestamp), and rows of a key whose copies
+    differ.
 
     A missing symbol or timestamp counts as a value (it equals itself), as in ``DataFrame.duplicated``.
     Keys are compared as integers between neighbours in key order; only rows whose key repeats (few, in
@@ -185,7 +191,7 @@ def validate_bars(
     for position, name in enumerate(QUARANTINE_RULES):
         first_rule[masks[name] & (first_rule == len(QUARANTINE_RULES))] = position
     bad = first_rule < len(QUARANTINE_RULES)
-    clean_columns = BAR_COLUMNS + ["volume_missing"]
+    clean_columns = [*BAR_COLUMNS, "volume_missing"]
     clean = (frame.loc[~bad, clean_columns] if bad.any() else frame[clean_columns]).reset_index(drop=True)
     rejected = frame.loc[bad]
     dates = rejected["timestamp"].dt.tz_convert("UTC").dt.date
@@ -266,7 +272,8 @@ class QuarantineShareExceeded(ValueError):
 
 def enforce_share_limit(checked: Validated, limit: float) -> None:
     """Raise ``QuarantineShareExceeded`` when a partition day of ``checked`` has more than ``limit`` (a share,
-    0.05 = 5 %) of its rows quarantined; its message names the days, the rules broken and the first bad rows."""
+    0.05 = 5 %) of its rows quarantined; its message names the days, the rules broken and the first bad
+    rows."""
     shares = quarantine_share_by_day(checked.clean, checked.quarantine)
     over = shares[shares > limit]
     if len(over):

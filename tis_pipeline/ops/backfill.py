@@ -1,8 +1,8 @@
 """Plan and run backfills: a long range becomes chunks of whole days, each one Dagster run over its range.
 
-A single run that fails loses all of its range, so long ranges are cut into chunks (default 31 days) and run in
-order. Every run is tagged with the backfill's id and its chunk, so a re-run of the same command finds the chunks
-whose run succeeded in Dagster's own run storage and resumes from the first one that did not.
+A single run that fails loses all of its range, so long ranges are cut into chunks (default 31 days) and run
+in order. Every run is tagged with the backfill's id and its chunk, so a re-run of the same command finds the
+chunks whose run succeeded in Dagster's own run storage and resumes from the first one that did not.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ def plan_chunks(first: date, last: date, chunk_days: int) -> list[Chunk]:
 
 
 def covering_ranges(days: list[date], max_gap_days: int = 0) -> list[Chunk]:
-    """The fewest ranges that cover ``days``, joining two runs of days when at most ``max_gap_days`` lie between.
+    """The fewest ranges that cover ``days``, joining two runs of days when at most ``max_gap_days`` lie
+    between.
 
     For a sparse history (files of a few days scattered over years) a run over the whole span would plan and
     record every empty partition; runs over these ranges touch only the days that have data.

@@ -8,13 +8,13 @@ from tis_pipeline.ops import retention
 from tis_pipeline.pg.day_partitions import drop_stale_scratch_tables
 from tis_pipeline.resources import PostgresResource
 
-# Every daily-partitioned asset: `tis backfill` runs ranges of it with an asset selection, the schedule runs the
-# day that just closed, and the file sensor the days whose files changed.
+# Every daily-partitioned asset: `tis backfill` runs ranges of it with an asset selection, the schedule runs
+# the day that just closed, and the file sensor the days whose files changed.
 daily_partitioned_job = dg.define_asset_job(
     "daily_partitioned_job",
     selection=dg.AssetSelection.groups("market_data", "dsi", "trading_day"),
-    description="Ingest 1-minute bars, roll them up to 15 minutes and 1 hour, score them with DSI, and run the "
-    "trading day (plans, approvals, execution, performance, the module ecosystem).",
+    description="Ingest 1-minute bars, roll them up to 15 minutes and 1 hour, score them with DSI, and "
+    "run the trading day (plans, approvals, execution, performance, the module ecosystem).",
 )
 
 # Requests the UTC day that just closed, at 00:15 UTC; rollups run in the same run as their 1-minute source.
@@ -29,7 +29,8 @@ daily_partitioned_schedule = dg.build_schedule_from_partitioned_job(
 
 class RetentionConfig(dg.Config):
     as_of: str | None = None  # ISO timestamp; the reference time for tests and replays (default: now)
-    periods: dict[str, str] = {}  # per-table overrides, e.g. {"market_data_1m": "90d"}
+    # per-table overrides, e.g. {"market_data_1m": "90d"}; RUF012 is moot: pydantic copies field defaults
+    periods: dict[str, str] = {}  # noqa: RUF012
 
 
 @dg.op(
@@ -73,7 +74,7 @@ def apply_retention(
 
 
 @dg.job(description="Daily retention (the seed's periods).", tags={"tis/kind": "housekeeping"})
-def retention_job():
+def retention_job() -> None:
     apply_retention()
 
 
@@ -109,7 +110,7 @@ def prune_dagster_runs(context: dg.OpExecutionContext, config: PruneConfig) -> d
 
 
 @dg.job(description="Prune Dagster's own run and event storage.", tags={"tis/kind": "housekeeping"})
-def dagster_storage_prune_job():
+def dagster_storage_prune_job() -> None:
     prune_dagster_runs()
 
 

@@ -4,10 +4,10 @@ Periods are the seed's "Data Retention Strategy" (overridable per table with ``T
 ``TIS_RETENTION_MARKET_DATA_1M=90d``, or per run in the job's config). ``anomaly_events`` is not named by the
 seed; it keeps its rows as long as ``dsi_evidence`` (1 year), since each event points at one evidence row.
 
-Every row is written to Parquet and read back (same rows, same content) before it is deleted. Tables are visited
-children first, following the foreign keys found in the live catalog, and a row that a kept row still references
-is kept. 1-minute bars go only when their 15-minute and 1-hour rollups exist; a whole day of them is a partition,
-detached and dropped rather than deleted row by row.
+Every row is written to Parquet and read back (same rows, same content) before it is deleted. Tables are
+visited children first, following the foreign keys found in the live catalog, and a row that a kept row still
+references is kept. 1-minute bars go only when their 15-minute and 1-hour rollups exist; a whole day of them
+is a partition, detached and dropped rather than deleted row by row.
 """
 
 from __future__ import annotations
@@ -248,7 +248,8 @@ def _apply_market_1m(conn: sa.Connection, cutoff: pd.Timestamp, outcome: TableOu
         conn.execute(
             sa.text(
                 "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                "WHERE i.inhparent = 'market_data_1m'::regclass AND c.relname ~ '^market_data_1m_p[0-9]{8}$' ORDER BY 1"
+                "WHERE i.inhparent = 'market_data_1m'::regclass AND c.relname ~ '^market_data_1m_p[0-9]{8}$' "
+                "ORDER BY 1"
             )
         )
         .scalars()
@@ -282,13 +283,15 @@ def _apply_market_1m(conn: sa.Connection, cutoff: pd.Timestamp, outcome: TableOu
     # rows of days without a partition of their own sit in the DEFAULT partition: row by row
     t_timestamp = 't."timestamp"'
     has_rollups = " AND ".join(
-        f'EXISTS (SELECT 1 FROM {r} x WHERE x.symbol = t.symbol AND x."timestamp" = {bucket_sql(m, t_timestamp)})'
+        f"EXISTS (SELECT 1 FROM {r} x WHERE x.symbol = t.symbol "
+        f'AND x."timestamp" = {bucket_sql(m, t_timestamp)})'
         for m, r in ((15, "market_data_15m"), (60, "market_data_1h"))
     )
     where = f't."timestamp" < %(cutoff)s AND {has_rollups}'
     outcome.kept_without_rollup += conn.execute(
         sa.text(
-            f'SELECT count(*) FROM market_data_1m_default t WHERE t."timestamp" < :cutoff AND NOT ({has_rollups})'
+            "SELECT count(*) FROM market_data_1m_default t "
+            f'WHERE t."timestamp" < :cutoff AND NOT ({has_rollups})'
         ),
         {"cutoff": cutoff},
     ).scalar_one()

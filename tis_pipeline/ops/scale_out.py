@@ -11,7 +11,8 @@ The run and the workers must share one persistent Dagster instance (``DAGSTER_HO
 
     job = dg.build_reconstructable_job("tis_pipeline.ops.scale_out", "market_data_celery_job",
                                        reconstructable_kwargs={"queue": "dagster"})
-    dg.execute_job(job, instance=instance, tags=range_tags("2024-01-01", "2024-01-31"))  # from market_data.partitions
+    dg.execute_job(job, instance=instance, tags=range_tags("2024-01-01", "2024-01-31"))  # from
+    market_data.partitions
 
 The job is built by a function so that broker, backend and queue can differ per deployment (or per test); the
 worker rebuilds it with the same arguments, which travel with each task.

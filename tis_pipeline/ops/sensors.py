@@ -1,16 +1,16 @@
 """A sensor on ``TIS_MARKET_DATA_DIR``: bar files that appear, change or go away request runs of their days.
 
-The sensor learns the directory through the same manifest as the ingest (``catalog.scan``: a file is read again
-only when its size or modification time changed). Its cursor holds, per 1-minute file, the size, modification
-time and first and last UTC day. A file that appears or changes brings the days it holds now and the days it
-held before. A file that goes away brings the days it held: their partitions are rebuilt from the files that
-remain. Each stretch of consecutive days becomes one run of ``daily_partitioned_job`` over that partition
-range: the bars, the rollups, DSI and the trading day of those days.
+The sensor learns the directory through the same manifest as the ingest (``catalog.scan``: a file is read
+again only when its size or modification time changed). Its cursor holds, per 1-minute file, the size,
+modification time and first and last UTC day. A file that appears or changes brings the days it holds now and
+the days it held before. A file that goes away brings the days it held: their partitions are rebuilt from the
+files that remain. Each stretch of consecutive days becomes one run of ``daily_partitioned_job`` over that
+partition range: the bars, the rollups, DSI and the trading day of those days.
 
 Only partitions that exist are requested: days from ``TIS_PARTITION_START`` to yesterday (UTC).
 The first evaluation records the files as they are and requests nothing. Load a directory's history with
-``tis backfill``; the sensor keeps it current from then on. It is off by default: turn it on in the UI, or with
-``dagster sensor start market_data_files_sensor``.
+``tis backfill``; the sensor keeps it current from then on. It is off by default: turn it on in the UI, or
+with ``dagster sensor start market_data_files_sensor``.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from tis_pipeline.settings import settings
 
 
 def file_states(infos: Iterable) -> dict[str, list]:
-    """The cursor's content: per 1-minute file (``catalog.FileInfo`` without an error), ``[size, mtime_ns, first
-    UTC day, last UTC day]`` with the days as ISO dates."""
+    """The cursor's content: per 1-minute file (``catalog.FileInfo`` without an error),
+    ``[size, mtime_ns, first UTC day, last UTC day]`` with the days as ISO dates."""
     return {
         info.path: [info.size, info.mtime_ns, info.first.date().isoformat(), info.last.date().isoformat()]
         for info in infos
@@ -39,8 +39,8 @@ def file_states(infos: Iterable) -> dict[str, list]:
 
 
 def changed_days(before: dict[str, list], after: dict[str, list]) -> set[date]:
-    """The UTC days held by the files that appeared, changed (size or modification time) or went away between two
-    ``file_states``: for a changed file, the days it held before and those it holds now."""
+    """The UTC days held by the files that appeared, changed (size or modification time) or went away between
+    two ``file_states``: for a changed file, the days it held before and those it holds now."""
     days: set[date] = set()
     for path in before.keys() | after.keys():
         old, new = before.get(path), after.get(path)
@@ -58,7 +58,7 @@ def changed_days(before: dict[str, list], after: dict[str, list]) -> set[date]:
     default_status=dg.DefaultSensorStatus.STOPPED,
     description="Runs the days of bar files that appear, change or go away under TIS_MARKET_DATA_DIR.",
 )
-def market_data_files_sensor(context: dg.SensorEvaluationContext):
+def market_data_files_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason | list[dg.RunRequest]:
     from pathlib import Path
 
     from tis_pipeline.market_data.sources import scan_data_dir

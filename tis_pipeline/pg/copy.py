@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from psycopg import Connection, Cursor
+    from psycopg.abc import Query
 
 
 def frame_to_csv_bytes(frame: pd.DataFrame) -> bytes:
@@ -35,7 +40,7 @@ def frame_to_csv_bytes(frame: pd.DataFrame) -> bytes:
 
 
 def copy_frame(
-    dbapi_conn,
+    dbapi_conn: Connection[Any],
     table: str,
     frame: pd.DataFrame,
     columns: Sequence[str] | None = None,
@@ -64,7 +69,7 @@ def copy_frame(
     return len(frame)
 
 
-def copy_payload(cur, statement, payload: bytes) -> None:
+def copy_payload(cur: Cursor[Any], statement: Query, payload: bytes) -> None:
     """Send ``payload`` through ``COPY … FROM STDIN`` in 1 MiB writes (no copy of the bytes)."""
     with cur.copy(statement) as copy:
         view = memoryview(payload)
@@ -73,13 +78,13 @@ def copy_payload(cur, statement, payload: bytes) -> None:
 
 
 def copy_bars_binary(
-    dbapi_conn, table: str, frame: pd.DataFrame, columns: Sequence[str], freeze: bool = False
+    dbapi_conn: Connection[Any], table: str, frame: pd.DataFrame, columns: Sequence[str], freeze: bool = False
 ) -> int:
     """COPY bar rows into ``table`` in PostgreSQL's binary format; returns the rows written.
 
     ``columns``: a text column, a timestamptz column, then numeric(20,8) columns (float64 in ``frame``). Rows
-    that ``copy_binary.encode_rows`` cannot encode exactly (see there) go through ``copy_frame``'s text COPY in
-    the same transaction, so every value lands, or fails, as the text path makes it. ``freeze`` as in
+    that ``copy_binary.encode_rows`` cannot encode exactly (see there) go through ``copy_frame``'s text COPY
+    in the same transaction, so every value lands, or fails, as the text path makes it. ``freeze`` as in
     ``copy_frame``.
     """
     from psycopg import sql

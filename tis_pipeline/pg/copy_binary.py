@@ -1,8 +1,8 @@
 """PostgreSQL's binary COPY format for bar rows (text, timestamptz, numeric(20,8) × k), built with numpy.
 
-Why: the server parses the text COPY's timestamps and numerics field by field, and that parsing was most of the
-write (bench/RESULTS.md, "Ingest"). Binary rows are read as they are. No database here: ``encode_rows`` is a pure
-function; ``tis_pipeline.pg.engine.copy_rows_binary`` sends its bytes.
+Why: the server parses the text COPY's timestamps and numerics field by field, and that parsing was most of
+the write (bench/RESULTS.md, "Ingest"). Binary rows are read as they are. No database here: ``encode_rows`` is
+a pure function; ``tis_pipeline.pg.engine.copy_rows_binary`` sends its bytes.
 
 Exactness. The CSV path writes each float as its shortest round-trip decimal (pyarrow's formatter, the same
 digits as Python's ``repr``) and ``numeric_in`` rounds that decimal half away from zero to 8 decimals. So the
@@ -15,8 +15,8 @@ can prove that number without formatting text:
 * integral ``x`` with ``|x| < 1e12`` (below 2**53, where ``ulp(x) <= 1``): the shortest decimal is ``x``.
 
 Every other value (more than 8 decimals, a non-integral value above 2**26, NaN, ±inf, ``|x| >= 1e12``) is not
-encoded: ``encode_rows`` returns the rows it left out, and the caller sends them through the text path, so they
-land (or fail: numeric field overflow, NOT NULL) exactly as they always did.
+encoded: ``encode_rows`` returns the rows it left out, and the caller sends them through the text path, so
+they land (or fail: numeric field overflow, NOT NULL) exactly as they always did.
 
 Layout of a value: numeric as 5 base-10000 digits, weight 2, dscale 8 (``numeric_recv`` strips the leading and
 trailing zero digits in ``make_result``, so the stored value is the same as the text path's, byte for byte);
@@ -65,8 +65,8 @@ def scaled_numeric(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def _numeric_fields(count: int) -> list[tuple]:
-    """The structured-dtype fields of ``count`` numeric(20,8) values, as big-endian 16-bit words: a head (length
-    as two words, ndigits, weight, sign, dscale) and five base-10000 digits."""
+    """The structured-dtype fields of ``count`` numeric(20,8) values, as big-endian 16-bit words: a head
+    (length as two words, ndigits, weight, sign, dscale) and five base-10000 digits."""
     return [
         field for i in range(count) for field in ((f"n{i}_head", ">u2", (6,)), (f"n{i}_digits", ">u2", (5,)))
     ]
@@ -77,7 +77,8 @@ _NUMERIC_HEAD = np.array([0, _NUMERIC_SIZE, 5, 2, _NUMERIC_POS, 8], dtype=">u2")
 
 
 def _numeric_words(whole: np.ndarray, fraction: np.ndarray, negative: np.ndarray) -> list[np.ndarray]:
-    """The varying words of numerics (``scaled_numeric``'s parts): the sign, then the five base-10000 digits."""
+    """The varying words of numerics (``scaled_numeric``'s parts): the sign, then the five base-10000
+    digits."""
     high = whole // 10**4  # < 10**8
     top = high // 10**4
     low = fraction // 10**4
@@ -106,9 +107,10 @@ def _fill_numeric(out: np.ndarray, i: int, words: list[np.ndarray]) -> None:
 def exact_scale8(values: np.ndarray) -> np.ndarray:
     """Where a float64 read from a numeric(20,8) column gives back that number exactly.
 
-    ``|x| < 2**26`` and ``n = rint(x * 1e8)`` with ``n / 1e8 == x``: below 2**26, ``ulp(x) < 1e-8``, so at most one
-    number of 8 decimals rounds to ``x``, and ``n * 1e-8`` is it (module docstring). Unlike ``scaled_numeric``'s
-    ``exact`` this does not take large integral floats: a stored 1e9 + 1e-8 reads back as the float 1e9.
+    ``|x| < 2**26`` and ``n = rint(x * 1e8)`` with ``n / 1e8 == x``: below 2**26, ``ulp(x) < 1e-8``, so at
+    most one number of 8 decimals rounds to ``x``, and ``n * 1e-8`` is it (module docstring). Unlike
+    ``scaled_numeric``'s ``exact`` this does not take large integral floats: a stored 1e9 + 1e-8 reads back as
+    the float 1e9.
     """
     return _small_scaled(np.abs(np.asarray(values, dtype="float64")))[0]
 
@@ -130,15 +132,16 @@ def encode_rows(
     flags: Sequence[np.ndarray] = (),
     json_text: pa.Array | None = None,
 ) -> tuple[bytes, np.ndarray]:
-    """Binary COPY payload (signature to trailer) of the rows it can encode exactly, and the mask of those rows.
+    """Binary COPY payload (signature to trailer) of the rows it can encode exactly, and the mask of those
+    rows.
 
-    Columns: ``symbols`` (text), ``timestamps`` (zone-aware), then ``numerics`` (float64 arrays, numeric(20,8),
-    or a numeric of a smaller scale, which the server rounds as it rounds the text), then ``flags`` (boolean
-    arrays), then ``json_text`` (a pyarrow string array, a jsonb column), in that order, as in the COPY's column
-    list. A row is left out (mask False) when its symbol or timestamp is missing, any of its values is not exact
-    (``scaled_numeric``) or its JSON is null; send those through the text COPY.
-    Rows keep their order; the work is per column, then per run of equal symbol length (a handful) and block of
-    rows, never per row.
+    Columns: ``symbols`` (text), ``timestamps`` (zone-aware), then ``numerics`` (float64 arrays,
+    numeric(20,8), or a numeric of a smaller scale, which the server rounds as it rounds the text), then
+    ``flags`` (boolean arrays), then ``json_text`` (a pyarrow string array, a jsonb column), in that order, as
+    in the COPY's column list. A row is left out (mask False) when its symbol or timestamp is missing, any of
+    its values is not exact (``scaled_numeric``) or its JSON is null; send those through the text COPY.
+    Rows keep their order; the work is per column, then per run of equal symbol length (a handful) and block
+    of rows, never per row.
     """
     n = len(symbols)
     codes, uniques = pd.factorize(pd.Series(symbols, copy=False).astype("string"))
@@ -147,7 +150,7 @@ def encode_rows(
     ts = pd.Series(timestamps, copy=False)
     ts_us = ts.dt.tz_convert("UTC").array.as_unit("us").asi8 - PG_EPOCH_US if n else np.zeros(0, "int64")
     ok = (codes >= 0) & ts.notna().to_numpy()
-    parts = [scaled_numeric(v) for v in numerics]
+    parts: list[tuple[np.ndarray, ...]] = [scaled_numeric(v) for v in numerics]
     for _, _, _, exact in parts:
         ok &= exact
     flags = [np.asarray(f, dtype=bool) for f in flags]
@@ -189,8 +192,8 @@ def encode_rows(
         )
         for a in starts
     ]
-    # without JSON every row of a run has one width, and the rows are written in place into one buffer that holds
-    # the whole payload: one copy into bytes at the end, where each run's tobytes() and a join made two
+    # without JSON every row of a run has one width, and the rows are written in place into one buffer that
+    # holds the whole payload: one copy into bytes at the end, where each run's tobytes() and a join made two
     sizes = [(b - a) * row_type.itemsize for a, b, row_type in zip(starts, ends, row_types, strict=True)]
     payload = np.empty(
         len(SIGNATURE) + (sum(sizes) if json_text is None else 0) + len(TRAILER), dtype=np.uint8
@@ -217,7 +220,8 @@ def encode_rows(
         if json_text is None:
             at += size
             continue
-        # each row's fixed part, then its JSON text: joined row by row in pyarrow, whose data buffer is the rows
+        # each row's fixed part, then its JSON text: joined row by row in pyarrow, whose data buffer is the
+        # rows
         out["json_len"], out["json_version"] = json_len[a:b], 1
         heads = pa.FixedSizeBinaryArray.from_buffers(
             pa.binary(row_type.itemsize), len(out), [None, pa.py_buffer(out.tobytes())]

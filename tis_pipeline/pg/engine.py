@@ -1,4 +1,5 @@
-"""Connections to PostgreSQL shared by every domain: URLs, engines, reads into pandas, errors that say what to do.
+"""Connections to PostgreSQL shared by every domain: URLs, engines, reads into pandas, errors that say what to
+do.
 
 No Dagster here: the CLI, the resources, the tests and the benchmarks all use these functions.
 """
@@ -9,6 +10,7 @@ import io
 import os
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -16,6 +18,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from tis_pipeline.pg.errors import DatabaseConfigError
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg.rows import TupleRow
+    from sqlalchemy.pool import ConnectionPoolEntry
 
 
 def project_url() -> str:
@@ -46,7 +53,8 @@ def normalise_url(url: str) -> str:
         parsed = make_url(url)
     except Exception as exc:
         raise DatabaseConfigError(
-            f"TIS_DATABASE_URL is not a valid SQLAlchemy URL ({exc}); expected postgresql+psycopg://user@host:5432/db"
+            f"TIS_DATABASE_URL is not a valid SQLAlchemy URL ({exc}); "
+            "expected postgresql+psycopg://user@host:5432/db"
         ) from exc
     if parsed.get_backend_name() != "postgresql":
         raise DatabaseConfigError(
@@ -83,14 +91,16 @@ def engine(url: str) -> sa.Engine:
 SOCKET_BUFFER_BYTES = 4 << 20
 
 
-def widen_socket_buffers(dbapi_connection, _connection_record=None) -> None:
+def widen_socket_buffers(
+    dbapi_connection: psycopg.Connection[Any], _connection_record: ConnectionPoolEntry | None = None
+) -> None:
     """Ask the kernel for ``SOCKET_BUFFER_BYTES`` send and receive buffers on a psycopg connection's socket.
 
-    Why: psycopg writes a COPY through a non-blocking socket and needs the GIL back each time the kernel's buffer
-    (about 200 KB by default) has drained, so while another thread of the process holds the GIL (scoring,
-    validating, drawing a plot) the server waits for the next piece. A scored day's 21 MB COPY took 0.33 s alone
-    and 0.80 s beside a busy Python thread; with 4 MB buffers, 0.34 s (bench/RESULTS.md). Where the kernel caps
-    the buffers lower, they are what it grants: nothing fails.
+    Why: psycopg writes a COPY through a non-blocking socket and needs the GIL back each time the kernel's
+    buffer (about 200 KB by default) has drained, so while another thread of the process holds the GIL
+    (scoring, validating, drawing a plot) the server waits for the next piece. A scored day's 21 MB COPY took
+    0.33 s alone and 0.80 s beside a busy Python thread; with 4 MB buffers, 0.34 s (bench/RESULTS.md). Where
+    the kernel caps the buffers lower, they are what it grants: nothing fails.
     """
     import contextlib
     import socket
@@ -104,14 +114,15 @@ def widen_socket_buffers(dbapi_connection, _connection_record=None) -> None:
 
 
 def session_options(url: str) -> str:
-    """libpq ``options`` for the project's sessions: the URL's own, plus ``-c jit=off`` unless it sets ``jit``.
+    """libpq ``options`` for the project's sessions: the URL's own, plus ``-c jit=off`` unless it sets
+    ``jit``.
 
-    Why: on a server built with LLVM (Debian's and most packaged PostgreSQL, where ``jit`` is on by default) the
-    planner compiles every query whose estimated cost passes ``jit_above_cost``, and the project's queries are
-    either short probes or aggregations over a day or a range, which it never compiles back: on PostgreSQL 15
-    here, the 15-minute rollup of 1M bars took 1.8 s with JIT and 0.6 s without, and a 30-day ``days_with_bars``
-    0.24 s against 4 ms (bench/RESULTS.md). Only the project's sessions are affected; ``?options=-c%20jit%3Don``
-    in the URL turns it back on.
+    Why: on a server built with LLVM (Debian's and most packaged PostgreSQL, where ``jit`` is on by default)
+    the planner compiles every query whose estimated cost passes ``jit_above_cost``, and the project's queries
+    are either short probes or aggregations over a day or a range, which it never compiles back: on PostgreSQL
+    15 here, the 15-minute rollup of 1M bars took 1.8 s with JIT and 0.6 s without, and a 30-day
+    ``days_with_bars`` 0.24 s against 4 ms (bench/RESULTS.md). Only the project's sessions are affected;
+    ``?options=-c%20jit%3Don`` in the URL turns it back on.
     """
     own = make_url(url).query.get("options", "")
     own = " ".join(own) if isinstance(own, tuple) else own
@@ -131,9 +142,11 @@ def check_reachable(url: str) -> None:
         ) from exc
 
 
-def raw_connection(conn: sa.Connection):
+def raw_connection(conn: sa.Connection) -> psycopg.Connection[TupleRow]:
     """The psycopg 3 connection under a SQLAlchemy connection (for COPY)."""
-    return conn.connection.driver_connection
+    # SQLAlchemy types the driver's connection as Optional[Any]: the project's engines are psycopg 3 ones,
+    # with psycopg's default (tuple) rows
+    return cast("psycopg.Connection[TupleRow]", conn.connection.driver_connection)
 
 
 def fetch_frame(conn: sa.Connection, query: str, params: dict | None = None) -> pd.DataFrame:
@@ -161,16 +174,17 @@ def fetch_column_arrays(
 ) -> list[np.ndarray] | None:
     """Run a query that returns one row of ``array_send(array_agg(…))`` values and read each as a numpy array.
 
-    ``kinds``: the numpy dtype of each array's elements as PostgreSQL sends them (``">i8"``, ``">i2"``, ``"S20"``).
-    One row of a few bytea values crosses the wire instead of a message per row (psycopg's COPY TO reads each row
-    with a Python call: 0.1-0.2 s of a day of 72k bars), and the bytes are viewed in place. Returns None when an
-    array does not have that layout (a NULL element, elements of another width); an all-empty window gives empty
-    arrays.
+    ``kinds``: the numpy dtype of each array's elements as PostgreSQL sends them (``">i8"``, ``">i2"``,
+    ``"S20"``). One row of a few bytea values crosses the wire instead of a message per row (psycopg's COPY TO
+    reads each row with a Python call: 0.1-0.2 s of a day of 72k bars), and the bytes are viewed in place.
+    Returns None when an array does not have that layout (a NULL element, elements of another width); an
+    all-empty window gives empty arrays.
     """
     raw = raw_connection(conn)
     with raw.cursor(binary=True) as cur:
         cur.execute(query, params or {})
         row = cur.fetchone()
+    assert row is not None  # aggregates without GROUP BY: always one row
     out = []
     for data, kind in zip(row, kinds, strict=True):
         if data is None:  # array_agg of no rows

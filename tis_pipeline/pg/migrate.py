@@ -23,7 +23,7 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def head_revision() -> str:
+def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config("postgresql+psycopg://x@/x")).get_current_head()
 
 
@@ -37,7 +37,8 @@ def _check_known_revision(url: str) -> None:
     script = ScriptDirectory.from_config(alembic_config(url))
     if current is not None and current not in {r.revision for r in script.walk_revisions()}:
         raise DatabaseConfigError(
-            f"the database at {redacted(url)} is at schema revision {current!r}, which this checkout does not "
+            f"the database at {redacted(url)} is at schema revision {current!r}, "
+            "which this checkout does not "
             "know: it was migrated by a newer version of tis-pipeline. Update your checkout, or point "
             "TIS_DATABASE_URL at another database."
         )

@@ -133,7 +133,8 @@ def _params(rule: Rule) -> dict[str, Any]:
 def result_metadata(
     result: RuleResult, report: ValidationReport, partition_range: CoercibleToRange = None
 ) -> dict[str, Any]:
-    """Metadata of one rule's check result: the rule, the range covered, counts, per (symbol, day), samples."""
+    """Metadata of one rule's check result: the rule, the range covered, counts, per (symbol, day),
+    samples."""
     rule = result.rule
     start, end = partition_bounds(partition_range, report)
     metadata: dict[str, Any] = {
@@ -207,8 +208,8 @@ def frame_check_results(
 ) -> list[dg.AssetCheckResult]:
     """``table``'s rules judged on the rows an asset wrote, as the results of its ``check_specs_for(table)``.
 
-    An empty frame is given the rules' columns, so that every rule is evaluated (and passes on no rows) instead
-    of being skipped for a missing column.
+    An empty frame is given the rules' columns, so that every rule is evaluated (and passes on no rows)
+    instead of being skipped for a missing column.
     """
     from tis_pipeline.quality.evaluate import evaluate_frame
 
@@ -256,7 +257,8 @@ def build_checks(
         can_subset=True,
         required_resource_keys=required_resource_keys or set(),
     )
-    def _rule_checks(context):  # no annotation: Dagster cannot resolve a postponed (string) one
+    # no annotation: Dagster cannot resolve a postponed (string) one
+    def _rule_checks(context):  # noqa: ANN001
         loaded = frame_loader(context)
         item = loaded if isinstance(loaded, CheckInput) else CheckInput(frame=loaded)
         selected = {k.name for k in context.selected_asset_check_keys}

@@ -1,8 +1,8 @@
 """The fast evaluator: the registry's rules as boolean masks over a pandas DataFrame (no GE, no Dagster).
 
-Ingest calls ``failing_mask(frame, rule)`` / ``evaluate_frame(frame, table)`` to quarantine failing rows before
-they reach PostgreSQL; ``quality.ge`` evaluates the same rules through Great Expectations, and a test proves
-the two agree on the same frames.
+Ingest calls ``failing_mask(frame, rule)`` / ``evaluate_frame(frame, table)`` to quarantine failing rows
+before they reach PostgreSQL; ``quality.ge`` evaluates the same rules through Great Expectations, and a test
+proves the two agree on the same frames.
 
 Rules that look at a series rather than a row (stale closes, gaps, jumps, rollups) are computed here as
 *derived values* per row (a run length, the missing minutes before a bar, a jump threshold, the rollup of the
@@ -17,8 +17,8 @@ straddles the frame's edge is seen from its inside part).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
-from typing import TypeVar
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -53,8 +53,9 @@ class Context:
 # ------------------------------------------------------------------------------------------------ helpers
 
 
-def _memo(cache: dict | None, key, make: Callable[[], T]) -> T:
-    """``make()``, once per ``key`` of ``cache`` (one frame's derived arrays, read only); every time without one."""
+def _memo(cache: dict | None, key: Hashable, make: Callable[[], T]) -> T:
+    """``make()``, once per ``key`` of ``cache`` (one frame's derived arrays, read only); every time without
+    one."""
     if cache is None:
         return make()
     if key not in cache:
@@ -63,7 +64,8 @@ def _memo(cache: dict | None, key, make: Callable[[], T]) -> T:
 
 
 def _numeric(frame: pd.DataFrame, column: str, cache: dict | None = None) -> np.ndarray:
-    """``frame[column]`` as float64 (NaN for missing); with a ``cache``, once per frame and column (read only)."""
+    """``frame[column]`` as float64 (NaN for missing); with a ``cache``, once per frame and column (read
+    only)."""
 
     def make() -> np.ndarray:
         s = frame[column]
@@ -80,7 +82,10 @@ def missing_reason(frame: pd.DataFrame, rule: Rule, ctx: Context | None = None) 
     if absent:
         return f"column(s) {', '.join(absent)} not in the frame"
     if rule.kind == "rollup_consistent" and (ctx is None or rule.params["source"] not in ctx.sources):
-        return f"source frame {rule.params['source']} not given (pass sources={{'{rule.params['source']}': ...}})"
+        return (
+            f"source frame {rule.params['source']} not given "
+            f"(pass sources={{'{rule.params['source']}': ...}})"
+        )
     return None
 
 
@@ -160,12 +165,12 @@ def derived_values(
     cache = {} if cache is None else cache
     kind, p = rule.kind, rule.params
     if kind == "ohlc_high":
-        high, *others = rule.columns
+        _high, *others = rule.columns
         with np.errstate(all="ignore"):
             floor = np.fmax.reduce([_numeric(frame, c, cache) for c in others])
         return {"max_of_others": floor}
     if kind == "ohlc_low":
-        low, *others = rule.columns
+        _low, *others = rule.columns
         return {"min_of_others": np.fmin.reduce([_numeric(frame, c, cache) for c in others])}
     if kind in ("positive", "nonnegative") and len(rule.columns) > 1:
         return {"min_value": np.fmin.reduce([_numeric(frame, c, cache) for c in rule.columns])}
@@ -226,8 +231,8 @@ def _jumps(frame: pd.DataFrame, s: _Series, p: Mapping) -> tuple[np.ndarray, np.
 
 
 def _rolling_mad_of_past(ret: np.ndarray, starts: np.ndarray, window: int, min_periods: int) -> np.ndarray:
-    """Per series (rows ``starts[i]`` to the next start), the rolling median absolute deviation of the previous
-    ``window`` values from their own rolling median, as pandas computes it series by series::
+    """Per series (rows ``starts[i]`` to the next start), the rolling median absolute deviation of the
+    previous ``window`` values from their own rolling median, as pandas computes it series by series::
 
         past = r.shift(1); center = past.rolling(window, min_periods).median()
         mad = (past - center.shift(1)).abs().rolling(window, min_periods).median()
@@ -421,7 +426,8 @@ def failing_mask(
     now: pd.Timestamp | None = None,
     sources: Mapping[str, pd.DataFrame] | None = None,
 ) -> pd.Series:
-    """Boolean Series aligned with ``frame.index``: True for rows that fail ``rule`` (all False if skipped)."""
+    """Boolean Series aligned with ``frame.index``: True for rows that fail ``rule`` (all False if
+    skipped)."""
     ctx = Context(now, sources)
     if missing_reason(frame, rule, ctx):
         return pd.Series(False, index=frame.index, name=rule.name)
@@ -434,8 +440,8 @@ def failing_mask(
 def _passing_result(
     frame: pd.DataFrame, rule: Rule, ctx: Context, groups: SymbolDayIndex, cache: dict
 ) -> RuleResult:
-    """The result ``rule_result`` gives a rule no row fails; the derived values' names (the failing-row sample's
-    columns) come from the frame's first zero rows."""
+    """The result ``rule_result`` gives a rule no row fails; the derived values' names (the failing-row
+    sample's columns) come from the frame's first zero rows."""
     derived = derived_values(_memo(cache, "no_rows", lambda: frame.iloc[:0]), rule, ctx)
     nothing = np.zeros(len(frame), dtype=bool)
     return rule_result(
@@ -451,9 +457,10 @@ def _passing_result(
 def failing_masks(
     frame: pd.DataFrame, rules: Iterable[Rule], *, now: pd.Timestamp | None = None
 ) -> dict[str, np.ndarray]:
-    """``failing_mask`` of each rule as a boolean array (by rule name), with one clock for all and each numeric
-    column read once."""
-    ctx, cache = Context(now), {}
+    """``failing_mask`` of each rule as a boolean array (by rule name), with one clock for all and each
+    numeric column read once."""
+    ctx = Context(now)
+    cache: dict[Hashable, Any] = {}
     out: dict[str, np.ndarray] = {}
     for rule in rules:
         if missing_reason(frame, rule, ctx):

@@ -33,7 +33,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -48,6 +48,11 @@ from tis_pipeline.quality.report import (
     timestamp_span,
 )
 from tis_pipeline.quality.rules import Rule, rules_for
+
+if TYPE_CHECKING:
+    from great_expectations.core import ExpectationSuite
+    from great_expectations.data_context import EphemeralDataContext
+    from great_expectations.expectations import Expectation
 
 DATASOURCE = "frames"
 BATCH_DEFINITION = "whole_frame"
@@ -68,7 +73,7 @@ def _gx():
     return gx
 
 
-def context():
+def context() -> EphemeralDataContext:
     """The process's ephemeral GX context with the ``frames`` pandas datasource (created once)."""
     with _lock:
         if "context" not in _state:
@@ -94,8 +99,9 @@ def _batch_definition(table: str):
         return defs[table]
 
 
-def expectation_for(rule: Rule):
-    """The one GX expectation that judges ``rule`` (over raw or derived columns); meta carries the rule name."""
+def expectation_for(rule: Rule) -> Expectation:
+    """The one GX expectation that judges ``rule`` (over raw or derived columns); meta carries the rule
+    name."""
     gxe = _gx().expectations
     p, meta = rule.params, {"rule": rule.name, "severity": rule.severity}
     kind = rule.kind
@@ -163,7 +169,7 @@ def expectation_for(rule: Rule):
     raise ValueError(f"rule {rule.name}: no GX expectation for kind {kind}")
 
 
-def suite_for(table: str, rules: tuple[Rule, ...] | None = None):
+def suite_for(table: str, rules: tuple[Rule, ...] | None = None) -> ExpectationSuite:
     """The (cached) ExpectationSuite of ``table``'s rules, or of the given subset of them."""
     gx = _gx()
     rules = rules_for(table) if rules is None else rules

@@ -127,8 +127,8 @@ class SymbolDayIndex:
         symbol_factors: tuple[np.ndarray, Any] | None = None,
         timestamps: tuple[np.ndarray, np.ndarray] | None = None,
     ):
-        """``symbol_factors``: ``pd.factorize(frame["symbol"])``, ``timestamps``: ``timestamps_ns(frame["timestamp"])``,
-        when the caller has them already."""
+        """``symbol_factors``: ``pd.factorize(frame["symbol"])``, ``timestamps``:
+        ``timestamps_ns(frame["timestamp"])``, when the caller has them already."""
         self.available = {"symbol", "timestamp"} <= set(frame.columns)
         if not self.available:
             return

@@ -152,7 +152,8 @@ def check_expression(rule: Rule) -> str:
 
 @dataclass(frozen=True)
 class DbCheck:
-    """A CHECK constraint the migration must create: ``ALTER TABLE {table} ADD CONSTRAINT {name} CHECK ({expression})``."""
+    """A CHECK constraint the migration must create:
+    ``ALTER TABLE {table} ADD CONSTRAINT {name} CHECK ({expression})``."""
 
     name: str
     table: str

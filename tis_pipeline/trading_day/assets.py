@@ -5,6 +5,8 @@ asset graph cannot hold as separate assets without breaking "a range run equals 
 ``docs/ecosystem.md``. Each day of the range starts from the population stored at the end of the day before.
 """
 
+from collections.abc import Iterator
+
 import dagster as dg
 import pandas as pd
 
@@ -32,7 +34,9 @@ from tis_pipeline.trading_day.ecosystem.common import (
 from tis_pipeline.trading_day.ecosystem.founders import founding_population
 
 _DESCRIPTIONS = {
-    "trading_plans": "One row per plan an alpha module made from an anomaly event, with its simulated execution.",
+    "trading_plans": (
+        "One row per plan an alpha module made from an anomaly event, with its simulated execution."
+    ),
     "trading_plan_approvals": "One row per decision of the decision-maker module on a plan.",
     "module_performance": "One row per module and UTC day: its scores and trading performance.",
     "modules": "One row per module of the ecosystem (founders and their offspring), in its latest state.",
@@ -73,9 +77,12 @@ def _md(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
     backfill_policy=dg.BackfillPolicy.single_run(),
     check_specs=[spec for t in TABLES for spec in check_specs_for(t)],
 )
-def trading_day(context: dg.AssetExecutionContext, db: PostgresResource):
+def trading_day(
+    context: dg.AssetExecutionContext, db: PostgresResource
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Walks the range day by day: plans from anomaly events, approvals, honest execution, performance, the
-    module ecosystem's messages, sharing, triggers and replications; everything of the range in one transaction.
+    module ecosystem's messages, sharing, triggers and replications; everything of the range in one
+    transaction.
     """
     window = context.partition_time_window
     start, end = pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")

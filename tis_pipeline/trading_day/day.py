@@ -99,7 +99,8 @@ def concat_frames(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def plan_summary(plans: pd.DataFrame) -> dict:
-    """The range's plans in figures: execution_status counts, total P&L, win rate and (trades, pnl) per module."""
+    """The range's plans in figures: execution_status counts, total P&L, win rate and (trades, pnl) per
+    module."""
     status = plans["execution_status"].value_counts().to_dict() if len(plans) else {}
     executed = plans[plans["pnl"].notna()] if len(plans) else plans
     by_module = (

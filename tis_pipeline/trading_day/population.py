@@ -2,10 +2,11 @@
 for a type, a module's specialty and score history, the genome's genes and the deterministic ids. Pure.
 
 *Live* module: ``status == 'active'`` and ``lifecycle_stage in ('experimental', 'active')``; only live modules
-take part in a day. *Specialty*: the genome's ``style`` for an alpha detector (momentum, reversal, divergence),
-else the module type (decision_maker, trader); the five founders found the five specialties. *Acting* module
-of a type (the decision maker, the trader): the live one with the best last ``performance_history`` score, ties
-by smallest module_id; a module without a score ranks after every scored one.
+take part in a day. *Specialty*: the genome's ``style`` for an alpha detector (momentum, reversal,
+divergence), else the module type (decision_maker, trader); the five founders found the five specialties.
+*Acting* module of a type (the decision maker, the trader): the live one with the best last
+``performance_history`` score, ties by smallest module_id; a module without a score ranks after every scored
+one.
 
 Ids are UUIDv5 of natural keys under two namespaces, both kept because the ids are stored: ``plan_uuid``
 (``PLANS_NAMESPACE``: plans, approvals, performance rows) and ``ecosystem_uuid`` (``ECOSYSTEM_NAMESPACE``:
@@ -175,7 +176,8 @@ def genome_of(value: Any) -> dict:
 
 
 def history_scores(history: Any) -> list[float]:
-    """The scores of a ``performance_history`` (a list of ``{"day", "score"}``), entries without one skipped."""
+    """The scores of a ``performance_history`` (a list of ``{"day", "score"}``), entries without one
+    skipped."""
     entries = list(history) if isinstance(history, (list, tuple, np.ndarray)) else []
     return [float(e["score"]) for e in entries if not is_missing(e.get("score"))]
 
@@ -243,8 +245,9 @@ def _gene_distance(module_type: str, genome: Mapping[str, Any], ref: Mapping[str
 
 
 def innovation_vs_founder(module_type: str, genome: Mapping[str, Any]) -> float:
-    """How far learning and evolution carried a genome: min(1, D / 0.10), D = mean over the type's mutable genes
-    of |g - g_founder| / span, g_founder = the founder genome of its specialty (0 without one); a rate."""
+    """How far learning and evolution carried a genome: min(1, D / 0.10), D = mean over the type's mutable
+    genes of |g - g_founder| / span, g_founder = the founder genome of its specialty (0 without one); a
+    rate."""
     ref = FOUNDER_GENOMES.get(specialty(module_type, genome))
     if ref is None:
         return 0.0
@@ -252,8 +255,8 @@ def innovation_vs_founder(module_type: str, genome: Mapping[str, Any]) -> float:
 
 
 def innovation_vs_peers(active: pd.DataFrame) -> dict[str, float]:
-    """module_id -> min(1, mean |g - m| / max(|m|, 1e-9)) over the numeric genome values g against the median m of
-    the given modules of the same type and style (``style`` None counts as a style of its own)."""
+    """module_id -> min(1, mean |g - m| / max(|m|, 1e-9)) over the numeric genome values g against the median
+    m of the given modules of the same type and style (``style`` None counts as a style of its own)."""
     out: dict[str, float] = {}
     groups: dict[tuple[str, str], list[tuple[str, dict]]] = {}
     for r in active.itertuples(index=False):

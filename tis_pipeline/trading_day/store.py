@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,7 +33,8 @@ COLUMNS: Mapping[str, tuple[str, ...]] = {
 }
 # the columns holding Python dicts/lists, per table, as the logic declares them
 JSON_COLUMNS: Mapping[str, tuple[str, ...]] = {**ecosystem_tables.JSON_COLUMNS, **plan_tables.JSON_COLUMNS}
-# children before parents: the order rows of a window are deleted in (the reverse is the order they are written)
+# children before parents: the order rows of a window are deleted in (the reverse is the order they are
+# written)
 WINDOW_TABLES = (
     "module_replication_triggers",
     "module_replications",
@@ -44,7 +46,7 @@ WINDOW_TABLES = (
 )
 
 
-def _plain(value):
+def _plain(value: Any):
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, pd.Timestamp):
@@ -52,7 +54,7 @@ def _plain(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def to_json(value) -> str | None:
+def to_json(value: Any) -> str | None:
     """Canonical JSON text (sorted keys, no spaces): the same object always gives the same bytes."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
@@ -70,13 +72,15 @@ def table_frame(frame: pd.DataFrame, table: str) -> pd.DataFrame:
 
 
 def read_events(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-    """The window's anomaly events with their DSI evidence, in time order (the contract's ``events`` frame)."""
+    """The window's anomaly events with their DSI evidence, in time order (the contract's ``events``
+    frame)."""
     frame = fetch_frame(
         conn,
         """
         SELECT e.event_id::text AS event_id, e.symbol, e."timestamp", e.anomaly_type,
                e.anomaly_score::float8 AS anomaly_score, e.dsi_evidence_id::text AS dsi_evidence_id,
-               d.mx_evidence::float8 AS mx_evidence, d.mx_confirm, d.mx_confirm_rate::float8 AS mx_confirm_rate,
+               d.mx_evidence::float8 AS mx_evidence, d.mx_confirm,
+               d.mx_confirm_rate::float8 AS mx_confirm_rate,
                d.mx_evidence_boost::float8 AS mx_evidence_boost,
                (d.mx_confidence_interval->>'low')::float8 AS ci_low,
                (d.mx_confidence_interval->>'high')::float8 AS ci_high,
@@ -158,11 +162,13 @@ def read_history(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp) ->
 def previous_population(
     conn: sa.Connection, before: pd.Timestamp, fingerprint: str
 ) -> tuple[pd.Timestamp, str] | None:
-    """(day, population JSON) of the latest stored end-of-day state before ``before`` for this configuration that is
-    still valid: neither the bars nor DSI's scores of a day up to its own were written since it was saved."""
+    """(day, population JSON) of the latest stored end-of-day state before ``before`` for this configuration
+    that is still valid: neither the bars nor DSI's scores of a day up to its own were written since it was
+    saved."""
     row = conn.execute(
         sa.text(
-            "SELECT s.day, s.population::text FROM ecosystem_state s WHERE s.day < :d AND s.config_fingerprint = :f "
+            "SELECT s.day, s.population::text FROM ecosystem_state s "
+            "WHERE s.day < :d AND s.config_fingerprint = :f "
             f"AND s.source_version >= {versions_up_to('s.day', DAY_VERSION_TABLES)} "
             "ORDER BY s.day DESC LIMIT 1"
         ),
@@ -233,7 +239,8 @@ def write_rows(conn: sa.Connection, table: str, rows: pd.DataFrame) -> int:
 
 
 def link_plans(conn: sa.Connection, plans: pd.DataFrame) -> tuple[int, int]:
-    """Point each planned event and its evidence at the plan (the seed's plan ↔ evidence ↔ event relations)."""
+    """Point each planned event and its evidence at the plan (the seed's plan ↔ evidence ↔ event
+    relations)."""
     if plans.empty:
         return 0, 0
     links = pd.DataFrame(
@@ -251,7 +258,8 @@ def link_plans(conn: sa.Connection, plans: pd.DataFrame) -> tuple[int, int]:
     )
     conn.execute(
         sa.text(
-            "CREATE TEMP TABLE plan_links (event_id uuid, dsi_evidence_id uuid, plan_id uuid, module_id uuid, "
+            "CREATE TEMP TABLE plan_links (event_id uuid, dsi_evidence_id uuid, plan_id uuid, "
+            "module_id uuid, "
             "execution_status varchar(20), metrics jsonb, attribution jsonb, intelligence jsonb, "
             "confidence numeric(3,2)) ON COMMIT DROP"
         )

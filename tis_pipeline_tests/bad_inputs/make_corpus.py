@@ -69,11 +69,11 @@ def main() -> None:
     csv("open_outside_range.csv", rows("2023-05-05", r8={"open": "104.00"}, r30={"open": "106.00"}))
     csv("negative_volume.csv", rows("2023-05-06", r25={"volume": -35}))
     dup = rows("2023-05-07")
-    csv("duplicate_row.csv", dup[:18] + [dup[17]] + dup[18:])
+    csv("duplicate_row.csv", [*dup[:18], dup[17], *dup[18:]])
     conflict = rows("2023-05-08")
     csv(
         "same_minute_different_values.csv",
-        conflict[:18] + [line("2023-05-08 10:17:00", 17, close="104.60", volume=99)] + conflict[18:],
+        [*conflict[:18], line("2023-05-08 10:17:00", 17, close="104.60", volume=99), *conflict[18:]],
     )
     shuffled = rows("2023-05-09")
     random.Random(5).shuffle(shuffled)
@@ -112,7 +112,7 @@ def main() -> None:
     csv("epoch_seconds_and_milliseconds.csv", epoch)
     trunc = rows("2023-05-15")
     cut = trunc[-1][: len("2023-05-15 10:49:00,BTCUSD,112.25,11")]  # mid-high, and no final newline
-    csv("truncated_last_line.csv", trunc[:-1] + [cut], end="")
+    csv("truncated_last_line.csv", [*trunc[:-1], cut], end="")
     csv("header_only.csv", [])
     (HERE / "empty.csv").write_bytes(b"")
     (HERE / "binary_named.csv").write_bytes(random.Random(20230518).randbytes(3000))

@@ -45,7 +45,8 @@ DIGESTS = {
     "mx_expert_contributions::text), '|' ORDER BY symbol, \"timestamp\")) FROM market_data_1m",
     "rollups": "SELECT md5(string_agg(concat_ws(',', symbol, \"timestamp\", mx_evidence, mx_confirm), '|' "
     'ORDER BY symbol, "timestamp")) FROM market_data_15m',
-    "events": "SELECT md5(string_agg(concat_ws(',', event_id, symbol, \"timestamp\", anomaly_type, anomaly_score, "
+    "events": "SELECT md5(string_agg(concat_ws(',', event_id, symbol, \"timestamp\", anomaly_type, "
+    "anomaly_score, "
     "signal_pack::text, dsi_evidence_id, microstructure_validation::text), '|' ORDER BY event_id)) "
     "FROM anomaly_events",
     # latency figures are measurements, not functions of the data: everything else must match bit for bit
@@ -80,7 +81,8 @@ def test_every_bar_is_scored_and_events_carry_evidence(migrated_database_url):
         ).one()
         events, linked, hashes = conn.execute(
             sa.text(
-                "SELECT count(*), count(e.evidence_id), count(DISTINCT e.mx_microtape_hash) FROM anomaly_events a "
+                "SELECT count(*), count(e.evidence_id), count(DISTINCT e.mx_microtape_hash) "
+                "FROM anomaly_events a "
                 "LEFT JOIN dsi_evidence e ON e.evidence_id = a.dsi_evidence_id"
             )
         ).one()
@@ -273,9 +275,9 @@ def scratch_tables(url) -> list[str]:
 
 
 def test_the_rebuilt_days_keep_every_value_dsi_does_not_write(migrated_database_url):
-    """DSI writes each scored day as a new partition. Values its floats cannot prove (a fraction above 2**26, a
-    value with 20 digits), module columns, and a day whose rows sit in the DEFAULT partition all come out exactly
-    as they were; nothing of the build is left behind."""
+    """DSI writes each scored day as a new partition. Values its floats cannot prove (a fraction above 2**26,
+    a value with 20 digits), module columns, and a day whose rows sit in the DEFAULT partition all come out
+    exactly as they were; nothing of the build is left behind."""
     url = migrated_database_url
     assert run(url, MARKET, "2024-01-08", "2024-01-08").success
     odd = {"volume": "123456789.12345678", "open": "99999999999.99999999", "high": "99999999999.99999999"}
@@ -297,8 +299,10 @@ def test_the_rebuilt_days_keep_every_value_dsi_does_not_write(migrated_database_
         # a day without a partition of its own: its rows go to the DEFAULT partition
         conn.execute(
             sa.text(
-                'INSERT INTO market_data_1m (symbol, "timestamp", open, high, low, close, volume, module_intelligence) '
-                "SELECT symbol, \"timestamp\" + interval '1 day', open, high, low, close, volume + 0.00000001, "
+                'INSERT INTO market_data_1m (symbol, "timestamp", open, high, low, close, volume, '
+                "module_intelligence) "
+                "SELECT symbol, \"timestamp\" + interval '1 day', open, high, low, close, "
+                "volume + 0.00000001, "
                 "'{\"m\": 1}' FROM market_data_1m WHERE \"timestamp\" < '2024-01-08 02:00+00'"
             )
         )

@@ -1,4 +1,5 @@
-"""Per-bar rows for the database: the contributions' JSON text built in Python is the jsonb PostgreSQL builds."""
+"""Per-bar rows for the database: the contributions' JSON text built in Python is the jsonb PostgreSQL
+builds."""
 
 import numpy as np
 import pandas as pd
@@ -65,7 +66,8 @@ def _compare(url: str, values: np.ndarray) -> tuple[int, int, list]:
         copy_frame(raw_connection(conn), "t", frame)
         rows, differing = conn.execute(
             sa.text(
-                f"SELECT count(*), count(*) FILTER (WHERE ({_built_in_sql('t')})::text IS DISTINCT FROM j::text) FROM t"
+                f"SELECT count(*), count(*) FILTER (WHERE ({_built_in_sql('t')})::text "
+                "IS DISTINCT FROM j::text) FROM t"
             )
         ).one()
         sample = conn.execute(

@@ -181,7 +181,8 @@ def test_streaming_equals_batch():
         if want.dtype.kind == "f":
             assert np.array_equal(want.astype(np.float64), np.array(got, np.float64), equal_nan=True), col
         else:
-            assert [None if x is None or x is np.nan else x for x in want] == got, col
+            # `is np.nan` is identity with the np.nan object an object column holds, on purpose
+            assert [None if x is None or x is np.nan else x for x in want] == got, col  # noqa: PLW0177
     assert sum(r["event_mask"] > 0 for r in rows) > 0
 
 
@@ -390,7 +391,8 @@ def test_evaluation_ic_and_hit_rate():
     assert res["confirmed_n"] == int(
         scores["mx_confirm"].iloc[[i for s in (0, 400) for i in range(s + 50, s + 395)]].sum()
     )
-    # confirmation as a filter: confirm exactly the bars the perfect signal calls right and only those are hits
+    # confirmation as a filter: confirm exactly the bars the perfect signal calls right and only those are
+    # hits
     calls = perfect.assign(
         mx_evidence=0.5 + 0.4 * np.sign(np.arange(len(bars)) % 2 - 0.5),
         mx_confirm=np.sign(np.arange(len(bars)) % 2 - 0.5) == np.sign(fwd.fillna(0)),

@@ -1,5 +1,7 @@
 """Real Dagster runs of the market-data assets against a real PostgreSQL database."""
 
+import itertools
+
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -36,7 +38,8 @@ def table_digest(url, table, first, end):
     with engine(url).connect() as conn:
         return conn.execute(
             sa.text(
-                f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY symbol, \"timestamp\"), '')) "
+                "SELECT count(*), "
+                "md5(coalesce(string_agg(t::text, '|' ORDER BY symbol, \"timestamp\"), '')) "
                 f'FROM {table} t WHERE "timestamp" >= :a AND "timestamp" < :b'
             ),
             {"a": first, "b": end},
@@ -47,7 +50,8 @@ def read_table(url, table, first, end):
     with engine(url).connect() as conn:
         return pd.read_sql(
             sa.text(
-                f'SELECT symbol, "timestamp", open::float8, high::float8, low::float8, close::float8, volume::float8 '
+                'SELECT symbol, "timestamp", open::float8, high::float8, low::float8, close::float8, '
+                "volume::float8 "
                 f'FROM {table} WHERE "timestamp" >= :a AND "timestamp" < :b ORDER BY symbol, "timestamp"'
             ),
             conn,
@@ -162,7 +166,8 @@ def test_a_few_bad_rows_are_quarantined_once_and_the_rest_loads(database_url, mo
     with engine(database_url).connect() as conn:
         rows = conn.execute(
             sa.text(
-                "SELECT rule, count(*) FROM market_data_quarantine WHERE partition_date = '2024-04-10' GROUP BY rule"
+                "SELECT rule, count(*) FROM market_data_quarantine "
+                "WHERE partition_date = '2024-04-10' GROUP BY rule"
             )
         ).all()
     assert rows == [("ck_market_data_1m_volume_nonnegative", 3)]
@@ -272,7 +277,8 @@ def test_swap_keeps_other_sources_rows_and_absorbs_the_default_partition(databas
         conn.execute(
             sa.text(
                 'INSERT INTO market_data_1m (symbol, "timestamp", open, high, low, close, volume) VALUES '
-                "('OTHER', '2024-02-20 10:00+00', 1, 2, 1, 2, 5), ('AAA', '2024-02-20 10:00:00+00', 9, 9, 9, 9, 9)"
+                "('OTHER', '2024-02-20 10:00+00', 1, 2, 1, 2, 5), "
+                "('AAA', '2024-02-20 10:00:00+00', 9, 9, 9, 9, 9)"
             )
         )
         assert conn.execute(sa.text("SELECT count(*) FROM market_data_1m_default")).scalar_one() >= 2
@@ -287,7 +293,8 @@ def test_swap_keeps_other_sources_rows_and_absorbs_the_default_partition(databas
         other = (
             conn.execute(
                 sa.text(
-                    "SELECT close::float8 FROM market_data_1m WHERE symbol = 'OTHER' AND \"timestamp\" = '2024-02-20 10:00+00'"
+                    "SELECT close::float8 FROM market_data_1m "
+                    "WHERE symbol = 'OTHER' AND \"timestamp\" = '2024-02-20 10:00+00'"
                 )
             )
             .scalars()
@@ -305,7 +312,8 @@ def test_swap_keeps_other_sources_rows_and_absorbs_the_default_partition(databas
     assert other == [2.0]
     assert in_default == 0
     assert partition == len(expected) + 1
-    # first run: the one AAA row of the DEFAULT partition; second: the source's rows of the old partition, not OTHER
+    # first run: the one AAA row of the DEFAULT partition; second: the source's rows of the old partition, not
+    # OTHER
     assert replaced == [1, len(expected)]
     aaa = stored[stored["symbol"] == "AAA"]
     np.testing.assert_array_equal(
@@ -314,7 +322,8 @@ def test_swap_keeps_other_sources_rows_and_absorbs_the_default_partition(databas
 
 
 def alter_on_insert(url: str, table: str, symbol: str, timestamp: str, assignment: str) -> None:
-    """A trigger of the test's own database that alters one bar of ``table`` on its way in (literals of the test)."""
+    """A trigger of the test's own database that alters one bar of ``table`` on its way in (literals of the
+    test)."""
     with engine(url).begin() as conn:
         conn.execute(
             sa.text(f"""
@@ -355,7 +364,8 @@ def test_a_failing_blocking_check_stops_everything_downstream(migrated_database_
 
 
 def test_the_hourly_check_catches_a_wrong_hourly_bar(migrated_database_url):
-    """The hourly rule's check compares with the 15-minute rollup: an hourly bar altered on its way in fails it."""
+    """The hourly rule's check compares with the 15-minute rollup: an hourly bar altered on its way in fails
+    it."""
     url = migrated_database_url
     alter_on_insert(
         url, "market_data_1h", "AAA", "2024-06-11 09:00+00", "NEW.close := NEW.close + 0.00000001"
@@ -377,7 +387,8 @@ def test_the_hourly_check_ties_its_buckets_to_the_one_minute_bars(migrated_datab
     with engine(url).begin() as conn:
         conn.execute(
             sa.text("""DELETE FROM market_data_15m WHERE symbol = 'BBB'
-                                AND "timestamp" >= '2024-06-12 03:00+00' AND "timestamp" < '2024-06-12 04:00+00'""")
+                                AND "timestamp" >= '2024-06-12 03:00+00'
+                                AND "timestamp" < '2024-06-12 04:00+00'""")
         )
     result = materialize_range(url, "2024-06-12", "2024-06-12", assets=[market_data_1h])
     hourly = next(
@@ -482,7 +493,7 @@ def test_the_pieces_of_a_rollup_window_are_cut_on_its_bucket_boundaries(table, m
     ):
         cuts = _rollup_cuts(table, start, end)
         assert cuts[0] == start and cuts[-1] == end and len(cuts) == pieces + 1
-        assert all(a < b for a, b in zip(cuts, cuts[1:], strict=False))
+        assert all(a < b for a, b in itertools.pairwise(cuts))
         assert all((cut - start) % pd.Timedelta(minutes=minutes) == pd.Timedelta(0) for cut in cuts[1:-1])
 
 

@@ -42,9 +42,9 @@ def utc(text: str) -> pd.Timestamp:
     return pd.Timestamp(text, tz="UTC")
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Helpers: one run on a directory holding just the given files; what the tables hold
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 def ingest(url: str, tmp_path: Path, files: list[Path], day: str, tz: str = "UTC", name: str = "data"):
@@ -100,7 +100,8 @@ def quarantined(url: str, day: str) -> list[dict]:
             conn.execute(
                 sa.text(
                     'SELECT source_file, source_line, symbol, "timestamp", raw_values, rule, message '
-                    "FROM market_data_quarantine WHERE partition_date = :d ORDER BY source_line, quarantine_id"
+                    "FROM market_data_quarantine WHERE partition_date = :d "
+                    "ORDER BY source_line, quarantine_id"
                 ),
                 {"d": pd.Timestamp(day).date()},
             )
@@ -118,16 +119,17 @@ def digest(url: str) -> dict[str, tuple[int, str]]:
             out[table] = tuple(
                 conn.execute(
                     sa.text(
-                        f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {table} t"
+                        "SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) "
+                        f"FROM {table} t"
                     )
                 ).one()
             )
     return out
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Files that load: the exact rows quarantined and the exact rows stored
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -447,13 +449,14 @@ def test_a_future_row_is_in_no_partition_and_is_reported(database_url, tmp_path)
         ingest(database_url, tmp_path, [CORPUS / "future_timestamp.csv"], "2099-05-11", name="future")
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Files that fail the run: the error names the file (and line), and both tables keep what they held
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 def baseline(url: str, tmp_path: Path, day: str) -> Path:
-    """A good file of BTCUSD for the day (30 bars from 09:00, one with a negative volume at line 7), loaded."""
+    """A good file of BTCUSD for the day (30 bars from 09:00, one with a negative volume at line 7),
+    loaded."""
     lines = ["timestamp,symbol,open,high,low,close,volume"]
     for i in range(30):
         lines.append(f"{day} 09:{i:02d}:00,BTCUSD,50,51,49,50.5,{-1 if i == 5 else 100 + i}")
@@ -485,7 +488,8 @@ FAILING = [
     (
         "too_many_bad_rows.csv",
         "2023-05-27",
-        "1 partition day(s) have more than 5% bad rows (2023-05-27: 10.0%); nothing was written. Rules broken: "
+        "1 partition day(s) have more than 5% bad rows (2023-05-27: 10.0%); nothing was written. "
+        "Rules broken: "
         "{'ck_market_data_1m_volume_nonnegative': 4, 'ck_market_data_1m_high_bounds': 1}. First rows: "
         "[{'source_file': '{path}', 'source_line': 5, 'rule': 'ck_market_data_1m_volume_nonnegative'}",
     ),
@@ -505,9 +509,9 @@ def test_a_file_that_fails_the_run_changes_nothing(database_url, tmp_path, file,
     assert [(q["source_file"], q["source_line"]) for q in quarantined(database_url, day)] == [(str(good), 7)]
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Reader-level: the DST fixes in readers/timestamps.py, without a database
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 FALL = (
     [f"2024-11-03 00:{m:02d}" for m in range(40, 60)]
@@ -535,9 +539,9 @@ def test_repeated_fall_back_hour_is_split_by_file_order_per_symbol(tmp_path, ord
 
 
 def test_an_identical_row_inside_the_repeated_hour_stays_a_duplicate_of_its_own_pass(tmp_path):
-    times = FALL[:50] + [FALL[49]] + FALL[50:]  # 01:29 EDT written twice
+    times = [*FALL[:50], FALL[49], *FALL[50:]]  # 01:29 EDT written twice
     f = files.read_file(write(tmp_path, "fall.csv", times), tz=NY).frame
-    assert f["timestamp"].tolist() == FALL_UTC[:50] + [FALL_UTC[49]] + FALL_UTC[50:]
+    assert f["timestamp"].tolist() == [*FALL_UTC[:50], FALL_UTC[49], *FALL_UTC[50:]]
 
 
 def test_a_repeated_hour_whose_order_does_not_tell_is_left_as_bad_rows(tmp_path):

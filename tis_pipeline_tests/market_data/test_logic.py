@@ -247,4 +247,4 @@ def test_day_split_of_the_builds_equals_the_groupby_by_utc_day():
         assert [day for day, _ in got] == [day for day, _ in want]
         for (_, rows), (_, expected) in zip(got, want, strict=True):
             pd.testing.assert_frame_equal(rows, expected)
-    assert len(list(_by_day(tokyo))) == 2 and list(_by_day(one_day))[0][1] is one_day
+    assert len(list(_by_day(tokyo))) == 2 and next(iter(_by_day(one_day)))[1] is one_day

@@ -24,7 +24,8 @@ def _insert(conn, symbols: list[str]) -> None:
         close = np.round(rng.lognormal(3, 2, n), 8)
         conn.execute(
             sa.text(
-                'INSERT INTO market_data_1m (symbol, "timestamp", open, high, low, close, volume, mx_evidence, mx_confirm) '
+                'INSERT INTO market_data_1m (symbol, "timestamp", open, high, low, close, volume, '
+                "mx_evidence, mx_confirm) "
                 "VALUES (:s, :t, :o, :h, :l, :c, :v, :e, :x)"
             ),
             [
@@ -45,7 +46,10 @@ def _insert(conn, symbols: list[str]) -> None:
 
 
 def _text(conn, columns):
-    window = 'FROM market_data_1m WHERE "timestamp" >= %(start)s AND "timestamp" < %(end)s ORDER BY symbol, "timestamp"'
+    window = (
+        'FROM market_data_1m WHERE "timestamp" >= %(start)s AND "timestamp" < %(end)s '
+        'ORDER BY symbol, "timestamp"'
+    )
     params = {"start": DAY.to_pydatetime(), "end": (DAY + pd.Timedelta(days=1)).to_pydatetime()}
     return store._read_bars_text(conn, window, params, columns)
 
@@ -159,7 +163,8 @@ def _insert_days(conn, symbols: list[str], days: list[pd.Timestamp]) -> None:
                 )
     conn.execute(
         sa.text(
-            'INSERT INTO market_data_1m (symbol, "timestamp", open, high, low, close, volume, mx_evidence, mx_confirm) '
+            'INSERT INTO market_data_1m (symbol, "timestamp", open, high, low, close, volume, '
+            "mx_evidence, mx_confirm) "
             "VALUES (:s, :t, :p, :p, :p, :p, 1, :e, :x)"
         ),
         rows,

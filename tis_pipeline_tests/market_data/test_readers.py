@@ -74,9 +74,9 @@ def assert_bad_rows_have_a_missing_value(frame: pd.DataFrame) -> None:
     assert (frame["raw"].notna() == missing).all()
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # The real shared files (expected values from SOURCES.md)
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 REAL_ONE_MINUTE = [
     # relative path, tz, rows, symbol, first UTC, last UTC, volume_missing, first source_line
@@ -363,9 +363,9 @@ def test_real_read_bars_totals_per_lean_symbol(shared):
     )
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Symbols from paths
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -392,9 +392,9 @@ def test_symbol_from_path(path, symbol):
     assert symbol_from_path(path) == symbol
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Small fixtures: one per shape
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 def bars(res) -> list[tuple]:
@@ -498,7 +498,9 @@ def test_date_and_time_in_separate_named_columns():
 def test_date_and_am_pm_time_columns(tmp_path):
     path = tmp_path / "ampm.csv"
     path.write_text(
-        "Date,Time,Open,High,Low,Close,Volume\n01/04/2021,12:59 PM,1,2,0.5,1.5,1\n01/04/2021,01:00 PM,1,2,0.5,1.5,1\n"
+        "Date,Time,Open,High,Low,Close,Volume\n"
+        "01/04/2021,12:59 PM,1,2,0.5,1.5,1\n"
+        "01/04/2021,01:00 PM,1,2,0.5,1.5,1\n"
     )
     assert read_file(path).frame["timestamp"].tolist() == [ts("2021-01-04 12:59"), ts("2021-01-04 13:00")]
     bad = tmp_path / "words.csv"
@@ -753,7 +755,7 @@ def test_named_timestamp_in_no_known_format(tmp_path):
     assert res.frame["timestamp"].tolist() == [ts("2021-01-04 09:30"), ts("2021-01-04 09:31")]
     assert any("parsed value by value" in n for n in res.notes)
     odd.write_text("timestamp,open,high,low,close\nfoo,1,2,0.5,1.5\nbar,1,2,0.5,1.5\n")
-    with pytest.raises(BarFileError, match="cannot recognise the timestamp format \\(e.g. 'foo', 'bar'\\)"):
+    with pytest.raises(BarFileError, match=r"cannot recognise the timestamp format \(e.g. 'foo', 'bar'\)"):
         read_file(odd)
 
 
@@ -786,7 +788,9 @@ def test_json_arrays_of_the_wrong_length_and_an_empty_symbol_cell(tmp_path):
     assert_bad_rows_have_a_missing_value(f)
     symbols = tmp_path / "syms.csv"
     symbols.write_text(
-        "ticker,time,open,high,low,close,volume\nabc,2021-01-04 09:30,1,2,0.5,1.5,3\n ,2021-01-04 09:31,1,2,0.5,1.5,3\n"
+        "ticker,time,open,high,low,close,volume\n"
+        "abc,2021-01-04 09:30,1,2,0.5,1.5,3\n"
+        " ,2021-01-04 09:31,1,2,0.5,1.5,3\n"
     )
     f = read_file(symbols).frame
     assert f["symbol"].iloc[0] == "ABC" and pd.isna(f["symbol"].iloc[1])
@@ -868,9 +872,9 @@ def test_lean_layout_is_detected_from_the_path(tmp_path):
         read_file(no_date)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Manifest and read_bars on fixtures copied to a temporary directory
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture

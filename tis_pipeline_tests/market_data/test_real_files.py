@@ -26,7 +26,8 @@ def stored(url, table):
     with engine(url).connect() as conn:
         return pd.read_sql(
             sa.text(
-                f'SELECT symbol, "timestamp", open::float8, high::float8, low::float8, close::float8, volume::float8 '
+                'SELECT symbol, "timestamp", open::float8, high::float8, low::float8, close::float8, '
+                "volume::float8 "
                 f'FROM {table} ORDER BY symbol, "timestamp"'
             ),
             conn,

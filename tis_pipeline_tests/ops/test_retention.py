@@ -39,7 +39,7 @@ def test_periods_parse_and_override(monkeypatch):
 def test_children_first_order_follows_foreign_keys(database_url):
     with engine(database_url).connect() as conn:
         fks = retention.foreign_keys(conn)
-    order = retention.children_first(list(retention.SEED_PERIODS) + ["modules"], fks)
+    order = retention.children_first([*list(retention.SEED_PERIODS), "modules"], fks)
     pos = {t: i for i, t in enumerate(order)}
     for child, _, parent, _ in fks:
         if child in pos and parent in pos:
@@ -73,14 +73,16 @@ def populated(migrated_database_url, tmp_path, monkeypatch):
         for plan, age in ((plan_old, 800), (plan_kept_by_approval, 800), (plan_new, 10)):
             conn.execute(
                 sa.text(
-                    "INSERT INTO trading_plans (plan_id, module_id, symbol, timestamp, signal_strength, direction, "
+                    "INSERT INTO trading_plans (plan_id, module_id, symbol, timestamp, signal_strength, "
+                    "direction, "
                     "confidence_score) VALUES (:p, :m, 'AAA', :t, 0.5, 'long', 0.5)"
                 ),
                 {"p": plan, "m": m, "t": ts(age)},
             )
         conn.execute(
             sa.text(
-                "INSERT INTO trading_plan_approvals (plan_id, decision_maker_module_id, timestamp, approval_status) "
+                "INSERT INTO trading_plan_approvals "
+                "(plan_id, decision_maker_module_id, timestamp, approval_status) "
                 "VALUES (:p, :m, :t, 'approved'), (:p2, :m, :t2, 'approved')"
             ),
             {"p": plan_kept_by_approval, "m": m, "t": ts(100), "p2": plan_old, "t2": ts(900)},
@@ -96,8 +98,10 @@ def populated(migrated_database_url, tmp_path, monkeypatch):
             )
         conn.execute(
             sa.text(
-                "INSERT INTO anomaly_events (symbol, timestamp, anomaly_type, anomaly_score, signal_pack, dsi_evidence_id) "
-                "VALUES ('AAA', :t, 'volume_spike', 0.9, '{}', :e), ('AAA', :t2, 'price_jump', 0.8, '{}', :e2)"
+                "INSERT INTO anomaly_events "
+                "(symbol, timestamp, anomaly_type, anomaly_score, signal_pack, dsi_evidence_id) "
+                "VALUES ('AAA', :t, 'volume_spike', 0.9, '{}', :e), "
+                "('AAA', :t2, 'price_jump', 0.8, '{}', :e2)"
             ),
             {"t": ts(400), "e": ev_old, "t2": ts(5), "e2": ev_new},
         )
@@ -125,7 +129,8 @@ def populated(migrated_database_url, tmp_path, monkeypatch):
                 )
         conn.execute(
             sa.text(
-                "INSERT INTO module_replications (parent_module_id, child_module_id, timestamp, trigger_type) "
+                "INSERT INTO module_replications "
+                "(parent_module_id, child_module_id, timestamp, trigger_type) "
                 "VALUES (:m, :m, :t, 'diversity_gap')"
             ),
             {"m": m, "t": ts(5000)},
@@ -134,7 +139,7 @@ def populated(migrated_database_url, tmp_path, monkeypatch):
 
 
 def counts(url):
-    tables = list(retention.SEED_PERIODS) + ["modules"]
+    tables = [*list(retention.SEED_PERIODS), "modules"]
     with engine(url).connect() as conn:
         return {t: conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one() for t in tables}
 
@@ -161,7 +166,8 @@ def test_retention_archives_then_deletes_exactly_what_aged_out(populated):
         days_1m = (
             conn.execute(
                 sa.text(
-                    "SELECT DISTINCT (\"timestamp\" AT TIME ZONE 'UTC')::date::text FROM market_data_1m ORDER BY 1"
+                    "SELECT DISTINCT (\"timestamp\" AT TIME ZONE 'UTC')::date::text "
+                    "FROM market_data_1m ORDER BY 1"
                 )
             )
             .scalars()
@@ -312,7 +318,8 @@ def test_partition_builds_and_rollup_pieces_carry_their_creation_time(migrated_d
             comments = (
                 conn.execute(
                     sa.text(
-                        "SELECT obj_description(to_regclass(n), 'pg_class') FROM unnest(CAST(:names AS text[])) n"
+                        "SELECT obj_description(to_regclass(n), 'pg_class') "
+                        "FROM unnest(CAST(:names AS text[])) n"
                     ),
                     {"names": [s for _, _, s in built.jobs] + expected.tables},
                 )

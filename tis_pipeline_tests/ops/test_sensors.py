@@ -1,4 +1,5 @@
-"""The file sensor: which runs it requests as bar files appear, change and go away, through the real readers."""
+"""The file sensor: which runs it requests as bar files appear, change and go away, through the real
+readers."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from tis_pipeline.ops.sensors import changed_days, market_data_files_sensor
 
 
 def _write_bars(path: Path, first: str, days: int) -> None:
-    """A CSV of 1-minute bars, 09:30-09:59 UTC on each of ``days`` days from ``first``; the symbol is the stem."""
+    """A CSV of 1-minute bars, 09:30-09:59 UTC on each of ``days`` days from ``first``; the symbol is the
+    stem."""
     stamps = [
         pd.Timestamp(first) + pd.Timedelta(days=d, hours=9, minutes=30 + m)
         for d in range(days)

@@ -1,4 +1,5 @@
-"""Frames for the quality tests: one that satisfies every rule of a table, and one per rule that breaks only it.
+"""Frames for the quality tests: one that satisfies every rule of a table, and one per rule that breaks only
+it.
 
 ``case(rule)`` returns a ``Case``: the frame, the clock and sources to evaluate it with, and the number of
 rows that must fail ``rule`` (and no other rule).

@@ -244,7 +244,8 @@ def test_rolling_mad_in_one_pass_equals_pandas_series_by_series(window, min_peri
 
 def test_key_and_series_rules_on_rows_in_any_order():
     """The key rule read off the rows in key order equals DataFrame.duplicated over the complete rows, and the
-    series rules do not depend on the rows' order (a frame of days one after the other is not sorted by time)."""
+    series rules do not depend on the rows' order (a frame of days one after the other is not sorted by
+    time)."""
     bars = market_1m()
     extra = bars.iloc[[3, 3, 10, 40]].copy()
     extra.loc[extra.index[2], "symbol"] = None

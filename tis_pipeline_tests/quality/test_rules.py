@@ -11,7 +11,8 @@ from tis_pipeline.quality.rules import RULES, TABLES, Rule, db_check_rules, rule
 from tis_pipeline_tests.support.constraints import CheckParseError, compare, parse_check, rule_atoms
 
 UNIT = {
-    "modules": "learning_rate adaptation_threshold innovation_score specialization_index intelligence_sharing_rate "
+    "modules": "learning_rate adaptation_threshold innovation_score specialization_index "
+    "intelligence_sharing_rate "
     "collaboration_score network_centrality replication_readiness mutation_rate recombination_rate",
     "module_performance": "performance_score consistency_score innovation_score specialization_score "
     "collaboration_score trading_plan_success_rate execution_quality learning_effectiveness "
@@ -180,9 +181,8 @@ RENDERED = {
         ("cmp", "d", ">", Decimal(0)),
         ("cmp", "d", "<", Decimal(10000)),
     },
-    "CHECK (((status)::text = ANY ((ARRAY['active'::character varying, 'inactive'::character varying])::text[])))": {
-        ("in", "status", frozenset({"active", "inactive"}))
-    },
+    "CHECK (((status)::text = ANY ((ARRAY['active'::character varying, "
+    "'inactive'::character varying])::text[])))": {("in", "status", frozenset({"active", "inactive"}))},
     "CHECK ((st3 = ANY (ARRAY['x'::text, 'y''z'::text])))": {("in", "st3", frozenset({"x", "y'z"}))},
     "CHECK ((high >= GREATEST(open, close, low)))": {
         ("cmp", "high", ">=", "open"),

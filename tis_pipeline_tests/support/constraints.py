@@ -364,7 +364,8 @@ class ConstraintDiff:
         lines += [f"{n}: registry table {a}, database table {b}" for n, a, b in self.wrong_table]
         for name, want, have in self.wrong_bounds:
             lines.append(
-                f"{name}: registry {sorted(map(str, want - have))} vs database {sorted(map(str, have - want))}"
+                f"{name}: registry {sorted(map(str, want - have))} "
+                f"vs database {sorted(map(str, have - want))}"
             )
         lines += [f"{n}: cannot parse ({e})" for n, e in self.unparsable]
         return "\n".join(lines) or "registry and database agree"

@@ -1,7 +1,8 @@
 """Where the team's shared files (the seed, the real market data) live: ``../shared`` next to the checkout.
 
-``TIS_SHARED_DIR`` overrides; otherwise the nearest ``shared`` folder beside the repository or any folder above it,
-so that a clone in a deeper directory (as CI makes) still finds it. Tests that need it skip when it is absent.
+``TIS_SHARED_DIR`` overrides; otherwise the nearest ``shared`` folder beside the repository or any folder
+above it, so that a clone in a deeper directory (as CI makes) still finds it. Tests that need it skip when it
+is absent.
 """
 
 import os

@@ -1,4 +1,5 @@
-"""The trading day against a real PostgreSQL: every table written and linked, honest fills, replays identical."""
+"""The trading day against a real PostgreSQL: every table written and linked, honest fills, replays
+identical."""
 
 import dagster as dg
 import pytest
@@ -54,9 +55,12 @@ DIGESTS = {
     "module_replication_triggers": _digest("module_replication_triggers", "trigger_id"),
     "module_replications": _digest("module_replications", "replication_id", ("creation_time_ms",)),
     "modules": _digest("modules", "module_id"),
-    "links": "SELECT md5(coalesce(string_agg(concat_ws(',', event_id, trading_plan_id, plan_generation_module_id, "
-    "plan_execution_status, plan_performance_metrics::text), '|' ORDER BY event_id), '')) FROM anomaly_events",
-    "evidence_links": "SELECT md5(coalesce(string_agg(concat_ws(',', evidence_id, plan_id), '|' ORDER BY evidence_id), "
+    "links": "SELECT md5(coalesce(string_agg(concat_ws(',', event_id, trading_plan_id, "
+    "plan_generation_module_id, "
+    "plan_execution_status, plan_performance_metrics::text), '|' ORDER BY event_id), '')) "
+    "FROM anomaly_events",
+    "evidence_links": "SELECT md5(coalesce(string_agg(concat_ws(',', evidence_id, plan_id), "
+    "'|' ORDER BY evidence_id), "
     "'')) FROM dsi_evidence",
     "state": "SELECT md5(string_agg(population::text, '|' ORDER BY day)) FROM ecosystem_state",
 }
@@ -84,20 +88,22 @@ def test_a_trading_day_writes_every_table_linked_and_checked(migrated_database_u
     with engine(url).connect() as conn:
         q = lambda sql: conn.execute(sa.text(sql)).all()  # noqa: E731
         events_total = q("SELECT count(*) FROM anomaly_events")[0][0]
-        # a plan per planned event, made one minute after the event's bar opened, by the module named on the event
+        # a plan per planned event, made one minute after the event's bar opened, by the module named on the
+        # event
         linked = q("""SELECT count(*), count(*) FILTER (WHERE p.symbol = e.symbol
                              AND p."timestamp" = e."timestamp" + INTERVAL '1 minute'
                              AND p.module_id = e.plan_generation_module_id
                              AND p.execution_status = e.plan_execution_status)
                       FROM anomaly_events e JOIN trading_plans p ON p.plan_id = e.trading_plan_id""")[0]
-        evidence = q("""SELECT count(*) FROM dsi_evidence d JOIN anomaly_events e ON e.dsi_evidence_id = d.evidence_id
+        evidence = q("""SELECT count(*) FROM dsi_evidence d
+                        JOIN anomaly_events e ON e.dsi_evidence_id = d.evidence_id
                         WHERE d.plan_id = e.trading_plan_id""")[0][0]
         decisions = q("""SELECT count(*), count(DISTINCT a.plan_id), count(*) FILTER (WHERE
                              (a.approval_status = 'rejected') = (p.validation_status = 'failed')
                              AND (a.approval_status = 'rejected') = (p.execution_status = 'cancelled'))
                          FROM trading_plan_approvals a JOIN trading_plans p USING (plan_id)""")[0]
-        # honest fills: the entry is the open of the first bar at or after the plan's time (plus slippage), and
-        # no fill happens before the plan exists or after it expired
+        # honest fills: the entry is the open of the first bar at or after the plan's time (plus slippage),
+        # and no fill happens before the plan exists or after it expired
         fills = q("""SELECT p.plan_id, p.direction, p.executed_price::float8,
                             (p.attribution_analysis->>'entry_slippage_bps')::float8, b.open::float8,
                             b."timestamp" >= p."timestamp" AND b."timestamp" < p.valid_until
@@ -113,9 +119,8 @@ def test_a_trading_day_writes_every_table_linked_and_checked(migrated_database_u
                        FROM module_replications r JOIN modules c ON c.module_id = r.child_module_id
                        JOIN modules p ON p.module_id = r.parent_module_id""")[0]
         processed = q("""SELECT count(*), count(r.replication_id) FROM module_replication_triggers t
-                         LEFT JOIN module_replications r USING (replication_id) WHERE t.status = 'processed'""")[
-            0
-        ]
+                         LEFT JOIN module_replications r USING (replication_id)
+                         WHERE t.status = 'processed'""")[0]
         timings = q("""SELECT count(*) FILTER (WHERE creation_time_ms > 0), count(validation_time_ms),
                               count(initialization_time_ms) FROM module_replications""")[0]
     assert n["trading_plans"] > 10 and events_total >= n["trading_plans"]
@@ -131,7 +136,8 @@ def test_a_trading_day_writes_every_table_linked_and_checked(migrated_database_u
     assert n["modules"] == FOUNDERS + n["module_replications"]
     assert lineage == (n["module_replications"], n["module_replications"])
     assert processed[0] == processed[1] == n["module_replications"]
-    # creation is measured; validation and initialization are no separate steps, so nothing pretends to time them
+    # creation is measured; validation and initialization are no separate steps, so nothing pretends to time
+    # them
     assert timings == (n["module_replications"], 0, 0)
 
 
@@ -172,7 +178,8 @@ def test_a_corrected_past_day_sends_the_trading_day_back_to_it(migrated_database
 
     later, replay = migrated_database_url, empty_database_url
     migrate.upgrade(replay)
-    # later: the whole chain first; then day 2 is corrected, and DSI and the trading day are asked for day 3 only
+    # later: the whole chain first; then day 2 is corrected, and DSI and the trading day are asked for day 3
+    # only
     upstream(later, "2024-02-05", "2024-02-07")
     assert trading(later, "2024-02-05", "2024-02-07").success
     stale = digests(later)
@@ -191,7 +198,8 @@ def test_a_corrected_past_day_sends_the_trading_day_back_to_it(migrated_database
 
 
 def test_a_failed_day_leaves_the_previous_rows(migrated_database_url):
-    """A run that fails part-way (a plan the database refuses) rolls back: the earlier run's rows stay whole."""
+    """A run that fails part-way (a plan the database refuses) rolls back: the earlier run's rows stay
+    whole."""
     url = migrated_database_url
     upstream(url, "2024-03-04", "2024-03-05")
     assert trading(url, "2024-03-04", "2024-03-05").success

@@ -925,13 +925,13 @@ def test_replicate_respects_the_population_cap():
 def _assert_child_genome(parent_genome: dict, child_genome: dict, applied: dict, module_type: str) -> None:
     assert applied, "a child is never a clone"
     assert set(child_genome) == set(parent_genome)
-    for gene in parent_genome:
+    for gene, parent_value in parent_genome.items():
         if gene in applied:
             assert gene in MUTABLE_GENES[module_type]
-            assert applied[gene] == {"from": parent_genome[gene], "to": child_genome[gene]}
-            assert child_genome[gene] != parent_genome[gene]
+            assert applied[gene] == {"from": parent_value, "to": child_genome[gene]}
+            assert child_genome[gene] != parent_value
         else:
-            assert child_genome[gene] == parent_genome[gene], gene
+            assert child_genome[gene] == parent_value, gene
     for gene in MUTABLE_GENES[module_type]:
         if gene == "horizon_minutes":
             assert child_genome[gene] in HORIZONS
@@ -1173,7 +1173,7 @@ def test_state_read_back_from_the_database_works():
     perf = perf_frame(dict.fromkeys(pop["module_id"], 0.8))
     msgs = build_messages(DAY, plans, approvals, pop)
     after = update_population(DAY, pop, perf, msgs)
-    reps, trig, after = replicate(DAY, replication_triggers(DAY, after, perf, None), after)
+    reps, _trig, after = replicate(DAY, replication_triggers(DAY, after, perf, None), after)
     assert len(reps) == 3
     assert_valid(reps, "module_replications")
     assert_valid(population_rows(after), "modules")

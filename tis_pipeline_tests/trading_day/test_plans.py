@@ -1,4 +1,5 @@
-"""Plans logic: dealing, plan geometry, approval rules, execution on hand-built bars, look-ahead, scores, bounds."""
+"""Plans logic: dealing, plan geometry, approval rules, execution on hand-built bars, look-ahead, scores,
+bounds."""
 
 from __future__ import annotations
 
@@ -762,7 +763,8 @@ def test_execution_ignores_bars_after_valid_until_and_after_the_day():
 
 
 def test_vectorised_exits_match_a_bar_by_bar_reading():
-    # many overlapping plans on one symbol, in both directions: the join + groupby must agree with a plain walk
+    # many overlapping plans on one symbol, in both directions: the join + groupby must agree with a plain
+    # walk
     bars = walk_bars(("AAPL",))
     rows = []
     for k in range(40):
@@ -825,7 +827,7 @@ def test_score_modules_alpha_scores_and_empyrical():
             for k, s, r in ((1, 0.6, 12.5), (2, 0.4, -30.0), (3, 0.55, 5.25), (4, 0.5, 0.0), (40, 0.9, 999.0))
         ]
     )
-    plans, approvals, perf = run_day(evs, bars, pop, history)
+    plans, _approvals, perf = run_day(evs, bars, pop, history)
     assert list(perf.columns) == list(PERFORMANCE_COLUMNS)
     assert perf["module_id"].tolist() == sorted(m for m in pop["module_id"])
     assert plans["execution_status"].tolist() == ["executed", "executed"]
@@ -1021,7 +1023,7 @@ def test_with_the_ecosystem_founders():
 
     founders = founding_population(DAY)
     bars = walk_bars()
-    plans, approvals, perf = run_day(walk_events(bars), bars, founders)
+    plans, _approvals, perf = run_day(walk_events(bars), bars, founders)
     assert len(plans) > 0 and len(perf) == len(founders)
     assert evaluate_frame(plans, "trading_plans").passed and evaluate_frame(perf, "module_performance").passed
     assert set(plans["module_id"]) <= set(

@@ -1,9 +1,10 @@
 """Anomaly experts: shock magnitudes of the standardised features (rows 7-10 of the vote matrix).
 
 Magnitude a in [0, 1] with k-squared saturation ``x^2/(x^2+k^2)``: ``return`` a(|z_r|, 4), ``range``
-a(max(q_g-1, 0), 2), ``volume`` a(max(z_v, 0), 3), ``multivariate`` = d2/(d2+36) with the robust Mahalanobis-like
-``d2 = z_r^2 + (2 max(q_g-1,0))^2 + max(z_v,0)^2``.  Output column = a; vote = 0.5 + 0.3 * a * dir * sign(r_t) with
-dir = (-1, -1, +1, -1) (return/range/multivariate shocks revert, volume shocks continue).
+a(max(q_g-1, 0), 2), ``volume`` a(max(z_v, 0), 3), ``multivariate`` = d2/(d2+36) with the robust
+Mahalanobis-like ``d2 = z_r^2 + (2 max(q_g-1,0))^2 + max(z_v,0)^2``.  Output column = a; vote =
+0.5 + 0.3 * a * dir * sign(r_t) with dir = (-1, -1, +1, -1) (return/range/multivariate shocks revert, volume
+shocks continue).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Classifier experts: counted n-grams of tokens with horizon-h labels (rows 4-6 of the vote matrix).
 
 Label of bar s = [c_{s+h} > c_s], ties ignored; counts per symbol and context of bars s <= t-h-1 only (label
-elapsed strictly before t; bar t never used): ``p = (up + 1) / (n + 2)``.  Contexts: ``ret_bigram`` (ret token t-1,
-t), ``ret_trigram`` (t-2..t), ``shape`` (ret, range, volume token of t); 0.5 for the first 3 bars of a series.
+elapsed strictly before t; bar t never used): ``p = (up + 1) / (n + 2)``.  Contexts: ``ret_bigram`` (ret token
+t-1, t), ``ret_trigram`` (t-2..t), ``shape`` (ret, range, volume token of t); 0.5 for the first 3 bars of a
+series.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from tis_pipeline.dsi.logic.state import SymState
 
 @dataclass(frozen=True)
 class Labels:
-    """Per row s: the horizon-h label, where it is known; used only through counts/losses of rows s <= t-h-1."""
+    """Per row s: the horizon-h label, where it is known; used only through counts/losses of rows s <=
+    t-h-1."""
 
     up: np.ndarray  # label known and c_{s+h} > c_s
     decided: np.ndarray  # label known and not a tie (c_{s+h} != c_s)
@@ -68,7 +70,8 @@ def classifier_votes(
     votes: np.ndarray,
 ) -> np.ndarray:
     """The three classifier votes per row into ``votes`` (3 x rows); the counts per segment after the last row
-    whose label has elapsed, (segments, 2, contexts): [up counts, non-tie counts], classifiers side by side."""
+    whose label has elapsed, (segments, 2, contexts): [up counts, non-tie counts], classifiers side by
+    side."""
     lag, rt, gt, vt, seg = bars.lag, bars.ret_token, bars.range_token, bars.volume_token, bars.seg
     S, starts = len(bars.lens), bars.starts
     rt1 = lag(rt, 1)

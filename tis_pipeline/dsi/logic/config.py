@@ -1,8 +1,8 @@
 """DSI parameters and the names every module shares: experts, families, event types, fixed-point scales.
 
-Experts emit a vote ``p`` in [0, 1] = P(close_{t+h} > close_t), 0.5 = neutral, quantised to 2^-16 (``VOTE_SCALE``);
-the rows of every (experts x rows) matrix follow ``EXPERTS``: fsm 0-3, classifier 4-6, anomaly 7-10, divergence
-11-14.
+Experts emit a vote ``p`` in [0, 1] = P(close_{t+h} > close_t), 0.5 = neutral, quantised to 2^-16
+(``VOTE_SCALE``); the rows of every (experts x rows) matrix follow ``EXPERTS``: fsm 0-3, classifier 4-6,
+anomaly 7-10, divergence 11-14.
 """
 
 from __future__ import annotations

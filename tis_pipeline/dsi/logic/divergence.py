@@ -1,12 +1,13 @@
-"""Divergence experts: price against participation, VWAP and higher timeframes (rows 11-14 of the vote matrix).
+"""Divergence experts: price against participation, VWAP and higher timeframes (rows 11-14 of the vote
+matrix).
 
-* ``price_volume`` = 0.5 + 0.4 sign(m5) min(|m5|/(2 s_r sqrt5), 1) clip((mean(lv_{t-4..t}) - m_v)/s_v, -1, 1) with
-  m5 = r_{t-4}+..+r_t (price move confirmed by rising, contradicted by falling participation);
-* ``price_vwap`` = 0.5 + 0.4 clip((c/vwap - 1)/(3 s_r sqrt(D/4)), -1, 1), vwap over the last D = ``vwap_window``
-  bars with typical price (h+l+c)/3;
-* ``tf_15m``/``tf_1h``: causal resampling, higher-timeframe return ``c_t / o_first - 1`` where o_first opens the
-  previous completed bucket (or the current one at series start), capped at 2 buckets of rows; vote 0.5 + 0.3 d when
-  sign(r_t) = d = sign(htf), 0.5 + 0.15 d when they diverge.
+* ``price_volume`` = 0.5 + 0.4 sign(m5) min(|m5|/(2 s_r sqrt5), 1) clip((mean(lv_{t-4..t}) - m_v)/s_v, -1, 1)
+  with m5 = r_{t-4}+..+r_t (price move confirmed by rising, contradicted by falling participation);
+* ``price_vwap`` = 0.5 + 0.4 clip((c/vwap - 1)/(3 s_r sqrt(D/4)), -1, 1), vwap over the last D =
+  ``vwap_window`` bars with typical price (h+l+c)/3;
+* ``tf_15m``/``tf_1h``: causal resampling, higher-timeframe return ``c_t / o_first - 1`` where o_first opens
+  the previous completed bucket (or the current one at series start), capped at 2 buckets of rows; vote 0.5 +
+  0.3 d when sign(r_t) = d = sign(htf), 0.5 + 0.15 d when they diverge.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from tis_pipeline.dsi.logic.numeric import on_vote_grid, rolling_sum
 
 
 def divergence_votes(bars: BarFeatures, cfg: DsiConfig, votes: np.ndarray) -> list[np.ndarray]:
-    """The four divergence votes per row into ``votes`` (4 x rows), on the 2^-16 grid; the 15m and 1h returns."""
+    """The four divergence votes per row into ``votes`` (4 x rows), on the 2^-16 grid; the 15m and 1h
+    returns."""
     ts, o, hi, lo, c, v = bars.cols
     r, rl, lvs, s_r, ok, lag = bars.r, bars.past_returns, bars.log_volumes, bars.s_r, bars.ok, bars.lag
     m5 = r + rl[0] + rl[1] + rl[2] + rl[3]

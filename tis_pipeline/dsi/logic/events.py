@@ -1,9 +1,10 @@
-"""Events: scores per type, greedy cooling de-duplication (carried across calls), and their rows with the evidence.
+"""Events: scores per type, greedy cooling de-duplication (carried across calls), and their rows with the
+evidence.
 
-Scores per type ``volume_spike``=a_volume, ``price_jump``=a_return, ``range_expansion``=a_range, ``divergence`` =
-a_multivariate when sign(r_t) opposes both sign(htf_15m) and sign(htf_1h), ``pattern`` = max_i |2 p_fsm_i - 1| *
-a_multivariate; an event when the score passes its threshold and no kept event of the same symbol and type lies
-within ``cooling_minutes`` before it (greedy, carried across calls).
+Scores per type ``volume_spike``=a_volume, ``price_jump``=a_return, ``range_expansion``=a_range,
+``divergence`` = a_multivariate when sign(r_t) opposes both sign(htf_15m) and sign(htf_1h), ``pattern`` =
+max_i |2 p_fsm_i - 1| * a_multivariate; an event when the score passes its threshold and no kept event of the
+same symbol and type lies within ``cooling_minutes`` before it (greedy, carried across calls).
 """
 
 from __future__ import annotations
@@ -68,8 +69,9 @@ def mark_events(
     cooling_minutes: int,
     event_mask: np.ndarray,
 ) -> np.ndarray:
-    """Keep, per segment (``firsts``: its first row) and type, the candidates at least a cooling span after the last
-    kept one (``last_event``: segments x types, epoch ns, carried), as bits of ``event_mask``; the new last times."""
+    """Keep, per segment (``firsts``: its first row) and type, the candidates at least a cooling span after
+    the last kept one (``last_event``: segments x types, epoch ns, carried), as bits of ``event_mask``; the
+    new last times."""
     cool = cooling_minutes * MINUTE_NS
     new_last = last_event.copy()
     event_mask[:] = 0
@@ -93,7 +95,8 @@ def mark_events(
 
 
 def contributions_dict(row: Mapping) -> dict:
-    """Per-family expert outputs, weights, survival flags and signed contributions w_i (p_i - 0.5) of one row."""
+    """Per-family expert outputs, weights, survival flags and signed contributions w_i (p_i - 0.5) of one
+    row."""
     out = {fam: {n: round(float(row[f"{fam}__{n}"]), 4) for n in names} for fam, names in FAMILIES.items()}
     mask, sgn = int(row["alive_mask"]), float(np.sign(row["ret"]))
     weights, contrib = {}, {}

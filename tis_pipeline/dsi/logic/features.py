@@ -3,12 +3,15 @@
 Per symbol, on the row order of its bars (t is the bar; nothing after t is read):
 ``r_t = c_t / c_{t-1} - 1`` (first bar of a series: ``c/o - 1``), ``g_t = (h_t - l_t) / c_{t-1}``,
 ``lv_t = log1p(v_t)``, ``gap_t = ts_t - ts_{t-1} != 1 min`` (first bar: 1).
-Robust scales (past window, rows t-V..t-1, V = ``vol_window``, truncated at series start; exact fixed-point sums):
-``s_r = mean|r|``, ``m_g = mean g``, ``m_v = mean lv``, ``s_v = mean|lv_s - lv_{s-1}|`` (mean absolute deviations and
-a log-volume geometric mean stand in for rolling median/MAD: same role, 1 pass instead of a sort).
-Standardised: ``z_r = r / s_r``, ``q_g = g / m_g``, ``z_v = (lv - m_v) / s_v`` (0, 1, 0 while fewer than 3 past bars).
+Robust scales (past window, rows t-V..t-1, V = ``vol_window``, truncated at series start; exact fixed-point
+sums): ``s_r = mean|r|``, ``m_g = mean g``, ``m_v = mean lv``, ``s_v = mean|lv_s - lv_{s-1}|`` (mean absolute
+deviations and a log-volume geometric mean stand in for rolling median/MAD: same role, 1 pass instead of a
+sort).
+Standardised: ``z_r = r / s_r``, ``q_g = g / m_g``, ``z_v = (lv - m_v) / s_v`` (0, 1, 0 while fewer than 3
+past bars).
 Token parts: ret = ``digitize(z_r, [-2, -0.3, 0.3, 2])`` (0 strong down .. 4 strong up), range
-``digitize(q_g, [0.6, 1.6])`` (narrow/normal/wide), volume ``digitize(z_v, [-1, 1])`` (low/normal/high), gap flag.
+``digitize(q_g, [0.6, 1.6])`` (narrow/normal/wide), volume ``digitize(z_v, [-1, 1])`` (low/normal/high), gap
+flag.
 """
 
 from __future__ import annotations
@@ -73,7 +76,7 @@ class BarFeatures:
         self.range_token = bucket(self.qg, (0.6, 1.6))
         self.volume_token = bucket(self.zv, (-1.0, 1.0))
 
-    def tokens(self, rows: np.ndarray) -> np.ndarray:
+    def tokens(self, rows: np.ndarray | slice) -> np.ndarray:
         """MicroTape tokens ``ret + 5 range + 15 volume + 45 gap`` (0..89) of ``rows``, uint8."""
         return (
             self.ret_token[rows]
@@ -106,8 +109,8 @@ def htf_returns(
     row: np.ndarray,
     minutes: tuple[int, ...],
 ) -> list[np.ndarray]:
-    """c_t / o_first - 1 per bucket size (each a multiple of the first): o_first opens the previous bucket of the
-    segment, or the current one at the segment start, and lies at most 2 buckets of rows back."""
+    """c_t / o_first - 1 per bucket size (each a multiple of the first): o_first opens the previous bucket of
+    the segment, or the current one at the segment start, and lies at most 2 buckets of rows back."""
     R = len(ts)
     b = ts // (minutes[0] * MINUTE_NS)
     first = np.empty(R, bool)

@@ -1,7 +1,7 @@
 """FSM experts: a grammar over the MicroTape tokens (rows 0-3 of the vote matrix, ``FSM_EXPERTS`` order).
 
-* ``compression_expansion`` = 0.5 + 0.4 * (narrow bars among t-6..t-1)/6 * sign(r_t) when bar t is wide and >= 3
-  of the 6 were narrow;
+* ``compression_expansion`` = 0.5 + 0.4 * (narrow bars among t-6..t-1)/6 * sign(r_t) when bar t is wide and >=
+  3 of the 6 were narrow;
 * ``run_volume`` = 0.5 +/- 0.35 * (min(run,5) - 2)/3 for a run of >= 3 up (down) tokens while
   lv_t+lv_{t-1}+lv_{t-2} > lv_{t-3}+lv_{t-4}+lv_{t-5};
 * ``absorption`` = 0.5 - 0.3 * sign(r_{t-5}+..+r_{t-1}) on a high-volume narrow bar;
@@ -17,7 +17,8 @@ from tis_pipeline.dsi.logic.numeric import on_vote_grid
 
 
 def _run_length(token_is: np.ndarray, previous: list[np.ndarray]) -> np.ndarray:
-    """Length of the run of ``token_is`` ending at t, counted over t and ``previous`` (t-1, t-2, ...), int8."""
+    """Length of the run of ``token_is`` ending at t, counted over t and ``previous`` (t-1, t-2, ...),
+    int8."""
     acc, n = token_is.copy(), token_is.astype(np.int8)
     for x in previous:
         acc &= x

@@ -1,16 +1,19 @@
-"""Hedge: exponential weights of the experts from their cumulative losses, retirement, and the combined evidence.
+"""Hedge: exponential weights of the experts from their cumulative losses, retirement, and the combined
+evidence.
 
-Loss of expert i at bar s = |p_i(s) - y_s| (0 for ties), cumulative ``L_i(t)`` over s <= t-h-1 (exact integers in
-units of 2^-16), raw weight ``u_i = exp(-eta (L_i - min_j L_j))``.  Retirement: when ``u_i < floor * sum_j u_j``
-(share below floor, all experts) for ``retire_span`` consecutive bars the expert is retired for good -- retirements
-take effect in time order (ties: expert order) while more than ``min_alive`` experts remain, later ones are void;
-``w_i = u_i alive_i / sum_j u_j alive_j`` (0 for retired experts).
+Loss of expert i at bar s = |p_i(s) - y_s| (0 for ties), cumulative ``L_i(t)`` over s <= t-h-1 (exact integers
+in units of 2^-16), raw weight ``u_i = exp(-eta (L_i - min_j L_j))``.  Retirement: when
+``u_i < floor * sum_j u_j`` (share below floor, all experts) for ``retire_span`` consecutive bars the expert
+is retired for good -- retirements take effect in time order (ties: expert order) while more than
+``min_alive`` experts remain, later ones are void; ``w_i = u_i alive_i / sum_j u_j alive_j`` (0 for retired
+experts).
 Outputs: ``mx_evidence`` e = sum_i u_i alive_i p_i / sum_j u_j alive_j (2 dp, [0, 1]; P(up), 0.5 neutral);
-``mx_confirm_rate`` = alive experts voting the side of e (p > 0.5 if e >= 0.5 else p < 0.5) / alive experts (2 dp);
-``mx_confirm`` = max(e, 1-e) >= evidence_threshold AND confirm_rate >= confirm_threshold (on the rounded values; the
-side of e is the direction confirmed); ``mx_evidence_boost`` = e - unweighted mean of all votes (4 dp, in [-1, 1]);
-``ci_low``/``ci_high`` = Beta(1 + n_up, 1 + n_down) central ``ci_level`` interval of the share of alive experts
-voting up (scipy beta.ppf, tabulated); ``survival_rate`` = alive / experts (2 dp); ``alive_mask`` bit i = expert i.
+``mx_confirm_rate`` = alive experts voting the side of e (p > 0.5 if e >= 0.5 else p < 0.5) / alive experts
+(2 dp); ``mx_confirm`` = max(e, 1-e) >= evidence_threshold AND confirm_rate >= confirm_threshold (on the
+rounded values; the side of e is the direction confirmed); ``mx_evidence_boost`` = e - unweighted mean of all
+votes (4 dp, in [-1, 1]); ``ci_low``/``ci_high`` = Beta(1 + n_up, 1 + n_down) central ``ci_level`` interval
+of the share of alive experts voting up (scipy beta.ppf, tabulated); ``survival_rate`` = alive / experts (2
+dp); ``alive_mask`` bit i = expert i.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ class NewRows:
         self._blocks = [(int(starts[j] + tails[j]), int(ends[j])) for j in range(S)] if S <= 64 else None
 
     def pick(self, x: np.ndarray, dest: np.ndarray | None = None) -> np.ndarray:
-        """x[..., new rows] by contiguous blocks per segment (a view when possible; into ``dest`` if given)."""
+        """x[..., new rows] by contiguous blocks per segment (a view when possible; into ``dest`` if
+        given)."""
         if isinstance(self.sel, slice):
             if dest is None:
                 return x[..., : self._R]
@@ -60,12 +64,13 @@ class NewRows:
 def cumulative_losses(
     votes: np.ndarray, labels: Labels, bars: BarFeatures, new: NewRows, carried_loss: np.ndarray, h: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(L, new sums): L (experts x new rows, int64, possibly a view of a scratch array) = carried sum + |p_i(s) -
-    y_s| 2^16 over s <= t-h-1; new sums (segments x experts) = the same through the segment's last elapsed label.
+    """(L, new sums): L (experts x new rows, int64, possibly a view of a scratch array) = carried sum +
+    |p_i(s) - y_s| 2^16 over s <= t-h-1; new sums (segments x experts) = the same through the segment's last
+    elapsed label.
 
-    |p - y| 2^16 = p 2^16 (1 - 2y) + 2^16 y on labelled rows, 0 elsewhere (integers: votes are on the 2^-16 grid).
-    float64 <-> int64 casts of whole (E, R) blocks are slow in numpy; integers 0 <= x < 2^52 convert exactly by
-    adding / removing 2^52 and reinterpreting the bits.
+    |p - y| 2^16 = p 2^16 (1 - 2y) + 2^16 y on labelled rows, 0 elsewhere (integers: votes are on the 2^-16
+    grid). float64 <-> int64 casts of whole (E, R) blocks are slow in numpy; integers 0 <= x < 2^52 convert
+    exactly by adding / removing 2^52 and reinterpreting the bits.
     """
     starts, lens, R, E = bars.starts, bars.lens, len(bars.row), len(votes)
     labelled = labels.decided & labels.fresh
@@ -129,7 +134,8 @@ class Retirement:
 def retirements(
     below: np.ndarray, new: NewRows, carried_run: np.ndarray, carried_retired: np.ndarray, cfg: DsiConfig
 ) -> Retirement:
-    """When each expert retires per segment, from its below-floor rows (experts x new rows) and the carried clocks."""
+    """When each expert retires per segment, from its below-floor rows (experts x new rows) and the carried
+    clocks."""
     span, n, firsts, lasts, seg_n = cfg.retire_span, new.n, new.firsts, new.lasts, new.seg
     S, E = carried_run.shape
     new_run = np.zeros((S, E), np.int64)

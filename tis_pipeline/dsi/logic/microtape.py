@@ -1,8 +1,9 @@
 """MicroTape hashes: the last W tokens of a symbol up to bar t, canonically encoded and hashed.
 
 MicroTape token (1 byte per bar) ``tok = ret + 5 range + 15 volume + 45 gap`` in 0..89 (``features``).
-MicroTape hash of bar t: SHA-256 hex of ``b"TIS-DSI-MICROTAPE" | u16 ENCODING_VERSION | u16 W | u32 n | u16 len(sym) |
-sym utf-8 | n x int64 epoch-ns big-endian | n token bytes`` over the last n = min(W, bars so far) bars up to t.
+MicroTape hash of bar t: SHA-256 hex of
+``b"TIS-DSI-MICROTAPE" | u16 ENCODING_VERSION | u16 W | u32 n | u16 len(sym) | sym utf-8 | n x int64 epoch-ns
+big-endian | n token bytes`` over the last n = min(W, bars so far) bars up to t.
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
-"""Array helpers of exact, row-order-fixed arithmetic: per-segment lags, fixed add trees, buckets, the vote grid."""
+"""Array helpers of exact, row-order-fixed arithmetic: per-segment lags, fixed add trees, buckets, the vote
+grid."""
 
 from __future__ import annotations
+
+from typing import cast, overload
 
 import numpy as np
 
@@ -11,7 +14,8 @@ class Lag:
     """x[t-k] within each symbol segment (fill before the segment start); exact copies only."""
 
     def __init__(self, starts: np.ndarray, lens: np.ndarray):
-        self.starts, self.lens, self._idx = starts, lens, {}
+        self.starts, self.lens = starts, lens
+        self._idx: dict[int, np.ndarray] = {}
 
     def early(self, k: int) -> np.ndarray:
         """Rows with fewer than k earlier rows in their segment (sorted), from the segment starts alone."""
@@ -50,7 +54,11 @@ def saturate(x: np.ndarray, k: float) -> np.ndarray:
     return x2 / (x2 + k * k)
 
 
-def on_vote_grid(p: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+@overload
+def on_vote_grid(p: np.float64, out: None = None) -> np.float64: ...
+@overload
+def on_vote_grid(p: np.ndarray, out: np.ndarray | None = None) -> np.ndarray: ...
+def on_vote_grid(p: np.ndarray | np.float64, out: np.ndarray | None = None) -> np.ndarray | np.float64:
     """p rounded to the nearest multiple of 2^-16 (into ``out`` if given)."""
     if out is None:
         return np.rint(p * VOTE_SCALE) / VOTE_SCALE
@@ -73,4 +81,4 @@ def rolling_sum(x: np.ndarray, n: int, lag: Lag) -> np.ndarray:
             else:
                 total = lag.add(total, blocks[j], off) if off else total + blocks[j]
             off += 1 << j
-    return total
+    return cast(np.ndarray, total)  # n >= 1: some block was taken

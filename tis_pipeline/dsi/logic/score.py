@@ -1,9 +1,10 @@
-"""DSI evidence: MicroTape tokens and hashes, four expert families, a Hedge combiner, events -- the public API.
+"""DSI evidence: MicroTape tokens and hashes, four expert families, a Hedge combiner, events -- the public
+API.
 
-Pure numpy/pandas, "DataFrame in, DataFrame out"; no Dagster, no database, no JSON in the batch path. The formulas
-are in the docstrings of the modules beside this one: ``features`` (bar features, robust scales, tokens),
-``microtape``, ``fsm``, ``classifiers``, ``anomaly``, ``divergence`` (the four expert families), ``hedge`` (weights,
-retirement, combined evidence), ``events``, ``state``.
+Pure numpy/pandas, "DataFrame in, DataFrame out"; no Dagster, no database, no JSON in the batch path. The
+formulas are in the docstrings of the modules beside this one: ``features`` (bar features, robust scales,
+tokens), ``microtape``, ``fsm``, ``classifiers``, ``anomaly``, ``divergence`` (the four expert families),
+``hedge`` (weights, retirement, combined evidence), ``events``, ``state``.
 
 Public API
 ----------
@@ -16,22 +17,24 @@ Public API
 ``microtape.microtape_hash(symbol, ts_ns, tokens, window) -> str``
 ``config.DsiConfig`` (frozen parameters), ``state.DsiState`` (``to_bytes()`` / ``DsiState.from_bytes()``)
 
-Input bars: ``symbol, timestamp (bar open minute, UTC), open, high, low, close, volume`` (positive prices, finite,
-volume >= 0, unique per symbol and timestamp, any row order).  Output: one row per input bar, sorted by (symbol,
-timestamp), columns: the input columns; features ``ret, range_rel, volume_z, htf_15m_ret, htf_1h_ret``;
-``mx_evidence, mx_confirm, mx_confirm_rate, mx_evidence_boost, ci_low, ci_high, survival_rate, n_alive, alive_mask``;
-``event_mask`` (uint8, bit k = EVENT_TYPES[k], after de-duplication) and ``microtape_hash`` (hex on event bars, None
-elsewhere); per expert ``<family>__<expert>`` (float32; the vote, for anomaly experts the magnitude) and
-``w__<family>__<expert>`` (float32 weight).
+Input bars: ``symbol, timestamp (bar open minute, UTC), open, high, low, close, volume`` (positive prices,
+finite, volume >= 0, unique per symbol and timestamp, any row order).  Output: one row per input bar, sorted
+by (symbol, timestamp), columns: the input columns; features
+``ret, range_rel, volume_z, htf_15m_ret, htf_1h_ret``;
+``mx_evidence, mx_confirm, mx_confirm_rate, mx_evidence_boost, ci_low, ci_high, survival_rate, n_alive,
+alive_mask``; ``event_mask`` (uint8, bit k = EVENT_TYPES[k], after de-duplication) and ``microtape_hash`` (hex
+on event bars, None elsewhere); per expert ``<family>__<expert>`` (float32; the vote, for anomaly experts the
+magnitude) and ``w__<family>__<expert>`` (float32 weight).
 
-Every expert emits a vote ``p`` in [0, 1] = P(close_{t+h} > close_t), 0.5 = neutral, quantised to 2^-16; all values
-are per symbol, on the row order of its bars; t is the bar scored; nothing after t is read.
+Every expert emits a vote ``p`` in [0, 1] = P(close_{t+h} > close_t), 0.5 = neutral, quantised to 2^-16; all
+values are per symbol, on the row order of its bars; t is the bar scored; nothing after t is read.
 
-A call computes on (carried tail + new bars) and returns the new bars only (the batch path also walks a long input
-in chunks of at most ``CHUNK_ROWS`` rows, ended on a symbol start where possible, carrying the state, for cache
-locality), so one range call, day-by-day calls with the carried state and the one-bar streaming path give
-bit-identical values: every windowed value depends on a fixed set of past rows (sums are either fixed-point integer
-cumsums or fixed trees of float adds) and every unbounded accumulator is exact (integers or multiples of 2^-16).
+A call computes on (carried tail + new bars) and returns the new bars only (the batch path also walks a long
+input in chunks of at most ``CHUNK_ROWS`` rows, ended on a symbol start where possible, carrying the state,
+for cache locality), so one range call, day-by-day calls with the carried state and the one-bar streaming path
+give bit-identical values: every windowed value depends on a fixed set of past rows (sums are either
+fixed-point integer cumsums or fixed trees of float adds) and every unbounded accumulator is exact (integers
+or multiples of 2^-16).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import math
 import time
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -101,7 +105,7 @@ def _new_out(n: int) -> dict[str, np.ndarray]:
     by_dtype: dict[np.dtype, list[str]] = {}
     for k, dt in _OUT_COLS.items():
         by_dtype.setdefault(dt, []).append(k)
-    out = {}
+    out: dict[str, np.ndarray] = {}
     for dt, keys in by_dtype.items():
         block = np.empty((len(keys), n), dt)
         out.update(zip(keys, block, strict=True))
@@ -160,8 +164,9 @@ def _score_region(
     cfg: DsiConfig,
     out: dict | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, SymState]]:
-    """Scores of the new rows, written into ``out`` (arrays of _OUT_COLS, one slot per new row) if given; the new
-    per-symbol states. ``cols`` hold (carried tail + new bars) per symbol, ``tails`` carried rows per symbol."""
+    """Scores of the new rows, written into ``out`` (arrays of _OUT_COLS, one slot per new row) if given; the
+    new per-symbol states. ``cols`` hold (carried tail + new bars) per symbol, ``tails`` carried rows per
+    symbol."""
     bars = BarFeatures(cols, lens, cfg)
     E, h = N_EXPERTS, cfg.horizon
     expert_votes = np.empty((E, len(bars.row)))  # one row per expert (EXPERTS order), written in place
@@ -275,7 +280,9 @@ def _run(
     return out, DsiState(_fingerprint(cfg), symbols)
 
 
-def _prep(bars: pd.DataFrame):
+def _prep(
+    bars: pd.DataFrame,
+) -> tuple[list[str], np.ndarray, np.ndarray, list[np.ndarray], np.ndarray, pd.Index, np.ndarray | None]:
     missing = [c for c in _IN_COLS if c not in bars.columns]
     if missing:
         raise ValueError(f"bars lack columns {missing}")
@@ -325,7 +332,7 @@ def score_bars(
             {k: x[a:b] for k, x in out.items()},
         )
         a = b
-    new_state = state
+    new_state = cast(DsiState, state)  # n > 0: the loop ran at least once and set it
     frame = {
         "symbol": uniques.take(codes),
         "timestamp": pd.DatetimeIndex(ts.view("M8[ns]")).tz_localize("UTC"),
@@ -340,7 +347,8 @@ def score_bars(
 def score_next_bar(
     state: DsiState | None, bar_row: Mapping, config: DsiConfig | None = None
 ) -> tuple[dict, DsiState]:
-    """Streaming path: score one new bar (a mapping with the bar columns) given the state; same values as batch."""
+    """Streaming path: score one new bar (a mapping with the bar columns) given the state; same values as
+    batch."""
     cfg = config or DsiConfig()
     t = pd.Timestamp(bar_row["timestamp"])
     t = t.tz_localize("UTC") if t.tzinfo is None else t
@@ -361,7 +369,8 @@ def microtape_hashes(
     config: DsiConfig | None = None,
     state: DsiState | None = None,
 ) -> list[str]:
-    """MicroTape hashes of the bars at the given row positions of ``bars`` (state = the one before ``bars``)."""
+    """MicroTape hashes of the bars at the given row positions of ``bars`` (state = the one before
+    ``bars``)."""
     cfg = config or DsiConfig()
     names, bounds, ts, f5, _, _, order = _prep(bars)
     _, tails, cols = _assemble(names, bounds, ts, f5, state, cfg)
@@ -378,8 +387,8 @@ def microtape_hashes(
 
 
 def _first_in_time(bars: pd.DataFrame, n: int) -> pd.DataFrame:
-    """``bars.sort_values(["timestamp", "symbol"], kind="stable").head(n)``, sorting only the bars up to the n-th
-    earliest time instead of the whole day (15 ms of 72k bars, 2 ms this way)."""
+    """``bars.sort_values(["timestamp", "symbol"], kind="stable").head(n)``, sorting only the bars up to the
+    n-th earliest time instead of the whole day (15 ms of 72k bars, 2 ms this way)."""
     ts = bars["timestamp"]
     if 0 < n < len(bars) and pd.api.types.is_datetime64_any_dtype(ts.dtype) and not ts.hasnans:
         times = ts.array.asi8
@@ -390,7 +399,8 @@ def _first_in_time(bars: pd.DataFrame, n: int) -> pd.DataFrame:
 def measure_streaming_latency(
     bars: pd.DataFrame, state: DsiState | None = None, config: DsiConfig | None = None, n: int = 500
 ) -> dict:
-    """Time ``score_next_bar`` on the first n bars (timestamp order); figures clamped into the seed's bounds."""
+    """Time ``score_next_bar`` on the first n bars (timestamp order); figures clamped into the seed's
+    bounds."""
     rows = _first_in_time(bars, n).to_dict("records")
     lat = np.empty(len(rows), np.int64)
     for i, row in enumerate(rows):
@@ -404,7 +414,7 @@ def measure_streaming_latency(
         "latency_p95_ms": float(np.percentile(lat, 95)) / 1e6,
         "throughput_per_second": float(len(lat) / (lat.sum() / 1e9)),
     }
-    res = {"n": len(rows)}
+    res: dict[str, int | float | bool] = {"n": len(rows)}
     for k, x in true.items():
         legal = max(1, math.ceil(x)) if k.startswith("latency") else math.floor(x)
         res[k] = min(max(legal, 1), 9999)

@@ -1,8 +1,9 @@
 """The state carried between calls: per symbol the tail bars, exact counts and loss sums, retirement clocks.
 
-Per symbol the last K = ``config.tail_rows`` bars (K >= every lookback + h + 2), integer n-gram counts and Hedge
-loss sums over all bars s <= (last bar) - h - 1, the classifier votes of the last h+1 bars, retirement clocks, and
-the last event time per type. ``DsiState.to_bytes()`` / ``DsiState.from_bytes()`` are its stored form.
+Per symbol the last K = ``config.tail_rows`` bars (K >= every lookback + h + 2), integer n-gram counts and
+Hedge loss sums over all bars s <= (last bar) - h - 1, the classifier votes of the last h+1 bars, retirement
+clocks, and the last event time per type. ``DsiState.to_bytes()`` / ``DsiState.from_bytes()`` are its stored
+form.
 """
 
 from __future__ import annotations

@@ -76,8 +76,8 @@ def classify(col: pa.Array, idx: np.ndarray) -> str:
     if pa.types.is_time(t):
         return "time"
     if pa.types.is_integer(t) or pa.types.is_floating(t):
-        vals = np.array([float(x) for x in sample_values(col, idx)], dtype=np.float64)
-        if len(vals) and numeric_kind(vals, None) == "yyyymmdd":
+        numbers = np.array([float(x) for x in sample_values(col, idx)], dtype=np.float64)
+        if len(numbers) and numeric_kind(numbers, None) == "yyyymmdd":
             return "date"
         return "int" if pa.types.is_integer(t) else "float"
     if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)):
@@ -129,9 +129,9 @@ def assign_roles(raw: RawTable, ctx: ReadContext) -> ColumnRoles:
     roles = ColumnRoles()
     if raw.names is not None:
         norm = [normalise_name(n) for n in raw.names]
-        pos = {}
-        for i, n in enumerate(norm):
-            pos.setdefault(n, i)
+        pos: dict[str, int] = {}
+        for position, n in enumerate(norm):
+            pos.setdefault(n, position)
         # prices
         for role, keys in _PRICE_NAMES.items():
             i = next((pos[k] for k in keys if k in pos), None)
@@ -172,8 +172,8 @@ def assign_roles(raw: RawTable, ctx: ReadContext) -> ColumnRoles:
                     roles.ts = i
                     break
                 if c in ("int", "float"):
-                    vals = _numeric_sample(raw.columns[i], idx)
-                    if numeric_kind(vals, ctx.file_date) is not None:
+                    numbers = _numeric_sample(raw.columns[i], idx)
+                    if numeric_kind(numbers, ctx.file_date) is not None:
                         roles.ts = i
                         break
                 if c == "text" and key and named_text is None:

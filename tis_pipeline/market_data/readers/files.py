@@ -54,10 +54,10 @@ class LoadedFile:
         out: dict[str, int | None] = {}
         for p in self.parts:
             for s, iv in p.intervals.items():
-                if s not in out or out[s] is None:
+                if s not in out or (current := out[s]) is None:
                     out[s] = iv
                 elif iv is not None:
-                    out[s] = min(out[s], iv)
+                    out[s] = min(current, iv)
         return out
 
 

@@ -130,6 +130,7 @@ def _raw_from_json_obj(obj: Any, ctx: ReadContext, fmt: str) -> RawTable:
     pre_bad = None
     names: list[str] | None
     if df is None:
+        assert records is not None  # only the array of bars leaves no frame, and it is the records
         first = next((r for r in records if r is not None), None)
         if isinstance(first, dict):
             try:

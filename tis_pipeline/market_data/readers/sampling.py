@@ -34,5 +34,5 @@ def sample_strings(col: pa.Array, idx: np.ndarray) -> list[str]:
     return out
 
 
-def mostly(pred: Callable[[str], bool], values: list[str], share: float = 0.9) -> bool:
+def mostly(pred: Callable[[str], object], values: list[str], share: float = 0.9) -> bool:
     return bool(values) and sum(1 for v in values if pred(v)) >= share * len(values)

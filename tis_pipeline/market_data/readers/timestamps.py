@@ -368,6 +368,8 @@ def parse_timestamps(raw: RawTable, roles: ColumnRoles, ctx: ReadContext) -> tup
         t = pc.replace_substring_regex(t, r"^(\d{2})(\d{2})(\d{2})$", r"\1:\2:\3")
         combined = pc.binary_join_element_wise(d, t, space)
         return _parse_datetime_strings(combined, good, ctx)
+    # assign_roles gives a timestamp column, or a date and a time column, or raises
+    assert roles.ts is not None
     col = raw.columns[roles.ts]
     name = raw.names[roles.ts] if raw.names else f"#{roles.ts + 1}"
     t = col.type

@@ -2,23 +2,24 @@
 the learning rule, and the population's stored forms (``modules`` rows, the JSON state carried between days).
 
 Pure: pandas/numpy (networkx for graph measures) in, pandas out; no Dagster, no SQL, no wall clock, no global
-random state. The daily loop that calls these functions, and the frames it passes, are in ``docs/ecosystem.md``.
+random state. The daily loop that calls these functions, and the frames it passes, are in
+``docs/ecosystem.md``.
 
 Conventions
 -----------
 ``day`` is 00:00 UTC; the day is ``[day, day + 1 day)``. End-of-day rows (broadcasts, sharing, triggers,
 replications, ``last_updated``) are stamped ``day_end = day + 23:59``. A child is born at ``day + 1 day``
-(``created_at``): it trades from the next day. Ids are UUIDv5 under ``population.ECOSYSTEM_NAMESPACE`` of natural keys; random draws
-come from ``numpy.random.default_rng`` seeded by SHA-256 of ``"{parent_id}|{YYYY-MM-DD}|{trigger_type}"``.
-Rates are DECIMAL(3,2): rounded to 2 places and clipped to [0, 1]. Threshold comparisons on 2-place values are
-made in integer hundredths so that 0.50 means exactly 0.50. JSON columns hold dicts/lists of plain Python
-values (no numpy scalars, no NaN).
+(``created_at``): it trades from the next day. Ids are UUIDv5 under ``population.ECOSYSTEM_NAMESPACE`` of
+natural keys; random draws come from ``numpy.random.default_rng`` seeded by SHA-256 of
+``"{parent_id}|{YYYY-MM-DD}|{trigger_type}"``. Rates are DECIMAL(3,2): rounded to 2 places and clipped to
+[0, 1]. Threshold comparisons on 2-place values are made in integer hundredths so that 0.50 means exactly
+0.50. JSON columns hold dicts/lists of plain Python values (no numpy scalars, no NaN).
 
 
-Learning: an alpha module scored with a ``trading_plan_success_rate`` r tunes its entry filter ``min_edge`` by its
-``learning_rate`` lr: r < 0.50 -> min_edge + lr (fewer, stronger signals), r >= 0.60 -> min_edge - lr (more
-trades), else unchanged; clipped to the gene's bounds, 4 places. Other modules do not learn (their genomes are a
-risk policy and a cost model, changed only by replication).
+Learning: an alpha module scored with a ``trading_plan_success_rate`` r tunes its entry filter ``min_edge`` by
+its ``learning_rate`` lr: r < 0.50 -> min_edge + lr (fewer, stronger signals), r >= 0.60 -> min_edge - lr
+(more trades), else unchanged; clipped to the gene's bounds, 4 places. Other modules do not learn (their
+genomes are a risk policy and a cost model, changed only by replication).
 
 """
 
@@ -44,7 +45,7 @@ from tis_pipeline.trading_day.population import (
     mean_score,
 )
 from tis_pipeline.trading_day.population import (
-    is_live as is_live,
+    is_live as is_live,  # noqa: PLC0414 -- explicit re-export: callers use common.is_live
 )
 
 MODULE_COLUMNS: tuple[str, ...] = (
@@ -225,7 +226,8 @@ _KINDS: dict[str, dict[str, str]] = {
     },
 }
 _KINDS["population"] = {**_KINDS["modules"], "name": "s", "genome": "j"}
-# the columns holding Python dicts/lists, per table (the store serialises them with json.dumps(sort_keys=True))
+# the columns holding Python dicts/lists, per table (the store serialises them with
+# json.dumps(sort_keys=True))
 JSON_COLUMNS: Mapping[str, tuple[str, ...]] = {
     table: tuple(c for c, k in kinds.items() if k == "j") for table, kinds in _KINDS.items()
 }
@@ -292,7 +294,7 @@ def seeded_rng(*parts: object) -> np.random.Generator:
 
 
 def hundredths(x: float) -> int:
-    return int(round(float(x) * 100))
+    return round(float(x) * 100)
 
 
 def plain(v: Any) -> Any:

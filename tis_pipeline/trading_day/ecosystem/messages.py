@@ -12,8 +12,8 @@ Messages (``build_messages``)
 * status ``delivered`` when the receiver is live (or NULL for a broadcast); else ``failed`` with an
   ``error_message`` (receiver inactive / unknown / missing). Every message made one attempt:
   ``delivery_attempts = 1``, ``last_delivery_attempt = timestamp + sender's communication_latency_ms``.
-* ``message_id = uuid5("message|{type}|{plan_id}")`` (broadcast: ``"message|intelligence_broadcast|{module_id}|
-  {YYYY-MM-DD}"``).
+* ``message_id = uuid5("message|{type}|{plan_id}")`` (broadcast:
+  ``"message|intelligence_broadcast|{module_id}| {YYYY-MM-DD}"``).
 
 """
 

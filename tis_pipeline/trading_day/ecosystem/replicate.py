@@ -3,19 +3,20 @@
 Replication (``replicate``)
 ---------------------------
 Triggers in order; each makes a child while fewer than 3 were made today and fewer than 30 modules are live
-(children included), else it expires. A child: ``replication_id = uuid5("replication|{trigger_id}")``, child id
-``uuid5("module|{replication_id}")``;
+(children included), else it expires. A child: ``replication_id = uuid5("replication|{trigger_id}")``, child
+id ``uuid5("module|{replication_id}")``;
 * recombination (failure_recovery with two parents A, B): each mutable gene comes from B when a uniform draw
   < 0.5 (``recombination_applied`` lists them), else from A;
-* mutation: each mutable gene mutates when a uniform draw < the primary parent's ``mutation_rate`` (at least the
-  gene with the smallest draw mutates, so a child is never a clone): numeric genes move by N(0, 0.1 * span),
-  reflected into their bounds and rounded (one rounding unit further if the rounding undid the move);
+* mutation: each mutable gene mutates when a uniform draw < the primary parent's ``mutation_rate`` (at least
+  the gene with the smallest draw mutates, so a child is never a clone): numeric genes move by N(0, 0.1 *
+  span), reflected into their bounds and rounded (one rounding unit further if the rounding undid the move);
   ``horizon_minutes`` moves one step along (1, 5, 15, 60, 240). ``mutation_applied = {gene: {"from", "to"}}``
   holds exactly the genes that differ from the (recombined) parent genome.
 * columns: ``generational_depth`` = max parents' + 1, ``module_version = "1.0.0+g{depth}"``, parent_modules,
   learning/adaptation/mutation/recombination rates of the primary parent, ``parent_performance``, innovation
   from its genome, seed defaults otherwise; ``lifecycle_stage`` experimental, ``created_at = last_updated =
-  day + 1 day``; name ``"{founder name}~{child id[:8]}"``. Parents: offspring_modules + child, offspring_count + 1.
+  day + 1 day``; name ``"{founder name}~{child id[:8]}"``. Parents: offspring_modules + child,
+  offspring_count + 1.
 * replication rows: timestamp day_end, status 'completed', ``creation_time_ms`` / ``validation_time_ms`` /
   ``initialization_time_ms`` None (the asset measures them). Triggers: ``processed`` + replication_id +
   processed_at = day_end, or ``expired``.
@@ -127,8 +128,8 @@ def replicate(
 
     Inputs: ``triggers`` from ``replication_triggers`` (processed in their order), ``population`` after
     ``update_population``. Output: (``module_replications`` rows = ``REPLICATION_COLUMNS``, the triggers with
-    status / processed_at / replication_id set = ``TRIGGER_COLUMNS``, the population with the children appended
-    and the parents' offspring updated = ``POPULATION_COLUMNS``).
+    status / processed_at / replication_id set = ``TRIGGER_COLUMNS``, the population with the children
+    appended and the parents' offspring updated = ``POPULATION_COLUMNS``).
     """
     day = day_start(day)
     day_end = day_end_stamp(day)
@@ -141,8 +142,8 @@ def replicate(
     out_triggers: list[dict[str, Any]] = []
     trigger_rows = [] if triggers is None or triggers.empty else triggers.to_dict("records")
 
-    for t in trigger_rows:
-        t = {c: copy.deepcopy(t.get(c)) for c in TRIGGER_COLUMNS}
+    for trigger in trigger_rows:
+        t = {c: copy.deepcopy(trigger.get(c)) for c in TRIGGER_COLUMNS}
         data = t["trigger_data"] if isinstance(t["trigger_data"], Mapping) else {}
         parent_ids = [str(p) for p in data.get("parents") or [t["module_id"]]]
         parents = [by_id[p] for p in parent_ids if p in by_id]
@@ -268,5 +269,8 @@ def _reason(ttype: str, data: Mapping[str, Any], parent: Mapping[str, Any]) -> s
             f"{data.get('required')}"
         )
     if ttype == "failure_recovery":
-        return f"every live module of {data.get('specialty')} scored below {data.get('below')}: recombine the best"
+        return (
+            f"every live module of {data.get('specialty')} scored below {data.get('below')}: "
+            "recombine the best"
+        )
     return f"market regime changed from {data.get('previous_regime')} to {data.get('regime')}"

@@ -59,8 +59,8 @@ def share_intelligence(
 ) -> pd.DataFrame:
     """The day's ``module_intelligence_sharing`` rows (exactly ``SHARING_COLUMNS``).
 
-    Inputs: ``performance`` (module_performance columns; rows of the day are used), ``population`` at the start
-    of the day. Sorted by timestamp, intelligence_type, sender.
+    Inputs: ``performance`` (module_performance columns; rows of the day are used), ``population`` at the
+    start of the day. Sorted by timestamp, intelligence_type, sender.
     """
     day = day_start(day)
     day_end = day_end_stamp(day)

@@ -9,15 +9,15 @@ Triggers (``replication_triggers``), stamped day_end, status 'active'
 * ``failure_recovery`` (priority 1): per specialty whose live modules were all scored today, all below 0.30;
   module = the best of the specialty; ``trigger_data['parents']`` = the two best modules of the specialty (any
   status, by mean history score: the archive may hold what worked before).
-* ``regime_change`` (priority 3): ``market_regime(bars, day + 1 day) != market_regime(bars, day)``, both known;
-  module = the best-scoring live alpha of the day.
+* ``regime_change`` (priority 3): ``market_regime(bars, day + 1 day) != market_regime(bars, day)``, both
+  known; module = the best-scoring live alpha of the day.
 * "best" = highest score (today's, else mean history score), ties by module_id. ``trigger_id =
   uuid5("trigger|{type}|{key}|{day}")``, key = module_id (performance_threshold), specialty (diversity_gap,
   failure_recovery) or "market" (regime_change). Rows sorted by priority, type, module_id.
 
-Market regime: over the 120 one-minute bars before ``end`` (same window length on both sides, so the two labels
-are comparable), per symbol with >= 30 bars: t = sum of log returns / (std of log returns * sqrt(n)) (0 when
-flat); pooled z = mean(t) * sqrt(symbols); 'trending_up' if z > 1.5, 'trending_down' if z < -1.5, else
+Market regime: over the 120 one-minute bars before ``end`` (same window length on both sides, so the two
+labels are comparable), per symbol with >= 30 bars: t = sum of log returns / (std of log returns * sqrt(n)) (0
+when flat); pooled z = mean(t) * sqrt(symbols); 'trending_up' if z > 1.5, 'trending_down' if z < -1.5, else
 'ranging'. ``day``'s window is the two hours of context before it: the regime at the previous day's close.
 
 """

@@ -9,8 +9,8 @@ Messages of the day only; *direct* = delivered, with a receiver, sender != recei
 * ``innovation_score = min(1, D / 0.10)``, D = mean over the type's mutable genes of |g - g_founder| / span
   (``horizon_minutes``: index distance in (1, 5, 15, 60, 240) / 4), g_founder = the founder genome of its
   specialty: how far learning and evolution carried it.
-* ``specialization_index``: normalised Herfindahl of the symbols of the plans the module touched today (plan ids
-  in trading_plan / execution_feedback messages it sent or received): ``(H - 1/K) / (1 - 1/K)``,
+* ``specialization_index``: normalised Herfindahl of the symbols of the plans the module touched today (plan
+  ids in trading_plan / execution_feedback messages it sent or received): ``(H - 1/K) / (1 - 1/K)``,
   H = sum of squared symbol shares, K = distinct symbols among all trading_plan messages of the day; unchanged
   when K <= 1 or it touched no plan.
 * ``peer_ratings``: for each peer q it exchanged direct messages with today, ``rating = completed / touched``
@@ -25,12 +25,12 @@ Messages of the day only; *direct* = delivered, with a receiver, sender != recei
   alpha 5, decision maker 2, trader 1 ms, plus 1 ms per 10 messages of queue).
 * ``message_throughput_per_sec`` = the most messages it sent or received within one second of the day.
 * lifecycle (on the history after today's entry; n = entries): experimental -> active when n >= 3 and the
-  mean of the last 3 scores >= 0.50; experimental or active -> deprecated (status 'inactive': it stops trading)
-  when n >= 5 and each of the last 5 scores < 0.30. (The contract names active -> deprecated; an experimental
-  module failing as long is retired too, or it would trade for ever without ever graduating.)
+  mean of the last 3 scores >= 0.50; experimental or active -> deprecated (status 'inactive': it stops
+  trading) when n >= 5 and each of the last 5 scores < 0.30. (The contract names active -> deprecated; an
+  experimental module failing as long is retired too, or it would trade for ever without ever graduating.)
 * ``replication_readiness`` = 0 when not live, n < 3, or an offspring was born within the last 5 days
-  (created_at > day + 1 day - 5 days, a cool-down); else ``mean(s) * (1 - std(s)) * min(1, n / 5)`` over the last
-  <= 5 scores s (population std): good, steady and proven.
+  (created_at > day + 1 day - 5 days, a cool-down); else ``mean(s) * (1 - std(s)) * min(1, n / 5)`` over the
+  last <= 5 scores s (population std): good, steady and proven.
 * ``last_updated`` = day_end.
 
 """

@@ -3,11 +3,11 @@
 
 Approval (``approve_plans``)
 ----------------------------
-The decision maker is the active ``decision_maker`` with the best last ``performance_history`` score (no history
-ranks last; ties by module_id). In (timestamp, plan_id) order: rejected if confidence < ``min_confidence`` or
-R:R < ``min_risk_reward``; of the remaining plans of a symbol, the ones ranked beyond ``max_plans_per_symbol``
-are rejected; then ``modified`` if position_size > ``max_position_pct`` (cut to it), else ``approved``.
-``decision_confidence``: approved/modified ``0.5 + 0.5 clip(min((c - min_c) / (1 - min_c),
+The decision maker is the active ``decision_maker`` with the best last ``performance_history`` score (no
+history ranks last; ties by module_id). In (timestamp, plan_id) order: rejected if confidence <
+``min_confidence`` or R:R < ``min_risk_reward``; of the remaining plans of a symbol, the ones ranked beyond
+``max_plans_per_symbol`` are rejected; then ``modified`` if position_size > ``max_position_pct`` (cut to it),
+else ``approved``. ``decision_confidence``: approved/modified ``0.5 + 0.5 clip(min((c - min_c) / (1 - min_c),
 (rr - min_rr) / (10 - min_rr)), 0, 1)`` (margin to the nearest threshold); rejected on a threshold
 ``0.5 + 0.5 clip(max(shortfall), 0, 1)`` with ``shortfall = (threshold - value) / threshold``; rejected on the
 symbol limit 1.0 (a rule, not a judgement). Without an active decision maker plans stay ``pending`` and get no

@@ -5,16 +5,17 @@ The formulas are in each module's docstring: ``generate`` (dealing and plan fiel
 ``execute``, ``score``; the contract is ``docs/ecosystem.md``.
 
 No dagster, no SQL, no wall clock, no random state: the same inputs give the same frames, bit for bit. Ids are
-UUIDv5 (``population.PLANS_NAMESPACE``) of natural keys; timestamps are data time. Numbers are rounded to their column's scale
-and kept inside the bounds of ``tis_pipeline.quality.rules`` (JSON payloads hold no NaN: missing is ``None``).
+UUIDv5 (``population.PLANS_NAMESPACE``) of natural keys; timestamps are data time. Numbers are rounded to
+their column's scale and kept inside the bounds of ``tis_pipeline.quality.rules`` (JSON payloads hold no NaN:
+missing is ``None``).
 
 Time and look-ahead
 -------------------
 A bar stamped t is known at t + 1 min. The plan of the event on bar t is stamped t + 1 min and reads bars <= t
 only. Execution enters at the open of the first bar with timestamp >= the plan's timestamp and < valid_until,
-then walks later bars (timestamp < valid_until <= day end) only. Bars of the window: ``[plan ts, valid_until)``.
-Rolling figures are fixed-length sums over a window ending at the event bar, so they do not depend on where the
-``bars`` frame starts (a range run and day-by-day runs agree).
+then walks later bars (timestamp < valid_until <= day end) only. Bars of the window:
+``[plan ts, valid_until)``. Rolling figures are fixed-length sums over a window ending at the event bar, so
+they do not depend on where the ``bars`` frame starts (a range run and day-by-day runs agree).
 
 """
 
@@ -199,7 +200,8 @@ def utc_series(values: Any) -> pd.Series:
 
 
 def naive_ns(values: Any) -> np.ndarray:
-    """UTC times as naive ``datetime64[ns]`` (a tz-aware Series' ``to_numpy()`` would give Timestamp objects)."""
+    """UTC times as naive ``datetime64[ns]`` (a tz-aware Series' ``to_numpy()`` would give Timestamp
+    objects)."""
     return utc_series(values).dt.tz_localize(None).to_numpy()
 
 

@@ -8,14 +8,15 @@ The trader is chosen like the decision maker. Genome: ``capital``, ``slippage_bp
 ``entry slippage (bps) = slippage_bps + range_factor * 0.5 (high_e - low_e) / o_e * 1e4``,
 ``executed_price = o_e (1 + d slip / 1e4)``. A later bar hits the stop when its low (long) / high (short)
 crosses it and the target when its high / low does; both in one bar: the stop. Stop fill: the stop, or the
-bar's open when it gapped through, less ``slippage_bps`` (market order); target fill: the target (resting limit,
-no slippage); no hit: the close of the last bar of the window less ``slippage_bps``, status ``executed`` when
-that bar closes at valid_until, ``partial`` when the window's data ends earlier (the missing minutes at its end
-are never looked for beyond valid_until). ``executed_quantity = capital * position_size / 100 /
-executed_price``; ``fees = fee_bps / 1e4 * qty (entry fill + exit fill)``; ``pnl = d (exit fill - entry fill) qty
+bar's open when it gapped through, less ``slippage_bps`` (market order); target fill: the target (resting
+limit, no slippage); no hit: the close of the last bar of the window less ``slippage_bps``, status
+``executed`` when that bar closes at valid_until, ``partial`` when the window's data ends earlier (the missing
+minutes at its end are never looked for beyond valid_until).
+``executed_quantity = capital * position_size / 100 / executed_price``;
+``fees = fee_bps / 1e4 * qty (entry fill + exit fill)``; ``pnl = d (exit fill - entry fill) qty
 - fees`` (= gross move ``d (exit ref - o_e) qty`` - slippage cost - fees); ``execution_cost = fees + slippage
-cost``; ``slippage`` = entry + exit slippage in bps. MAE/MFE: worst/best excursion of low/high against the entry
-fill over the bars held (entry bar through exit bar), as fractions of the entry fill.
+cost``; ``slippage`` = entry + exit slippage in bps. MAE/MFE: worst/best excursion of low/high against the
+entry fill over the bars held (entry bar through exit bar), as fractions of the entry fill.
 
 """
 

@@ -5,32 +5,35 @@ Dealing and plan fields (``generate_plans``)
 --------------------------------------------
 Active modules: ``status == 'active'`` and ``lifecycle_stage in ('experimental', 'active')``. An event goes to
 the alpha module, among the active ones whose ``anomaly_types`` hold its type, with the smallest
-``uuid5(PLANS_NAMESPACE, f"{event_id}|{module_id}")`` (rendezvous hashing: uniform shares, and a newcomer only takes
-events, it never reshuffles the others'); that uuid is the ``plan_id``.
+``uuid5(PLANS_NAMESPACE, f"{event_id}|{module_id}")`` (rendezvous hashing: uniform shares, and a newcomer only
+takes events, it never reshuffles the others'); that uuid is the ``plan_id``.
 
 * edge ``= |mx_evidence - 0.5|`` (rounded to 1e-10 before the comparison with ``min_edge``).
-* direction ``d`` (+1 long, -1 short): momentum ``sign(mx_evidence - 0.5)``; reversal ``-sign(close/open - 1)``
-  of the event bar; divergence ``sign(htf_1h_ret)``. No plan when ``d`` is 0/NaN, edge < ``min_edge``, the
-  event bar or ATR is missing, the plan would be stamped at/after the day end, or a long stop would be <= 0.
-* ``ATR = mean(TR of the 14 bars <= t)``, ``TR = max(high, prev close) - min(low, prev close)`` (NaN with fewer
-  than 14 bars).
+* direction ``d`` (+1 long, -1 short): momentum ``sign(mx_evidence - 0.5)``; reversal
+  ``-sign(close/open - 1)`` of the event bar; divergence ``sign(htf_1h_ret)``. No plan when ``d`` is 0/NaN,
+  edge < ``min_edge``, the event bar or ATR is missing, the plan would be stamped at/after the day end, or a
+  long stop would be <= 0.
+* ``ATR = mean(TR of the 14 bars <= t)``, ``TR = max(high, prev close) - min(low, prev close)`` (NaN with
+  fewer than 14 bars).
 * ``entry_price`` = close of the event bar; stop distance ``sd = stop_atr * ATR``; target distance
   ``td = clip(target_atr, 0.01 stop_atr, 10 stop_atr) * ATR`` (so the ratio fits DECIMAL(5,2) in (0, 10]);
   ``stop_loss = entry - d sd``, ``take_profit = entry + d td``.
 * ``risk_reward_ratio = td / sd``.
-* ``position_size = clip(risk_pct / (sd / entry), 0.01, 100)`` (% of capital; risk_pct is % of capital risked).
+* ``position_size = clip(risk_pct / (sd / entry), 0.01, 100)`` (% of capital; risk_pct is % of capital
+  risked).
 * ``signal_strength = 0.5 anomaly_score + 0.5 min(1, 2 edge)`` (how strong the event is, either way).
 * ``confidence_score = 0.35 a 2 edge + 0.25 side_rate + 0.15 a mx_confirm + 0.10 agree_15m + 0.15 (1 - w)``
   with ``a`` = 1 when the evidence is on the plan's side (mx_evidence > 0.5 for a long, < 0.5 for a short),
   ``side_rate`` = mx_confirm_rate when a else 1 - mx_confirm_rate (share of experts voting the plan's side),
-  ``agree_15m`` = 1 / 0.5 / 0 when sign(htf_15m_ret) is d / 0-or-NaN / -d, ``w = clip(ci_high - ci_low, 0, 1)``
-  (1 when missing). Weights sum to 1, so both scores lie in [0, 1].
+  ``agree_15m`` = 1 / 0.5 / 0 when sign(htf_15m_ret) is d / 0-or-NaN / -d,
+  ``w = clip(ci_high - ci_low, 0, 1)`` (1 when missing). Weights sum to 1, so both scores lie in [0, 1].
 * ``time_horizon`` from ``horizon_minutes`` (snapped to the nearest of 1, 5, 15, 60, 240, 1440 minutes);
   ``valid_until = min(timestamp + horizon, day end)``.
 * regime (plan's ``regime_context`` and the day's ``market_regime``): with ``s`` the sum of 1-bar log returns
   and ``v`` their standard deviation (ddof 1) over the window (the 60 bars <= t; the day's bars for the day),
-  ``z = s / (v sqrt(n))`` (0 when v = 0): ``high_volatility`` if v > 0.002, else ``trending_up`` if z > 1, ``trending_down``
-  if z < -1, else ``ranging`` (the day: medians of v and z over symbols; ``unknown`` without data).
+  ``z = s / (v sqrt(n))`` (0 when v = 0): ``high_volatility`` if v > 0.002, else ``trending_up`` if z > 1,
+  ``trending_down`` if z < -1, else ``ranging`` (the day: medians of v and z over symbols; ``unknown`` without
+  data).
 
 """
 
@@ -71,7 +74,8 @@ def generate_plans(
 
     Input ``events``: event_id, symbol, timestamp, anomaly_type, anomaly_score, dsi_evidence_id, mx_evidence,
     mx_confirm, mx_confirm_rate, mx_evidence_boost, ci_low, ci_high, htf_15m_ret, htf_1h_ret (events outside
-    the day are ignored). ``bars``: symbol, timestamp, open, high, low, close, volume (the day and 2 h before).
+    the day are ignored).
+    ``bars``: symbol, timestamp, open, high, low, close, volume (the day and 2 h before).
     ``population``: module_id, module_type, status, lifecycle_stage, name, genome, module_version, ...
 
     Output, one row per plan sorted by (timestamp, plan_id): the ``trading_plans`` columns
@@ -297,7 +301,7 @@ def generate_plans(
             "risk_assessment": risk,
             "portfolio_impact": impact,
             "event_id": ev["event_id"],
-            "dsi_evidence_id": ev["dsi_evidence_id"] if "dsi_evidence_id" in ev else None,
+            "dsi_evidence_id": ev.get("dsi_evidence_id", None),
         }
     )
     return conform(plans, PLAN_SCHEMA)

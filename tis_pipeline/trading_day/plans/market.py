@@ -61,7 +61,8 @@ def prepare_bars(bars: pd.DataFrame) -> pd.DataFrame:
 
 
 def _trailing(values: np.ndarray, pos: np.ndarray, rows: np.ndarray, window: int) -> np.ndarray:
-    """(len(rows), window) matrix of values at rows, rows-1, ... of the same symbol (NaN before its first bar).
+    """(len(rows), window) matrix of values at rows, rows-1, ... of the same symbol (NaN before its first
+    bar).
 
     Each row is summed on its own later, so the figures do not depend on where the bars frame starts.
     """

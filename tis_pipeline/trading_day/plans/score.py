@@ -12,8 +12,8 @@ One row per active module, timestamp ``day + 23:59``. ``R`` = the day's return o
   ``collaboration`` = A (0.5 without plans); ``intelligence_sharing_effectiveness`` = wins / plans.
 * decision maker: every active one applies its genome to the day's plans (sizes as proposed); the acting one's
   decisions are the real ones. Outcomes come from a shadow execution of every plan with the acting trader.
-  R = its approved plans' pnl at the approved size / capital; ``Acc`` = share of filled plans where it approved
-  a winner or rejected a non-winner (0.5 without any); ``performance = 0.4 M(R) + 0.6 Acc``;
+  R = its approved plans' pnl at the approved size / capital; ``Acc`` = share of filled plans where it
+  approved a winner or rejected a non-winner (0.5 without any); ``performance = 0.4 M(R) + 0.6 Acc``;
   ``trading_plan_success_rate`` = wins / filled approved; ``execution_quality`` = filled approved / approved;
   ``collaboration`` = approved / plans (0.5 without plans); ``intelligence_sharing_effectiveness`` = wins /
   approved.
@@ -128,7 +128,8 @@ def _asset_classes(symbols: Iterable[str]) -> str | None:
 
 
 def _day_regime(day: pd.Timestamp, bars: pd.DataFrame) -> str:
-    """The regime of the day's bars (only ``[day, day + 1 day)``): medians over symbols of z and volatility."""
+    """The regime of the day's bars (only ``[day, day + 1 day)``): medians over symbols of z and
+    volatility."""
     day = utc_day(day)
     b = prepare_bars(bars)
     b = b[(b["timestamp"] >= day) & (b["timestamp"] < day + DAY)].reset_index(drop=True)
@@ -321,7 +322,8 @@ def score_modules(
         hist["timestamp"] = utc_series(hist["timestamp"])
         hist = hist[(hist["timestamp"] >= day - (TRAILING_DAYS - 1) * DAY) & (hist["timestamp"] < day)]
         hist = hist.sort_values(["module_id", "timestamp"], kind="stable")
-    past = {mid: frame for mid, frame in hist.groupby("module_id", sort=False)} if len(hist) else {}
+    # dict(groupby) would call GroupBy.keys, which is not a mapping's keys()
+    past = {mid: frame for mid, frame in hist.groupby("module_id", sort=False)} if len(hist) else {}  # noqa: C416
     innovation = innovation_vs_peers(active)
 
     rows = []
