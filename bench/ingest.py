@@ -79,6 +79,8 @@ STEPS = {  # module path -> functions whose wall time --steps reports (summed ov
     "tis_pipeline.market_data.rollups": (
         "stage_expected_rollup",
         "rebuild_rollup",
+        "stale_days",
+        "heal_days",
         "rollup_mismatches",
         "bucket_fill",
         "read_bars",

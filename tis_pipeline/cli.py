@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import errno
+import ipaddress
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
 import warnings
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tis_pipeline.pg.embedded import EmbeddedDatabaseError
@@ -20,7 +24,8 @@ from tis_pipeline.pg.errors import DatabaseConfigError
 from tis_pipeline.settings import PROJECT_ROOT, settings
 
 if TYPE_CHECKING:
-    from dagster import ExecuteInProcessResult
+    from dagster import AssetKey, ExecuteInProcessResult
+    from dagster._utils.error import SerializableErrorInfo
 
 # Dagster marks BackfillPolicy and friends beta; the CLI's users need not see that on every command
 warnings.filterwarnings("ignore", message=".*is currently in (beta|preview).*")
@@ -56,8 +61,21 @@ SHOWN_TABLES = [
 ]
 
 
-def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}")
+# set by the global --verbose option (`_global_options`): tracebacks and Dagster's own log of failed runs
+_options = {"verbose": False}
+
+
+@app.callback()
+def _global_options(
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="On failure, show tracebacks and Dagster's log of the run too."
+    ),
+) -> None:
+    _options["verbose"] = verbose
+
+
+def _fail(message: str) -> NoReturn:
+    err.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code=1)
 
 
@@ -146,13 +164,33 @@ def db_status() -> None:
         f"schema revision: {migrate.current_revision(url) or 'none (run `tis db upgrade`)'} "
         f"(head is {migrate.head_revision()})"
     )
+    from tis_pipeline.pg.day_partitions import scratch_tables
+
+    with pg.engine(url).connect() as conn:
+        scratch = scratch_tables(conn)
+    console.print(f"scratch tables: {len(scratch) or 'none'}")
+    for t in scratch:  # a dead owner's tables go when the next ingest or DSI run starts
+        owner = (
+            "owner unknown (made before owners; dropped by retention once a day old)"
+            if t.owner is None
+            else f"owner {t.owner} {'alive' if t.alive else '[yellow]dead[/] (dropped by the next run)'}"
+        )
+        created = t.created.isoformat() if t.created is not None else "?"
+        console.print(f"  {t.name}: created {created}, {owner}")
 
 
 @db_app.command("url")
-def db_url() -> None:
+def db_url(
+    show_password: bool = typer.Option(
+        False, "--show-password", help="Print the password in clear (masked as *** by default)."
+    ),
+) -> None:
     """Print the project database's SQLAlchemy URL (starting the embedded server if needed)."""
+    from tis_pipeline.pg import engine as pg
+
     env = _prepared()
-    print(env["TIS_DATABASE_URL"])
+    url = env["TIS_DATABASE_URL"]
+    print(url if show_password else pg.redacted(url))
 
 
 @db_app.command("stop")
@@ -178,25 +216,83 @@ def _load_defs():
     return defs
 
 
-def _run_range(selection: str, first: date, last: date, tags: dict[str, str]):
+def _run_log_level() -> str:
+    """Dagster's console log of the runs `tis` starts: TIS_LOG_LEVEL when set; else WARNING with --verbose and
+    nothing without (a failed run is summed up in one line instead of Dagster's tracebacks)."""
+    return os.environ.get("TIS_LOG_LEVEL") or ("WARNING" if _options["verbose"] else "CRITICAL")
+
+
+def _partition_bounds() -> tuple[date, date]:
+    """The first and the last daily partition: TIS_PARTITION_START and yesterday (UTC; today is not over)."""
+    start = settings().partition_start
+    try:
+        first = date.fromisoformat(start)
+    except ValueError:
+        _fail(f"TIS_PARTITION_START must be a date like 2015-01-01, not {start!r}")
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    if first > yesterday:
+        _fail(f"TIS_PARTITION_START={first} is after yesterday ({yesterday} UTC): there is no partition yet")
+    return first, yesterday
+
+
+def _check_market_source() -> None:
+    """The market data the runs will read exists (checked before any run, not by a failing one)."""
+    s = settings()
+    if s.market_source == "synthetic":
+        return
+    if s.market_source != "csv":
+        _fail(f"TIS_MARKET_SOURCE={s.market_source!r} is not a source: use 'csv' or 'synthetic'")
+    if not s.market_data_dir:
+        _fail("TIS_MARKET_SOURCE=csv needs TIS_MARKET_DATA_DIR, the directory of bar files")
+    path = os.path.abspath(s.market_data_dir)
+    unset = "unset it and TIS_MARKET_SOURCE" if os.environ.get("TIS_MARKET_SOURCE") else "unset it"
+    if not os.path.exists(path):
+        _fail(
+            f"TIS_MARKET_DATA_DIR={s.market_data_dir} does not exist: point it at a directory of bar files, "
+            f"or {unset} to use the synthetic source"
+        )
+    if not os.path.isdir(path):
+        _fail(
+            f"TIS_MARKET_DATA_DIR={s.market_data_dir} is not a directory: point it at a directory of bar "
+            f"files, or {unset} to use the synthetic source"
+        )
+
+
+def _resolve_selection(selection: str) -> list[AssetKey]:
+    """The daily-partitioned assets ``selection`` names, or one line on why it names none."""
+    import dagster as dg
+
+    defs = _load_defs()
+    partitioned = defs.resolve_job_def("daily_partitioned_job").asset_layer.executable_asset_keys
+    try:
+        keys = dg.AssetSelection.from_string(selection).resolve(defs.resolve_asset_graph())
+    except dg.DagsterInvalidSubsetError:  # a key that no asset has
+        keys = set()
+    except dg.DagsterError as exc:  # not the selection syntax
+        _fail(f"--select {selection!r} is not an asset selection: {_first_line(str(exc))}")
+    others = sorted(k.to_user_string() for k in keys if k not in partitioned)
+    if others:
+        _fail(f"--select {selection!r} matches assets without daily partitions: {', '.join(others)}")
+    if not keys:
+        names = ", ".join(sorted(k.to_user_string() for k in partitioned))
+        _fail(f"--select {selection!r} matches no asset; the daily-partitioned assets are {names}")
+    return sorted(keys, key=lambda k: k.to_user_string())
+
+
+def _run_range(keys: list[AssetKey], first: date, last: date, tags: dict[str, str]) -> ExecuteInProcessResult:
     """One Dagster run over first..last (inclusive) for the selected assets, on the persistent instance."""
     import dagster as dg
 
     from tis_pipeline.market_data.partitions import range_tags
 
     defs = _load_defs()
-    keys = dg.AssetSelection.from_string(selection).resolve(defs.resolve_asset_graph())
-    if not keys:
-        _fail(f"the selection {selection!r} matches no asset")
     job = defs.resolve_job_def("daily_partitioned_job")
     instance = dg.DagsterInstance.get()
     return job.execute_in_process(
         instance=instance,
-        asset_selection=sorted(keys, key=lambda k: k.to_user_string()),
+        asset_selection=keys,
         raise_on_error=False,
-        run_config={
-            "loggers": {"console": {"config": {"log_level": os.environ.get("TIS_LOG_LEVEL", "WARNING")}}}
-        },
+        run_config={"loggers": {"console": {"config": {"log_level": _run_log_level()}}}},
         tags={**range_tags(first.isoformat(), last.isoformat()), "tis/host": socket.gethostname(), **tags},
     )
 
@@ -211,20 +307,73 @@ def _rows_written(result: ExecuteInProcessResult) -> int:
     return 0
 
 
-def _failure_text(result: ExecuteInProcessResult) -> str:
-    lines = []
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
+# "some.module.SomeError: what went wrong", as Python formats an exception's last line (the text may start on
+# the next line, as in the aggregated errors of Great Expectations)
+_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*):(?: (.*))?$")
+
+
+def _error_line(error: SerializableErrorInfo | None) -> str:
+    """The first line that says what went wrong: that of the first error under Dagster's own wrappers (what
+    the project's code raised), its class without the module path; a ``dg.Failure``'s description alone."""
+    while error is not None and error.cause is not None and (error.cls_name or "").startswith("Dagster"):
+        error = error.cause
+    if error is None:
+        return "failed"
+    lines = [line.strip() for line in error.message.splitlines() if line.strip()]
+    if not lines:
+        return error.cls_name or "failed"
+    match = _EXCEPTION_LINE.match(lines[0])
+    if match is None:
+        return lines[0]
+    cls, text = match[1], match[2] or (lines[1] if len(lines) > 1 else "")
+    if cls == "Failure" and text:
+        return text
+    return f"{cls}: {text}" if text else cls
+
+
+def _failures(result: ExecuteInProcessResult) -> list[tuple[str, str]]:
+    """What failed in a run, each as (its first meaningful line, its full text with tracebacks)."""
+    import dagster as dg
+
+    out, run_failure = [], None
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data is not None:
             error = event.step_failure_data.error
-            lines.append(f"{event.step_key}: {error.message.strip() if error else 'failed'}")
-        if event.event_type_value == "ASSET_CHECK_EVALUATION":
-            evaluation = event.event_specific_data
-            if not evaluation.passed and evaluation.severity.value == "ERROR":
-                lines.append(
+            out.append(
+                (
+                    f"{event.step_key}: {_error_line(error)}",
+                    f"{event.step_key}: {error.to_string() if error else 'failed'}",
+                )
+            )
+        elif isinstance(evaluation := event.event_specific_data, dg.AssetCheckEvaluation):
+            if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:
+                line = (
                     f"blocking check {evaluation.check_name} on "
                     f"{evaluation.asset_key.to_user_string()} failed"
                 )
-    return "\n".join(lines) or "the run failed"
+                out.append((line, line))
+        elif event.is_run_failure and event.job_failure_data.error is not None:
+            error = event.job_failure_data.error
+            run_failure = (_error_line(error), error.to_string())
+    if not out and run_failure is not None:
+        out.append(run_failure)
+    return out or [("the run failed", "the run failed")]
+
+
+def _fail_run(result: ExecuteInProcessResult, what: str) -> None:
+    """Say what failed, the tracebacks with --verbose, and last the first line of why; exits 1."""
+    failures = _failures(result)
+    verbose = _options["verbose"]
+    err.print(what if verbose else f"{what} (`tis --verbose …` shows the traceback)", markup=False)
+    if verbose:
+        for _, full in failures:
+            err.print(full.rstrip(), markup=False, highlight=False)
+    more = f" (and {len(failures) - 1} more failure(s))" if len(failures) > 1 else ""
+    _fail(failures[0][0] + more)
 
 
 def _run_succeeded(result: ExecuteInProcessResult) -> bool:
@@ -235,13 +384,21 @@ def _run_succeeded(result: ExecuteInProcessResult) -> bool:
 
 
 def backfill_range(
-    first: date, last: date, selection: str, chunk_days: int, resume: bool = True
+    first: date,
+    last: date,
+    selection: str,
+    chunk_days: int,
+    resume: bool = True,
+    keys: list[AssetKey] | None = None,
 ) -> tuple[int, int]:
-    """Run first..last in chunks, resuming after the chunks that already succeeded; returns (runs, rows)."""
+    """Run first..last in chunks, resuming after the chunks that already succeeded; returns (runs, rows).
+
+    ``keys``: the assets ``selection`` resolves to, when the caller resolved it already."""
     import dagster as dg
 
     from tis_pipeline.ops.backfill import BACKFILL_TAG, CHUNK_TAG, backfill_id, plan_chunks
 
+    keys = keys if keys is not None else _resolve_selection(selection)
     chunks = plan_chunks(first, last, chunk_days)
     ident = backfill_id(first, last, selection, chunk_days)
     instance = dg.DagsterInstance.get()
@@ -273,17 +430,19 @@ def backfill_range(
     ) as progress:
         task = progress.add_task(f"backfill {selection}", total=total_days, completed=days_done, rate="")
         for chunk in todo:
-            result = _run_range(
-                selection, chunk.first, chunk.last, {BACKFILL_TAG: ident, CHUNK_TAG: chunk.key}
-            )
+            result = _run_range(keys, chunk.first, chunk.last, {BACKFILL_TAG: ident, CHUNK_TAG: chunk.key})
             runs += 1
             if not _run_succeeded(result):
                 if result.success:
                     instance.add_run_tags(result.run_id, {"tis/checks_passed": "false"})
                 progress.stop()
-                _fail(
-                    f"chunk {chunk.key} failed (run {result.run_id}); {days_done} of {total_days} days done. "
-                    f"Re-run the same command to resume from this chunk.\n{_failure_text(result)}"
+                resumes = (
+                    "; once the cause is fixed, the same command resumes from this chunk" if resume else ""
+                )
+                _fail_run(
+                    result,
+                    f"chunk {chunk.key} failed (run {result.run_id}); {days_done} of {total_days} days done"
+                    + resumes,
                 )
             rows_total += _rows_written(result)
             days_done += chunk.days
@@ -314,14 +473,29 @@ def backfill(
     chunk_days: int = typer.Option(None, help="Days per run (default TIS_BACKFILL_CHUNK_DAYS or 31)."),
 ) -> None:
     """Materialize the daily-partitioned assets over a range, as few Dagster runs as the chunk size allows."""
+    # everything that can be checked is, before the database is started or any run launched
     first, last = _parse_day(start, "start"), _parse_day(end, "end")
     if last < first:
         _fail(f"--end {last} is before --start {first}")
-    env = _prepared()
-    _migrate(env["TIS_DATABASE_URL"])
+    lowest, highest = _partition_bounds()
+    if first < lowest:
+        _fail(
+            f"--start {first} is before TIS_PARTITION_START={lowest}, the first partition: "
+            "start on or after it, or set TIS_PARTITION_START earlier"
+        )
+    if last > highest:
+        _fail(f"--end {last} is after yesterday ({highest} UTC), the last partition: end on or before it")
+    if chunk_days is not None and chunk_days < 1:
+        _fail(f"--chunk-days must be at least 1, not {chunk_days}")
     chunk = chunk_days or settings().backfill_chunk_days
+    if chunk < 1:
+        _fail(f"TIS_BACKFILL_CHUNK_DAYS must be at least 1, not {chunk}")
+    _check_market_source()
+    env = _prepared()
+    keys = _resolve_selection(select)
+    _migrate(env["TIS_DATABASE_URL"])
     started = time.monotonic()
-    runs, rows = backfill_range(first, last, select, chunk)
+    runs, rows = backfill_range(first, last, select, chunk, keys=keys)
     elapsed = time.monotonic() - started
     console.print(
         f"[green]backfill done[/]: {first}..{last}, {runs} run(s), {rows:,} 1-minute rows in "
@@ -340,9 +514,9 @@ def _demo_ranges() -> list[tuple[date, date]]:
     from tis_pipeline.ops.backfill import covering_ranges
 
     s = settings()
-    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    start, yesterday = _partition_bounds()
     if s.market_source != "csv":
-        return [(yesterday - timedelta(days=2), yesterday)]
+        return [(max(start, yesterday - timedelta(days=2)), yesterday)]
     import pandas as pd
 
     from tis_pipeline.market_data.sources import scan_data_dir
@@ -350,7 +524,6 @@ def _demo_ranges() -> list[tuple[date, date]]:
     minute = [i for i in scan_data_dir() if i.holds_minute_bars]
     if not minute:
         _fail(f"no 1-minute bar files under {s.market_data_dir}")
-    start = date.fromisoformat(s.partition_start)
     days = {
         d.date()
         for i in minute
@@ -389,6 +562,8 @@ def print_counts(url: str) -> None:
 @app.command("demo")
 def demo() -> None:
     """Start the database, migrate, materialize every asset on the demo range and print what was made."""
+    _partition_bounds()
+    _check_market_source()
     env = _prepared()
     _migrate(env["TIS_DATABASE_URL"])
     s = settings()
@@ -422,10 +597,13 @@ def _materialize_unpartitioned() -> None:
     if not keys:
         return
     result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        instance=dg.DagsterInstance.get(), asset_selection=keys, raise_on_error=False
+        instance=dg.DagsterInstance.get(),
+        asset_selection=keys,
+        raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": _run_log_level()}}}},
     )
     if not _run_succeeded(result):
-        _fail(_failure_text(result))
+        _fail_run(result, f"the run of the assets without partitions failed (run {result.run_id})")
 
 
 @archive_app.command("restore")
@@ -461,6 +639,42 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
+# a host name's labels (RFC 1123); a name whose last label is all digits is a mistyped address
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def _listen_problem(host: str, port: int) -> str | None:
+    """Why the UI could not listen on host:port (a wrong address, one of another machine, a port in use), or
+    None when it can."""
+    if not 1 <= port <= 65535:
+        return f"--port must be between 1 and 65535, not {port}"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        labels = host.removesuffix(".").split(".")
+        if len(host) > 253 or not all(_HOST_LABEL.match(x) for x in labels) or labels[-1].isdigit():
+            return f"--host {host} is not an IP address or a host name (e.g. 127.0.0.1, 0.0.0.0 or localhost)"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        return f"--host {host} does not resolve to an address ({exc.strerror})"
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"port {port} on {host} is in use: stop what uses it or pass --port"
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return f"--host {host} is not an address of this machine (e.g. 127.0.0.1 or 0.0.0.0)"
+            if exc.errno == errno.EACCES:
+                return f"port {port} on {host} needs privileges: pass --port above 1023"
+            return f"cannot listen on {host} port {port}: {exc.strerror}"
+    return None
+
+
 @app.command("dev")
 def dev(
     host: str = typer.Option(
@@ -469,10 +683,11 @@ def dev(
     port: int = typer.Option(3000, help="Port of the UI."),
 ) -> None:
     """Start the Dagster UI and daemon (`dagster dev`) against the project's database and instance."""
+    problem = _listen_problem(host, port)
+    if problem is not None:
+        _fail(problem)
     env = _prepared()
     _migrate(env["TIS_DATABASE_URL"])
-    if not _port_free(host, port):
-        _fail(f"port {port} on {host} is in use: stop what uses it or pass --port")
     console.print(f"Dagster UI on http://{host}:{port} (instance {env['DAGSTER_HOME']})")
     cmd = [
         sys.executable,
@@ -489,12 +704,54 @@ def dev(
     raise typer.Exit(subprocess.call(cmd, cwd=PROJECT_ROOT))
 
 
+@app.command("docs")
+def docs(
+    port: int = typer.Option(
+        0, help="Port on 127.0.0.1 (0: TIS_GX_DOCS_PORT, default 8765; the checks link there)."
+    ),
+    open_browser: bool = typer.Option(True, "--open/--no-open", help="Open the index in a browser."),
+    build: bool = typer.Option(
+        True, "--build/--no-build", help="Rebuild the index from the stored results first."
+    ),
+) -> None:
+    """Serve Great Expectations' Data Docs (suites and every check's validation result) on 127.0.0.1."""
+    import webbrowser
+
+    from tis_pipeline.quality import docs as gx_docs
+
+    if build:
+        console.print(f"building the Data Docs index of {gx_docs.gx_dir()} …")
+        gx_docs.build_index()
+    if not (gx_docs.site_dir() / "index.html").exists():
+        _fail(f"no Data Docs under {gx_docs.site_dir()}: materialize an asset (or run without --no-build)")
+    chosen = port or gx_docs.docs_port()
+    if not _port_free("127.0.0.1", chosen):
+        _fail(f"port {chosen} on 127.0.0.1 is in use: stop what uses it or pass --port")
+    server = gx_docs.make_server(chosen)
+    url = f"http://127.0.0.1:{chosen}/index.html"
+    console.print(f"Data Docs on {url} (Ctrl-C to stop)")
+    if open_browser:
+        webbrowser.open(url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 def main() -> None:
-    """Entry point: configuration and database errors end in one clear line, not a traceback."""
+    """Entry point: every error ends in one line on stderr, not a traceback (`tis --verbose` shows those)."""
     try:
         app()
     except (DatabaseConfigError, EmbeddedDatabaseError) as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        sys.exit(1)
+    except Exception as exc:  # a bug or an error nobody foresaw: its first line, the traceback on demand
+        if _options["verbose"]:
+            raise
+        message = f"{type(exc).__name__}: {_first_line(str(exc))}".removesuffix(": ")
+        err.print(f"[bold red]error:[/] {escape(message)} (`tis --verbose …` shows the traceback)")
         sys.exit(1)
 
 

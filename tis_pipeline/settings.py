@@ -41,6 +41,14 @@ class Settings:
         default_factory=lambda: float(_env("TIS_MAX_QUARANTINE_SHARE", "0.05"))
     )
     backfill_chunk_days: int = field(default_factory=lambda: int(_env("TIS_BACKFILL_CHUNK_DAYS", "31")))
+    # What one bar file may cost the reader (readers/limits.py): a file over a limit is left out of the run
+    # and named in the market_data_1m_source_files_readable check.
+    max_file_bytes: int = field(default_factory=lambda: int(_env("TIS_MAX_FILE_BYTES", str(1 << 30))))
+    max_compression_ratio: float = field(
+        default_factory=lambda: float(_env("TIS_MAX_COMPRESSION_RATIO", "200"))
+    )
+    max_line_bytes: int = field(default_factory=lambda: int(_env("TIS_MAX_LINE_BYTES", str(64 << 10))))
+    max_fields: int = field(default_factory=lambda: int(_env("TIS_MAX_FIELDS", "256")))
 
     @property
     def market_source(self) -> str:

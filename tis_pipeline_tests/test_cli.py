@@ -2,15 +2,18 @@
 
 import itertools
 import os
+import socket
 import subprocess
 import sys
-from datetime import date
+import uuid
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 from tis_pipeline.ops.backfill import Chunk, covering_ranges, plan_chunks
-from tis_pipeline.pg.engine import engine, with_driver
+from tis_pipeline.pg.engine import engine, with_database, with_driver
 from tis_pipeline.settings import PROJECT_ROOT
 
 TIS = [sys.executable, "-m", "tis_pipeline.cli"]
@@ -109,8 +112,10 @@ def test_covering_ranges_join_short_gaps_and_split_long_ones():
 def cli_env(tmp_path, migrated_database_url, empty_database_url):
     (tmp_path / "dagster.yaml").symlink_to(PROJECT_ROOT / "dagster.yaml")
     return {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k not in ("TIS_LOG_LEVEL", "TIS_MARKET_DATA_DIR")},
         "DAGSTER_HOME": str(tmp_path),
+        # the test's own GX project and manifests, not those of the checkout's .tis (shared with other runs)
+        "TIS_HOME": str(tmp_path / "tis_home"),
         "TIS_DATABASE_URL": migrated_database_url,
         "TIS_DAGSTER_PG_URL": with_driver(empty_database_url, "psycopg2"),
         "TIS_MARKET_SOURCE": "synthetic",
@@ -118,6 +123,9 @@ def cli_env(tmp_path, migrated_database_url, empty_database_url):
         "TIS_SYNTHETIC_SEED": "9",
         "CI": "true",
     }
+
+
+REFUSED = "error: market_data_1m: RaiseException: refused by test"
 
 
 def digest(url):
@@ -155,8 +163,19 @@ def test_backfill_runs_chunks_fails_clearly_and_resumes(cli_env):
     args = ["backfill", "--start", "2024-07-01", "--end", "2024-07-06", "--chunk-days", "2"]
     failed = run_tis(args, cli_env)
     assert failed.returncode == 1, failed.stdout + failed.stderr
-    assert "chunk 2024-07-03...2024-07-04 failed" in failed.stderr
-    assert "refused by test" in failed.stderr
+    # what failed, then last the first line of why; the tracebacks only with --verbose
+    assert failed.stderr.splitlines()[-2].startswith("chunk 2024-07-03...2024-07-04 failed (run ")
+    assert failed.stderr.splitlines()[-2].endswith(
+        "2 of 6 days done; once the cause is fixed, the same command resumes from this chunk "
+        "(`tis --verbose …` shows the traceback)"
+    )
+    assert failed.stderr.splitlines()[-1] == REFUSED, failed.stderr
+    assert "Traceback" not in failed.stderr and "Stack Trace" not in failed.stderr
+    assert len(failed.stderr.splitlines()) == 2, failed.stderr
+    verbose = run_tis(["--verbose", *args], cli_env)
+    assert verbose.returncode == 1, verbose.stdout + verbose.stderr
+    assert verbose.stderr.splitlines()[-1] == REFUSED, verbose.stderr
+    assert "Stack Trace:" in verbose.stderr and 'tis_pipeline/market_data/assets.py", line' in verbose.stderr
     with engine(url).connect() as conn:
         days = (
             conn.execute(
@@ -184,3 +203,118 @@ def test_backfill_runs_chunks_fails_clearly_and_resumes(cli_env):
     assert clean.returncode == 0, clean.stderr
     assert digest(url) == after_resume
     assert after_resume["market_data_1m"][0] > 6 * 2 * 1400
+
+
+def _dagster_runs(env):
+    """Runs recorded in the Dagster storage of ``env`` (0 when Dagster never even made its tables)."""
+    with engine(with_driver(env["TIS_DAGSTER_PG_URL"], "psycopg")).connect() as conn:
+        if not sa.inspect(conn).has_table("runs"):
+            return 0
+        return conn.execute(sa.text("SELECT count(*) FROM runs")).scalar_one()
+
+
+def _partitioned_assets():
+    from tis_pipeline.definitions import defs
+
+    keys = defs.resolve_job_def("daily_partitioned_job").asset_layer.executable_asset_keys
+    return ", ".join(sorted(k.to_user_string() for k in keys))
+
+
+@pytest.mark.pg
+@pytest.mark.parametrize("case", ["before_start", "future", "no_such_asset", "chunk_days_0"])
+def test_backfill_refuses_what_cannot_work_before_any_run(cli_env, case):
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    today = yesterday + timedelta(days=1)
+    env = {**cli_env, "TIS_PARTITION_START": "2024-01-01"}
+    args, expected = {
+        "before_start": (
+            ["--start", "2023-12-30", "--end", "2024-01-02"],
+            "error: --start 2023-12-30 is before TIS_PARTITION_START=2024-01-01, the first partition: "
+            "start on or after it, or set TIS_PARTITION_START earlier",
+        ),
+        "future": (
+            ["--start", str(yesterday), "--end", str(today)],
+            f"error: --end {today} is after yesterday ({yesterday} UTC), the last partition: "
+            "end on or before it",
+        ),
+        "no_such_asset": (
+            ["--start", "2024-01-02", "--end", "2024-01-02", "--select", "no_such_asset"],
+            "error: --select 'no_such_asset' matches no asset; the daily-partitioned assets are "
+            + _partitioned_assets(),
+        ),
+        "chunk_days_0": (
+            ["--start", "2024-01-02", "--end", "2024-01-02", "--chunk-days", "0"],
+            "error: --chunk-days must be at least 1, not 0",
+        ),
+    }[case]
+    proc = run_tis(["backfill", *args], env)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stderr == expected + "\n"
+    assert _dagster_runs(env) == 0
+
+
+@pytest.mark.pg
+def test_demo_with_a_missing_data_dir_says_so_before_any_run(cli_env, tmp_path):
+    env = {k: v for k, v in cli_env.items() if k != "TIS_MARKET_SOURCE"}
+    env["TIS_MARKET_DATA_DIR"] = str(tmp_path / "absent")
+    proc = run_tis(["demo"], env)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stderr == (
+        f"error: TIS_MARKET_DATA_DIR={tmp_path / 'absent'} does not exist: point it at a directory of bar "
+        "files, or unset it to use the synthetic source\n"
+    )
+    assert _dagster_runs(env) == 0
+
+
+@pytest.mark.pg
+def test_a_database_missing_on_a_reachable_server_is_named(server_url):
+    name = f"tis_absent_{uuid.uuid4().hex[:12]}"
+    url = make_url(server_url)
+    socket_dir = url.query.get("host")
+    if url.host:
+        where = f"{url.host}:{url.port or 5432}"
+        command = f"createdb -h {url.host}{f' -p {url.port}' if url.port else ''} -U {url.username} {name}"
+    else:
+        where, command = f"{socket_dir} (socket)", f"createdb -h {socket_dir} -U {url.username} {name}"
+    env = {**os.environ, "TIS_DATABASE_URL": with_database(server_url, name)}
+    proc = run_tis(["db", "upgrade"], env, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stderr == (
+        f"error: database {name} does not exist on server {where}; create it with `{command}` "
+        "or unset TIS_DATABASE_URL to use the embedded database\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        (
+            "0.0.0.0.0",
+            "--host 0.0.0.0.0 is not an IP address or a host name (e.g. 127.0.0.1, 0.0.0.0 or localhost)",
+        ),
+        ("192.0.2.1", "--host 192.0.2.1 is not an address of this machine (e.g. 127.0.0.1 or 0.0.0.0)"),
+    ],
+    ids=["not_an_address", "not_this_machine"],
+)
+@pytest.mark.pg
+def test_dev_names_a_wrong_host_not_a_port_in_use(cli_env, host, expected):
+    with socket.socket() as probe:  # a port nothing uses: the only wrong thing is the host
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = run_tis(["dev", "--host", host, "--port", str(port)], cli_env, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stderr == f"error: {expected}\n"
+
+
+@pytest.mark.pg
+def test_db_url_masks_the_password_unless_asked(cli_env):
+    # the server trusts the test's role: the password is carried, not checked
+    url = make_url(cli_env["TIS_DATABASE_URL"]).set(password="s3cret pass")
+    env = {**cli_env, "TIS_DATABASE_URL": url.render_as_string(hide_password=False)}
+    masked = run_tis(["db", "url"], env, timeout=120)
+    assert masked.returncode == 0, masked.stderr
+    assert masked.stdout == url.render_as_string(hide_password=True) + "\n"
+    assert "***" in masked.stdout and "s3cret" not in masked.stdout
+    shown = run_tis(["db", "url", "--show-password"], env, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == url.render_as_string(hide_password=False) + "\n"

@@ -11,12 +11,33 @@ from tis_pipeline.settings import PROJECT_ROOT
 def test_definitions_load_and_every_job_resolves():
     dg.Definitions.validate_loadable(defs)
     jobs = [job.name for job in defs.jobs]
-    assert {"daily_partitioned_job", "retention_job", "dagster_storage_prune_job"} <= set(jobs)
+    assert {
+        "daily_partitioned_job",
+        "stale_days_checks_job",
+        "retention_job",
+        "dagster_storage_prune_job",
+    } <= set(jobs)
     for name in jobs:
         assert defs.resolve_job_def(name).name == name
     schedule_names = {s.name for s in defs.schedules}
-    assert {"daily_partitioned_schedule", "retention_schedule"} <= schedule_names
-    assert {s.name for s in defs.sensors} == {"market_data_files_sensor", "dead_run_sensor"}
+    assert {
+        "daily_partitioned_schedule",
+        "stale_days_checks_schedule",
+        "retention_schedule",
+    } <= schedule_names
+    assert {s.name for s in defs.sensors} == {
+        "market_data_files_sensor",
+        "dead_run_sensor",
+        "market_data_freshness_sensor",
+    }
+    checks = {(k.asset_key.to_user_string(), k.name) for k in defs.resolve_asset_graph().asset_check_keys}
+    assert {
+        ("market_data_15m", "source_changes_rolled_up"),
+        ("market_data_1h", "source_changes_rolled_up"),
+        ("market_data_1m", "expected_symbols_present"),
+        ("dsi_evidence", "scores_follow_their_bars"),
+    } <= checks
+    assert any(asset == "market_data_1m" and "freshness" in name for asset, name in checks)
 
 
 def test_asset_keys_are_the_seed_table_names():

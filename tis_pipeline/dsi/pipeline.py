@@ -25,7 +25,7 @@ from tis_pipeline.dsi.logic.config import DsiConfig
 from tis_pipeline.dsi.logic.events import detect_events
 from tis_pipeline.dsi.logic.state import DsiState
 from tis_pipeline.market_data import store as bar_store
-from tis_pipeline.pg.day_partitions import BuiltDays, discard
+from tis_pipeline.pg.day_partitions import BuiltDays, discard, drop_dead_scratch_tables_of
 
 # bars timed one at a time on the streaming path per run: each costs 2-4 ms of the run (the scoring of a whole
 # day in the batch path takes 0.1 s), and 64 give the p50 and, by its 4th-largest value, the p95
@@ -171,6 +171,8 @@ def score_range(
     started = time.perf_counter()
     built: list[tuple[pd.Timestamp, str, str, bool]] = []  # (day, partition, new table, partition exists)
     tag = uuid.uuid4().hex[:8]  # two runs building the same day never collide on a name
+    if dropped := drop_dead_scratch_tables_of(engine):  # the tables of runs killed before they swapped them
+        log(f"dropped {len(dropped)} scratch tables of dead runs: {', '.join(dropped)}")
     try:
         with engine.begin() as conn:
             partitions = store.lock_days(conn)

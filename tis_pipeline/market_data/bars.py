@@ -18,7 +18,7 @@ _DEFAULTS = (("source_file", "synthetic"), ("source_line", 0), ("raw", None), ("
 
 
 def normalise_bars(frame: pd.DataFrame) -> pd.DataFrame:
-    """Types, UTC, upper-case symbols, sorted by (symbol, timestamp, source order).
+    """Types, UTC, upper-case (ASCII) symbols, sorted by (symbol, timestamp, source order).
 
     Input: at least ``BAR_COLUMNS``; optional ``source_file``, ``source_line``, ``raw``, ``volume_missing``.
     Output: the same columns with float64 prices and volume, ``timestamp`` as datetime64[us, UTC].
@@ -49,7 +49,9 @@ def _clean_symbols(symbols: pd.Series) -> tuple[pd.Series, np.ndarray]:
     Both are computed once per distinct symbol (a frame has few) and spread to the rows by their codes.
     """
     codes, uniques = pd.factorize(symbols.astype("string"))
-    cleaned = pd.Series(uniques).str.strip().str.upper()
+    # only ASCII symbols are upper-cased: "btcu\u017fd".upper() is "BTCUSD", a look-alike merged into the real
+    # symbol; a non-ASCII one keeps its case and breaks the symbol format (quarantined)
+    cleaned = pd.Series(uniques).str.strip().map(lambda s: s.upper() if s.isascii() else s)
     rank_of_unique, distinct = pd.factorize(cleaned, sort=True)
     # code -1 (a missing symbol) picks the appended rank: missing sorts last, as in sort_values
     rank = np.append(rank_of_unique, len(distinct))[codes]

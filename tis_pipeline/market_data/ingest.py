@@ -4,21 +4,35 @@ day partitions of the pieces before, then swapped in with the quarantine in one 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
 from tis_pipeline.market_data.bars import normalise_bars
 from tis_pipeline.market_data.describe import summary
 from tis_pipeline.market_data.store import replace_quarantine
-from tis_pipeline.market_data.validate import Validated, enforce_share_limit, validate_bars
-from tis_pipeline.pg.day_partitions import BuiltDays, DayBuilds, discard, swap_built_days
+from tis_pipeline.market_data.validate import (
+    Validated,
+    enforce_share_limit,
+    validate_bars,
+    values_beyond_scale,
+)
+from tis_pipeline.pg.day_partitions import (
+    BuiltDays,
+    DayBuilds,
+    discard,
+    drop_dead_scratch_tables_of,
+    swap_built_days,
+)
 from tis_pipeline.quality.evaluate import evaluate_frame
 from tis_pipeline.quality.report import ValidationReport
+from tis_pipeline.quality.rules import SCALE_LOSS_COLUMN, UNREADABLE_COLUMN, rule
 
 T = TypeVar("T")
 
@@ -47,6 +61,9 @@ class Ingested:
     symbols: list[str]  # the symbols the source owns in the window, sorted
     notes: list[str]
     skipped: list[tuple[str, str]]  # (file, why) the source did not read
+    unreadable: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (file, why): left out
+    outside_rows: int = 0  # rows of the window's files in no partition (before the first, or future)
+    files_report: ValidationReport | None = None  # market_data_1m_source_files_readable on the unreadable
 
 
 def build_window(
@@ -61,13 +78,16 @@ def build_window(
     whatever was built is dropped on any failure.
     """
     validated: list[Validated] = []
-    symbols, notes, skipped = set(), [], []
+    symbols, notes, skipped, unreadable, outside_rows = set(), [], [], [], 0
+    drop_dead_scratch_tables_of(engine)  # the tables of runs killed before they swapped or discarded them
     builds = DayBuilds(engine, start, end)
     try:
         for read in prefetched(pieces):
             symbols.update(read.symbols)
             notes += read.notes
             skipped += read.skipped
+            unreadable += [u for u in read.unreadable if u not in unreadable]
+            outside_rows += read.outside_rows
             checked = validate_bars(normalise_bars(read.frame), partition_date=start)
             enforce_share_limit(checked, max_quarantine_share)
             builds.add(checked.clean)
@@ -75,12 +95,37 @@ def build_window(
         checked = Validated.concat(validated)
         validated.clear()  # concat copied them; the builds hold their own days
         # the rules validation quarantined by are not judged again: no clean row breaks them
-        report = evaluate_frame(checked.clean, "market_data_1m", enforced=checked.enforced)
+        judged = checked.clean.assign(**{SCALE_LOSS_COLUMN: values_beyond_scale(checked.clean)})
+        report = evaluate_frame(judged, "market_data_1m", enforced=checked.enforced)
         facts = summary(checked.clean)
     except BaseException:
         builds.abandon()
         raise
-    return Ingested(builds.finish(), checked, report, facts, sorted(symbols), notes, skipped)
+    return Ingested(
+        builds.finish(),
+        checked,
+        report,
+        facts,
+        sorted(symbols),
+        notes,
+        skipped,
+        unreadable,
+        outside_rows,
+        unreadable_report(unreadable),
+    )
+
+
+def unreadable_report(unreadable: list[tuple[str, str]]) -> ValidationReport:
+    """The readable-files rule judged on the files left out as unreadable, one row each (the bars' report
+    skips it: its column is not a bar's); its failing rows name the file and why."""
+    files_rule = rule("market_data_1m_source_files_readable")
+    files = pd.DataFrame({UNREADABLE_COLUMN: np.ones(len(unreadable), dtype=np.int64)})
+    report = evaluate_frame(files, "market_data_1m", rules=(files_rule,))
+    [judged] = report.results
+    judged = dataclasses.replace(
+        judged, failing_rows=pd.DataFrame(unreadable[:20], columns=["source_file", "why"])
+    )
+    return dataclasses.replace(report, results=(judged,))
 
 
 def write_window(

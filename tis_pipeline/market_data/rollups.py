@@ -1,31 +1,44 @@
 """The rollups of market_data_1m: 15-minute bars from the 1-minute ones, hourly bars from the 15-minute ones,
-and the SQL that recomputes them for their checks.
+the SQL that recomputes them for their checks, and the source versions that tell a rollup day out of date.
 
-The rollup rule of ``market_data_15m`` / ``market_data_1h`` in two parts:
+The rollup rule of ``market_data_15m`` / ``market_data_1h``:
 
-* ``rollup_source_sql(rule)``: the rollup of the 1-minute source over ``[:start, :end)`` recomputed per symbol
-  and bucket (first open, max high, min low, last close, summed volume, buckets labelled by their open, UTC),
-  with ``source_bars``, the number of 1-minute bars in the bucket (for gap reporting). First and last come
-  from the bars at the bucket's opening and closing slots in the same pass (no sort; only a bucket with a hole
-  at an edge looks its bar up by key, see ``_AGGREGATE_SQL``); as a plain SELECT it runs with parallel
-  workers.
+* ``rollup_aggregate_sql(source, minutes)``: how the assets build the bars (first open, max high, min low,
+  last close, summed volume, buckets labelled by their open, UTC), with ``source_bars``, the number of bars
+  in the bucket. First and last come from the bars at the bucket's opening and closing slots in the same pass
+  (no sort; only a bucket with a hole at an edge looks its bar up by key, see ``_AGGREGATE_SQL``).
+  ``rollup_source_sql(rule)`` is it over the rule's 1-minute source.
+* ``rollup_reference_sql(rule)``: the same rollup written out a second, plain way (ordered ``array_agg`` for
+  first and last, epoch arithmetic for the bucket, no shared SQL text) straight from the 1-minute bars. The
+  checks compare with this one, so a mistake in the building SQL cannot pass its own check.
 * ``rollup_compare_sql(rule, expected)``: the rollup bars in ``[:start, :end)`` that differ from ``expected``
-  (a table or a parenthesised query of ``rollup_source_sql``'s shape), plus the buckets that have source bars
-  but no rollup bar. The comparison is exact: both sides are DECIMAL(20,8) in the database.
+  (a parenthesised query of the reference's shape), plus the buckets that have source bars but no rollup bar,
+  and the reverse. The comparison is exact: both sides are DECIMAL(20,8) in the database.
 
-``rollup_mismatch_sql(rule)`` puts both together as one query (the independent check, straight from the
-1-minute bars). ``rollup_via_sql`` is the cheaper expected rollup the hourly asset checks itself against.
+``rollup_mismatch_sql(rule)`` puts the reference and the comparison together: the blocking
+``<table>_rollup_consistent`` checks run it over the window (and the healed days) in the transaction that
+wrote them, and the ``source_changes_rolled_up`` checks over the days whose source changed.
+
+Day versions: every rollup day records the 1-minute version it was built from (``rollup_source_versions``;
+for the hourly bars the version their 15-minute bars were built from). A day whose 1-minute bars were
+ingested again since (``market_data_day_versions`` higher) and that still has 1-minute bars is stale
+(``stale_days``): the next run of the rollup, for any window, rebuilds it too (``roll_up``, at most
+``HEAL_DAYS_PER_RUN`` days a run, oldest first). Retention forgets the versions of the rollup days it deletes,
+so a deleted day is never stale and never brought back.
 
 The rollup assets' work (``roll_up``): the expected bars staged on connections of their own
-(``stage_expected_rollup``), the table's bars replaced by them (``rebuild_rollup``), then compared with them
-(``rollup_mismatches``) and their gaps counted (``bucket_fill``), in one transaction. No Dagster here.
+(``stage_expected_rollup``), the table's bars replaced by them (``rebuild_rollup``), stale days healed
+(``heal_days``), the versions recorded, then the bars compared with the reference (``rollup_mismatches``) and
+their gaps counted (``bucket_fill``), in one transaction. No Dagster here.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from datetime import date
 
 import pandas as pd
 import sqlalchemy as sa
@@ -79,6 +92,24 @@ FROM (SELECT symbol, {bucket} AS bucket,
 LEFT JOIN ({via}) AS r ON r.symbol = n.symbol AND r.bucket = n.bucket
 """  # noqa: E501 (SQL text kept byte for byte)
 
+# The reference rollup for the checks, deliberately not derived from _AGGREGATE_SQL or pg.buckets: ordered
+# aggregates pick first and last, the bucket is epoch arithmetic (minutes divide a day, so it equals date_bin
+# from any midnight), every aggregate is spelled out again. Slower than the building SQL, independent of it.
+_REFERENCE_SQL = """
+SELECT symbol, bucket,
+       (array_agg(open ORDER BY "timestamp"))[1] AS open,
+       max(high) AS high,
+       min(low) AS low,
+       (array_agg(close ORDER BY "timestamp" DESC))[1] AS close,
+       sum(volume) AS volume,
+       count(*) AS source_bars
+FROM (SELECT symbol, "timestamp", open, high, low, close, volume,
+             to_timestamp(floor(extract(epoch FROM "timestamp") / {seconds}) * {seconds}) AS bucket
+      FROM {source}
+      WHERE "timestamp" >= CAST(:start AS timestamptz) AND "timestamp" < CAST(:end AS timestamptz)) AS m
+GROUP BY symbol, bucket
+"""
+
 _COMPARE_SQL = """
 SELECT coalesce(r.symbol, s.symbol) AS symbol, coalesce(r."timestamp", s.bucket) AS "timestamp",
        r.open, r.high, r.low, r.close, r.volume,
@@ -125,7 +156,8 @@ def rollup_via_sql(rule: Rule, via: str) -> str:
     set to the 1-minute bars without aggregating numerics: an hour with 1-minute bars but no rollup bar, or
     the reverse, is reported, and gap counts come from the 1-minute bars. What it does not see is a 1-minute
     bar changed, added or removed inside an hour that keeps bars, after ``via`` was checked and not rolled up
-    again; the independent check ``rollup_mismatch_sql`` recomputes from the 1-minute bars.
+    again. The hourly asset stages it for its gap counts only; its checks compare with the independent
+    ``rollup_mismatch_sql``.
     """
     rule = _rollup_rule(rule)
     minutes = int(rule.params["minutes"])  # rollup_aggregate_sql refuses a via whose bars do not tile it
@@ -141,6 +173,16 @@ def rollup_source_sql(rule: Rule) -> str:
     return rollup_aggregate_sql(rule.params["source"], rule.params["minutes"])
 
 
+def rollup_reference_sql(rule: Rule) -> str:
+    """The rule's rollup of its 1-minute source over ``[:start, :end)`` computed independently of
+    ``rollup_aggregate_sql`` (``_REFERENCE_SQL``): what the checks compare with."""
+    rule = _rollup_rule(rule)
+    minutes = int(rule.params["minutes"])
+    if (24 * 60) % minutes:
+        raise ValueError(f"{minutes}-minute buckets do not tile a day")
+    return _REFERENCE_SQL.format(seconds=minutes * 60, source=rule.params["source"]).strip()
+
+
 def rollup_compare_sql(rule: Rule, expected: str) -> str:
     """Rollup bars of ``[:start, :end)`` that differ from ``expected`` or are missing; ``expected`` is
     code."""
@@ -148,11 +190,19 @@ def rollup_compare_sql(rule: Rule, expected: str) -> str:
 
 
 def rollup_mismatch_sql(rule: Rule) -> str:
-    """A query with bind parameters ``:start`` and ``:end`` returning the rollup bars that fail ``rule``."""
-    return rollup_compare_sql(rule, f"({rollup_source_sql(rule)})")
+    """A query with bind parameters ``:start`` and ``:end`` returning the rollup bars that fail ``rule``: the
+    rollup table compared with ``rollup_reference_sql``, recomputed from the 1-minute bars."""
+    return rollup_compare_sql(rule, f"({rollup_reference_sql(rule)})")
 
 
 ROLLUP_SOURCES = {"market_data_15m": "market_data_1m", "market_data_1h": "market_data_15m"}
+# stale days outside the window one run of a rollup rebuilds, oldest first; the rest wait for the next runs
+# (``RolledUp.left``, and the ``source_changes_rolled_up`` checks keep warning about them). About a day's
+# aggregation and a day's reference recomputation each, in the run's one transaction: 31 keep a daily run
+# within a minute or so at 50 symbols, where years of corrections healed at once would hold the rollup's lock
+# (and its window's bars) for hours. Many stale days are a backfill's work: ``tis backfill`` of the rollups
+# over those days rebuilds them in pieces, in parallel.
+HEAL_DAYS_PER_RUN = 31
 ROLLUP_CONNECTIONS = 2  # pieces of the expected rollup aggregated at once, each on a connection of its own
 ROLLUP_PIECES = (
     4  # pieces per window: the 15-minute bars of the first ones are inserted while the last aggregate
@@ -220,11 +270,10 @@ def stage_expected_rollup(
     """Start building the expected bars of ``target`` over [start, end) apart from the transaction that
     replaces them; returns at once (``ExpectedRollup.ready`` waits).
 
-    15-minute: one pass over the 1-minute bars (``rollup_source_sql``, the rollup rule's own SQL).
-    Hourly: from the 15-minute bars, whose own blocking check has just compared them with the 1-minute bars,
-    plus a count of 1-minute bars per hour for the bucket set and gaps (``rollup_via_sql`` states
-    why that is sound); it used to aggregate the numerics of every 1-minute bar a second time.
-    The rows also hold ``source_bars`` per bucket, so gaps are counted from them without another scan.
+    15-minute: one pass over the 1-minute bars (``rollup_source_sql``): the rows inserted.
+    Hourly: from the 15-minute bars plus a count of 1-minute bars per hour (``rollup_via_sql``), for the gap
+    counts. The rows hold ``source_bars`` per bucket, so gaps are counted from them without another scan. The
+    checks do not compare with these rows (they are what was inserted) but with ``rollup_mismatch_sql``.
 
     The window is cut on bucket boundaries into ``ROLLUP_PIECES`` pieces aggregated ``ROLLUP_CONNECTIONS`` at
     a time, each into an unlogged table of its own on a connection of its own: every core aggregates, no
@@ -304,13 +353,169 @@ def rebuild_rollup(
 
 
 def rollup_mismatches(
-    conn: sa.Connection, expected: ExpectedRollup, start: pd.Timestamp, end: pd.Timestamp
+    conn: sa.Connection, table: str, start: pd.Timestamp, end: pd.Timestamp
 ) -> pd.DataFrame:
-    """Bars of ``expected.target`` in [start, end) that differ from ``expected`` or are missing (the rule's
-    SQL)."""
-    expected.ready()
-    query = rollup_compare_sql(rule(f"{bar_table(expected.target)}_rollup_consistent"), expected.relation)
+    """Bars of ``table`` in [start, end) that differ from the independent recomputation from the 1-minute
+    bars, or are missing on either side (``rollup_mismatch_sql``)."""
+    query = rollup_mismatch_sql(rule(f"{bar_table(table)}_rollup_consistent"))
     return pd.DataFrame(conn.execute(sa.text(query), {"start": start, "end": end}).mappings().all())
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Source versions: which rollup days are older than their 1-minute bars
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _days(start: pd.Timestamp, end: pd.Timestamp) -> list[date]:
+    return [d.date() for d in pd.date_range(start, end, freq="D", inclusive="left")]
+
+
+def day_ranges(days: Iterable[date]) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """Sorted ``days`` as half-open UTC ranges ``[first, last + 1 day)`` of consecutive days."""
+    ranges: list[tuple[pd.Timestamp, pd.Timestamp]] = []
+    for d in sorted(set(days)):
+        day = pd.Timestamp(d, tz="UTC")
+        if ranges and ranges[-1][1] == day:
+            ranges[-1] = (ranges[-1][0], day + pd.Timedelta(days=1))
+        else:
+            ranges.append((day, day + pd.Timedelta(days=1)))
+    return ranges
+
+
+def _has_rows_sql(table: str, day: str) -> str:
+    """SQL: whether ``table`` (a bar table of the code, never input) has a bar on ``day`` (a date column)."""
+    return (
+        f'EXISTS (SELECT 1 FROM {bar_table(table)} b WHERE b."timestamp" >= {_day_start(day)} '
+        f'AND b."timestamp" < {_day_start(f"{day} + 1")})'
+    )
+
+
+def _day_start(day: str) -> str:
+    return f"(CAST({day} AS timestamp) AT TIME ZONE 'UTC')"
+
+
+def stale_days(conn: sa.Connection, table: str) -> list[date]:
+    """Days of ``table`` built from 1-minute bars that have been ingested again since
+    (``rollup_source_versions`` below ``market_data_day_versions``) and that still have 1-minute bars, oldest
+    first.
+
+    A day without 1-minute bars is never stale: its bars were archived by retention (which drops them only
+    once both rollups are up to date, and forgets the versions of the rollup days it deletes, so a deleted
+    day is never rebuilt), or a re-ingest found none; its rollup bars stay as they were built, and only an
+    explicit run of its window rebuilds them."""
+    table = bar_table(table)
+    if table not in ROLLUP_SOURCES:
+        raise ValueError(f"{table} is not a rollup")
+    return list(
+        conn.execute(
+            sa.text(
+                "SELECT r.day FROM rollup_source_versions r "
+                "JOIN market_data_day_versions v ON v.day = r.day "
+                "WHERE r.rollup = :table AND r.source_version < v.version "
+                f"AND {_has_rows_sql('market_data_1m', 'r.day')} ORDER BY r.day"
+            ),
+            {"table": table},
+        ).scalars()
+    )
+
+
+def source_versions(conn: sa.Connection, table: str, days: list[date]) -> dict[date, int]:
+    """The 1-minute version each of ``days`` of ``table`` is about to be built from (0: never ingested).
+
+    15-minute: the 1-minute day's version. Hourly: the version its 15-minute bars were built from, since they
+    are its input; a stale 15-minute day thus leaves the hourly day stale too; a day without 15-minute bars
+    (retention deleted them) is healed from the 1-minute bars (``heal_days``): their version. Read before the
+    bars are, so a day ingested in between is recorded older than it is (and rebuilt once more), never
+    newer."""
+    table = bar_table(table)
+    if table == "market_data_15m":
+        query = (
+            "SELECT d.day, coalesce(v.version, 0) FROM unnest(CAST(:days AS date[])) AS d(day) "
+            "LEFT JOIN market_data_day_versions v ON v.day = d.day"
+        )
+    elif table == "market_data_1h":
+        query = (
+            "SELECT d.day, "
+            f"CASE WHEN {_has_rows_sql('market_data_15m', 'd.day')} THEN coalesce(r.source_version, 0) "
+            "ELSE coalesce(v.version, 0) END "
+            "FROM unnest(CAST(:days AS date[])) AS d(day) "
+            "LEFT JOIN rollup_source_versions r ON r.rollup = 'market_data_15m' AND r.day = d.day "
+            "LEFT JOIN market_data_day_versions v ON v.day = d.day"
+        )
+    else:
+        raise ValueError(f"{table} is not a rollup")
+    return {day: int(v) for day, v in conn.execute(sa.text(query), {"days": days}).all()}
+
+
+def record_built(conn: sa.Connection, table: str, versions: dict[date, int]) -> None:
+    """Record that ``table``'s days were built from these 1-minute versions (``source_versions``)."""
+    if not versions:
+        return
+    conn.execute(
+        sa.text(
+            "INSERT INTO rollup_source_versions (rollup, day, source_version) "
+            "SELECT :table, day, v "
+            "FROM unnest(CAST(:days AS date[]), CAST(:versions AS bigint[])) AS u(day, v) "
+            "ON CONFLICT (rollup, day) DO UPDATE "
+            "SET source_version = EXCLUDED.source_version, built_at = now()"
+        ),
+        {"table": bar_table(table), "days": list(versions), "versions": list(versions.values())},
+    )
+
+
+def heal_days(conn: sa.Connection, table: str, days: list[date]) -> int:
+    """Rebuild ``table``'s bars on ``days`` from their source in the caller's transaction (the same SQL as
+    ``rebuild_rollup``, without staging: a few days); rows written.
+
+    Hourly days without 15-minute bars (retention deleted them: the 15-minute period is shorter) are rolled
+    up from the 1-minute bars instead (the same bars, since 15 divides 60; no 15-minute day is brought back).
+    """
+    table = bar_table(table)
+    if table not in ROLLUP_SOURCES:
+        raise ValueError(f"{table} is not a rollup")
+    source = ROLLUP_SOURCES[table]
+    by_source: dict[str, list[date]] = {source: list(days)}
+    if source != "market_data_1m" and days:
+        present = set(
+            conn.execute(
+                sa.text(
+                    "SELECT d.day FROM unnest(CAST(:days AS date[])) AS d(day) "
+                    f"WHERE {_has_rows_sql(source, 'd.day')}"
+                ),
+                {"days": list(days)},
+            ).scalars()
+        )
+        by_source = {
+            source: [d for d in days if d in present],
+            "market_data_1m": [d for d in days if d not in present],
+        }
+    written = 0
+    for origin, origin_days in by_source.items():
+        aggregate = rollup_aggregate_sql(origin, MARKET_TABLES[table])
+        for start, end in day_ranges(origin_days):
+            window = {"start": start, "end": end}
+            conn.execute(
+                sa.text(f'DELETE FROM {table} WHERE "timestamp" >= :start AND "timestamp" < :end'), window
+            )
+            written += conn.execute(
+                sa.text(
+                    f'INSERT INTO {table} (symbol, "timestamp", open, high, low, close, volume, '
+                    "mx_evidence, mx_confirm) "
+                    "SELECT symbol, bucket, open, high, low, close, volume, mx_evidence, mx_confirm "
+                    f"FROM ({aggregate}) AS a"
+                ),
+                window,
+            ).rowcount
+    return written
+
+
+def changed_source_mismatches(conn: sa.Connection, table: str) -> tuple[list[date], pd.DataFrame]:
+    """The stale days of ``table`` (``stale_days``) and their bars that differ from the reference recomputed
+    from the 1-minute bars (``rollup_mismatches``): what the ``source_changes_rolled_up`` check reports."""
+    days = stale_days(conn, table)
+    frames = [rollup_mismatches(conn, table, start, end) for start, end in day_ranges(days)]
+    found = [f for f in frames if len(f)]
+    return days, (pd.concat(found, ignore_index=True) if found else pd.DataFrame())
 
 
 def bucket_fill(conn: sa.Connection, expected: ExpectedRollup) -> pd.DataFrame:
@@ -335,14 +540,19 @@ def bucket_fill(conn: sa.Connection, expected: ExpectedRollup) -> pd.DataFrame:
 
 @dataclass
 class RolledUp:
-    """What ``roll_up`` did: bars written, the bars that fail the rollup rule, the first days' bars (for the
-    preview and the plot), buckets per symbol (``bucket_fill``) and the plot being drawn."""
+    """What ``roll_up`` did: bars written, the bars that fail the rollup rule (window and healed days), the
+    first days' bars (for the preview and the plot), buckets per symbol (``bucket_fill``), the plot being
+    drawn, the stale days outside the window it rebuilt with the bars written there, and the stale days it
+    left for the next runs (over ``HEAL_DAYS_PER_RUN``)."""
 
     written: int
     mismatches: pd.DataFrame
     plot_frame: pd.DataFrame
     fill: pd.DataFrame
     drawing: Future
+    healed: list[date] = field(default_factory=list)
+    healed_written: int = 0
+    left: list[date] = field(default_factory=list)
 
     @property
     def png(self) -> bytes:
@@ -351,24 +561,38 @@ class RolledUp:
 
 
 def roll_up(engine: sa.Engine, table: str, start: pd.Timestamp, end: pd.Timestamp) -> RolledUp:
-    """Replace ``table``'s bars in [start, end) by the rollup of their source and check them against it, in
-    one transaction; plot the first three days of the result."""
+    """Replace ``table``'s bars in [start, end) by the rollup of their source, rebuild its stale days outside
+    the window (``stale_days``; the oldest ``HEAL_DAYS_PER_RUN`` of them), record the source versions of all
+    of them, and check them against the 1-minute bars, in one transaction; plot the first three days of the
+    window.
+
+    Runs of the same rollup take turns (a transaction-level advisory lock): healing writes days outside the
+    window, which another run may be writing too."""
     title = f"{table} {start.date()}"
+    table = bar_table(table)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tis-pyplot") as pool:
         pool.submit(pyplot)  # matplotlib's first import (a second) overlaps the SQL instead of following it
         expected = None
         try:
             with engine.begin() as conn:
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"tis {table}"})
+                window_days = _days(start, end)
+                stale = [d for d in stale_days(conn, table) if d not in set(window_days)]
+                healed, left = stale[:HEAL_DAYS_PER_RUN], stale[HEAL_DAYS_PER_RUN:]
+                versions = source_versions(conn, table, window_days + healed)  # before the bars are read
                 # the pieces start on their own connections, all reading this transaction's snapshot
                 expected = stage_expected_rollup(engine, table, start, end, export_snapshot(conn))
                 written = rebuild_rollup(conn, expected, start, end)
+                healed_written = heal_days(conn, table, healed)
+                record_built(conn, table, versions)
                 plot_frame = read_bars(conn, table, start, min(end, start + pd.Timedelta(days=3)))
                 # drawn on the thread (after the import) while PostgreSQL counts gaps, compares the bars and
                 # commits: those queries wait without the GIL, so most of the figure's time hides behind them
                 drawing = pool.submit(lambda: price_volume_png(plot_frame, title) if len(plot_frame) else b"")
                 fill = bucket_fill(conn, expected)
-                mismatches = rollup_mismatches(conn, expected, start, end)
+                found = [rollup_mismatches(conn, table, a, b) for a, b in [(start, end), *day_ranges(healed)]]
+                mismatches = pd.concat([f for f in found if len(f)] or [found[0]], ignore_index=True)
         finally:
             if expected is not None:
                 discard_expected(engine, expected)
-    return RolledUp(written, mismatches, plot_frame, fill, drawing)
+    return RolledUp(written, mismatches, plot_frame, fill, drawing, healed, healed_written, left)

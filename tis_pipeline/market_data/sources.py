@@ -19,6 +19,8 @@ class SourceRead:
     symbols: list[str]  # every symbol the source has (the rows replaced per window)
     notes: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (file, why): left out of the run
+    outside_rows: int = 0  # rows in no partition (before TIS_PARTITION_START, or later than now)
 
 
 class BarSource(dg.ConfigurableResource):
@@ -31,6 +33,7 @@ class BarSource(dg.ConfigurableResource):
     symbols: list[str] = Field(default_factory=lambda: list(settings().symbols))
     seed: int = Field(default_factory=lambda: settings().synthetic_seed)
     manifest_path: str | None = None
+    partition_start: str = Field(default_factory=lambda: settings().partition_start)
 
     def describe(self) -> dict:
         if self.source == "synthetic":
@@ -78,7 +81,13 @@ class BarSource(dg.ConfigurableResource):
         try:
             infos = catalog.scan(self.data_dir, manifest_path=manifest, tz=self.tz, bar_label=self.bar_label)
             result = catalog.read_bar_files(
-                self.data_dir, start, end, manifest_path=manifest, tz=self.tz, bar_label=self.bar_label
+                self.data_dir,
+                start,
+                end,
+                manifest_path=manifest,
+                tz=self.tz,
+                bar_label=self.bar_label,
+                earliest=self.partition_start,
             )
         except BarFileError as exc:
             raise dg.Failure(description=f"cannot read bar file: {exc}") from exc
@@ -92,7 +101,12 @@ class BarSource(dg.ConfigurableResource):
             | set(result.frame["symbol"].astype(str).str.upper())
         )
         return SourceRead(
-            frame=result.frame, symbols=symbols, notes=list(result.notes), skipped=list(result.skipped)
+            frame=result.frame,
+            symbols=symbols,
+            notes=list(result.notes),
+            skipped=list(result.skipped),
+            unreadable=list(result.unreadable),
+            outside_rows=result.outside_rows,
         )
 
 
@@ -102,6 +116,8 @@ def scan_data_dir() -> list:
     from tis_pipeline.market_data.readers import catalog
 
     s = settings()
+    if s.market_data_dir is None:
+        raise ValueError("TIS_MARKET_DATA_DIR is not set")
     return catalog.scan(
         s.market_data_dir,
         manifest_path=str(_default_manifest(Path(s.market_data_dir))),

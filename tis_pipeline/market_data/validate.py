@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 
 import numpy as np
 import pandas as pd
@@ -216,6 +217,34 @@ def validate_bars(
     per_rule = np.bincount(first_rule, minlength=len(QUARANTINE_RULES))
     counts = {name: int(per_rule[i]) for i, name in enumerate(QUARANTINE_RULES) if per_rule[i]}
     return Validated(clean=clean, quarantine=quarantine, counts=counts, enforced=ENFORCED_RULES)
+
+
+SCALE = 8  # numeric(20,8): the digits after the 8th decimal are rounded away when a value is stored
+
+
+def values_beyond_scale(frame: pd.DataFrame) -> np.ndarray:
+    """Per row, how many of its prices and volume have non-zero digits beyond ``SCALE`` decimals (as the
+    shortest decimal that reads back as the float: ``1e-09`` has 9, ``100.12345678`` has 8).
+
+    A cheap test on ``x * 10^8`` keeps the few candidates; each distinct candidate is then decided exactly.
+    """
+    out = np.zeros(len(frame), dtype=np.int64)
+    for column in [*PRICE_COLUMNS, "volume"]:
+        values = frame[column].to_numpy(dtype="float64")
+        with np.errstate(invalid="ignore", over="ignore"):
+            scaled = values * 10.0**SCALE
+            candidate = np.isfinite(scaled) & (np.abs(scaled - np.rint(scaled)) > 1e-6)
+        if not candidate.any():
+            continue
+        distinct = np.unique(values[candidate])
+        lossy = {v for v in distinct.tolist() if _decimals(v) > SCALE}
+        out += np.isin(values, list(lossy)) if lossy else 0
+    return out
+
+
+def _decimals(value: float) -> int:
+    exponent = Decimal(repr(value)).as_tuple().exponent
+    return -exponent if isinstance(exponent, int) and exponent < 0 else 0
 
 
 def _raw_json(rejected: pd.DataFrame) -> list[str]:

@@ -1,6 +1,6 @@
-"""Operations across the domains: the daily partitioned job and its schedule, the bar-file sensor, the
-dead-run sensor, retention, Dagster storage pruning, and the Celery scale-out job when the ``scale-out`` extra
-is installed."""
+"""Operations across the domains: the daily partitioned job and its schedule, the hourly stale-days checks,
+the bar-file sensor, the dead-run sensor, retention, Dagster storage pruning, and the Celery scale-out job
+when the ``scale-out`` extra is installed."""
 
 import importlib.util
 
@@ -13,6 +13,8 @@ from tis_pipeline.ops.jobs import (
     daily_partitioned_schedule,
     retention_job,
     retention_schedule,
+    stale_days_checks_job,
+    stale_days_checks_schedule,
 )
 from tis_pipeline.ops.run_health import dead_run_sensor
 from tis_pipeline.ops.sensors import market_data_files_sensor
@@ -25,7 +27,18 @@ if importlib.util.find_spec("dagster_celery") is not None:
     scale_out_jobs.append(market_data_celery_asset_job())
 
 defs = dg.Definitions(
-    jobs=[daily_partitioned_job, retention_job, dagster_storage_prune_job, *scale_out_jobs],
-    schedules=[daily_partitioned_schedule, retention_schedule, dagster_storage_prune_schedule],
+    jobs=[
+        daily_partitioned_job,
+        stale_days_checks_job,
+        retention_job,
+        dagster_storage_prune_job,
+        *scale_out_jobs,
+    ],
+    schedules=[
+        daily_partitioned_schedule,
+        stale_days_checks_schedule,
+        retention_schedule,
+        dagster_storage_prune_schedule,
+    ],
     sensors=[market_data_files_sensor, dead_run_sensor],
 )

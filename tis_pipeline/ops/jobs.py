@@ -1,11 +1,12 @@
 """Jobs and schedules across the domains: the daily partitioned job (every daily-partitioned asset, in order),
-retention of the project's tables and pruning of Dagster's own storage."""
+the hourly checks of stale derived days, retention of the project's tables and pruning of Dagster's own
+storage."""
 
 import dagster as dg
 import pandas as pd
 
 from tis_pipeline.ops import retention
-from tis_pipeline.pg.day_partitions import drop_stale_scratch_tables
+from tis_pipeline.pg.day_partitions import drop_dead_scratch_tables
 from tis_pipeline.resources import PostgresResource
 
 # Every daily-partitioned asset: `tis backfill` runs ranges of it with an asset selection, the schedule runs
@@ -27,6 +28,28 @@ daily_partitioned_schedule = dg.build_schedule_from_partitioned_job(
 )
 
 
+# The checks that compare derived days with the bars they were built from (rollups, DSI), every hour on their
+# own: a day re-ingested with `--select market_data_1m` shows up without any derived asset running.
+stale_days_checks_job = dg.define_asset_job(
+    "stale_days_checks_job",
+    selection=dg.AssetSelection.checks(
+        dg.AssetCheckKey(dg.AssetKey("market_data_15m"), "source_changes_rolled_up"),
+        dg.AssetCheckKey(dg.AssetKey("market_data_1h"), "source_changes_rolled_up"),
+        dg.AssetCheckKey(dg.AssetKey("dsi_evidence"), "scores_follow_their_bars"),
+    ),
+    description="Compare the rollup days and the DSI days whose bars changed since they were built.",
+    tags={"tis/kind": "housekeeping"},
+)
+
+stale_days_checks_schedule = dg.ScheduleDefinition(
+    name="stale_days_checks_schedule",
+    job=stale_days_checks_job,
+    cron_schedule="5 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+
+
 class RetentionConfig(dg.Config):
     as_of: str | None = None  # ISO timestamp; the reference time for tests and replays (default: now)
     # per-table overrides, e.g. {"market_data_1m": "90d"}; RUF012 is moot: pydantic copies field defaults
@@ -43,8 +66,8 @@ def apply_retention(
     as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
     with db.begin() as conn:
         outcomes = retention.apply(conn, as_of, config.periods)
-        # no run keeps a scratch table for a day: one that old was left by a process killed mid-run
-        scratch = drop_stale_scratch_tables(conn, pd.Timestamp.now(tz="UTC"), pd.Timedelta(days=1))
+        # runs drop dead runs' scratch tables when they start; this catches those left while no run started
+        scratch = drop_dead_scratch_tables(conn)
     table = pd.DataFrame(
         [
             {
@@ -91,7 +114,10 @@ class PruneConfig(dg.Config):
     max_age_days: int = 90
 
 
-@dg.op(description="Delete Dagster runs (and their event records) older than max_age_days.")
+@dg.op(
+    description="Delete Dagster runs (and their event records) and the Great Expectations validation results "
+    "(and Data Docs pages) older than max_age_days."
+)
 def prune_dagster_runs(context: dg.OpExecutionContext, config: PruneConfig) -> dg.Output:
     cutoff = pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=config.max_age_days)
     instance = context.instance
@@ -106,7 +132,13 @@ def prune_dagster_runs(context: dg.OpExecutionContext, config: PruneConfig) -> d
         for record in records:
             instance.delete_run(record.dagster_run.run_id)
             deleted += 1
-    return dg.Output(deleted, metadata={"runs_deleted": deleted, "cutoff": cutoff.isoformat()})
+    from tis_pipeline.quality.docs import prune_results  # the GX results and pages of the same age go too
+
+    gx_deleted = prune_results(cutoff.to_pydatetime())
+    return dg.Output(
+        deleted,
+        metadata={"runs_deleted": deleted, "gx_results_deleted": gx_deleted, "cutoff": cutoff.isoformat()},
+    )
 
 
 @dg.job(description="Prune Dagster's own run and event storage.", tags={"tis/kind": "housekeeping"})

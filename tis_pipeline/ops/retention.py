@@ -4,10 +4,14 @@ Periods are the seed's "Data Retention Strategy" (overridable per table with ``T
 ``TIS_RETENTION_MARKET_DATA_1M=90d``, or per run in the job's config). ``anomaly_events`` is not named by the
 seed; it keeps its rows as long as ``dsi_evidence`` (1 year), since each event points at one evidence row.
 
-Every row is written to Parquet and read back (same rows, same content) before it is deleted. Tables are
+Every row is written to Parquet (one file per table and UTC day, ``<table>/<day>.parquet``) and read back
+with the same content (row count, an order-independent digest and sorted equality: never the bytes of an
+encoding, which depend on how the rows happen to be chunked) before it is deleted. Tables are
 visited children first, following the foreign keys found in the live catalog, and a row that a kept row still
-references is kept. 1-minute bars go only when their 15-minute and 1-hour rollups exist; a whole day of them
-is a partition, detached and dropped rather than deleted row by row.
+references is kept. 1-minute bars go only when their 15-minute and 1-hour rollups exist and are up to date
+(not ``rollups.stale_days``: a stale rollup day is healed from them); a whole day of them is a partition,
+detached and dropped rather than deleted row by row. Deleting a whole rollup day deletes its
+``rollup_source_versions`` row too: a day retention deleted is never stale, so no heal brings it back.
 """
 
 from __future__ import annotations
@@ -16,10 +20,13 @@ import hashlib
 import io
 import os
 import re
+import uuid
 from dataclasses import dataclass, field
+from datetime import date
 from graphlib import TopologicalSorter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -127,7 +134,7 @@ class TableOutcome:
     archived: int = 0
     deleted: int = 0
     kept_referenced: int = 0
-    kept_without_rollup: int = 0
+    kept_without_rollup: int = 0  # 1-minute bars whose rollups are missing or out of date (stale days)
     files: list[str] = field(default_factory=list)
 
 
@@ -146,7 +153,7 @@ def _fetch_text(conn: sa.Connection, select_sql: str, params: dict) -> pa.Table:
                 buf.write(chunk)
     with raw.cursor() as cur:
         cur.execute(sql.SQL("SELECT * FROM ({}) q LIMIT 0").format(sql.SQL(inner)))
-        names = [d.name for d in cur.description]
+        names = [d.name for d in cur.description or []]
     data = buf.getvalue()
     if not data.strip():
         return pa.table({n: pa.array([], pa.string()) for n in names})
@@ -161,28 +168,107 @@ def _fetch_text(conn: sa.Connection, select_sql: str, params: dict) -> pa.Table:
     )
 
 
-def content_hash(table: pa.Table) -> str:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+def archive_key(table: str) -> list[str]:
+    """The columns that identify a row of ``table`` in its archive (its primary key)."""
+    return [PRIMARY_KEYS[table]] if table in PRIMARY_KEYS else ["symbol", "timestamp"]
+
+
+def _canonical(rows: pa.Table) -> pa.Table:
+    """``rows`` in one order (every column ascending) and one chunk: two tables of the same rows compare
+    equal whatever their order or chunking."""
+    if rows.num_rows == 0:
+        return rows.combine_chunks()
+    return rows.sort_by([(name, "ascending") for name in rows.column_names]).combine_chunks()
+
+
+def content_digest(rows: pa.Table) -> str:
+    """SHA-256 of the multiset of rows: the same rows give the same digest in any order, chunking or encoding
+    (a NULL and an empty string differ). Every value is text, as PostgreSQL printed it."""
+    frame = rows.to_pandas(types_mapper=None)
+    per_row = np.sort(pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype=np.uint64))
+    digest = hashlib.sha256(",".join(rows.column_names).encode())
+    digest.update(per_row.tobytes())
+    return digest.hexdigest()
+
+
+def same_rows(a: pa.Table, b: pa.Table) -> bool:
+    """Whether ``a`` and ``b`` hold the same rows (columns by name), whatever their order and chunking."""
+    if a.num_rows != b.num_rows or sorted(a.column_names) != sorted(b.column_names):
+        return False
+    b = b.select(a.column_names)
+    return content_digest(a) == content_digest(b) and _canonical(a).equals(_canonical(b))
+
+
+def _day_files(folder: Path, day: str) -> list[Path]:
+    """The archive files of ``day``: ``<day>.parquet``, then the ``<day>-N.parquet`` that versions before
+    the one-file-per-day naming left (one per failed try), by N."""
+    numbered = [p for p in folder.glob(f"{day}-*.parquet") if p.stem[len(day) + 1 :].isdigit()]
+    plain = folder / f"{day}.parquet"
+    return ([plain] if plain.exists() else []) + sorted(numbered, key=lambda p: int(p.stem[len(day) + 1 :]))
+
+
+def _merged(archived: list[pa.Table], rows: pa.Table, key: list[str]) -> pa.Table:
+    """What a day's archive holds after ``rows`` join it: every archived row whose key is not among
+    ``rows`` (deleted by earlier runs: this file is their only copy), then ``rows`` themselves, which replace
+    archived rows of the same key (the database is the source of truth for the rows it still holds).
+    Archived duplicates (the same key in several old files) keep their last copy."""
+    if not archived:
+        return rows
+    old = pa.concat_tables(archived, promote_options="default")
+    keys = pd.MultiIndex.from_frame(old.select(key).to_pandas().fillna("\x00"))
+    new_keys = pd.MultiIndex.from_frame(rows.select(key).to_pandas().fillna("\x00"))
+    keep = ~keys.isin(new_keys) & ~keys.duplicated(keep="last")
+    old = old.filter(pa.array(keep))
+    return pa.concat_tables([old, rows], promote_options="default").select(
+        list(dict.fromkeys(rows.column_names + old.column_names))
+    )
 
 
 def write_verified(rows: pa.Table, table: str, day: str) -> str:
-    """Write one day's archive and prove it reads back identical; returns the file path."""
+    """Make ``<table>/<day>.parquet`` hold ``rows`` and prove it reads back with the same content; returns its
+    path.
+
+    One file per table and day, so a retry never adds a copy. A file already there is from an earlier run
+    (rows of the day that have been deleted since: it is their only copy) or from a try that died before its
+    deletion committed (rows still in the database): it is kept as it is when it already holds every one of
+    ``rows`` unchanged, else replaced by its rows merged with ``rows`` (``_merged``), written to a temporary
+    name, read back and compared (row count, order-independent digest, sorted equality), then renamed over
+    it: the day's archive is whole at every moment. Files ``<day>-N.parquet`` of older versions are merged in
+    and removed.
+    """
     folder = archive_dir() / table
     folder.mkdir(parents=True, exist_ok=True)
-    path, n = folder / f"{day}.parquet", 1
-    while path.exists():
-        n += 1
-        path = folder / f"{day}-{n}.parquet"
-    pq.write_table(rows, path)
-    back = pq.read_table(path)
-    if back.num_rows != rows.num_rows or content_hash(back) != content_hash(rows) or not back.equals(rows):
-        path.unlink(missing_ok=True)
-        raise RuntimeError(
-            f"archive {path} did not read back identical to the rows to delete; nothing deleted"
-        )
+    path = folder / f"{day}.parquet"
+    key = archive_key(table) if set(archive_key(table)) <= set(rows.column_names) else rows.column_names
+    files, archived = [], []
+    for file in _day_files(folder, day):
+        try:
+            archived.append(pq.read_table(file))
+            files.append(file)
+        except (pa.ArrowInvalid, OSError):
+            # only a write killed half-way leaves one (older versions wrote in place), and its rows were never
+            # deleted: set aside for a person to look at, out of the archive's way
+            file.rename(file.with_name(file.name + ".unreadable"))
+    target = _merged(archived, rows, key)
+    if files == [path] and same_rows(archived[0], target):
+        return str(path)  # a retry of a run whose file was written: nothing to add
+    for stale in folder.glob(f".{day}.parquet.*.tmp"):  # a try killed while writing
+        stale.unlink(missing_ok=True)
+    temporary = folder / f".{day}.parquet.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        pq.write_table(target, temporary)
+        back = pq.read_table(temporary)
+        if not same_rows(back, target):
+            raise RuntimeError(
+                f"archive {temporary} did not read back with the rows to delete ({back.num_rows} rows read, "
+                f"{target.num_rows} written); nothing deleted"
+            )
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    for old in files:
+        if old != path:
+            old.unlink(missing_ok=True)
     return str(path)
 
 
@@ -229,7 +315,37 @@ def apply_table(
     ).rowcount
     if outcome.deleted != outcome.archived:
         raise RuntimeError(f"{table}: archived {outcome.archived} rows but would delete {outcome.deleted}")
+    if table in ROLLUP_TABLES:
+        forget_deleted_rollup_days(conn, table, cutoff)
     return outcome
+
+
+ROLLUP_TABLES = ("market_data_15m", "market_data_1h")
+_DAY_START = "(CAST({day} AS timestamp) AT TIME ZONE 'UTC')"
+
+
+def forget_deleted_rollup_days(conn: sa.Connection, table: str, cutoff: pd.Timestamp) -> int:
+    """Delete the ``rollup_source_versions`` rows of ``table``'s days that ended by ``cutoff`` and keep no
+    bar; rows deleted. Without its version a day is never stale, so the rollup's healing never rebuilds
+    (brings back) a day retention deleted."""
+    if table not in ROLLUP_TABLES:
+        raise ValueError(f"{table} is not a rollup")
+    start, end = _DAY_START.format(day="r.day"), _DAY_START.format(day="r.day + 1")
+    return conn.execute(
+        sa.text(
+            f"DELETE FROM rollup_source_versions r WHERE r.rollup = :table AND {end} <= :cutoff "
+            f'AND NOT EXISTS (SELECT 1 FROM "{table}" t '
+            f'WHERE t."timestamp" >= {start} AND t."timestamp" < {end})'
+        ),
+        {"table": table, "cutoff": cutoff},
+    ).rowcount
+
+
+def _stale_rollup_days(conn: sa.Connection) -> set[date]:
+    """Days whose 15-minute or hourly rollup is older than their 1-minute bars: the heal needs those bars."""
+    from tis_pipeline.market_data.rollups import stale_days
+
+    return {d for table in ROLLUP_TABLES for d in stale_days(conn, table)}
 
 
 _MISSING_ROLLUPS = """
@@ -255,9 +371,15 @@ def _apply_market_1m(conn: sa.Connection, cutoff: pd.Timestamp, outcome: TableOu
         .scalars()
         .all()
     )
+    stale = _stale_rollup_days(conn)
     for name in partitions:
         day = pd.Timestamp(name[-8:], tz="UTC")
         if day + pd.Timedelta(days=1) > cutoff:
+            continue
+        if day.date() in stale:  # the next rollup run heals this day from these bars
+            outcome.kept_without_rollup += conn.execute(
+                sa.text(f'SELECT count(*) FROM "{name}"')
+            ).scalar_one()
             continue
         bounds = {"a": day, "b": day + pd.Timedelta(days=1)}
         missing = sum(
@@ -286,6 +408,11 @@ def _apply_market_1m(conn: sa.Connection, cutoff: pd.Timestamp, outcome: TableOu
         f"EXISTS (SELECT 1 FROM {r} x WHERE x.symbol = t.symbol "
         f'AND x."timestamp" = {bucket_sql(m, t_timestamp)})'
         for m, r in ((15, "market_data_15m"), (60, "market_data_1h"))
+    )
+    # the stale days as a literal of code-made dates (never input), the same text for both drivers' params
+    stale_days = "'{" + ",".join(sorted(d.isoformat() for d in stale)) + "}'"
+    has_rollups += (
+        f" AND NOT ((t.\"timestamp\" AT TIME ZONE 'UTC')::date = ANY(CAST({stale_days} AS date[])))"
     )
     where = f't."timestamp" < %(cutoff)s AND {has_rollups}'
     outcome.kept_without_rollup += conn.execute(

@@ -2,16 +2,20 @@
 
 Each UTC day's rows are COPYed into a new table of their own (on connections of their own, while the caller
 works on the next day), which the caller's transaction then attaches in place of the old day: readers see the
-old day or the new one, never half. Also here: the scratch tables such builds leave when a process dies, the
-advisory lock every change of the partitions takes, the day versions that tell derived states they are out of
-date, and exported snapshots for reading one transaction's data on several connections.
+old day or the new one, never half. Also here: the scratch tables such builds make, who owns them and how
+those a dead process left are found and dropped, the advisory lock every change of the partitions takes, the
+day versions that tell derived states they are out of date, and exported snapshots for reading one
+transaction's data on several connections.
 
 Table names come from the code, never from input; every value is a bound parameter. No Dagster here.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import secrets
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,56 +42,165 @@ def partition_name(day: pd.Timestamp, parent: str = PARENT) -> str:
     return f"{parent}_p{day:%Y%m%d}"
 
 
-# Scratch tables (day partitions built for a swap, pieces of an expected rollup: market_data.rollups) carry
-# their creation time in their comment, so that those a killed process left behind can be told from those a
-# running one is about to use. The pattern names both kinds the code makes (domain words: written out, not
-# built from PARENT, so that it reads as the names it matches)
+# Scratch tables (day partitions built for a swap, pieces of an expected rollup: market_data.rollups, scored
+# days: dsi.store) carry in their comment their creation time and their owner: a random key of the process
+# (one per database) that made them, which holds a session-level advisory lock on it for as long as it lives,
+# on a connection of its own. A table whose owner's lock can be taken was left by a dead process (killed
+# between building and swapping or discarding it) and is dropped by the next run that starts
+# (``drop_dead_scratch_tables``); a live run's tables are never touched, however old. The pattern names every
+# kind the code makes (domain words: written out, not built from PARENT, so that it reads as the names it
+# matches)
 SCRATCH_TABLE_PATTERN = r"^(market_data_1m_p[0-9]{8}_[0-9a-f]{8}|rollup_expected_[0-9a-f]{8}_[0-9]+)$"
 SCRATCH_COMMENT_PREFIX = "tis scratch table, created "
+SCRATCH_OWNER_MARK = ", owner "
+# first key of the owners' advisory locks (the two-int4 form: a key space apart from the bigint keys such as
+# PARTITION_CHANGE_LOCK); the second is the owner
+SCRATCH_OWNER_LOCK_CLASS = 730_601_102
+# tables of versions before owners (their comment has no owner, or there is no comment) are dropped once this
+# old: no run kept a scratch table for a day
+LEGACY_SCRATCH_AGE = pd.Timedelta(days=1)
 
 
-def scratch_comment(now: pd.Timestamp | None = None) -> str:
-    return SCRATCH_COMMENT_PREFIX + (now if now is not None else pd.Timestamp.now(tz="UTC")).isoformat()
+def scratch_comment(now: pd.Timestamp | None = None, owner: int | None = None) -> str:
+    created = (now if now is not None else pd.Timestamp.now(tz="UTC")).isoformat()
+    return SCRATCH_COMMENT_PREFIX + created + (f"{SCRATCH_OWNER_MARK}{owner}" if owner is not None else "")
+
+
+def parse_scratch_comment(comment: str | None) -> tuple[pd.Timestamp | None, int | None]:
+    """(creation time, owner key) of a scratch table's comment; None for what it does not say."""
+    if not comment or not comment.startswith(SCRATCH_COMMENT_PREFIX):
+        return None, None
+    created, _, owner = comment.removeprefix(SCRATCH_COMMENT_PREFIX).partition(SCRATCH_OWNER_MARK)
+    try:
+        when = pd.Timestamp(created)
+    except ValueError:
+        when = None
+    return when, int(owner) if owner.isdigit() else None
+
+
+@dataclass
+class _Owner:
+    key: int
+    conn: Any  # psycopg.Connection holding the lock (autocommit, used for nothing else)
+
+
+_owners: dict[tuple, _Owner] = {}
+_owners_guard = threading.Lock()
+
+
+def scratch_owner(raw: Any) -> int:
+    """This process's owner key on the database of ``raw`` (a psycopg connection), its advisory lock taken
+    on a connection of its own the first time (again if that connection was lost). Thread-safe; a forked
+    child gets a key of its own."""
+    import psycopg
+
+    info = raw.info
+    ident = (os.getpid(), info.host, info.port, info.dbname, info.user)
+    with _owners_guard:
+        owner = _owners.get(ident)
+        if owner is not None and not owner.conn.closed and not owner.conn.broken:
+            return owner.key
+        params = info.get_parameters()
+        if info.password:
+            params["password"] = info.password
+        params["application_name"] = "tis scratch owner"
+        conn = psycopg.connect(autocommit=True, **params)
+        key = owner.key if owner is not None else secrets.randbelow(2**31 - 2) + 1
+        while not conn.execute(
+            "SELECT pg_try_advisory_lock(%s, %s)", (SCRATCH_OWNER_LOCK_CLASS, key)
+        ).fetchone()[0]:  # type: ignore[index]
+            key = secrets.randbelow(2**31 - 2) + 1  # taken by a live process: another key
+        _owners[ident] = _Owner(key, conn)
+        return key
+
+
+def release_scratch_owners() -> None:
+    """Close this process's owner connections (their locks go with them): its scratch tables count as dead."""
+    with _owners_guard:
+        for ident in [i for i in _owners if i[0] == os.getpid()]:
+            _owners.pop(ident).conn.close()
 
 
 def mark_scratch(cur: Cursor[Any], name: str) -> None:
-    """Write the creation time into the comment of the scratch table ``name`` (``cur``: a psycopg cursor in
-    the transaction that created it)."""
+    """Write the creation time and this process's owner key into the comment of the scratch table ``name``
+    (``cur``: a psycopg cursor in the transaction that created it, so that the table is never seen without
+    them)."""
     from psycopg import sql
 
-    cur.execute(
-        sql.SQL("COMMENT ON TABLE {} IS {}").format(sql.Identifier(name), sql.Literal(scratch_comment()))
-    )
+    comment = scratch_comment(owner=scratch_owner(cur.connection))
+    cur.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(sql.Identifier(name), sql.Literal(comment)))
 
 
-def drop_stale_scratch_tables(
-    conn: sa.Connection, now: pd.Timestamp, older_than: pd.Timedelta, pattern: str = SCRATCH_TABLE_PATTERN
-) -> list[str]:
-    """Drop the scratch tables (names matching ``pattern``) created before ``now - older_than`` (or without
-    their comment: made by a version before the comments); their process died between building and swapping or
-    discarding them. Returns them."""
-    from psycopg import sql
+@dataclass
+class ScratchTable:
+    name: str
+    created: pd.Timestamp | None
+    owner: int | None  # None: made by a version before owners
+    alive: bool | None  # whether its owner's process lives; None without an owner
 
+
+def owner_alive(conn: sa.Connection, owner: int) -> bool:
+    """Whether the process ``owner`` lives: its lock cannot be taken (taken and given back at once if so)."""
+    free = conn.execute(
+        sa.text("SELECT pg_try_advisory_lock(:c, :k)"), {"c": SCRATCH_OWNER_LOCK_CLASS, "k": owner}
+    ).scalar_one()
+    if free:
+        conn.execute(
+            sa.text("SELECT pg_advisory_unlock(:c, :k)"), {"c": SCRATCH_OWNER_LOCK_CLASS, "k": owner}
+        )
+    return not free
+
+
+def scratch_tables(conn: sa.Connection, pattern: str = SCRATCH_TABLE_PATTERN) -> list[ScratchTable]:
+    """The scratch tables (names matching ``pattern``) of the current schema, by name, with their owner and
+    whether it lives."""
     rows = conn.execute(
         sa.text(
             "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c "
             "JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname = current_schema() AND c.relkind = 'r' AND NOT c.relispartition "
-            "AND c.relname ~ :pattern"
+            "AND c.relname ~ :pattern ORDER BY 1"
         ),
         {"pattern": pattern},
     ).all()
-    stale = []
+    found = []
     for name, comment in rows:
-        created = None
-        if comment and comment.startswith(SCRATCH_COMMENT_PREFIX):
-            created = pd.Timestamp(comment.removeprefix(SCRATCH_COMMENT_PREFIX))
-        if created is None or created < now - older_than:
-            stale.append(name)
+        created, owner = parse_scratch_comment(comment)
+        found.append(
+            ScratchTable(name, created, owner, owner_alive(conn, owner) if owner is not None else None)
+        )
+    return found
+
+
+def drop_dead_scratch_tables(
+    conn: sa.Connection,
+    now: pd.Timestamp | None = None,
+    legacy_older_than: pd.Timedelta = LEGACY_SCRATCH_AGE,
+    pattern: str = SCRATCH_TABLE_PATTERN,
+) -> list[str]:
+    """Drop the scratch tables whose owner is dead (its lock free), whatever their age, and those without an
+    owner (versions before owners) created before ``now - legacy_older_than`` or without a comment; never one
+    of a live process. Returns them, by name."""
+    from psycopg import sql
+
+    now = now if now is not None else pd.Timestamp.now(tz="UTC")
+    dead = [
+        t.name
+        for t in scratch_tables(conn, pattern)
+        if t.alive is False
+        or (t.owner is None and (t.created is None or t.created < now - legacy_older_than))
+    ]
     with raw_connection(conn).cursor() as cur:
-        for name in sorted(stale):  # names from the catalogue that matched the pattern, quoted anyway
+        for name in dead:  # names from the catalogue that matched the pattern, quoted anyway
             cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
-    return sorted(stale)
+    return dead
+
+
+def drop_dead_scratch_tables_of(engine: sa.Engine) -> list[str]:
+    """``drop_dead_scratch_tables`` in a transaction of its own: what a run that makes scratch tables calls
+    first, so that the tables of runs that were killed go before they pile up."""
+    with engine.begin() as conn:
+        return drop_dead_scratch_tables(conn)
 
 
 BUILD_CONNECTIONS = 2  # day partitions built at once, each on its own connection (one per core here)

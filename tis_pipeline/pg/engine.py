@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import shlex
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, cast
@@ -129,12 +131,59 @@ def session_options(url: str) -> str:
     return own if "jit=" in own.replace(" ", "") else f"{own} -c jit=off".strip()
 
 
+# the server's answer to a connection asking for a database it does not have (SQLSTATE 3D000); libpq keeps
+# no SQLSTATE for errors of the connection phase, so the message is what tells
+_MISSING_DATABASE = re.compile(r'database "(?P<name>(?:[^"]|"")*)" does not exist')
+
+
+def missing_database(error: BaseException | None) -> str | None:
+    """The name of the database a failed connection asked for and the server does not have, else None."""
+    if error is None:
+        return None
+    if getattr(error, "sqlstate", None) == "3D000":
+        return ""
+    match = _MISSING_DATABASE.search(str(error))
+    return match["name"].replace('""', '"') if match else None
+
+
+def server_address(url: str) -> str:
+    """Where the URL's server is, as people write it: host:port, or the socket directory."""
+    parsed = make_url(url)
+    host = parsed.host or parsed.query.get("host") or "the local socket"
+    host = host[0] if isinstance(host, tuple) else host
+    return f"{host}:{parsed.port or 5432}" if not host.startswith("/") else f"{host} (socket)"
+
+
+def create_database_command(url: str, name: str) -> str:
+    """The ``createdb`` command that makes the database ``name`` on the URL's server."""
+    parsed = make_url(url)
+    host = parsed.host or parsed.query.get("host")
+    host = host[0] if isinstance(host, tuple) else host
+    parts = ["createdb"]
+    if host:
+        parts += ["-h", host]
+    if parsed.port:
+        parts += ["-p", str(parsed.port)]
+    if parsed.username:
+        parts += ["-U", parsed.username]
+    return shlex.join([*parts, name])
+
+
 def check_reachable(url: str) -> None:
-    """Fail with one clear sentence when the server cannot be reached."""
+    """Fail with one clear sentence when the server cannot be reached or does not have the database."""
     try:
         with engine(url).connect() as conn:
             conn.execute(sa.text("SELECT 1"))
     except sa.exc.OperationalError as exc:
+        missing = missing_database(exc.orig)
+        if missing is not None:
+            # libpq's default database is the user's name
+            name = missing or make_url(url).database or make_url(url).username or "postgres"
+            raise DatabaseConfigError(
+                f"database {name} does not exist on server {server_address(url)}; create it with "
+                f"`{create_database_command(url, name)}` or unset TIS_DATABASE_URL to use the embedded "
+                "database"
+            ) from exc
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         raise DatabaseConfigError(
             f"cannot reach PostgreSQL at {redacted(url)}: {reason}. "

@@ -9,7 +9,15 @@ Two ways to use them:
       yield dg.MaterializeResult(metadata=...)
       yield from check_results(report, context.partition_time_window)
 
-* a stand-alone multi-asset check that reads the data itself: ``build_checks(table, asset_key, loader)``.
+* a stand-alone multi-asset check that reads the data itself: ``build_checks(table, asset_key, loader)``
+  (with ``partitions_def=`` a separate step of the asset's partitioned runs, for an asset whose step GE would
+  slow too much).
+
+Either way the verdicts are Great Expectations' (``quality.ge.judge``), stored with a Data Docs page under
+``TIS_GX_DIR`` that each check's metadata links to (``quality.docs``; ``tis docs`` serves the site), except
+where ``gx=False`` keeps the pandas evaluator's: the ``market_data_1m`` asset's own step, where GE would halve
+the ingest's rows per second (bench/RESULTS.md); GE judges those rows in a ``build_checks(...,
+partitions_def=...)`` step.
 
 Check names are the rule names (``ck_market_data_1m_high_bounds``, ``market_data_1m_no_gaps``): the same
 word as the CHECK constraint and as the quarantine reason. Specs are listed errors first, then warnings.
@@ -40,13 +48,18 @@ def _ordered(rules: Iterable[Rule]) -> list[Rule]:
     return sorted(rules, key=lambda r: 0 if r.severity == "error" else 1)  # stable: registry order inside
 
 
-def check_spec(rule: Rule, asset: dg.AssetKey | str | Sequence[str] | None = None) -> dg.AssetCheckSpec:
+def check_spec(
+    rule: Rule,
+    asset: dg.AssetKey | str | Sequence[str] | None = None,
+    partitions_def: dg.PartitionsDefinition | None = None,
+) -> dg.AssetCheckSpec:
     return dg.AssetCheckSpec(
         name=rule.name,
         asset=asset if asset is not None else rule.table,
         description=f"[{rule.severity}] {rule.description}",
         blocking=rule.severity == "error",
         metadata={"rule_kind": rule.kind, "severity": rule.severity, "columns": ", ".join(rule.columns)},
+        partitions_def=partitions_def,
     )
 
 
@@ -130,6 +143,20 @@ def _params(rule: Rule) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in rule.params.items()}
 
 
+def _gx_metadata(report: ValidationReport) -> dict[str, Any]:
+    """Links to the stored GX validation result of ``report`` (none for a report GX did not store)."""
+    gx = report.gx
+    if not gx:
+        return {}
+    return {
+        "gx_data_docs": dg.MetadataValue.url(gx["page_url"]),
+        "gx_validation_page": dg.MetadataValue.path(gx["page_path"]),
+        "gx_validation_result": dg.MetadataValue.path(gx["result_path"]),
+        "gx_suite": dg.MetadataValue.text(gx["suite"]),
+        "gx_seconds": dg.MetadataValue.float(float(gx["seconds"])),
+    }
+
+
 def result_metadata(
     result: RuleResult, report: ValidationReport, partition_range: CoercibleToRange = None
 ) -> dict[str, Any]:
@@ -143,6 +170,7 @@ def result_metadata(
         "partition_start": dg.MetadataValue.text(start or ""),
         "partition_end": dg.MetadataValue.text(end or ""),
         "engine": dg.MetadataValue.text(report.engine),
+        **_gx_metadata(report),
         "rows_checked": dg.MetadataValue.int(result.element_count),
         "failing_rows": dg.MetadataValue.int(result.unexpected_count),
         "failing_share": dg.MetadataValue.float(float(result.share)),
@@ -168,13 +196,26 @@ def check_results(
     partition_range: CoercibleToRange = None,
     *,
     asset: dg.AssetKey | str | Sequence[str] | None = None,
+    gx: bool = True,
 ) -> list[dg.AssetCheckResult]:
     """One AssetCheckResult per rule in ``report`` (errors first), for an asset to yield after writing.
+
+    The verdicts are Great Expectations': a report of the pandas evaluator that carries its frame (every
+    ``evaluate_frame`` report) is judged again by GX over the same rows (``quality.ge.judge``), which stores
+    the validation result under ``TIS_GX_DIR`` and renders its Data Docs page; each check's metadata links to
+    it (``gx_data_docs``, served by ``tis docs``; ``gx_validation_page``, the file). The per-(symbol, day)
+    counts come from the pandas masks, which ingest quarantines by and a test holds equal to GX's.
+    ``gx=False`` reports the pandas evaluator's verdicts as they are (``engine: pandas``, nothing stored): the
+    ``market_data_1m`` asset's step, whose million-row frames GE would judge too slowly, benchmarks, tests.
 
     The asset must declare the same checks: ``check_specs_for(table, severity=s)`` for a report made with
     ``severity=s``. A rule the report skipped (column or source absent) passes, with the reason in metadata.
     """
     asset_key = dg.AssetKey.from_coercible(asset if asset is not None else report.table)
+    if gx and not report.gx and report.frame is not None:
+        from tis_pipeline.quality.ge import judge
+
+        report = judge(report)
     by_rule = {r.rule.name: r for r in report.results}
     out = []
     for rule in _ordered(r.rule for r in report.results):
@@ -235,20 +276,23 @@ def build_checks(
     frame_loader: Callable[[dg.AssetCheckExecutionContext], pd.DataFrame | CheckInput],
     *,
     required_resource_keys: set[str] | None = None,
-    engine: str = "pandas",
+    engine: str = "great_expectations",
     name: str | None = None,
+    partitions_def: dg.PartitionsDefinition | None = None,
 ) -> list[dg.AssetChecksDefinition]:
     """A multi-asset check (one op, one read) with one check per rule of ``table``.
 
     ``frame_loader(context)`` reads the data through the context's resources (``required_resource_keys``)
-    and returns a DataFrame or a ``CheckInput``. ``engine`` is ``"pandas"`` (fast) or
-    ``"great_expectations"``; both give the same results. Subsets are honoured: running one check
-    evaluates one rule.
+    and returns a DataFrame or a ``CheckInput``. ``engine`` is ``"great_expectations"`` (GX's verdicts,
+    stored with their Data Docs page, as ``check_results``) or ``"pandas"`` (the pandas evaluator's, nothing
+    stored); both give the same counts. Subsets are honoured: running one check evaluates one rule.
+    ``partitions_def`` (the asset's) makes it a step of the asset's partitioned runs: the loader then reads
+    ``context.partition_time_window``, the rows the run wrote.
     """
     if engine not in ("pandas", "great_expectations"):
         raise ValueError(f"engine must be 'pandas' or 'great_expectations', not {engine!r}")
     key = dg.AssetKey.from_coercible(asset_key)
-    specs = check_specs_for(table, asset=key)
+    specs = [check_spec(r, key, partitions_def) for r in _ordered(rules_for(table))]
 
     @dg.multi_asset_check(
         specs=specs,
@@ -263,11 +307,35 @@ def build_checks(
         item = loaded if isinstance(loaded, CheckInput) else CheckInput(frame=loaded)
         selected = {k.name for k in context.selected_asset_check_keys}
         rules = tuple(r for r in rules_for(table) if r.name in selected)
-        if engine == "pandas":
-            from tis_pipeline.quality.evaluate import evaluate_frame as evaluate
-        else:
-            from tis_pipeline.quality.ge import validate_frame as evaluate
-        report = evaluate(item.frame, table, now=item.now, sources=item.sources, rules=rules)
-        yield from check_results(report, item.partition_range, asset=key)
+        from tis_pipeline.quality.evaluate import evaluate_frame
 
-    return [_rule_checks]
+        report = evaluate_frame(item.frame, table, now=item.now, sources=item.sources, rules=rules)
+        yield from check_results(report, item.partition_range, asset=key, gx=engine == "great_expectations")
+
+    if partitions_def is None:
+        return [_rule_checks]
+    # multi_asset_check has no partitions_def (AssetChecksDefinition.create sets None); the same definition
+    # with the asset's partitions runs as a step of the asset's partitioned runs
+    return [
+        dg.AssetChecksDefinition(
+            keys_by_input_name=_rule_checks.keys_by_input_name,
+            keys_by_output_name={},
+            node_def=_rule_checks.node_def,
+            partitions_def=partitions_def,
+            partition_mappings=None,
+            asset_deps=None,
+            selected_asset_keys=None,
+            can_subset=True,
+            resource_defs=dict(_rule_checks.resource_defs),
+            group_names_by_key=None,
+            metadata_by_key=None,
+            tags_by_key=None,
+            legacy_freshness_policies_by_key=None,
+            backfill_policy=None,
+            descriptions_by_key=None,
+            check_specs_by_output_name=_rule_checks.check_specs_by_output_name,
+            selected_asset_check_keys=None,
+            is_subset=False,
+            owners_by_key=None,
+        )
+    ]

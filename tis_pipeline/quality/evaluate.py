@@ -528,4 +528,7 @@ def evaluate_frame(
         first_timestamp=first,
         last_timestamp=last,
         elapsed_s=time.perf_counter() - started,
+        frame=frame,
+        clock=ctx,
+        cache=cache,
     )

@@ -1,9 +1,25 @@
-"""Great Expectations 1.x suites built from the registry, validated against the DataFrame about to be written.
+"""Great Expectations 1.x suites built from the registry: the engine of every asset check's verdict.
 
-One ephemeral GX context per process, one pandas datasource (``frames``) with one dataframe asset per table,
-and one suite per (table, set of rules) are cached: the import of ``great_expectations`` costs seconds, so it
-happens inside the functions here and only once. ``validate_frame`` returns the same ``ValidationReport`` as
-``quality.evaluate.evaluate_frame``; a test proves the two agree frame for frame.
+``judge(report)`` runs the suite of a report's table over the rows the report judged (the rows the asset
+wrote), stores GX's validation result in the file-based project under ``TIS_GX_DIR`` (``quality.docs``),
+renders that result's Data Docs page, and returns the report with GX's verdicts: passed, unexpected count
+and the sample of failing rows come from GX; the per-(symbol, day) counts come from the pandas masks, which
+ingest quarantines by and which a test holds equal to GX's row for row. ``validate_frame`` is the same suite
+over any frame without storing anything (tests, ``build_checks``).
+
+One context per process and GX project, one pandas datasource (``frames``) with one dataframe asset per table,
+and one suite and validation definition per (table, set of rules) are cached: importing ``great_expectations``
+costs seconds, so it happens inside the functions here and only once per process.
+
+Many processes share the project (each Dagster step is a process, several runs at once, pytest-xdist
+workers), and before each run GX checks that the suite and validation definition a process holds equal the
+stored ones (``ValidationDefinitionRelatedResourcesFreshnessError`` otherwise). So every object stored in GX
+gets an id that is a ``uuid5`` of its names (datasource, assets, batch definitions, suites and each
+expectation, validation definitions): every process builds byte-identical objects, writes one only when the
+stored one differs (under an flock beside the project), and a cached object stays fresh whoever wrote it. A
+run reads the stored objects under the same flock, shared, so it never reads a file a writer is rewriting;
+should the check fail anyway (a project changed by hand or by an older version), the cached objects are
+rebuilt from the store once and the run retried.
 
 Rule kinds -> expectations (one expectation per rule, so each rule gets its own unexpected count):
 
@@ -29,37 +45,53 @@ datasources only, not pandas; hence the derived columns, and the SQL form of the
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
 import os
 import threading
 import time
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from tis_pipeline.quality import docs
 from tis_pipeline.quality.evaluate import Context, derived_values, missing_reason, rule_details
 from tis_pipeline.quality.report import (
     RuleResult,
     SymbolDayIndex,
     ValidationReport,
     rule_result,
+    sample_rows,
     skipped_result,
     timestamp_span,
 )
-from tis_pipeline.quality.rules import Rule, rules_for
+from tis_pipeline.quality.rules import TABLES, Rule, rules_for
 
 if TYPE_CHECKING:
     from great_expectations.core import ExpectationSuite
-    from great_expectations.data_context import EphemeralDataContext
+    from great_expectations.data_context import AbstractDataContext
     from great_expectations.expectations import Expectation
 
 DATASOURCE = "frames"
 BATCH_DEFINITION = "whole_frame"
 LATEST_ALLOWED = "latest_allowed"
+SAMPLE_ROWS = 20  # GX's partial_unexpected_count: the failing rows shown in a check's metadata
 
 _lock = threading.RLock()
-_state: dict[str, Any] = {}
+_states: dict[Path, dict[str, Any]] = {}  # GX project root -> its context and cached objects
+_NAMESPACE = uuid.UUID("5b0f3c9e-6a64-4f0e-9d8e-2f6d0a7c1e41")  # of the ids of what tis stores in GX
+
+
+def _uid(*names: str) -> str:
+    """The id of a stored GX object: the same in every process for the same names."""
+    return str(uuid.uuid5(_NAMESPACE, "\x1f".join(names)))
 
 
 def _derived_name(rule: Rule, name: str) -> str:
@@ -73,29 +105,102 @@ def _gx():
     return gx
 
 
-def context() -> EphemeralDataContext:
-    """The process's ephemeral GX context with the ``frames`` pandas datasource (created once)."""
+@contextlib.contextmanager
+def _project_lock(root: Path, *, shared: bool = False) -> Iterator[None]:
+    """Processes share the GX project's YAML and JSON files: one writer at a time, and no reader while one
+    writes (an flock beside them: exclusive to write, ``shared`` to read)."""
+    root.mkdir(parents=True, exist_ok=True)
+    with _lock, open(root / ".tis-gx.lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _asset_ids(tables: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """table -> (asset id, whole-frame batch definition id)."""
+    return {t: (_uid(DATASOURCE, t), _uid(DATASOURCE, t, BATCH_DEFINITION)) for t in tables}
+
+
+def _stored_asset_ids(datasource: Any) -> dict[str, tuple[str, ...]]:
+    return {
+        a.name: (str(a.id), *(str(b.id) for b in a.batch_definitions if b.name == BATCH_DEFINITION))
+        for a in datasource.assets
+    }
+
+
+def _datasource(ctx: AbstractDataContext, tables: Iterable[str]) -> Any:
+    """The pandas datasource with one asset and batch definition per table, all with ids derived from their
+    names; written only if the stored one differs (call under the project's lock)."""
+    wanted = _asset_ids(tables)
+    stored = ctx.data_sources.all().get(DATASOURCE)
+    if (
+        stored is not None
+        and str(stored.id) == _uid(DATASOURCE)
+        and all(_stored_asset_ids(stored).get(t) == ids for t, ids in wanted.items())
+    ):
+        return stored
+    keep = {} if stored is None else _stored_asset_ids(stored)
+    assets = {**keep, **wanted}  # assets of tables another version added are kept (ids of theirs)
+    if stored is not None:
+        ctx.data_sources.delete(DATASOURCE)
+    return ctx.data_sources.add_pandas(  # type: ignore[call-arg]  # the fields of the model, not typed
+        name=DATASOURCE,
+        id=_uid(DATASOURCE),
+        assets=[
+            {
+                "name": table,
+                "type": "dataframe",
+                "id": ids[0],
+                "batch_definitions": [{"name": BATCH_DEFINITION, "id": ids[1], "partitioner": None}]
+                if len(ids) > 1
+                else [],
+            }
+            for table, ids in sorted(assets.items())
+        ],
+    )
+
+
+def _state(root: Path | None = None) -> dict[str, Any]:
+    """The context of the GX project at ``root`` (default ``docs.gx_dir()``) and its caches, made once."""
+    root = (root or docs.gx_dir()).resolve()
     with _lock:
-        if "context" not in _state:
+        if root not in _states:
             gx = _gx()
             from great_expectations.data_context.types.base import ProgressBarsConfig
 
-            ctx = gx.get_context(mode="ephemeral")
-            ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
-            _state["context"] = ctx
-            _state["datasource"] = ctx.data_sources.add_pandas(DATASOURCE)
-            _state["batch_definitions"] = {}
-            _state["suites"] = {}
-        return _state["context"]
+            with _project_lock(root):
+                ctx = gx.get_context(mode="file", project_root_dir=str(root))
+                ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+                datasource = _datasource(ctx, TABLES)
+            _states[root] = {
+                "root": root,
+                "context": ctx,
+                "datasource": datasource,
+                "batch_definitions": {},
+                "suites": {},
+                "validations": {},
+            }
+        return _states[root]
 
 
-def _batch_definition(table: str):
-    context()
+def context(root: Path | None = None) -> AbstractDataContext:
+    """The process's file-based GX context under ``root`` (default ``TIS_GX_DIR``), made once."""
+    return _state(root)["context"]
+
+
+def _batch_definition(table: str, root: Path | None = None) -> Any:
+    state = _state(root)
     with _lock:
-        defs = _state["batch_definitions"]
+        defs = state["batch_definitions"]
         if table not in defs:
-            asset = _state["datasource"].add_dataframe_asset(table)
-            defs[table] = asset.add_batch_definition_whole_dataframe(BATCH_DEFINITION)
+            datasource = state["datasource"]
+            if _stored_asset_ids(datasource).get(table) != _asset_ids([table])[table]:  # not in rules.TABLES
+                with _project_lock(state["root"]):
+                    known = [a.name for a in datasource.assets]
+                    datasource = state["datasource"] = _datasource(state["context"], [*known, table])
+            defs[table] = datasource.get_asset(table).get_batch_definition(BATCH_DEFINITION)
         return defs[table]
 
 
@@ -169,21 +274,107 @@ def expectation_for(rule: Rule) -> Expectation:
     raise ValueError(f"rule {rule.name}: no GX expectation for kind {kind}")
 
 
-def suite_for(table: str, rules: tuple[Rule, ...] | None = None) -> ExpectationSuite:
-    """The (cached) ExpectationSuite of ``table``'s rules, or of the given subset of them."""
-    gx = _gx()
+def _suite_name(table: str, rules: tuple[Rule, ...]) -> str:
+    """``table`` for its whole registry, ``table__<hash>`` for a subset (one suite per set of rules)."""
+    if tuple(r.name for r in rules) == tuple(r.name for r in rules_for(table)):
+        return table
+    digest = hashlib.sha1("\n".join(r.name for r in rules).encode()).hexdigest()[:10]
+    return f"{table}__{digest}"
+
+
+def suite_for(
+    table: str, rules: tuple[Rule, ...] | None = None, root: Path | None = None
+) -> ExpectationSuite:
+    """The (cached) ExpectationSuite of ``table``'s rules, or of the given subset of them, saved in the
+    project (replacing a stored suite of the same name, so that the registry is the one source)."""
     rules = rules_for(table) if rules is None else rules
-    ctx = context()
+    state = _state(root)
     key = (table, tuple(r.name for r in rules))
     with _lock:
-        suites = _state["suites"]
+        suites = state["suites"]
         if key not in suites:
-            name = f"{table}__{len(suites)}"
-            suite = ctx.suites.add(gx.ExpectationSuite(name=name))
-            for rule in rules:
-                suite.add_expectation(expectation_for(rule))
-            suites[key] = suite
+            suites[key] = _saved_suite(state["context"], _built_suite(table, rules), state["root"])
         return suites[key]
+
+
+def _built_suite(table: str, rules: tuple[Rule, ...]) -> ExpectationSuite:
+    """The suite of ``rules``, its id and each expectation's id derived from the suite's and rules' names."""
+    name = _suite_name(table, rules)
+    suite = _gx().ExpectationSuite(
+        name=name, id=_uid("suite", name), expectations=[expectation_for(r) for r in rules]
+    )
+    for expectation in suite.expectations:
+        expectation.id = _uid("suite", name, "expectation", expectation.meta["rule"])
+    return suite
+
+
+def _same_suite(stored: ExpectationSuite, built: ExpectationSuite) -> bool:
+    """Equal content and ids (GX's ``==`` compares the expectations' ids too, not the suite's)."""
+    return stored.id == built.id and stored == built
+
+
+def _saved_suite(ctx: AbstractDataContext, built: ExpectationSuite, root: Path) -> ExpectationSuite:
+    """``built`` as stored in the project: written (as it is, ids included) only if the stored suite
+    differs, then read back, so that the object returned is the store's."""
+    from great_expectations.exceptions import DataContextError
+
+    with _project_lock(root):
+        try:
+            stored = ctx.suites.get(built.name)
+        except DataContextError:
+            stored = None
+        if stored is not None and _same_suite(stored, built):
+            return stored
+        store = ctx.expectations_store
+        store.set(key=store.get_key(name=built.name, id=built.id), value=built)
+        return ctx.suites.get(built.name)
+
+
+def _validation_definition(table: str, rules: tuple[Rule, ...], root: Path | None = None) -> Any:
+    """The (cached) ValidationDefinition of ``table``'s batch and the suite of ``rules``."""
+    gx = _gx()
+    from great_expectations.exceptions import DataContextError
+
+    state = _state(root)
+    key = (table, tuple(r.name for r in rules))
+    with _lock:
+        validations = state["validations"]
+        if key not in validations:
+            suite = suite_for(table, rules, root)
+            built = gx.ValidationDefinition(
+                name=suite.name,
+                id=_uid("validation_definition", suite.name),
+                data=_batch_definition(table, root),
+                suite=suite,
+            )
+            ctx = state["context"]
+            with _project_lock(state["root"]):
+                try:
+                    stored = ctx.validation_definitions.get(built.name)
+                except DataContextError:
+                    stored = None
+                if stored is None or stored.id != built.id or stored != built:
+                    store = ctx.validation_definition_store
+                    store.set(key=store.get_key(name=built.name, id=built.id), value=built)
+                    stored = ctx.validation_definitions.get(built.name)
+            validations[key] = stored
+        return validations[key]
+
+
+def _forget(table: str, rules: tuple[Rule, ...], root: Path | None = None) -> None:
+    """Drop the cached suite and validation definition of ``rules``: the next use rebuilds them from the
+    registry and the store."""
+    state = _state(root)
+    key = (table, tuple(r.name for r in rules))
+    with _lock:
+        state["suites"].pop(key, None)
+        state["validations"].pop(key, None)
+
+
+def _run(definition: Any, root: Path, **kwargs: Any) -> Any:
+    """``definition.run(**kwargs)`` reading the stored objects under the shared project lock."""
+    with _project_lock(root, shared=True):
+        return definition.run(**kwargs)
 
 
 def _batch_frame(
@@ -280,4 +471,134 @@ def validate_frame(
         first_timestamp=first,
         last_timestamp=last,
         elapsed_s=time.perf_counter() - started,
+    )
+
+
+def _page(identifier: Any, root: Path | None) -> Path:
+    """The Data Docs page of a stored validation result (GX's layout: suite/run name/run time/batch)."""
+    suite, run_name, run_time, batch = identifier.to_tuple()
+    return docs.site_dir(root) / "validations" / suite / run_name / run_time / f"{batch}.html"
+
+
+def _same_rows(result: RuleResult, positions: np.ndarray) -> bool:
+    """Whether GX's sample positions are the rows of the pandas result's sample (its first failing rows): the
+    sample a caller described further, e.g. with the file behind each row, is then kept as it is."""
+    if result.mask is None or len(result.failing_rows) != len(positions):
+        return False
+    first = np.flatnonzero(result.mask.to_numpy())[: len(positions)]
+    return np.array_equal(first, positions)
+
+
+def judge(
+    report: ValidationReport, *, run_name: str | None = None, root: Path | None = None
+) -> ValidationReport:
+    """``report`` with Great Expectations' verdicts over the rows it judged, the result stored and rendered.
+
+    GX runs the suite of the report's judged rules (skipped rules stay skipped) over ``report.frame``, with
+    the derived columns the pandas evaluator computed for it (``report.cache``) and the same clock. Each
+    rule's passed, unexpected count and sample of failing rows (GX's ``partial_unexpected_index_list``) are
+    GX's (a sample of the same rows as the pandas result's is kept as it is, so a caller's enrichment of it
+    survives); the per-(symbol, day) counts and the masks stay the pandas evaluator's. When the
+    two engines count differently, ``details["pandas_failing_rows"]`` says so (a test holds them equal).
+    ``report.gx`` gets the stored result's file, its Data Docs page and URL, and GX's seconds.
+    """
+    if report.frame is None:
+        raise ValueError(f"the report on {report.table} carries no frame: make it with evaluate_frame")
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    started = time.perf_counter()
+    frame = report.frame
+    clock = report.clock if isinstance(report.clock, Context) else Context()
+    cache = report.cache if report.cache is not None else {}
+    rules = tuple(r.rule for r in report.results if not r.skipped)
+    if not rules:
+        return dataclasses.replace(report, engine="great_expectations")
+    derived = {r.name: derived_values(frame, r, clock, cache) for r in rules}
+    parameters = {
+        f"{LATEST_ALLOWED}_{r.name}": clock.latest_allowed(r) for r in rules if r.kind == "not_future"
+    }
+    from great_expectations.exceptions import DataContextError, ResourceFreshnessAggregateError
+
+    definition = _validation_definition(report.table, rules, root)
+    run_id = RunIdentifier(run_name=run_name, run_time=pd.Timestamp.now(tz="UTC").to_pydatetime())
+    run_kwargs: dict[str, Any] = {
+        "batch_parameters": {"dataframe": _batch_frame(frame, rules, derived)},
+        "expectation_parameters": parameters or None,
+        "result_format": {
+            "result_format": "SUMMARY",
+            "partial_unexpected_count": SAMPLE_ROWS,
+            "include_unexpected_rows": False,
+        },
+        "run_id": run_id,
+    }
+    state = _state(root)
+    try:
+        gx_result = _run(definition, state["root"], **run_kwargs)
+    except (ResourceFreshnessAggregateError, DataContextError):
+        # the stored suite or validation definition is not the one cached (changed by hand or by another
+        # version of this code): rebuild both from the registry and the store, once
+        _forget(report.table, rules, root)
+        definition = _validation_definition(report.table, rules, root)
+        gx_result = _run(definition, state["root"], **run_kwargs)
+    validated_s = time.perf_counter() - started
+    identifier = ValidationResultIdentifier(
+        expectation_suite_identifier=ExpectationSuiteIdentifier(name=definition.suite.name),
+        run_id=run_id,
+        batch_identifier=f"{DATASOURCE}-{report.table}",
+    )
+    with _project_lock(state["root"]):
+        state["context"].build_data_docs(
+            site_names=[docs.SITE], resource_identifiers=[identifier], build_index=False
+        )
+    page = _page(identifier, state["root"])
+    suite, run, when, batch = identifier.to_tuple()
+    stored = docs.validations_dir(state["root"]) / suite / run / when / f"{batch}.json"
+
+    by_name = {r.expectation_config.meta["rule"]: r for r in gx_result.results}
+    results: list[RuleResult] = []
+    for result in report.results:
+        if result.skipped:
+            results.append(result)
+            continue
+        rule = result.rule
+        outcome = by_name[rule.name]
+        info = outcome.exception_info or {}
+        if info.get("raised_exception"):
+            raise RuntimeError(f"GX failed to evaluate rule {rule.name}: {info.get('exception_message')}")
+        res = outcome.result or {}
+        count = int(res.get("unexpected_count", 0) or 0)
+        positions = np.asarray(res.get("partial_unexpected_index_list") or [], dtype=np.int64)
+        details = dict(result.details)
+        if count != result.unexpected_count:
+            details["pandas_failing_rows"] = result.unexpected_count
+        sample = result.failing_rows
+        if not _same_rows(result, positions):
+            sample = sample_rows(frame, rule, positions, derived[rule.name])
+        results.append(
+            dataclasses.replace(
+                result,
+                passed=bool(outcome.success),
+                unexpected_count=count,
+                failing_rows=sample,
+                details=MappingProxyType(details),
+            )
+        )
+    return dataclasses.replace(
+        report,
+        engine="great_expectations",
+        results=tuple(results),
+        gx=MappingProxyType(
+            {
+                "suite": definition.suite.name,
+                "result_path": str(stored),
+                "page_path": str(page),
+                "page_url": docs.page_url(page, state["root"]),
+                "validate_s": round(validated_s, 3),
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+        ),
     )

@@ -60,6 +60,13 @@ class ValidationReport:
     first_timestamp: str | None = None
     last_timestamp: str | None = None
     elapsed_s: float = 0.0
+    # what Great Expectations needs to judge the same rows again (``quality.ge.judge``): the frame judged, the
+    # evaluator's clock and sources (``evaluate.Context``) and its derived arrays; none of it is compared
+    frame: pd.DataFrame | None = field(default=None, repr=False, compare=False)
+    clock: Any = field(default=None, repr=False, compare=False)
+    cache: dict | None = field(default=None, repr=False, compare=False)
+    # set by ``quality.ge.judge``: the stored GX result's file, its Data Docs page and URL, GX's seconds
+    gx: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def passed(self) -> bool:

@@ -314,6 +314,10 @@ JUMP_MIN_PERIODS = 30
 JUMP_MIN_ABS_LOG_RETURN = 0.002  # floor: a flat stretch has MAD 0, which would flag every tick
 ROLLUP_RTOL = 1e-9
 ROLLUP_ATOL = 1e-8  # DECIMAL(20,8)
+# Ingest-only warnings of market_data_1m: judged on columns the ingest adds to the rows it checks (absent from
+# the stored table, so any other frame skips them).
+SCALE_LOSS_COLUMN = "values_beyond_scale"  # how many of the row's prices and volume lose digits in (20,8)
+UNREADABLE_COLUMN = "file_unreadable"  # on a frame of the data directory's files: 1 = left out, unreadable
 
 
 def _fmt_bound(value: Any) -> str:
@@ -396,6 +400,27 @@ def _market_rules(table: str, minutes: int) -> list[Rule]:
     ]
     if minutes == 1:
         rules += [
+            Rule(
+                f"{table}_values_fit_scale",
+                table,
+                (SCALE_LOSS_COLUMN,),
+                "range",
+                "warn",
+                params={"min": 0, "max": 0, "min_inclusive": True, "max_inclusive": True},
+                description="no price or volume has non-zero digits beyond the 8 decimals of numeric(20,8) "
+                "(they are rounded away when stored: volume 1e-9 becomes 0); counts the rows",
+            ),
+            Rule(
+                f"{table}_source_files_readable",
+                table,
+                (UNREADABLE_COLUMN,),
+                "range",
+                "warn",
+                params={"min": 0, "max": 0, "min_inclusive": True, "max_inclusive": True},
+                description="every file under the data directory can be read; a file that cannot (not a "
+                "regular file, over a size limit, undecodable) cannot show which days it holds, so it is "
+                "left out of every run; one row per file",
+            ),
             Rule(
                 f"{table}_close_not_stale",
                 table,

@@ -35,7 +35,9 @@ from tis_pipeline.trading_day.ecosystem.founders import founding_population
 
 _DESCRIPTIONS = {
     "trading_plans": (
-        "One row per plan an alpha module made from an anomaly event, with its simulated execution."
+        "One row per plan an alpha module made from an anomaly event, with its simulated execution. Also "
+        "links anomaly_events and dsi_evidence to their plan (trading_plan_id, plan_id and the plan's "
+        "module, status, metrics and attribution on the event)."
     ),
     "trading_plan_approvals": "One row per decision of the decision-maker module on a plan.",
     "module_performance": "One row per module and UTC day: its scores and trading performance.",

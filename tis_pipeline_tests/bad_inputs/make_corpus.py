@@ -7,6 +7,7 @@ kind of damage (see README.md). ``python tis_pipeline_tests/bad_inputs/make_corp
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import random
@@ -171,6 +172,14 @@ def main() -> None:
     nan_close = good.assign(timestamp=[minute("2023-05-30", i).tz_localize("UTC") for i in range(N)])
     nan_close.loc[20, "close"] = float("nan")
     nan_close.to_parquet(HERE / "nan_close.parquet", index=False)
+    # one bar and 8 MB of blank lines, gzipped to 8 KB: a ratio far over TIS_MAX_COMPRESSION_RATIO (200)
+    bomb = (HEADER + "\n" + line("2023-05-31 10:00:00", 0) + "\n").encode() + b"\n" * (8 << 20)
+    (HERE / "gzip_bomb.csv.gz").write_bytes(gzip.compress(bomb, compresslevel=9, mtime=0))
+    csv("timestamp_after_2262.csv", rows("2023-06-01", r20={"ts": "2300-06-01 10:20:00"}))
+    csv("timestamp_before_1677.csv", rows("2023-06-02", r30={"ts": "1600-06-02 10:30:00"}))
+    csv("symbol_long_s.csv", rows("2023-06-03", r5={"symbol": "btcu\u017fd"}))
+    csv("row_before_partition_start.csv", rows("2023-06-04", r10={"ts": "1970-01-01 10:10:00"}))
+    csv("volume_nine_decimals.csv", rows("2023-06-05", r15={"volume": "0.000000001"}))
 
 
 if __name__ == "__main__":

@@ -746,6 +746,144 @@ def test_unreadable_zip_and_invalid_json_raise(tmp_path):
     assert str(exc.value).startswith(f"{bad_json}, line 4: ")
 
 
+# ------------------------------------------------------------------------------------------------------------
+# Reader limits (readers/limits.py), each moved through its environment variable
+# ------------------------------------------------------------------------------------------------------------
+
+
+def repetitive_csv(rows: int) -> bytes:
+    """A valid 1-minute CSV of ``rows`` rows that compresses well (about 40 bytes a row)."""
+    lines = ["timestamp,symbol,open,high,low,close,volume"]
+    lines += [f"2021-01-04 {9 + i // 60:02d}:{i % 60:02d}:00,AAA,1,2,0.5,1.5,10" for i in range(rows)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_file_size_limit_from_the_environment(tmp_path, monkeypatch):
+    path = tmp_path / "aaa.csv"
+    path.write_bytes(repetitive_csv(30))
+    size = path.stat().st_size
+    assert len(read_file(path).frame) == 30  # within the default of 1 GiB
+    monkeypatch.setenv("TIS_MAX_FILE_BYTES", str(size - 1))
+    with pytest.raises(BarFileError) as exc:
+        read_file(path)
+    assert exc.value.path == str(path)
+    assert str(exc.value) == (
+        f"{path}: {size:,} bytes, over the limit of {size - 1:,} bytes (TIS_MAX_FILE_BYTES)"
+    )
+    monkeypatch.setenv("TIS_MAX_FILE_BYTES", str(size))
+    assert len(read_file(path).frame) == 30  # at the limit is within it
+
+
+def test_decompressed_size_limit_from_the_environment(tmp_path, monkeypatch):
+    path = tmp_path / "aaa.csv.gz"
+    text = repetitive_csv(300)
+    path.write_bytes(gzip.compress(text))
+    assert path.stat().st_size < 2_000 < len(text)
+    monkeypatch.setenv("TIS_MAX_FILE_BYTES", "2000")  # the .gz is within it, its text is not
+    with pytest.raises(BarFileError) as exc:
+        read_file(path)
+    assert str(exc.value) == (
+        f"{path}: the gz archive expands to more than 2,000 bytes (TIS_MAX_FILE_BYTES): stopped there"
+    )
+
+
+def test_compression_ratio_limit_from_the_environment(tmp_path, monkeypatch):
+    path = tmp_path / "aaa.csv.gz"
+    text = repetitive_csv(300)
+    path.write_bytes(gzip.compress(text))
+    packed = path.stat().st_size
+    ratio = len(text) / packed
+    assert 5 < ratio < 200  # the default of 200 reads it
+    assert len(read_file(path).frame) == 300
+    monkeypatch.setenv("TIS_MAX_COMPRESSION_RATIO", "2.5")
+    with pytest.raises(BarFileError) as exc:
+        read_file(path)
+    assert exc.value.path == str(path)
+    assert str(exc.value) == (
+        f"{path}: the gz archive expands to more than 2.5 x its {packed:,} compressed bytes "
+        f"(TIS_MAX_COMPRESSION_RATIO): stopped at {int(2.5 * packed):,} bytes, likely a compression bomb"
+    )
+    monkeypatch.setenv("TIS_MAX_COMPRESSION_RATIO", str(ratio + 0.01))
+    assert len(read_file(path).frame) == 300
+
+
+def test_line_length_limit_from_the_environment(tmp_path, monkeypatch):
+    path = tmp_path / "aaa.csv"
+    long_row = "2021-01-04 09:31:00,AAA,1.000000000000000000000000000000,2,0.5,1.5,10"
+    path.write_text(
+        f"timestamp,symbol,open,high,low,close,volume\n2021-01-04 09:30:00,AAA,1,2,0.5,1.5,10\n{long_row}\n"
+    )
+    assert len(read_file(path).frame) == 2
+    monkeypatch.setenv("TIS_MAX_LINE_BYTES", "60")
+    with pytest.raises(BarFileError) as exc:
+        read_file(path)
+    assert (exc.value.path, exc.value.line) == (str(path), 3)
+    assert str(exc.value) == (
+        f"{path}, line 3: a line of {len(long_row)} bytes, over the limit of 60 bytes (TIS_MAX_LINE_BYTES)"
+    )
+    monkeypatch.setenv("TIS_MAX_LINE_BYTES", str(len(long_row)))
+    assert len(read_file(path).frame) == 2
+
+
+def test_field_count_limit_from_the_environment(tmp_path, monkeypatch):
+    path = tmp_path / "aaa.csv"
+    path.write_text(
+        "timestamp,symbol,open,high,low,close,volume\n"
+        "2021-01-04 09:30:00,AAA,1,2,0.5,1.5,10\n"
+        "2021-01-04 09:31:00,AAA,1,2,0.5,1.5,10,,\n"
+    )
+    assert len(read_file(path).frame) == 2  # the trailing empty fields are within the default of 256
+    monkeypatch.setenv("TIS_MAX_FIELDS", "8")
+    with pytest.raises(BarFileError) as exc:
+        read_file(path)
+    assert (exc.value.path, exc.value.line) == (str(path), 3)
+    assert (
+        str(exc.value) == f"{path}, line 3: a line of 9 fields, over the limit of 8 fields (TIS_MAX_FIELDS)"
+    )
+    monkeypatch.setenv("TIS_MAX_FIELDS", "9")
+    assert len(read_file(path).frame) == 2
+
+
+def test_zip_member_over_the_limits_from_the_environment(tmp_path, monkeypatch):
+    path = tmp_path / "bundle.zip"
+    text = repetitive_csv(300)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("AAA.csv", text)
+    packed = zipfile.ZipFile(path).getinfo("AAA.csv").compress_size
+    assert path.stat().st_size < 3_000 < len(text)
+    assert len(read_file(path).frame) == 300
+    monkeypatch.setenv("TIS_MAX_FILE_BYTES", "3000")  # the zip is within it, its member is not
+    with pytest.raises(BarFileError) as exc:
+        read_file(path)
+    assert exc.value.path == str(path)
+    assert str(exc.value) == (
+        f"{path}: member 'AAA.csv': {len(text):,} bytes, over the limit of 3,000 bytes (TIS_MAX_FILE_BYTES)"
+    )
+    monkeypatch.delenv("TIS_MAX_FILE_BYTES")
+    monkeypatch.setenv("TIS_MAX_COMPRESSION_RATIO", "2")
+    with pytest.raises(BarFileError) as exc:
+        read_file(path)
+    assert str(exc.value) == (
+        f"{path}: member 'AAA.csv' expands to more than 2 x its {packed:,} compressed bytes "
+        f"(TIS_MAX_COMPRESSION_RATIO): stopped at {2 * packed:,} bytes, likely a compression bomb"
+    )
+
+
+def test_a_file_refused_by_a_limit_is_read_once_the_limit_is_raised(tmp_path, monkeypatch):
+    """The manifest remembers the limits like tz: a changed limit re-learns the files."""
+    root = tmp_path / "data"
+    root.mkdir()
+    path = root / "aaa.csv"
+    path.write_bytes(repetitive_csv(30))
+    manifest = tmp_path / "manifest.json"
+    monkeypatch.setenv("TIS_MAX_FILE_BYTES", "100")
+    [refused] = scan(root, manifest_path=manifest)
+    assert refused.error is not None and "(TIS_MAX_FILE_BYTES)" in refused.error
+    monkeypatch.delenv("TIS_MAX_FILE_BYTES")
+    [read] = scan(root, manifest_path=manifest)
+    assert read.error is None and read.rows == 30
+
+
 def test_named_timestamp_in_no_known_format(tmp_path):
     odd = tmp_path / "odd.csv"
     odd.write_text(
@@ -920,18 +1058,32 @@ def test_manifest_relearns_changed_and_touched_files_only(data_dir, tmp_path, lo
     assert len(load_calls) == 5
 
 
-def test_manifest_records_failures_and_read_bars_raises_on_them(data_dir, tmp_path):
+def test_manifest_records_failures_and_read_bars_leaves_them_out(data_dir, tmp_path):
     manifest = tmp_path / "manifest.json"
+    whole = read_bar_files(data_dir, ts("2021-01-04"), ts("2021-01-05"), manifest_path=manifest)
     bad = data_dir / "zz_garbage.csv"
     bad.write_bytes(random.Random(11).randbytes(2000))
     infos = {Path(i.path).name: i for i in scan(data_dir, manifest_path=manifest)}
-    assert "binary content" in infos["zz_garbage.csv"].error
+    error = infos["zz_garbage.csv"].error
+    assert "binary content" in error
     assert infos["zz_garbage.csv"].rows == 0
+    # a file that cannot be read cannot show which days it holds: named in every window, the others still read
+    with_bad = read_bar_files(data_dir, ts("2021-01-04"), ts("2021-01-05"), manifest_path=manifest)
+    assert with_bad.unreadable == [(str(bad), error)]
+    pd.testing.assert_frame_equal(with_bad.frame, whole.frame)
+    # even in a window that no good file overlaps
+    empty = read_bar_files(data_dir, ts("2030-01-01"), ts("2030-01-02"), manifest_path=manifest)
+    assert empty.unreadable == [(str(bad), error)] and len(empty.frame) == 0
+
+    # with a date in its name it blocks that day's windows, and only those
+    dated = data_dir / "zz_garbage_2021-01-04.csv"
+    bad.rename(dated)
     with pytest.raises(BarFileError) as exc:
-        read_bar_files(data_dir, ts("2021-01-04"), ts("2021-01-05"), manifest_path=manifest)
-    assert exc.value.path == str(bad)
-    with pytest.raises(BarFileError):  # even for a window that no good file overlaps
-        read_bar_files(data_dir, ts("2030-01-01"), ts("2030-01-02"), manifest_path=manifest)
+        read_bar_files(data_dir, ts("2021-01-04 12:00"), ts("2021-01-04 13:00"), manifest_path=manifest)
+    assert exc.value.path == str(dated)
+    assert str(exc.value).startswith(f"{dated}: failed to read: {dated}, line 1: binary content")
+    other = read_bar_files(data_dir, ts("2021-01-05"), ts("2021-01-06"), manifest_path=manifest)
+    assert other.unreadable == []
 
 
 def test_read_bars_windows_keep_bad_rows_once(data_dir, tmp_path, load_calls):

@@ -1,6 +1,8 @@
 """Retention with a fixed `as_of` on every table: archived, deleted, foreign keys intact, idempotent."""
 
+import shutil
 import uuid
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -328,8 +330,184 @@ def test_partition_builds_and_rollup_pieces_carry_their_creation_time(migrated_d
             )
         assert len(comments) == 1 + 4
         for comment in comments:
-            created = pd.Timestamp(comment.removeprefix(day_partitions.SCRATCH_COMMENT_PREFIX))
-            assert before <= created <= pd.Timestamp.now(tz="UTC")
+            created, owner = day_partitions.parse_scratch_comment(comment)
+            assert created is not None and before <= created <= pd.Timestamp.now(tz="UTC")
+            assert owner is not None
     finally:
         day_partitions.discard(eng, built)
         rollups.discard_expected(eng, expected)
+
+
+# ------------------------------------------------------------ archives: content, not encoding; one per day
+
+
+def test_same_rows_ignores_order_and_chunking_but_not_content():
+    import pyarrow as pa
+
+    rows = pa.table({"k": ["a", "b", "c"], "v": ["1", None, ""]})
+    shuffled = pa.concat_tables([rows.slice(2), rows.slice(0, 1), rows.slice(1, 1)])  # three chunks
+    assert shuffled.column("k").num_chunks == 3
+    assert retention.same_rows(rows, shuffled)
+    assert retention.content_digest(rows) == retention.content_digest(shuffled)
+    null_for_empty = pa.table({"k": ["a", "b", "c"], "v": ["1", None, None]})  # NULL is not ''
+    assert not retention.same_rows(rows, null_for_empty)
+    assert retention.content_digest(rows) != retention.content_digest(null_for_empty)
+    assert not retention.same_rows(rows, rows.slice(0, 2))
+
+
+def archive_files(table: str) -> list[str]:
+    """Every file in ``table``'s archive folder, hidden ones included (a temporary file left over counts)."""
+    folder = retention.archive_dir() / table
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def run_retention(url, as_of=AS_OF, periods=None):
+    config = {"as_of": as_of.isoformat(), **({"periods": periods} if periods else {})}
+    result = retention_job.execute_in_process(
+        run_config={"ops": {"apply_retention": {"config": config}}},
+        resources={"db": PostgresResource(url=url)},
+    )
+    assert result.success
+    return result.output_for_node("apply_retention")
+
+
+def day_rows(url, table, day):
+    """The rows of ``table`` on UTC ``day`` as retention archives them (text, as PostgreSQL prints them)."""
+    with engine(url).begin() as conn:
+        return retention._fetch_text(
+            conn,
+            f'SELECT * FROM {table} WHERE "timestamp" >= %(a)s AND "timestamp" < %(b)s',
+            {
+                "a": pd.Timestamp(day, tz="UTC").to_pydatetime(),
+                "b": pd.Timestamp(day, tz="UTC") + pd.Timedelta(days=1),
+            },
+        )
+
+
+@pytest.fixture
+def realistic_days(migrated_database_url, tmp_path, monkeypatch):
+    """Three UTC days of 30 symbols of 1-minute bars (about 43,000 a day) from the synthetic source, rolled
+    up, through the real assets."""
+    monkeypatch.setenv("TIS_ARCHIVE_DIR", str(tmp_path / "archive"))
+    url = migrated_database_url
+    resources = {
+        "db": PostgresResource(url=url),
+        "bars": BarSource(source="synthetic", symbols=[f"S{i:02d}" for i in range(30)], seed=7),
+    }
+    assert dg.materialize(
+        [market_data_1m, market_data_15m, market_data_1h],
+        resources=resources,
+        tags=range_tags("2026-05-20", "2026-05-22"),
+    ).success
+    return url
+
+
+def test_a_realistic_day_is_retained_and_a_restored_day_is_retained_again(realistic_days):
+    """30 symbols x 1,440 bars a day: the archive check compares content, so a day that CSV reading hands over
+    in several chunks passes; after `restore` (the rows come back into the DEFAULT partition) the next
+    retention deletes them again and reuses the day's file, which already holds them: no second file."""
+    url = realistic_days
+    days = ["2026-05-20", "2026-05-21"]  # as of 2026-05-29 12:00 the 7-day cutoff is 2026-05-22 12:00
+    as_of = pd.Timestamp("2026-05-29 12:00", tz="UTC")
+    before = {d: day_rows(url, "market_data_1m", d) for d in days}
+    assert all(t.num_rows >= 40_000 for t in before.values()), {d: t.num_rows for d, t in before.items()}
+    total = counts(url)["market_data_1m"]
+
+    deleted = run_retention(url, as_of)
+    archived = sum(t.num_rows for t in before.values())
+    assert deleted["market_data_1m"] == archived
+    assert counts(url)["market_data_1m"] == total - archived
+    assert archive_files("market_data_1m") == [f"{d}.parquet" for d in days]
+    folder = retention.archive_dir() / "market_data_1m"
+    for d in days:
+        assert retention.same_rows(pq.read_table(folder / f"{d}.parquet"), before[d])
+    written = {d: (folder / f"{d}.parquet").stat().st_mtime_ns for d in days}
+
+    with engine(url).begin() as conn:
+        restored, used = retention.restore(conn, "market_data_1m", days[0], days[-1])
+    assert restored == archived and len(used) == 2
+    for d in days:
+        assert retention.same_rows(day_rows(url, "market_data_1m", d), before[d])
+
+    again = run_retention(url, as_of)
+    assert again["market_data_1m"] == archived
+    assert counts(url)["market_data_1m"] == total - archived
+    assert archive_files("market_data_1m") == [f"{d}.parquet" for d in days]
+    for d in days:
+        assert retention.same_rows(pq.read_table(folder / f"{d}.parquet"), before[d])
+        assert (folder / f"{d}.parquet").stat().st_mtime_ns == written[d]  # reused, not rewritten
+
+
+class Killed(BaseException):
+    """The process dies after the archive files are written, before the deletion commits."""
+
+
+def test_a_retention_killed_after_writing_its_files_succeeds_next_time_without_duplicates(populated):
+    url = populated
+    with engine(url).connect() as conn:
+        aged_message = conn.execute(
+            sa.text("SELECT message_id FROM module_messages WHERE timestamp < :c"), {"c": ts(30)}
+        ).scalar_one()
+    counts_before = counts(url)
+    with pytest.raises(Killed), engine(url).begin() as conn:
+        first_try = retention.apply(conn, AS_OF)
+        raise Killed
+    assert counts(url) == counts_before  # nothing deleted: the transaction never committed
+    left = {o.table: o.files for o in first_try if o.files}
+    assert {"market_data_1m", "module_messages", "trading_plans"} <= set(left)
+    # a third try died while writing the messages' file, and the aged message changed since the first try:
+    # the database holds the rows to delete, so its version is the one archived
+    day = (AS_OF - pd.Timedelta(days=31)).date().isoformat()
+    folder = retention.archive_dir() / "module_messages"
+    (folder / f".{day}.parquet.deadbeef.tmp").write_bytes(b"PAR1 half")
+    # and older versions left a numbered copy of a failed try and a file they were killed writing
+    shutil.copy(folder / f"{day}.parquet", folder / f"{day}-3.parquet")
+    (folder / f"{day}-2.parquet").write_bytes(b"PAR1 half")
+    with engine(url).begin() as conn:
+        conn.execute(
+            sa.text('UPDATE module_messages SET message_data = \'{"k": "changed"}\' WHERE message_id = :m'),
+            {"m": aged_message},
+        )
+
+    deleted = run_retention(url)
+    after = counts(url)
+    for table, files in left.items():
+        names = [n for n in archive_files(table) if not n.endswith(".unreadable")]
+        assert names == sorted({f"{Path(f).stem}.parquet" for f in files}), table  # one file a day, no -2
+        in_files = sum(pq.read_metadata(retention.archive_dir() / table / n).num_rows for n in names)
+        assert in_files == deleted[table] == counts_before[table] - after[table], table
+    assert archive_files("module_messages") == [f"{day}-2.parquet.unreadable", f"{day}.parquet"]
+    messages = pq.read_table(folder / f"{day}.parquet").to_pandas()
+    assert messages["message_id"].tolist() == [str(aged_message)]
+    assert messages["message_data"].tolist() == ['{"k": "changed"}']
+
+
+def test_a_day_archived_by_two_runs_keeps_both_parts_in_its_one_file(
+    migrated_database_url, tmp_path, monkeypatch
+):
+    """A cutoff falls inside a day: the morning goes today, the evening tomorrow, into the same file, which
+    must keep the morning (deleted: the file is its only copy) and gain the evening."""
+    monkeypatch.setenv("TIS_ARCHIVE_DIR", str(tmp_path / "archive"))
+    url = migrated_database_url
+    with engine(url).begin() as conn:
+        m = conn.execute(
+            sa.text(
+                "INSERT INTO modules (module_type, module_version) VALUES ('trader', '1') RETURNING module_id"
+            )
+        ).scalar_one()
+        for hour in ("06:00", "18:00"):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO module_messages (sender_module_id, timestamp, message_type, message_data) "
+                    "VALUES (:m, :t, 'trading_plan', :d)"
+                ),
+                {"m": m, "t": f"2026-04-20 {hour}+00", "d": f'{{"at": "{hour}"}}'},
+            )
+    # 30 days: as of 2026-05-20 12:00 the cutoff is 2026-04-20 12:00, a day later 2026-04-21 12:00
+    assert run_retention(url, pd.Timestamp("2026-05-20 12:00", tz="UTC"))["module_messages"] == 1
+    assert run_retention(url, pd.Timestamp("2026-05-21 12:00", tz="UTC"))["module_messages"] == 1
+    assert archive_files("module_messages") == ["2026-04-20.parquet"]
+    archived = pq.read_table(retention.archive_dir() / "module_messages" / "2026-04-20.parquet").to_pandas()
+    assert sorted(archived["message_data"]) == ['{"at": "06:00"}', '{"at": "18:00"}']
+    with engine(url).begin() as conn:
+        assert retention.restore(conn, "module_messages", "2026-04-20", "2026-04-20")[0] == 2

@@ -103,3 +103,20 @@ def test_the_sensor_is_in_the_definitions_and_off_by_default() -> None:
     sensor = defs.resolve_sensor_def("market_data_files_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
     assert sensor.job_name == "daily_partitioned_job"
+
+
+def test_a_file_rewritten_with_the_same_size_and_mtime_is_seen_by_its_digest(watched: Path) -> None:
+    path = watched / "AAA.csv"
+    _write_bars(path, "2024-03-01", 2)
+    st = path.stat()
+    context = dg.build_sensor_context()
+    market_data_files_sensor(context)  # first look
+    assert isinstance(market_data_files_sensor(context), dg.SkipReason)  # unchanged: no request, no re-read
+
+    # other bytes, same size, the modification time put back (cp -p, rsync -t, a restore from backup)
+    text = path.read_text()
+    path.write_text(text.replace("10.25,", "10.35,"))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+    assert _ranges(market_data_files_sensor(context)) == [("2024-03-01", "2024-03-02")]
+    assert isinstance(market_data_files_sensor(context), dg.SkipReason)

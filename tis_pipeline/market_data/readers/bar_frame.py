@@ -92,8 +92,10 @@ def frame_from_raw(raw: RawTable, ctx: ReadContext) -> FramePart:
         volume = np.where(raw.pre_bad, np.nan, volume)
 
     if roles.symbol is not None:
+        # ASCII letters only are upper-cased: str.upper() maps the long s (U+017F) to 'S' and a look-alike
+        # symbol would merge into the real one; left as it is, it breaks the symbol format and is quarantined
         scol = pc.cast(
-            pc.utf8_upper(pc.utf8_trim_whitespace(as_string(raw.columns[roles.symbol]))), pa.large_string()
+            pc.ascii_upper(pc.utf8_trim_whitespace(as_string(raw.columns[roles.symbol]))), pa.large_string()
         )
         sym_bad = pc.fill_null(pc.equal(pc.utf8_length(scol), 0), True).to_numpy(zero_copy_only=False)
         sym_arr = pc.if_else(pa.array(sym_bad), pa.scalar(None, pa.large_string()), scol)  # empty -> missing

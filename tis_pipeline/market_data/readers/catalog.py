@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -22,10 +23,16 @@ from tis_pipeline.market_data.readers.contract import (
     interval_label,
 )
 from tis_pipeline.market_data.readers.files import check_args, load_file, split_by_interval
-from tis_pipeline.market_data.readers.paths import DATA_SUFFIXES, NOT_DATA_STEMS, path_skip_reason
+from tis_pipeline.market_data.readers.limits import ReadLimits
+from tis_pipeline.market_data.readers.paths import (
+    DATA_SUFFIXES,
+    NOT_DATA_STEMS,
+    date_in_name,
+    path_skip_reason,
+)
 
 # Bump when the parsing rules change, so that manifests written by an older reader are re-learned.
-_READER_VERSION = "2"
+_READER_VERSION = "3"
 
 
 @dataclass
@@ -92,7 +99,8 @@ def _candidate_files(root: Path, exclude: Path | None) -> list[Path]:
             if fn.startswith("."):
                 continue
             p = Path(dirpath) / fn
-            if exclude is not None and p.resolve() == exclude:
+            # os.path.realpath, not Path.resolve(): it ends a symlink loop instead of raising RuntimeError
+            if exclude is not None and os.path.realpath(p) == str(exclude):
                 continue
             ext = os.path.splitext(fn)[1].lower()
             if ext not in DATA_SUFFIXES:
@@ -103,12 +111,20 @@ def _candidate_files(root: Path, exclude: Path | None) -> list[Path]:
     return out
 
 
-def _learn(p: Path, st: os.stat_result, tz: str, bar_label: str) -> FileInfo:
+def _learn(p: Path, st: os.stat_result, tz: str, bar_label: str, limits: ReadLimits) -> FileInfo:
     try:
-        loaded = load_file(p, tz, bar_label)
+        loaded = load_file(p, tz, bar_label, limits)
     except BarFileError as exc:
+        # The days an unreadable file would hold are known only from a date in its name: it blocks those
+        # days' runs; a file without one blocks none (read_bar_files leaves it out and names it)
+        first = last = None
+        day = date_in_name(p.name)
+        if day is not None:
+            first = pd.Timestamp(day).tz_localize(tz).tz_convert("UTC").as_unit("ns")
+            last = (pd.Timestamp(day) + pd.Timedelta(days=1)).tz_localize(tz).tz_convert("UTC").as_unit("ns")
+            last -= pd.Timedelta(minutes=1)
         return FileInfo(
-            str(p), st.st_size, st.st_mtime_ns, detect_kind(p.name, b""), [], None, None, None, 0, str(exc)
+            str(p), st.st_size, st.st_mtime_ns, detect_kind(p.name, b""), [], first, last, None, 0, str(exc)
         )
     frame = loaded.frame
     intervals = loaded.intervals()
@@ -167,9 +183,12 @@ def scan(
     The manifest (JSON at ``manifest_path``) is keyed by path and remembers size, mtime_ns, tz and bar_label:
     unchanged files are not read again; new or changed files are (re)learned; vanished files are dropped.
     Files that fail are recorded with ``error`` set (and retried only once they change). Without a
-    ``manifest_path`` every file is read.
+    ``manifest_path`` every file is read. The reader limits (``TIS_MAX_*``) are remembered like tz: a changed
+    limit re-learns every file (a file refused by a limit is read once the limit is raised).
     """
     check_args(tz, bar_label)
+    limits = ReadLimits.from_settings()
+    limits_json = dataclasses.asdict(limits)
     root_p = Path(root).absolute()
     if not root_p.exists():
         raise FileNotFoundError(f"market data path does not exist: {root_p}")
@@ -181,7 +200,10 @@ def scan(
         try:
             st = p.stat()
         except OSError:
-            continue
+            try:  # a symlink loop or a dangling link: learned (as an error) from the link itself
+                st = p.lstat()
+            except OSError:
+                continue  # gone since the walk
         key = str(p)
         entry = old.get(key)
         if (
@@ -190,12 +212,13 @@ def scan(
             and entry.get("mtime_ns") == st.st_mtime_ns
             and entry.get("tz") == tz
             and entry.get("bar_label") == bar_label
+            and entry.get("limits") == limits_json
         ):
             info = FileInfo.from_json(entry)
         else:
-            info = _learn(p, st, tz, bar_label)
+            info = _learn(p, st, tz, bar_label, limits)
         infos.append(info)
-        new[key] = {**info.to_json(), "tz": tz, "bar_label": bar_label}
+        new[key] = {**info.to_json(), "tz": tz, "bar_label": bar_label, "limits": limits_json}
     if mpath is not None and (new != old or not mpath.exists()):
         # keep entries of other roots that share the manifest
         merged = {k: v for k, v in old.items() if not _under(k, root_p)}
@@ -217,22 +240,26 @@ def _utc(ts: pd.Timestamp | str) -> pd.Timestamp:
     return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
 
 
-def _beyond_now(
-    frame: pd.DataFrame, key: np.ndarray, now_ns: int, lo: int, hi: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _outside(
+    frame: pd.DataFrame, key: np.ndarray, earliest_ns: int, now_ns: int, lo: int, hi: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows stamped in the future are in no window that can be run yet (a partition exists only once its day
-    is over). -> (keys where an unparseable row next to such a row goes with its nearest present-day row
-    instead, mask of the future rows whose nearest present-day row is in [lo, hi): the run to report them)."""
-    far = key > now_ns
-    if not far.any():
-        return key, far
+    is over), rows before the first partition in none at all. -> (keys where an unparseable row next to such
+    a row goes with its nearest in-range row instead, masks of the future and of the early rows whose
+    nearest in-range row is in [lo, hi): the run that reports them, once)."""
+    far, early = key > now_ns, key < earliest_ns
+    out = far | early
+    if not out.any():
+        return key, far, early
     nat = frame["timestamp"].isna().to_numpy()
-    anchor = pd.Series(np.where(far | nat, np.nan, key.astype(np.float64)))
+    anchor = pd.Series(np.where(out | nat, np.nan, key.astype(np.float64)))
     home = anchor.ffill().bfill().to_numpy()
-    if np.isnan(home).all():  # nothing in the file is of today or earlier: no run to report them in
-        return key, np.zeros(len(key), bool)
+    if np.isnan(home).all():  # nothing in the file is in range: no run to report them in
+        nothing = np.zeros(len(key), bool)
+        return key, nothing, nothing
     home = home.astype(np.int64)
-    return np.where(nat & far, home, key), far & ~nat & (home >= lo) & (home < hi)
+    here = ~nat & (home >= lo) & (home < hi)
+    return np.where(nat & out, home, key), far & here, early & here
 
 
 def read_bar_files(
@@ -243,6 +270,7 @@ def read_bar_files(
     manifest_path: str | os.PathLike[str] | None = None,
     tz: str = "UTC",
     bar_label: str = "open",
+    earliest: pd.Timestamp | str | None = None,
 ) -> ReadResult:
     """1-minute rows with ``start <= timestamp < end`` (UTC; naive bounds are UTC) from every file under root.
 
@@ -253,7 +281,13 @@ def read_bar_files(
     the validator's quarantine exactly once. Rows stamped later than now (+1 minute) belong to no partition
     that exists yet: they are not returned, and a note names them in the window of their nearest earlier row.
     Files that give no row to any window (no bars, no usable timestamp, only future rows) are listed in
-    ``skipped`` with the reason, in every window, like files of a coarser interval.
+    ``skipped`` with the reason, in every window, like files of a coarser interval. Rows stamped before
+    ``earliest`` (the first partition) are in no partition either: counted in ``outside_rows`` and noted
+    like future rows.
+
+    A file that cannot be read at all (``FileInfo.error``: not a regular file, over a limit, undecodable)
+    cannot show which days it holds: it is left out of every window and listed in ``unreadable``, unless
+    its name carries a date, which makes it fail (BarFileError) the windows of that day only.
     """
     start_t, end_t = _utc(start), _utc(end)
     now_ns = pd.Timestamp.now(tz="UTC").as_unit("ns").value + ONE_MINUTE * NS  # the validator's tolerance
@@ -262,9 +296,16 @@ def read_bar_files(
     skipped: list[tuple[str, str]] = []
     notes: list[str] = []
     lo, hi = start_t.as_unit("ns").value, end_t.as_unit("ns").value
+    earliest_ns = np.iinfo(np.int64).min if earliest is None else _utc(earliest).as_unit("ns").value
+    unreadable: list[tuple[str, str]] = []
+    outside_rows = 0
     for info in infos:
         if info.error is not None:
-            raise BarFileError(info.path, f"failed to read: {info.error}")
+            if info.first is None or info.last is None:
+                unreadable.append((info.path, info.error))
+            elif info.first < end_t and info.last >= start_t:
+                raise BarFileError(info.path, f"failed to read: {info.error}")
+            continue
         if info.interval_seconds is not None and info.interval_seconds != ONE_MINUTE:
             skipped.append(
                 (info.path, f"interval {interval_label(info.interval_seconds)}, not 1-minute: skipped")
@@ -283,13 +324,31 @@ def read_bar_files(
                 (info.path, f"all its rows are stamped later than now (from {info.first.isoformat()})")
             )
             continue
+        if info.last.as_unit("ns").value < earliest_ns:
+            skipped.append(
+                (
+                    info.path,
+                    f"all its rows are stamped before the first partition ({_utc(earliest).date()}; until "
+                    f"{info.last.isoformat()}): they fit no partition",
+                )
+            )
+            continue
         if not (info.first < end_t and info.last >= start_t):
             continue
         loaded = load_file(info.path, tz, bar_label)
         frame, key, file_skipped, file_notes = split_by_interval(loaded)
         skipped.extend(file_skipped)
         notes.extend(file_notes)
-        key, beyond = _beyond_now(frame, key, now_ns, lo, hi)
+        key, beyond, early = _outside(frame, key, earliest_ns, now_ns, lo, hi)
+        outside_rows += int(beyond.sum()) + int(early.sum())
+        if early.any():
+            first = int(np.flatnonzero(early)[0])
+            notes.append(
+                f"{info.path}: {int(early.sum())} row(s) stamped before the first partition "
+                f"({_utc(earliest).date()}) (first at line {int(frame['source_line'].iloc[first])}: "
+                f"{frame['timestamp'].iloc[first].isoformat()}) belong to no partition: not loaded, not "
+                "quarantined"
+            )
         if beyond.any():
             first = int(np.flatnonzero(beyond)[0])
             notes.append(
@@ -306,4 +365,4 @@ def read_bar_files(
         out = frames[0]
     else:
         out = pd.concat(frames, ignore_index=True)
-    return ReadResult(out, skipped, notes)
+    return ReadResult(out, skipped, notes, unreadable, outside_rows)

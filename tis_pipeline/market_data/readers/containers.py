@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import io
 import lzma
 import os
@@ -24,6 +22,7 @@ import pyarrow as pa
 
 from tis_pipeline.market_data.readers.context import RawTable, ReadContext
 from tis_pipeline.market_data.readers.delimited import raw_from_text
+from tis_pipeline.market_data.readers.limits import decompressor, inflate, too_large
 from tis_pipeline.market_data.readers.paths import (
     DATA_SUFFIXES,
     FEATHER_SUFFIXES,
@@ -117,12 +116,10 @@ def load_bytes(data: bytes, kind: str, ctx: ReadContext, prefix: str = "") -> tu
 
 
 def decompress(kind: str, data: bytes, ctx: ReadContext) -> bytes:
+    """The payload of a gz/bz2/xz file, inflated in steps and stopped at the ratio and size limits."""
     try:
-        if kind == "gz":
-            return gzip.decompress(data)
-        if kind == "bz2":
-            return bz2.decompress(data)
-        return lzma.decompress(data)
+        with decompressor(kind, data) as fh:
+            return inflate(fh, len(data), ctx.display, f"the {kind} archive", ctx.limits)
     except (OSError, EOFError, zlib.error, lzma.LZMAError, ValueError) as exc:
         raise ctx.error(f"corrupt or incomplete {kind} archive: {exc}") from exc
 
@@ -155,9 +152,13 @@ def load_zip(data: bytes, ctx: ReadContext) -> list:
             ctx.lean,
             ctx.notes,
             symbol_path=None if len(members) == 1 else ctx.path / m.filename,
+            limits=ctx.limits,
         )
+        if m.file_size > ctx.limits.max_file_bytes:  # the declared size; the read below checks the real one
+            raise ctx.error(f"member {m.filename!r}: {too_large(m.file_size, ctx.limits)}")
         try:
-            inner = zf.read(m)
+            with zf.open(m) as fh:
+                inner = inflate(fh, m.compress_size, ctx.display, f"member {m.filename!r}", ctx.limits)
         except (zipfile.BadZipFile, OSError, EOFError, zlib.error, ValueError, NotImplementedError) as exc:
             raise ctx.error(f"cannot read {m.filename!r} from the zip archive: {exc}") from exc
         fmt, raw = load_bytes(inner, detect_kind(m.filename, inner[:16]), sub, prefix="zip-")

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from tis_pipeline.market_data.readers.contract import BarFileError
+from tis_pipeline.market_data.readers.limits import ReadLimits
 from tis_pipeline.market_data.readers.paths import LeanLayout, date_in_name
 
 
@@ -27,6 +28,7 @@ class ReadContext:
     lean: LeanLayout | None
     notes: list[str]
     symbol_path: Path | None = None  # what the symbol is taken from when there is no symbol column
+    limits: ReadLimits = field(default_factory=ReadLimits.from_settings)
 
     @property
     def file_date(self) -> dt.date | None:

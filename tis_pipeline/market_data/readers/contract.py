@@ -57,6 +57,8 @@ class ReadResult:
     frame: pd.DataFrame
     skipped: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (file, why): left out, days unknown
+    outside_rows: int = 0  # rows of this window's files stamped in no partition (future, before the start)
 
 
 def interval_label(seconds: int | None) -> str:

@@ -79,6 +79,30 @@ def _split_lines(text: str) -> pa.Array:
     return lines
 
 
+def _check_line_lengths(lines: pa.Array, ctx: ReadContext) -> None:
+    limit = ctx.limits.max_line_bytes
+    lengths = pc.binary_length(lines).to_numpy(zero_copy_only=False)
+    if len(lengths) and (longest := int(lengths.max())) > limit:
+        raise ctx.error(
+            f"a line of {longest:,} bytes, over the limit of {limit:,} bytes (TIS_MAX_LINE_BYTES)",
+            line=int(np.argmax(lengths > limit)) + 1,
+        )
+
+
+def _check_field_counts(lines: pa.Array, delim: str, ctx: ReadContext) -> None:
+    limit = ctx.limits.max_fields
+    if delim == " ":
+        separators = pc.count_substring_regex(pc.ascii_trim_whitespace(lines), r"\s+")
+    else:
+        separators = pc.count_substring(lines, delim)
+    fields = separators.to_numpy(zero_copy_only=False) + 1
+    if len(fields) and (most := int(fields.max())) > limit:
+        raise ctx.error(
+            f"a line of {most:,} fields, over the limit of {limit:,} fields (TIS_MAX_FIELDS)",
+            line=int(np.argmax(fields > limit)) + 1,
+        )
+
+
 def _field_regex(n: int, delim: str) -> str:
     d = re.escape(delim)
     fields = [rf'\s*(?:"(?P<q{j}>(?:[^"]|"")*)"|(?P<u{j}>[^"{d}]*?))\s*' for j in range(n)]
@@ -100,6 +124,7 @@ def raw_from_text(text: str, ctx: ReadContext, fmt: str) -> RawTable:
     if text.startswith("\ufeff"):
         text = text[1:]
     lines = _split_lines(text)
+    _check_line_lengths(lines, ctx)  # before any line is split into fields
     # blank (or whitespace-only) lines are not rows
     length = pc.utf8_length(pc.ascii_trim_whitespace(lines)).to_numpy(zero_copy_only=False)
     nonblank = np.flatnonzero(length > 0)
@@ -108,6 +133,7 @@ def raw_from_text(text: str, ctx: ReadContext, fmt: str) -> RawTable:
         return RawTable.empty(fmt)
     sample = lines.take(pa.array(nonblank[:_SNIFF_LINES])).to_pylist()
     delim = _sniff_delimiter(sample, ctx)
+    _check_field_counts(lines, delim, ctx)
     first = _split_one(sample[0], delim)
     has_header = not any(_NUMLIKE.match(f) for f in first) and any(re.search(r"[A-Za-z]", f) for f in first)
     data_idx = nonblank[1:] if has_header else nonblank

@@ -26,6 +26,7 @@ from tis_pipeline.market_data.readers.contract import (
     empty_frame,
     interval_label,
 )
+from tis_pipeline.market_data.readers.limits import ReadLimits, check_regular, read_capped, too_large
 from tis_pipeline.market_data.readers.paths import lean_layout, path_skip_reason
 from tis_pipeline.market_data.readers.records import raw_from_table
 
@@ -61,19 +62,28 @@ class LoadedFile:
         return out
 
 
-def load_file(path: str | os.PathLike[str], tz: str, bar_label: str) -> LoadedFile:
-    """Parse one file completely (all symbols, all intervals). Raises BarFileError."""
+def load_file(
+    path: str | os.PathLike[str], tz: str, bar_label: str, limits: ReadLimits | None = None
+) -> LoadedFile:
+    """Parse one file completely (all symbols, all intervals). Raises BarFileError, also for a path that is
+    not a regular file or a file over a limit (``readers.limits``; checked before the file is opened)."""
     p = Path(path)
     display = str(p)
     notes: list[str] = []
     skipped: list[tuple[str, str]] = []
-    lean = lean_layout(p.resolve()) if p.exists() else lean_layout(p)
-    ctx = ReadContext(p, display, p.name, tz, bar_label, lean, notes)
+    limits = limits or ReadLimits.from_settings()
+    check_regular(p, display, limits)  # before any open: a FIFO would block, a device never end
+    lean = lean_layout(p.resolve())
+    ctx = ReadContext(p, display, p.name, tz, bar_label, lean, notes, limits=limits)
     try:
         with open(p, "rb") as fh:
             head = fh.read(16)
+            fh.seek(0)
+            data = b"" if kind_is_arrow(p.name, head) else read_capped(fh, limits.max_file_bytes)
     except OSError as exc:
         raise BarFileError(display, f"cannot open: {exc.strerror or exc}") from exc
+    if len(data) > limits.max_file_bytes:  # grew after the stat
+        raise BarFileError(display, too_large(len(data), limits))
     kind = detect_kind(p.name, head)
     reason = path_skip_reason(p)
     if reason is not None:
@@ -88,7 +98,6 @@ def load_file(path: str | os.PathLike[str], tz: str, bar_label: str) -> LoadedFi
                 raise ctx.error(f"empty file, not a {kind} file")
             raws = [(kind, raw_from_table(read_arrow(kind, str(p), ctx), kind))]
         else:
-            data = p.read_bytes()
             if kind == "zip":
                 raws = load_zip(data, ctx)
                 fmt = raws[0][0] if raws else "zip"
@@ -108,10 +117,15 @@ def load_file(path: str | os.PathLike[str], tz: str, bar_label: str) -> LoadedFi
     except BarFileError:
         raise
     except MemoryError:
-        raise
+        raise BarFileError(display, "ran out of memory while parsing it") from None
     except Exception as exc:  # anything unexpected still names the file
         raise BarFileError(display, f"unexpected {type(exc).__name__}: {exc}") from exc
     return LoadedFile(display, fmt, parts, notes, skipped)
+
+
+def kind_is_arrow(name: str, head: bytes) -> bool:
+    """Parquet and Feather are read by pyarrow from the path (column by column), not as bytes."""
+    return detect_kind(name, head) in ("parquet", "feather")
 
 
 def check_args(tz: str, bar_label: str) -> None:

@@ -215,11 +215,30 @@ def _normalise_tz_suffix(col: pa.Array, sample: list[str]) -> pa.Array:
     return col
 
 
+_PER_UNIT_NS = {"s": NS, "ms": 1_000_000, "us": 1_000, "ns": 1}
+
+
 def _to_ns(series: pd.Series) -> np.ndarray:
-    """datetime Series (naive or UTC) -> int64 ns with NAT for NaT."""
+    """datetime Series (naive or UTC) -> int64 ns with NAT for NaT.
+
+    pandas parses into the unit the text needs, so a year after 2262 or before 1677 parses; nanoseconds
+    cannot hold it: such a value becomes NAT (a bad row, quarantined like an unparseable one), not an error
+    for the whole file."""
     if isinstance(series.dtype, pd.DatetimeTZDtype):
         series = series.dt.tz_convert("UTC").dt.tz_localize(None)
-    return series.astype("datetime64[ns]").to_numpy().view(np.int64).copy()
+    values = series.to_numpy()
+    if values.dtype == object:  # all missing
+        return np.full(len(values), NAT, dtype=np.int64)
+    unit = np.datetime_data(values.dtype)[0]
+    raw = values.view(np.int64)
+    factor = _PER_UNIT_NS.get(unit)
+    if factor is None:
+        return series.astype("datetime64[ns]").to_numpy().view(np.int64).copy()
+    if factor == 1:
+        return raw.copy()
+    limit = np.iinfo(np.int64).max // factor
+    fits = (raw != NAT) & (raw <= limit) & (raw >= -limit)
+    return np.where(fits, raw * np.where(fits, factor, 0), NAT)
 
 
 def _parse_datetime_strings(

@@ -1,0 +1,59 @@
+"""Which symbols a day of ``market_data_1m`` should have and does not: the expected symbols are those with
+bars in the ``lookback`` days before it. A day with no bars at all whose weekday had none a week earlier
+either is a closed venue (weekends of a weekday market), not missing data. No Dagster here.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pandas as pd
+import sqlalchemy as sa
+
+LOOKBACK_DAYS = 5  # a symbol with bars in any of these days before a day is expected on it
+
+
+def symbols_by_day(conn: sa.Connection, first: date, last: date) -> pd.DataFrame:
+    """Columns ``day`` (date), ``symbol``: each symbol with 1-minute bars on each UTC day of
+    ``first``..``last``."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT DISTINCT CAST(\"timestamp\" AT TIME ZONE 'UTC' AS date) AS day, symbol "
+            "FROM market_data_1m "
+            'WHERE "timestamp" >= CAST(:a AS timestamptz) AND "timestamp" < CAST(:b AS timestamptz)'
+        ),
+        {"a": pd.Timestamp(first, tz="UTC"), "b": pd.Timestamp(last, tz="UTC") + pd.Timedelta(days=1)},
+    ).all()
+    return pd.DataFrame(rows, columns=["day", "symbol"])
+
+
+def missing_symbols(seen: pd.DataFrame, days: list[date], lookback: int = LOOKBACK_DAYS) -> pd.DataFrame:
+    """``seen`` (``symbols_by_day`` over at least ``max(lookback, 7)`` days before ``days``) → columns
+    ``day``, ``symbol``: the symbols with bars in the ``lookback`` days before a day of ``days`` but none on
+    it. Days with no bars at all are skipped when the same weekday a week earlier had none either (the venue
+    is closed that weekday)."""
+    by_day: dict[date, set[str]] = {}
+    for day, symbol in seen[["day", "symbol"]].itertuples(index=False):
+        by_day.setdefault(day, set()).add(symbol)
+    rows = []
+    for day in sorted(days):
+        have = by_day.get(day, set())
+        if not have and not by_day.get(day - timedelta(days=7)):
+            continue
+        expected = set().union(*(by_day.get(day - timedelta(days=k), set()) for k in range(1, lookback + 1)))
+        rows += [{"day": day, "symbol": s} for s in sorted(expected - have)]
+    return pd.DataFrame(rows, columns=["day", "symbol"])
+
+
+def missing_in(conn: sa.Connection, days: list[date], lookback: int = LOOKBACK_DAYS) -> pd.DataFrame:
+    """``missing_symbols`` of ``days`` read from ``market_data_1m``."""
+    if not days:
+        return pd.DataFrame(columns=["day", "symbol"])
+    seen = symbols_by_day(conn, min(days) - timedelta(days=max(lookback, 7)), max(days))
+    return missing_symbols(seen, days, lookback)
+
+
+def last_bar_day(conn: sa.Connection) -> date | None:
+    """The UTC day of the latest 1-minute bar, if any."""
+    last = conn.execute(sa.text('SELECT max("timestamp") FROM market_data_1m')).scalar_one()
+    return None if last is None else pd.Timestamp(last).tz_convert("UTC").date()
