@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import os
@@ -302,7 +303,7 @@ def _rows_written(result: ExecuteInProcessResult) -> int:
     for event in result.get_asset_materialization_events():
         mat = event.event_specific_data.materialization
         if mat.asset_key.to_user_string() == "market_data_1m":
-            value = mat.metadata.get("dagster/row_count")
+            value = mat.metadata.get("rows_written_by_run")
             return int(value.value) if value is not None else 0
     return 0
 
@@ -545,12 +546,50 @@ def _demo_ranges() -> list[tuple[date, date]]:
     return [(c.first, c.last) for c in covering_ranges(sorted(days), DEMO_MAX_GAP_DAYS)]
 
 
-def print_counts(url: str) -> None:
+def _shown_counts(url: str) -> dict[str, int]:
     from tis_pipeline.pg import engine as pg
     from tis_pipeline.pg.migrate import project_tables
 
     existing = set(project_tables(url))
-    counts = pg.table_counts(url, [t for t in SHOWN_TABLES if t in existing])
+    return pg.table_counts(url, [t for t in SHOWN_TABLES if t in existing])
+
+
+def _empty_project_tables(url: str) -> None:
+    """Every project table dropped and made again (Alembic down to base, up to head); Dagster's own tables,
+    even in the same database, are not the project's migrations' to touch."""
+    import sqlalchemy as sa
+
+    from tis_pipeline.pg import engine as pg
+    from tis_pipeline.pg import migrate
+
+    try:
+        if "market_data_1m" in migrate.project_tables(url):
+            # the downgrade copies market_data_1m out of its partitions: emptied, nothing is copied
+            with pg.engine(url).begin() as conn:
+                conn.execute(sa.text("TRUNCATE market_data_1m"))
+        migrate.downgrade(url, "base")
+        migrate.upgrade(url, "head")
+    except DatabaseConfigError as exc:
+        _fail(str(exc))
+
+
+def _say_what_is_there(url: str) -> None:
+    """Before the demo adds its rows: what earlier runs left, so that the counts printed after are not a
+    surprise."""
+    counts = _shown_counts(url)
+    bars, others = counts.get("market_data_1m", 0), sum(counts.values()) - counts.get("market_data_1m", 0)
+    if bars == 0 and others == 0:
+        return
+    held = f"{bars:,} 1-minute bars" + (f" (and {others:,} rows in the other tables)" if others else "")
+    console.print(
+        f"the database already holds {held} from earlier runs; the counts below include them; "
+        "`tis demo --fresh` starts from empty tables",
+        markup=False,
+    )
+
+
+def print_counts(url: str) -> None:
+    counts = _shown_counts(url)
     table = Table(title="rows per table")
     table.add_column("table")
     table.add_column("rows", justify="right")
@@ -560,12 +599,24 @@ def print_counts(url: str) -> None:
 
 
 @app.command("demo")
-def demo() -> None:
+def demo(
+    fresh: bool = typer.Option(
+        False,
+        "--fresh",
+        help="Empty the project's tables first (schema down to base and up to head; Dagster's run history "
+        "is kept), so the counts are those of this demo alone.",
+    ),
+) -> None:
     """Start the database, migrate, materialize every asset on the demo range and print what was made."""
     _partition_bounds()
     _check_market_source()
     env = _prepared()
     _migrate(env["TIS_DATABASE_URL"])
+    if fresh:
+        _empty_project_tables(env["TIS_DATABASE_URL"])
+        console.print("--fresh: emptied the project's tables (schema down to base and up to head)")
+    else:
+        _say_what_is_there(env["TIS_DATABASE_URL"])
     s = settings()
     if s.market_source == "csv":
         console.print(f"market data: files under [bold]{s.market_data_dir}[/] (TIS_MARKET_DATA_DIR)")
@@ -701,7 +752,98 @@ def dev(
         "-p",
         str(port),
     ]
-    raise typer.Exit(subprocess.call(cmd, cwd=PROJECT_ROOT))
+    raise typer.Exit(_run_process_group(cmd, **_dev_child(env)))
+
+
+# after SIGTERM or Ctrl-C, how long `dagster dev` has to stop before its process group is killed
+DEV_STOP_SECONDS = 20
+
+
+def _dev_child(env: dict[str, str]) -> dict:
+    """The working directory and environment of `dagster dev`, without its false warnings.
+
+    `dagster dev` warns that ./dagster.yaml "will not be used" whenever it runs elsewhere than DAGSTER_HOME;
+    when DAGSTER_HOME's dagster.yaml is the project's (the link `tis` makes), the warning is false, so the
+    child runs in DAGSTER_HOME itself (paths in the environment made absolute first). The beta and preview
+    warnings of `backfill_policy` are silenced in the child, as in this process."""
+    home = os.path.realpath(env["DAGSTER_HOME"])
+    child = dict(os.environ)
+    for name in ("TIS_HOME", "TIS_MARKET_DATA_DIR", "TIS_ARCHIVE_DIR"):
+        if child.get(name):
+            child[name] = os.path.abspath(child[name])
+    # Dagster's beta and preview warnings on decorator parameters (`backfill_policy` of `@asset`) are issued
+    # from this module; PYTHONWARNINGS cannot name Dagster's warning classes (not importable at start-up)
+    quiet = "ignore:::dagster._core.decorator_utils"
+    child["PYTHONWARNINGS"] = ",".join(w for w in (child.get("PYTHONWARNINGS"), quiet) if w)
+    project_yaml = str((PROJECT_ROOT / "dagster.yaml").resolve())
+    if os.path.realpath(os.path.join(home, "dagster.yaml")) == project_yaml:
+        child["DAGSTER_HOME"] = home
+        return {"cwd": home, "env": child}
+    return {"cwd": str(PROJECT_ROOT), "env": child}
+
+
+def _run_process_group(cmd: list[str], cwd: str, env: dict[str, str]) -> int:
+    """Run ``cmd`` in a process group of its own and wait; SIGTERM, SIGINT (Ctrl-C) and SIGHUP to this process
+    go to the whole group (the webserver, the daemon, the code servers), which is killed if it has not stopped
+    after DEV_STOP_SECONDS. Returns the exit code (128 + the signal when stopped by one)."""
+    import signal
+
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, start_new_session=True)
+    received: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        received.append(signum)
+        _kill_group(proc.pid, signum)
+
+    handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = {s: signal.signal(s, forward) for s in handled}
+    try:
+        # polled, not one wait(): a wait without timeout resumes after the handler and never times out
+        deadline = None
+        while proc.poll() is None:
+            if received and deadline is None:
+                deadline = time.monotonic() + DEV_STOP_SECONDS
+            if deadline is not None and time.monotonic() > deadline:
+                err.print(f"dagster dev did not stop within {DEV_STOP_SECONDS} s: killing its processes")
+                _kill_group(proc.pid, signal.SIGKILL)
+                proc.wait()
+                break
+            time.sleep(0.2)
+        # the webserver or daemon may outlive `dagster dev` itself: nothing of the group stays behind
+        _stop_group(proc.pid)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return 128 + received[0] if received else proc.returncode
+
+
+def _kill_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signum)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stop_group(pgid: int) -> None:
+    """SIGTERM what is left of the group, SIGKILL it if still there after DEV_STOP_SECONDS."""
+    import signal
+
+    if not _group_alive(pgid):
+        return
+    _kill_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + DEV_STOP_SECONDS
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _group_alive(pgid):
+        _kill_group(pgid, signal.SIGKILL)
 
 
 @app.command("docs")

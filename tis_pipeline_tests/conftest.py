@@ -22,6 +22,54 @@ os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 SHARED_MARKET_DIR = shared_dir() / "data" / "market"
 
 
+# whether the embedded server was running when this test session began (None: TIS_TEST_DATABASE_URL is set,
+# or this is a pytest-xdist worker, whose controller decides)
+_embedded_was_running: list[bool] = []
+
+
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if os.environ.get("TIS_TEST_DATABASE_URL") or _is_xdist_worker(session.config):
+        return
+    from tis_pipeline.pg import embedded
+
+    _embedded_was_running.append(embedded.running() is not None)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop the embedded server if this session started it (with `-n`, one of its workers did), unless another
+    client is connected to it: a server that was running before the session is never stopped."""
+    if _embedded_was_running != [False]:
+        return
+    from tis_pipeline.pg import embedded
+
+    server = embedded.running()
+    if server is None:
+        return
+    import gc
+
+    for obj in gc.get_objects():  # this process's own pooled connections are not "another client"
+        if isinstance(obj, sa.Engine):
+            obj.dispose()
+    admin = sa.create_engine(server.url("postgres"), poolclass=sa.pool.NullPool)
+    try:
+        with admin.connect() as conn:
+            others = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+                )
+            ).scalar_one()
+    finally:
+        admin.dispose()
+    if others:
+        return  # someone else started using it meanwhile: theirs to stop (`tis db stop`)
+    embedded.stop()
+
+
 def _server_url() -> str:
     from tis_pipeline.pg.engine import normalise_url
 

@@ -318,3 +318,138 @@ def test_db_url_masks_the_password_unless_asked(cli_env):
     shown = run_tis(["db", "url", "--show-password"], env, timeout=120)
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout == url.render_as_string(hide_password=False) + "\n"
+
+
+def _counts_table(stdout):
+    """The demo's "rows per table" lines."""
+    return stdout[stdout.index("rows per table") :].splitlines()
+
+
+@pytest.mark.pg
+@pytest.mark.slow
+def test_demo_says_what_earlier_runs_left_and_fresh_starts_from_empty(cli_env):
+    first = run_tis(["demo"], cli_env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "already holds" not in first.stdout
+    again = run_tis(["demo"], cli_env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    bars = digest(cli_env["TIS_DATABASE_URL"])["market_data_1m"][0]
+    assert bars > 0
+    assert "the database already holds " in again.stdout and "1-minute bars" in again.stdout
+    assert "the counts below include them; `tis demo --fresh` starts from empty tables" in again.stdout
+    fresh = run_tis(["demo", "--fresh"], cli_env)
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    assert "emptied the project's tables" in fresh.stdout
+    assert "already holds" not in fresh.stdout
+    assert _counts_table(fresh.stdout) == _counts_table(first.stdout)
+
+
+def _group_pids(pgid):
+    import psutil
+
+    pids = []
+    for p in psutil.process_iter():
+        try:
+            if os.getpgid(p.pid) == pgid and p.status() != psutil.STATUS_ZOMBIE:
+                pids.append(p.pid)
+        except (ProcessLookupError, psutil.Error):
+            pass
+    return pids
+
+
+def _alive(process):
+    import psutil
+
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _answers(port):
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+@pytest.mark.pg
+@pytest.mark.slow
+def test_dev_stops_everything_on_sigterm(cli_env):
+    import signal
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # the tis process leads its own group, as a shell's job would: its children (the dagster dev group) are
+    # apart from it
+    proc = subprocess.Popen(
+        [*TIS, "dev", "--port", str(port)],
+        cwd=PROJECT_ROOT,
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    groups: set[int] = set()
+    try:
+        deadline = time.monotonic() + 240
+        while not _answers(port):
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "the UI never answered"
+            time.sleep(1)
+        import psutil
+
+        children = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+        assert children
+        groups.update(os.getpgid(pid) for pid in children)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+        out = proc.stdout.read()
+        assert code == 128 + signal.SIGTERM, out
+        deadline = time.monotonic() + 30
+        while any(_group_pids(g) for g in groups) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not any(_group_pids(g) for g in groups), out
+        live = {p.pid for p in psutil.process_iter() if _alive(p)}
+        assert not live.intersection(children), out
+        assert not _answers(port)
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(("127.0.0.1", port))  # nothing listens there any more
+        assert "will not be used" not in out, out
+        assert "BetaWarning" not in out and "PreviewWarning" not in out, out
+    finally:
+        for pgid in {proc.pid, *groups}:
+            if _group_pids(pgid):
+                os.killpg(pgid, signal.SIGKILL)
+
+
+def test_dev_kills_a_group_that_ignores_the_signal(monkeypatch):
+    import signal
+    import threading
+
+    from tis_pipeline import cli
+
+    monkeypatch.setattr(cli, "DEV_STOP_SECONDS", 1)
+    pids = []
+    popen = subprocess.Popen
+
+    def recording_popen(*args, **kwargs):
+        proc = popen(*args, **kwargs)
+        pids.append(proc.pid)
+        return proc
+
+    monkeypatch.setattr(subprocess, "Popen", recording_popen)
+    threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    # a shell and its child that both ignore SIGTERM: only SIGKILL ends them
+    code = cli._run_process_group(
+        ["sh", "-c", "trap '' TERM INT HUP; sleep 60 & wait"], cwd=str(PROJECT_ROOT), env=dict(os.environ)
+    )
+    assert code == 128 + signal.SIGTERM
+    assert not _group_pids(pids[0])

@@ -94,16 +94,23 @@ def _score_day(
 
 
 def _plot(scores: pd.DataFrame, events: pd.DataFrame) -> str:
-    """Close and evidence of the first symbol with its events; laid out by hand with fixed hour ticks (the
-    automatic date ticks and the tight crop drew the figure three times: most of the plot's cost)."""
+    """Close and evidence of the first symbol with its events, titled with its days drawn and how many of the
+    sample's symbols it leaves out; laid out by hand with fixed hour ticks (the automatic date ticks and the
+    tight crop drew the figure three times: most of the plot's cost)."""
     from matplotlib import dates  # matplotlib is slow to import: only when a run draws
 
-    symbol = sorted(scores["symbol"].astype(str).unique())[0]
+    symbols = sorted(scores["symbol"].astype(str).unique())
+    symbol = symbols[0]
     part = scores[scores["symbol"] == symbol]
+    times = pd.to_datetime(part["timestamp"], utc=True)
+    first, last = times.min().date(), times.max().date()
+    days = f"{first}" if first == last else f"{first}..{last}"
+    title = f"{symbol} {days}: 1 of {len(symbols)} symbols shown"
     fig, (top, bottom) = plots.pyplot().subplots(
         2, 1, figsize=(8, 4.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
     )
-    fig.subplots_adjust(left=0.09, right=0.98, top=0.97, bottom=0.1, hspace=0.08)
+    fig.subplots_adjust(left=0.09, right=0.98, top=0.93, bottom=0.1, hspace=0.08)
+    top.set_title(title, fontsize=10)
     top.plot(part["timestamp"], part["close"], linewidth=0.7, label=f"{symbol} close")
     marks = events[events["symbol"] == symbol] if len(events) else events
     if len(marks):
@@ -117,7 +124,7 @@ def _plot(scores: pd.DataFrame, events: pd.DataFrame) -> str:
     bottom.xaxis.set_major_formatter(dates.DateFormatter("%H:%M" if span_h <= 24 else "%m-%d"))
     bottom.tick_params(axis="x", labelsize=7)
     top.legend(loc="upper left", fontsize=7)
-    return plots.markdown_image(plots.figure_png(fig, tight=False), "dsi")
+    return f"{plots.markdown_image(plots.figure_png(fig, tight=False), title)}\n\n{title}."
 
 
 def _swap_and_write(

@@ -4,6 +4,7 @@ from collections.abc import Iterator
 
 import dagster as dg
 import pandas as pd
+import sqlalchemy as sa
 
 from tis_pipeline.market_data import describe, ingest, rollups
 from tis_pipeline.market_data.bars import BAR_COLUMNS
@@ -21,6 +22,31 @@ from tis_pipeline.settings import settings
 def window_of(context: dg.AssetExecutionContext) -> tuple[pd.Timestamp, pd.Timestamp]:
     window = context.partition_time_window
     return pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")
+
+
+def _rows_in_window(db: PostgresResource, table: str, start: pd.Timestamp, end: pd.Timestamp) -> int:
+    """The table's rows in [start, end) after the run, whoever wrote them (``dagster/row_count``: the UI's
+    "Row count" of the asset); ``table`` is one of this module's fixed names."""
+    with db.engine.connect() as conn:
+        return conn.execute(
+            sa.text(f'SELECT count(*) FROM {table} WHERE "timestamp" >= :a AND "timestamp" < :b'),
+            {"a": start, "b": end},
+        ).scalar_one()
+
+
+def _run_range(start: pd.Timestamp, end: pd.Timestamp) -> str:
+    return describe.day_range(start.date(), (end - pd.Timedelta(days=1)).date())
+
+
+def _plot_md(png: bytes, table: str, plotted: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> str:
+    """The rollup's plot with a caption of what it leaves out: the days of the run not drawn, symbols."""
+    if not png:
+        return "_no rows_"
+    alt = describe.plot_title(table, plotted).replace("\n", " ")
+    return (
+        f"{markdown_image(png, alt)}\n\nDays {describe.days_drawn(plotted)} of the run's "
+        f"{_run_range(start, end)}; {describe.symbols_drawn(plotted)}."
+    )
 
 
 def _preview(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
@@ -52,8 +78,11 @@ def market_data_1m(
     checked, facts = ingested.checked, ingested.facts
     yield dg.MaterializeResult(
         metadata={
-            "dagster/row_count": written,
-            "rows_replaced": deleted,
+            # the table's rows for the range (all sources): Dagster's "Row count"; the run's own work beside
+            "dagster/row_count": _rows_in_window(db, "market_data_1m", start, end),
+            "rows_written_by_run": written,
+            "rows_deleted_by_run": deleted,  # this source's earlier rows of the range, replaced by the run
+            "range": _run_range(start, end),
             "symbols": ", ".join(facts["symbols"]),
             "first_timestamp": facts["first_timestamp"] or "",
             "last_timestamp": facts["last_timestamp"] or "",
@@ -118,7 +147,9 @@ def _rollup(
     facts = describe.rollup_facts(rolled.plot_frame, rolled.fill)
     yield dg.MaterializeResult(
         metadata={
-            "dagster/row_count": rolled.written,
+            "dagster/row_count": _rows_in_window(db, table, start, end),
+            "rows_written_by_run": rolled.written,
+            "range": _run_range(start, end),
             "symbols": facts["symbols"],
             "first_timestamp": facts["first_timestamp"],
             "last_timestamp": facts["last_timestamp"],
@@ -129,7 +160,7 @@ def _rollup(
             "healed_rows": rolled.healed_written,
             "stale_days_left": dg.MetadataValue.json([d.isoformat() for d in rolled.left]),
             "preview": _preview(rolled.plot_frame),
-            "plot": dg.MetadataValue.md(markdown_image(png, table) if png else "_no rows_"),
+            "plot": dg.MetadataValue.md(_plot_md(png, table, rolled.plot_frame, start, end)),
         }
     )
 

@@ -92,15 +92,54 @@ def _missing_by_symbol(frame: pd.DataFrame, interval: str) -> tuple[list[str], d
     return [names[i] for i in order], {names[i]: int(missing[i]) for i in order}
 
 
-def price_volume_png(frame: pd.DataFrame, title: str, max_symbols: int = 4) -> bytes:
-    """A PNG of close and volume per symbol (first ``max_symbols``), for the UI."""
+PLOT_SYMBOLS = 8  # symbols drawn in a price/volume plot: more make an unreadable legend
+
+
+def day_range(first: object, last: object) -> str:
+    """Two days as ``first..last``; one day alone when they are the same."""
+    return f"{first}" if first == last else f"{first}..{last}"
+
+
+def days_drawn(frame: pd.DataFrame) -> str:
+    """The UTC days of ``frame``'s bars as ``first..last`` (``day_range``); empty without bars."""
+    if frame.empty:
+        return ""
+    times = frame["timestamp"].dt.tz_convert("UTC")
+    return day_range(times.min().date(), times.max().date())
+
+
+def symbols_drawn(frame: pd.DataFrame, max_symbols: int = PLOT_SYMBOLS) -> str:
+    """What a plot of ``frame`` leaves out: ``"5 of 5 symbols shown"``, or with the symbols not drawn
+    (the first ``max_symbols`` in order are)."""
+    symbols = sorted(frame["symbol"].astype(str).unique()) if len(frame) else []
+    left_out = symbols[max_symbols:]
+    text = f"{len(symbols) - len(left_out)} of {len(symbols)} symbols shown"
+    if left_out:
+        names = ", ".join(left_out[:20]) + (f", … ({len(left_out) - 20} more)" if len(left_out) > 20 else "")
+        text += f"; not shown: {names}"
+    return text
+
+
+def plot_title(title: str, frame: pd.DataFrame, max_symbols: int = PLOT_SYMBOLS) -> str:
+    """``title`` with the days drawn (``days_drawn``) and, when symbols are left out, how many are shown."""
+    heading = f"{title} {days_drawn(frame)}".strip()
+    symbols = frame["symbol"].nunique() if len(frame) else 0
+    if symbols > max_symbols:
+        heading += f"\n{max_symbols} of {symbols} symbols shown"
+    return heading
+
+
+def price_volume_png(frame: pd.DataFrame, title: str, max_symbols: int = PLOT_SYMBOLS) -> bytes:
+    """A PNG of close and volume per symbol (the first ``max_symbols`` in order), for the UI; titled with
+    ``plot_title``: the days drawn and, if any are left out, how many symbols are shown."""
     import matplotlib.dates as mdates  # imported on use: matplotlib costs a second
 
     # laid out by hand: a tight crop or autofmt_xdate would draw the figure twice
     fig, (ax_price, ax_volume) = pyplot().subplots(
         2, 1, figsize=(8, 4.5), sharex=True, gridspec_kw={"height_ratios": [3, 1], "hspace": 0.08}
     )
-    fig.subplots_adjust(left=0.1, right=0.98, top=0.93, bottom=0.12)
+    heading = plot_title(title, frame, max_symbols)
+    fig.subplots_adjust(left=0.1, right=0.98, top=0.93 if "\n" not in heading else 0.89, bottom=0.12)
     for symbol in sorted(frame["symbol"].astype(str).unique())[:max_symbols]:
         part = frame[frame["symbol"] == symbol]
         base = part["close"].iloc[0] if len(part) else 1.0
@@ -108,8 +147,8 @@ def price_volume_png(frame: pd.DataFrame, title: str, max_symbols: int = 4) -> b
         ax_volume.plot(part["timestamp"], part["volume"], linewidth=0.6)
     ax_price.set_ylabel("close (first = 100)")
     ax_volume.set_ylabel("volume")
-    ax_price.set_title(title)
-    ax_price.legend(loc="upper left", fontsize=7)
+    ax_price.set_title(heading, fontsize=10)
+    ax_price.legend(loc="upper left", fontsize=7, ncol=2 if max_symbols > 4 else 1)
     locator = mdates.AutoDateLocator(minticks=3, maxticks=7)
     ax_volume.xaxis.set_major_locator(locator)
     ax_volume.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))

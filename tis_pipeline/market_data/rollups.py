@@ -568,7 +568,7 @@ def roll_up(engine: sa.Engine, table: str, start: pd.Timestamp, end: pd.Timestam
 
     Runs of the same rollup take turns (a transaction-level advisory lock): healing writes days outside the
     window, which another run may be writing too."""
-    title = f"{table} {start.date()}"
+    title = table  # plot_title adds the days drawn
     table = bar_table(table)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tis-pyplot") as pool:
         pool.submit(pyplot)  # matplotlib's first import (a second) overlaps the SQL instead of following it

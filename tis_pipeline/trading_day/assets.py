@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import dagster as dg
 import pandas as pd
+import sqlalchemy as sa
 
 from tis_pipeline.market_data import store as bar_store
 from tis_pipeline.market_data.partitions import daily_partitions
@@ -57,6 +58,20 @@ _DEPS = {
     "module_replication_triggers": ["module_performance"],
     "module_replications": ["module_replication_triggers"],
 }
+
+
+def _rows_in_range(db: PostgresResource, start: pd.Timestamp, end: pd.Timestamp) -> dict[str, int]:
+    """Each table's rows after the run: those in [start, end) of the tables cleared by range, every module of
+    ``modules`` (it holds the ecosystem, not days)."""
+    counts = " UNION ALL ".join(
+        f'SELECT \'{t}\', count(*) FROM {t} WHERE "timestamp" >= :a AND "timestamp" < :b'
+        for t in store.WINDOW_TABLES
+    )
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(f"{counts} UNION ALL SELECT 'modules', count(*) FROM modules"), {"a": start, "b": end}
+        )
+        return {str(t): int(n) for t, n in rows}
 
 
 def _md(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
@@ -139,8 +154,10 @@ def trading_day(
         store.save_populations(conn, states)
 
     plans = frames["trading_plans"]
-    shared = {"range": f"{begin.date()}..{(end - pd.Timedelta(days=1)).date()}", "days": len(days)}
-    summary = plan_summary(plans)
+    in_table = _rows_in_range(db, begin, end)
+    run_range = f"{begin.date()}..{(end - pd.Timedelta(days=1)).date()}"
+    shared: dict[str, str | int] = {"range": run_range, "days": len(days)}
+    summary = plan_summary(plans, population)
     metadata = {
         "trading_plans": {
             "execution_status": dg.MetadataValue.json(summary["execution_status"]),
@@ -149,7 +166,9 @@ def trading_day(
             "total_pnl": summary["total_pnl"],
             "win_rate": summary["win_rate"],
             "pnl_by_module": _md(summary["pnl_by_module"], 50),
-            "plot": dg.MetadataValue.md(pnl_plot(plans, population) if len(plans) else "_no plans_"),
+            "plot": dg.MetadataValue.md(
+                pnl_plot(plans, population, run_range) if len(plans) else "_no plans_"
+            ),
             "preview": _md(
                 plans[
                     [
@@ -191,8 +210,10 @@ def trading_day(
             asset_key=table,
             metadata={
                 **shared,
-                "dagster/row_count": written[table],
-                "rows_replaced": cleared.get(table, 0),
+                # the table's rows for the range after the run (Dagster's "Row count"), the run's own beside
+                "dagster/row_count": in_table[table],
+                "rows_written_by_run": written[table],
+                "rows_deleted_by_run": cleared.get(table, 0),  # the range's earlier rows, replaced by the run
                 **metadata.get(table, {}),
             },
         )

@@ -98,9 +98,9 @@ def concat_frames(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def plan_summary(plans: pd.DataFrame) -> dict:
+def plan_summary(plans: pd.DataFrame, population: pd.DataFrame | None = None) -> dict:
     """The range's plans in figures: execution_status counts, total P&L, win rate and (trades, pnl) per
-    module."""
+    module, with the module's name and generation from ``population`` beside its id."""
     status = plans["execution_status"].value_counts().to_dict() if len(plans) else {}
     executed = plans[plans["pnl"].notna()] if len(plans) else plans
     by_module = (
@@ -111,6 +111,8 @@ def plan_summary(plans: pd.DataFrame) -> dict:
         if len(executed)
         else pd.DataFrame()
     )
+    if len(by_module) and population is not None:
+        by_module = _named(by_module, population)
     return {
         "execution_status": {k: int(v) for k, v in status.items()},
         "total_pnl": float(executed["pnl"].astype(float).sum()) if len(executed) else 0.0,
@@ -119,14 +121,36 @@ def plan_summary(plans: pd.DataFrame) -> dict:
     }
 
 
-def pnl_plot(plans: pd.DataFrame, population: pd.DataFrame) -> str:
-    """Markdown with a PNG of each module's cumulative P&L over its executed plans."""
+def _named(frame: pd.DataFrame, population: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the module's name and generation (``generational_depth``) after its ``module_id``."""
+    modules = population[["module_id", "name", "generational_depth"]].rename(
+        columns={"generational_depth": "generation"}
+    )
+    named = frame.merge(modules, on="module_id", how="left")
+    first = ["module_id", "name", "generation"]
+    return named[first + [c for c in named.columns if c not in first]]
+
+
+PLOT_MODULES = 8  # modules drawn in the P&L plot: more make an unreadable legend
+
+
+def pnl_plot(plans: pd.DataFrame, population: pd.DataFrame, days: str = "") -> str:
+    """Markdown with a PNG of each module's cumulative P&L over its executed plans, titled with ``days``
+    (the run's range); the ``PLOT_MODULES`` modules of largest final |P&L| are drawn, and a caption says how
+    many of how many."""
     done = plans[plans["pnl"].notna()].sort_values("timestamp")
     if done.empty:
         return "_no executed plans_"
     names = dict(zip(population["module_id"], population["name"], strict=True))
+    final = done.groupby("module_id", sort=True)["pnl"].sum().astype(float)
+    drawn = set(final.abs().sort_values(ascending=False, kind="stable").index[:PLOT_MODULES])
+    shown = f"{len(drawn)} of {len(final)} modules with executed plans shown"
+    if len(drawn) < len(final):
+        shown += " (largest |P&L|)"
     fig, ax = plots.pyplot().subplots(figsize=(8, 3.5))
     for module_id, part in done.groupby("module_id", sort=True):
+        if module_id not in drawn:
+            continue
         ax.step(
             part["timestamp"],
             part["pnl"].astype(float).cumsum(),
@@ -136,6 +160,8 @@ def pnl_plot(plans: pd.DataFrame, population: pd.DataFrame) -> str:
         )
     ax.axhline(0, color="grey", linewidth=0.5)
     ax.set_ylabel("cumulative P&L")
+    title = f"cumulative P&L by module {days}".strip()
+    ax.set_title(f"{title}\n{shown}" if len(drawn) < len(final) else title, fontsize=10)
     ax.legend(loc="upper left", fontsize=7)
     fig.autofmt_xdate()
-    return plots.markdown_image(plots.figure_png(fig), "pnl")
+    return f"{plots.markdown_image(plots.figure_png(fig), title)}\n\n{title}: {shown}."

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from tis_pipeline.market_data import synthetic
+from tis_pipeline.market_data import describe, synthetic
 from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
 from tis_pipeline.market_data.partitions import range_tags
 from tis_pipeline.market_data.sources import BarSource
@@ -282,13 +282,13 @@ def test_swap_keeps_other_sources_rows_and_absorbs_the_default_partition(databas
             )
         )
         assert conn.execute(sa.text("SELECT count(*) FROM market_data_1m_default")).scalar_one() >= 2
-    replaced = []
+    replaced, counts = [], []
     for _ in range(2):
         result = materialize_range(database_url, "2024-02-20", "2024-02-20", [market_data_1m])
         assert result.success
-        replaced.append(
-            result.asset_materializations_for_node("market_data_1m")[0].metadata["rows_replaced"].value
-        )
+        meta = result.asset_materializations_for_node("market_data_1m")[0].metadata
+        replaced.append(meta["rows_deleted_by_run"].value)
+        counts.append((meta["rows_written_by_run"].value, meta["dagster/row_count"].value))
     with engine(database_url).connect() as conn:
         other = (
             conn.execute(
@@ -315,6 +315,8 @@ def test_swap_keeps_other_sources_rows_and_absorbs_the_default_partition(databas
     # first run: the one AAA row of the DEFAULT partition; second: the source's rows of the old partition, not
     # OTHER
     assert replaced == [1, len(expected)]
+    # the run wrote the source's rows; the table's "Row count" for the day also holds OTHER's row
+    assert counts == [(len(expected), len(expected) + 1)] * 2
     aaa = stored[stored["symbol"] == "AAA"]
     np.testing.assert_array_equal(
         aaa["close"].to_numpy(), expected[expected["symbol"] == "AAA"]["close"].to_numpy()
@@ -521,3 +523,54 @@ def test_the_rollup_pieces_read_the_snapshot_of_the_replacing_transaction(databa
     rollups.discard_expected(eng, pinned)
     rollups.discard_expected(eng, unpinned)
     assert _scratch_tables(database_url) == []
+
+
+def test_the_metadata_names_the_range_what_the_plot_leaves_out_and_the_rows_of_run_and_table(
+    migrated_database_url,
+):
+    """Issue 16 §3: a 3-day range of 5 symbols: the plots draw all 5 and name both ends of the range;
+    ``rows_written_by_run`` is what the run wrote, ``dagster/row_count`` (the UI's "Row count") the table's
+    rows for the range, another source's row included."""
+    url, five = migrated_database_url, ["AAA", "BBB", "CCC", "DDD", "EEE"]
+    first, end = pd.Timestamp("2024-03-01", tz="UTC"), pd.Timestamp("2024-03-04", tz="UTC")
+    with engine(url).begin() as conn:
+        conn.execute(
+            sa.text(
+                'INSERT INTO market_data_1m (symbol, "timestamp", open, high, low, close, volume) VALUES '
+                "('OTHER', '2024-03-02 10:00+00', 1, 2, 1, 2, 5)"
+            )
+        )
+    result = materialize_range(url, "2024-03-01", "2024-03-03", symbols=five)
+    assert result.success
+    source = synthetic.bars(first, end, five, seed=11)
+    one = result.asset_materializations_for_node("market_data_1m")[0].metadata
+    assert one["rows_written_by_run"].value == len(source)
+    assert one["rows_deleted_by_run"].value == 0
+    assert one["dagster/row_count"].value == len(source) + 1
+    assert one["range"].value == "2024-03-01..2024-03-03"
+    for table in ("market_data_15m", "market_data_1h"):
+        meta = result.asset_materializations_for_node(table)[0].metadata
+        count, _ = table_digest(url, table, first, end)
+        assert meta["dagster/row_count"].value == count == meta["rows_written_by_run"].value
+        plot = meta["plot"].value
+        assert plot.startswith(f"![{table} 2024-03-01..2024-03-03](data:image/png;base64,")
+        assert "Days 2024-03-01..2024-03-03 of the run's 2024-03-01..2024-03-03" in plot
+        assert "6 of 6 symbols shown" in plot  # the five and OTHER, whose bar is rolled up too
+    again = materialize_range(url, "2024-03-01", "2024-03-03", [market_data_1m], symbols=five)
+    meta = again.asset_materializations_for_node("market_data_1m")[0].metadata
+    assert meta["rows_deleted_by_run"].value == meta["rows_written_by_run"].value == len(source)
+    assert meta["dagster/row_count"].value == len(source) + 1
+
+
+def test_a_plot_of_many_symbols_says_which_it_leaves_out():
+    day = pd.Timestamp("2024-03-01", tz="UTC")
+    twelve = [f"S{i:02d}" for i in range(12)]
+    frame = synthetic.bars(day, day + pd.Timedelta(days=2), twelve, seed=11)
+    assert describe.symbols_drawn(frame) == "8 of 12 symbols shown; not shown: S08, S09, S10, S11"
+    assert describe.plot_title("market_data_15m", frame) == (
+        "market_data_15m 2024-03-01..2024-03-02\n8 of 12 symbols shown"
+    )
+    assert describe.plot_title("market_data_15m", frame[frame["symbol"] == "S00"]) == (
+        "market_data_15m 2024-03-01..2024-03-02"
+    )
+    assert describe.price_volume_png(frame, "market_data_15m").startswith(b"\x89PNG")

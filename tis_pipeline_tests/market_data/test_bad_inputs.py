@@ -371,7 +371,7 @@ def test_a_damaged_file_loads_its_good_rows_once_and_quarantines_the_bad_ones(da
     assert first == (None if case.first is None else utc(f"{day:%Y-%m-%d} {case.first}"))
     assert last == (None if case.last is None else utc(f"{day:%Y-%m-%d} {case.last}"))
     meta = metadata(result)
-    assert meta["dagster/row_count"] == case.rows
+    assert meta["rows_written_by_run"] == case.rows
     assert meta["quarantined_rows"] == len(case.quarantine)
     if case.note is not None:
         assert case.note in meta["notes"]
@@ -719,7 +719,7 @@ def test_an_unreadable_file_is_left_out_named_and_the_other_files_days_load(data
     assert result.success
     assert stored(database_url, day, ("BTCUSD",))[:3] == (50, 50, FULL)
     meta = metadata(result)
-    assert meta["dagster/row_count"] == 50
+    assert meta["rows_written_by_run"] == 50
     named = f"- `{data_dir / case.file}`: {data_dir}/{case.reason}"
     assert meta["unreadable_files"].startswith(named)
     check = check_evaluation(result, "market_data_1m_source_files_readable")

@@ -160,7 +160,9 @@ def test_a_real_ingest_run_yields_the_pandas_verdicts_in_its_step_over_the_rows_
         },
     )
     assert result.success
-    written = result.asset_materializations_for_node("market_data_1m")[0].metadata["dagster/row_count"].value
+    written = (
+        result.asset_materializations_for_node("market_data_1m")[0].metadata["rows_written_by_run"].value
+    )
     checks = result.get_asset_check_evaluations()
     assert {c.check_name for c in checks} == {r.name for r in rules_for("market_data_1m")}
     for check in checks:
@@ -186,7 +188,9 @@ def test_the_checks_as_a_separate_step_judge_the_rows_read_back_from_postgresql(
     }
     in_step = dg.materialize([market_data_1m], partition_key="2024-02-09", resources=resources)
     assert in_step.success
-    written = in_step.asset_materializations_for_node("market_data_1m")[0].metadata["dagster/row_count"].value
+    written = (
+        in_step.asset_materializations_for_node("market_data_1m")[0].metadata["rows_written_by_run"].value
+    )
 
     def rows_written(context: dg.AssetCheckExecutionContext) -> CheckInput:
         window = context.partition_time_window

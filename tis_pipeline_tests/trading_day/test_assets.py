@@ -139,6 +139,33 @@ def test_a_trading_day_writes_every_table_linked_and_checked(migrated_database_u
     # creation is measured; validation and initialization are no separate steps, so nothing pretends to time
     # them
     assert timings == (n["module_replications"], 0, 0)
+    # what the UI shows (issue 16 §3): the run's rows beside the table's, module names, the plot's range
+    meta = {
+        m.asset_key.to_user_string(): m.metadata
+        for m in result.asset_materializations_for_node("trading_day")
+    }
+    for table in TABLES:
+        assert meta[table]["dagster/row_count"].value == n[table], table  # the whole range was this run's
+        assert meta[table]["rows_deleted_by_run"].value == 0, table
+    assert all(meta[t]["rows_written_by_run"].value == n[t] for t in TABLES if t != "modules")
+    plans = meta["trading_plans"]
+    assert plans["range"].value == "2024-06-10..2024-06-12"
+    table = plans["pnl_by_module"].value.splitlines()
+    assert [c.strip() for c in table[0].strip("|").split("|")][:5] == [
+        "module_id",
+        "name",
+        "generation",
+        "trades",
+        "pnl",
+    ]
+    with engine(url).connect() as conn:
+        named = dict(conn.execute(sa.text("SELECT module_id::text, generational_depth FROM modules")).all())
+    for line in table[2:]:
+        module_id, name, generation = (c.strip() for c in line.strip("|").split("|")[:3])
+        assert name and int(generation) == named[module_id]
+    plot = plans["plot"].value
+    assert plot.startswith("![cumulative P&L by module 2024-06-10..2024-06-12](data:image/png;base64,")
+    assert " modules with executed plans shown" in plot
 
 
 def test_rerun_is_idempotent_and_a_range_equals_day_by_day(migrated_database_url, empty_database_url):
