@@ -434,9 +434,9 @@ def test_dev_kills_a_group_that_ignores_the_signal(monkeypatch):
     import signal
     import threading
 
-    from tis_pipeline import cli
+    from tis_pipeline.cli import dev
 
-    monkeypatch.setattr(cli, "DEV_STOP_SECONDS", 1)
+    monkeypatch.setattr(dev, "DEV_STOP_SECONDS", 1)
     pids = []
     popen = subprocess.Popen
 
@@ -448,7 +448,7 @@ def test_dev_kills_a_group_that_ignores_the_signal(monkeypatch):
     monkeypatch.setattr(subprocess, "Popen", recording_popen)
     threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
     # a shell and its child that both ignore SIGTERM: only SIGKILL ends them
-    code = cli._run_process_group(
+    code = dev.run_process_group(
         ["sh", "-c", "trap '' TERM INT HUP; sleep 60 & wait"], cwd=str(PROJECT_ROOT), env=dict(os.environ)
     )
     assert code == 128 + signal.SIGTERM

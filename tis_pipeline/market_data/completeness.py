@@ -32,9 +32,7 @@ def missing_symbols(seen: pd.DataFrame, days: list[date], lookback: int = LOOKBA
     ``day``, ``symbol``: the symbols with bars in the ``lookback`` days before a day of ``days`` but none on
     it. Days with no bars at all are skipped when the same weekday a week earlier had none either (the venue
     is closed that weekday)."""
-    by_day: dict[date, set[str]] = {}
-    for day, symbol in seen[["day", "symbol"]].itertuples(index=False):
-        by_day.setdefault(day, set()).add(symbol)
+    by_day: dict[date, set[str]] = seen.groupby("day")["symbol"].agg(set).to_dict()
     rows = []
     for day in sorted(days):
         have = by_day.get(day, set())

@@ -1,214 +1,33 @@
-"""The ``tis`` command: the database, the demo, the UI and backfills."""
+"""``tis backfill``, ``tis demo`` and ``tis archive restore``: Dagster runs over partition ranges, in chunks
+that resume, with one clear line when they fail."""
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import ipaddress
 import os
 import re
 import socket
-import subprocess
-import sys
 import time
-import warnings
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from tis_pipeline.pg.embedded import EmbeddedDatabaseError
+from tis_pipeline.cli.app import app, archive_app, console, err, fail, migrate_schema, options, prepared
 from tis_pipeline.pg.errors import DatabaseConfigError
-from tis_pipeline.settings import PROJECT_ROOT, settings
+from tis_pipeline.settings import settings
 
 if TYPE_CHECKING:
     from dagster import AssetKey, ExecuteInProcessResult
     from dagster._utils.error import SerializableErrorInfo
 
-# Dagster marks BackfillPolicy and friends beta; the CLI's users need not see that on every command
-warnings.filterwarnings("ignore", message=".*is currently in (beta|preview).*")
-warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
-app = typer.Typer(
-    help="tis-pipeline: the Trading Intelligence System on Dagster.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-db_app = typer.Typer(help="The project's PostgreSQL: start, migrate, inspect, stop.", no_args_is_help=True)
-app.add_typer(db_app, name="db")
-archive_app = typer.Typer(help="Parquet archives written by the retention job.", no_args_is_help=True)
-app.add_typer(archive_app, name="archive")
-console = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-
+# the tables `tis demo` counts, in the order of the data flow
 SHOWN_TABLES = [
-    "market_data_1m",
-    "market_data_15m",
-    "market_data_1h",
-    "market_data_quarantine",
-    "anomaly_events",
-    "dsi_evidence",
-    "modules",
-    "module_performance",
-    "trading_plans",
-    "trading_plan_approvals",
-    "module_messages",
-    "module_intelligence_sharing",
-    "module_replication_triggers",
-    "module_replications",
-]
-
-
-# set by the global --verbose option (`_global_options`): tracebacks and Dagster's own log of failed runs
-_options = {"verbose": False}
-
-
-@app.callback()
-def _global_options(
-    verbose: bool = typer.Option(
-        False, "--verbose", "-v", help="On failure, show tracebacks and Dagster's log of the run too."
-    ),
-) -> None:
-    _options["verbose"] = verbose
-
-
-def _fail(message: str) -> NoReturn:
-    err.print(f"[bold red]error:[/] {escape(message)}")
-    raise typer.Exit(code=1)
-
-
-def _prepared() -> dict[str, str]:
-    from tis_pipeline import environment
-    from tis_pipeline.pg import engine as pg
-
-    try:
-        env = environment.prepare()
-        pg.check_reachable(env["TIS_DATABASE_URL"])
-        return env
-    except (DatabaseConfigError, EmbeddedDatabaseError) as exc:
-        _fail(str(exc))
-    raise AssertionError("unreachable")
-
-
-def _migrate(url: str) -> None:
-    from tis_pipeline.pg import migrate
-
-    try:
-        migrate.upgrade(url)
-    except DatabaseConfigError as exc:
-        _fail(str(exc))
-
-
-@db_app.command("up")
-def db_up() -> None:
-    """Start the database (the embedded one when TIS_DATABASE_URL is unset; idempotent) and migrate it."""
-    from tis_pipeline.pg import engine as pg
-
-    env = _prepared()
-    _migrate(env["TIS_DATABASE_URL"])
-    console.print(f"database ready at [bold]{pg.redacted(env['TIS_DATABASE_URL'])}[/] (schema at head)")
-
-
-@db_app.command("upgrade")
-def db_upgrade(revision: str = typer.Argument("head", help="Alembic revision to upgrade to.")) -> None:
-    """Migrate the schema up (to head by default)."""
-    from tis_pipeline.pg import migrate
-
-    env = _prepared()
-    try:
-        migrate.upgrade(env["TIS_DATABASE_URL"], revision)
-    except DatabaseConfigError as exc:
-        _fail(str(exc))
-    console.print(f"schema at {migrate.current_revision(env['TIS_DATABASE_URL'])}")
-
-
-@db_app.command("downgrade")
-def db_downgrade(revision: str = typer.Argument("base", help="Alembic revision to go down to.")) -> None:
-    """Migrate the schema down (to base by default: every project table dropped)."""
-    from tis_pipeline.pg import migrate
-
-    env = _prepared()
-    try:
-        migrate.downgrade(env["TIS_DATABASE_URL"], revision)
-    except DatabaseConfigError as exc:
-        _fail(str(exc))
-    console.print(f"schema at {migrate.current_revision(env['TIS_DATABASE_URL']) or 'base (empty)'}")
-
-
-@db_app.command("status")
-def db_status() -> None:
-    """Say which database is used, whether it runs, and the schema revision."""
-    from tis_pipeline.pg import embedded, migrate
-    from tis_pipeline.pg import engine as pg
-
-    configured = os.environ.get("TIS_DATABASE_URL")
-    server = embedded.running()
-    if configured:
-        console.print(f"TIS_DATABASE_URL: {pg.redacted(pg.normalise_url(configured))}")
-    else:
-        console.print("TIS_DATABASE_URL unset: using the embedded PostgreSQL")
-        if server is None:
-            console.print(
-                f"embedded server: [yellow]not running[/] (data in {embedded.pgdata_dir()}); `tis db up`"
-            )
-            return
-        console.print(f"embedded server: running, pid {server.pid}, socket {server.socket_dir}")
-    url = pg.normalise_url(configured) if configured else server.url()
-    try:
-        pg.check_reachable(url)
-    except DatabaseConfigError as exc:
-        _fail(str(exc))
-    console.print(
-        f"schema revision: {migrate.current_revision(url) or 'none (run `tis db upgrade`)'} "
-        f"(head is {migrate.head_revision()})"
-    )
-    from tis_pipeline.pg.day_partitions import scratch_tables
-
-    with pg.engine(url).connect() as conn:
-        scratch = scratch_tables(conn)
-    console.print(f"scratch tables: {len(scratch) or 'none'}")
-    for t in scratch:  # a dead owner's tables go when the next ingest or DSI run starts
-        owner = (
-            "owner unknown (made before owners; dropped by retention once a day old)"
-            if t.owner is None
-            else f"owner {t.owner} {'alive' if t.alive else '[yellow]dead[/] (dropped by the next run)'}"
-        )
-        created = t.created.isoformat() if t.created is not None else "?"
-        console.print(f"  {t.name}: created {created}, {owner}")
-
-
-@db_app.command("url")
-def db_url(
-    show_password: bool = typer.Option(
-        False, "--show-password", help="Print the password in clear (masked as *** by default)."
-    ),
-) -> None:
-    """Print the project database's SQLAlchemy URL (starting the embedded server if needed)."""
-    from tis_pipeline.pg import engine as pg
-
-    env = _prepared()
-    url = env["TIS_DATABASE_URL"]
-    print(url if show_password else pg.redacted(url))
-
-
-@db_app.command("stop")
-def db_stop() -> None:
-    """Stop the embedded server (a configured TIS_DATABASE_URL is never touched)."""
-    from tis_pipeline.pg import embedded
-
-    console.print("embedded server stopped" if embedded.stop() else "embedded server was not running")
-
-
-@app.command("env")
-def env_command() -> None:
-    """Print `export` lines for the shell, so that plain `dagster` commands use the same database:
-    eval "$(tis env)"."""
-    env = _prepared()
-    for key, value in env.items():
-        print(f"export {key}='{value}'")
+    "market_data_1m", "market_data_15m", "market_data_1h", "market_data_quarantine", "anomaly_events",
+    "dsi_evidence", "modules", "module_performance", "trading_plans", "trading_plan_approvals",
+    "module_messages", "module_intelligence_sharing", "module_replication_triggers", "module_replications",
+]  # fmt: skip
 
 
 def _load_defs():
@@ -220,7 +39,7 @@ def _load_defs():
 def _run_log_level() -> str:
     """Dagster's console log of the runs `tis` starts: TIS_LOG_LEVEL when set; else WARNING with --verbose and
     nothing without (a failed run is summed up in one line instead of Dagster's tracebacks)."""
-    return os.environ.get("TIS_LOG_LEVEL") or ("WARNING" if _options["verbose"] else "CRITICAL")
+    return os.environ.get("TIS_LOG_LEVEL") or ("WARNING" if options["verbose"] else "CRITICAL")
 
 
 def _partition_bounds() -> tuple[date, date]:
@@ -229,10 +48,10 @@ def _partition_bounds() -> tuple[date, date]:
     try:
         first = date.fromisoformat(start)
     except ValueError:
-        _fail(f"TIS_PARTITION_START must be a date like 2015-01-01, not {start!r}")
+        fail(f"TIS_PARTITION_START must be a date like 2015-01-01, not {start!r}")
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
     if first > yesterday:
-        _fail(f"TIS_PARTITION_START={first} is after yesterday ({yesterday} UTC): there is no partition yet")
+        fail(f"TIS_PARTITION_START={first} is after yesterday ({yesterday} UTC): there is no partition yet")
     return first, yesterday
 
 
@@ -242,18 +61,18 @@ def _check_market_source() -> None:
     if s.market_source == "synthetic":
         return
     if s.market_source != "csv":
-        _fail(f"TIS_MARKET_SOURCE={s.market_source!r} is not a source: use 'csv' or 'synthetic'")
+        fail(f"TIS_MARKET_SOURCE={s.market_source!r} is not a source: use 'csv' or 'synthetic'")
     if not s.market_data_dir:
-        _fail("TIS_MARKET_SOURCE=csv needs TIS_MARKET_DATA_DIR, the directory of bar files")
+        fail("TIS_MARKET_SOURCE=csv needs TIS_MARKET_DATA_DIR, the directory of bar files")
     path = os.path.abspath(s.market_data_dir)
     unset = "unset it and TIS_MARKET_SOURCE" if os.environ.get("TIS_MARKET_SOURCE") else "unset it"
     if not os.path.exists(path):
-        _fail(
+        fail(
             f"TIS_MARKET_DATA_DIR={s.market_data_dir} does not exist: point it at a directory of bar files, "
             f"or {unset} to use the synthetic source"
         )
     if not os.path.isdir(path):
-        _fail(
+        fail(
             f"TIS_MARKET_DATA_DIR={s.market_data_dir} is not a directory: point it at a directory of bar "
             f"files, or {unset} to use the synthetic source"
         )
@@ -270,13 +89,13 @@ def _resolve_selection(selection: str) -> list[AssetKey]:
     except dg.DagsterInvalidSubsetError:  # a key that no asset has
         keys = set()
     except dg.DagsterError as exc:  # not the selection syntax
-        _fail(f"--select {selection!r} is not an asset selection: {_first_line(str(exc))}")
+        fail(f"--select {selection!r} is not an asset selection: {first_line(str(exc))}")
     others = sorted(k.to_user_string() for k in keys if k not in partitioned)
     if others:
-        _fail(f"--select {selection!r} matches assets without daily partitions: {', '.join(others)}")
+        fail(f"--select {selection!r} matches assets without daily partitions: {', '.join(others)}")
     if not keys:
         names = ", ".join(sorted(k.to_user_string() for k in partitioned))
-        _fail(f"--select {selection!r} matches no asset; the daily-partitioned assets are {names}")
+        fail(f"--select {selection!r} matches no asset; the daily-partitioned assets are {names}")
     return sorted(keys, key=lambda k: k.to_user_string())
 
 
@@ -308,7 +127,7 @@ def _rows_written(result: ExecuteInProcessResult) -> int:
     return 0
 
 
-def _first_line(text: str) -> str:
+def first_line(text: str) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
@@ -368,13 +187,13 @@ def _failures(result: ExecuteInProcessResult) -> list[tuple[str, str]]:
 def _fail_run(result: ExecuteInProcessResult, what: str) -> None:
     """Say what failed, the tracebacks with --verbose, and last the first line of why; exits 1."""
     failures = _failures(result)
-    verbose = _options["verbose"]
+    verbose = options["verbose"]
     err.print(what if verbose else f"{what} (`tis --verbose …` shows the traceback)", markup=False)
     if verbose:
         for _, full in failures:
             err.print(full.rstrip(), markup=False, highlight=False)
     more = f" (and {len(failures) - 1} more failure(s))" if len(failures) > 1 else ""
-    _fail(failures[0][0] + more)
+    fail(failures[0][0] + more)
 
 
 def _run_succeeded(result: ExecuteInProcessResult) -> bool:
@@ -456,11 +275,11 @@ def backfill_range(
     return runs, rows_total
 
 
-def _parse_day(value: str, name: str) -> date:
+def parse_day(value: str, name: str) -> date:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        _fail(f"--{name} must be a date like 2024-01-31, not {value!r}")
+        fail(f"--{name} must be a date like 2024-01-31, not {value!r}")
     raise AssertionError("unreachable")
 
 
@@ -475,26 +294,26 @@ def backfill(
 ) -> None:
     """Materialize the daily-partitioned assets over a range, as few Dagster runs as the chunk size allows."""
     # everything that can be checked is, before the database is started or any run launched
-    first, last = _parse_day(start, "start"), _parse_day(end, "end")
+    first, last = parse_day(start, "start"), parse_day(end, "end")
     if last < first:
-        _fail(f"--end {last} is before --start {first}")
+        fail(f"--end {last} is before --start {first}")
     lowest, highest = _partition_bounds()
     if first < lowest:
-        _fail(
+        fail(
             f"--start {first} is before TIS_PARTITION_START={lowest}, the first partition: "
             "start on or after it, or set TIS_PARTITION_START earlier"
         )
     if last > highest:
-        _fail(f"--end {last} is after yesterday ({highest} UTC), the last partition: end on or before it")
+        fail(f"--end {last} is after yesterday ({highest} UTC), the last partition: end on or before it")
     if chunk_days is not None and chunk_days < 1:
-        _fail(f"--chunk-days must be at least 1, not {chunk_days}")
+        fail(f"--chunk-days must be at least 1, not {chunk_days}")
     chunk = chunk_days or settings().backfill_chunk_days
     if chunk < 1:
-        _fail(f"TIS_BACKFILL_CHUNK_DAYS must be at least 1, not {chunk}")
+        fail(f"TIS_BACKFILL_CHUNK_DAYS must be at least 1, not {chunk}")
     _check_market_source()
-    env = _prepared()
+    env = prepared()
     keys = _resolve_selection(select)
-    _migrate(env["TIS_DATABASE_URL"])
+    migrate_schema(env["TIS_DATABASE_URL"])
     started = time.monotonic()
     runs, rows = backfill_range(first, last, select, chunk, keys=keys)
     elapsed = time.monotonic() - started
@@ -524,7 +343,7 @@ def _demo_ranges() -> list[tuple[date, date]]:
 
     minute = [i for i in scan_data_dir() if i.holds_minute_bars]
     if not minute:
-        _fail(f"no 1-minute bar files under {s.market_data_dir}")
+        fail(f"no 1-minute bar files under {s.market_data_dir}")
     days = {
         d.date()
         for i in minute
@@ -532,7 +351,7 @@ def _demo_ranges() -> list[tuple[date, date]]:
         if start <= d.date() <= yesterday
     }
     if not days:
-        _fail(
+        fail(
             f"the files' days {min(i.first for i in minute).date()}.."
             f"{max(i.last for i in minute).date()} lie "
             f"outside the partitions (TIS_PARTITION_START={s.partition_start}, up to yesterday)"
@@ -570,7 +389,7 @@ def _empty_project_tables(url: str) -> None:
         migrate.downgrade(url, "base")
         migrate.upgrade(url, "head")
     except DatabaseConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _say_what_is_there(url: str) -> None:
@@ -610,8 +429,8 @@ def demo(
     """Start the database, migrate, materialize every asset on the demo range and print what was made."""
     _partition_bounds()
     _check_market_source()
-    env = _prepared()
-    _migrate(env["TIS_DATABASE_URL"])
+    env = prepared()
+    migrate_schema(env["TIS_DATABASE_URL"])
     if fresh:
         _empty_project_tables(env["TIS_DATABASE_URL"])
         console.print("--fresh: emptied the project's tables (schema down to base and up to head)")
@@ -667,235 +486,14 @@ def archive_restore(
     from tis_pipeline.ops import retention
     from tis_pipeline.pg import engine as pg
 
-    first, last = _parse_day(start, "start"), _parse_day(end, "end")
-    env = _prepared()
-    _migrate(env["TIS_DATABASE_URL"])
+    first, last = parse_day(start, "start"), parse_day(end, "end")
+    env = prepared()
+    migrate_schema(env["TIS_DATABASE_URL"])
     try:
         with pg.engine(env["TIS_DATABASE_URL"]).begin() as conn:
             inserted, files = retention.restore(conn, table, first.isoformat(), last.isoformat())
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(
         f"restored {inserted:,} rows of {table} from {len(files)} file(s) under {retention.archive_dir()}"
     )
-
-
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-# a host name's labels (RFC 1123); a name whose last label is all digits is a mistyped address
-_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-
-
-def _listen_problem(host: str, port: int) -> str | None:
-    """Why the UI could not listen on host:port (a wrong address, one of another machine, a port in use), or
-    None when it can."""
-    if not 1 <= port <= 65535:
-        return f"--port must be between 1 and 65535, not {port}"
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        labels = host.removesuffix(".").split(".")
-        if len(host) > 253 or not all(_HOST_LABEL.match(x) for x in labels) or labels[-1].isdigit():
-            return f"--host {host} is not an IP address or a host name (e.g. 127.0.0.1, 0.0.0.0 or localhost)"
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-    except socket.gaierror as exc:
-        return f"--host {host} does not resolve to an address ({exc.strerror})"
-    with socket.socket(family, kind, proto) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(address)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return f"port {port} on {host} is in use: stop what uses it or pass --port"
-            if exc.errno == errno.EADDRNOTAVAIL:
-                return f"--host {host} is not an address of this machine (e.g. 127.0.0.1 or 0.0.0.0)"
-            if exc.errno == errno.EACCES:
-                return f"port {port} on {host} needs privileges: pass --port above 1023"
-            return f"cannot listen on {host} port {port}: {exc.strerror}"
-    return None
-
-
-@app.command("dev")
-def dev(
-    host: str = typer.Option(
-        "127.0.0.1", help="Interface to bind; keep 127.0.0.1 unless a proxy authenticates."
-    ),
-    port: int = typer.Option(3000, help="Port of the UI."),
-) -> None:
-    """Start the Dagster UI and daemon (`dagster dev`) against the project's database and instance."""
-    problem = _listen_problem(host, port)
-    if problem is not None:
-        _fail(problem)
-    env = _prepared()
-    _migrate(env["TIS_DATABASE_URL"])
-    console.print(f"Dagster UI on http://{host}:{port} (instance {env['DAGSTER_HOME']})")
-    cmd = [
-        sys.executable,
-        "-m",
-        "dagster",
-        "dev",
-        "-w",
-        str(PROJECT_ROOT / "workspace.yaml"),
-        "-h",
-        host,
-        "-p",
-        str(port),
-    ]
-    raise typer.Exit(_run_process_group(cmd, **_dev_child(env)))
-
-
-# after SIGTERM or Ctrl-C, how long `dagster dev` has to stop before its process group is killed
-DEV_STOP_SECONDS = 20
-
-
-def _dev_child(env: dict[str, str]) -> dict:
-    """The working directory and environment of `dagster dev`, without its false warnings.
-
-    `dagster dev` warns that ./dagster.yaml "will not be used" whenever it runs elsewhere than DAGSTER_HOME;
-    when DAGSTER_HOME's dagster.yaml is the project's (the link `tis` makes), the warning is false, so the
-    child runs in DAGSTER_HOME itself (paths in the environment made absolute first). The beta and preview
-    warnings of `backfill_policy` are silenced in the child, as in this process."""
-    home = os.path.realpath(env["DAGSTER_HOME"])
-    child = dict(os.environ)
-    for name in ("TIS_HOME", "TIS_MARKET_DATA_DIR", "TIS_ARCHIVE_DIR"):
-        if child.get(name):
-            child[name] = os.path.abspath(child[name])
-    # Dagster's beta and preview warnings on decorator parameters (`backfill_policy` of `@asset`) are issued
-    # from this module; PYTHONWARNINGS cannot name Dagster's warning classes (not importable at start-up)
-    quiet = "ignore:::dagster._core.decorator_utils"
-    child["PYTHONWARNINGS"] = ",".join(w for w in (child.get("PYTHONWARNINGS"), quiet) if w)
-    project_yaml = str((PROJECT_ROOT / "dagster.yaml").resolve())
-    if os.path.realpath(os.path.join(home, "dagster.yaml")) == project_yaml:
-        child["DAGSTER_HOME"] = home
-        return {"cwd": home, "env": child}
-    return {"cwd": str(PROJECT_ROOT), "env": child}
-
-
-def _run_process_group(cmd: list[str], cwd: str, env: dict[str, str]) -> int:
-    """Run ``cmd`` in a process group of its own and wait; SIGTERM, SIGINT (Ctrl-C) and SIGHUP to this process
-    go to the whole group (the webserver, the daemon, the code servers), which is killed if it has not stopped
-    after DEV_STOP_SECONDS. Returns the exit code (128 + the signal when stopped by one)."""
-    import signal
-
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, start_new_session=True)
-    received: list[int] = []
-
-    def forward(signum: int, _frame: object) -> None:
-        received.append(signum)
-        _kill_group(proc.pid, signum)
-
-    handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-    previous = {s: signal.signal(s, forward) for s in handled}
-    try:
-        # polled, not one wait(): a wait without timeout resumes after the handler and never times out
-        deadline = None
-        while proc.poll() is None:
-            if received and deadline is None:
-                deadline = time.monotonic() + DEV_STOP_SECONDS
-            if deadline is not None and time.monotonic() > deadline:
-                err.print(f"dagster dev did not stop within {DEV_STOP_SECONDS} s: killing its processes")
-                _kill_group(proc.pid, signal.SIGKILL)
-                proc.wait()
-                break
-            time.sleep(0.2)
-        # the webserver or daemon may outlive `dagster dev` itself: nothing of the group stays behind
-        _stop_group(proc.pid)
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    return 128 + received[0] if received else proc.returncode
-
-
-def _kill_group(pgid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signum)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _stop_group(pgid: int) -> None:
-    """SIGTERM what is left of the group, SIGKILL it if still there after DEV_STOP_SECONDS."""
-    import signal
-
-    if not _group_alive(pgid):
-        return
-    _kill_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + DEV_STOP_SECONDS
-    while _group_alive(pgid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if _group_alive(pgid):
-        _kill_group(pgid, signal.SIGKILL)
-
-
-@app.command("docs")
-def docs(
-    port: int = typer.Option(
-        0, help="Port on 127.0.0.1 (0: TIS_GX_DOCS_PORT, default 8765; the checks link there)."
-    ),
-    open_browser: bool = typer.Option(True, "--open/--no-open", help="Open the index in a browser."),
-    build: bool = typer.Option(
-        True, "--build/--no-build", help="Rebuild the index from the stored results first."
-    ),
-) -> None:
-    """Serve Great Expectations' Data Docs (suites and every check's validation result) on 127.0.0.1."""
-    import webbrowser
-
-    from tis_pipeline.quality import docs as gx_docs
-
-    if build:
-        console.print(f"building the Data Docs index of {gx_docs.gx_dir()} …")
-        gx_docs.build_index()
-    if not (gx_docs.site_dir() / "index.html").exists():
-        _fail(f"no Data Docs under {gx_docs.site_dir()}: materialize an asset (or run without --no-build)")
-    chosen = port or gx_docs.docs_port()
-    if not _port_free("127.0.0.1", chosen):
-        _fail(f"port {chosen} on 127.0.0.1 is in use: stop what uses it or pass --port")
-    server = gx_docs.make_server(chosen)
-    url = f"http://127.0.0.1:{chosen}/index.html"
-    console.print(f"Data Docs on {url} (Ctrl-C to stop)")
-    if open_browser:
-        webbrowser.open(url)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-
-
-def main() -> None:
-    """Entry point: every error ends in one line on stderr, not a traceback (`tis --verbose` shows those)."""
-    try:
-        app()
-    except (DatabaseConfigError, EmbeddedDatabaseError) as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}")
-        sys.exit(1)
-    except Exception as exc:  # a bug or an error nobody foresaw: its first line, the traceback on demand
-        if _options["verbose"]:
-            raise
-        message = f"{type(exc).__name__}: {_first_line(str(exc))}".removesuffix(": ")
-        err.print(f"[bold red]error:[/] {escape(message)} (`tis --verbose …` shows the traceback)")
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()
