@@ -8,6 +8,7 @@ from rich.markup import escape
 
 # importing the command modules registers their commands on `app`
 from tis_pipeline.cli import db, dev, runs  # noqa: F401
+from tis_pipeline.cli import files as _files  # noqa: F401  (tis files)
 from tis_pipeline.cli.app import app, err, options
 from tis_pipeline.cli.runs import first_line
 from tis_pipeline.pg.embedded import EmbeddedDatabaseError

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from tis_pipeline.market_data import describe, ingest, rollups
 from tis_pipeline.market_data.bars import BAR_COLUMNS
 from tis_pipeline.market_data.partitions import daily_partitions
+from tis_pipeline.market_data.readers.survey import applied_markdown
 from tis_pipeline.market_data.sources import BarSource
 from tis_pipeline.market_data.validate import QuarantineShareExceeded
 from tis_pipeline.pg.memory import retain_freed_memory
@@ -100,6 +101,7 @@ def market_data_1m(
                 describe.bullet_list(f"`{p}`: {why}" for p, why in ingested.unreadable)
             ),
             "rows_outside_partitions": ingested.outside_rows,
+            "source_profiles": dg.MetadataValue.md(applied_markdown(ingested.applied)),  # per file read
             "preview": _preview(checked.clean[BAR_COLUMNS]),
         }
     )

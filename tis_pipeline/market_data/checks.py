@@ -7,6 +7,10 @@
   so a day corrected with ``--select market_data_1m`` shows up without any rollup running.
 * ``expected_symbols_present`` on ``market_data_1m`` (WARN): symbols with bars in the days before a day of the
   run but none on it (``completeness``); a day with no file at all fails it too.
+* ``source_files_recognised`` on ``market_data_1m`` (WARN): the findings of ``tis files`` on the bar files
+  of the data directory (``readers.survey``, through the ingest's manifest): symbols that differ only by a
+  date-like or interval-like token, files of one symbol with overlapping days, names no source profile knows,
+  zones a file does not state, unreadable files.
 * ``market_data_1m_freshness_checks``: Dagster's time-partition freshness check (the day that closed must be
   materialized by 03:00 UTC) and ``market_data_freshness_sensor`` that evaluates it (on by default).
 """
@@ -18,6 +22,7 @@ import dagster as dg
 import pandas as pd
 
 from tis_pipeline.market_data import completeness, rollups
+from tis_pipeline.market_data.sources import BarSource
 from tis_pipeline.quality.checks import table_metadata
 from tis_pipeline.resources import PostgresResource
 
@@ -106,6 +111,42 @@ def expected_symbols_present(
     )
 
 
+@dg.asset_check(
+    asset="market_data_1m",
+    name="source_files_recognised",
+    description="the bar files of the data directory are recognised: no symbols that differ only by a date "
+    "or interval token, no overlapping files of one symbol, no naming no source profile knows (tis files)",
+)
+def source_files_recognised(bars: BarSource) -> dg.AssetCheckResult:
+    if bars.source != "csv":
+        return dg.AssetCheckResult(
+            passed=True,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=f"source {bars.source}: no bar files to judge",
+        )
+    from tis_pipeline.market_data.readers.survey import survey
+
+    infos = bars.scan()
+    result = survey(infos, bars.data_dir)
+    table = result.table
+    return dg.AssetCheckResult(
+        passed=not result.findings,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"{len(result.findings)} finding(s) on {len(table)} bar file(s) (`tis files` lists them)",
+        metadata={
+            "files": len(table),
+            "files_by_profile": dg.MetadataValue.json(table["profile"].value_counts().sort_index().to_dict()),
+            "findings": len(result.findings),
+            "findings_list": dg.MetadataValue.md(
+                "\n".join(f"- {line}" for line in result.findings[:SAMPLE_ROWS]) or "_none_"
+            ),
+            "flagged_files": table_metadata(table[table["flags"] != ""].head(SAMPLE_ROWS).astype(str))
+            if (table["flags"] != "").any()
+            else 0,
+        },
+    )
+
+
 # The day that closed at 00:00 UTC is ingested at 00:15 (daily_partitioned_schedule): late by 03:00.
 # Dagster 1.13 marks these builders superseded by FreshnessPolicy on the asset; they are kept because they
 # fit a daily-partitioned asset exactly (the latest partition whose deadline passed must be materialized)
@@ -125,4 +166,9 @@ with warnings.catch_warnings():
     )
 
 rollup_checks = [market_data_15m_source_changes_rolled_up, market_data_1h_source_changes_rolled_up]
-market_data_checks = [*rollup_checks, expected_symbols_present, *market_data_1m_freshness_checks]
+market_data_checks = [
+    *rollup_checks,
+    expected_symbols_present,
+    source_files_recognised,
+    *market_data_1m_freshness_checks,
+]

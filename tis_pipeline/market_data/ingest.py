@@ -64,6 +64,7 @@ class Ingested:
     unreadable: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (file, why): left out
     outside_rows: int = 0  # rows of the window's files in no partition (before the first, or future)
     files_report: ValidationReport | None = None  # market_data_1m_source_files_readable on the unreadable
+    applied: list[dict] = dataclasses.field(default_factory=list)  # per file: profile, symbol, tz, bar label
 
 
 def build_window(
@@ -79,6 +80,7 @@ def build_window(
     """
     validated: list[Validated] = []
     symbols, notes, skipped, unreadable, outside_rows = set(), [], [], [], 0
+    applied: list[dict] = []
     drop_dead_scratch_tables_of(engine)  # the tables of runs killed before they swapped or discarded them
     builds = DayBuilds(engine, start, end)
     try:
@@ -88,6 +90,7 @@ def build_window(
             skipped += read.skipped
             unreadable += [u for u in read.unreadable if u not in unreadable]
             outside_rows += read.outside_rows
+            applied += read.applied
             checked = validate_bars(normalise_bars(read.frame), partition_date=start)
             enforce_share_limit(checked, max_quarantine_share)
             builds.add(checked.clean)
@@ -112,6 +115,7 @@ def build_window(
         unreadable,
         outside_rows,
         unreadable_report(unreadable),
+        applied,
     )
 
 

@@ -21,6 +21,7 @@ class SourceRead:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (file, why): left out of the run
     outside_rows: int = 0  # rows in no partition (before TIS_PARTITION_START, or later than now)
+    applied: list[dict] = field(default_factory=list)  # per file read: source profile, symbol, tz, bar label
 
 
 class BarSource(dg.ConfigurableResource):
@@ -44,6 +45,15 @@ class BarSource(dg.ConfigurableResource):
             "timezone_for_naive": self.tz,
             "bar_label": self.bar_label,
         }
+
+    def scan(self) -> list:
+        """``catalog.FileInfo`` of every file under ``data_dir`` through the manifest the ingest uses."""
+        from tis_pipeline.market_data.readers import catalog
+
+        if not self.data_dir or not Path(self.data_dir).is_dir():
+            raise dg.Failure(f"TIS_MARKET_DATA_DIR={self.data_dir!r} is not a directory")
+        manifest = self.manifest_path or str(_default_manifest(Path(self.data_dir)))
+        return catalog.scan(self.data_dir, manifest_path=manifest, tz=self.tz, bar_label=self.bar_label)
 
     def read_pieces(self, start: pd.Timestamp, end: pd.Timestamp) -> Iterator[SourceRead]:
         """The window's bars in pieces of whole UTC days, in day order: one piece per day from the synthetic
@@ -76,6 +86,7 @@ class BarSource(dg.ConfigurableResource):
             raise dg.Failure(f"TIS_MARKET_DATA_DIR={self.data_dir!r} is not a directory")
         from tis_pipeline.market_data.readers import catalog
         from tis_pipeline.market_data.readers.contract import BarFileError
+        from tis_pipeline.market_data.readers.overrides import SourceRulesError
 
         manifest = self.manifest_path or str(_default_manifest(Path(self.data_dir)))
         try:
@@ -89,6 +100,8 @@ class BarSource(dg.ConfigurableResource):
                 bar_label=self.bar_label,
                 earliest=self.partition_start,
             )
+        except SourceRulesError as exc:
+            raise dg.Failure(description=f"cannot use the override file: {exc}") from exc
         except BarFileError as exc:
             raise dg.Failure(description=f"cannot read bar file: {exc}") from exc
         symbols = sorted(
@@ -107,6 +120,7 @@ class BarSource(dg.ConfigurableResource):
             skipped=list(result.skipped),
             unreadable=list(result.unreadable),
             outside_rows=result.outside_rows,
+            applied=list(result.applied),
         )
 
 

@@ -53,9 +53,26 @@ def _median_interval(ts: np.ndarray) -> int | None:
     return round(float(np.median(d)) / NS)
 
 
+def _fixed_point(prices: dict[str, np.ndarray], scale: float, ctx: ReadContext) -> dict[str, np.ndarray]:
+    """Prices written as fixed-point integers (Databento without pretty_px: units of 1e-9) are scaled when
+    every finite price is a whole number of at least a million units."""
+    stacked = np.concatenate(list(prices.values()))
+    finite = stacked[np.isfinite(stacked)]
+    if len(finite) and np.all(finite == np.floor(finite)) and np.all(np.abs(finite) >= 1e6):
+        ctx.note(f"prices are fixed-point integers: scaled by {scale:g}")
+        return {k: v * scale for k, v in prices.items()}
+    return prices
+
+
 def frame_from_raw(raw: RawTable, ctx: ReadContext) -> FramePart:
     n = raw.nrows
-    path_symbol = symbol_from_path(ctx.symbol_path or ctx.path)
+    applied = ctx.applied
+    symbol_map = {} if applied is None else applied.symbol_map
+    if applied is not None and applied.symbol is not None:
+        path_symbol = applied.symbol  # the profile's or the override's (already through the symbols map)
+    else:
+        path_symbol = symbol_from_path(ctx.symbol_path or ctx.path)
+        path_symbol = symbol_map.get(path_symbol, path_symbol)
     if n == 0:
         return FramePart(empty_frame(), {}, np.zeros(0, np.int64))
     roles = assign_roles(raw, ctx)
@@ -65,6 +82,8 @@ def frame_from_raw(raw: RawTable, ctx: ReadContext) -> FramePart:
         r: float_column(raw.columns[getattr(roles, r)], raw.decimal_comma)
         for r in ("open", "high", "low", "close")
     }
+    if applied is not None and applied.fixed_point is not None:
+        prices = _fixed_point(prices, applied.fixed_point, ctx)
     if ctx.lean is not None and ctx.lean.scaled:
         stacked = np.concatenate(list(prices.values()))
         finite = stacked[np.isfinite(stacked)]
@@ -100,7 +119,15 @@ def frame_from_raw(raw: RawTable, ctx: ReadContext) -> FramePart:
         sym_bad = pc.fill_null(pc.equal(pc.utf8_length(scol), 0), True).to_numpy(zero_copy_only=False)
         sym_arr = pc.if_else(pa.array(sym_bad), pa.scalar(None, pa.large_string()), scol)  # empty -> missing
         sym_obj = sym_arr.to_numpy(zero_copy_only=False)
+        if symbol_map:
+            mapped = pd.Series(sym_obj, dtype=object).replace(symbol_map)
+            if not mapped.equals(pd.Series(sym_obj, dtype=object)):
+                ctx.note("symbols renamed by the [symbols] map of tis-sources.toml")
+                sym_obj = mapped.to_numpy(dtype=object)
+                sym_arr = pa.array(sym_obj, pa.large_string())
         symbols = [x for x in pd.unique(sym_obj) if isinstance(x, str)]
+        if applied is not None and applied.origin.get("symbol") == "override":
+            ctx.note("the file has a symbol column: it is used, not the override's symbol (use [symbols])")
     else:
         sym_arr = pa.repeat(pa.scalar(path_symbol, pa.large_string()), n)
         sym_obj = None
@@ -108,9 +135,16 @@ def frame_from_raw(raw: RawTable, ctx: ReadContext) -> FramePart:
 
     naive = ~aware & (ts != NAT)
     if naive.any():
-        if ctx.lean is not None and ctx.lean.zone is not None:
+        origin = "default" if applied is None else applied.origin.get("tz", "default")
+        if applied is not None and applied.tz_forced:
+            zone = ctx.tz
+            ctx.note(f"naive timestamps read as {zone} (tis-sources.toml)")
+        elif ctx.lean is not None and ctx.lean.zone is not None:
             zone = ctx.lean.zone
             ctx.note(f"Lean {ctx.lean.security_type}/{ctx.lean.market} layout: times are read as {zone}")
+        elif origin == "profile" and applied is not None:
+            zone = ctx.tz
+            ctx.note(f"naive timestamps read as {zone} (source profile {applied.profile})")
         else:
             zone = ctx.tz
             ctx.note(f"naive timestamps read as {zone} (TIS_MARKET_TZ)")
@@ -145,7 +179,9 @@ def frame_from_raw(raw: RawTable, ctx: ReadContext) -> FramePart:
             intervals[str(s)] = _median_interval(ts[m])
     if ctx.bar_label == "close":
         ts = ts.copy()
-        for s, iv in intervals.items():
+        named = None if applied is None else applied.interval_seconds
+        for s, measured in intervals.items():
+            iv = named if named is not None else measured
             if iv is None:
                 ctx.note(f"bar_label=close but the interval of {s} is unknown: timestamps not shifted")
                 continue

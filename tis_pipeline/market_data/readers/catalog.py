@@ -24,6 +24,7 @@ from tis_pipeline.market_data.readers.contract import (
 )
 from tis_pipeline.market_data.readers.files import check_args, load_file, split_by_interval
 from tis_pipeline.market_data.readers.limits import ReadLimits
+from tis_pipeline.market_data.readers.overrides import SourceRules, load_rules
 from tis_pipeline.market_data.readers.paths import (
     DATA_SUFFIXES,
     NOT_DATA_STEMS,
@@ -32,7 +33,7 @@ from tis_pipeline.market_data.readers.paths import (
 )
 
 # Bump when the parsing rules change, so that manifests written by an older reader are re-learned.
-_READER_VERSION = "3"
+_READER_VERSION = "4"
 
 
 @dataclass
@@ -49,6 +50,8 @@ class FileInfo:
     interval_seconds: int | None
     rows: int
     error: str | None = None
+    # the conventions it was read with: source profile, symbol, tz, bar_label and where each came from
+    applied: dict = dataclasses.field(default_factory=dict)
 
     @property
     def holds_minute_bars(self) -> bool:
@@ -68,6 +71,7 @@ class FileInfo:
             "interval_seconds": self.interval_seconds,
             "rows": self.rows,
             "error": self.error,
+            "applied": dict(self.applied),
         }
 
     @classmethod
@@ -86,6 +90,7 @@ class FileInfo:
             interval_seconds=d["interval_seconds"],
             rows=int(d["rows"]),
             error=d.get("error"),
+            applied=dict(d.get("applied") or {}),
         )
 
 
@@ -111,9 +116,20 @@ def _candidate_files(root: Path, exclude: Path | None) -> list[Path]:
     return out
 
 
-def _learn(p: Path, st: os.stat_result, tz: str, bar_label: str, limits: ReadLimits) -> FileInfo:
+candidate_files = _candidate_files  # the files a directory scan reads (tis files probes the same ones)
+
+
+def _learn(
+    p: Path,
+    st: os.stat_result,
+    tz: str,
+    bar_label: str,
+    limits: ReadLimits,
+    rules: SourceRules | None = None,
+    root: Path | None = None,
+) -> FileInfo:
     try:
-        loaded = load_file(p, tz, bar_label, limits)
+        loaded = load_file(p, tz, bar_label, limits, rules=rules, root=root)
     except BarFileError as exc:
         # The days an unreadable file would hold are known only from a date in its name: it blocks those
         # days' runs; a file without one blocks none (read_bar_files leaves it out and names it)
@@ -147,6 +163,7 @@ def _learn(p: Path, st: os.stat_result, tz: str, bar_label: str, limits: ReadLim
         last=ts[valid].max() if valid.any() else None,
         interval_seconds=interval,
         rows=len(frame),
+        applied={} if loaded.applied is None else loaded.applied.to_json(),
     )
 
 
@@ -184,7 +201,9 @@ def scan(
     unchanged files are not read again; new or changed files are (re)learned; vanished files are dropped.
     Files that fail are recorded with ``error`` set (and retried only once they change). Without a
     ``manifest_path`` every file is read. The reader limits (``TIS_MAX_*``) are remembered like tz: a changed
-    limit re-learns every file (a file refused by a limit is read once the limit is raised).
+    limit re-learns every file (a file refused by a limit is read once the limit is raised), and so is the
+    override file ``tis-sources.toml`` of ``root`` (its digest). Each entry records what was applied to the
+    file (``applied``: source profile, symbol, tz, bar_label, and where each came from).
     """
     check_args(tz, bar_label)
     limits = ReadLimits.from_settings()
@@ -193,6 +212,7 @@ def scan(
     if not root_p.exists():
         raise FileNotFoundError(f"market data path does not exist: {root_p}")
     mpath = Path(manifest_path).resolve() if manifest_path is not None else None
+    rules = load_rules(root_p)
     old = _read_manifest(mpath)
     new: dict[str, dict] = {}
     infos: list[FileInfo] = []
@@ -213,12 +233,19 @@ def scan(
             and entry.get("tz") == tz
             and entry.get("bar_label") == bar_label
             and entry.get("limits") == limits_json
+            and entry.get("rules", "") == rules.digest
         ):
             info = FileInfo.from_json(entry)
         else:
-            info = _learn(p, st, tz, bar_label, limits)
+            info = _learn(p, st, tz, bar_label, limits, rules, root_p if root_p.is_dir() else None)
         infos.append(info)
-        new[key] = {**info.to_json(), "tz": tz, "bar_label": bar_label, "limits": limits_json}
+        new[key] = {
+            **info.to_json(),
+            "tz": tz,
+            "bar_label": bar_label,
+            "limits": limits_json,
+            "rules": rules.digest,
+        }
     if mpath is not None and (new != old or not mpath.exists()):
         # keep entries of other roots that share the manifest
         merged = {k: v for k, v in old.items() if not _under(k, root_p)}
@@ -292,6 +319,9 @@ def read_bar_files(
     start_t, end_t = _utc(start), _utc(end)
     now_ns = pd.Timestamp.now(tz="UTC").as_unit("ns").value + ONE_MINUTE * NS  # the validator's tolerance
     infos = scan(root, manifest_path=manifest_path, tz=tz, bar_label=bar_label)
+    root_p = Path(root).absolute()
+    rules = load_rules(root_p)
+    applied: list[dict] = []
     frames: list[pd.DataFrame] = []
     skipped: list[tuple[str, str]] = []
     notes: list[str] = []
@@ -335,7 +365,9 @@ def read_bar_files(
             continue
         if not (info.first < end_t and info.last >= start_t):
             continue
-        loaded = load_file(info.path, tz, bar_label)
+        loaded = load_file(info.path, tz, bar_label, rules=rules, root=root_p if root_p.is_dir() else None)
+        if loaded.applied is not None:
+            applied.append({"file": info.path, **loaded.applied.to_json()})
         frame, key, file_skipped, file_notes = split_by_interval(loaded)
         skipped.extend(file_skipped)
         notes.extend(file_notes)
@@ -365,4 +397,4 @@ def read_bar_files(
         out = frames[0]
     else:
         out = pd.concat(frames, ignore_index=True)
-    return ReadResult(out, skipped, notes, unreadable, outside_rows)
+    return ReadResult(out, skipped, notes, unreadable, outside_rows, applied)

@@ -149,6 +149,10 @@ def assign_roles(raw: RawTable, ctx: ReadContext) -> ColumnRoles:
             raise ctx.error(f"no {', '.join(missing)} column among {raw.names}")
         roles.volume = next((pos[k] for k in _VOLUME_NAMES if k in pos), None)
         roles.symbol = next((pos[k] for k in _SYMBOL_NAMES if k in pos), None)
+        hinted = dict(ctx.applied.roles) if ctx.applied is not None else {}
+        for role, name in hinted.items():  # the source profile's column names (Polygon's window_start...)
+            if name in pos:
+                setattr(roles, role, pos[name])
         taken = roles.used()
         # timestamp
         if "date" in pos and "time" in pos and "timestamp" not in pos and "datetime" not in pos:
@@ -162,7 +166,7 @@ def assign_roles(raw: RawTable, ctx: ReadContext) -> ColumnRoles:
                 if is_time_column(raw.columns[ti], idx):
                     roles.date, roles.time = di, ti
         named_text: int | None = None  # a time-named column in no known format: tried last
-        if roles.date is None:
+        if roles.date is None and roles.ts is None:
             for key in _TS_NAMES:
                 i = pos.get(key)
                 if i is None or i in taken:

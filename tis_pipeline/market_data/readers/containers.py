@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import lzma
 import os
+import re
 import zipfile
 import zlib
 from pathlib import Path
@@ -141,6 +142,14 @@ def load_zip(data: bytes, ctx: ReadContext) -> list:
         return []
     known = [m for m in members if os.path.splitext(m.filename)[1].lower() in DATA_SUFFIXES - {".zip"}]
     members = known or members
+    if ctx.applied is not None and ctx.applied.members is not None:
+        # a source's archive also holds files that are not bars (HistData's .txt status report)
+        pattern = re.compile(ctx.applied.members)
+        chosen = [m for m in members if pattern.search(m.filename)]
+        if chosen and len(chosen) < len(members):
+            left = ", ".join(m.filename for m in members if m not in chosen)
+            ctx.note(f"{ctx.applied.profile} archive: not bars, not read: {left}")
+        members = chosen or members
     out = []
     for m in members:
         sub = ReadContext(
@@ -153,6 +162,7 @@ def load_zip(data: bytes, ctx: ReadContext) -> list:
             ctx.notes,
             symbol_path=None if len(members) == 1 else ctx.path / m.filename,
             limits=ctx.limits,
+            applied=ctx.applied,
         )
         if m.file_size > ctx.limits.max_file_bytes:  # the declared size; the read below checks the real one
             raise ctx.error(f"member {m.filename!r}: {too_large(m.file_size, ctx.limits)}")

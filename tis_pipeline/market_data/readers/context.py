@@ -16,6 +16,7 @@ import pyarrow as pa
 from tis_pipeline.market_data.readers.contract import BarFileError
 from tis_pipeline.market_data.readers.limits import ReadLimits
 from tis_pipeline.market_data.readers.paths import LeanLayout, date_in_name
+from tis_pipeline.market_data.readers.profiles import Applied
 
 
 @dataclass
@@ -29,6 +30,7 @@ class ReadContext:
     notes: list[str]
     symbol_path: Path | None = None  # what the symbol is taken from when there is no symbol column
     limits: ReadLimits = field(default_factory=ReadLimits.from_settings)
+    applied: Applied | None = None  # the source profile / override conventions (profiles.resolve)
 
     @property
     def file_date(self) -> dt.date | None:

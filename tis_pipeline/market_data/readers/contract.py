@@ -59,6 +59,7 @@ class ReadResult:
     notes: list[str] = field(default_factory=list)
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (file, why): left out, days unknown
     outside_rows: int = 0  # rows of this window's files stamped in no partition (future, before the start)
+    applied: list[dict] = field(default_factory=list)  # per file read: profile, symbol, tz, bar_label
 
 
 def interval_label(seconds: int | None) -> str:

@@ -26,8 +26,11 @@ from tis_pipeline.market_data.readers.contract import (
     empty_frame,
     interval_label,
 )
+from tis_pipeline.market_data.readers.heads import head_of_bytes
 from tis_pipeline.market_data.readers.limits import ReadLimits, check_regular, read_capped, too_large
+from tis_pipeline.market_data.readers.overrides import SourceRules, relative
 from tis_pipeline.market_data.readers.paths import lean_layout, path_skip_reason
+from tis_pipeline.market_data.readers.profiles import Applied, Head, resolve
 from tis_pipeline.market_data.readers.records import raw_from_table
 
 
@@ -38,6 +41,7 @@ class LoadedFile:
     parts: list[FramePart]
     notes: list[str]
     skipped: list[tuple[str, str]]
+    applied: Applied | None = None
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -52,7 +56,12 @@ class LoadedFile:
         return np.concatenate(keys) if keys else np.zeros(0, np.int64)
 
     def intervals(self) -> dict[str, int | None]:
+        """Per symbol: the interval the source profile reads from the name when it has one (a source that
+        leaves out minutes without trades measures coarser than it is), else the measured one."""
         out: dict[str, int | None] = {}
+        named = None if self.applied is None else self.applied.interval_seconds
+        if named is not None:
+            return {s: named for p in self.parts for s in p.intervals}
         for p in self.parts:
             for s, iv in p.intervals.items():
                 if s not in out or (current := out[s]) is None:
@@ -62,11 +71,36 @@ class LoadedFile:
         return out
 
 
+def applied_to(
+    path: Path,
+    member: str,
+    lines: tuple[str, ...],
+    tz: str,
+    bar_label: str,
+    rules: SourceRules | None,
+    root: str | os.PathLike[str] | None,
+) -> Applied:
+    """The conventions a file is read with: the override file's for its path, else its source profile's,
+    else ``tz``/``bar_label`` (profiles.resolve)."""
+    rel = None if root is None else relative(path, root)
+    head = Head(path.absolute(), member, lines)
+    return resolve(head, tz, bar_label, rules, rel)
+
+
 def load_file(
-    path: str | os.PathLike[str], tz: str, bar_label: str, limits: ReadLimits | None = None
+    path: str | os.PathLike[str],
+    tz: str,
+    bar_label: str,
+    limits: ReadLimits | None = None,
+    *,
+    rules: SourceRules | None = None,
+    root: str | os.PathLike[str] | None = None,
 ) -> LoadedFile:
     """Parse one file completely (all symbols, all intervals). Raises BarFileError, also for a path that is
-    not a regular file or a file over a limit (``readers.limits``; checked before the file is opened)."""
+    not a regular file or a file over a limit (``readers.limits``; checked before the file is opened).
+
+    The file is read with the conventions of its source profile (``profiles``), or of the override file
+    ``rules`` for its path under the data directory ``root``; ``tz``/``bar_label`` are the defaults."""
     p = Path(path)
     display = str(p)
     notes: list[str] = []
@@ -74,7 +108,6 @@ def load_file(
     limits = limits or ReadLimits.from_settings()
     check_regular(p, display, limits)  # before any open: a FIFO would block, a device never end
     lean = lean_layout(p.resolve())
-    ctx = ReadContext(p, display, p.name, tz, bar_label, lean, notes, limits=limits)
     try:
         with open(p, "rb") as fh:
             head = fh.read(16)
@@ -84,11 +117,23 @@ def load_file(
         raise BarFileError(display, f"cannot open: {exc.strerror or exc}") from exc
     if len(data) > limits.max_file_bytes:  # grew after the stat
         raise BarFileError(display, too_large(len(data), limits))
+    member, lines = head_of_bytes(p.name, data) if data else (p.name, ())
+    applied = applied_to(p, member, lines, tz, bar_label, rules, root)
+    ctx = ReadContext(
+        p, display, p.name, applied.tz, applied.bar_label, lean, notes, limits=limits, applied=applied
+    )
+    if applied.profile is not None:
+        ctx.note(
+            f"source profile {applied.profile}: symbol {applied.symbol or '(column)'}, {applied.tz}, "
+            f"bars labelled by their {applied.bar_label} time"
+        )
+    for warning in applied.warnings:
+        ctx.note(warning)
     kind = detect_kind(p.name, head)
     reason = path_skip_reason(p)
     if reason is not None:
         skipped.append((display, reason))
-        return LoadedFile(display, kind, [], notes, skipped)
+        return LoadedFile(display, kind, [], notes, skipped, applied)
 
     parts: list[FramePart] = []
     fmt = kind
@@ -109,7 +154,7 @@ def load_file(
             else:
                 if len(data) == 0:
                     ctx.note("empty file: no rows")
-                    return LoadedFile(display, kind, [], notes, skipped)
+                    return LoadedFile(display, kind, [], notes, skipped, applied)
                 raws = [load_bytes(data, kind, ctx)]
             fmt = raws[0][0] if raws else fmt
         for item in raws:
@@ -120,7 +165,7 @@ def load_file(
         raise BarFileError(display, "ran out of memory while parsing it") from None
     except Exception as exc:  # anything unexpected still names the file
         raise BarFileError(display, f"unexpected {type(exc).__name__}: {exc}") from exc
-    return LoadedFile(display, fmt, parts, notes, skipped)
+    return LoadedFile(display, fmt, parts, notes, skipped, applied)
 
 
 def kind_is_arrow(name: str, head: bytes) -> bool:

@@ -40,6 +40,7 @@ _MONTH_YEAR = re.compile(
 )
 _YEAR_TOKEN = re.compile(r"^(?:19|20)\d{2}$")
 _YEAR_MONTH_TOKEN = re.compile(r"^(?:19|20)\d{2}(?:0[1-9]|1[0-2])$")
+INTERVAL_TOKEN, MONTH_YEAR = _INTERVAL_TOKEN, _MONTH_YEAR  # what tells look-alike symbols apart (survey)
 _DATE_PREFIX = re.compile(r"^(?:\d{8}|\d{4}-\d{2}-\d{2})(?!\d)")
 
 
