@@ -18,6 +18,13 @@ With ``--read-back``, also what a separate check step pays beyond that: the run'
 PostgreSQL (``market_data.store.read_bars``, a scratch database on the server of TIS_DATABASE_URL, the rows
 written by one ``market_data_1m`` run first).
 
+With ``--step SYMBOLS[xDAYS]`` (e.g. ``--step 5 --step 50x2``), instead: what the registered GE step of
+``market_data_1m`` (``market_data_1m_gx_checks``: read back, pandas masks, GE, stored page) adds to a run of
+the asset, in one process (``materialize``, in-process executor, as ``tis backfill`` runs): runs with and
+without the step alternated on one instance over the same window (each run rewrites it: the asset is
+idempotent), wall seconds and the step's own duration, medians of ``--repeat``. A run under the
+multiprocess executor (the daemon's) also pays ``once_per_process_s`` in the step's own process.
+
 Runs in a throwaway GX project (``TIS_GX_DIR`` is set to a temporary folder).
 """
 
@@ -37,8 +44,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--read-back", action="store_true", help="time reading a run's rows back too")
+    parser.add_argument("--step", action="append", help="SYMBOLS[xDAYS]: time the GE step in runs")
     args = parser.parse_args(argv)
     os.environ["GX_ANALYTICS_ENABLED"] = "false"
+    if args.step:
+        with tempfile.TemporaryDirectory(prefix="tis_gx_bench_") as root:
+            os.environ["TIS_GX_DIR"] = root
+            sizes = [tuple(int(x) for x in [*s.split("x"), "1"][:2]) for s in args.step]
+            out = {"step": [step_cost(n, days, args.repeat) for n, days in sizes]}
+        out["load_average"] = [round(x, 2) for x in os.getloadavg()]
+        print(json.dumps(out))
+        return
     out: dict = {"rows": args.rows}
     with tempfile.TemporaryDirectory(prefix="tis_gx_bench_") as root:
         os.environ["TIS_GX_DIR"] = root
@@ -112,6 +128,65 @@ def main(argv: list[str] | None = None) -> None:
             out["read_back"] = read_back(args.rows, args.repeat)
     out["load_average"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(out))
+
+
+def step_cost(symbols: int, days: int, repeat: int) -> dict:
+    """Wall seconds of a ``market_data_1m`` run over ``days`` days of ``symbols`` synthetic symbols with and
+    without the GE step (medians of ``repeat`` alternated pairs, after one warm-up pair), and the step's own
+    duration."""
+    import statistics
+
+    import dagster as dg
+
+    from bench.ingest import drop_database, scratch_database, synthetic_range
+    from tis_pipeline.market_data.assets import market_data_1m
+    from tis_pipeline.market_data.definitions import market_data_1m_gx_checks
+    from tis_pipeline.pg import migrate
+
+    server, url = scratch_database()
+    try:
+        migrate.upgrade(url)
+        resources, tags = synthetic_range(url, symbols, "2024-01-01", days)
+        with_step: list[float] = []
+        without: list[float] = []
+        step_s: list[float] = []
+        rows = 0
+        with dg.DagsterInstance.ephemeral() as instance:
+            for i in range(repeat + 1):
+                for gx in (True, False):
+                    t0 = time.perf_counter()
+                    result = dg.materialize(
+                        [market_data_1m, *(market_data_1m_gx_checks if gx else [])],
+                        resources=resources,
+                        tags=tags,
+                        instance=instance,
+                    )
+                    wall = time.perf_counter() - t0
+                    assert result.success
+                    mat = result.asset_materializations_for_node("market_data_1m")[0]
+                    rows = int(mat.metadata["rows_written_by_run"].value)
+                    if i == 0:
+                        continue  # warm-up: GE's import, suites, validation definition
+                    (with_step if gx else without).append(wall)
+                    if gx:
+                        done = [e for e in result.all_events if e.is_step_success]
+                        step = next(e for e in done if e.step_key == "market_data_1m_gx_checks")
+                        step_s.append(step.event_specific_data.duration_ms / 1000)
+        added = statistics.median(with_step) - statistics.median(without)
+        return {
+            "symbols": symbols,
+            "days": days,
+            "rows": rows,
+            "run_without_step_s": round(statistics.median(without), 3),
+            "run_with_step_s": round(statistics.median(with_step), 3),
+            "added_per_run_s": round(added, 3),
+            "step_s": round(statistics.median(step_s), 3),
+            "step_per_million_rows_s": round(statistics.median(step_s) * 1e6 / rows, 2),
+            "runs_without": [round(x, 3) for x in without],
+            "runs_with": [round(x, 3) for x in with_step],
+        }
+    finally:
+        drop_database(server, url)
 
 
 def read_back(rows: int, repeat: int) -> dict:

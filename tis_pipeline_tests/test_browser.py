@@ -1,22 +1,27 @@
 """The real Dagster UI in a headless Chromium: the project's assets and a materialization are visible.
 
 Starts ``dagster-webserver`` on the repository's ``workspace.yaml`` against an instance configured by the
-repository's ``dagster.yaml`` (PostgreSQL storage in a fresh database), records one real partitioned run in
-that instance, and checks the asset catalog, the asset page of ``market_data_1m`` and the page of its failing
-WARN check ``market_data_1m_no_gaps`` in Debian's Chromium (driven by Playwright's Python API; no browser is
-downloaded). The webserver, its database and the run are shared by the module's tests (started once).
+repository's ``dagster.yaml`` (PostgreSQL storage in a fresh database), records one real partitioned run of
+every daily-partitioned asset and its checks (five synthetic symbols, one day) in that instance, and checks in
+Debian's Chromium (driven by Playwright's Python API; no browser is downloaded): the asset catalog, the asset
+page of ``market_data_1m``, the page of its failing WARN check ``market_data_1m_no_gaps``, the column schema
+of ``trading_plans`` with the seed's comments, the five symbols of the 15-minute plot, the module names of
+``pnl_by_module``, and the click from a Great Expectations check's link to its Data Docs page (served here on
+127.0.0.1 as ``tis docs`` serves it). The webserver, its database, the Data Docs server and the run are shared
+by the module's tests (started once).
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -28,10 +33,12 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
+from tis_pipeline.definitions import defs
 from tis_pipeline.market_data.sources import BarSource
 from tis_pipeline.market_data.synthetic import day_bars
+from tis_pipeline.pg import migrate
 from tis_pipeline.pg.engine import engine, with_driver
+from tis_pipeline.quality import docs
 from tis_pipeline.resources import PostgresResource
 from tis_pipeline.settings import PROJECT_ROOT
 from tis_pipeline_tests.conftest import _create_database, _drop_database
@@ -49,9 +56,10 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ASSETS = ("market_data_1m", "market_data_15m", "market_data_1h")
-BAR_TABLES = ASSETS  # the assets are named after their tables
-SYMBOL = "AAA"
+SYMBOLS = ["AAA", "BBB", "CCC", "DDD", "EEE"]
+SEED = 1
 PARTITION = "2024-01-02"
+GX_GAPS_CHECK = "gx_market_data_1m_no_gaps"  # the same rule judged by Great Expectations' step
 GAPS_CHECK = "market_data_1m_no_gaps"  # WARN: fails on the synthetic bars, which leave a few minutes out
 STARTUP_TIMEOUT_S = 90.0
 UI_TIMEOUT_MS = 60_000
@@ -117,49 +125,72 @@ def storage_url(server_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
+def project_url(server_url: str) -> Iterator[str]:
+    """A fresh migrated project database of the module's own: the run writes every table of the day."""
+    url = _create_database(server_url, "tis_browser")
+    try:
+        migrate.upgrade(url)
+        yield url
+    finally:
+        _drop_database(server_url, url)
+
+
+@pytest.fixture(scope="module")
 def dagster_home(
-    tmp_path_factory: pytest.TempPathFactory, storage_url: str, database_url: str
+    tmp_path_factory: pytest.TempPathFactory, storage_url: str, project_url: str
 ) -> Iterator[Path]:
-    """DAGSTER_HOME with the repository's dagster.yaml, storage in a fresh empty database."""
+    """DAGSTER_HOME with the repository's dagster.yaml, storage in a fresh empty database; the GX project in
+    a temporary folder, its Data Docs linked on a free port."""
     home = tmp_path_factory.mktemp("dagster_home")
     (home / "dagster.yaml").symlink_to(PROJECT_ROOT / "dagster.yaml")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DAGSTER_HOME", str(home))
         mp.setenv("TIS_DAGSTER_PG_URL", with_driver(storage_url, "psycopg2"))
-        mp.setenv("TIS_DATABASE_URL", database_url)
+        mp.setenv("TIS_DATABASE_URL", project_url)
         mp.setenv("DAGSTER_DISABLE_TELEMETRY", "1")
+        mp.setenv("TIS_GX_DIR", str(tmp_path_factory.mktemp("gx")))
+        mp.setenv("TIS_GX_DOCS_PORT", str(_free_port()))
+        mp.setenv("GX_ANALYTICS_ENABLED", "false")
         yield home
 
 
 @pytest.fixture(scope="module")
-def materialized(dagster_home: Path, database_url: str) -> Iterator[str]:
-    """One real run of the market data assets for PARTITION, recorded in the webserver's instance.
+def data_docs(dagster_home: Path) -> Iterator[str]:
+    """The Data Docs site served on 127.0.0.1 at the port the checks' links name, as `tis docs` serves it."""
+    server = docs.make_server()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{docs.docs_port()}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
-    The bars go to the session's shared project database; they are deleted again afterwards.
-    """
+
+@pytest.fixture(scope="module")
+def materialized(dagster_home: Path, project_url: str) -> str:
+    """One real run of every daily-partitioned asset and its checks for PARTITION (the daily job's
+    selection), recorded in the webserver's instance; the module's own database is dropped afterwards."""
+    selection = defs.resolve_job_def("daily_partitioned_job").asset_layer.executable_asset_keys
+    graph = defs.resolve_asset_graph()
+    checks = [c for c in defs.asset_checks or [] if all(k.asset_key in selection for k in c.check_keys)]
+    assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition) and a.keys <= selection]
+    assert {k for a in assets for k in a.keys} == set(selection) and set(selection) <= set(
+        graph.get_all_asset_keys()
+    )
     with dg.DagsterInstance.get() as instance:
         result = dg.materialize(
-            [market_data_1m, market_data_15m, market_data_1h],
+            [*assets, *checks],
             instance=instance,
             partition_key=PARTITION,
             resources={
-                "db": PostgresResource(url=database_url),
-                "bars": BarSource(source="synthetic", symbols=[SYMBOL], seed=1),
+                "db": PostgresResource(url=project_url),
+                "bars": BarSource(source="synthetic", symbols=SYMBOLS, seed=SEED),
             },
+            raise_on_error=False,
         )
         assert result.success
-    try:
-        yield result.run_id
-    finally:
-        day = dt.datetime.fromisoformat(PARTITION).replace(tzinfo=dt.UTC)
-        with engine(database_url).begin() as conn:
-            for table in BAR_TABLES:  # fixed names, not input
-                conn.execute(
-                    sa.text(
-                        f'DELETE FROM {table} WHERE symbol = :s AND "timestamp" >= :a AND "timestamp" < :b'
-                    ),
-                    {"s": SYMBOL, "a": day, "b": day + dt.timedelta(days=1)},
-                )
+    return result.run_id
 
 
 @pytest.fixture(scope="module")
@@ -208,16 +239,23 @@ def webserver(dagster_home: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         _stop(proc)
 
 
-def _expected_gaps() -> tuple[int, int, int, list[str]]:
-    """The synthetic day's bars, missing minutes, bars after a gap and those bars' ISO timestamps.
+def _expected_gaps() -> tuple[int, int, int, set[str]]:
+    """The synthetic day's bars, missing minutes, bars after a gap and those bars' ISO timestamps (over the
+    symbols, each symbol's gaps on its own).
 
     Computed from the source itself, independently of the quality rules.
     """
-    bars = day_bars(pd.Timestamp(PARTITION, tz="UTC"), [SYMBOL], seed=1).sort_values("timestamp")
-    ts = bars["timestamp"]
-    missing = int((ts.iloc[-1] - ts.iloc[0]) / pd.Timedelta(minutes=1)) + 1 - len(bars)
-    after_gap = ts[ts.diff() > pd.Timedelta(minutes=1)]
-    return len(bars), missing, len(after_gap), [t.isoformat() for t in after_gap]
+    bars = day_bars(pd.Timestamp(PARTITION, tz="UTC"), SYMBOLS, seed=SEED)
+    rows = missing = gaps = 0
+    after: set[str] = set()
+    for _, one in bars.groupby("symbol"):
+        ts = one["timestamp"].sort_values()
+        rows += len(ts)
+        missing += int((ts.iloc[-1] - ts.iloc[0]) / pd.Timedelta(minutes=1)) + 1 - len(ts)
+        following = ts[ts.diff() > pd.Timedelta(minutes=1)]
+        gaps += len(following)
+        after |= {t.isoformat() for t in following}
+    return rows, missing, gaps, after
 
 
 def _metadata_value(page, label: str):
@@ -301,5 +339,101 @@ def test_ui_shows_failed_gaps_check_with_its_metadata(chromium_path, materialize
         expect(_metadata_value(page, "partition_start")).to_have_text(f"{PARTITION}T00:00:00+00:00")
         sample = _metadata_value(page, "failing_rows_sample")
         expect(sample.locator("thead th")).to_have_text(["symbol", "timestamp", "missing_minutes"])
-        expect(sample.locator("tbody tr td:nth-child(2)")).to_have_text(after_gap_times[:20])
+        shown = sample.locator("tbody tr td:nth-child(2)")
+        expect(shown).to_have_count(min(20, after_gap))
+        assert set(shown.all_inner_texts()) <= after_gap_times  # every sampled bar follows a gap
         page.screenshot(path=str(tmp_path / "market_data_1m_no_gaps.png"), full_page=True)
+
+
+def _markdown(page, label: str):
+    """A markdown metadata entry as rendered: in the dialog the UI opens for a long one ("[Show Markdown]" in
+    its cell), or in the cell itself."""
+    from playwright.sync_api import expect
+
+    cell = _metadata_value(page, label).first
+    expect(cell).to_be_visible(timeout=UI_TIMEOUT_MS)
+    button = cell.get_by_text("[Show Markdown]")
+    if button.count():
+        button.click()
+        return page.get_by_role("dialog").last
+    return cell
+
+
+def _executed_module_names(project_url: str) -> set[str]:
+    """The names of the modules with an executed plan (P&L) on PARTITION, read from the tables."""
+    with engine(project_url).connect() as conn:
+        return set(
+            conn.execute(
+                sa.text(
+                    "SELECT DISTINCT m.learning_patterns->>'name' FROM trading_plans p "
+                    "JOIN modules m USING (module_id) WHERE p.pnl IS NOT NULL"
+                )
+            ).scalars()
+        )
+
+
+def test_ui_shows_the_catalog_plots_module_names_and_gx_data_docs(
+    chromium_path, materialized, webserver, data_docs, project_url, tmp_path
+):
+    """What a new user looks for: the column schema with the seed's comments on trading_plans, the five
+    symbols of the 15-minute plot, module names in pnl_by_module, and the Data Docs page behind a GE check."""
+    from playwright.sync_api import expect
+
+    names = _executed_module_names(project_url)
+    assert names and None not in names
+    with _browser_page(chromium_path, tmp_path) as page:
+        # (a) the column schema of trading_plans: seed columns, types and the seed's own comments
+        page.goto(f"{webserver}/assets/trading_plans", wait_until="domcontentloaded")
+        expect(page.get_by_text("entry_conditions", exact=True).first).to_be_visible(timeout=UI_TIMEOUT_MS)
+        expect(page.get_by_text("Trigger conditions", exact=True).first).to_be_visible()
+        expect(page.get_by_text("% of portfolio", exact=True).first).to_be_visible()
+        expect(page.get_by_text("trading-day", exact=True).first).to_be_visible()  # the owner team
+        expect(page.get_by_text("domain: trading_day").first).to_be_visible()
+        page.screenshot(path=str(tmp_path / "trading_plans_columns.png"), full_page=True)
+
+        # (b) the 15-minute plot of the run: five of five symbols drawn, named in the metadata beside it
+        page.goto(
+            f"{webserver}/assets/market_data_15m?view=events&partition={PARTITION}",
+            wait_until="domcontentloaded",
+        )
+        expect(_metadata_value(page, "symbols").first).to_have_text(", ".join(SYMBOLS), timeout=UI_TIMEOUT_MS)
+        plot = _markdown(page, "plot")
+        expect(plot).to_contain_text("5 of 5 symbols shown")
+        expect(plot).to_contain_text(f"of the run's {PARTITION}")
+        expect(plot.locator("img")).to_have_count(1)
+        page.screenshot(path=str(tmp_path / "market_data_15m_plot.png"), full_page=True)
+        page.keyboard.press("Escape")
+
+        # (c) pnl_by_module names the modules (their names from the modules table), not only their ids
+        page.goto(
+            f"{webserver}/assets/trading_plans?view=events&partition={PARTITION}",
+            wait_until="domcontentloaded",
+        )
+        expect(_metadata_value(page, "pnl_by_module").first).to_be_visible(timeout=UI_TIMEOUT_MS)
+        pnl = _markdown(page, "pnl_by_module")
+        expect(pnl.locator("th")).to_contain_text(["module_id", "name", "generation"])
+        shown = set(pnl.locator("tbody tr td:nth-child(2)").all_inner_texts())
+        assert shown == names if len(names) <= 50 else shown < names
+        page.screenshot(path=str(tmp_path / "pnl_by_module.png"), full_page=True)
+        page.keyboard.press("Escape")
+
+        # (d) a GE check's link opens its Data Docs page, which names the expectations it ran
+        page.goto(
+            f"{webserver}/assets/market_data_1m?view=checks&checkDetail={GX_GAPS_CHECK}",
+            wait_until="domcontentloaded",
+        )
+        link = _metadata_value(page, "gx_data_docs").first.locator("a").first  # the URL as its text
+        pattern = re.compile(rf"^{re.escape(data_docs)}/validations/.+\.html$")
+        expect(link).to_have_attribute("href", pattern)
+        with page.context.expect_page() as opened:
+            link.click()
+        docs_page = opened.value
+        docs_page.wait_for_load_state("domcontentloaded")
+        assert docs_page.url.startswith(f"{data_docs}/validations/")
+        for expectation in (
+            "market_data_1m_no_gaps (expect_column_values_to_be_between)",
+            "market_data_1m_key_unique (expect_compound_columns_to_be_unique)",
+            "market_data_1m_close_not_null (expect_column_values_to_not_be_null)",
+        ):
+            expect(docs_page.get_by_text(expectation).first).to_be_visible(timeout=UI_TIMEOUT_MS)
+        docs_page.screenshot(path=str(tmp_path / "gx_data_docs.png"), full_page=True)

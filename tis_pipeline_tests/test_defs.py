@@ -38,6 +38,22 @@ def test_definitions_load_and_every_job_resolves():
         ("dsi_evidence", "scores_follow_their_bars"),
     } <= checks
     assert any(asset == "market_data_1m" and "freshness" in name for asset, name in checks)
+    # Great Expectations' step of market_data_1m, beside the asset's own checks and in the daily job
+    assert {
+        ("market_data_1m", "gx_market_data_1m_no_gaps"),
+        ("market_data_1m", "market_data_1m_no_gaps"),
+    } <= checks
+    daily = defs.resolve_job_def("daily_partitioned_job").asset_layer.asset_graph.asset_check_keys
+    assert dg.AssetCheckKey(dg.AssetKey("market_data_1m"), "gx_market_data_1m_no_gaps") in daily
+
+
+def test_every_table_asset_is_catalogued():
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert isinstance(node.metadata.get("dagster/column_schema"), dg.TableSchema), key
+        assert node.metadata["dagster/table_name"] == f"public.{key.to_user_string()}"
+        assert node.owners and {"domain", "layer"} <= set(node.tags), key
 
 
 def test_asset_keys_are_the_seed_table_names():

@@ -18,8 +18,11 @@ from tis_pipeline.pg.errors import DatabaseConfigError
 from tis_pipeline.settings import settings
 
 if TYPE_CHECKING:
-    from dagster import AssetKey, ExecuteInProcessResult
+    from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult
     from dagster._utils.error import SerializableErrorInfo
+    from rich.console import Console
+
+    from tis_pipeline.ops.backfill import Chunk
 
 
 # the tables `tis demo` counts, in the order of the data flow
@@ -203,6 +206,131 @@ def _run_succeeded(result: ExecuteInProcessResult) -> bool:
     return all(e.passed for e in result.get_asset_check_evaluations() if e.severity.value == "ERROR")
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Dagster backfills submitted to a running daemon (`tis dev` runs one): listed in the UI's Backfills tab,
+# their runs launched from the code location, so they are on the overview timeline like any other run
+# ---------------------------------------------------------------------------------------------------------
+
+BACKFILL_POLL_S = 2.0
+
+
+def daemon_runs_backfills(instance: DagsterInstance) -> bool:
+    """Whether a dagster-daemon whose backfill daemon heartbeats into ``instance`` is running now."""
+    # dagster 1.13 has no public call for this; the UI's "Daemons" page reads the same statuses
+    from dagster._daemon.controller import get_daemon_statuses
+
+    try:
+        status = get_daemon_statuses(instance, ["BACKFILL"], ignore_errors=True)["BACKFILL"]
+    except Exception:  # no heartbeats table yet, storage unreachable: no daemon we could rely on
+        return False
+    return bool(status.healthy)
+
+
+def _backfills_done(instance: DagsterInstance, ident: str) -> set[str]:
+    """The chunks of backfill ``ident`` that a daemon's Dagster backfill completed successfully."""
+    from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
+
+    from tis_pipeline.ops.backfill import BACKFILL_TAG, CHUNK_TAG
+
+    backfills = instance.get_backfills(
+        filters=BulkActionsFilter(statuses=[BulkActionStatus.COMPLETED_SUCCESS], tags={BACKFILL_TAG: ident})
+    )
+    return {b.tags[CHUNK_TAG] for b in backfills if CHUNK_TAG in b.tags}
+
+
+def submit_backfill(
+    instance: DagsterInstance, keys: list[AssetKey], first: date, last: date, tags: dict[str, str]
+) -> str:
+    """A Dagster asset backfill of ``keys`` over first..last (inclusive), as the UI's "Materialize" dialog
+    makes one, added to ``instance`` for its daemon to run; its id."""
+    from dagster._core.execution.backfill import PartitionBackfill
+    from dagster._core.utils import make_new_backfill_id
+
+    from tis_pipeline.ops.backfill import backfill_title
+
+    days = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+    backfill = PartitionBackfill.from_asset_partitions(
+        backfill_id=make_new_backfill_id(),
+        asset_graph=_load_defs().resolve_asset_graph(),
+        partition_names=days,
+        asset_selection=keys,
+        backfill_timestamp=time.time(),
+        tags=tags,
+        dynamic_partitions_store=instance,
+        all_partitions=False,
+        title=backfill_title(first, last),
+        description="submitted by `tis backfill`",
+        run_config=None,
+    )
+    instance.add_backfill(backfill)
+    return backfill.backfill_id
+
+
+def wait_for_backfill(instance: DagsterInstance, backfill_id: str) -> tuple[bool, list[str], int]:
+    """Wait until the daemon has finished backfill ``backfill_id``: (succeeded, what failed, 1-minute rows
+    written by its runs)."""
+    import dagster as dg
+    from dagster._core.execution.backfill import BulkActionStatus
+
+    finished = {
+        BulkActionStatus.COMPLETED,
+        BulkActionStatus.COMPLETED_SUCCESS,
+        BulkActionStatus.COMPLETED_FAILED,
+        BulkActionStatus.FAILED,
+        BulkActionStatus.CANCELED,
+    }
+    while (backfill := instance.get_backfill(backfill_id)) is not None and backfill.status not in finished:
+        time.sleep(BACKFILL_POLL_S)
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+    failures, rows = [], 0
+    for run in runs:
+        for record in instance.get_records_for_run(run.run_id).records:
+            entry = record.event_log_entry
+            event = entry.dagster_event
+            if event is None:
+                continue
+            if event.is_step_failure and event.step_failure_data is not None:
+                failures.append(f"{event.step_key}: {_error_line(event.step_failure_data.error)}")
+            elif isinstance(evaluation := event.event_specific_data, dg.AssetCheckEvaluation):
+                if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:
+                    failures.append(
+                        f"blocking check {evaluation.check_name} on "
+                        f"{evaluation.asset_key.to_user_string()} failed"
+                    )
+            elif event.is_step_materialization and entry.asset_materialization is not None:
+                mat = entry.asset_materialization
+                value = mat.metadata.get("rows_written_by_run")
+                if mat.asset_key.to_user_string() == "market_data_1m" and value is not None:
+                    rows = max(rows, int(value.value))  # a range run repeats it on every partition
+        if run.status != dg.DagsterRunStatus.SUCCESS and not failures:
+            failures.append(f"run {run.run_id} ended {run.status.value}")
+    status = backfill.status if backfill is not None else None
+    succeeded = status in (BulkActionStatus.COMPLETED_SUCCESS, BulkActionStatus.COMPLETED) and not failures
+    if not succeeded and not failures:
+        failures.append(f"backfill {backfill_id} ended {status.value if status else 'deleted'}")
+    return succeeded, failures, rows
+
+
+def _chunk_via_daemon(
+    instance: DagsterInstance, keys: list[AssetKey], chunk: Chunk, tags: dict[str, str], out: Console
+) -> tuple[str, int, int, list[str]]:
+    """One chunk as a Dagster backfill, waited for: (its id, runs, rows written, what failed)."""
+    import dagster as dg
+
+    submitted = submit_backfill(instance, keys, chunk.first, chunk.last, tags)
+    out.print(f"chunk {chunk.key}: Dagster backfill {submitted} (the daemon runs it)", markup=False)
+    succeeded, failed, rows = wait_for_backfill(instance, submitted)
+    runs = len(instance.get_run_ids(filters=dg.RunsFilter(tags={"dagster/backfill": submitted})))
+    return submitted, runs, rows, [] if succeeded else failed
+
+
+def _fail_backfill(what: str, failed: list[str]) -> None:
+    """Say what failed and, last, the first line of why; exits 1."""
+    err.print(what, markup=False)
+    more = f" (and {len(failed) - 1} more failure(s))" if len(failed) > 1 else ""
+    fail(failed[0] + more)
+
+
 def backfill_range(
     first: date,
     last: date,
@@ -210,10 +338,14 @@ def backfill_range(
     chunk_days: int,
     resume: bool = True,
     keys: list[AssetKey] | None = None,
+    via_daemon: bool = False,
 ) -> tuple[int, int]:
     """Run first..last in chunks, resuming after the chunks that already succeeded; returns (runs, rows).
 
-    ``keys``: the assets ``selection`` resolves to, when the caller resolved it already."""
+    ``keys``: the assets ``selection`` resolves to, when the caller resolved it already. ``via_daemon``: each
+    chunk is a Dagster backfill that the running daemon executes (``daemon_runs_backfills``), waited for in
+    turn; otherwise each chunk is one run in this process. Either way the runs carry ``tis/backfill`` and
+    ``tis/chunk``, and a chunk done either way is not done again."""
     import dagster as dg
 
     from tis_pipeline.ops.backfill import BACKFILL_TAG, CHUNK_TAG, backfill_id, plan_chunks
@@ -227,8 +359,8 @@ def backfill_range(
         for run in instance.get_runs(
             filters=dg.RunsFilter(tags={BACKFILL_TAG: ident}, statuses=[dg.DagsterRunStatus.SUCCESS])
         )
-        if run.tags.get("tis/checks_passed") != "false"
-    }
+        if run.tags.get("tis/checks_passed") != "false" and "dagster/backfill" not in run.tags
+    } | _backfills_done(instance, ident)
     todo = [c for c in chunks if not resume or c.key not in done]
     if len(todo) < len(chunks):
         console.print(
@@ -250,7 +382,26 @@ def backfill_range(
     ) as progress:
         task = progress.add_task(f"backfill {selection}", total=total_days, completed=days_done, rate="")
         for chunk in todo:
-            result = _run_range(keys, chunk.first, chunk.last, {BACKFILL_TAG: ident, CHUNK_TAG: chunk.key})
+            tags = {BACKFILL_TAG: ident, CHUNK_TAG: chunk.key}
+            if via_daemon:
+                submitted, backfill_runs, rows, failed = _chunk_via_daemon(
+                    instance, keys, chunk, tags, progress.console
+                )
+                runs += backfill_runs
+                if failed:
+                    progress.stop()
+                    resumes = "; once the cause is fixed, the same command resumes from this chunk"
+                    _fail_backfill(
+                        f"chunk {chunk.key} failed (Dagster backfill {submitted}); {days_done} of "
+                        f"{total_days} days done" + (resumes if resume else ""),
+                        failed,
+                    )
+                rows_total += rows
+                days_done += chunk.days
+                rate = rows_total / max(time.monotonic() - started, 1e-9)
+                progress.update(task, completed=days_done, rate=f"{rate:,.0f} 1-minute rows/s")
+                continue
+            result = _run_range(keys, chunk.first, chunk.last, tags)
             runs += 1
             if not _run_succeeded(result):
                 if result.success:
@@ -291,8 +442,18 @@ def backfill(
         "*", help="Dagster asset selection, e.g. 'market_data_1m' or 'group:market_data'."
     ),
     chunk_days: int = typer.Option(None, help="Days per run (default TIS_BACKFILL_CHUNK_DAYS or 31)."),
+    in_process: bool = typer.Option(
+        False,
+        "--in-process",
+        help="Run the chunks in this process even when a dagster-daemon is running (by default a running "
+        "daemon gets each chunk as a Dagster backfill, listed in the UI's Backfills tab).",
+    ),
 ) -> None:
-    """Materialize the daily-partitioned assets over a range, as few Dagster runs as the chunk size allows."""
+    """Materialize the daily-partitioned assets over a range, as few Dagster runs as the chunk size allows.
+
+    With a dagster-daemon running on the same instance (`tis dev`), each chunk is submitted as a Dagster
+    backfill and waited for; without one, the chunks run in this process. The runs carry the tags
+    tis/backfill and tis/chunk either way (filter the UI's Runs page by them)."""
     # everything that can be checked is, before the database is started or any run launched
     first, last = parse_day(start, "start"), parse_day(end, "end")
     if last < first:
@@ -314,8 +475,20 @@ def backfill(
     env = prepared()
     keys = _resolve_selection(select)
     migrate_schema(env["TIS_DATABASE_URL"])
+    import dagster as dg
+
+    from tis_pipeline.ops.backfill import BACKFILL_TAG, backfill_id
+
+    via_daemon = not in_process and daemon_runs_backfills(dg.DagsterInstance.get())
+    console.print(
+        "a dagster-daemon is running: each chunk is a Dagster backfill (the UI's Backfills tab)"
+        if via_daemon
+        else "running in this process (no dagster-daemon on this instance, or --in-process); the runs are "
+        f"tagged {BACKFILL_TAG}={backfill_id(first, last, select, chunk)}",
+        markup=False,
+    )
     started = time.monotonic()
-    runs, rows = backfill_range(first, last, select, chunk, keys=keys)
+    runs, rows = backfill_range(first, last, select, chunk, keys=keys, via_daemon=via_daemon)
     elapsed = time.monotonic() - started
     console.print(
         f"[green]backfill done[/]: {first}..{last}, {runs} run(s), {rows:,} 1-minute rows in "

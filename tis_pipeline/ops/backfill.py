@@ -3,6 +3,12 @@
 A single run that fails loses all of its range, so long ranges are cut into chunks (default 31 days) and run
 in order. Every run is tagged with the backfill's id and its chunk, so a re-run of the same command finds the
 chunks whose run succeeded in Dagster's own run storage and resumes from the first one that did not.
+
+Where the runs go: with a dagster-daemon running on the instance (``tis dev``), each chunk becomes a real
+Dagster backfill (``instance.add_backfill``), which the UI's Backfills tab lists and whose runs the daemon
+launches from the code location; without one, each chunk is one run executed by ``tis`` itself
+(``dagster/backfill`` is left to Dagster: the UI hides a run carrying it from the runs feed unless a backfill
+of that id exists).
 """
 
 from __future__ import annotations
@@ -59,6 +65,11 @@ def covering_ranges(days: list[date], max_gap_days: int = 0) -> list[Chunk]:
         else:
             ranges.append(Chunk(day, day))
     return ranges
+
+
+def backfill_title(first: date, last: date) -> str:
+    """The title of a chunk's Dagster backfill in the UI."""
+    return f"tis backfill {first.isoformat()}...{last.isoformat()}"
 
 
 def backfill_id(first: date, last: date, selection: str, chunk_days: int) -> str:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -52,12 +53,17 @@ def check_spec(
     rule: Rule,
     asset: dg.AssetKey | str | Sequence[str] | None = None,
     partitions_def: dg.PartitionsDefinition | None = None,
+    *,
+    prefix: str = "",
+    blocking: bool | None = None,
 ) -> dg.AssetCheckSpec:
+    """The check of ``rule``, named ``prefix`` + the rule's name; blocking for errors unless ``blocking``
+    says otherwise."""
     return dg.AssetCheckSpec(
-        name=rule.name,
+        name=prefix + rule.name,
         asset=asset if asset is not None else rule.table,
         description=f"[{rule.severity}] {rule.description}",
-        blocking=rule.severity == "error",
+        blocking=rule.severity == "error" if blocking is None else blocking,
         metadata={"rule_kind": rule.kind, "severity": rule.severity, "columns": ", ".join(rule.columns)},
         partitions_def=partitions_def,
     )
@@ -197,6 +203,7 @@ def check_results(
     *,
     asset: dg.AssetKey | str | Sequence[str] | None = None,
     gx: bool = True,
+    prefix: str = "",
 ) -> list[dg.AssetCheckResult]:
     """One AssetCheckResult per rule in ``report`` (errors first), for an asset to yield after writing.
 
@@ -207,6 +214,7 @@ def check_results(
     counts come from the pandas masks, which ingest quarantines by and a test holds equal to GX's.
     ``gx=False`` reports the pandas evaluator's verdicts as they are (``engine: pandas``, nothing stored): the
     ``market_data_1m`` asset's step, whose million-row frames GE would judge too slowly, benchmarks, tests.
+    ``prefix``: the checks are named ``prefix`` + the rule's name (as declared by ``build_checks(prefix=)``).
 
     The asset must declare the same checks: ``check_specs_for(table, severity=s)`` for a report made with
     ``severity=s``. A rule the report skipped (column or source absent) passes, with the reason in metadata.
@@ -228,7 +236,7 @@ def check_results(
         out.append(
             dg.AssetCheckResult(
                 asset_key=asset_key,
-                check_name=rule.name,
+                check_name=prefix + rule.name,
                 passed=result.passed,
                 severity=dg.AssetCheckSeverity.ERROR
                 if rule.severity == "error"
@@ -279,6 +287,9 @@ def build_checks(
     engine: str = "great_expectations",
     name: str | None = None,
     partitions_def: dg.PartitionsDefinition | None = None,
+    rules: Iterable[Rule] | None = None,
+    prefix: str = "",
+    blocking: bool | None = None,
 ) -> list[dg.AssetChecksDefinition]:
     """A multi-asset check (one op, one read) with one check per rule of ``table``.
 
@@ -288,11 +299,21 @@ def build_checks(
     stored); both give the same counts. Subsets are honoured: running one check evaluates one rule.
     ``partitions_def`` (the asset's) makes it a step of the asset's partitioned runs: the loader then reads
     ``context.partition_time_window``, the rows the run wrote.
+
+    ``rules`` (default: all of ``table``'s) are the rules checked; ``prefix`` names the checks ``prefix`` +
+    the rule's name, so that they can sit beside the asset's own checks of the same rules (the
+    ``market_data_1m`` asset's in-step pandas checks and its ``gx_`` checks); ``blocking`` overrides the
+    rules' (errors block).
     """
     if engine not in ("pandas", "great_expectations"):
         raise ValueError(f"engine must be 'pandas' or 'great_expectations', not {engine!r}")
     key = dg.AssetKey.from_coercible(asset_key)
-    specs = [check_spec(r, key, partitions_def) for r in _ordered(rules_for(table))]
+    chosen = tuple(_ordered(rules_for(table) if rules is None else rules))
+    if any(r.table != table for r in chosen):
+        raise ValueError(f"build_checks({table!r}): rules of another table given")
+    with warnings.catch_warnings():  # a partitioned check spec is Preview in dagster 1.13: said once, here
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        specs = [check_spec(r, key, partitions_def, prefix=prefix, blocking=blocking) for r in chosen]
 
     @dg.multi_asset_check(
         specs=specs,
@@ -306,11 +327,13 @@ def build_checks(
         loaded = frame_loader(context)
         item = loaded if isinstance(loaded, CheckInput) else CheckInput(frame=loaded)
         selected = {k.name for k in context.selected_asset_check_keys}
-        rules = tuple(r for r in rules_for(table) if r.name in selected)
+        judged = tuple(r for r in chosen if prefix + r.name in selected)
         from tis_pipeline.quality.evaluate import evaluate_frame
 
-        report = evaluate_frame(item.frame, table, now=item.now, sources=item.sources, rules=rules)
-        yield from check_results(report, item.partition_range, asset=key, gx=engine == "great_expectations")
+        report = evaluate_frame(item.frame, table, now=item.now, sources=item.sources, rules=judged)
+        yield from check_results(
+            report, item.partition_range, asset=key, gx=engine == "great_expectations", prefix=prefix
+        )
 
     if partitions_def is None:
         return [_rule_checks]

@@ -206,7 +206,13 @@ def _batch_definition(table: str, root: Path | None = None) -> Any:
 
 def expectation_for(rule: Rule) -> Expectation:
     """The one GX expectation that judges ``rule`` (over raw or derived columns); meta carries the rule
-    name."""
+    name, and the description Data Docs shows names the check, the expectation and the rule."""
+    expectation = _expectation(rule)
+    expectation.description = f"{rule.name} ({expectation.expectation_type}): {rule.description}"
+    return expectation
+
+
+def _expectation(rule: Rule) -> Expectation:
     gxe = _gx().expectations
     p, meta = rule.params, {"rule": rule.name, "severity": rule.severity}
     kind = rule.kind
