@@ -16,7 +16,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from tis_pipeline.cli.runs import daemon_runs_backfills
+from tis_pipeline.cli.backfills import daemon_runs_backfills
 from tis_pipeline.ops.backfill import BACKFILL_TAG, CHUNK_TAG
 from tis_pipeline.pg.engine import engine
 from tis_pipeline.settings import PROJECT_ROOT

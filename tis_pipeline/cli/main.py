@@ -10,7 +10,7 @@ from rich.markup import escape
 from tis_pipeline.cli import db, dev, runs  # noqa: F401
 from tis_pipeline.cli import files as _files  # noqa: F401  (tis files)
 from tis_pipeline.cli.app import app, err, options
-from tis_pipeline.cli.runs import first_line
+from tis_pipeline.cli.failures import first_line
 from tis_pipeline.pg.embedded import EmbeddedDatabaseError
 from tis_pipeline.pg.errors import DatabaseConfigError
 

@@ -4,7 +4,6 @@ that resume, with one clear line when they fail."""
 from __future__ import annotations
 
 import os
-import re
 import socket
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -14,12 +13,18 @@ import typer
 from rich.table import Table
 
 from tis_pipeline.cli.app import app, archive_app, console, err, fail, migrate_schema, options, prepared
+from tis_pipeline.cli.backfills import (
+    backfills_done,
+    daemon_runs_backfills,
+    submit_backfill,
+    wait_for_backfill,
+)
+from tis_pipeline.cli.failures import error_line, first_line
 from tis_pipeline.pg.errors import DatabaseConfigError
 from tis_pipeline.settings import settings
 
 if TYPE_CHECKING:
     from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult
-    from dagster._utils.error import SerializableErrorInfo
     from rich.console import Console
 
     from tis_pipeline.ops.backfill import Chunk
@@ -130,34 +135,6 @@ def _rows_written(result: ExecuteInProcessResult) -> int:
     return 0
 
 
-def first_line(text: str) -> str:
-    return next((line.strip() for line in text.splitlines() if line.strip()), "")
-
-
-# "some.module.SomeError: what went wrong", as Python formats an exception's last line (the text may start on
-# the next line, as in the aggregated errors of Great Expectations)
-_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*):(?: (.*))?$")
-
-
-def _error_line(error: SerializableErrorInfo | None) -> str:
-    """The first line that says what went wrong: that of the first error under Dagster's own wrappers (what
-    the project's code raised), its class without the module path; a ``dg.Failure``'s description alone."""
-    while error is not None and error.cause is not None and (error.cls_name or "").startswith("Dagster"):
-        error = error.cause
-    if error is None:
-        return "failed"
-    lines = [line.strip() for line in error.message.splitlines() if line.strip()]
-    if not lines:
-        return error.cls_name or "failed"
-    match = _EXCEPTION_LINE.match(lines[0])
-    if match is None:
-        return lines[0]
-    cls, text = match[1], match[2] or (lines[1] if len(lines) > 1 else "")
-    if cls == "Failure" and text:
-        return text
-    return f"{cls}: {text}" if text else cls
-
-
 def _failures(result: ExecuteInProcessResult) -> list[tuple[str, str]]:
     """What failed in a run, each as (its first meaningful line, its full text with tracebacks)."""
     import dagster as dg
@@ -168,7 +145,7 @@ def _failures(result: ExecuteInProcessResult) -> list[tuple[str, str]]:
             error = event.step_failure_data.error
             out.append(
                 (
-                    f"{event.step_key}: {_error_line(error)}",
+                    f"{event.step_key}: {error_line(error)}",
                     f"{event.step_key}: {error.to_string() if error else 'failed'}",
                 )
             )
@@ -181,7 +158,7 @@ def _failures(result: ExecuteInProcessResult) -> list[tuple[str, str]]:
                 out.append((line, line))
         elif event.is_run_failure and event.job_failure_data.error is not None:
             error = event.job_failure_data.error
-            run_failure = (_error_line(error), error.to_string())
+            run_failure = (error_line(error), error.to_string())
     if not out and run_failure is not None:
         out.append(run_failure)
     return out or [("the run failed", "the run failed")]
@@ -206,118 +183,14 @@ def _run_succeeded(result: ExecuteInProcessResult) -> bool:
     return all(e.passed for e in result.get_asset_check_evaluations() if e.severity.value == "ERROR")
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Dagster backfills submitted to a running daemon (`tis dev` runs one): listed in the UI's Backfills tab,
-# their runs launched from the code location, so they are on the overview timeline like any other run
-# ---------------------------------------------------------------------------------------------------------
-
-BACKFILL_POLL_S = 2.0
-
-
-def daemon_runs_backfills(instance: DagsterInstance) -> bool:
-    """Whether a dagster-daemon whose backfill daemon heartbeats into ``instance`` is running now."""
-    # dagster 1.13 has no public call for this; the UI's "Daemons" page reads the same statuses
-    from dagster._daemon.controller import get_daemon_statuses
-
-    try:
-        status = get_daemon_statuses(instance, ["BACKFILL"], ignore_errors=True)["BACKFILL"]
-    except Exception:  # no heartbeats table yet, storage unreachable: no daemon we could rely on
-        return False
-    return bool(status.healthy)
-
-
-def _backfills_done(instance: DagsterInstance, ident: str) -> set[str]:
-    """The chunks of backfill ``ident`` that a daemon's Dagster backfill completed successfully."""
-    from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
-
-    from tis_pipeline.ops.backfill import BACKFILL_TAG, CHUNK_TAG
-
-    backfills = instance.get_backfills(
-        filters=BulkActionsFilter(statuses=[BulkActionStatus.COMPLETED_SUCCESS], tags={BACKFILL_TAG: ident})
-    )
-    return {b.tags[CHUNK_TAG] for b in backfills if CHUNK_TAG in b.tags}
-
-
-def submit_backfill(
-    instance: DagsterInstance, keys: list[AssetKey], first: date, last: date, tags: dict[str, str]
-) -> str:
-    """A Dagster asset backfill of ``keys`` over first..last (inclusive), as the UI's "Materialize" dialog
-    makes one, added to ``instance`` for its daemon to run; its id."""
-    from dagster._core.execution.backfill import PartitionBackfill
-    from dagster._core.utils import make_new_backfill_id
-
-    from tis_pipeline.ops.backfill import backfill_title
-
-    days = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
-    backfill = PartitionBackfill.from_asset_partitions(
-        backfill_id=make_new_backfill_id(),
-        asset_graph=_load_defs().resolve_asset_graph(),
-        partition_names=days,
-        asset_selection=keys,
-        backfill_timestamp=time.time(),
-        tags=tags,
-        dynamic_partitions_store=instance,
-        all_partitions=False,
-        title=backfill_title(first, last),
-        description="submitted by `tis backfill`",
-        run_config=None,
-    )
-    instance.add_backfill(backfill)
-    return backfill.backfill_id
-
-
-def wait_for_backfill(instance: DagsterInstance, backfill_id: str) -> tuple[bool, list[str], int]:
-    """Wait until the daemon has finished backfill ``backfill_id``: (succeeded, what failed, 1-minute rows
-    written by its runs)."""
-    import dagster as dg
-    from dagster._core.execution.backfill import BulkActionStatus
-
-    finished = {
-        BulkActionStatus.COMPLETED,
-        BulkActionStatus.COMPLETED_SUCCESS,
-        BulkActionStatus.COMPLETED_FAILED,
-        BulkActionStatus.FAILED,
-        BulkActionStatus.CANCELED,
-    }
-    while (backfill := instance.get_backfill(backfill_id)) is not None and backfill.status not in finished:
-        time.sleep(BACKFILL_POLL_S)
-    runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
-    failures, rows = [], 0
-    for run in runs:
-        for record in instance.get_records_for_run(run.run_id).records:
-            entry = record.event_log_entry
-            event = entry.dagster_event
-            if event is None:
-                continue
-            if event.is_step_failure and event.step_failure_data is not None:
-                failures.append(f"{event.step_key}: {_error_line(event.step_failure_data.error)}")
-            elif isinstance(evaluation := event.event_specific_data, dg.AssetCheckEvaluation):
-                if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:
-                    failures.append(
-                        f"blocking check {evaluation.check_name} on "
-                        f"{evaluation.asset_key.to_user_string()} failed"
-                    )
-            elif event.is_step_materialization and entry.asset_materialization is not None:
-                mat = entry.asset_materialization
-                value = mat.metadata.get("rows_written_by_run")
-                if mat.asset_key.to_user_string() == "market_data_1m" and value is not None:
-                    rows = max(rows, int(value.value))  # a range run repeats it on every partition
-        if run.status != dg.DagsterRunStatus.SUCCESS and not failures:
-            failures.append(f"run {run.run_id} ended {run.status.value}")
-    status = backfill.status if backfill is not None else None
-    succeeded = status in (BulkActionStatus.COMPLETED_SUCCESS, BulkActionStatus.COMPLETED) and not failures
-    if not succeeded and not failures:
-        failures.append(f"backfill {backfill_id} ended {status.value if status else 'deleted'}")
-    return succeeded, failures, rows
-
-
 def _chunk_via_daemon(
     instance: DagsterInstance, keys: list[AssetKey], chunk: Chunk, tags: dict[str, str], out: Console
 ) -> tuple[str, int, int, list[str]]:
     """One chunk as a Dagster backfill, waited for: (its id, runs, rows written, what failed)."""
     import dagster as dg
 
-    submitted = submit_backfill(instance, keys, chunk.first, chunk.last, tags)
+    graph = _load_defs().resolve_asset_graph()
+    submitted = submit_backfill(instance, graph, keys, chunk.first, chunk.last, tags)
     out.print(f"chunk {chunk.key}: Dagster backfill {submitted} (the daemon runs it)", markup=False)
     succeeded, failed, rows = wait_for_backfill(instance, submitted)
     runs = len(instance.get_run_ids(filters=dg.RunsFilter(tags={"dagster/backfill": submitted})))
@@ -360,7 +233,7 @@ def backfill_range(
             filters=dg.RunsFilter(tags={BACKFILL_TAG: ident}, statuses=[dg.DagsterRunStatus.SUCCESS])
         )
         if run.tags.get("tis/checks_passed") != "false" and "dagster/backfill" not in run.tags
-    } | _backfills_done(instance, ident)
+    } | backfills_done(instance, ident)
     todo = [c for c in chunks if not resume or c.key not in done]
     if len(todo) < len(chunks):
         console.print(
