@@ -706,3 +706,49 @@ def test_the_source_files_check_warns_on_a_suspicious_pair(migrated_database_url
     findings = check.metadata["findings_list"].value
     assert "XBTEUR, XBTEUR_1" in findings and "no source profile knows this naming" in findings
     assert check.metadata["findings"].value == 3  # the look-alike pair, two unknown names
+
+
+# what DSI made of the bars: every scored column of market_data_1m, and the per-symbol state it carries on
+DSI_DIGEST = (
+    "SELECT md5(string_agg(concat_ws(',', symbol, \"timestamp\", mx_evidence, mx_confirm, "
+    "mx_expert_contributions::text), '|' ORDER BY symbol, \"timestamp\")) FROM market_data_1m"
+)
+
+
+@pytest.mark.pg
+@pytest.mark.slow
+def test_monthly_kline_zips_give_one_symbol_with_one_continuous_dsi_state(migrated_database_url, tmp_path):
+    """Two monthly kline zips across a month boundary are one symbol whose DSI state runs on across the
+    boundary: the scores equal those of the same bars in one file of the generic layout."""
+    from tis_pipeline.dsi.assets import dsi
+    from tis_pipeline.market_data.assets import market_data_1h, market_data_15m
+
+    bars = minutes("2023-01-30", 3 * 1440, seed=11)
+    month = bars["timestamp"].dt.month
+    zips = tmp_path / "zips" / "data/spot/monthly/klines/BTCUSDT/1m"
+    write_binance_zip(zips, "BTCUSDT-1m-2023-01", bars[month == 1].reset_index(drop=True))
+    write_binance_zip(zips, "BTCUSDT-1m-2023-02", bars[month == 2].reset_index(drop=True))
+    one_file = tmp_path / "one" / "BTCUSDT.csv"
+    one_file.parent.mkdir(parents=True)
+    generic = bars.assign(timestamp=bars["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    generic.to_csv(one_file, index=False)
+
+    def scored(root: Path, manifest: str) -> tuple[str, pd.DataFrame]:
+        source = BarSource(source="csv", data_dir=str(root), tz="UTC", manifest_path=str(tmp_path / manifest))
+        result = dg.materialize(
+            [market_data_1m, market_data_15m, market_data_1h, dsi],
+            resources={"db": PostgresResource(url=migrated_database_url), "bars": source},
+            tags=range_tags("2023-01-30", "2023-02-01"),
+        )
+        assert result.success
+        with engine(migrated_database_url).connect() as conn:
+            digest = conn.execute(sa.text(DSI_DIGEST)).scalar_one()
+            query = 'SELECT symbol, "timestamp", mx_evidence FROM market_data_1m ORDER BY "timestamp"'
+            frame = pd.read_sql(sa.text(query), conn)
+        return digest, frame
+
+    from_zips, frame = scored(tmp_path / "zips", "zips.json")
+    assert set(frame["symbol"]) == {"BTCUSDT"} and len(frame) == len(bars)
+    assert frame["mx_evidence"].notna().all()  # scored on both sides of the boundary
+    from_one_file, _ = scored(tmp_path / "one", "one.json")
+    assert from_zips == from_one_file
