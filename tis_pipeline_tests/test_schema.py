@@ -498,7 +498,16 @@ ADDED_INDEXES = {
         "ix_anomaly_events_trading_plan_id": ("btree", "index", ("trading_plan_id",)),
     },
     "trading_plan_approvals": {"ix_trading_plan_approvals_timestamp": ("btree", "index", ("timestamp",))},
-    "module_messages": {"ix_module_messages_timestamp": ("btree", "index", ("timestamp",))},
+    "module_messages": {
+        "ix_module_messages_timestamp": ("btree", "index", ("timestamp",)),
+        # the durable bus claims pending messages in priority order (bus/durable.py)
+        "ix_module_messages_pending": (
+            "btree",
+            "index",
+            ("priority", "timestamp", "message_id"),
+            "expression or partial index",
+        ),
+    },
 }
 
 

@@ -15,7 +15,7 @@ from tis_pipeline.market_data import store as bar_store
 from tis_pipeline.market_data.partitions import daily_partitions
 from tis_pipeline.quality.checks import check_specs_for, frame_check_results
 from tis_pipeline.resources import PostgresResource
-from tis_pipeline.trading_day import store
+from tis_pipeline.trading_day import report, store
 from tis_pipeline.trading_day.day import (
     CONTEXT_BEFORE,
     HISTORY_DAYS,
@@ -105,7 +105,7 @@ def trading_day(
     start, end = pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")
     fingerprint = config_fingerprint()
     out: dict[str, list[pd.DataFrame]] = {t: [] for t in TABLES if t != "modules"}
-    states, population = [], None
+    states, population, notes = [], None, []
     with db.begin() as conn:
         previous = store.previous_population(conn, start, fingerprint)
         if previous is not None:
@@ -131,8 +131,11 @@ def trading_day(
             )
             # history as stored, written day by day below: a range run sees what day-by-day runs see
             history = store.read_history(conn, day - pd.Timedelta(days=HISTORY_DAYS), day)
-            rows = run_day(day, events, bars, population, history)
+            # what the bus left in flight at the end of the day before is carried into this one
+            carried = store.read_carried_messages(conn, day)
+            rows = run_day(day, events, bars, population, history, carried)
             # the state goes through its stored form every day, for the same reason
+            notes.append(rows.pop("bar_notes"))
             text = population_to_json(rows.pop("population"))
             population = population_from_json(text)
             states.append(
@@ -151,6 +154,7 @@ def trading_day(
         written["modules"] = len(population) if days else 0
         frames = {t: concat_frames(f) for t, f in out.items()}
         linked_events, linked_evidence = store.link_plans(conn, frames["trading_plans"])
+        store.write_bar_notes(conn, concat_frames(notes), begin, end)  # where modules acted and learned
         store.save_populations(conn, states)
 
     plans = frames["trading_plans"]
@@ -204,6 +208,8 @@ def trading_day(
             ),
         },
         "module_replications": {"replications": written["module_replications"]},
+        # the report covers every stored day (in sample and out of sample need the days before the range)
+        "module_performance": ecosystem_report(db),
     }
     for table in TABLES:
         yield dg.MaterializeResult(
@@ -220,3 +226,42 @@ def trading_day(
     checked = {**frames, "modules": population_rows(population)}
     for table in TABLES:
         yield from frame_check_results(checked[table], table, (start, end), asset=table)
+
+
+REPORT_COLUMNS = [
+    "name",
+    "generation",
+    "module_type",
+    "born",
+    "in_days",
+    "in_trades",
+    "in_pnl",
+    "in_sharpe",
+    "out_days",
+    "out_trades",
+    "out_pnl",
+    "out_sharpe",
+    "out_max_drawdown",
+]
+
+
+def ecosystem_report(db: PostgresResource) -> dict[str, object]:
+    """The ecosystem report over everything stored (``report.py``), as ``module_performance`` metadata: per
+    module (name, generation) in sample vs out of sample (trades, P&L, Sharpe with its sample size, drawdown),
+    founders vs evolved on the same days, the Probabilistic and Deflated Sharpe Ratios of the best modules
+    counting every variant tried, equity curves with drawdowns, and the lineage tree."""
+    with db.engine.connect() as conn:
+        performance, plans, population = store.read_report_inputs(conn)
+    if population.empty:
+        return {"report_modules": 0}
+    span = f"{plans['timestamp'].min().date()}..{plans['timestamp'].max().date()}" if len(plans) else ""
+    built = report.build_report(performance, plans, population, span)
+    return {
+        "report_range": span,
+        **{f"report_{k}": v for k, v in built["summary"].items()},
+        "report_founders_vs_evolved": dg.MetadataValue.json(built["founders_vs_evolved"]),
+        "report_modules_in_and_out_of_sample": _md(built["modules"][REPORT_COLUMNS], 60),
+        "report_deflated_sharpe_best": _md(built["deflated"], 10),
+        "report_equity_and_drawdown": dg.MetadataValue.md(built["equity_plot"]),
+        "report_lineage": dg.MetadataValue.md(built["lineage_plot"]),
+    }

@@ -6,15 +6,31 @@ Pure: no Dagster, no SQL. The asset reads the day's inputs, calls ``run_day`` an
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 
 import pandas as pd
 
 from tis_pipeline import plots
-from tis_pipeline.trading_day.ecosystem.common import population_to_json
+from tis_pipeline.trading_day.ecosystem.common import (
+    BASE_LATENCY_MS,
+    population_frame,
+    population_records,
+    population_to_json,
+)
 from tis_pipeline.trading_day.ecosystem.founders import founding_population
-from tis_pipeline.trading_day.ecosystem.messages import build_messages
-from tis_pipeline.trading_day.ecosystem.replicate import replicate
+from tis_pipeline.trading_day.ecosystem.messages import (
+    broadcast_messages,
+    bus_policy,
+    carry_messages,
+    decision_messages,
+    feedback_messages,
+    plan_messages,
+    replication_messages,
+    run_bus,
+)
+from tis_pipeline.trading_day.ecosystem.notes import bar_notes
+from tis_pipeline.trading_day.ecosystem.replicate import initialize_child, replicate, validate_child
 from tis_pipeline.trading_day.ecosystem.sharing import share_intelligence
 from tis_pipeline.trading_day.ecosystem.triggers import replication_triggers
 from tis_pipeline.trading_day.ecosystem.update import update_population
@@ -22,6 +38,7 @@ from tis_pipeline.trading_day.plans.approve import approve_plans
 from tis_pipeline.trading_day.plans.execute import simulate_execution
 from tis_pipeline.trading_day.plans.generate import generate_plans
 from tis_pipeline.trading_day.plans.score import score_modules
+from tis_pipeline.trading_day.population import ALPHA, is_live_record
 
 # in dependency order: a multi-asset yields its outputs topologically
 TABLES = (
@@ -44,13 +61,15 @@ WRITE_ORDER = (
     "module_replication_triggers",
 )
 HISTORY_DAYS = 30
+LOGIC = "bus-3"
 CONTEXT_BEFORE = pd.Timedelta(hours=2)
 
 
 def config_fingerprint() -> str:
     """Which logic made the stored populations: a day continues only from a state of the same logic."""
     founders = founding_population(pd.Timestamp("2000-01-01", tz="UTC"))
-    return hashlib.sha256(population_to_json(founders).encode()).hexdigest()[:16]
+    # LOGIC names what the founders' rows cannot show: the day's rules (the bus) changed
+    return hashlib.sha256(f"{population_to_json(founders)}|{LOGIC}".encode()).hexdigest()[:16]
 
 
 def run_day(
@@ -59,27 +78,59 @@ def run_day(
     bars: pd.DataFrame,
     population: pd.DataFrame,
     history: pd.DataFrame,
+    carried: pd.DataFrame | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """One trading day, in the contract's order; returns every table's rows and the population at day end."""
+    """One trading day, in the contract's order; returns every table's rows and the population at day end.
+
+    The day flows through the in-process bus (``ecosystem/messages.py``): a plan is decided only when its
+    ``trading_plan`` message reached the decision maker, and executed only when the decision reached the
+    trader; the others keep their plan row with the reason in ``execution_notes`` (``_held``). ``carried``:
+    the messages the day before left pending (module_messages rows), re-offered today.
+    """
     day_end = day + pd.Timedelta(days=1)
-    plans = generate_plans(day, events, bars, population)
+    carried = carry_messages(day, carried if carried is not None else pd.DataFrame())
+    try:
+        plans = generate_plans(day, events, bars, population)
+    except Exception:  # a module's step raised: find it, mark it failed, and the day goes on without it
+        population = _fail_raising_modules(day, events, bars, population)
+        plans = generate_plans(day, events, bars, population)
+    policy = bus_policy(population, day)  # a failed module receives nothing
     plans = plans[plans["timestamp"] < day_end].reset_index(
         drop=True
     )  # an event in the last minute: no time left
-    plans, approvals = approve_plans(day, plans, population)
+    # the plans travel to the decision maker; only those delivered are decided
+    sent = run_bus(day, _concat_messages(plan_messages(day, plans, population), carried), policy)
+    plans, undecided = _split(plans, sent, "trading_plan message to the decision maker")
+    plans, approvals = approve_plans(day, plans, population, bars)
+    # the decisions travel to the trader; only those delivered are executed
+    handled = _handled_at(sent)
+    decisions = run_bus(day, decision_messages(day, plans, approvals, handled, population), policy)
+    plans, unexecuted = _split(plans, decisions, "decision message to the trader", only_validated=True)
     plans = simulate_execution(day, plans, bars, population)
+    plans = _held(plans, undecided, unexecuted)
     performance = score_modules(day, plans, approvals, population, history, bars)
-    messages = build_messages(day, plans, approvals, population)
+    rest = run_bus(
+        day,
+        _concat_messages(
+            feedback_messages(day, plans, population), broadcast_messages(day, plans, population)
+        ),
+        policy,
+    )
+    messages = _concat_messages(sent, decisions, rest)
     sharing = share_intelligence(day, performance, population)
-    population = update_population(day, population, performance, messages)
+    population = update_population(day, population, performance, messages, sharing)
     triggers = replication_triggers(day, population, performance, bars)
     started = time.perf_counter_ns()
     replications, triggers, population = replicate(day, triggers, population)
     if len(replications):
-        # measured, so the one thing a replay changes (as DSI latency): the cost of creating each child.
-        # Validation and initialization are not separate steps here, so their columns stay NULL (not measured)
-        spent_ms = max(1, round((time.perf_counter_ns() - started) / 1e6 / len(replications)))
+        # measured, so the one thing a replay changes (as DSI latency): the cost of creating each child
+        spent_ms = math.ceil((time.perf_counter_ns() - started) / 1e6 / len(replications))
         replications = replications.assign(creation_time_ms=spent_ms)
+        replications, population = _validate_and_initialize(day, replications, population, events, bars)
+    # the children are announced to themselves: born at midnight, they take the signal tomorrow (carried)
+    signals = run_bus(day, replication_messages(day, replications, population), bus_policy(population, day))
+    messages = _concat_messages(messages, signals)
+    notes = bar_notes(day, plans, approvals, sharing, population, bars)
     return {
         "trading_plans": plans,
         "trading_plan_approvals": approvals,
@@ -89,7 +140,159 @@ def run_day(
         "module_replication_triggers": triggers,
         "module_replications": replications,
         "population": population,
+        "bar_notes": notes,
     }
+
+
+def _fail_raising_modules(
+    day: pd.Timestamp, events: pd.DataFrame, bars: pd.DataFrame, population: pd.DataFrame
+) -> pd.DataFrame:
+    """The population with every live alpha whose own planning raises (``generate_plans`` with it as the only
+    alpha) set to status 'failed' (it stops taking part), the error kept in its ``learning_patterns``."""
+    recs = population_records(population)
+    others = population[population["module_type"] != ALPHA]
+    for rec in recs:
+        if rec["module_type"] != ALPHA or not is_live_record(rec):
+            continue
+        alone = pd.concat([population[population["module_id"] == rec["module_id"]], others])
+        try:
+            generate_plans(day, events, bars, alone)
+        except Exception as exc:
+            patterns = dict(rec["learning_patterns"]) if isinstance(rec["learning_patterns"], dict) else {}
+            patterns["failure"] = {
+                "day": day.strftime("%Y-%m-%d"),
+                "step": "generate_plans",
+                "error": repr(exc),
+            }
+            rec.update(status="failed", learning_patterns=patterns)
+    return population_frame(recs)
+
+
+def _validate_and_initialize(
+    day: pd.Timestamp,
+    replications: pd.DataFrame,
+    population: pd.DataFrame,
+    events: pd.DataFrame,
+    bars: pd.DataFrame,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each child validated (``validate_child``, with a dry run of its genome on the day's events for an
+    alpha: the plans it alone would make), then initialized (``initialize_child``); both steps timed
+    (``validation_time_ms``, ``initialization_time_ms``: wall clock, rounded up to whole ms, like
+    ``creation_time_ms`` the columns a replay changes). An invalid child's replication is 'failed' and the
+    child 'failed' (it never trades)."""
+    recs = population_records(population)
+    by_id = {str(r["module_id"]): r for r in recs}
+    others = population[population["module_type"] != ALPHA]
+    validation, initialization, status = [], [], []
+    for rep in replications.to_dict("records"):
+        started = time.perf_counter_ns()
+        child = by_id[str(rep["child_module_id"])]
+        parents = [by_id[p] for p in child["parent_modules"] if p in by_id]
+        trial = None
+        if child["module_type"] == ALPHA:
+            alone = pd.concat([population[population["module_id"] == child["module_id"]], others])
+            trial = generate_plans(day, events, bars, alone)
+        problems = validate_child(child, parents, trial)
+        validation.append(math.ceil((time.perf_counter_ns() - started) / 1e6))
+        started = time.perf_counter_ns()
+        if problems:
+            child.update(status="failed", learning_patterns={"name": child["name"], "invalid": problems})
+            initialization.append(None)
+            status.append("failed")
+            continue
+        by_id[child["module_id"]].update(
+            initialize_child(child, parents, BASE_LATENCY_MS.get(child["module_type"], 0))
+        )
+        initialization.append(math.ceil((time.perf_counter_ns() - started) / 1e6))
+        status.append("completed")
+    replications = replications.assign(
+        validation_time_ms=pd.array(validation, dtype="Int64"),
+        initialization_time_ms=pd.array(initialization, dtype="Int64"),
+        replication_status=status,
+    )
+    return replications, population_frame(recs)
+
+
+def _concat_messages(*frames: pd.DataFrame) -> pd.DataFrame:
+    parts = [f for f in frames if len(f)]
+    if not parts:
+        return frames[0]
+    out = pd.concat(parts, ignore_index=True)
+    return out.sort_values(["timestamp", "message_type", "message_id"], kind="stable").reset_index(drop=True)
+
+
+def _plan_of(data: object) -> str | None:
+    return str(data["plan_id"]) if isinstance(data, dict) and data.get("plan_id") is not None else None
+
+
+def _handled_at(messages: pd.DataFrame) -> dict[str, pd.Timestamp]:
+    """plan_id -> when its trading_plan message was handled (delivered ones only)."""
+    return {
+        pid: t
+        for pid, t, s, mtype in zip(
+            messages["message_data"].map(_plan_of),
+            messages["last_delivery_attempt"],
+            messages["status"],
+            messages["message_type"],
+            strict=True,
+        )
+        if s == "delivered" and mtype == "trading_plan" and pid is not None
+    }
+
+
+def _split(
+    plans: pd.DataFrame, messages: pd.DataFrame, what: str, only_validated: bool = False
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(plans that go on, plans held back with why), by the status of each plan's message in ``messages``;
+    ``only_validated``: plans that are not validated go on whatever (they are cancelled anyway)."""
+    if plans.empty:
+        return plans, plans.assign(held_because=pd.Series(dtype=object))
+    outcome = {
+        pid: (s, e)
+        for pid, s, e, carried in zip(
+            messages["message_data"].map(_plan_of),
+            messages["status"],
+            messages["error_message"],
+            messages["message_data"].map(lambda d: isinstance(d, dict) and "carried_from" in d),
+            strict=True,
+        )
+        if pid is not None and not carried
+    }
+    why = []
+    for pid, status in zip(plans["plan_id"], plans["validation_status"], strict=True):
+        s, e = outcome.get(str(pid), ("delivered", None))
+        if only_validated and status != "validated":
+            s = "delivered"
+        why.append(None if s == "delivered" else f"{what} {s}" + (f": {e}" if e else ""))
+    held = pd.Series(why, index=plans.index, dtype=object).notna()
+    return (
+        plans[~held].reset_index(drop=True),
+        plans[held].assign(held_because=[w for w in why if w is not None]).reset_index(drop=True),
+    )
+
+
+def _held(plans: pd.DataFrame, undecided: pd.DataFrame, unexecuted: pd.DataFrame) -> pd.DataFrame:
+    """The executed plans with those the bus held back: never decided (validation 'pending', cancelled) or
+    decided but never reached the trader (execution 'failed'); ``execution_notes`` says why."""
+    parts = [plans]
+    for group, validation, execution in (
+        (undecided, "pending", "cancelled"),
+        (unexecuted, None, "failed"),
+    ):
+        if group.empty:
+            continue
+        notes = [
+            f"{n}; not executed: {w}" if isinstance(n, str) and n else f"not executed: {w}"
+            for n, w in zip(group["execution_notes"], group["held_because"], strict=True)
+        ]
+        held = group.drop(columns="held_because").assign(execution_status=execution, execution_notes=notes)
+        if validation is not None:
+            held = held.assign(validation_status=validation)
+        parts.append(held[list(plans.columns)].astype(plans.dtypes.to_dict()))
+    if len(parts) == 1:
+        return plans
+    out = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else plans
+    return out.sort_values(["timestamp", "plan_id"], kind="stable").reset_index(drop=True)
 
 
 def concat_frames(frames: list[pd.DataFrame]) -> pd.DataFrame:

@@ -31,23 +31,24 @@ ALPHA, DECISION, TRADER = "alpha_detector", "decision_maker", "trader"
 HORIZONS: tuple[int, ...] = (1, 5, 15, 60, 240)  # the steps a mutation moves ``horizon_minutes`` along
 INNOVATION_SCALE = 0.10
 
-# (lo, hi, decimals) of every gene replication may change; genes not listed (style, anomaly_types, capital,
-# fee_bps) are facts of the specialty or the venue and are inherited unchanged
+# (lo, hi, decimals) of every gene replication may change; genes not listed (style, anomaly_types, capital)
+# are facts of the specialty or the account and are inherited unchanged. No gene sets a cost: fills are
+# charged by plans/costs.py, so a trader evolves when it enters (entry_delay_bars), never what a fill costs
 GENE_BOUNDS: Mapping[str, tuple[float, float, int]] = {
     "min_edge": (0.0, 0.2, 4),
     "stop_atr": (0.5, 5.0, 2),
     "target_atr": (0.5, 5.0, 2),  # with stop_atr >= 0.5 the risk/reward stays <= 10
-    "risk_pct": (0.1, 2.0, 2),
+    "risk_pct": (0.01, 2.0, 2),  # % of capital lost at the stop
     "min_confidence": (0.0, 0.9, 2),
     "min_risk_reward": (0.5, 3.0, 2),
     "max_position_pct": (1.0, 100.0, 2),
     "max_plans_per_symbol": (1, 50, 0),
-    "slippage_bps": (0.0, 10.0, 2),
+    "entry_delay_bars": (0, 3, 0),
 }
 MUTABLE_GENES: Mapping[str, tuple[str, ...]] = {
     ALPHA: ("min_edge", "stop_atr", "target_atr", "horizon_minutes", "risk_pct"),
     DECISION: ("min_confidence", "min_risk_reward", "max_position_pct", "max_plans_per_symbol"),
-    TRADER: ("slippage_bps",),
+    TRADER: ("entry_delay_bars",),
 }
 
 FOUNDERS: tuple[tuple[str, str, Mapping[str, Any]], ...] = (
@@ -61,7 +62,7 @@ FOUNDERS: tuple[tuple[str, str, Mapping[str, Any]], ...] = (
             "stop_atr": 1.5,
             "target_atr": 2.5,
             "horizon_minutes": 15,
-            "risk_pct": 0.5,
+            "risk_pct": 0.05,
         },
     ),
     (
@@ -74,7 +75,7 @@ FOUNDERS: tuple[tuple[str, str, Mapping[str, Any]], ...] = (
             "stop_atr": 1.0,
             "target_atr": 1.5,
             "horizon_minutes": 5,
-            "risk_pct": 0.5,
+            "risk_pct": 0.05,
         },
     ),
     (
@@ -87,7 +88,7 @@ FOUNDERS: tuple[tuple[str, str, Mapping[str, Any]], ...] = (
             "stop_atr": 2.0,
             "target_atr": 3.0,
             "horizon_minutes": 60,
-            "risk_pct": 0.5,
+            "risk_pct": 0.05,
         },
     ),
     (
@@ -96,11 +97,11 @@ FOUNDERS: tuple[tuple[str, str, Mapping[str, Any]], ...] = (
         {
             "min_confidence": 0.3,
             "min_risk_reward": 1.2,
-            "max_position_pct": 10.0,
+            "max_position_pct": 50.0,
             "max_plans_per_symbol": 20,
         },
     ),
-    ("execution_sim", TRADER, {"capital": 1_000_000.0, "slippage_bps": 1.0, "fee_bps": 2.0}),
+    ("execution_sim", TRADER, {"capital": 1_000_000.0, "entry_delay_bars": 0}),
 )
 FOUNDER_GENOMES: Mapping[str, Mapping[str, Any]] = {
     (g["style"] if t == ALPHA else t): g for _, t, g in FOUNDERS

@@ -297,3 +297,109 @@ def save_populations(conn: sa.Connection, states: list[dict]) -> None:
         ),
         states,
     )
+
+
+def read_report_inputs(conn: sa.Connection) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(module_performance rows, trading_plans rows, modules as a population frame) of everything stored: the
+    ecosystem report's inputs (``report.build_report``)."""
+    performance = read_history(
+        conn, pd.Timestamp("1970-01-01", tz="UTC"), pd.Timestamp("2200-01-01", tz="UTC")
+    )
+    plans = fetch_frame(
+        conn,
+        'SELECT plan_id::text AS plan_id, module_id::text AS module_id, symbol, "timestamp", '
+        'execution_status, pnl::float8 AS pnl FROM trading_plans ORDER BY "timestamp", plan_id',
+        {},
+    )
+    if plans.empty:
+        plans = pd.DataFrame(
+            {
+                "plan_id": pd.Series(dtype=object),
+                "module_id": pd.Series(dtype=object),
+                "symbol": pd.Series(dtype=object),
+                "timestamp": pd.Series(dtype="datetime64[us, UTC]"),
+                "execution_status": pd.Series(dtype=object),
+                "pnl": pd.Series(dtype="float64"),
+            }
+        )
+    plans["timestamp"] = pd.to_datetime(plans["timestamp"], utc=True)
+    population = fetch_frame(
+        conn,
+        "SELECT module_id::text AS module_id, module_type, generational_depth, parent_modules, created_at, "
+        "learning_patterns FROM modules ORDER BY module_id",
+        {},
+    )
+    patterns = [
+        lp if isinstance(lp, dict) else json.loads(lp or "{}") for lp in population["learning_patterns"]
+    ]
+    parents = [p if isinstance(p, list) else json.loads(p or "[]") for p in population["parent_modules"]]
+    population = population.drop(columns="learning_patterns").assign(
+        name=[lp.get("name") for lp in patterns],
+        genome=[lp.get("genome") or {} for lp in patterns],
+        parent_modules=parents,
+        created_at=pd.to_datetime(population["created_at"], utc=True),
+        generational_depth=population["generational_depth"].astype(int),
+    )
+    return performance, plans, population
+
+
+# ------------------------------------------------------------------------------------------ the message bus
+
+CARRY_DAYS = 30  # a message pending for longer is not looked for again (it stays 'pending')
+
+
+def read_carried_messages(conn: sa.Connection, day: pd.Timestamp) -> pd.DataFrame:
+    """The messages earlier days left pending that no day has re-offered yet (no row names them in
+    ``message_data->>'carried_from'``): the bus re-offers them on ``day`` (``ecosystem.messages
+    .carry_messages``). Usually the day before's; after a gap in the data, older ones (of the last
+    ``CARRY_DAYS``), whose ttl ran out."""
+    from tis_pipeline.trading_day.bus.durable import read_messages
+
+    frame = read_messages(
+        conn,
+        'status = \'pending\' AND "timestamp" >= :a AND "timestamp" < :b AND NOT EXISTS ('
+        'SELECT 1 FROM module_messages c WHERE c."timestamp" > module_messages."timestamp" '
+        "AND c.\"timestamp\" < :b AND c.message_data->>'carried_from' = module_messages.message_id::text)",
+        {"a": (day - pd.Timedelta(days=CARRY_DAYS)).to_pydatetime(), "b": day.to_pydatetime()},
+    )
+    return frame.sort_values(["timestamp", "message_type", "message_id"], kind="stable").reset_index(
+        drop=True
+    )
+
+
+def write_bar_notes(conn: sa.Connection, notes: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> int:
+    """``market_data_1m.module_intelligence`` / ``module_learning_updates`` for [start, end): cleared in the
+    window, then set on the noted bars (COPY to a temp table, one set-based UPDATE). Returns bars noted."""
+    conn.execute(
+        sa.text(
+            "UPDATE market_data_1m SET module_intelligence = NULL, module_learning_updates = NULL "
+            'WHERE "timestamp" >= :a AND "timestamp" < :b '
+            "AND (module_intelligence IS NOT NULL OR module_learning_updates IS NOT NULL)"
+        ),
+        {"a": start, "b": end},
+    )
+    if notes is None or notes.empty:
+        return 0
+    frame = notes[["symbol", "timestamp", "module_intelligence", "module_learning_updates"]].reset_index(
+        drop=True
+    )
+    frame = frame.assign(
+        module_intelligence=frame["module_intelligence"].map(to_json).astype(object),
+        module_learning_updates=frame["module_learning_updates"].map(to_json).astype(object),
+    )
+    conn.execute(
+        sa.text(
+            'CREATE TEMP TABLE bar_notes (symbol varchar(20), "timestamp" timestamptz, '
+            "module_intelligence jsonb, module_learning_updates jsonb) ON COMMIT DROP"
+        )
+    )
+    copy_frame(raw_connection(conn), "bar_notes", frame)
+    noted = conn.execute(
+        sa.text(
+            "UPDATE market_data_1m m SET module_intelligence = n.module_intelligence, "
+            "module_learning_updates = n.module_learning_updates "
+            'FROM bar_notes n WHERE m.symbol = n.symbol AND m."timestamp" = n."timestamp"'
+        )
+    ).rowcount
+    conn.execute(sa.text("DROP TABLE bar_notes"))
+    return noted

@@ -45,7 +45,8 @@ def _digest(table, order, exclude=()):
     return f"SELECT md5(coalesce(string_agg(({columns})::text, '|' ORDER BY {order}), '')) FROM {table} t"
 
 
-# creation_time_ms is a measurement (as DSI's latency): every other value must match bit for bit
+# creation_time_ms, validation_time_ms and initialization_time_ms are wall-clock measurements (as DSI's
+# latency): every other value must match bit for bit
 DIGESTS = {
     "trading_plans": _digest("trading_plans", "plan_id"),
     "trading_plan_approvals": _digest("trading_plan_approvals", "approval_id"),
@@ -53,7 +54,11 @@ DIGESTS = {
     "module_messages": _digest("module_messages", "message_id"),
     "module_intelligence_sharing": _digest("module_intelligence_sharing", "sharing_id"),
     "module_replication_triggers": _digest("module_replication_triggers", "trigger_id"),
-    "module_replications": _digest("module_replications", "replication_id", ("creation_time_ms",)),
+    "module_replications": _digest(
+        "module_replications",
+        "replication_id",
+        ("creation_time_ms", "validation_time_ms", "initialization_time_ms"),
+    ),
     "modules": _digest("modules", "module_id"),
     "links": "SELECT md5(coalesce(string_agg(concat_ws(',', event_id, trading_plan_id, "
     "plan_generation_module_id, "
@@ -63,6 +68,10 @@ DIGESTS = {
     "'|' ORDER BY evidence_id), "
     "'')) FROM dsi_evidence",
     "state": "SELECT md5(string_agg(population::text, '|' ORDER BY day)) FROM ecosystem_state",
+    "bar_notes": "SELECT md5(coalesce(string_agg(concat_ws(',', symbol, \"timestamp\", "
+    "module_intelligence::text, "
+    "module_learning_updates::text), '|' ORDER BY symbol, \"timestamp\"), '')) FROM market_data_1m "
+    "WHERE module_intelligence IS NOT NULL OR module_learning_updates IS NOT NULL",
 }
 
 
@@ -114,15 +123,26 @@ def test_a_trading_day_writes_every_table_linked_and_checked(migrated_database_u
                                    ORDER BY m."timestamp" LIMIT 1) b ON true
                      WHERE p.executed_price IS NOT NULL""")
         per_day = q("""SELECT "timestamp"::date, count(*) FROM module_performance GROUP BY 1 ORDER BY 1""")
+        # a child is one generation below its deepest parent (a mate may be deeper than the primary)
         lineage = q("""SELECT count(*), count(*) FILTER (WHERE c.parent_modules ? r.parent_module_id::text
-                                                         AND c.generational_depth = p.generational_depth + 1)
-                       FROM module_replications r JOIN modules c ON c.module_id = r.child_module_id
-                       JOIN modules p ON p.module_id = r.parent_module_id""")[0]
+                              AND c.generational_depth = 1 + (SELECT max(p.generational_depth) FROM modules p
+                                                              WHERE c.parent_modules ? p.module_id::text))
+                       FROM module_replications r JOIN modules c ON c.module_id = r.child_module_id""")[0]
         processed = q("""SELECT count(*), count(r.replication_id) FROM module_replication_triggers t
                          LEFT JOIN module_replications r USING (replication_id)
                          WHERE t.status = 'processed'""")[0]
-        timings = q("""SELECT count(*) FILTER (WHERE creation_time_ms > 0), count(validation_time_ms),
-                              count(initialization_time_ms) FROM module_replications""")[0]
+        timings = q("""SELECT count(*) FILTER (WHERE creation_time_ms > 0),
+                              count(*) FILTER (WHERE validation_time_ms > 0),
+                              count(*) FILTER (WHERE initialization_time_ms > 0) FROM module_replications""")[
+            0
+        ]
+        # the bars where modules acted: each plan's event bar, noted once
+        noted = q("""SELECT count(*) FILTER (WHERE module_intelligence IS NOT NULL),
+                            (SELECT count(DISTINCT (symbol, "timestamp" - INTERVAL '1 minute'))
+                             FROM trading_plans),
+                            (SELECT count(*) FROM trading_plans),
+                            (SELECT sum(jsonb_array_length(module_intelligence->'acted')) FROM market_data_1m)
+                     FROM market_data_1m""")[0]
     assert n["trading_plans"] > 10 and events_total >= n["trading_plans"]
     assert linked == (n["trading_plans"], n["trading_plans"])
     assert evidence == n["trading_plans"]
@@ -136,9 +156,9 @@ def test_a_trading_day_writes_every_table_linked_and_checked(migrated_database_u
     assert n["modules"] == FOUNDERS + n["module_replications"]
     assert lineage == (n["module_replications"], n["module_replications"])
     assert processed[0] == processed[1] == n["module_replications"]
-    # creation is measured; validation and initialization are no separate steps, so nothing pretends to time
-    # them
-    assert timings == (n["module_replications"], 0, 0)
+    # creation, validation (a dry run of the child's genome) and initialization are measured steps
+    assert timings == (n["module_replications"],) * 3
+    assert noted[0] == noted[1] and noted[2] == noted[3] == n["trading_plans"]
     # what the UI shows (issue 16 §3): the run's rows beside the table's, module names, the plot's range
     meta = {
         m.asset_key.to_user_string(): m.metadata

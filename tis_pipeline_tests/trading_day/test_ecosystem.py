@@ -244,7 +244,8 @@ def messages_frame(rows: list[dict]) -> pd.DataFrame:
     full = []
     for i, r in enumerate(rows):
         m = {**base, "message_id": f"m{i}", "timestamp": DAY + pd.Timedelta(hours=1), **r}
-        m["last_delivery_attempt"] = m["timestamp"]
+        # handled when sent, unless the row says when (the bus's measurement)
+        m["last_delivery_attempt"] = r.get("last_delivery_attempt", m["timestamp"])
         full.append(m)
     frame = pd.DataFrame(full, columns=list(MESSAGE_COLUMNS))
     for col in ("timestamp", "last_delivery_attempt"):
@@ -252,13 +253,23 @@ def messages_frame(rows: list[dict]) -> pd.DataFrame:
     return frame
 
 
-def with_history(pop: pd.DataFrame, module_id: str, scores: list[float], day: pd.Timestamp = DAY, **columns):
-    """``module_id`` with the given scores on the days before ``day`` (last score = the day before)."""
+def with_history(
+    pop: pd.DataFrame,
+    module_id: str,
+    scores: list[float],
+    day: pd.Timestamp = DAY,
+    sample: int = 10,
+    below_peers: bool | None = None,
+    **columns,
+):
+    """``module_id`` with the given scores on the days before ``day`` (last score = the day before), each
+    behind ``sample`` plans (and below its peers or not, when given)."""
     pop = pop.copy()
     i = pop.index[pop["module_id"] == module_id][0]
     n = len(scores)
+    extra = {} if below_peers is None else {"below_peers": below_peers}
     pop.at[i, "performance_history"] = [
-        {"day": (day - pd.Timedelta(days=n - k)).strftime("%Y-%m-%d"), "score": s}
+        {"day": (day - pd.Timedelta(days=n - k)).strftime("%Y-%m-%d"), "score": s, "n": sample, **extra}
         for k, s in enumerate(scores)
     ]
     for col, value in columns.items():
@@ -370,8 +381,9 @@ def test_messages_exact_counts_priorities_and_delivery():
     msgs = build_messages(DAY, plans, approvals, pop)
 
     assert list(msgs.columns) == list(MESSAGE_COLUMNS)
+    # 4 plans to the decision maker, 3 decisions (the validated plans) to the trader
     assert msgs["message_type"].value_counts().to_dict() == {
-        "trading_plan": 4,
+        "trading_plan": 7,
         "execution_feedback": 2,
         "intelligence_broadcast": 5,
     }
@@ -379,15 +391,25 @@ def test_messages_exact_counts_priorities_and_delivery():
     assert set(msgs["status"]) == {"delivered"} and msgs["error_message"].isna().all()
     assert (msgs["delivery_attempts"] == 1).all()
 
-    tp = msgs[msgs["message_type"] == "trading_plan"].set_index(
-        msgs.loc[msgs["message_type"] == "trading_plan", "message_data"].map(lambda d: d["plan_id"])
-    )
+    plan_msgs = msgs[(msgs["message_type"] == "trading_plan") & (msgs["sender_module_id"] != m["risk_desk"])]
+    tp = plan_msgs.set_index(plan_msgs["message_data"].map(lambda d: d["plan_id"]))
     assert tp.loc[["p1", "p2", "p3", "p4"], "priority"].tolist() == [1, 2, 3, 2]
     assert set(tp["receiver_module_id"]) == {m["risk_desk"]}
     assert tp.loc["p1", "sender_module_id"] == m["momentum"]
     assert tp.loc["p1", "timestamp"] == DAY + pd.Timedelta(minutes=60)
+    # the message carries its sender's latency and is handled when it arrives
+    assert tp.loc["p1", "message_data"]["sender_latency_ms"] == 7
     assert tp.loc["p1", "last_delivery_attempt"] == DAY + pd.Timedelta(minutes=60, milliseconds=7)
     assert tp.loc["p1", "ttl_seconds"] == 15 * 60
+
+    dec = msgs[(msgs["message_type"] == "trading_plan") & (msgs["sender_module_id"] == m["risk_desk"])]
+    dec = dec.set_index(dec["message_data"].map(lambda d: d["plan_id"]))
+    assert sorted(dec.index) == ["p1", "p3", "p4"]  # p2 was rejected: nothing to execute
+    assert set(dec["receiver_module_id"]) == {m["execution_sim"]}
+    # sent when the decision maker handled the plan, with the time the plan has left
+    assert dec.loc["p1", "timestamp"] == tp.loc["p1", "last_delivery_attempt"]
+    assert dec.loc["p1", "ttl_seconds"] == 15 * 60 - 1
+    assert dec.loc["p1", "message_data"]["decision"] == "approved"
 
     fb = msgs[msgs["message_type"] == "execution_feedback"]
     assert sorted(d["plan_id"] for d in fb["message_data"]) == ["p1", "p3"]
@@ -413,16 +435,27 @@ def test_message_to_an_inactive_module_fails_with_an_error():
     pop.loc[pop["name"] == "risk_desk", ["lifecycle_stage", "status"]] = ["deprecated", "inactive"]
     msgs = build_messages(DAY, plans, approvals, pop)
     tp = msgs[msgs["message_type"] == "trading_plan"]
+    # no decision maker is live: the plans go nowhere, so nothing is decided or sent on to the trader
     assert len(tp) == 4 and set(tp["status"]) == {"failed"}
-    assert tp["error_message"].str.contains(f"receiver {m['risk_desk']} is not active").all()
+    assert (tp["error_message"] == "no decision maker is live").all()
     # the deprecated module no longer broadcasts; the others' messages are still delivered
     assert (msgs["message_type"] == "intelligence_broadcast").sum() == 4
     assert set(msgs.loc[msgs["message_type"] != "trading_plan", "status"]) == {"delivered"}
 
-    unknown = approvals.assign(decision_maker_module_id=str(uuid.uuid4()))
-    msgs = build_messages(DAY, plans, unknown, founding_population(DAY))
-    tp = msgs[msgs["message_type"] == "trading_plan"]
-    assert set(tp["status"]) == {"failed"} and tp["error_message"].str.contains("not a known module").all()
+    # feedback to a retired author: retried with backoff (arrival, +20 s, +60 s), then failed
+    pop = founding_population(DAY)
+    pop.loc[pop["name"] == "reversal", ["lifecycle_stage", "status"]] = ["deprecated", "inactive"]
+    msgs = build_messages(DAY, plans, approvals, pop)
+    fb = msgs[(msgs["message_type"] == "execution_feedback") & (msgs["receiver_module_id"] == m["reversal"])]
+    assert len(fb) == 1
+    row = fb.iloc[0]
+    assert (row["status"], row["delivery_attempts"]) == ("failed", 3)
+    assert row["last_delivery_attempt"] == row["timestamp"] + pd.Timedelta(seconds=60)
+    assert (
+        f"receiver {m['reversal']} is not active (status inactive, lifecycle deprecated)"
+        in row["error_message"]
+    )
+    assert "gave up after 3 attempts" in row["error_message"]
     assert_valid(msgs, "module_messages")
 
 
@@ -460,25 +493,28 @@ def test_sharing_performance_updates_targeted_to_same_specialty_peers():
         "capability_update": 1,
     }
     perf = sharing[sharing["intelligence_type"] == "performance_update"].set_index("sender_module_id")
-    assert perf.loc[m["momentum"], "sharing_scope"] == "targeted"
-    assert perf.loc[m["momentum"], "target_modules"] == [child]
-    assert perf.loc[child, "target_modules"] == [m["momentum"]]
-    for name in ("reversal", "divergence", "risk_desk", "execution_sim"):
-        assert (
-            perf.loc[m[name], "sharing_scope"] == "broadcast" and perf.loc[m[name], "target_modules"] is None
-        )
+    # performance is broadcast: every module may learn from it
+    assert (perf["sharing_scope"] == "broadcast").all() and perf["target_modules"].isna().all()
     assert perf.loc[m["momentum"], "performance_score"] == 0.75
-    assert perf.loc[m["momentum"], "confidence_level"] == 0.6
+    # confidence = consistency (0.6) x the evidence behind it: 1 scored day of the 10 for full confidence
+    assert perf.loc[m["momentum"], "confidence_level"] == 0.06
+    assert perf.loc[m["momentum"], "intelligence_data"]["genome"] == row(pop, m["momentum"])["genome"]
     assert (perf["timestamp"] == DAY_END).all()
     assert perf.loc[[m["momentum"], m["reversal"], m["divergence"]], "sharing_priority"].tolist() == [1, 3, 1]
 
     learn = sharing[sharing["intelligence_type"] == "learning_update"].set_index("sender_module_id")
     assert learn.loc[m["momentum"], "intelligence_data"]["genes"] == {"min_edge": {"from": 0.02, "to": 0.03}}
+    # what it learned is targeted to its specialty's peers; divergence has none, so it broadcasts
+    assert learn.loc[m["momentum"], "sharing_scope"] == "targeted"
+    assert learn.loc[m["momentum"], "target_modules"] == [child]
+    assert learn.loc[m["divergence"], "sharing_scope"] == "broadcast"
     assert learn.loc[m["divergence"], "intelligence_data"]["genes"] == {
         "min_edge": {"from": 0.02, "to": 0.01}
     }
+    # a newborn's capabilities are private to its lineage
     cap = sharing[sharing["intelligence_type"] == "capability_update"].iloc[0]
     assert cap["sender_module_id"] == child and cap["timestamp"] == DAY
+    assert cap["sharing_scope"] == "private" and cap["target_modules"] == [m["momentum"]]
     assert cap["intelligence_data"]["parent_modules"] == [m["momentum"]]
     assert_valid(sharing, "module_intelligence_sharing")
 
@@ -557,6 +593,7 @@ def test_network_measures_on_a_known_message_graph():
                 "message_type": "trading_plan",
                 "message_data": {"plan_id": "p1", "symbol": "BTCUSDT"},
                 "timestamp": at,
+                "last_delivery_attempt": at + pd.Timedelta(milliseconds=2),
             },
             {
                 "sender_module_id": m["reversal"],
@@ -564,6 +601,7 @@ def test_network_measures_on_a_known_message_graph():
                 "message_type": "trading_plan",
                 "message_data": {"plan_id": "p2", "symbol": "ETHUSDT"},
                 "timestamp": at,
+                "last_delivery_attempt": at + pd.Timedelta(milliseconds=8),
             },
             {
                 "sender_module_id": m["execution_sim"],
@@ -571,6 +609,7 @@ def test_network_measures_on_a_known_message_graph():
                 "message_type": "execution_feedback",
                 "message_data": {"plan_id": "p1", "symbol": "BTCUSDT"},
                 "timestamp": at + pd.Timedelta(minutes=5),
+                "last_delivery_attempt": at + pd.Timedelta(minutes=5, milliseconds=3),
             },
             # a failed message and broadcasts are not edges
             {
@@ -623,9 +662,12 @@ def test_network_measures_on_a_known_message_graph():
     # one symbol of two -> fully specialised; both symbols equally -> not at all
     assert row(after, m["momentum"])["specialization_index"] == 1.0
     assert row(after, m["risk_desk"])["specialization_index"] == 0.0
+    # the bus's measurements: two plans handled in one second; the median wait of its inbox (2 and 8 ms);
+    # a module that received nothing keeps its type's base latency
     assert row(after, m["risk_desk"])["message_throughput_per_sec"] == 2
-    assert row(after, m["risk_desk"])["communication_latency_ms"] == 2
-    assert row(after, m["momentum"])["communication_latency_ms"] == 5
+    assert row(after, m["risk_desk"])["communication_latency_ms"] == 5
+    assert row(after, m["momentum"])["communication_latency_ms"] == 3
+    assert row(after, m["divergence"])["communication_latency_ms"] == 5
     assert row(after, m["momentum"])["intelligence_sharing_rate"] == 0.2
     assert row(after, m["divergence"])["intelligence_sharing_rate"] == 0.0
     assert_valid(population_rows(after), "modules")

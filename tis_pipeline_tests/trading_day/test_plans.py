@@ -61,7 +61,7 @@ GENOMES = {
         "max_position_pct": 20.0,
         "max_plans_per_symbol": 50,
     },
-    "execution_sim": {"capital": 1_000_000.0, "slippage_bps": 1.0, "fee_bps": 2.0, "range_factor": 0.1},
+    "execution_sim": {"capital": 1_000_000.0, "entry_delay_bars": 0},
 }
 TYPES = {
     "momentum": "alpha_detector",
@@ -70,6 +70,21 @@ TYPES = {
     "risk_desk": "decision_maker",
     "execution_sim": "trader",
 }
+
+
+@pytest.fixture(autouse=True)
+def simple_costs(monkeypatch):
+    """A cost model simple enough to write the expected figures by hand: the spread at its floor of 2 bp (1 bp
+    per market order; the hand-built bars have too few pairs for the estimator or a spread below the floor),
+    no impact, 2 bp fee per side. ``test_economics.py`` tests the model itself."""
+    for name, value in {
+        "TIS_COST_SPREAD_FLOOR_BPS": "2",
+        "TIS_COST_IMPACT_COEF": "0",
+        "TIS_COST_UNKNOWN_VOLUME_IMPACT_BPS": "0",
+        "TIS_COST_FEE_BPS_EQUITY": "2",
+        "TIS_COST_FEE_BPS_CRYPTO": "2",
+    }.items():
+        monkeypatch.setenv(name, value)
 
 
 # ------------------------------------------------------------------------------------------------ builders
@@ -142,7 +157,7 @@ def flat_bars(
             "high": price + 0.5,
             "low": price - 0.5,
             "close": price,
-            "volume": 10.0,
+            "volume": 1e5,  # 10 % of it is 10-20 % of the capital: the liquidity limit rarely binds
         }
     )
 
@@ -218,7 +233,7 @@ def walk_bars(symbols=("AAPL", "BTCUSD"), seed: int = 7) -> pd.DataFrame:
                     "high": high.round(8),
                     "low": low.round(8),
                     "close": close.round(8),
-                    "volume": 10.0,
+                    "volume": 1e5,  # 10 % of it is 10-20 % of the capital: the liquidity limit rarely binds
                 }
             )
         )
@@ -251,7 +266,7 @@ def walk_events(bars: pd.DataFrame, n: int = 240, seed: int = 11) -> pd.DataFram
 
 def run_day(evs, bars, pop, history=None):
     plans = generate_plans(DAY, evs, bars, pop)
-    plans, approvals = approve_plans(DAY, plans, pop)
+    plans, approvals = approve_plans(DAY, plans, pop, bars)
     plans = simulate_execution(DAY, plans, bars, pop)
     perf = score_modules(DAY, plans, approvals, pop, history if history is not None else pd.DataFrame(), bars)
     return plans, approvals, perf
@@ -349,14 +364,23 @@ def test_momentum_plan_fields_long_and_short_exact():
     plans = generate_plans(DAY, evs, bars, population()).set_index("direction")
     assert list(plans.index) == ["long", "short"]
     long, short = plans.loc["long"], plans.loc["short"]
-    # flat bars: ATR(14) = 1, entry = 100, stop 1.5 ATR, target 2.5 ATR
-    assert (long["entry_price"], long["stop_loss"], long["take_profit"]) == (100.0, 98.5, 102.5)
-    assert (short["entry_price"], short["stop_loss"], short["take_profit"]) == (100.0, 101.5, 97.5)
+    # flat bars: ATR(14) = 1, entry = 100, stop 1.5 ATR, target 2.5 ATR, both x sqrt(15 minutes)
+    sd, td = round(1.5 * math.sqrt(15), 8), round(2.5 * math.sqrt(15), 8)
+    assert (long["entry_price"], long["stop_loss"], long["take_profit"]) == (
+        100.0,
+        round(100 - sd, 8),
+        round(100 + td, 8),
+    )
+    assert (short["entry_price"], short["stop_loss"], short["take_profit"]) == (
+        100.0,
+        round(100 + sd, 8),
+        round(100 - td, 8),
+    )
     assert long["stop_loss"] < long["entry_price"] < long["take_profit"]
     assert short["take_profit"] < short["entry_price"] < short["stop_loss"]
     for p in (long, short):
         assert p["risk_reward_ratio"] == 1.67  # 2.5 / 1.5
-        assert p["position_size"] == 33.33  # 0.5% risk / 1.5% stop distance
+        assert p["position_size"] == round(0.5 / (sd / 100), 2) == 8.61  # 0.5% risk / 5.81% stop distance
         assert p["signal_strength"] == 0.6  # 0.5 * 0.8 + 0.5 * min(1, 2 * 0.2)
         assert p["time_horizon"] == "15m"
         assert p["validation_status"] == "pending"
@@ -391,9 +415,16 @@ def test_reversal_and_divergence_directions_and_skips():
     assert len(plans) == 2
     rev, div = by_module.loc[mid("reversal")], by_module.loc[mid("divergence")]
     assert rev["direction"] == "short" and rev["entry_price"] == 100.2
-    assert (rev["stop_loss"], rev["take_profit"]) == (101.2, 98.7)  # 1.0 / 1.5 ATR
+    # 1.0 / 1.5 ATR x sqrt(5 minutes)
+    assert (rev["stop_loss"], rev["take_profit"]) == (
+        round(100.2 + math.sqrt(5), 8),
+        round(100.2 - 1.5 * math.sqrt(5), 8),
+    )
     assert rev["risk_reward_ratio"] == 1.5 and rev["time_horizon"] == "5m"
-    assert div["direction"] == "short" and (div["stop_loss"], div["take_profit"]) == (102.2, 97.2)
+    assert div["direction"] == "short" and (div["stop_loss"], div["take_profit"]) == (
+        round(100.2 + 2 * math.sqrt(60), 8),
+        round(100.2 - 3 * math.sqrt(60), 8),
+    )
     assert div["valid_until"] == t + MIN + pd.Timedelta(hours=1)
     # divergence short with evidence 0.6 (against it): side rate 1 - 0.8, no confirm credit, 15m (+) disagrees
     assert div["confidence_score"] == round(0.25 * 0.2 + 0.15 * 0.8, 2)
@@ -495,7 +526,9 @@ def test_approval_rules_exact():
         "other-symbol": "validated",
     }
     assert p.loc["oversized", "position_size"] == 20.0 and p.loc["fine", "position_size"] == 10.0
-    assert a.loc["oversized", "modifications"] == {"position_size": {"from": 33.33, "to": 20.0}}
+    assert a.loc["oversized", "modifications"] == {
+        "position_size": {"from": 33.33, "to": 20.0, "limit": "max_position_pct"}
+    }
     assert a.loc["fine", "modifications"] is None
     assert a["decision_confidence"].to_dict() == {
         "low-confidence": 0.56,  # 0.5 + 0.5 * (0.4 - 0.35) / 0.4
@@ -512,8 +545,11 @@ def test_approval_rules_exact():
     assert (a["decision_maker_module_id"] == mid("risk_desk")).all()
     assert (a["timestamp"] == p.loc[a.index, "timestamp"]).all()
     assert a.loc["fine", "approval_id"] == str(uuid.uuid5(NAMESPACE, f"{a.loc['fine', 'plan_id']}|approval"))
-    assert a.loc["fine", "portfolio_impact"]["symbol_exposure_pct"] == 30.0  # 20 (oversized, cut) + 10
-    assert a.loc["other-symbol", "portfolio_impact"]["day_gross_exposure_pct"] == 40.0
+    # without bars every approved plan is open until its valid_until: 20 (oversized, cut) + 10
+    assert a.loc["fine", "portfolio_impact"]["after"]["symbol_exposure_pct"] == 30.0
+    assert a.loc["other-symbol", "portfolio_impact"]["before"]["symbol_exposure_pct"] == 0.0
+    assert a.loc["other-symbol", "portfolio_impact"]["after"]["gross_exposure_pct"] == 40.0
+    assert len(a.loc["other-symbol", "portfolio_impact"]["open_positions"]) == 2
 
 
 def test_decision_maker_choice_and_absence():
@@ -607,18 +643,15 @@ def _execute(
 
 
 def _expected(
-    direction: str,
-    entry_ref: float,
-    entry_range: float,
-    exit_ref: float,
-    exit_slip: float,
-    size: float = 10.0,
+    direction: str, entry_ref: float, exit_ref: float, market_exit: bool, size: float = 10.0
 ) -> dict:
+    """The simple cost model of this file (``simple_costs``): 1 bp half-spread per market order, no impact,
+    2 bp fee per side; the target is a limit order (no spread)."""
     d = 1 if direction == "long" else -1
-    slip_in = 1.0 + 0.1 * 0.5 * entry_range / entry_ref * 1e4
-    entry = round(entry_ref * (1 + d * slip_in / 1e4), 8)
-    exit_ = round(exit_ref * (1 - d * exit_slip / 1e4), 8)
-    qty = round(1_000_000 * size / 100 / entry, 8)
+    exit_cost = 1.0 if market_exit else 0.0
+    entry = round(entry_ref * (1 + d * 1.0 / 1e4), 8)
+    exit_ = round(exit_ref * (1 - d * exit_cost / 1e4), 8)
+    qty = round(1_000_000 * size / 100 / entry_ref, 8)
     fees = 2.0 / 1e4 * qty * (entry + exit_)
     slip_cost = qty * (abs(entry - entry_ref) + abs(exit_ref - exit_))
     return {
@@ -627,7 +660,7 @@ def _expected(
         "executed_quantity": qty,
         "pnl": round(d * (exit_ - entry) * qty - fees, 8),
         "execution_cost": round(fees + slip_cost, 8),
-        "slippage": round(slip_in + exit_slip, 4),
+        "slippage": round(1.0 + exit_cost, 4),
     }
 
 
@@ -639,6 +672,11 @@ def _check(row: pd.Series, exp: dict, reason: str, status: str = "executed") -> 
         assert row[k] == pytest.approx(exp[k], abs=1e-8), k
     att = row["attribution_analysis"]
     assert att["net_pnl"] == pytest.approx(att["gross_pnl"] - att["slippage_cost"] - att["fees"], abs=1e-6)
+    # re-anchored at the fill by the planned distances (2 and 2): never beyond either at entry
+    d = 1 if row["direction"] == "long" else -1
+    assert row["stop_loss"] == round(row["executed_price"] - d * 2.0, 8)
+    assert row["take_profit"] == round(row["executed_price"] + d * 2.0, 8)
+    assert row["performance_metrics"]["planned_stop_loss"] == 100.0 - d * 2.0
 
 
 def test_target_hit_exact():
@@ -651,50 +689,61 @@ def test_target_hit_exact():
         ]
     )
     row = _execute(bars)
-    # entry: open 100 + (1 bp + 0.1 * half the 1.0 range = 5 bp) = 6 bp -> 100.06; target 102 filled as is
-    assert row["executed_price"] == 100.06
-    exp = _expected("long", 100.0, 1.0, 102.0, 0.0)
+    # entry: open 100 + 1 bp half-spread -> 100.01; target re-anchored to 102.01, filled as is
+    assert row["executed_price"] == 100.01
+    exp = _expected("long", 100.0, 102.01, market_exit=False)
     _check(row, exp, "target")
     assert row["pnl"] == pytest.approx(
-        (102.0 - 100.06) * exp["executed_quantity"] - 0.0002 * exp["executed_quantity"] * (100.06 + 102.0),
+        (102.01 - 100.01) * exp["executed_quantity"] - 0.0002 * exp["executed_quantity"] * (100.01 + 102.01),
         abs=1e-8,
     )
     assert row["pnl"] > 0
     m = row["performance_metrics"]
     assert m["exit_time"] == (T0 + 2 * MIN).isoformat() and m["minutes_held"] == 2.0 and m["bars_held"] == 3
-    assert m["mfe"] == pytest.approx((102.3 - 100.06) / 100.06, abs=1e-8)
-    assert m["mae"] == pytest.approx((100.06 - 99.5) / 100.06, abs=1e-8)
+    assert m["mfe"] == pytest.approx((102.3 - 100.01) / 100.01, abs=1e-8)
+    assert m["mae"] == pytest.approx((100.01 - 99.5) / 100.01, abs=1e-8)
 
 
-def test_stop_hit_exact_and_entry_bar_ignored():
-    # the entry bar dips below the stop, but only bars after the entry bar can exit
+def test_entry_bar_touching_the_stop_exits_at_the_stop():
+    # issue 17 §3: the entry bar dips below the stop after the fill at its open: stopped in the entry bar
+    # (the old reading ignored the entry bar and booked the target two bars later)
     bars = _exec_bars(
-        [(0, 100.0, 100.5, 97.0, 100.2), (1, 100.2, 100.4, 97.9, 98.1), (2, 98.1, 103.0, 98.0, 102.5)]
+        [(0, 100.0, 100.5, 97.0, 100.2), (1, 100.2, 100.4, 99.9, 100.1), (2, 100.1, 103.0, 100.0, 102.5)]
     )
     row = _execute(bars)
-    exp = _expected("long", 100.0, 3.5, 98.0, 1.0)
-    assert exp["exit_price"] == 97.9902
+    exp = _expected("long", 100.0, 98.01, market_exit=True)
+    assert exp["exit_price"] == 98.000199
     _check(row, exp, "stop")
+    assert row["performance_metrics"]["bars_held"] == 1
+    assert row["performance_metrics"]["exit_time"] == T0.isoformat()
     assert row["pnl"] < 0
+
+
+def test_entry_bar_reaching_both_is_the_stop_and_the_target_alone_is_the_target():
+    both = _exec_bars([(0, 100.0, 102.5, 97.5, 100.0), (1, 100.0, 100.5, 99.5, 100.0)])
+    _check(_execute(both), _expected("long", 100.0, 98.01, market_exit=True), "stop")
+    _check(_execute(both, "short"), _expected("short", 100.0, 101.99, market_exit=True), "stop")
+    target = _exec_bars([(0, 100.0, 102.5, 99.5, 102.2), (1, 102.2, 102.5, 95.0, 96.0)])
+    _check(_execute(target), _expected("long", 100.0, 102.01, market_exit=False), "target")
 
 
 def test_stop_gap_fills_at_the_open():
     bars = _exec_bars([(0, 100.0, 100.5, 99.5, 100.0), (1, 97.5, 97.8, 97.0, 97.2)])
-    _check(_execute(bars), _expected("long", 100.0, 1.0, 97.5, 1.0), "stop")
+    _check(_execute(bars), _expected("long", 100.0, 97.5, market_exit=True), "stop")
 
 
 def test_stop_and_target_in_one_bar_is_the_stop():
     bars = _exec_bars([(0, 100.0, 100.5, 99.5, 100.0), (1, 100.0, 102.5, 97.5, 101.0)])
-    _check(_execute(bars), _expected("long", 100.0, 1.0, 98.0, 1.0), "stop")
+    _check(_execute(bars), _expected("long", 100.0, 98.01, market_exit=True), "stop")
     short = _exec_bars([(0, 100.0, 100.5, 99.5, 100.0), (1, 100.0, 102.5, 97.5, 101.0)])
-    _check(_execute(short, "short"), _expected("short", 100.0, 1.0, 102.0, 1.0), "stop")
+    _check(_execute(short, "short"), _expected("short", 100.0, 101.99, market_exit=True), "stop")
 
 
 def test_short_target_exact():
     bars = _exec_bars([(0, 100.0, 100.4, 99.6, 99.9), (5, 99.0, 99.2, 97.9, 98.0)])
     row = _execute(bars, "short")
-    exp = _expected("short", 100.0, 0.8, 98.0, 0.0)
-    assert row["executed_price"] == pytest.approx(100.0 * (1 - 5.0 / 1e4))  # 1 bp + 0.1 * 0.4 / 100 * 1e4
+    exp = _expected("short", 100.0, 97.99, market_exit=False)
+    assert row["executed_price"] == pytest.approx(100.0 * (1 - 1.0 / 1e4))  # sold 1 bp under the open
     _check(row, exp, "target")
     assert row["pnl"] > 0
 
@@ -704,17 +753,16 @@ def test_horizon_exit_at_the_last_close():
     rows[-1] = (14, 100.0, 100.6, 99.8, 100.4)
     bars = pd.concat([_exec_bars(rows), _exec_bars([(15, 100.0, 150.0, 50.0, 120.0)])])  # after valid_until
     row = _execute(bars)
-    _check(row, _expected("long", 100.0, 1.0, 100.4, 1.0), "horizon")
+    _check(row, _expected("long", 100.0, 100.4, market_exit=True), "horizon")
     assert row["performance_metrics"]["exit_time"] == (T0 + 15 * MIN).isoformat()
     assert row["performance_metrics"]["minutes_held"] == 15.0
 
 
 def test_data_ending_early_is_partial():
-    bars = _exec_bars(
-        [(m, 100.0, 100.5, 99.5, 100.0 + m / 100) for m in range(11)]
-    )  # last bar 10:10 of 10:15
-    row = _execute(bars)
-    _check(row, _expected("long", 100.0, 1.0, 100.1, 1.0), "data_end", status="partial")
+    rows = [(m, 100.0, 100.5, 99.5, 100.0) for m in range(11)]
+    rows[-1] = (10, 100.0, 100.5, 99.5, 100.1)  # last bar 10:10 of 10:15
+    row = _execute(_exec_bars(rows))
+    _check(row, _expected("long", 100.0, 100.1, market_exit=True), "data_end", status="partial")
 
 
 def test_no_entry_bar_fails_and_rejected_is_cancelled():
@@ -736,7 +784,7 @@ def test_entry_waits_for_the_first_bar_at_or_after_the_plan():
     bars = _exec_bars([(-1, 90.0, 95.0, 85.0, 92.0), (2, 101.0, 101.5, 100.5, 101.2)])  # minutes 0, 1 missing
     row = _execute(bars)
     assert row["performance_metrics"]["entry_time"] == (T0 + 2 * MIN).isoformat()
-    _check(row, _expected("long", 101.0, 1.0, 101.2, 1.0), "data_end", status="partial")
+    _check(row, _expected("long", 101.0, 101.2, market_exit=True), "data_end", status="partial")
 
 
 def test_execution_ignores_bars_after_valid_until_and_after_the_day():
@@ -788,7 +836,7 @@ def test_vectorised_exits_match_a_bar_by_bar_reading():
         first = window.iloc[0]
         assert row["performance_metrics"]["entry_reference_price"] == round(first["open"], 8)
         reason = "horizon"
-        for _, bar in window.iloc[1:].iterrows():
+        for _, bar in window.iterrows():  # the entry bar too: every price in it but the open is later
             stop = bar["low"] <= row["stop_loss"] if d > 0 else bar["high"] >= row["stop_loss"]
             target = bar["high"] >= row["take_profit"] if d > 0 else bar["low"] <= row["take_profit"]
             if stop or target:
@@ -810,12 +858,16 @@ def test_vectorised_exits_match_a_bar_by_bar_reading():
 
 def test_score_modules_alpha_scores_and_empyrical():
     t = DAY + pd.Timedelta(hours=3)
-    bars = set_bar(flat_bars(), t + 2 * MIN, high=103.0)  # the long's target (102.5) is hit
+    # stop 1.5 and target 2.5 ATR x sqrt(15) from the fill (100.01 long, 99.99 short)
+    bars = set_bar(flat_bars(), t + 2 * MIN, high=110.0)  # the long's target (109.69) is hit
     bars = set_bar(
-        bars, DAY + pd.Timedelta(hours=4, minutes=3), high=102.0
-    )  # the short's stop (101.5) is hit
+        bars, DAY + pd.Timedelta(hours=4, minutes=3), high=106.0
+    )  # the short's stop (105.80) is hit
     evs = events(event(t), event(DAY + pd.Timedelta(hours=4), mx=0.3, h15=-0.001))
     pop = population()
+    prior = [
+        (k, round(0.5 + ((k * 7) % 5 - 2) / 20, 2), round(((k * 37) % 11 - 5) / 10, 4)) for k in range(1, 25)
+    ]
     history = pd.DataFrame(
         [
             {
@@ -824,7 +876,7 @@ def test_score_modules_alpha_scores_and_empyrical():
                 "performance_score": s,
                 "risk_adjusted_returns": r,
             }
-            for k, s, r in ((1, 0.6, 12.5), (2, 0.4, -30.0), (3, 0.55, 5.25), (4, 0.5, 0.0), (40, 0.9, 999.0))
+            for k, s, r in [*prior, (40, 0.9, 999.0)]
         ]
     )
     plans, _approvals, perf = run_day(evs, bars, pop, history)
@@ -834,23 +886,26 @@ def test_score_modules_alpha_scores_and_empyrical():
     assert plans["performance_metrics"].map(lambda m: m["exit_reason"]).tolist() == ["target", "stop"]
     row = perf.set_index("module_id").loc[mid("momentum")]
     r = plans["pnl"].sum() / 1_000_000
-    assert row["risk_adjusted_returns"] == round(r * 1e4, 4)
+    # the day's return in units of the module's risk per trade (risk_pct 0.5 %): its R-multiple
+    assert row["risk_adjusted_returns"] == round(r / 0.005, 4)
     perf_score = round(0.4 * (0.5 + 0.5 * math.tanh(r / 0.005)) + 0.3 * 0.5 + 0.3 * 1.0, 2)
     assert row["performance_score"] == perf_score
     assert row["trading_plan_success_rate"] == 0.5 and row["execution_quality"] == 1.0
     assert row["collaboration_score"] == 1.0 and row["intelligence_sharing_effectiveness"] == 0.5
     assert row["specialization_score"] == 1.0  # both plans on price_jump
-    # the 40-day-old row is outside the trailing window
-    series = np.array([0.0, 5.25, -30.0, 12.5, round(r * 1e4, 4)]) / 1e4
-    assert row["sharpe_ratio"] == round(float(empyrical.sharpe_ratio(series)), 4)
+    # the 40-day-old row is outside the trailing window; 24 days before + today = 25 >= 20 daily returns
+    past = sorted(prior, reverse=True)
+    series = np.array([rr for _, _, rr in past] + [round(r / 0.005, 4)]) * 0.005
+    assert len(series) == 25
+    assert row["sharpe_ratio"] == round(float(empyrical.sharpe_ratio(series, annualization=252)), 4)
     assert row["max_drawdown"] == round(float(empyrical.max_drawdown(series)), 4)
     assert row["max_drawdown"] < 0
-    scores = np.array([0.5, 0.55, 0.4, 0.6, perf_score])
+    scores = np.array([sc for _, sc, _ in past] + [perf_score])
     assert row["consistency_score"] == round(1 - 2 * scores.std(), 2)
     assert row["learning_effectiveness"] == round(
         0.5 + 0.5 * math.tanh((perf_score - scores[:-1].mean()) / 0.1), 2
     )
-    slope = np.polyfit([-4, -3, -2, -1, 0], scores, 1)[0]
+    slope = np.polyfit([-4, -3, -2, -1, 0], scores[-5:], 1)[0]
     assert row["adaptation_speed"] == round(0.5 + 0.5 * math.tanh(slope / 0.05), 2)
     assert row["timestamp"] == END - MIN
     assert row["time_horizon"] == "15m" and row["asset_class"] == "equity"
@@ -873,29 +928,39 @@ def test_score_modules_roles_match_the_day_and_counterfactuals():
         dict(GENOMES["risk_desk"], min_confidence=0.0, max_plans_per_symbol=100),
         module_id="ffffffff-ffff-ffff-ffff-ffffffffffff",
     )
-    dear = module(
-        "trader_dear",
+    cheap = module(
+        "trader_cheap",
         "trader",
-        dict(TRADER, slippage_bps=20.0),
+        dict(TRADER, slippage_bps=0.0, fee_bps=0.0, range_factor=0.0),  # assumes free fills: no effect
         module_id="ffffffff-ffff-ffff-ffff-fffffffffff0",
     )
-    pop = population(lax, dear)
+    late = module(
+        "trader_late",
+        "trader",
+        dict(TRADER, entry_delay_bars=2),  # a tactic: enters two bars later
+        module_id="ffffffff-ffff-ffff-ffff-fffffffffff1",
+    )
+    pop = population(lax, cheap, late)
     plans, approvals, perf = run_day(evs, bars, pop)
     by = perf.set_index("module_id")
     assert (approvals["decision_maker_module_id"] == mid("risk_desk")).all()  # no history: smallest id acts
     traded = plans["execution_status"].isin(["executed", "partial"])
     # the acting trader's figures are the day's real execution
     trader = by.loc[mid("execution_sim")]
-    assert trader["risk_adjusted_returns"] == round(plans.loc[traded, "pnl"].sum() / 1e6 * 1e4, 4)
+    assert trader["risk_adjusted_returns"] == round(plans.loc[traded, "pnl"].sum() / 1e6 / 0.01, 4)
     fill = traded.sum() / (plans["validation_status"] == "validated").sum()
-    slip = plans.loc[traded, "slippage"].mean()
-    assert trader["execution_quality"] == round(0.5 * fill + 0.5 / (1 + slip / 10), 2)
+    d = np.where(plans["direction"] == "long", 1.0, -1.0)
+    shortfall = (d * (plans["executed_price"] - plans["entry_price"]) / plans["entry_price"] * 1e4)[traded]
+    assert trader["execution_quality"] == round(0.5 * fill + 0.5 / (1 + max(0.0, shortfall.mean()) / 10), 2)
     assert trader["performance_score"] == trader["execution_quality"]
-    assert by.loc[dear["module_id"], "execution_quality"] < trader["execution_quality"]  # 20 bp slippage
+    # issue 17 §1: a trader that assumes lower costs scores exactly as the one that does not
+    assert by.loc[cheap["module_id"]].drop("performance_id").equals(trader.drop("performance_id"))
+    # a tactic changes the fills, and so what the trader made
+    assert by.loc[late["module_id"], "risk_adjusted_returns"] != trader["risk_adjusted_returns"]
     # the acting desk's counterfactual is its real decision; its return is that of what it let through
     desk = by.loc[mid("risk_desk")]
     assert desk["risk_adjusted_returns"] == pytest.approx(
-        plans.loc[traded, "pnl"].sum() / 1e6 * 1e4, abs=1e-4
+        plans.loc[traded, "pnl"].sum() / 1e6 / 0.01, abs=1e-4
     )
     approved = (approvals["approval_status"] != "rejected").sum()
     assert desk["collaboration_score"] == round(approved / len(plans), 2)
@@ -903,7 +968,7 @@ def test_score_modules_roles_match_the_day_and_counterfactuals():
     for alpha in ("momentum", "reversal", "divergence"):
         mine = plans["module_id"] == mid(alpha)
         assert by.loc[mid(alpha), "risk_adjusted_returns"] == round(
-            plans.loc[mine & traded, "pnl"].sum() / 1e6 * 1e4, 4
+            plans.loc[mine & traded, "pnl"].sum() / 1e6 / 0.005, 4
         )
     assert by["market_regime"].nunique() == 1
     assert by.loc[mid("risk_desk"), "asset_class"] == "multi_asset"  # AAPL and BTCUSD

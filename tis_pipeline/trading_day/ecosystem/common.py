@@ -236,6 +236,7 @@ BASE_LATENCY_MS: Mapping[str, int] = {ALPHA: 5, DECISION: 2, TRADER: 1}
 
 HISTORY_DAYS = 30
 PROMOTE_DAYS, PROMOTE_MIN = 3, 50  # hundredths
+PROMOTE_MIN_SAMPLE = 10  # plans behind the scores before a module graduates
 DEPRECATE_DAYS, DEPRECATE_BELOW = 5, 30  # hundredths
 FAILURE_BELOW = 30  # hundredths
 READINESS_MIN_DAYS, READINESS_WINDOW, COOLDOWN_DAYS = 3, 5, 5
@@ -243,6 +244,8 @@ MIN_LIVE_PER_SPECIALTY = 2
 MAX_REPLICATIONS_PER_DAY = 3
 POPULATION_CAP = 30
 SHARING_DECAY = 0.8
+CONFIDENCE_DAYS = 10  # scored days behind full confidence in a shared score
+LEARNED_KEPT = 20  # lessons kept in learning_patterns['learned']
 INNOVATION_SCALE = 0.10
 MUTATION_SIGMA = 0.10  # of the gene's span
 CROSSOVER_P = 0.5
@@ -400,10 +403,11 @@ def as_utc(ts: pd.Timestamp) -> pd.Timestamp:
 
 def population_rows(population: pd.DataFrame) -> pd.DataFrame:
     """The ``modules`` rows to write (exactly ``MODULE_COLUMNS``): name and genome folded into
-    ``learning_patterns = {"name": name, "genome": genome}``."""
+    ``learning_patterns = {"name": name, "genome": genome, ...}`` beside what it holds of learning."""
     recs = population_records(population)
     for r in recs:
-        r["learning_patterns"] = {"name": r["name"], "genome": r["genome"]}
+        kept = r["learning_patterns"] if isinstance(r["learning_patterns"], Mapping) else {}
+        r["learning_patterns"] = {**kept, "name": r["name"], "genome": r["genome"]}
     return rows_frame(recs, "modules", MODULE_COLUMNS)
 
 

@@ -1,20 +1,32 @@
-"""The day's ``module_messages`` rows (``build_messages``). Pure pandas.
+"""The day's ``module_messages``: what each module sends, and the bus policy its receivers follow. Pure.
 
-Messages (``build_messages``)
------------------------------
-* ``trading_plan`` per plan: alpha (plan's module) -> the decision maker of its approval row; timestamp = plan
-  timestamp; ``ttl_seconds`` = seconds from timestamp to ``valid_until`` (at least 60; 3600 without one).
-* ``execution_feedback`` per executed plan: acting trader -> the plan's module; timestamp = exit time
-  (``performance_metrics['exit_time']``, else ``valid_until``, else the plan timestamp) clipped into
-  [plan timestamp, day_end]; ttl 3600.
+The day flows through the bus (``bus/inprocess.py``, in data time; ``day.run_day`` wires the stages):
+
+* ``trading_plan`` alpha -> the acting decision maker, per plan, at the plan's timestamp; ``ttl_seconds`` =
+  seconds to ``valid_until`` (a plan not decided by then is worthless). Only a plan whose message was
+  delivered is decided.
+* ``trading_plan`` decision maker -> the acting trader, per validated (approved or modified) plan: the
+  decision, sent when the decision maker handled the plan's message (``message_data['decision']``); ttl =
+  seconds left to ``valid_until`` (at least 1). Only a plan whose decision reached the trader is executed.
+* ``execution_feedback`` trader -> the plan's author, per executed/partial plan, at its exit time
+  (``performance_metrics['exit_time']``, else valid_until, clipped into [plan timestamp, day_end]); ttl 3600.
 * ``intelligence_broadcast`` per live module at day_end, receiver NULL, ttl 86400, priority 3.
-* priority from the plan's signal strength s: 1 if s >= 0.70, 2 if s >= 0.40, else 3.
-* status ``delivered`` when the receiver is live (or NULL for a broadcast); else ``failed`` with an
-  ``error_message`` (receiver inactive / unknown / missing). Every message made one attempt:
-  ``delivery_attempts = 1``, ``last_delivery_attempt = timestamp + sender's communication_latency_ms``.
-* ``message_id = uuid5("message|{type}|{plan_id}")`` (broadcast:
-  ``"message|intelligence_broadcast|{module_id}| {YYYY-MM-DD}"``).
+* ``replication_signal`` parent -> child per replication at day_end, ttl 86400, priority 2: the child is born
+  at the next midnight, so the bus retries and carries the signal into the next day, where the child takes it.
 
+Every message starts 'pending' with no attempt and carries ``message_data['sender_latency_ms']`` (the
+sender's ``communication_latency_ms``); the bus sets status, delivery_attempts, last_delivery_attempt and
+error_message. priority from the plan's signal strength s: 1 if s >= 0.70, 2 if s >= 0.40, else 3.
+``message_id = uuid5("message|{type}|{key}")``: key = plan_id (plan), ``decision|{plan_id}``, plan_id
+(feedback), ``{module_id}|{YYYY-MM-DD}`` (broadcast), replication_id (signal), ``carried|{id}|{day}``.
+
+Receivers (``bus_policy``): a module is a live receiver in a window when it is live and born before the
+window ends; capacity per minute by type (``CAPACITY_PER_MINUTE``); 3 attempts, backoff 20 s.
+
+A message still pending at the end of its day is *carried* (``carry_messages``): its row stays 'pending' (what
+was true at the end of that day) and the next day re-offers it as a new row stamped at the day's start, with
+the ttl that is left (0 when it ran out before the day, after a gap in the data: the bus expires it at
+once), its attempts so far and ``message_data['carried_from']`` = the original message_id.
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ from typing import Any
 
 import pandas as pd
 
+from tis_pipeline.trading_day.bus.inprocess import LATENCY_KEY, BusPolicy, Receiver, deliver
 from tis_pipeline.trading_day.ecosystem.common import (
     MESSAGE_COLUMNS,
     as_utc,
@@ -36,12 +49,42 @@ from tis_pipeline.trading_day.ecosystem.common import (
     rows_frame,
 )
 from tis_pipeline.trading_day.population import (
+    ALPHA,
+    DECISION,
     TRADER,
     acting_module,
     ecosystem_uuid,
     is_live_record,
     is_missing,
     specialty,
+)
+
+CAPACITY_PER_MINUTE: Mapping[str, int] = {ALPHA: 30, DECISION: 12, TRADER: 12}
+MAX_ATTEMPTS, BACKOFF_SECONDS = 3, 20
+PLAN_KEYS = (
+    "plan_id",
+    "symbol",
+    "direction",
+    "signal_strength",
+    "confidence_score",
+    "entry_price",
+    "stop_loss",
+    "take_profit",
+    "position_size",
+    "time_horizon",
+    "risk_reward_ratio",
+    "valid_until",
+    "event_id",
+)
+FEEDBACK_KEYS = (
+    "plan_id",
+    "symbol",
+    "execution_status",
+    "executed_price",
+    "executed_quantity",
+    "execution_cost",
+    "slippage",
+    "pnl",
 )
 
 
@@ -63,143 +106,187 @@ def _exit_time(plan: Mapping[str, Any]) -> pd.Timestamp | None:
     return None
 
 
-def build_messages(
-    day: pd.Timestamp, plans: pd.DataFrame, approvals: pd.DataFrame, population: pd.DataFrame
-) -> pd.DataFrame:
-    """The day's ``module_messages`` rows (exactly ``MESSAGE_COLUMNS``), sorted by timestamp, type, id.
-
-    Inputs: ``plans`` (trading_plans columns with execution filled: plan_id, module_id, symbol, timestamp,
-    signal_strength, direction, confidence_score, entry_price, stop_loss, take_profit, position_size,
-    time_horizon, valid_until, execution_status, executed_price, executed_quantity, execution_cost, slippage,
-    pnl, performance_metrics, ...), ``approvals`` (plan_id, decision_maker_module_id, approval_status, ...),
-    ``population`` at the start of the day.
-    """
-    day = day_start(day)
-    day_end = day_end_stamp(day)
-    recs = population_records(population)
-    by_id = {str(r["module_id"]): r for r in recs}
-    latency = {mid: int(r.get("communication_latency_ms") or 0) for mid, r in by_id.items()}
-    decider: dict[str, str] = {}
-    if approvals is not None and not approvals.empty:
-        for plan_id, dm in zip(approvals["plan_id"], approvals["decision_maker_module_id"], strict=True):
-            if not is_missing(dm):
-                decider[str(plan_id)] = str(dm)
-    trader = acting_module(population, TRADER, last_entry_only=False)
-    rows: list[dict[str, Any]] = []
-
-    def add(
-        mtype: str,
-        key: str,
-        sender: str | None,
-        receiver: str | None,
-        ts: pd.Timestamp,
-        data: Mapping[str, Any],
-        priority: int,
-        ttl: int,
-        missing_receiver: str | None = None,
-    ) -> None:
-        if receiver is None and missing_receiver is not None:
-            status, error = "failed", missing_receiver
-        elif receiver is None or (receiver in by_id and is_live_record(by_id[receiver])):
-            status, error = "delivered", None
-        elif receiver in by_id:
-            r = by_id[receiver]
-            status = "failed"
-            error = (
-                f"receiver {receiver} is not active (status {r['status']}, lifecycle {r['lifecycle_stage']})"
-            )
+def bus_policy(population: pd.DataFrame, day: pd.Timestamp) -> BusPolicy:
+    """The receivers of the window ``[day, day + 1 day)``: live and born before it ends."""
+    end = day_start(day) + pd.Timedelta(days=1)
+    receivers = {}
+    for r in population_records(population):
+        born = as_utc(pd.Timestamp(r["created_at"]))
+        if born >= end:
+            state = f"not born until {born.isoformat()}"
         else:
-            status, error = "failed", f"receiver {receiver} is not a known module"
-        rows.append(
-            {
-                "message_id": ecosystem_uuid("message", mtype, key),
-                "sender_module_id": sender,
-                "receiver_module_id": receiver,
-                "timestamp": ts,
-                "message_type": mtype,
-                "message_data": plain(data),
-                "priority": priority,
-                "ttl_seconds": ttl,
-                "status": status,
-                "delivery_attempts": 1,
-                "last_delivery_attempt": ts + pd.Timedelta(milliseconds=latency.get(str(sender), 0)),
-                "error_message": error,
-            }
+            state = f"status {r['status']}, lifecycle {r['lifecycle_stage']}"
+        receivers[str(r["module_id"])] = Receiver(
+            live=is_live_record(r) and born < end,
+            capacity_per_minute=CAPACITY_PER_MINUTE.get(str(r["module_type"])),
+            state=state,
         )
+    return BusPolicy(max_attempts=MAX_ATTEMPTS, backoff_seconds=BACKOFF_SECONDS, receivers=receivers)
 
-    plan_rows = [] if plans is None or plans.empty else plans.to_dict("records")
-    for p in plan_rows:
-        plan_id, module_id = str(p["plan_id"]), str(p["module_id"])
+
+def _latencies(population: pd.DataFrame) -> dict[str, int]:
+    return {
+        str(r["module_id"]): int(r.get("communication_latency_ms") or 0)
+        for r in population_records(population)
+    }
+
+
+def _message(
+    mtype: str,
+    key: str,
+    sender: str | None,
+    receiver: str | None,
+    ts: pd.Timestamp,
+    data: Mapping[str, Any],
+    priority: int,
+    ttl: int,
+    latency: Mapping[str, int],
+) -> dict[str, Any]:
+    return {
+        "message_id": ecosystem_uuid("message", mtype, key),
+        "sender_module_id": sender,
+        "receiver_module_id": receiver,
+        "timestamp": ts,
+        "message_type": mtype,
+        "message_data": plain({**data, LATENCY_KEY: latency.get(str(sender), 0)}),
+        "priority": priority,
+        "ttl_seconds": ttl,
+        "status": "pending",
+        "delivery_attempts": 0,
+        "last_delivery_attempt": None,
+        "error_message": None,
+    }
+
+
+def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    frame = rows_frame(rows, "module_messages", MESSAGE_COLUMNS)
+    return frame.sort_values(["timestamp", "message_type", "message_id"], kind="stable").reset_index(
+        drop=True
+    )
+
+
+def _records(plans: pd.DataFrame | None) -> list[dict[str, Any]]:
+    return [] if plans is None or plans.empty else plans.to_dict("records")
+
+
+def plan_messages(day: pd.Timestamp, plans: pd.DataFrame, population: pd.DataFrame) -> pd.DataFrame:
+    """A ``trading_plan`` message per plan, its author -> the acting decision maker (NULL receiver when there
+    is none: the bus fails it)."""
+    desk = acting_module(population, DECISION, last_entry_only=True)
+    receiver = None if desk is None else str(desk["module_id"])
+    latency = _latencies(population)
+    rows = []
+    for p in _records(plans):
         ts = as_utc(pd.Timestamp(p["timestamp"]))
         valid_until = None if is_missing(p.get("valid_until")) else as_utc(pd.Timestamp(p["valid_until"]))
-        ttl = max(60, int((valid_until - ts).total_seconds())) if valid_until is not None else 3600
-        data = {
-            k: p.get(k)
-            for k in (
-                "plan_id",
-                "symbol",
-                "direction",
-                "signal_strength",
-                "confidence_score",
-                "entry_price",
-                "stop_loss",
-                "take_profit",
-                "position_size",
-                "time_horizon",
-                "risk_reward_ratio",
-                "valid_until",
-                "event_id",
+        ttl = max(1, int((valid_until - ts).total_seconds())) if valid_until is not None else 3600
+        data = {k: p.get(k) for k in PLAN_KEYS}
+        conditions = p.get("entry_conditions")
+        data["anomaly_type"] = conditions.get("anomaly_type") if isinstance(conditions, Mapping) else None
+        rows.append(
+            _message(
+                "trading_plan",
+                str(p["plan_id"]),
+                str(p["module_id"]),
+                receiver,
+                ts,
+                data,
+                _priority(p.get("signal_strength")),
+                ttl,
+                latency,
             )
-        }
-        add(
-            "trading_plan",
-            plan_id,
-            module_id,
-            decider.get(plan_id),
-            ts,
-            data,
-            _priority(p.get("signal_strength")),
-            ttl,
-            missing_receiver="no decision maker decided this plan",
         )
-        if p.get("execution_status") in ("executed", "partial"):
-            exit_ts = _exit_time(p)
-            fb_ts = ts if exit_ts is None else min(max(as_utc(exit_ts), ts), day_end)
-            feedback = {
-                k: p.get(k)
-                for k in (
-                    "plan_id",
-                    "symbol",
-                    "execution_status",
-                    "executed_price",
-                    "executed_quantity",
-                    "execution_cost",
-                    "slippage",
-                    "pnl",
-                )
-            }
-            metrics = p.get("performance_metrics")
-            if isinstance(metrics, Mapping):
-                feedback["performance_metrics"] = metrics
-            add(
-                "execution_feedback",
-                plan_id,
+    frame = _frame(rows)
+    if receiver is None and len(frame):  # not a broadcast: the plan has nobody to go to
+        frame = frame.assign(status="failed", error_message="no decision maker is live")
+    return frame
+
+
+def decision_messages(
+    day: pd.Timestamp,
+    plans: pd.DataFrame,
+    approvals: pd.DataFrame,
+    handled_at: Mapping[str, pd.Timestamp],
+    population: pd.DataFrame,
+) -> pd.DataFrame:
+    """A ``trading_plan`` message per validated plan, the decision maker -> the acting trader, sent when the
+    decision maker handled the plan (``handled_at[plan_id]``)."""
+    trader = acting_module(population, TRADER, last_entry_only=True)
+    latency = _latencies(population)
+    decided = {str(a["plan_id"]): a for a in _records(approvals)}
+    rows = []
+    for p in _records(plans):
+        pid = str(p["plan_id"])
+        if p.get("validation_status") != "validated" or pid not in decided or pid not in handled_at:
+            continue
+        a = decided[pid]
+        ts = as_utc(pd.Timestamp(handled_at[pid]))
+        valid_until = as_utc(pd.Timestamp(p["valid_until"]))
+        data = {
+            **{k: p.get(k) for k in PLAN_KEYS},
+            "decision": a.get("approval_status"),
+            "approval_id": a.get("approval_id"),
+        }
+        rows.append(
+            _message(
+                "trading_plan",
+                f"decision|{pid}",
+                str(a["decision_maker_module_id"]),
                 None if trader is None else str(trader["module_id"]),
-                module_id,
+                ts,
+                data,
+                _priority(p.get("signal_strength")),
+                max(1, int((valid_until - ts).total_seconds())),
+                latency,
+            )
+        )
+    return _frame(rows)
+
+
+def feedback_messages(day: pd.Timestamp, plans: pd.DataFrame, population: pd.DataFrame) -> pd.DataFrame:
+    """An ``execution_feedback`` message per executed or partial plan, the acting trader -> the author."""
+    day_end = day_end_stamp(day_start(day))
+    trader = acting_module(population, TRADER, last_entry_only=True)
+    latency = _latencies(population)
+    rows = []
+    for p in _records(plans):
+        if p.get("execution_status") not in ("executed", "partial"):
+            continue
+        ts = as_utc(pd.Timestamp(p["timestamp"]))
+        exit_ts = _exit_time(p)
+        fb_ts = ts if exit_ts is None else min(max(as_utc(exit_ts), ts), day_end)
+        data = {k: p.get(k) for k in FEEDBACK_KEYS}
+        if isinstance(p.get("performance_metrics"), Mapping):
+            data["performance_metrics"] = p["performance_metrics"]
+        rows.append(
+            _message(
+                "execution_feedback",
+                str(p["plan_id"]),
+                None if trader is None else str(trader["module_id"]),
+                str(p["module_id"]),
                 fb_ts,
-                feedback,
+                data,
                 _priority(p.get("signal_strength")),
                 3600,
+                latency,
             )
+        )
+    return _frame(rows)
 
-    plans_by_module: dict[str, list[Mapping[str, Any]]] = {}
-    for p in plan_rows:
-        plans_by_module.setdefault(str(p["module_id"]), []).append(p)
-    for r in recs:
+
+def broadcast_messages(day: pd.Timestamp, plans: pd.DataFrame, population: pd.DataFrame) -> pd.DataFrame:
+    """One ``intelligence_broadcast`` per live module at day_end: its day in figures."""
+    day = day_start(day)
+    latency = _latencies(population)
+    by_module: dict[str, list[Mapping[str, Any]]] = {}
+    for p in _records(plans):
+        by_module.setdefault(str(p["module_id"]), []).append(p)
+    rows = []
+    for r in population_records(population):
         if not is_live_record(r):
             continue
         mid = str(r["module_id"])
-        own = plans_by_module.get(mid, [])
+        own = by_module.get(mid, [])
         executed = [p for p in own if p.get("execution_status") in ("executed", "partial")]
         pnl = sum(float(p["pnl"]) for p in executed if not is_missing(p.get("pnl")))
         data = {
@@ -213,9 +300,110 @@ def build_messages(
             "pnl": round(pnl, 8),
             "genome": r["genome"],
         }
-        add("intelligence_broadcast", f"{mid}|{iso_day(day)}", mid, None, day_end, data, 3, 86_400)
+        rows.append(
+            _message(
+                "intelligence_broadcast",
+                f"{mid}|{iso_day(day)}",
+                mid,
+                None,
+                day_end_stamp(day),
+                data,
+                3,
+                86_400,
+                latency,
+            )
+        )
+    return _frame(rows)
 
-    frame = rows_frame(rows, "module_messages", MESSAGE_COLUMNS)
-    return frame.sort_values(["timestamp", "message_type", "message_id"], kind="stable").reset_index(
-        drop=True
+
+def replication_messages(
+    day: pd.Timestamp, replications: pd.DataFrame, population: pd.DataFrame
+) -> pd.DataFrame:
+    """A ``replication_signal`` per replication, parent -> child at day_end: the child's genome, lineage and
+    what it inherited."""
+    latency = _latencies(population)
+    rows = []
+    for r in _records(replications):
+        data = {
+            "replication_id": r["replication_id"],
+            "child_module_id": r["child_module_id"],
+            "trigger_type": r["trigger_type"],
+            "mutation_applied": r.get("mutation_applied"),
+            "recombination_applied": r.get("recombination_applied"),
+            "inherited_intelligence": r.get("inherited_intelligence"),
+        }
+        rows.append(
+            _message(
+                "replication_signal",
+                str(r["replication_id"]),
+                str(r["parent_module_id"]),
+                str(r["child_module_id"]),
+                day_end_stamp(day_start(day)),
+                data,
+                2,
+                86_400,
+                latency,
+            )
+        )
+    return _frame(rows)
+
+
+def carry_messages(day: pd.Timestamp, pending: pd.DataFrame) -> pd.DataFrame:
+    """The messages left pending by the day before, re-offered at the start of ``day`` (module docstring)."""
+    day = day_start(day)
+    rows = []
+    for m in _records(pending):
+        if m.get("status") != "pending":
+            continue
+        sent = as_utc(pd.Timestamp(m["timestamp"]))
+        left = int(m["ttl_seconds"]) - int((day - sent).total_seconds())
+        data = dict(m["message_data"]) if isinstance(m.get("message_data"), Mapping) else {}
+        rows.append(
+            {
+                **m,
+                "message_id": ecosystem_uuid("message", "carried", m["message_id"], iso_day(day)),
+                "timestamp": day,
+                "message_data": plain({**data, "carried_from": str(m["message_id"])}),
+                "ttl_seconds": max(0, left),  # 0: its time ran out before this day, the bus expires it
+                "error_message": None,
+            }
+        )
+    return _frame(rows)
+
+
+def run_bus(day: pd.Timestamp, messages: pd.DataFrame, policy: BusPolicy) -> pd.DataFrame:
+    """``messages`` through the in-process bus over the day (pending ones; the others as they are)."""
+    day = day_start(day)
+    if messages.empty:
+        return messages
+    return deliver(messages, day, day + pd.Timedelta(days=1), policy)
+
+
+def build_messages(
+    day: pd.Timestamp, plans: pd.DataFrame, approvals: pd.DataFrame, population: pd.DataFrame
+) -> pd.DataFrame:
+    """A whole day's messages at once, when plans, approvals and executions are already known (a plan's
+    decision is sent when its plan message was handled): plan, decision, feedback and broadcast messages
+    through the in-process bus. ``run_day`` runs the same stages with the bus gating each."""
+    day = day_start(day)
+    policy = bus_policy(population, day)
+    sent = run_bus(day, plan_messages(day, plans, population), policy)
+    handled = {
+        str(d["plan_id"]): t
+        for d, t, s in zip(sent["message_data"], sent["last_delivery_attempt"], sent["status"], strict=True)
+        if s == "delivered"
+    }
+    decisions = run_bus(day, decision_messages(day, plans, approvals, handled, population), policy)
+    rest = run_bus(
+        day,
+        pd.concat(
+            [feedback_messages(day, plans, population), broadcast_messages(day, plans, population)],
+            ignore_index=True,
+        ),
+        policy,
     )
+    frames = [f for f in (sent, decisions, rest) if len(f)]
+    if not frames:
+        return _frame([])
+    out = pd.concat(frames, ignore_index=True)
+    return out.sort_values(["timestamp", "message_type", "message_id"], kind="stable").reset_index(drop=True)

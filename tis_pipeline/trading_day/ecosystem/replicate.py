@@ -12,11 +12,15 @@ id ``uuid5("module|{replication_id}")``;
   span), reflected into their bounds and rounded (one rounding unit further if the rounding undid the move);
   ``horizon_minutes`` moves one step along (1, 5, 15, 60, 240). ``mutation_applied = {gene: {"from", "to"}}``
   holds exactly the genes that differ from the (recombined) parent genome.
+* a single parent takes a mate (the best other module of its specialty) when a uniform draw < its
+  ``recombination_rate``;
+* learning parameters (``_child_rates``): self-adaptive, the parents' mean mutated (mutation_rate
+  log-normally, the others by a step proportional to the child's mutation_rate), in [0.01, 0.99];
+  ``inherited_intelligence['rates_mutated']`` says which moved;
 * columns: ``generational_depth`` = max parents' + 1, ``module_version = "1.0.0+g{depth}"``, parent_modules,
-  learning/adaptation/mutation/recombination rates of the primary parent, ``parent_performance``, innovation
-  from its genome, seed defaults otherwise; ``lifecycle_stage`` experimental, ``created_at = last_updated =
-  day + 1 day``; name ``"{founder name}~{child id[:8]}"``. Parents: offspring_modules + child,
-  offspring_count + 1.
+  ``parent_performance``, innovation from its genome, seed defaults otherwise; ``lifecycle_stage``
+  experimental, ``created_at = last_updated = day + 1 day``; name ``"{founder name}~{child id[:8]}"``.
+  Parents: offspring_modules + child, offspring_count + 1.
 * replication rows: timestamp day_end, status 'completed', ``creation_time_ms`` / ``validation_time_ms`` /
   ``initialization_time_ms`` None (the asset measures them). Triggers: ``processed`` + replication_id +
   processed_at = day_end, or ``expired``.
@@ -121,6 +125,55 @@ def _child_genome(
     return genome, applied, recombination
 
 
+RATES: tuple[str, ...] = ("learning_rate", "adaptation_threshold", "mutation_rate", "recombination_rate")
+RATE_BOUNDS = (0.01, 0.99)
+TAU = 0.5  # log-normal step of mutation_rate, the strategy parameter
+RATE_SIGMA = 0.5  # the other rates move by N(0, (RATE_SIGMA * the child's mutation_rate)^2)
+
+
+def _reflect(x: float, lo: float, hi: float) -> float:
+    if x > hi:
+        x = 2 * hi - x
+    if x < lo:
+        x = 2 * lo - x
+    return min(hi, max(lo, x))
+
+
+def _child_rates(
+    parents: Sequence[Mapping[str, Any]], rng: np.random.Generator
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """The child's learning parameters, self-adaptive as in evolution strategies: the parents' mean
+    (intermediate recombination), then ``mutation_rate`` moves log-normally (x exp(0.5 z)) and each other rate
+    by N(0, (0.5 x the new mutation_rate)^2), reflected into [0.01, 0.99] and rounded to 2 places. Four normal
+    draws, always made. Returns (rates, {rate: {"from", "to"}} of those that changed)."""
+    lo, hi = RATE_BOUNDS
+    z = rng.standard_normal(len(RATES))
+    base = {r: float(np.mean([float(p[r]) for p in parents])) for r in RATES}
+    out = dict(base)
+    out["mutation_rate"] = round(_reflect(base["mutation_rate"] * float(np.exp(TAU * z[2])), lo, hi), 2)
+    sigma = RATE_SIGMA * out["mutation_rate"]
+    for i, r in enumerate(RATES):
+        if r != "mutation_rate":
+            out[r] = round(_reflect(base[r] + sigma * float(z[i]), lo, hi), 2)
+    changed = {r: {"from": round(base[r], 4), "to": out[r]} for r in RATES if round(base[r], 2) != out[r]}
+    return out, changed
+
+
+def _mate(recs: Sequence[Mapping[str, Any]], primary: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The best other live module of the primary's specialty (mean history score, ties by module_id)."""
+    spec = specialty(primary["module_type"], primary["genome"])
+    others = [
+        r
+        for r in recs
+        if is_live_record(r)
+        and r["module_id"] != primary["module_id"]
+        and specialty(r["module_type"], r["genome"]) == spec
+    ]
+    if not others:
+        return None
+    return sorted(others, key=lambda r: (-mean_score(r.get("performance_history")), str(r["module_id"])))[0]
+
+
 def replicate(
     day: pd.Timestamp, triggers: pd.DataFrame, population: pd.DataFrame
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -146,7 +199,8 @@ def replicate(
         t = {c: copy.deepcopy(trigger.get(c)) for c in TRIGGER_COLUMNS}
         data = t["trigger_data"] if isinstance(t["trigger_data"], Mapping) else {}
         parent_ids = [str(p) for p in data.get("parents") or [t["module_id"]]]
-        parents = [by_id[p] for p in parent_ids if p in by_id]
+        # a failed module (its step raised) passes nothing on
+        parents = [by_id[p] for p in parent_ids if p in by_id and by_id[p]["status"] != "failed"]
         if made >= MAX_REPLICATIONS_PER_DAY or live >= POPULATION_CAP or not parents:
             t["status"], t["processed_at"], t["replication_id"] = "expired", None, None
             out_triggers.append(t)
@@ -156,9 +210,16 @@ def replicate(
         replication_id = ecosystem_uuid("replication", t["trigger_id"])
         child_id = ecosystem_uuid("module", replication_id)
         rng = seeded_rng(primary["module_id"], iso_day(day), ttype)
+        # recombination_rate: the chance a child of one parent takes a mate, the best other module of its
+        # specialty (failure_recovery always names two)
+        if len(parents) == 1 and float(rng.random()) < float(primary["recombination_rate"]):
+            mate = _mate(recs, primary)
+            if mate is not None:
+                parents = [primary, mate]
         genome, mutation, recombination = _child_genome(
             primary["module_type"], parents, float(primary["mutation_rate"]), rng
         )
+        rates, rates_changed = _child_rates(parents, rng)
         depth = max(int(p["generational_depth"]) for p in parents) + 1
         base_name = str(primary["name"]).split("~")[0]
         spec = specialty(primary["module_type"], primary["genome"])
@@ -170,8 +231,7 @@ def replicate(
             "parent_modules": [str(p["module_id"]) for p in parents],
             "offspring_modules": [],
             "generational_depth": depth,
-            "learning_rate": primary["learning_rate"],
-            "adaptation_threshold": primary["adaptation_threshold"],
+            **rates,
             "performance_history": [],
             "learning_patterns": {"name": f"{base_name}~{child_id[:8]}", "genome": copy.deepcopy(genome)},
             "innovation_score": innovation_vs_founder(primary["module_type"], genome),
@@ -188,8 +248,6 @@ def replicate(
                 }
                 for p in parents
             },
-            "mutation_rate": primary["mutation_rate"],
-            "recombination_rate": primary["recombination_rate"],
             "created_at": birth,
             "last_updated": birth,
             "name": f"{base_name}~{child_id[:8]}",
@@ -242,6 +300,7 @@ def replicate(
                     "mutation_rate": primary["mutation_rate"],
                     "recombination_rate": primary["recombination_rate"],
                     "generational_depth": int(primary["generational_depth"]),
+                    "rates_mutated": rates_changed,
                 },
                 "mutation_applied": mutation,
                 "recombination_applied": recombination,
@@ -274,3 +333,71 @@ def _reason(ttype: str, data: Mapping[str, Any], parent: Mapping[str, Any]) -> s
             "recombine the best"
         )
     return f"market regime changed from {data.get('previous_regime')} to {data.get('regime')}"
+
+
+# ------------------------------------------------------------------ validation and initialization of a child
+
+
+def validate_child(
+    child: Mapping[str, Any], parents: Sequence[Mapping[str, Any]], trial_plans: pd.DataFrame | None
+) -> list[str]:
+    """What is wrong with a new child (empty: valid): genes inside their bounds, learning parameters inside
+    [0, 1], lineage consistent with its parents (ids, depth), and the plans its genome makes on the day's
+    events in a dry run (``trial_plans``: None for a type that makes no plans) inside the table's rules
+    (0 < position_size <= 100, 0 < risk_reward_ratio <= 10, stop and target on either side of the entry)."""
+    problems = []
+    genome = child.get("genome") or {}
+    for gene in MUTABLE_GENES.get(str(child["module_type"]), ()):
+        if gene not in genome:
+            problems.append(f"gene {gene} missing")
+        elif gene == "horizon_minutes":
+            if int(genome[gene]) not in HORIZONS:
+                problems.append(f"horizon_minutes {genome[gene]} not one of {HORIZONS}")
+        else:
+            lo, hi, _ = GENE_BOUNDS[gene]
+            if not lo <= float(genome[gene]) <= hi:
+                problems.append(f"gene {gene} = {genome[gene]} outside [{lo}, {hi}]")
+    for rate in RATES:
+        if not 0 <= float(child[rate]) <= 1:
+            problems.append(f"{rate} = {child[rate]} outside [0, 1]")
+    if sorted(child["parent_modules"]) != sorted(str(p["module_id"]) for p in parents):
+        problems.append("parent_modules do not name its parents")
+    if int(child["generational_depth"]) != max(int(p["generational_depth"]) for p in parents) + 1:
+        problems.append("generational_depth is not its parents' + 1")
+    if trial_plans is not None and len(trial_plans):
+        size = trial_plans["position_size"].astype(float)
+        rr = trial_plans["risk_reward_ratio"].astype(float)
+        sign = np.where(trial_plans["direction"] == "long", 1.0, -1.0)
+        entry = trial_plans["entry_price"].astype(float)
+        bad = (
+            ~size.between(0, 100, inclusive="right")
+            | ~rr.between(0, 10, inclusive="right")
+            | (sign * (trial_plans["take_profit"].astype(float) - entry) <= 0)
+            | (sign * (entry - trial_plans["stop_loss"].astype(float)) <= 0)
+        )
+        if bad.any():
+            problems.append(f"{int(bad.sum())} of {len(trial_plans)} trial plans break the plan rules")
+    return problems
+
+
+def initialize_child(
+    child: Mapping[str, Any], parents: Sequence[Mapping[str, Any]], base_latency_ms: int
+) -> dict[str, Any]:
+    """The child's starting state: its primary parent's peer ratings (inherited trust, for peers still
+    named), the base latency of its type, and in ``learning_patterns`` its name, genome, an empty record of
+    what it will learn and the last lessons its parents learned (``inherited_lessons``)."""
+    rec = copy.deepcopy(dict(child))
+    primary = parents[0]
+    rec["peer_ratings"] = dict(sorted((primary.get("peer_ratings") or {}).items()))
+    rec["communication_latency_ms"] = int(base_latency_ms)
+    lessons = []
+    for p in parents:
+        patterns = p.get("learning_patterns") if isinstance(p.get("learning_patterns"), Mapping) else {}
+        lessons += [dict(e, parent=str(p["module_id"])) for e in (patterns.get("learned") or [])[-3:]]
+    rec["learning_patterns"] = {
+        "name": rec["name"],
+        "genome": copy.deepcopy(rec["genome"]),
+        "learned": [],
+        "inherited_lessons": lessons,
+    }
+    return rec

@@ -2,16 +2,21 @@
 
 Sharing (``share_intelligence``)
 --------------------------------
-* ``performance_update`` per module scored that day (day_end): ``performance_score`` = its score,
-  ``confidence_level`` = its ``consistency_score``; ``sharing_priority`` 1 when the score is >= 0.70 or < 0.30
-  (a success to copy or a failure to avoid), else 3.
-* ``learning_update`` when the day's learning (below) changes a genome: ``intelligence_data`` = the changed
-  genes ``{gene: {"from", "to"}}``; priority 2. ``update_population`` applies the same ``_learned_genome``.
-* ``capability_update`` for a live module with ``created_at == day`` (its first trading day: founders on the
-  start day, children the day after their birth), stamped created_at, genome and lineage; priority 2.
-* scope ``targeted`` with ``target_modules`` = sorted ids of the other live modules of the same specialty when
-  there is one, else ``broadcast`` with ``target_modules`` NULL.
+* ``performance_update`` per module scored that day (day_end), scope **broadcast** (``target_modules``
+  NULL: every module may read it): ``performance_score`` = its score, ``confidence_level`` = its
+  ``consistency_score`` x min(1, n / 10), n = its scored days including today (the evidence behind the score:
+  one good day is not ten); ``intelligence_data`` holds the scores, its specialty, genome and learning
+  parameters (what a receiver learns from). ``sharing_priority`` 1 when the score is >= 0.70 or < 0.30 (a
+  success to copy or a failure to avoid), else 3.
+* ``learning_update`` when the day's own learning (``common.learned_genome``) changes its genome, scope
+  **targeted** to the other live modules of its specialty (``target_modules``; broadcast when it has none):
+  ``intelligence_data`` = the changed genes ``{gene: {"from", "to"}}``; priority 2.
+* ``capability_update`` for a live module with ``created_at == day`` (its first trading day), scope
+  **private** to its lineage (``target_modules`` = its live ancestors and descendants; a founder, which has
+  none, broadcasts), with its genome and lineage; priority 2.
 * ``sharing_id = uuid5("sharing|{type}|{module_id}|{day}")``.
+
+Receivers use it in ``update_population`` (social learning, see ``update.py``).
 
 """
 
@@ -23,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from tis_pipeline.trading_day.ecosystem.common import (
+    CONFIDENCE_DAYS,
     SHARING_COLUMNS,
     as_utc,
     day_end_stamp,
@@ -36,6 +42,7 @@ from tis_pipeline.trading_day.ecosystem.common import (
 )
 from tis_pipeline.trading_day.population import (
     ecosystem_uuid,
+    history_scores,
     is_live_record,
     is_missing,
     specialty,
@@ -52,6 +59,26 @@ def _peers(recs: Sequence[Mapping[str, Any]], rec: Mapping[str, Any]) -> list[st
         and r["module_id"] != rec["module_id"]
         and specialty(r["module_type"], r["genome"]) == spec
     )
+
+
+def _lineage(recs: Sequence[Mapping[str, Any]], rec: Mapping[str, Any]) -> list[str]:
+    """The live ancestors and descendants of ``rec`` (through parent_modules), sorted."""
+    parents = {str(r["module_id"]): [str(p) for p in r["parent_modules"]] for r in recs}
+    children: dict[str, list[str]] = {}
+    for child, ps in parents.items():
+        for p in ps:
+            children.setdefault(p, []).append(child)
+    me = str(rec["module_id"])
+    found: set[str] = set()
+    for links in (parents, children):
+        todo = list(links.get(me, []))
+        while todo:
+            m = todo.pop()
+            if m not in found:
+                found.add(m)
+                todo += links.get(m, [])
+    live = {str(r["module_id"]) for r in recs if is_live_record(r)}
+    return sorted((found & live) - {me})
 
 
 def share_intelligence(
@@ -77,8 +104,16 @@ def share_intelligence(
         score: float | None,
         confidence: float | None,
         priority: int,
+        scope: str,
     ) -> None:
-        peers = _peers(recs, rec)
+        targets = (
+            None
+            if scope == "broadcast"
+            else _peers(recs, rec)
+            if scope == "targeted"
+            else _lineage(recs, rec)
+        )
+        scope = scope if targets else "broadcast"
         rows.append(
             {
                 "sharing_id": ecosystem_uuid("sharing", itype, rec["module_id"], iso_day(day)),
@@ -89,8 +124,8 @@ def share_intelligence(
                 "performance_score": score,
                 "confidence_level": confidence,
                 "last_updated": ts,
-                "target_modules": peers or None,
-                "sharing_scope": "targeted" if peers else "broadcast",
+                "target_modules": targets or None,
+                "sharing_scope": scope,
                 "sharing_priority": priority,
             }
         )
@@ -100,7 +135,12 @@ def share_intelligence(
         if rec is None:
             continue
         score = to_rate(p["performance_score"])
-        consistency = None if is_missing(p.get("consistency_score")) else to_rate(p["consistency_score"])
+        days = len(history_scores(rec.get("performance_history"))) + 1
+        consistency = (
+            None
+            if is_missing(p.get("consistency_score"))
+            else to_rate(float(p["consistency_score"]) * min(1.0, days / CONFIDENCE_DAYS))
+        )
         data = {
             k: p.get(k)
             for k in (
@@ -118,8 +158,20 @@ def share_intelligence(
         }
         data["day"] = iso_day(day)
         data["specialty"] = specialty(rec["module_type"], rec["genome"])
+        data["genome"] = rec["genome"]
+        data["scored_days"] = days
+        data.update({r: rec.get(r) for r in ("learning_rate", "adaptation_threshold")})
         s = hundredths(score)
-        add("performance_update", rec, day_end, data, score, consistency, 1 if s >= 70 or s < 30 else 3)
+        add(
+            "performance_update",
+            rec,
+            day_end,
+            data,
+            score,
+            consistency,
+            1 if s >= 70 or s < 30 else 3,
+            "broadcast",
+        )
         learned = learned_genome(rec, p)
         changed = {
             g: {"from": rec["genome"].get(g), "to": v}
@@ -135,6 +187,7 @@ def share_intelligence(
                 score,
                 consistency,
                 2,
+                "targeted",
             )
 
     for rec in recs:
@@ -148,7 +201,7 @@ def share_intelligence(
                 "generational_depth": rec["generational_depth"],
                 "parent_modules": rec["parent_modules"],
             }
-            add("capability_update", rec, day, data, None, None, 2)
+            add("capability_update", rec, day, data, None, None, 2, "private")
 
     frame = rows_frame(rows, "module_intelligence_sharing", SHARING_COLUMNS)
     return frame.sort_values(

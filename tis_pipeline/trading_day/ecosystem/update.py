@@ -3,31 +3,45 @@
 Population update (``update_population``), for live modules; other rows are left as they were
 ---------------------------------------------------------------------------------------------
 Messages of the day only; *direct* = delivered, with a receiver, sender != receiver.
-* ``performance_history``: list of ``{"day": "YYYY-MM-DD", "score": s}``, today's score appended (replacing an
-  entry of the same day), entries older than 30 days (day - 29 .. day kept) dropped.
-* genome: ``_learned_genome`` (above).
+* ``performance_history``: list of ``{"day", "score", "n", "below_peers"}``, today's entry appended (replacing
+  an entry of the same day), entries older than 30 days (day - 29 .. day kept) dropped. ``n`` = the sample
+  behind the score: the plans it took to their end today (delivered execution_feedback messages it received
+  or sent; for a decision maker, its delivered decisions); ``below_peers`` = its ``risk_adjusted_returns``
+  today < the median of the other live modules of its type scored today (absent without such a peer).
+* genome: ``common.learned_genome`` (its own success rate), then **social learning** from the day's shared
+  intelligence (``sharing``, the day's ``module_intelligence_sharing`` rows): when the mean of its last 3
+  scores is below its ``adaptation_threshold``, from the ``performance_update``s it may read (broadcast, or
+  naming it) of senders of its specialty that scored better today, each numeric mutable gene g moves to
+  ``g + learning_rate * (sum w_i g_i / sum w_i - g)``, ``w_i = confidence_level_i * (score_i - its score)``,
+  clipped and rounded to the gene's bounds. The lesson (day, senders, weights, learning_rate, genes from/to)
+  is appended to ``learning_patterns['learned']`` (last 20 kept). It learns at the day's end: its plans change
+  from the next day.
 * ``innovation_score = min(1, D / 0.10)``, D = mean over the type's mutable genes of |g - g_founder| / span
   (``horizon_minutes``: index distance in (1, 5, 15, 60, 240) / 4), g_founder = the founder genome of its
   specialty: how far learning and evolution carried it.
-* ``specialization_index``: normalised Herfindahl of the symbols of the plans the module touched today (plan
-  ids in trading_plan / execution_feedback messages it sent or received): ``(H - 1/K) / (1 - 1/K)``,
-  H = sum of squared symbol shares, K = distinct symbols among all trading_plan messages of the day; unchanged
-  when K <= 1 or it touched no plan.
+* ``specialization_index``: normalised Herfindahl of the (symbol, anomaly type) of the plans the module
+  touched today (plan ids in trading_plan / execution_feedback messages it sent or received):
+  ``(H - 1/K) / (1 - 1/K)``, H = sum of squared shares, K = distinct (symbol, anomaly type) among all
+  trading_plan messages of the day; unchanged when K <= 1 or it touched no plan.
 * ``peer_ratings``: for each peer q it exchanged direct messages with today, ``rating = completed / touched``
   over the plan ids of the messages between the two (completed = an execution_feedback message exists for the
   plan); ratings from earlier days are kept, those of peers no longer live dropped.
 * ``collaboration_score`` = mean of its peer_ratings (0 when it has none).
 * ``network_centrality`` = ``networkx.degree_centrality`` of the undirected graph whose nodes are the day's
-  live modules and whose edges join the ends of each direct message.
+  live modules and whose edges join the ends of each delivered direct message (the bus's traffic).
 * ``intelligence_sharing_rate = 0.8 * previous + 0.2 * b`` (b = 1 when it sent a delivered
   intelligence_broadcast today): an exponentially weighted share of days on which it shared.
-* ``communication_latency_ms = BASE_LATENCY_MS[type] + messages received today // 10`` (a modelled cost:
-  alpha 5, decision maker 2, trader 1 ms, plus 1 ms per 10 messages of queue).
-* ``message_throughput_per_sec`` = the most messages it sent or received within one second of the day.
-* lifecycle (on the history after today's entry; n = entries): experimental -> active when n >= 3 and the
-  mean of the last 3 scores >= 0.50; experimental or active -> deprecated (status 'inactive': it stops
-  trading) when n >= 5 and each of the last 5 scores < 0.30. (The contract names active -> deprecated; an
-  experimental module failing as long is retired too, or it would trade for ever without ever graduating.)
+* ``communication_latency_ms``: the bus's measurement, the median time from sending to handling (data time,
+  ms) of the messages delivered to it today (queueing behind its capacity included); the base latency of its
+  type (alpha 5, decision maker 2, trader 1 ms) on a day it received nothing. Its messages carry it
+  tomorrow.
+* ``message_throughput_per_sec``: the most of its messages (sent or received) the bus delivered within one
+  second of the day.
+* lifecycle (on the history after today's entry; n = entries): experimental -> active when n >= 3, the
+  samples ``n`` of its history add up to >= 10 plans, and the mean of the last 3 scores >= 0.50 (scores of
+  days after its genome was made: out of sample); active -> deprecated when each of its last 5 entries is
+  below its peers; experimental or active -> deprecated when n >= 5 and each of the last 5 scores < 0.30.
+  Deprecated: status 'inactive', it stops trading.
 * ``replication_readiness`` = 0 when not live, n < 3, or an offspring was born within the last 5 days
   (created_at > day + 1 day - 5 days, a cool-down); else ``mean(s) * (1 - std(s)) * min(1, n / 5)`` over the
   last <= 5 scores s (population std): good, steady and proven.
@@ -51,9 +65,11 @@ from tis_pipeline.trading_day.ecosystem.common import (
     DEPRECATE_BELOW,
     DEPRECATE_DAYS,
     HISTORY_DAYS,
+    LEARNED_KEPT,
     MESSAGE_COLUMNS,
     PROMOTE_DAYS,
     PROMOTE_MIN,
+    PROMOTE_MIN_SAMPLE,
     READINESS_MIN_DAYS,
     READINESS_WINDOW,
     SHARING_DECAY,
@@ -68,9 +84,12 @@ from tis_pipeline.trading_day.ecosystem.common import (
     rows_of_day,
 )
 from tis_pipeline.trading_day.population import (
+    GENE_BOUNDS,
+    MUTABLE_GENES,
     innovation_vs_founder,
     is_live_record,
     is_missing,
+    specialty,
     to_rate,
 )
 
@@ -85,6 +104,106 @@ def _message_graph(live: Sequence[str], direct: pd.DataFrame) -> nx.Graph:
     return graph
 
 
+def _below_peers(
+    recs: Sequence[Mapping[str, Any]], perf: Mapping[str, Mapping[str, Any]], live: set[str]
+) -> dict[str, bool]:
+    """module_id -> whether its risk-adjusted return today is below the median of the other live modules of
+    its type scored today (only where it has at least one such peer)."""
+    rar = {
+        str(r["module_id"]): (
+            str(r["module_type"]),
+            float(perf[str(r["module_id"])]["risk_adjusted_returns"]),
+        )
+        for r in recs
+        if str(r["module_id"]) in live
+        and str(r["module_id"]) in perf
+        and not is_missing(perf[str(r["module_id"])].get("risk_adjusted_returns"))
+    }
+    out = {}
+    for mid, (mtype, x) in rar.items():
+        peers = [y for m, (t, y) in rar.items() if t == mtype and m != mid]
+        if peers:
+            out[mid] = bool(x < float(np.median(peers)))
+    return out
+
+
+def _lessons(sharing: pd.DataFrame | None, day: pd.Timestamp) -> list[dict[str, Any]]:
+    """The day's performance updates a receiver may learn from: sender, score, confidence, specialty,
+    genome, and who may read it (None: everyone)."""
+    rows = rows_of_day(sharing, day)
+    if rows.empty:
+        return []
+    rows = rows[rows["intelligence_type"] == "performance_update"]
+    out = []
+    for r in rows.to_dict("records"):
+        data = r["intelligence_data"] if isinstance(r["intelligence_data"], Mapping) else {}
+        if is_missing(r.get("performance_score")) or not isinstance(data.get("genome"), Mapping):
+            continue
+        out.append(
+            {
+                "sender": str(r["sender_module_id"]),
+                "score": float(r["performance_score"]),
+                "confidence": 0.0 if is_missing(r.get("confidence_level")) else float(r["confidence_level"]),
+                "specialty": data.get("specialty"),
+                "genome": data["genome"],
+                "readers": None if r.get("target_modules") is None else set(r["target_modules"]),
+            }
+        )
+    return out
+
+
+def _social_lesson(
+    rec: Mapping[str, Any],
+    history: Sequence[Mapping[str, Any]],
+    perf: Mapping[str, Any] | None,
+    lessons: Sequence[Mapping[str, Any]],
+) -> dict[str, Any] | None:
+    """What ``rec`` learns from the day's shared performance (module docstring), None when nothing: it
+    learns only when the mean of its last 3 scores is below its adaptation_threshold, from senders of its
+    specialty that scored better than it today, moving each numeric gene by learning_rate toward their
+    mean weighted by confidence_level x (their score - its score)."""
+    scores = [float(e["score"]) for e in history]
+    if not scores or perf is None or is_missing(perf.get("performance_score")) or not lessons:
+        return None
+    if hundredths(np.mean(scores[-3:])) >= hundredths(float(rec["adaptation_threshold"] or 0)):
+        return None
+    mine = float(perf["performance_score"])
+    mid = str(rec["module_id"])
+    spec = specialty(rec["module_type"], rec["genome"])
+    better = [
+        x
+        for x in lessons
+        if x["sender"] != mid
+        and x["specialty"] == spec
+        and x["score"] > mine
+        and x["confidence"] > 0
+        and (x["readers"] is None or mid in x["readers"])
+    ]
+    if not better:
+        return None
+    weights = {x["sender"]: x["confidence"] * (x["score"] - mine) for x in better}
+    total = sum(weights.values())
+    lr = float(rec["learning_rate"] or 0)
+    genes = {}
+    for gene in MUTABLE_GENES.get(str(rec["module_type"]), ()):
+        if gene not in GENE_BOUNDS or gene not in rec["genome"]:
+            continue
+        lo, hi, dec = GENE_BOUNDS[gene]
+        target = sum(weights[x["sender"]] * float(x["genome"].get(gene, rec["genome"][gene])) for x in better)
+        old = float(rec["genome"][gene])
+        new = round(min(hi, max(lo, old + lr * (target / total - old))), dec)
+        if new != round(old, dec):
+            genes[gene] = {"from": rec["genome"][gene], "to": int(new) if dec == 0 else new}
+    if not genes:
+        return None
+    return {
+        "from": sorted(weights),
+        "weights": {k: round(v, 4) for k, v in sorted(weights.items())},
+        "learning_rate": lr,
+        "genes": genes,
+    }
+
+
 def _plan_id(data: Any) -> str | None:
     if isinstance(data, Mapping) and not is_missing(data.get("plan_id")):
         return str(data["plan_id"])
@@ -92,7 +211,11 @@ def _plan_id(data: Any) -> str | None:
 
 
 def update_population(
-    day: pd.Timestamp, population: pd.DataFrame, performance: pd.DataFrame, messages: pd.DataFrame
+    day: pd.Timestamp,
+    population: pd.DataFrame,
+    performance: pd.DataFrame,
+    messages: pd.DataFrame,
+    sharing: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The population at the end of ``day`` (before replication); formulas in the module docstring.
 
@@ -112,7 +235,12 @@ def update_population(
         msgs = pd.DataFrame(columns=list(MESSAGE_COLUMNS))
     msgs = msgs.assign(
         plan_id=[_plan_id(d) for d in msgs["message_data"]],
-        symbol=[d.get("symbol") if isinstance(d, Mapping) else None for d in msgs["message_data"]],
+        symbol=[
+            f"{d.get('symbol')}|{d.get('anomaly_type')}"
+            if isinstance(d, Mapping) and d.get("symbol")
+            else None
+            for d in msgs["message_data"]
+        ],
     )
     delivered = msgs["status"] == "delivered"
     direct = msgs[
@@ -124,7 +252,8 @@ def update_population(
         msgs["message_type"].isin(["trading_plan", "execution_feedback"]) & msgs["plan_id"].notna()
     ]
     completed = set(msgs.loc[msgs["message_type"] == "execution_feedback", "plan_id"].dropna())
-    plan_symbol = dict(zip(plan_msgs["plan_id"], plan_msgs["symbol"], strict=True))
+    first_word = plan_msgs[plan_msgs["message_type"] == "trading_plan"].drop_duplicates("plan_id")
+    plan_symbol = dict(zip(first_word["plan_id"], first_word["symbol"], strict=True))
     n_symbols = msgs.loc[msgs["message_type"] == "trading_plan", "symbol"].dropna().nunique()
 
     centrality = nx.degree_centrality(_message_graph(live_ids, direct)) if live_ids else {}
@@ -146,16 +275,28 @@ def update_population(
         pair_plans.setdefault((str(s), str(r)), set()).add(pid)
         pair_plans.setdefault((str(r), str(s)), set()).add(pid)
 
-    received = msgs["receiver_module_id"].dropna().value_counts().to_dict()
+    # the bus's own measurements (data time): how long its inbox took to hand it its messages, and the most
+    # of its messages (sent or received) the bus handled within one second
+    handled = msgs[delivered & msgs["last_delivery_attempt"].notna()]
+    waits_ms = (
+        (
+            pd.to_datetime(handled["last_delivery_attempt"], utc=True)
+            - pd.to_datetime(handled["timestamp"], utc=True)
+        )
+        .dt.total_seconds()
+        .mul(1000)
+    )
+    inbox_ms = waits_ms.groupby(handled["receiver_module_id"]).median().to_dict() if len(handled) else {}
+    ends_h = pd.concat(
+        [
+            pd.DataFrame({"m": handled["sender_module_id"], "t": handled["last_delivery_attempt"]}),
+            pd.DataFrame({"m": handled["receiver_module_id"], "t": handled["last_delivery_attempt"]}),
+        ]
+    ).dropna()
     broadcasters = set(
         msgs.loc[(msgs["message_type"] == "intelligence_broadcast") & delivered, "sender_module_id"].dropna()
     )
-    ends = pd.concat(
-        [
-            pd.DataFrame({"m": msgs["sender_module_id"], "t": msgs["timestamp"]}),
-            pd.DataFrame({"m": msgs["receiver_module_id"], "t": msgs["timestamp"]}),
-        ]
-    ).dropna()
+    ends = ends_h
     if ends.empty:
         throughput: dict[str, int] = {}
     else:
@@ -163,6 +304,20 @@ def update_population(
         throughput = {
             str(k): int(v) for k, v in ends.groupby(["m", "sec"]).size().groupby(level=0).max().items()
         }
+
+    # the day's sample behind each score: the plans it took part in that reached their end (executed plans'
+    # feedback for an author and for the trader that sent it; decisions delivered for the decision maker)
+    fb = msgs[(msgs["message_type"] == "execution_feedback") & delivered]
+    sample = pd.concat([fb["receiver_module_id"], fb["sender_module_id"]]).value_counts().to_dict()
+    decisions = msgs[
+        (msgs["message_type"] == "trading_plan")
+        & delivered
+        & msgs["message_data"].map(lambda d: isinstance(d, Mapping) and "decision" in d)
+    ]
+    for k, v in decisions["sender_module_id"].value_counts().items():
+        sample[k] = sample.get(k, 0) + int(v)
+    below_peers = _below_peers(recs, perf, live_set)
+    lessons_from = _lessons(sharing, day)
 
     last_birth: dict[str, pd.Timestamp] = {}
     for r in recs:
@@ -180,13 +335,23 @@ def update_population(
         p = perf.get(mid)
         history = [e for e in rec["performance_history"] if e.get("day") != iso_day(day)]
         if p is not None and not is_missing(p.get("performance_score")):
-            history.append({"day": iso_day(day), "score": to_rate(p["performance_score"])})
+            entry = {"day": iso_day(day), "score": to_rate(p["performance_score"]), "n": sample.get(mid, 0)}
+            if mid in below_peers:
+                entry["below_peers"] = below_peers[mid]
+            history.append(entry)
         history = sorted(
             (e for e in history if str(e.get("day")) >= oldest_kept), key=lambda e: str(e["day"])
         )
         rec["performance_history"] = history
         rec["genome"] = learned_genome(rec, p)
-        rec["learning_patterns"] = {"name": rec["name"], "genome": copy.deepcopy(rec["genome"])}
+        patterns = dict(rec["learning_patterns"]) if isinstance(rec["learning_patterns"], Mapping) else {}
+        lesson = _social_lesson(rec, history, p, lessons_from)
+        if lesson is not None:
+            rec["genome"] = {**rec["genome"], **{g: c["to"] for g, c in lesson["genes"].items()}}
+            patterns["learned"] = [*(patterns.get("learned") or []), {"day": iso_day(day), **lesson}][
+                -LEARNED_KEPT:
+            ]
+        rec["learning_patterns"] = {**patterns, "name": rec["name"], "genome": copy.deepcopy(rec["genome"])}
         rec["innovation_score"] = innovation_vs_founder(rec["module_type"], rec["genome"])
 
         mine = touched.get(mid, set())
@@ -207,17 +372,21 @@ def update_population(
             SHARING_DECAY * float(rec["intelligence_sharing_rate"] or 0.0) + (1 - SHARING_DECAY) * shared
         )
         rec["communication_latency_ms"] = (
-            BASE_LATENCY_MS.get(rec["module_type"], 0) + int(received.get(mid, 0)) // 10
+            round(inbox_ms[mid]) if mid in inbox_ms else BASE_LATENCY_MS.get(rec["module_type"], 0)
         )
         rec["message_throughput_per_sec"] = throughput.get(mid, 0)
 
         cents = [hundredths(e["score"]) for e in history]
         n = len(cents)
-        if n >= DEPRECATE_DAYS and all(c < DEPRECATE_BELOW for c in cents[-DEPRECATE_DAYS:]):
+        lagging = [bool(e.get("below_peers")) for e in history[-DEPRECATE_DAYS:]]
+        failing = n >= DEPRECATE_DAYS and all(c < DEPRECATE_BELOW for c in cents[-DEPRECATE_DAYS:])
+        outrun = rec["lifecycle_stage"] == "active" and len(lagging) == DEPRECATE_DAYS and all(lagging)
+        if failing or outrun:
             rec["lifecycle_stage"], rec["status"] = "deprecated", "inactive"
         elif (
             rec["lifecycle_stage"] == "experimental"
             and n >= PROMOTE_DAYS
+            and sum(int(e.get("n") or 0) for e in history) >= PROMOTE_MIN_SAMPLE
             and sum(cents[-PROMOTE_DAYS:]) >= PROMOTE_MIN * PROMOTE_DAYS
         ):
             rec["lifecycle_stage"] = "active"

@@ -1,78 +1,236 @@
-"""The acting decision maker approves, modifies or rejects the day's plans
-(``approve_plans(day, plans, population) -> (plans, approvals)``). Pure pandas/numpy.
+"""The acting decision maker approves, resizes ('modified') or rejects the day's plans against the portfolio
+as it stands at each plan's time (``approve_plans(day, plans, population, bars) -> (plans, approvals)``).
+Pure pandas/numpy.
 
 Approval (``approve_plans``)
 ----------------------------
 The decision maker is the active ``decision_maker`` with the best last ``performance_history`` score (no
-history ranks last; ties by module_id). In (timestamp, plan_id) order: rejected if confidence <
-``min_confidence`` or R:R < ``min_risk_reward``; of the remaining plans of a symbol, the ones ranked beyond
-``max_plans_per_symbol`` are rejected; then ``modified`` if position_size > ``max_position_pct`` (cut to it),
-else ``approved``. ``decision_confidence``: approved/modified ``0.5 + 0.5 clip(min((c - min_c) / (1 - min_c),
-(rr - min_rr) / (10 - min_rr)), 0, 1)`` (margin to the nearest threshold); rejected on a threshold
-``0.5 + 0.5 clip(max(shortfall), 0, 1)`` with ``shortfall = (threshold - value) / threshold``; rejected on the
-symbol limit 1.0 (a rule, not a judgement). Without an active decision maker plans stay ``pending`` and get no
-approval row (execution then cancels them).
+history ranks last; ties by module_id). Plans are decided one after the other in (timestamp, plan_id) order,
+and each approved plan is executed (``execute.simulate_fills`` with the acting trader, at the approved size)
+before the next is decided, so that the desk sees the portfolio a real desk would see at the plan's time t:
+
+* open positions: the plans it approved earlier whose exit time is after t (an approved plan without a fill
+  is held as committed until its valid_until, since the desk cannot know it will not fill); positions are
+  closed by the end of the UTC day, so none is carried from the day before;
+* gross exposure ``G = sum size``, net exposure ``N = sum d size`` (d = +1 long, -1 short) and the plan's
+  symbol's exposure ``S``, in % of capital;
+* the day's realised P&L: the pnl of the approved plans that exited at or before t.
+
+Only information of time <= t enters: an earlier plan's exit counts only once its exit time has passed.
+
+Rules, with the genome's ``min_confidence``, ``min_risk_reward``, ``max_position_pct``,
+``max_plans_per_symbol`` and the portfolio limits ``max_gross_pct``, ``max_net_pct``, ``max_symbol_pct``,
+``max_daily_loss_pct``, ``min_position_pct``, ``max_participation`` (genome keys; the defaults
+``PORTFOLIO_LIMITS`` apply when absent):
+
+1. rejected when confidence < min_confidence or R:R < min_risk_reward, or when the plan is beyond the
+   ``max_plans_per_symbol``-th plan of its symbol that passed those thresholds today;
+2. rejected when the day's realised loss has reached ``max_daily_loss_pct`` of capital;
+3. room ``= min(max_position_pct, max_gross_pct - G, max_symbol_pct - S, max_net_pct - d N, L)`` with the
+   liquidity room ``L = max_participation * v * entry_price / capital * 100``, ``v`` the mean volume of the
+   cost model's window before the plan's first bar (no limit without volume); the size is
+   ``min(proposed, room)``: ``approved`` when that is the proposed size, ``modified`` (resized down, the
+   binding limit named) when smaller, ``rejected`` when below ``min_position_pct`` (no room).
+
+``decision_confidence``: approved/modified ``0.5 + 0.5 clip(min((c - min_c) / (1 - min_c), (rr - min_rr) /
+(10 - min_rr)), 0, 1)`` (margin to the nearest threshold); rejected on a threshold ``0.5 + 0.5 clip(max
+shortfall, 0, 1)`` with ``shortfall = (threshold - value) / threshold``; rejected by a rule (symbol limit,
+loss limit, no room) 1.0. The columns record what was decided against: ``risk_assessment`` (the plan's
+risk: confidence, R:R, stop distance, capital at risk at the proposed and the final size, the day's realised
+P&L), ``risk_controls`` (every limit, which were applied, which one bound), ``portfolio_impact`` (the open
+positions, G, N and S before and after the decision), ``alternative_plans`` (the other decisions and why they
+were not taken). Without an active decision maker plans stay ``pending`` and get no approval row (execution
+then cancels them).
 
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from tis_pipeline.trading_day.plans.common import (
     APPROVAL_SCHEMA,
+    DEFAULT_CAPITAL,
     PLAN_SCHEMA,
     conform,
     empty_frame,
+    iso,
     json_number,
+    naive_ns,
     utc_day,
 )
+from tis_pipeline.trading_day.plans.execute import Book, open_book, simulate_fills
 from tis_pipeline.trading_day.population import (
     acting_module,
     genome_of,
     plan_uuid,
 )
 
+PORTFOLIO_LIMITS: Mapping[str, float] = {
+    "max_gross_pct": 100.0,  # no leverage: open positions together at most the capital
+    "max_net_pct": 60.0,  # at most 60 % of capital net long or net short
+    "max_symbol_pct": 40.0,  # concentration: one symbol at most 40 % of capital
+    "max_daily_loss_pct": 1.0,  # no new position once the day's realised loss reached 1 % of capital
+    "min_position_pct": 1.0,  # a position resized below 1 % is not worth its fees: rejected
+    "max_participation": 0.1,  # liquidity: an order of at most 10 % of the mean volume of the bars before it
+}
 
-def decide(plans: pd.DataFrame, sizes: np.ndarray, genome: Mapping) -> pd.DataFrame:
-    """One decision maker's verdict on plans already in (timestamp, plan_id) order, at the proposed sizes."""
-    min_c = float(genome["min_confidence"])
-    min_rr = float(genome["min_risk_reward"])
-    max_pos = float(genome["max_position_pct"])
-    max_n = int(genome["max_plans_per_symbol"])
+
+def limits_of(genome: Mapping) -> dict[str, float]:
+    """The desk's limits: the genome's thresholds and its portfolio limits (defaults where absent)."""
+    return {
+        "min_confidence": float(genome["min_confidence"]),
+        "min_risk_reward": float(genome["min_risk_reward"]),
+        "max_position_pct": float(genome["max_position_pct"]),
+        "max_plans_per_symbol": int(genome["max_plans_per_symbol"]),
+        **{k: float(genome.get(k, v)) for k, v in PORTFOLIO_LIMITS.items()},
+    }
+
+
+def _pct(x: float) -> float | None:
+    return json_number(x, 2)
+
+
+def review(
+    plans: pd.DataFrame,
+    sizes: np.ndarray,
+    desk: Mapping,
+    trader: Mapping | None,
+    book: Book | None,
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """One decision maker's decisions on ``plans`` (already in (timestamp, plan_id) order, the rows of
+    ``book.plans``) at the proposed ``sizes``, with the portfolio at each plan's time.
+
+    Returns a frame (status, final_size, conf_ok, rr_ok, over, rank, loss_limit, binding,
+    decision_confidence, pnl: the approved plan's pnl at its final size, NaN otherwise) and one record per
+    plan of what the desk saw (the JSON columns' content).
+    """
+    lim = limits_of(desk)
+    n = len(plans)
     conf = plans["confidence_score"].to_numpy(dtype="float64")
     rr = plans["risk_reward_ratio"].to_numpy(dtype="float64")
-    conf_ok, rr_ok = conf >= min_c, rr >= min_rr
+    symbol = plans["symbol"].astype("str").to_numpy()
+    d = np.where(plans["direction"].to_numpy() == "long", 1.0, -1.0)
+    ts = naive_ns(plans["timestamp"])
+    valid_until = naive_ns(plans["valid_until"])
+    conf_ok, rr_ok = conf >= lim["min_confidence"], rr >= lim["min_risk_reward"]
     passing = conf_ok & rr_ok
-    rank = pd.Series(passing.astype(int)).groupby(plans["symbol"].to_numpy()).cumsum().to_numpy()
-    over = passing & (rank > max_n)
-    rejected = ~passing | over
-    capped = ~rejected & (sizes > max_pos)
-    final = np.where(capped, float(np.clip(round(max_pos, 2), 0.01, 100.0)), sizes)
-    status = np.where(rejected, "rejected", np.where(capped, "modified", "approved"))
-    margin = np.minimum((conf - min_c) / max(1.0 - min_c, 1e-9), (rr - min_rr) / max(10.0 - min_rr, 1e-9))
+    rank = pd.Series(passing.astype(int)).groupby(symbol).cumsum().to_numpy()
+    over = passing & (rank > lim["max_plans_per_symbol"])
+    capital = float((trader or {}).get("capital", DEFAULT_CAPITAL))
+    # the position (% of capital) that is max_participation of the mean volume of the bars before the plan's
+    # first bar (the cost model's window: known at the plan's time); NaN without volume (no limit)
+    liquidity = np.full(n, np.nan)
+    if book is not None and len(book.bars):
+        row = np.minimum(book.start, len(book.bars) - 1)
+        same = book.bars["symbol"].to_numpy()[row] == symbol
+        volume = np.where(same, book.costs["volume"].to_numpy()[row], np.nan)
+        price = plans["entry_price"].to_numpy(dtype="float64")
+        liquidity = lim["max_participation"] * volume * price / capital * 100.0
+
+    status = np.full(n, "rejected", dtype=object)
+    final = np.zeros(n)
+    pnl = np.full(n, np.nan)
+    end = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
+    exit_at = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
+    loss_limit = np.zeros(n, dtype=bool)
+    binding: list[str | None] = [None] * n
+    seen: list[dict[str, Any]] = []
+    accepted: list[int] = []
+    for j in range(n):
+        t = ts[j]
+        live = [i for i in accepted if end[i] > t]
+        closed = [i for i in accepted if exit_at[i] <= t and np.isfinite(pnl[i])]
+        realised = float(np.sum(pnl[closed])) if closed else 0.0
+        gross = float(sum(final[i] for i in live))
+        net = float(sum(d[i] * final[i] for i in live))
+        sym = float(sum(final[i] for i in live if symbol[i] == symbol[j]))
+        rooms = {
+            "max_position_pct": lim["max_position_pct"],
+            "max_gross_pct": lim["max_gross_pct"] - gross,
+            "max_symbol_pct": lim["max_symbol_pct"] - sym,
+            "max_net_pct": lim["max_net_pct"] - d[j] * net,
+        }
+        if np.isfinite(liquidity[j]):
+            rooms["max_participation"] = liquidity[j]
+        room = max(0.0, min(rooms.values()))
+        size = float(sizes[j])
+        target = float(np.clip(round(min(size, room), 2), 0.0, 100.0))
+        loss_limit[j] = realised <= -lim["max_daily_loss_pct"] / 100.0 * capital
+        if passing[j] and not over[j] and not loss_limit[j]:
+            if target < lim["min_position_pct"]:
+                binding[j] = min(rooms, key=lambda k: (rooms[k], k))
+            else:
+                status[j] = "approved" if target >= size else "modified"
+                final[j] = target
+                if target < size:
+                    binding[j] = min(rooms, key=lambda k: (rooms[k], k))
+        seen.append(
+            {
+                "open_positions": [
+                    {
+                        "plan_id": str(plans["plan_id"].iat[i]),
+                        "symbol": str(symbol[i]),
+                        "side": "long" if d[i] > 0 else "short",
+                        "position_pct": _pct(final[i]),
+                    }
+                    for i in live
+                ],
+                "gross": gross,
+                "net": net,
+                "symbol_exposure": sym,
+                "realised": realised,
+                "closed_positions": len(closed),
+                "rooms": rooms,
+                "room": room,
+            }
+        )
+        if status[j] != "rejected":
+            accepted.append(j)
+            if book is not None and trader is not None:
+                f = simulate_fills(book, np.array([j]), np.array([final[j]]), trader)
+                if f["filled"].iat[0]:
+                    pnl[j] = float(f["pnl"].iat[0])
+                    exit_at[j] = naive_ns(f["exit_time"])[0]
+                    end[j] = exit_at[j]
+                else:
+                    end[j] = valid_until[j]
+            else:
+                end[j] = valid_until[j]
+
+    margin = np.minimum(
+        (conf - lim["min_confidence"]) / max(1.0 - lim["min_confidence"], 1e-9),
+        (rr - lim["min_risk_reward"]) / max(10.0 - lim["min_risk_reward"], 1e-9),
+    )
     shortfall = np.maximum(
-        np.where(conf_ok, 0.0, (min_c - conf) / max(min_c, 1e-9)),
-        np.where(rr_ok, 0.0, (min_rr - rr) / max(min_rr, 1e-9)),
+        np.where(conf_ok, 0.0, (lim["min_confidence"] - conf) / max(lim["min_confidence"], 1e-9)),
+        np.where(rr_ok, 0.0, (lim["min_risk_reward"] - rr) / max(lim["min_risk_reward"], 1e-9)),
     )
+    rejected = status == "rejected"
     confidence = np.where(
-        ~passing, 0.5 + 0.5 * np.clip(shortfall, 0, 1), np.where(over, 1.0, 0.5 + 0.5 * np.clip(margin, 0, 1))
+        ~passing,
+        0.5 + 0.5 * np.clip(shortfall, 0, 1),
+        np.where(rejected, 1.0, 0.5 + 0.5 * np.clip(margin, 0, 1)),
     )
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
-            "status": status,
+            "status": status.astype(str),
             "final_size": final,
             "conf_ok": conf_ok,
             "rr_ok": rr_ok,
             "over": over,
             "rank": np.where(passing, rank, 0),
-            "capped": capped,
+            "loss_limit": loss_limit,
+            "binding": binding,
             "decision_confidence": np.round(confidence, 2),
+            "pnl": pnl,
         }
     )
+    return frame, seen
 
 
 def proposed_sizes(plans: pd.DataFrame, approvals: pd.DataFrame | None) -> np.ndarray:
@@ -87,20 +245,160 @@ def proposed_sizes(plans: pd.DataFrame, approvals: pd.DataFrame | None) -> np.nd
     return np.array([before.get(str(p), s) for p, s in zip(plans["plan_id"], sizes, strict=True)])
 
 
+def _records(
+    plans: pd.DataFrame,
+    sizes: np.ndarray,
+    v: pd.DataFrame,
+    seen: list[dict[str, Any]],
+    desk: Mapping,
+    name: str,
+) -> dict[str, list[Any]]:
+    """The approval rows' text and JSON columns from the decisions and what the desk saw."""
+    lim = limits_of(desk)
+    out: dict[str, list[Any]] = {
+        k: [] for k in ("reason", "mods", "risk", "controls", "impact", "factors", "alternatives")
+    }
+    for i, p in enumerate(plans.itertuples(index=False)):
+        status, conf, rr = v["status"].iat[i], float(p.confidence_score), float(p.risk_reward_ratio)
+        size, final = float(sizes[i]), float(v["final_size"].iat[i])
+        s = seen[i]
+        d = 1.0 if p.direction == "long" else -1.0
+        stop_pct = abs(p.entry_price - p.stop_loss) / p.entry_price * 100
+        bound = v["binding"].iat[i] if isinstance(v["binding"].iat[i], str) else None
+        applied: list[str] = []
+        if status == "rejected":
+            why = []
+            if not v["conf_ok"].iat[i]:
+                why.append(f"confidence {conf:.2f} below {lim['min_confidence']:.2f}")
+                applied.append("min_confidence")
+            if not v["rr_ok"].iat[i]:
+                why.append(f"risk/reward {rr:.2f} below {lim['min_risk_reward']:.2f}")
+                applied.append("min_risk_reward")
+            if v["over"].iat[i]:
+                why.append(
+                    f"symbol limit: plan {int(v['rank'].iat[i])} of {p.symbol} today exceeds "
+                    f"{int(lim['max_plans_per_symbol'])}"
+                )
+                applied.append("max_plans_per_symbol")
+            if not why and v["loss_limit"].iat[i]:
+                why.append(
+                    f"daily loss limit: realised {s['realised']:.2f} today reaches "
+                    f"{lim['max_daily_loss_pct']:.2f}% of capital"
+                )
+                applied.append("max_daily_loss_pct")
+            if not why:
+                why.append(
+                    f"no room: {bound} leaves {s['room']:.2f}% (gross {s['gross']:.2f}%, "
+                    f"net {s['net']:.2f}%, {p.symbol} {s['symbol_exposure']:.2f}%), "
+                    f"below the {lim['min_position_pct']:.2f}% minimum"
+                )
+                applied += [str(bound), "min_position_pct"]
+            out["reason"].append("rejected: " + "; ".join(why))
+            out["mods"].append(None)
+            alternatives = [
+                {
+                    "action": "approve",
+                    "position_pct": _pct(min(size, s["room"])),
+                    "not_taken": why[0],
+                }
+            ]
+        elif status == "modified":
+            out["reason"].append(
+                f"modified: position size {size:.2f}% cut to {final:.2f}% by {bound} "
+                f"(gross {s['gross']:.2f}%, net {s['net']:.2f}%, {p.symbol} {s['symbol_exposure']:.2f}% open)"
+            )
+            applied.append(str(bound))
+            out["mods"].append({"position_size": {"from": _pct(size), "to": _pct(final), "limit": bound}})
+            alternatives = [
+                {
+                    "action": "approve_as_proposed",
+                    "position_pct": _pct(size),
+                    "not_taken": f"breaches {bound}: room {s['room']:.2f}%",
+                },
+                {"action": "reject", "not_taken": f"{final:.2f}% fits every limit"},
+            ]
+        else:
+            out["reason"].append(
+                f"approved: confidence {conf:.2f}, risk/reward {rr:.2f}, size {size:.2f}% within "
+                f"every limit (room {s['room']:.2f}%)"
+            )
+            out["mods"].append(None)
+            alternatives = [{"action": "reject", "not_taken": "every threshold and limit holds"}]
+        out["alternatives"].append(alternatives)
+        out["risk"].append(
+            {
+                "confidence_score": json_number(conf, 2),
+                "risk_reward_ratio": json_number(rr, 2),
+                "stop_distance_pct": json_number(stop_pct, 6),
+                "proposed_position_pct": _pct(size),
+                "capital_at_risk_pct_proposed": json_number(size * stop_pct / 100, 6),
+                "capital_at_risk_pct": json_number(final * stop_pct / 100, 6),
+                "day_realised_pnl": json_number(s["realised"], 2),
+                "closed_positions_today": int(s["closed_positions"]),
+            }
+        )
+        out["controls"].append(
+            {
+                **lim,
+                "applied": applied,
+                "binding": bound,
+                "room_by_limit": {k: _pct(x) for k, x in s["rooms"].items()},
+            }
+        )
+        held = final if status != "rejected" else 0.0
+        same = [o for o in s["open_positions"] if o["symbol"] == p.symbol]
+        out["impact"].append(
+            {
+                "timestamp": iso(p.timestamp),
+                "symbol": str(p.symbol),
+                "side": str(p.direction),
+                "position_pct": _pct(held),
+                "open_positions": s["open_positions"],
+                "open_in_symbol": len(same),
+                "before": {
+                    "gross_exposure_pct": _pct(s["gross"]),
+                    "net_exposure_pct": _pct(s["net"]),
+                    "symbol_exposure_pct": _pct(s["symbol_exposure"]),
+                },
+                "after": {
+                    "gross_exposure_pct": _pct(s["gross"] + held),
+                    "net_exposure_pct": _pct(s["net"] + d * held),
+                    "symbol_exposure_pct": _pct(s["symbol_exposure"] + held),
+                },
+            }
+        )
+        out["factors"].append(
+            {
+                "decision_maker": name,
+                "confidence_ok": bool(v["conf_ok"].iat[i]),
+                "risk_reward_ok": bool(v["rr_ok"].iat[i]),
+                "symbol_rank": int(v["rank"].iat[i]),
+                "daily_loss_limit_reached": bool(v["loss_limit"].iat[i]),
+                "binding_limit": bound,
+                "size_capped": bool(status == "modified"),
+            }
+        )
+    return out
+
+
 def approve_plans(
-    day: pd.Timestamp, plans: pd.DataFrame, population: pd.DataFrame
+    day: pd.Timestamp,
+    plans: pd.DataFrame,
+    population: pd.DataFrame,
+    bars: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The acting decision maker approves, modifies (caps the size) or rejects each plan of the day.
+    """The acting decision maker approves, resizes ('modified') or rejects each plan of the day against the
+    portfolio at the plan's time (rules in the module docstring).
 
     Input ``plans``: ``generate_plans``' frame (``PLAN_FRAME_COLUMNS``); ``population`` as there (the decision
-    maker's genome: min_confidence, min_risk_reward, max_position_pct, max_plans_per_symbol).
+    maker's genome and the acting trader's); ``bars``: the day's bars (as for ``simulate_execution``), through
+    which earlier approved plans are executed to know when they close and what they made; without bars every
+    approved plan stays open until its valid_until and no P&L is realised.
 
     Output ``(plans, approvals)``: plans with the same columns, in (timestamp, plan_id) order, with
     ``validation_status`` 'validated' (approved/modified) or 'failed' (rejected), ``position_size`` cut where
     modified and ``portfolio_impact`` the desk's view; approvals with the ``trading_plan_approvals`` columns
-    (``APPROVAL_COLUMNS``: approval_id, plan_id, decision_maker_module_id, timestamp, approval_status,
-    approval_reason, modifications, risk_assessment, risk_controls, portfolio_impact, decision_confidence,
-    decision_factors, alternative_plans), one row per plan.
+    (``APPROVAL_COLUMNS``), one row per plan.
     """
     utc_day(day)
     desk = acting_module(population, "decision_maker", last_entry_only=True)
@@ -114,81 +412,13 @@ def approve_plans(
     if desk is None:
         return plans, empty_frame(APPROVAL_SCHEMA)
     genome = genome_of(desk["genome"])
+    trader = acting_module(population, "trader", last_entry_only=True)
+    trader_genome = genome_of(trader["genome"]) if trader is not None else None
+    book = open_book(plans, bars) if bars is not None else None
     sizes = plans["position_size"].to_numpy(dtype="float64")
-    v = decide(plans, sizes, genome)
+    v, seen = review(plans, sizes, genome, trader_genome, book)
+    r = _records(plans, sizes, v, seen, genome, str(desk.get("name")))
     accepted = v["status"].to_numpy() != "rejected"
-    held = np.where(accepted, v["final_size"].to_numpy(), 0.0)
-    symbol_exposure = pd.Series(held).groupby(plans["symbol"].to_numpy()).cumsum().to_numpy()
-    day_exposure = np.cumsum(held)
-    controls = {
-        "min_confidence": float(genome["min_confidence"]),
-        "min_risk_reward": float(genome["min_risk_reward"]),
-        "max_position_pct": float(genome["max_position_pct"]),
-        "max_plans_per_symbol": int(genome["max_plans_per_symbol"]),
-    }
-
-    reasons, mods, risks, ctrls, impacts, factors, alternatives = [], [], [], [], [], [], []
-    for i, p in enumerate(plans.itertuples(index=False)):
-        status, conf, rr = v["status"].iat[i], float(p.confidence_score), float(p.risk_reward_ratio)
-        size, final = float(sizes[i]), float(v["final_size"].iat[i])
-        applied = []
-        if status == "rejected":
-            why = []
-            if not v["conf_ok"].iat[i]:
-                why.append(f"confidence {conf:.2f} below {float(genome['min_confidence']):.2f}")
-                applied.append("min_confidence")
-            if not v["rr_ok"].iat[i]:
-                why.append(f"risk/reward {rr:.2f} below {float(genome['min_risk_reward']):.2f}")
-                applied.append("min_risk_reward")
-            if v["over"].iat[i]:
-                why.append(
-                    f"symbol limit: plan {int(v['rank'].iat[i])} of {p.symbol} today exceeds "
-                    f"{int(genome['max_plans_per_symbol'])}"
-                )
-                applied.append("max_plans_per_symbol")
-            reasons.append("rejected: " + "; ".join(why))
-            mods.append(None)
-            alternatives.append([{"action": "approve", "position_size": json_number(min(size, final), 2)}])
-        elif status == "modified":
-            reasons.append(f"modified: position size {size:.2f}% cut to {final:.2f}%")
-            applied.append("max_position_pct")
-            mods.append({"position_size": {"from": json_number(size, 2), "to": json_number(final, 2)}})
-            alternatives.append([{"action": "approve_as_proposed", "position_size": json_number(size, 2)}])
-        else:
-            reasons.append(
-                f"approved: confidence {conf:.2f}, risk/reward {rr:.2f}, size {size:.2f}% within limits"
-            )
-            mods.append(None)
-            alternatives.append([])
-        risks.append(
-            {
-                "confidence_score": json_number(conf, 2),
-                "risk_reward_ratio": json_number(rr, 2),
-                "proposed_position_pct": json_number(size, 2),
-                "capital_at_risk_pct": json_number(
-                    final * abs(p.entry_price - p.stop_loss) / p.entry_price, 6
-                ),
-            }
-        )
-        ctrls.append({**controls, "applied": applied})
-        impacts.append(
-            {
-                "position_pct": json_number(held[i], 2),
-                "symbol": p.symbol,
-                "symbol_exposure_pct": json_number(symbol_exposure[i], 2),
-                "day_gross_exposure_pct": json_number(day_exposure[i], 2),
-            }
-        )
-        factors.append(
-            {
-                "decision_maker": str(desk.get("name")),
-                "confidence_ok": bool(v["conf_ok"].iat[i]),
-                "risk_reward_ok": bool(v["rr_ok"].iat[i]),
-                "symbol_rank": int(v["rank"].iat[i]),
-                "size_capped": bool(v["capped"].iat[i]),
-            }
-        )
-
     approvals = pd.DataFrame(
         {
             "approval_id": [plan_uuid(pid, "approval") for pid in plans["plan_id"]],
@@ -196,18 +426,18 @@ def approve_plans(
             "decision_maker_module_id": str(desk["module_id"]),
             "timestamp": plans["timestamp"],
             "approval_status": v["status"],
-            "approval_reason": reasons,
-            "modifications": mods,
-            "risk_assessment": risks,
-            "risk_controls": ctrls,
-            "portfolio_impact": impacts,
+            "approval_reason": r["reason"],
+            "modifications": r["mods"],
+            "risk_assessment": r["risk"],
+            "risk_controls": r["controls"],
+            "portfolio_impact": r["impact"],
             "decision_confidence": v["decision_confidence"],
-            "decision_factors": factors,
-            "alternative_plans": alternatives,
+            "decision_factors": r["factors"],
+            "alternative_plans": r["alternatives"],
         }
     )
     out = plans.copy()
-    out["position_size"] = v["final_size"].to_numpy()
+    out["position_size"] = np.where(accepted, v["final_size"].to_numpy(), sizes)
     out["validation_status"] = np.where(accepted, "validated", "failed")
-    out["portfolio_impact"] = pd.Series(impacts, dtype=object)
+    out["portfolio_impact"] = pd.Series(r["impact"], dtype=object)
     return conform(out, PLAN_SCHEMA), conform(approvals, APPROVAL_SCHEMA)

@@ -3,26 +3,43 @@
 
 Execution (``simulate_execution``)
 ----------------------------------
-The trader is chosen like the decision maker. Genome: ``capital``, ``slippage_bps``, ``fee_bps`` and
-``range_factor`` (default 0.1). With ``d`` the direction, entry bar e, ``o_e`` its open:
-``entry slippage (bps) = slippage_bps + range_factor * 0.5 (high_e - low_e) / o_e * 1e4``,
-``executed_price = o_e (1 + d slip / 1e4)``. A later bar hits the stop when its low (long) / high (short)
-crosses it and the target when its high / low does; both in one bar: the stop. Stop fill: the stop, or the
-bar's open when it gapped through, less ``slippage_bps`` (market order); target fill: the target (resting
-limit, no slippage); no hit: the close of the last bar of the window less ``slippage_bps``, status
-``executed`` when that bar closes at valid_until, ``partial`` when the window's data ends earlier (the missing
-minutes at its end are never looked for beyond valid_until).
-``executed_quantity = capital * position_size / 100 / executed_price``;
-``fees = fee_bps / 1e4 * qty (entry fill + exit fill)``; ``pnl = d (exit fill - entry fill) qty
-- fees`` (= gross move ``d (exit ref - o_e) qty`` - slippage cost - fees); ``execution_cost = fees + slippage
-cost``; ``slippage`` = entry + exit slippage in bps. MAE/MFE: worst/best excursion of low/high against the
-entry fill over the bars held (entry bar through exit bar), as fractions of the entry fill.
+The trader is chosen like the decision maker. Its genome holds ``capital`` and one execution tactic,
+``entry_delay_bars`` (0 by default): the order goes to the market at the open of the bar that many bars after
+the first bar at or after the plan's timestamp (and before valid_until). What a fill costs is not in any
+genome: ``costs`` charges the spread and impact it estimates from the bars and the asset class's fee, so a
+trader can change when it trades, never what the same fill costs.
+
+With ``d`` the direction, entry bar e, ``o_e`` its open and ``q = capital * position_size / 100 / o_e`` the
+quantity ordered: ``executed_price = o_e (1 + d c_e / 1e4)`` with ``c_e`` = the entry's half-spread + impact
+in bps (``costs.market_cost_bps`` with the bar cost inputs of e).
+
+Re-anchoring at the fill (chosen over cancelling): the plan's stop and target were set from the event bar's
+close, but the fill is where the position really starts, so both are moved to the fill by the plan's own
+distances (``stop_loss = fill - d sd``, ``take_profit = fill + d td`` with ``sd = |entry_price - stop_loss|``
+and ``td = |take_profit - entry_price|`` as planned; the planned levels are kept in ``performance_metrics``).
+No executed plan is therefore beyond its stop or target at entry. The entry bar itself is checked after the
+fill: every price of the bar but the open comes after the fill, and when a bar (the entry bar or a later one)
+reaches both the stop and the target the path inside it is unknown and the stop is taken (the pessimistic
+reading). A bar hits the stop when its low (long) / high (short) crosses it and the target when its high /
+low does.
+
+Exit fills: stop = the stop, or the bar's open when it gapped through (a later bar), as a market order paying
+the exit bar's half-spread + impact; target = the target (a resting limit: no spread, no impact); no hit =
+the close of the last bar of the window, as a market order; status ``executed`` when that bar closes at
+valid_until, ``partial`` when the window's data ends earlier (the missing minutes at its end are never looked
+for beyond valid_until).
+``executed_quantity = q``; ``fees = fee * q (entry fill + exit fill)`` with the asset class's fee;
+``pnl = d (exit fill - entry fill) q - fees`` (= gross move ``d (exit ref - o_e) q`` - spread and impact cost
+- fees); ``execution_cost = fees + spread and impact cost``; ``slippage`` = entry + exit cost in bps (spread
+and impact, not fees). MAE/MFE: worst/best excursion of low/high against the entry fill over the bars held
+(entry bar through exit bar), as fractions of the entry fill.
 
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,7 +47,6 @@ import pandas as pd
 
 from tis_pipeline.trading_day.plans.common import (
     DEFAULT_CAPITAL,
-    DEFAULT_RANGE_FACTOR,
     MINUTE,
     PLAN_SCHEMA,
     conform,
@@ -44,25 +60,39 @@ from tis_pipeline.trading_day.plans.common import (
     utc_day,
     utc_series,
 )
+from tis_pipeline.trading_day.plans.costs import CostConfig, bar_cost_inputs, cost_config, market_cost_bps
 from tis_pipeline.trading_day.plans.market import prepare_bars
 from tis_pipeline.trading_day.population import (
     acting_module,
     genome_of,
 )
 
+MAX_ENTRY_DELAY_BARS = 3
 
-def simulate_fills(plans: pd.DataFrame, bars: pd.DataFrame, genome: Mapping) -> pd.DataFrame:
-    """Entry and exit of each plan (row order kept): one vectorised pass over the bars of the plans' windows.
 
-    Columns: filled, status, entry_ts, entry_ref, entry_fill, entry_slip_bps, exit_ts, exit_time, exit_ref,
-    exit_fill, exit_slip_bps, exit_reason, mae, mfe, bars_held, net_return.
-    """
-    n = len(plans)
+def entry_delay(genome: Mapping) -> int:
+    """The trader's tactic: bars to wait after the first bar it may enter at (0..MAX_ENTRY_DELAY_BARS)."""
+    return int(np.clip(round(float(genome.get("entry_delay_bars", 0) or 0)), 0, MAX_ENTRY_DELAY_BARS))
+
+
+@dataclass(frozen=True)
+class Book:
+    """The bars of a day prepared once for any number of fills: bars, their cost inputs, and each plan's
+    window of bar rows ``[start, stop_at)``."""
+
+    plans: pd.DataFrame
+    bars: pd.DataFrame
+    costs: pd.DataFrame
+    start: np.ndarray
+    stop_at: np.ndarray
+    config: CostConfig
+
+
+def open_book(plans: pd.DataFrame, bars: pd.DataFrame, config: CostConfig | None = None) -> Book:
+    """Prepare the bars and each plan's window (plans' row order kept)."""
+    config = config or cost_config()
     b = prepare_bars(bars)
-    slip_bps = float(genome.get("slippage_bps", 0.0))
-    fee = float(genome.get("fee_bps", 0.0)) / 1e4
-    range_factor = float(genome.get("range_factor", DEFAULT_RANGE_FACTOR))
-
+    n = len(plans)
     start = np.zeros(n, dtype=np.int64)
     stop_at = np.zeros(n, dtype=np.int64)
     sym = plans["symbol"].astype("str").to_numpy()
@@ -70,29 +100,88 @@ def simulate_fills(plans: pd.DataFrame, bars: pd.DataFrame, genome: Mapping) -> 
     p_vu = naive_ns(plans["valid_until"])
     b_sym = b["symbol"].to_numpy()
     b_ts = naive_ns(b["timestamp"])
-    bounds = np.searchsorted(b_sym, np.unique(b_sym)) if len(b) else np.array([], dtype=np.int64)
-    blocks = dict(zip(np.unique(b_sym), zip(bounds, np.append(bounds[1:], len(b)), strict=True), strict=True))
+    names = np.unique(b_sym)
+    bounds = np.searchsorted(b_sym, names) if len(b) else np.array([], dtype=np.int64)
+    blocks = dict(zip(names, zip(bounds, np.append(bounds[1:], len(b)), strict=True), strict=True))
     for s in np.unique(sym):
         k = np.flatnonzero(sym == s)
         lo, hi = blocks.get(s, (0, 0))
         start[k] = lo + np.searchsorted(b_ts[lo:hi], p_ts[k], side="left")
         stop_at[k] = lo + np.searchsorted(b_ts[lo:hi], p_vu[k], side="left")
+    return Book(plans.reset_index(drop=True), b, bar_cost_inputs(b, config), start, stop_at, config)
+
+
+def as_planned(plans: pd.DataFrame) -> pd.DataFrame:
+    """Executed plans with the stop and target they were planned with (before the re-anchoring at the fill),
+    so that they can be executed again, e.g. by another trader."""
+    out = plans.copy()
+    for column, key in (("stop_loss", "planned_stop_loss"), ("take_profit", "planned_take_profit")):
+        planned = [
+            m.get(key) if isinstance(m, Mapping) and m.get(key) is not None else v
+            for m, v in zip(out["performance_metrics"], out[column], strict=True)
+        ]
+        out[column] = np.asarray(planned, dtype="float64")
+    return out
+
+
+def simulate_fills(
+    book: Book,
+    idx: np.ndarray,
+    sizes: np.ndarray,
+    genome: Mapping,
+) -> pd.DataFrame:
+    """Entry, re-anchored levels, exit and money of the plans ``book.plans.iloc[idx]`` at ``sizes`` (% of the
+    trader's capital): one vectorised pass over the bars of their windows (row order of ``idx`` kept).
+
+    Columns: filled, status, entry_ts, entry_ref, entry_fill, entry_cost_bps, entry_spread_bps,
+    entry_impact_bps, stop, target, exit_ts, exit_time, exit_ref, exit_fill, exit_cost_bps, exit_reason, mae,
+    mfe, bars_held, qty, fees, cost, slip_cost, gross, pnl, slippage.
+    """
+    idx = np.asarray(idx, dtype=np.int64)
+    n = len(idx)
+    plans = book.plans.iloc[idx].reset_index(drop=True)
+    b, costs = book.bars, book.costs
+    capital = float(genome.get("capital", DEFAULT_CAPITAL))
+    delay = entry_delay(genome)
+    start = book.start[idx] + delay
+    stop_at = book.stop_at[idx]
     length = np.maximum(stop_at - start, 0)
+    filled = length > 0
+    safe_start = np.where(filled, start, 0)
+    d = np.where(plans["direction"].to_numpy() == "long", 1.0, -1.0)
+    sizes = np.asarray(sizes, dtype="float64")
+    nan = np.full(n, np.nan)
+
+    def col(name: str, rows: np.ndarray, frame: pd.DataFrame = b) -> np.ndarray:
+        values = frame[name].to_numpy(dtype="float64")
+        return np.where(filled, values[rows] if len(values) else nan, np.nan)
+
+    entry_ref = col("open", safe_start)
+    qty = decimal_20_8(np.where(filled, capital * sizes / 100.0 / entry_ref, np.nan))
+    half_in, impact_in = market_cost_bps(
+        col("spread", safe_start, costs),
+        col("sigma", safe_start, costs),
+        col("volume", safe_start, costs),
+        qty,
+        book.config,
+    )
+    entry_cost = half_in + impact_in
+    entry_fill = np.round(entry_ref * (1 + d * entry_cost / 1e4), 8)
+    planned = plans["entry_price"].to_numpy(dtype="float64")
+    sd = np.abs(planned - plans["stop_loss"].to_numpy(dtype="float64"))
+    td = np.abs(plans["take_profit"].to_numpy(dtype="float64") - planned)
+    stop = np.round(entry_fill - d * sd, 8)
+    target = np.round(entry_fill + d * td, 8)
 
     # the plans x window-bars join, as row indices: plan k owns rows start[k] .. stop_at[k] - 1
     plan_of = np.repeat(np.arange(n), length)
     offset = np.arange(len(plan_of)) - np.repeat(np.cumsum(length) - length, length)
     row = np.repeat(start, length) + offset
-    d = np.where(plans["direction"].to_numpy() == "long", 1.0, -1.0)
     dd = d[plan_of]
-    o, h, lo_, c = (b[col].to_numpy()[row] for col in ("open", "high", "low", "close"))
-    stop = plans["stop_loss"].to_numpy(dtype="float64")
-    target = plans["take_profit"].to_numpy(dtype="float64")
-    later = offset > 0
-    stop_hit = later & np.where(dd > 0, lo_ <= stop[plan_of], h >= stop[plan_of])
-    target_hit = later & np.where(dd > 0, h >= target[plan_of], lo_ <= target[plan_of])
+    o, h, lo_, c = (b[name].to_numpy()[row] for name in ("open", "high", "low", "close"))
+    stop_hit = np.where(dd > 0, lo_ <= stop[plan_of], h >= stop[plan_of])
+    target_hit = np.where(dd > 0, h >= target[plan_of], lo_ <= target[plan_of])
 
-    filled = length > 0
     first = np.cumsum(length) - length
     last = first + length - 1
     hits = np.flatnonzero(stop_hit | target_hit)
@@ -101,26 +190,33 @@ def simulate_fills(plans: pd.DataFrame, bars: pd.DataFrame, genome: Mapping) -> 
     exit_row[hit_plans] = hits[first_hit]
     has_hit = np.zeros(n, dtype=bool)
     has_hit[hit_plans] = True
-
-    out = pd.DataFrame(index=pd.RangeIndex(n))
-    safe_first, safe_exit = np.where(filled, first, 0), np.where(filled, exit_row, 0)
-    nan = np.full(n, np.nan)
+    safe_exit = np.where(filled, exit_row, 0)
 
     def at(values: np.ndarray, pos: np.ndarray) -> np.ndarray:
         return np.where(filled, values[pos] if len(values) else nan, np.nan)
 
-    entry_ref = at(o, safe_first)
-    entry_slip = slip_bps + range_factor * 0.5 * (at(h, safe_first) - at(lo_, safe_first)) / entry_ref * 1e4
-    entry_fill = np.round(entry_ref * (1 + d * entry_slip / 1e4), 8)
     by_stop = has_hit & np.where(filled, stop_hit[safe_exit] if len(stop_hit) else False, False)
     by_target = has_hit & ~by_stop
     exit_open, exit_close = at(o, safe_exit), at(c, safe_exit)
     stop_ref = np.where(d > 0, np.minimum(exit_open, stop), np.maximum(exit_open, stop))
     exit_ref = np.where(by_stop, stop_ref, np.where(by_target, target, exit_close))
-    exit_slip = np.where(by_target, 0.0, slip_bps)
-    exit_fill = np.round(exit_ref * (1 - d * exit_slip / 1e4), 8)
-    exit_bar_ts = np.where(filled, b_ts[row[safe_exit]] if len(row) else p_ts, np.datetime64("NaT"))
-    entry_ts = np.where(filled, b_ts[row[safe_first]] if len(row) else p_ts, np.datetime64("NaT"))
+    exit_bar = np.where(filled, row[safe_exit] if len(row) else 0, 0)
+    half_out, impact_out = market_cost_bps(
+        col("spread", exit_bar, costs),
+        col("sigma", exit_bar, costs),
+        col("volume", exit_bar, costs),
+        qty,
+        book.config,
+    )
+    exit_cost = np.where(by_target, 0.0, half_out + impact_out)
+    exit_fill = np.round(exit_ref * (1 - d * exit_cost / 1e4), 8)
+
+    b_ts = naive_ns(b["timestamp"])
+    p_vu = naive_ns(plans["valid_until"])
+    exit_bar_ts = np.where(
+        filled, b_ts[exit_bar] if len(b_ts) else np.datetime64("NaT"), np.datetime64("NaT")
+    )
+    entry_ts = np.where(filled, b_ts[safe_start] if len(b_ts) else np.datetime64("NaT"), np.datetime64("NaT"))
     closes_at_end = (exit_bar_ts + np.timedelta64(1, "m")) >= p_vu
     reason = np.where(
         ~filled,
@@ -138,53 +234,39 @@ def simulate_fills(plans: pd.DataFrame, bars: pd.DataFrame, genome: Mapping) -> 
     worst, best = np.where(d > 0, low_held, high_held), np.where(d > 0, high_held, low_held)
     mae = np.maximum(0.0, d * (entry_fill - worst) / entry_fill)
     mfe = np.maximum(0.0, d * (best - entry_fill) / entry_fill)
-    net_return = d * (exit_fill - entry_fill) / entry_fill - fee * (entry_fill + exit_fill) / entry_fill
 
+    fee = book.config.fee_for(plans["symbol"].astype("str").to_numpy()) if n else np.zeros(0)
+    fees = fee * qty * (entry_fill + exit_fill)
+    slip_cost = qty * (np.abs(entry_fill - entry_ref) + np.abs(exit_ref - exit_fill))
+    gross = d * (exit_ref - entry_ref) * qty
+    pnl = d * (exit_fill - entry_fill) * qty - fees
+
+    out = pd.DataFrame(index=pd.RangeIndex(n))
     out["filled"] = filled
     out["status"] = status
     out["entry_ts"] = utc_series(entry_ts)
-    out["entry_ref"], out["entry_fill"], out["entry_slip_bps"] = (
-        entry_ref,
-        entry_fill,
-        np.where(filled, entry_slip, nan),
-    )
+    out["entry_ref"], out["entry_fill"] = entry_ref, entry_fill
+    out["entry_cost_bps"] = np.where(filled, entry_cost, nan)
+    out["entry_spread_bps"] = np.where(filled, half_in, nan)
+    out["entry_impact_bps"] = np.where(filled, impact_in, nan)
+    out["planned_stop"] = plans["stop_loss"].to_numpy(dtype="float64")
+    out["planned_target"] = plans["take_profit"].to_numpy(dtype="float64")
+    out["stop"], out["target"] = np.where(filled, stop, nan), np.where(filled, target, nan)
     out["exit_ts"] = utc_series(exit_bar_ts)
     out["exit_time"] = utc_series(exit_time)
     out["exit_ref"], out["exit_fill"] = np.where(filled, exit_ref, nan), np.where(filled, exit_fill, nan)
-    out["exit_slip_bps"] = np.where(filled, exit_slip, nan)
+    out["exit_cost_bps"] = np.where(filled, exit_cost, nan)
     out["exit_reason"] = reason
     out["mae"], out["mfe"] = np.where(filled, mae, nan), np.where(filled, mfe, nan)
     out["bars_held"] = np.where(filled, exit_row - first + 1, 0)
-    out["net_return"] = np.where(filled, net_return, nan)
+    out["qty"] = qty
+    out["fees"] = decimal_20_8(np.where(filled, fees, nan))
+    out["slip_cost"] = decimal_20_8(np.where(filled, slip_cost, nan))
+    out["gross"] = decimal_20_8(np.where(filled, gross, nan))
+    out["pnl"] = decimal_20_8(np.where(filled, pnl, nan))
+    out["cost"] = decimal_20_8(np.where(filled, fees + slip_cost, nan))
+    out["slippage"] = [decimal_8_4(x) for x in np.where(filled, entry_cost + exit_cost, nan)]
     return out
-
-
-def fill_money(
-    fills: pd.DataFrame, direction: np.ndarray, sizes: np.ndarray, genome: Mapping
-) -> pd.DataFrame:
-    """Quantity, costs and pnl of filled plans (NaN for the others), from the rounded fills and quantity."""
-    capital = float(genome.get("capital", DEFAULT_CAPITAL))
-    fee = float(genome.get("fee_bps", 0.0)) / 1e4
-    d = np.where(direction == "long", 1.0, -1.0)
-    entry, exit_ = fills["entry_fill"].to_numpy(), fills["exit_fill"].to_numpy()
-    qty = decimal_20_8(capital * sizes / 100.0 / entry)
-    fees = fee * qty * (entry + exit_)
-    slip_cost = qty * (
-        np.abs(entry - fills["entry_ref"].to_numpy()) + np.abs(fills["exit_ref"].to_numpy() - exit_)
-    )
-    gross = d * (fills["exit_ref"].to_numpy() - fills["entry_ref"].to_numpy()) * qty
-    pnl = d * (exit_ - entry) * qty - fees
-    return pd.DataFrame(
-        {
-            "qty": qty,
-            "fees": decimal_20_8(fees),
-            "slip_cost": decimal_20_8(slip_cost),
-            "gross": decimal_20_8(gross),
-            "pnl": decimal_20_8(pnl),
-            "cost": decimal_20_8(fees + slip_cost),
-            "slippage": [decimal_8_4(x) for x in fills["entry_slip_bps"] + fills["exit_slip_bps"]],
-        }
-    )
 
 
 def simulate_execution(
@@ -193,14 +275,16 @@ def simulate_execution(
     """Validated plans are traded by the acting trader on the bars of their window; the others are cancelled.
 
     Input ``plans``: ``approve_plans``' plans (``PLAN_FRAME_COLUMNS``); ``bars``: symbol, timestamp, open,
-    high, low, close (the day); ``population``: the trader's genome (capital, slippage_bps, fee_bps,
-    range_factor).
+    high, low, close, volume (the day and the context before it); ``population``: the trader's genome
+    (capital, entry_delay_bars). Costs come from ``costs`` (configuration, not the genome).
 
-    Output: the same plans and columns (``PLAN_FRAME_COLUMNS``, same order) with the execution columns filled:
-    execution_status ('executed', 'partial', 'failed', 'cancelled'), executed_price, executed_quantity,
-    execution_cost, slippage, pnl, performance_metrics {entry_time, entry_reference_price, exit_price,
-    exit_reference_price, exit_time, exit_reason, return, gross_return, mae, mfe, minutes_held, bars_held},
-    attribution_analysis {gross_pnl, slippage_cost, fees, net_pnl, entry_slippage_bps, exit_slippage_bps}.
+    Output: the same plans and columns (``PLAN_FRAME_COLUMNS``, same order) with the execution columns filled
+    and stop_loss / take_profit re-anchored at the fill of executed plans: execution_status ('executed',
+    'partial', 'failed', 'cancelled'), executed_price, executed_quantity, execution_cost, slippage, pnl,
+    performance_metrics {entry_time, entry_reference_price, planned_stop_loss, planned_take_profit,
+    exit_price, exit_reference_price, exit_time, exit_reason, return, gross_return, mae, mfe, minutes_held,
+    bars_held}, attribution_analysis {gross_pnl, slippage_cost, fees, net_pnl, entry_slippage_bps,
+    entry_spread_bps, entry_impact_bps, exit_slippage_bps, cost_model}.
     """
     utc_day(day)
     if plans is None or plans.empty:
@@ -214,6 +298,8 @@ def simulate_execution(
         c: np.full(n, np.nan)
         for c in ("executed_price", "executed_quantity", "execution_cost", "slippage", "pnl")
     }
+    stops = out["stop_loss"].to_numpy(dtype="float64").copy()
+    targets = out["take_profit"].to_numpy(dtype="float64").copy()
     metrics: list[Any] = [
         {"reason": "rejected by the decision maker" if s == "failed" else "not validated by a decision maker"}
         for s in out["validation_status"]
@@ -225,45 +311,54 @@ def simulate_execution(
             metrics[i] = {"reason": "no active trader"}
     elif len(idx):
         genome = genome_of(trader["genome"])
-        sub = out.iloc[idx].reset_index(drop=True)
-        f = simulate_fills(sub, bars, genome)
-        m = fill_money(f, sub["direction"].to_numpy(), sub["position_size"].to_numpy(dtype="float64"), genome)
+        book = open_book(out, bars)
+        f = simulate_fills(book, idx, out["position_size"].to_numpy(dtype="float64")[idx], genome)
+        model = book.config.as_dict()
         for j, i in enumerate(idx):
             status[i] = f["status"].iat[j]
             if not f["filled"].iat[j]:
                 metrics[i] = {"reason": "no bar between the plan timestamp and valid_until"}
                 continue
+            stops[i], targets[i] = f["stop"].iat[j], f["target"].iat[j]
             numbers["executed_price"][i] = f["entry_fill"].iat[j]
-            numbers["executed_quantity"][i] = m["qty"].iat[j]
-            numbers["execution_cost"][i] = m["cost"].iat[j]
-            numbers["slippage"][i] = m["slippage"].iat[j]
-            numbers["pnl"][i] = m["pnl"].iat[j]
-            notional = m["qty"].iat[j] * f["entry_fill"].iat[j]
+            numbers["executed_quantity"][i] = f["qty"].iat[j]
+            numbers["execution_cost"][i] = f["cost"].iat[j]
+            numbers["slippage"][i] = f["slippage"].iat[j]
+            numbers["pnl"][i] = f["pnl"].iat[j]
+            notional = f["qty"].iat[j] * f["entry_fill"].iat[j]
             metrics[i] = {
                 "entry_time": iso(f["entry_ts"].iat[j]),
                 "entry_reference_price": json_number(f["entry_ref"].iat[j], 8),
+                "entry_delay_bars": entry_delay(genome),
+                "planned_stop_loss": json_number(f["planned_stop"].iat[j], 8),
+                "planned_take_profit": json_number(f["planned_target"].iat[j], 8),
+                "re_anchored": "stop and target moved to the fill by the planned distances",
                 "exit_price": json_number(f["exit_fill"].iat[j], 8),
                 "exit_reference_price": json_number(f["exit_ref"].iat[j], 8),
                 "exit_time": iso(f["exit_time"].iat[j]),
                 "exit_reason": str(f["exit_reason"].iat[j]),
-                "return": json_number(ratio(m["pnl"].iat[j], notional), 8),
-                "gross_return": json_number(ratio(m["gross"].iat[j], notional), 8),
+                "return": json_number(ratio(f["pnl"].iat[j], notional), 8),
+                "gross_return": json_number(ratio(f["gross"].iat[j], notional), 8),
                 "mae": json_number(f["mae"].iat[j], 8),
                 "mfe": json_number(f["mfe"].iat[j], 8),
                 "minutes_held": json_number((f["exit_time"].iat[j] - f["entry_ts"].iat[j]) / MINUTE, 2),
                 "bars_held": int(f["bars_held"].iat[j]),
             }
             attribution[i] = {
-                "gross_pnl": json_number(m["gross"].iat[j], 8),
-                "slippage_cost": json_number(m["slip_cost"].iat[j], 8),
-                "fees": json_number(m["fees"].iat[j], 8),
-                "net_pnl": json_number(m["pnl"].iat[j], 8),
-                "entry_slippage_bps": json_number(f["entry_slip_bps"].iat[j], 4),
-                "exit_slippage_bps": json_number(f["exit_slip_bps"].iat[j], 4),
+                "gross_pnl": json_number(f["gross"].iat[j], 8),
+                "slippage_cost": json_number(f["slip_cost"].iat[j], 8),
+                "fees": json_number(f["fees"].iat[j], 8),
+                "net_pnl": json_number(f["pnl"].iat[j], 8),
+                "entry_slippage_bps": json_number(f["entry_cost_bps"].iat[j], 4),
+                "entry_spread_bps": json_number(f["entry_spread_bps"].iat[j], 4),
+                "entry_impact_bps": json_number(f["entry_impact_bps"].iat[j], 4),
+                "exit_slippage_bps": json_number(f["exit_cost_bps"].iat[j], 4),
+                "cost_model": model,
             }
     out["execution_status"] = status
     for column, values in numbers.items():
         out[column] = values
+    out["stop_loss"], out["take_profit"] = stops, targets
     out["performance_metrics"] = pd.Series(metrics, dtype=object)
     out["attribution_analysis"] = pd.Series(attribution, dtype=object)
     return conform(out, PLAN_SCHEMA)

@@ -15,9 +15,12 @@ takes events, it never reshuffles the others'); that uuid is the ``plan_id``.
   long stop would be <= 0.
 * ``ATR = mean(TR of the 14 bars <= t)``, ``TR = max(high, prev close) - min(low, prev close)`` (NaN with
   fewer than 14 bars).
-* ``entry_price`` = close of the event bar; stop distance ``sd = stop_atr * ATR``; target distance
-  ``td = clip(target_atr, 0.01 stop_atr, 10 stop_atr) * ATR`` (so the ratio fits DECIMAL(5,2) in (0, 10]);
-  ``stop_loss = entry - d sd``, ``take_profit = entry + d td``.
+* ``entry_price`` = close of the event bar; with ``h`` the horizon in minutes (below), stop distance
+  ``sd = stop_atr * ATR * sqrt(h)``; target distance ``td = clip(target_atr, 0.01 stop_atr, 10 stop_atr) * ATR
+  * sqrt(h)`` (so the ratio fits DECIMAL(5,2) in (0, 10]): a 1-minute ATR scaled to the plan's horizon, as a
+  random walk's move grows with the square root of time, so a 1-hour plan is not stopped by a 1-minute
+  wiggle and its risk-based size stays well below the whole portfolio;
+  ``stop_loss = entry - d sd``, ``take_profit = entry + d td`` (re-anchored at the fill: ``execute``).
 * ``risk_reward_ratio = td / sd``.
 * ``position_size = clip(risk_pct / (sd / entry), 0.01, 100)`` (% of capital; risk_pct is % of capital
   risked).
@@ -138,11 +141,13 @@ def generate_plans(
     )
     entry = np.round(f["close"], 8)
     atr = f["atr"]
-    sd = param["stop_atr"] * atr
-    td = np.clip(param["target_atr"], 0.01 * param["stop_atr"], 10.0 * param["stop_atr"]) * atr
+    horizon = [snap_horizon(m) for m in param["horizon_minutes"]]
+    # a 1-minute ATR measures one minute's move; over h minutes a random walk moves sqrt(h) times as far
+    scale = np.sqrt(np.array([h for h, _ in horizon], dtype="float64"))
+    sd = param["stop_atr"] * atr * scale
+    td = np.clip(param["target_atr"], 0.01 * param["stop_atr"], 10.0 * param["stop_atr"]) * atr * scale
     stop = np.round(entry - direction * sd, 8)
     target = np.round(entry + direction * td, 8)
-    horizon = [snap_horizon(m) for m in param["horizon_minutes"]]
     horizon_end = naive_ns(ev["plan_ts"] + pd.to_timedelta([h for h, _ in horizon], unit="min"))
     valid_until = np.minimum(horizon_end, end.tz_localize(None).to_datetime64())
     with np.errstate(invalid="ignore"):
@@ -160,8 +165,8 @@ def generate_plans(
         return empty_frame(PLAN_SCHEMA)
     idx = np.flatnonzero(keep)
     ev = ev.iloc[idx].reset_index(drop=True)
-    direction, edge, entry, atr, sd, td, stop, target = (
-        a[idx] for a in (direction, edge, entry, atr, sd, td, stop, target)
+    direction, edge, entry, atr, sd, td, stop, target, scale = (
+        a[idx] for a in (direction, edge, entry, atr, sd, td, stop, target, scale)
     )
     style, valid_until = style[idx], valid_until[idx]
     genomes, horizon = [genomes[i] for i in idx], [horizon[i] for i in idx]
@@ -258,12 +263,13 @@ def generate_plans(
         notes.append(
             f"{module.name} {side[i]} {row['symbol']} on {row['anomaly_type']}: enter at the next open after "
             f"{iso(row['plan_ts'])}, stop {param['stop_atr'][i]:g} ATR, target "
-            f"{td[i] / atr[i]:g} ATR, exit by {iso(vu)}"
+            f"{td[i] / atr[i] / scale[i]:g} ATR (x sqrt({horizon[i][0]}) for the horizon), exit by {iso(vu)}"
         )
         risk.append(
             {
                 "atr": json_number(atr[i], 8),
                 "atr_window": ATR_WINDOW,
+                "horizon_scale": json_number(scale[i], 6),
                 "stop_distance": json_number(sd[i], 8),
                 "stop_distance_pct": json_number(sd[i] / entry[i] * 100, 6),
                 "target_distance": json_number(td[i], 8),

@@ -45,7 +45,7 @@ def prepare_bars(bars: pd.DataFrame) -> pd.DataFrame:
             {
                 "symbol": pd.Series([], dtype="str"),
                 "timestamp": utc_series([]),
-                **{c: pd.Series([], dtype="float64") for c in ("open", "high", "low", "close")},
+                **{c: pd.Series([], dtype="float64") for c in ("open", "high", "low", "close", "volume")},
             }
         )
     b = pd.DataFrame(
@@ -53,6 +53,8 @@ def prepare_bars(bars: pd.DataFrame) -> pd.DataFrame:
             "symbol": bars["symbol"].astype("str").to_numpy(),
             "timestamp": naive_ns(bars["timestamp"]),
             **{c: bars[c].to_numpy(dtype="float64") for c in ("open", "high", "low", "close")},
+            # no volume column (quote-only FX): NaN, which the cost model reads as "volume unknown"
+            "volume": bars["volume"].to_numpy(dtype="float64") if "volume" in bars else np.nan,
         }
     )
     b = b.sort_values(["symbol", "timestamp"], kind="stable").reset_index(drop=True)

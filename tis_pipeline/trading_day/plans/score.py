@@ -10,21 +10,29 @@ One row per active module, timestamp ``day + 23:59``. ``R`` = the day's return o
   trades) and A = validated / plans (0 without plans: proposing nothing earns no credit);
   ``trading_plan_success_rate`` = wins / traded; ``execution_quality`` = traded / validated;
   ``collaboration`` = A (0.5 without plans); ``intelligence_sharing_effectiveness`` = wins / plans.
-* decision maker: every active one applies its genome to the day's plans (sizes as proposed); the acting one's
-  decisions are the real ones. Outcomes come from a shadow execution of every plan with the acting trader.
-  R = its approved plans' pnl at the approved size / capital; ``Acc`` = share of filled plans where it
-  approved a winner or rejected a non-winner (0.5 without any); ``performance = 0.4 M(R) + 0.6 Acc``;
-  ``trading_plan_success_rate`` = wins / filled approved; ``execution_quality`` = filled approved / approved;
-  ``collaboration`` = approved / plans (0.5 without plans); ``intelligence_sharing_effectiveness`` = wins /
-  approved.
-* trader: every active one executes the day's validated plans with its genome (the acting one's fills are the
-  real ones). ``fill`` = filled / validated, ``q = 1 / (1 + mean slippage bps / 10)``;
-  ``execution_quality = performance = 0.5 fill + 0.5 q`` (0.5 without validated plans);
-  ``trading_plan_success_rate`` = ``intelligence_sharing_effectiveness`` = wins / filled; ``collaboration`` =
-  fill (0.5 without validated plans).
-* all: ``risk_adjusted_returns`` = R in basis points (the history carries the daily return series this way);
-  series = the history's ``risk_adjusted_returns / 1e4`` over the 29 days before plus today's (30 days);
-  ``sharpe_ratio = empyrical.sharpe_ratio(series)`` (daily, annualised by sqrt(252); None when not finite),
+* decision maker: every active one reviews the day's plans (sizes as proposed) against its own portfolio
+  (``approve.review``: each plan it approves is executed by the acting trader before the next is decided); the
+  acting one's decisions are the real ones. R = its approved plans' pnl at the approved size / capital;
+  ``Acc`` = share of filled plans where it approved a winner or rejected a non-winner, a winner being a plan
+  whose shadow execution at the proposed size made money (0.5 without any); ``performance = 0.4 M(R) + 0.6
+  Acc``; ``trading_plan_success_rate`` = wins / filled approved; ``execution_quality`` = filled approved /
+  approved; ``collaboration`` = approved / plans (0.5 without plans); ``intelligence_sharing_effectiveness`` =
+  wins / approved.
+* trader: every active one executes the day's validated plans with its tactics (the acting one's fills are the
+  real ones), every fill charged by the cost model (``costs``), which no genome enters. ``fill`` = filled /
+  validated; ``IS`` = mean implementation shortfall in bps of the filled plans, ``d (entry fill - plan
+  entry_price) / plan entry_price * 1e4`` (the model's spread and impact plus the drift its timing caught);
+  ``q = 1 / (1 + max(0, IS) / 10)``; ``execution_quality = performance = 0.5 fill + 0.5 q`` (0.5 without
+  validated plans); ``trading_plan_success_rate`` = ``intelligence_sharing_effectiveness`` = wins / filled;
+  ``collaboration`` = fill (0.5 without validated plans).
+* all: ``risk_adjusted_returns = R / u``, the day's return in units of the module's risk budget ``u``
+  (``risk_unit``: an alpha's ``risk_pct`` / 100, the capital one of its trades may lose at its stop, so the
+  figure is the day's R-multiple; a decision maker's and a trader's daily loss limit, ``max_daily_loss_pct``
+  / 100, so -1 is a day that spent the whole loss budget). The history carries the daily return series this
+  way: series = the history's ``risk_adjusted_returns * u`` over the 29 days before plus today's (at most 30
+  days); ``sharpe_ratio = empyrical.sharpe_ratio(series, annualization=A)`` with ``A`` = 365 for a module
+  that traded crypto today, else 252 (equities, futures, FX, mixed or none: ``trading_days``), and NULL
+  with fewer than ``MIN_SHARPE_DAYS`` = 20 daily returns or when not finite (a series of zeros);
   ``max_drawdown = empyrical.max_drawdown(series)`` (<= 0), both clipped into DECIMAL(8,4);
   ``consistency = 1 - 2 std`` (ddof 0) of the performance scores of those 30 days (0.5 with one day);
   ``learning_effectiveness = 0.5 + 0.5 tanh((performance - mean past performance) / 0.1)`` (0.5 without past);
@@ -42,14 +50,13 @@ One row per active module, timestamp ``day + 23:59``. ``R`` = the day's return o
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from tis_pipeline.trading_day.plans.approve import decide, proposed_sizes
+from tis_pipeline.trading_day.plans.approve import PORTFOLIO_LIMITS, proposed_sizes, review
 from tis_pipeline.trading_day.plans.common import (
     ANOMALY_TYPES,
     DAY,
@@ -72,7 +79,8 @@ from tis_pipeline.trading_day.plans.common import (
     utc_day,
     utc_series,
 )
-from tis_pipeline.trading_day.plans.execute import fill_money, simulate_fills
+from tis_pipeline.trading_day.plans.costs import asset_classes
+from tis_pipeline.trading_day.plans.execute import as_planned, open_book, simulate_fills
 from tis_pipeline.trading_day.plans.market import prepare_bars, regime_label, trend_z
 from tis_pipeline.trading_day.population import (
     acting_module,
@@ -82,49 +90,24 @@ from tis_pipeline.trading_day.population import (
     plan_uuid,
 )
 
-_CURRENCIES = frozenset(
-    {
-        "USD",
-        "EUR",
-        "JPY",
-        "GBP",
-        "CHF",
-        "AUD",
-        "CAD",
-        "NZD",
-        "SEK",
-        "NOK",
-        "CNH",
-        "HKD",
-        "SGD",
-        "MXN",
-        "ZAR",
-        "TRY",
-    }
-)
-_COINS = frozenset(
-    {"BTC", "ETH", "SOL", "XRP", "ADA", "DOGE", "LTC", "BNB", "DOT", "AVAX", "LINK", "XBT", "BCH"}
-)
-_COIN_QUOTES = frozenset({"", "USD", "USDT", "USDC", "EUR", "BTC", "ETH"})
+MIN_SHARPE_DAYS = 20  # daily returns a Sharpe ratio needs before it is stored (fewer: NULL)
+TRADING_DAYS: dict[str | None, int] = {"crypto": 365}  # a year's daily returns; every other class: 252
+DEFAULT_TRADING_DAYS = 252  # equities, futures, FX (five days a week) and mixed or unknown classes
 
 
-def _asset_class(symbol: str) -> str:
-    s = str(symbol).upper()
-    if len(s) == 6 and s[:3] in _CURRENCIES and s[3:] in _CURRENCIES:
-        return "forex"
-    tokens = re.split(r"[-_/.]", s)
-    if s.endswith(("USDT", "PERP")) or any(
-        t[: len(c)] == c and t[len(c) :] in _COIN_QUOTES for t in tokens for c in _COINS
-    ):
-        return "crypto"
-    return "equity"
+def trading_days(asset_class: str | None) -> int:
+    """Daily returns in a year for the annualisation: 365 for crypto (trades every day), else 252."""
+    return TRADING_DAYS.get(asset_class, DEFAULT_TRADING_DAYS)
 
 
-def _asset_classes(symbols: Iterable[str]) -> str | None:
-    classes = {_asset_class(s) for s in symbols}
-    if not classes:
-        return None
-    return classes.pop() if len(classes) == 1 else "multi_asset"
+def risk_unit(module_type: str, genome: dict) -> float:
+    """The module's risk budget as a fraction of capital, the unit of ``risk_adjusted_returns``: an alpha's
+    ``risk_pct`` per trade, a decision maker's daily loss limit, a trader's the default daily loss limit."""
+    if module_type == "alpha_detector" and float(genome.get("risk_pct", 0) or 0) > 0:
+        return float(genome["risk_pct"]) / 100.0
+    if module_type == "decision_maker":
+        return float(genome.get("max_daily_loss_pct", PORTFOLIO_LIMITS["max_daily_loss_pct"])) / 100.0
+    return PORTFOLIO_LIMITS["max_daily_loss_pct"] / 100.0
 
 
 def _day_regime(day: pd.Timestamp, bars: pd.DataFrame) -> str:
@@ -214,10 +197,11 @@ def score_modules(
     traded = plans["execution_status"].isin(["executed", "partial"]).to_numpy()
     validated = (plans["validation_status"] == "validated").to_numpy()
     proposed = proposed_sizes(plans, approvals)
-    if trader is not None and len(plans):
-        shadow = simulate_fills(plans, bars, acting_trader)
+    book = open_book(as_planned(plans), bars) if len(plans) else None
+    if trader is not None and book is not None:
+        shadow = simulate_fills(book, np.arange(len(plans)), proposed, acting_trader)
         shadow_filled = shadow["filled"].to_numpy()
-        shadow_win = shadow_filled & (shadow["net_return"].to_numpy() > 0)
+        shadow_win = shadow_filled & (shadow["pnl"].to_numpy() > 0)
     else:
         shadow, shadow_filled, shadow_win = None, np.zeros(len(plans), bool), np.zeros(len(plans), bool)
 
@@ -251,16 +235,11 @@ def score_modules(
             if n and {"min_confidence", "min_risk_reward", "max_position_pct", "max_plans_per_symbol"} <= set(
                 g
             ):
-                v = decide(plans, proposed, g)
+                v, _ = review(plans, proposed, g, acting_trader if trader is not None else None, book)
                 approved = v["status"].to_numpy() != "rejected"
-                final = v["final_size"].to_numpy()
+                day_return = float(np.nansum(v["pnl"].to_numpy()[approved])) / capital
             else:
-                approved, final = np.zeros(n, dtype=bool), proposed
-            if shadow is not None and approved.any():
-                money = fill_money(shadow, direction, final, acting_trader)["pnl"].to_numpy()
-                day_return = float(np.nansum(np.where(approved & shadow_filled, money, 0.0))) / capital
-            else:
-                day_return = 0.0
+                approved, day_return = np.zeros(n, dtype=bool), 0.0
             judged = int(shadow_filled.sum())
             correct = int((shadow_filled & (approved == shadow_win)).sum())
             acc = ratio(correct, judged)
@@ -278,22 +257,25 @@ def score_modules(
             )
         else:
             n_valid = int(validated.sum())
-            day_return, fill, slip, wins, n_fill = 0.0, float("nan"), float("nan"), 0, 0
-            if n_valid:
-                sub = plans[validated].reset_index(drop=True)
-                f = simulate_fills(sub, bars, g)
+            day_return, fill, shortfall, wins, n_fill = 0.0, float("nan"), float("nan"), 0, 0
+            if n_valid and book is not None:
+                idx = np.flatnonzero(validated)
+                f = simulate_fills(book, idx, plans["position_size"].to_numpy(dtype="float64")[idx], g)
                 ok = f["filled"].to_numpy()
-                m = fill_money(
-                    f, sub["direction"].to_numpy(), sub["position_size"].to_numpy(dtype="float64"), g
-                )
+                pnl_f = f["pnl"].to_numpy()
                 n_fill = int(ok.sum())
-                wins = int((ok & (m["pnl"].to_numpy() > 0)).sum())
-                day_return = float(np.nansum(m["pnl"].to_numpy()[ok])) / float(
-                    g.get("capital", DEFAULT_CAPITAL)
-                )
+                wins = int((ok & (pnl_f > 0)).sum())
+                day_return = float(np.nansum(pnl_f[ok])) / float(g.get("capital", DEFAULT_CAPITAL))
                 fill = n_fill / n_valid
-                slip = float(np.mean(m["slippage"].to_numpy()[ok])) if n_fill else float("nan")
-            quality = (0.5 * fill + 0.5 / (1.0 + _or(slip, 0.0) / 10.0)) if n_valid else float("nan")
+                # implementation shortfall against the plan's price: the model's costs plus the drift its
+                # timing caught; it has no cost of its own to assume
+                d = np.where(direction[idx] == "long", 1.0, -1.0)
+                planned = plans["entry_price"].to_numpy(dtype="float64")[idx]
+                gap = d * (f["entry_fill"].to_numpy() - planned) / planned * 1e4
+                shortfall = float(np.mean(gap[ok])) if n_fill else float("nan")
+            quality = (
+                (0.5 * fill + 0.5 / (1.0 + max(0.0, _or(shortfall, 0.0)) / 10.0)) if n_valid else float("nan")
+            )
             s.update(
                 handled=validated,
                 day_return=day_return,
@@ -331,7 +313,8 @@ def score_modules(
         mid = str(r.module_id)
         s = base[mid]
         performance = unit_score(s["performance"])
-        bps = decimal_8_4(s["day_return"] * 1e4)
+        unit = risk_unit(str(r.module_type), genome_of(r.genome))
+        rar = decimal_8_4(s["day_return"] / unit)
         prior = past.get(mid)
         prior_ret = (
             prior["risk_adjusted_returns"].to_numpy(dtype="float64")
@@ -348,8 +331,15 @@ def score_modules(
             if prior is not None
             else np.array([])
         )
-        returns = np.append(prior_ret[np.isfinite(prior_ret)], bps) / 1e4
-        sharpe = float(empyrical.sharpe_ratio(returns)) if len(returns) > 1 else float("nan")
+        # the stored (rounded) figures, today's too: the series is the same whichever day reads it
+        returns = np.append(prior_ret[np.isfinite(prior_ret)], rar) * unit
+        handled = s["handled"]
+        asset_class = asset_classes(plans["symbol"][handled])
+        sharpe = (
+            float(empyrical.sharpe_ratio(returns, annualization=trading_days(asset_class)))
+            if len(returns) >= MIN_SHARPE_DAYS
+            else float("nan")
+        )
         drawdown = float(empyrical.max_drawdown(returns))
         ok = np.isfinite(prior_perf)
         perfs, days = np.append(prior_perf[ok], performance), np.append(prior_days[ok], 0.0)
@@ -359,7 +349,6 @@ def score_modules(
         )
         recent, recent_days = perfs[-SLOPE_DAYS:], days[-SLOPE_DAYS:]
         slope = float(np.polyfit(recent_days, recent, 1)[0]) if len(recent) > 1 else 0.0
-        handled = s["handled"]
         types = (
             plans["anomaly_type"]
             if "anomaly_type" in plans
@@ -381,7 +370,7 @@ def score_modules(
                 if math.isfinite(s["success"])
                 else np.nan,
                 "execution_quality": unit_score(s["quality"]) if math.isfinite(s["quality"]) else np.nan,
-                "risk_adjusted_returns": bps,
+                "risk_adjusted_returns": rar,
                 "sharpe_ratio": decimal_8_4(sharpe),
                 "max_drawdown": decimal_8_4(drawdown),
                 "learning_effectiveness": unit_score(learning),
@@ -390,7 +379,7 @@ def score_modules(
                 if math.isfinite(s["sharing"])
                 else np.nan,
                 "market_regime": regime,
-                "asset_class": _asset_classes(plans["symbol"][handled]),
+                "asset_class": asset_class,
                 "time_horizon": s.get("horizon") or _mode_horizon(plans["time_horizon"][handled]),
             }
         )

@@ -1,0 +1,211 @@
+"""The module message bus: its delivery rule (shared by both transports) and the in-process transport, which
+runs in data time for backfills. Pure: pandas in, pandas out; no Dagster, no SQL, no wall clock.
+
+A message (a ``module_messages`` row) is sent at ``timestamp`` and *arrives* ``sender_latency_ms`` later
+(``message_data['sender_latency_ms']``: messages carry their sender's latency). Its *deadline* is
+``timestamp + ttl_seconds``. Data time is walked in one-minute *ticks*; in a tick ``[t0, t0 + 1 min)``, per
+receiver (``step``):
+
+* **live receiver** (status 'active', stage experimental/active): the pending messages that have arrived
+  before the tick's end are taken in priority order (1 first), then arrival, then message_id. Each is handled
+  at ``max(arrival, t0)``: past its deadline -> 'expired'; else, while the receiver has capacity left in the
+  tick (``capacity_per_minute``; None = unbounded) -> 'delivered' (``delivery_attempts + 1``,
+  ``last_delivery_attempt`` = the handling time); else it waits for the next tick. At the tick's end a message
+  still waiting whose deadline fell inside the tick -> 'expired'.
+* **receiver not live or unknown**: a delivery attempt is made when due: attempt k (1-based) at
+  ``arrival + backoff_seconds * (2**(k-1) - 1)`` (arrival, +b, +3b, ...). An attempt past the deadline makes
+  the message 'expired'; the ``max_attempts``-th failed attempt makes it 'failed'. ``delivery_attempts``,
+  ``last_delivery_attempt`` and ``error_message`` say what happened.
+* **broadcast** (receiver NULL): delivered at its arrival (one attempt).
+
+Ticks: the first is the minute of the earliest due time (arrival, or next attempt), but not before the window
+start; the next is ``max(t0 + 1 min, minute of the earliest due time of what is still pending)``. A message
+still pending when the window ends stays 'pending' (``delivery_attempts`` so far) and is carried to the next
+window. The durable transport (``bus/durable.py``) applies the same ``step`` on the same ticks, so the same
+messages give the same rows on both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+STATUSES = ("pending", "delivered", "failed", "expired")
+TICK = pd.Timedelta(minutes=1)
+LATENCY_KEY = "sender_latency_ms"
+
+
+@dataclass(frozen=True)
+class Receiver:
+    """What the bus knows of a receiver: whether it takes messages, how many per minute, and why not."""
+
+    live: bool
+    capacity_per_minute: int | None = None
+    state: str = ""  # e.g. "status inactive, lifecycle deprecated": said in error messages
+
+
+@dataclass(frozen=True)
+class BusPolicy:
+    max_attempts: int = 3
+    backoff_seconds: int = 20
+    receivers: Mapping[str, Receiver] = field(default_factory=dict)
+
+
+def arrival(msg: Mapping[str, Any]) -> pd.Timestamp:
+    data = msg.get("message_data")
+    latency = int(data.get(LATENCY_KEY) or 0) if isinstance(data, Mapping) else 0
+    return pd.Timestamp(msg["timestamp"]) + pd.Timedelta(milliseconds=latency)
+
+
+def deadline(msg: Mapping[str, Any]) -> pd.Timestamp:
+    return pd.Timestamp(msg["timestamp"]) + pd.Timedelta(seconds=int(msg["ttl_seconds"]))
+
+
+def due(msg: Mapping[str, Any], policy: BusPolicy) -> pd.Timestamp:
+    """When the message is next looked at: its arrival, or after a failed attempt, the next attempt."""
+    attempts = int(msg.get("delivery_attempts") or 0)
+    if attempts == 0 or _receiver(msg, policy).live:
+        return arrival(msg)
+    return pd.Timestamp(msg["last_delivery_attempt"]) + pd.Timedelta(
+        seconds=policy.backoff_seconds * 2 ** (attempts - 1)
+    )
+
+
+def _receiver(msg: Mapping[str, Any], policy: BusPolicy) -> Receiver:
+    rid = msg.get("receiver_module_id")
+    if rid is None:
+        return Receiver(live=True)
+    return policy.receivers.get(str(rid), Receiver(live=False, state="not a known module"))
+
+
+def step(
+    queue: Sequence[dict[str, Any]],
+    receiver_id: str | None,
+    t0: pd.Timestamp,
+    used: int,
+    policy: BusPolicy,
+) -> list[dict[str, Any]]:
+    """One tick ``[t0, t0 + 1 min)`` for one receiver's pending messages (the module docstring's rule).
+
+    ``used``: messages the receiver already handled in this tick. Returns the messages whose row changed
+    (copies, with status / delivery_attempts / last_delivery_attempt / error_message set).
+    """
+    t1 = t0 + TICK
+    changed: dict[str, dict[str, Any]] = {}
+    if receiver_id is None:
+        for msg in queue:
+            at = arrival(msg)
+            if at < t1:
+                changed[msg["message_id"]] = {
+                    **msg,
+                    "status": "delivered",
+                    "delivery_attempts": int(msg.get("delivery_attempts") or 0) + 1,
+                    "last_delivery_attempt": at,
+                    "error_message": None,
+                }
+        return list(changed.values())
+    receiver = policy.receivers.get(receiver_id, Receiver(live=False, state="not a known module"))
+    if receiver.live:
+        eligible = sorted(
+            (m for m in queue if arrival(m) < t1),
+            key=lambda m: (int(m["priority"]), arrival(m), str(m["message_id"])),
+        )
+        cap = receiver.capacity_per_minute
+        for msg in eligible:
+            at = max(arrival(msg), t0)
+            if at > deadline(msg):
+                changed[msg["message_id"]] = _expired(
+                    msg, "its deadline passed before it reached the receiver"
+                )
+            elif cap is None or used < cap:
+                used += 1
+                changed[msg["message_id"]] = {
+                    **msg,
+                    "status": "delivered",
+                    "delivery_attempts": int(msg.get("delivery_attempts") or 0) + 1,
+                    "last_delivery_attempt": at,
+                    "error_message": None,
+                }
+            elif deadline(msg) < t1:
+                changed[msg["message_id"]] = _expired(
+                    msg,
+                    f"the receiver's capacity of {cap} messages a minute went to higher-priority messages",
+                )
+        return list(changed.values())
+    for msg in queue:
+        cur = dict(msg)
+        while cur["status"] == "pending" and due(cur, policy) < t1:
+            at = due(cur, policy)
+            attempts = int(cur.get("delivery_attempts") or 0)
+            if at > deadline(cur):
+                cur = _expired(
+                    cur, f"receiver {receiver_id} not reachable ({receiver.state}) until its deadline"
+                )
+                break
+            cur["delivery_attempts"] = attempts + 1
+            cur["last_delivery_attempt"] = at
+            cur["error_message"] = f"receiver {receiver_id} is not active ({receiver.state})"
+            if attempts + 1 >= policy.max_attempts:
+                cur["status"] = "failed"
+                cur["error_message"] += f"; gave up after {attempts + 1} attempts"
+        if cur != msg:
+            changed[cur["message_id"]] = cur
+    return list(changed.values())
+
+
+def _expired(msg: Mapping[str, Any], why: str) -> dict[str, Any]:
+    return {
+        **msg,
+        "status": "expired",
+        "error_message": f"not handled within ttl_seconds={int(msg['ttl_seconds'])}: {why}",
+    }
+
+
+def first_tick(min_due: pd.Timestamp, start: pd.Timestamp) -> pd.Timestamp:
+    return max(start, min_due.floor("min"))
+
+
+def next_tick(t0: pd.Timestamp, min_due: pd.Timestamp) -> pd.Timestamp:
+    return max(t0 + TICK, min_due.floor("min"))
+
+
+def deliver(
+    messages: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp, policy: BusPolicy
+) -> pd.DataFrame:
+    """The in-process transport: ``messages`` (module_messages rows; new ones 'pending' with no attempt, and
+    those carried from an earlier window) walked through the window ``[start, end)`` in data time.
+
+    Returns the same rows (same order) with status, delivery_attempts, last_delivery_attempt and error_message
+    as the bus left them at ``end``: delivered, failed, expired or still pending (carried).
+    """
+    if messages.empty:
+        return messages.copy()
+    rows = {str(r["message_id"]): dict(r) for r in messages.to_dict("records")}
+    pending = {mid for mid, r in rows.items() if r["status"] == "pending"}
+    if not pending:
+        return messages.copy()
+    t0 = first_tick(min(due(rows[m], policy) for m in pending), start)
+    while pending and t0 < end:
+        t1 = t0 + TICK
+        queues: dict[str | None, list[dict[str, Any]]] = {}
+        for mid in sorted(pending):
+            r = rows[mid]
+            if due(r, policy) < t1:
+                rid = r.get("receiver_module_id")
+                queues.setdefault(None if rid is None else str(rid), []).append(r)
+        for rid in sorted(queues, key=lambda k: "" if k is None else k):
+            # only due messages can change in a tick: the receiver's queue of them is enough
+            for new in step(queues[rid], rid, t0, 0, policy):
+                rows[str(new["message_id"])] = new
+                if new["status"] != "pending":
+                    pending.discard(str(new["message_id"]))
+        if not pending:
+            break
+        t0 = next_tick(t0, min(due(rows[m], policy) for m in pending))
+    out = pd.DataFrame([rows[str(m)] for m in messages["message_id"]], columns=messages.columns)
+    out["last_delivery_attempt"] = pd.to_datetime(out["last_delivery_attempt"], utc=True)
+    # the input's column kinds (object text, int64, UTC times), whatever pandas would infer
+    return out.astype(messages.dtypes.to_dict()).set_axis(messages.index)
