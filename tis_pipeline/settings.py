@@ -49,6 +49,10 @@ class Settings:
     )
     max_line_bytes: int = field(default_factory=lambda: int(_env("TIS_MAX_LINE_BYTES", str(64 << 10))))
     max_fields: int = field(default_factory=lambda: int(_env("TIS_MAX_FIELDS", "256")))
+    # The DSI asset reads, scores and writes a day in pieces of whole symbols of about this many bars (a day
+    # of 24 h has ~1,440 bars a symbol: ~35 symbols a piece), so its memory follows the piece (~2.6 kB a bar
+    # of it), not the day, the symbols or the range; the values do not depend on it.
+    dsi_chunk_bars: int = field(default_factory=lambda: int(_env("TIS_DSI_CHUNK_BARS", "50000")))
 
     @property
     def market_source(self) -> str:

@@ -53,7 +53,7 @@ def dsi(
     window = context.partition_time_window
     start, end = pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")
     run = pipeline.score_range(db.engine, start, end, config, context.log.info)
-    bars_scored, events = len(run.scored), run.event_rows
+    bars_scored, events = run.bars_scored, run.event_rows
     shared = {
         "range": f"{run.begin.date()}..{(end - pd.Timedelta(days=1)).date()}",
         "bars_scored": bars_scored,
@@ -71,7 +71,7 @@ def dsi(
             "out_of_sample": dg.MetadataValue.json(
                 {k: (None if pd.isna(v) else v) for k, v in run.quality.items()}
             ),
-            "confirmed_share": float(run.scored["mx_confirm"].astype(bool).mean()) if bars_scored else 0.0,
+            "confirmed_share": run.confirmed / bars_scored if bars_scored else 0.0,
             "plot": dg.MetadataValue.md(run.plot),
         },
     )

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 
 from tis_pipeline.dsi.logic.config import ANOMALY_DIRECTION, ANOMALY_EXPERTS, EXPERTS, FAMILIES, N_EXPERTS
 from tis_pipeline.dsi.logic.numeric import on_vote_grid
+from tis_pipeline.dsi.logic.score import legal_ms
 
 _OHLCV = ["open", "high", "low", "close", "volume"]
 # a scored day partition's columns, in the order of its binary COPY: text, timestamptz, numerics, boolean,
@@ -40,6 +41,16 @@ BAR_UPDATE_INPUTS = [
     *EXPERTS,
     *(f"w__{name}" for name in EXPERTS),
 ]
+# The columns of dsi_evidence that are wall-clock measurements, not functions of the bars: the one thing a
+# replay changes (the determinism tests compare every other column), with the key of mx_expert_contributions
+# that holds the same measurements unclamped.
+WALL_CLOCK_COLUMNS = (
+    "mx_processing_latency_ms",
+    "mx_latency_p50",
+    "mx_latency_p95",
+    "mx_throughput_per_second",
+)
+WALL_CLOCK_CONTRIBUTIONS_KEY = "latency"
 _NAMESPACE = uuid.UUID("7f1e9a52-3b0c-4c8e-9d53-1c2b7a9e0d11")
 
 
@@ -146,18 +157,28 @@ def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def event_rows(events: pd.DataFrame, latency: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(dsi_evidence rows, anomaly_events rows) for the events of ``logic.events.detect_events``.
+def event_rows(events: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(dsi_evidence rows, anomaly_events rows) for the events of ``logic.events.detect_events``, the run's
+    latency figures still to add (``with_run_latency``): built a piece at a time, they are all a run keeps of
+    its events.
 
-    ``latency`` is ``logic.score.measure_streaming_latency``'s result: the stored figures are the legal
-    (clamped) ones; the true figures and the clamping flags go into ``mx_expert_contributions["latency"]``.
+    ``events["latency_ns"]`` / ``events["batch_bars"]``: the wall time of the streaming call that scored the
+    event's bar and how many bars that call scored (``logic.score.time_streaming``); it becomes the row's
+    ``mx_processing_latency_ms`` (ceil, clamped into [1, 9999]); the true value, the clamping flag and the
+    call's bars go into ``mx_expert_contributions["latency"]`` (``bar_ms_true``, ``bar_ms_clamped``,
+    ``bar_batch_bars``).
     """
     if events.empty:
         return pd.DataFrame(), pd.DataFrame()
     ts = pd.to_datetime(events["timestamp"], utc=True)
     keys = list(zip(events["symbol"], ts.dt.strftime("%Y-%m-%dT%H:%M"), events["anomaly_type"], strict=True))
     evidence_ids = [_id(*k, "evidence") for k in keys]
-    latency_block = dict(latency.items())
+    bar_ms = events["latency_ns"].to_numpy(np.int64) / 1e6
+    legal = [legal_ms(x) for x in bar_ms.tolist()]  # per event row (sparse): not a loop over bars
+    blocks = [
+        {"bar_ms_true": x, "bar_ms_clamped": clamped, "bar_batch_bars": int(k)}
+        for x, (_, clamped), k in zip(bar_ms.tolist(), legal, events["batch_bars"].tolist(), strict=True)
+    ]
     evidence = pd.DataFrame(
         {
             "evidence_id": evidence_ids,
@@ -165,11 +186,11 @@ def event_rows(events: pd.DataFrame, latency: dict) -> tuple[pd.DataFrame, pd.Da
             "mx_evidence": events["mx_evidence"].astype("float64"),
             "mx_confirm": events["mx_confirm"].astype(bool),
             "mx_expert_contributions": [
-                _json({"contributions": c, "latency": latency_block})
-                for c in events["mx_expert_contributions"]
+                _json({"contributions": c, WALL_CLOCK_CONTRIBUTIONS_KEY: b})
+                for c, b in zip(events["mx_expert_contributions"], blocks, strict=True)
             ],
             "mx_microtape_hash": events["mx_microtape_hash"],
-            "mx_processing_latency_ms": latency["latency_p50_ms"],
+            "mx_processing_latency_ms": np.array([v for v, _ in legal], np.int64),
             "mx_confidence_interval": [_json(c) for c in events["mx_confidence_interval"]],
             "mx_fsm_experts": [_json(c) for c in events["mx_fsm_experts"]],
             "mx_classifier_experts": [_json(c) for c in events["mx_classifier_experts"]],
@@ -180,9 +201,6 @@ def event_rows(events: pd.DataFrame, latency: dict) -> tuple[pd.DataFrame, pd.Da
             "mx_evidence_boost": events["mx_evidence_boost"].astype("float64"),
             "mx_confirm_rate": events["mx_confirm_rate"].astype("float64"),
             "mx_expert_survival_rate": events["mx_expert_survival_rate"].astype("float64"),
-            "mx_latency_p50": latency["latency_p50_ms"],
-            "mx_latency_p95": latency["latency_p95_ms"],
-            "mx_throughput_per_second": latency["throughput_per_second"],
         }
     )
     anomalies = pd.DataFrame(
@@ -198,3 +216,22 @@ def event_rows(events: pd.DataFrame, latency: dict) -> tuple[pd.DataFrame, pd.Da
         }
     )
     return evidence, anomalies
+
+
+def with_run_latency(evidence: pd.DataFrame, latency: dict) -> pd.DataFrame:
+    """``evidence`` (``event_rows``) with the run's figures (``logic.score.latency_figures`` over the timings
+    of its event bars): ``mx_latency_p50``, ``mx_latency_p95``, ``mx_throughput_per_second`` (clamped), and
+    all of them, true values and clamping flags, under ``mx_expert_contributions["latency"]["run"]``."""
+    if evidence.empty:
+        return evidence
+    run = _json(latency)
+    # the row's JSON ends with its latency object and the whole object: "...}}" (jsonb keeps no key order)
+    text = evidence["mx_expert_contributions"]
+    if not text.str.endswith("}}").all():
+        raise ValueError("mx_expert_contributions does not end with its latency object")
+    return evidence.assign(
+        mx_expert_contributions=text.str.slice(stop=-2) + ',"run":' + run + "}}",
+        mx_latency_p50=latency["latency_p50_ms"],
+        mx_latency_p95=latency["latency_p95_ms"],
+        mx_throughput_per_second=latency["throughput_per_second"],
+    )

@@ -7,90 +7,148 @@ No Dagster here: the ``dsi`` asset calls ``score_range`` and turns its ``DsiRun`
 
 from __future__ import annotations
 
+import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
 from tis_pipeline import plots
 from tis_pipeline.dsi import frames, store
-from tis_pipeline.dsi.evaluation import evaluate
+from tis_pipeline.dsi.evaluation import OutOfSample
 from tis_pipeline.dsi.logic import score
 from tis_pipeline.dsi.logic.config import DsiConfig
 from tis_pipeline.dsi.logic.events import detect_events
 from tis_pipeline.dsi.logic.state import DsiState
 from tis_pipeline.market_data import store as bar_store
-from tis_pipeline.pg.day_partitions import BuiltDays, discard, drop_dead_scratch_tables_of
+from tis_pipeline.pg.day_partitions import (
+    BuiltDays,
+    discard,
+    drop_dead_scratch_tables_of,
+    export_snapshot,
+    in_snapshot,
+)
+from tis_pipeline.settings import settings
 
-# bars timed one at a time on the streaming path per run: each costs 2-4 ms of the run (the scoring of a whole
-# day in the batch path takes 0.1 s), and 64 give the p50 and, by its 4th-largest value, the p95
-STREAMING_SAMPLE = 64
-SCORE_GROUPS = 4  # parts of a day scored and handed to its build one after another
+SCORE_GROUPS = 4  # a day is scored in at least this many pieces, handed to its build one after another
+LATENCY_BATCH = 16  # event bars per timed streaming call (logic.score.time_streaming)
 STEPS = (
-    "read",
-    "score",
+    "read_and_score",
     "latency_and_events",
     "figures_alongside_the_builds_and_swap",
     "wait_for_builds_and_swap",
     "commit",
 )
-
-
-def _symbol_groups(bars: pd.DataFrame, parts: int) -> Iterator[pd.DataFrame]:
-    """``bars`` (sorted by symbol) in about ``parts`` slices of whole symbols."""
-    symbol = bars["symbol"].to_numpy()
-    starts = np.flatnonzero(np.r_[True, symbol[1:] != symbol[:-1]]) if len(bars) else np.zeros(0, "int64")
-    wanted = np.linspace(0, len(bars), parts + 1)[1:-1]
-    cuts = (
-        np.unique(starts[np.minimum(np.searchsorted(starts, wanted), len(starts) - 1)]) if len(starts) else []
-    )
-    for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(bars)], strict=True):
-        if b > a:
-            yield bars.iloc[a:b]
-
-
-_KEPT = [
-    "symbol",
-    "timestamp",
-    "close",
-    "mx_evidence",
-    "mx_confirm",
-]  # of every scored bar, for IC and the plot
+_KEPT = ["symbol", "timestamp", "close", "mx_evidence", "mx_confirm"]  # of every scored bar, for the figures
+_SAMPLE = ["symbol", "timestamp", "close", "mx_evidence"]  # of the first piece, for the plot
 
 
 @dataclass
 class _Found:
-    """What scoring the days of a run leaves for after them: events, the bars' evidence, the first part
-    scored."""
+    """What scoring the days of a run leaves for after them: events (with the streaming latency of their
+    bars), the out-of-sample figures so far, counts, the first piece scored (for the plot)."""
 
-    events: list[pd.DataFrame] = field(default_factory=list)
-    kept: list[pd.DataFrame] = field(default_factory=list)
+    oos: OutOfSample
+    evidence: list[pd.DataFrame] = field(default_factory=list)  # frames.event_rows, a piece at a time
+    anomalies: list[pd.DataFrame] = field(default_factory=list)
+    marks: list[pd.DataFrame] = field(default_factory=list)  # symbol, timestamp of the events (for the plot)
+    timed: list[pd.DataFrame] = field(default_factory=list)
     sample: pd.DataFrame | None = None
+    bars: int = 0
+    confirmed: int = 0
+
+
+def _read_pieces(
+    engine: sa.Engine, conn: sa.Connection, day: pd.Timestamp, bounds: list[tuple[str | None, str | None]]
+) -> Generator[pd.DataFrame, None, None]:
+    """The day's bars piece by piece (``store.day_pieces``), each read while the one before is scored: on a
+    connection of its own in the snapshot of ``conn``'s transaction (which holds the day locked), so the
+    same rows as on ``conn``. A transaction that has written reads on ``conn`` itself, a piece at a time."""
+
+    def read(on: sa.Connection, bound: tuple[str | None, str | None]) -> pd.DataFrame:
+        end = day + pd.Timedelta(days=1)
+        return bar_store.read_bars(
+            on, "market_data_1m", day, end, symbols_from=bound[0], symbols_below=bound[1]
+        )
+
+    if len(bounds) == 1 or store.has_written(conn):
+        for bound in bounds:
+            yield read(conn, bound)
+        return
+    snapshot = export_snapshot(conn)
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="tis-dsi-read") as reader,
+        engine.connect() as side,
+        side.begin(),
+    ):
+        in_snapshot(side, snapshot)
+        ahead = reader.submit(read, side, bounds[0])
+        for bound in bounds[1:]:
+            piece = ahead.result()
+            ahead = reader.submit(read, side, bound)
+            yield piece
+            del piece
+        yield ahead.result()
 
 
 def _score_day(
-    bars: pd.DataFrame, state: DsiState | None, config: DsiConfig, rows: store.RowStream, found: _Found
+    pieces: Generator[pd.DataFrame, None, None],
+    state: DsiState | None,
+    config: DsiConfig,
+    rows: store.RowStream,
+    found: _Found,
 ) -> DsiState | None:
-    """Score a day's ``bars`` from ``state`` into ``rows`` (its build) and ``found``; the state after the day.
+    """Score a day's ``pieces`` from ``state`` into ``rows`` (its build) and ``found``; the state after the
+    day.
 
-    A few symbols at a time: each symbol's state is its own, so the values are those of the whole day at once,
-    and PostgreSQL builds the day while the rest is scored. Leaving ``rows`` ends the build's stream, or fails
-    it.
+    A piece at a time: each symbol's state is its own, so the values are those of the whole day at once, and
+    PostgreSQL builds the day while the rest is read and scored. The event bars of each piece are scored once
+    more on the streaming path, from the state before the piece, to time it (``time_streaming``). Leaving
+    ``rows`` ends the build's stream, or fails it.
     """
-    with rows:
-        for part in _symbol_groups(bars, SCORE_GROUPS):
-            scores, state = score.score_bars(part, state, config)
+    with rows, closing(pieces):  # a failure ends the reads (and their connection) here, not at collection
+        for bars in pieces:
+            before = state
+            scores, state = score.score_bars(bars, state, config)
             rows.put(store.encode_scored(scores[frames.BAR_UPDATE_INPUTS]))
-            found.events.append(detect_events(scores, config))
-            found.kept.append(scores[_KEPT])
+            events = detect_events(scores, config)
+            if len(events):
+                hit = scores.loc[scores["event_mask"].to_numpy() > 0, list(bar_store.BAR_READ_COLUMNS)]
+                timed = score.time_streaming(hit, before, config, LATENCY_BATCH)
+                found.timed.append(timed)
+                events = events.merge(
+                    timed, on=["symbol", "timestamp"], how="left", validate="many_to_one", sort=False
+                )
+                evidence, anomalies = frames.event_rows(events)
+                found.evidence.append(evidence)
+                found.anomalies.append(anomalies)
+                found.marks.append(events[["symbol", "timestamp"]])
+            found.oos.add(scores[_KEPT])
+            found.bars += len(scores)
+            found.confirmed += int(scores["mx_confirm"].sum())
             if found.sample is None:
-                found.sample = scores
+                found.sample = scores[_SAMPLE].copy()
     return state
+
+
+def _concat(frames_: list[pd.DataFrame]) -> pd.DataFrame:
+    return pd.concat(frames_, ignore_index=True) if frames_ else pd.DataFrame()
+
+
+def _latency(timed: list[pd.DataFrame]) -> dict:
+    """The run's streaming figures over its timed event bars: p50 / p95 of their latencies, bars per second of
+    the timed calls."""
+    if not timed:
+        return {"n": 0}
+    every = pd.concat(timed, ignore_index=True)
+    lat, size = every["latency_ns"].to_numpy(), every["batch_bars"].to_numpy()
+    seconds = float((lat / size).sum()) / 1e9  # each call once: its time shared by its bars
+    return score.latency_figures(lat, len(lat) / max(seconds, 1e-12))
 
 
 def _plot(scores: pd.DataFrame, events: pd.DataFrame) -> str:
@@ -151,13 +209,14 @@ class DsiRun:
     """What a run wrote and measured: the figures of the asset's metadata."""
 
     begin: pd.Timestamp  # first day scored (before the range when the state of the day before it was missing)
-    scored: pd.DataFrame  # symbol, timestamp, close, mx_evidence, mx_confirm of every scored bar
+    bars_scored: int
+    confirmed: int  # bars scored with mx_confirm
     evidence_rows: pd.DataFrame  # as written to dsi_evidence
     event_rows: pd.DataFrame  # as written to anomaly_events
     updated: int  # bars written to market_data_1m
     n_evidence: int
     n_events: int
-    latency: dict  # measure_streaming_latency's figures
+    latency: dict  # latency_figures of the event bars' streaming timings
     quality: dict  # evaluation.evaluate's out-of-sample figures
     plot: str  # markdown with the embedded PNG
     steps: dict[str, float]  # seconds per step
@@ -191,8 +250,8 @@ def score_range(
                 begin, state = (min(first, start) if first is not None else start), None
             if begin < start:
                 log(f"no DSI state for the day before {start.date()}: scoring from {begin.date()}")
-            states, found = [], _Found()
-            timed = None
+            states, found = [], _Found(OutOfSample(horizon=config.horizon, warmup=config.tail_rows))
+            chunk = settings().dsi_chunk_bars
             steps = dict.fromkeys(STEPS, 0.0)
             lap = time.perf_counter()
 
@@ -203,50 +262,46 @@ def score_range(
                 lap = now
 
             # Each scored day is built as a new table on a connection of its own (PostgreSQL COPYs and indexes
-            # it while this thread scores the rest of the day and the next ones, detects events and times the
-            # streaming path); this transaction then swaps the days in and writes the rollups' evidence, the
-            # events and the state, on the builder's thread while this one computes the out-of-sample figures
-            # and the plot: all of it commits together or not at all.
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tis-dsi-build") as builder:
+            # it while this thread reads and scores the rest of the day and the next ones, piece by piece, and
+            # times the streaming path on their event bars); this transaction then swaps the days in and
+            # writes the rollups' evidence, the events and the state, on the builder's thread while this one
+            # computes the out-of-sample figures and the plot: all of it commits together or not at all.
+            with (
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="tis-dsi-build") as builder,
+                tempfile.TemporaryFile(prefix="tis-dsi-states-") as spill,  # the days' states, until written
+            ):
                 builds: list[Future] = []
                 for day in bar_store.days_with_bars(conn, "market_data_1m", begin, end):
                     name, exists = store.lock_day(conn, day, partitions)
                     carry = store.rows_with_module_columns(conn, day) > 0
-                    bars = bar_store.read_bars_in_two(engine, conn, day, day + pd.Timedelta(days=1))
-                    clock("read")
-                    if timed is None:
-                        timed = (
-                            bars,
-                            state,
-                        )  # the streaming path is timed on the first day, from the state before it
-                    if len(builds) >= 2:  # at most two days' rows wait in memory for their build
+                    if len(builds) >= 2:  # at most two days' builds in flight
                         builds[-2].result()
+                    bars_before = found.bars
+                    counts = store.symbol_counts(conn, day)
+                    target = max(1, min(chunk, -(-sum(n for _, n in counts) // SCORE_GROUPS)))
+                    pieces = _read_pieces(engine, conn, day, store.day_pieces(counts, target))
                     built.append((day, name, f"{name}_{tag}", exists))
                     rows = store.RowStream()
                     builds.append(
                         builder.submit(store.build_scored_day, engine, day, built[-1][2], rows, carry)
                     )
-                    state = _score_day(bars, state, config, rows, found)
+                    state = _score_day(pieces, state, config, rows, found)
+                    end_state = state.to_bytes() if state is not None else b""
                     states.append(
                         {
                             "day": day.date(),
                             "config_fingerprint": config.fingerprint(),
-                            "symbols": len(state.symbols),
-                            "bars": len(bars),
-                            "state": state.to_bytes(),
+                            "symbols": len(state.symbols) if state is not None else 0,
+                            "bars": found.bars - bars_before,
+                            "state": store.SpilledBytes(spill, end_state),
                         }
                     )
-                    clock("score")
+                    clock("read_and_score")
                 scored_s = time.perf_counter() - started
-                latency = (
-                    score.measure_streaming_latency(
-                        timed[0], timed[1], config, n=min(STREAMING_SAMPLE, len(timed[0]))
-                    )
-                    if timed is not None
-                    else {"latency_p50_ms": 1, "latency_p95_ms": 1, "throughput_per_second": 1}
-                )
-                events = pd.concat(found.events, ignore_index=True) if found.events else pd.DataFrame()
-                evidence_rows, event_rows = frames.event_rows(events, latency)
+                latency = _latency(found.timed)
+                evidence_rows = frames.with_run_latency(_concat(found.evidence), latency)
+                event_rows = _concat(found.anomalies)
+                events = _concat(found.marks)
                 clock("latency_and_events")
                 # after the builds (the builder runs its tasks in order), PostgreSQL swaps the days in and
                 # writes the rollups' evidence, the events and the state on this transaction's connection,
@@ -255,14 +310,7 @@ def score_range(
                 writing = builder.submit(
                     _swap_and_write, conn, builds, built, begin, end, evidence_rows, event_rows, states
                 )
-                scored = (
-                    pd.concat(found.kept, ignore_index=True) if found.kept else pd.DataFrame(columns=_KEPT)
-                )
-                quality = (
-                    evaluate(scored, scored, horizon=config.horizon, warmup=config.tail_rows)
-                    if len(scored)
-                    else {}
-                )
+                quality = found.oos.result()
                 plot = (
                     _plot(found.sample, events)
                     if found.sample is not None and len(found.sample)
@@ -278,7 +326,8 @@ def score_range(
     clock("commit")
     return DsiRun(
         begin=begin,
-        scored=scored,
+        bars_scored=found.bars,
+        confirmed=found.confirmed,
         evidence_rows=evidence_rows,
         event_rows=event_rows,
         updated=updated,

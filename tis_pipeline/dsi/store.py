@@ -6,6 +6,7 @@ import queue
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
+from typing import IO
 
 import pandas as pd
 import pyarrow as pa
@@ -67,6 +68,41 @@ def lock_day(conn: sa.Connection, day: pd.Timestamp, partitions: set[str]) -> tu
     return name, exists
 
 
+def has_written(conn: sa.Connection) -> bool:
+    """Whether the transaction of ``conn`` has written anything (then its rows are in no snapshot another
+    connection can share)."""
+    return conn.execute(sa.text("SELECT pg_current_xact_id_if_assigned() IS NOT NULL")).scalar_one()
+
+
+def symbol_counts(conn: sa.Connection, day: pd.Timestamp) -> list[tuple[str, int]]:
+    """(symbol, bars) of the day in the table's order of the symbols: one pass over the day's primary key."""
+    return [
+        (symbol, n)
+        for symbol, n in conn.execute(
+            sa.text(
+                'SELECT symbol, count(*) FROM market_data_1m WHERE "timestamp" >= :a AND "timestamp" < :b '
+                "GROUP BY symbol ORDER BY symbol"
+            ),
+            {"a": day, "b": day + pd.Timedelta(days=1)},
+        ).all()
+    ]
+
+
+def day_pieces(counts: list[tuple[str, int]], target: int) -> list[tuple[str | None, str | None]]:
+    """The symbols of ``symbol_counts`` cut into pieces of whole symbols of about ``target`` bars (a symbol
+    with more is a piece of its own), as (from, below) bounds in the table's order (``read_bars``'
+    symbols_from / symbols_below; None: open)."""
+    firsts, size = [], target  # the first symbol of each piece
+    for symbol, n in counts:
+        if size + n > target and size:
+            firsts.append(symbol)
+            size = 0
+        size += n
+    if len(firsts) < 2:
+        return [(None, None)]
+    return list(zip([None, *firsts[1:]], [*firsts[1:], None], strict=True))
+
+
 def rows_with_module_columns(conn: sa.Connection, day: pd.Timestamp) -> int:
     """Rows of the day whose module columns (not DSI's to write) hold values: the rebuilt day must carry
     them."""
@@ -119,15 +155,30 @@ def encode_scored(scores: pd.DataFrame) -> EncodedRows:
 class RowStream:
     """Encoded slices of a day handed from the scoring thread to its build while they are made (``put``);
     leaving the ``with`` block ends the stream, or, on an exception, makes the build fail instead of
-    waiting."""
+    waiting.
+
+    At most ``depth`` slices wait (``put`` blocks while the build is behind), so the rows in memory are those
+    of a few pieces, not of the day; a build that stops reading (it failed) makes a waiting ``put`` raise
+    instead of blocking for ever."""
 
     _END, _FAILED = object(), object()
 
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+    def __init__(self, depth: int = 2) -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._closed = False  # the build stopped reading
 
     def put(self, rows: EncodedRows) -> None:
-        self._queue.put(rows)
+        self._put(rows)
+
+    def _put(self, item: object) -> None:
+        while True:
+            if self._closed:
+                raise RuntimeError("the build of this day stopped reading its rows")
+            try:
+                self._queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
 
     def __enter__(self) -> RowStream:
         return self
@@ -138,7 +189,15 @@ class RowStream:
         value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self._queue.put(self._END if kind is None else self._FAILED)
+        try:
+            self._put(self._END if kind is None else self._FAILED)
+        except RuntimeError:
+            if kind is None:
+                raise
+
+    def close(self) -> None:
+        """The build reads no more (called when it ends, however it ends)."""
+        self._closed = True
 
     def __iter__(self) -> Iterator[EncodedRows]:
         while (item := self._queue.get()) is not self._END:
@@ -162,6 +221,15 @@ def build_scored_day(
     go through the text COPY, or when ``carry_from_source`` (module columns hold values), the rows are made
     equal to the day's rows in market_data_1m in every column DSI does not write, from the table itself.
     """
+    try:
+        return _build_scored_day(engine, day, staging, stream, carry_from_source)
+    finally:
+        stream.close()
+
+
+def _build_scored_day(
+    engine: sa.Engine, day: pd.Timestamp, staging: str, stream: RowStream, carry_from_source: bool
+) -> int:
     from tis_pipeline.pg.copy_binary import SIGNATURE, TRAILER
 
     repair, written, left_out = carry_from_source, 0, []
@@ -266,19 +334,33 @@ def replace_events(
     return written_evidence, written_events
 
 
+class SpilledBytes:
+    """Bytes kept in a temporary file until they are written (``bytes(x)`` reads them back): the day states of
+    a long range wait there, not in memory."""
+
+    def __init__(self, file: IO[bytes], data: bytes) -> None:
+        file.seek(0, 2)
+        self._file, self._at, self._size = file, file.tell(), len(data)
+        file.write(data)
+
+    def __bytes__(self) -> bytes:
+        self._file.seek(self._at)
+        return self._file.read(self._size)
+
+
 def save_states(conn: sa.Connection, states: list[dict]) -> None:
+    """Each day's state (``state``: bytes, or ``SpilledBytes`` read back one day at a time)."""
     if not states:
         return
     conn.execute(
         sa.text("DELETE FROM dsi_state WHERE day = ANY(:days)"), {"days": [s["day"] for s in states]}
     )
-    conn.execute(
-        sa.text(
-            "INSERT INTO dsi_state (day, config_fingerprint, symbols, bars, state, source_version) "
-            "VALUES (:day, :config_fingerprint, :symbols, :bars, :state, "
-            f"{day_partitions.versions_up_to('CAST(:day AS date)')})"
-        ),
-        states,
+    insert = sa.text(
+        "INSERT INTO dsi_state (day, config_fingerprint, symbols, bars, state, source_version) "
+        "VALUES (:day, :config_fingerprint, :symbols, :bars, :state, "
+        f"{day_partitions.versions_up_to('CAST(:day AS date)')})"
     )
+    for state in states:
+        conn.execute(insert, {**state, "state": bytes(state["state"])})
     # the trading day's states computed from these days' events are out of date now
     day_partitions.bump_day_versions(conn, [s["day"] for s in states], "dsi_day_versions")

@@ -1,10 +1,12 @@
 """The DSI asset against a real PostgreSQL: every bar scored, events with evidence, range == day by day."""
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from tis_pipeline.dsi import frames
 from tis_pipeline.dsi.assets import dsi
 from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
 from tis_pipeline.market_data.partitions import range_tags
@@ -49,19 +51,36 @@ DIGESTS = {
     "anomaly_score, "
     "signal_pack::text, dsi_evidence_id, microstructure_validation::text), '|' ORDER BY event_id)) "
     "FROM anomaly_events",
-    # latency figures are measurements, not functions of the data: everything else must match bit for bit
-    "evidence": "SELECT md5(string_agg(concat_ws(',', evidence_id, \"timestamp\", mx_evidence, mx_confirm, "
-    "mx_microtape_hash, mx_expert_contributions->'contributions', mx_fsm_experts::text, "
-    "mx_classifier_experts::text, mx_anomaly_experts::text, mx_divergence_experts::text, "
-    "mx_expert_weights::text, mx_expert_survival_rates::text, mx_evidence_boost, mx_confirm_rate, "
-    "mx_expert_survival_rate, mx_confidence_interval::text), '|' ORDER BY evidence_id)) FROM dsi_evidence",
     "state": "SELECT md5(string_agg(encode(state, 'hex'), '|' ORDER BY day)) FROM dsi_state",
 }
 
 
+def evidence_digest_query(conn) -> str:
+    """Every column of dsi_evidence but the wall-clock ones (frames.WALL_CLOCK_COLUMNS, and their unclamped
+    copy under mx_expert_contributions' "latency" key): what a replay must reproduce bit for bit."""
+    columns = conn.execute(
+        sa.text(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'dsi_evidence' "
+            "ORDER BY ordinal_position"
+        )
+    ).scalars()
+    kept = [
+        f"coalesce((mx_expert_contributions - '{frames.WALL_CLOCK_CONTRIBUTIONS_KEY}')::text, 'NULL')"
+        if c == "mx_expert_contributions"
+        else f"coalesce(\"{c}\"::text, 'NULL')"
+        for c in columns
+        if c not in frames.WALL_CLOCK_COLUMNS
+    ]
+    assert len(kept) == 21 - len(frames.WALL_CLOCK_COLUMNS)
+    joined = ", ".join(kept)
+    return f"SELECT md5(string_agg(concat_ws(',', {joined}), '|' ORDER BY evidence_id)) FROM dsi_evidence"
+
+
 def digests(url):
     with engine(url).connect() as conn:
-        return {k: conn.execute(sa.text(q)).scalar_one() for k, q in DIGESTS.items()}
+        found = {k: conn.execute(sa.text(q)).scalar_one() for k, q in DIGESTS.items()}
+        found["evidence"] = conn.execute(sa.text(evidence_digest_query(conn))).scalar_one()
+        return found
 
 
 def test_every_bar_is_scored_and_events_carry_evidence(migrated_database_url):
@@ -122,6 +141,68 @@ def test_every_bar_is_scored_and_events_carry_evidence(migrated_database_url):
     before = digests(url)
     assert dsi_only(url, "2024-01-08", "2024-01-10").success
     assert digests(url) == before, "re-materializing gives the same rows"
+    check_evidence_semantics(url)
+    # the digest leaves out the wall-clock columns and nothing else
+    with engine(url).begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE dsi_evidence SET mx_processing_latency_ms = mx_processing_latency_ms % 9998 + 1, "
+                "mx_latency_p50 = mx_latency_p50 % 9998 + 1, mx_latency_p95 = mx_latency_p95 % 9998 + 1, "
+                "mx_throughput_per_second = mx_throughput_per_second % 9998 + 1, "
+                "mx_expert_contributions = jsonb_set(jsonb_set(mx_expert_contributions, "
+                "'{latency,bar_ms_true}', '0.5'), '{latency,run,latency_p95_ms_true}', '0.7')"
+            )
+        )
+    assert digests(url) == before
+    for change in (
+        "mx_evidence_boost = CASE WHEN mx_evidence_boost > 0 THEN mx_evidence_boost - 0.0001 "
+        "ELSE mx_evidence_boost + 0.0001 END",
+        "mx_expert_survival_rates = jsonb_set(mx_expert_survival_rates, '{window_bars}', '61')",
+        "mx_expert_contributions = jsonb_set(mx_expert_contributions, '{contributions}', '{}')",
+        "plan_id = NULL, mx_microtape_hash = NULL",
+    ):
+        with engine(url).connect() as conn, conn.begin() as tx:
+            conn.execute(
+                sa.text(
+                    f"UPDATE dsi_evidence SET {change} WHERE evidence_id = (SELECT evidence_id "
+                    "FROM dsi_evidence WHERE mx_microtape_hash IS NOT NULL ORDER BY evidence_id LIMIT 1)"
+                )
+            )
+            changed = conn.execute(sa.text(evidence_digest_query(conn))).scalar_one()
+            tx.rollback()
+        assert changed != before["evidence"], change
+
+
+def check_evidence_semantics(url):
+    """Per row: the latency of its bar's streaming call (ceil, clamped, flagged), survival rates in [0, 1]
+    over the stated window, the boost a factor within numeric(5,4)."""
+    from tis_pipeline.dsi.logic.config import EXPERTS, DsiConfig
+    from tis_pipeline.dsi.logic.score import legal_ms
+
+    with engine(url).connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT e.mx_processing_latency_ms, e.mx_expert_contributions->'latency', "
+                "e.mx_expert_survival_rates, e.mx_evidence_boost::float8, e.mx_latency_p50, a.symbol, "
+                "e.timestamp FROM dsi_evidence e JOIN anomaly_events a ON a.dsi_evidence_id = e.evidence_id"
+            )
+        ).all()
+    assert len(rows) > 5
+    true_ms = {}
+    for stored, block, survival, boost, p50, symbol, ts in rows:
+        assert (stored, block["bar_ms_clamped"]) == legal_ms(block["bar_ms_true"])
+        assert 1 <= block["bar_batch_bars"] <= 16 and p50 == block["run"]["latency_p50_ms"]
+        true_ms.setdefault((symbol, ts), set()).add(block["bar_ms_true"])
+        assert survival["window_bars"] == DsiConfig().survival_window
+        assert set(survival["rates"]) == set(EXPERTS)  # jsonb keeps its own key order
+        assert all(0.0 <= r <= 1.0 for r in survival["rates"].values())
+        assert -9.9999 <= boost <= 9.9999
+    assert all(len(v) == 1 for v in true_ms.values()), "the event rows of one bar share its timing"
+    per_bar = [next(iter(v)) for v in true_ms.values()]
+    assert len(set(per_bar)) > 1, "measured per bar, not one figure per run"
+    block = rows[0][1]["run"]
+    assert block["n"] == len(per_bar)
+    assert block["latency_p50_ms_true"] == pytest.approx(float(np.percentile(per_bar, 50)), rel=1e-9)
 
 
 def test_range_run_equals_day_by_day_and_a_fresh_database(
@@ -390,3 +471,47 @@ def test_a_failed_build_fails_the_run_and_leaves_nothing(migrated_database_url, 
             UNWRITTEN, 0
         )
     assert scratch_tables(url) == []
+
+
+def test_scoring_in_pieces_gives_the_very_same_tables_and_figures(
+    migrated_database_url, empty_database_url, monkeypatch
+):
+    """A day read, scored and written one symbol at a time (TIS_DSI_CHUNK_BARS=1) against the whole day at
+    once: every table and the out-of-sample figures the same, bit for bit."""
+    from tis_pipeline.dsi import pipeline
+    from tis_pipeline.pg import migrate
+
+    four = {"bars": BarSource(source="synthetic", symbols=["AAA", "BBB", "CCC", "DDD", "EEE"], seed=6)}
+    pieces, whole = migrated_database_url, empty_database_url
+    migrate.upgrade(whole)
+    figures = {}
+    for url, chunk, groups in ((pieces, "1", 4), (whole, "100000000", 1)):
+        resources = {**four, "db": PostgresResource(url=url)}
+        assert dg.materialize(
+            MARKET, resources=resources, tags=range_tags("2024-03-04", "2024-03-06")
+        ).success
+        monkeypatch.setenv("TIS_DSI_CHUNK_BARS", chunk)
+        monkeypatch.setattr(pipeline, "SCORE_GROUPS", groups)
+        result = dg.materialize(
+            [*(a.to_source_assets()[0] for a in MARKET), dsi],
+            resources=resources,
+            tags=range_tags("2024-03-04", "2024-03-06"),
+        )
+        assert result.success
+        meta = next(
+            m.metadata
+            for m in result.asset_materializations_for_node("dsi")
+            if m.asset_key.to_user_string() == "dsi_evidence"
+        )
+        figures[url] = (meta["out_of_sample"].value, meta["bars_scored"].value, meta["confirmed_share"].value)
+    with engine(pieces).connect() as conn:
+        assert len(store_pieces(conn)) == 5, "one symbol a piece"
+    assert digests(pieces) == digests(whole)
+    assert figures[pieces] == figures[whole]
+    assert figures[pieces][0]["n"] > 0 and figures[pieces][1] > 5 * 3 * 1000
+
+
+def store_pieces(conn):
+    from tis_pipeline.dsi import store
+
+    return store.day_pieces(store.symbol_counts(conn, pd.Timestamp("2024-03-05", tz="UTC")), 1)

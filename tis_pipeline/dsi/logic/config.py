@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 ENCODING_VERSION = 1
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the survival flags of the last bars (SymState.surv)
 MINUTE_NS = 60_000_000_000
 FSM_EXPERTS = ("compression_expansion", "run_volume", "absorption", "exhaustion")
 CLF_EXPERTS = ("ret_bigram", "ret_trigram", "shape")
@@ -61,14 +61,17 @@ class DsiConfig:
     pattern_threshold: float = 0.5
     cooling_minutes: int = 15
     ci_level: float = 0.90
+    # mx_expert_survival_rates: per expert, the share of the symbol's last ``survival_window`` bars (the bar
+    # itself included; fewer at the start of its history) at which its weight w_i was >= weight_floor
+    survival_window: int = 60
 
     def __post_init__(self) -> None:
-        if min(self.window, self.horizon, self.vwap_window, self.retire_span, self.min_alive) < 1 or (
-            self.vol_window < 3 or self.min_alive > N_EXPERTS
-        ):
+        counts = (self.window, self.horizon, self.vwap_window, self.retire_span, self.survival_window)
+        smallest = min(*counts, self.min_alive)
+        if smallest < 1 or self.vol_window < 3 or self.min_alive > N_EXPERTS:
             raise ValueError(
-                "window, horizon, vwap_window, retire_span, min_alive (<= experts) must be >= 1 and "
-                "vol_window >= 3"
+                "window, horizon, vwap_window, retire_span, survival_window, min_alive (<= experts) must be "
+                ">= 1 and vol_window >= 3"
             )
         if not 0 < self.weight_floor < 1 / N_EXPERTS or not 0 < self.ci_level < 1 or self.eta <= 0:
             raise ValueError("need 0 < weight_floor < 1/experts, 0 < ci_level < 1, eta > 0")

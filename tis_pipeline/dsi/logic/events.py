@@ -10,6 +10,7 @@ same symbol and type lies within ``cooling_minutes`` before it (greedy, carried 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -94,10 +95,16 @@ def mark_events(
     return new_last
 
 
-def contributions_dict(row: Mapping) -> dict:
-    """Per-family expert outputs, weights, survival flags and signed contributions w_i (p_i - 0.5) of one
-    row."""
-    out = {fam: {n: round(float(row[f"{fam}__{n}"]), 4) for n in names} for fam, names in FAMILIES.items()}
+def contributions_dict(row: Mapping, survival_window: int | None = None) -> dict:
+    """Per-family expert outputs, weights, survival rates and signed contributions w_i (p_i - 0.5) of one
+    row.
+
+    ``survival``: ``{"window_bars": W, "rates": {expert: rate}}`` from the row's ``survival_rates`` (an event
+    row's: the share of the symbol's last W bars at which the expert's weight was >= the weight floor; see
+    ``score``); a row without them gives each expert's alive flag (1.0 / 0.0) at that bar."""
+    out: dict[str, Any] = {
+        fam: {n: round(float(row[f"{fam}__{n}"]), 4) for n in names} for fam, names in FAMILIES.items()
+    }
     mask, sgn = int(row["alive_mask"]), float(np.sign(row["ret"]))
     weights, contrib = {}, {}
     for i, name in enumerate(EXPERTS):
@@ -106,11 +113,11 @@ def contributions_dict(row: Mapping) -> dict:
             p = float(on_vote_grid(np.float64(0.5 + 0.3 * ANOMALY_DIRECTION[i - 7] * p * sgn)))
         w = float(row["w__" + name])
         weights[name], contrib[name] = round(w, 4), round(w * (p - 0.5), 4)
-    out.update(
-        weights=weights,
-        survival={n: bool(mask >> i & 1) for i, n in enumerate(EXPERTS)},
-        contributions=contrib,
-    )
+    rates = row.get("survival_rates")
+    if rates is None:
+        rates, survival_window = tuple(float(mask >> i & 1) for i in range(len(EXPERTS))), 1
+    survival = {"window_bars": survival_window, "rates": dict(zip(EXPERTS, map(float, rates), strict=True))}
+    out.update(weights=weights, survival=survival, contributions=contrib)
     return out
 
 
@@ -151,7 +158,7 @@ def detect_events(scores: pd.DataFrame, config: DsiConfig | None = None) -> pd.D
     )
     recs = []
     for pos, row in enumerate(ev.to_dict("records")):
-        cd = contributions_dict(row)
+        cd = contributions_dict(row, cfg.survival_window)
         ci = {
             "low": round(float(row["ci_low"]), 4),
             "high": round(float(row["ci_high"]), 4),

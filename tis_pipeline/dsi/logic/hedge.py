@@ -10,10 +10,13 @@ experts).
 Outputs: ``mx_evidence`` e = sum_i u_i alive_i p_i / sum_j u_j alive_j (2 dp, [0, 1]; P(up), 0.5 neutral);
 ``mx_confirm_rate`` = alive experts voting the side of e (p > 0.5 if e >= 0.5 else p < 0.5) / alive experts
 (2 dp); ``mx_confirm`` = max(e, 1-e) >= evidence_threshold AND confirm_rate >= confirm_threshold (on the
-rounded values; the side of e is the direction confirmed); ``mx_evidence_boost`` = e - unweighted mean of all
-votes (4 dp, in [-1, 1]); ``ci_low``/``ci_high`` = Beta(1 + n_up, 1 + n_down) central ``ci_level`` interval
-of the share of alive experts voting up (scipy beta.ppf, tabulated); ``survival_rate`` = alive / experts (2
-dp); ``alive_mask`` bit i = expert i.
+rounded values; the side of e is the direction confirmed); ``mx_evidence_boost`` = the factor by which the
+learned weights scale the equal-weight vote's lean: (e - 0.5) / (v - 0.5), v = unweighted mean of all experts'
+votes (what the combination would say without learned weights or retirements); 1 = no boost, > 1 the weights
+strengthen the lean, 0..1 they damp it, < 0 they reverse it; where v = 0.5 it is 1 if e = 0.5 too, else
++-9.9999 (the sign of e - 0.5); clipped to [-9.9999, 9.9999] (numeric(5,4)), 4 dp; ``ci_low``/``ci_high`` =
+Beta(1 + n_up, 1 + n_down) central ``ci_level`` interval of the share of alive experts voting up (scipy
+beta.ppf, tabulated); ``survival_rate`` = alive / experts (2 dp); ``alive_mask`` bit i = expert i.
 """
 
 from __future__ import annotations
@@ -184,6 +187,19 @@ def alive_rows(retired_from: np.ndarray, new: NewRows) -> dict[int, np.ndarray]:
     return {i: jn < np.repeat(retired_from[:, i], new.counts) for i in dying}
 
 
+BOOST_LIMIT = 9.9999  # numeric(5,4)
+
+
+def evidence_boost(e: np.ndarray, unweighted: np.ndarray) -> np.ndarray:
+    """(e - 0.5) / (unweighted - 0.5), clipped to +-BOOST_LIMIT; 1 where both lean nowhere, +-BOOST_LIMIT
+    (the sign of e - 0.5) where only the unweighted vote leans nowhere (not rounded)."""
+    lean, base = e - 0.5, unweighted - 0.5
+    flat = base == 0
+    ratio = np.divide(lean, np.where(flat, 1.0, base))
+    ratio = np.where(flat, np.where(lean == 0, 1.0, np.sign(lean) * BOOST_LIMIT), ratio)
+    return np.clip(ratio, -BOOST_LIMIT, BOOST_LIMIT)
+
+
 @lru_cache(maxsize=8)
 def _ci_table(n: int, level: float) -> np.ndarray:
     from scipy.stats import beta  # a slow import: only when the first bars are scored
@@ -243,7 +259,7 @@ def combine(
         rate >= cfg.confirm_threshold,
         out=res["mx_confirm"],
     )
-    np.round(np.clip(e - vote_sum / E, -1.0, 1.0), 4, out=res["mx_evidence_boost"])
+    np.round(evidence_boost(e, vote_sum / E), 4, out=res["mx_evidence_boost"])
     table[0].take(ci_idx, out=res["ci_low"])
     table[1].take(ci_idx, out=res["ci_high"])
     np.round(n_alive / E, 2, out=res["survival_rate"])

@@ -10,7 +10,8 @@ Public API
 ----------
 ``score_bars(bars, state, config) -> (scores, new_state)``   batch path, vectorised over all symbols
 ``score_next_bar(state, bar_row, config) -> (row_scores, new_state)``   streaming path, one bar
-``measure_streaming_latency(bars, state, config, n) -> dict``
+``measure_streaming_latency(bars, state, config, n) -> dict``, ``time_streaming(bars, state, config, batch)``
+(per-bar wall time of the streaming path), ``latency_figures(ns, throughput)``, ``legal_ms(ms)``
 ``microtape_hashes(bars, positions, config, state)``, ``frame_digest(frame)``
 ``events.detect_events(scores, config) -> DataFrame``   rows for ``anomaly_events`` / ``dsi_evidence``
 ``events.contributions_dict(row) -> dict``   per-family expert breakdown of one scored row
@@ -22,9 +23,11 @@ finite, volume >= 0, unique per symbol and timestamp, any row order).  Output: o
 by (symbol, timestamp), columns: the input columns; features
 ``ret, range_rel, volume_z, htf_15m_ret, htf_1h_ret``;
 ``mx_evidence, mx_confirm, mx_confirm_rate, mx_evidence_boost, ci_low, ci_high, survival_rate, n_alive,
-alive_mask``; ``event_mask`` (uint8, bit k = EVENT_TYPES[k], after de-duplication) and ``microtape_hash`` (hex
-on event bars, None elsewhere); per expert ``<family>__<expert>`` (float32; the vote, for anomaly experts the
-magnitude) and ``w__<family>__<expert>`` (float32 weight).
+alive_mask``; ``event_mask`` (uint8, bit k = EVENT_TYPES[k], after de-duplication), ``microtape_hash`` (hex
+on event bars, None elsewhere) and ``survival_rates`` (on event bars a tuple per expert in EXPERTS order: the
+share of the symbol's last ``config.survival_window`` bars, the bar included, at which the expert's weight
+``w__`` was >= ``config.weight_floor``, 4 dp; None elsewhere); per expert ``<family>__<expert>`` (float32;
+the vote, for anomaly experts the magnitude) and ``w__<family>__<expert>`` (float32 weight).
 
 Every expert emits a vote ``p`` in [0, 1] = P(close_{t+h} > close_t), 0.5 = neutral, quantised to 2^-16; all
 values are per symbol, on the row order of its bars; t is the bar scored; nothing after t is read.
@@ -92,6 +95,7 @@ _OUT_COLS = {
     "alive_mask": np.dtype(np.int16),
     "event_mask": np.dtype(np.uint8),
     "microtape_hash": np.dtype(object),
+    "survival_rates": np.dtype(object),
     **dict.fromkeys(EXPERTS, _F4),
     **dict.fromkeys(("w__" + x for x in EXPERTS), _F4),
 }
@@ -125,6 +129,7 @@ def _state_after(
     new_loss: np.ndarray,
     retired: Retirement,
     last_event: np.ndarray,
+    surv: list[np.ndarray],
     cfg: DsiConfig,
 ) -> dict[str, SymState]:
     """The new per-symbol state (tail rows gathered once for all symbols, not whole columns stacked)."""
@@ -150,6 +155,7 @@ def _state_after(
             retired.below_floor_run[j],
             retired.retired[j],
             last_event[j],
+            surv[j],
         )
         a = b
     return new
@@ -215,7 +221,49 @@ def _score_region(
     for i, name in enumerate(EXPERTS):  # float32: votes are exact (2^-16 grid), weights need ~7 digits
         np.copyto(res[name], new_magnitudes[i - 7] if 7 <= i < 11 else new_votes[i], casting="same_kind")
         np.divide(weights[i], weight_sum, out=res["w__" + name])  # float64 quotient rounded once to float32
-    return res, _state_after(names, bars, expert_votes, new_counts, new_loss, retired, last_event, cfg)
+    surv = _survival(res, new, sts, rows, cfg)
+    return res, _state_after(names, bars, expert_votes, new_counts, new_loss, retired, last_event, surv, cfg)
+
+
+_NO_SURV = np.zeros((0, N_EXPERTS), bool)
+
+
+def _survival(
+    res: dict[str, np.ndarray], new: NewRows, sts: list[SymState | None], rows: np.ndarray, cfg: DsiConfig
+) -> list[np.ndarray]:
+    """``res["survival_rates"]`` on the event ``rows``; per segment its last ``survival_window - 1`` survival
+    flags (the state's ``surv``).
+
+    Survival flag of expert i at a bar: w_i >= weight_floor (the stored float32 weight; 0 once retired). The
+    rate at bar t: flags summed over the symbol's last W bars up to t (carried ones included) / their number,
+    from one integer cumsum over (carried flags + new flags) per segment.
+    """
+    W, E = cfg.survival_window, N_EXPERTS
+    flags = np.empty((new.n, E), bool)
+    for i, name in enumerate(EXPERTS):
+        np.greater_equal(res["w__" + name], cfg.weight_floor, out=flags[:, i])
+    carried = [_NO_SURV if s is None else s.surv for s in sts]
+    parts: list[np.ndarray] = []
+    for j, c in enumerate(carried):
+        parts += [c, flags[new.firsts[j] : new.firsts[j] + new.counts[j]]]
+    ext = np.concatenate(parts)  # per segment: carried flags, then the new rows' flags
+    m = np.array([len(c) for c in carried], np.int64)
+    before = np.concatenate([[0], np.cumsum(m)[:-1]])  # carried rows of the segments before
+    start = new.firsts + before  # each segment's first row in ``ext``
+    end = start + m + new.counts
+    col = res["survival_rates"]
+    col[:] = None
+    if len(rows):
+        total = np.zeros((len(ext) + 1, E), np.int32)
+        np.cumsum(ext, axis=0, dtype=np.int32, out=total[1:])
+        seg = new.seg[rows]
+        at = rows + before[seg] + m[seg]  # the event rows in ``ext``
+        lo = np.maximum(at + 1 - W, start[seg])
+        rates = np.round((total[at + 1] - total[lo]) / (at + 1 - lo)[:, None], 4)
+        for r, rate in zip(rows.tolist(), rates.tolist(), strict=True):  # event rows only
+            col[r] = tuple(rate)
+    keep = W - 1
+    return [ext[max(a, b - keep) : b].copy() if keep else _NO_SURV for a, b in zip(start, end, strict=True)]
 
 
 # ----------------------------------------------------------------------------------------------- public API
@@ -409,18 +457,57 @@ def measure_streaming_latency(
         lat[i] = time.perf_counter_ns() - t0
     if not len(rows):
         raise ValueError("no bars to time")
+    return latency_figures(lat, len(lat) / (lat.sum() / 1e9))
+
+
+def legal_ms(ms: float) -> tuple[int, bool]:
+    """A latency in ms as the integer the seed allows (ceil, within [1, 9999]) and whether it was clamped."""
+    legal = max(1, math.ceil(ms))
+    stored = min(legal, 9999)
+    return stored, stored != legal
+
+
+def latency_figures(lat_ns: np.ndarray, throughput: float) -> dict:
+    """p50 / p95 of the latencies (ns) and the throughput (bars/s), as the seed's integers (latencies: ceil,
+    throughput: floor, both within [1, 9999]) beside the true values and whether each was clamped."""
     true = {
-        "latency_p50_ms": float(np.percentile(lat, 50)) / 1e6,
-        "latency_p95_ms": float(np.percentile(lat, 95)) / 1e6,
-        "throughput_per_second": float(len(lat) / (lat.sum() / 1e9)),
+        "latency_p50_ms": float(np.percentile(lat_ns, 50)) / 1e6,
+        "latency_p95_ms": float(np.percentile(lat_ns, 95)) / 1e6,
+        "throughput_per_second": float(throughput),
     }
-    res: dict[str, int | float | bool] = {"n": len(rows)}
+    res: dict[str, int | float | bool] = {"n": len(lat_ns)}
     for k, x in true.items():
         legal = max(1, math.ceil(x)) if k.startswith("latency") else math.floor(x)
         res[k] = min(max(legal, 1), 9999)
         res[k + "_true"] = x
         res[k + "_clamped"] = res[k] != legal
     return res
+
+
+def time_streaming(
+    bars: pd.DataFrame, state: DsiState | None, config: DsiConfig | None = None, batch: int = 16
+) -> pd.DataFrame:
+    """Wall time of the streaming path on each of ``bars``: the bars in timestamp order, up to ``batch`` at a
+    time, each group scored in one streaming call (``_run``, as ``score_next_bar`` does for one bar) from
+    ``state``; a bar's latency is the wall time of its group's call (until its score is out), so every bar
+    of a group has the same one.
+
+    ``state`` must be older than every bar (the state before the bars' day): the scores are thrown away,
+    only the time is kept, and the cost of a step does not depend on how many bars the state has seen.
+    Returns ``symbol, timestamp, latency_ns, batch_bars`` in the order of ``bars`` sorted by (timestamp,
+    symbol)."""
+    cfg = config or DsiConfig()
+    order = bars.sort_values(["timestamp", "symbol"], kind="stable")
+    lat = np.zeros(len(order), np.int64)
+    size = np.zeros(len(order), np.int64)
+    for a in range(0, len(order), max(1, batch)):
+        group = order.iloc[a : a + batch]
+        t0 = time.perf_counter_ns()
+        names, bounds, ts, f5, *_ = _prep(group)
+        _run(names, bounds, ts, f5, state, cfg)
+        lat[a : a + len(group)] = time.perf_counter_ns() - t0
+        size[a : a + len(group)] = len(group)
+    return order[["symbol", "timestamp"]].reset_index(drop=True).assign(latency_ns=lat, batch_bars=size)
 
 
 def frame_digest(frame: pd.DataFrame) -> str:

@@ -2,8 +2,8 @@
 
 Per symbol the last K = ``config.tail_rows`` bars (K >= every lookback + h + 2), integer n-gram counts and
 Hedge loss sums over all bars s <= (last bar) - h - 1, the classifier votes of the last h+1 bars, retirement
-clocks, and the last event time per type. ``DsiState.to_bytes()`` / ``DsiState.from_bytes()`` are its stored
-form.
+clocks, the last event time per type, and which experts carried at least the weight floor on the last
+``survival_window - 1`` bars. ``DsiState.to_bytes()`` / ``DsiState.from_bytes()`` are its stored form.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ _FIELDS = {
     "run": "<i8",
     "retired": "|b1",
     "last_event": "<i8",
+    "surv": "|b1",
 }
 
 
@@ -37,6 +38,7 @@ class SymState:
     run: np.ndarray  # (E,) consecutive below-floor bars, capped at retire_span
     retired: np.ndarray  # (E,) bool
     last_event: np.ndarray  # (event types,) epoch ns of the last kept event
+    surv: np.ndarray  # (min(bars seen, survival_window - 1), E) bool: w_i >= weight_floor on the last bars
 
 
 @dataclass(frozen=True)
