@@ -7,7 +7,7 @@ import os
 import socket
 import time
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
@@ -99,8 +99,11 @@ def _resolve_selection(selection: str) -> list[AssetKey]:
     except dg.DagsterError as exc:  # not the selection syntax
         fail(f"--select {selection!r} is not an asset selection: {first_line(str(exc))}")
     others = sorted(k.to_user_string() for k in keys if k not in partitioned)
-    if others:
+    if others and not keys & partitioned:
         fail(f"--select {selection!r} matches assets without daily partitions: {', '.join(others)}")
+    if others:  # e.g. '*' or 'group:trading_day' also names the ecosystem report, which has no days
+        console.print(f"left out (no daily partitions; materialize on its own): {', '.join(others)}")
+        keys = {k for k in keys if k in partitioned}
     if not keys:
         names = ", ".join(sorted(k.to_user_string() for k in partitioned))
         fail(f"--select {selection!r} matches no asset; the daily-partitioned assets are {names}")
@@ -491,16 +494,21 @@ def demo(
             "set TIS_MARKET_DATA_DIR=/path/to/bars to load real files"
         )
     ranges = _demo_ranges()
+    # every daily-partitioned asset ("*" would name the ecosystem report too, materialized after the days)
+    job = _load_defs().resolve_job_def("daily_partitioned_job")
+    keys = sorted(job.asset_layer.executable_asset_keys, key=lambda k: k.to_user_string())
     for first, last in ranges:
         console.print(f"materializing {first}..{last} (one run)")
-        backfill_range(first, last, "*", (last - first).days + 1, resume=False)
-    _materialize_unpartitioned()
+        backfill_range(first, last, "*", (last - first).days + 1, resume=False, keys=keys)
+    report = _materialize_unpartitioned()
+    if report is not None:
+        console.print(report, markup=False)
     print_counts(env["TIS_DATABASE_URL"])
     console.print("open the UI: [bold]make dev[/] (or `tis dev`), then http://127.0.0.1:3000")
 
 
-def _materialize_unpartitioned() -> None:
-    """Assets without partitions (the module ecosystem), if any exist yet."""
+def _materialize_unpartitioned() -> str | None:
+    """Assets without partitions (the ecosystem report), if any exist yet; returns the report's line."""
     import dagster as dg
 
     defs = _load_defs()
@@ -511,7 +519,8 @@ def _materialize_unpartitioned() -> None:
         if graph.get(k).partitions_def is None and graph.get(k).is_materializable
     ]
     if not keys:
-        return
+        return None
+    console.print(f"materializing {', '.join(sorted(k.to_user_string() for k in keys))} (no partitions)")
     result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
         instance=dg.DagsterInstance.get(),
         asset_selection=keys,
@@ -520,6 +529,34 @@ def _materialize_unpartitioned() -> None:
     )
     if not _run_succeeded(result):
         _fail_run(result, f"the run of the assets without partitions failed (run {result.run_id})")
+    for event in result.get_asset_materialization_events():
+        materialization = event.materialization
+        if materialization.asset_key.to_user_string() == "ecosystem_report":
+            return report_line({k: v.value for k, v in materialization.metadata.items()})
+    return None
+
+
+def report_line(metadata: dict[str, Any]) -> str:
+    """One line of the ecosystem report's metadata: the best module by daily Sharpe with its PSR and DSR (and
+    the variants they count), its in-sample and out-of-sample P&L, and the evolved modules' totals."""
+    best = metadata.get("deflated_sharpe_best_table") or []
+    modules = {m["module_id"]: m for m in metadata.get("modules_table") or []}
+    totals = (
+        f"evolved modules in sample {metadata.get('evolved_in_sample_pnl', 0.0):,.2f}, "
+        f"out of sample {metadata.get('evolved_out_of_sample_pnl', 0.0):,.2f}"
+    )
+    if not best:
+        count = metadata.get("modules", 0)
+        return f"ecosystem report: {count} modules, none with 3 daily returns; {totals}"
+    top = best[0]
+    row = modules.get(top["module_id"], {})
+    psr, dsr = (f"{v:.3f}" if isinstance(v, (int, float)) else "n/a" for v in (top["psr"], top["dsr"]))
+    return (
+        f"ecosystem report ({metadata.get('range', '')}): best module {top['name']} (generation "
+        f"{top['generation']}, {top['n']} days) PSR {psr}, DSR {dsr} over "
+        f"{top['trials']} variants; P&L in sample {row.get('in_pnl', 0.0):,.2f} ({row.get('in_trades', 0)} "
+        f"trades), out of sample {row.get('out_pnl', 0.0):,.2f} ({row.get('out_trades', 0)} trades); {totals}"
+    )
 
 
 @archive_app.command("restore")

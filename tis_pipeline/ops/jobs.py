@@ -13,7 +13,9 @@ from tis_pipeline.resources import PostgresResource
 # the day that just closed, and the file sensor the days whose files changed.
 daily_partitioned_job = dg.define_asset_job(
     "daily_partitioned_job",
-    selection=dg.AssetSelection.groups("market_data", "dsi", "trading_day"),
+    # the ecosystem report (unpartitioned, over every stored day) runs on its own: trading_day/definitions.py
+    selection=dg.AssetSelection.groups("market_data", "dsi", "trading_day")
+    - dg.AssetSelection.assets("ecosystem_report"),
     description="Ingest 1-minute bars, roll them up to 15 minutes and 1 hour, score them with DSI, and "
     "run the trading day (plans, approvals, execution, performance, the module ecosystem).",
 )

@@ -5,6 +5,7 @@ asset graph cannot hold as separate assets without breaking "a range run equals 
 ``docs/ecosystem.md``. Each day of the range starts from the population stored at the end of the day before.
 """
 
+import json
 from collections.abc import Iterator
 
 import dagster as dg
@@ -208,8 +209,6 @@ def trading_day(
             ),
         },
         "module_replications": {"replications": written["module_replications"]},
-        # the report covers every stored day (in sample and out of sample need the days before the range)
-        "module_performance": ecosystem_report(db),
     }
     for table in TABLES:
         yield dg.MaterializeResult(
@@ -245,23 +244,56 @@ REPORT_COLUMNS = [
 ]
 
 
-def ecosystem_report(db: PostgresResource) -> dict[str, object]:
-    """The ecosystem report over everything stored (``report.py``), as ``module_performance`` metadata: per
-    module (name, generation) in sample vs out of sample (trades, P&L, Sharpe with its sample size, drawdown),
-    founders vs evolved on the same days, the Probabilistic and Deflated Sharpe Ratios of the best modules
-    counting every variant tried, equity curves with drawdowns, and the lineage tree."""
+def _records(frame: pd.DataFrame) -> list[dict[str, object]]:
+    """JSON-ready rows (NaN as null, numpy scalars as Python numbers)."""
+    return list(json.loads(frame.to_json(orient="records", double_precision=15)))
+
+
+def report_metadata(built: dict[str, object], span: str) -> dict[str, object]:
+    """The metadata of ``ecosystem_report`` from ``report.build_report``: the figures as numbers and JSON
+    (what tests and ``tis demo`` read), the tables as markdown and the plots as images (what the UI shows)."""
+    modules = built["modules"]
+    deflated = built["deflated"]
+    assert isinstance(modules, pd.DataFrame) and isinstance(deflated, pd.DataFrame)
+    summary = built["summary"]
+    assert isinstance(summary, dict)
+    return {
+        "range": span,
+        **summary,
+        "modules_in_and_out_of_sample": _md(modules[REPORT_COLUMNS], 60),
+        "modules_table": dg.MetadataValue.json(_records(modules)),
+        "founders_vs_evolved": dg.MetadataValue.json(built["founders_vs_evolved"]),
+        "deflated_sharpe_best": _md(deflated, 10),
+        "deflated_sharpe_best_table": dg.MetadataValue.json(_records(deflated)),
+        "equity_and_drawdown": dg.MetadataValue.md(str(built["equity_plot"])),
+        "lineage": dg.MetadataValue.md(str(built["lineage_plot"])),
+    }
+
+
+@dg.asset(
+    name="ecosystem_report",
+    group_name="trading_day",
+    deps=["module_performance", "trading_plans", "modules"],
+    kinds={"pandas", "matplotlib"},
+    owners=["team:trading-day"],
+    tags={"domain": "trading_day", "layer": "report"},
+    description=(
+        "The ecosystem report over every stored day (a report: it writes no table, its figures are this "
+        "asset's metadata): per module by name and generation, trades, P&L, Sharpe with its sample size "
+        "and drawdown in sample (the days its genome was selected on) and out of sample (the days after), "
+        "founders vs evolved modules on the same days, the Probabilistic and Deflated Sharpe Ratios of the "
+        "best modules counting every variant tried, equity and drawdown curves, and the lineage tree "
+        "(report.py). Materialized on demand or by ecosystem_report_schedule, never by the daily runs."
+    ),
+)
+def ecosystem_report(context: dg.AssetExecutionContext, db: PostgresResource) -> dg.MaterializeResult:
+    """Reads module_performance, trading_plans and modules as stored (``store.read_report_inputs``) and puts
+    ``report.build_report``'s figures in the metadata."""
     with db.engine.connect() as conn:
         performance, plans, population = store.read_report_inputs(conn)
     if population.empty:
-        return {"report_modules": 0}
+        context.log.info("no modules stored yet: run the trading day first")
+        return dg.MaterializeResult(metadata={"modules": 0, "variants_tried": 0})
     span = f"{plans['timestamp'].min().date()}..{plans['timestamp'].max().date()}" if len(plans) else ""
     built = report.build_report(performance, plans, population, span)
-    return {
-        "report_range": span,
-        **{f"report_{k}": v for k, v in built["summary"].items()},
-        "report_founders_vs_evolved": dg.MetadataValue.json(built["founders_vs_evolved"]),
-        "report_modules_in_and_out_of_sample": _md(built["modules"][REPORT_COLUMNS], 60),
-        "report_deflated_sharpe_best": _md(built["deflated"], 10),
-        "report_equity_and_drawdown": dg.MetadataValue.md(built["equity_plot"]),
-        "report_lineage": dg.MetadataValue.md(built["lineage_plot"]),
-    }
+    return dg.MaterializeResult(metadata=report_metadata(built, span))
