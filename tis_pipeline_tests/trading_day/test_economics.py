@@ -45,18 +45,6 @@ from tis_pipeline_tests.trading_day.test_plans import (
 EXECUTION = ["execution_status", "executed_price", "executed_quantity", "execution_cost", "slippage", "pnl"]
 
 
-@pytest.fixture(autouse=True)
-def default_costs(monkeypatch):
-    """The documented defaults, whatever the environment running the tests says."""
-    for name in [
-        "TIS_COST_SPREAD_FLOOR_BPS",
-        "TIS_COST_IMPACT_COEF",
-        "TIS_COST_UNKNOWN_VOLUME_IMPACT_BPS",
-        *(f"TIS_COST_FEE_BPS_{k.upper()}" for k in costs.ASSET_CLASSES),
-    ]:
-        monkeypatch.delenv(name, raising=False)
-
-
 # ------------------------------------------------------------------------------------------------ §1 costs
 
 

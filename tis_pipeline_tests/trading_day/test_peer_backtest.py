@@ -51,7 +51,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tis_pipeline.trading_day.plans import costs
 from tis_pipeline.trading_day.plans.execute import simulate_execution
 from tis_pipeline.trading_day.plans.generate import generate_plans
 from tis_pipeline_tests.trading_day.test_plans import (
@@ -67,18 +66,6 @@ from tis_pipeline_tests.trading_day.test_plans import (
 )
 
 backtesting = pytest.importorskip("backtesting", reason="backtesting.py is in the dev extra")
-
-
-@pytest.fixture(autouse=True)
-def default_costs(monkeypatch):
-    """The documented cost defaults, whatever the environment says (costs are charged, not replayed)."""
-    for name in [
-        "TIS_COST_SPREAD_FLOOR_BPS",
-        "TIS_COST_IMPACT_COEF",
-        "TIS_COST_UNKNOWN_VOLUME_IMPACT_BPS",
-        *(f"TIS_COST_FEE_BPS_{k.upper()}" for k in costs.ASSET_CLASSES),
-    ]:
-        monkeypatch.delenv(name, raising=False)
 
 
 def gapped_bars(seed: int = 5) -> pd.DataFrame:
