@@ -107,7 +107,7 @@ _MODIFIER = re.compile(
 )
 
 
-def _split_comment(line: str) -> tuple[str, str]:
+def split_sql_comment(line: str) -> tuple[str, str]:
     """(code, comment) of one SQL line: ``--`` starts a comment unless it is inside a string literal."""
     quoted = False
     for i, ch in enumerate(line):
@@ -118,7 +118,7 @@ def _split_comment(line: str) -> tuple[str, str]:
     return line, ""
 
 
-def _split_top_level(text: str) -> list[str]:
+def split_top_level(text: str) -> list[str]:
     """Split on commas outside parentheses and string literals."""
     parts, depth, quoted, start = [], 0, False, 0
     for i, ch in enumerate(text):
@@ -167,12 +167,12 @@ def _table(name: str, body: str) -> Table:
     primary_key: tuple[str, ...] = ()
     section = ""
     for line in body.splitlines():
-        code, comment = _split_comment(line)
+        code, comment = split_sql_comment(line)
         if not code.strip():
             if comment and not comment.startswith("..."):  # a heading over the columns below it
                 section = comment
             continue
-        for item in _split_top_level(code):
+        for item in split_top_level(code):
             if m := _TABLE_PRIMARY_KEY.fullmatch(item):
                 primary_key = tuple(c.strip() for c in m[1].split(","))
             else:

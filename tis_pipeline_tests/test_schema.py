@@ -29,6 +29,7 @@ import pytest
 import sqlalchemy as sa
 from psycopg.types.json import Jsonb
 
+from tis_pipeline.catalog import split_sql_comment, split_top_level
 from tis_pipeline.pg import migrate
 from tis_pipeline.pg.engine import engine
 from tis_pipeline.settings import PROJECT_ROOT
@@ -257,34 +258,6 @@ _MODIFIER = re.compile(
 _CAST = re.compile(r"::[a-z_ ]+(?:\(\d+(?:,\s*\d+)?\))?(?:\[\])?$", re.I)
 
 
-def _split_comment(line: str) -> tuple[str, str]:
-    """(code, comment) of one SQL line: ``--`` starts a comment unless it is inside a string literal."""
-    quoted = False
-    for i, ch in enumerate(line):
-        if ch == "'":
-            quoted = not quoted
-        elif not quoted and line.startswith("--", i):
-            return line[:i], line[i + 2 :].strip()
-    return line, ""
-
-
-def _split_top_level(text: str) -> list[str]:
-    """Split on commas outside parentheses and string literals."""
-    parts, depth, quoted, start = [], 0, False, 0
-    for i, ch in enumerate(text):
-        if ch == "'":
-            quoted = not quoted
-        elif not quoted and ch == "(":
-            depth += 1
-        elif not quoted and ch == ")":
-            depth -= 1
-        elif not quoted and depth == 0 and ch == ",":
-            parts.append(text[start:i])
-            start = i + 1
-    parts.append(text[start:])
-    return [p.strip() for p in parts if p.strip()]
-
-
 def _balanced(text: str) -> bool:
     depth = 0
     for ch in text:
@@ -351,8 +324,8 @@ def _parse_table(name: str, body: str) -> SeedTable:
     columns: list[SeedColumn] = []
     primary_key: tuple[str, ...] = ()
     for line in body.splitlines():
-        code, comment = _split_comment(line)
-        for item in _split_top_level(code):
+        code, comment = split_sql_comment(line)
+        for item in split_top_level(code):
             if m := _TABLE_PRIMARY_KEY.fullmatch(item):
                 primary_key = tuple(c.strip() for c in m[1].split(","))
             else:

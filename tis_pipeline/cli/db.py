@@ -25,30 +25,28 @@ def db_up() -> None:
     console.print(f"database ready at [bold]{pg.redacted(env['TIS_DATABASE_URL'])}[/] (schema at head)")
 
 
-@db_app.command("upgrade")
-def db_upgrade(revision: str = typer.Argument("head", help="Alembic revision to upgrade to.")) -> None:
-    """Migrate the schema up (to head by default)."""
+def _migrate(step: str, revision: str) -> None:
+    """Migrate the schema ``step`` ("upgrade" or "downgrade") to ``revision`` and say where it is."""
     from tis_pipeline.pg import migrate
 
     env = prepared()
     try:
-        migrate.upgrade(env["TIS_DATABASE_URL"], revision)
+        getattr(migrate, step)(env["TIS_DATABASE_URL"], revision)
     except DatabaseConfigError as exc:
         fail(str(exc))
-    console.print(f"schema at {migrate.current_revision(env['TIS_DATABASE_URL'])}")
+    console.print(f"schema at {migrate.current_revision(env['TIS_DATABASE_URL']) or 'base (empty)'}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head", help="Alembic revision to upgrade to.")) -> None:
+    """Migrate the schema up (to head by default)."""
+    _migrate("upgrade", revision)
 
 
 @db_app.command("downgrade")
 def db_downgrade(revision: str = typer.Argument("base", help="Alembic revision to go down to.")) -> None:
     """Migrate the schema down (to base by default: every project table dropped)."""
-    from tis_pipeline.pg import migrate
-
-    env = prepared()
-    try:
-        migrate.downgrade(env["TIS_DATABASE_URL"], revision)
-    except DatabaseConfigError as exc:
-        fail(str(exc))
-    console.print(f"schema at {migrate.current_revision(env['TIS_DATABASE_URL']) or 'base (empty)'}")
+    _migrate("downgrade", revision)
 
 
 @db_app.command("status")

@@ -162,8 +162,9 @@ class OutOfSample:
         ext = pd.concat([self._pending[carried], new], ignore_index=True)
         is_new = np.r_[np.zeros(int(carried.sum()), bool), np.ones(n, bool)]
         by = pd.Series(pd.factorize(ext["symbol"])[0])
-        ext = ext.iloc[np.argsort(by.to_numpy(), kind="stable")].reset_index(drop=True)
-        is_new = is_new[np.argsort(by.to_numpy(), kind="stable")]
+        perm = np.argsort(by.to_numpy(), kind="stable")
+        ext = ext.iloc[perm].reset_index(drop=True)
+        is_new = is_new[perm]
         g = ext.groupby("symbol", sort=False)["close"]
         fwd = (g.shift(-h) / ext["close"] - 1.0).to_numpy()
         last_ret = (ext["close"] / g.shift(1) - 1.0).to_numpy()
@@ -177,8 +178,9 @@ class OutOfSample:
                 self._fwd[k][slots[at] - self._starts[k]] = values[at]
         # the new bars, back in the order they came
         slot = ext["slot"].to_numpy()[is_new] - self._n
-        seen = self._seen.reindex(ext["symbol"][is_new]).fillna(0).to_numpy(np.int64)
-        count = seen + ext[is_new].groupby("symbol", sort=False).cumcount().to_numpy()
+        fresh = ext[is_new]
+        seen = self._seen.reindex(fresh["symbol"]).fillna(0).to_numpy(np.int64)
+        count = seen + fresh.groupby("symbol", sort=False).cumcount().to_numpy()
         sign = np.sign(last_ret[is_new])
         arrays = {
             "fwd": (self._fwd, np.float64, fwd[is_new]),
@@ -194,7 +196,7 @@ class OutOfSample:
         self._confirm.append(confirm.fillna(False).to_numpy(bool))
         self._starts.append(self._n)
         self._n += n
-        counts = ext[is_new].groupby("symbol", sort=False).size()
+        counts = fresh.groupby("symbol", sort=False).size()
         self._seen = self._seen.add(counts, fill_value=0).astype("int64")
         self._pending = pd.concat(
             [self._pending[~carried], ext.groupby("symbol", sort=False).tail(h)[["symbol", "slot", "close"]]],

@@ -7,15 +7,12 @@ Table names come from the fixed set below, never from input; every value is a bo
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
 from tis_pipeline.pg.copy import copy_frame
 from tis_pipeline.pg.copy_binary import PG_EPOCH_US
-from tis_pipeline.pg.day_partitions import export_snapshot, in_snapshot, window_symbols
 from tis_pipeline.pg.engine import fetch_column_arrays, fetch_frame, raw_connection
 
 BAR_TABLES = ("market_data_1m", "market_data_15m", "market_data_1h")
@@ -168,53 +165,6 @@ def read_bars(
         else:
             frame[c] = values.astype("float64")
     return pd.DataFrame(frame, columns=list(columns))
-
-
-def read_bars_in_two(
-    engine: sa.Engine,
-    conn: sa.Connection,
-    start: pd.Timestamp,
-    end: pd.Timestamp,
-    columns: tuple[str, ...] = BAR_READ_COLUMNS,
-) -> pd.DataFrame:
-    """``read_bars`` of market_data_1m over the window, as two halves of its symbols read at once, each on a
-    connection of its own in one snapshot exported by ``conn``'s transaction: the same frame as ``read_bars``
-    on ``conn`` at that moment.
-
-    Why: the server turns every numeric into a float8 and aggregates them on one core (about 0.1 s of a day of
-    72k bars) while the rest of the process waits for the day; two backends take half each. A transaction that
-    has written anything reads in one piece, since its own uncommitted rows are in no snapshot it can share;
-    so does a window of fewer than two symbols.
-    """
-    symbols = [] if _has_written(conn) else window_symbols(conn, start, end)
-    if len(symbols) < 2:
-        return read_bars(conn, "market_data_1m", start, end, columns)
-    middle = symbols[
-        len(symbols) // 2
-    ]  # the lower half ends below it in the table's own order, whatever that is
-    snapshot = export_snapshot(conn)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tis-read") as pool:
-        upper = pool.submit(_read_in_snapshot, engine, snapshot, start, end, columns, symbols_from=middle)
-        lower = _read_in_snapshot(engine, snapshot, start, end, columns, symbols_below=middle)
-        return pd.concat([lower, upper.result()], ignore_index=True)
-
-
-def _read_in_snapshot(
-    engine: sa.Engine,
-    snapshot: str,
-    start: pd.Timestamp,
-    end: pd.Timestamp,
-    columns: tuple[str, ...],
-    **symbols: str,
-) -> pd.DataFrame:
-    with engine.begin() as side:
-        in_snapshot(side, snapshot)
-        return read_bars(side, "market_data_1m", start, end, columns, **symbols)
-
-
-def _has_written(conn: sa.Connection) -> bool:
-    """Whether the transaction of ``conn`` has a transaction id: it has written something."""
-    return conn.execute(sa.text("SELECT pg_current_xact_id_if_assigned() IS NOT NULL")).scalar_one()
 
 
 def _grouped_in_time(padded: np.ndarray, timestamps: np.ndarray) -> bool:

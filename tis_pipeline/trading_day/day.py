@@ -291,7 +291,7 @@ def _held(plans: pd.DataFrame, undecided: pd.DataFrame, unexecuted: pd.DataFrame
         parts.append(held[list(plans.columns)].astype(plans.dtypes.to_dict()))
     if len(parts) == 1:
         return plans
-    out = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else plans
+    out = pd.concat([p for p in parts if len(p)], ignore_index=True)  # past the line above, one is non-empty
     return out.sort_values(["timestamp", "plan_id"], kind="stable").reset_index(drop=True)
 
 

@@ -171,7 +171,7 @@ def _insert_days(conn, symbols: list[str], days: list[pd.Timestamp]) -> None:
     )
 
 
-def test_read_bars_in_two_gives_the_frame_of_read_bars(migrated_database_url):
+def test_read_bars_reads_every_symbol_of_a_window_and_its_halves(migrated_database_url):
     days = [DAY, DAY + pd.Timedelta(days=1)]
     symbols = ["A", "BTC-USD", "ETH", "MSFT", "Z.B", "ÉTÉ"]
     eng = engine(migrated_database_url)
@@ -183,12 +183,10 @@ def test_read_bars_in_two_gives_the_frame_of_read_bars(migrated_database_url):
         (DAY + pd.Timedelta(hours=6), DAY + pd.Timedelta(days=1, hours=18)),
     ]  # across both, cut inside
     with eng.connect() as conn:
-        assert store.window_symbols(conn, DAY, DAY + pd.Timedelta(days=2)) == sorted(symbols)
+        assert day_partitions.window_symbols(conn, DAY, DAY + pd.Timedelta(days=2)) == sorted(symbols)
         for start, end in windows:
             for columns in (store.BAR_READ_COLUMNS, ALL):
                 whole = store.read_bars(conn, "market_data_1m", start, end, columns)
-                halves = store.read_bars_in_two(eng, conn, start, end, columns)
-                pd.testing.assert_frame_equal(halves, whole, check_exact=True)
                 assert len(whole) > 0 and set(whole["symbol"]) == set(symbols)
                 assert all(
                     whole[c].dtype == "float64"
@@ -200,38 +198,4 @@ def test_read_bars_in_two_gives_the_frame_of_read_bars(migrated_database_url):
         upper = store.read_bars(conn, "market_data_1m", DAY, DAY + pd.Timedelta(days=1), symbols_from="MSFT")
         assert sorted(set(lower["symbol"])) == ["A", "BTC-USD", "ETH"]
         assert sorted(set(upper["symbol"])) == ["MSFT", "Z.B", "ÉTÉ"]
-        # a window without symbols: read in one piece
-        assert store.read_bars_in_two(eng, conn, DAY - pd.Timedelta(days=1), DAY).empty
-
-
-def test_read_bars_in_two_reads_one_snapshot(migrated_database_url, monkeypatch):
-    eng = engine(migrated_database_url)
-    with eng.begin() as conn:
-        _insert_days(conn, ["A", "B", "C", "D"], [DAY])
-    window = (DAY, DAY + pd.Timedelta(days=1))
-    with eng.connect() as conn, conn.begin():
-        before = store.read_bars(conn, "market_data_1m", *window)
-        real_export = store.export_snapshot
-
-        def export_then_delete(c):
-            snapshot = real_export(c)
-            with eng.begin() as other:  # committed after the snapshot: neither half may see it
-                other.execute(sa.text("DELETE FROM market_data_1m WHERE symbol IN ('A', 'D')"))
-            return snapshot
-
-        monkeypatch.setattr(store, "export_snapshot", export_then_delete)
-        halves = store.read_bars_in_two(eng, conn, *window)
-        pd.testing.assert_frame_equal(halves, before, check_exact=True)
-        assert len(store.read_bars(conn, "market_data_1m", *window)) < len(before)
-
-
-def test_a_transaction_that_has_written_reads_in_one_piece(migrated_database_url):
-    eng = engine(migrated_database_url)
-    with eng.connect() as conn, conn.begin() as transaction:
-        _insert_days(conn, ["A", "B", "C"], [DAY])  # uncommitted: no other connection can see these rows
-        halves = store.read_bars_in_two(eng, conn, DAY, DAY + pd.Timedelta(days=1))
-        pd.testing.assert_frame_equal(
-            halves, store.read_bars(conn, "market_data_1m", DAY, DAY + pd.Timedelta(days=1))
-        )
-        assert set(halves["symbol"]) == {"A", "B", "C"}
-        transaction.rollback()
+        assert store.read_bars(conn, "market_data_1m", DAY - pd.Timedelta(days=1), DAY).empty

@@ -477,10 +477,14 @@ def latency_figures(lat_ns: np.ndarray, throughput: float) -> dict:
     }
     res: dict[str, int | float | bool] = {"n": len(lat_ns)}
     for k, x in true.items():
-        legal = max(1, math.ceil(x)) if k.startswith("latency") else math.floor(x)
-        res[k] = min(max(legal, 1), 9999)
+        if k.startswith("latency"):
+            res[k], clamped = legal_ms(x)
+        else:
+            legal = math.floor(x)
+            res[k] = min(max(legal, 1), 9999)
+            clamped = res[k] != legal
         res[k + "_true"] = x
-        res[k + "_clamped"] = res[k] != legal
+        res[k + "_clamped"] = clamped
     return res
 
 

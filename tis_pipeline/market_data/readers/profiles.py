@@ -184,9 +184,19 @@ def _histdata_layout(head: Head) -> bool:
     return _all_rows(head, _histdata_ascii_row)
 
 
-def _histdata_ascii_row(line: str) -> bool:
-    f = _fields(line, ";")
-    return len(f) == 6 and re.fullmatch(r"\d{8} \d{6}", f[0]) is not None and _numbers(f[1:])
+def _stamped_row(sep: str, fields: int, stamp: str) -> Callable[[str], bool]:
+    """A line of ``fields`` fields split by ``sep``: a timestamp matching ``stamp``, then numbers."""
+    pattern = re.compile(stamp)
+
+    def row(line: str) -> bool:
+        f = _fields(line, sep)
+        return len(f) == fields and pattern.fullmatch(f[0]) is not None and _numbers(f[1:])
+
+    return row
+
+
+# "yyyyMMdd HHmmss;o;h;l;c;v": HistData's ASCII M1 lines, and NinjaTrader's export lines too
+_histdata_ascii_row = _stamped_row(";", 6, r"\d{8} \d{6}")
 
 
 HISTDATA = Profile(
@@ -251,9 +261,7 @@ DUKASCOPY = Profile(
 # headerless "time,open,high,low,close,volume,trades" in epoch seconds (UTC); time is the interval's start
 # (REST OHLC, https://docs.kraken.com/api-reference/market-data/get-ohlc-data). Intervals without trades
 # are absent, so a measured median can exceed the name's interval: the name's is used.
-def _kraken_row(line: str) -> bool:
-    f = _fields(line, ",")
-    return len(f) == 7 and re.fullmatch(r"\d{10}", f[0]) is not None and _numbers(f[1:])
+_kraken_row = _stamped_row(",", 7, r"\d{10}")
 
 
 KRAKEN = Profile(
@@ -330,17 +338,12 @@ DATABENTO = Profile(
 # "NinjaTrader stamps a bar with the closing time of the bar" (nt8 how_bars_are_built.htm). The zone is the
 # export's: NT8's import help says its exports are UTC, older versions wrote the PC's local time; the file
 # does not say which, so TIS_MARKET_TZ is used and the file is flagged.
-def _ninja_row(line: str) -> bool:
-    f = _fields(line, ";")
-    return len(f) == 6 and re.fullmatch(r"\d{8} \d{6}", f[0]) is not None and _numbers(f[1:])
-
-
 NINJATRADER = Profile(
     key="ninjatrader",
     title="NinjaTrader minute-bar export",
     source="https://ninjatrader.com/support/helpGuides/nt8/en-us/importing.htm",
     name=re.compile(r"(?P<symbol>[A-Za-z0-9 ._#-]+?)\.(?P<side>Last|Bid|Ask)\.txt", re.IGNORECASE),
-    layout=lambda h: _all_rows(h, _ninja_row),
+    layout=lambda h: _all_rows(h, _histdata_ascii_row),  # the same line layout
     tz=None,
     bar_label="close",
     interval=_interval_fixed(60),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +77,7 @@ def probe(
     tz: str = "UTC",
     bar_label: str = "open",
     rules: SourceRules | None = None,
+    limits: ReadLimits | None = None,
 ) -> FileInfo:
     """A ``FileInfo`` of ``path`` learned from its first and last lines (``rows`` is counted or estimated);
     Parquet, Feather and JSON files are read whole. Never raises for a bad file: ``error`` says why."""
@@ -84,7 +86,7 @@ def probe(
         st = p.stat()
     except OSError as exc:
         return FileInfo(str(p), 0, 0, "?", [], None, None, None, 0, f"cannot stat: {exc.strerror or exc}")
-    limits = ReadLimits.from_settings()
+    limits = limits or ReadLimits.from_settings()
     try:
         check_regular(p, str(p), limits)  # a FIFO would block the read, a device never end
         e = ends(p)
@@ -122,8 +124,7 @@ def probe(
     symbols = sorted({str(s) for f in frames for s in pd.unique(f["symbol"].dropna())})
     interval = applied.interval_seconds
     if interval is None and head is not None:
-        known = [iv for iv in head[0].intervals.values() if iv is not None]
-        interval = ONE_MINUTE if ONE_MINUTE in known else (min(known) if known else None)
+        interval = _file_interval(head[0].intervals.values())
     return FileInfo(
         path=str(p),
         size=st.st_size,
@@ -162,7 +163,6 @@ def _whole(
         return FileInfo(str(p), st.st_size, st.st_mtime_ns, "?", [], None, None, None, 0, exc.reason)
     frame = loaded.frame
     ts = frame["timestamp"].dropna()
-    known = [iv for iv in loaded.intervals().values() if iv is not None]
     return FileInfo(
         path=str(p),
         size=st.st_size,
@@ -171,10 +171,17 @@ def _whole(
         symbols=sorted(str(s) for s in pd.unique(frame["symbol"].dropna())),
         first=ts.min() if len(ts) else None,
         last=ts.max() if len(ts) else None,
-        interval_seconds=ONE_MINUTE if ONE_MINUTE in known else (min(known) if known else None),
+        interval_seconds=_file_interval(loaded.intervals().values()),
         rows=len(frame),
         applied={} if loaded.applied is None else loaded.applied.to_json(),
     )
+
+
+def _file_interval(intervals: Iterable[int | None]) -> int | None:
+    """The bar interval a file's symbols show (seconds): one minute when any symbol has it, else the
+    shortest, None when none is known."""
+    known = [iv for iv in intervals if iv is not None]
+    return ONE_MINUTE if ONE_MINUTE in known else (min(known) if known else None)
 
 
 def probe_dir(root: str | os.PathLike[str], *, tz: str = "UTC", bar_label: str = "open") -> list[FileInfo]:
@@ -184,9 +191,11 @@ def probe_dir(root: str | os.PathLike[str], *, tz: str = "UTC", bar_label: str =
     if not root_p.exists():
         raise FileNotFoundError(f"market data path does not exist: {root_p}")
     rules = load_rules(root_p)
+    limits = ReadLimits.from_settings()
     base = root_p if root_p.is_dir() else None
     return [
-        probe(p, root=base, tz=tz, bar_label=bar_label, rules=rules) for p in candidate_files(root_p, None)
+        probe(p, root=base, tz=tz, bar_label=bar_label, rules=rules, limits=limits)
+        for p in candidate_files(root_p, None)
     ]
 
 

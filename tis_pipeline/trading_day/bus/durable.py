@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -359,7 +359,3 @@ def replay(
             break
         t0 = next_tick(t0, min(at for _, at in pending))
     return ticks
-
-
-def receivers_of(rows: Iterable[Mapping[str, Any]]) -> list[str]:
-    return sorted({str(r["receiver_module_id"]) for r in rows if r.get("receiver_module_id") is not None})

@@ -33,7 +33,6 @@ from typing import Any
 
 import pandas as pd
 
-STATUSES = ("pending", "delivered", "failed", "expired")
 TICK = pd.Timedelta(minutes=1)
 LATENCY_KEY = "sender_latency_ms"
 
@@ -196,24 +195,30 @@ def deliver(
     pending = {mid for mid, r in rows.items() if r["status"] == "pending"}
     if not pending:
         return messages.copy()
-    t0 = first_tick(min(due(rows[m], policy) for m in pending), start)
+    # a row's due time changes only when ``step`` replaces the row: kept here, not recomputed every tick
+    due_at = {mid: due(rows[mid], policy) for mid in pending}
+    t0 = first_tick(min(due_at.values()), start)
     while pending and t0 < end:
         t1 = t0 + TICK
         queues: dict[str | None, list[dict[str, Any]]] = {}
         for mid in sorted(pending):
-            r = rows[mid]
-            if due(r, policy) < t1:
+            if due_at[mid] < t1:
+                r = rows[mid]
                 rid = r.get("receiver_module_id")
                 queues.setdefault(None if rid is None else str(rid), []).append(r)
         for rid in sorted(queues, key=lambda k: "" if k is None else k):
             # only due messages can change in a tick: the receiver's queue of them is enough
             for new in step(queues[rid], rid, t0, 0, policy):
-                rows[str(new["message_id"])] = new
+                mid = str(new["message_id"])
+                rows[mid] = new
                 if new["status"] != "pending":
-                    pending.discard(str(new["message_id"]))
+                    pending.discard(mid)
+                    due_at.pop(mid, None)
+                else:
+                    due_at[mid] = due(new, policy)
         if not pending:
             break
-        t0 = next_tick(t0, min(due(rows[m], policy) for m in pending))
+        t0 = next_tick(t0, min(due_at[m] for m in pending))
     out = pd.DataFrame([rows[str(m)] for m in messages["message_id"]], columns=messages.columns)
     out["last_delivery_attempt"] = pd.to_datetime(out["last_delivery_attempt"], utc=True)
     # the input's column kinds (object text, int64, UTC times), whatever pandas would infer

@@ -162,13 +162,14 @@ def review(
         target = float(np.clip(round(min(size, room), 2), 0.0, 100.0))
         loss_limit[j] = realised <= -lim["max_daily_loss_pct"] / 100.0 * capital
         if passing[j] and not over[j] and not loss_limit[j]:
+            tightest = min(rooms, key=lambda k: (rooms[k], k))
             if target < lim["min_position_pct"]:
-                binding[j] = min(rooms, key=lambda k: (rooms[k], k))
+                binding[j] = tightest
             else:
                 status[j] = "approved" if target >= size else "modified"
                 final[j] = target
                 if target < size:
-                    binding[j] = min(rooms, key=lambda k: (rooms[k], k))
+                    binding[j] = tightest
         seen.append(
             {
                 "open_positions": [

@@ -44,6 +44,7 @@ charged as an equity).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -86,6 +87,7 @@ _COINS = frozenset(
 _COIN_QUOTES = frozenset({"", "USD", "USDT", "USDC", "EUR", "BTC", "ETH"})
 
 
+@functools.lru_cache(maxsize=4096)  # a day asks for the same few symbols on every fill
 def asset_class(symbol: str) -> str:
     """forex, crypto or equity (see the module docstring)."""
     s = str(symbol).upper()
