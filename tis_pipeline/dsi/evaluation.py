@@ -2,23 +2,39 @@
 
 The scores are walk-forward by construction (every expert, count and weight at t uses bars <= t and labels
 elapsed before t), so every scored bar is out of sample.  Signal = ``2 mx_evidence - 1`` (P(up) mapped to
-[-1, 1]); forward return = ``close_{t+h} / close_t - 1`` within the symbol; baseline = sign of the last 1-bar
-return. Where the scores carry ``mx_confirm``, the same figures on the confirmed bars alone show what
-confirmation adds.
+[-1, 1]); forward return = ``close_{t+h} / close_t - 1`` within the symbol, counted only when that h-th bar
+falls on the bar's UTC day or the next one (a bar whose symbol then pauses for days has none); baseline =
+sign of the last 1-bar return. Where the scores carry ``mx_confirm``, the same figures on the confirmed bars
+alone show what confirmation adds.
+
+Figures over a range of days:
+
+* ``n`` and the hit rates are pooled over every bar of the range (counts, so exact piece by piece);
+* ``ic`` (and ``naive_ic``, ``confirmed_ic``) is the mean of the daily information coefficients: each UTC
+  day's Spearman rank correlation over its bars, averaged over the days that have one (``ic_days`` of them;
+  ``ic_std`` their standard deviation, ddof 1). The quant's usual "mean daily IC", and what lets a range of
+  any length be evaluated in the memory of two days (``OutOfSample``) instead of a rank over every bar.
 """
 
 from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
+DAY_NS = 86_400 * 10**9  # a bar's UTC day: its epoch nanoseconds // DAY_NS
+
 
 def _aligned(scores: pd.DataFrame, bars: pd.DataFrame, horizon: int, warmup: int) -> pd.DataFrame:
     b = bars[["symbol", "timestamp", "close"]].sort_values(["symbol", "timestamp"], kind="stable")
     b = b.assign(timestamp=pd.DatetimeIndex(b["timestamp"]).as_unit("ns").asi8).reset_index(drop=True)
+    b["day"] = b["timestamp"].to_numpy() // DAY_NS
     g = b.groupby("symbol", sort=False)["close"]
-    b["fwd"] = g.shift(-horizon) / b["close"] - 1.0
+    ahead_day = b.groupby("symbol", sort=False)["day"].shift(-horizon).to_numpy(dtype="float64")
+    b["fwd"] = (g.shift(-horizon) / b["close"] - 1.0).where(ahead_day <= b["day"].to_numpy() + 1)
     b["last_ret"] = b["close"] / g.shift(1) - 1.0
     b = b[g.cumcount() >= warmup]
     s = scores[["symbol", "timestamp", "mx_evidence", *(["mx_confirm"] if "mx_confirm" in scores else [])]]
@@ -73,22 +89,34 @@ def evaluate(scores: pd.DataFrame, bars: pd.DataFrame, horizon: int = 5, warmup:
     return _figures(_aligned(scores, bars, horizon, warmup), horizon)
 
 
+def _daily(values: list[float]) -> tuple[float, int, float]:
+    """(mean, days, standard deviation with ddof 1) of the finite daily values, in day order."""
+    v = np.array([x for x in values if np.isfinite(x)], dtype="float64")
+    mean = float(np.mean(v)) if len(v) else float("nan")
+    return mean, len(v), float(np.std(v, ddof=1)) if len(v) > 1 else float("nan")
+
+
 def _figures(m: pd.DataFrame, horizon: int) -> dict:
-    """The figures of ``evaluate`` from the aligned rows (signal, fwd, naive and perhaps mx_confirm)."""
+    """The figures of ``evaluate`` from the aligned rows (day, signal, fwd, naive and perhaps mx_confirm)."""
+    days = [part for _, part in m.groupby("day", sort=True)]
+    ic, ic_days, ic_std = _daily([_ic(d["signal"], d["fwd"]) for d in days])
     out = {
         "horizon": horizon,
         "n": len(m),
-        "ic": _ic(m["signal"], m["fwd"]),
+        "ic": ic,
+        "ic_days": ic_days,
+        "ic_std": ic_std,
         "hit_rate": _hit(m["signal"], m["fwd"]),
-        "naive_ic": _ic(m["naive"], m["fwd"]),
+        "naive_ic": _daily([_ic(d["naive"], d["fwd"]) for d in days])[0],
         "naive_hit_rate": _hit(m["naive"], m["fwd"]),
     }
     if "mx_confirm" in m:
         # mx_confirm as a filter: does the evidence's sign call the forward return better on confirmed bars?
         confirmed = m["mx_confirm"].fillna(False).astype(bool)
+        daily_confirmed = [d[d["mx_confirm"].fillna(False).astype(bool)] for d in days]
         out |= {
             "confirmed_n": int(confirmed.sum()),
-            "confirmed_ic": _ic(m.loc[confirmed, "signal"], m.loc[confirmed, "fwd"]),
+            "confirmed_ic": _daily([_ic(d["signal"], d["fwd"]) for d in daily_confirmed])[0],
             "confirmed_hit_rate": _hit(m.loc[confirmed, "signal"], m.loc[confirmed, "fwd"]),
             "unconfirmed_hit_rate": _hit(m.loc[~confirmed, "signal"], m.loc[~confirmed, "fwd"]),
         }
@@ -98,18 +126,44 @@ def _figures(m: pd.DataFrame, horizon: int) -> dict:
 _NO_SIGN = np.int8(2)  # the naive sign of a bar without a previous bar
 
 
+@dataclass
+class _Piece:
+    """What ``OutOfSample`` keeps of a piece's bars until their days are evaluated (12 bytes a bar and the
+    day): the evidence as an integer (mx_evidence is a multiple of 0.01: exactly k / 100), the naive sign, the
+    forward return (filled in when the h-th successor arrives), the confirmation, whether the bar is past its
+    symbol's warm-up, and its UTC day."""
+
+    code: np.ndarray
+    naive: np.ndarray
+    fwd: np.ndarray
+    confirm: np.ndarray
+    warm: np.ndarray
+    day: np.ndarray
+
+
+@dataclass
+class _Pooled:
+    """The range's counts: bars evaluated, and hits / calls of each hit rate."""
+
+    n: int = 0
+    confirmed_n: int = 0
+    hits: dict[str, list[int]] = field(
+        default_factory=lambda: {k: [0, 0] for k in ("all", "naive", "confirmed", "unconfirmed")}
+    )
+
+
 class OutOfSample:
     """``evaluate(scored, scored, horizon, warmup)`` of a range scored piece by piece: ``add`` each piece of
     scores (symbol, timestamp, close, mx_evidence, mx_confirm) in the order the one frame would hold them,
-    ``result()`` gives the very same dict, bit for bit.
+    ``result()`` gives the very same dict, bit for bit, in the memory of about two days of bars whatever the
+    range's length.
 
     Per piece, each symbol's forward return (h bars on) and last return come from its own bars and the last
     ``horizon`` bars of the symbol carried from earlier pieces; a carried bar's forward return is filled in
-    when its h-th successor arrives. Nothing of a bar is kept but what the figures need: its evidence as an
-    integer (mx_evidence is a multiple of 0.01: exactly k / 100), the naive sign, the forward return, the
-    confirmation and whether it is past the symbol's warm-up -- 12 bytes a bar, against the ~100 of the
-    frames ``evaluate`` aligns (the rank correlation needs every bar's values at the end). A symbol's bars
-    must come in time order across pieces, as the days of a range do.
+    when its h-th successor arrives, if that is on the bar's day or the next. So a day is complete once a
+    piece two days later arrives: its daily figures are computed then (the rank correlations, the hit counts)
+    and its bars dropped. Pieces must come in day order (the days of a range do), and a symbol's bars in time
+    order.
     """
 
     def __init__(self, horizon: int = 5, warmup: int = 0) -> None:
@@ -119,18 +173,19 @@ class OutOfSample:
                 "symbol": pd.Series(dtype=object),
                 "slot": pd.Series(dtype="int64"),
                 "close": pd.Series(dtype="f8"),
+                "day": pd.Series(dtype="int64"),
             }
         )
         self._last_ts: dict[str, int] = {}
         self._seen = pd.Series(dtype="int64")  # bars per symbol so far
-        self._starts: list[int] = []  # first slot of each piece
-        self._code: list[np.ndarray] = []
-        self._naive: list[np.ndarray] = []
-        self._fwd: list[np.ndarray] = []
-        self._confirm: list[np.ndarray] = []
-        self._warm: list[np.ndarray] = []
+        self._starts: list[int] = []  # first slot of each piece ever added
+        self._pieces: dict[int, _Piece] = {}  # the pieces with days not yet evaluated, by number
         self._with_confirm = True
         self._n = 0
+        self._last_day: int | None = None  # the latest day added
+        self._done_day: int | None = None  # days up to this one are evaluated
+        self._daily: dict[str, list[float]] = {"ic": [], "naive_ic": [], "confirmed_ic": []}
+        self._pooled = _Pooled()
 
     def add(self, scores: pd.DataFrame) -> None:
         n, h = len(scores), self.horizon
@@ -143,6 +198,9 @@ class OutOfSample:
         self._with_confirm &= "mx_confirm" in scores
         symbol = scores["symbol"].astype(str).to_numpy(object)
         ts = pd.DatetimeIndex(scores["timestamp"]).as_unit("ns").asi8
+        day = ts // DAY_NS
+        if self._done_day is not None and int(day.min()) <= self._done_day:
+            raise ValueError("pieces out of day order: a day already evaluated got more bars")
         codes, names = pd.factorize(symbol)
         order = np.lexsort((ts, codes))
         new = pd.DataFrame(
@@ -150,6 +208,7 @@ class OutOfSample:
                 "symbol": symbol[order],
                 "slot": self._n + order,
                 "close": scores["close"].to_numpy(np.float64)[order],
+                "day": day[order],
             }
         )
         first = np.r_[True, codes[order][1:] != codes[order][:-1]]
@@ -166,72 +225,143 @@ class OutOfSample:
         ext = ext.iloc[perm].reset_index(drop=True)
         is_new = is_new[perm]
         g = ext.groupby("symbol", sort=False)["close"]
-        fwd = (g.shift(-h) / ext["close"] - 1.0).to_numpy()
+        ahead_day = ext.groupby("symbol", sort=False)["day"].shift(-h).to_numpy(dtype="float64")
+        # the h-th bar on a later day than the next: no forward return
+        fwd = np.where(ahead_day <= ext["day"].to_numpy() + 1, (g.shift(-h) / ext["close"] - 1.0), np.nan)
         last_ret = (ext["close"] / g.shift(1) - 1.0).to_numpy()
-        # the carried bars' forward returns, where they are known now
+        # the carried bars' forward returns, where they are known now (and their piece not yet evaluated)
         old = ~is_new & ~np.isnan(fwd)
         if old.any():
             slots, values = ext["slot"].to_numpy()[old], fwd[old]
             piece = np.searchsorted(self._starts, slots, "right") - 1
             for k in np.unique(piece).tolist():
-                at = piece == k
-                self._fwd[k][slots[at] - self._starts[k]] = values[at]
+                if k in self._pieces:
+                    at = piece == k
+                    self._pieces[k].fwd[slots[at] - self._starts[k]] = values[at]
         # the new bars, back in the order they came
         slot = ext["slot"].to_numpy()[is_new] - self._n
         fresh = ext[is_new]
         seen = self._seen.reindex(fresh["symbol"]).fillna(0).to_numpy(np.int64)
         count = seen + fresh.groupby("symbol", sort=False).cumcount().to_numpy()
         sign = np.sign(last_ret[is_new])
-        arrays = {
-            "fwd": (self._fwd, np.float64, fwd[is_new]),
-            "naive": (self._naive, np.int8, np.where(np.isnan(sign), _NO_SIGN, sign)),
-            "warm": (self._warm, bool, count >= self.warmup),
-        }
-        for target, dtype, values in arrays.values():
-            out = np.empty(n, dtype)
-            out[slot] = values
-            target.append(out)
-        self._code.append(code.astype(np.int8))
+        arrays = {}
+        for key, dtype, values in (
+            ("fwd", np.float64, fwd[is_new]),
+            ("naive", np.int8, np.where(np.isnan(sign), _NO_SIGN, sign)),
+            ("warm", bool, count >= self.warmup),
+        ):
+            arrays[key] = np.empty(n, dtype)
+            arrays[key][slot] = values
         confirm = scores["mx_confirm"] if "mx_confirm" in scores else pd.Series(False, index=scores.index)
-        self._confirm.append(confirm.fillna(False).to_numpy(bool))
+        self._pieces[len(self._starts)] = _Piece(
+            code=code.astype(np.int8),
+            confirm=confirm.fillna(False).to_numpy(bool),
+            day=day.astype(np.int32),
+            **arrays,
+        )
         self._starts.append(self._n)
         self._n += n
         counts = fresh.groupby("symbol", sort=False).size()
         self._seen = self._seen.add(counts, fill_value=0).astype("int64")
         self._pending = pd.concat(
-            [self._pending[~carried], ext.groupby("symbol", sort=False).tail(h)[["symbol", "slot", "close"]]],
+            [
+                self._pending[~carried],
+                ext.groupby("symbol", sort=False).tail(h)[["symbol", "slot", "close", "day"]],
+            ],
             ignore_index=True,
         )
+        self._last_day = max(int(day.max()), self._last_day if self._last_day is not None else -(2**62))
+        self._evaluate_days(upto=self._last_day - 2)  # a day's forward returns end on the next day
+
+    @property
+    def bars_held(self) -> int:
+        """Bars kept for days not yet evaluated (at most about two days' worth)."""
+        return sum(len(p.day) for p in self._pieces.values())
+
+    def _evaluate_days(self, upto: int) -> None:
+        """The daily figures and pooled counts of every day up to ``upto`` not yet evaluated; the pieces whose
+        days are all evaluated are dropped."""
+        after = self._done_day
+        parts = []
+        for k, p in self._pieces.items():
+            due = p.day <= upto
+            if after is not None:
+                due &= p.day > after
+            if due.any():
+                parts.append((k, due))
+        if not parts:
+            return
+        cat = {
+            name: np.concatenate([getattr(self._pieces[k], name)[due] for k, due in parts])
+            for name in ("code", "naive", "fwd", "confirm", "warm", "day")
+        }
+        keep = cat["warm"] & np.isfinite(cat["fwd"]) & (cat["naive"] != _NO_SIGN)
+        kept = {name: values[keep] for name, values in cat.items()}
+        order = np.argsort(kept["day"], kind="stable")  # by day, each day's bars in the order they came
+        bounds = np.flatnonzero(np.r_[True, np.diff(kept["day"][order]) != 0, True])
+        for a, b in itertools.pairwise(bounds if len(order) else []):
+            self._add_day({name: values[order[a:b]] for name, values in kept.items()})
+        self._done_day = upto
+        for k, _ in parts:
+            if (self._pieces[k].day <= upto).all():
+                del self._pieces[k]
+
+    def _add_day(self, d: dict[str, np.ndarray]) -> None:
+        """One day's rank correlations and its hit counts."""
+        fwd, code, naive = d["fwd"], d["code"], d["naive"]
+        side = np.sign(code.astype(np.int16) - 50).astype(np.int8)  # sign(2 k / 100 - 1), exactly
+        pooled = self._pooled
+        pooled.n += len(fwd)
+        self._daily["ic"].append(_coded_ic(code, fwd))
+        self._daily["naive_ic"].append(_coded_ic(naive, fwd))
+        _count_hits(pooled.hits["all"], side, fwd)
+        _count_hits(pooled.hits["naive"], naive, fwd)
+        confirmed = d["confirm"]
+        pooled.confirmed_n += int(confirmed.sum())
+        self._daily["confirmed_ic"].append(_coded_ic(code[confirmed], fwd[confirmed]))
+        _count_hits(pooled.hits["confirmed"], side[confirmed], fwd[confirmed])
+        _count_hits(pooled.hits["unconfirmed"], side[~confirmed], fwd[~confirmed])
 
     def result(self) -> dict:
-        """``evaluate``'s dict, bit for bit, computed on the compact arrays: the rank correlation as
-        ``spearmanr`` computes it (average ranks, then ``np.corrcoef`` of the ranks laid out as it lays them
-        out) with the evidence's ranks from the counts of its 101 levels (no sort) and no aligned frame, so
-        that the end of a long range needs ~50 bytes a bar for a moment instead of ~140."""
+        """``evaluate``'s dict, bit for bit: the days not yet evaluated are evaluated now. The rank
+        correlation is computed as ``spearmanr`` computes it (average ranks, then ``np.corrcoef`` of the ranks
+        laid out as it lays them out), with the evidence's ranks from the counts of its 101 levels."""
         if not self._n:
             return {}
-        fwd, naive = np.concatenate(self._fwd), np.concatenate(self._naive)
-        keep = np.concatenate(self._warm) & np.isfinite(fwd) & (naive != _NO_SIGN)
-        fwd, naive = fwd[keep], naive[keep]
-        code = np.concatenate(self._code)[keep]
-        side = np.sign(code.astype(np.int16) - 50).astype(np.int8)  # sign(2 k / 100 - 1), exactly
+        if self._last_day is not None:
+            self._evaluate_days(upto=self._last_day)
+        pooled = self._pooled
+        ic, ic_days, ic_std = _daily(self._daily["ic"])
         out = {
             "horizon": self.horizon,
-            "n": len(fwd),
-            "ic": _coded_ic(code, fwd),
-            "hit_rate": _coded_hit(side, fwd),
-            "naive_ic": _coded_ic(naive, fwd),
-            "naive_hit_rate": _coded_hit(naive, fwd),
+            "n": pooled.n,
+            "ic": ic,
+            "ic_days": ic_days,
+            "ic_std": ic_std,
+            "hit_rate": _rate(pooled.hits["all"]),
+            "naive_ic": _daily(self._daily["naive_ic"])[0],
+            "naive_hit_rate": _rate(pooled.hits["naive"]),
         }
         if self._with_confirm:
-            confirmed = np.concatenate(self._confirm)[keep]
             out |= {
-                "confirmed_n": int(confirmed.sum()),
-                "confirmed_ic": _coded_ic(code[confirmed], fwd[confirmed]),
-                "confirmed_hit_rate": _coded_hit(side[confirmed], fwd[confirmed]),
-                "unconfirmed_hit_rate": _coded_hit(side[~confirmed], fwd[~confirmed]),
+                "confirmed_n": pooled.confirmed_n,
+                "confirmed_ic": _daily(self._daily["confirmed_ic"])[0],
+                "confirmed_hit_rate": _rate(pooled.hits["confirmed"]),
+                "unconfirmed_hit_rate": _rate(pooled.hits["unconfirmed"]),
             }
         return out
+
+
+def _count_hits(into: list[int], side: np.ndarray, fwd: np.ndarray) -> None:
+    """Adds the calls (non-zero sign and forward return) and the hits among them to ``into``."""
+    m = (side != 0) & (fwd != 0)
+    into[0] += int((side[m] == np.sign(fwd[m])).sum())
+    into[1] += int(m.sum())
+
+
+def _rate(counts: list[int]) -> float:
+    """``_hit``'s share from pooled counts: the mean of the hits' booleans is their count over the calls."""
+    return counts[0] / counts[1] if counts[1] else float("nan")
 
 
 def _coded_ic(levels: np.ndarray, fwd: np.ndarray) -> float:
@@ -250,9 +380,3 @@ def _coded_ic(levels: np.ndarray, fwd: np.ndarray) -> float:
     np.take(average_rank, levels.astype(np.int64) - low, out=ranked[0])
     ranked[1] = rankdata(fwd)
     return float(np.corrcoef(ranked.T, rowvar=False)[1, 0])
-
-
-def _coded_hit(side: np.ndarray, fwd: np.ndarray) -> float:
-    """``_hit`` of a signal given by its sign (-1, 0, 1)."""
-    m = (side != 0) & (fwd != 0)
-    return float((side[m] == np.sign(fwd[m])).mean()) if m.any() else float("nan")

@@ -74,25 +74,29 @@ def daily_returns(performance: pd.DataFrame, population: pd.DataFrame) -> pd.Dat
 
 
 def sharpe(returns: np.ndarray, asset_class: str | None) -> float | None:
-    """Annualised Sharpe ratio of daily returns; None below ``MIN_SHARPE_DAYS`` or without variance."""
+    """Annualised Sharpe ratio of daily returns (``empyrical.sharpe_ratio``: mean over the standard deviation,
+    ddof 1, times sqrt of the asset class's trading days), as ``plans.score`` stores it in
+    ``module_performance.sharpe_ratio``; None below ``MIN_SHARPE_DAYS`` or without variance."""
+    import empyrical  # empyrical imports pandas-datareader machinery: only when a report is built
+
     r = np.asarray(returns, dtype="float64")
     r = r[np.isfinite(r)]
     if len(r) < MIN_SHARPE_DAYS:
         return None
-    sd = float(np.std(r, ddof=1))
-    if sd == 0 or not math.isfinite(sd):
-        return None
-    return round(float(np.mean(r)) / sd * math.sqrt(trading_days(asset_class)), 4)
+    value = float(empyrical.sharpe_ratio(r, annualization=trading_days(asset_class)))
+    return round(value, 4) if math.isfinite(value) else None
 
 
 def max_drawdown(returns: np.ndarray) -> float | None:
-    """The largest fall of the compounded equity from a peak (<= 0), None without returns."""
+    """The largest fall of the compounded equity from a peak (<= 0; ``empyrical.max_drawdown``, as
+    ``module_performance.max_drawdown``), None without returns."""
+    import empyrical
+
     r = np.asarray(returns, dtype="float64")
     r = r[np.isfinite(r)]
     if not len(r):
         return None
-    equity = np.concatenate([[1.0], np.cumprod(1.0 + r)])
-    return round(float(np.min(equity / np.maximum.accumulate(equity) - 1.0)), 6)
+    return round(float(empyrical.max_drawdown(r)), 6)
 
 
 def _mode(values: pd.Series) -> str | None:

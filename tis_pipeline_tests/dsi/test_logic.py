@@ -529,6 +529,33 @@ def test_out_of_sample_figures_piece_by_piece_equal_the_whole_frame_bit_for_bit(
             assert got[key] == value or (np.isnan(got[key]) and np.isnan(value)), key
 
 
+def test_out_of_sample_holds_two_days_of_bars_and_its_ic_is_the_mean_daily_ic():
+    bars = make_bars(6 * 3 * 1440, 3, seed=12)  # six days of three symbols, over seven UTC days
+    scores, _ = score_bars(bars, None, CFG)
+    kept = scores[["symbol", "timestamp", "close", "mx_evidence", "mx_confirm"]]
+    day = kept["timestamp"].dt.floor("D")
+    pieces = evaluation.OutOfSample(CFG.horizon, 0)
+    days = sorted(day.unique())
+    for i, d in enumerate(days):
+        pieces.add(kept[day == d])
+        # the days before the one before this are evaluated and their bars dropped
+        assert pieces.bars_held == int(day.isin(days[max(0, i - 1) : i + 1]).sum())
+    got = pieces.result()
+    assert pieces.bars_held == 0
+    expected = evaluation.evaluate(kept, kept, CFG.horizon, 0)
+    assert got.keys() == expected.keys()
+    assert all(got[k] == v or (np.isnan(got[k]) and np.isnan(v)) for k, v in expected.items())
+    # the mean of the daily rank correlations, each day's bars with their forward returns
+    m = evaluation._aligned(kept, kept, CFG.horizon, 0)
+    daily = [evaluation._ic(p["signal"], p["fwd"]) for _, p in m.groupby("day")]
+    assert got["ic_days"] == len(days) >= 6
+    assert got["ic"] == pytest.approx(np.mean(daily), abs=1e-15)
+    assert got["ic_std"] == pytest.approx(np.std(daily, ddof=1), abs=1e-15)
+    # a day already evaluated cannot take more bars
+    with pytest.raises(ValueError, match="day order"):
+        pieces.add(kept[day == days[0]])
+
+
 def test_out_of_sample_refuses_a_symbol_going_back_in_time():
     bars = make_bars(2 * 300, 2, seed=4)
     scores, _ = score_bars(bars, None, CFG)
