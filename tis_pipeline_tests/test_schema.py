@@ -480,6 +480,8 @@ ADDED_INDEXES = {
             ("priority", "timestamp", "message_id"),
             "expression or partial index",
         ),
+        # the trading day looks up which pending messages are carried already (trading_day/store.py)
+        "ix_module_messages_carried_from": ("btree", "index", (), "expression or partial index"),
     },
 }
 

@@ -34,6 +34,7 @@ from tis_pipeline.trading_day.ecosystem.common import (
     population_to_json,
 )
 from tis_pipeline.trading_day.ecosystem.founders import founding_population
+from tis_pipeline.trading_day.plans.generate import longest_horizon
 
 _DESCRIPTIONS = {
     "trading_plans": (
@@ -127,14 +128,16 @@ def trading_day(
         written = dict.fromkeys(TABLES, 0)
         for day in days:
             events = store.read_events(conn, day, day + pd.Timedelta(days=1))
-            bars = bar_store.read_bars(
-                conn, "market_data_1m", day - CONTEXT_BEFORE, day + pd.Timedelta(days=1)
-            )
+            # the day costs in proportion to its plans: the OHLCV bars of the stretches its events' plans
+            # read, and the closes of every symbol for what needs them all (the day's and triggers' regimes)
+            window = (day - CONTEXT_BEFORE, day + pd.Timedelta(days=1))
+            bars = store.read_plan_bars(conn, events, *window, longest_horizon(population))
+            closes = store.read_day_closes(conn, *window)
             # history as stored, written day by day below: a range run sees what day-by-day runs see
             history = store.read_history(conn, day - pd.Timedelta(days=HISTORY_DAYS), day)
             # what the bus left in flight at the end of the day before is carried into this one
             carried = store.read_carried_messages(conn, day)
-            rows = run_day(day, events, bars, population, history, carried)
+            rows = run_day(day, events, bars, population, history, carried, closes)
             # the state goes through its stored form every day, for the same reason
             notes.append(rows.pop("bar_notes"))
             text = population_to_json(rows.pop("population"))

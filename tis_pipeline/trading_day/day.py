@@ -18,27 +18,26 @@ from tis_pipeline.trading_day.ecosystem.common import (
     population_records,
     population_to_json,
 )
+from tis_pipeline.trading_day.ecosystem.failures import fail_raising_modules, rehearse
 from tis_pipeline.trading_day.ecosystem.founders import founding_population
 from tis_pipeline.trading_day.ecosystem.messages import (
-    broadcast_messages,
     bus_policy,
     carry_messages,
-    decision_messages,
-    feedback_messages,
-    plan_messages,
     replication_messages,
     run_bus,
 )
 from tis_pipeline.trading_day.ecosystem.notes import bar_notes
 from tis_pipeline.trading_day.ecosystem.replicate import initialize_child, replicate, validate_child
+from tis_pipeline.trading_day.ecosystem.routing import closing_messages, concat_messages, route_plans
 from tis_pipeline.trading_day.ecosystem.sharing import share_intelligence
 from tis_pipeline.trading_day.ecosystem.triggers import replication_triggers
 from tis_pipeline.trading_day.ecosystem.update import update_population
 from tis_pipeline.trading_day.plans.approve import approve_plans
 from tis_pipeline.trading_day.plans.execute import simulate_execution
 from tis_pipeline.trading_day.plans.generate import generate_plans
+from tis_pipeline.trading_day.plans.market import DayBars
 from tis_pipeline.trading_day.plans.score import score_modules
-from tis_pipeline.trading_day.population import ALPHA, is_live_record
+from tis_pipeline.trading_day.population import ALPHA
 
 # in dependency order: a multi-asset yields its outputs topologically
 TABLES = (
@@ -61,7 +60,7 @@ WRITE_ORDER = (
     "module_replication_triggers",
 )
 HISTORY_DAYS = 30
-LOGIC = "bus-3"
+LOGIC = "bus-4"
 CONTEXT_BEFORE = pd.Timedelta(hours=2)
 
 
@@ -79,8 +78,14 @@ def run_day(
     population: pd.DataFrame,
     history: pd.DataFrame,
     carried: pd.DataFrame | None = None,
+    closes: pd.DataFrame | None = None,
 ) -> dict[str, pd.DataFrame]:
     """One trading day, in the contract's order; returns every table's rows and the population at day end.
+
+    ``bars``: the OHLCV bars of ``[day - CONTEXT_BEFORE, day + 1 day)``, whole or only the stretches the
+    day's plans read (``store.read_plan_bars``: the same tables, bit for bit); ``closes``: symbol, timestamp,
+    close of every symbol over that window (the day's regime, the market regime of the triggers, the bar
+    notes), None when ``bars`` is the whole window. Both are prepared once (``DayBars``) for every stage.
 
     The day flows through the in-process bus (``ecosystem/messages.py``): a plan is decided only when its
     ``trading_plan`` message reached the decision maker, and executed only when the decision reached the
@@ -89,48 +94,44 @@ def run_day(
     """
     day_end = day + pd.Timedelta(days=1)
     carried = carry_messages(day, carried if carried is not None else pd.DataFrame())
+    prepared = DayBars(bars, closes)  # sorted, indexed and costed once for every stage below
     try:
-        plans = generate_plans(day, events, bars, population)
+        plans = generate_plans(day, events, prepared, population)
+        rehearse(day, plans, prepared, population)  # the acting decision maker's and trader's steps, dry
     except Exception:  # a module's step raised: find it, mark it failed, and the day goes on without it
-        population = _fail_raising_modules(day, events, bars, population)
-        plans = generate_plans(day, events, bars, population)
+        population = _fail_raising_modules(day, events, prepared, population)
+        plans = generate_plans(day, events, prepared, population)
     policy = bus_policy(population, day)  # a failed module receives nothing
     plans = plans[plans["timestamp"] < day_end].reset_index(
         drop=True
     )  # an event in the last minute: no time left
-    # the plans travel to the decision maker; only those delivered are decided
-    sent = run_bus(day, _concat_messages(plan_messages(day, plans, population), carried), policy)
-    plans, undecided = _split(plans, sent, "trading_plan message to the decision maker")
-    plans, approvals = approve_plans(day, plans, population, bars)
-    # the decisions travel to the trader; only those delivered are executed
-    handled = _handled_at(sent)
-    decisions = run_bus(day, decision_messages(day, plans, approvals, handled, population), policy)
-    plans, unexecuted = _split(plans, decisions, "decision message to the trader", only_validated=True)
-    plans = simulate_execution(day, plans, bars, population)
-    plans = _held(plans, undecided, unexecuted)
-    performance = score_modules(day, plans, approvals, population, history, bars)
-    rest = run_bus(
+    # the plans travel to the decision maker, the decisions to the trader: only what the bus delivered is
+    # decided, then executed (ecosystem/routing.py, the one wiring)
+    plans, approvals, messages = route_plans(
         day,
-        _concat_messages(
-            feedback_messages(day, plans, population), broadcast_messages(day, plans, population)
-        ),
+        plans,
+        population,
         policy,
+        carried,
+        decide=lambda reached: approve_plans(day, reached, population, prepared),
+        execute=lambda reached: simulate_execution(day, reached, prepared, population),
     )
-    messages = _concat_messages(sent, decisions, rest)
+    performance = score_modules(day, plans, approvals, population, history, prepared)
+    messages = concat_messages(messages, closing_messages(day, plans, population, policy))
     sharing = share_intelligence(day, performance, population)
     population = update_population(day, population, performance, messages, sharing)
-    triggers = replication_triggers(day, population, performance, bars)
+    triggers = replication_triggers(day, population, performance, prepared.closes)
     started = time.perf_counter_ns()
     replications, triggers, population = replicate(day, triggers, population)
     if len(replications):
         # measured, so the one thing a replay changes (as DSI latency): the cost of creating each child
         spent_ms = math.ceil((time.perf_counter_ns() - started) / 1e6 / len(replications))
         replications = replications.assign(creation_time_ms=spent_ms)
-        replications, population = _validate_and_initialize(day, replications, population, events, bars)
+        replications, population = _validate_and_initialize(day, replications, population, events, prepared)
     # the children are announced to themselves: born at midnight, they take the signal tomorrow (carried)
     signals = run_bus(day, replication_messages(day, replications, population), bus_policy(population, day))
-    messages = _concat_messages(messages, signals)
-    notes = bar_notes(day, plans, approvals, sharing, population, bars)
+    messages = concat_messages(messages, signals)
+    notes = bar_notes(day, plans, approvals, sharing, population, prepared.closes)
     return {
         "trading_plans": plans,
         "trading_plan_approvals": approvals,
@@ -145,27 +146,12 @@ def run_day(
 
 
 def _fail_raising_modules(
-    day: pd.Timestamp, events: pd.DataFrame, bars: pd.DataFrame, population: pd.DataFrame
+    day: pd.Timestamp, events: pd.DataFrame, bars: pd.DataFrame | DayBars, population: pd.DataFrame
 ) -> pd.DataFrame:
-    """The population with every live alpha whose own planning raises (``generate_plans`` with it as the only
-    alpha) set to status 'failed' (it stops taking part), the error kept in its ``learning_patterns``."""
-    recs = population_records(population)
-    others = population[population["module_type"] != ALPHA]
-    for rec in recs:
-        if rec["module_type"] != ALPHA or not is_live_record(rec):
-            continue
-        alone = pd.concat([population[population["module_id"] == rec["module_id"]], others])
-        try:
-            generate_plans(day, events, bars, alone)
-        except Exception as exc:
-            patterns = dict(rec["learning_patterns"]) if isinstance(rec["learning_patterns"], dict) else {}
-            patterns["failure"] = {
-                "day": day.strftime("%Y-%m-%d"),
-                "step": "generate_plans",
-                "error": repr(exc),
-            }
-            rec.update(status="failed", learning_patterns=patterns)
-    return population_frame(recs)
+    """The population with every module whose step raises set to status 'failed' (it stops taking part), the
+    error kept in its ``learning_patterns`` (``ecosystem/failures.py``: alphas, the acting decision maker and
+    trader)."""
+    return fail_raising_modules(day, events, bars, population)
 
 
 def _validate_and_initialize(
@@ -173,7 +159,7 @@ def _validate_and_initialize(
     replications: pd.DataFrame,
     population: pd.DataFrame,
     events: pd.DataFrame,
-    bars: pd.DataFrame,
+    bars: DayBars,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Each child validated (``validate_child``, with a dry run of its genome on the day's events for an
     alpha: the plans it alone would make), then initialized (``initialize_child``); both steps timed
@@ -211,88 +197,6 @@ def _validate_and_initialize(
         replication_status=status,
     )
     return replications, population_frame(recs)
-
-
-def _concat_messages(*frames: pd.DataFrame) -> pd.DataFrame:
-    parts = [f for f in frames if len(f)]
-    if not parts:
-        return frames[0]
-    out = pd.concat(parts, ignore_index=True)
-    return out.sort_values(["timestamp", "message_type", "message_id"], kind="stable").reset_index(drop=True)
-
-
-def _plan_of(data: object) -> str | None:
-    return str(data["plan_id"]) if isinstance(data, dict) and data.get("plan_id") is not None else None
-
-
-def _handled_at(messages: pd.DataFrame) -> dict[str, pd.Timestamp]:
-    """plan_id -> when its trading_plan message was handled (delivered ones only)."""
-    return {
-        pid: t
-        for pid, t, s, mtype in zip(
-            messages["message_data"].map(_plan_of),
-            messages["last_delivery_attempt"],
-            messages["status"],
-            messages["message_type"],
-            strict=True,
-        )
-        if s == "delivered" and mtype == "trading_plan" and pid is not None
-    }
-
-
-def _split(
-    plans: pd.DataFrame, messages: pd.DataFrame, what: str, only_validated: bool = False
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(plans that go on, plans held back with why), by the status of each plan's message in ``messages``;
-    ``only_validated``: plans that are not validated go on whatever (they are cancelled anyway)."""
-    if plans.empty:
-        return plans, plans.assign(held_because=pd.Series(dtype=object))
-    outcome = {
-        pid: (s, e)
-        for pid, s, e, carried in zip(
-            messages["message_data"].map(_plan_of),
-            messages["status"],
-            messages["error_message"],
-            messages["message_data"].map(lambda d: isinstance(d, dict) and "carried_from" in d),
-            strict=True,
-        )
-        if pid is not None and not carried
-    }
-    why = []
-    for pid, status in zip(plans["plan_id"], plans["validation_status"], strict=True):
-        s, e = outcome.get(str(pid), ("delivered", None))
-        if only_validated and status != "validated":
-            s = "delivered"
-        why.append(None if s == "delivered" else f"{what} {s}" + (f": {e}" if e else ""))
-    held = pd.Series(why, index=plans.index, dtype=object).notna()
-    return (
-        plans[~held].reset_index(drop=True),
-        plans[held].assign(held_because=[w for w in why if w is not None]).reset_index(drop=True),
-    )
-
-
-def _held(plans: pd.DataFrame, undecided: pd.DataFrame, unexecuted: pd.DataFrame) -> pd.DataFrame:
-    """The executed plans with those the bus held back: never decided (validation 'pending', cancelled) or
-    decided but never reached the trader (execution 'failed'); ``execution_notes`` says why."""
-    parts = [plans]
-    for group, validation, execution in (
-        (undecided, "pending", "cancelled"),
-        (unexecuted, None, "failed"),
-    ):
-        if group.empty:
-            continue
-        notes = [
-            f"{n}; not executed: {w}" if isinstance(n, str) and n else f"not executed: {w}"
-            for n, w in zip(group["execution_notes"], group["held_because"], strict=True)
-        ]
-        held = group.drop(columns="held_because").assign(execution_status=execution, execution_notes=notes)
-        if validation is not None:
-            held = held.assign(validation_status=validation)
-        parts.append(held[list(plans.columns)].astype(plans.dtypes.to_dict()))
-    if len(parts) == 1:
-        return plans
-    out = pd.concat([p for p in parts if len(p)], ignore_index=True)  # past the line above, one is non-empty
-    return out.sort_values(["timestamp", "plan_id"], kind="stable").reset_index(drop=True)
 
 
 def concat_frames(frames: list[pd.DataFrame]) -> pd.DataFrame:

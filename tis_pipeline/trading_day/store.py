@@ -15,8 +15,9 @@ import pandas as pd
 import sqlalchemy as sa
 
 from tis_pipeline.pg.copy import copy_frame
+from tis_pipeline.pg.copy_binary import PG_EPOCH_US
 from tis_pipeline.pg.day_partitions import DAY_VERSION_TABLES, versions_up_to
-from tis_pipeline.pg.engine import fetch_frame, raw_connection
+from tis_pipeline.pg.engine import fetch_column_arrays, fetch_frame, raw_connection
 from tis_pipeline.trading_day.ecosystem import common as ecosystem_tables
 from tis_pipeline.trading_day.plans import common as plan_tables
 
@@ -123,6 +124,160 @@ def read_events(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp) -> 
     for column in ("event_id", "symbol", "anomaly_type", "dsi_evidence_id"):
         frame[column] = frame[column].astype(str)
     return frame[columns]
+
+
+# bars of each event's symbol read before its bar: the longest trailing window of the day (REGIME_WINDOW
+# returns need REGIME_WINDOW + 1 bars; the ATR and the cost model's windows are shorter, and the entry and
+# exit bars lie after the event bar)
+BARS_BEFORE_EVENT = plan_tables.REGIME_WINDOW
+PLAN_BAR_COLUMNS = ("symbol", "timestamp", "open", "high", "low", "close", "volume")
+
+
+def read_plan_bars(
+    conn: sa.Connection,
+    events: pd.DataFrame,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    horizon: pd.Timedelta,
+) -> pd.DataFrame:
+    """The 1-minute bars of ``[start, end)`` that the plans of ``events`` can read (in no particular order:
+    ``DayBars`` sorts them): per event, its symbol's bars from the ``BARS_BEFORE_EVENT``-th bar before the
+    event bar (or ``start``) through the first bar at or after ``event + 1 min + horizon`` (``horizon``: the
+    longest plan horizon of the day's alphas; or ``end``); the stretches of a symbol that overlap are read
+    once.
+
+    Every figure of a plan is taken over its own symbol's bars, over a fixed number of bars before a bar (the
+    event bar's ``REGIME_WINDOW`` returns and ATR, the ``COST_WINDOW`` bars before an entry or exit) and over
+    the bars from its timestamp to the first at or after its valid_until (its window, the first bar a desk
+    sizes against): all of them inside the stretch, with the bars before them that the whole window
+    ``[start, end)`` holds, so the plans, approvals, executions and scores are those of the whole window, bit
+    for bit. Two queries: the stretches' bounds (two index probes per event on the primary key), then their
+    bars by index range, as one row of binary arrays (every aggregate of the one query takes the same rows in
+    the same order, so the arrays stay aligned; no ORDER BY: the sort would spill to disk for nothing).
+    """
+    if events is None or events.empty:
+        return pd.DataFrame({c: pd.Series(dtype="float64") for c in PLAN_BAR_COLUMNS}).astype(
+            {"symbol": object, "timestamp": "datetime64[us, UTC]"}
+        )
+    ts = pd.to_datetime(events["timestamp"], utc=True)
+    until = np.minimum(ts + pd.Timedelta(minutes=1) + horizon, end)
+    bounds = fetch_frame(
+        conn,
+        """
+        SELECT e.symbol,
+               coalesce((SELECT m."timestamp" FROM market_data_1m m
+                         WHERE m.symbol = e.symbol AND m."timestamp" >= %(start)s AND m."timestamp" <= e.ts
+                         ORDER BY m."timestamp" DESC OFFSET %(before)s LIMIT 1), %(start)s) AS lo,
+               coalesce((SELECT m."timestamp" FROM market_data_1m m
+                         WHERE m.symbol = e.symbol AND m."timestamp" >= e.until AND m."timestamp" < %(end)s
+                         ORDER BY m."timestamp" LIMIT 1), %(end)s) AS hi
+        FROM unnest(%(symbols)s::text[], %(ts)s::timestamptz[], %(until)s::timestamptz[])
+             AS e(symbol, ts, until)
+        """,
+        {
+            "start": start.to_pydatetime(),
+            "end": end.to_pydatetime(),
+            "before": BARS_BEFORE_EVENT,
+            "symbols": [str(x) for x in events["symbol"]],
+            "ts": list(ts.dt.to_pydatetime()),
+            "until": list(pd.Series(until).dt.to_pydatetime()),
+        },
+    )
+    stretches = _merged(bounds)
+    arrays = fetch_column_arrays(
+        conn,
+        """
+        SELECT array_send(array_agg(c0)), array_send(array_agg(c1)), array_send(array_agg(c2)),
+               array_send(array_agg(c3)), array_send(array_agg(c4)), array_send(array_agg(c5)),
+               array_send(array_agg(c6))
+        FROM (SELECT w.k::int4 AS c0, m."timestamp" AS c1,
+                     m.open::float8 AS c2, m.high::float8 AS c3, m.low::float8 AS c4, m.close::float8 AS c5,
+                     coalesce(m.volume::float8, 'NaN') AS c6
+              FROM market_data_1m m
+              JOIN unnest(%(symbols)s::text[], %(lo)s::timestamptz[], %(hi)s::timestamptz[])
+                   WITH ORDINALITY AS w(symbol, lo, hi, k)
+                ON m.symbol = w.symbol AND m."timestamp" >= w.lo AND m."timestamp" <= w.hi
+              WHERE m."timestamp" >= %(start)s AND m."timestamp" < %(end)s) AS bars
+        """,
+        {
+            "symbols": stretches["symbol"].tolist(),
+            "lo": list(stretches["lo"].dt.to_pydatetime()),
+            "hi": list(stretches["hi"].dt.to_pydatetime()),
+            "start": start.to_pydatetime(),
+            "end": end.to_pydatetime(),
+        },
+        [">i4", ">i8", ">f8", ">f8", ">f8", ">f8", ">f8"],
+    )
+    assert arrays is not None  # no NULL can reach the arrays (NOT NULL columns, coalesced volume)
+    # each row's symbol through its stretch's number (1-based): no text crosses the wire per row
+    symbols = stretches["symbol"].to_numpy(dtype=object)[arrays[0].astype("int64") - 1]
+    frame = {
+        "symbol": pd.Series(symbols, dtype=object),
+        "timestamp": pd.to_datetime(arrays[1].astype("int64") + PG_EPOCH_US, unit="us", utc=True),
+        **{c: arrays[i + 2].astype("float64") for i, c in enumerate(PLAN_BAR_COLUMNS[2:])},
+    }
+    return pd.DataFrame(frame, columns=list(PLAN_BAR_COLUMNS))
+
+
+def _merged(bounds: pd.DataFrame) -> pd.DataFrame:
+    """The stretches (symbol, lo, hi), inclusive, with the overlapping ones of a symbol merged."""
+    b = bounds.assign(
+        lo=pd.to_datetime(bounds["lo"], utc=True), hi=pd.to_datetime(bounds["hi"], utc=True)
+    ).sort_values(["symbol", "lo", "hi"], kind="stable")
+    out: list[list[Any]] = []
+    for symbol, lo, hi in zip(b["symbol"], b["lo"], b["hi"], strict=True):
+        if out and out[-1][0] == symbol and lo <= out[-1][2]:
+            out[-1][2] = max(out[-1][2], hi)
+        else:
+            out.append([symbol, lo, hi])
+    return pd.DataFrame(out, columns=["symbol", "lo", "hi"]).astype({"symbol": object})
+
+
+def read_day_closes(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """symbol, timestamp, close of every 1-minute bar of ``[start, end)`` (what needs every symbol: the day's
+    regime, the triggers' market regime, the bar notes), symbols in Python's order, each symbol's bars in the
+    order the scan gives them (in time order in practice; ``DayBars.sorted_closes`` checks and sorts if not).
+
+    One row per symbol with its timestamps and closes as two binary arrays: no symbol text per bar crosses the
+    wire or is decoded. The rows come ordered from the primary key's index into a streaming aggregate (a
+    hash aggregate of a few million bars spills to disk at the default work_mem; an ORDER BY inside the
+    aggregates sorts every symbol's bars again)."""
+    raw = raw_connection(conn)
+    with raw.cursor(binary=True) as cur:
+        cur.execute(
+            """
+            SELECT symbol::text, array_send(array_agg(ts)), array_send(array_agg(c))
+            FROM (SELECT symbol, "timestamp" AS ts, close::float8 AS c FROM market_data_1m
+                  WHERE "timestamp" >= %(start)s AND "timestamp" < %(end)s
+                  ORDER BY symbol, "timestamp") AS bars
+            GROUP BY symbol""",
+            {"start": start.to_pydatetime(), "end": end.to_pydatetime()},
+        )
+        rows = sorted(cur.fetchall(), key=lambda r: str(r[0]))
+    names = [str(r[0]) for r in rows]
+    stamps = [_binary_array(r[1], ">i8") for r in rows]
+    closes = [_binary_array(r[2], ">f8") for r in rows]
+    counts = [len(x) for x in stamps]
+    return pd.DataFrame(
+        {
+            "symbol": pd.Series(np.repeat(np.array(names, dtype=object), counts), dtype=object),
+            "timestamp": pd.to_datetime(
+                (np.concatenate(stamps) if rows else np.zeros(0)).astype("int64") + PG_EPOCH_US,
+                unit="us",
+                utc=True,
+            ),
+            "close": (np.concatenate(closes) if rows else np.zeros(0)).astype("float64"),
+        }
+    )
+
+
+def _binary_array(data: bytes, kind: str) -> np.ndarray:
+    """A one-dimensional PostgreSQL array without NULLs, in its binary form (``array_send``), as numpy."""
+    count = int.from_bytes(data[12:16], "big") if int.from_bytes(data[0:4], "big") == 1 else 0
+    element = np.dtype([("len", ">i4"), ("value", kind)])
+    if int.from_bytes(data[4:8], "big") or len(data) != (20 if count else 12) + count * element.itemsize:
+        raise ValueError("not a one-dimensional array of fixed-width values without NULLs")
+    return np.frombuffer(data, dtype=element, count=count, offset=20)["value"]
 
 
 def read_history(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
@@ -345,22 +500,20 @@ def read_report_inputs(conn: sa.Connection) -> tuple[pd.DataFrame, pd.DataFrame,
 
 # ------------------------------------------------------------------------------------------ the message bus
 
-CARRY_DAYS = 30  # a message pending for longer is not looked for again (it stays 'pending')
-
 
 def read_carried_messages(conn: sa.Connection, day: pd.Timestamp) -> pd.DataFrame:
     """The messages earlier days left pending that no day has re-offered yet (no row names them in
     ``message_data->>'carried_from'``): the bus re-offers them on ``day`` (``ecosystem.messages
-    .carry_messages``). Usually the day before's; after a gap in the data, older ones (of the last
-    ``CARRY_DAYS``), whose ttl ran out."""
+    .carry_messages``). Usually the day before's; after a gap in the data, older ones however old, whose ttl
+    ran out: the bus expires them (``ix_module_messages_carried_from`` makes each look-up one probe)."""
     from tis_pipeline.trading_day.bus.durable import read_messages
 
     frame = read_messages(
         conn,
-        'status = \'pending\' AND "timestamp" >= :a AND "timestamp" < :b AND NOT EXISTS ('
+        "status = 'pending' AND \"timestamp\" < :b AND NOT EXISTS ("
         'SELECT 1 FROM module_messages c WHERE c."timestamp" > module_messages."timestamp" '
         "AND c.\"timestamp\" < :b AND c.message_data->>'carried_from' = module_messages.message_id::text)",
-        {"a": (day - pd.Timedelta(days=CARRY_DAYS)).to_pydatetime(), "b": day.to_pydatetime()},
+        {"b": day.to_pydatetime()},
     )
     return frame.sort_values(["timestamp", "message_type", "message_id"], kind="stable").reset_index(
         drop=True

@@ -27,8 +27,9 @@ from tis_pipeline.trading_day.ecosystem.common import (
     population_rows,
 )
 from tis_pipeline.trading_day.ecosystem.founders import founding_population
-from tis_pipeline.trading_day.ecosystem.messages import build_messages
+from tis_pipeline.trading_day.ecosystem.messages import bus_policy
 from tis_pipeline.trading_day.ecosystem.replicate import replicate
+from tis_pipeline.trading_day.ecosystem.routing import closing_messages, concat_messages, route_plans
 from tis_pipeline.trading_day.ecosystem.sharing import share_intelligence
 from tis_pipeline.trading_day.ecosystem.triggers import replication_triggers
 from tis_pipeline.trading_day.ecosystem.update import update_population
@@ -253,6 +254,25 @@ def messages_frame(rows: list[dict]) -> pd.DataFrame:
     return frame
 
 
+def day_messages(
+    day: pd.Timestamp, plans: pd.DataFrame, approvals: pd.DataFrame, pop: pd.DataFrame
+) -> pd.DataFrame:
+    """The day's messages through the trading day's one wiring (``routing.route_plans`` and
+    ``closing_messages``, as ``run_day``), the decision maker's and the trader's steps being the hand-made
+    ``approvals`` and the plans' hand-made execution columns."""
+    policy = bus_policy(pop, day)
+
+    def decide(reached: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        ids_ = set(reached["plan_id"])
+        return plans[plans["plan_id"].isin(ids_)], approvals[approvals["plan_id"].isin(ids_)]
+
+    def execute(reached: pd.DataFrame) -> pd.DataFrame:
+        return plans[plans["plan_id"].isin(set(reached["plan_id"]))]
+
+    routed, _, messages = route_plans(day, plans, pop, policy, pd.DataFrame(), decide, execute)
+    return concat_messages(messages, closing_messages(day, routed, pop, policy))
+
+
 def with_history(
     pop: pd.DataFrame,
     module_id: str,
@@ -378,7 +398,7 @@ def test_messages_exact_counts_priorities_and_delivery():
     pop.loc[pop["name"] == "momentum", "communication_latency_ms"] = 7
     pop.loc[pop["name"] == "execution_sim", "communication_latency_ms"] = 3
     plans, approvals = _day_of_plans(pop)
-    msgs = build_messages(DAY, plans, approvals, pop)
+    msgs = day_messages(DAY, plans, approvals, pop)
 
     assert list(msgs.columns) == list(MESSAGE_COLUMNS)
     # 4 plans to the decision maker, 3 decisions (the validated plans) to the trader
@@ -433,7 +453,7 @@ def test_message_to_an_inactive_module_fails_with_an_error():
     m = ids(pop)
     plans, approvals = _day_of_plans(pop)
     pop.loc[pop["name"] == "risk_desk", ["lifecycle_stage", "status"]] = ["deprecated", "inactive"]
-    msgs = build_messages(DAY, plans, approvals, pop)
+    msgs = day_messages(DAY, plans, approvals, pop)
     tp = msgs[msgs["message_type"] == "trading_plan"]
     # no decision maker is live: the plans go nowhere, so nothing is decided or sent on to the trader
     assert len(tp) == 4 and set(tp["status"]) == {"failed"}
@@ -445,7 +465,7 @@ def test_message_to_an_inactive_module_fails_with_an_error():
     # feedback to a retired author: retried with backoff (arrival, +20 s, +60 s), then failed
     pop = founding_population(DAY)
     pop.loc[pop["name"] == "reversal", ["lifecycle_stage", "status"]] = ["deprecated", "inactive"]
-    msgs = build_messages(DAY, plans, approvals, pop)
+    msgs = day_messages(DAY, plans, approvals, pop)
     fb = msgs[(msgs["message_type"] == "execution_feedback") & (msgs["receiver_module_id"] == m["reversal"])]
     assert len(fb) == 1
     row = fb.iloc[0]
@@ -461,7 +481,7 @@ def test_message_to_an_inactive_module_fails_with_an_error():
 
 def test_messages_of_an_empty_day_are_broadcasts_only():
     pop = founding_population(DAY)
-    msgs = build_messages(DAY, plans_frame([]), pd.DataFrame(columns=APPROVAL_COLUMNS), pop)
+    msgs = day_messages(DAY, plans_frame([]), pd.DataFrame(columns=APPROVAL_COLUMNS), pop)
     assert list(msgs.columns) == list(MESSAGE_COLUMNS) and len(msgs) == 5
     assert set(msgs["message_type"]) == {"intelligence_broadcast"}
 
@@ -538,13 +558,43 @@ def test_founders_announce_their_capabilities_on_the_start_day():
 
 
 @pytest.mark.parametrize(
+    "stage, before, sample, today_rar, peer_rar, expected",
+    [
+        ("experimental", [0.0, 0.0], 2, 0.01, None, "active"),  # 3 days, 4 plans, R = 0.01 > 0
+        ("experimental", [0.0, 0.0], 1, 0.01, None, "experimental"),  # 2 plans < the minimum sample 3
+        ("experimental", [0.0], 5, 0.01, None, "experimental"),  # only 2 scored days
+        ("experimental", [0.0, 0.0], 2, 0.0, None, "experimental"),  # R = 0 is no evidence of an edge
+        ("experimental", [-0.05, 0.0], 2, 0.01, None, "experimental"),  # R = -0.04
+        ("experimental", [0.0, 0.0], 2, 0.01, 0.02, "experimental"),  # below its peer's R today
+        ("experimental", [0.0, 0.0], 2, 0.02, 0.02, "active"),  # level with its peer
+        ("active", [0.0] * 11, 2, 0.01, None, "active"),  # the window: R = 0.01 over the last 10
+    ],
+)
+def test_promotion_on_out_of_sample_risk_adjusted_evidence(
+    stage, before, sample, today_rar, peer_rar, expected
+):
+    pop = founding_population(DAY - pd.Timedelta(days=30))
+    m = ids(pop)
+    mid = m["momentum"]
+    pop = with_history(pop, mid, [0.35] * len(before), sample=sample, lifecycle_stage=stage)
+    i = pop.index[pop["module_id"] == mid][0]
+    pop.at[i, "performance_history"] = [
+        {**e, "rar": r} for e, r in zip(pop.at[i, "performance_history"], before, strict=True)
+    ]
+    scores = {mid: 0.35} if peer_rar is None else {mid: 0.35, m["reversal"]: 0.35}
+    perf = perf_frame(scores)
+    perf["risk_adjusted_returns"] = perf["module_id"].map({mid: today_rar, m["reversal"]: peer_rar})
+    after = update_population(DAY, pop, perf, messages_frame([]))
+    r = row(after, mid)
+    assert r["lifecycle_stage"] == expected and r["status"] == "active"
+    assert [e["rar"] for e in r["performance_history"]] == [*before, today_rar]
+    assert r["last_updated"] == DAY_END
+    assert_valid(population_rows(after), "modules")
+
+
+@pytest.mark.parametrize(
     "stage, before, today, expected",
     [
-        ("experimental", [0.50, 0.50], 0.50, "active"),  # 3 days, mean exactly 0.50
-        ("experimental", [0.40, 0.60], 0.50, "active"),
-        ("experimental", [0.50, 0.50], 0.49, "experimental"),  # mean 0.4967
-        ("experimental", [0.90], 0.90, "experimental"),  # only 2 scored days
-        ("experimental", [0.20, 0.20, 0.90, 0.90], 0.90, "active"),  # the last 3 count
         ("active", [0.29, 0.29, 0.29, 0.29], 0.29, "deprecated"),  # 5 days below 0.30
         ("active", [0.29, 0.29, 0.29, 0.29], 0.30, "active"),  # 0.30 is not below
         ("active", [0.10, 0.10, 0.10], 0.10, "active"),  # only 4 days
@@ -552,7 +602,7 @@ def test_founders_announce_their_capabilities_on_the_start_day():
         ("active", [0.95, 0.95], 0.95, "active"),
     ],
 )
-def test_lifecycle_transitions_at_the_exact_thresholds(stage, before, today, expected):
+def test_a_failing_module_is_retired_at_the_exact_threshold(stage, before, today, expected):
     pop = founding_population(DAY - pd.Timedelta(days=10))
     mid = ids(pop)["momentum"]
     pop = with_history(pop, mid, before, lifecycle_stage=stage)
@@ -561,10 +611,21 @@ def test_lifecycle_transitions_at_the_exact_thresholds(stage, before, today, exp
     assert r["lifecycle_stage"] == expected
     assert r["status"] == ("inactive" if expected == "deprecated" else "active")
     assert [e["score"] for e in r["performance_history"]] == [*before, today]
-    assert r["last_updated"] == DAY_END
     if expected == "deprecated":
         assert r["replication_readiness"] == 0.0
     assert_valid(population_rows(after), "modules")
+
+
+def test_the_last_live_module_of_a_type_is_never_retired():
+    pop = founding_population(DAY - pd.Timedelta(days=10))
+    m = ids(pop)
+    pop = with_history(pop, m["risk_desk"], [0.1] * 4)
+    after = update_population(DAY, pop, perf_frame({m["risk_desk"]: 0.1}), messages_frame([]))
+    assert row(after, m["risk_desk"])["status"] == "active"  # the only decision maker
+    # with a second decision maker, the failing one goes
+    pop = clone(pop, m["risk_desk"], str(uuid.uuid5(NAMESPACE, "desk-2")), performance_history=[])
+    after = update_population(DAY, pop, perf_frame({m["risk_desk"]: 0.1}), messages_frame([]))
+    assert row(after, m["risk_desk"])[["lifecycle_stage", "status"]].tolist() == ["deprecated", "inactive"]
 
 
 def test_deprecated_modules_stop_taking_part():
@@ -573,7 +634,7 @@ def test_deprecated_modules_stop_taking_part():
     pop = with_history(pop, mid, [0.1] * 4)
     after = update_population(DAY, pop, perf_frame({mid: 0.1}), messages_frame([]))
     nxt = DAY + pd.Timedelta(days=1)
-    msgs = build_messages(nxt, plans_frame([]), pd.DataFrame(columns=APPROVAL_COLUMNS), after)
+    msgs = day_messages(nxt, plans_frame([]), pd.DataFrame(columns=APPROVAL_COLUMNS), after)
     assert mid not in set(msgs["sender_module_id"]) and len(msgs) == 4
     # a non-live module is left as it was by the next update
     again = update_population(nxt, after, perf_frame({mid: 0.9}, day=nxt), messages_frame([]))
@@ -662,9 +723,11 @@ def test_network_measures_on_a_known_message_graph():
     # one symbol of two -> fully specialised; both symbols equally -> not at all
     assert row(after, m["momentum"])["specialization_index"] == 1.0
     assert row(after, m["risk_desk"])["specialization_index"] == 0.0
-    # the bus's measurements: two plans handled in one second; the median wait of its inbox (2 and 8 ms);
-    # a module that received nothing keeps its type's base latency
-    assert row(after, m["risk_desk"])["message_throughput_per_sec"] == 2
+    # the bus's measurements: 2 messages in 10 ms of bus time (2 + 8) -> 200 a second, 1 in 3 ms -> 333;
+    # the median wait of its inbox (2 and 8 ms); a module that received nothing keeps its type's base latency
+    assert row(after, m["risk_desk"])["message_throughput_per_sec"] == 200
+    assert row(after, m["momentum"])["message_throughput_per_sec"] == 333
+    assert row(after, m["divergence"])["message_throughput_per_sec"] == 0
     assert row(after, m["risk_desk"])["communication_latency_ms"] == 5
     assert row(after, m["momentum"])["communication_latency_ms"] == 3
     assert row(after, m["divergence"])["communication_latency_ms"] == 5
@@ -712,7 +775,7 @@ def test_update_population_does_not_touch_its_inputs():
     snapshot = pop.copy(deep=True)
     snapshot_json = json.dumps(population_rows(pop).to_dict("records"), default=str, sort_keys=True)
     plans, approvals = _day_of_plans(pop)
-    msgs = build_messages(DAY, plans, approvals, pop)
+    msgs = day_messages(DAY, plans, approvals, pop)
     update_population(
         DAY, pop, perf_frame({ids(pop)["momentum"]: 0.4}, success={ids(pop)["momentum"]: 0.1}), msgs
     )
@@ -1089,7 +1152,7 @@ def simulate(days: int, start: pd.Timestamp = DAY) -> dict[str, pd.DataFrame]:
     for k in range(days):
         day = start + pd.Timedelta(days=k)
         plans, approvals, perf = _fake_day(day, pop)
-        msgs = build_messages(day, plans, approvals, pop)
+        msgs = day_messages(day, plans, approvals, pop)
         sharing = share_intelligence(day, perf, pop)
         pop = update_population(day, pop, perf, msgs)
         bars = _regime_bars(day, ("up", "flat", "down")[k % 3], ("up", "flat", "down")[(k + 1) % 3])
@@ -1187,7 +1250,7 @@ def test_a_range_run_equals_day_by_day_runs(twelve_days):
             genome=[lp["genome"] for lp in stored["learning_patterns"]],
         )
         plans, approvals, perf = _fake_day(day, pop)
-        msgs = build_messages(day, plans, approvals, pop)
+        msgs = day_messages(day, plans, approvals, pop)
         pop = update_population(day, pop, perf, msgs)
         bars = _regime_bars(day, ("up", "flat", "down")[k % 3], ("up", "flat", "down")[(k + 1) % 3])
         r, _, pop = replicate(day, replication_triggers(day, pop, perf, bars), pop)
@@ -1213,7 +1276,7 @@ def test_state_read_back_from_the_database_works():
     pop["created_at"] = [ts.to_pydatetime() for ts in pop["created_at"]]
     plans, approvals = _day_of_plans(pop)
     perf = perf_frame(dict.fromkeys(pop["module_id"], 0.8))
-    msgs = build_messages(DAY, plans, approvals, pop)
+    msgs = day_messages(DAY, plans, approvals, pop)
     after = update_population(DAY, pop, perf, msgs)
     reps, _trig, after = replicate(DAY, replication_triggers(DAY, after, perf, None), after)
     assert len(reps) == 3

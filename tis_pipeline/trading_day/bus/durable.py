@@ -14,12 +14,14 @@ row's fate); here the rows live in the table:
 
 Two clocks:
 
-* **live** (``consume_batch``): ``now`` is the wall clock; every claimed message is looked at now (capacity
-  per minute is not applied: a live receiver takes what it is given);
-* **replay** (``replay``): data time, the in-process transport's ticks. Per tick a consumer claims a
-  *receiver's* queue (``pg_try_advisory_xact_lock`` on the receiver, the receiver-level ``SKIP LOCKED``) and
-  its due rows ``FOR UPDATE SKIP LOCKED``; the receiver's capacity already used in the tick is counted from
-  the table. So competing consumers give the rows the in-process transport gives (a test holds them to it).
+* **live** (``consume_batch``): ``now`` is the wall clock; the claims take the messages due by now (arrival,
+  or the next retry, in the SQL WHERE) and a receiver with a capacity per minute gets at most that many in
+  the wall-clock minute, shared by all consumers;
+* **replay** (``replay``): data time, the in-process transport's ticks. The pending set is read once; per
+  tick a consumer claims a *receiver's* queue (``pg_try_advisory_xact_lock`` on the receiver, the
+  receiver-level ``SKIP LOCKED``) and its rows due in the tick ``FOR UPDATE SKIP LOCKED``; the receiver's
+  capacity already used in the tick is counted from the table. So competing consumers give the rows the
+  in-process transport gives (a test holds them to it).
 
 SQL is parameterised; the table name is fixed here.
 """
@@ -137,27 +139,60 @@ def _settle(
 
 # ------------------------------------------------------------------------------------------------- live
 
+# when a message reaches its receiver (``inprocess.arrival``) and, after a failed attempt to a receiver
+# that is not live, when the next attempt is due (``inprocess.due``): the claims filter on these in SQL
+_ARRIVAL = (
+    "m.\"timestamp\" + COALESCE((m.message_data->>'sender_latency_ms')::bigint, 0) * INTERVAL '1 millisecond'"
+)
+_RETRY_DUE = "m.last_delivery_attempt + :backoff * power(2, m.delivery_attempts - 1) * INTERVAL '1 second'"
+# past its deadline, or no time to live at all (``inprocess._too_late``)
+_TOO_LATE = "(m.\"timestamp\" + m.ttl_seconds * INTERVAL '1 second' < :now OR m.ttl_seconds <= 0)"
+
+# the capped receivers this consumer serves in its transaction (a try-lock each: the receiver-level SKIP
+# LOCKED, so two consumers never count the same minute's capacity twice) and the room each has left in the
+# minute: its capacity - what was delivered to it since the minute began (committed by whoever held it)
+_ROOMS = sa.text(
+    """
+    SELECT r.rid::text AS rid, r.cap - (
+        SELECT count(*) FROM module_messages m
+        WHERE m.receiver_module_id = r.rid AND m.status = 'delivered'
+          AND m.last_delivery_attempt >= :minute AND m.last_delivery_attempt < :minute_end) AS room
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:caps AS int[])) AS r(rid, cap)
+    WHERE pg_try_advisory_xact_lock(hashtextextended('tis_bus:' || r.rid::text, 0))
+    """
+)
 
 _CLAIM_LIVE = sa.text(
-    """
-    WITH claimed AS (
-        SELECT message_id FROM module_messages
-        WHERE status = 'pending' AND "timestamp" <= :now
-          AND (receiver_module_id IS NULL OR receiver_module_id = ANY(CAST(:live AS uuid[])))
-        ORDER BY priority, "timestamp", message_id LIMIT :n FOR UPDATE SKIP LOCKED),
-    settled AS (
-        SELECT c.message_id, m."timestamp" + m.ttl_seconds * INTERVAL '1 second' < :now AS too_late
-        FROM claimed c JOIN module_messages m USING (message_id))
+    f"""
+    WITH open_claim AS (
+        SELECT m.message_id FROM module_messages m
+        WHERE m.status = 'pending' AND m."timestamp" < :now AND {_ARRIVAL} < :now
+          AND (m.receiver_module_id IS NULL OR m.receiver_module_id = ANY(CAST(:open AS uuid[])))
+        ORDER BY m.priority, m."timestamp", m.message_id LIMIT :n FOR UPDATE SKIP LOCKED),
+    capped_claim AS (
+        SELECT c.message_id FROM unnest(CAST(:capped AS uuid[]), CAST(:rooms AS int[])) AS r(rid, room)
+        CROSS JOIN LATERAL (
+            SELECT m.message_id FROM module_messages m
+            WHERE m.status = 'pending' AND m.receiver_module_id = r.rid AND {_ARRIVAL} < :now
+            ORDER BY m.priority, {_ARRIVAL}, m.message_id LIMIT r.room FOR UPDATE SKIP LOCKED) c),
+    claimed AS (SELECT message_id FROM open_claim UNION ALL SELECT message_id FROM capped_claim)
     UPDATE module_messages m SET
-        status = CASE WHEN s.too_late THEN 'expired' ELSE 'delivered' END,
-        delivery_attempts = m.delivery_attempts + CASE WHEN s.too_late THEN 0 ELSE 1 END,
-        last_delivery_attempt = CASE WHEN s.too_late THEN m.last_delivery_attempt ELSE :now END,
-        error_message = CASE WHEN s.too_late THEN 'not handled within ttl_seconds=' || m.ttl_seconds
+        status = CASE WHEN {_TOO_LATE} THEN 'expired' ELSE 'delivered' END,
+        delivery_attempts = m.delivery_attempts + CASE WHEN {_TOO_LATE} THEN 0 ELSE 1 END,
+        last_delivery_attempt = CASE WHEN {_TOO_LATE} THEN m.last_delivery_attempt ELSE :now END,
+        error_message = CASE WHEN {_TOO_LATE} THEN 'not handled within ttl_seconds=' || m.ttl_seconds
                              || ': its deadline passed before it reached the receiver' END
-    FROM settled s WHERE m.message_id = s.message_id
+    FROM claimed s WHERE m.message_id = s.message_id
     RETURNING m.message_id::text AS message_id, m.sender_module_id::text AS sender_module_id,
               m.receiver_module_id::text AS receiver_module_id, m.message_type, m.status
     """
+)
+
+_CLAIM_DOWN = sa.text(
+    f"""{_SELECT} m WHERE m.status = 'pending' AND m.receiver_module_id IS NOT NULL
+    AND m.receiver_module_id <> ALL(CAST(:live AS uuid[]))
+    AND CASE WHEN m.delivery_attempts = 0 THEN {_ARRIVAL} ELSE {_RETRY_DUE} END < :now
+    ORDER BY m.priority, m."timestamp", m.message_id LIMIT :n FOR UPDATE SKIP LOCKED"""
 )
 
 
@@ -168,41 +203,75 @@ def consume_batch(
     batch: int = 500,
     now: pd.Timestamp | None = None,
 ) -> int:
-    """Claim up to ``batch`` pending messages sent by ``now`` (default: the wall clock) with ``FOR UPDATE SKIP
-    LOCKED``, hand the delivered ones to ``handler`` and write every outcome, in the caller's transaction.
-    Returns the messages claimed (0: nothing to do).
+    """Claim up to ``batch`` pending messages *due* by ``now`` (default: the wall clock) with ``FOR UPDATE
+    SKIP LOCKED``, hand the delivered ones to ``handler`` and write every outcome, in the caller's
+    transaction. Returns the messages whose row changed (0: nothing to do now).
 
-    In live use a message is looked at when claimed (the tick is "now"; capacity per minute is not applied):
-    to a live receiver (or a broadcast) it is delivered now, or expired past its deadline, in one set-based
-    statement; to any other receiver ``step`` makes the attempt when due (retries not yet due stay pending),
-    when a batch finds the live queue short of ``batch``.
+    Due, in the claims' WHERE (the in-process rule, ``inprocess.due``): arrival = ``timestamp +
+    sender_latency_ms`` < now; to a receiver that is not live, after k >= 1 failed attempts,
+    ``last_delivery_attempt + backoff_seconds * 2**(k-1)`` < now.
+
+    * broadcasts and live receivers without a capacity: delivered now, or 'expired' when ``timestamp +
+      ttl_seconds`` < now, in one set-based statement;
+    * live receivers with a capacity per minute (``CAPACITY_PER_MINUTE`` by type in the ecosystem): this
+      consumer serves those whose try-lock it gets; each gets at most ``capacity - delivered to it since the
+      minute of now began`` of its due messages, in priority order (1 first), then arrival, then message_id.
+      The others wait for the next minute (expired, without using capacity, once their deadline has passed);
+    * receivers not live: ``step`` makes the attempts due before now (retries with backoff, 'failed' after
+      ``max_attempts``, 'expired' past the deadline), when the live queues left room in the batch.
     """
     now = pd.Timestamp.now(tz="UTC") if now is None else now
-    live = sorted(k for k, v in policy.receivers.items() if v.live)
+    minute = now.floor("min")
+    live = {k: v for k, v in policy.receivers.items() if v.live}
+    capped = sorted(k for k, v in live.items() if v.capacity_per_minute is not None)
+    rooms: dict[str, int] = {}
+    if capped:
+        rooms = {
+            r.rid: int(r.room)
+            for r in conn.execute(
+                _ROOMS,
+                {
+                    "ids": capped,
+                    "caps": [live[k].capacity_per_minute for k in capped],
+                    "minute": minute.to_pydatetime(),
+                    "minute_end": (minute + TICK).to_pydatetime(),
+                },
+            )
+            if r.room > 0
+        }
     rows = [
         dict(r)
-        for r in conn.execute(_CLAIM_LIVE, {"now": now.to_pydatetime(), "live": live, "n": batch}).mappings()
+        for r in conn.execute(
+            _CLAIM_LIVE,
+            {
+                "now": now.to_pydatetime(),
+                "open": sorted(k for k, v in live.items() if v.capacity_per_minute is None),
+                "capped": sorted(rooms),
+                "rooms": [rooms[k] for k in sorted(rooms)],
+                "n": batch,
+            },
+        ).mappings()
     ]
     delivered = [r for r in rows if r["status"] == "delivered"]
     if handler is not None and delivered:
         handler(conn, delivered)
     if len(rows) >= batch:
-        return len(rows)  # the live queue first: the others' retries when it runs dry
+        return len(rows)  # the live queues first: the others' retries when they run dry
     down = [
         dict(r._mapping)
         for r in conn.execute(
-            sa.text(
-                f"{_SELECT} WHERE status = 'pending' AND \"timestamp\" <= :now "
-                "AND receiver_module_id IS NOT NULL "
-                "AND receiver_module_id <> ALL(CAST(:live AS uuid[])) "
-                'ORDER BY priority, "timestamp", message_id LIMIT :n FOR UPDATE SKIP LOCKED'
-            ),
-            {"now": now.to_pydatetime(), "live": live, "n": batch},
+            _CLAIM_DOWN,
+            {
+                "now": now.to_pydatetime(),
+                "live": sorted(live),
+                "n": batch - len(rows),
+                "backoff": policy.backoff_seconds,
+            },
         )
     ]
-    due_rows = [r for r in down if due(r, policy) <= now]
-    _settle(conn, due_rows, now, policy, handler)
-    return len(rows) + len(due_rows)
+    # the tick ending at now: every attempt due before now is made (at its due time), none after
+    changed = _settle(conn, down, now - TICK, policy, handler)
+    return len(rows) + len(changed)
 
 
 def psycopg_url(url: str) -> str:
@@ -261,16 +330,18 @@ def run_consumer(
 
 def _pending_due(
     conn: sa.Connection, end: pd.Timestamp, policy: BusPolicy
-) -> list[tuple[str | None, pd.Timestamp]]:
+) -> dict[str, tuple[str | None, pd.Timestamp]]:
+    """message_id -> (receiver, due) of the pending messages stamped before ``end``: read once per replay."""
     rows = conn.execute(
         sa.text(
-            'SELECT receiver_module_id::text AS receiver_module_id, "timestamp", message_data, ttl_seconds, '
-            "delivery_attempts, last_delivery_attempt FROM module_messages "
+            "SELECT message_id::text AS message_id, receiver_module_id::text AS receiver_module_id, "
+            '"timestamp", message_data, ttl_seconds, delivery_attempts, last_delivery_attempt '
+            "FROM module_messages "
             "WHERE status = 'pending' AND \"timestamp\" < :end"
         ),
         {"end": end.to_pydatetime()},
     )
-    return [(r.receiver_module_id, due(dict(r._mapping), policy)) for r in rows]
+    return {r.message_id: (r.receiver_module_id, due(dict(r._mapping), policy)) for r in rows}
 
 
 def _lock_key(receiver: str | None) -> str:
@@ -280,54 +351,52 @@ def _lock_key(receiver: str | None) -> str:
 def consume_tick(
     engine: sa.Engine,
     t0: pd.Timestamp,
-    end: pd.Timestamp,
+    queues: Mapping[str | None, Sequence[str]],
     policy: BusPolicy,
     handler: Handler | None = None,
     offset: int = 0,
-) -> int:
-    """One consumer's share of the replay tick ``[t0, t0 + 1 min)``: each receiver with due messages whose
-    queue it can lock (another consumer holds the others) is settled by ``step``. Returns messages changed."""
-    t1, done, changed = t0 + TICK, set(), 0
-    while True:
-        with engine.connect() as conn:
-            todo = sorted(
-                {rid for rid, at in _pending_due(conn, end, policy) if at < t1} - done,
-                key=lambda k: "" if k is None else k,
-            )
-        if not todo:
-            return changed
-        todo = todo[offset % len(todo) :] + todo[: offset % len(todo)]
-        for rid in todo:
-            done.add(rid)
-            with engine.begin() as conn:
-                locked = conn.execute(
-                    sa.text("SELECT pg_try_advisory_xact_lock(hashtextextended(:k, 0))"),
-                    {"k": _lock_key(rid)},
+) -> list[dict[str, Any]]:
+    """One consumer's share of the replay tick ``[t0, t0 + 1 min)``: ``queues`` = receiver -> the ids of its
+    messages due in the tick; each receiver whose queue it can lock (another consumer holds the others) is
+    settled by ``step``. Returns the rows it changed."""
+    t1 = t0 + TICK
+    todo = sorted(queues, key=lambda k: "" if k is None else k)
+    if not todo:
+        return []
+    todo = todo[offset % len(todo) :] + todo[: offset % len(todo)]
+    changed: list[dict[str, Any]] = []
+    for rid in todo:
+        with engine.begin() as conn:
+            locked = conn.execute(
+                sa.text("SELECT pg_try_advisory_xact_lock(hashtextextended(:k, 0))"),
+                {"k": _lock_key(rid)},
+            ).scalar_one()
+            if not locked:
+                continue  # another consumer settles this receiver in this tick
+            rows = [
+                dict(r._mapping)
+                for r in conn.execute(
+                    sa.text(
+                        f"{_SELECT} WHERE status = 'pending' AND message_id = ANY(CAST(:ids AS uuid[])) "
+                        'ORDER BY priority, "timestamp", message_id FOR UPDATE SKIP LOCKED'
+                    ),
+                    {"ids": list(queues[rid])},
+                )
+            ]
+            if not rows:
+                continue  # settled already by the consumer that held it before
+            used = 0
+            if rid is not None:
+                used = conn.execute(
+                    sa.text(
+                        "SELECT count(*) FROM module_messages "
+                        "WHERE receiver_module_id = CAST(:r AS uuid) AND status = 'delivered' "
+                        "AND last_delivery_attempt >= :a AND last_delivery_attempt < :b"
+                    ),
+                    {"r": rid, "a": t0.to_pydatetime(), "b": t1.to_pydatetime()},
                 ).scalar_one()
-                if not locked:
-                    continue  # another consumer settles this receiver in this tick
-                who = "receiver_module_id IS NULL" if rid is None else "receiver_module_id = CAST(:r AS uuid)"
-                rows = [
-                    dict(r._mapping)
-                    for r in conn.execute(
-                        sa.text(
-                            f"{_SELECT} WHERE status = 'pending' AND \"timestamp\" < :end AND {who} "
-                            'ORDER BY priority, "timestamp", message_id FOR UPDATE SKIP LOCKED'
-                        ),
-                        {"end": end.to_pydatetime(), "r": rid},
-                    )
-                ]
-                used = 0
-                if rid is not None:
-                    used = conn.execute(
-                        sa.text(
-                            "SELECT count(*) FROM module_messages "
-                            "WHERE receiver_module_id = CAST(:r AS uuid) AND status = 'delivered' "
-                            "AND last_delivery_attempt >= :a AND last_delivery_attempt < :b"
-                        ),
-                        {"r": rid, "a": t0.to_pydatetime(), "b": t1.to_pydatetime()},
-                    ).scalar_one()
-                changed += len(_settle(conn, rows, t0, policy, handler, {rid: int(used)}))
+            changed += _settle(conn, rows, t0, policy, handler, {rid: int(used)})
+    return changed
 
 
 def replay(
@@ -339,23 +408,37 @@ def replay(
     consumers: int = 2,
 ) -> int:
     """The pending messages stamped before ``end`` walked through ``[start, end)`` in data time, on the
-    in-process transport's ticks, by ``consumers`` competing consumer threads per tick. Returns ticks run."""
-    ticks = 0
+    in-process transport's ticks, by ``consumers`` competing consumer threads per tick. Returns ticks run.
+
+    The pending set is read once, at the start (with each message's due time, ``inprocess.due``); after that
+    the replay follows what the consumers changed (a row's due time moves only when its row changes), as the
+    in-process transport does: a tick claims by id only the messages due in it."""
     with engine.connect() as conn:
-        pending = _pending_due(conn, end, policy)
-    if not pending:
+        due_at = _pending_due(conn, end, policy)
+    if not due_at:
         return 0
-    t0 = first_tick(min(at for _, at in pending), start)
-    while t0 < end:
-        with ThreadPoolExecutor(consumers) as pool:
-            for future in [
-                pool.submit(consume_tick, engine, t0, end, policy, handler, i) for i in range(consumers)
-            ]:
-                future.result()  # a consumer's error is the replay's
-        ticks += 1
-        with engine.connect() as conn:
-            pending = _pending_due(conn, end, policy)
-        if not pending:
-            break
-        t0 = next_tick(t0, min(at for _, at in pending))
+    ticks = 0
+    t0 = first_tick(min(at for _, at in due_at.values()), start)
+    with ThreadPoolExecutor(consumers) as pool:
+        while t0 < end:
+            t1 = t0 + TICK
+            queues: dict[str | None, list[str]] = {}
+            for mid in sorted(due_at):
+                rid, at = due_at[mid]
+                if at < t1:
+                    queues.setdefault(rid, []).append(mid)
+            futures = [
+                pool.submit(consume_tick, engine, t0, queues, policy, handler, i) for i in range(consumers)
+            ]
+            for future in futures:
+                for row in future.result():  # a consumer's error is the replay's
+                    mid = str(row["message_id"])
+                    if row["status"] != "pending":
+                        due_at.pop(mid, None)
+                    else:
+                        due_at[mid] = (row["receiver_module_id"], due(row, policy))
+            ticks += 1
+            if not due_at:
+                break
+            t0 = next_tick(t0, min(at for _, at in due_at.values()))
     return ticks

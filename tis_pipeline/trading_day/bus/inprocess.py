@@ -8,12 +8,14 @@ receiver (``step``):
 
 * **live receiver** (status 'active', stage experimental/active): the pending messages that have arrived
   before the tick's end are taken in priority order (1 first), then arrival, then message_id. Each is handled
-  at ``max(arrival, t0)``: past its deadline -> 'expired'; else, while the receiver has capacity left in the
-  tick (``capacity_per_minute``; None = unbounded) -> 'delivered' (``delivery_attempts + 1``,
-  ``last_delivery_attempt`` = the handling time); else it waits for the next tick. At the tick's end a message
+  at ``max(arrival, t0)``: past its deadline (or ``ttl_seconds`` 0: no time to live) -> 'expired'; else,
+  while the receiver has capacity left in the tick (``capacity_per_minute``; None = unbounded) ->
+  'delivered' (``delivery_attempts + 1``, ``last_delivery_attempt`` = the handling time); else it waits for
+  the next tick. At the tick's end a message
   still waiting whose deadline fell inside the tick -> 'expired'.
 * **receiver not live or unknown**: a delivery attempt is made when due: attempt k (1-based) at
-  ``arrival + backoff_seconds * (2**(k-1) - 1)`` (arrival, +b, +3b, ...). An attempt past the deadline makes
+  ``arrival + backoff_seconds * (2**(k-1) - 1)`` (arrival, +b, +3b, ...), or at ``t0`` when that fell before
+  the window (a carried message). An attempt past the deadline (or with ttl 0) makes
   the message 'expired'; the ``max_attempts``-th failed attempt makes it 'failed'. ``delivery_attempts``,
   ``last_delivery_attempt`` and ``error_message`` say what happened.
 * **broadcast** (receiver NULL): delivered at its arrival (one attempt).
@@ -122,7 +124,7 @@ def step(
         cap = receiver.capacity_per_minute
         for msg in eligible:
             at = max(arrival(msg), t0)
-            if at > deadline(msg):
+            if _too_late(msg, at):
                 changed[msg["message_id"]] = _expired(
                     msg, "its deadline passed before it reached the receiver"
                 )
@@ -144,9 +146,9 @@ def step(
     for msg in queue:
         cur = dict(msg)
         while cur["status"] == "pending" and due(cur, policy) < t1:
-            at = due(cur, policy)
+            at = max(due(cur, policy), t0)  # a retry due while no window ran (a gap) is made when one does
             attempts = int(cur.get("delivery_attempts") or 0)
-            if at > deadline(cur):
+            if _too_late(cur, at):
                 cur = _expired(
                     cur, f"receiver {receiver_id} not reachable ({receiver.state}) until its deadline"
                 )
@@ -160,6 +162,12 @@ def step(
         if cur != msg:
             changed[cur["message_id"]] = cur
     return list(changed.values())
+
+
+def _too_late(msg: Mapping[str, Any], at: pd.Timestamp) -> bool:
+    """Handled at ``at``, past its deadline, or with no time to live at all (ttl 0: carried after its time ran
+    out)."""
+    return at > deadline(msg) or int(msg["ttl_seconds"]) <= 0
 
 
 def _expired(msg: Mapping[str, Any], why: str) -> dict[str, Any]:

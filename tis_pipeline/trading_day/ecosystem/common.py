@@ -235,8 +235,11 @@ JSON_COLUMNS: Mapping[str, tuple[str, ...]] = {
 BASE_LATENCY_MS: Mapping[str, int] = {ALPHA: 5, DECISION: 2, TRADER: 1}
 
 HISTORY_DAYS = 30
-PROMOTE_DAYS, PROMOTE_MIN = 3, 50  # hundredths
-PROMOTE_MIN_SAMPLE = 10  # plans behind the scores before a module graduates
+PROMOTE_DAYS = 3  # scored days before a module may graduate
+# plans taken to their end (the history's n) behind a promotion or a retirement on risk-adjusted return: the
+# real data gives an alpha 2-6 trades over two months, so a larger bar would leave every module untested
+LIFECYCLE_MIN_SAMPLE = 3
+RAR_WINDOW = 10  # scored days summed into the trailing risk-adjusted return compared with the peers'
 DEPRECATE_DAYS, DEPRECATE_BELOW = 5, 30  # hundredths
 FAILURE_BELOW = 30  # hundredths
 READINESS_MIN_DAYS, READINESS_WINDOW, COOLDOWN_DAYS = 3, 5, 5

@@ -10,7 +10,12 @@ The day flows through the bus (``bus/inprocess.py``, in data time; ``day.run_day
   seconds left to ``valid_until`` (at least 1). Only a plan whose decision reached the trader is executed.
 * ``execution_feedback`` trader -> the plan's author, per executed/partial plan, at its exit time
   (``performance_metrics['exit_time']``, else valid_until, clipped into [plan timestamp, day_end]); ttl 3600.
-* ``intelligence_broadcast`` per live module at day_end, receiver NULL, ttl 86400, priority 3.
+* ``intelligence_broadcast`` per live module at day_end, receiver NULL, ttl 86400, priority 3; and the same
+  report *private* to its lineage: one message to each of its ancestors and descendants (through
+  ``parent_modules``, whatever their status: a module knows its family, not who of it is still alive), ttl
+  3600, priority 3, ``message_data['scope'] = 'private'``. To a deprecated or failed relative the bus retries
+  (day end, +20 s, +60 s: the last after midnight, so it is carried) and fails it; carried over a gap in the
+  data longer than its hour, it expires.
 * ``replication_signal`` parent -> child per replication at day_end, ttl 86400, priority 2: the child is born
   at the next midnight, so the bus retries and carries the signal into the next day, where the child takes it.
 
@@ -274,10 +279,36 @@ def feedback_messages(day: pd.Timestamp, plans: pd.DataFrame, population: pd.Dat
     return _frame(rows)
 
 
+def _lineages(population: pd.DataFrame) -> dict[str, list[str]]:
+    """module_id -> its ancestors and descendants through ``parent_modules`` (every module, any status)."""
+    parents = {
+        str(r["module_id"]): [str(p) for p in (r["parent_modules"] or [])]
+        for r in population_records(population)
+    }
+    children: dict[str, list[str]] = {}
+    for child, ps in parents.items():
+        for p in ps:
+            children.setdefault(p, []).append(child)
+    out = {}
+    for me in parents:
+        found: set[str] = set()
+        for links in (parents, children):
+            todo = list(links.get(me, []))
+            while todo:
+                m = todo.pop()
+                if m not in found and m != me:
+                    found.add(m)
+                    todo += links.get(m, [])
+        out[me] = sorted(found & set(parents))
+    return out
+
+
 def broadcast_messages(day: pd.Timestamp, plans: pd.DataFrame, population: pd.DataFrame) -> pd.DataFrame:
-    """One ``intelligence_broadcast`` per live module at day_end: its day in figures."""
+    """One ``intelligence_broadcast`` per live module at day_end (its day in figures) to everyone, and the
+    same report private to each member of its lineage."""
     day = day_start(day)
     latency = _latencies(population)
+    lineages = _lineages(population)
     by_module: dict[str, list[Mapping[str, Any]]] = {}
     for p in _records(plans):
         by_module.setdefault(str(p["module_id"]), []).append(p)
@@ -313,6 +344,20 @@ def broadcast_messages(day: pd.Timestamp, plans: pd.DataFrame, population: pd.Da
                 latency,
             )
         )
+        for relative in lineages.get(mid, []):
+            rows.append(
+                _message(
+                    "intelligence_broadcast",
+                    f"{mid}|{relative}|{iso_day(day)}",
+                    mid,
+                    relative,
+                    day_end_stamp(day),
+                    {**data, "scope": "private"},
+                    3,
+                    3600,
+                    latency,
+                )
+            )
     return _frame(rows)
 
 
@@ -377,33 +422,3 @@ def run_bus(day: pd.Timestamp, messages: pd.DataFrame, policy: BusPolicy) -> pd.
     if messages.empty:
         return messages
     return deliver(messages, day, day + pd.Timedelta(days=1), policy)
-
-
-def build_messages(
-    day: pd.Timestamp, plans: pd.DataFrame, approvals: pd.DataFrame, population: pd.DataFrame
-) -> pd.DataFrame:
-    """A whole day's messages at once, when plans, approvals and executions are already known (a plan's
-    decision is sent when its plan message was handled): plan, decision, feedback and broadcast messages
-    through the in-process bus. ``run_day`` runs the same stages with the bus gating each."""
-    day = day_start(day)
-    policy = bus_policy(population, day)
-    sent = run_bus(day, plan_messages(day, plans, population), policy)
-    handled = {
-        str(d["plan_id"]): t
-        for d, t, s in zip(sent["message_data"], sent["last_delivery_attempt"], sent["status"], strict=True)
-        if s == "delivered"
-    }
-    decisions = run_bus(day, decision_messages(day, plans, approvals, handled, population), policy)
-    rest = run_bus(
-        day,
-        pd.concat(
-            [feedback_messages(day, plans, population), broadcast_messages(day, plans, population)],
-            ignore_index=True,
-        ),
-        policy,
-    )
-    frames = [f for f in (sent, decisions, rest) if len(f)]
-    if not frames:
-        return _frame([])
-    out = pd.concat(frames, ignore_index=True)
-    return out.sort_values(["timestamp", "message_type", "message_id"], kind="stable").reset_index(drop=True)

@@ -3,11 +3,13 @@
 Population update (``update_population``), for live modules; other rows are left as they were
 ---------------------------------------------------------------------------------------------
 Messages of the day only; *direct* = delivered, with a receiver, sender != receiver.
-* ``performance_history``: list of ``{"day", "score", "n", "below_peers"}``, today's entry appended (replacing
-  an entry of the same day), entries older than 30 days (day - 29 .. day kept) dropped. ``n`` = the sample
-  behind the score: the plans it took to their end today (delivered execution_feedback messages it received
-  or sent; for a decision maker, its delivered decisions); ``below_peers`` = its ``risk_adjusted_returns``
-  today < the median of the other live modules of its type scored today (absent without such a peer).
+* ``performance_history``: list of ``{"day", "score", "n", "rar", "below_peers"}``, today's entry appended
+  (replacing an entry of the same day), entries older than 30 days (day - 29 .. day kept) dropped. ``n`` = the
+  sample behind the score: the plans it took to their end today (delivered execution_feedback messages it
+  received or sent; for a decision maker, its delivered decisions); ``rar`` = its ``risk_adjusted_returns``
+  today; ``below_peers`` = its *trailing risk-adjusted return* R (the sum of ``rar`` over its last 10 entries,
+  today's included) < the median R of the other live modules of its type scored today (absent without such
+  a peer).
 * genome: ``common.learned_genome`` (its own success rate), then **social learning** from the day's shared
   intelligence (``sharing``, the day's ``module_intelligence_sharing`` rows): when the mean of its last 3
   scores is below its ``adaptation_threshold``, from the ``performance_update``s it may read (broadcast, or
@@ -35,13 +37,19 @@ Messages of the day only; *direct* = delivered, with a receiver, sender != recei
   ms) of the messages delivered to it today (queueing behind its capacity included); the base latency of its
   type (alpha 5, decision maker 2, trader 1 ms) on a day it received nothing. Its messages carry it
   tomorrow.
-* ``message_throughput_per_sec``: the most of its messages (sent or received) the bus delivered within one
-  second of the day.
-* lifecycle (on the history after today's entry; n = entries): experimental -> active when n >= 3, the
-  samples ``n`` of its history add up to >= 10 plans, and the mean of the last 3 scores >= 0.50 (scores of
-  days after its genome was made: out of sample); active -> deprecated when each of its last 5 entries is
-  below its peers; experimental or active -> deprecated when n >= 5 and each of the last 5 scores < 0.30.
-  Deprecated: status 'inactive', it stops trading.
+* ``message_throughput_per_sec``: the rate at which the bus moved its inbox today, messages per second of the
+  time they spent in the bus: ``floor(1000 k / max(sum_i w_i, k))``, k = messages delivered to it today, w_i
+  = handling time - sending time in whole ms (data time: the sender's latency, waits behind its capacity per
+  minute, a night in the bus for a carried message). 0 on a day it received nothing. Data time, so a replay
+  gives the same value; the floor keeps a module served in 1 ms at most 1,000 a second.
+* lifecycle (on the history after today's entry; d = entries, S = the sum of its ``n``: plans taken to their
+  end, all of them after its genome was made, so out of sample; minimum sample S >= 3):
+  experimental -> active when d >= 3, S >= 3, R > 0 and R is not below its peers' today (evidence that it
+  earns, risk-adjusted, at least what its peers do); experimental or active -> deprecated when S >= 3 and
+  its R was below its peers' on each of its last **N = 5** entries (it stayed behind its peers for five
+  scored days), or when d >= 5 and each of its last 5 scores < 0.30. Deprecated: status 'inactive', it stops
+  trading and receives nothing (the bus fails messages to it). The last live module of a type is never
+  deprecated (a day needs an alpha, a decision maker and a trader).
 * ``replication_readiness`` = 0 when not live, n < 3, or an offspring was born within the last 5 days
   (created_at > day + 1 day - 5 days, a cool-down); else ``mean(s) * (1 - std(s)) * min(1, n / 5)`` over the
   last <= 5 scores s (population std): good, steady and proven.
@@ -66,10 +74,10 @@ from tis_pipeline.trading_day.ecosystem.common import (
     DEPRECATE_DAYS,
     HISTORY_DAYS,
     LEARNED_KEPT,
+    LIFECYCLE_MIN_SAMPLE,
     MESSAGE_COLUMNS,
     PROMOTE_DAYS,
-    PROMOTE_MIN,
-    PROMOTE_MIN_SAMPLE,
+    RAR_WINDOW,
     READINESS_MIN_DAYS,
     READINESS_WINDOW,
     SHARING_DECAY,
@@ -104,26 +112,28 @@ def _message_graph(live: Sequence[str], direct: pd.DataFrame) -> nx.Graph:
     return graph
 
 
+def _trailing_rar(history: Sequence[Mapping[str, Any]]) -> float:
+    """Its trailing risk-adjusted return: the sum of ``rar`` over its last ``RAR_WINDOW`` history entries."""
+    return float(sum(float(e.get("rar") or 0.0) for e in history[-RAR_WINDOW:]))
+
+
 def _below_peers(
-    recs: Sequence[Mapping[str, Any]], perf: Mapping[str, Mapping[str, Any]], live: set[str]
+    recs: Sequence[Mapping[str, Any]],
+    histories: Mapping[str, Sequence[Mapping[str, Any]]],
+    scored: set[str],
 ) -> dict[str, bool]:
-    """module_id -> whether its risk-adjusted return today is below the median of the other live modules of
-    its type scored today (only where it has at least one such peer)."""
-    rar = {
-        str(r["module_id"]): (
-            str(r["module_type"]),
-            float(perf[str(r["module_id"])]["risk_adjusted_returns"]),
-        )
+    """module_id -> whether its trailing risk-adjusted return (``_trailing_rar``, today's entry included) is
+    below the median of the other live modules of its type scored today (only where it has such a peer)."""
+    trailing = {
+        str(r["module_id"]): (str(r["module_type"]), _trailing_rar(histories[str(r["module_id"])]))
         for r in recs
-        if str(r["module_id"]) in live
-        and str(r["module_id"]) in perf
-        and not is_missing(perf[str(r["module_id"])].get("risk_adjusted_returns"))
+        if str(r["module_id"]) in scored
     }
     out = {}
-    for mid, (mtype, x) in rar.items():
-        peers = [y for m, (t, y) in rar.items() if t == mtype and m != mid]
+    for mid, (mtype, x) in trailing.items():
+        peers = [y for m, (t, y) in trailing.items() if t == mtype and m != mid]
         if peers:
-            out[mid] = bool(x < float(np.median(peers)))
+            out[mid] = bool(round(x, 4) < round(float(np.median(peers)), 4))
     return out
 
 
@@ -275,8 +285,8 @@ def update_population(
         pair_plans.setdefault((str(s), str(r)), set()).add(pid)
         pair_plans.setdefault((str(r), str(s)), set()).add(pid)
 
-    # the bus's own measurements (data time): how long its inbox took to hand it its messages, and the most
-    # of its messages (sent or received) the bus handled within one second
+    # the bus's own measurements (data time): how long its inbox took to hand it its messages, and how many
+    # of them it moved per second they spent in the bus
     handled = msgs[delivered & msgs["last_delivery_attempt"].notna()]
     waits_ms = (
         (
@@ -287,23 +297,15 @@ def update_population(
         .mul(1000)
     )
     inbox_ms = waits_ms.groupby(handled["receiver_module_id"]).median().to_dict() if len(handled) else {}
-    ends_h = pd.concat(
-        [
-            pd.DataFrame({"m": handled["sender_module_id"], "t": handled["last_delivery_attempt"]}),
-            pd.DataFrame({"m": handled["receiver_module_id"], "t": handled["last_delivery_attempt"]}),
-        ]
-    ).dropna()
     broadcasters = set(
         msgs.loc[(msgs["message_type"] == "intelligence_broadcast") & delivered, "sender_module_id"].dropna()
     )
-    ends = ends_h
-    if ends.empty:
-        throughput: dict[str, int] = {}
-    else:
-        ends["sec"] = pd.to_datetime(ends["t"], utc=True).dt.floor("s")
-        throughput = {
-            str(k): int(v) for k, v in ends.groupby(["m", "sec"]).size().groupby(level=0).max().items()
-        }
+    throughput: dict[str, int] = {}
+    if len(handled):
+        inbox = pd.DataFrame({"m": handled["receiver_module_id"], "w": waits_ms}).dropna()
+        for k, part in inbox.groupby("m"):
+            n = len(part)  # whole ms: the bus's resolution (latencies are whole ms), no float residue
+            throughput[str(k)] = int(1000 * n // max(round(float(part["w"].sum())), n))
 
     # the day's sample behind each score: the plans it took part in that reached their end (executed plans'
     # feedback for an author and for the trader that sent it; decisions delivered for the decision maker)
@@ -316,7 +318,6 @@ def update_population(
     ]
     for k, v in decisions["sender_module_id"].value_counts().items():
         sample[k] = sample.get(k, 0) + int(v)
-    below_peers = _below_peers(recs, perf, live_set)
     lessons_from = _lessons(sharing, day)
 
     last_birth: dict[str, pd.Timestamp] = {}
@@ -328,20 +329,43 @@ def update_population(
     cooldown_after = day + pd.Timedelta(days=1) - pd.Timedelta(days=COOLDOWN_DAYS)
     oldest_kept = iso_day(day - pd.Timedelta(days=HISTORY_DAYS - 1))
 
+    # every live module's history with today's entry first: the peers' trailing returns are compared below
+    histories: dict[str, list[dict[str, Any]]] = {}
+    scored: set[str] = set()
     for rec in recs:
         mid = str(rec["module_id"])
         if mid not in live_set:
             continue
         p = perf.get(mid)
-        history = [e for e in rec["performance_history"] if e.get("day") != iso_day(day)]
+        history = [dict(e) for e in rec["performance_history"] if e.get("day") != iso_day(day)]
         if p is not None and not is_missing(p.get("performance_score")):
-            entry = {"day": iso_day(day), "score": to_rate(p["performance_score"]), "n": sample.get(mid, 0)}
-            if mid in below_peers:
-                entry["below_peers"] = below_peers[mid]
-            history.append(entry)
-        history = sorted(
+            rar = p.get("risk_adjusted_returns")
+            history.append(
+                {
+                    "day": iso_day(day),
+                    "score": to_rate(p["performance_score"]),
+                    "n": sample.get(mid, 0),
+                    "rar": 0.0 if is_missing(rar) else round(float(rar), 4),
+                }
+            )
+            scored.add(mid)
+        histories[mid] = sorted(
             (e for e in history if str(e.get("day")) >= oldest_kept), key=lambda e: str(e["day"])
         )
+    for mid, below in _below_peers(recs, histories, scored).items():
+        histories[mid][-1]["below_peers"] = below
+    # a type keeps one live module: the day needs an alpha, a decision maker and a trader
+    live_per_type: dict[str, int] = {}
+    for rec in recs:
+        if str(rec["module_id"]) in live_set:
+            live_per_type[str(rec["module_type"])] = live_per_type.get(str(rec["module_type"]), 0) + 1
+
+    for rec in recs:
+        mid = str(rec["module_id"])
+        if mid not in live_set:
+            continue
+        p = perf.get(mid)
+        history = histories[mid]
         rec["performance_history"] = history
         rec["genome"] = learned_genome(rec, p)
         patterns = dict(rec["learning_patterns"]) if isinstance(rec["learning_patterns"], Mapping) else {}
@@ -378,16 +402,19 @@ def update_population(
 
         cents = [hundredths(e["score"]) for e in history]
         n = len(cents)
+        evidence = sum(int(e.get("n") or 0) for e in history)
         lagging = [bool(e.get("below_peers")) for e in history[-DEPRECATE_DAYS:]]
         failing = n >= DEPRECATE_DAYS and all(c < DEPRECATE_BELOW for c in cents[-DEPRECATE_DAYS:])
-        outrun = rec["lifecycle_stage"] == "active" and len(lagging) == DEPRECATE_DAYS and all(lagging)
-        if failing or outrun:
+        outrun = evidence >= LIFECYCLE_MIN_SAMPLE and len(lagging) == DEPRECATE_DAYS and all(lagging)
+        if (failing or outrun) and live_per_type[str(rec["module_type"])] > 1:
             rec["lifecycle_stage"], rec["status"] = "deprecated", "inactive"
+            live_per_type[str(rec["module_type"])] -= 1
         elif (
             rec["lifecycle_stage"] == "experimental"
             and n >= PROMOTE_DAYS
-            and sum(int(e.get("n") or 0) for e in history) >= PROMOTE_MIN_SAMPLE
-            and sum(cents[-PROMOTE_DAYS:]) >= PROMOTE_MIN * PROMOTE_DAYS
+            and evidence >= LIFECYCLE_MIN_SAMPLE
+            and round(_trailing_rar(history), 4) > 0
+            and not history[-1].get("below_peers", False)
         ):
             rec["lifecycle_stage"] = "active"
 

@@ -63,7 +63,8 @@ from tis_pipeline.trading_day.plans.common import (
     naive_ns,
     utc_day,
 )
-from tis_pipeline.trading_day.plans.execute import Book, open_book, simulate_fills
+from tis_pipeline.trading_day.plans.execute import Book, fill_arrays, open_book, simulate_fills
+from tis_pipeline.trading_day.plans.market import DayBars
 from tis_pipeline.trading_day.population import (
     acting_module,
     genome_of,
@@ -101,9 +102,16 @@ def review(
     desk: Mapping,
     trader: Mapping | None,
     book: Book | None,
+    fills: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """One decision maker's decisions on ``plans`` (already in (timestamp, plan_id) order, the rows of
     ``book.plans``) at the proposed ``sizes``, with the portfolio at each plan's time.
+
+    The fills of every plan at its proposed size (``fills``: ``simulate_fills(book, arange(n), sizes,
+    trader)`` when the caller has them, else made here in one pass) serve every plan approved at that size:
+    a fill depends on its size (quantity, impact, hence levels and exits), and each plan's fill depends on its
+    own row only, so the fill of one plan alone at the same size is the same numbers. Only a plan cut to
+    another size is simulated on its own.
 
     Returns a frame (status, final_size, conf_ok, rr_ok, over, rank, loss_limit, binding,
     decision_confidence, pnl: the approved plan's pnl at its final size, NaN otherwise) and one record per
@@ -117,6 +125,7 @@ def review(
     d = np.where(plans["direction"].to_numpy() == "long", 1.0, -1.0)
     ts = naive_ns(plans["timestamp"])
     valid_until = naive_ns(plans["valid_until"])
+    plan_ids = plans["plan_id"].to_numpy()
     conf_ok, rr_ok = conf >= lim["min_confidence"], rr >= lim["min_risk_reward"]
     passing = conf_ok & rr_ok
     rank = pd.Series(passing.astype(int)).groupby(symbol).cumsum().to_numpy()
@@ -126,8 +135,10 @@ def review(
     # first bar (the cost model's window: known at the plan's time); NaN without volume (no limit)
     liquidity = np.full(n, np.nan)
     if book is not None and len(book.bars):
+        # the plan's first bar is a bar of its own symbol only when the symbol has one at or after the plan's
+        # time (start < the end of the symbol's rows); else there is no volume to size against
         row = np.minimum(book.start, len(book.bars) - 1)
-        same = book.bars["symbol"].to_numpy()[row] == symbol
+        same = book.start < book.block_end
         volume = np.where(same, book.costs["volume"].to_numpy()[row], np.nan)
         price = plans["entry_price"].to_numpy(dtype="float64")
         liquidity = lim["max_participation"] * volume * price / capital * 100.0
@@ -140,12 +151,22 @@ def review(
     loss_limit = np.zeros(n, dtype=bool)
     binding: list[str | None] = [None] * n
     seen: list[dict[str, Any]] = []
-    accepted: list[int] = []
+    accepted = np.zeros(n, dtype=bool)
+    if book is not None and trader is not None and fills is None:
+        fills = simulate_fills(book, np.arange(n), sizes, trader)
+    if fills is not None:
+        fill_ok, fill_pnl, fill_exit = (
+            fills["filled"].to_numpy(dtype=bool),
+            fills["pnl"].to_numpy(dtype="float64"),
+            naive_ns(fills["exit_time"]),
+        )
     for j in range(n):
         t = ts[j]
-        live = [i for i in accepted if end[i] > t]
-        closed = [i for i in accepted if exit_at[i] <= t and np.isfinite(pnl[i])]
-        realised = float(np.sum(pnl[closed])) if closed else 0.0
+        # the earlier approved plans still open at t and those closed by t with a P&L, in plan order (the
+        # order the sums below add them in)
+        live = np.flatnonzero(accepted & (end > t)).tolist()
+        closed = np.flatnonzero(accepted & (exit_at <= t) & np.isfinite(pnl))
+        realised = float(np.sum(pnl[closed])) if len(closed) else 0.0
         gross = float(sum(final[i] for i in live))
         net = float(sum(d[i] * final[i] for i in live))
         sym = float(sum(final[i] for i in live if symbol[i] == symbol[j]))
@@ -174,7 +195,7 @@ def review(
             {
                 "open_positions": [
                     {
-                        "plan_id": str(plans["plan_id"].iat[i]),
+                        "plan_id": str(plan_ids[i]),
                         "symbol": str(symbol[i]),
                         "side": "long" if d[i] > 0 else "short",
                         "position_pct": _pct(final[i]),
@@ -191,12 +212,16 @@ def review(
             }
         )
         if status[j] != "rejected":
-            accepted.append(j)
-            if book is not None and trader is not None:
-                f = simulate_fills(book, np.array([j]), np.array([final[j]]), trader)
-                if f["filled"].iat[0]:
-                    pnl[j] = float(f["pnl"].iat[0])
-                    exit_at[j] = naive_ns(f["exit_time"])[0]
+            accepted[j] = True
+            if book is not None and trader is not None and fills is not None:
+                if final[j] == sizes[j]:
+                    ok, j_pnl, j_exit = fill_ok[j], fill_pnl[j], fill_exit[j]
+                else:  # cut to another size: another quantity, impact and path
+                    one = fill_arrays(book, np.array([j]), np.array([final[j]]), trader)
+                    ok, j_pnl, j_exit = one["filled"][0], one["pnl"][0], one["exit_time"][0]
+                if ok:
+                    pnl[j] = float(j_pnl)
+                    exit_at[j] = j_exit
                     end[j] = exit_at[j]
                 else:
                     end[j] = valid_until[j]
@@ -259,29 +284,30 @@ def _records(
     out: dict[str, list[Any]] = {
         k: [] for k in ("reason", "mods", "risk", "controls", "impact", "factors", "alternatives")
     }
+    col = {c: v[c].to_numpy() for c in v.columns}  # one lookup per column, not one per plan
     for i, p in enumerate(plans.itertuples(index=False)):
-        status, conf, rr = v["status"].iat[i], float(p.confidence_score), float(p.risk_reward_ratio)
-        size, final = float(sizes[i]), float(v["final_size"].iat[i])
+        status, conf, rr = col["status"][i], float(p.confidence_score), float(p.risk_reward_ratio)
+        size, final = float(sizes[i]), float(col["final_size"][i])
         s = seen[i]
         d = 1.0 if p.direction == "long" else -1.0
         stop_pct = abs(p.entry_price - p.stop_loss) / p.entry_price * 100
-        bound = v["binding"].iat[i] if isinstance(v["binding"].iat[i], str) else None
+        bound = col["binding"][i] if isinstance(col["binding"][i], str) else None
         applied: list[str] = []
         if status == "rejected":
             why = []
-            if not v["conf_ok"].iat[i]:
+            if not col["conf_ok"][i]:
                 why.append(f"confidence {conf:.2f} below {lim['min_confidence']:.2f}")
                 applied.append("min_confidence")
-            if not v["rr_ok"].iat[i]:
+            if not col["rr_ok"][i]:
                 why.append(f"risk/reward {rr:.2f} below {lim['min_risk_reward']:.2f}")
                 applied.append("min_risk_reward")
-            if v["over"].iat[i]:
+            if col["over"][i]:
                 why.append(
-                    f"symbol limit: plan {int(v['rank'].iat[i])} of {p.symbol} today exceeds "
+                    f"symbol limit: plan {int(col['rank'][i])} of {p.symbol} today exceeds "
                     f"{int(lim['max_plans_per_symbol'])}"
                 )
                 applied.append("max_plans_per_symbol")
-            if not why and v["loss_limit"].iat[i]:
+            if not why and col["loss_limit"][i]:
                 why.append(
                     f"daily loss limit: realised {s['realised']:.2f} today reaches "
                     f"{lim['max_daily_loss_pct']:.2f}% of capital"
@@ -371,10 +397,10 @@ def _records(
         out["factors"].append(
             {
                 "decision_maker": name,
-                "confidence_ok": bool(v["conf_ok"].iat[i]),
-                "risk_reward_ok": bool(v["rr_ok"].iat[i]),
-                "symbol_rank": int(v["rank"].iat[i]),
-                "daily_loss_limit_reached": bool(v["loss_limit"].iat[i]),
+                "confidence_ok": bool(col["conf_ok"][i]),
+                "risk_reward_ok": bool(col["rr_ok"][i]),
+                "symbol_rank": int(col["rank"][i]),
+                "daily_loss_limit_reached": bool(col["loss_limit"][i]),
                 "binding_limit": bound,
                 "size_capped": bool(status == "modified"),
             }
@@ -386,7 +412,7 @@ def approve_plans(
     day: pd.Timestamp,
     plans: pd.DataFrame,
     population: pd.DataFrame,
-    bars: pd.DataFrame | None = None,
+    bars: pd.DataFrame | DayBars | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The acting decision maker approves, resizes ('modified') or rejects each plan of the day against the
     portfolio at the plan's time (rules in the module docstring).

@@ -60,8 +60,8 @@ from tis_pipeline.trading_day.plans.common import (
     utc_day,
     utc_series,
 )
-from tis_pipeline.trading_day.plans.costs import CostConfig, bar_cost_inputs, cost_config, market_cost_bps
-from tis_pipeline.trading_day.plans.market import prepare_bars
+from tis_pipeline.trading_day.plans.costs import CostConfig, cost_config, market_cost_bps
+from tis_pipeline.trading_day.plans.market import DayBars, day_bars
 from tis_pipeline.trading_day.population import (
     acting_module,
     genome_of,
@@ -77,8 +77,9 @@ def entry_delay(genome: Mapping) -> int:
 
 @dataclass(frozen=True)
 class Book:
-    """The bars of a day prepared once for any number of fills: bars, their cost inputs, and each plan's
-    window of bar rows ``[start, stop_at)``."""
+    """The bars of a day prepared once for any number of fills: bars, their timestamps (naive ns), their cost
+    inputs, and each plan's window of bar rows ``[start, stop_at)`` and the end of its symbol's rows
+    (``block_end``: ``start == block_end`` when the symbol has no bar at or after the plan's timestamp)."""
 
     plans: pd.DataFrame
     bars: pd.DataFrame
@@ -86,29 +87,58 @@ class Book:
     start: np.ndarray
     stop_at: np.ndarray
     config: CostConfig
+    ts: np.ndarray
+    block_end: np.ndarray
+    # per bar: open, high, low, close, and the cost inputs spread, sigma, volume
+    arrays: Mapping[str, np.ndarray]
+    # per plan: d (+1 long, -1 short), entry_price, stop_loss, take_profit, valid_until, fee
+    plan_arrays: Mapping[str, np.ndarray]
 
 
-def open_book(plans: pd.DataFrame, bars: pd.DataFrame, config: CostConfig | None = None) -> Book:
-    """Prepare the bars and each plan's window (plans' row order kept)."""
+def open_book(plans: pd.DataFrame, bars: pd.DataFrame | DayBars, config: CostConfig | None = None) -> Book:
+    """Prepare the bars (once per ``DayBars``) and each plan's window (plans' row order kept)."""
     config = config or cost_config()
-    b = prepare_bars(bars)
+    prepared = day_bars(bars)
     n = len(plans)
     start = np.zeros(n, dtype=np.int64)
     stop_at = np.zeros(n, dtype=np.int64)
+    block_end = np.zeros(n, dtype=np.int64)
     sym = plans["symbol"].astype("str").to_numpy()
     p_ts = naive_ns(plans["timestamp"])
     p_vu = naive_ns(plans["valid_until"])
-    b_sym = b["symbol"].to_numpy()
-    b_ts = naive_ns(b["timestamp"])
-    names = np.unique(b_sym)
-    bounds = np.searchsorted(b_sym, names) if len(b) else np.array([], dtype=np.int64)
-    blocks = dict(zip(names, zip(bounds, np.append(bounds[1:], len(b)), strict=True), strict=True))
-    for s in np.unique(sym):
-        k = np.flatnonzero(sym == s)
-        lo, hi = blocks.get(s, (0, 0))
+    b_ts = prepared.ts
+    blocks = prepared.blocks
+    names, inverse = np.unique(sym, return_inverse=True)
+    # the plans of each symbol, found by one sort (not one scan of every plan per symbol)
+    by_symbol = np.split(np.argsort(inverse, kind="stable"), np.cumsum(np.bincount(inverse))[:-1])
+    for s, k in zip(names, by_symbol, strict=True):
+        lo, hi = blocks.get(str(s), (0, 0))
         start[k] = lo + np.searchsorted(b_ts[lo:hi], p_ts[k], side="left")
         stop_at[k] = lo + np.searchsorted(b_ts[lo:hi], p_vu[k], side="left")
-    return Book(plans.reset_index(drop=True), b, bar_cost_inputs(b, config), start, stop_at, config)
+        block_end[k] = hi
+    costs = prepared.costs(config)
+    bar_arrays = {
+        **{c: prepared.bars[c].to_numpy(dtype="float64") for c in ("open", "high", "low", "close")},
+        **{c: costs[c].to_numpy(dtype="float64") for c in ("spread", "sigma", "volume")},
+    }
+    plan_arrays = {
+        "d": np.where(plans["direction"].to_numpy() == "long", 1.0, -1.0),
+        **{c: plans[c].to_numpy(dtype="float64") for c in ("entry_price", "stop_loss", "take_profit")},
+        "valid_until": p_vu,
+        "fee": config.fee_for(sym) if n else np.zeros(0),
+    }
+    return Book(
+        plans.reset_index(drop=True),
+        prepared.bars,
+        costs,
+        start,
+        stop_at,
+        config,
+        b_ts,
+        block_end,
+        bar_arrays,
+        plan_arrays,
+    )
 
 
 def as_planned(plans: pd.DataFrame) -> pd.DataFrame:
@@ -135,12 +165,34 @@ def simulate_fills(
 
     Columns: filled, status, entry_ts, entry_ref, entry_fill, entry_cost_bps, entry_spread_bps,
     entry_impact_bps, stop, target, exit_ts, exit_time, exit_ref, exit_fill, exit_cost_bps, exit_reason, mae,
-    mfe, bars_held, qty, fees, cost, slip_cost, gross, pnl, slippage.
+    mfe, bars_held, qty, fees, cost, slip_cost, gross, pnl, slippage (``fill_arrays`` as a frame).
     """
+    f = fill_arrays(book, idx, sizes, genome)
+    n = len(f["filled"])
+    out = pd.DataFrame(
+        {
+            name: utc_series(values) if name in ("entry_ts", "exit_ts", "exit_time") else values
+            for name, values in f.items()
+        },
+        index=pd.RangeIndex(n),
+    )
+    out["slippage"] = [decimal_8_4(x) for x in f["slippage"]]
+    return out
+
+
+def fill_arrays(
+    book: Book,
+    idx: np.ndarray,
+    sizes: np.ndarray,
+    genome: Mapping,
+) -> dict[str, np.ndarray]:
+    """``simulate_fills``' columns as arrays (timestamps naive UTC ``datetime64[ns]``, ``slippage`` before its
+    DECIMAL(8,4) rounding): what a caller that needs a few numbers of one fill reads without building a frame.
+    Each plan's numbers depend on its own row, size and window only."""
     idx = np.asarray(idx, dtype=np.int64)
     n = len(idx)
-    plans = book.plans.iloc[idx].reset_index(drop=True)
-    b, costs = book.bars, book.costs
+    pa = {k: v[idx] for k, v in book.plan_arrays.items()}
+    bars = book.arrays
     capital = float(genome.get("capital", DEFAULT_CAPITAL))
     delay = entry_delay(genome)
     start = book.start[idx] + delay
@@ -148,28 +200,28 @@ def simulate_fills(
     length = np.maximum(stop_at - start, 0)
     filled = length > 0
     safe_start = np.where(filled, start, 0)
-    d = np.where(plans["direction"].to_numpy() == "long", 1.0, -1.0)
+    d = pa["d"]
     sizes = np.asarray(sizes, dtype="float64")
     nan = np.full(n, np.nan)
 
-    def col(name: str, rows: np.ndarray, frame: pd.DataFrame = b) -> np.ndarray:
-        values = frame[name].to_numpy(dtype="float64")
+    def col(name: str, rows: np.ndarray) -> np.ndarray:
+        values = bars[name]
         return np.where(filled, values[rows] if len(values) else nan, np.nan)
 
     entry_ref = col("open", safe_start)
     qty = decimal_20_8(np.where(filled, capital * sizes / 100.0 / entry_ref, np.nan))
     half_in, impact_in = market_cost_bps(
-        col("spread", safe_start, costs),
-        col("sigma", safe_start, costs),
-        col("volume", safe_start, costs),
+        col("spread", safe_start),
+        col("sigma", safe_start),
+        col("volume", safe_start),
         qty,
         book.config,
     )
     entry_cost = half_in + impact_in
     entry_fill = np.round(entry_ref * (1 + d * entry_cost / 1e4), 8)
-    planned = plans["entry_price"].to_numpy(dtype="float64")
-    sd = np.abs(planned - plans["stop_loss"].to_numpy(dtype="float64"))
-    td = np.abs(plans["take_profit"].to_numpy(dtype="float64") - planned)
+    planned = pa["entry_price"]
+    sd = np.abs(planned - pa["stop_loss"])
+    td = np.abs(pa["take_profit"] - planned)
     stop = np.round(entry_fill - d * sd, 8)
     target = np.round(entry_fill + d * td, 8)
 
@@ -178,7 +230,7 @@ def simulate_fills(
     offset = np.arange(len(plan_of)) - np.repeat(np.cumsum(length) - length, length)
     row = np.repeat(start, length) + offset
     dd = d[plan_of]
-    o, h, lo_, c = (b[name].to_numpy()[row] for name in ("open", "high", "low", "close"))
+    o, h, lo_, c = (bars[name][row] for name in ("open", "high", "low", "close"))
     stop_hit = np.where(dd > 0, lo_ <= stop[plan_of], h >= stop[plan_of])
     target_hit = np.where(dd > 0, h >= target[plan_of], lo_ <= target[plan_of])
 
@@ -202,17 +254,17 @@ def simulate_fills(
     exit_ref = np.where(by_stop, stop_ref, np.where(by_target, target, exit_close))
     exit_bar = np.where(filled, row[safe_exit] if len(row) else 0, 0)
     half_out, impact_out = market_cost_bps(
-        col("spread", exit_bar, costs),
-        col("sigma", exit_bar, costs),
-        col("volume", exit_bar, costs),
+        col("spread", exit_bar),
+        col("sigma", exit_bar),
+        col("volume", exit_bar),
         qty,
         book.config,
     )
     exit_cost = np.where(by_target, 0.0, half_out + impact_out)
     exit_fill = np.round(exit_ref * (1 - d * exit_cost / 1e4), 8)
 
-    b_ts = naive_ns(b["timestamp"])
-    p_vu = naive_ns(plans["valid_until"])
+    b_ts = book.ts
+    p_vu = pa["valid_until"]
     exit_bar_ts = np.where(
         filled, b_ts[exit_bar] if len(b_ts) else np.datetime64("NaT"), np.datetime64("NaT")
     )
@@ -229,48 +281,57 @@ def simulate_fills(
     exit_time = np.where(has_hit, exit_bar_ts, exit_bar_ts + np.timedelta64(1, "m"))
 
     held = offset <= (exit_row - first)[plan_of]
-    low_held = pd.Series(np.where(held, lo_, np.inf)).groupby(plan_of).min().reindex(range(n)).to_numpy()
-    high_held = pd.Series(np.where(held, h, -np.inf)).groupby(plan_of).max().reindex(range(n)).to_numpy()
+    # each plan's extremes over the bars it held: a plan's rows are one run of the join (reduceat over the
+    # runs; min and max are exact, so the order they are taken in does not matter); NaN without a bar
+    runs = first[length > 0]
+    low_held, high_held = np.full(n, np.nan), np.full(n, np.nan)
+    if len(runs):
+        low_held[length > 0] = np.minimum.reduceat(np.where(held, lo_, np.inf), runs)
+        high_held[length > 0] = np.maximum.reduceat(np.where(held, h, -np.inf), runs)
     worst, best = np.where(d > 0, low_held, high_held), np.where(d > 0, high_held, low_held)
     mae = np.maximum(0.0, d * (entry_fill - worst) / entry_fill)
     mfe = np.maximum(0.0, d * (best - entry_fill) / entry_fill)
 
-    fee = book.config.fee_for(plans["symbol"].astype("str").to_numpy()) if n else np.zeros(0)
+    fee = pa["fee"]
     fees = fee * qty * (entry_fill + exit_fill)
     slip_cost = qty * (np.abs(entry_fill - entry_ref) + np.abs(exit_ref - exit_fill))
     gross = d * (exit_ref - entry_ref) * qty
     pnl = d * (exit_fill - entry_fill) * qty - fees
 
-    out = pd.DataFrame(index=pd.RangeIndex(n))
-    out["filled"] = filled
-    out["status"] = status
-    out["entry_ts"] = utc_series(entry_ts)
-    out["entry_ref"], out["entry_fill"] = entry_ref, entry_fill
-    out["entry_cost_bps"] = np.where(filled, entry_cost, nan)
-    out["entry_spread_bps"] = np.where(filled, half_in, nan)
-    out["entry_impact_bps"] = np.where(filled, impact_in, nan)
-    out["planned_stop"] = plans["stop_loss"].to_numpy(dtype="float64")
-    out["planned_target"] = plans["take_profit"].to_numpy(dtype="float64")
-    out["stop"], out["target"] = np.where(filled, stop, nan), np.where(filled, target, nan)
-    out["exit_ts"] = utc_series(exit_bar_ts)
-    out["exit_time"] = utc_series(exit_time)
-    out["exit_ref"], out["exit_fill"] = np.where(filled, exit_ref, nan), np.where(filled, exit_fill, nan)
-    out["exit_cost_bps"] = np.where(filled, exit_cost, nan)
-    out["exit_reason"] = reason
-    out["mae"], out["mfe"] = np.where(filled, mae, nan), np.where(filled, mfe, nan)
-    out["bars_held"] = np.where(filled, exit_row - first + 1, 0)
-    out["qty"] = qty
-    out["fees"] = decimal_20_8(np.where(filled, fees, nan))
-    out["slip_cost"] = decimal_20_8(np.where(filled, slip_cost, nan))
-    out["gross"] = decimal_20_8(np.where(filled, gross, nan))
-    out["pnl"] = decimal_20_8(np.where(filled, pnl, nan))
-    out["cost"] = decimal_20_8(np.where(filled, fees + slip_cost, nan))
-    out["slippage"] = [decimal_8_4(x) for x in np.where(filled, entry_cost + exit_cost, nan)]
-    return out
+    return {
+        "filled": filled,
+        "status": status,
+        "entry_ts": entry_ts,
+        "entry_ref": entry_ref,
+        "entry_fill": entry_fill,
+        "entry_cost_bps": np.where(filled, entry_cost, nan),
+        "entry_spread_bps": np.where(filled, half_in, nan),
+        "entry_impact_bps": np.where(filled, impact_in, nan),
+        "planned_stop": pa["stop_loss"],
+        "planned_target": pa["take_profit"],
+        "stop": np.where(filled, stop, nan),
+        "target": np.where(filled, target, nan),
+        "exit_ts": exit_bar_ts,
+        "exit_time": exit_time,
+        "exit_ref": np.where(filled, exit_ref, nan),
+        "exit_fill": np.where(filled, exit_fill, nan),
+        "exit_cost_bps": np.where(filled, exit_cost, nan),
+        "exit_reason": reason,
+        "mae": np.where(filled, mae, nan),
+        "mfe": np.where(filled, mfe, nan),
+        "bars_held": np.where(filled, exit_row - first + 1, 0),
+        "qty": qty,
+        "fees": decimal_20_8(np.where(filled, fees, nan)),
+        "slip_cost": decimal_20_8(np.where(filled, slip_cost, nan)),
+        "gross": decimal_20_8(np.where(filled, gross, nan)),
+        "pnl": decimal_20_8(np.where(filled, pnl, nan)),
+        "cost": decimal_20_8(np.where(filled, fees + slip_cost, nan)),
+        "slippage": np.where(filled, entry_cost + exit_cost, nan),
+    }
 
 
 def simulate_execution(
-    day: pd.Timestamp, plans: pd.DataFrame, bars: pd.DataFrame, population: pd.DataFrame
+    day: pd.Timestamp, plans: pd.DataFrame, bars: pd.DataFrame | DayBars, population: pd.DataFrame
 ) -> pd.DataFrame:
     """Validated plans are traded by the acting trader on the bars of their window; the others are cancelled.
 
@@ -314,45 +375,48 @@ def simulate_execution(
         book = open_book(out, bars)
         f = simulate_fills(book, idx, out["position_size"].to_numpy(dtype="float64")[idx], genome)
         model = book.config.as_dict()
+        # one lookup per column (a frame's column lookup per plan and field cost more than the fills)
+        fc: dict[str, Any] = {c: f[c].to_numpy() for c in f.columns}
+        fc.update({c: list(f[c]) for c in ("entry_ts", "exit_time")})  # as Timestamps
         for j, i in enumerate(idx):
-            status[i] = f["status"].iat[j]
-            if not f["filled"].iat[j]:
+            status[i] = fc["status"][j]
+            if not fc["filled"][j]:
                 metrics[i] = {"reason": "no bar between the plan timestamp and valid_until"}
                 continue
-            stops[i], targets[i] = f["stop"].iat[j], f["target"].iat[j]
-            numbers["executed_price"][i] = f["entry_fill"].iat[j]
-            numbers["executed_quantity"][i] = f["qty"].iat[j]
-            numbers["execution_cost"][i] = f["cost"].iat[j]
-            numbers["slippage"][i] = f["slippage"].iat[j]
-            numbers["pnl"][i] = f["pnl"].iat[j]
-            notional = f["qty"].iat[j] * f["entry_fill"].iat[j]
+            stops[i], targets[i] = fc["stop"][j], fc["target"][j]
+            numbers["executed_price"][i] = fc["entry_fill"][j]
+            numbers["executed_quantity"][i] = fc["qty"][j]
+            numbers["execution_cost"][i] = fc["cost"][j]
+            numbers["slippage"][i] = fc["slippage"][j]
+            numbers["pnl"][i] = fc["pnl"][j]
+            notional = fc["qty"][j] * fc["entry_fill"][j]
             metrics[i] = {
-                "entry_time": iso(f["entry_ts"].iat[j]),
-                "entry_reference_price": json_number(f["entry_ref"].iat[j], 8),
+                "entry_time": iso(fc["entry_ts"][j]),
+                "entry_reference_price": json_number(fc["entry_ref"][j], 8),
                 "entry_delay_bars": entry_delay(genome),
-                "planned_stop_loss": json_number(f["planned_stop"].iat[j], 8),
-                "planned_take_profit": json_number(f["planned_target"].iat[j], 8),
+                "planned_stop_loss": json_number(fc["planned_stop"][j], 8),
+                "planned_take_profit": json_number(fc["planned_target"][j], 8),
                 "re_anchored": "stop and target moved to the fill by the planned distances",
-                "exit_price": json_number(f["exit_fill"].iat[j], 8),
-                "exit_reference_price": json_number(f["exit_ref"].iat[j], 8),
-                "exit_time": iso(f["exit_time"].iat[j]),
-                "exit_reason": str(f["exit_reason"].iat[j]),
-                "return": json_number(ratio(f["pnl"].iat[j], notional), 8),
-                "gross_return": json_number(ratio(f["gross"].iat[j], notional), 8),
-                "mae": json_number(f["mae"].iat[j], 8),
-                "mfe": json_number(f["mfe"].iat[j], 8),
-                "minutes_held": json_number((f["exit_time"].iat[j] - f["entry_ts"].iat[j]) / MINUTE, 2),
-                "bars_held": int(f["bars_held"].iat[j]),
+                "exit_price": json_number(fc["exit_fill"][j], 8),
+                "exit_reference_price": json_number(fc["exit_ref"][j], 8),
+                "exit_time": iso(fc["exit_time"][j]),
+                "exit_reason": str(fc["exit_reason"][j]),
+                "return": json_number(ratio(fc["pnl"][j], notional), 8),
+                "gross_return": json_number(ratio(fc["gross"][j], notional), 8),
+                "mae": json_number(fc["mae"][j], 8),
+                "mfe": json_number(fc["mfe"][j], 8),
+                "minutes_held": json_number((fc["exit_time"][j] - fc["entry_ts"][j]) / MINUTE, 2),
+                "bars_held": int(fc["bars_held"][j]),
             }
             attribution[i] = {
-                "gross_pnl": json_number(f["gross"].iat[j], 8),
-                "slippage_cost": json_number(f["slip_cost"].iat[j], 8),
-                "fees": json_number(f["fees"].iat[j], 8),
-                "net_pnl": json_number(f["pnl"].iat[j], 8),
-                "entry_slippage_bps": json_number(f["entry_cost_bps"].iat[j], 4),
-                "entry_spread_bps": json_number(f["entry_spread_bps"].iat[j], 4),
-                "entry_impact_bps": json_number(f["entry_impact_bps"].iat[j], 4),
-                "exit_slippage_bps": json_number(f["exit_cost_bps"].iat[j], 4),
+                "gross_pnl": json_number(fc["gross"][j], 8),
+                "slippage_cost": json_number(fc["slip_cost"][j], 8),
+                "fees": json_number(fc["fees"][j], 8),
+                "net_pnl": json_number(fc["pnl"][j], 8),
+                "entry_slippage_bps": json_number(fc["entry_cost_bps"][j], 4),
+                "entry_spread_bps": json_number(fc["entry_spread_bps"][j], 4),
+                "entry_impact_bps": json_number(fc["entry_impact_bps"][j], 4),
+                "exit_slippage_bps": json_number(fc["exit_cost_bps"][j], 4),
                 "cost_model": model,
             }
     out["execution_status"] = status

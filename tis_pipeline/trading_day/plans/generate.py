@@ -62,7 +62,7 @@ from tis_pipeline.trading_day.plans.common import (
     utc_day,
     utc_series,
 )
-from tis_pipeline.trading_day.plans.market import features_at, prepare_bars, regime_label, trend_z
+from tis_pipeline.trading_day.plans.market import DayBars, day_bars, features_at, regime_label, trend_z
 from tis_pipeline.trading_day.population import (
     genome_of,
     live_modules,
@@ -70,15 +70,30 @@ from tis_pipeline.trading_day.population import (
 )
 
 
+def longest_horizon(population: pd.DataFrame) -> pd.Timedelta:
+    """The longest horizon a live alpha of ``population`` plans with (snapped as in ``generate_plans``; a
+    genome without a readable ``horizon_minutes`` counts as a whole day): no plan of the day is valid longer
+    after its timestamp, so no plan reads a bar later than that after its event (``store.read_plan_bars``)."""
+    longest = 0
+    for genome in live_modules(population, "alpha_detector")["genome"]:
+        try:
+            minutes = snap_horizon(genome_of(genome)["horizon_minutes"])[0]
+        except (KeyError, TypeError, ValueError):
+            minutes = 1440
+        longest = max(longest, minutes)
+    return pd.Timedelta(minutes=longest)
+
+
 def generate_plans(
-    day: pd.Timestamp, events: pd.DataFrame, bars: pd.DataFrame, population: pd.DataFrame
+    day: pd.Timestamp, events: pd.DataFrame, bars: pd.DataFrame | DayBars, population: pd.DataFrame
 ) -> pd.DataFrame:
     """The day's trading plans: each event dealt to one alpha module, which plans it when its genome agrees.
 
     Input ``events``: event_id, symbol, timestamp, anomaly_type, anomaly_score, dsi_evidence_id, mx_evidence,
     mx_confirm, mx_confirm_rate, mx_evidence_boost, ci_low, ci_high, htf_15m_ret, htf_1h_ret (events outside
     the day are ignored).
-    ``bars``: symbol, timestamp, open, high, low, close, volume (the day and 2 h before).
+    ``bars``: symbol, timestamp, open, high, low, close, volume (the day and 2 h before, or the stretches of
+    it that hold each event's bar and the ``REGIME_WINDOW`` bars of its symbol before it), or a ``DayBars``.
     ``population``: module_id, module_type, status, lifecycle_stage, name, genome, module_version, ...
 
     Output, one row per plan sorted by (timestamp, plan_id): the ``trading_plans`` columns
@@ -114,13 +129,12 @@ def generate_plans(
     dealt = cand.sort_values(["event_id", "plan_id"], kind="stable").drop_duplicates("event_id")
     ev = ev.merge(dealt[["event_id", "module_id", "plan_id"]], on="event_id", how="inner")
 
-    b = prepare_bars(bars)
-    keys = b[["symbol", "timestamp"]].assign(row=np.arange(len(b)))
-    ev = ev.merge(keys, on=["symbol", "timestamp"], how="inner")
+    prepared = day_bars(bars)
+    ev = ev.merge(prepared.keys, on=["symbol", "timestamp"], how="inner")
     if ev.empty:
         return empty_frame(PLAN_SCHEMA)
     ev = ev.sort_values(["plan_ts", "plan_id"], kind="stable").reset_index(drop=True)
-    f = features_at(b, ev["row"].to_numpy())
+    f = features_at(prepared.bars, ev["row"].to_numpy(), prepared.columns)
 
     genomes = [copy.deepcopy(genome_of(modules[m].genome)) for m in ev["module_id"]]
     style = np.array([str(g.get("style")) for g in genomes])
@@ -206,8 +220,9 @@ def generate_plans(
         "divergence": ev["htf_1h_ret"].to_numpy(dtype="float64"),
     }
     entry_conditions, micro, regime, intel, notes, risk, impact = [], [], [], [], [], [], []
+    records = ev.to_dict("records")  # one conversion, not a row Series per plan
     for i in range(n):
-        row = ev.iloc[i]
+        row = records[i]
         st = str(style[i])
         vu = pd.Timestamp(valid_until[i]).tz_localize("UTC")
         entry_conditions.append(

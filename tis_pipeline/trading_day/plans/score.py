@@ -81,7 +81,7 @@ from tis_pipeline.trading_day.plans.common import (
 )
 from tis_pipeline.trading_day.plans.costs import asset_classes
 from tis_pipeline.trading_day.plans.execute import as_planned, open_book, simulate_fills
-from tis_pipeline.trading_day.plans.market import prepare_bars, regime_label, trend_z
+from tis_pipeline.trading_day.plans.market import DayBars, day_bars, regime_label, trend_z
 from tis_pipeline.trading_day.population import (
     acting_module,
     genome_of,
@@ -110,23 +110,23 @@ def risk_unit(module_type: str, genome: dict) -> float:
     return PORTFOLIO_LIMITS["max_daily_loss_pct"] / 100.0
 
 
-def _day_regime(day: pd.Timestamp, bars: pd.DataFrame) -> str:
-    """The regime of the day's bars (only ``[day, day + 1 day)``): medians over symbols of z and
-    volatility."""
+def _day_regime(day: pd.Timestamp, bars: pd.DataFrame | DayBars) -> str:
+    """The regime of the day's bars (only ``[day, day + 1 day)``, every symbol: ``DayBars.closes``): medians
+    over symbols of z and volatility."""
     day = utc_day(day)
-    b = prepare_bars(bars)
+    b = day_bars(bars).sorted_closes
     b = b[(b["timestamp"] >= day) & (b["timestamp"] < day + DAY)].reset_index(drop=True)
     if b.empty:
         return "unknown"
-    pos = b.groupby("symbol", sort=False).cumcount().to_numpy()
+    # the frame is sorted by symbol: each symbol's rows are one run, numbered in symbol order (grouping by
+    # the number gives the groups of the symbols, in the same order, without hashing millions of strings)
+    sym = b["symbol"].to_numpy(dtype=object)
+    run = np.cumsum(np.r_[False, sym[1:] != sym[:-1]]) if len(sym) else np.zeros(0, dtype=np.int64)
+    pos = pd.Series(run).groupby(run, sort=False).cumcount().to_numpy()
     close = b["close"].to_numpy()
     with np.errstate(divide="ignore", invalid="ignore"):
         lr = np.where(pos > 0, np.log(close / np.roll(close, 1)), np.nan)
-    stats = (
-        pd.DataFrame({"symbol": b["symbol"], "lr": lr})
-        .groupby("symbol", sort=True)["lr"]
-        .agg(["sum", "std", "count"])
-    )
+    stats = pd.DataFrame({"run": run, "lr": lr}).groupby("run", sort=True)["lr"].agg(["sum", "std", "count"])
     stats = stats[stats["count"] >= REGIME_MIN_RETURNS]
     if stats.empty:
         return "unknown"
@@ -164,14 +164,15 @@ def score_modules(
     approvals: pd.DataFrame,
     population: pd.DataFrame,
     history: pd.DataFrame,
-    bars: pd.DataFrame,
+    bars: pd.DataFrame | DayBars,
 ) -> pd.DataFrame:
     """One ``module_performance`` row per module active on the day (formulas in the module docstring).
 
     Input ``plans``: ``simulate_execution``'s plans of the day (``PLAN_FRAME_COLUMNS``); ``approvals``:
     ``approve_plans``' approvals; ``population`` as for ``generate_plans``; ``history``: module_performance
     rows (``PERFORMANCE_COLUMNS``) of the 30 days before ``day`` (may be empty); ``bars``: symbol, timestamp,
-    open, high, low, close (the day, plus any context before it, which is ignored for the regime).
+    open, high, low, close (the day, plus any context before it, which is ignored for the regime), or a
+    ``DayBars`` (its ``closes`` for the regime, its ``bars`` for the shadow fills).
 
     Output, sorted by module_id: ``PERFORMANCE_COLUMNS`` (performance_id, module_id, timestamp,
     performance_score, consistency_score, innovation_score, specialization_score, collaboration_score,
@@ -191,6 +192,7 @@ def score_modules(
     trader = acting_module(population, "trader", last_entry_only=True)
     acting_trader = genome_of(trader["genome"]) if trader is not None else {}
     capital = float(acting_trader.get("capital", DEFAULT_CAPITAL))
+    bars = day_bars(bars)  # prepared once for the regime, the shadow fills and every module's fills
     regime = _day_regime(day, bars)
     direction = plans["direction"].to_numpy()
     pnl = plans["pnl"].to_numpy(dtype="float64")
@@ -235,7 +237,10 @@ def score_modules(
             if n and {"min_confidence", "min_risk_reward", "max_position_pct", "max_plans_per_symbol"} <= set(
                 g
             ):
-                v, _ = review(plans, proposed, g, acting_trader if trader is not None else None, book)
+                # the shadow fills are this review's fills at the proposed sizes (same book, sizes, trader)
+                v, _ = review(
+                    plans, proposed, g, acting_trader if trader is not None else None, book, fills=shadow
+                )
                 approved = v["status"].to_numpy() != "rejected"
                 day_return = float(np.nansum(v["pnl"].to_numpy()[approved])) / capital
             else:
