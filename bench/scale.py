@@ -17,6 +17,18 @@ server's backends not included), less sensitive than the wall to a loaded machin
 average before and after (the machine is shared: note it beside the figures).
 
 Prints one JSON line per size.
+
+    python -m bench.scale --symbols 2000 --celery-workers 1,2 [--shards 2]
+
+The Celery scale-out instead (``tis_pipeline.ops.scale_out``: ingest, rollups and DSI in ``--shards`` symbol
+shards, each step a Celery task; the trading day is not in it): per worker count W, on a fresh database
+``h_shards_<n>_<W>`` (project tables and Dagster's storage) and a fresh DAGSTER_HOME, W real workers (one
+process each, ``dagster-celery worker start``) on the local Redis (databases 12/13, a queue of their own),
+then one run of the job over the day, launched from a process of its own. ``wall_s`` is that run's launch to
+its end; ``stage_s`` the steps' spans by stage (shards overlap: their sum exceeds the wall when they run side
+by side), ``shard_s`` each DSI shard's; ``peak_rss_mib`` the peak RSS of the launcher's and the workers'
+process trees together. The same shards for every W, so the tables are the same and only the workers
+differ; the last line gives the speed-up of each W over the first.
 """
 
 from __future__ import annotations
@@ -203,14 +215,235 @@ def run_size(n: int, day: str, server: str, keep: bool) -> dict:
     }
 
 
+LAUNCH = textwrap.dedent("""
+    import json, sys, time
+    import dagster as dg
+    from tis_pipeline.market_data.partitions import range_tags
+    day, queue, shards = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    job = dg.build_reconstructable_job(
+        "tis_pipeline.ops.scale_out", "market_data_celery_job",
+        reconstructable_kwargs={"broker": "redis://127.0.0.1:6379/12", "backend": "redis://127.0.0.1:6379/13",
+                                "queue": queue, "shards": shards})
+    with dg.DagsterInstance.get() as instance:
+        started = time.time()
+        tags = range_tags(day, day)
+        with dg.execute_job(job, instance=instance, tags=tags, raise_on_error=False) as result:
+            run_id, success = result.run_id, result.success
+        ended = time.time()
+        spans = {}
+        for record in instance.all_logs(run_id):
+            event = record.dagster_event
+            if event is None or record.step_key is None:
+                continue
+            span = spans.setdefault(record.step_key, [None, None])
+            if event.event_type_value == "STEP_START":
+                span[0] = record.timestamp
+            elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE"):
+                span[1] = record.timestamp
+    print(json.dumps({"run_id": run_id, "success": success, "wall_s": ended - started,
+                      "steps": {k: v for k, v in spans.items() if None not in v}}))
+""")
+WORKER_YAML = textwrap.dedent("""
+    execution:
+      config:
+        broker: redis://127.0.0.1:6379/12
+        backend: redis://127.0.0.1:6379/13
+        config_source:
+          result_expires: 3600
+          worker_prefetch_multiplier: 1
+          task_acks_late: true
+""")
+
+
+def _start_workers(count: int, queue: str, env: dict, home: Path) -> list[subprocess.Popen]:
+    """``count`` Celery workers of one process each on ``queue``, once each says it is ready."""
+    yaml_path = home / "worker.yaml"
+    yaml_path.write_text(WORKER_YAML)
+    bin_dir = Path(sys.executable).parent
+    env = {**env, "PATH": f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", "PYTHONUNBUFFERED": "1"}
+    workers = []
+    for i in range(count):
+        log = (home / f"worker{i}.log").open("wb")
+        workers.append(
+            subprocess.Popen(
+                [str(bin_dir / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app", "-y",
+                 str(yaml_path), "-n", f"bench{i}_{queue}", "-q", queue, "-l", "INFO", "--",
+                 "--concurrency=1", "--without-gossip", "--without-mingle"],
+                cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        )  # fmt: skip
+    deadline = time.monotonic() + 120
+    for i, proc in enumerate(workers):
+        while " ready." not in (home / f"worker{i}.log").read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                _stop_workers(workers)
+                raise RuntimeError(
+                    f"worker {i} did not start: {(home / f'worker{i}.log').read_text()[-2000:]}"
+                )
+            time.sleep(0.5)
+    return workers
+
+
+def _stop_workers(workers: list[subprocess.Popen]) -> None:
+    import signal
+
+    for proc in workers:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+    for proc in workers:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def _forget_queue(queue: str) -> None:
+    """The run's queue, its kombu bindings (Redis database 12) and its task results (13) off the broker."""
+    import redis
+
+    broker, backend = redis.Redis(db=12), redis.Redis(db=13)
+    broker.delete(queue)
+    for pattern in ("_kombu.binding.*", "_kombu.binding_permanent.*"):
+        for key in broker.scan_iter(pattern):
+            if key.decode().endswith(queue):
+                broker.delete(key)
+    for key in backend.scan_iter("celery-task-meta-*"):
+        backend.delete(key)  # database 13 is the benchmark's own
+    broker.close()
+    backend.close()
+
+
+def run_celery(n: int, workers: int, shards: int, day: str, server: str, keep: bool) -> dict:
+    """The day of ``n`` symbols as one run of the Celery job on ``workers`` workers (module docstring)."""
+    import uuid
+
+    name = f"h_shards_{n}_{workers}"
+    url = fresh_database(server, name)
+    home = Path(tempfile.mkdtemp(prefix=f"tis-shards-{n}-{workers}-"))
+    (home / "dagster").mkdir()
+    (home / "dagster" / "dagster.yaml").symlink_to(PROJECT_ROOT / "dagster.yaml")
+    from tis_pipeline.pg.engine import with_driver
+    from tis_pipeline.pg.migrate import upgrade
+
+    upgrade(url)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in {"TIS_DAGSTER_DATABASE_URL", "TIS_MARKET_DATA_DIR", "TIS_ARCHIVE_DIR", "TIS_SYMBOL_SHARDS"}
+    }
+    env.update(
+        {
+            "TIS_HOME": str(home),
+            "DAGSTER_HOME": str(home / "dagster"),
+            "TIS_DATABASE_URL": url,
+            "TIS_DAGSTER_PG_URL": with_driver(url, "psycopg2"),
+            "TIS_MARKET_SOURCE": "synthetic",
+            "TIS_SYMBOLS": ",".join(f"S{i:05d}" for i in range(n)),
+            "TIS_SYNTHETIC_SEED": "42",
+            "TIS_PARTITION_START": "2024-01-01",
+            "DAGSTER_DISABLE_TELEMETRY": "1",
+            "GX_ANALYTICS_ENABLED": "false",
+            "PYTHONWARNINGS": "ignore",
+        }
+    )
+    queue = f"bench_{uuid.uuid4().hex[:10]}"
+    load_before = os.getloadavg()[0]
+    procs = _start_workers(workers, queue, env, home)
+    try:
+        launcher = subprocess.Popen(
+            [sys.executable, "-c", LAUNCH, day, queue, str(shards)],
+            env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        roots = [psutil.Process(p.pid) for p in (*procs, launcher)]
+        peak = 0
+        while launcher.poll() is None:
+            peak = max(peak, sum(tree_rss(r) for r in roots))
+            time.sleep(0.2)
+        out, err = launcher.communicate()
+    finally:
+        _stop_workers(procs)
+        _forget_queue(queue)
+    load_after = os.getloadavg()[0]
+    if launcher.returncode != 0 or not out.strip():
+        raise RuntimeError(f"the Celery run failed to launch:\n{err[-4000:]}")
+    run = json.loads(out.strip().splitlines()[-1])
+    if not run["success"]:
+        logs = "".join((home / f"worker{i}.log").read_text(errors="replace")[-2000:] for i in range(workers))
+        raise RuntimeError(f"the Celery run {run['run_id']} failed; worker logs:\n{logs}")
+    stages = dict.fromkeys(("ingest", "rollups", "dsi"), 0.0)
+    for key, (a, b) in run["steps"].items():
+        stage = stage_of(key)
+        stages[stage] = stages.get(stage, 0.0) + b - a
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        bars = conn.execute(sa.text("SELECT count(*) FROM market_data_1m")).scalar_one()
+        digest = conn.execute(
+            sa.text(
+                "SELECT md5(string_agg(concat_ws(',', symbol, \"timestamp\", mx_evidence, mx_confirm, "
+                "mx_expert_contributions::text), '|' ORDER BY symbol, \"timestamp\")) FROM market_data_1m"
+            )
+        ).scalar_one()
+        events = conn.execute(sa.text("SELECT count(*) FROM anomaly_events")).scalar_one()
+    engine.dispose()
+    if not keep:
+        fresh_database(server, name, create=False)
+        shutil.rmtree(home, ignore_errors=True)
+    shard_spans = {k: round(b - a, 2) for k, (a, b) in run["steps"].items() if "dsi_shard" in k}
+    return {
+        "symbols": n,
+        "day": day,
+        "celery_workers": workers,
+        "shards": shards,
+        "bars": bars,
+        "anomaly_events": events,
+        "bars_digest": digest,
+        "wall_s": round(run["wall_s"], 2),
+        "us_per_bar": round(run["wall_s"] / bars * 1e6, 1),
+        "stage_s": {k: round(v, 2) for k, v in stages.items()},
+        "shard_s": shard_spans,
+        "steps_s": {k: round(b - a, 2) for k, (a, b) in sorted(run["steps"].items())},
+        "peak_rss_mib": round(peak / MIB),
+        "load_1m": [round(load_before, 2), round(load_after, 2)],
+        "cores": os.cpu_count(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--symbols", default="50,500,2000")
     parser.add_argument("--day", default="2024-01-08")
     parser.add_argument("--server", default="postgresql+psycopg://root@127.0.0.1:5432")
     parser.add_argument("--keep", action="store_true", help="keep each size's database and DAGSTER_HOME")
+    parser.add_argument(
+        "--celery-workers", default="", help="e.g. 1,2: the Celery scale-out on that many workers instead"
+    )
+    parser.add_argument("--shards", type=int, default=2, help="DSI's symbol shards in the Celery runs")
     args = parser.parse_args()
-    for n in (int(x) for x in args.symbols.split(",") if x.strip()):
+    sizes = [int(x) for x in args.symbols.split(",") if x.strip()]
+    if args.celery_workers:
+        counts = [int(x) for x in args.celery_workers.split(",") if x.strip()]
+        for n in sizes:
+            found = [run_celery(n, w, args.shards, args.day, args.server, args.keep) for w in counts]
+            for line in found:
+                print(json.dumps(line), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "symbols": n,
+                        "same_tables": len({f["bars_digest"] for f in found}) == 1,
+                        "speedup_over_first": {
+                            f["celery_workers"]: round(found[0]["wall_s"] / f["wall_s"], 2) for f in found
+                        },
+                    }
+                ),
+                flush=True,
+            )
+        return
+    for n in sizes:
         print(json.dumps(run_size(n, args.day, args.server, args.keep)), flush=True)
 
 

@@ -7,6 +7,7 @@ one project database. Redis databases 10/11 and a queue of its own per test keep
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -116,15 +117,13 @@ def dagster_home(tmp_path, empty_database_url, migrated_database_url, monkeypatc
     return env
 
 
-@pytest.fixture
-def worker(redis_client, tmp_path, dagster_home):
-    """A real Celery worker on a queue of its own; yields (process, name, queue, log path)."""
-    name, queue = f"w_{uuid.uuid4().hex[:10]}", f"tis_test_{uuid.uuid4().hex[:12]}"
-    log = tmp_path / "worker.log"
+@contextlib.contextmanager
+def _worker_process(name: str, queue: str, log: Path, env: dict, concurrency: int):
+    """A real Celery worker named ``name`` on ``queue``, ready; stopped (with its children) on the way out."""
     bin_dir = Path(sys.executable).parent
     env = {
         **os.environ,
-        **dagster_home,
+        **env,
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
         "PYTHONUNBUFFERED": "1",
     }
@@ -145,7 +144,7 @@ def worker(redis_client, tmp_path, dagster_home):
                 "-l",
                 "INFO",
                 "--",
-                "--concurrency=2",
+                f"--concurrency={concurrency}",
                 "--without-gossip",
                 "--without-mingle",
             ],
@@ -165,14 +164,27 @@ def worker(redis_client, tmp_path, dagster_home):
             if time.monotonic() > deadline:
                 pytest.fail(f"the Celery worker was not ready after {READY_TIMEOUT}s:\n{_tail(log)}")
             time.sleep(0.5)
-        yield proc, name, queue, log
+        yield proc
     finally:
         _stop(proc)
+
+
+@pytest.fixture
+def worker(redis_client, tmp_path, dagster_home):
+    """A real Celery worker on a queue of its own; yields (process, name, queue, log path)."""
+    name, queue = f"w_{uuid.uuid4().hex[:10]}", f"tis_test_{uuid.uuid4().hex[:12]}"
+    log = tmp_path / "worker.log"
+    try:
+        with _worker_process(name, queue, log, dagster_home, concurrency=2) as proc:
+            yield proc, name, queue, log
+    finally:
         _forget_queue(redis_client, queue)
 
 
-def _run_in_thread(fn, timeout: float, proc: subprocess.Popen, log: Path):
-    """fn() in a daemon thread: the celery executor waits for its tasks forever, the test only so long."""
+def _run_in_thread(fn, timeout: float, proc: subprocess.Popen | list, log: Path | list):
+    """fn() in a daemon thread: the celery executor waits for its tasks forever, the test only so long
+    (``proc``, ``log``: a worker's, or lists of several)."""
+    procs, logs = (proc, log) if isinstance(proc, list) else ([proc], [log])
     box: dict = {}
 
     def target():
@@ -184,14 +196,16 @@ def _run_in_thread(fn, timeout: float, proc: subprocess.Popen, log: Path):
     thread = threading.Thread(target=target, daemon=True, name="celery-run")
     thread.start()
     deadline = time.monotonic() + timeout
+    tails = lambda: "\n".join(_tail(path) for path in logs)  # noqa: E731
     while thread.is_alive():
         thread.join(1)
-        if proc.poll() is not None and thread.is_alive():
-            pytest.fail(f"the Celery worker died (exit {proc.returncode}) during the run:\n{_tail(log)}")
+        for each in procs:
+            if each.poll() is not None and thread.is_alive():
+                pytest.fail(f"a Celery worker died (exit {each.returncode}) during the run:\n{tails()}")
         if time.monotonic() > deadline:
-            pytest.fail(f"the run did not finish within {timeout}s; worker log tail:\n{_tail(log)}")
+            pytest.fail(f"the run did not finish within {timeout}s; worker log tails:\n{tails()}")
     if "error" in box:
-        raise AssertionError(f"the run raised {box['error']!r}; worker log tail:\n{_tail(log)}") from box[
+        raise AssertionError(f"the run raised {box['error']!r}; worker log tails:\n{tails()}") from box[
             "error"
         ]
     return box["result"]
@@ -227,6 +241,15 @@ def _expected(source: pd.DataFrame, rule: str | None) -> pd.DataFrame:
     )
 
 
+def _expected_steps(shards: int = 2) -> set[str]:
+    """The step keys of a run of the Celery job: every node, the sharded DSI graph as its plan, shard and
+    finish steps."""
+    from tis_pipeline.ops.scale_out import market_data_celery_job
+
+    nodes = set(market_data_celery_job().graph.node_names()) - {"dsi"}
+    return nodes | {"dsi.dsi_plan", "dsi.dsi_finish", *(f"dsi.dsi_shard[shard_{k}]" for k in range(shards))}
+
+
 def test_partition_range_runs_its_steps_on_a_celery_worker(worker, dagster_home):
     proc, name, queue, log = worker
     job = dg.build_reconstructable_job(
@@ -260,13 +283,12 @@ def test_partition_range_runs_its_steps_on_a_celery_worker(worker, dagster_home)
             for e in logs
             if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_START
         }
-        # the three assets, and the asset checks that target them in steps of their own (freshness, expected
-        # symbols, stale days), all as Celery tasks
+        # the three assets, the sharded DSI's plan, shards (one per symbol here) and finish, and the asset
+        # checks that target them in steps of their own (freshness, expected symbols, stale days), all as
+        # Celery tasks
         assets = {"market_data_1m", "market_data_15m", "market_data_1h"}
         assert assets <= set(starts), starts
-        from tis_pipeline.ops.scale_out import market_data_celery_job
-
-        assert set(starts) == set(market_data_celery_job().graph.node_names()), starts
+        assert set(starts) == _expected_steps(), starts
         assert all(pid != os.getpid() and pid in worker_pids for pid in starts.values()), (
             starts,
             worker_pids,
@@ -309,3 +331,163 @@ def test_partition_range_runs_its_steps_on_a_celery_worker(worker, dagster_home)
                 atol=1e-8,
                 err_msg=f"{table}.{column}",
             )
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Two workers, DSI in symbol shards: the very tables of a single-process run
+# ------------------------------------------------------------------------------------------------------------
+
+SHARDED_DAY = "2024-04-09"
+# every column of the bar tables (mx_* included) and of the DSI tables, as text, in key order; dsi_evidence
+# without its wall-clock columns (a replay changes them: tis_pipeline_tests/dsi/test_assets.py)
+TABLE_ROWS = {
+    "market_data_1m": 'SELECT t::text FROM market_data_1m t ORDER BY symbol, "timestamp"',
+    "market_data_15m": 'SELECT t::text FROM market_data_15m t ORDER BY symbol, "timestamp"',
+    "market_data_1h": 'SELECT t::text FROM market_data_1h t ORDER BY symbol, "timestamp"',
+    "anomaly_events": "SELECT t::text FROM anomaly_events t ORDER BY event_id",
+    "dsi_state": "SELECT concat_ws(',', day, config_fingerprint, symbols, bars, md5(state)) FROM dsi_state "
+    "ORDER BY day",
+}
+
+
+def _table_rows(url: str) -> dict[str, list[str]]:
+    from tis_pipeline.dsi import frames
+
+    with engine(url).connect() as conn:
+        rows = {name: conn.execute(sa.text(q)).scalars().all() for name, q in TABLE_ROWS.items()}
+        columns = conn.execute(
+            sa.text(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'dsi_evidence' "
+                "ORDER BY ordinal_position"
+            )
+        ).scalars()
+        kept = [
+            f"(mx_expert_contributions - '{frames.WALL_CLOCK_CONTRIBUTIONS_KEY}')::text"
+            if c == "mx_expert_contributions"
+            else f'"{c}"::text'
+            for c in columns
+            if c not in frames.WALL_CLOCK_COLUMNS
+        ]
+        rows["dsi_evidence"] = (
+            conn.execute(
+                sa.text(f"SELECT concat_ws(',', {', '.join(kept)}) FROM dsi_evidence ORDER BY evidence_id")
+            )
+            .scalars()
+            .all()
+        )
+    return rows
+
+
+@pytest.fixture
+def two_workers(redis_client, tmp_path, dagster_home):
+    """Two real Celery workers, one process each, on one queue of their own; yields ([(process, name, log)],
+    queue)."""
+    queue = f"tis_test_{uuid.uuid4().hex[:12]}"
+    names = [f"w{i}_{uuid.uuid4().hex[:8]}" for i in (1, 2)]
+    logs = [tmp_path / f"{name}.log" for name in names]
+    try:
+        with (
+            _worker_process(names[0], queue, logs[0], dagster_home, concurrency=1) as first,
+            _worker_process(names[1], queue, logs[1], dagster_home, concurrency=1) as second,
+        ):
+            yield list(zip((first, second), names, logs, strict=True)), queue
+    finally:
+        _forget_queue(redis_client, queue)
+
+
+def test_a_sharded_day_on_two_workers_writes_the_single_process_tables(two_workers, dagster_home):
+    """The day run in one process (dg.materialize: ingest, rollups, the one-step DSI), then again as the
+    Celery job on two workers with DSI in two symbol shards, after the DSI tables were emptied: every row of
+    market_data_1m/15m/1h (mx_* included), dsi_evidence, anomaly_events and dsi_state the same."""
+    from tis_pipeline.dsi.assets import dsi
+    from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
+    from tis_pipeline.market_data.sources import BarSource
+    from tis_pipeline.resources import PostgresResource
+
+    workers, queue = two_workers
+    url = dagster_home["TIS_DATABASE_URL"]
+    tags = range_tags(SHARDED_DAY, SHARDED_DAY)
+    single = dg.materialize(
+        [market_data_1m, market_data_15m, market_data_1h, dsi],
+        resources={
+            "db": PostgresResource(url=url),
+            "bars": BarSource(source="synthetic", symbols=SYMBOLS, seed=SEED),
+        },
+        tags=tags,
+    )
+    assert single.success
+    by_single = _table_rows(url)
+    assert all(by_single[t] for t in TABLE_ROWS), {t: len(r) for t, r in by_single.items()}
+    assert len(by_single["market_data_1m"]) > 2 * 1400 and by_single["dsi_evidence"]
+    with engine(url).begin() as conn:  # the sharded run must write these again, not find them
+        conn.execute(sa.text("TRUNCATE anomaly_events, dsi_evidence, dsi_state"))
+        conn.execute(sa.text("UPDATE market_data_15m SET mx_evidence = NULL, mx_confirm = NULL"))
+
+    job = dg.build_reconstructable_job(
+        "tis_pipeline.ops.scale_out",
+        "market_data_celery_job",
+        reconstructable_kwargs={
+            "broker": CELERY["broker"],
+            "backend": CELERY["backend"],
+            "queue": queue,
+            "shards": 2,
+        },
+    )
+    procs, names, logs = (list(x) for x in zip(*workers, strict=True))
+    with dg.DagsterInstance.get() as instance:
+
+        def launch():
+            with dg.execute_job(job, instance=instance, tags=tags, raise_on_error=False) as result:
+                return result.run_id, result.success
+
+        run_id, success = _run_in_thread(launch, RUN_TIMEOUT, procs, logs)
+        records = instance.all_logs(run_id)
+        failures = [
+            e.dagster_event.event_specific_data
+            for e in records
+            if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_FAILURE
+        ]
+        assert success, f"the run failed: {failures}\nworker log tails:\n" + "\n".join(map(_tail, logs))
+        starts = {
+            e.step_key: e.dagster_event.pid
+            for e in records
+            if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_START
+        }
+        assert set(starts) == _expected_steps(2), starts
+        delegated = {
+            e.step_key: e.dagster_event.engine_event_data.metadata["Celery worker"].value.split("@")[0]
+            for e in records
+            if e.dagster_event
+            and e.dagster_event.is_engine_event
+            and "Celery worker" in e.dagster_event.engine_event_data.metadata
+        }
+        assert set(delegated) == set(starts), delegated
+        # every step on one of the two workers, and both workers at work in the run
+        assert set(delegated.values()) == set(names), delegated
+        worker_pids = {
+            p.pid
+            for proc in procs
+            for p in [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        }
+        assert all(pid in worker_pids for pid in starts.values()), (starts, worker_pids)
+        materialized = {
+            e.dagster_event.asset_key.to_user_string()
+            for e in records
+            if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION
+        }
+        assert {"market_data_1m", "market_data_15m", "market_data_1h", "dsi_evidence", "anomaly_events"} <= (
+            materialized
+        )
+
+    by_shards = _table_rows(url)
+    for table in TABLE_ROWS:
+        assert len(by_shards[table]) == len(by_single[table]), table
+        assert by_shards[table] == by_single[table], f"{table}: rows differ"
+    assert by_shards["dsi_evidence"] == by_single["dsi_evidence"]
+    with engine(url).connect() as conn:
+        left = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM pg_class WHERE relkind = 'r' AND relname ~ '^market_data_1m_p[0-9]{8}_'"
+            )
+        ).scalar_one()
+    assert left == 0, "the run's day tables are all swapped in"

@@ -379,4 +379,4 @@ def _coded_ic(levels: np.ndarray, fwd: np.ndarray) -> float:
     ranked = np.empty((2, len(levels)))  # laid out as spearmanr's apply_along_axis leaves its ranks
     np.take(average_rank, levels.astype(np.int64) - low, out=ranked[0])
     ranked[1] = rankdata(fwd)
-    return float(np.corrcoef(ranked.T, rowvar=False)[1, 0])
+    return float(np.asarray(np.corrcoef(ranked.T, rowvar=False))[1, 0])

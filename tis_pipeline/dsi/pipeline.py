@@ -14,6 +14,7 @@ from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import pandas as pd
 import sqlalchemy as sa
@@ -48,12 +49,19 @@ _KEPT = ["symbol", "timestamp", "close", "mx_evidence", "mx_confirm"]  # of ever
 _SAMPLE = ["symbol", "timestamp", "close", "mx_evidence"]  # of the first piece, for the plot
 
 
+class PieceSink(Protocol):
+    """Where the scored pieces go for the out-of-sample figures: an ``OutOfSample``, or what a shard keeps
+    for its finisher (``dsi.shards``)."""
+
+    def add(self, scores: pd.DataFrame) -> None: ...
+
+
 @dataclass
 class _Found:
     """What scoring the days of a run leaves for after them: events (with the streaming latency of their
     bars), the out-of-sample figures so far, counts, the first piece scored (for the plot)."""
 
-    oos: OutOfSample
+    oos: PieceSink
     evidence: list[pd.DataFrame] = field(default_factory=list)  # frames.event_rows, a piece at a time
     anomalies: list[pd.DataFrame] = field(default_factory=list)
     marks: list[pd.DataFrame] = field(default_factory=list)  # symbol, timestamp of the events (for the plot)
@@ -250,7 +258,8 @@ def score_range(
                 begin, state = (min(first, start) if first is not None else start), None
             if begin < start:
                 log(f"no DSI state for the day before {start.date()}: scoring from {begin.date()}")
-            states, found = [], _Found(OutOfSample(horizon=config.horizon, warmup=config.tail_rows))
+            oos = OutOfSample(horizon=config.horizon, warmup=config.tail_rows)
+            states, found = [], _Found(oos)
             chunk = settings().dsi_chunk_bars
             steps = dict.fromkeys(STEPS, 0.0)
             lap = time.perf_counter()
@@ -310,7 +319,7 @@ def score_range(
                 writing = builder.submit(
                     _swap_and_write, conn, builds, built, begin, end, evidence_rows, event_rows, states
                 )
-                quality = found.oos.result()
+                quality = oos.result()
                 plot = (
                     _plot(found.sample, events)
                     if found.sample is not None and len(found.sample)

@@ -264,6 +264,99 @@ def _build_scored_day(
     return written
 
 
+def fill_scored_rows(
+    engine: sa.Engine,
+    day: pd.Timestamp,
+    staging: str,
+    stream: RowStream,
+    symbols_from: str | None,
+    symbols_below: str | None,
+) -> int:
+    """One shard's scored rows of the day (its symbols in [from, below), the table's order) COPYed into the
+    day's table ``staging``, which the run's planning step created and other shards fill at the same time
+    (``dsi.shards``); rows written. In one transaction of its own: the shard's earlier rows there are deleted
+    first (a shard run again writes its rows once), and where a float does not prove its numeric or a row
+    went through the text COPY, the shard's rows are made equal to market_data_1m's in every column DSI does
+    not write (``_CARRY``, limited to the shard's symbols). Not FREEZE: the table was created in another
+    transaction. The primary key and statistics come after every shard (``finish_day_table``)."""
+    try:
+        return _fill_scored_rows(engine, day, staging, stream, symbols_from, symbols_below)
+    finally:
+        stream.close()
+
+
+def _symbol_range_sql(alias: str, symbols_from: str | None, symbols_below: str | None) -> str:
+    return "".join(
+        (
+            f" AND {alias}symbol >= %(symbols_from)s" if symbols_from is not None else "",
+            f" AND {alias}symbol < %(symbols_below)s" if symbols_below is not None else "",
+        )
+    )
+
+
+def _fill_scored_rows(
+    engine: sa.Engine,
+    day: pd.Timestamp,
+    staging: str,
+    stream: RowStream,
+    symbols_from: str | None,
+    symbols_below: str | None,
+) -> int:
+    from tis_pipeline.pg.copy_binary import SIGNATURE, TRAILER
+
+    bounds = {"symbols_from": symbols_from, "symbols_below": symbols_below}
+    repair, written, left_out = False, 0, []
+    statement = psql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
+        psql.Identifier(staging), psql.SQL(", ").join(psql.Identifier(c) for c in BAR_UPDATE_COLUMNS)
+    )
+    with engine.connect() as conn:
+        raw = raw_connection(conn)
+        with raw.cursor() as cur:
+            cur.execute(
+                psql.SQL(
+                    "DELETE FROM {} WHERE TRUE" + _symbol_range_sql("", symbols_from, symbols_below)
+                ).format(psql.Identifier(staging)),
+                bounds,
+            )
+            with cur.copy(statement) as copy:
+                copy.write(SIGNATURE)
+                for part in stream:
+                    copy.write(part.body)
+                    written += part.rows
+                    repair |= not part.exact
+                    if len(part.left_out):
+                        left_out.append(part.left_out)
+                copy.write(TRAILER)
+        if left_out:
+            copy_frame(raw, staging, pd.concat(left_out), BAR_UPDATE_COLUMNS)
+            repair = True
+        if repair:
+            with raw.cursor() as cur:
+                cur.execute(
+                    psql.SQL(_CARRY + _symbol_range_sql("n.", symbols_from, symbols_below)).format(
+                        psql.Identifier(staging)
+                    ),
+                    {
+                        "a": day.to_pydatetime(),
+                        "b": (day + pd.Timedelta(days=1)).to_pydatetime(),
+                        **bounds,
+                    },
+                )
+        raw.commit()
+    return written
+
+
+def carry_source_columns(conn: sa.Connection, staging: str, day: pd.Timestamp) -> None:
+    """In the caller's transaction (holding the day): make the rows of ``staging`` equal to the day's rows
+    of market_data_1m in every column DSI does not write (``_CARRY``), e.g. the module columns written since
+    the shards read the day."""
+    with raw_connection(conn).cursor() as cur:
+        cur.execute(
+            psql.SQL(_CARRY).format(psql.Identifier(staging)),
+            {"a": day.to_pydatetime(), "b": (day + pd.Timedelta(days=1)).to_pydatetime()},
+        )
+
+
 # every column DSI does not write, from the day's rows in market_data_1m (the same rows: the caller holds them
 # locked), where the built row differs
 _KEPT = ("open", "high", "low", "close", "volume", "module_intelligence", "module_learning_updates")

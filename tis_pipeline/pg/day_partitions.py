@@ -17,7 +17,7 @@ import re
 import secrets
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -53,6 +53,11 @@ def partition_name(day: pd.Timestamp, parent: str = PARENT) -> str:
 SCRATCH_TABLE_PATTERN = r"^(market_data_1m_p[0-9]{8}_[0-9a-f]{8}|rollup_expected_[0-9a-f]{8}_[0-9]+)$"
 SCRATCH_COMMENT_PREFIX = "tis scratch table, created "
 SCRATCH_OWNER_MARK = ", owner "
+# a scratch table that outlives the process that made it (the day tables a sharded run's planning step creates
+# and its shard steps fill, each step a process of its own, perhaps on another machine) names its Dagster run
+# instead of an owner process: it is dropped once that run has ended (``drop_dead_scratch_tables``'
+# ``run_alive``), or by anyone once it is ``LEGACY_SCRATCH_AGE`` old (longer than a run may last)
+SCRATCH_RUN_MARK = ", run "
 # first key of the owners' advisory locks (the two-int4 form: a key space apart from the bigint keys such as
 # PARTITION_CHANGE_LOCK); the second is the owner
 SCRATCH_OWNER_LOCK_CLASS = 730_601_102
@@ -61,15 +66,29 @@ SCRATCH_OWNER_LOCK_CLASS = 730_601_102
 LEGACY_SCRATCH_AGE = pd.Timedelta(days=1)
 
 
-def scratch_comment(now: pd.Timestamp | None = None, owner: int | None = None) -> str:
+def scratch_comment(now: pd.Timestamp | None = None, owner: int | None = None, run: str | None = None) -> str:
     created = (now if now is not None else pd.Timestamp.now(tz="UTC")).isoformat()
-    return SCRATCH_COMMENT_PREFIX + created + (f"{SCRATCH_OWNER_MARK}{owner}" if owner is not None else "")
+    return (
+        SCRATCH_COMMENT_PREFIX
+        + created
+        + (f"{SCRATCH_OWNER_MARK}{owner}" if owner is not None else "")
+        + (f"{SCRATCH_RUN_MARK}{run}" if run is not None else "")
+    )
+
+
+def scratch_run(comment: str | None) -> str | None:
+    """The run id of a run-owned scratch table's comment (``scratch_comment(run=...)``), else None."""
+    if not comment or not comment.startswith(SCRATCH_COMMENT_PREFIX) or SCRATCH_RUN_MARK not in comment:
+        return None
+    return comment.rpartition(SCRATCH_RUN_MARK)[2] or None
 
 
 def parse_scratch_comment(comment: str | None) -> tuple[pd.Timestamp | None, int | None]:
-    """(creation time, owner key) of a scratch table's comment; None for what it does not say."""
+    """(creation time, owner key) of a scratch table's comment; None for what it does not say (a run-owned
+    table has no owner: ``scratch_run``)."""
     if not comment or not comment.startswith(SCRATCH_COMMENT_PREFIX):
         return None, None
+    comment = comment.partition(SCRATCH_RUN_MARK)[0]
     created, _, owner = comment.removeprefix(SCRATCH_COMMENT_PREFIX).partition(SCRATCH_OWNER_MARK)
     try:
         when = pd.Timestamp(created)
@@ -121,13 +140,15 @@ def release_scratch_owners() -> None:
             _owners.pop(ident).conn.close()
 
 
-def mark_scratch(cur: Cursor[Any], name: str) -> None:
-    """Write the creation time and this process's owner key into the comment of the scratch table ``name``
-    (``cur``: a psycopg cursor in the transaction that created it, so that the table is never seen without
-    them)."""
+def mark_scratch(cur: Cursor[Any], name: str, run: str | None = None) -> None:
+    """Write the creation time and this process's owner key (or, given ``run``, that run's id: the table
+    outlives this process) into the comment of the scratch table ``name`` (``cur``: a psycopg cursor in the
+    transaction that created it, so that the table is never seen without them)."""
     from psycopg import sql
 
-    comment = scratch_comment(owner=scratch_owner(cur.connection))
+    comment = (
+        scratch_comment(run=run) if run is not None else scratch_comment(owner=scratch_owner(cur.connection))
+    )
     cur.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(sql.Identifier(name), sql.Literal(comment)))
 
 
@@ -135,8 +156,9 @@ def mark_scratch(cur: Cursor[Any], name: str) -> None:
 class ScratchTable:
     name: str
     created: pd.Timestamp | None
-    owner: int | None  # None: made by a version before owners
+    owner: int | None  # None: made by a version before owners, or run-owned
     alive: bool | None  # whether its owner's process lives; None without an owner
+    run: str | None = None  # the Dagster run of a run-owned table (``scratch_run``)
 
 
 def owner_alive(conn: sa.Connection, owner: int) -> bool:
@@ -167,7 +189,13 @@ def scratch_tables(conn: sa.Connection, pattern: str = SCRATCH_TABLE_PATTERN) ->
     for name, comment in rows:
         created, owner = parse_scratch_comment(comment)
         found.append(
-            ScratchTable(name, created, owner, owner_alive(conn, owner) if owner is not None else None)
+            ScratchTable(
+                name,
+                created,
+                owner,
+                owner_alive(conn, owner) if owner is not None else None,
+                scratch_run(comment),
+            )
         )
     return found
 
@@ -177,10 +205,12 @@ def drop_dead_scratch_tables(
     now: pd.Timestamp | None = None,
     legacy_older_than: pd.Timedelta = LEGACY_SCRATCH_AGE,
     pattern: str = SCRATCH_TABLE_PATTERN,
+    run_alive: Callable[[str], bool] | None = None,
 ) -> list[str]:
-    """Drop the scratch tables whose owner is dead (its lock free), whatever their age, and those without an
-    owner (versions before owners) created before ``now - legacy_older_than`` or without a comment; never one
-    of a live process. Returns them, by name."""
+    """Drop the scratch tables whose owner is dead (its lock free), whatever their age, those of a run that
+    ``run_alive`` says has ended, and those without an owner (versions before owners, run-owned ones)
+    created before ``now - legacy_older_than`` or without a comment; never one of a live process. Returns
+    them, by name."""
     from psycopg import sql
 
     now = now if now is not None else pd.Timestamp.now(tz="UTC")
@@ -188,6 +218,7 @@ def drop_dead_scratch_tables(
         t.name
         for t in scratch_tables(conn, pattern)
         if t.alive is False
+        or (t.run is not None and run_alive is not None and not run_alive(t.run))
         or (t.owner is None and (t.created is None or t.created < now - legacy_older_than))
     ]
     with raw_connection(conn).cursor() as cur:
@@ -196,19 +227,23 @@ def drop_dead_scratch_tables(
     return dead
 
 
-def drop_dead_scratch_tables_of(engine: sa.Engine) -> list[str]:
+def drop_dead_scratch_tables_of(
+    engine: sa.Engine, run_alive: Callable[[str], bool] | None = None
+) -> list[str]:
     """``drop_dead_scratch_tables`` in a transaction of its own: what a run that makes scratch tables calls
     first, so that the tables of runs that were killed go before they pile up."""
     with engine.begin() as conn:
-        return drop_dead_scratch_tables(conn)
+        return drop_dead_scratch_tables(conn, run_alive=run_alive)
 
 
 BUILD_CONNECTIONS = 2  # day partitions built at once, each on its own connection (one per core here)
 
 
-def create_day_table(cur: Cursor[Any], day: pd.Timestamp, staging: str, parent: str = PARENT) -> None:
+def create_day_table(
+    cur: Cursor[Any], day: pd.Timestamp, staging: str, parent: str = PARENT, run: str | None = None
+) -> None:
     """A new, empty table shaped like ``parent`` for the rows of one UTC day, marked as scratch until swapped
-    in.
+    in (owned by this process, or by the Dagster run ``run`` when other processes fill it).
 
     The bound CHECK exists before the rows arrive, so they are checked on their way in (no scan to validate it
     afterwards) and ATTACH PARTITION trusts it. Autovacuum is told not to vacuum it for inserts: a COPY FREEZE
@@ -227,7 +262,7 @@ def create_day_table(cur: Cursor[Any], day: pd.Timestamp, staging: str, parent: 
             "WITH (autovacuum_vacuum_insert_threshold = -1)"
         ).format(sql.Identifier(staging), sql.Identifier(parent), bound)
     )
-    mark_scratch(cur, staging)
+    mark_scratch(cur, staging, run)
 
 
 def finish_day_table(cur: Cursor[Any], staging: str) -> None:
