@@ -2,9 +2,11 @@
 
 The suites, the validation result of every asset-check run and the Data Docs site live in
 ``TIS_GX_DIR`` (default ``$TIS_HOME/gx``; GX's own layout below it: ``gx/expectations``,
-``gx/uncommitted/validations``, ``gx/uncommitted/data_docs/local_site``). Each check run stores its result
-and renders its own page (``quality.ge``); the site's index is rebuilt by ``tis docs`` and after pruning, so a
-run does not pay for an index that grows with every result.
+``gx/uncommitted/validations``, ``gx/uncommitted/data_docs/local_site``; and
+``gx/uncommitted/jinja_bytecode``, the Data Docs templates compiled, which the next process loads instead of
+compiling them again). Each check run stores its result and renders its own page, and only that page
+(``quality.ge``); the site's index is rebuilt by ``tis docs`` and after pruning, so a run does not pay for an
+index that grows with every result.
 
 Nothing here imports ``great_expectations`` at module level: the paths and the pruning of old results are
 plain files (``tis --help`` and the prune op stay fast); only ``build_index`` loads GX.

@@ -8,8 +8,9 @@ ingest quarantines by and which a test holds equal to GX's row for row. ``valida
 over any frame without storing anything (tests, ``build_checks``).
 
 One context per process and GX project, one pandas datasource (``frames``) with one dataframe asset per table,
-and one suite and validation definition per (table, set of rules) are cached: importing ``great_expectations``
-costs seconds, so it happens inside the functions here and only once per process.
+one suite and validation definition per (table, set of rules) and the Data Docs site's validations section
+(its Jinja templates compiled once, ``_site_section``) are cached: importing ``great_expectations`` costs
+seconds, so it happens inside the functions here and only once per process.
 
 Many processes share the project (each Dagster step is a process, several runs at once, pytest-xdist
 workers), and before each run GX checks that the suite and validation definition a process holds equal the
@@ -480,6 +481,47 @@ def validate_frame(
     )
 
 
+def _site_section(state: dict[str, Any]) -> Any:
+    """The Data Docs site's validations section (its page renderer and Jinja view), made once per context.
+
+    ``build_data_docs(resource_identifiers=[one])`` makes a new site builder at every call, whose new Jinja
+    environment parses and compiles every template again (~0.3 s a page), lists every stored result to find
+    the one asked for and copies the static assets again; the section kept here compiles each template once
+    per process (and, with the bytecode cache beside the site, loads it compiled in the next processes)."""
+    section = state.get("site_section")
+    if section is None:
+        from jinja2 import FileSystemBytecodeCache
+
+        ctx = state["context"]
+        builder = ctx._init_site_builder_for_data_docs_site_creation(  # what build_data_docs makes
+            site_name=docs.SITE, site_config=ctx.variables.data_docs_sites[docs.SITE]
+        )
+        section = builder.site_section_builders["validations"]
+        cache = docs.uncommitted_dir(state["root"]) / "jinja_bytecode"
+        cache.mkdir(parents=True, exist_ok=True)
+        section.view_class.env.bytecode_cache = FileSystemBytecodeCache(str(cache))
+        state["site_builder"], state["site_section"] = builder, section
+    if not (docs.site_dir(state["root"]) / "static").is_dir():  # once per site (again if it was removed)
+        state["site_builder"].target_store.copy_static_assets()
+    return section
+
+
+def _render_page(state: dict[str, Any], identifier: Any) -> None:
+    """The Data Docs page of the stored validation result ``identifier``, and nothing else: what GX's
+    validations section does for each result it builds (read the stored result, render, write)."""
+    from great_expectations.data_context.types.resource_identifiers import SiteSectionIdentifier
+
+    section = _site_section(state)
+    page = section.view_class.render(
+        section.renderer_class.render(section.source_store.get(identifier)),
+        data_context_id=section.data_context_id,
+        show_how_to_buttons=section.show_how_to_buttons,
+    )
+    section.target_store.set(
+        SiteSectionIdentifier(site_section_name=section.name, resource_identifier=identifier), page
+    )
+
+
 def _page(identifier: Any, root: Path | None) -> Path:
     """The Data Docs page of a stored validation result (GX's layout: suite/run name/run time/batch)."""
     suite, run_name, run_time, batch = identifier.to_tuple()
@@ -557,9 +599,7 @@ def judge(
         batch_identifier=f"{DATASOURCE}-{report.table}",
     )
     with _project_lock(state["root"]):
-        state["context"].build_data_docs(
-            site_names=[docs.SITE], resource_identifiers=[identifier], build_index=False
-        )
+        _render_page(state, identifier)
     page = _page(identifier, state["root"])
     suite, run, when, batch = identifier.to_tuple()
     stored = docs.validations_dir(state["root"]) / suite / run / when / f"{batch}.json"

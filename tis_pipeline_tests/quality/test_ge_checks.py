@@ -23,7 +23,7 @@ import pytest
 from tis_pipeline.market_data.assets import market_data_1m
 from tis_pipeline.market_data.sources import BarSource
 from tis_pipeline.ops.jobs import dagster_storage_prune_job
-from tis_pipeline.quality import docs
+from tis_pipeline.quality import docs, ge
 from tis_pipeline.quality.checks import (
     CheckInput,
     build_checks,
@@ -116,6 +116,44 @@ def test_each_check_links_to_its_data_docs_page_served_on_localhost(monkeypatch)
         server.server_close()
     assert html == page.read_text() and "prices_positive" in html and str(bad) in html
     assert index.is_file() and page.relative_to(docs.site_dir()).as_posix() in listing
+
+
+def _without_render_marks(page: str) -> str:
+    """A Data Docs page without what changes at every render: the render time in the asset URLs and the
+    random ids of the collapsible blocks."""
+    page = re.sub(r"\?d=\d{8}T\d{6}\.\d+Z", "?d=", page)
+    return re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "<uuid>", page)
+
+
+def test_judge_renders_the_page_gx_builds_for_its_own_result_and_no_other(tmp_path, monkeypatch):
+    """Each judged report's page is rendered by the one validations section the process keeps (templates
+    compiled once): the same page GX's own ``build_data_docs`` makes of the stored result, naming every
+    expectation; judging a second report writes its page and leaves the first one's as it was."""
+    monkeypatch.setenv("TIS_GX_DIR", str(tmp_path / "gx"))
+    bars, bad = _bars_with_zero_lows()
+    first = ge.judge(evaluate_frame(bars, "market_data_1m"))
+    first_page = Path(first.gx["page_path"])
+    first_text, first_written = first_page.read_text(), first_page.stat().st_mtime_ns
+    second = ge.judge(evaluate_frame(market_1m(minutes=120), "market_data_1m"))
+    second_page = Path(second.gx["page_path"])
+    assert second_page != first_page and second_page.is_file()
+    assert first_page.read_text() == first_text and first_page.stat().st_mtime_ns == first_written
+    assert (docs.site_dir() / "static").is_dir()  # the page's styles and scripts
+    for report, page in ((first, first_page), (second, second_page)):
+        text = html.unescape(page.read_text())
+        for result in report.results:
+            if not result.skipped:
+                expectation = ge.expectation_for(result.rule).expectation_type
+                assert f"{result.rule.name} ({expectation})" in text
+    assert str(bad) in html.unescape(first_text)
+    ours = {page: _without_render_marks(page.read_text()) for page in (first_page, second_page)}
+    context = ge.context()
+    context.build_data_docs(
+        site_names=[docs.SITE],
+        resource_identifiers=context.validation_results_store.list_keys(),
+        build_index=False,
+    )
+    assert {page: _without_render_marks(page.read_text()) for page in ours} == ours
 
 
 def test_an_empty_frame_is_judged_by_great_expectations_too():
