@@ -120,14 +120,21 @@ def run_size(n: int, day: str, server: str, keep: bool) -> dict:
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in {"TIS_DAGSTER_DATABASE_URL", "TIS_MARKET_DATA_DIR", "TIS_ARCHIVE_DIR"}
+        # Dagster's instance as `tis` makes it (environment.prepare): the project's dagster.yaml under
+        # TIS_HOME, run storage in the size's database; a bare DAGSTER_HOME would measure SQLite storage
+        if k
+        not in {
+            "TIS_DAGSTER_DATABASE_URL",
+            "TIS_DAGSTER_PG_URL",
+            "DAGSTER_HOME",
+            "TIS_MARKET_DATA_DIR",
+            "TIS_ARCHIVE_DIR",
+        }
     }
     env.update(
         {
             "TIS_HOME": str(home),
-            "DAGSTER_HOME": str(home / "dagster"),
             "TIS_DATABASE_URL": url,
-            "TIS_DAGSTER_PG_URL": url,
             "TIS_MARKET_SOURCE": "synthetic",
             "TIS_SYMBOLS": ",".join(f"S{i:05d}" for i in range(n)),
             "TIS_SYNTHETIC_SEED": "42",
@@ -138,7 +145,6 @@ def run_size(n: int, day: str, server: str, keep: bool) -> dict:
             "PYTHONWARNINGS": "ignore",
         }
     )
-    (home / "dagster").mkdir(parents=True)
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     proc = subprocess.Popen(

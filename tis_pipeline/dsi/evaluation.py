@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy.stats import spearmanr
 
 DAY_NS = 86_400 * 10**9  # a bar's UTC day: its epoch nanoseconds // DAY_NS
 
@@ -46,6 +45,8 @@ def _aligned(scores: pd.DataFrame, bars: pd.DataFrame, horizon: int, warmup: int
 
 
 def _ic(signal: pd.Series, fwd: pd.Series) -> float:
+    from scipy.stats import spearmanr  # scipy costs ~1 s to import: only where figures are computed
+
     if len(signal) < 3 or signal.nunique() < 2 or fwd.nunique() < 2:
         return float("nan")
     return float(spearmanr(signal, fwd).statistic)

@@ -18,7 +18,6 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
-from scipy.signal import lfilter
 
 MINUTES_PER_DAY = 1440
 _EPOCH_DAY = pd.Timestamp("2015-01-01", tz="UTC")
@@ -95,6 +94,8 @@ def _day_columns(day: pd.Timestamp, symbols: list[str] | tuple[str, ...], seed: 
         normal_draws[i] = rng.normal(3.0, 0.6, MINUTES_PER_DAY)
         keep_draws[i] = rng.random(MINUTES_PER_DAY)
         open_price[i] = _opening_price(seed, symbol, day_index)
+    from scipy.signal import lfilter  # scipy costs ~1 s to import: not when the definitions load
+
     log_vol = lfilter([1.0], [1.0, -0.97], shocks * 0.15, axis=1)
     sigma = 0.0006 * np.exp(log_vol) * profile
     returns = t_draws * sigma / np.sqrt(2.0)

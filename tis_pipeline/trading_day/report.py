@@ -38,7 +38,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from tis_pipeline import plots
 from tis_pipeline.trading_day.plans.score import MIN_SHARPE_DAYS, risk_unit, trading_days
@@ -195,6 +194,8 @@ def founders_vs_evolved(
 
 def probabilistic_sharpe(sr: float, n: int, skew: float, kurt: float, sr_star: float = 0.0) -> float:
     """PSR(SR*) of a daily Sharpe ratio ``sr`` over ``n`` returns with skewness and (non-excess) kurtosis."""
+    from scipy import stats  # ~1 s to import: only when the weekly report is built
+
     var = 1.0 - skew * sr + (kurt - 1.0) / 4.0 * sr**2
     if n < 2 or var <= 0:
         return float("nan")
@@ -203,6 +204,8 @@ def probabilistic_sharpe(sr: float, n: int, skew: float, kurt: float, sr_star: f
 
 def expected_max_sharpe(variance: float, trials: int) -> float:
     """SR0: the Sharpe ratio the best of ``trials`` skill-less variants is expected to reach."""
+    from scipy import stats
+
     if trials < 2 or variance <= 0:
         return 0.0
     return math.sqrt(variance) * (
@@ -214,6 +217,8 @@ def expected_max_sharpe(variance: float, trials: int) -> float:
 def deflated_best(performance: pd.DataFrame, population: pd.DataFrame, best: int = BEST) -> pd.DataFrame:
     """The ``best`` alpha modules by daily Sharpe (n >= MIN_PSR_DAYS): n, daily SR, skewness, kurtosis, PSR,
     DSR, and the trials N and SR0 the deflation used."""
+    from scipy import stats
+
     ret = daily_returns(performance, population)
     names = dict(zip(population["module_id"].astype(str), population["name"].astype(str), strict=True))
     types = dict(zip(population["module_id"].astype(str), population["module_type"].astype(str), strict=True))
