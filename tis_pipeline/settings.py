@@ -53,6 +53,10 @@ class Settings:
     # of 24 h has ~1,440 bars a symbol: ~35 symbols a piece), so its memory follows the piece (~2.6 kB a bar
     # of it), not the day, the symbols or the range; the values do not depend on it.
     dsi_chunk_bars: int = field(default_factory=lambda: int(_env("TIS_DSI_CHUNK_BARS", "50000")))
+    # The Great Expectations step judges a run's 1-minute rows in pieces of whole symbols (over the whole
+    # range, so every series is seen whole) of about this many rows, one GX result and page each, merged into
+    # one verdict per rule: its memory (~0.6 kB a row of the piece) follows the piece, not the range.
+    check_piece_rows: int = field(default_factory=lambda: int(_env("TIS_CHECK_PIECE_ROWS", "500000")))
 
     @property
     def market_source(self) -> str:

@@ -15,6 +15,7 @@ from psycopg import sql as psql
 
 from tis_pipeline.dsi import frames
 from tis_pipeline.dsi.frames import BAR_UPDATE_COLUMNS
+from tis_pipeline.market_data import store as bar_store
 from tis_pipeline.pg import day_partitions
 from tis_pipeline.pg.buckets import bucket_sql
 from tis_pipeline.pg.copy import copy_frame
@@ -75,32 +76,11 @@ def has_written(conn: sa.Connection) -> bool:
 
 
 def symbol_counts(conn: sa.Connection, day: pd.Timestamp) -> list[tuple[str, int]]:
-    """(symbol, bars) of the day in the table's order of the symbols: one pass over the day's primary key."""
-    return [
-        (symbol, n)
-        for symbol, n in conn.execute(
-            sa.text(
-                'SELECT symbol, count(*) FROM market_data_1m WHERE "timestamp" >= :a AND "timestamp" < :b '
-                "GROUP BY symbol ORDER BY symbol"
-            ),
-            {"a": day, "b": day + pd.Timedelta(days=1)},
-        ).all()
-    ]
+    """(symbol, bars) of the day in the table's order of the symbols (``market_data.store.symbol_counts``)."""
+    return bar_store.symbol_counts(conn, "market_data_1m", day, day + pd.Timedelta(days=1))
 
 
-def day_pieces(counts: list[tuple[str, int]], target: int) -> list[tuple[str | None, str | None]]:
-    """The symbols of ``symbol_counts`` cut into pieces of whole symbols of about ``target`` bars (a symbol
-    with more is a piece of its own), as (from, below) bounds in the table's order (``read_bars``'
-    symbols_from / symbols_below; None: open)."""
-    firsts, size = [], target  # the first symbol of each piece
-    for symbol, n in counts:
-        if size + n > target and size:
-            firsts.append(symbol)
-            size = 0
-        size += n
-    if len(firsts) < 2:
-        return [(None, None)]
-    return list(zip([None, *firsts[1:]], [*firsts[1:], None], strict=True))
+day_pieces = bar_store.symbol_pieces  # the symbols cut into pieces of whole symbols of about a target of bars
 
 
 def rows_with_module_columns(conn: sa.Connection, day: pd.Timestamp) -> int:

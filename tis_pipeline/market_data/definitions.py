@@ -2,6 +2,8 @@
 expected symbols, freshness and its sensor, Great Expectations' step over the 1-minute rows a run wrote) and
 the bar source."""
 
+from collections.abc import Iterator
+
 import dagster as dg
 import pandas as pd
 
@@ -9,28 +11,41 @@ from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, mark
 from tis_pipeline.market_data.checks import market_data_checks, market_data_freshness_sensor
 from tis_pipeline.market_data.partitions import daily_partitions
 from tis_pipeline.market_data.sources import BarSource
-from tis_pipeline.market_data.store import BAR_READ_COLUMNS, read_bars
+from tis_pipeline.market_data.store import BAR_READ_COLUMNS, read_bars, symbol_counts, symbol_pieces
 from tis_pipeline.quality.checks import CheckInput, build_checks
 from tis_pipeline.quality.rules import rules_for
+from tis_pipeline.settings import settings
 
 GX_PREFIX = "gx_"  # the GE step's checks beside the asset's own (pandas) checks of the same rules
 
 
-def _rows_the_run_wrote(context: dg.AssetCheckExecutionContext) -> CheckInput:
-    """The run's window of market_data_1m read back, limited to the symbols the run's materialization wrote
-    (another source's symbols in the same days are not this run's); run on its own, the whole window."""
+def _rows_the_run_wrote(context: dg.AssetCheckExecutionContext) -> Iterator[CheckInput]:
+    """The run's window of market_data_1m read back in pieces of whole symbols of about
+    ``settings().check_piece_rows`` rows (every series whole over the window, so the series rules see it all),
+    limited to the symbols the run's materialization wrote (another source's symbols in the same days are not
+    this run's); run on its own, the whole window. At least one piece, empty when there is no row."""
     window = context.partition_time_window
     start, end = pd.Timestamp(window.start), pd.Timestamp(window.end)
-    with context.resources.db.connect() as conn:
-        frame = read_bars(conn, "market_data_1m", start, end, (*BAR_READ_COLUMNS, "mx_evidence"))
     event = context.instance.get_latest_materialization_event(dg.AssetKey("market_data_1m"))
     materialization = event.asset_materialization if event is not None else None
+    written: set[str] | None = None
     if event is not None and event.run_id == context.run.run_id and materialization is not None:
         symbols = materialization.metadata.get("symbols")
         if symbols is not None:
-            written = [s for s in str(symbols.value).split(", ") if s]
-            frame = frame[frame["symbol"].isin(written)].reset_index(drop=True)
-    return CheckInput(frame=frame, partition_range=(start, end))
+            written = {s for s in str(symbols.value).split(", ") if s}
+    columns = (*BAR_READ_COLUMNS, "mx_evidence")
+    with context.resources.db.connect() as conn:
+        counts = symbol_counts(conn, "market_data_1m", start, end)
+        if written is not None:
+            counts = [(symbol, n) for symbol, n in counts if symbol in written]
+        pieces = symbol_pieces(counts, settings().check_piece_rows) if counts else [(None, None)]
+        for low, below in pieces:
+            frame = read_bars(
+                conn, "market_data_1m", start, end, columns, symbols_from=low, symbols_below=below
+            )
+            if written is not None:
+                frame = frame[frame["symbol"].isin(written)].reset_index(drop=True)
+            yield CheckInput(frame=frame, partition_range=(start, end))
 
 
 # GE judges the rows each run of market_data_1m wrote, as a step of that run beside the asset's own step

@@ -89,6 +89,33 @@ def days_with_bars(
 BAR_READ_COLUMNS = ("symbol", "timestamp", "open", "high", "low", "close", "volume")
 
 
+def symbol_counts(
+    conn: sa.Connection, table: str, start: pd.Timestamp, end: pd.Timestamp
+) -> list[tuple[str, int]]:
+    """(symbol, bars) of [start, end) in the table's order of the symbols (``read_bars``' symbol bounds): one
+    pass over the window's primary key."""
+    window = f'FROM {bar_table(table)} WHERE "timestamp" >= :a AND "timestamp" < :b'
+    rows = conn.execute(
+        sa.text(f"SELECT symbol, count(*) {window} GROUP BY symbol ORDER BY symbol"), {"a": start, "b": end}
+    )
+    return [(str(symbol), int(n)) for symbol, n in rows]
+
+
+def symbol_pieces(counts: list[tuple[str, int]], target: int) -> list[tuple[str | None, str | None]]:
+    """The symbols of ``symbol_counts`` cut into pieces of whole symbols of about ``target`` bars (a symbol
+    with more is a piece of its own), as (from, below) bounds in the table's order (``read_bars``'
+    symbols_from / symbols_below; None: open)."""
+    firsts, size = [], target  # the first symbol of each piece
+    for symbol, n in counts:
+        if size + n > target and size:
+            firsts.append(symbol)
+            size = 0
+        size += n
+    if len(firsts) < 2:
+        return [(None, None)]
+    return list(zip([None, *firsts[1:]], [*firsts[1:], None], strict=True))
+
+
 def read_bars(
     conn: sa.Connection,
     table: str,

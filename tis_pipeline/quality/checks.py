@@ -37,7 +37,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from tis_pipeline.quality.report import RuleResult, ValidationReport
+from tis_pipeline.quality.report import RuleResult, ValidationReport, merge_reports
 from tis_pipeline.quality.rules import Rule, rules_for
 
 MAX_SYMBOL_DAY_ROWS = 100  # per-(symbol, day) rows shown in a result's metadata, most failing first
@@ -160,6 +160,8 @@ def _gx_metadata(report: ValidationReport) -> dict[str, Any]:
         "gx_validation_result": dg.MetadataValue.path(gx["result_path"]),
         "gx_suite": dg.MetadataValue.text(gx["suite"]),
         "gx_seconds": dg.MetadataValue.float(float(gx["seconds"])),
+        # judged in pieces (``merge_reports``): the page above is the first piece's with a failure
+        **({"gx_pages": dg.MetadataValue.json(list(gx["pages"]))} if "pages" in gx else {}),
     }
 
 
@@ -281,7 +283,7 @@ class CheckInput:
 def build_checks(
     table: str,
     asset_key: dg.AssetKey | str | Sequence[str],
-    frame_loader: Callable[[dg.AssetCheckExecutionContext], pd.DataFrame | CheckInput],
+    frame_loader: Callable[[dg.AssetCheckExecutionContext], pd.DataFrame | CheckInput | Iterable[CheckInput]],
     *,
     required_resource_keys: set[str] | None = None,
     engine: str = "great_expectations",
@@ -294,9 +296,12 @@ def build_checks(
     """A multi-asset check (one op, one read) with one check per rule of ``table``.
 
     ``frame_loader(context)`` reads the data through the context's resources (``required_resource_keys``)
-    and returns a DataFrame or a ``CheckInput``. ``engine`` is ``"great_expectations"`` (GX's verdicts,
-    stored with their Data Docs page, as ``check_results``) or ``"pandas"`` (the pandas evaluator's, nothing
-    stored); both give the same counts. Subsets are honoured: running one check evaluates one rule.
+    and returns a DataFrame or a ``CheckInput``, or an iterable of ``CheckInput`` pieces of whole symbols
+    (judged one after the other, GX storing a result and a page for each, and merged: ``report
+    .merge_reports``), so that a long range is judged in the memory of a piece. ``engine`` is
+    ``"great_expectations"`` (GX's verdicts, stored with their Data Docs page, as ``check_results``) or
+    ``"pandas"`` (the pandas evaluator's, nothing stored); both give the same counts. Subsets are honoured:
+    running one check evaluates one rule.
     ``partitions_def`` (the asset's) makes it a step of the asset's partitioned runs: the loader then reads
     ``context.partition_time_window``, the rows the run wrote.
 
@@ -325,15 +330,28 @@ def build_checks(
     # no annotation: Dagster cannot resolve a postponed (string) one
     def _rule_checks(context):  # noqa: ANN001
         loaded = frame_loader(context)
-        item = loaded if isinstance(loaded, CheckInput) else CheckInput(frame=loaded)
         selected = {k.name for k in context.selected_asset_check_keys}
         judged = tuple(r for r in chosen if prefix + r.name in selected)
         from tis_pipeline.quality.evaluate import evaluate_frame
 
-        report = evaluate_frame(item.frame, table, now=item.now, sources=item.sources, rules=judged)
-        yield from check_results(
-            report, item.partition_range, asset=key, gx=engine == "great_expectations", prefix=prefix
-        )
+        gx = engine == "great_expectations"
+        if isinstance(loaded, pd.DataFrame | CheckInput):
+            item = loaded if isinstance(loaded, CheckInput) else CheckInput(frame=loaded)
+            report = evaluate_frame(item.frame, table, now=item.now, sources=item.sources, rules=judged)
+            yield from check_results(report, item.partition_range, asset=key, gx=gx, prefix=prefix)
+            return
+        # pieces (whole symbols each): judged one at a time, so that memory follows a piece, not the range
+        reports, partition_range = [], None
+        for item in loaded:
+            report = evaluate_frame(item.frame, table, now=item.now, sources=item.sources, rules=judged)
+            if gx:
+                from tis_pipeline.quality.ge import judge
+
+                report = judge(report)
+            reports.append(merge_reports([report]))  # its counts and samples, not its rows
+            partition_range = item.partition_range
+            del item, report
+        yield from check_results(merge_reports(reports), partition_range, asset=key, gx=gx, prefix=prefix)
 
     if partitions_def is None:
         return [_rule_checks]

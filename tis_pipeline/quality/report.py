@@ -258,3 +258,92 @@ def timestamp_span(frame: pd.DataFrame) -> tuple[str | None, str | None]:
         ts = pd.to_datetime(ts, utc=True)
     lo, hi = ts.min(), ts.max()
     return (None if pd.isna(lo) else lo.isoformat()), (None if pd.isna(hi) else hi.isoformat())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A report over pieces: what one frame of all the pieces' rows would give, without holding them at once.
+# ---------------------------------------------------------------------------------------------------------
+
+_DETAILS_MAX = frozenset({"longest_run"})  # the other numeric details are counts, which add up
+
+
+def merge_reports(reports: list[ValidationReport]) -> ValidationReport:
+    """One report from the reports of disjoint pieces of a table's rows (pieces of whole symbols, so that no
+    (symbol, day) and no series straddles two pieces): per rule, passed when every piece passed, counts
+    summed, the first ``MAX_FAILING_ROWS`` failing rows in piece order, the (symbol, day) counts together,
+    numeric details summed (``longest_run``: the longest), skipped only when every piece skipped it. The
+    pieces' frames and masks are not kept. ``gx``: the stored GX result of the first piece with a failing
+    rule (else the first piece's), with every piece's page in ``pages`` and the seconds summed."""
+    if not reports:
+        raise ValueError("merge_reports needs at least one report")
+    first = reports[0]
+    if len(reports) == 1:
+        return _without_rows(first)
+    results = []
+    for i, rule_result_0 in enumerate(first.results):
+        parts = [r.results[i] for r in reports]
+        if any(p.rule.name != rule_result_0.rule.name for p in parts):
+            raise ValueError("merge_reports: the pieces were judged by different rules")
+        judged = [p for p in parts if not p.skipped]
+        failing = [p.failing_rows for p in judged if not p.failing_rows.empty]
+        by_day = [
+            p.by_symbol_day for p in judged if p.by_symbol_day is not None and not p.by_symbol_day.empty
+        ]
+        details: dict[str, Any] = {}
+        for p in judged:
+            for key, value in p.details.items():
+                if key not in details or not isinstance(value, int | float) or isinstance(value, bool):
+                    details.setdefault(key, value)
+                elif key in _DETAILS_MAX:
+                    details[key] = max(details[key], value)
+                else:
+                    details[key] += value
+        results.append(
+            RuleResult(
+                rule=rule_result_0.rule,
+                passed=all(p.passed for p in parts),
+                unexpected_count=sum(p.unexpected_count for p in parts),
+                element_count=sum(p.element_count for p in parts),
+                failing_rows=(
+                    pd.concat(failing, ignore_index=True).head(MAX_FAILING_ROWS)
+                    if failing
+                    else pd.DataFrame()
+                ),
+                by_symbol_day=(
+                    pd.concat(by_day, ignore_index=True)
+                    if by_day
+                    else (parts[0].by_symbol_day if judged else None)
+                ),
+                skipped=None if judged else rule_result_0.skipped,
+                details=MappingProxyType(details),
+            )
+        )
+    firsts = [r.first_timestamp for r in reports if r.first_timestamp is not None]
+    lasts = [r.last_timestamp for r in reports if r.last_timestamp is not None]
+    gx: dict[str, Any] = {}
+    stored = [r for r in reports if r.gx]
+    if stored:
+        shown = next((r for r in stored if r.failed), stored[0])
+        gx = {
+            **shown.gx,
+            "seconds": round(sum(float(r.gx.get("seconds", 0.0)) for r in stored), 3),
+            "pages": [r.gx["page_url"] for r in stored if "page_url" in r.gx],
+        }
+    return ValidationReport(
+        table=first.table,
+        engine=first.engine,
+        rows=sum(r.rows for r in reports),
+        results=tuple(results),
+        first_timestamp=min(firsts) if firsts else None,  # ISO 8601 in UTC: text order is time order
+        last_timestamp=max(lasts) if lasts else None,
+        elapsed_s=sum(r.elapsed_s for r in reports),
+        gx=MappingProxyType(gx),
+    )
+
+
+def _without_rows(report: ValidationReport) -> ValidationReport:
+    """``report`` without its frame, masks and caches (what a report over pieces keeps of each)."""
+    from dataclasses import replace
+
+    results = tuple(replace(r, mask=None) for r in report.results)
+    return replace(report, results=results, frame=None, clock=None, cache=None)

@@ -105,3 +105,38 @@ def test_a_range_run_judges_with_gx_exactly_the_rows_it_wrote_and_again_the_same
     )
     assert first_run == second_run
     assert _written(results[0]) == _written(results[1])
+
+
+def test_the_gx_step_judges_a_range_in_pieces_of_whole_symbols_with_the_verdicts_of_one_piece(
+    database_url, monkeypatch
+):
+    """TIS_CHECK_PIECE_ROWS=1: one piece a symbol, one GX result and page each; every rule's verdict, counts,
+    (symbol, day) counts and details equal those of the range judged at once."""
+    first, last = "2024-05-13", "2024-05-14"
+    verdicts = {}
+    for piece_rows in ("10000000", "1"):
+        monkeypatch.setenv("TIS_CHECK_PIECE_ROWS", piece_rows)
+        result = _run(database_url, ["AAA", "BBB", "CCC"], first, last)
+        assert result.success
+        gx = [c for c in result.get_asset_check_evaluations() if c.check_name.startswith(GX_PREFIX)]
+        keys = ("passed", "rows_checked", "failing_rows", "failing_symbol_days", "gaps", "missing_minutes")
+        verdicts[piece_rows] = {
+            c.check_name: {
+                "passed": c.passed,
+                **{k: c.metadata[k].value for k in keys[1:] if k in c.metadata},
+                "sample": c.metadata["failing_rows_sample"].value.records
+                if "failing_rows_sample" in c.metadata
+                else None,
+            }
+            for c in gx
+        }
+        pages = {c.check_name: c.metadata["gx_pages"].value for c in gx if "gx_pages" in c.metadata}
+        if piece_rows == "1":
+            assert pages and all(len(p) == 3 for p in pages.values())  # a page a symbol
+            assert all(Path(c.metadata["gx_validation_page"].value).is_file() for c in gx)
+        else:
+            assert not pages  # one piece: its own page, as before
+    assert verdicts["1"] == verdicts["10000000"]
+    gaps = verdicts["1"][GX_PREFIX + "market_data_1m_no_gaps"]
+    assert gaps["rows_checked"] == _written(result) > 0
+    assert not gaps["passed"] and gaps["failing_symbol_days"] >= 3  # the synthetic source leaves minutes out
