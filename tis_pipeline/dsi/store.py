@@ -6,7 +6,7 @@ import queue
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 import pandas as pd
 import pyarrow as pa
@@ -186,6 +186,26 @@ class RowStream:
             yield item
 
 
+def _copy_stream(
+    cur: Any, statement: psql.Composed, stream: RowStream
+) -> tuple[int, bool, list[pd.DataFrame]]:
+    """COPY the stream's encoded slices (binary, one COPY): (rows written, every slice exact, the rows left
+    out of the binary encoding, to be written as text)."""
+    from tis_pipeline.pg.copy_binary import SIGNATURE, TRAILER
+
+    written, exact, left_out = 0, True, []
+    with cur.copy(statement) as copy:
+        copy.write(SIGNATURE)
+        for part in stream:
+            copy.write(part.body)
+            written += part.rows
+            exact &= part.exact
+            if len(part.left_out):
+                left_out.append(part.left_out)
+        copy.write(TRAILER)
+    return written, exact, left_out
+
+
 def build_scored_day(
     engine: sa.Engine, day: pd.Timestamp, staging: str, stream: RowStream, carry_from_source: bool
 ) -> int:
@@ -210,9 +230,7 @@ def build_scored_day(
 def _build_scored_day(
     engine: sa.Engine, day: pd.Timestamp, staging: str, stream: RowStream, carry_from_source: bool
 ) -> int:
-    from tis_pipeline.pg.copy_binary import SIGNATURE, TRAILER
-
-    repair, written, left_out = carry_from_source, 0, []
+    repair = carry_from_source
     statement = psql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary, FREEZE)").format(
         psql.Identifier(staging), psql.SQL(", ").join(psql.Identifier(c) for c in BAR_UPDATE_COLUMNS)
     )
@@ -221,15 +239,8 @@ def _build_scored_day(
         with raw.cursor() as cur:
             day_partitions.create_day_table(cur, day, staging)
             # PostgreSQL parses one slice (its JSON above all) while the next is scored and encoded
-            with cur.copy(statement) as copy:
-                copy.write(SIGNATURE)
-                for part in stream:
-                    copy.write(part.body)
-                    written += part.rows
-                    repair |= not part.exact
-                    if len(part.left_out):
-                        left_out.append(part.left_out)
-                copy.write(TRAILER)
+            written, exact, left_out = _copy_stream(cur, statement, stream)
+            repair |= not exact
         if left_out:
             copy_frame(raw, staging, pd.concat(left_out), BAR_UPDATE_COLUMNS, freeze=True)
             repair = True
@@ -282,10 +293,8 @@ def _fill_scored_rows(
     symbols_from: str | None,
     symbols_below: str | None,
 ) -> int:
-    from tis_pipeline.pg.copy_binary import SIGNATURE, TRAILER
-
     bounds = {"symbols_from": symbols_from, "symbols_below": symbols_below}
-    repair, written, left_out = False, 0, []
+    repair = False
     statement = psql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
         psql.Identifier(staging), psql.SQL(", ").join(psql.Identifier(c) for c in BAR_UPDATE_COLUMNS)
     )
@@ -298,15 +307,8 @@ def _fill_scored_rows(
                 ).format(psql.Identifier(staging)),
                 bounds,
             )
-            with cur.copy(statement) as copy:
-                copy.write(SIGNATURE)
-                for part in stream:
-                    copy.write(part.body)
-                    written += part.rows
-                    repair |= not part.exact
-                    if len(part.left_out):
-                        left_out.append(part.left_out)
-                copy.write(TRAILER)
+            written, exact, left_out = _copy_stream(cur, statement, stream)
+            repair |= not exact
         if left_out:
             copy_frame(raw, staging, pd.concat(left_out), BAR_UPDATE_COLUMNS)
             repair = True
