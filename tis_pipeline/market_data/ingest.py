@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from tis_pipeline.market_data.bars import normalise_bars
 from tis_pipeline.market_data.describe import summary
-from tis_pipeline.market_data.store import replace_quarantine
+from tis_pipeline.market_data.store import replace_quarantine, symbol_pieces
 from tis_pipeline.market_data.validate import (
     Validated,
     enforce_share_limit,
@@ -31,8 +31,9 @@ from tis_pipeline.pg.day_partitions import (
     swap_built_days,
 )
 from tis_pipeline.quality.evaluate import evaluate_frame
-from tis_pipeline.quality.report import ValidationReport
+from tis_pipeline.quality.report import ValidationReport, merge_reports
 from tis_pipeline.quality.rules import SCALE_LOSS_COLUMN, UNREADABLE_COLUMN, rule
+from tis_pipeline.settings import settings
 
 T = TypeVar("T")
 
@@ -97,9 +98,7 @@ def build_window(
             validated.append(checked)
         checked = Validated.concat(validated)
         validated.clear()  # concat copied them; the builds hold their own days
-        # the rules validation quarantined by are not judged again: no clean row breaks them
-        judged = checked.clean.assign(**{SCALE_LOSS_COLUMN: values_beyond_scale(checked.clean)})
-        report = evaluate_frame(judged, "market_data_1m", enforced=checked.enforced)
+        report = judge_in_pieces(checked)
         facts = summary(checked.clean)
     except BaseException:
         builds.abandon()
@@ -117,6 +116,28 @@ def build_window(
         unreadable_report(unreadable),
         applied,
     )
+
+
+def judge_in_pieces(checked: Validated) -> ValidationReport:
+    """The registry's rules judged on the clean rows of a window, in pieces of whole symbols of about
+    ``settings().check_piece_rows`` rows (each series whole over the window, each symbol's rows in time order)
+    merged into one report (``report.merge_reports``): the evaluator's working memory follows a piece. The
+    rules validation quarantined by are not judged again: no clean row breaks them."""
+    clean = checked.clean
+    codes, uniques = pd.factorize(clean["symbol"], sort=True)
+    order = np.argsort(codes, kind="stable")  # by symbol, each symbol's rows in the order they came
+    counts = np.bincount(codes, minlength=len(uniques)) if len(clean) else np.zeros(0, dtype=np.int64)
+    pieces = symbol_pieces(list(zip(uniques, counts.tolist(), strict=True)), settings().check_piece_rows)
+    bounds = np.r_[0, np.cumsum(counts)]
+    reports = []
+    for low, below in pieces:
+        first = 0 if low is None else int(np.searchsorted(uniques, low))
+        last = len(uniques) if below is None else int(np.searchsorted(uniques, below))
+        part = clean.iloc[order[bounds[first] : bounds[last]]]
+        judged = part.assign(**{SCALE_LOSS_COLUMN: values_beyond_scale(part)})
+        reports.append(merge_reports([evaluate_frame(judged, "market_data_1m", enforced=checked.enforced)]))
+        del part, judged
+    return merge_reports(reports)
 
 
 def unreadable_report(unreadable: list[tuple[str, str]]) -> ValidationReport:

@@ -77,36 +77,49 @@ def copy_payload(cur: Cursor[Any], statement: Query, payload: bytes) -> None:
             copy.write(view[start : start + (1 << 20)])
 
 
+ENCODE_SLICE_ROWS = 250_000  # rows encoded at a time: the payload in memory is one slice's, not the day's
+
+
 def copy_bars_binary(
     dbapi_conn: Connection[Any], table: str, frame: pd.DataFrame, columns: Sequence[str], freeze: bool = False
 ) -> int:
     """COPY bar rows into ``table`` in PostgreSQL's binary format; returns the rows written.
 
-    ``columns``: a text column, a timestamptz column, then numeric(20,8) columns (float64 in ``frame``). Rows
-    that ``copy_binary.encode_rows`` cannot encode exactly (see there) go through ``copy_frame``'s text COPY
-    in the same transaction, so every value lands, or fails, as the text path makes it. ``freeze`` as in
-    ``copy_frame``.
+    ``columns``: a text column, a timestamptz column, then numeric(20,8) columns (float64 in ``frame``). The
+    rows are encoded ``ENCODE_SLICE_ROWS`` at a time into one COPY (each slice's body between one signature
+    and one trailer), so the bytes held are a slice's. Rows that ``copy_binary.encode_rows`` cannot encode
+    exactly (see there) go through ``copy_frame``'s text COPY in the same transaction, so every value lands,
+    or fails, as the text path makes it. ``freeze`` as in ``copy_frame``.
     """
     from psycopg import sql
 
-    from tis_pipeline.pg.copy_binary import encode_rows
+    from tis_pipeline.pg.copy_binary import SIGNATURE, TRAILER, encode_rows
 
     columns = list(columns)
     if frame.empty:
         return 0
-    payload, encoded = encode_rows(
-        frame[columns[0]],
-        frame[columns[1]],
-        [frame[c].to_numpy(dtype="float64", na_value=np.nan) for c in columns[2:]],
-    )
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary{})").format(
         sql.Identifier(table),
         sql.SQL(", ").join(sql.Identifier(c) for c in columns),
         sql.SQL(", FREEZE" if freeze else ""),
     )
-    if encoded.any():
-        with dbapi_conn.cursor() as cur:
-            copy_payload(cur, statement, payload)
-    if not encoded.all():
-        copy_frame(dbapi_conn, table, frame[~encoded], columns, freeze=freeze)
+    left_out = []
+    with dbapi_conn.cursor() as cur, cur.copy(statement) as copy:
+        copy.write(SIGNATURE)
+        for start in range(0, len(frame), ENCODE_SLICE_ROWS):
+            part = frame.iloc[start : start + ENCODE_SLICE_ROWS]
+            payload, encoded = encode_rows(
+                part[columns[0]],
+                part[columns[1]],
+                [part[c].to_numpy(dtype="float64", na_value=np.nan) for c in columns[2:]],
+            )
+            view = memoryview(payload)[len(SIGNATURE) : len(payload) - len(TRAILER)]
+            for at in range(0, len(view), 1 << 20):
+                copy.write(view[at : at + (1 << 20)])
+            if not encoded.all():
+                left_out.append(part[~encoded])
+            del payload, view
+        copy.write(TRAILER)
+    if left_out:
+        copy_frame(dbapi_conn, table, pd.concat(left_out), columns, freeze=freeze)
     return len(frame)

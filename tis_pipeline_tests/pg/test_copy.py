@@ -143,8 +143,10 @@ def _frame(values: np.ndarray, symbols: list[str]) -> pd.DataFrame:
 
 
 @pytest.mark.pg
-@pytest.mark.parametrize("freeze", [False, True])
-def test_binary_copy_lands_every_value_as_the_text_copy(conn, freeze):
+@pytest.mark.parametrize(("freeze", "slice_rows"), [(False, None), (True, None), (True, 97)])
+def test_binary_copy_lands_every_value_as_the_text_copy(conn, freeze, slice_rows, monkeypatch):
+    if slice_rows is not None:  # the rows encoded in many slices of one COPY
+        monkeypatch.setattr("tis_pipeline.pg.copy.ENCODE_SLICE_ROWS", slice_rows)
     rng = np.random.default_rng(11)
     values = np.concatenate(
         [
