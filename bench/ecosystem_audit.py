@@ -141,14 +141,17 @@ def message_counts(conn: sa.Connection) -> list[str]:
         "| message_type | status | messages |",
         "|---|---|---:|",
     ]
-    for mtype, status, n in conn.execute(
+    pairs = conn.execute(
         sa.text("SELECT message_type, status, count(*) FROM module_messages GROUP BY 1, 2 ORDER BY 1, 2")
-    ):
-        out.append(f"| {mtype} | {status} | {n:,} |")
-    totals = conn.execute(sa.text("SELECT status, count(*) FROM module_messages GROUP BY 1 ORDER BY 1")).all()
-    types = conn.execute(
-        sa.text("SELECT message_type, count(*) FROM module_messages GROUP BY 1 ORDER BY 1")
     ).all()
+    out += [f"| {mtype} | {status} | {n:,} |" for mtype, status, n in pairs]
+    # the totals by status and by type are sums of the pairs: no second and third scan
+    by_status: dict[str, int] = {}
+    by_type: dict[str, int] = {}
+    for mtype, status, n in pairs:
+        by_status[status] = by_status.get(status, 0) + n
+        by_type[mtype] = by_type.get(mtype, 0) + n
+    totals, types = sorted(by_status.items()), sorted(by_type.items())
     attempts = conn.execute(
         sa.text("SELECT delivery_attempts, count(*) FROM module_messages GROUP BY 1 ORDER BY 1")
     ).all()
