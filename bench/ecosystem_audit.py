@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 
+import pandas as pd
 import sqlalchemy as sa
 
 # table -> the columns issue 18 names
@@ -99,17 +100,20 @@ def _short(value: object, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _markdown(rows: list, columns: list[str]) -> list[str]:
+    """``rows`` as a markdown table (pandas' ``to_markdown``: tabulate), integers with thousands separators;
+    ``min`` and ``max`` are printed as the database gave them (tabulate would reparse "0.0" as 0)."""
+    as_given = [i for i, name in enumerate(columns) if name in ("min", "max")]
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.to_markdown(index=False, intfmt=",", disable_numparse=as_given).splitlines()
+
+
 def column_table(conn: sa.Connection, table: str, columns: tuple[str, ...]) -> list[str]:
     types = _types(conn, table)
-    out = [
-        f"### {table}",
-        "",
-        "| column | rows | fill | distinct | min | max | most frequent |",
-        "|---|---:|---:|---:|---|---|---|",
-    ]
+    found = []
     for col in columns:
         if col not in types:
-            out.append(f"| {col} | – | – | – | – | – | (no such column) |")
+            found.append((col, None, "–", None, "–", "–", "(no such column)"))
             continue
         c, t = _ident(col), _ident(table)
         numeric = types[col] in NUMERIC
@@ -127,24 +131,20 @@ def column_table(conn: sa.Connection, table: str, columns: tuple[str, ...]) -> l
             ).all()
             top = "; ".join(f"{_short(v, 40)}: {n:,}" for v, n in freq)
         fill = f"{filled / rows:.1%}" if rows else "–"
-        out.append(
-            f"| {col} | {rows:,} | {fill} | {distinct:,} | {_short(lo)} | {_short(hi)} | "
-            f"{top.replace('|', '/')} |"
-        )
-    return [*out, ""]
+        found.append((col, rows, fill, distinct, _short(lo), _short(hi), top.replace("|", "/")))
+    header = ["column", "rows", "fill", "distinct", "min", "max", "most frequent"]
+    return [f"### {table}", "", *_markdown(found, header), ""]
 
 
 def message_counts(conn: sa.Connection) -> list[str]:
-    out = [
-        "### module_messages by type and status",
-        "",
-        "| message_type | status | messages |",
-        "|---|---|---:|",
-    ]
     pairs = conn.execute(
         sa.text("SELECT message_type, status, count(*) FROM module_messages GROUP BY 1, 2 ORDER BY 1, 2")
     ).all()
-    out += [f"| {mtype} | {status} | {n:,} |" for mtype, status, n in pairs]
+    out = [
+        "### module_messages by type and status",
+        "",
+        *_markdown([tuple(p) for p in pairs], ["message_type", "status", "messages"]),
+    ]
     # the totals by status and by type are sums of the pairs: no second and third scan
     by_status: dict[str, int] = {}
     by_type: dict[str, int] = {}
@@ -179,18 +179,16 @@ def message_counts(conn: sa.Connection) -> list[str]:
 
 
 def lifecycle(conn: sa.Connection) -> list[str]:
+    at_end = conn.execute(
+        sa.text("SELECT lifecycle_stage, status, count(*) FROM modules GROUP BY 1, 2 ORDER BY 1, 2")
+    ).all()
     out = [
         "### lifecycle",
         "",
         "at the end (modules):",
         "",
-        "| lifecycle_stage | status | modules |",
-        "|---|---|---:|",
+        *_markdown([tuple(r) for r in at_end], ["lifecycle_stage", "status", "modules"]),
     ]
-    for stage, status, n in conn.execute(
-        sa.text("SELECT lifecycle_stage, status, count(*) FROM modules GROUP BY 1, 2 ORDER BY 1, 2")
-    ):
-        out.append(f"| {stage} | {status} | {n:,} |")
     reached = conn.execute(
         sa.text(
             "SELECT m->>'lifecycle_stage' AS stage, m->>'status' AS status, "
@@ -202,27 +200,21 @@ def lifecycle(conn: sa.Connection) -> list[str]:
         "",
         "reached on any day (ecosystem_state's daily populations):",
         "",
-        "| lifecycle_stage | status | modules | first day |",
-        "|---|---|---:|---|",
+        *_markdown([tuple(r) for r in reached], ["lifecycle_stage", "status", "modules", "first day"]),
     ]
-    out += [f"| {st} | {su} | {n:,} | {d} |" for st, su, n, d in reached]
     return [*out, ""]
 
 
 def learning_spread(conn: sa.Connection) -> list[str]:
-    out = [
-        "### learning parameters over the final population",
-        "",
-        "| parameter | modules | min | max | distinct |",
-        "|---|---:|---:|---:|---:|",
-    ]
+    found = []
     for col in LEARNING:
         c = _ident(col)
         n, lo, hi, d = conn.execute(
             sa.text(f"SELECT count(*), min({c}), max({c}), count(DISTINCT {c}) FROM modules")
         ).one()
-        out.append(f"| {col} | {n:,} | {lo} | {hi} | {d:,} |")
-    return [*out, ""]
+        found.append((col, n, str(lo), str(hi), d))
+    header = ["parameter", "modules", "min", "max", "distinct"]
+    return ["### learning parameters over the final population", "", *_markdown(found, header), ""]
 
 
 VARYING = (
@@ -238,12 +230,7 @@ VARYING = (
 
 def across_days(conn: sa.Connection) -> list[str]:
     """The measured columns over every (live module, day) of ``ecosystem_state``: do they vary?"""
-    out = [
-        "### measured columns over (live module, day) pairs (ecosystem_state)",
-        "",
-        "| column | pairs | distinct | min | max |",
-        "|---|---:|---:|---:|---:|",
-    ]
+    found = []
     for col in VARYING:
         n, d, lo, hi = conn.execute(
             sa.text(
@@ -253,8 +240,10 @@ def across_days(conn: sa.Connection) -> list[str]:
             ),
             {"c": col},
         ).one()
-        out.append(f"| {col} | {n:,} | {d:,} | {lo} | {hi} |")
-    return [*out, ""]
+        found.append((col, n, d, str(lo), str(hi)))
+    header = ["column", "pairs", "distinct", "min", "max"]
+    title = "### measured columns over (live module, day) pairs (ecosystem_state)"
+    return [title, "", *_markdown(found, header), ""]
 
 
 def dsi_check(conn: sa.Connection) -> list[str]:
