@@ -14,6 +14,11 @@ from tis_pipeline.market_data.sources import BarSource
 from tis_pipeline.market_data.store import read_bars
 from tis_pipeline.pg.engine import engine
 from tis_pipeline.resources import PostgresResource
+from tis_pipeline_tests.support.kept_values import (
+    assert_kept_and_scored,
+    kept_rows,
+    plant_values_dsi_does_not_write,
+)
 from tis_pipeline_tests.support.locks import wait_for_lock_waiters
 
 pytestmark = pytest.mark.pg
@@ -358,67 +363,21 @@ def scratch_tables(url) -> list[str]:
 def test_the_rebuilt_days_keep_every_value_dsi_does_not_write(migrated_database_url):
     """DSI writes each scored day as a new partition. Values its floats cannot prove (a fraction above 2**26,
     a value with 20 digits), module columns, and a day whose rows sit in the DEFAULT partition all come out
-    exactly as they were; nothing of the build is left behind."""
+    exactly as they were (``support.kept_values``); nothing of the build is left behind."""
     url = migrated_database_url
     assert run(url, MARKET, "2024-01-08", "2024-01-08").success
-    odd = {"volume": "123456789.12345678", "open": "99999999999.99999999", "high": "99999999999.99999999"}
-    with engine(url).begin() as conn:
-        conn.execute(
-            sa.text(
-                "UPDATE market_data_1m SET volume = :volume, open = :open, high = :high, "
-                "module_intelligence = '{\"kept\": true}' "
-                "WHERE symbol = 'AAA' AND \"timestamp\" = '2024-01-08 10:00+00'"
-            ),
-            odd,
-        )
-        conn.execute(
-            sa.text(
-                "UPDATE market_data_1m SET module_learning_updates = '[1, 2]' "
-                "WHERE symbol = 'BBB' AND \"timestamp\" = '2024-01-08 11:00+00'"
-            )
-        )
-        # a day without a partition of its own: its rows go to the DEFAULT partition
-        conn.execute(
-            sa.text(
-                'INSERT INTO market_data_1m (symbol, "timestamp", open, high, low, close, volume, '
-                "module_intelligence) "
-                "SELECT symbol, \"timestamp\" + interval '1 day', open, high, low, close, "
-                "volume + 0.00000001, "
-                "'{\"m\": 1}' FROM market_data_1m WHERE \"timestamp\" < '2024-01-08 02:00+00'"
-            )
-        )
-        default_rows = conn.execute(sa.text("SELECT count(*) FROM ONLY market_data_1m_default")).scalar_one()
-    assert default_rows > 100
-    columns = (
-        'symbol, "timestamp", open, high, low, close, volume, module_intelligence, module_learning_updates'
-    )
-    with engine(url).connect() as conn:
-        before = conn.execute(sa.text(f"SELECT {columns} FROM market_data_1m ORDER BY 1, 2")).all()
+    planted = plant_values_dsi_does_not_write(url, "2024-01-08", odd_symbol="AAA", learning_symbol="BBB")
+    before = kept_rows(url)
     assert dsi_only(url, "2024-01-08", "2024-01-09").success
+    assert_kept_and_scored(url, planted, before)
     with engine(url).connect() as conn:
-        after = conn.execute(sa.text(f"SELECT {columns} FROM market_data_1m ORDER BY 1, 2")).all()
-        scored = conn.execute(
-            sa.text(
-                "SELECT count(*) FILTER (WHERE mx_evidence IS NULL OR mx_confirm IS NULL "
-                "OR mx_expert_contributions IS NULL) FROM market_data_1m"
-            )
-        ).scalar_one()
-        in_default = conn.execute(sa.text("SELECT count(*) FROM ONLY market_data_1m_default")).scalar_one()
         partitions = conn.execute(
             sa.text(
                 "SELECT count(*) FROM pg_inherits WHERE inhparent = 'market_data_1m'::regclass "
                 "AND inhrelid::regclass::text IN ('market_data_1m_p20240108', 'market_data_1m_p20240109')"
             )
         ).scalar_one()
-        odd_after = conn.execute(
-            sa.text(
-                "SELECT volume::text, open::text, module_intelligence->>'kept' FROM market_data_1m "
-                "WHERE symbol = 'AAA' AND \"timestamp\" = '2024-01-08 10:00+00'"
-            )
-        ).one()
-    assert after == before and len(after) == len(before) > default_rows
-    assert tuple(odd_after) == (odd["volume"], odd["open"], "true")
-    assert scored == 0 and in_default == 0 and partitions == 2
+    assert partitions == 2
     assert scratch_tables(url) == []
 
 
