@@ -57,6 +57,10 @@ class Settings:
     # range, so every series is seen whole) of about this many rows, one GX result and page each, merged into
     # one verdict per rule: its memory (~0.6 kB a row of the piece) follows the piece, not the range.
     check_piece_rows: int = field(default_factory=lambda: int(_env("TIS_CHECK_PIECE_ROWS", "500000")))
+    # Symbol shards of DSI (dsi/shards.py): 1 is the one-step ``dsi`` asset; above 1, ``dsi`` is a graph of a
+    # plan step, that many shard steps (Celery tasks or processes) and a finish step, with the same tables.
+    # Read when the definitions load, so the code location and every worker must agree on it.
+    symbol_shards: int = field(default_factory=lambda: int(_env("TIS_SYMBOL_SHARDS", "1").strip() or "1"))
 
     @property
     def market_source(self) -> str:

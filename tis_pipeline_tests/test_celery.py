@@ -2,7 +2,9 @@
 
 The worker (``dagster-celery worker start -A dagster_celery.app -y celery/worker.yaml``) and the run share one
 persistent Dagster instance (a DAGSTER_HOME linked to the repository's dagster.yaml, PostgreSQL storage) and
-one project database. Redis databases 10/11 and a queue of its own per test keep parallel sessions apart.
+one project database. Redis databases 10/11 (14/15 for the test that kills workers, whose unacknowledged
+tasks must never reach another session's workers) and a queue of its own per test keep parallel sessions
+apart.
 """
 
 from __future__ import annotations
@@ -47,12 +49,20 @@ READY_TIMEOUT, RUN_TIMEOUT = 90, 180  # seconds
 TABLES = {"market_data_1m": None, "market_data_15m": "15min", "market_data_1h": "1h"}
 
 
+def _broker_db(config: dict) -> int:
+    return int(config["broker"].rsplit("/", 1)[1])
+
+
 @pytest.fixture
 def redis_client():
     """The broker's database; skips the test when Redis is not there."""
+    yield from _redis_or_skip(_broker_db(CELERY))
+
+
+def _redis_or_skip(db: int):
     import redis
 
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=10, socket_connect_timeout=2)
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db, socket_connect_timeout=2)
     try:
         client.ping()
     except redis.RedisError as exc:
@@ -118,7 +128,9 @@ def dagster_home(tmp_path, empty_database_url, migrated_database_url, monkeypatc
 
 
 @contextlib.contextmanager
-def _worker_process(name: str, queue: str, log: Path, env: dict, concurrency: int):
+def _worker_process(
+    name: str, queue: str, log: Path, env: dict, concurrency: int, worker_yaml: Path = WORKER_YAML
+):
     """A real Celery worker named ``name`` on ``queue``, ready; stopped (with its children) on the way out."""
     bin_dir = Path(sys.executable).parent
     env = {
@@ -136,7 +148,7 @@ def _worker_process(name: str, queue: str, log: Path, env: dict, concurrency: in
                 "-A",
                 "dagster_celery.app",
                 "-y",
-                str(WORKER_YAML),
+                str(worker_yaml),
                 "-n",
                 name,
                 "-q",
@@ -491,3 +503,280 @@ def test_a_sharded_day_on_two_workers_writes_the_single_process_tables(two_worke
             )
         ).scalar_one()
     assert left == 0, "the run's day tables are all swapped in"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# A worker process killed mid-shard: the run fails, nothing changes, the next run cleans up and writes it all
+# ------------------------------------------------------------------------------------------------------------
+
+KILL_YAML = Path(__file__).parent / "celery" / "worker_kill.yaml"
+KILL_CELERY = yaml.safe_load(KILL_YAML.read_text())["execution"]["config"]
+KILL_FIRST, KILL_LAST = "2024-04-08", "2024-04-09"  # two days: a shard fills the first, then waits
+STEP_TIMEOUT = 120  # seconds for each thing the test waits for while the run goes on
+TEST_RUN_TAG = "tis/test_run"
+START = dg.DagsterEventType.STEP_START
+WAITING_FOR_LOCK = "SELECT count(*) FROM pg_locks WHERE relation = to_regclass(:t) AND NOT granted"
+
+
+@pytest.fixture
+def kill_redis():
+    """The kill test's broker database (14, see celery/worker_kill.yaml); skips when Redis is not there."""
+    yield from _redis_or_skip(_broker_db(KILL_CELERY))
+
+
+@pytest.fixture
+def workers_to_kill(kill_redis, tmp_path, dagster_home):
+    """Two real Celery workers, one pool process each, on a queue of their own in Redis databases 14/15;
+    yields ([(process, name, log)], queue)."""
+    queue = f"tis_kill_{uuid.uuid4().hex[:12]}"
+    names = [f"k{i}_{uuid.uuid4().hex[:8]}" for i in (1, 2)]
+    logs = [tmp_path / f"{name}.log" for name in names]
+    try:
+        with (
+            _worker_process(names[0], queue, logs[0], dagster_home, 1, KILL_YAML) as first,
+            _worker_process(names[1], queue, logs[1], dagster_home, 1, KILL_YAML) as second,
+        ):
+            yield list(zip((first, second), names, logs, strict=True)), queue
+    finally:
+        _forget_queue(kill_redis, queue)
+        _forget_unacked(kill_redis, queue)
+
+
+def _forget_unacked(client, queue: str) -> None:
+    """Drop the deliveries of ``queue`` that a killed worker never acknowledged (kombu's ``unacked`` hash),
+    so that no later worker on database 14 is handed them when their visibility timeout passes."""
+    for tag, payload in client.hgetall("unacked").items():
+        if queue.encode() in payload:
+            client.hdel("unacked", tag)
+            client.zrem("unacked_index", tag)
+
+
+def _wait_for(what: str, probe, logs: list[Path], thread: threading.Thread | None = None):
+    """``probe()``'s first truthy value, polled; fails the test after ``STEP_TIMEOUT`` or when the run's
+    thread ended first."""
+    deadline = time.monotonic() + STEP_TIMEOUT
+    while not (found := probe()):
+        if thread is not None and not thread.is_alive():
+            pytest.fail(f"the run ended before {what}; worker log tails:\n" + "\n".join(map(_tail, logs)))
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"no {what} within {STEP_TIMEOUT}s; worker log tails:\n" + "\n".join(map(_tail, logs))
+            )
+        time.sleep(0.1)
+    return found
+
+
+def _events(instance: dg.DagsterInstance, run_id: str, kind: dg.DagsterEventType) -> dict[str, int]:
+    """step key -> pid of the run's events of ``kind``."""
+    return {
+        e.step_key: e.dagster_event.pid
+        for e in instance.all_logs(run_id, of_type=kind)
+        if e.step_key and e.dagster_event
+    }
+
+
+def _run_tables(url: str, run_id: str) -> list[str]:
+    """The scratch day tables owned by the run ``run_id`` (``pg.day_partitions``' run-owned tables)."""
+    from tis_pipeline.pg.day_partitions import scratch_tables
+
+    with engine(url).connect() as conn:
+        return sorted(t.name for t in scratch_tables(conn) if t.run == run_id)
+
+
+def _without_dsi(url: str) -> None:
+    """Empty what DSI writes (its tables and every mx_* column), so that anything a run swaps in shows."""
+    with engine(url).begin() as conn:
+        conn.execute(sa.text("TRUNCATE anomaly_events, dsi_evidence, dsi_state"))
+        for table in TABLES:
+            columns = (
+                conn.execute(
+                    sa.text(
+                        "SELECT column_name FROM information_schema.columns "
+                        "WHERE table_name = :t AND column_name LIKE 'mx\\_%' ORDER BY 1"
+                    ),
+                    {"t": table},
+                )
+                .scalars()
+                .all()
+            )
+            if columns:
+                assignments = ", ".join(f'"{c}" = NULL' for c in columns)
+                conn.execute(sa.text(f"UPDATE {table} SET {assignments}"))
+
+
+@pytest.mark.parametrize("victim", ["pool process", "whole worker"])
+def test_a_worker_killed_mid_shard_fails_the_run_and_changes_nothing(workers_to_kill, dagster_home, victim):
+    """kill -9 of the worker process running DSI shard 0 (after it filled the first day's table, while it
+    waits to fill the second), or of its whole worker (main process and pool, as when its machine goes): the
+    run ends FAILURE (the project configures no run retries; a lost worker is found by the executor's pings,
+    ``scale_out.WatchedTask``), every table holds what it held before, the killed run's day tables stay until
+    the next sharded run starts and drops them, and that run (on the workers left) writes the single-process
+    run's tables."""
+    from tis_pipeline.dsi.assets import dsi
+    from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
+    from tis_pipeline.market_data.sources import BarSource
+    from tis_pipeline.resources import PostgresResource
+
+    workers, queue = workers_to_kill
+    procs, _, logs = (list(x) for x in zip(*workers, strict=True))
+    url = dagster_home["TIS_DATABASE_URL"]
+    tags = range_tags(KILL_FIRST, KILL_LAST)
+    single = dg.materialize(
+        [market_data_1m, market_data_15m, market_data_1h, dsi],
+        resources={
+            "db": PostgresResource(url=url),
+            "bars": BarSource(source="synthetic", symbols=SYMBOLS, seed=SEED),
+        },
+        tags=tags,
+    )
+    assert single.success
+    reference = _table_rows(url)
+    assert all(reference[t] for t in TABLE_ROWS), {t: len(r) for t, r in reference.items()}
+    _without_dsi(url)
+    before = _table_rows(url)
+    assert not before["dsi_evidence"] and not before["dsi_state"] and before != reference
+
+    job = dg.build_reconstructable_job(
+        "tis_pipeline.ops.scale_out",
+        "market_data_celery_job",
+        reconstructable_kwargs={
+            "broker": KILL_CELERY["broker"],
+            "backend": KILL_CELERY["backend"],
+            "queue": queue,
+            "shards": 2,
+        },
+    )
+    shard_0, shard_1 = "dsi.dsi_shard[shard_0]", "dsi.dsi_shard[shard_1]"
+    with dg.DagsterInstance.get() as instance:
+        # what the project configures: no run retries (dagster.yaml has no run_retries), so a failed run stays
+        # failed until an operator runs it again
+        assert not instance.run_retries_enabled
+        marker = uuid.uuid4().hex
+        box: dict = {}
+
+        def launch():
+            try:
+                with dg.execute_job(
+                    job, instance=instance, tags={**tags, TEST_RUN_TAG: marker}, raise_on_error=False
+                ) as result:
+                    box["result"] = (result.run_id, result.success)
+            except BaseException as exc:  # reported in the test's thread
+                box["error"] = exc
+
+        thread = threading.Thread(target=launch, daemon=True, name="celery-run-to-kill")
+        thread.start()
+        run_id = _wait_for(
+            "run",
+            lambda: [r.run_id for r in instance.get_runs(filters=dg.RunsFilter(tags={TEST_RUN_TAG: marker}))],
+            logs,
+            thread,
+        )[0]
+        # the plan step creates the run's empty day tables; the second day's is held so that each shard, once
+        # it has filled the first day, waits inside its step (a deterministic "mid-shard", no sleeps)
+        tables = _wait_for("day tables of the run", lambda: _run_tables(url, run_id), logs, thread)
+        assert len(tables) == 2, tables
+        holder = engine(url).connect()
+        held = holder.begin()
+        try:
+            holder.execute(sa.text(f'LOCK TABLE "{tables[1]}" IN ACCESS EXCLUSIVE MODE'))
+            starts = _wait_for(
+                "start of both shard steps",
+                lambda: s if {shard_0, shard_1} <= set(s := _events(instance, run_id, START)) else None,
+                logs,
+                thread,
+            )
+            with engine(url).connect() as conn:
+                _wait_for(
+                    "two shards waiting to fill the second day",
+                    lambda: (
+                        conn.execute(
+                            sa.text(WAITING_FOR_LOCK),
+                            {"t": tables[1]},
+                        ).scalar_one()
+                        == 2
+                    ),
+                    logs,
+                    thread,
+                )
+            pid = starts[shard_0]
+            owners = [
+                p for p in procs if pid in {c.pid for c in psutil.Process(p.pid).children(recursive=True)}
+            ]
+            assert len(owners) == 1, (pid, procs)  # a worker's pool process, not the run's
+            assert not _events(instance, run_id, dg.DagsterEventType.STEP_SUCCESS).keys() & {shard_0, shard_1}
+            if victim == "pool process":
+                os.kill(pid, signal.SIGKILL)
+            else:
+                os.killpg(owners[0].pid, signal.SIGKILL)
+                owners[0].wait(10)
+            survivors = [i for i, p in enumerate(procs) if victim == "pool process" or p is not owners[0]]
+        finally:
+            held.rollback()
+            holder.close()
+        thread.join(RUN_TIMEOUT)
+        if thread.is_alive():
+            run = instance.get_run_by_id(run_id)
+            pytest.fail(
+                f"the run is still {run.status if run else '?'} {RUN_TIMEOUT}s after its shard's process was "
+                "killed; worker log tails:\n" + "\n".join(map(_tail, logs))
+            )
+        assert "error" not in box, box
+        assert box["result"] == (run_id, False)
+        assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+        ends = _events(instance, run_id, dg.DagsterEventType.STEP_SUCCESS)
+        failed = _events(instance, run_id, dg.DagsterEventType.STEP_FAILURE)
+        assert shard_1 in ends and shard_0 not in ends and shard_0 not in failed, (ends, failed)
+        assert "dsi.dsi_finish" not in _events(instance, run_id, START)
+        # the killed shard ran once: its task was not handed to a worker again (acknowledged with Celery's
+        # WorkerLostError, or revoked by the executor and left for the 6 h visibility timeout)
+        assert [e.step_key for e in instance.all_logs(run_id, of_type=START)].count(shard_0) == 1
+        messages = "\n".join(
+            (e.user_message or "") + (str(e.dagster_event.event_specific_data) if e.dagster_event else "")
+            for e in instance.all_logs(run_id)
+        )
+        assert f"Step {shard_0} finished without success or failure event" in messages
+        if victim == "pool process":  # Celery's own report: the worker lives on, with a new pool process
+            assert "WorkerLostError" in messages and "signal 9" in messages
+        else:  # the executor's pings
+            assert "WorkerLost" in messages and "has not answered" in messages
+        # nothing retries it behind the operator's back
+        assert not instance.get_runs(filters=dg.RunsFilter(tags={"dagster/parent_run_id": run_id}))
+        assert [i for i, p in enumerate(procs) if p.poll() is None] == survivors
+
+        # the tables hold exactly what they held; the killed run's day tables (the first holding both shards'
+        # rows of that day) wait for the next sharded run
+        assert _table_rows(url) == before
+        assert _run_tables(url, run_id) == tables
+        with engine(url).connect() as conn:
+            filled, day_bars = conn.execute(
+                sa.text(
+                    f'SELECT (SELECT count(*) FROM "{tables[0]}"), (SELECT count(*) FROM market_data_1m '
+                    'WHERE "timestamp" >= :day AND "timestamp" < :next)'
+                ),
+                {"day": pd.Timestamp(KILL_FIRST, tz="UTC"), "next": pd.Timestamp(KILL_LAST, tz="UTC")},
+            ).one()
+        assert filled == day_bars > 1000
+
+        def launch_again():
+            with dg.execute_job(job, instance=instance, tags=tags, raise_on_error=False) as result:
+                return result.run_id, result.success
+
+        again_id, success = _run_in_thread(
+            launch_again, RUN_TIMEOUT, [procs[i] for i in survivors], [logs[i] for i in survivors]
+        )
+        assert success, "\n".join(map(_tail, logs))
+        dropped = [
+            e.user_message
+            for e in instance.all_logs(again_id)
+            if e.step_key == "dsi.dsi_plan" and "scratch tables of dead runs" in (e.user_message or "")
+        ]
+        assert len(dropped) == 1 and all(t in dropped[0] for t in tables), dropped
+    assert _run_tables(url, run_id) == [] and _run_tables(url, again_id) == []
+    with engine(url).connect() as conn:
+        left = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM pg_class WHERE relkind = 'r' AND relname ~ '^market_data_1m_p[0-9]{8}_'"
+            )
+        ).scalar_one()
+    assert left == 0
+    assert _table_rows(url) == reference

@@ -26,7 +26,6 @@ commit, and its day tables go when the run has ended (``drop_dead_scratch_tables
 from __future__ import annotations
 
 import itertools
-import os
 import time
 import uuid
 from collections.abc import Callable
@@ -59,11 +58,11 @@ SHARDS_VARIABLE = "TIS_SYMBOL_SHARDS"
 
 
 def symbol_shards() -> int:
-    """``TIS_SYMBOL_SHARDS`` (default 1: the one-step ``dsi`` asset): symbol shards of the sharded asset."""
-    raw = os.environ.get(SHARDS_VARIABLE, "").strip()
-    shards = int(raw) if raw else 1
+    """``settings().symbol_shards`` (``TIS_SYMBOL_SHARDS``, default 1: the one-step ``dsi`` asset), checked:
+    symbol shards of the sharded asset."""
+    shards = settings().symbol_shards
     if shards < 1:
-        raise ValueError(f"{SHARDS_VARIABLE} must be at least 1, not {raw!r}")
+        raise ValueError(f"{SHARDS_VARIABLE} must be at least 1, not {shards}")
     return shards
 
 

@@ -23,14 +23,30 @@ Python::
 
 The job is built by a function so that broker, backend, queue and shards can differ per deployment (or per
 test); the worker rebuilds it with the same arguments, which travel with each task.
+
+A worker lost mid-step. dagster-celery's executor waits for each step's task result, and gets one when a
+worker's pool process dies (Celery stores ``WorkerLostError``: the run fails). When the whole worker dies
+(killed, its machine gone) no result ever comes: the task stays unacknowledged in the broker until its
+visibility timeout, and the run would read STARTED meanwhile, its run process alive (``dead_run_sensor`` sees
+nothing wrong). So the executor here (``watched_celery_executor``, dagster-celery's with one addition) pings
+the worker that took each step in flight (its name from the step's "in celery worker" event) every
+``LOST_WORKER_CHECK_SECONDS``; after ``LOST_WORKER_MISSES`` unanswered pings in a row the task is revoked and
+the step counts as failed (``WorkerLost``): the run fails like one whose pool process was killed, and an
+operator runs it again (the project configures no run retries). The pings need workers that answer remote
+control while they run a task: the prefork pool (dagster-celery's default), not ``--pool=solo``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-from dagster_celery import celery_executor
+from dagster._core.execution.retries import RetryMode
+
+# dagster-celery's executor pieces (pinned below 0.30 in pyproject.toml): its config schema and the function
+# that submits a step's task, reused as they are so that only the waiting changes
+from dagster_celery.executor import CELERY_CONFIG, CeleryExecutor, _submit_task
 
 from tis_pipeline.dsi import checks as dsi_checks
 from tis_pipeline.dsi import definitions as dsi
@@ -48,6 +64,23 @@ DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 DEFAULT_BACKEND = "redis://127.0.0.1:6379/1"
 DEFAULT_QUEUE = "dagster"  # the queue a worker started without -q listens on
 DEFAULT_SHARDS = 2  # one per worker of the two this machine runs; TIS_SYMBOL_SHARDS above 1 overrides it
+# dagster-celery's broker transport options (dagster_celery.defaults), which a config_source entry replaces
+# whole, and the Redis visibility timeout: a task unacknowledged for longer is delivered to a worker again
+# even while it still runs (task_acks_late), so it must exceed the longest step. 6 h, the runs' own limit
+# (dagster.yaml's max_runtime_seconds): a shard of a month of thousands of symbols can take more than Redis'
+# default hour, and two runs of one shard at once fail the run's finish step. A worker that dies is found by
+# the executor's pings, not by this timeout.
+BROKER_TRANSPORT_OPTIONS = {
+    "max_retries": 3,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+    "visibility_timeout": 6 * 3600,
+}
+LOST_WORKER_CHECK_SECONDS = 15.0  # how often the run pings the worker of each step in flight
+LOST_WORKER_MISSES = 3  # unanswered pings in a row before the step counts as lost (~45 s)
+PING_TIMEOUT_SECONDS = 2.0
+CELERY_WORKER_EVENT = "in celery worker"  # dagster_celery.tasks: "Executing steps <key> in celery worker"
 
 
 def celery_config(
@@ -65,8 +98,106 @@ def celery_config(
             "task_default_queue": queue,
             "worker_prefetch_multiplier": 1,
             "task_acks_late": True,
+            "broker_transport_options": BROKER_TRANSPORT_OPTIONS,
         },
     }
+
+
+class WorkerLost(RuntimeError):
+    """The Celery worker running a step stopped answering: the step's result will never come."""
+
+
+class WatchedTask:
+    """A step's Celery task as dagster-celery's execution loop polls it (``ready``, ``get``, ``revoke``),
+    ready also when the worker that took it has stopped answering pings (``get`` then raises ``WorkerLost``;
+    the task is revoked, so that a worker that later receives it again drops it)."""
+
+    def __init__(self, result: Any, app: Any, instance: dg.DagsterInstance, run_id: str, step_key: str):
+        self._result, self._app, self._instance = result, app, instance
+        self._run_id, self._step_key = run_id, step_key
+        self._worker: str | None = None
+        self._cursor: str | None = None
+        self._missed = 0
+        self._next_check = time.monotonic() + LOST_WORKER_CHECK_SECONDS
+        self._lost: str | None = None
+
+    def _find_worker(self) -> str | None:
+        """The name of the worker that took the step (its latest "in celery worker" event), once written."""
+        records = self._instance.get_records_for_run(
+            self._run_id, cursor=self._cursor, of_type=dg.DagsterEventType.ENGINE_EVENT
+        )
+        self._cursor = records.cursor
+        for record in records.records:
+            event = record.event_log_entry.dagster_event
+            if event is None or event.step_key != self._step_key:
+                continue
+            if CELERY_WORKER_EVENT in (event.message or ""):
+                name = event.event_specific_data.metadata.get("Celery worker")  # type: ignore[union-attr]
+                if name is not None:
+                    self._worker = str(name.value)
+        return self._worker
+
+    def ready(self) -> bool:
+        if self._lost is not None or self._result.ready():
+            return True
+        now = time.monotonic()
+        if now < self._next_check:
+            return False
+        self._next_check = now + LOST_WORKER_CHECK_SECONDS
+        worker = self._find_worker()
+        if worker is None:  # not taken yet (queued), or the worker has not started the step
+            return False
+        replies = self._app.control.ping(destination=[worker], timeout=PING_TIMEOUT_SECONDS)
+        if any(worker in reply for reply in replies):
+            self._missed = 0
+            return False
+        self._missed += 1
+        if self._missed < LOST_WORKER_MISSES or self._result.ready():
+            return self._result.ready()
+        self._lost = (
+            f"the Celery worker {worker} running step {self._step_key} has not answered "
+            f"{self._missed} pings in a row ({LOST_WORKER_CHECK_SECONDS:.0f} s apart): it is lost"
+        )
+        self._result.revoke()
+        return True
+
+    def get(self) -> Any:
+        if self._lost is not None and not self._result.ready():
+            raise WorkerLost(self._lost)
+        return self._result.get()
+
+    def revoke(self) -> None:
+        self._result.revoke()
+
+
+class WatchedCeleryExecutor(CeleryExecutor):
+    """dagster-celery's executor whose loop also sees a step's worker die (``WatchedTask``)."""
+
+    def execute(self, plan_context: Any, execution_plan: Any) -> Any:
+        from dagster_celery.core_execution_loop import core_celery_execution_loop
+
+        def submit(app: Any, context: Any, step: Any, queue: str, priority: int, known_state: Any) -> Any:
+            result = _submit_task(app, context, step, queue, priority, known_state)
+            return WatchedTask(result, app, context.instance, context.run_id, step.key)
+
+        return core_celery_execution_loop(plan_context, execution_plan, step_execution_fn=submit)
+
+
+@dg.executor(
+    name="celery",
+    config_schema=CELERY_CONFIG,
+    requirements=dg.multiple_process_executor_requirements(),
+)
+def watched_celery_executor(init_context: dg.InitExecutorContext) -> WatchedCeleryExecutor:
+    """dagster-celery's ``celery_executor`` (same config), watching the workers of the steps in flight."""
+    config = init_context.executor_config
+    return WatchedCeleryExecutor(
+        broker=config.get("broker"),
+        backend=config.get("backend"),
+        config_source=config.get("config_source"),
+        include=config.get("include"),
+        retries=RetryMode.from_config(config["retries"]),  # type: ignore[arg-type]
+    )
 
 
 def market_data_celery_asset_job(
@@ -77,7 +208,7 @@ def market_data_celery_asset_job(
     return dg.define_asset_job(
         JOB_NAME,
         selection=dg.AssetSelection.assets(*MARKET_DATA_ASSETS, *DSI_ASSETS),
-        executor_def=celery_executor.configured(celery_config(broker, backend, queue)),
+        executor_def=watched_celery_executor.configured(celery_config(broker, backend, queue)),
         description="market_data_1m, _15m, _1h and DSI with every step on a Celery worker; DSI in symbol "
         "shards (TIS_SYMBOL_SHARDS).",
     )
