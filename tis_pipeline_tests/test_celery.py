@@ -27,6 +27,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
+from tis_pipeline.dsi.assets import HandoffIOManager
 from tis_pipeline.market_data import synthetic
 from tis_pipeline.market_data.partitions import range_tags
 from tis_pipeline.pg.engine import engine, with_driver
@@ -756,6 +757,9 @@ def test_a_worker_killed_mid_shard_fails_the_run_and_changes_nothing(workers_to_
                 {"day": pd.Timestamp(KILL_FIRST, tz="UTC"), "next": pd.Timestamp(KILL_LAST, tz="UTC")},
             ).one()
         assert filled == day_bars > 1000
+        # the killed run's handoff (its plan, the finished shard's result) waits for the next run too
+        handoff = HandoffIOManager().run_dir(instance, run_id)
+        assert (handoff / "dsi.dsi_plan").is_dir()
 
         def launch_again():
             with dg.execute_job(job, instance=instance, tags=tags, raise_on_error=False) as result:
@@ -771,6 +775,7 @@ def test_a_worker_killed_mid_shard_fails_the_run_and_changes_nothing(workers_to_
             if e.step_key == "dsi.dsi_plan" and "scratch tables of dead runs" in (e.user_message or "")
         ]
         assert len(dropped) == 1 and all(t in dropped[0] for t in tables), dropped
+        assert not handoff.exists() and not HandoffIOManager().run_dir(instance, again_id).exists()
     assert _run_tables(url, run_id) == [] and _run_tables(url, again_id) == []
     with engine(url).connect() as conn:
         left = conn.execute(

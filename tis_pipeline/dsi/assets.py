@@ -5,7 +5,7 @@
 import os
 import pickle
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -167,8 +167,27 @@ class HandoffIOManager(dg.ConfigurableIOManager):
         with self._root(context.step_context.instance).joinpath(*upstream.get_identifier()).open("rb") as f:
             return pickle.load(f)
 
+    def run_dir(self, instance: dg.DagsterInstance | None, run_id: str) -> Path:
+        return self._root(instance) / run_id
+
     def forget_run(self, instance: dg.DagsterInstance, run_id: str) -> None:
-        shutil.rmtree(self._root(instance) / run_id, ignore_errors=True)
+        shutil.rmtree(self.run_dir(instance, run_id), ignore_errors=True)
+
+    def forget_ended_runs(
+        self, instance: dg.DagsterInstance | None, alive: Callable[[str], bool]
+    ) -> list[str]:
+        """Remove the directories of runs that ended without their finish step (failed, canceled, killed):
+        only the finish step removes its own, so a failed run's plan and shard results would stay forever.
+        The run ids whose directories were removed, sorted."""
+        root = self._root(instance)
+        ended = (
+            sorted(d.name for d in root.iterdir() if d.is_dir() and not alive(d.name))
+            if root.is_dir()
+            else []
+        )
+        for run_id in ended:
+            shutil.rmtree(root / run_id, ignore_errors=True)
+        return ended
 
 
 def _window(context: dg.OpExecutionContext) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -201,8 +220,14 @@ def build_sharded_dsi(shard_count: int) -> dg.AssetsDefinition:
         },
     )
     def dsi_plan(context: dg.OpExecutionContext, db: PostgresResource) -> Iterator[Any]:
-        """The range's start, days and symbols cut into shards; the run's empty day tables."""
+        """The range's start, days and symbols cut into shards; the run's empty day tables. The handoff
+        files of ended runs go, as their day tables do."""
         start, end = _window(context)
+        forgotten = HandoffIOManager().forget_ended_runs(context.instance, _run_alive(context.instance))
+        if forgotten:
+            context.log.info(
+                f"removed the handoff files of {len(forgotten)} ended runs: {', '.join(forgotten)}"
+            )
         plan = shards.plan_range(
             db.engine,
             start,

@@ -8,13 +8,18 @@ import pytest
 import sqlalchemy as sa
 
 from tis_pipeline.dsi import shards
-from tis_pipeline.dsi.assets import build_sharded_dsi, dsi
+from tis_pipeline.dsi.assets import HandoffIOManager, build_sharded_dsi, dsi
 from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
 from tis_pipeline.market_data.partitions import range_tags
 from tis_pipeline.market_data.sources import BarSource
 from tis_pipeline.pg.engine import engine
 from tis_pipeline.resources import PostgresResource
 from tis_pipeline_tests.dsi.test_assets import digests
+from tis_pipeline_tests.support.kept_values import (
+    assert_kept_and_scored,
+    kept_rows,
+    plant_values_dsi_does_not_write,
+)
 
 pytestmark = pytest.mark.pg
 MARKET = [market_data_1m, market_data_15m, market_data_1h]
@@ -140,59 +145,31 @@ def test_shards_cut_the_symbols_into_runs_of_about_equal_bars():
 
 
 def test_sharded_days_keep_every_value_dsi_does_not_write(migrated_database_url):
-    """As the one-step asset does (test_assets.py): values its floats cannot prove (a shard's rows made equal
-    to the table's), module columns (carried by the finish step), a day whose rows sit in the DEFAULT
-    partition: all come out exactly as they were, every bar scored, nothing of the run's tables left."""
+    """As the one-step asset does (test_assets.py, ``support.kept_values``): values its floats cannot prove (a
+    shard's rows made equal to the table's), module columns (carried by the finish step), a day whose rows sit
+    in the DEFAULT partition: all come out exactly as they were, every bar scored, nothing of the run's tables
+    left."""
     url = migrated_database_url
     assert dg.materialize(MARKET, resources=_resources(url), tags=range_tags(FIRST, FIRST)).success
-    odd = {"volume": "123456789.12345678", "open": "99999999999.99999999", "high": "99999999999.99999999"}
-    with engine(url).begin() as conn:
-        conn.execute(
-            sa.text(
-                "UPDATE market_data_1m SET volume = :volume, open = :open, high = :high, "
-                "module_intelligence = '{\"kept\": true}' "
-                "WHERE symbol = 'AAA' AND \"timestamp\" = '2024-03-04 10:00+00'"
-            ),
-            odd,
-        )
-        conn.execute(
-            sa.text(
-                "UPDATE market_data_1m SET module_learning_updates = '[1, 2]' "
-                "WHERE symbol = 'EEE' AND \"timestamp\" = '2024-03-04 11:00+00'"
-            )
-        )
-        conn.execute(  # the next day, in the DEFAULT partition
-            sa.text(
-                'INSERT INTO market_data_1m (symbol, "timestamp", open, high, low, close, volume, '
-                "module_intelligence) "
-                "SELECT symbol, \"timestamp\" + interval '1 day', open, high, low, close, "
-                "volume + 0.00000001, '{\"m\": 1}' FROM market_data_1m "
-                "WHERE \"timestamp\" < '2024-03-04 02:00+00'"
-            )
-        )
-    columns = (
-        'symbol, "timestamp", open, high, low, close, volume, module_intelligence, module_learning_updates'
-    )
-    with engine(url).connect() as conn:
-        before = conn.execute(sa.text(f"SELECT {columns} FROM market_data_1m ORDER BY 1, 2")).all()
+    planted = plant_values_dsi_does_not_write(url, FIRST, odd_symbol="AAA", learning_symbol="EEE")
+    before = kept_rows(url)
     result, meta = _score_range(url, build_sharded_dsi(2), FIRST, LAST)
     assert result.success and meta["dsi_evidence"]["symbol_shards"].value == 2
-    with engine(url).connect() as conn:
-        after = conn.execute(sa.text(f"SELECT {columns} FROM market_data_1m ORDER BY 1, 2")).all()
-        unscored = conn.execute(
-            sa.text(
-                "SELECT count(*) FILTER (WHERE mx_evidence IS NULL OR mx_confirm IS NULL "
-                "OR mx_expert_contributions IS NULL) FROM market_data_1m"
-            )
-        ).scalar_one()
-        in_default = conn.execute(sa.text("SELECT count(*) FROM ONLY market_data_1m_default")).scalar_one()
-        odd_after = conn.execute(
-            sa.text(
-                "SELECT volume::text, open::text, module_intelligence->>'kept' FROM market_data_1m "
-                "WHERE symbol = 'AAA' AND \"timestamp\" = '2024-03-04 10:00+00'"
-            )
-        ).one()
-    assert after == before and len(after) > 5 * 1400
-    assert tuple(odd_after) == (odd["volume"], odd["open"], "true")
-    assert unscored == 0 and in_default == 0
+    assert_kept_and_scored(url, planted, before)
+    assert len(before) > 5 * 1400
     assert _scratch(url) == []
+
+
+def test_the_plan_step_removes_the_handoff_files_of_ended_runs_only(tmp_path):
+    """Only a run's finish step removes its handoff directory, so a failed or killed run's plan and shard
+    results would stay forever: the next plan step removes those of runs that ended, never a live run's."""
+    handoff = HandoffIOManager(base_dir=str(tmp_path))
+    for run_id in ("ended-a", "live", "ended-b"):
+        (tmp_path / run_id / "dsi.dsi_plan").mkdir(parents=True)
+        (tmp_path / run_id / "dsi.dsi_plan" / "plan").write_bytes(b"x" * 10)
+    (tmp_path / "stray-file").write_bytes(b"")  # not a run's directory: left alone
+    assert handoff.forget_ended_runs(None, alive=lambda run_id: run_id == "live") == ["ended-a", "ended-b"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["live", "stray-file"]
+    assert (tmp_path / "live" / "dsi.dsi_plan" / "plan").read_bytes() == b"x" * 10
+    assert handoff.forget_ended_runs(None, alive=lambda run_id: False) == ["live"]
+    assert HandoffIOManager(base_dir=str(tmp_path / "none")).forget_ended_runs(None, lambda r: False) == []
