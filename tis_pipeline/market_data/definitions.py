@@ -2,7 +2,8 @@
 expected symbols, freshness and its sensor, Great Expectations' step over the 1-minute rows a run wrote) and
 the bar source."""
 
-from collections.abc import Iterator
+from collections.abc import Generator
+from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 import pandas as pd
@@ -19,11 +20,16 @@ from tis_pipeline.settings import settings
 GX_PREFIX = "gx_"  # the GE step's checks beside the asset's own (pandas) checks of the same rules
 
 
-def _rows_the_run_wrote(context: dg.AssetCheckExecutionContext) -> Iterator[CheckInput]:
+def _rows_the_run_wrote(context: dg.AssetCheckExecutionContext) -> Generator[CheckInput, None, None]:
     """The run's window of market_data_1m read back in pieces of whole symbols of about
     ``settings().check_piece_rows`` rows (every series whole over the window, so the series rules see it all),
     limited to the symbols the run's materialization wrote (another source's symbols in the same days are not
-    this run's); run on its own, the whole window. At least one piece, empty when there is no row."""
+    this run's); run on its own, the whole window. At least one piece, empty when there is no row.
+
+    The next piece is read while the caller judges the current one (one reader thread, one piece ahead): the
+    read is PostgreSQL's work on the other core and the judging is Python's, so the step costs about the
+    larger of the two instead of their sum, for one more piece in memory (~0.15 kB a row while it is read,
+    ~70 bytes a row once read)."""
     window = context.partition_time_window
     start, end = pd.Timestamp(window.start), pd.Timestamp(window.end)
     event = context.instance.get_latest_materialization_event(dg.AssetKey("market_data_1m"))
@@ -39,13 +45,27 @@ def _rows_the_run_wrote(context: dg.AssetCheckExecutionContext) -> Iterator[Chec
         if written is not None:
             counts = [(symbol, n) for symbol, n in counts if symbol in written]
         pieces = symbol_pieces(counts, settings().check_piece_rows) if counts else [(None, None)]
-        for low, below in pieces:
+
+        def read(low: str | None, below: str | None) -> pd.DataFrame:
             frame = read_bars(
                 conn, "market_data_1m", start, end, columns, symbols_from=low, symbols_below=below
             )
             if written is not None:
-                frame = frame[frame["symbol"].isin(written)].reset_index(drop=True)
-            yield CheckInput(frame=frame, partition_range=(start, end))
+                kept = frame["symbol"].isin(written).to_numpy()
+                if not kept.all():  # another source's symbol between the run's: left out
+                    frame = frame[kept].reset_index(drop=True)
+            return frame
+
+        # the connection is used by the reader thread alone from here on, one read at a time; leaving the
+        # executor waits for a read in flight before the connection is closed
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gx-read") as reader:
+            ahead = reader.submit(read, *pieces[0])
+            for following in [*pieces[1:], None]:
+                frame = ahead.result()
+                if following is not None:
+                    ahead = reader.submit(read, *following)
+                yield CheckInput(frame=frame, partition_range=(start, end))
+                del frame
 
 
 # GE judges the rows each run of market_data_1m wrote, as a step of that run beside the asset's own step

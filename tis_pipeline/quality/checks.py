@@ -301,7 +301,8 @@ def build_checks(
     .merge_reports``), so that a long range is judged in the memory of a piece. ``engine`` is
     ``"great_expectations"`` (GX's verdicts, stored with their Data Docs page, as ``check_results``) or
     ``"pandas"`` (the pandas evaluator's, nothing stored); both give the same counts. Subsets are honoured:
-    running one check evaluates one rule.
+    running one check evaluates one rule. With GX, the step starts GX's import in a background thread before
+    it calls the loader (``ge.preload_in_background``), so that the import runs while the loader reads.
     ``partitions_def`` (the asset's) makes it a step of the asset's partitioned runs: the loader then reads
     ``context.partition_time_window``, the rows the run wrote.
 
@@ -329,6 +330,10 @@ def build_checks(
     )
     # no annotation: Dagster cannot resolve a postponed (string) one
     def _rule_checks(context):  # noqa: ANN001
+        if engine == "great_expectations":
+            from tis_pipeline.quality.ge import preload_in_background
+
+            preload_in_background()  # GX's import (seconds) while the loader waits for the database
         loaded = frame_loader(context)
         selected = {k.name for k in context.selected_asset_check_keys}
         judged = tuple(r for r in chosen if prefix + r.name in selected)

@@ -10,7 +10,8 @@ over any frame without storing anything (tests, ``build_checks``).
 One context per process and GX project, one pandas datasource (``frames``) with one dataframe asset per table,
 one suite and validation definition per (table, set of rules) and the Data Docs site's validations section
 (its Jinja templates compiled once, ``_site_section``) are cached: importing ``great_expectations`` costs
-seconds, so it happens inside the functions here and only once per process.
+seconds, so it happens inside the functions here and only once per process (``preload_in_background``
+starts it in a thread, for a step that has rows to read first).
 
 Many processes share the project (each Dagster step is a process, several runs at once, pytest-xdist
 workers), and before each run GX checks that the suite and validation definition a process holds equal the
@@ -84,6 +85,17 @@ DATASOURCE = "frames"
 BATCH_DEFINITION = "whole_frame"
 LATEST_ALLOWED = "latest_allowed"
 SAMPLE_ROWS = 20  # GX's partial_unexpected_count: the failing rows shown in a check's metadata
+# What ``judge`` asks of GX: counts and the first failing rows' positions (SUMMARY's partial_unexpected_*).
+# Not the "unexpected index query": GX builds it for every map expectation of a SUMMARY result (another copy
+# of the whole batch, filtered, and a string of every failing row's index) and keeps it only when asked.
+JUDGE_RESULT_FORMAT = MappingProxyType(
+    {
+        "result_format": "SUMMARY",
+        "partial_unexpected_count": SAMPLE_ROWS,
+        "include_unexpected_rows": False,
+        "return_unexpected_index_query": False,
+    }
+)
 
 _lock = threading.RLock()
 _states: dict[Path, dict[str, Any]] = {}  # GX project root -> its context and cached objects
@@ -99,11 +111,43 @@ def _derived_name(rule: Rule, name: str) -> str:
     return f"__{rule.name}__{name}"
 
 
+def _await_preload() -> None:
+    """Wait for ``preload_in_background``'s thread, if one runs (called before taking ``_lock``, which it
+    holds while it imports)."""
+    preloading = _preloading.get("thread")
+    if preloading is not None and preloading is not threading.current_thread():
+        preloading.join()
+
+
 def _gx():
+    _await_preload()
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
 
     return gx
+
+
+_preloading: dict[str, threading.Thread] = {}  # "thread": preload_in_background's, once per process
+_preload_lock = threading.Lock()
+
+
+def preload_in_background(root: Path | None = None) -> threading.Thread:
+    """Import ``great_expectations`` and open the context of ``root`` in a daemon thread, once per process.
+
+    The import costs ~2.3 s of CPU, once per process; a step that reads its rows from PostgreSQL first (the
+    ``build_checks`` steps) starts it here so that it runs while the process waits for the server. Every
+    function here that needs GX waits for this thread first (``_gx``), so no two threads import GX at once.
+    An error in the thread is not raised there: the next use of GX meets it again."""
+    with _preload_lock:  # not ``_lock``: the thread holds that one while it imports
+        if "thread" not in _preloading:
+
+            def load() -> None:
+                with contextlib.suppress(Exception):
+                    _state(root)
+
+            thread = _preloading["thread"] = threading.Thread(target=load, name="gx-preload", daemon=True)
+            thread.start()
+        return _preloading["thread"]
 
 
 @contextlib.contextmanager
@@ -165,6 +209,7 @@ def _datasource(ctx: AbstractDataContext, tables: Iterable[str]) -> Any:
 
 def _state(root: Path | None = None) -> dict[str, Any]:
     """The context of the GX project at ``root`` (default ``docs.gx_dir()``) and its caches, made once."""
+    _await_preload()
     root = (root or docs.gx_dir()).resolve()
     with _lock:
         if root not in _states:
@@ -552,6 +597,7 @@ def judge(
     """
     if report.frame is None:
         raise ValueError(f"the report on {report.table} carries no frame: make it with evaluate_frame")
+    _gx()
     from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.resource_identifiers import (
         ExpectationSuiteIdentifier,
@@ -576,11 +622,7 @@ def judge(
     run_kwargs: dict[str, Any] = {
         "batch_parameters": {"dataframe": _batch_frame(frame, rules, derived)},
         "expectation_parameters": parameters or None,
-        "result_format": {
-            "result_format": "SUMMARY",
-            "partial_unexpected_count": SAMPLE_ROWS,
-            "include_unexpected_rows": False,
-        },
+        "result_format": dict(JUDGE_RESULT_FORMAT),
         "run_id": run_id,
     }
     state = _state(root)
