@@ -4,12 +4,25 @@
 
 Loads the bars, DSI and then times ``trading_day`` alone over the range (one run), in a scratch database.
 Prints one JSON line last: days, events, plans, rows written per table, seconds, and events per second.
+
+    python -m bench.trading_day --database postgresql+psycopg://root@127.0.0.1:5432/h_scale_2000 \
+        --day 2024-01-08 [--repeat 2] [--rerun]
+
+The trading day's step alone on a database that already holds the day's bars and DSI (e.g. one
+``python -m bench.scale --symbols 2000 --keep`` left): before each repeat the day's trading-day rows are taken
+back (plans, approvals, performance, messages, sharing, triggers, replications, their links on events and
+evidence, the bars' notes, the modules and the ecosystem states), so each repeat is the day's first run, as in
+a backfill (``--rerun``: they are left, each repeat replaces the previous one's rows). One JSON line per
+repeat: ``step_s`` (the materialization's wall, the asset checks included), ``cpu_s`` (this process's CPU
+seconds: less sensitive to a shared machine), the plans and the 1-minute load average. Old code against new:
+run it from each tree (``cd <tree> && python -m bench.trading_day --database ...``) back to back.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 import warnings
 
@@ -18,11 +31,74 @@ import sqlalchemy as sa
 warnings.filterwarnings("ignore")
 
 
+def _before_the_trading_day(url: str, day: str) -> None:
+    """The day's trading-day rows, links and notes removed, and every module and ecosystem state."""
+    import pandas as pd
+
+    from tis_pipeline.pg.engine import engine
+    from tis_pipeline.trading_day import store
+
+    start = pd.Timestamp(day, tz="UTC")
+    with engine(url).begin() as conn:
+        store.clear_window(conn, start, start + pd.Timedelta(days=1))
+        conn.execute(
+            sa.text(
+                "UPDATE market_data_1m SET module_intelligence = NULL, module_learning_updates = NULL "
+                "WHERE module_intelligence IS NOT NULL OR module_learning_updates IS NOT NULL"
+            )
+        )
+        conn.execute(sa.text("DELETE FROM modules"))
+        conn.execute(sa.text("DELETE FROM ecosystem_state"))
+
+
+def step_alone(url: str, day: str, repeat: int, rerun: bool) -> None:
+    import dagster as dg
+
+    from tis_pipeline.dsi.assets import dsi
+    from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
+    from tis_pipeline.pg.engine import engine
+    from tis_pipeline.resources import PostgresResource
+    from tis_pipeline.trading_day.assets import trading_day
+
+    upstream = (market_data_1m, market_data_15m, market_data_1h, dsi)
+    sources = [spec for a in upstream for spec in a.to_source_assets()]
+    for _ in range(repeat):
+        if not rerun:
+            _before_the_trading_day(url, day)
+        load = os.getloadavg()[0]
+        t0, c0 = time.perf_counter(), time.process_time()
+        assert dg.materialize(
+            [*sources, trading_day], partition_key=day, resources={"db": PostgresResource(url=url)}
+        ).success
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        with engine(url).connect() as conn:
+            plans = conn.execute(sa.text("SELECT count(*) FROM trading_plans")).scalar_one()
+        print(
+            json.dumps(
+                {
+                    "day": day,
+                    "plans": plans,
+                    "step_s": round(seconds, 2),
+                    "cpu_s": round(cpu, 2),
+                    "load_1m": [round(load, 2), round(os.getloadavg()[0], 2)],
+                }
+            ),
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--days", type=int, default=5)
     parser.add_argument("--symbols", type=int, default=50)
+    parser.add_argument("--database", help="a database holding the day's bars and DSI: the step alone")
+    parser.add_argument("--day", default="2024-01-08", help="with --database: the day to run")
+    parser.add_argument("--repeat", type=int, default=1, help="with --database: runs of the step")
+    parser.add_argument("--rerun", action="store_true", help="with --database: keep the previous rows")
     args = parser.parse_args()
+    if args.database:
+        step_alone(args.database, args.day, args.repeat, args.rerun)
+        return
     import dagster as dg
 
     from bench.ingest import drop_database, scratch_database, synthetic_range

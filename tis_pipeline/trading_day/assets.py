@@ -7,6 +7,7 @@ asset graph cannot hold as separate assets without breaking "a range run equals 
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 import pandas as pd
@@ -76,6 +77,13 @@ def _rows_in_range(db: PostgresResource, start: pd.Timestamp, end: pd.Timestamp)
         return {str(t): int(n) for t, n in rows}
 
 
+def _read_day_closes(db: PostgresResource, window: tuple[pd.Timestamp, pd.Timestamp]) -> pd.DataFrame:
+    """``store.read_day_closes`` on a connection of its own (the run's transaction writes no bar's close, and
+    writes the bars' notes only after its last day: a second connection reads the same closes)."""
+    with db.engine.connect() as conn:
+        return store.read_day_closes(conn, *window)
+
+
 def _md(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
     return dg.MetadataValue.md(frame.head(rows).to_markdown(index=False) if len(frame) else "_none_")
 
@@ -108,7 +116,9 @@ def trading_day(
     fingerprint = config_fingerprint()
     out: dict[str, list[pd.DataFrame]] = {t: [] for t in TABLES if t != "modules"}
     states, population, notes = [], None, []
-    with db.begin() as conn:
+    # every symbol's closes of a day (millions of bars) are read on a second connection while the day's plans
+    # are made from the plans' own bars: the scan runs in its server process beside this one's work
+    with db.begin() as conn, ThreadPoolExecutor(max_workers=1, thread_name_prefix="closes") as reader:
         previous = store.previous_population(conn, start, fingerprint)
         if previous is not None:
             begin, population = previous[0] + pd.Timedelta(days=1), population_from_json(previous[1])
@@ -127,12 +137,13 @@ def trading_day(
         cleared = store.clear_window(conn, begin, end)
         written = dict.fromkeys(TABLES, 0)
         for day in days:
-            events = store.read_events(conn, day, day + pd.Timedelta(days=1))
             # the day costs in proportion to its plans: the OHLCV bars of the stretches its events' plans
-            # read, and the closes of every symbol for what needs them all (the day's and triggers' regimes)
+            # read, and the closes of every symbol for what needs them all (the day's and triggers' regimes,
+            # first needed by the scores: run_day waits for them there)
             window = (day - CONTEXT_BEFORE, day + pd.Timedelta(days=1))
+            closes = reader.submit(_read_day_closes, db, window)
+            events = store.read_events(conn, day, day + pd.Timedelta(days=1))
             bars = store.read_plan_bars(conn, events, *window, longest_horizon(population))
-            closes = store.read_day_closes(conn, *window)
             # history as stored, written day by day below: a range run sees what day-by-day runs see
             history = store.read_history(conn, day - pd.Timedelta(days=HISTORY_DAYS), day)
             # what the bus left in flight at the end of the day before is carried into this one
@@ -158,7 +169,9 @@ def trading_day(
         written["modules"] = len(population) if days else 0
         frames = {t: concat_frames(f) for t, f in out.items()}
         linked_events, linked_evidence = store.link_plans(conn, frames["trading_plans"])
-        store.write_bar_notes(conn, concat_frames(notes), begin, end)  # where modules acted and learned
+        # where modules acted and learned; a window without plans before the run has no note to clear
+        had_plans = cleared.get("trading_plans", 0) > 0
+        store.write_bar_notes(conn, concat_frames(notes), begin, end, clear=had_plans)
         store.save_populations(conn, states)
 
     plans = frames["trading_plans"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from concurrent.futures import Future
 
 import pandas as pd
 
@@ -18,7 +19,12 @@ from tis_pipeline.trading_day.ecosystem.common import (
     population_records,
     population_to_json,
 )
-from tis_pipeline.trading_day.ecosystem.failures import fail_raising_modules, rehearse
+from tis_pipeline.trading_day.ecosystem.failures import (
+    Rehearsal,
+    fail_raising_modules,
+    rehearse,
+    same_frame,
+)
 from tis_pipeline.trading_day.ecosystem.founders import founding_population
 from tis_pipeline.trading_day.ecosystem.messages import (
     bus_policy,
@@ -78,14 +84,16 @@ def run_day(
     population: pd.DataFrame,
     history: pd.DataFrame,
     carried: pd.DataFrame | None = None,
-    closes: pd.DataFrame | None = None,
+    closes: pd.DataFrame | Future[pd.DataFrame] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """One trading day, in the contract's order; returns every table's rows and the population at day end.
 
     ``bars``: the OHLCV bars of ``[day - CONTEXT_BEFORE, day + 1 day)``, whole or only the stretches the
     day's plans read (``store.read_plan_bars``: the same tables, bit for bit); ``closes``: symbol, timestamp,
     close of every symbol over that window (the day's regime, the market regime of the triggers, the bar
-    notes), None when ``bars`` is the whole window. Both are prepared once (``DayBars``) for every stage.
+    notes), None when ``bars`` is the whole window; or a ``Future`` of them (the asset reads them on a second
+    connection while the plans are made: first needed by the scores). Both are prepared once (``DayBars``)
+    for every stage.
 
     The day flows through the in-process bus (``ecosystem/messages.py``): a plan is decided only when its
     ``trading_plan`` message reached the decision maker, and executed only when the decision reached the
@@ -95,9 +103,12 @@ def run_day(
     day_end = day + pd.Timedelta(days=1)
     carried = carry_messages(day, carried if carried is not None else pd.DataFrame())
     prepared = DayBars(bars, closes)  # sorted, indexed and costed once for every stage below
+    rehearsal: Rehearsal | None = None
     try:
         plans = generate_plans(day, events, prepared, population)
-        rehearse(day, plans, prepared, population)  # the acting decision maker's and trader's steps, dry
+        # the acting decision maker's and trader's steps, dry; kept: when the bus hands a step the same plans
+        # (every message delivered, the usual day), the real pass takes the rehearsal's output, not a rerun
+        rehearsal = rehearse(day, plans, prepared, population)
     except Exception:  # a module's step raised: find it, mark it failed, and the day goes on without it
         population = _fail_raising_modules(day, events, prepared, population)
         plans = generate_plans(day, events, prepared, population)
@@ -113,8 +124,16 @@ def run_day(
         population,
         policy,
         carried,
-        decide=lambda reached: approve_plans(day, reached, population, prepared),
-        execute=lambda reached: simulate_execution(day, reached, prepared, population),
+        decide=lambda reached: (
+            (rehearsal.decided, rehearsal.approvals)
+            if rehearsal is not None and same_frame(reached, rehearsal.plans)
+            else approve_plans(day, reached, population, prepared)
+        ),
+        execute=lambda reached: (
+            rehearsal.executed
+            if rehearsal is not None and same_frame(reached, rehearsal.decided)
+            else simulate_execution(day, reached, prepared, population)
+        ),
     )
     performance = score_modules(day, plans, approvals, population, history, prepared)
     messages = concat_messages(messages, closing_messages(day, plans, population, policy))
@@ -177,7 +196,7 @@ def _validate_and_initialize(
         trial = None
         if child["module_type"] == ALPHA:
             alone = pd.concat([population[population["module_id"] == child["module_id"]], others])
-            trial = generate_plans(day, events, bars, alone)
+            trial = generate_plans(day, events, bars, alone, text=False)  # validate_child reads numbers
         problems = validate_child(child, parents, trial)
         validation.append(math.ceil((time.perf_counter_ns() - started) / 1e6))
         started = time.perf_counter_ns()

@@ -55,11 +55,16 @@ def _plain(value: Any):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+# the encoder ``json.dumps(value, sort_keys=True, separators=(",", ":"), default=_plain)`` builds on every
+# call, built once (a day writes a few hundred thousand JSON values; it keeps no state between values)
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=_plain)
+
+
 def to_json(value: Any) -> str | None:
     """Canonical JSON text (sorted keys, no spaces): the same object always gives the same bytes."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_plain)
+    return _CANONICAL.encode(value)
 
 
 def table_frame(frame: pd.DataFrame, table: str) -> pd.DataFrame:
@@ -520,17 +525,28 @@ def read_carried_messages(conn: sa.Connection, day: pd.Timestamp) -> pd.DataFram
     )
 
 
-def write_bar_notes(conn: sa.Connection, notes: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> int:
+def write_bar_notes(
+    conn: sa.Connection, notes: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp, clear: bool = True
+) -> int:
     """``market_data_1m.module_intelligence`` / ``module_learning_updates`` for [start, end): cleared in the
-    window, then set on the noted bars (COPY to a temp table, one set-based UPDATE). Returns bars noted."""
-    conn.execute(
-        sa.text(
-            "UPDATE market_data_1m SET module_intelligence = NULL, module_learning_updates = NULL "
-            'WHERE "timestamp" >= :a AND "timestamp" < :b '
-            "AND (module_intelligence IS NOT NULL OR module_learning_updates IS NOT NULL)"
-        ),
-        {"a": start, "b": end},
-    )
+    window, then set on the noted bars (COPY to a temp table, one set-based UPDATE). Returns bars noted.
+
+    ``clear=False``: the window holds no note to clear, which the caller knows when the window held no
+    ``trading_plans`` row before the run (``clear_window`` deleted none): a note is written only on a bar of
+    a symbol and day a plan of the same run was made for (``ecosystem/notes.py``: the plan's event bar, the
+    last bar of the day of a symbol its module planned on), in the same transaction as the plans, and bars
+    are kept for days while plans are kept for years (``ops/retention.py``). The clearing scans every bar of
+    the window (no index holds the notes): seconds for a day of a few thousand symbols, for nothing on a
+    day's first run."""
+    if clear:
+        conn.execute(
+            sa.text(
+                "UPDATE market_data_1m SET module_intelligence = NULL, module_learning_updates = NULL "
+                'WHERE "timestamp" >= :a AND "timestamp" < :b '
+                "AND (module_intelligence IS NOT NULL OR module_learning_updates IS NOT NULL)"
+            ),
+            {"a": start, "b": end},
+        )
     if notes is None or notes.empty:
         return 0
     frame = notes[["symbol", "timestamp", "module_intelligence", "module_learning_updates"]].reset_index(

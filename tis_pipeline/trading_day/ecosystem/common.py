@@ -30,6 +30,7 @@ import datetime as dt
 import decimal
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -305,6 +306,16 @@ def hundredths(x: float) -> int:
 
 def plain(v: Any) -> Any:
     """A JSON-serialisable plain Python value (numpy scalars unwrapped, NaN/NaT -> None, times ISO)."""
+    # the plain kinds most values are, answered before the chain of isinstance checks below (same answers)
+    kind = type(v)
+    if kind is str or v is None:
+        return v
+    if kind is float:
+        return None if math.isnan(v) else v
+    if kind is int:
+        return v
+    if kind is dict:
+        return {str(k): plain(x) for k, x in v.items()}
     if isinstance(v, Mapping):
         return {str(k): plain(x) for k, x in v.items()}
     if isinstance(v, (list, tuple, np.ndarray)):

@@ -13,11 +13,14 @@ then finds the modules that raise:
 
 A module found is set to status 'failed' (it stops taking part and receives nothing: the bus fails messages
 to it), with ``learning_patterns['failure'] = {day, step, error}``. The day then runs with the others.
+
+The rehearsal's output is kept (``Rehearsal``): on a day whose messages all arrive, the real decisions and
+executions are the rehearsal's, not a second run of the same steps on the same plans.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -28,10 +31,33 @@ from tis_pipeline.trading_day.plans.generate import generate_plans
 from tis_pipeline.trading_day.population import ALPHA, DECISION, TRADER, acting_module, is_live_record
 
 
-def rehearse(day: pd.Timestamp, plans: pd.DataFrame, bars: Any, population: pd.DataFrame) -> None:
+class Rehearsal(NamedTuple):
+    """What the dry run made: the plans it was given, the decision maker's (plans, approvals) and the trader's
+    plans. ``day.run_day``'s real pass takes a step's output from here when the bus hands that step the same
+    frame (``same_frame``), and runs the step again on what it was handed otherwise."""
+
+    plans: pd.DataFrame
+    decided: pd.DataFrame
+    approvals: pd.DataFrame
+    executed: pd.DataFrame
+
+
+def rehearse(day: pd.Timestamp, plans: pd.DataFrame, bars: Any, population: pd.DataFrame) -> Rehearsal:
     """The acting decision maker's and trader's steps on the day's plans; raises what they raise."""
-    decided, _ = approve_plans(day, plans, population, bars)
-    simulate_execution(day, decided, bars, population)
+    decided, approvals = approve_plans(day, plans, population, bars)
+    return Rehearsal(plans, decided, approvals, simulate_execution(day, decided, bars, population))
+
+
+def same_frame(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    """Whether ``a`` and ``b`` hold the same rows in the same order: same columns, dtypes and values (both
+    steps are pure functions of their frame, the day, the bars and the population, so the same frame gives
+    the same output)."""
+    return (
+        a.shape == b.shape
+        and list(a.columns) == list(b.columns)
+        and bool((a.dtypes == b.dtypes).all())
+        and a.reset_index(drop=True).equals(b.reset_index(drop=True))
+    )
 
 
 def _failed(rec: dict[str, Any], day: pd.Timestamp, step: str, exc: Exception) -> None:

@@ -36,7 +36,7 @@ once), its attempts so far and ``message_data['carried_from']`` = the original m
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -170,8 +170,14 @@ def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     )
 
 
-def _records(plans: pd.DataFrame | None) -> list[dict[str, Any]]:
-    return [] if plans is None or plans.empty else plans.to_dict("records")
+def _records(plans: pd.DataFrame | None, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """The rows as dicts: of ``columns`` only when given (those the caller reads; a plan's dozen JSON columns
+    are not converted for nothing), every column else."""
+    if plans is None or plans.empty:
+        return []
+    if columns is not None:
+        plans = plans[[c for c in dict.fromkeys(columns) if c in plans.columns]]
+    return plans.to_dict("records")
 
 
 def plan_messages(day: pd.Timestamp, plans: pd.DataFrame, population: pd.DataFrame) -> pd.DataFrame:
@@ -181,7 +187,8 @@ def plan_messages(day: pd.Timestamp, plans: pd.DataFrame, population: pd.DataFra
     receiver = None if desk is None else str(desk["module_id"])
     latency = _latencies(population)
     rows = []
-    for p in _records(plans):
+    read = (*PLAN_KEYS, "timestamp", "valid_until", "entry_conditions", "module_id", "signal_strength")
+    for p in _records(plans, read):
         ts = as_utc(pd.Timestamp(p["timestamp"]))
         valid_until = None if is_missing(p.get("valid_until")) else as_utc(pd.Timestamp(p["valid_until"]))
         ttl = max(1, int((valid_until - ts).total_seconds())) if valid_until is not None else 3600
@@ -218,9 +225,14 @@ def decision_messages(
     decision maker handled the plan (``handled_at[plan_id]``)."""
     trader = acting_module(population, TRADER, last_entry_only=True)
     latency = _latencies(population)
-    decided = {str(a["plan_id"]): a for a in _records(approvals)}
+    decided = {
+        str(a["plan_id"]): a
+        for a in _records(
+            approvals, ("plan_id", "approval_status", "approval_id", "decision_maker_module_id")
+        )
+    }
     rows = []
-    for p in _records(plans):
+    for p in _records(plans, (*PLAN_KEYS, "validation_status", "valid_until", "signal_strength")):
         pid = str(p["plan_id"])
         if p.get("validation_status") != "validated" or pid not in decided or pid not in handled_at:
             continue
@@ -254,7 +266,15 @@ def feedback_messages(day: pd.Timestamp, plans: pd.DataFrame, population: pd.Dat
     trader = acting_module(population, TRADER, last_entry_only=True)
     latency = _latencies(population)
     rows = []
-    for p in _records(plans):
+    read = (
+        *FEEDBACK_KEYS,
+        "timestamp",
+        "valid_until",
+        "performance_metrics",
+        "module_id",
+        "signal_strength",
+    )
+    for p in _records(plans, read):
         if p.get("execution_status") not in ("executed", "partial"):
             continue
         ts = as_utc(pd.Timestamp(p["timestamp"]))
@@ -310,7 +330,7 @@ def broadcast_messages(day: pd.Timestamp, plans: pd.DataFrame, population: pd.Da
     latency = _latencies(population)
     lineages = _lineages(population)
     by_module: dict[str, list[Mapping[str, Any]]] = {}
-    for p in _records(plans):
+    for p in _records(plans, ("module_id", "execution_status", "pnl")):
         by_module.setdefault(str(p["module_id"]), []).append(p)
     rows = []
     for r in population_records(population):

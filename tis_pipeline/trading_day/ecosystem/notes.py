@@ -56,7 +56,21 @@ def bar_notes(
     )
     acted: dict[tuple[str, pd.Timestamp], list[dict[str, Any]]] = {}
     traded: dict[str, set[str]] = {}
-    for p in [] if plans is None or plans.empty else plans.to_dict("records"):
+    read = [
+        c
+        for c in (
+            "symbol",
+            "timestamp",
+            "entry_conditions",
+            "module_id",
+            "plan_id",
+            "direction",
+            "signal_strength",
+            "confidence_score",
+        )
+        if plans is not None and c in plans.columns
+    ]  # the columns read below: a plan's other JSON columns are not converted for nothing
+    for p in [] if plans is None or plans.empty else plans[read].to_dict("records"):
         key = (str(p["symbol"]), _event_bar(p))
         acted.setdefault(key, []).append(
             plain(

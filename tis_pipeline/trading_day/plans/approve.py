@@ -96,6 +96,11 @@ def _pct(x: float) -> float | None:
     return json_number(x, 2)
 
 
+def _in_time_order(ts: np.ndarray) -> bool:
+    """Whether the times never decrease (a NaT breaks the order)."""
+    return bool(np.all(ts[1:] >= ts[:-1])) if len(ts) > 1 else True
+
+
 def review(
     plans: pd.DataFrame,
     sizes: np.ndarray,
@@ -103,6 +108,7 @@ def review(
     trader: Mapping | None,
     book: Book | None,
     fills: pd.DataFrame | None = None,
+    describe: bool = True,
 ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """One decision maker's decisions on ``plans`` (already in (timestamp, plan_id) order, the rows of
     ``book.plans``) at the proposed ``sizes``, with the portfolio at each plan's time.
@@ -115,7 +121,12 @@ def review(
 
     Returns a frame (status, final_size, conf_ok, rr_ok, over, rank, loss_limit, binding,
     decision_confidence, pnl: the approved plan's pnl at its final size, NaN otherwise) and one record per
-    plan of what the desk saw (the JSON columns' content).
+    plan of what the desk saw (the JSON columns' content; none with ``describe=False``, for a caller that
+    reads only the frame).
+
+    The plans come in time order, so a position that closed before a plan's time stays closed for every
+    later plan: the open and closed positions are carried from one plan to the next (in plan order, as a
+    scan of every earlier plan would list them), not found again among all the plans for each.
     """
     lim = limits_of(desk)
     n = len(plans)
@@ -151,7 +162,6 @@ def review(
     loss_limit = np.zeros(n, dtype=bool)
     binding: list[str | None] = [None] * n
     seen: list[dict[str, Any]] = []
-    accepted = np.zeros(n, dtype=bool)
     if book is not None and trader is not None and fills is None:
         fills = simulate_fills(book, np.arange(n), sizes, trader)
     if fills is not None:
@@ -160,13 +170,27 @@ def review(
             fills["pnl"].to_numpy(dtype="float64"),
             naive_ns(fills["exit_time"]),
         )
+    # t never decreases (plans in time order): what closed by an earlier plan's time is closed at this one's
+    # (else, e.g. a NaT, every accepted plan is looked at again for each plan)
+    monotone = _in_time_order(ts)
+    taken: list[int] = []  # accepted plans, in plan order
+    live: list[int] = []  # accepted plans open at the last plan's time, in plan order
+    closed: list[int] = []  # accepted plans closed with a P&L by the last plan's time, in plan order
+    closing: list[int] = []  # accepted plans with a P&L, not closed yet
+    position: dict[int, dict[str, Any]] = {}  # an accepted plan's entry in open_positions (its size is final)
     for j in range(n):
         t = ts[j]
         # the earlier approved plans still open at t and those closed by t with a P&L, in plan order (the
         # order the sums below add them in)
-        live = np.flatnonzero(accepted & (end > t)).tolist()
-        closed = np.flatnonzero(accepted & (exit_at <= t) & np.isfinite(pnl))
-        realised = float(np.sum(pnl[closed])) if len(closed) else 0.0
+        if monotone:
+            live = [i for i in live if end[i] > t]
+            if any(exit_at[i] <= t for i in closing):
+                closed = sorted(closed + [i for i in closing if exit_at[i] <= t])
+                closing = [i for i in closing if not exit_at[i] <= t]
+        else:
+            live = [i for i in taken if end[i] > t]
+            closed = [i for i in taken if exit_at[i] <= t and np.isfinite(pnl[i])]
+        realised = float(np.sum(pnl[closed])) if closed else 0.0
         gross = float(sum(final[i] for i in live))
         net = float(sum(d[i] * final[i] for i in live))
         sym = float(sum(final[i] for i in live if symbol[i] == symbol[j]))
@@ -191,28 +215,20 @@ def review(
                 final[j] = target
                 if target < size:
                     binding[j] = tightest
-        seen.append(
-            {
-                "open_positions": [
-                    {
-                        "plan_id": str(plan_ids[i]),
-                        "symbol": str(symbol[i]),
-                        "side": "long" if d[i] > 0 else "short",
-                        "position_pct": _pct(final[i]),
-                    }
-                    for i in live
-                ],
-                "gross": gross,
-                "net": net,
-                "symbol_exposure": sym,
-                "realised": realised,
-                "closed_positions": len(closed),
-                "rooms": rooms,
-                "room": room,
-            }
-        )
+        if describe:
+            seen.append(
+                {
+                    "open_positions": [position[i] for i in live],
+                    "gross": gross,
+                    "net": net,
+                    "symbol_exposure": sym,
+                    "realised": realised,
+                    "closed_positions": len(closed),
+                    "rooms": rooms,
+                    "room": room,
+                }
+            )
         if status[j] != "rejected":
-            accepted[j] = True
             if book is not None and trader is not None and fills is not None:
                 if final[j] == sizes[j]:
                     ok, j_pnl, j_exit = fill_ok[j], fill_pnl[j], fill_exit[j]
@@ -227,6 +243,16 @@ def review(
                     end[j] = valid_until[j]
             else:
                 end[j] = valid_until[j]
+            taken.append(j)
+            live.append(j)
+            if np.isfinite(pnl[j]):
+                closing.append(j)
+            position[j] = {
+                "plan_id": str(plan_ids[j]),
+                "symbol": str(symbol[j]),
+                "side": "long" if d[j] > 0 else "short",
+                "position_pct": _pct(final[j]),
+            }
 
     margin = np.minimum(
         (conf - lim["min_confidence"]) / max(1.0 - lim["min_confidence"], 1e-9),

@@ -43,6 +43,7 @@ takes events, it never reshuffles the others'); that uuid is the ``plan_id``.
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -85,7 +86,11 @@ def longest_horizon(population: pd.DataFrame) -> pd.Timedelta:
 
 
 def generate_plans(
-    day: pd.Timestamp, events: pd.DataFrame, bars: pd.DataFrame | DayBars, population: pd.DataFrame
+    day: pd.Timestamp,
+    events: pd.DataFrame,
+    bars: pd.DataFrame | DayBars,
+    population: pd.DataFrame,
+    text: bool = True,
 ) -> pd.DataFrame:
     """The day's trading plans: each event dealt to one alpha module, which plans it when its genome agrees.
 
@@ -101,7 +106,10 @@ def generate_plans(
     entry_price, position_size, stop_loss, take_profit, time_horizon, risk_reward_ratio, confidence_score,
     microstructure_evidence, regime_context, module_intelligence, execution_notes, valid_until,
     validation_status='pending', risk_assessment, portfolio_impact, and the execution columns left None/NaN)
-    plus event_id and dsi_evidence_id.
+    plus event_id and dsi_evidence_id. ``text=False``: the same rows and numbers, with the JSON and text
+    columns (entry_conditions, microstructure_evidence, regime_context, module_intelligence, execution_notes,
+    risk_assessment, portfolio_impact) left None: what a dry run that checks the plans' numbers reads (a
+    child's validation), without building a few dicts per plan.
     """
     day = utc_day(day)
     end = day + DAY
@@ -136,7 +144,9 @@ def generate_plans(
     ev = ev.sort_values(["plan_ts", "plan_id"], kind="stable").reset_index(drop=True)
     f = features_at(prepared.bars, ev["row"].to_numpy(), prepared.columns)
 
-    genomes = [copy.deepcopy(genome_of(modules[m].genome)) for m in ev["module_id"]]
+    # the plan keeps a copy of its genome (module_intelligence); the numbers only read it
+    genome = {m: genome_of(modules[m].genome) for m in set(ev["module_id"])}
+    genomes = [copy.deepcopy(genome[m]) if text else genome[m] for m in ev["module_id"]]
     style = np.array([str(g.get("style")) for g in genomes])
     unknown = sorted(set(style) - {"momentum", "reversal", "divergence"})
     if unknown:
@@ -219,9 +229,15 @@ def generate_plans(
         "reversal": f["bar_ret"],
         "divergence": ev["htf_1h_ret"].to_numpy(dtype="float64"),
     }
-    entry_conditions, micro, regime, intel, notes, risk, impact = [], [], [], [], [], [], []
-    records = ev.to_dict("records")  # one conversion, not a row Series per plan
-    for i in range(n):
+    entry_conditions: list[Any] = []
+    micro: list[Any] = []
+    regime: list[Any] = []
+    intel: list[Any] = []
+    notes: list[Any] = []
+    risk: list[Any] = []
+    impact: list[Any] = []
+    records = ev.to_dict("records") if text else []  # one conversion, not a row Series per plan
+    for i in range(n if text else 0):
         row = records[i]
         st = str(style[i])
         vu = pd.Timestamp(valid_until[i]).tz_localize("UTC")
@@ -297,6 +313,8 @@ def generate_plans(
             {"position_pct": json_number(size[i], 2), "side": str(side[i]), "symbol": str(row["symbol"])}
         )
 
+    if not text:
+        entry_conditions = micro = regime = intel = notes = risk = impact = [None] * n
     plans = pd.DataFrame(
         {
             "plan_id": ev["plan_id"],

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+from concurrent.futures import Future
 
 import numpy as np
 import pandas as pd
@@ -146,8 +147,10 @@ def _closes(frame: pd.DataFrame | None) -> pd.DataFrame:
         }
     )
     ts = c["timestamp"].to_numpy()
-    same = sym[1:] == sym[:-1]
-    ordered = bool(np.all((sym[1:] > sym[:-1]) | (same & (ts[1:] > ts[:-1]))))
+    same = sym[1:] == sym[:-1]  # the same str objects mostly: equal by identity, no text compared
+    change = np.flatnonzero(~same)
+    # ordered: the symbol grows where it changes (compared there only), the time grows within a symbol
+    ordered = bool(np.all(sym[change + 1] > sym[change]) and np.all(ts[1:][same] > ts[:-1][same]))
     if not ordered:
         c = c.sort_values(["symbol", "timestamp"], kind="stable").reset_index(drop=True)
     c["timestamp"] = utc_series(c["timestamp"])
@@ -163,16 +166,27 @@ class DayBars:
     bars of its symbol before it, ``ATR_WINDOW``/``REGIME_WINDOW``/``costs.COST_WINDOW``, so a stretch that
     holds those gives the same numbers). ``closes``: symbol, timestamp, close of every symbol of the day and
     its context, as read (what the day's regime, the replication triggers' market regime and the bar notes
-    read); None: the ``bars`` given. Whatever is derived (per-bar columns, timestamps as ns, symbol blocks,
-    cost inputs per configuration) is computed on first use and kept.
+    read), or a ``Future`` of them (waited for on first use); None: the ``bars`` given. Whatever is derived
+    (per-bar columns, timestamps as ns, symbol blocks, cost inputs per configuration) is computed on first
+    use and kept.
     """
 
-    def __init__(self, bars: pd.DataFrame | DayBars | None, closes: pd.DataFrame | None = None) -> None:
+    def __init__(
+        self, bars: pd.DataFrame | DayBars | None, closes: pd.DataFrame | Future[pd.DataFrame] | None = None
+    ) -> None:
         self.bars = prepare_bars(bars)
         if closes is None:
-            closes = bars.closes if isinstance(bars, DayBars) else bars
-        self.closes: pd.DataFrame = closes if closes is not None else self.bars
+            closes = bars._closes if isinstance(bars, DayBars) else bars
+        self._closes: pd.DataFrame | Future[pd.DataFrame] = closes if closes is not None else self.bars
         self._costs: dict[str, pd.DataFrame] = {}
+
+    @property
+    def closes(self) -> pd.DataFrame:
+        """symbol, timestamp, close of every symbol (as given; a ``Future`` given is waited for here, on first
+        use: the caller may read them while the plans are made, which need only ``bars``)."""
+        if isinstance(self._closes, Future):
+            self._closes = self._closes.result()
+        return self._closes
 
     @functools.cached_property
     def sorted_closes(self) -> pd.DataFrame:

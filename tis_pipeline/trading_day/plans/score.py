@@ -73,6 +73,7 @@ from tis_pipeline.trading_day.plans.common import (
     conform,
     decimal_8_4,
     empty_frame,
+    naive_ns,
     ratio,
     snap_horizon,
     unit_score,
@@ -115,15 +116,22 @@ def _day_regime(day: pd.Timestamp, bars: pd.DataFrame | DayBars) -> str:
     over symbols of z and volatility."""
     day = utc_day(day)
     b = day_bars(bars).sorted_closes
-    b = b[(b["timestamp"] >= day) & (b["timestamp"] < day + DAY)].reset_index(drop=True)
-    if b.empty:
+    # numpy over the day's rows (not a filtered copy of the frame and a groupby per step): the same arrays
+    ts = naive_ns(b["timestamp"])
+    today = (ts >= day.tz_localize(None).to_datetime64()) & (
+        ts < (day + DAY).tz_localize(None).to_datetime64()
+    )
+    sym = b["symbol"].to_numpy(dtype=object)[today]
+    close = b["close"].to_numpy(dtype="float64")[today]
+    if len(sym) == 0:
         return "unknown"
     # the frame is sorted by symbol: each symbol's rows are one run, numbered in symbol order (grouping by
-    # the number gives the groups of the symbols, in the same order, without hashing millions of strings)
-    sym = b["symbol"].to_numpy(dtype=object)
-    run = np.cumsum(np.r_[False, sym[1:] != sym[:-1]]) if len(sym) else np.zeros(0, dtype=np.int64)
-    pos = pd.Series(run).groupby(run, sort=False).cumcount().to_numpy()
-    close = b["close"].to_numpy()
+    # the number gives the groups of the symbols, in the same order, without hashing millions of strings);
+    # pos = the row's place in its run
+    first = np.r_[True, sym[1:] != sym[:-1]]
+    run = np.cumsum(first) - 1
+    starts = np.flatnonzero(first)
+    pos = np.arange(len(sym)) - starts[run]
     with np.errstate(divide="ignore", invalid="ignore"):
         lr = np.where(pos > 0, np.log(close / np.roll(close, 1)), np.nan)
     stats = pd.DataFrame({"run": run, "lr": lr}).groupby("run", sort=True)["lr"].agg(["sum", "std", "count"])
@@ -239,7 +247,13 @@ def score_modules(
             ):
                 # the shadow fills are this review's fills at the proposed sizes (same book, sizes, trader)
                 v, _ = review(
-                    plans, proposed, g, acting_trader if trader is not None else None, book, fills=shadow
+                    plans,
+                    proposed,
+                    g,
+                    acting_trader if trader is not None else None,
+                    book,
+                    fills=shadow,
+                    describe=False,
                 )
                 approved = v["status"].to_numpy() != "rejected"
                 day_return = float(np.nansum(v["pnl"].to_numpy()[approved])) / capital
