@@ -201,7 +201,8 @@ def sample_rows(
     positions = np.asarray(positions[:MAX_FAILING_ROWS], dtype=np.int64)
     columns = [c for c in dict.fromkeys((*key_columns(rule.table), *rule.columns)) if c in frame.columns]
     # no row: a slice, which costs nothing, where a take of none would still go through every column
-    out = (frame.iloc[positions] if len(positions) else frame.iloc[:0])[columns].reset_index(drop=True)
+    # (.copy(): the slice would hold every column of ``frame``, kept as long as the report)
+    out = (frame.iloc[positions] if len(positions) else frame.iloc[:0])[columns].reset_index(drop=True).copy()
     for name, values in derived.items():
         out[name] = np.asarray(values)[positions]
     return out
@@ -299,23 +300,25 @@ def merge_reports(reports: list[ValidationReport]) -> ValidationReport:
                 else:
                     details[key] += value
         results.append(
-            RuleResult(
-                rule=rule_result_0.rule,
-                passed=all(p.passed for p in parts),
-                unexpected_count=sum(p.unexpected_count for p in parts),
-                element_count=sum(p.element_count for p in parts),
-                failing_rows=(
-                    pd.concat(failing, ignore_index=True).head(MAX_FAILING_ROWS)
-                    if failing
-                    else pd.DataFrame()
-                ),
-                by_symbol_day=(
-                    pd.concat(by_day, ignore_index=True)
-                    if by_day
-                    else (parts[0].by_symbol_day if judged else None)
-                ),
-                skipped=None if judged else rule_result_0.skipped,
-                details=MappingProxyType(details),
+            _own_tables(
+                RuleResult(
+                    rule=rule_result_0.rule,
+                    passed=all(p.passed for p in parts),
+                    unexpected_count=sum(p.unexpected_count for p in parts),
+                    element_count=sum(p.element_count for p in parts),
+                    failing_rows=(
+                        pd.concat(failing, ignore_index=True).head(MAX_FAILING_ROWS)
+                        if failing
+                        else pd.DataFrame()
+                    ),
+                    by_symbol_day=(
+                        pd.concat(by_day, ignore_index=True)
+                        if by_day
+                        else (parts[0].by_symbol_day if judged else None)
+                    ),
+                    skipped=None if judged else rule_result_0.skipped,
+                    details=MappingProxyType(details),
+                )
             )
         )
     firsts = [r.first_timestamp for r in reports if r.first_timestamp is not None]
@@ -341,9 +344,26 @@ def merge_reports(reports: list[ValidationReport]) -> ValidationReport:
     )
 
 
-def _without_rows(report: ValidationReport) -> ValidationReport:
-    """``report`` without its frame, masks and caches (what a report over pieces keeps of each)."""
+def _own_tables(result: RuleResult) -> RuleResult:
+    """``result`` with copies of its small tables. A rule no row of a piece fails keeps as its sample the
+    piece's first zero rows, and a copy-on-write slice or concat holds its source's columns: kept until the
+    end of a step, the reports of its pieces would hold every piece's rows (measured: +2 GB for 500 symbols x
+    31 days in the GE step, +1.5 GB in the ingest)."""
     from dataclasses import replace
 
-    results = tuple(replace(r, mask=None) for r in report.results)
+    by_day = result.by_symbol_day
+    return replace(
+        result,
+        mask=None,
+        failing_rows=result.failing_rows.copy(deep=True),
+        by_symbol_day=None if by_day is None else by_day.copy(deep=True),
+    )
+
+
+def _without_rows(report: ValidationReport) -> ValidationReport:
+    """``report`` without its frame, masks and caches, and with tables of its own (what a report over pieces
+    keeps of each)."""
+    from dataclasses import replace
+
+    results = tuple(_own_tables(r) for r in report.results)
     return replace(report, results=results, frame=None, clock=None, cache=None)
