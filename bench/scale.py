@@ -7,7 +7,8 @@ Per size, on a fresh database ``h_scale_<n>`` of the given server (dropped first
 --in-process`` (every daily-partitioned asset: ingest, rollups, DSI, the trading day, one run) with
 TIS_MARKET_SOURCE=synthetic and TIS_SYMBOLS = n generated names. While it runs, the RSS of the CLI's process
 tree (the run executes in it or in its children) is sampled every 0.1 s; its peak is ``peak_rss_mib`` (and
-``peak_rss_mib_by_stage``: the peak of the samples taken during each stage's steps), and
+``peak_rss_mib_by_stage`` / ``_by_step``: the peak of the samples taken during each stage's / step's span; the
+steps run one after the other in one process, so a step's figure includes the heap an earlier one left), and
 ``cli_maxrss_mib`` is the kernel's high-water mark of the largest single process of the tree (wait4). The
 stages' seconds are the Dagster steps' STEP_START..STEP_SUCCESS spans from the run's event log: ingest =
 market_data_1m, rollups = market_data_15m + market_data_1h, dsi, trading_day = the trading day's steps, each
@@ -17,6 +18,13 @@ server's backends not included), less sensitive than the wall to a loaded machin
 average before and after (the machine is shared: note it beside the figures).
 
 Prints one JSON line per size.
+
+    python -m bench.scale --symbols 500 --days 31 [--day 2024-01-08]
+
+A range instead of one day: the N consecutive days from ``--day`` in one ``tis backfill`` (one run: the
+default chunk is 31 days), on a database ``h_scale_<n>_<N>d`` of its own (so that a range and a single day of
+the same size can run side by side); the JSON line gives ``days`` and ``last_day`` beside ``day``. Memory
+should follow a day, not the range (issue 19): compare ``peak_rss_mib_by_stage`` of 7 and 31 days.
 
     python -m bench.scale --symbols 2000 --celery-workers 1,2 [--shards 2]
 
@@ -43,6 +51,7 @@ import tempfile
 import textwrap
 import threading
 import time
+from datetime import date, timedelta
 from pathlib import Path
 
 import psutil
@@ -113,10 +122,18 @@ def fresh_database(server: str, name: str, create: bool = True) -> str:
     return f"{server}/{name}"
 
 
-def run_size(n: int, day: str, server: str, keep: bool) -> dict:
-    name = f"h_scale_{n}"
+def last_day_of(day: str, days: int) -> str:
+    """The last of ``days`` consecutive days from ``day`` (ISO dates)."""
+    if days < 1:
+        raise ValueError(f"--days must be at least 1, not {days}")
+    return (date.fromisoformat(day) + timedelta(days=days - 1)).isoformat()
+
+
+def run_size(n: int, day: str, server: str, keep: bool, days: int = 1) -> dict:
+    last = last_day_of(day, days)
+    name = f"h_scale_{n}" if days == 1 else f"h_scale_{n}_{days}d"
     url = fresh_database(server, name)
-    home = Path(tempfile.mkdtemp(prefix=f"tis-scale-{n}-"))
+    home = Path(tempfile.mkdtemp(prefix=f"tis-scale-{n}-{days}d-"))
     env = {
         k: v
         for k, v in os.environ.items()
@@ -148,15 +165,18 @@ def run_size(n: int, day: str, server: str, keep: bool) -> dict:
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tis_pipeline.cli", "backfill", "--start", day, "--end", day, "--in-process"],
+        [sys.executable, "-m", "tis_pipeline.cli", "backfill", "--start", day, "--end", last, "--in-process"],
         env=env,
         cwd=PROJECT_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    root, peak, output = psutil.Process(proc.pid), 0, []
-    reader = threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True)
+    root, peak = psutil.Process(proc.pid), 0
+    output: list[str] = []
+    stdout = proc.stdout
+    assert stdout is not None  # stdout=PIPE
+    reader = threading.Thread(target=lambda: output.extend(stdout), daemon=True)
     reader.start()
     samples: list[tuple[float, int]] = []  # (epoch s, RSS of the tree)
     while True:
@@ -173,7 +193,7 @@ def run_size(n: int, day: str, server: str, keep: bool) -> dict:
     cpu_s = usage.ru_utime + usage.ru_stime  # the tree's CPU time (PostgreSQL's backends not included)
     load_after = os.getloadavg()[0]
     if proc.returncode != 0:
-        raise RuntimeError(f"backfill of {n} symbols failed:\n{''.join(output)[-4000:]}")
+        raise RuntimeError(f"backfill of {n} symbols x {days} days failed:\n{''.join(output)[-4000:]}")
     steps_out = subprocess.run(
         [sys.executable, "-c", STEP_TIMES],
         env=env,
@@ -186,12 +206,14 @@ def run_size(n: int, day: str, server: str, keep: bool) -> dict:
     steps: dict[str, float] = {}
     stages = dict.fromkeys(("ingest", "rollups", "dsi", "trading_day", "freshness_checks"), 0.0)
     stage_peak = dict.fromkeys(stages, 0)
+    step_peak: dict[str, int] = {}
     for run in runs:
         for key, (a, b) in run["steps"].items():
             steps[key] = steps.get(key, 0.0) + b - a
             stages[stage_of(key)] += b - a
             during = [rss for t, rss in samples if a <= t <= b]
             stage_peak[stage_of(key)] = max(stage_peak[stage_of(key)], *during, 0)
+            step_peak[key] = max(step_peak.get(key, 0), *during, 0)
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     with engine.connect() as conn:
         bars = conn.execute(sa.text("SELECT count(*) FROM market_data_1m")).scalar_one()
@@ -203,6 +225,8 @@ def run_size(n: int, day: str, server: str, keep: bool) -> dict:
     return {
         "symbols": n,
         "day": day,
+        "days": days,
+        "last_day": last,
         "bars": bars,
         "anomaly_events": events,
         "runs": len(runs),
@@ -214,6 +238,7 @@ def run_size(n: int, day: str, server: str, keep: bool) -> dict:
         "steps_s": {k: round(v, 2) for k, v in sorted(steps.items())},
         "peak_rss_mib": round(peak / MIB),
         "peak_rss_mib_by_stage": {k: round(v / MIB) for k, v in stage_peak.items()},
+        "peak_rss_mib_by_step": {k: round(v / MIB) for k, v in sorted(step_peak.items())},
         "cli_maxrss_mib": round(maxrss_kib / 1024),
         "cli_cpu_s": round(cpu_s, 2),
         "load_1m": [round(load_before, 2), round(load_after, 2)],
@@ -422,6 +447,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--symbols", default="50,500,2000")
     parser.add_argument("--day", default="2024-01-08")
+    parser.add_argument(
+        "--days", type=int, default=1, help="N consecutive days from --day in one backfill (not with Celery)"
+    )
     parser.add_argument("--server", default="postgresql+psycopg://root@127.0.0.1:5432")
     parser.add_argument("--keep", action="store_true", help="keep each size's database and DAGSTER_HOME")
     parser.add_argument(
@@ -430,7 +458,11 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=2, help="DSI's symbol shards in the Celery runs")
     args = parser.parse_args()
     sizes = [int(x) for x in args.symbols.split(",") if x.strip()]
+    if args.days < 1:  # before any database is made
+        parser.error(f"--days must be at least 1, not {args.days}")
     if args.celery_workers:
+        if args.days != 1:
+            parser.error("--days is for the single-process backfill, not the Celery runs")
         counts = [int(x) for x in args.celery_workers.split(",") if x.strip()]
         for n in sizes:
             found = [run_celery(n, w, args.shards, args.day, args.server, args.keep) for w in counts]
@@ -450,7 +482,7 @@ def main() -> None:
             )
         return
     for n in sizes:
-        print(json.dumps(run_size(n, args.day, args.server, args.keep)), flush=True)
+        print(json.dumps(run_size(n, args.day, args.server, args.keep, args.days)), flush=True)
 
 
 if __name__ == "__main__":

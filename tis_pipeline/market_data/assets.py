@@ -76,7 +76,7 @@ def market_data_1m(
             description=exceeded.description, metadata={"quarantine_by_rule": exceeded.counts}
         ) from None
     deleted, written, quarantined = ingest.write_window(db.engine, ingested, start, end)
-    checked, facts = ingested.checked, ingested.facts
+    facts = ingested.facts
     yield dg.MaterializeResult(
         metadata={
             # the table's rows for the range (all sources): Dagster's "Row count"; the run's own work beside
@@ -89,8 +89,8 @@ def market_data_1m(
             "last_timestamp": facts["last_timestamp"] or "",
             "missing_minutes_by_symbol": dg.MetadataValue.json(facts["missing_by_symbol"]),
             "quarantined_rows": quarantined,
-            "quarantine_by_rule": dg.MetadataValue.json(checked.counts),
-            "rows_without_volume": describe.rows_without_volume(checked.clean),
+            "quarantine_by_rule": dg.MetadataValue.json(ingested.counts),
+            "rows_without_volume": ingested.rows_without_volume,
             "source": dg.MetadataValue.json(bars.describe()),
             "bar_label": bars.bar_label,
             "notes": dg.MetadataValue.md(describe.bullet_list(ingested.notes)),
@@ -102,7 +102,7 @@ def market_data_1m(
             ),
             "rows_outside_partitions": ingested.outside_rows,
             "source_profiles": dg.MetadataValue.md(applied_markdown(ingested.applied)),  # per file read
-            "preview": _preview(checked.clean[BAR_COLUMNS]),
+            "preview": _preview(ingested.preview[BAR_COLUMNS]),
         }
     )
     files = check_results(ingested.files_report, (start, end), gx=False) if ingested.files_report else []

@@ -30,66 +30,139 @@ def missing_minutes(frame: pd.DataFrame, interval: str = "1min") -> pd.DataFrame
 
 
 def summary(frame: pd.DataFrame, interval: str = "1min") -> dict:
-    """Plain-Python facts of a written frame for run metadata (row count, symbols, first/last, gaps)."""
-    if frame.empty:
+    """Plain-Python facts of a written frame for run metadata (row count, symbols, first/last, gaps):
+    ``SummaryParts`` of the frame as one piece."""
+    return SummaryParts(interval).add(frame).facts()
+
+
+_NS_PER = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
+
+
+class SummaryParts:
+    """``summary`` of a frame given in pieces (``add``: any split of its rows): ``facts()`` equals ``summary``
+    of the pieces concatenated, bit for bit, while only a few numbers per (symbol, UTC day) are kept.
+
+    Per (symbol, UTC day), ``missing_minutes``' ``missing = int((last - first) / step) + 1 - bars`` (the
+    quotient as float64, truncated), from the pieces' first and last bar (min, max) and bars (sum); per
+    symbol, their sum. Times are kept in nanoseconds: the spans of a day are exact there (< 2^53), so the
+    quotient is the one of any other unit.
+    """
+
+    def __init__(self, interval: str = "1min"):
+        self.interval = interval
+        self.rows = 0
+        self.first: pd.Timestamp | None = None
+        self.last: pd.Timestamp | None = None
+        self.symbols: set[str] = set()
+        self._spans: list[pd.DataFrame] = []  # per piece: symbol, day, first, last (ns), bars
+
+    def add(self, frame: pd.DataFrame) -> SummaryParts:
+        if frame.empty:
+            return self
+        self.rows += len(frame)
+        first, last = frame["timestamp"].min(), frame["timestamp"].max()
+        if self.first is None or pd.isna(self.first) or (not pd.isna(first) and first < self.first):
+            self.first = first
+        if self.last is None or pd.isna(self.last) or (not pd.isna(last) and last > self.last):
+            self.last = last
+        symbols, spans = _day_spans(frame)
+        self.symbols.update(symbols)
+        self._spans.append(spans)
+        return self
+
+    def facts(self) -> dict:
+        if not self.rows:
+            return {
+                "rows": 0,
+                "symbols": [],
+                "first_timestamp": None,
+                "last_timestamp": None,
+                "missing_by_symbol": {},
+            }
+        spans = pd.concat(self._spans, ignore_index=True) if len(self._spans) > 1 else self._spans[0]
+        if spans.duplicated(["symbol", "day"]).any():  # a day in two pieces
+            spans = (
+                spans.groupby(["symbol", "day"], sort=False)
+                .agg(first=("first", "min"), last=("last", "max"), bars=("bars", "sum"))
+                .reset_index()
+            )
+        step = pd.Timedelta(self.interval).value  # ns
+        expected = ((spans["last"].to_numpy() - spans["first"].to_numpy()) / step).astype("int64") + 1
+        missing = pd.Series(expected - spans["bars"].to_numpy(), index=spans["symbol"].to_numpy())
+        by_symbol = missing.groupby(level=0, sort=False).sum()
         return {
-            "rows": 0,
-            "symbols": [],
-            "first_timestamp": None,
-            "last_timestamp": None,
-            "missing_by_symbol": {},
+            "rows": self.rows,
+            "symbols": sorted(self.symbols),
+            "first_timestamp": self.first.isoformat(),  # type: ignore[union-attr]
+            "last_timestamp": self.last.isoformat(),  # type: ignore[union-attr]
+            "missing_by_symbol": {name: int(by_symbol[name]) for name in sorted(by_symbol.index)},
         }
-    fast = _missing_by_symbol(frame, interval)
-    if fast is not None:
-        symbols, missing_by_symbol = fast
-    else:
-        gaps = missing_minutes(frame, interval).groupby("symbol", observed=True)["missing"].sum()
-        symbols = sorted(frame["symbol"].astype(str).unique().tolist())
-        missing_by_symbol = {str(k): int(v) for k, v in gaps.items()}
-    return {
-        "rows": len(frame),
-        "symbols": symbols,
-        "first_timestamp": frame["timestamp"].min().isoformat(),
-        "last_timestamp": frame["timestamp"].max().isoformat(),
-        "missing_by_symbol": missing_by_symbol,
-    }
 
 
-def _missing_by_symbol(frame: pd.DataFrame, interval: str) -> tuple[list[str], dict[str, int]] | None:
-    """``summary``'s sorted symbols and missing intervals per symbol (``missing_minutes`` summed), with one
-    factorisation of the symbols and numpy instead of a two-key groupby, for the frames ingest writes (string
-    symbols, none missing; zone-aware times, none missing). None for any other frame."""
+def _day_spans(frame: pd.DataFrame) -> tuple[list[str], pd.DataFrame]:
+    """The symbols of a non-empty frame (as ``str``) and per (symbol, UTC day) its first and last bar (ns) and
+    its bars: columns symbol, day (days since the epoch), first, last, bars.
+
+    Frames as ingest writes them (string symbols, none missing; zone-aware times, none missing) take one
+    factorisation of the symbols and numpy; any other frame ``missing_minutes``' groupby.
+    """
     symbol, timestamps = frame["symbol"], frame["timestamp"]
-    if not (isinstance(symbol.dtype, pd.StringDtype) and isinstance(timestamps.dtype, pd.DatetimeTZDtype)):
-        return None
-    codes, uniques = pd.factorize(symbol)
-    if (codes < 0).any() or timestamps.hasnans:
-        return None
+    if isinstance(symbol.dtype, pd.StringDtype) and isinstance(timestamps.dtype, pd.DatetimeTZDtype):
+        codes, uniques = pd.factorize(symbol)
+        if not ((codes < 0).any() or timestamps.hasnans):
+            return _day_spans_numpy(codes, uniques, timestamps)
+    stats = (
+        frame.assign(day=timestamps.dt.tz_convert("UTC").dt.floor("D"))
+        .groupby(["symbol", "day"], observed=True)["timestamp"]
+        .agg(["min", "max", "size"])
+        .reset_index()
+    )
+    spans = pd.DataFrame(
+        {
+            "symbol": [str(s) for s in stats["symbol"]],
+            "day": stats["day"].dt.as_unit("ns").array.asi8 // 86_400_000_000_000,
+            "first": stats["min"].dt.as_unit("ns").array.asi8,
+            "last": stats["max"].dt.as_unit("ns").array.asi8,
+            "bars": stats["size"].to_numpy(dtype="int64"),
+        }
+    )
+    return frame["symbol"].astype(str).unique().tolist(), spans
+
+
+def _day_spans_numpy(
+    codes: np.ndarray, uniques: pd.Index, timestamps: pd.Series
+) -> tuple[list, pd.DataFrame]:
+    """``_day_spans`` of string symbols (``codes`` into ``uniques``) and zone-aware times, none missing: the
+    (symbol, day) groups numbered by arithmetic and reduced with numpy instead of a two-key groupby."""
     unit = timestamps.dtype.unit
     ts = timestamps.array.asi8
     day = ts // np.timedelta64(1, "D").astype(f"timedelta64[{unit}]").astype(np.int64)  # dt.floor("D") in UTC
-    day -= day.min()
+    first_day = int(day.min())
+    day -= first_day
     span = int(day.max()) + 1
     group = codes.astype(np.int64) * span + day
-    if len(uniques) * span <= 4 * len(frame) + 1024:
-        symbol_of_group = np.arange(len(uniques) * span) // span
+    if len(uniques) * span <= 4 * len(ts) + 1024:
+        key_of_group = np.arange(len(uniques) * span)
     else:  # days far apart: number only the (symbol, day) pairs that occur
-        group, pairs = pd.factorize(group)
-        symbol_of_group = pairs // span
-    size = np.bincount(group, minlength=len(symbol_of_group))
+        group, key_of_group = pd.factorize(group)
+    size = np.bincount(group, minlength=len(key_of_group))
     first = np.full(len(size), np.iinfo(np.int64).max)
     last = np.full(len(size), np.iinfo(np.int64).min)
     np.minimum.at(first, group, ts)
     np.maximum.at(last, group, ts)
     present = np.flatnonzero(size)
-    step = pd.Timedelta(interval).to_timedelta64().astype(f"timedelta64[{unit}]")
-    # as missing_minutes: (last - first) / step as float64, truncated, + 1, less the bars present
-    expected = ((last[present] - first[present]).astype(f"timedelta64[{unit}]") / step).astype("int64") + 1
-    missing = np.zeros(len(uniques), dtype=np.int64)
-    np.add.at(missing, symbol_of_group[present], expected - size[present])
-    names = [str(u) for u in uniques]
-    order = sorted(range(len(names)), key=names.__getitem__)
-    return [names[i] for i in order], {names[i]: int(missing[i]) for i in order}
+    names = np.array([str(u) for u in uniques], dtype=object)
+    to_ns = _NS_PER[unit]
+    spans = pd.DataFrame(
+        {
+            "symbol": names[key_of_group[present] // span],
+            "day": key_of_group[present] % span + first_day,
+            "first": first[present] * to_ns,
+            "last": last[present] * to_ns,
+            "bars": size[present].astype(np.int64),
+        }
+    )
+    return names.tolist(), spans
 
 
 PLOT_SYMBOLS = 8  # symbols drawn in a price/volume plot: more make an unreadable legend

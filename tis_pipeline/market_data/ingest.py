@@ -4,10 +4,13 @@ day partitions of the pieces before, then swapped in with the quarantine in one 
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -15,10 +18,10 @@ import pandas as pd
 import sqlalchemy as sa
 
 from tis_pipeline.market_data.bars import normalise_bars
-from tis_pipeline.market_data.describe import summary
+from tis_pipeline.market_data.describe import SummaryParts, rows_without_volume
 from tis_pipeline.market_data.store import replace_quarantine, symbol_pieces
 from tis_pipeline.market_data.validate import (
-    Validated,
+    ValidatedTally,
     enforce_share_limit,
     validate_bars,
     values_beyond_scale,
@@ -53,10 +56,14 @@ def prefetched(pieces: Iterator[T]) -> Iterator[T]:
 
 @dataclass
 class Ingested:
-    """A window read, validated and built (``build_window``), not yet written (``write_window``)."""
+    """A window read, validated and built (``build_window``), not yet written (``write_window``): what is
+    small (the quarantine, counts, a preview); the clean rows are in the built days only."""
 
     built: BuiltDays
-    checked: Validated  # all the window's rows: clean and quarantined
+    quarantine: pd.DataFrame  # the window's quarantine rows (``validate.Validated.quarantine``)
+    counts: dict[str, int]  # rule -> rows quarantined
+    rows_without_volume: int  # clean rows whose source gave no volume (``describe.rows_without_volume``)
+    preview: pd.DataFrame  # the window's first ``PREVIEW_ROWS`` clean rows
     report: ValidationReport  # the registry's rules on the clean rows
     facts: dict  # describe.summary of the clean rows
     symbols: list[str]  # the symbols the source owns in the window, sorted
@@ -66,6 +73,9 @@ class Ingested:
     outside_rows: int = 0  # rows of the window's files in no partition (before the first, or future)
     files_report: ValidationReport | None = None  # market_data_1m_source_files_readable on the unreadable
     applied: list[dict] = dataclasses.field(default_factory=list)  # per file: profile, symbol, tz, bar label
+
+
+PREVIEW_ROWS = 10  # clean rows shown in the run's metadata
 
 
 def build_window(
@@ -78,34 +88,53 @@ def build_window(
     warnings report gaps and jumps): reading, checking and writing overlap instead of taking turns. A piece
     with a day of more than ``max_quarantine_share`` bad rows raises ``validate.QuarantineShareExceeded``;
     whatever was built is dropped on any failure.
+
+    Memory follows a piece, not the window: of each piece only what is small stays (quarantine rows, counts,
+    the summary's numbers per symbol and day: ``validate.ValidatedTally``, ``describe.SummaryParts``); its
+    clean rows go to the day's build and to a temporary directory (``SpilledRows``), from which the report
+    reads them back in pieces of whole symbols, each series whole over the window. The report and the facts
+    are those of the window's rows judged together, bit for bit.
     """
-    validated: list[Validated] = []
     symbols, notes, skipped, unreadable, outside_rows = set(), [], [], [], 0
     applied: list[dict] = []
+    tally, summary_parts, without_volume = ValidatedTally(), SummaryParts(), 0
+    preview: list[pd.DataFrame] = []
     drop_dead_scratch_tables_of(engine)  # the tables of runs killed before they swapped or discarded them
     builds = DayBuilds(engine, start, end)
     try:
-        for read in prefetched(pieces):
-            symbols.update(read.symbols)
-            notes += read.notes
-            skipped += read.skipped
-            unreadable += [u for u in read.unreadable if u not in unreadable]
-            outside_rows += read.outside_rows
-            applied += read.applied
-            checked = validate_bars(normalise_bars(read.frame), partition_date=start)
-            enforce_share_limit(checked, max_quarantine_share)
-            builds.add(checked.clean)
-            validated.append(checked)
-        checked = Validated.concat(validated)
-        validated.clear()  # concat copied them; the builds hold their own days
-        report = judge_in_pieces(checked)
-        facts = summary(checked.clean)
+        with tempfile.TemporaryDirectory(prefix="tis-ingest-") as spill_dir:
+            spilled = SpilledRows(Path(spill_dir))
+            for read in prefetched(pieces):
+                symbols.update(read.symbols)
+                notes += read.notes
+                skipped += read.skipped
+                unreadable += [u for u in read.unreadable if u not in unreadable]
+                outside_rows += read.outside_rows
+                applied += read.applied
+                checked = validate_bars(normalise_bars(read.frame), partition_date=start)
+                del read  # the source's frame: the normalised rows are all that is used
+                enforce_share_limit(checked, max_quarantine_share)
+                builds.add(checked.clean)
+                tally.add(checked)
+                summary_parts.add(checked.clean)
+                without_volume += rows_without_volume(checked.clean)
+                if sum(len(p) for p in preview) < PREVIEW_ROWS:
+                    # a copy: a slice would keep the piece's columns alive (copy-on-write views)
+                    preview.append(checked.clean.head(PREVIEW_ROWS).copy())
+                spilled.add(checked.clean)
+                del checked  # the builds hold their own days
+            enforced = tally.enforced()  # raises without any piece, as Validated.concat does
+            report = judge_in_pieces(spilled, enforced)
+        facts = summary_parts.facts()
     except BaseException:
         builds.abandon()
         raise
     return Ingested(
         builds.finish(),
-        checked,
+        tally.quarantine(),
+        tally.counts(),
+        without_volume,
+        (pd.concat(preview, ignore_index=True) if len(preview) > 1 else preview[0]).head(PREVIEW_ROWS),
         report,
         facts,
         sorted(symbols),
@@ -118,26 +147,150 @@ def build_window(
     )
 
 
-def judge_in_pieces(checked: Validated) -> ValidationReport:
+class SpilledRows:
+    """The clean rows of a window, kept on disk as they come (``add``: a piece at a time) and read back in
+    pieces of whole symbols (``read``), each symbol's rows in the order they came.
+
+    Each piece's columns go to ``directory`` as raw arrays (``ndarray.tofile``), its rows grouped by symbol
+    (a stable sort: a normalised piece already is), with the bounds of each symbol's rows; ``read`` takes of
+    each piece only its symbols' rows (``np.fromfile`` at an offset). Values travel as their bytes, so the
+    rows read back equal the rows given, dtypes included. Columns of another kind (none from
+    ``validate_bars``) are pickled whole and read whole.
+    """
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self._pieces: list[_SpilledPiece] = []
+        self._counts: dict[str, int] = {}
+        self._empties: list[pd.DataFrame] = []  # each piece's columns and dtypes, no rows
+
+    def add(self, clean: pd.DataFrame) -> None:
+        self._empties.append(clean.iloc[:0].copy())  # a copy: a view would keep the piece alive
+        if clean.empty:
+            return
+        codes, uniques = pd.factorize(clean["symbol"], sort=True)
+        if (codes < 0).any():
+            raise ValueError("a clean row without a symbol")
+        if not (codes[1:] >= codes[:-1]).all():
+            order = np.argsort(codes, kind="stable")
+            clean, codes = clean.take(order), codes[order]
+        names = [str(u) for u in uniques]
+        per_symbol = np.bincount(codes, minlength=len(names))
+        for name, n in zip(names, per_symbol.tolist(), strict=True):
+            self._counts[name] = self._counts.get(name, 0) + n
+        piece = _SpilledPiece(names, np.r_[0, np.cumsum(per_symbol)], clean["symbol"].dtype, {})
+        for column in clean.columns:
+            if column == "symbol":
+                continue
+            values, dtype = clean[column], clean[column].dtype
+            path = self.directory / f"{len(self._pieces)}_{len(piece.columns)}"
+            if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
+                values.to_numpy().tofile(path)
+            elif isinstance(dtype, pd.DatetimeTZDtype):
+                values.array.asi8.tofile(path)
+            else:
+                values.reset_index(drop=True).to_pickle(path)
+            piece.columns[column] = (path, dtype)
+        self._pieces.append(piece)
+
+    def symbol_counts(self) -> list[tuple[str, int]]:
+        """(symbol, rows) of the window, by symbol."""
+        return sorted(self._counts.items())
+
+    def read(self, low: str | None, below: str | None) -> pd.DataFrame:
+        """The rows of the symbols in [low, below) (None: open), by symbol, each symbol's rows in the order
+        they came; columns and dtypes as given."""
+        parts, ranges = [], []
+        for piece in self._pieces:
+            first = 0 if low is None else bisect.bisect_left(piece.names, low)
+            last = len(piece.names) if below is None else bisect.bisect_left(piece.names, below)
+            if first < last:
+                parts.append(piece.read(first, last))
+                ranges.append((piece, first, last))
+        if not parts:
+            return pd.concat(self._empties, ignore_index=True) if len(self._empties) > 1 else self._empties[0]
+        if len(parts) == 1:
+            return parts[0]
+        return pd.concat(parts, ignore_index=True).take(_symbol_major(ranges)).reset_index(drop=True)
+
+
+def _symbol_major(ranges: list[tuple[_SpilledPiece, int, int]]) -> np.ndarray:
+    """The order that puts the rows of pieces read one after the other (each grouped by symbol: symbols
+    ``first`` to ``last - 1`` of each piece) by symbol, each symbol's rows in piece order: from the blocks'
+    bounds, without comparing a symbol."""
+    names = sorted(set().union(*(piece.names[first:last] for piece, first, last in ranges)))
+    column = {name: i for i, name in enumerate(names)}
+    lengths = np.zeros((len(ranges), len(names)), dtype=np.int64)  # rows of (piece, symbol)
+    starts = np.zeros_like(lengths)  # where they begin in the joined rows
+    offset = 0
+    for k, (piece, first, last) in enumerate(ranges):
+        at = [column[name] for name in piece.names[first:last]]
+        lengths[k, at] = np.diff(piece.bounds[first : last + 1])
+        starts[k, at] = offset + piece.bounds[first:last] - piece.bounds[first]
+        offset += int(piece.bounds[last] - piece.bounds[first])
+    length, start = lengths.T.ravel(), starts.T.ravel()  # symbol-major
+    length, start = length[length > 0], start[length > 0]
+    return np.repeat(start - np.r_[0, np.cumsum(length)[:-1]], length) + np.arange(int(length.sum()))
+
+
+@dataclass
+class _SpilledPiece:
+    names: list[str]  # its symbols, sorted
+    bounds: np.ndarray  # symbol i's rows are [bounds[i], bounds[i + 1])
+    symbol_dtype: object
+    columns: dict[str, tuple[Path, object]]  # column -> (file, dtype), in the piece's column order
+
+    def read(self, first: int, last: int) -> pd.DataFrame:
+        """The rows of its symbols ``first`` to ``last - 1`` (positions in ``names``)."""
+        low, high = int(self.bounds[first]), int(self.bounds[last])
+        repeats = np.diff(self.bounds[first : last + 1])
+        names = np.array(self.names[first:last], dtype=object)
+        symbol = pd.Series(np.repeat(names, repeats), dtype=self.symbol_dtype)
+        frame = {"symbol": symbol}
+        for column, (path, dtype) in self.columns.items():
+            if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
+                frame[column] = pd.Series(_read_raw(path, dtype, low, high))
+            elif isinstance(dtype, pd.DatetimeTZDtype):
+                naive = _read_raw(path, np.dtype("int64"), low, high).view(f"datetime64[{dtype.unit}]")
+                frame[column] = pd.Series(naive).dt.tz_localize("UTC").dt.tz_convert(dtype.tz).astype(dtype)
+            else:
+                frame[column] = pd.read_pickle(path).iloc[low:high].reset_index(drop=True)
+        return pd.DataFrame(frame)
+
+
+def _read_raw(path: Path, dtype: np.dtype, low: int, high: int) -> np.ndarray:
+    return np.fromfile(path, dtype=dtype, count=high - low, offset=low * dtype.itemsize)
+
+
+def judge_in_pieces(rows: SpilledRows, enforced: frozenset[str]) -> ValidationReport:
     """The registry's rules judged on the clean rows of a window, in pieces of whole symbols of about
     ``settings().check_piece_rows`` rows (each series whole over the window, each symbol's rows in time order)
     merged into one report (``report.merge_reports``): the evaluator's working memory follows a piece. The
-    rules validation quarantined by are not judged again: no clean row breaks them."""
-    clean = checked.clean
-    codes, uniques = pd.factorize(clean["symbol"], sort=True)
-    order = np.argsort(codes, kind="stable")  # by symbol, each symbol's rows in the order they came
-    counts = np.bincount(codes, minlength=len(uniques)) if len(clean) else np.zeros(0, dtype=np.int64)
-    pieces = symbol_pieces(list(zip(uniques, counts.tolist(), strict=True)), settings().check_piece_rows)
-    bounds = np.r_[0, np.cumsum(counts)]
+    rules validation quarantined by (``enforced``) are not judged again: no clean row breaks them."""
     reports = []
-    for low, below in pieces:
-        first = 0 if low is None else int(np.searchsorted(uniques, low))
-        last = len(uniques) if below is None else int(np.searchsorted(uniques, below))
-        part = clean.iloc[order[bounds[first] : bounds[last]]]
+    for low, below in symbol_pieces(rows.symbol_counts(), settings().check_piece_rows):
+        part = rows.read(low, below)
         judged = part.assign(**{SCALE_LOSS_COLUMN: values_beyond_scale(part)})
-        reports.append(merge_reports([evaluate_frame(judged, "market_data_1m", enforced=checked.enforced)]))
+        reports.append(
+            _detached(merge_reports([evaluate_frame(judged, "market_data_1m", enforced=enforced)]))
+        )
         del part, judged
     return merge_reports(reports)
+
+
+def _detached(report: ValidationReport) -> ValidationReport:
+    """``report`` with its tables copied. A rule no row of a piece fails keeps as its sample the piece's first
+    zero rows: a copy-on-write view that holds every column of the piece, so that the reports kept until the
+    merge would hold the window's rows by the end (measured: +1.5 GB for 500 symbols x 31 days)."""
+    results = tuple(
+        dataclasses.replace(
+            result,
+            failing_rows=result.failing_rows.copy(),
+            by_symbol_day=None if result.by_symbol_day is None else result.by_symbol_day.copy(),
+        )
+        for result in report.results
+    )
+    return dataclasses.replace(report, results=results)
 
 
 def unreadable_report(unreadable: list[tuple[str, str]]) -> ValidationReport:
@@ -161,7 +314,7 @@ def write_window(
     try:
         with engine.begin() as conn:
             replaced, written = swap_built_days(conn, ingested.built, start, end, ingested.symbols)
-            quarantined = replace_quarantine(conn, ingested.checked.quarantine, start, end)
+            quarantined = replace_quarantine(conn, ingested.quarantine, start, end)
     finally:
         discard(engine, ingested.built)
     return replaced, written, quarantined

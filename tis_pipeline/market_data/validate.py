@@ -8,7 +8,6 @@ rules on raw input; the share limit is the caller's (settings ``TIS_MAX_QUARANTI
 
 from __future__ import annotations
 
-import itertools
 import re
 from dataclasses import dataclass
 from decimal import Decimal
@@ -80,30 +79,77 @@ class Validated:
     @staticmethod
     def concat(pieces: list[Validated]) -> Validated:
         """One result for pieces validated apart (disjoint days: no row of one can repeat a row of
-        another)."""
+        another): ``ValidatedTally``'s counts, enforced rules and quarantine, with the clean rows joined."""
+        tally = ValidatedTally()
+        for piece in pieces:
+            tally.add(piece)
         if len(pieces) == 1:
             return pieces[0]
-        if not pieces:
-            raise ValueError("no pieces to join")
-        counts: dict[str, int] = {}
-        for piece in pieces:
-            for name, count in piece.counts.items():
-                counts[name] = counts.get(name, 0) + count
-        enforced = frozenset.intersection(*(p.enforced for p in pieces))
-        if not _disjoint_in_time([p.clean["timestamp"] for p in pieces]):
-            enforced -= {KEY_UNIQUE_RULE}  # a key could then be in two pieces
         return Validated(
             clean=pd.concat([p.clean for p in pieces], ignore_index=True),
-            quarantine=pd.concat([p.quarantine for p in pieces], ignore_index=True),
-            counts={name: counts[name] for name in QUARANTINE_RULES if name in counts},
-            enforced=enforced,
+            quarantine=tally.quarantine(),
+            counts=tally.counts(),
+            enforced=tally.enforced(),
         )
 
 
-def _disjoint_in_time(timestamps: list[pd.Series]) -> bool:
-    """Each series' times all later than the previous non-empty series' (no missing time: clean rows)."""
-    spans = [(t.min(), t.max()) for t in timestamps if len(t)]
-    return all(last < first for (_, last), (first, _) in itertools.pairwise(spans))
+class ValidatedTally:
+    """What ``Validated.concat`` says of pieces validated apart, kept as they come (``add``) without their
+    clean rows: the rows quarantined per rule, the rules no clean row breaks, the quarantine rows (few).
+
+    A rule is enforced when every piece enforces it; the key rule only while each piece's clean times are all
+    later than the previous non-empty piece's (otherwise a key could be in two pieces).
+    """
+
+    def __init__(self) -> None:
+        self.pieces = 0
+        self._quarantine: list[pd.DataFrame] = []
+        self._counts: dict[str, int] = {}
+        self._enforced: frozenset[str] = frozenset()
+        self._last_time: pd.Timestamp | None = None  # the latest clean time of the non-empty pieces so far
+        self._apart = True
+        self._only: Validated | None = None  # the first piece, without its clean rows
+
+    def add(self, piece: Validated) -> None:
+        self._quarantine.append(piece.quarantine)
+        for name, count in piece.counts.items():
+            self._counts[name] = self._counts.get(name, 0) + count
+        self._enforced = piece.enforced if not self.pieces else self._enforced & piece.enforced
+        times = piece.clean["timestamp"]
+        if len(times):
+            first, last = times.min(), times.max()
+            if self._last_time is not None and not self._last_time < first:
+                self._apart = False
+            self._last_time = last
+        if not self.pieces:
+            # no clean rows: a view of none would still keep the piece's columns alive
+            self._only = Validated(
+                piece.clean.iloc[:0].copy(), piece.quarantine, piece.counts, piece.enforced
+            )
+        self.pieces += 1
+
+    def _one(self) -> Validated | None:
+        if not self.pieces:
+            raise ValueError("no pieces to join")
+        return self._only if self.pieces == 1 else None
+
+    def counts(self) -> dict[str, int]:
+        one = self._one()
+        if one is not None:
+            return one.counts
+        return {name: self._counts[name] for name in QUARANTINE_RULES if name in self._counts}
+
+    def enforced(self) -> frozenset[str]:
+        one = self._one()
+        if one is not None:
+            return one.enforced
+        return self._enforced if self._apart else self._enforced - {KEY_UNIQUE_RULE}
+
+    def quarantine(self) -> pd.DataFrame:
+        one = self._one()
+        if one is not None:
+            return one.quarantine
+        return pd.concat(self._quarantine, ignore_index=True)
 
 
 def rule_masks(frame: pd.DataFrame, now: pd.Timestamp) -> dict[str, np.ndarray]:

@@ -18,7 +18,7 @@ import secrets
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -336,9 +336,11 @@ class DayBuilds:
     ``BUILD_CONNECTIONS`` at a time.
 
     Each day is built by ``_build_day`` on a connection of its own, so that PostgreSQL COPYs and indexes one
-    day while this process reads and validates the next. Nothing is visible to readers until
-    ``swap_built_days`` attaches the tables in the caller's transaction. ``finish`` waits for every build and
-    gives the ``BuiltDays``; ``abandon`` (or a failed build inside ``finish``) drops whatever was built.
+    day while this process reads and validates the next; ``add`` waits while ``BUILD_CONNECTIONS`` days are
+    being built, so that the days waiting in memory stay few however long the range. Nothing is visible to
+    readers until ``swap_built_days`` attaches the tables in the caller's transaction. ``finish`` waits for
+    every build and gives the ``BuiltDays``; ``abandon`` (or a failed build inside ``finish``) drops whatever
+    was built.
     """
 
     def __init__(
@@ -369,12 +371,24 @@ class DayBuilds:
                 raise ValueError(
                     f"the rows of {day.date()} came in two parts: a day is built from all its rows"
                 )
+            self._wait_for_room()
             partition = partition_name(day, self.parent)
             staging = f"{partition}_{self.built.tag}"
             self.built.jobs.append((day, partition, staging))
             self._builds.append(
                 self._pool.submit(_build_day, self.engine, day, staging, rows, self.parent, self.columns)
             )
+
+    def _wait_for_room(self) -> None:
+        """Hold the caller while ``BUILD_CONNECTIONS`` builds are waiting or running: each holds its day's
+        rows, so a source faster than PostgreSQL would otherwise pile the window up in memory (memory follows
+        a few days, not the range). A build that failed raises here, before more days are read."""
+        pending = [build for build in self._builds if not build.done()]
+        if len(pending) >= BUILD_CONNECTIONS:
+            wait(pending, return_when=FIRST_COMPLETED)
+        for build in self._builds:
+            if build.done():
+                build.result()
 
     def finish(self) -> BuiltDays:
         try:

@@ -248,3 +248,30 @@ def test_day_split_of_the_builds_equals_the_groupby_by_utc_day():
         for (_, rows), (_, expected) in zip(got, want, strict=True):
             pd.testing.assert_frame_equal(rows, expected)
     assert len(list(_by_day(tokyo))) == 2 and next(iter(_by_day(one_day)))[1] is one_day
+
+
+def _bars_digest(frame: pd.DataFrame) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for column in frame.columns:
+        values = frame[column]
+        digest.update(column.encode() + str(values.dtype).encode())
+        if column == "symbol":
+            digest.update("\n".join(values.astype(str)).encode())
+        elif column == "timestamp":
+            digest.update(values.array.asi8.tobytes())
+        else:
+            digest.update(values.to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def test_the_synthetic_bars_made_a_few_symbols_at_a_time_are_the_same_bits():
+    """Digests of the bars as they were made before the symbols came in chunks (``SYMBOLS_PER_DRAW``): three
+    chunks, the last one short, and a day of two symbols."""
+    symbols = [f"S{i:05d}" for i in range(150)] + ["AAA", "BTCUSD", "ETH"]
+    assert len(symbols) > 2 * synthetic.SYMBOLS_PER_DRAW
+    days = synthetic.bars(pd.Timestamp("2024-01-08", tz="UTC"), pd.Timestamp("2024-01-10", tz="UTC"), symbols)
+    assert (len(days), _bars_digest(days)) == (438419, "4d337e79833759fe")
+    day = synthetic.day_bars(pd.Timestamp("2024-02-29", tz="UTC"), ["X", "Y"], seed=3)
+    assert (len(day), _bars_digest(day)) == (2873, "bc52c68317a9e3b8")
