@@ -72,7 +72,7 @@ STEPS = {  # module path -> functions whose wall time --steps reports (summed ov
         "normalise_bars",
         "validate_bars",
         "evaluate_frame",
-        "summary",
+        "judge_in_pieces",  # the report over the spilled rows (evaluate_frame inside it)
         "swap_built_days",
     ),
     "tis_pipeline.pg.day_partitions": ("_build_day",),

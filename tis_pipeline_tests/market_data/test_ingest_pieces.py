@@ -242,31 +242,3 @@ def test_spilled_rows_read_back_as_the_rows_given_by_symbol(tmp_path):
         part = joined[keep]
         want = part.iloc[np.argsort(pd.factorize(part["symbol"], sort=True)[0], kind="stable")]
         pd.testing.assert_frame_equal(spilled.read(low, below), want.reset_index(drop=True))
-
-
-def test_the_report_of_a_piece_does_not_hold_its_rows():
-    """A piece's report, kept until the merge, holds its counts and samples only: three of them retain far
-    less than one piece (an empty sample sliced from the piece would hold all of it)."""
-    import gc
-    import tracemalloc
-
-    bars = synthetic.bars(START, END, [f"S{i:03d}" for i in range(20)], seed=5)
-    clean = validate_bars(normalise_bars(bars), partition_date=START).clean
-    size = int(clean.memory_usage(deep=True).sum())
-    tracemalloc.start()
-    try:
-        reports = []
-        for piece in range(4):  # the first one, before measuring: what the first call caches is not a piece's
-            if piece == 1:
-                gc.collect()
-                before = tracemalloc.get_traced_memory()[0]
-            part = clean.copy()
-            judged = part.assign(**{SCALE_LOSS_COLUMN: values_beyond_scale(part)})
-            report = evaluate_frame(judged, "market_data_1m", enforced=ENFORCED_RULES)
-            reports.append(ingest._detached(merge_reports([report])))
-            del part, judged, report
-        gc.collect()
-        retained = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
-    assert len(reports) == 4 and size > 5_000_000 and retained < size / 4, (retained, size)
