@@ -36,11 +36,12 @@ def _column(table: str, column: str) -> sql.Composable:
     return sql.Identifier(column)
 
 
-def digest(url: str) -> dict[str, str]:
-    """``{table: "<rows> <md5>"}`` for every project table of the database at ``url``."""
+def digest(url: str, tables: tuple[str, ...] = PROJECT_TABLES) -> dict[str, str]:
+    """``{table: "<rows> <md5>"}`` for ``tables`` (default: every project table) of the database at ``url``
+    (a libpq URL or SQLAlchemy's ``postgresql+psycopg://``)."""
     out = {}
-    with psycopg.connect(url) as conn:
-        for table in PROJECT_TABLES:
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        for table in tables:
             columns = [
                 row[0]
                 for row in conn.execute(
@@ -61,4 +62,4 @@ def digest(url: str) -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(digest(sys.argv[1].replace("postgresql+psycopg://", "postgresql://")), indent=1))
+    print(json.dumps(digest(sys.argv[1]), indent=1))

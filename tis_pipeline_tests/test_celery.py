@@ -363,6 +363,25 @@ TABLE_ROWS = {
 }
 
 
+def _single_process_run(url: str, tags: dict[str, str]) -> None:
+    """Ingest, rollups and the one-step DSI over the tagged range in this process: the reference tables a
+    sharded run on Celery workers must reproduce."""
+    from tis_pipeline.dsi.assets import dsi
+    from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
+    from tis_pipeline.market_data.sources import BarSource
+    from tis_pipeline.resources import PostgresResource
+
+    single = dg.materialize(
+        [market_data_1m, market_data_15m, market_data_1h, dsi],
+        resources={
+            "db": PostgresResource(url=url),
+            "bars": BarSource(source="synthetic", symbols=SYMBOLS, seed=SEED),
+        },
+        tags=tags,
+    )
+    assert single.success
+
+
 def _table_rows(url: str) -> dict[str, list[str]]:
     from tis_pipeline.dsi import frames
 
@@ -412,23 +431,10 @@ def test_a_sharded_day_on_two_workers_writes_the_single_process_tables(two_worke
     """The day run in one process (dg.materialize: ingest, rollups, the one-step DSI), then again as the
     Celery job on two workers with DSI in two symbol shards, after the DSI tables were emptied: every row of
     market_data_1m/15m/1h (mx_* included), dsi_evidence, anomaly_events and dsi_state the same."""
-    from tis_pipeline.dsi.assets import dsi
-    from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
-    from tis_pipeline.market_data.sources import BarSource
-    from tis_pipeline.resources import PostgresResource
-
     workers, queue = two_workers
     url = dagster_home["TIS_DATABASE_URL"]
     tags = range_tags(SHARDED_DAY, SHARDED_DAY)
-    single = dg.materialize(
-        [market_data_1m, market_data_15m, market_data_1h, dsi],
-        resources={
-            "db": PostgresResource(url=url),
-            "bars": BarSource(source="synthetic", symbols=SYMBOLS, seed=SEED),
-        },
-        tags=tags,
-    )
-    assert single.success
+    _single_process_run(url, tags)
     by_single = _table_rows(url)
     assert all(by_single[t] for t in TABLE_ROWS), {t: len(r) for t, r in by_single.items()}
     assert len(by_single["market_data_1m"]) > 2 * 1400 and by_single["dsi_evidence"]
@@ -613,24 +619,11 @@ def test_a_worker_killed_mid_shard_fails_the_run_and_changes_nothing(workers_to_
     ``scale_out.WatchedTask``), every table holds what it held before, the killed run's day tables stay until
     the next sharded run starts and drops them, and that run (on the workers left) writes the single-process
     run's tables."""
-    from tis_pipeline.dsi.assets import dsi
-    from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
-    from tis_pipeline.market_data.sources import BarSource
-    from tis_pipeline.resources import PostgresResource
-
     workers, queue = workers_to_kill
     procs, _, logs = (list(x) for x in zip(*workers, strict=True))
     url = dagster_home["TIS_DATABASE_URL"]
     tags = range_tags(KILL_FIRST, KILL_LAST)
-    single = dg.materialize(
-        [market_data_1m, market_data_15m, market_data_1h, dsi],
-        resources={
-            "db": PostgresResource(url=url),
-            "bars": BarSource(source="synthetic", symbols=SYMBOLS, seed=SEED),
-        },
-        tags=tags,
-    )
-    assert single.success
+    _single_process_run(url, tags)
     reference = _table_rows(url)
     assert all(reference[t] for t in TABLE_ROWS), {t: len(r) for t, r in reference.items()}
     _without_dsi(url)
