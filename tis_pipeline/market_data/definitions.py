@@ -3,13 +3,14 @@ expected symbols, freshness and its sensor, Great Expectations' step over the 1-
 the bar source."""
 
 from collections.abc import Generator
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 
 import dagster as dg
 import pandas as pd
 
 from tis_pipeline.market_data.assets import market_data_1h, market_data_1m, market_data_15m
 from tis_pipeline.market_data.checks import market_data_checks, market_data_freshness_sensor
+from tis_pipeline.market_data.ingest import prefetched
 from tis_pipeline.market_data.partitions import daily_partitions
 from tis_pipeline.market_data.sources import BarSource
 from tis_pipeline.market_data.store import BAR_READ_COLUMNS, read_bars, symbol_counts, symbol_pieces
@@ -56,16 +57,12 @@ def _rows_the_run_wrote(context: dg.AssetCheckExecutionContext) -> Generator[Che
                     frame = frame[kept].reset_index(drop=True)
             return frame
 
-        # the connection is used by the reader thread alone from here on, one read at a time; leaving the
-        # executor waits for a read in flight before the connection is closed
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gx-read") as reader:
-            ahead = reader.submit(read, *pieces[0])
-            for following in [*pieces[1:], None]:
-                frame = ahead.result()
-                if following is not None:
-                    ahead = reader.submit(read, *following)
+        # the connection is used by the reader thread alone from here on, one read at a time; closing the
+        # pieces waits for a read in flight before the connection is closed
+        reads = (read(low, below) for low, below in pieces)
+        with closing(prefetched(reads, thread_name="gx-read")) as frames:
+            for frame in frames:
                 yield CheckInput(frame=frame, partition_range=(start, end))
-                del frame
 
 
 # GE judges the rows each run of market_data_1m wrote, as a step of that run beside the asset's own step

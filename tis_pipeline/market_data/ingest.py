@@ -7,7 +7,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,13 +41,14 @@ from tis_pipeline.settings import settings
 T = TypeVar("T")
 
 
-def prefetched(pieces: Iterator[T]) -> Iterator[T]:
-    """``pieces``, with the next one made on a thread while the caller works on the current one.
+def prefetched(pieces: Iterator[T], thread_name: str = "tis-read") -> Generator[T, None, None]:
+    """``pieces``, with the next one made on a thread while the caller works on the current one; leaving
+    early waits for the piece in flight.
 
     The synthetic source draws its numbers with numpy, which releases the GIL while it fills the arrays, so
-    day d + 1 is drawn on the second core while day d is validated.
+    day d + 1 is drawn on the second core while day d is validated; the GE step's reads are PostgreSQL's work.
     """
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tis-read") as pool:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name) as pool:
         coming = pool.submit(next, pieces, None)
         while (piece := coming.result()) is not None:
             coming = pool.submit(next, pieces, None)
