@@ -15,7 +15,6 @@ modules, messages, sharing, triggers, replications).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import uuid
 from collections.abc import Mapping
@@ -114,14 +113,8 @@ SPECIALTIES: tuple[str, ...] = tuple(FOUNDER_GENOMES)
 
 
 def _stable_id(namespace: uuid.UUID, parts: tuple[object, ...]) -> str:
-    """``str(uuid.uuid5(namespace, "|".join(parts)))`` without the ``UUID`` object: SHA-1 of the namespace's
-    bytes and the name, the first 16 bytes with the version (5) and variant (RFC 4122) bits set, as 8-4-4-4-12
-    hex (RFC 4122 section 4.3, what ``uuid.uuid5`` computes; a day makes tens of thousands of ids)."""
-    digest = bytearray(hashlib.sha1(namespace.bytes + "|".join(str(p) for p in parts).encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50
-    digest[8] = (digest[8] & 0x3F) | 0x80
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    """``uuid5(namespace, "|".join(parts))`` as text."""
+    return str(uuid.uuid5(namespace, "|".join(str(p) for p in parts)))
 
 
 def plan_uuid(*parts: object) -> str:
