@@ -52,12 +52,8 @@ def same_frame(a: pd.DataFrame, b: pd.DataFrame) -> bool:
     """Whether ``a`` and ``b`` hold the same rows in the same order: same columns, dtypes and values (both
     steps are pure functions of their frame, the day, the bars and the population, so the same frame gives
     the same output)."""
-    return (
-        a.shape == b.shape
-        and list(a.columns) == list(b.columns)
-        and bool((a.dtypes == b.dtypes).all())
-        and a.reset_index(drop=True).equals(b.reset_index(drop=True))
-    )
+    # DataFrame.equals compares the axes (the columns), each block's dtype and the values, NaN equal to NaN
+    return a.reset_index(drop=True).equals(b.reset_index(drop=True))
 
 
 def _failed(rec: dict[str, Any], day: pd.Timestamp, step: str, exc: Exception) -> None:
