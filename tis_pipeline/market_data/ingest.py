@@ -52,7 +52,10 @@ def prefetched(pieces: Iterator[T], thread_name: str = "tis-read") -> Generator[
         coming = pool.submit(next, pieces, None)
         while (piece := coming.result()) is not None:
             coming = pool.submit(next, pieces, None)
-            yield piece
+            # handed over without a reference kept here, so that the caller's ``del`` frees it while it works
+            handed = [piece]
+            del piece
+            yield handed.pop()
 
 
 @dataclass
