@@ -7,7 +7,22 @@ import pandas as pd
 
 from tis_pipeline.ops import retention
 from tis_pipeline.pg.day_partitions import drop_dead_scratch_tables
+from tis_pipeline.pg.memory import release_freed_memory
 from tis_pipeline.resources import PostgresResource
+
+
+# After every step of the daily job, the heap it freed goes back to the kernel: when the run's steps share
+# one process (`tis backfill` without a daemon, `tis demo`), the next step would otherwise start from the
+# last one's high-water mark (pg/memory.py). A step in a process of its own (the daemon's runs) exits anyway.
+@dg.success_hook(name="heap_released_after_step")
+def heap_released_after_step(_context: dg.HookContext) -> None:
+    release_freed_memory()
+
+
+@dg.failure_hook(name="heap_released_after_failed_step")
+def heap_released_after_failed_step(_context: dg.HookContext) -> None:
+    release_freed_memory()
+
 
 # Every daily-partitioned asset: `tis backfill` runs ranges of it with an asset selection, the schedule runs
 # the day that just closed, and the file sensor the days whose files changed.
@@ -16,6 +31,7 @@ daily_partitioned_job = dg.define_asset_job(
     # the ecosystem report (unpartitioned, over every stored day) runs on its own: trading_day/definitions.py
     selection=dg.AssetSelection.groups("market_data", "dsi", "trading_day")
     - dg.AssetSelection.assets("ecosystem_report"),
+    hooks={heap_released_after_step, heap_released_after_failed_step},
     description="Ingest 1-minute bars, roll them up to 15 minutes and 1 hour, score them with DSI, and "
     "run the trading day (plans, approvals, execution, performance, the module ecosystem).",
 )
