@@ -3,19 +3,20 @@
     python -m bench.scale --symbols 50,500,2000 [--day 2024-01-08] [--server postgresql+psycopg://root@127.0.0.1:5432]
 
 Per size, on a fresh database ``h_scale_<n>`` of the given server (dropped first, and again after unless
-``--keep``) and a fresh DAGSTER_HOME under /tmp: ``python -m tis_pipeline.cli backfill --start D --end D
---in-process`` (every daily-partitioned asset: ingest, rollups, DSI, the trading day, one run) with
-TIS_MARKET_SOURCE=synthetic and TIS_SYMBOLS = n generated names. While it runs, the RSS of the CLI's process
-tree (the run executes in it or in its children) is sampled every 0.1 s; its peak is ``peak_rss_mib`` (and
-``peak_rss_mib_by_stage`` / ``_by_step``: the peak of the samples taken during each stage's / step's span; the
-steps run one after the other in one process, so a step's figure includes the heap an earlier one left), and
-``cli_maxrss_mib`` is the kernel's high-water mark of the largest single process of the tree (wait4). The
-stages' seconds are the Dagster steps' STEP_START..STEP_SUCCESS spans from the run's event log: ingest =
-market_data_1m, rollups = market_data_15m + market_data_1h, dsi, trading_day = the trading day's steps, each
-with the check steps named after its assets (freshness checks apart); ``other_s`` is the rest of the wall
-(process start, definitions, run launch, teardown). ``cli_cpu_s``: CPU seconds of the CLI's tree (wait4; the
-server's backends not included), less sensitive than the wall to a loaded machine. ``load_1m`` is the load
-average before and after (the machine is shared: note it beside the figures).
+``--keep``; ``--db-prefix`` names it otherwise) and a fresh DAGSTER_HOME under /tmp: ``python -m
+tis_pipeline.cli backfill --start D --end D --in-process`` (every daily-partitioned asset: ingest, rollups,
+DSI, the trading day, one run) with TIS_MARKET_SOURCE=synthetic and TIS_SYMBOLS = n generated names. While it
+runs, the RSS of the CLI's process tree (the run executes in it or in its children) is sampled every 0.1 s;
+its peak is ``peak_rss_mib`` (and ``peak_rss_mib_by_stage`` / ``_by_step``: the peak of the samples taken
+during each stage's / step's span; the steps run one after the other in one process, so a step's figure
+includes the heap an earlier one left), and ``cli_maxrss_mib`` is the kernel's high-water mark of the largest
+single process of the tree (wait4). The stages' seconds are the Dagster steps' STEP_START..STEP_SUCCESS spans
+from the run's event log: ingest = market_data_1m, rollups = market_data_15m + market_data_1h, dsi,
+trading_day = the trading day's steps, each with the check steps named after its assets (freshness checks
+apart); ``other_s`` is the rest of the wall (process start, definitions, run launch, teardown). ``cli_cpu_s``:
+CPU seconds of the CLI's tree (wait4; the server's backends not included), less sensitive than the wall to a
+loaded machine. ``load_1m`` is the load average before and after (the machine is shared: note it beside the
+figures).
 
 Prints one JSON line per size.
 
@@ -141,9 +142,9 @@ def last_day_of(day: str, days: int) -> str:
     return (date.fromisoformat(day) + timedelta(days=days - 1)).isoformat()
 
 
-def run_size(n: int, day: str, server: str, keep: bool, days: int = 1) -> dict:
+def run_size(n: int, day: str, server: str, keep: bool, days: int = 1, prefix: str = "h_scale") -> dict:
     last = last_day_of(day, days)
-    name = f"h_scale_{n}" if days == 1 else f"h_scale_{n}_{days}d"
+    name = f"{prefix}_{n}" if days == 1 else f"{prefix}_{n}_{days}d"
     url = fresh_database(server, name)
     home = Path(tempfile.mkdtemp(prefix=f"tis-scale-{n}-{days}d-"))
     env = {
@@ -458,6 +459,11 @@ def main() -> None:
     parser.add_argument("--server", default="postgresql+psycopg://root@127.0.0.1:5432")
     parser.add_argument("--keep", action="store_true", help="keep each size's database and DAGSTER_HOME")
     parser.add_argument(
+        "--db-prefix",
+        default="h_scale",
+        help="the single-process runs' databases are <prefix>_<n> (another leaves the kept ones alone)",
+    )
+    parser.add_argument(
         "--celery-workers", default="", help="e.g. 1,2: the Celery scale-out on that many workers instead"
     )
     parser.add_argument("--shards", type=int, default=2, help="DSI's symbol shards in the Celery runs")
@@ -487,7 +493,8 @@ def main() -> None:
             )
         return
     for n in sizes:
-        print(json.dumps(run_size(n, args.day, args.server, args.keep, args.days)), flush=True)
+        line = run_size(n, args.day, args.server, args.keep, args.days, args.db_prefix)
+        print(json.dumps(line), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,96 @@
+"""What every `tis` run pays whatever its rows: Dagster's storage sessions and its schema probes.
+
+The figures are in bench/RESULTS.md (``python -m bench.scale --symbols 50``); these tests hold the behaviour:
+the session option is on the URL `tis` derives and only there, and a probe is asked again until it finds.
+"""
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from tis_pipeline import environment
+from tis_pipeline.cli import runs
+from tis_pipeline.pg.engine import with_driver
+from tis_pipeline.settings import PROJECT_ROOT
+
+
+def test_derived_dagster_url_carries_the_session_option_after_any_other():
+    plain = environment.with_session_options("postgresql+psycopg2://root:p%40ss@127.0.0.1:5432/db")
+    parsed = make_url(plain)
+    assert parsed.query["options"] == "-c synchronous_commit=off"
+    assert parsed.password == "p@ss" and parsed.database == "db" and parsed.drivername.endswith("psycopg2")
+    mixed = environment.with_session_options(
+        "postgresql+psycopg2://root@h/db?options=-c%20search_path%3Dx&sslmode=prefer"
+    )
+    assert make_url(mixed).query["options"] == "-c search_path=x -c synchronous_commit=off"
+    assert make_url(mixed).query["sslmode"] == "prefer"
+    assert environment.with_session_options(plain) == plain  # not twice
+
+
+def test_prepare_derives_the_option_but_keeps_a_url_set_by_hand(monkeypatch, tmp_path):
+    monkeypatch.setenv("TIS_HOME", str(tmp_path))
+    monkeypatch.setenv("TIS_DATABASE_URL", "postgresql://root@127.0.0.1:5432/some_db")
+    monkeypatch.delenv("TIS_DAGSTER_DATABASE_URL", raising=False)
+    monkeypatch.delenv("TIS_DAGSTER_PG_URL", raising=False)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    derived = environment.prepare()["TIS_DAGSTER_PG_URL"]
+    assert make_url(derived).query["options"] == environment.DAGSTER_SESSION_OPTIONS
+    assert make_url(derived).database == "some_db"
+    by_hand = "postgresql+psycopg2://root@127.0.0.1:5432/other_db"
+    monkeypatch.setenv("TIS_DAGSTER_PG_URL", by_hand)
+    assert environment.prepare()["TIS_DAGSTER_PG_URL"] == by_hand
+
+
+@pytest.mark.pg
+def test_dagster_sessions_commit_without_waiting_for_the_flush(empty_database_url):
+    url = environment.with_session_options(with_driver(empty_database_url, "psycopg2"))
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SHOW synchronous_commit")).scalar_one() == "off"
+    finally:
+        engine.dispose()
+
+
+def test_a_probe_is_asked_again_until_it_finds():
+    asked: list[str] = []
+    present = {"runs"}
+
+    def probe(*args):
+        asked.append(args[-1])
+        return args[-1] in present
+
+    remembered = runs.remember_found(probe)
+    assert [remembered(name) for name in ("runs", "runs", "asset_check_executions")] == [True, True, False]
+    present.add("asset_check_executions")  # made by a migration in between
+    assert remembered("asset_check_executions") and remembered("asset_check_executions")
+    assert remembered("conn", "runs")  # a connection first: the name is the last argument
+    assert asked == ["runs", "asset_check_executions", "asset_check_executions"]
+
+
+@pytest.mark.pg
+def test_the_commands_instance_asks_the_schema_once(tmp_path, monkeypatch, empty_database_url):
+    (tmp_path / "dagster.yaml").symlink_to(PROJECT_ROOT / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    monkeypatch.setenv("TIS_DAGSTER_PG_URL", with_driver(empty_database_url, "psycopg2"))
+    runs._instance.cache_clear()
+    try:
+        instance = runs._instance()
+        storage = instance.event_log_storage
+        statements: list[str] = []
+        engine = storage._engine  # the pooled engine optimize_for_webserver made
+        listener = lambda *args: statements.append(args[2])  # noqa: E731  (conn, cursor, statement, ...)
+        sa.event.listen(engine, "before_cursor_execute", listener)
+        try:
+            assert storage.supports_asset_checks and storage.supports_asset_checks
+            assert storage.has_asset_key_index_cols() and storage.has_asset_key_index_cols()
+            assert not storage.has_table("no_such_table") and not storage.has_table("no_such_table")
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", listener)
+        # one probe for each of the two that found, two for the one that did not
+        tables = [s for s in statements if s.startswith("SELECT pg_catalog.pg_class.relname")]
+        columns = [s for s in statements if s.startswith("SELECT pg_catalog.pg_attribute.attname")]
+        assert (len(tables), len(columns), len(statements)) == (3, 1, 4), statements
+    finally:
+        runs._instance.cache_clear()
+        instance.dispose()
