@@ -26,7 +26,8 @@ VOLATILE = {
     "dsi_day_versions.written_at", "dsi_evidence.mx_latency_p50", "dsi_evidence.mx_latency_p95",
     "dsi_evidence.mx_throughput_per_second", "dsi_evidence.mx_processing_latency_ms",
     "dsi_state.computed_at", "ecosystem_state.computed_at", "market_data_day_versions.written_at",
-    "module_replications.creation_time_ms",
+    "module_replications.creation_time_ms", "module_replications.initialization_time_ms",
+    "module_replications.validation_time_ms",
 }  # fmt: skip
 
 
