@@ -5,6 +5,13 @@ server.
 
 Runs in a scratch database on the server of TIS_DATABASE_URL (or the embedded one), dropped at the end.
 Prints one JSON line last.
+
+    python -m bench.ingest --step-alone 5000 --database postgresql+psycopg://root@127.0.0.1:5432/<copy>
+
+The ``market_data_1m`` step and its ``expected_symbols_present`` check alone, in this process, on the given
+database (a copy: it is written), for the synthetic day ``--day`` of N symbols S00000... (seed 42), as
+``bench.scale`` runs it: the steps' spans, this process's CPU seconds and peak RSS (imports included; run it
+under ``/usr/bin/time -v`` for the kernel's figure).
 """
 
 from __future__ import annotations
@@ -131,6 +138,57 @@ def drop_day_partitions(eng: sa.Engine, start: pd.Timestamp, end: pd.Timestamp) 
                 conn.execute(sa.text(f'DROP TABLE "{name}"'))
 
 
+def step_alone(url: str, n_symbols: int, day: str) -> dict:
+    """``--step-alone``: the ingest step of one synthetic day, alone (module docstring)."""
+    os.environ.update(
+        {
+            "TIS_MARKET_SOURCE": "synthetic",
+            "TIS_SYMBOLS": ",".join(f"S{i:05d}" for i in range(n_symbols)),
+            "TIS_SYNTHETIC_SEED": "42",
+            "TIS_PARTITION_START": "2024-01-01",
+            "TIS_DATABASE_URL": url,
+        }
+    )
+    os.environ.pop("TIS_MARKET_DATA_DIR", None)
+    import dagster as dg
+
+    from tis_pipeline.market_data.assets import market_data_1m
+    from tis_pipeline.market_data.checks import expected_symbols_present
+    from tis_pipeline.market_data.partitions import range_tags
+    from tis_pipeline.market_data.sources import BarSource
+    from tis_pipeline.resources import PostgresResource
+
+    instance = dg.DagsterInstance.ephemeral()
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.perf_counter()
+    result = dg.materialize(
+        [market_data_1m, expected_symbols_present],
+        resources={"db": PostgresResource(url=url), "bars": BarSource()},
+        tags=range_tags(day, day),
+        instance=instance,
+    )
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    spans: dict[str, list] = {}
+    for record in instance.all_logs(result.run_id):
+        event = record.dagster_event
+        if event is not None and event.step_key is not None:
+            if event.event_type_value == "STEP_START":
+                spans[event.step_key] = [record.timestamp, None]
+            elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE"):
+                spans[event.step_key][1] = record.timestamp
+    return {
+        "symbols": n_symbols,
+        "day": day,
+        "success": result.success,
+        "wall_s": round(wall, 2),
+        "steps_s": {step: round(b - a, 2) for step, (a, b) in spans.items() if b is not None},
+        "cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 2),
+        "peak_rss_mb": round(after.ru_maxrss / 1024),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -153,7 +211,13 @@ def main() -> None:
         action="store_true",
         help="add seconds per step (first ingest, rollups; threads overlap) to the JSON line",
     )
+    parser.add_argument("--step-alone", type=int, metavar="N", help="the ingest step alone, N symbols")
+    parser.add_argument("--database", help="with --step-alone: the database it writes (a copy)")
+    parser.add_argument("--day", default="2024-01-08", help="with --step-alone: the synthetic day")
     args = parser.parse_args()
+    if args.step_alone:
+        print(json.dumps(step_alone(args.database, args.step_alone, args.day)))
+        return
     timers: dict[str, float] = {}
     if args.steps:
         time_steps(timers)

@@ -49,6 +49,10 @@ class Settings:
     )
     max_line_bytes: int = field(default_factory=lambda: int(_env("TIS_MAX_LINE_BYTES", str(64 << 10))))
     max_fields: int = field(default_factory=lambda: int(_env("TIS_MAX_FIELDS", "256")))
+    # The synthetic source makes a day in pieces of whole symbols of about this many bars, each validated and
+    # streamed into its day's build on its own, so that the ingest's memory follows a piece (~0.7 GiB at the
+    # default, whatever the symbols), not the day; the rows do not depend on it.
+    ingest_piece_bars: int = field(default_factory=lambda: int(_env("TIS_INGEST_PIECE_BARS", "500000")))
     # The DSI asset reads, scores and writes a day in pieces of whole symbols of about this many bars (a day
     # of 24 h has ~1,440 bars a symbol: ~35 symbols a piece), so its memory follows the piece (~2.6 kB a bar
     # of it), not the day, the symbols or the range; the values do not depend on it.

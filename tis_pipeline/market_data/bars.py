@@ -43,6 +43,26 @@ def normalise_bars(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def rows_apart(frame: pd.DataFrame, rows: int) -> pd.DataFrame:
+    """The first ``rows`` rows of ``frame`` (index 0, 1, ...) in arrays of their own: a slice or a copy of
+    pyarrow-backed columns (the ``str`` symbols) shares the whole column's buffers and keeps them alive."""
+    return frame.take(np.arange(min(rows, len(frame)))).reset_index(drop=True)
+
+
+def symbol_groups(symbols: list[str] | tuple[str, ...]) -> list[list[str]]:
+    """``symbols`` grouped by the symbol ``normalise_bars`` makes of each (stripped, upper-case), the groups
+    in its order of those, each group's names in their order in ``symbols``: a source that cuts its rows into
+    pieces of whole groups, in this order, gives pieces whose normalised rows, one after the other, are the
+    normalised rows of them all."""
+    if not symbols:
+        return []
+    _, rank = _clean_symbols(pd.Series(pd.array(np.asarray(list(symbols), dtype=object), dtype="str")))
+    groups: dict[int, list[str]] = {}
+    for name, r in zip(symbols, rank.tolist(), strict=True):
+        groups.setdefault(r, []).append(name)
+    return [groups[r] for r in sorted(groups)]
+
+
 def _clean_symbols(symbols: pd.Series) -> tuple[pd.Series, np.ndarray]:
     """Stripped, upper-case symbols (``string`` dtype) and their sort ranks (missing last).
 

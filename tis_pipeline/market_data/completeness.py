@@ -10,20 +10,21 @@ from datetime import date, timedelta
 import pandas as pd
 import sqlalchemy as sa
 
+from tis_pipeline.pg.day_partitions import window_symbols
+
 LOOKBACK_DAYS = 5  # a symbol with bars in any of these days before a day is expected on it
 
 
 def symbols_by_day(conn: sa.Connection, first: date, last: date) -> pd.DataFrame:
     """Columns ``day`` (date), ``symbol``: each symbol with 1-minute bars on each UTC day of
-    ``first``..``last``."""
-    rows = conn.execute(
-        sa.text(
-            "SELECT DISTINCT CAST(\"timestamp\" AT TIME ZONE 'UTC' AS date) AS day, symbol "
-            "FROM market_data_1m "
-            'WHERE "timestamp" >= CAST(:a AS timestamptz) AND "timestamp" < CAST(:b AS timestamptz)'
-        ),
-        {"a": pd.Timestamp(first, tz="UTC"), "b": pd.Timestamp(last, tz="UTC") + pd.Timedelta(days=1)},
-    ).all()
+    ``first``..``last``, by day and symbol.
+
+    Each day's symbols by skipping along the primary key (``window_symbols``: a probe per symbol); a
+    ``SELECT DISTINCT`` of the days read every bar of them (1.6 s for 8 days of 5,000 symbols, 0.18 s
+    probed)."""
+    rows = []
+    for day in pd.date_range(pd.Timestamp(first, tz="UTC"), pd.Timestamp(last, tz="UTC"), freq="D"):
+        rows += [(day.date(), symbol) for symbol in window_symbols(conn, day, day + pd.Timedelta(days=1))]
     return pd.DataFrame(rows, columns=["day", "symbol"])
 
 

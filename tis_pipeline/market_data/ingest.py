@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from tis_pipeline.market_data.bars import normalise_bars
+from tis_pipeline.market_data.bars import normalise_bars, rows_apart
 from tis_pipeline.market_data.describe import SummaryParts, rows_without_volume
 from tis_pipeline.market_data.store import replace_quarantine, symbol_pieces
 from tis_pipeline.market_data.validate import (
+    ShareTally,
     ValidatedTally,
-    enforce_share_limit,
     validate_bars,
     values_beyond_scale,
 )
@@ -87,21 +87,22 @@ def build_window(
 ) -> Ingested:
     """Read ``pieces`` (a source's ``SourceRead``s of [start, end)), validate them, build their days.
 
-    PostgreSQL builds each day's partition as soon as its rows are validated, while this process reads and
-    validates the next piece, then judges all the rows by the registry's rules (errors prove the write,
-    warnings report gaps and jumps): reading, checking and writing overlap instead of taking turns. A piece
-    with a day of more than ``max_quarantine_share`` bad rows raises ``validate.QuarantineShareExceeded``;
-    whatever was built is dropped on any failure.
+    PostgreSQL builds each day's partition from its rows as they are validated (a day may come in several
+    pieces of whole symbols: ``SourceRead.ends_days`` marks its last), while this process reads and validates
+    the next piece, then judges all the rows by the registry's rules (errors prove the write, warnings report
+    gaps and jumps): reading, checking and writing overlap instead of taking turns. Once a day's pieces are
+    all in, a day of more than ``max_quarantine_share`` bad rows raises ``validate.QuarantineShareExceeded``
+    (``validate.ShareTally``: the share of the whole day); whatever was built is dropped on any failure.
 
-    Memory follows a piece, not the window: of each piece only what is small stays (quarantine rows, counts,
-    the summary's numbers per symbol and day: ``validate.ValidatedTally``, ``describe.SummaryParts``); its
-    clean rows go to the day's build and to a temporary directory (``SpilledRows``), from which the report
-    reads them back in pieces of whole symbols, each series whole over the window. The report and the facts
-    are those of the window's rows judged together, bit for bit.
+    Memory follows a piece, not the window nor the day: of each piece only what is small stays (quarantine
+    rows, counts, the summary's numbers per symbol and day: ``validate.ValidatedTally``,
+    ``describe.SummaryParts``); its clean rows go to the day's build and to a temporary directory
+    (``SpilledRows``), from which the report reads them back in pieces of whole symbols, each series whole
+    over the window. The report and the facts are those of the window's rows judged together, bit for bit.
     """
     symbols, notes, skipped, unreadable, outside_rows = set(), [], [], [], 0
     applied: list[dict] = []
-    tally, summary_parts, without_volume = ValidatedTally(), SummaryParts(), 0
+    tally, shares, summary_parts, without_volume = ValidatedTally(), ShareTally(), SummaryParts(), 0
     preview: list[pd.DataFrame] = []
     drop_dead_scratch_tables_of(engine)  # the tables of runs killed before they swapped or discarded them
     builds = DayBuilds(engine, start, end)
@@ -115,18 +116,22 @@ def build_window(
                 unreadable += [u for u in read.unreadable if u not in unreadable]
                 outside_rows += read.outside_rows
                 applied += read.applied
+                ends_days = read.ends_days
                 checked = validate_bars(normalise_bars(read.frame), partition_date=start)
                 del read  # the source's frame: the normalised rows are all that is used
-                enforce_share_limit(checked, max_quarantine_share)
-                builds.add(checked.clean)
+                shares.add(checked)
+                if ends_days:  # the days of the pieces since the last such piece are whole
+                    shares.enforce(max_quarantine_share)
+                builds.add(checked.clean, whole=ends_days)
                 tally.add(checked)
                 summary_parts.add(checked.clean)
                 without_volume += rows_without_volume(checked.clean)
                 if sum(len(p) for p in preview) < PREVIEW_ROWS:
-                    # a copy: a slice would keep the piece's columns alive (copy-on-write views)
-                    preview.append(checked.clean.head(PREVIEW_ROWS).copy())
+                    preview.append(rows_apart(checked.clean, PREVIEW_ROWS))
                 spilled.add(checked.clean)
                 del checked  # the builds hold their own days
+            if shares.pieces:  # a source whose last piece did not say so: its days end with it
+                shares.enforce(max_quarantine_share)
             enforced = tally.enforced()  # raises without any piece, as Validated.concat does
             report = judge_in_pieces(spilled, enforced)
         facts = summary_parts.facts()
@@ -166,10 +171,12 @@ class SpilledRows:
         self.directory = directory
         self._pieces: list[_SpilledPiece] = []
         self._counts: dict[str, int] = {}
-        self._empties: list[pd.DataFrame] = []  # each piece's columns and dtypes, no rows
+        self._empties: list[pd.DataFrame] = []  # the pieces' columns and dtypes (each kind once), no rows
 
     def add(self, clean: pd.DataFrame) -> None:
-        self._empties.append(clean.iloc[:0].copy())  # a copy: a view would keep the piece alive
+        empty = rows_apart(clean, 0)
+        if not any(_same_columns(empty, e) for e in self._empties):
+            self._empties.append(empty)
         if clean.empty:
             return
         codes, uniques = pd.factorize(clean["symbol"], sort=True)
@@ -216,6 +223,10 @@ class SpilledRows:
         if len(parts) == 1:
             return parts[0]
         return pd.concat(parts, ignore_index=True).take(_symbol_major(ranges)).reset_index(drop=True)
+
+
+def _same_columns(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    return list(a.columns) == list(b.columns) and all(x == y for x, y in zip(a.dtypes, b.dtypes, strict=True))
 
 
 def _symbol_major(ranges: list[tuple[_SpilledPiece, int, int]]) -> np.ndarray:

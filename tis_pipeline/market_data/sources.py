@@ -10,6 +10,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from tis_pipeline.market_data.bars import symbol_groups
 from tis_pipeline.settings import settings, tis_home
 
 
@@ -22,6 +23,9 @@ class SourceRead:
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (file, why): left out of the run
     outside_rows: int = 0  # rows in no partition (before TIS_PARTITION_START, or later than now)
     applied: list[dict] = field(default_factory=list)  # per file read: source profile, symbol, tz, bar label
+    # no later piece has rows of this piece's days: the rows of its days (this piece and those since the last
+    # piece that ended its days) are complete, so their share of bad rows can be judged and their builds end
+    ends_days: bool = True
 
 
 class BarSource(dg.ConfigurableResource):
@@ -35,6 +39,9 @@ class BarSource(dg.ConfigurableResource):
     seed: int = Field(default_factory=lambda: settings().synthetic_seed)
     manifest_path: str | None = None
     partition_start: str = Field(default_factory=lambda: settings().partition_start)
+    # the synthetic source makes a day in pieces of whole symbols of about this many bars, so that the
+    # ingest's memory follows a piece, not the day's symbols; the rows do not depend on it
+    piece_bars: int = Field(default_factory=lambda: settings().ingest_piece_bars)
 
     def describe(self) -> dict:
         if self.source == "synthetic":
@@ -56,20 +63,24 @@ class BarSource(dg.ConfigurableResource):
         return catalog.scan(self.data_dir, manifest_path=manifest, tz=self.tz, bar_label=self.bar_label)
 
     def read_pieces(self, start: pd.Timestamp, end: pd.Timestamp) -> Iterator[SourceRead]:
-        """The window's bars in pieces of whole UTC days, in day order: one piece per day from the synthetic
-        source (it makes each day on its own, so the ingest can write day d while it makes day d + 1), one
-        piece of every day from files (a file holds many days and is read once)."""
+        """The window's bars in pieces, in day order, each day's rows in consecutive pieces (``ends_days`` on
+        its last). From the synthetic source, pieces of whole symbols of one UTC day of about ``piece_bars``
+        bars (it makes each symbol's day on its own, so the ingest can build day d while it makes the rest);
+        from files, one piece of every day (a file holds many days and is read once)."""
         if self.source == "synthetic":
             from tis_pipeline.market_data import synthetic
 
             days = pd.date_range(start, end, freq="D", inclusive="left")
             if len(days) == 0:
                 yield self.read(start, end)
+            pieces = synthetic_pieces(self.symbols, self.piece_bars)
             for day in days:
-                yield SourceRead(
-                    frame=synthetic.bars(day, min(end, day + pd.Timedelta(days=1)), self.symbols, self.seed),
-                    symbols=list(self.symbols),
-                )
+                for i, symbols in enumerate(pieces):
+                    yield SourceRead(
+                        frame=synthetic.bars(day, min(end, day + pd.Timedelta(days=1)), symbols, self.seed),
+                        symbols=list(self.symbols),
+                        ends_days=i == len(pieces) - 1,
+                    )
             return
         yield self.read(start, end)
 
@@ -122,6 +133,25 @@ class BarSource(dg.ConfigurableResource):
             outside_rows=result.outside_rows,
             applied=list(result.applied),
         )
+
+
+def synthetic_pieces(symbols: list[str], piece_bars: int) -> list[list[str]]:
+    """``symbols`` cut into the synthetic source's pieces of a day: whole symbols as the ingest normalises
+    them (``bars.symbol_groups``, in their order: the pieces' normalised rows, one after the other, are those
+    of the day read at once), about ``piece_bars`` bars each (a symbol has up to 1,440 a day), in multiples
+    of the symbols drawn at once (``synthetic.SYMBOLS_PER_DRAW``) when a piece holds more. At least one
+    piece."""
+    from tis_pipeline.market_data.synthetic import MINUTES_PER_DAY, SYMBOLS_PER_DRAW
+
+    per_piece = max(1, piece_bars // MINUTES_PER_DAY)
+    if per_piece > SYMBOLS_PER_DRAW:
+        per_piece -= per_piece % SYMBOLS_PER_DRAW
+    pieces: list[list[str]] = [[]]
+    for group in symbol_groups(symbols):
+        if pieces[-1] and len(pieces[-1]) + len(group) > per_piece:
+            pieces.append([])
+        pieces[-1].extend(group)
+    return pieces
 
 
 def scan_data_dir() -> list:

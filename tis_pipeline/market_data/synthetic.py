@@ -13,8 +13,11 @@ Markets trade 24 hours (crypto-like); no minute is invented outside the day aske
 
 from __future__ import annotations
 
+import threading
 import zlib
-from functools import lru_cache
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,17 +33,45 @@ def _stream(seed: int, symbol: str, day_index: int, purpose: int) -> np.random.G
 _MAX_DAYS = 60 * 366
 
 
-@lru_cache(maxsize=4096)
-def _daily_walk(seed: int, symbol: str) -> tuple[float, np.ndarray]:
-    """A symbol's base price and the cumulative log steps of its daily random walk (day d uses steps < d)."""
-    base = float(np.exp(_stream(seed, symbol, 0, 0).uniform(np.log(5.0), np.log(5_000.0))))
-    steps = _stream(seed, symbol, 0, 1).standard_t(5, size=_MAX_DAYS) * 0.012
-    return base, np.concatenate([[0.0], np.cumsum(steps)])
+# (seed, symbol) -> where its daily walk was last asked for: (base price, the walk's generator state after
+# ``day`` steps, walk[day]); a later day goes on from there. A few hundred bytes a symbol, where the whole
+# walk (``_MAX_DAYS`` steps) took 176 kB: 700 MB of 4,096 symbols, and a day of more symbols than the cache
+# held drew every walk again (9 s a day of 5,000)
+_WALKS: OrderedDict[tuple[int, str], tuple[float, Mapping[str, Any], int, float]] = OrderedDict()
+_WALKS_KEPT = 16_384
+_WALKS_LOCK = threading.Lock()
+
+
+def _daily_walk(seed: int, symbol: str, day: int) -> tuple[float, float]:
+    """A symbol's base price and ``walk[day]`` of its daily random walk: the sum of its first ``day`` log
+    steps (Student-t, ν = 5, x 0.012), summed one after the other as ``np.cumsum`` does, so the value is the
+    one of the walk drawn whole."""
+    key = (seed, symbol)
+    with _WALKS_LOCK:
+        kept = _WALKS.get(key)
+    if kept is not None and kept[2] <= day:
+        base, state, done, walk = kept
+        bits = np.random.PCG64()
+        bits.state = state  # type: ignore[assignment]  # a PCG64 state, as saved below
+        steps = np.random.Generator(bits)
+    else:
+        base = float(np.exp(_stream(seed, symbol, 0, 0).uniform(np.log(5.0), np.log(5_000.0))))
+        steps, done, walk = _stream(seed, symbol, 0, 1), 0, 0.0
+    if day > done:
+        drawn = steps.standard_t(5, size=day - done) * 0.012
+        # np.cumsum adds one step at a time: going on from walk[done] adds the same numbers in the same order
+        walk = float(np.cumsum(drawn)[-1] if done == 0 else np.cumsum(np.r_[walk, drawn])[-1])
+    with _WALKS_LOCK:
+        _WALKS[key] = (base, steps.bit_generator.state, day, walk)
+        _WALKS.move_to_end(key)
+        while len(_WALKS) > _WALKS_KEPT:
+            _WALKS.popitem(last=False)
+    return base, walk
 
 
 def _opening_price(seed: int, symbol: str, day_index: int) -> float:
-    base, walk = _daily_walk(seed, symbol)
-    return round(base * float(np.exp(walk[min(max(day_index, 0), _MAX_DAYS)])), 4)
+    base, walk = _daily_walk(seed, symbol, min(max(day_index, 0), _MAX_DAYS))
+    return round(base * float(np.exp(walk)), 4)
 
 
 _COLUMNS = ["symbol", "timestamp", "open", "high", "low", "close", "volume"]

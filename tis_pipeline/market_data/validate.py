@@ -15,7 +15,7 @@ from decimal import Decimal
 import numpy as np
 import pandas as pd
 
-from tis_pipeline.market_data.bars import BAR_COLUMNS, PRICE_COLUMNS, lex_steps
+from tis_pipeline.market_data.bars import BAR_COLUMNS, PRICE_COLUMNS, lex_steps, rows_apart
 from tis_pipeline.quality.evaluate import failing_masks
 from tis_pipeline.quality.rules import rule
 
@@ -97,8 +97,9 @@ class ValidatedTally:
     """What ``Validated.concat`` says of pieces validated apart, kept as they come (``add``) without their
     clean rows: the rows quarantined per rule, the rules no clean row breaks, the quarantine rows (few).
 
-    A rule is enforced when every piece enforces it; the key rule only while each piece's clean times are all
-    later than the previous non-empty piece's (otherwise a key could be in two pieces).
+    A rule is enforced when every piece enforces it; the key rule only while each piece's clean times of each
+    symbol are all later than that symbol's in the pieces before (otherwise a key could be in two pieces):
+    pieces of later days, or of other symbols of the same day, keep it.
     """
 
     def __init__(self) -> None:
@@ -106,7 +107,7 @@ class ValidatedTally:
         self._quarantine: list[pd.DataFrame] = []
         self._counts: dict[str, int] = {}
         self._enforced: frozenset[str] = frozenset()
-        self._last_time: pd.Timestamp | None = None  # the latest clean time of the non-empty pieces so far
+        self._last_time: dict[str, int] = {}  # per symbol, its latest clean time so far (µs since the epoch)
         self._apart = True
         self._only: Validated | None = None  # the first piece, without its clean rows
 
@@ -115,18 +116,32 @@ class ValidatedTally:
         for name, count in piece.counts.items():
             self._counts[name] = self._counts.get(name, 0) + count
         self._enforced = piece.enforced if not self.pieces else self._enforced & piece.enforced
-        times = piece.clean["timestamp"]
-        if len(times):
-            first, last = times.min(), times.max()
-            if self._last_time is not None and not self._last_time < first:
-                self._apart = False
-            self._last_time = last
+        if self._apart and len(piece.clean):
+            self._apart = self._later_than_before(piece.clean)
         if not self.pieces:
             # no clean rows: a view of none would still keep the piece's columns alive
-            self._only = Validated(
-                piece.clean.iloc[:0].copy(), piece.quarantine, piece.counts, piece.enforced
-            )
+            self._only = Validated(rows_apart(piece.clean, 0), piece.quarantine, piece.counts, piece.enforced)
         self.pieces += 1
+
+    def _later_than_before(self, clean: pd.DataFrame) -> bool:
+        """Whether each symbol's clean times in ``clean`` are later than all of its times in the pieces
+        before; the symbols' latest times updated."""
+        times = clean["timestamp"]
+        codes, names = pd.factorize(clean["symbol"])
+        if (codes < 0).any() or times.hasnans:
+            return False
+        ts = times.array.as_unit("us").asi8
+        first = np.full(len(names), np.iinfo(np.int64).max)
+        last = np.full(len(names), np.iinfo(np.int64).min)
+        np.minimum.at(first, codes, ts)
+        np.maximum.at(last, codes, ts)
+        apart = True
+        for name, low, high in zip(names.tolist(), first.tolist(), last.tolist(), strict=True):
+            before = self._last_time.get(name)
+            if before is not None:
+                apart &= before < low
+            self._last_time[name] = high if before is None else max(high, before)
+        return apart
 
     def _one(self) -> Validated | None:
         if not self.pieces:
@@ -308,7 +323,11 @@ def _raw_json(rejected: pd.DataFrame) -> list[str]:
 
 def quarantine_share_by_day(clean: pd.DataFrame, quarantine: pd.DataFrame) -> pd.Series:
     """Share of quarantined rows among all rows of each partition day."""
-    good = _utc_date_counts(clean["timestamp"])
+    return _shares(_utc_date_counts(clean["timestamp"]), quarantine)
+
+
+def _shares(good: pd.Series, quarantine: pd.DataFrame) -> pd.Series:
+    """``quarantine_share_by_day`` from the clean rows per UTC day (``_utc_date_counts``)."""
     bad = quarantine["partition_date"].value_counts()
     total = good.add(bad, fill_value=0)
     return bad.reindex(total.index, fill_value=0).div(total).sort_index()
@@ -349,13 +368,56 @@ def enforce_share_limit(checked: Validated, limit: float) -> None:
     """Raise ``QuarantineShareExceeded`` when a partition day of ``checked`` has more than ``limit`` (a share,
     0.05 = 5 %) of its rows quarantined; its message names the days, the rules broken and the first bad
     rows."""
-    shares = quarantine_share_by_day(checked.clean, checked.quarantine)
-    over = shares[shares > limit]
-    if len(over):
-        sample = checked.quarantine.head(5)[["source_file", "source_line", "rule"]].to_dict("records")
-        raise QuarantineShareExceeded(
-            f"{len(over)} partition day(s) have more than {limit:.0%} bad rows "
-            f"({', '.join(f'{d}: {s:.1%}' for d, s in over.items())}); nothing was written. "
-            f"Rules broken: {checked.counts}. First rows: {sample}",
-            checked.counts,
+    shares = ShareTally()
+    shares.add(checked)
+    shares.enforce(limit)
+
+
+class ShareTally:
+    """``enforce_share_limit`` of the pieces of some whole days validated apart (``add``), judged once their
+    days are complete (``enforce``) as if their rows had been validated together: kept are the clean rows'
+    count per UTC day, the quarantine rows (few) and the counts per rule, never the clean rows."""
+
+    def __init__(self) -> None:
+        self._start()
+
+    def _start(self) -> None:
+        self._good: dict[object, int] = {}  # UTC day -> clean rows
+        self._quarantine: list[pd.DataFrame] = []
+        self._counts: dict[str, int] = {}
+
+    @property
+    def pieces(self) -> int:
+        """Pieces added since the last ``enforce``."""
+        return len(self._quarantine)
+
+    def add(self, checked: Validated) -> None:
+        for day, n in _utc_date_counts(checked.clean["timestamp"]).items():
+            self._good[day] = self._good.get(day, 0) + int(n)
+        self._quarantine.append(checked.quarantine)
+        for name, count in checked.counts.items():
+            self._counts[name] = self._counts.get(name, 0) + count
+
+    def enforce(self, limit: float) -> None:
+        """Raise ``QuarantineShareExceeded`` as ``enforce_share_limit`` of the pieces' rows together; the
+        tally starts again empty (the next days' pieces)."""
+        good = pd.Series(
+            list(self._good.values()), index=pd.Index(list(self._good), dtype=object), dtype="int64"
+        ).sort_index()
+        quarantine = (
+            self._quarantine[0]
+            if len(self._quarantine) == 1
+            else pd.concat([q for q in self._quarantine if len(q)] or self._quarantine[:1], ignore_index=True)
         )
+        counts = {name: self._counts[name] for name in QUARANTINE_RULES if self._counts.get(name)}
+        self._start()
+        shares = _shares(good, quarantine)
+        over = shares[shares > limit]
+        if len(over):
+            sample = quarantine.head(5)[["source_file", "source_line", "rule"]].to_dict("records")
+            raise QuarantineShareExceeded(
+                f"{len(over)} partition day(s) have more than {limit:.0%} bad rows "
+                f"({', '.join(f'{d}: {s:.1%}' for d, s in over.items())}); nothing was written. "
+                f"Rules broken: {counts}. First rows: {sample}",
+                counts,
+            )

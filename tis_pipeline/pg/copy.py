@@ -6,7 +6,7 @@ No Dagster here: assets, the CLI, the tests and the benchmarks all use these fun
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,7 +29,12 @@ def frame_to_csv_bytes(frame: pd.DataFrame) -> bytes:
         for c in frame.columns
         if isinstance(frame[c].dtype, pd.DatetimeTZDtype)
     }
-    table = pa.Table.from_pandas(frame.assign(**naive) if naive else frame, preserve_index=False)
+    # one chunk per column: a column pandas concatenated from pieces (pyarrow-backed strings) keeps their
+    # chunks, and pyarrow 26's writer, given an empty first chunk, writes 512 kB of NUL bytes before the rows
+    # (the quarantine of a window whose first piece had none broke its COPY)
+    table = pa.Table.from_pandas(
+        frame.assign(**naive) if naive else frame, preserve_index=False
+    ).combine_chunks()
     sink = io.BytesIO()
     pacsv.write_csv(
         table,
@@ -81,45 +86,58 @@ ENCODE_SLICE_ROWS = 250_000  # rows encoded at a time: the payload in memory is 
 
 
 def copy_bars_binary(
-    dbapi_conn: Connection[Any], table: str, frame: pd.DataFrame, columns: Sequence[str], freeze: bool = False
+    dbapi_conn: Connection[Any],
+    table: str,
+    frame: pd.DataFrame | Iterable[pd.DataFrame],
+    columns: Sequence[str],
+    freeze: bool = False,
 ) -> int:
     """COPY bar rows into ``table`` in PostgreSQL's binary format; returns the rows written.
 
-    ``columns``: a text column, a timestamptz column, then numeric(20,8) columns (float64 in ``frame``). The
-    rows are encoded ``ENCODE_SLICE_ROWS`` at a time into one COPY (each slice's body between one signature
-    and one trailer), so the bytes held are a slice's. Rows that ``copy_binary.encode_rows`` cannot encode
-    exactly (see there) go through ``copy_frame``'s text COPY in the same transaction, so every value lands,
-    or fails, as the text path makes it. ``freeze`` as in ``copy_frame``.
+    ``frame``: the rows, or their parts one after the other (a day's pieces as they are made: each is encoded
+    and sent as it comes, the rows in that order, as one frame of them all would be). ``columns``: a text
+    column, a timestamptz column, then numeric(20,8) columns (float64 in ``frame``). The rows are encoded
+    ``ENCODE_SLICE_ROWS`` at a time into one COPY (each slice's body between one signature and one trailer),
+    so the bytes held are a slice's. Rows that ``copy_binary.encode_rows`` cannot encode exactly (see there)
+    go through ``copy_frame``'s text COPY in the same transaction, after every part, so every value lands, or
+    fails, as the text path makes it. ``freeze`` as in ``copy_frame``.
     """
     from psycopg import sql
 
     from tis_pipeline.pg.copy_binary import SIGNATURE, TRAILER, encode_rows
 
     columns = list(columns)
-    if frame.empty:
-        return 0
+    if isinstance(frame, pd.DataFrame):
+        if frame.empty:
+            return 0
+        parts: Iterable[pd.DataFrame] = [frame]
+    else:
+        parts = frame
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary{})").format(
         sql.Identifier(table),
         sql.SQL(", ").join(sql.Identifier(c) for c in columns),
         sql.SQL(", FREEZE" if freeze else ""),
     )
-    left_out = []
+    left_out, written = [], 0
     with dbapi_conn.cursor() as cur, cur.copy(statement) as copy:
         copy.write(SIGNATURE)
-        for start in range(0, len(frame), ENCODE_SLICE_ROWS):
-            part = frame.iloc[start : start + ENCODE_SLICE_ROWS]
-            payload, encoded = encode_rows(
-                part[columns[0]],
-                part[columns[1]],
-                [part[c].to_numpy(dtype="float64", na_value=np.nan) for c in columns[2:]],
-            )
-            view = memoryview(payload)[len(SIGNATURE) : len(payload) - len(TRAILER)]
-            for at in range(0, len(view), 1 << 20):
-                copy.write(view[at : at + (1 << 20)])
-            if not encoded.all():
-                left_out.append(part[~encoded])
-            del payload, view
+        for rows in parts:
+            written += len(rows)
+            for start in range(0, len(rows), ENCODE_SLICE_ROWS):
+                part = rows.iloc[start : start + ENCODE_SLICE_ROWS]
+                payload, encoded = encode_rows(
+                    part[columns[0]],
+                    part[columns[1]],
+                    [part[c].to_numpy(dtype="float64", na_value=np.nan) for c in columns[2:]],
+                )
+                view = memoryview(payload)[len(SIGNATURE) : len(payload) - len(TRAILER)]
+                for at in range(0, len(view), 1 << 20):
+                    copy.write(view[at : at + (1 << 20)])
+                if not encoded.all():
+                    left_out.append(part[~encoded])
+                del payload, view, part
+            del rows  # not kept while the next part comes: it is the part's only reference here
         copy.write(TRAILER)
     if left_out:
         copy_frame(dbapi_conn, table, pd.concat(left_out), columns, freeze=freeze)
-    return len(frame)
+    return written

@@ -12,13 +12,15 @@ Table names come from the code, never from input; every value is a bound paramet
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import re
 import secrets
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -285,28 +287,93 @@ def _build_day(
     engine: sa.Engine,
     day: pd.Timestamp,
     staging: str,
-    rows: pd.DataFrame,
+    rows: pd.DataFrame | DayRows,
     parent: str = PARENT,
     columns: Sequence[str] = BUILD_COLUMNS,
 ) -> int:
-    """A new table of one day's rows: created with its bound CHECK, COPYed (binary, FREEZE), primary key,
-    statistics.
+    """A new table of one day's rows (a frame, or its parts as they come: ``DayRows``): created with its bound
+    CHECK, COPYed (binary, FREEZE), primary key, statistics.
 
     Runs on a connection of its own and commits: the table is invisible to readers until the caller's
     transaction attaches it, and the caller drops it if anything fails before that. FREEZE: the table was
     created in this transaction, so its rows are written frozen and all-visible, and neither the key build nor
-    the rollups' scans stop to set hint bits.
+    the rollups' scans stop to set hint bits. A stream that fails (``DayRows.fail``) aborts the COPY, and with
+    it the transaction that created the table.
     """
-    with engine.connect() as conn:
-        raw = raw_connection(conn)
-        with raw.cursor() as cur:
-            create_day_table(cur, day, staging, parent)
-        written = copy_bars_binary(raw, staging, rows, list(columns), freeze=True)
-        with raw.cursor() as cur:
-            finish_day_table(cur, staging)
-        # on the driver connection: SQLAlchemy did not see the transaction these statements opened
-        raw.commit()
+    try:
+        with engine.connect() as conn:
+            raw = raw_connection(conn)
+            with raw.cursor() as cur:
+                create_day_table(cur, day, staging, parent)
+            written = copy_bars_binary(raw, staging, rows, list(columns), freeze=True)
+            with raw.cursor() as cur:
+                finish_day_table(cur, staging)
+            # on the driver connection: SQLAlchemy did not see the transaction these statements opened
+            raw.commit()
+    finally:
+        if isinstance(rows, DayRows):
+            rows.close()
     return written
+
+
+class DayRows:
+    """A day's rows handed to its build in parts while they are made (``put``), up to ``end`` (or ``fail``:
+    the build then fails instead of waiting).
+
+    At most ``depth`` parts wait (``put`` blocks while the build is behind), so the rows in memory are those
+    of a few parts, not of the day; a build that stopped reading (it failed) makes ``put`` raise instead of
+    blocking for ever."""
+
+    _END, _FAILED = object(), object()
+
+    def __init__(self, depth: int = 2) -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._closed = False  # the build stopped reading
+        self._ended = False
+
+    def put(self, rows: pd.DataFrame) -> None:
+        if self._ended:
+            raise ValueError("this day's rows have ended")
+        self._put(rows)
+
+    def end(self) -> None:
+        """No more rows: the build goes on to the key and statistics."""
+        if not self._ended:
+            self._ended = True
+            self._put(self._END)
+
+    def fail(self) -> None:
+        """The rows will not be complete: the build fails (if it still reads)."""
+        if not self._ended:
+            self._ended = True
+            with contextlib.suppress(RuntimeError):  # the build has stopped already
+                self._put(self._FAILED)
+
+    def _put(self, item: object) -> None:
+        while True:
+            if self._closed:
+                raise RuntimeError("the build of this day stopped reading its rows")
+            try:
+                self._queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        """The build reads no more (called when it ends, however it ends); what waits is let go."""
+        self._closed = True
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                return
+
+    def __iter__(self) -> Iterator[pd.DataFrame]:
+        while (item := self._queue.get()) is not self._END:
+            if item is self._FAILED:
+                raise RuntimeError("the rows of this day did not all come: its build is abandoned")
+            yield item
+            del item
 
 
 def _drop_tables(engine: sa.Engine, names: list[str]) -> None:
@@ -336,11 +403,12 @@ class DayBuilds:
     ``BUILD_CONNECTIONS`` at a time.
 
     Each day is built by ``_build_day`` on a connection of its own, so that PostgreSQL COPYs and indexes one
-    day while this process reads and validates the next; ``add`` waits while ``BUILD_CONNECTIONS`` days are
-    being built, so that the days waiting in memory stay few however long the range. Nothing is visible to
-    readers until ``swap_built_days`` attaches the tables in the caller's transaction. ``finish`` waits for
-    every build and gives the ``BuiltDays``; ``abandon`` (or a failed build inside ``finish``) drops whatever
-    was built.
+    day while this process reads and validates the next; a day may come in parts (``add(..., whole=False)``,
+    one after the other), each sent to its build as it comes (``DayRows``), so that the rows in memory are
+    a few parts' whatever the size of a day. ``add`` waits while ``BUILD_CONNECTIONS`` days are being built,
+    so that the days waiting stay few however long the range. Nothing is visible to readers until
+    ``swap_built_days`` attaches the tables in the caller's transaction. ``finish`` waits for every build and
+    gives the ``BuiltDays``; ``abandon`` (or a failed build inside ``finish``) drops whatever was built.
     """
 
     def __init__(
@@ -358,26 +426,57 @@ class DayBuilds:
         )  # two runs building the same day never collide on a name
         self._pool = ThreadPoolExecutor(max_workers=BUILD_CONNECTIONS, thread_name_prefix="tis-partition")
         self._builds: list = []
+        # the day whose rows are still coming: its stream and its build
+        self._open: tuple[pd.Timestamp, DayRows, Future] | None = None
 
-    def add(self, frame: pd.DataFrame) -> None:
-        """Start building the days of ``frame`` inside [start, end); each day must come whole, and once."""
-        if frame.empty:
-            return
-        known = {day for day, _, _ in self.built.jobs}
-        for day, rows in _by_day(frame):
+    def add(self, frame: pd.DataFrame, whole: bool = True) -> None:
+        """Build the days of ``frame`` inside [start, end). Days come in order; a day may come in parts, one
+        after the other: ``whole`` says that the rows of ``frame``'s days are all there (a day is also
+        complete once rows of another day come). A day that came whole is not taken again."""
+        for day, rows in _by_day(frame) if not frame.empty else ():
             if not (self.start <= day < self.end) or rows.empty:
                 continue
-            if day in known:
+            if self._open is not None and self._open[0] == day:
+                self._put(rows)
+                continue
+            self._end_open()
+            if day in {d for d, _, _ in self.built.jobs}:
                 raise ValueError(
                     f"the rows of {day.date()} came in two parts: a day is built from all its rows"
                 )
             self._wait_for_room()
             partition = partition_name(day, self.parent)
             staging = f"{partition}_{self.built.tag}"
+            stream = DayRows()
             self.built.jobs.append((day, partition, staging))
-            self._builds.append(
-                self._pool.submit(_build_day, self.engine, day, staging, rows, self.parent, self.columns)
+            build = self._pool.submit(
+                _build_day, self.engine, day, staging, stream, self.parent, self.columns
             )
+            self._builds.append(build)
+            self._open = (day, stream, build)
+            self._put(rows)
+        if whole:
+            self._end_open()
+
+    def _put(self, rows: pd.DataFrame) -> None:
+        """Hand ``rows`` to the open day's build; if that build has failed, its error."""
+        assert self._open is not None
+        _, stream, build = self._open
+        try:
+            stream.put(rows)
+        except RuntimeError:
+            build.result()  # the build's own error, if it stopped on one
+            raise
+
+    def _end_open(self) -> None:
+        if self._open is not None:
+            _, stream, build = self._open
+            self._open = None
+            try:
+                stream.end()
+            except RuntimeError:
+                build.result()
+                raise
 
     def _wait_for_room(self) -> None:
         """Hold the caller while ``BUILD_CONNECTIONS`` builds are waiting or running: each holds its day's
@@ -392,6 +491,7 @@ class DayBuilds:
 
     def finish(self) -> BuiltDays:
         try:
+            self._end_open()
             self.built.written = sum(build.result() for build in self._builds)
         except BaseException:
             self.abandon()
@@ -403,6 +503,11 @@ class DayBuilds:
     def abandon(self) -> None:
         for build in self._builds:
             build.cancel()
+        if self._open is not None:
+            _, stream, build = self._open
+            self._open = None
+            if not build.cancelled():
+                stream.fail()  # the build stops waiting for rows
         self._pool.shutdown(wait=True)
         discard(self.engine, self.built)
 

@@ -1,5 +1,6 @@
-"""The ingest keeps a piece (a day) in memory, not the window: its report, facts and tables equal those of the
-window's rows judged together (the way it worked before, computed here), and a failure mid-window leaves the
+"""The ingest keeps a piece (a day, or some whole symbols of a day) in memory, not the window nor the day: its
+report, facts and tables equal those of the window's rows judged together (the way it worked before, computed
+here), the share of bad rows is judged over each whole day, and a failure mid-window or mid-day leaves the
 tables as they were."""
 
 from __future__ import annotations
@@ -15,15 +16,17 @@ import sqlalchemy as sa
 from tis_pipeline.market_data import ingest, synthetic
 from tis_pipeline.market_data.bars import BAR_COLUMNS, normalise_bars
 from tis_pipeline.market_data.describe import missing_minutes
-from tis_pipeline.market_data.sources import SourceRead
+from tis_pipeline.market_data.sources import BarSource, SourceRead
 from tis_pipeline.market_data.store import read_bars, symbol_pieces
 from tis_pipeline.market_data.validate import (
     ENFORCED_RULES,
     QuarantineShareExceeded,
     Validated,
+    enforce_share_limit,
     validate_bars,
     values_beyond_scale,
 )
+from tis_pipeline.pg.day_partitions import DayBuilds, discard
 from tis_pipeline.pg.engine import engine
 from tis_pipeline.quality.evaluate import evaluate_frame
 from tis_pipeline.quality.report import ValidationReport, merge_reports
@@ -64,11 +67,31 @@ def _day_frame(i: int, seed: int = 7) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def _reads(days: int = DAYS, broken_day: int | None = None) -> Iterator[SourceRead]:
-    for i in range(days):
-        if i == broken_day:
-            raise RuntimeError(f"the source broke on day {i}")
-        yield SourceRead(frame=_day_frame(i), symbols=list(SYMBOLS))
+# a day in pieces of whole symbols: the quarantined rows (BBB on day 0, DDD's copy on day 2) and the jump
+# (CCC on day 1) are in later pieces of their days
+SYMBOL_PIECES = [["AAA"], ["BBB", "CCC"], ["DDD", "EEE"]]
+
+
+def _pieces(frames: Iterator[pd.DataFrame], layout: str) -> Iterator[SourceRead]:
+    """Each day's frame as one piece (``days``) or cut into ``SYMBOL_PIECES`` (``symbols``, the day's end on
+    its last), as a source hands them over."""
+    for frame in frames:
+        if layout == "days":
+            yield SourceRead(frame=frame, symbols=list(SYMBOLS))
+            continue
+        for k, group in enumerate(SYMBOL_PIECES):
+            part = frame[frame["symbol"].isin(group)].reset_index(drop=True)
+            yield SourceRead(frame=part, symbols=list(SYMBOLS), ends_days=k == len(SYMBOL_PIECES) - 1)
+
+
+def _reads(days: int = DAYS, broken_day: int | None = None, layout: str = "days") -> Iterator[SourceRead]:
+    def frames() -> Iterator[pd.DataFrame]:
+        for i in range(days):
+            if i == broken_day:
+                raise RuntimeError(f"the source broke on day {i}")
+            yield _day_frame(i)
+
+    return _pieces(frames(), layout)
 
 
 def _whole_window() -> tuple[Validated, ValidationReport, dict]:
@@ -162,8 +185,9 @@ def spill_dir(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_the_window_in_day_pieces_gives_the_whole_windows_report_facts_and_tables(
-    migrated_database_url, piece_rows, spill_dir
+@pytest.mark.parametrize("layout", ["days", "symbols"])
+def test_the_window_in_pieces_gives_the_whole_windows_report_facts_and_tables(
+    migrated_database_url, piece_rows, spill_dir, layout
 ):
     want_checked, want_report, want_facts = _whole_window()
     assert want_checked.enforced == ENFORCED_RULES  # days apart in time: the key rule holds across them
@@ -176,7 +200,9 @@ def test_the_window_in_day_pieces_gives_the_whole_windows_report_facts_and_table
     assert len(symbol_pieces([(s, 4300) for s in SYMBOLS], PIECE_ROWS)) == len(SYMBOLS)
 
     url = migrated_database_url
-    ingested = ingest.build_window(engine(url), _reads(), START, END, 0.05)
+    pieces = list(_reads(layout=layout))
+    assert len(pieces) == DAYS * (1 if layout == "days" else len(SYMBOL_PIECES))
+    ingested = ingest.build_window(engine(url), iter(pieces), START, END, 0.05)
     assert list(spill_dir.iterdir()) == []  # the clean rows on disk are gone once judged
     assert_same_report(ingested.report, want_report)
     assert ingested.facts == want_facts
@@ -202,29 +228,107 @@ def test_the_window_in_day_pieces_gives_the_whole_windows_report_facts_and_table
     assert _digest(url)[2] == 0
 
 
-@pytest.mark.parametrize("failure", ["source", "quarantine_share"])
-def test_a_failure_mid_window_leaves_the_tables_as_they_were(migrated_database_url, spill_dir, failure):
+def _damaged_day(i: int) -> pd.DataFrame:
+    """Day ``i`` of another seed (other rows); of the third day a tenth is bad."""
+    frame = _day_frame(i, seed=8)
+    if i == 2:
+        frame.loc[frame.index[::10], "high"] = -1.0
+    return frame
+
+
+def _share_failure(frame: pd.DataFrame) -> str:
+    """The failure of a day's rows validated at once (the whole-day reference)."""
+    with pytest.raises(QuarantineShareExceeded) as failed:
+        enforce_share_limit(validate_bars(normalise_bars(frame), partition_date=START), 0.05)
+    return failed.value.description
+
+
+@pytest.mark.parametrize(
+    ("layout", "failure"),
+    [
+        ("days", "source"),
+        ("days", "quarantine_share"),
+        ("symbols", "source"),
+        ("symbols", "source_mid_day"),
+        ("symbols", "quarantine_share"),
+    ],
+)
+def test_a_failure_mid_window_leaves_the_tables_as_they_were(
+    migrated_database_url, spill_dir, layout, failure
+):
     url = migrated_database_url
     first = ingest.build_window(engine(url), _reads(), START, END, 0.05)
     ingest.write_window(engine(url), first, START, END)
     before = _digest(url)
     assert before[0][0] > 0 and before[1][0] == 2 and before[2] == 0
 
-    def damaged():  # another seed (other rows), and a third day of which a tenth is bad
-        for i in range(DAYS):
-            frame = _day_frame(i, seed=8)
-            if i == 2:
-                frame.loc[frame.index[::10], "high"] = -1.0
-            yield SourceRead(frame=frame, symbols=list(SYMBOLS))
+    def broken_mid_day() -> Iterator[SourceRead]:  # day 0 whole, then the first piece of day 1
+        for k, read in enumerate(_reads(layout=layout)):
+            if k == len(SYMBOL_PIECES) + 1:
+                raise RuntimeError("the source broke in the middle of day 1")
+            yield read
 
     if failure == "source":
         with pytest.raises(RuntimeError, match="broke on day 2"):
-            ingest.build_window(engine(url), _reads(broken_day=2), START, END, 0.05)
+            ingest.build_window(engine(url), _reads(broken_day=2, layout=layout), START, END, 0.05)
+    elif failure == "source_mid_day":
+        with pytest.raises(RuntimeError, match="middle of day 1"):
+            ingest.build_window(engine(url), broken_mid_day(), START, END, 0.05)
     else:
-        with pytest.raises(QuarantineShareExceeded, match="2024-05-08"):
-            ingest.build_window(engine(url), damaged(), START, END, 0.05)
-    assert _digest(url) == before  # the two days built before the failure were dropped
+        damaged = _pieces((_damaged_day(i) for i in range(DAYS)), layout)
+        with pytest.raises(QuarantineShareExceeded, match="2024-05-08") as failed:
+            ingest.build_window(engine(url), damaged, START, END, 0.05)
+        # the day's share, rules and first rows as when the day's rows were validated at once
+        assert failed.value.description == _share_failure(_damaged_day(2))
+    assert _digest(url) == before  # the days built (or being built) before the failure were dropped
     assert list(spill_dir.iterdir()) == []
+
+
+def test_the_share_of_bad_rows_is_judged_over_the_whole_day(migrated_database_url, spill_dir):
+    """A piece of a day can be worse than the limit while its day is not (written, its bad rows quarantined),
+    and a day over the limit fails as a whole, once its last piece is in, with the whole day's figures."""
+    url = migrated_database_url
+    # day 1: a fifth of AAA's rows bad (the first piece: 20 % of it, ~4 % of the day)
+    day_1 = _day_frame(1)
+    aaa = day_1.index[day_1["symbol"] == "AAA"]
+    day_1.loc[aaa[::5], "low"] = -1.0
+    frames = [_day_frame(0), day_1, _day_frame(2)]
+    [piece, *_] = _pieces(iter([day_1]), "symbols")
+    assert validate_bars(normalise_bars(piece.frame), partition_date=START).counts[
+        "ck_market_data_1m_prices_positive"
+    ] > 0.05 * len(piece.frame)
+    ingested = ingest.build_window(engine(url), _pieces(iter(frames), "symbols"), START, END, 0.05)
+    try:
+        bad = len(aaa[::5])
+        assert bad < 0.05 * len(day_1)
+        assert ingested.counts == {
+            "ck_market_data_1m_prices_positive": bad,
+            "ck_market_data_1m_high_bounds": 1,
+            "market_data_1m_key_unique": 1,
+        }
+    finally:
+        ingest.write_window(engine(url), ingested, START, END)
+    assert _digest(url)[1][0] == bad + 2
+
+    # the same day with 7 % of its rows bad, a few in each piece: judged on the whole day
+    day_1 = _day_frame(1)
+    day_1.loc[day_1.index[::14], "low"] = -1.0
+    frames = [_day_frame(0), day_1, _day_frame(2)]
+    before = _digest(url)
+    handed = []
+
+    def counted() -> Iterator[SourceRead]:
+        for read in _pieces(iter(frames), "symbols"):
+            handed.append(read)
+            yield read
+
+    with pytest.raises(QuarantineShareExceeded) as failed:
+        ingest.build_window(engine(url), counted(), START, END, 0.05)
+    assert failed.value.description == _share_failure(day_1)
+    assert "2024-05-07: 7.2%" in failed.value.description
+    # the day failed when its last piece was in (the next piece may have been read ahead), not before
+    assert 2 * len(SYMBOL_PIECES) <= len(handed) <= 2 * len(SYMBOL_PIECES) + 1
+    assert _digest(url) == before
 
 
 def test_spilled_rows_read_back_as_the_rows_given_by_symbol(tmp_path):
@@ -242,3 +346,119 @@ def test_spilled_rows_read_back_as_the_rows_given_by_symbol(tmp_path):
         part = joined[keep]
         want = part.iloc[np.argsort(pd.factorize(part["symbol"], sort=True)[0], kind="stable")]
         pd.testing.assert_frame_equal(spilled.read(low, below), want.reset_index(drop=True))
+
+
+def test_the_synthetic_source_cuts_each_day_into_pieces_of_whole_symbols():
+    """Pieces of about ``piece_bars`` bars of whole symbols as the ingest normalises them (two names of one
+    symbol stay together), the last of each day marked; normalised one after the other they are the day's
+    rows read at once, normalised."""
+    symbols = ["ccc", "AAA", "bbb", " aaa", "BBB", "DDD", "EEE"]
+    source = BarSource(source="synthetic", symbols=symbols, seed=3, piece_bars=2 * 1440)
+    first, end = pd.Timestamp("2024-06-01", tz="UTC"), pd.Timestamp("2024-06-03", tz="UTC")
+    pieces = list(source.read_pieces(first, end))
+    names = [sorted(set(p.frame["symbol"])) for p in pieces]
+    day = [["AAA", " aaa"], ["BBB", "bbb"], ["DDD", "ccc"], ["EEE"]]
+    assert names == [sorted(n) for n in day] * 2
+    assert [p.ends_days for p in pieces] == [False, False, False, True] * 2
+    assert all(p.symbols == symbols for p in pieces)
+    for d in range(2):
+        start = first + pd.Timedelta(days=d)
+        whole = normalise_bars(source.read(start, start + pd.Timedelta(days=1)).frame)
+        joined = pd.concat([normalise_bars(p.frame) for p in pieces[4 * d : 4 * d + 4]], ignore_index=True)
+        pd.testing.assert_frame_equal(joined, whole)
+    # one piece a day when the day fits in one
+    assert [p.ends_days for p in BarSource(source="synthetic", symbols=symbols).read_pieces(first, end)] == [
+        True,
+        True,
+    ]
+
+
+def test_the_daily_walk_goes_on_from_where_it_was_asked_and_equals_the_walk_drawn_whole(monkeypatch):
+    """The opening prices from the walk's checkpoints, days asked in any order (and past its end), equal those
+    of the whole walk drawn at once and summed (as the source made them before)."""
+    monkeypatch.setattr(synthetic, "_WALKS", type(synthetic._WALKS)())
+    monkeypatch.setattr(synthetic, "_WALKS_KEPT", 3)  # fewer than the symbols: checkpoints are dropped too
+    days = [3294, 3295, 3300, 10, 0, 3301, 21959, -4, 21960, 25000, 3296, 1]
+    for symbol in ["AAA", "BBB", "S00042", "eth", "ZZZ"]:
+        base = float(np.exp(synthetic._stream(5, symbol, 0, 0).uniform(np.log(5.0), np.log(5_000.0))))
+        steps = synthetic._stream(5, symbol, 0, 1).standard_t(5, size=synthetic._MAX_DAYS) * 0.012
+        walk = np.concatenate([[0.0], np.cumsum(steps)])
+        for day in days:
+            want = round(base * float(np.exp(walk[min(max(day, 0), synthetic._MAX_DAYS)])), 4)
+            assert synthetic._opening_price(5, symbol, day) == want, (symbol, day)
+    assert len(synthetic._WALKS) == 3
+
+
+def test_a_day_built_from_parts_equals_the_day_built_at_once(migrated_database_url):
+    """``DayBuilds`` streams a day given in parts to one build (rows in the order given); a day that came
+    whole is not taken again, nor one after another day came."""
+    url = migrated_database_url
+    day = START
+    bars = synthetic.day_bars(day, SYMBOLS, seed=11)
+    bars["timestamp"] = bars["timestamp"].astype("datetime64[us, UTC]")
+    builds = DayBuilds(engine(url), START, END)
+    try:
+        for k, group in enumerate(SYMBOL_PIECES):
+            builds.add(bars[bars["symbol"].isin(group)], whole=k == len(SYMBOL_PIECES) - 1)
+        with pytest.raises(ValueError, match="2024-05-06 came in two parts"):
+            builds.add(bars[bars["symbol"] == "AAA"])
+        built = builds.finish()
+    except BaseException:
+        builds.abandon()
+        raise
+    assert built.written == len(bars) and len(built.jobs) == 1
+    [(_, _, staging)] = built.jobs
+    with engine(url).connect() as conn:
+        stored = pd.DataFrame(
+            conn.execute(sa.text(f'SELECT symbol, "timestamp", close::float8 FROM "{staging}"')).all()
+        )
+    discard(engine(url), built)
+    assert stored["symbol"].tolist() == bars["symbol"].tolist()  # in the order given, part after part
+    assert (stored["timestamp"] == bars["timestamp"].to_numpy()).all()
+    np.testing.assert_allclose(stored["close"], bars["close"], rtol=0, atol=1e-8)
+    assert _digest(url)[2] == 0
+
+    # days in order, a day in parts: the next day ends the one before
+    builds = DayBuilds(engine(url), START, END)
+    two = synthetic.bars(START, START + pd.Timedelta(days=2), SYMBOLS, seed=11)
+    first_day = two["timestamp"] < START + pd.Timedelta(days=1)
+    try:
+        builds.add(two[first_day & (two["symbol"] < "CCC")], whole=False)
+        builds.add(two[first_day & (two["symbol"] >= "CCC")], whole=False)
+        builds.add(two[~first_day], whole=False)
+        with pytest.raises(ValueError, match="2024-05-06 came in two parts"):
+            builds.add(two[first_day], whole=False)
+        built = builds.finish()
+    except BaseException:
+        builds.abandon()
+        raise
+    assert built.written == len(two) and [d for d, _, _ in built.jobs] == [
+        START,
+        START + pd.Timedelta(days=1),
+    ]
+    discard(engine(url), built)
+    assert _digest(url)[2] == 0
+
+
+def test_a_build_that_fails_mid_day_raises_its_error_and_leaves_no_table(migrated_database_url):
+    """A part the build cannot write (here a column missing) fails the build: the error reaches the caller
+    (when it hands the next part, or at the latest when it finishes) and no table is left; a caller that fails
+    mid-day makes its open build give up instead of waiting."""
+    url = migrated_database_url
+    bars = synthetic.day_bars(START, SYMBOLS, seed=11)
+    builds = DayBuilds(engine(url), START, END)
+    with pytest.raises(KeyError, match="volume"):
+        try:
+            builds.add(bars[bars["symbol"] == "AAA"].drop(columns="volume"), whole=False)
+            for _ in range(20):  # parts until the failed build is seen
+                builds.add(bars[bars["symbol"] == "AAA"], whole=False)
+            builds.finish()
+        except BaseException:
+            builds.abandon()
+            raise
+    assert _digest(url)[2] == 0
+
+    builds = DayBuilds(engine(url), START, END)
+    builds.add(bars[bars["symbol"] == "AAA"], whole=False)
+    builds.abandon()  # mid-day: the build's COPY is abandoned, the table never committed
+    assert _digest(url)[2] == 0

@@ -20,6 +20,7 @@ from tis_pipeline.market_data.partitions import range_tags
 from tis_pipeline.ops.jobs import stale_days_checks_job
 from tis_pipeline.pg.day_partitions import bump_day_versions
 from tis_pipeline.pg.engine import engine
+from tis_pipeline.quality.rules import rule
 from tis_pipeline_tests.market_data.test_assets import read_table, resources, table_digest
 
 pytestmark = pytest.mark.pg
@@ -165,6 +166,24 @@ def test_a_symbol_without_bars_on_a_day_warns(migrated_database_url):
             )
         ).scalar_one()
     assert count == 0
+    # the days' symbols probed along the key equal a DISTINCT of every bar, a day in the DEFAULT partition too
+    with engine(url).begin() as conn:
+        conn.execute(
+            sa.text(
+                'INSERT INTO market_data_1m (symbol, "timestamp", open, high, low, close, volume) '
+                "VALUES ('CCC', '2024-07-31 10:00+00', 1, 1, 1, 1, 1)"
+            )
+        )
+        seen = completeness.symbols_by_day(conn, date(2024, 7, 21), date(2024, 8, 1))
+        distinct = conn.execute(
+            sa.text(
+                "SELECT DISTINCT CAST(\"timestamp\" AT TIME ZONE 'UTC' AS date), symbol FROM market_data_1m "
+                "WHERE \"timestamp\" >= '2024-07-21 00:00+00' AND \"timestamp\" < '2024-08-02 00:00+00' "
+                "ORDER BY 1, 2"
+            )
+        ).all()
+    assert [tuple(r) for r in seen.itertuples(index=False)] == [tuple(r) for r in distinct]
+    assert (date(2024, 7, 31), "CCC") in set(seen.itertuples(index=False)) and len(seen) == 5 * 2 + 1 + 1
 
 
 def test_missing_symbols_skip_a_weekday_the_venue_keeps_closed():
@@ -294,3 +313,47 @@ def test_one_run_heals_at_most_its_share_of_stale_days_and_leaves_the_rest_warne
         meta = second.asset_materializations_for_node(table)[0].metadata
         assert meta["healed_days"].value == ["2024-10-02"] and meta["stale_days_left"].value == []
         assert evaluation(second, table, "source_changes_rolled_up").passed
+
+
+@pytest.mark.parametrize("table", ["market_data_15m", "market_data_1h"])
+def test_the_reference_in_two_halves_finds_what_the_one_query_finds(migrated_database_url, table):
+    """``rollup_mismatch_sql`` aggregates the reference in two halves of the window cut on a bucket boundary;
+    over any window (bounds off the buckets, the cut near a wrong bar) it finds the rows the reference as one
+    query finds: a changed bar, a missing one and one too many."""
+    url = migrated_database_url
+    assert run(url, "2024-08-05", "2024-08-06", [market_data_1m, *ROLLUPS]).success
+    with engine(url).begin() as conn:
+        conn.execute(
+            sa.text(
+                f"UPDATE {table} SET volume = volume + 1 WHERE symbol = 'AAA' AND \"timestamp\" IN "
+                "('2024-08-05 11:00+00', '2024-08-05 12:00+00', '2024-08-06 00:00+00')"
+            )
+        )
+        conn.execute(
+            sa.text(f"DELETE FROM {table} WHERE symbol = 'BBB' AND \"timestamp\" = '2024-08-05 23:00+00'")
+        )
+        conn.execute(
+            sa.text(
+                f'INSERT INTO {table} (symbol, "timestamp", open, high, low, close, volume) '
+                "VALUES ('CCC', '2024-08-06 12:00+00', 1, 1, 1, 1, 1)"
+            )
+        )
+    consistency = rule(f"{table}_rollup_consistent")
+    one_query = rollups.rollup_compare_sql(consistency, f"({rollups.rollup_reference_sql(consistency)})")
+    assert "UNION ALL" in rollups.rollup_mismatch_sql(consistency) and "UNION ALL" not in one_query
+    windows = [
+        ("2024-08-05 00:00", "2024-08-07 00:00"),
+        ("2024-08-05 00:00", "2024-08-06 00:00"),
+        ("2024-08-05 00:07", "2024-08-06 13:52"),
+        ("2024-08-05 11:30", "2024-08-05 12:30"),
+        ("2024-08-05 12:00", "2024-08-05 12:01"),
+        ("2024-08-06 12:00", "2024-08-06 12:00"),
+    ]
+    found = []
+    with engine(url).connect() as conn:
+        for a, b in windows:
+            window = {"start": pd.Timestamp(a, tz="UTC"), "end": pd.Timestamp(b, tz="UTC")}
+            halves = conn.execute(sa.text(rollups.rollup_mismatch_sql(consistency)), window).all()
+            assert halves == conn.execute(sa.text(one_query), window).all(), (a, b)
+            found.append(len(halves))
+    assert found[0] == 5 and found[1] == 3 and found[2] > 5 and found[-1] == 0

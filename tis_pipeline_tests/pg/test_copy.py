@@ -3,6 +3,7 @@ every value must land exactly as the text (CSV) COPY lands it, or fail with the 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -12,7 +13,7 @@ import psycopg.errors
 import pytest
 import sqlalchemy as sa
 
-from tis_pipeline.pg.copy import copy_bars_binary, copy_frame, copy_payload
+from tis_pipeline.pg.copy import copy_bars_binary, copy_frame, copy_payload, frame_to_csv_bytes
 from tis_pipeline.pg.copy_binary import SIGNATURE, TRAILER, encode_rows, exact_scale8, scaled_numeric
 from tis_pipeline.pg.engine import engine, raw_connection
 
@@ -143,8 +144,10 @@ def _frame(values: np.ndarray, symbols: list[str]) -> pd.DataFrame:
 
 
 @pytest.mark.pg
-@pytest.mark.parametrize(("freeze", "slice_rows"), [(False, None), (True, None), (True, 97)])
-def test_binary_copy_lands_every_value_as_the_text_copy(conn, freeze, slice_rows, monkeypatch):
+@pytest.mark.parametrize(
+    ("freeze", "slice_rows", "parts"), [(False, None, 1), (True, None, 1), (True, 97, 1), (True, 97, 4)]
+)
+def test_binary_copy_lands_every_value_as_the_text_copy(conn, freeze, slice_rows, parts, monkeypatch):
     if slice_rows is not None:  # the rows encoded in many slices of one COPY
         monkeypatch.setattr("tis_pipeline.pg.copy.ENCODE_SLICE_ROWS", slice_rows)
     rng = np.random.default_rng(11)
@@ -165,7 +168,14 @@ def test_binary_copy_lands_every_value_as_the_text_copy(conn, freeze, slice_rows
     assert copy_frame(raw, "via_text", frame, COLUMNS) == len(frame)
     # some rows (more than 8 decimals, non-integral values above 2**26) take the text path into the same table
     assert 0 < scaled_numeric(frame["open"].to_numpy())[3].mean() < 1
-    assert copy_bars_binary(raw, "via_binary", frame, COLUMNS, freeze=freeze) == len(frame)
+    # in parts (a day's pieces as they come: one empty, the text path's rows in several), one COPY
+    cuts = np.linspace(0, len(frame), parts).astype(int).tolist()
+    given = (
+        frame
+        if parts == 1
+        else iter([frame.iloc[:0], *(frame.iloc[a:b] for a, b in itertools.pairwise(cuts))])
+    )
+    assert copy_bars_binary(raw, "via_binary", given, COLUMNS, freeze=freeze) == len(frame)
     differ = conn.execute(
         sa.text(
             'SELECT count(*) FROM via_text t FULL JOIN via_binary b USING (symbol, "timestamp") '
@@ -250,3 +260,17 @@ def test_boolean_and_jsonb_fields_land_as_the_text_copy_lands_them(conn):
     ).scalar_one()
     assert differ == 0
     assert conn.execute(sa.text("SELECT count(*) FROM via_binary")).scalar_one() == 5
+
+
+@pytest.mark.pg
+def test_text_copy_of_columns_joined_from_pieces_lands_their_rows(conn):
+    """Strings concatenated from pieces of which the first is empty (a window's quarantine: its first piece
+    had no bad row) keep the pieces as chunks; the CSV holds their rows and nothing else."""
+    frame = _frame(np.array([1.5, 2.5, 3.5]), ["ABC", "DEF"])
+    frame["symbol"] = frame["symbol"].astype("str")
+    pieces = pd.concat([frame.iloc[:0], frame.iloc[:1], frame.iloc[1:1], frame.iloc[1:]], ignore_index=True)
+    assert frame_to_csv_bytes(pieces) == frame_to_csv_bytes(frame)
+    assert b"\x00" not in frame_to_csv_bytes(pieces)
+    assert copy_frame(raw_connection(conn), "via_text", pieces, COLUMNS) == 3
+    stored = conn.execute(sa.text('SELECT symbol, open::float8 FROM via_text ORDER BY "timestamp"')).all()
+    assert [tuple(r) for r in stored] == list(zip(frame["symbol"], frame["open"], strict=True))
