@@ -18,7 +18,6 @@ Figures over a range of days:
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -221,12 +220,13 @@ class OutOfSample:
         carried = self._pending["symbol"].isin(names)
         ext = pd.concat([self._pending[carried], new], ignore_index=True)
         is_new = np.r_[np.zeros(int(carried.sum()), bool), np.ones(n, bool)]
-        by = pd.Series(pd.factorize(ext["symbol"])[0])
-        perm = np.argsort(by.to_numpy(), kind="stable")
+        # grouped by the symbols' integer codes (one factorisation of the strings, not one per groupby)
+        by = pd.factorize(ext["symbol"])[0]
+        perm = np.argsort(by, kind="stable")
         ext = ext.iloc[perm].reset_index(drop=True)
-        is_new = is_new[perm]
-        g = ext.groupby("symbol", sort=False)["close"]
-        ahead_day = ext.groupby("symbol", sort=False)["day"].shift(-h).to_numpy(dtype="float64")
+        is_new, by = is_new[perm], by[perm]
+        g = ext.groupby(by, sort=False)["close"]
+        ahead_day = ext.groupby(by, sort=False)["day"].shift(-h).to_numpy(dtype="float64")
         # the h-th bar on a later day than the next: no forward return
         fwd = np.where(ahead_day <= ext["day"].to_numpy() + 1, (g.shift(-h) / ext["close"] - 1.0), np.nan)
         last_ret = (ext["close"] / g.shift(1) - 1.0).to_numpy()
@@ -243,7 +243,7 @@ class OutOfSample:
         slot = ext["slot"].to_numpy()[is_new] - self._n
         fresh = ext[is_new]
         seen = self._seen.reindex(fresh["symbol"]).fillna(0).to_numpy(np.int64)
-        count = seen + fresh.groupby("symbol", sort=False).cumcount().to_numpy()
+        count = seen + fresh.groupby(by[is_new], sort=False).cumcount().to_numpy()
         sign = np.sign(last_ret[is_new])
         arrays = {}
         for key, dtype, values in (
@@ -257,7 +257,8 @@ class OutOfSample:
         self._pieces[len(self._starts)] = _Piece(
             code=code.astype(np.int8),
             confirm=confirm.fillna(False).to_numpy(bool),
-            day=day.astype(np.int32),
+            # a piece of one day (as the run's are) holds its day once, not once a bar
+            day=np.broadcast_to(np.int32(day[0]), n) if day.min() == day.max() else day.astype(np.int32),
             **arrays,
         )
         self._starts.append(self._n)
@@ -267,7 +268,7 @@ class OutOfSample:
         self._pending = pd.concat(
             [
                 self._pending[~carried],
-                ext.groupby("symbol", sort=False).tail(h)[["symbol", "slot", "close", "day"]],
+                ext.groupby(by, sort=False).tail(h)[["symbol", "slot", "close", "day"]],
             ],
             ignore_index=True,
         )
@@ -280,48 +281,57 @@ class OutOfSample:
         return sum(len(p.day) for p in self._pieces.values())
 
     def _evaluate_days(self, upto: int) -> None:
-        """The daily figures and pooled counts of every day up to ``upto`` not yet evaluated; the pieces whose
-        days are all evaluated are dropped."""
+        """The daily figures and pooled counts of every day up to ``upto`` not yet evaluated, a day at a time
+        (its bars in the order they came, piece after piece); the pieces whose days are all evaluated are
+        dropped before their last day is ranked, so the memory is that of the pieces and one day's evaluated
+        bars (``_add_day``), not of copies of every due bar."""
         after = self._done_day
-        parts = []
-        for k, p in self._pieces.items():
+        due_days: set[int] = set()
+        for p in self._pieces.values():
             due = p.day <= upto
             if after is not None:
                 due &= p.day > after
-            if due.any():
-                parts.append((k, due))
-        if not parts:
-            return
-        cat = {
-            name: np.concatenate([getattr(self._pieces[k], name)[due] for k, due in parts])
-            for name in ("code", "naive", "fwd", "confirm", "warm", "day")
-        }
-        keep = cat["warm"] & np.isfinite(cat["fwd"]) & (cat["naive"] != _NO_SIGN)
-        kept = {name: values[keep] for name, values in cat.items()}
-        order = np.argsort(kept["day"], kind="stable")  # by day, each day's bars in the order they came
-        bounds = np.flatnonzero(np.r_[True, np.diff(kept["day"][order]) != 0, True])
-        for a, b in itertools.pairwise(bounds if len(order) else []):
-            self._add_day({name: values[order[a:b]] for name, values in kept.items()})
+            due_days.update(np.unique(p.day[due]).tolist())
+        for day in sorted(due_days):
+            parts = []
+            for p in self._pieces.values():
+                on = (p.day == day) & p.warm & np.isfinite(p.fwd) & (p.naive != _NO_SIGN)
+                if on.any():
+                    parts.append({name: getattr(p, name)[on] for name in ("code", "naive", "fwd", "confirm")})
+            if day == max(due_days):
+                self._drop_pieces_up_to(upto)
+            if parts:
+                # an array at a time, each let go of its pieces' parts as it is made
+                bars = {name: np.concatenate([d.pop(name) for d in parts]) for name in list(parts[0])}
+                del parts
+                self._add_day(bars)
         self._done_day = upto
-        for k, _ in parts:
-            if (self._pieces[k].day <= upto).all():
-                del self._pieces[k]
+        self._drop_pieces_up_to(upto)
+
+    def _drop_pieces_up_to(self, upto: int) -> None:
+        for k in [k for k, p in self._pieces.items() if (p.day <= upto).all()]:
+            del self._pieces[k]
 
     def _add_day(self, d: dict[str, np.ndarray]) -> None:
-        """One day's rank correlations and its hit counts."""
-        fwd, code, naive = d["fwd"], d["code"], d["naive"]
+        """One day's rank correlations and its hit counts, from ``d`` (its bars' arrays, taken over: the
+        forward returns are let go once counted and ranked, before the ranks are laid out for the rank
+        correlations, and ranked once for the evidence and the naive sign)."""
+        fwd, code, naive, confirmed = d.pop("fwd"), d["code"], d["naive"], d["confirm"]
         side = np.sign(code.astype(np.int16) - 50).astype(np.int8)  # sign(2 k / 100 - 1), exactly
         pooled = self._pooled
         pooled.n += len(fwd)
-        self._daily["ic"].append(_coded_ic(code, fwd))
-        self._daily["naive_ic"].append(_coded_ic(naive, fwd))
         _count_hits(pooled.hits["all"], side, fwd)
         _count_hits(pooled.hits["naive"], naive, fwd)
-        confirmed = d["confirm"]
         pooled.confirmed_n += int(confirmed.sum())
-        self._daily["confirmed_ic"].append(_coded_ic(code[confirmed], fwd[confirmed]))
+        confirmed_ic = _coded_ic(code[confirmed], fwd[confirmed])
         _count_hits(pooled.hits["confirmed"], side[confirmed], fwd[confirmed])
         _count_hits(pooled.hits["unconfirmed"], side[~confirmed], fwd[~confirmed])
+        del side
+        twice_ranks = _twice_ranks_unless_constant(fwd)
+        del fwd
+        self._daily["ic"].append(_levels_ic(code, twice_ranks))
+        self._daily["naive_ic"].append(_levels_ic(naive, twice_ranks))
+        self._daily["confirmed_ic"].append(confirmed_ic)
 
     def result(self) -> dict:
         """``evaluate``'s dict, bit for bit: the days not yet evaluated are evaluated now. The rank
@@ -365,11 +375,53 @@ def _rate(counts: list[int]) -> float:
     return counts[0] / counts[1] if counts[1] else float("nan")
 
 
+_BLOCK = 1 << 20  # elements per block of the rank and level look-ups: their index temporaries stay small
+
+
+def _twice_average_ranks(values: np.ndarray) -> np.ndarray:
+    """Twice ``scipy.stats.rankdata(values)``'s 'average' ranks, as integers: a tie over the (0-based) sorted
+    positions a..b has the rank (a + b + 2) / 2, so twice it is a + b + 2, exactly; in the memory of one sort
+    order and the result (rankdata holds four or five float arrays of the values' size)."""
+    n = len(values)
+    sorter = np.argsort(values)
+    new_value = np.empty(n, bool)  # whether the sorted position starts a tie (a new value)
+    new_value[:1] = True
+    for a in range(1, n, _BLOCK):
+        b = min(a + _BLOCK, n)
+        np.not_equal(values[sorter[a:b]], values[sorter[a - 1 : b - 1]], out=new_value[a:b])
+    starts = np.flatnonzero(new_value)
+    del new_value
+    ends = np.r_[starts[1:], n]  # one past each tie's last position
+    tie_rank = starts + ends + 1  # a + b + 2 with b = end - 1
+    twice = np.empty(n, np.int32 if n < 2**30 else np.int64)
+    for a in range(0, n, _BLOCK):
+        position = np.arange(a, min(a + _BLOCK, n))
+        twice[sorter[position]] = tie_rank[np.searchsorted(starts, position, "right") - 1]
+    return twice
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """``scipy.stats.rankdata(values)``, exactly (half-integers)."""
+    return _twice_average_ranks(values) * 0.5
+
+
+def _twice_ranks_unless_constant(fwd: np.ndarray) -> np.ndarray | None:
+    """``_twice_average_ranks(fwd)``, or None where ``_ic`` has no rank correlation whatever the signal
+    (fewer than three bars, or every forward return the same)."""
+    if len(fwd) < 3 or fwd.min() == fwd.max():
+        return None
+    return _twice_average_ranks(fwd)
+
+
 def _coded_ic(levels: np.ndarray, fwd: np.ndarray) -> float:
     """``_ic`` of a signal given by integer levels (in the signal's order) against ``fwd`` (finite)."""
-    from scipy.stats import rankdata
+    return _levels_ic(levels, _twice_ranks_unless_constant(fwd))
 
-    if len(levels) < 3 or fwd.min() == fwd.max():
+
+def _levels_ic(levels: np.ndarray, twice_fwd_ranks: np.ndarray | None) -> float:
+    """``_ic`` of a signal given by integer levels against forward returns given by twice their ranks
+    (``_twice_ranks_unless_constant``)."""
+    if twice_fwd_ranks is None:
         return float("nan")
     low = int(levels.min())
     counts = np.bincount(levels.astype(np.int64) - low)
@@ -378,6 +430,24 @@ def _coded_ic(levels: np.ndarray, fwd: np.ndarray) -> float:
     upto = np.cumsum(counts)
     average_rank = 0.5 * (upto + (upto - counts) + 1)  # rankdata's 'average' ranks of each level, exact
     ranked = np.empty((2, len(levels)))  # laid out as spearmanr's apply_along_axis leaves its ranks
-    np.take(average_rank, levels.astype(np.int64) - low, out=ranked[0])
-    ranked[1] = rankdata(fwd)
-    return float(np.asarray(np.corrcoef(ranked.T, rowvar=False))[1, 0])
+    for a in range(0, len(levels), _BLOCK):
+        b = a + _BLOCK
+        np.take(average_rank, levels[a:b].astype(np.int64) - low, out=ranked[0, a:b])
+        np.multiply(twice_fwd_ranks[a:b], 0.5, out=ranked[1, a:b])
+    return _correlation_of_rows(ranked)
+
+
+def _correlation_of_rows(x: np.ndarray) -> float:
+    """``np.corrcoef(x.T, rowvar=False)[1, 0]`` of a C-contiguous (2, n) float64 ``x``, computed in ``x``
+    (destroyed) instead of in a copy: ``np.cov`` copies ``x.T`` keeping its layout, i.e. into an array laid
+    out as ``x``, then centres it and takes ``dot(X, X.T)``; the same operations on the same layout give the
+    same floats."""
+    avg = x.mean(axis=1)
+    x -= avg[:, None]
+    c = np.dot(x, x.T.conj())
+    c *= np.true_divide(1, x.shape[1] - 1)
+    stddev = np.sqrt(np.diag(c).real)
+    c /= stddev[:, None]
+    c /= stddev[None, :]
+    np.clip(c.real, -1, 1, out=c.real)
+    return float(c[1, 0])

@@ -14,7 +14,7 @@ from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import IO, Protocol
 
 import pandas as pd
 import sqlalchemy as sa
@@ -47,6 +47,7 @@ STEPS = (
 )
 _KEPT = ["symbol", "timestamp", "close", "mx_evidence", "mx_confirm"]  # of every scored bar, for the figures
 _SAMPLE = ["symbol", "timestamp", "close", "mx_evidence"]  # of the first piece, for the plot
+_BUCKETED = ["symbol", "timestamp", "mx_evidence", "mx_confirm"]  # of every scored bar, for the rollups
 
 
 class PieceSink(Protocol):
@@ -67,6 +68,9 @@ class _Found:
     marks: list[pd.DataFrame] = field(default_factory=list)  # symbol, timestamp of the events (for the plot)
     timed: list[pd.DataFrame] = field(default_factory=list)
     sample: pd.DataFrame | None = None
+    # the 15-minute buckets of the scored bars (store.rollup_bucket_rows), for the rollups' evidence; None:
+    # the rollups are updated from the written days instead (the sharded run)
+    buckets: IO[bytes] | None = None
     bars: int = 0
     confirmed: int = 0
 
@@ -136,6 +140,8 @@ def _score_day(
                 found.evidence.append(evidence)
                 found.anomalies.append(anomalies)
                 found.marks.append(events[["symbol", "timestamp"]])
+            if found.buckets is not None:
+                found.buckets.write(store.rollup_bucket_rows(scores[_BUCKETED]))
             found.oos.add(scores[_KEPT])
             found.bars += len(scores)
             found.confirmed += int(scores["mx_confirm"].sum())
@@ -199,14 +205,16 @@ def _swap_and_write(
     built: list[tuple[pd.Timestamp, str, str, bool]],
     begin: pd.Timestamp,
     end: pd.Timestamp,
+    rollups: Future,
     evidence_rows: pd.DataFrame,
     event_rows: pd.DataFrame,
     states: list[dict],
 ) -> tuple[int, int, int]:
-    """(bars written, evidence rows, events), once every build has finished (a failed one raises here)."""
+    """(bars written, evidence rows, events), once every build has finished and ``rollups`` (the rollups'
+    evidence, written on ``conn`` meanwhile) is done; a failed one raises here."""
     updated = sum(build.result() for build in builds)
+    rollups.result()
     store.attach_scored_days(conn, built)
-    store.update_rollup_evidence(conn, begin, end)
     n_evidence, n_events = store.replace_events(conn, evidence_rows, event_rows, begin, end)
     store.save_states(conn, states)
     return updated, n_evidence, n_events
@@ -278,7 +286,11 @@ def score_range(
             with (
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="tis-dsi-build") as builder,
                 tempfile.TemporaryFile(prefix="tis-dsi-states-") as spill,  # the days' states, until written
+                tempfile.TemporaryFile(prefix="tis-dsi-buckets-") as buckets,  # the rollups' buckets, as well
+                # left first: waits for the rollups' update before the files close and the transaction ends
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="tis-dsi-rollups") as roller,
             ):
+                found.buckets = buckets
                 builds: list[Future] = []
                 for day in bar_store.days_with_bars(conn, "market_data_1m", begin, end):
                     name, exists = store.lock_day(conn, day, partitions)
@@ -295,29 +307,43 @@ def score_range(
                         builder.submit(store.build_scored_day, engine, day, built[-1][2], rows, carry)
                     )
                     state = _score_day(pieces, state, config, rows, found)
-                    end_state = state.to_bytes() if state is not None else b""
                     states.append(
                         {
                             "day": day.date(),
                             "config_fingerprint": config.fingerprint(),
                             "symbols": len(state.symbols) if state is not None else 0,
                             "bars": found.bars - bars_before,
-                            "state": store.SpilledBytes(spill, end_state),
+                            "state": store.SpilledBytes(
+                                spill, state.to_bytes() if state is not None else b""
+                            ),
                         }
                     )
                     clock("read_and_score")
+                # the last day's state (~10 kB a symbol) is in the spill now: not held through the figures
+                state = None
                 scored_s = time.perf_counter() - started
                 latency = _latency(found.timed)
                 evidence_rows = frames.with_run_latency(_concat(found.evidence), latency)
                 event_rows = _concat(found.anomalies)
                 events = _concat(found.marks)
                 clock("latency_and_events")
-                # after the builds (the builder runs its tasks in order), PostgreSQL swaps the days in and
-                # writes the rollups' evidence, the events and the state on this transaction's connection,
-                # while this thread computes the out-of-sample figures and the plot (it touches the connection
-                # again only after ``writing`` is done)
+                # every read is done: PostgreSQL writes the rollups' evidence (from the scored buckets, not
+                # the days being built) on this transaction's connection while the builds finish their rows
+                # and keys; after both (the builder runs its tasks in order) it swaps the days in and writes
+                # the events and the state, while this thread computes the out-of-sample figures and the plot
+                # (it touches the connection again only after ``writing`` is done)
+                rollups = roller.submit(store.update_rollup_evidence_from, conn, buckets, begin, end)
                 writing = builder.submit(
-                    _swap_and_write, conn, builds, built, begin, end, evidence_rows, event_rows, states
+                    _swap_and_write,
+                    conn,
+                    builds,
+                    built,
+                    begin,
+                    end,
+                    rollups,
+                    evidence_rows,
+                    event_rows,
+                    states,
                 )
                 quality = oos.result()
                 plot = (

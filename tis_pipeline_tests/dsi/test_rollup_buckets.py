@@ -1,0 +1,130 @@
+"""The rollups' evidence from the buckets of the scored bars (``store.rollup_bucket_rows`` +
+``update_rollup_evidence_from``, the one-step run) against the aggregate of the written 1-minute bars
+(``update_rollup_evidence``, the sharded run): the same 15-minute and hourly values, half-way means, gaps,
+buckets cut between pieces and buckets of other days included."""
+
+import tempfile
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from tis_pipeline.dsi import store
+from tis_pipeline.pg.copy import copy_frame
+from tis_pipeline.pg.engine import engine, raw_connection
+
+pytestmark = pytest.mark.pg
+DAY = pd.Timestamp("2024-03-04", tz="UTC")
+
+
+def _bars() -> pd.DataFrame:
+    """Two days of three symbols with random evidence (k / 100) and confirmations; BBB's first buckets have
+    means half-way between two hundredths (0.505 and 0.1075 rounded half up), CCC has a gap of an hour."""
+    rng = np.random.default_rng(7)
+    parts = []
+    for symbol, minutes in (
+        ("AAA", np.arange(0, 2 * 1440, 1)),
+        ("BBB", np.r_[0, 1, 15, 16, 17, 18, np.arange(30, 300)]),
+        ("CCC", np.r_[np.arange(0, 100), np.arange(160, 1400), np.arange(1440, 1440 + 37)]),
+    ):
+        evidence = rng.integers(0, 101, len(minutes)) / 100.0
+        if symbol == "BBB":
+            evidence[:6] = [0.50, 0.51, 0.10, 0.11, 0.11, 0.11]
+        parts.append(
+            pd.DataFrame(
+                {
+                    "symbol": symbol,
+                    "timestamp": DAY + pd.to_timedelta(minutes, unit="min"),
+                    "mx_evidence": evidence,
+                    "mx_confirm": rng.random(len(minutes)) < 0.02,
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
+def _rollup_rows(bars: pd.DataFrame, minutes: int) -> pd.DataFrame:
+    buckets = bars.assign(timestamp=bars["timestamp"].dt.floor(f"{minutes}min"))[["symbol", "timestamp"]]
+    return buckets.drop_duplicates().assign(open=1.0, high=1.0, low=1.0, close=1.0, volume=1.0)
+
+
+def _rollups(conn: sa.Connection) -> dict[str, list[tuple]]:
+    return {
+        table: [
+            tuple(row)
+            for row in conn.execute(
+                sa.text(
+                    f'SELECT symbol, "timestamp", mx_evidence::text, mx_confirm FROM {table} '
+                    'ORDER BY symbol, "timestamp"'
+                )
+            )
+        ]
+        for table in ("market_data_15m", "market_data_1h")
+    }
+
+
+def test_the_rollups_from_the_scored_buckets_equal_those_from_the_written_bars(migrated_database_url):
+    bars = _bars()
+    start, end = DAY, DAY + pd.Timedelta(days=2)
+    with engine(migrated_database_url).begin() as conn:
+        raw = raw_connection(conn)
+        copy_frame(raw, "market_data_1m", bars.assign(open=1.0, high=1.0, low=1.0, close=1.0, volume=1.0))
+        copy_frame(raw, "market_data_15m", _rollup_rows(bars, 15))
+        copy_frame(raw, "market_data_1h", _rollup_rows(bars, 60))
+    with engine(migrated_database_url).connect() as conn:
+        with conn.begin() as outer:
+            store.update_rollup_evidence(conn, start, end)
+            expected = _rollups(conn)
+            outer.rollback()
+        assert _rollups(conn)["market_data_15m"][0][2] is None  # the rollback left them unscored
+        conn.rollback()
+        with conn.begin() as outer, tempfile.TemporaryFile() as buckets:
+            # pieces as the run makes them: whole symbols of a day, in symbol and time order; here one more
+            # cut through a bucket, whose two halves must add up
+            for _, of_day in bars.groupby(bars["timestamp"].dt.floor("D")):
+                for _, piece in of_day.sort_values(["symbol", "timestamp"]).groupby("symbol"):
+                    cut = 7 if len(piece) > 7 else len(piece)
+                    buckets.write(store.rollup_bucket_rows(piece.iloc[:cut]))
+                    buckets.write(store.rollup_bucket_rows(piece.iloc[cut:]))
+            store.update_rollup_evidence_from(conn, buckets, start, end)
+            got = _rollups(conn)
+            outer.rollback()
+    assert got == expected
+    by_bucket = {(s, t.isoformat()): e for s, t, e, _ in expected["market_data_15m"]}
+    assert by_bucket["BBB", "2024-03-04T00:00:00+00:00"] == "0.51"  # 0.505, half up
+    assert by_bucket["BBB", "2024-03-04T00:15:00+00:00"] == "0.11"  # 0.1075
+    assert len(expected["market_data_15m"]) > 250 and all(
+        e is not None for _, _, e, _ in expected["market_data_1h"]
+    )
+    assert any(c for *_, c in expected["market_data_1h"]) and not all(
+        c for *_, c in expected["market_data_1h"]
+    )
+
+
+def test_bucket_rows_sum_the_evidence_in_hundredths_per_symbol_and_bucket():
+    bars = pd.DataFrame(
+        {
+            "symbol": ["AAA"] * 3 + ["BBB"] * 2,
+            "timestamp": pd.to_datetime(
+                [
+                    "2024-03-04 00:14",
+                    "2024-03-04 00:15",
+                    "2024-03-04 00:29",
+                    "2024-03-04 00:00",
+                    "2024-03-04 00:01",
+                ],
+                utc=True,
+            ),
+            "mx_evidence": [0.29, 0.57, 0.01, 1.0, 0.0],
+            "mx_confirm": [False, False, True, False, False],
+        }
+    )
+    rows = store.rollup_bucket_rows(bars).decode().splitlines()
+    epoch_us = lambda t: pd.Timestamp(t, tz="UTC").value // 1000  # noqa: E731
+    assert rows == [
+        f'"AAA",{epoch_us("2024-03-04 00:00")},29,1,false',
+        f'"AAA",{epoch_us("2024-03-04 00:15")},58,2,true',
+        f'"BBB",{epoch_us("2024-03-04 00:00")},100,2,false',
+    ]
+    assert store.rollup_bucket_rows(bars.iloc[:0]) == b""
