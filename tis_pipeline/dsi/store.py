@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import queue
-from collections.abc import Iterator
 from dataclasses import dataclass
-from types import TracebackType
 from typing import IO, Any
 
 import numpy as np
@@ -133,58 +130,9 @@ def encode_scored(scores: pd.DataFrame) -> EncodedRows:
     )
 
 
-class RowStream:
-    """Encoded slices of a day handed from the scoring thread to its build while they are made (``put``);
-    leaving the ``with`` block ends the stream, or, on an exception, makes the build fail instead of
-    waiting.
-
-    At most ``depth`` slices wait (``put`` blocks while the build is behind), so the rows in memory are those
-    of a few pieces, not of the day; a build that stops reading (it failed) makes a waiting ``put`` raise
-    instead of blocking for ever."""
-
-    _END, _FAILED = object(), object()
-
-    def __init__(self, depth: int = 2) -> None:
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._closed = False  # the build stopped reading
-
-    def put(self, rows: EncodedRows) -> None:
-        self._put(rows)
-
-    def _put(self, item: object) -> None:
-        while True:
-            if self._closed:
-                raise RuntimeError("the build of this day stopped reading its rows")
-            try:
-                self._queue.put(item, timeout=0.2)
-                return
-            except queue.Full:
-                continue
-
-    def __enter__(self) -> RowStream:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        try:
-            self._put(self._END if kind is None else self._FAILED)
-        except RuntimeError:
-            if kind is None:
-                raise
-
-    def close(self) -> None:
-        """The build reads no more (called when it ends, however it ends)."""
-        self._closed = True
-
-    def __iter__(self) -> Iterator[EncodedRows]:
-        while (item := self._queue.get()) is not self._END:
-            if item is self._FAILED:
-                raise RuntimeError("the scoring of this day failed: its build is abandoned")
-            yield item
+# Encoded slices of a day handed from the scoring thread to its build while they are made: the pg toolbox's
+# bounded stream of a day's parts (leaving its ``with`` block ends it, an exception fails the build)
+RowStream = day_partitions.DayRows[EncodedRows]
 
 
 def _copy_stream(

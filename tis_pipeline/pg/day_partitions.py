@@ -22,7 +22,8 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,8 @@ import sqlalchemy as sa
 
 from tis_pipeline.pg.copy import copy_bars_binary
 from tis_pipeline.pg.engine import raw_connection
+
+Part = TypeVar("Part")
 
 if TYPE_CHECKING:
     from psycopg import Cursor
@@ -316,9 +319,11 @@ def _build_day(
     return written
 
 
-class DayRows:
+class DayRows(Generic[Part]):
     """A day's rows handed to its build in parts while they are made (``put``), up to ``end`` (or ``fail``:
-    the build then fails instead of waiting).
+    the build then fails instead of waiting); as a context manager, leaving the block ends the rows, or on an
+    exception fails them. The parts are whatever the build reads: frames (``build_day_table``), or encoded
+    COPY payloads (DSI's scored days).
 
     At most ``depth`` parts wait (``put`` blocks while the build is behind), so the rows in memory are those
     of a few parts, not of the day; a build that stopped reading (it failed) makes ``put`` raise instead of
@@ -331,7 +336,18 @@ class DayRows:
         self._closed = False  # the build stopped reading
         self._ended = False
 
-    def put(self, rows: pd.DataFrame) -> None:
+    def __enter__(self) -> DayRows[Part]:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if kind is None:
+            self.end()
+        else:
+            self.fail()
+
+    def put(self, rows: Part) -> None:
         if self._ended:
             raise ValueError("this day's rows have ended")
         self._put(rows)
@@ -368,7 +384,7 @@ class DayRows:
             except queue.Empty:
                 return
 
-    def __iter__(self) -> Iterator[pd.DataFrame]:
+    def __iter__(self) -> Iterator[Part]:
         while (item := self._queue.get()) is not self._END:
             if item is self._FAILED:
                 raise RuntimeError("the rows of this day did not all come: its build is abandoned")
@@ -427,7 +443,7 @@ class DayBuilds:
         self._pool = ThreadPoolExecutor(max_workers=BUILD_CONNECTIONS, thread_name_prefix="tis-partition")
         self._builds: list = []
         # the day whose rows are still coming: its stream and its build
-        self._open: tuple[pd.Timestamp, DayRows, Future] | None = None
+        self._open: tuple[pd.Timestamp, DayRows[pd.DataFrame], Future] | None = None
 
     def add(self, frame: pd.DataFrame, whole: bool = True) -> None:
         """Build the days of ``frame`` inside [start, end). Days come in order; a day may come in parts, one
@@ -447,7 +463,7 @@ class DayBuilds:
             self._wait_for_room()
             partition = partition_name(day, self.parent)
             staging = f"{partition}_{self.built.tag}"
-            stream = DayRows()
+            stream: DayRows[pd.DataFrame] = DayRows()
             self.built.jobs.append((day, partition, staging))
             build = self._pool.submit(
                 _build_day, self.engine, day, staging, stream, self.parent, self.columns
