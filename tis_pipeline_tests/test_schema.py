@@ -469,8 +469,16 @@ ADDED_INDEXES = {
             ("symbol", "timestamp", "anomaly_type"),
         ),
         "ix_anomaly_events_trading_plan_id": ("btree", "index", ("trading_plan_id",)),
+        "ix_anomaly_events_dsi_evidence_id": ("btree", "index", ("dsi_evidence_id",)),
     },
-    "trading_plan_approvals": {"ix_trading_plan_approvals_timestamp": ("btree", "index", ("timestamp",))},
+    "trading_plan_approvals": {
+        "ix_trading_plan_approvals_timestamp": ("btree", "index", ("timestamp",)),
+        # a deleted plan's foreign-key check probes it instead of scanning the table (below)
+        "ix_trading_plan_approvals_plan_id": ("btree", "index", ("plan_id",)),
+    },
+    "module_replication_triggers": {
+        "ix_module_replication_triggers_replication_id": ("btree", "index", ("replication_id",)),
+    },
     "module_messages": {
         "ix_module_messages_timestamp": ("btree", "index", ("timestamp",)),
         # the durable bus claims pending messages in priority order (bus/durable.py)
@@ -1049,3 +1057,41 @@ def test_foreign_key_is_enforced(conn: sa.Connection, seed: Seed, table: str, co
     rejected(
         conn, seed, table, {column: uuid.uuid4()}, f"fk_{table}_{column}", psycopg.errors.ForeignKeyViolation
     )
+
+
+# Parents whose rows are deleted (a re-run clears its window, retention drops old rows; ``modules`` never is)
+# and the keys to them
+PARENTS_THAT_LOSE_ROWS = {"trading_plans", "dsi_evidence", "module_replications"}
+KEYS_TO_PARENTS_THAT_LOSE_ROWS = (
+    ("trading_plan_approvals", "plan_id"),
+    ("dsi_evidence", "plan_id"),
+    ("module_replication_triggers", "replication_id"),
+    ("anomaly_events", "trading_plan_id"),
+    ("anomaly_events", "dsi_evidence_id"),
+)
+
+
+def test_the_keys_to_parents_that_lose_rows_are_all_listed(seed: Seed) -> None:
+    keys = [
+        (table, column)
+        for table, column in SEED_FOREIGN_KEYS
+        if seed.tables[table].column(column).references[0] in PARENTS_THAT_LOSE_ROWS
+    ]
+    assert keys == list(KEYS_TO_PARENTS_THAT_LOSE_ROWS)
+
+
+@pytest.mark.parametrize(("table", "column"), KEYS_TO_PARENTS_THAT_LOSE_ROWS, ids=lambda v: v)
+def test_a_key_to_a_parent_that_loses_rows_is_indexed(database_url: str, table: str, column: str) -> None:
+    """Deleting a parent row checks the key by looking the row up in ``table``: without an index leading with
+    ``column`` that is a scan of the whole table per deleted row, which grows with the history kept."""
+    with engine(database_url).connect() as conn:
+        leading = conn.execute(
+            sa.text(
+                """
+                SELECT count(*) FROM pg_index i
+                JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                WHERE i.indrelid = to_regclass(:table) AND a.attname = :column"""
+            ),
+            {"table": table, "column": column},
+        ).scalar_one()
+    assert leading >= 1, f"no index leads with {table}.{column}"
