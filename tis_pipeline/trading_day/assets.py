@@ -18,6 +18,7 @@ from tis_pipeline.market_data.partitions import daily_partitions
 from tis_pipeline.quality.checks import check_specs_for, frame_check_results
 from tis_pipeline.resources import PostgresResource
 from tis_pipeline.trading_day import report, store
+from tis_pipeline.trading_day.closes import DayCloses, reduce_pieces
 from tis_pipeline.trading_day.day import (
     CONTEXT_BEFORE,
     HISTORY_DAYS,
@@ -77,11 +78,15 @@ def _rows_in_range(db: PostgresResource, start: pd.Timestamp, end: pd.Timestamp)
         return {str(t): int(n) for t, n in rows}
 
 
-def _read_day_closes(db: PostgresResource, window: tuple[pd.Timestamp, pd.Timestamp]) -> pd.DataFrame:
-    """``store.read_day_closes`` on a connection of its own (the run's transaction writes no bar's close, and
-    writes the bars' notes only after its last day: a second connection reads the same closes)."""
+def _read_day_closes(
+    db: PostgresResource, day: pd.Timestamp, window: tuple[pd.Timestamp, pd.Timestamp]
+) -> DayCloses:
+    """The figures of every symbol's closes of ``window`` for ``day`` (``closes.DayCloses``), read a piece of
+    symbols at a time (``store.read_day_closes_in_pieces``) and each piece reduced before the next is read,
+    on a connection of its own (the run's transaction writes no bar's close, and writes the bars' notes only
+    after its last day: a second connection reads the same closes)."""
     with db.engine.connect() as conn:
-        return store.read_day_closes(conn, *window)
+        return reduce_pieces(day, store.read_day_closes_in_pieces(conn, *window))
 
 
 def _md(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
@@ -116,8 +121,9 @@ def trading_day(
     fingerprint = config_fingerprint()
     out: dict[str, list[pd.DataFrame]] = {t: [] for t in TABLES if t != "modules"}
     states, population, notes = [], None, []
-    # every symbol's closes of a day (millions of bars) are read on a second connection while the day's plans
-    # are made from the plans' own bars: the scan runs in its server process beside this one's work
+    # every symbol's closes of a day (millions of bars) are read and reduced to a few figures per symbol on a
+    # second connection while the day's plans are made from the plans' own bars: the scan runs in its server
+    # process beside this one's work
     with db.begin() as conn, ThreadPoolExecutor(max_workers=1, thread_name_prefix="closes") as reader:
         previous = store.previous_population(conn, start, fingerprint)
         if previous is not None:
@@ -138,17 +144,25 @@ def trading_day(
         written = dict.fromkeys(TABLES, 0)
         for day in days:
             # the day costs in proportion to its plans: the OHLCV bars of the stretches its events' plans
-            # read, and the closes of every symbol for what needs them all (the day's and triggers' regimes,
-            # first needed by the scores: run_day waits for them there)
+            # read, and the figures of every symbol's closes for what needs them all (the day's and triggers'
+            # regimes, the notes' last bars; first needed by the scores: run_day waits for them there)
             window = (day - CONTEXT_BEFORE, day + pd.Timedelta(days=1))
-            closes = reader.submit(_read_day_closes, db, window)
+            closes = reader.submit(_read_day_closes, db, day, window)
             events = store.read_events(conn, day, day + pd.Timedelta(days=1))
-            bars = store.read_plan_bars(conn, events, *window, longest_horizon(population))
             # history as stored, written day by day below: a range run sees what day-by-day runs see
             history = store.read_history(conn, day - pd.Timedelta(days=HISTORY_DAYS), day)
             # what the bus left in flight at the end of the day before is carried into this one
             carried = store.read_carried_messages(conn, day)
-            rows = run_day(day, events, bars, population, history, carried, closes)
+            # the plans' bars handed over, no name kept here: run_day drops them once it prepared its copy
+            rows = run_day(
+                day,
+                events,
+                store.read_plan_bars(conn, events, *window, longest_horizon(population)),
+                population,
+                history,
+                carried,
+                closes,
+            )
             # the state goes through its stored form every day, for the same reason
             notes.append(rows.pop("bar_notes"))
             text = population_to_json(rows.pop("population"))

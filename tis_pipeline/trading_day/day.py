@@ -13,6 +13,7 @@ from concurrent.futures import Future
 import pandas as pd
 
 from tis_pipeline import plots
+from tis_pipeline.trading_day.closes import DayCloses
 from tis_pipeline.trading_day.ecosystem.common import (
     BASE_LATENCY_MS,
     population_frame,
@@ -84,16 +85,17 @@ def run_day(
     population: pd.DataFrame,
     history: pd.DataFrame,
     carried: pd.DataFrame | None = None,
-    closes: pd.DataFrame | Future[pd.DataFrame] | None = None,
+    closes: pd.DataFrame | DayCloses | Future[pd.DataFrame] | Future[DayCloses] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """One trading day, in the contract's order; returns every table's rows and the population at day end.
 
     ``bars``: the OHLCV bars of ``[day - CONTEXT_BEFORE, day + 1 day)``, whole or only the stretches the
     day's plans read (``store.read_plan_bars``: the same tables, bit for bit); ``closes``: symbol, timestamp,
     close of every symbol over that window (the day's regime, the market regime of the triggers, the bar
-    notes), None when ``bars`` is the whole window; or a ``Future`` of them (the asset reads them on a second
-    connection while the plans are made: first needed by the scores). Both are prepared once (``DayBars``)
-    for every stage.
+    notes), or their figures per symbol (``closes.DayCloses``: the same tables, bit for bit; the asset reads
+    and reduces them a piece of symbols at a time), None when ``bars`` is the whole window; or a ``Future``
+    of either (the asset reads them on a second connection while the plans are made: first needed by the
+    scores). Both are prepared once (``DayBars``) for every stage.
 
     The day flows through the in-process bus (``ecosystem/messages.py``): a plan is decided only when its
     ``trading_plan`` message reached the decision maker, and executed only when the decision reached the
@@ -103,6 +105,7 @@ def run_day(
     day_end = day + pd.Timedelta(days=1)
     carried = carry_messages(day, carried if carried is not None else pd.DataFrame())
     prepared = DayBars(bars, closes)  # sorted, indexed and costed once for every stage below
+    del bars  # the bars as read: the caller hands them over (a day of thousands of symbols: 100 MB or more)
     rehearsal: Rehearsal | None = None
     try:
         plans = generate_plans(day, events, prepared, population)
@@ -139,7 +142,7 @@ def run_day(
     messages = concat_messages(messages, closing_messages(day, plans, population, policy))
     sharing = share_intelligence(day, performance, population)
     population = update_population(day, population, performance, messages, sharing)
-    triggers = replication_triggers(day, population, performance, prepared.closes)
+    triggers = replication_triggers(day, population, performance, prepared.day_closes(day))
     started = time.perf_counter_ns()
     replications, triggers, population = replicate(day, triggers, population)
     if len(replications):
@@ -150,7 +153,7 @@ def run_day(
     # the children are announced to themselves: born at midnight, they take the signal tomorrow (carried)
     signals = run_bus(day, replication_messages(day, replications, population), bus_policy(population, day))
     messages = concat_messages(messages, signals)
-    notes = bar_notes(day, plans, approvals, sharing, population, prepared.closes)
+    notes = bar_notes(day, plans, approvals, sharing, population, prepared.day_closes(day))
     return {
         "trading_plans": plans,
         "trading_plan_approvals": approvals,

@@ -7,7 +7,7 @@ Table names are fixed in this module, never taken from input; every value is a b
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -136,6 +136,8 @@ def read_events(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp) -> 
 # exit bars lie after the event bar)
 BARS_BEFORE_EVENT = plan_tables.REGIME_WINDOW
 PLAN_BAR_COLUMNS = ("symbol", "timestamp", "open", "high", "low", "close", "volume")
+# bars read by one query of ``read_plan_bars`` (at most: a stretch is never split)
+PLAN_BARS_PER_QUERY = 200_000
 
 
 def read_plan_bars(
@@ -189,39 +191,67 @@ def read_plan_bars(
         },
     )
     stretches = _merged(bounds)
-    arrays = fetch_column_arrays(
-        conn,
-        """
-        SELECT array_send(array_agg(c0)), array_send(array_agg(c1)), array_send(array_agg(c2)),
-               array_send(array_agg(c3)), array_send(array_agg(c4)), array_send(array_agg(c5)),
-               array_send(array_agg(c6))
-        FROM (SELECT w.k::int4 AS c0, m."timestamp" AS c1,
-                     m.open::float8 AS c2, m.high::float8 AS c3, m.low::float8 AS c4, m.close::float8 AS c5,
-                     coalesce(m.volume::float8, 'NaN') AS c6
-              FROM market_data_1m m
-              JOIN unnest(%(symbols)s::text[], %(lo)s::timestamptz[], %(hi)s::timestamptz[])
-                   WITH ORDINALITY AS w(symbol, lo, hi, k)
-                ON m.symbol = w.symbol AND m."timestamp" >= w.lo AND m."timestamp" <= w.hi
-              WHERE m."timestamp" >= %(start)s AND m."timestamp" < %(end)s) AS bars
-        """,
-        {
-            "symbols": stretches["symbol"].tolist(),
-            "lo": list(stretches["lo"].dt.to_pydatetime()),
-            "hi": list(stretches["hi"].dt.to_pydatetime()),
-            "start": start.to_pydatetime(),
-            "end": end.to_pydatetime(),
-        },
-        [">i4", ">i8", ">f8", ">f8", ">f8", ">f8", ">f8"],
-    )
-    assert arrays is not None  # no NULL can reach the arrays (NOT NULL columns, coalesced volume)
-    # each row's symbol through its stretch's number (1-based): no text crosses the wire per row
-    symbols = stretches["symbol"].to_numpy(dtype=object)[arrays[0].astype("int64") - 1]
+    # a query per piece of stretches of about PLAN_BARS_PER_QUERY bars (a stretch holds at most a bar a
+    # minute): the binary arrays of a piece are decoded and dropped before the next is read, so the wire
+    # form (80 bytes a bar, twice while psycopg copies it out of libpq) is never held for the whole day
+    minutes = (stretches["hi"] - stretches["lo"]) / pd.Timedelta(minutes=1) + 1
+    piece = (np.cumsum(minutes.to_numpy(dtype="float64")) // PLAN_BARS_PER_QUERY).astype("int64")
+    parts: list[list[np.ndarray | None]] = []
+    for first, last in _runs(piece):
+        part = stretches.iloc[first:last]
+        arrays = fetch_column_arrays(
+            conn,
+            """
+            SELECT array_send(array_agg(c0)), array_send(array_agg(c1)), array_send(array_agg(c2)),
+                   array_send(array_agg(c3)), array_send(array_agg(c4)), array_send(array_agg(c5)),
+                   array_send(array_agg(c6))
+            FROM (SELECT w.k::int4 AS c0, m."timestamp" AS c1,
+                         m.open::float8 AS c2, m.high::float8 AS c3, m.low::float8 AS c4,
+                         m.close::float8 AS c5, coalesce(m.volume::float8, 'NaN') AS c6
+                  FROM market_data_1m m
+                  JOIN unnest(%(symbols)s::text[], %(lo)s::timestamptz[], %(hi)s::timestamptz[])
+                       WITH ORDINALITY AS w(symbol, lo, hi, k)
+                    ON m.symbol = w.symbol AND m."timestamp" >= w.lo AND m."timestamp" <= w.hi
+                  WHERE m."timestamp" >= %(start)s AND m."timestamp" < %(end)s) AS bars
+            """,
+            {
+                "symbols": part["symbol"].tolist(),
+                "lo": list(part["lo"].dt.to_pydatetime()),
+                "hi": list(part["hi"].dt.to_pydatetime()),
+                "start": start.to_pydatetime(),
+                "end": end.to_pydatetime(),
+            },
+            [">i4", ">i8", ">f8", ">f8", ">f8", ">f8", ">f8"],
+        )
+        assert arrays is not None  # no NULL can reach the arrays (NOT NULL columns, coalesced volume)
+        # each row's stretch by its number in the piece (1-based), as a row of ``stretches``
+        parts.append(
+            [arrays[0].astype("int64") + (first - 1), arrays[1].astype("int64")]
+            + [a.astype("float64") for a in arrays[2:]]
+        )
+        del arrays  # the piece's wire bytes
+    # one column at a time, each piece's part of it dropped once joined: the day's bars held once, not twice
+    columns = []
+    for i in range(len(PLAN_BAR_COLUMNS)):
+        columns.append(np.concatenate([p[i] for p in parts]) if parts else np.zeros(0, dtype="int64"))
+        for p in parts:
+            p[i] = None
+    # each row's symbol through its stretch: no text crosses the wire per row
+    symbols = stretches["symbol"].to_numpy(dtype=object)[columns[0]]
     frame = {
         "symbol": pd.Series(symbols, dtype=object),
-        "timestamp": pd.to_datetime(arrays[1].astype("int64") + PG_EPOCH_US, unit="us", utc=True),
-        **{c: arrays[i + 2].astype("float64") for i, c in enumerate(PLAN_BAR_COLUMNS[2:])},
+        "timestamp": pd.to_datetime(columns[1] + PG_EPOCH_US, unit="us", utc=True),
+        **{c: columns[i + 2].astype("float64", copy=False) for i, c in enumerate(PLAN_BAR_COLUMNS[2:])},
     }
-    return pd.DataFrame(frame, columns=list(PLAN_BAR_COLUMNS))
+    return pd.DataFrame(frame, columns=list(PLAN_BAR_COLUMNS), copy=False)
+
+
+def _runs(piece: np.ndarray) -> list[tuple[int, int]]:
+    """[first, last) of each run of equal numbers in ``piece`` (non-decreasing)."""
+    if len(piece) == 0:
+        return []
+    starts = np.flatnonzero(np.r_[True, piece[1:] != piece[:-1]])
+    return list(zip(starts.tolist(), np.append(starts[1:], len(piece)).tolist(), strict=True))
 
 
 def _merged(bounds: pd.DataFrame) -> pd.DataFrame:
@@ -238,27 +268,48 @@ def _merged(bounds: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["symbol", "lo", "hi"]).astype({"symbol": object})
 
 
+# each symbol's closes as one row of two binary arrays: no symbol text per bar crosses the wire or is decoded.
+# The rows come ordered from the primary key's index into a streaming aggregate (a hash aggregate of a few
+# million bars spills to disk at the default work_mem; an ORDER BY inside the aggregates sorts every symbol's
+# bars again), so a cursor hands them over a few symbols at a time as the scan goes
+_DAY_CLOSES = """
+    SELECT symbol::text, array_send(array_agg(ts)), array_send(array_agg(c))
+    FROM (SELECT symbol, "timestamp" AS ts, close::float8 AS c FROM market_data_1m
+          WHERE "timestamp" >= %(start)s AND "timestamp" < %(end)s
+          ORDER BY symbol, "timestamp") AS bars
+    GROUP BY symbol"""
+# symbols per piece of ``read_day_closes_in_pieces``: ~1,560 bars each, ~150,000 bars a piece
+SYMBOLS_PER_PIECE = 100
+
+
 def read_day_closes(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
     """symbol, timestamp, close of every 1-minute bar of ``[start, end)`` (what needs every symbol: the day's
     regime, the triggers' market regime, the bar notes), symbols in Python's order, each symbol's bars in the
-    order the scan gives them (in time order in practice; ``DayBars.sorted_closes`` checks and sorts if not).
-
-    One row per symbol with its timestamps and closes as two binary arrays: no symbol text per bar crosses the
-    wire or is decoded. The rows come ordered from the primary key's index into a streaming aggregate (a
-    hash aggregate of a few million bars spills to disk at the default work_mem; an ORDER BY inside the
-    aggregates sorts every symbol's bars again)."""
+    order the scan gives them (in time order in practice; ``closes.sorted_closes`` checks and sorts if not).
+    All of them at once: the asset reads them a piece at a time (``read_day_closes_in_pieces``)."""
     raw = raw_connection(conn)
     with raw.cursor(binary=True) as cur:
-        cur.execute(
-            """
-            SELECT symbol::text, array_send(array_agg(ts)), array_send(array_agg(c))
-            FROM (SELECT symbol, "timestamp" AS ts, close::float8 AS c FROM market_data_1m
-                  WHERE "timestamp" >= %(start)s AND "timestamp" < %(end)s
-                  ORDER BY symbol, "timestamp") AS bars
-            GROUP BY symbol""",
-            {"start": start.to_pydatetime(), "end": end.to_pydatetime()},
-        )
-        rows = sorted(cur.fetchall(), key=lambda r: str(r[0]))
+        cur.execute(_DAY_CLOSES, {"start": start.to_pydatetime(), "end": end.to_pydatetime()})
+        return _closes_frame(cur.fetchall())
+
+
+def read_day_closes_in_pieces(
+    conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp, symbols: int = SYMBOLS_PER_PIECE
+) -> Iterator[pd.DataFrame]:
+    """``read_day_closes``' frame a piece of ``symbols`` symbols at a time (every bar of a symbol in one
+    piece; the pieces in the database's order of the symbols, each in Python's): a server-side cursor over
+    the same query, so neither this process nor the server holds more than a piece of a day's bars (a day of
+    5,000 symbols is ~8 million bars). Run inside a transaction (the cursor lives in it)."""
+    raw = raw_connection(conn)
+    with raw.cursor(name="day_closes", binary=True) as cur:
+        cur.execute(_DAY_CLOSES, {"start": start.to_pydatetime(), "end": end.to_pydatetime()})
+        while rows := cur.fetchmany(symbols):
+            yield _closes_frame(rows)
+
+
+def _closes_frame(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
+    """symbol, timestamp, close of the rows of ``_DAY_CLOSES``, symbols in Python's order."""
+    rows = sorted(rows, key=lambda r: str(r[0]))
     names = [str(r[0]) for r in rows]
     stamps = [_binary_array(r[1], ">i8") for r in rows]
     closes = [_binary_array(r[2], ">f8") for r in rows]

@@ -16,20 +16,27 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from pandas.testing import assert_frame_equal
+from pandas.testing import assert_frame_equal, assert_series_equal
 
+from tis_pipeline.trading_day import closes as closes_module
 from tis_pipeline.trading_day import day as day_module
 from tis_pipeline.trading_day.bus import inprocess
 from tis_pipeline.trading_day.bus.inprocess import BusPolicy, Receiver, deliver
 from tis_pipeline.trading_day.day import run_day
-from tis_pipeline.trading_day.ecosystem import common, routing
+from tis_pipeline.trading_day.ecosystem import common, routing, triggers
 from tis_pipeline.trading_day.ecosystem.common import MESSAGE_COLUMNS, rows_frame
 from tis_pipeline.trading_day.ecosystem.founders import founding_population
-from tis_pipeline.trading_day.plans import approve, score
-from tis_pipeline.trading_day.plans.common import PLAN_SCHEMA, REGIME_MIN_RETURNS, conform
+from tis_pipeline.trading_day.plans import approve, costs, score
+from tis_pipeline.trading_day.plans.common import (
+    PLAN_SCHEMA,
+    REGIME_MIN_RETURNS,
+    conform,
+    naive_ns,
+    utc_series,
+)
 from tis_pipeline.trading_day.plans.execute import open_book
 from tis_pipeline.trading_day.plans.generate import generate_plans
-from tis_pipeline.trading_day.plans.market import DayBars, regime_label, trend_z
+from tis_pipeline.trading_day.plans.market import DayBars, prepare_bars, regime_label, trend_z
 from tis_pipeline.trading_day.population import (
     ECOSYSTEM_NAMESPACE,
     PLANS_NAMESPACE,
@@ -317,6 +324,183 @@ def test_the_days_regimes_seen_differ():
         bars = bars.assign(close=bars["close"] * np.exp(drift * bars.groupby("symbol").cumcount()))
         labels.add(score._day_regime(DAY, DayBars(None, bars)))
     assert len(labels) >= 3  # the regime test above compares more than one label
+
+
+# ------------------------------------------------------------------------ every symbol's closes, in pieces
+
+
+def _market_regime_by_groupby(bars: pd.DataFrame, end: pd.Timestamp) -> tuple[str | None, float]:
+    """The triggers' market regime as it was computed (a groupby over the window of the whole frame)."""
+    end = pd.Timestamp(end)
+    ts = pd.to_datetime(bars["timestamp"], utc=True)
+    window = bars[(ts >= end - pd.Timedelta(minutes=common.REGIME_BARS)) & (ts < end)]
+    stats = []
+    for _, g in window.sort_values(["symbol", "timestamp"], kind="stable").groupby("symbol", sort=True):
+        close = g["close"].to_numpy(dtype="float64")
+        if len(close) < common.REGIME_MIN_BARS or not np.all(close > 0):
+            continue
+        r = np.diff(np.log(close))
+        sd = float(r.std(ddof=1)) if len(r) > 1 else 0.0
+        stats.append(float(r.sum() / (sd * np.sqrt(len(r)))) if sd > 0 else 0.0)
+    if not stats:
+        return None, float("nan")
+    z = float(np.mean(stats) * np.sqrt(len(stats)))
+    return (
+        "trending_up" if z > common.REGIME_Z else "trending_down" if z < -common.REGIME_Z else "ranging"
+    ), z
+
+
+def _last_bars_by_groupby(bars: pd.DataFrame, day: pd.Timestamp) -> dict[str, pd.Timestamp]:
+    """The notes' last bar of the day per symbol as it was computed."""
+    ts = pd.to_datetime(bars["timestamp"], utc=True)
+    today = bars[(ts >= day) & (ts < day + pd.Timedelta(days=1))]
+    return pd.to_datetime(today.groupby("symbol")["timestamp"].max(), utc=True).to_dict()
+
+
+def _in_pieces(bars: pd.DataFrame, seed: int) -> list[pd.DataFrame]:
+    """The bars cut into pieces of whole symbols (1 to 7 symbols each, in shuffled order), each piece's
+    rows shuffled: what ``store.read_day_closes_in_pieces`` may hand over."""
+    rng = np.random.default_rng(seed)
+    symbols = [str(x) for x in rng.permutation(sorted(bars["symbol"].unique()))]
+    pieces = []
+    while symbols:
+        n = int(rng.integers(1, 8))
+        take, symbols = symbols[:n], symbols[n:]
+        piece = bars[bars["symbol"].isin(take)]
+        pieces.append(piece.sample(frac=1.0, random_state=seed).reset_index(drop=True))
+    return pieces
+
+
+def _closes_for(seed: int, drift: float) -> pd.DataFrame:
+    """A day of closes with a trend (``drift``), a symbol with a few bars of the day only (QUIET) and one
+    with the context bars only, none of the day (EQ07)."""
+    bars = _bars(DAY, seed)
+    bars = bars.assign(close=bars["close"] * np.exp(drift * bars.groupby("symbol").cumcount()))
+    bars = bars[(bars["symbol"] != "QUIET") | (bars["timestamp"] < DAY + pd.Timedelta(minutes=5))]
+    bars = bars[(bars["symbol"] != "EQ07") | (bars["timestamp"] < DAY)]
+    return bars[["symbol", "timestamp", "close"]].reset_index(drop=True)
+
+
+@pytest.mark.parametrize(("seed", "drift"), [(1, 0.0), (2, 0.0004), (3, -0.0004), (4, 0.004)])
+def test_the_closes_figures_in_pieces_are_the_whole_frames(seed, drift):
+    """Each symbol's figures reduced a piece at a time are the whole frame's, bit for bit, and the day's
+    regime, the triggers' market regimes and the notes' last bars read from them are what the code before
+    them computed from every bar at once."""
+    closes = _closes_for(seed, drift)
+    pieces = _in_pieces(closes, seed)
+    assert len(pieces) > 4
+    whole = closes_module.reduce_closes(DAY, closes)
+    pieced = closes_module.reduce_pieces(DAY, pieces)
+    assert_frame_equal(pieced.stats, whole.stats, check_exact=True)
+    for name in ("trends_before", "trends_after", "last_bars"):
+        assert_series_equal(getattr(pieced, name), getattr(whole, name), check_exact=True, obj=name)
+    # EQ07 has context bars only: a trend before the day, no figure of the day; QUIET too few bars today
+    assert "EQ07" in pieced.trends_before.index and "EQ07" not in pieced.stats.index
+    assert "EQ07" not in pieced.last_bars.index and "QUIET" not in pieced.trends_after.index
+    for end in (DAY, DAY + pd.Timedelta(days=1)):
+        label, z = _market_regime_by_groupby(closes, end)
+        assert label is not None and z != 0.0
+        assert triggers.market_regime(pieced, end) == (label, z)
+        assert triggers.market_regime(closes, end) == (label, z)
+    assert score._day_regime(DAY, DayBars(None, pieced)) == _day_regime_by_frames(DAY, DayBars(None, closes))
+    assert pieced.last_bars.to_dict() == _last_bars_by_groupby(closes, DAY)
+
+
+def test_a_symbol_cut_across_pieces_is_refused():
+    closes = _closes_for(1, 0.0)
+    msft = closes["symbol"] == "MSFT"
+    halves = [closes[~msft], closes[msft].iloc[:800], closes[msft].iloc[800:]]  # cut in the day
+    with pytest.raises(ValueError, match="more than one piece"):
+        closes_module.reduce_pieces(DAY, halves)
+    with pytest.raises(ValueError, match="another day"):
+        closes_module.combine(DAY, [closes_module.reduce_closes(DAY + pd.Timedelta(days=1), closes)])
+
+
+def test_the_day_from_the_closes_figures_equals_the_day_from_every_close(synthetic_day):
+    """``run_day`` given the closes' figures (a ``Future``, as the asset hands them) writes every table and
+    note it writes given the closes themselves."""
+    bars = synthetic_day["bars"]
+    figures: Future[closes_module.DayCloses] = Future()
+    figures.set_result(
+        closes_module.reduce_pieces(DAY, _in_pieces(bars[["symbol", "timestamp", "close"]], 5))
+    )
+    inputs = (synthetic_day["events"], bars, synthetic_day["population"], pd.DataFrame())
+    from_closes = run_day(DAY, *inputs)
+    from_figures = run_day(DAY, *inputs, None, figures)
+    notes = from_closes["bar_notes"]
+    assert notes["module_learning_updates"].notna().any()  # the last bars were read
+    assert from_closes["module_performance"]["market_regime"].notna().all()
+    assert from_closes.keys() == from_figures.keys()
+    for name in from_closes:
+        assert_frame_equal(
+            _without_wall_clock(from_figures[name]),
+            _without_wall_clock(from_closes[name]),
+            check_exact=True,
+            obj=name,
+        )
+
+
+# ------------------------------------------------------------------------- the plans' bars, held once
+
+
+def _prepared_by_sorting_copies(bars: pd.DataFrame) -> pd.DataFrame:
+    """``prepare_bars`` as it was: a copy of the frame, then a sorted copy of it."""
+    b = pd.DataFrame(
+        {
+            "symbol": bars["symbol"].astype("str").to_numpy(),
+            "timestamp": naive_ns(bars["timestamp"]),
+            **{c: bars[c].to_numpy(dtype="float64") for c in ("open", "high", "low", "close", "volume")},
+        }
+    )
+    b = b.sort_values(["symbol", "timestamp"], kind="stable").reset_index(drop=True)
+    b["timestamp"] = utc_series(b["timestamp"])
+    return b
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_bars_sorted_by_one_take_are_the_sorted_copy(seed):
+    bars = _bars(DAY, seed).sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    bars = bars.assign(symbol=bars["symbol"].astype(object))  # as read_plan_bars gives them
+    got = prepare_bars(bars)
+    assert_frame_equal(got, _prepared_by_sorting_copies(bars), check_exact=True)
+    assert got["symbol"].is_monotonic_increasing and len(got) == len(bars)
+
+
+def test_events_found_in_their_symbols_blocks_are_the_merge_with_every_bars_keys():
+    """``DayBars.rows_at`` finds each event's bar as the inner merge with a frame of every bar's (symbol,
+    timestamp, row) did: the same rows, -1 (dropped by the merge) for an event without a bar (a gap, a
+    symbol without bars, a time outside the bars)."""
+    bars = _bars(DAY, 4)
+    prepared = DayBars(bars.sample(frac=1.0, random_state=4))
+    events = _events(bars, DAY, 300, 4)
+    rng = np.random.default_rng(4)
+    shifted = events["timestamp"] + pd.to_timedelta(rng.integers(0, 3, len(events)), unit="s") * 20
+    events = events.assign(timestamp=shifted.where(rng.random(len(events)) < 0.3, events["timestamp"]))
+    events.loc[events.index[:5], "symbol"] = "NOBARS"
+    events.loc[events.index[5:8], "timestamp"] = DAY + pd.Timedelta(days=3)
+    keys = prepared.bars[["symbol", "timestamp"]].assign(row=np.arange(len(prepared.bars)))
+    ev = events[["event_id", "symbol", "timestamp"]].assign(
+        symbol=events["symbol"].astype("str"), timestamp=utc_series(events["timestamp"])
+    )
+    merged = ev.merge(keys, on=["symbol", "timestamp"], how="inner")
+    rows = prepared.rows_at(ev["symbol"], ev["timestamp"])
+    found = ev[rows >= 0].assign(row=rows[rows >= 0]).reset_index(drop=True)
+    assert_frame_equal(found, merged, check_exact=True)
+    assert 100 < len(found) < len(ev) - 50  # many found, the shifted and the barless not
+    assert (rows[:8] == -1).all()
+
+
+def test_the_cost_inputs_computed_in_pieces_are_those_of_one_pass(monkeypatch):
+    """Each bar's spread, volatility and volume from pieces of bars (with the window before each piece)
+    are those of one pass over every bar, at the pieces' edges too."""
+    bars = prepare_bars(_bars(DAY, 3))
+    config = costs.cost_config()
+    monkeypatch.setattr(costs, "COST_ROWS_PER_PIECE", len(bars) + 1)
+    whole = costs.bar_cost_inputs(bars, config)
+    for rows in (7, 1_000, 4_099):
+        monkeypatch.setattr(costs, "COST_ROWS_PER_PIECE", rows)
+        assert_frame_equal(costs.bar_cost_inputs(bars, config), whole, check_exact=True)
+    assert whole["spread"].nunique() > 100 and whole["sigma"].notna().mean() > 0.9
 
 
 # ----------------------------------------------------------------------------------------- ids and values

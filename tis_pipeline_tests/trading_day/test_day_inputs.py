@@ -145,3 +145,53 @@ def test_day_bars_prepare_once_and_keep_what_they_derive():
     assert prepared.closes is shuffled  # no closes given: the bars' own, as given
     sorted_closes = prepared.sorted_closes
     assert sorted_closes["close"].tolist() == prepared.bars["close"].tolist()
+
+
+def test_the_closes_read_in_pieces_are_the_closes_read_at_once(migrated_database_url):
+    """``store.read_day_closes_in_pieces`` hands over every bar of the window once, each symbol whole in one
+    piece of at most ``symbols`` symbols: the pieces together are ``read_day_closes``' frame."""
+    day = pd.Timestamp("2024-03-04", tz="UTC")
+    window = (day - CONTEXT_BEFORE, day + pd.Timedelta(days=1))
+    bars = _bars(day, 4)
+    db = engine(migrated_database_url)
+    with db.begin() as conn:
+        copy_frame(raw_connection(conn), "market_data_1m", bars)
+    with db.connect() as conn:
+        whole = store.read_day_closes(conn, *window)
+        pieces = list(store.read_day_closes_in_pieces(conn, *window, symbols=7))
+    assert [p["symbol"].nunique() for p in pieces] == [7] * 5 + [5]  # 40 symbols
+    seen = [set(p["symbol"]) for p in pieces]
+    assert sum(len(s) for s in seen) == len(set().union(*seen)) == len(SYMBOLS)  # each symbol in one piece
+    together = pd.concat(pieces, ignore_index=True).sort_values("symbol", kind="stable")
+    assert_frame_equal(together.reset_index(drop=True), whole, check_exact=True)
+    assert len(whole) == len(bars)
+
+
+def test_the_plans_bars_read_in_several_queries_are_those_read_in_one(migrated_database_url, monkeypatch):
+    """``store.read_plan_bars`` cut into queries of a few stretches reads the same bars as one query."""
+    day = pd.Timestamp("2024-03-04", tz="UTC")
+    window = (day - CONTEXT_BEFORE, day + pd.Timedelta(days=1))
+    bars = _bars(day, 6)
+    db = engine(migrated_database_url)
+    with db.begin() as conn:
+        copy_frame(raw_connection(conn), "market_data_1m", bars)
+    events = _events(bars, day, 240, 6)
+    horizon = longest_horizon(founding_population(day))
+    queries = []
+    real = store.fetch_column_arrays
+
+    def counted(*args, **kwargs):
+        queries.append(len(args[2]["symbols"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "fetch_column_arrays", counted)
+    with db.connect() as conn:
+        one = store.read_plan_bars(conn, events, *window, horizon)
+        assert len(queries) == 1
+        monkeypatch.setattr(store, "PLAN_BARS_PER_QUERY", 2_000)
+        several = store.read_plan_bars(conn, events, *window, horizon)
+    assert len(queries) > 5 and sum(queries[1:]) == queries[0]  # every stretch read once
+    key = ["symbol", "timestamp"]
+    assert not several.duplicated(key).any()
+    several, one = (f.sort_values(key).reset_index(drop=True) for f in (several, one))
+    assert_frame_equal(several, one, check_exact=True)

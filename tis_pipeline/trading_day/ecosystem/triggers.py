@@ -31,12 +31,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tis_pipeline.trading_day.closes import DayCloses, sorted_closes, symbol_trends
 from tis_pipeline.trading_day.ecosystem.common import (
     FAILURE_BELOW,
     MIN_LIVE_PER_SPECIALTY,
     READINESS_WINDOW,
     REGIME_BARS,
-    REGIME_MIN_BARS,
     REGIME_Z,
     TRIGGER_COLUMNS,
     TRIGGER_TYPES,
@@ -61,35 +61,29 @@ from tis_pipeline.trading_day.population import (
 )
 
 
-def market_regime(bars: pd.DataFrame, end: pd.Timestamp) -> tuple[str | None, float]:
-    """The regime label and pooled trend z of the 120 bars before ``end`` (None, NaN without enough bars)."""
-    if bars is None or bars.empty:
+def market_regime(bars: pd.DataFrame | DayCloses | None, end: pd.Timestamp) -> tuple[str | None, float]:
+    """The regime label and pooled trend z of the 120 bars before ``end`` (None, NaN without enough bars):
+    ``bars`` are every symbol's closes, or their figures (``closes.DayCloses``: each symbol's trend t)."""
+    if bars is None or (isinstance(bars, pd.DataFrame) and bars.empty):
         return None, float("nan")
     end = as_utc(pd.Timestamp(end))
-    ts = pd.to_datetime(bars["timestamp"], utc=True)
-    window = bars[(ts >= end - pd.Timedelta(minutes=REGIME_BARS)) & (ts < end)]
-    stats = []
-    for _, g in window.sort_values(["symbol", "timestamp"], kind="stable").groupby("symbol", sort=True):
-        close = g["close"].to_numpy(dtype="float64")
-        if len(close) < REGIME_MIN_BARS or not np.all(close > 0):
-            continue
-        r = np.diff(np.log(close))
-        sd = float(r.std(ddof=1)) if len(r) > 1 else 0.0
-        stats.append(float(r.sum() / (sd * math.sqrt(len(r)))) if sd > 0 else 0.0)
-    if not stats:
+    trends = bars.trends(end) if isinstance(bars, DayCloses) else symbol_trends(sorted_closes(bars), end)
+    if trends.empty:
         return None, float("nan")
-    z = float(np.mean(stats) * math.sqrt(len(stats)))
+    # the mean over the symbols in their order, as the per-symbol groupby gave them
+    z = float(np.mean(trends.to_numpy(dtype="float64")) * math.sqrt(len(trends)))
     label = "trending_up" if z > REGIME_Z else "trending_down" if z < -REGIME_Z else "ranging"
     return label, z
 
 
 def replication_triggers(
-    day: pd.Timestamp, population: pd.DataFrame, performance: pd.DataFrame, bars: pd.DataFrame
+    day: pd.Timestamp, population: pd.DataFrame, performance: pd.DataFrame, bars: pd.DataFrame | DayCloses
 ) -> pd.DataFrame:
     """The day's ``module_replication_triggers`` rows (exactly ``TRIGGER_COLUMNS``), status 'active'.
 
     Inputs: ``population`` after ``update_population``, ``performance`` (the day's rows: module_id,
-    performance_score), ``bars`` (symbol, timestamp, close; ``[day - 2 hours, day + 1 day)``).
+    performance_score), ``bars`` (symbol, timestamp, close; ``[day - 2 hours, day + 1 day)``; or their
+    figures, ``closes.DayCloses``).
     """
     day = day_start(day)
     day_end = day_end_stamp(day)

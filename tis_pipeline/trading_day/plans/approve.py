@@ -311,7 +311,17 @@ def _records(
         k: [] for k in ("reason", "mods", "risk", "controls", "impact", "factors", "alternatives")
     }
     col = {c: v[c].to_numpy() for c in v.columns}  # one lookup per column, not one per plan
-    for i, p in enumerate(plans.itertuples(index=False)):
+    # only the columns read below: the others (the JSON ones, valid_until's Timestamps) are not built per plan
+    read = [
+        "symbol",
+        "timestamp",
+        "direction",
+        "entry_price",
+        "stop_loss",
+        "confidence_score",
+        "risk_reward_ratio",
+    ]
+    for i, p in enumerate(plans[read].itertuples(index=False)):
         status, conf, rr = col["status"][i], float(p.confidence_score), float(p.risk_reward_ratio)
         size, final = float(sizes[i]), float(col["final_size"][i])
         s = seen[i]

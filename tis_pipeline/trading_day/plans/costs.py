@@ -167,12 +167,19 @@ def _lagged(values: np.ndarray, pos: np.ndarray, lag: int) -> np.ndarray:
     return np.where(pos >= lag, out, np.nan)
 
 
+# bars whose cost inputs are computed together (with the ``COST_WINDOW`` bars before them): the dozen
+# window sums of a piece are held at a time, not of millions of bars
+COST_ROWS_PER_PIECE = 100_000
+
+
 def bar_cost_inputs(b: pd.DataFrame, config: CostConfig) -> pd.DataFrame:
     """Spread (fraction), per-bar volatility and mean volume of the ``COST_WINDOW`` bars before each bar.
 
     ``b``: bars sorted by (symbol, timestamp) with open, high, low, close and optionally volume (as
     ``market.prepare_bars`` gives them). Row order kept. A fixed number of rows before each bar is read, so
-    the figures do not depend on where ``b`` starts beyond that window.
+    the figures do not depend on where ``b`` starts beyond that window: they are computed a piece of
+    ``COST_ROWS_PER_PIECE`` bars at a time, each with the ``COST_WINDOW`` bars before it (the same operations
+    on the same values for every bar: the same figures).
     """
     n = len(b)
     if n == 0:
@@ -181,6 +188,26 @@ def bar_cost_inputs(b: pd.DataFrame, config: CostConfig) -> pd.DataFrame:
     high, low = b["high"].to_numpy(dtype="float64"), b["low"].to_numpy(dtype="float64")
     close = b["close"].to_numpy(dtype="float64")
     volume = b["volume"].to_numpy(dtype="float64") if "volume" in b else np.full(n, np.nan, dtype="float64")
+    pieces = []
+    for first in range(0, n, COST_ROWS_PER_PIECE):
+        lo, hi = max(first - COST_WINDOW, 0), min(first + COST_ROWS_PER_PIECE, n)
+        part = _cost_inputs(pos[lo:hi], high[lo:hi], low[lo:hi], close[lo:hi], volume[lo:hi], config)
+        pieces.append([column[first - lo :] for column in part])
+    spread, sigma, mean_volume = (np.concatenate([p[i] for p in pieces]) for i in range(3))
+    return pd.DataFrame({"spread": spread, "sigma": sigma, "volume": mean_volume})
+
+
+def _cost_inputs(
+    pos: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    volume: np.ndarray,
+    config: CostConfig,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(spread, sigma, mean volume) of each bar of the arrays (``bar_cost_inputs``; a bar's figures are
+    right when its ``COST_WINDOW`` bars before are in the arrays, or it is its symbol's first bars)."""
+    n = len(pos)
     with np.errstate(divide="ignore", invalid="ignore"):
         c = np.log(close)
         eta = 0.5 * (np.log(high) + np.log(low))
@@ -211,12 +238,10 @@ def bar_cost_inputs(b: pd.DataFrame, config: CostConfig) -> pd.DataFrame:
         sigma = np.sqrt(park_sum / park_n / (4.0 * math.log(2.0)))
         mean_volume = vol_sum / vol_n
     spread = np.where((pair_n >= MIN_PAIRS) & np.isfinite(est), np.maximum(est, floor), floor)
-    return pd.DataFrame(
-        {
-            "spread": spread,
-            "sigma": np.where(park_n > 0, sigma, np.nan),
-            "volume": np.where(vol_n > 0, mean_volume, np.nan),
-        }
+    return (
+        spread,
+        np.where(park_n > 0, sigma, np.nan),
+        np.where(vol_n > 0, mean_volume, np.nan),
     )
 
 

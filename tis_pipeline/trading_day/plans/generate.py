@@ -138,7 +138,8 @@ def generate_plans(
     ev = ev.merge(dealt[["event_id", "module_id", "plan_id"]], on="event_id", how="inner")
 
     prepared = day_bars(bars)
-    ev = ev.merge(prepared.keys, on=["symbol", "timestamp"], how="inner")
+    rows = prepared.rows_at(ev["symbol"], ev["timestamp"])  # the event bar (an inner join: none, no plan)
+    ev = ev[rows >= 0].assign(row=rows[rows >= 0]).reset_index(drop=True)
     if ev.empty:
         return empty_frame(PLAN_SCHEMA)
     ev = ev.sort_values(["plan_ts", "plan_id"], kind="stable").reset_index(drop=True)

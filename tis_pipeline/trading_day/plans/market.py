@@ -17,6 +17,7 @@ from concurrent.futures import Future
 import numpy as np
 import pandas as pd
 
+from tis_pipeline.trading_day.closes import DayCloses, reduce_closes, sorted_closes
 from tis_pipeline.trading_day.plans.common import (
     ATR_WINDOW,
     HIGH_VOLATILITY,
@@ -24,6 +25,7 @@ from tis_pipeline.trading_day.plans.common import (
     REGIME_WINDOW,
     TREND_Z,
     naive_ns,
+    utc_day,
     utc_series,
 )
 from tis_pipeline.trading_day.plans.costs import CostConfig, bar_cost_inputs
@@ -60,16 +62,24 @@ def prepare_bars(bars: pd.DataFrame | DayBars | None) -> pd.DataFrame:
                 **{c: pd.Series([], dtype="float64") for c in ("open", "high", "low", "close", "volume")},
             }
         )
+    # by (symbol, timestamp): one stable sort of the keys (the order of ``sort_values(["symbol", "timestamp"],
+    # kind="stable")``; symbols as their ranks, no Python string per bar), then each column taken once in that
+    # order (not a copy of the frame, then a sorted copy of the copy: a day of thousands of symbols has
+    # millions of bars)
+    symbol = bars["symbol"].astype("str")
+    ranks, _ = pd.factorize(symbol, sort=True)
+    ts = naive_ns(bars["timestamp"])
+    order = np.lexsort((ts.view("int64"), ranks))
     b = pd.DataFrame(
         {
-            "symbol": bars["symbol"].astype("str").to_numpy(),
-            "timestamp": naive_ns(bars["timestamp"]),
-            **{c: bars[c].to_numpy(dtype="float64") for c in ("open", "high", "low", "close")},
+            "symbol": symbol.array.take(order),
+            "timestamp": ts[order],
+            **{c: bars[c].to_numpy(dtype="float64")[order] for c in ("open", "high", "low", "close")},
             # no volume column (quote-only FX): NaN, which the cost model reads as "volume unknown"
-            "volume": bars["volume"].to_numpy(dtype="float64") if "volume" in bars else np.nan,
-        }
+            "volume": bars["volume"].to_numpy(dtype="float64")[order] if "volume" in bars else np.nan,
+        },
+        copy=False,
     )
-    b = b.sort_values(["symbol", "timestamp"], kind="stable").reset_index(drop=True)
     b["timestamp"] = utc_series(b["timestamp"])
     return b
 
@@ -124,39 +134,6 @@ def features_at(
     }
 
 
-def _closes(frame: pd.DataFrame | None) -> pd.DataFrame:
-    """symbol, timestamp (UTC, ns), close as float64, sorted by (symbol, timestamp) like ``prepare_bars`` (a
-    frame already in that order, as ``read_bars`` gives it under a byte-order collation, is not sorted
-    again)."""
-    if frame is None or len(frame) == 0:
-        return pd.DataFrame(
-            {
-                "symbol": pd.Series([], dtype="str"),
-                "timestamp": utc_series([]),
-                "close": pd.Series([], dtype="float64"),
-            }
-        )
-    # symbols as Python strings in an object column: the order is the same as the str dtype's, without
-    # converting millions of them
-    sym = np.asarray(frame["symbol"].to_numpy(dtype=object), dtype=object)
-    c = pd.DataFrame(
-        {
-            "symbol": pd.Series(sym, dtype=object),
-            "timestamp": naive_ns(frame["timestamp"]),
-            "close": frame["close"].to_numpy(dtype="float64"),
-        }
-    )
-    ts = c["timestamp"].to_numpy()
-    same = sym[1:] == sym[:-1]  # the same str objects mostly: equal by identity, no text compared
-    change = np.flatnonzero(~same)
-    # ordered: the symbol grows where it changes (compared there only), the time grows within a symbol
-    ordered = bool(np.all(sym[change + 1] > sym[change]) and np.all(ts[1:][same] > ts[:-1][same]))
-    if not ordered:
-        c = c.sort_values(["symbol", "timestamp"], kind="stable").reset_index(drop=True)
-    c["timestamp"] = utc_series(c["timestamp"])
-    return c
-
-
 class DayBars:
     """A day's bars, prepared once and shared by every stage of the day (plans, approvals, execution, scores,
     triggers, notes).
@@ -164,34 +141,56 @@ class DayBars:
     ``bars``: the OHLCV bars the plans need (``prepare_bars``' frame; the whole day and its context, or only
     the symbols and stretches of the day's events: the figures of a bar depend only on the fixed number of
     bars of its symbol before it, ``ATR_WINDOW``/``REGIME_WINDOW``/``costs.COST_WINDOW``, so a stretch that
-    holds those gives the same numbers). ``closes``: symbol, timestamp, close of every symbol of the day and
-    its context, as read (what the day's regime, the replication triggers' market regime and the bar notes
-    read), or a ``Future`` of them (waited for on first use); None: the ``bars`` given. Whatever is derived
-    (per-bar columns, timestamps as ns, symbol blocks, cost inputs per configuration) is computed on first
-    use and kept.
+    holds those gives the same numbers). ``closes``: what the day's regime, the replication triggers' market
+    regime and the bar notes read of every symbol of the day and its context: symbol, timestamp, close of
+    every bar, as read, or their figures per symbol (``closes.DayCloses``: what the asset reads, a piece of
+    symbols at a time), or a ``Future`` of either (waited for on first use); None: the ``bars`` given.
+    Whatever is derived (per-bar columns, timestamps as ns, symbol blocks, cost inputs per configuration, the
+    closes' figures) is computed on first use and kept.
     """
 
     def __init__(
-        self, bars: pd.DataFrame | DayBars | None, closes: pd.DataFrame | Future[pd.DataFrame] | None = None
+        self,
+        bars: pd.DataFrame | DayBars | None,
+        closes: pd.DataFrame | DayCloses | Future[pd.DataFrame] | Future[DayCloses] | None = None,
     ) -> None:
         self.bars = prepare_bars(bars)
         if closes is None:
             closes = bars._closes if isinstance(bars, DayBars) else bars
-        self._closes: pd.DataFrame | Future[pd.DataFrame] = closes if closes is not None else self.bars
+        self._closes: pd.DataFrame | DayCloses | Future[pd.DataFrame] | Future[DayCloses] = (
+            closes if closes is not None else self.bars
+        )
         self._costs: dict[str, pd.DataFrame] = {}
+        self._day_closes: dict[pd.Timestamp, DayCloses] = {}
 
     @property
-    def closes(self) -> pd.DataFrame:
-        """symbol, timestamp, close of every symbol (as given; a ``Future`` given is waited for here, on first
-        use: the caller may read them while the plans are made, which need only ``bars``)."""
+    def closes(self) -> pd.DataFrame | DayCloses:
+        """The closes of every symbol (as given; a ``Future`` given is waited for here, on first use: the
+        caller may read them while the plans are made, which need only ``bars``)."""
         if isinstance(self._closes, Future):
             self._closes = self._closes.result()
         return self._closes
 
     @functools.cached_property
     def sorted_closes(self) -> pd.DataFrame:
-        """``closes`` as symbol, timestamp (UTC, ns), close, sorted by (symbol, timestamp)."""
-        return _closes(self.closes)
+        """``closes`` (a frame) as symbol, timestamp (UTC, ns), close, sorted by (symbol, timestamp)."""
+        closes = self.closes
+        if isinstance(closes, DayCloses):
+            raise TypeError("the closes were given as their figures, not as bars")
+        return sorted_closes(closes)
+
+    def day_closes(self, day: pd.Timestamp) -> DayCloses:
+        """The figures of every symbol's closes for ``day`` (``closes.DayCloses``): as given, or reduced from
+        the closes' frame (once per day)."""
+        closes = self.closes
+        if isinstance(closes, DayCloses):
+            if closes.day != utc_day(day):
+                raise ValueError(f"closes of {closes.day.date()}, not of {pd.Timestamp(day).date()}")
+            return closes
+        key = utc_day(day)
+        if key not in self._day_closes:
+            self._day_closes[key] = reduce_closes(day, closes)
+        return self._day_closes[key]
 
     @functools.cached_property
     def columns(self) -> dict[str, np.ndarray]:
@@ -204,23 +203,34 @@ class DayBars:
         return naive_ns(self.bars["timestamp"])
 
     @functools.cached_property
-    def symbols(self) -> np.ndarray:
-        return self.bars["symbol"].to_numpy()
-
-    @functools.cached_property
     def blocks(self) -> dict[str, tuple[int, int]]:
-        """symbol -> its rows [first, end) (the frame is sorted by symbol)."""
-        sym = self.symbols
-        if len(sym) == 0:
+        """symbol -> its rows [first, end) (the frame is sorted by symbol; the symbols compared as codes, not
+        as a Python string per bar)."""
+        if len(self.bars) == 0:
             return {}
-        starts = np.flatnonzero(np.r_[True, sym[1:] != sym[:-1]])
-        ends = np.append(starts[1:], len(sym))
-        return {str(sym[a]): (int(a), int(b)) for a, b in zip(starts, ends, strict=True)}
+        codes, names = pd.factorize(self.bars["symbol"])
+        starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+        ends = np.append(starts[1:], len(codes))
+        return {str(names[codes[a]]): (int(a), int(b)) for a, b in zip(starts, ends, strict=True)}
 
-    @functools.cached_property
-    def keys(self) -> pd.DataFrame:
-        """symbol, timestamp, row: the frame's (symbol, timestamp) -> row index, to join events to bars."""
-        return self.bars[["symbol", "timestamp"]].assign(row=np.arange(len(self.bars)))
+    def rows_at(self, symbols: pd.Series, timestamps: pd.Series) -> np.ndarray:
+        """The row of the bar of each (symbol, timestamp), -1 where there is none: the join of events to
+        their bars, by a binary search in each symbol's block (not a merge with a frame of every bar's keys:
+        millions of them on a day of thousands of symbols, hashed again for every join)."""
+        ts = naive_ns(timestamps)
+        out = np.full(len(ts), -1, dtype="int64")
+        if len(ts) == 0:
+            return out
+        codes, names = pd.factorize(symbols.astype("str"))
+        # the rows of each symbol, found by one sort (not one scan of every row per symbol)
+        by_symbol = np.split(np.argsort(codes, kind="stable"), np.cumsum(np.bincount(codes))[:-1])
+        for name, k in zip(names, by_symbol, strict=True):
+            lo, hi = self.blocks.get(str(name), (0, 0))
+            at = lo + np.searchsorted(self.ts[lo:hi], ts[k], side="left")
+            found = at < hi
+            found[found] = self.ts[at[found]] == ts[k[found]]
+            out[k[found]] = at[found]
+        return out
 
     def costs(self, config: CostConfig) -> pd.DataFrame:
         """``costs.bar_cost_inputs`` of every bar under ``config`` (kept per configuration)."""

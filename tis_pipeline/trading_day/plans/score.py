@@ -73,7 +73,6 @@ from tis_pipeline.trading_day.plans.common import (
     conform,
     decimal_8_4,
     empty_frame,
-    naive_ns,
     ratio,
     snap_horizon,
     unit_score,
@@ -113,28 +112,8 @@ def risk_unit(module_type: str, genome: dict) -> float:
 
 def _day_regime(day: pd.Timestamp, bars: pd.DataFrame | DayBars) -> str:
     """The regime of the day's bars (only ``[day, day + 1 day)``, every symbol: ``DayBars.closes``): medians
-    over symbols of z and volatility."""
-    day = utc_day(day)
-    b = day_bars(bars).sorted_closes
-    # numpy over the day's rows (not a filtered copy of the frame and a groupby per step): the same arrays
-    ts = naive_ns(b["timestamp"])
-    today = (ts >= day.tz_localize(None).to_datetime64()) & (
-        ts < (day + DAY).tz_localize(None).to_datetime64()
-    )
-    sym = b["symbol"].to_numpy(dtype=object)[today]
-    close = b["close"].to_numpy(dtype="float64")[today]
-    if len(sym) == 0:
-        return "unknown"
-    # the frame is sorted by symbol: each symbol's rows are one run, numbered in symbol order (grouping by
-    # the number gives the groups of the symbols, in the same order, without hashing millions of strings);
-    # pos = the row's place in its run
-    first = np.r_[True, sym[1:] != sym[:-1]]
-    run = np.cumsum(first) - 1
-    starts = np.flatnonzero(first)
-    pos = np.arange(len(sym)) - starts[run]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lr = np.where(pos > 0, np.log(close / np.roll(close, 1)), np.nan)
-    stats = pd.DataFrame({"run": run, "lr": lr}).groupby("run", sort=True)["lr"].agg(["sum", "std", "count"])
+    over symbols of z and volatility (each symbol's figures: ``closes.day_stats``)."""
+    stats = day_bars(bars).day_closes(utc_day(day)).stats
     stats = stats[stats["count"] >= REGIME_MIN_RETURNS]
     if stats.empty:
         return "unknown"
