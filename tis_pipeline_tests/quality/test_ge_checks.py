@@ -276,14 +276,14 @@ def test_chromium_reaches_the_checks_page_from_the_index_tis_docs_serves(tmp_pat
     check = next(c for c in _run_asset(bars).get_asset_check_evaluations() if c.check_name == POSITIVE)
     url = check.metadata["gx_data_docs"].value
     tis = Path(sys.executable).with_name("tis")
-    # SIGTERM back to its default in the server: a child inherits an ignored signal across exec, and a test
-    # process launched in the background (nohup, a CI runner) can carry SIGTERM ignored, which left the
-    # server running after terminate() once
-    server = subprocess.Popen(
-        [str(tis), "docs", "--no-open", "--port", str(port)],
-        env=os.environ.copy(),
-        preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL),
-    )
+    # SIGTERM at its default while the server starts: a child inherits an ignored signal across exec, and a
+    # test process launched in the background (nohup, a CI runner) can carry SIGTERM ignored, which left the
+    # server running after terminate() once (set here, not in a preexec_fn, which is unsafe with threads)
+    inherited = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        server = subprocess.Popen([str(tis), "docs", "--no-open", "--port", str(port)], env=os.environ.copy())
+    finally:
+        signal.signal(signal.SIGTERM, inherited)
     try:
         deadline = time.monotonic() + 60
         while True:
