@@ -395,6 +395,12 @@ def run_celery(n: int, workers: int, shards: int, day: str, server: str, keep: b
         }
     )
     queue = f"bench_{uuid.uuid4().hex[:10]}"
+    # Dagster's storage tables are created once, before the workers: workers starting together on a fresh
+    # database would each create them, and one fails ("type run_tags already exists")
+    subprocess.run(
+        [sys.executable, "-c", "import dagster as dg; dg.DagsterInstance.get()"],
+        env=env, cwd=PROJECT_ROOT, check=True, capture_output=True,
+    )  # fmt: skip
     load_before = os.getloadavg()[0]
     procs = _start_workers(workers, queue, env, home)
     try:
