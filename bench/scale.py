@@ -18,7 +18,9 @@ CPU seconds of the CLI's tree (wait4; the server's backends not included), less 
 loaded machine. ``load_1m`` is the load average before and after (the machine is shared: note it beside the
 figures).
 
-Prints one JSON line per size.
+Prints one JSON line per size. ``--warm``: before the timed run, the fresh database is migrated and Dagster's
+storage created (what a database pays once, before its first run), so the figures are those of any later run;
+the JSON line says ``"warm": true``.
 
     python -m bench.scale --symbols 500 --days 31 [--day 2024-01-08]
 
@@ -72,6 +74,16 @@ CELERY_JOB_TABLES = (
     "dsi_state",
 )
 MIB = 1024 * 1024
+
+WARM_UP = textwrap.dedent("""
+    import os
+    import dagster as dg
+    from tis_pipeline import environment
+    from tis_pipeline.pg.migrate import upgrade
+    environment.prepare(start_embedded=False)
+    upgrade(os.environ["TIS_DATABASE_URL"])
+    dg.DagsterInstance.get()
+""")
 
 STEP_TIMES = textwrap.dedent("""
     import json
@@ -142,7 +154,9 @@ def last_day_of(day: str, days: int) -> str:
     return (date.fromisoformat(day) + timedelta(days=days - 1)).isoformat()
 
 
-def run_size(n: int, day: str, server: str, keep: bool, days: int = 1, prefix: str = "h_scale") -> dict:
+def run_size(
+    n: int, day: str, server: str, keep: bool, days: int = 1, prefix: str = "h_scale", warm: bool = False
+) -> dict:
     last = last_day_of(day, days)
     name = f"{prefix}_{n}" if days == 1 else f"{prefix}_{n}_{days}d"
     url = fresh_database(server, name)
@@ -175,6 +189,11 @@ def run_size(n: int, day: str, server: str, keep: bool, days: int = 1, prefix: s
             "PYTHONWARNINGS": "ignore",
         }
     )
+    if warm:
+        # what a database pays once, before its first run: the project's migrations from base and Dagster's
+        # storage tables; the timed run then pays what every later run pays
+        warm_up = [sys.executable, "-c", WARM_UP]
+        subprocess.run(warm_up, env=env, cwd=PROJECT_ROOT, check=True, capture_output=True)
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     proc = subprocess.Popen(
@@ -239,6 +258,7 @@ def run_size(n: int, day: str, server: str, keep: bool, days: int = 1, prefix: s
         "symbols": n,
         "day": day,
         "days": days,
+        "warm": warm,
         "last_day": last,
         "bars": bars,
         "anomaly_events": events,
@@ -473,6 +493,11 @@ def main() -> None:
         "--celery-workers", default="", help="e.g. 1,2: the Celery scale-out on that many workers instead"
     )
     parser.add_argument("--shards", type=int, default=2, help="DSI's symbol shards in the Celery runs")
+    parser.add_argument(
+        "--warm",
+        action="store_true",
+        help="migrate the fresh database and create Dagster's storage before the timed run (a later run's)",
+    )
     args = parser.parse_args()
     sizes = [int(x) for x in args.symbols.split(",") if x.strip()]
     if args.days < 1:  # before any database is made
@@ -499,7 +524,7 @@ def main() -> None:
             )
         return
     for n in sizes:
-        line = run_size(n, args.day, args.server, args.keep, args.days, args.db_prefix)
+        line = run_size(n, args.day, args.server, args.keep, args.days, args.db_prefix, args.warm)
         print(json.dumps(line), flush=True)
 
 
