@@ -64,7 +64,7 @@ RUN = textwrap.dedent("""
 
 
 STEP = textwrap.dedent("""
-    import json, os, resource, sys, threading, time, warnings
+    import json, resource, sys, threading, time, warnings
     warnings.filterwarnings("ignore")
     import dagster as dg, great_expectations, matplotlib, pandas as pd, scipy.stats, sqlalchemy as sa  # noqa
     from tis_pipeline.dsi import pipeline
@@ -75,10 +75,9 @@ STEP = textwrap.dedent("""
     from tis_pipeline.quality import ge  # noqa
     url, day = sys.argv[1], pd.Timestamp(sys.argv[2], tz="UTC")
     retain_freed_memory()
-    page = os.sysconf("SC_PAGE_SIZE")
+    import psutil
     def rss():
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * page
+        return psutil.Process().memory_info().rss
     db = engine(url)
     with db.connect():
         pass
@@ -96,17 +95,16 @@ STEP = textwrap.dedent("""
     wall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
     sampling[0] = False
     sampler.join()
-    tick, backend_s = os.sysconf("SC_CLK_TCK"), 0.0
+    backend_s = 0.0
     with db.connect() as conn:
         pids = conn.execute(sa.text(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
         )).scalars().all()
     for pid in pids:
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            backend_s += (int(fields[11]) + int(fields[12])) / tick
-        except OSError:
+            times = psutil.Process(pid).cpu_times()
+            backend_s += times.user + times.system
+        except psutil.Error:
             pass
     print(json.dumps({
         "bars": run.bars_scored, "wall_s": round(wall, 2),

@@ -75,8 +75,10 @@ def _reset_high_water_mark() -> None:
 
 def _backend_cpu_s(url: str) -> dict[int, float]:
     """CPU seconds (user + system) so far of each PostgreSQL client backend connected to ``url``'s database
-    (the server runs on this machine: its processes' /proc figures; the engine's pool keeps the step's
-    connections, so their backends outlive the step and the difference of two readings is the step's)."""
+    (the server runs on this machine; the engine's pool keeps the step's connections, so their backends
+    outlive the step and the difference of two readings is the step's)."""
+    import psutil
+
     from tis_pipeline.pg.engine import engine
 
     with engine(url).connect() as conn:
@@ -89,12 +91,10 @@ def _backend_cpu_s(url: str) -> dict[int, float]:
         spent = {}
         for pid in pids:
             try:
-                with open(f"/proc/{pid}/stat") as stat:
-                    fields = stat.read().rpartition(")")[2].split()
-            except OSError:
+                times = psutil.Process(pid).cpu_times()
+            except psutil.Error:
                 continue
-            # utime and stime: the 14th and 15th fields, the 12th and 13th after the command's ")"
-            spent[int(pid)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            spent[int(pid)] = times.user + times.system
         return spent
 
 
