@@ -400,11 +400,6 @@ def _twice_average_ranks(values: np.ndarray) -> np.ndarray:
     return twice
 
 
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """``scipy.stats.rankdata(values)``, exactly (half-integers)."""
-    return _twice_average_ranks(values) * 0.5
-
-
 def _twice_ranks_unless_constant(fwd: np.ndarray) -> np.ndarray | None:
     """``_twice_average_ranks(fwd)``, or None where ``_ic`` has no rank correlation whatever the signal
     (fewer than three bars, or every forward return the same)."""

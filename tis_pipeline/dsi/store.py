@@ -16,7 +16,7 @@ from tis_pipeline.dsi.frames import BAR_UPDATE_COLUMNS
 from tis_pipeline.market_data import store as bar_store
 from tis_pipeline.pg import day_partitions
 from tis_pipeline.pg.buckets import BIN_ORIGIN, bucket_sql
-from tis_pipeline.pg.copy import copy_frame
+from tis_pipeline.pg.copy import copy_frame, frame_to_csv_bytes
 from tis_pipeline.pg.engine import raw_connection
 
 
@@ -329,16 +329,24 @@ def update_rollup_evidence(conn: sa.Connection, start: pd.Timestamp, end: pd.Tim
         ("market_data_15m", "market_data_1m", 15),
         ("market_data_1h", "market_data_15m", 60),
     ):
-        conn.execute(
-            sa.text(f"""
-            UPDATE {target} r SET mx_evidence = a.e, mx_confirm = a.c
-            FROM (SELECT symbol, {bucket_sql(minutes)} b,
-                         round(avg(mx_evidence), 2) e, bool_or(mx_confirm) c
-                  FROM {source} WHERE "timestamp" >= :a AND "timestamp" < :b GROUP BY 1, 2) a
-            WHERE r.symbol = a.symbol AND r."timestamp" = a.b"""),
-            {"a": start, "b": end},
-        )
+        _roll_evidence_up(conn, target, source, minutes, start, end)
     conn.execute(sa.text("RESET work_mem"))
+
+
+def _roll_evidence_up(
+    conn: sa.Connection, target: str, source: str, minutes: int, start: pd.Timestamp, end: pd.Timestamp
+) -> None:
+    """``target``'s evidence in [start, end) from ``source``'s bars: round(avg(mx_evidence), 2) and
+    bool_or(mx_confirm) per bucket of ``minutes``."""
+    conn.execute(
+        sa.text(f"""
+        UPDATE {target} r SET mx_evidence = a.e, mx_confirm = a.c
+        FROM (SELECT symbol, {bucket_sql(minutes)} b,
+                     round(avg(mx_evidence), 2) e, bool_or(mx_confirm) c
+              FROM {source} WHERE "timestamp" >= :a AND "timestamp" < :b GROUP BY 1, 2) a
+        WHERE r.symbol = a.symbol AND r."timestamp" = a.b"""),
+        {"a": start, "b": end},
+    )
 
 
 _BUCKET_NS = 15 * 60 * 10**9
@@ -353,9 +361,6 @@ def rollup_bucket_rows(scores: pd.DataFrame) -> bytes:
 
     What ``update_rollup_evidence`` reads back from the written day per bucket, taken from the scores while
     they are in memory: sums and counts, so a bucket seen in two pieces adds up."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
     n = len(scores)
     if not n:
         return b""
@@ -365,18 +370,17 @@ def rollup_bucket_rows(scores: pd.DataFrame) -> bytes:
     starts = np.flatnonzero(np.r_[True, (codes[1:] != codes[:-1]) | (bucket[1:] != bucket[:-1])])
     hundredths = np.rint(scores["mx_evidence"].to_numpy(np.float64) * 100.0).astype(np.int64)
     confirmed = scores["mx_confirm"].to_numpy(bool)
-    table = pa.table(
-        {
-            "symbol": pa.array(np.asarray(names, dtype=object)[codes[starts]], pa.string()),
-            "bucket_us": bucket[starts] // 1000,
-            "evidence": np.add.reduceat(hundredths, starts),
-            "bars": np.diff(np.r_[starts, n]),
-            "confirmed": np.logical_or.reduceat(confirmed, starts),
-        }
+    return frame_to_csv_bytes(
+        pd.DataFrame(
+            {
+                "symbol": np.asarray(names, dtype=object)[codes[starts]],
+                "bucket_us": bucket[starts] // 1000,
+                "evidence": np.add.reduceat(hundredths, starts),
+                "bars": np.diff(np.r_[starts, n]),
+                "confirmed": np.logical_or.reduceat(confirmed, starts),
+            }
+        )
     )
-    sink = pa.BufferOutputStream()
-    pacsv.write_csv(table, sink, write_options=pacsv.WriteOptions(include_header=False))
-    return sink.getvalue().to_pybytes()
 
 
 def update_rollup_evidence_from(
@@ -409,14 +413,7 @@ def update_rollup_evidence_from(
         WHERE r.symbol = a.symbol AND r."timestamp" = a.b AND r."timestamp" >= :a AND r."timestamp" < :b"""),
         {"a": start, "b": end},
     )
-    conn.execute(
-        sa.text(f"""
-        UPDATE market_data_1h r SET mx_evidence = a.e, mx_confirm = a.c
-        FROM (SELECT symbol, {bucket_sql(60)} b, round(avg(mx_evidence), 2) e, bool_or(mx_confirm) c
-              FROM market_data_15m WHERE "timestamp" >= :a AND "timestamp" < :b GROUP BY 1, 2) a
-        WHERE r.symbol = a.symbol AND r."timestamp" = a.b"""),
-        {"a": start, "b": end},
-    )
+    _roll_evidence_up(conn, "market_data_1h", "market_data_15m", 60, start, end)
     conn.execute(sa.text("DROP TABLE tis_dsi_buckets"))
     conn.execute(sa.text("RESET work_mem"))
 

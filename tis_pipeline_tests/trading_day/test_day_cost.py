@@ -285,7 +285,7 @@ def test_the_desk_carrying_its_positions_decides_as_the_scan_of_every_earlier_pl
 
 def _day_regime_by_frames(day: pd.Timestamp, bars: DayBars) -> str:
     """The day's regime as it was computed (filtered frame, groupby cumcount)."""
-    b = bars.sorted_closes
+    b = closes_module.sorted_closes(bars.closes)
     b = b[(b["timestamp"] >= day) & (b["timestamp"] < day + pd.Timedelta(days=1))].reset_index(drop=True)
     if b.empty:
         return "unknown"

@@ -15,6 +15,7 @@ from pandas.testing import assert_frame_equal
 from tis_pipeline.market_data import store as bar_store
 from tis_pipeline.pg.copy import copy_frame
 from tis_pipeline.pg.engine import engine, raw_connection
+from tis_pipeline.trading_day import closes as closes_module
 from tis_pipeline.trading_day import store
 from tis_pipeline.trading_day.day import CONTEXT_BEFORE, run_day
 from tis_pipeline.trading_day.ecosystem.founders import founding_population
@@ -143,7 +144,7 @@ def test_day_bars_prepare_once_and_keep_what_they_derive():
     assert (prepared.bars["symbol"].iloc[lo:hi] == "MSFT").all()
     assert hi - lo == int((bars["symbol"] == "MSFT").sum())
     assert prepared.closes is shuffled  # no closes given: the bars' own, as given
-    sorted_closes = prepared.sorted_closes
+    sorted_closes = closes_module.sorted_closes(prepared.closes)
     assert sorted_closes["close"].tolist() == prepared.bars["close"].tolist()
 
 

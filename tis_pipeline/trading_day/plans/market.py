@@ -17,7 +17,7 @@ from concurrent.futures import Future
 import numpy as np
 import pandas as pd
 
-from tis_pipeline.trading_day.closes import DayCloses, reduce_closes, sorted_closes
+from tis_pipeline.trading_day.closes import DayCloses, reduce_closes
 from tis_pipeline.trading_day.plans.common import (
     ATR_WINDOW,
     HIGH_VOLATILITY,
@@ -170,14 +170,6 @@ class DayBars:
         if isinstance(self._closes, Future):
             self._closes = self._closes.result()
         return self._closes
-
-    @functools.cached_property
-    def sorted_closes(self) -> pd.DataFrame:
-        """``closes`` (a frame) as symbol, timestamp (UTC, ns), close, sorted by (symbol, timestamp)."""
-        closes = self.closes
-        if isinstance(closes, DayCloses):
-            raise TypeError("the closes were given as their figures, not as bars")
-        return sorted_closes(closes)
 
     def day_closes(self, day: pd.Timestamp) -> DayCloses:
         """The figures of every symbol's closes for ``day`` (``closes.DayCloses``): as given, or reduced from
