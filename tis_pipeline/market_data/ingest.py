@@ -211,41 +211,24 @@ class SpilledRows:
     def read(self, low: str | None, below: str | None) -> pd.DataFrame:
         """The rows of the symbols in [low, below) (None: open), by symbol, each symbol's rows in the order
         they came; columns and dtypes as given."""
-        parts, ranges = [], []
+        parts = []
         for piece in self._pieces:
             first = 0 if low is None else bisect.bisect_left(piece.names, low)
             last = len(piece.names) if below is None else bisect.bisect_left(piece.names, below)
             if first < last:
                 parts.append(piece.read(first, last))
-                ranges.append((piece, first, last))
         if not parts:
             return pd.concat(self._empties, ignore_index=True) if len(self._empties) > 1 else self._empties[0]
         if len(parts) == 1:
             return parts[0]
-        return pd.concat(parts, ignore_index=True).take(_symbol_major(ranges)).reset_index(drop=True)
+        joined = pd.concat(parts, ignore_index=True)
+        # by symbol, each symbol's rows in piece order (a stable sort of the pieces read one after the other)
+        order = np.argsort(pd.factorize(joined["symbol"], sort=True)[0], kind="stable")
+        return joined.take(order).reset_index(drop=True)
 
 
 def _same_columns(a: pd.DataFrame, b: pd.DataFrame) -> bool:
     return list(a.columns) == list(b.columns) and all(x == y for x, y in zip(a.dtypes, b.dtypes, strict=True))
-
-
-def _symbol_major(ranges: list[tuple[_SpilledPiece, int, int]]) -> np.ndarray:
-    """The order that puts the rows of pieces read one after the other (each grouped by symbol: symbols
-    ``first`` to ``last - 1`` of each piece) by symbol, each symbol's rows in piece order: from the blocks'
-    bounds, without comparing a symbol."""
-    names = sorted(set().union(*(piece.names[first:last] for piece, first, last in ranges)))
-    column = {name: i for i, name in enumerate(names)}
-    lengths = np.zeros((len(ranges), len(names)), dtype=np.int64)  # rows of (piece, symbol)
-    starts = np.zeros_like(lengths)  # where they begin in the joined rows
-    offset = 0
-    for k, (piece, first, last) in enumerate(ranges):
-        at = [column[name] for name in piece.names[first:last]]
-        lengths[k, at] = np.diff(piece.bounds[first : last + 1])
-        starts[k, at] = offset + piece.bounds[first:last] - piece.bounds[first]
-        offset += int(piece.bounds[last] - piece.bounds[first])
-    length, start = lengths.T.ravel(), starts.T.ravel()  # symbol-major
-    length, start = length[length > 0], start[length > 0]
-    return np.repeat(start - np.r_[0, np.cumsum(length)[:-1]], length) + np.arange(int(length.sum()))
 
 
 @dataclass

@@ -290,11 +290,11 @@ def _build_day(
     engine: sa.Engine,
     day: pd.Timestamp,
     staging: str,
-    rows: pd.DataFrame | DayRows,
+    rows: DayRows[pd.DataFrame],
     parent: str = PARENT,
     columns: Sequence[str] = BUILD_COLUMNS,
 ) -> int:
-    """A new table of one day's rows (a frame, or its parts as they come: ``DayRows``): created with its bound
+    """A new table of one day's rows (its parts as they come: ``DayRows``): created with its bound
     CHECK, COPYed (binary, FREEZE), primary key, statistics.
 
     Runs on a connection of its own and commits: the table is invisible to readers until the caller's
@@ -314,15 +314,14 @@ def _build_day(
             # on the driver connection: SQLAlchemy did not see the transaction these statements opened
             raw.commit()
     finally:
-        if isinstance(rows, DayRows):
-            rows.close()
+        rows.close()
     return written
 
 
 class DayRows(Generic[Part]):
     """A day's rows handed to its build in parts while they are made (``put``), up to ``end`` (or ``fail``:
     the build then fails instead of waiting); as a context manager, leaving the block ends the rows, or on an
-    exception fails them. The parts are whatever the build reads: frames (``build_day_table``), or encoded
+    exception fails them. The parts are whatever the build reads: frames (``_build_day``), or encoded
     COPY payloads (DSI's scored days).
 
     At most ``depth`` parts wait (``put`` blocks while the build is behind), so the rows in memory are those
