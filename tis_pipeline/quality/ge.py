@@ -140,6 +140,11 @@ def preload_in_background(root: Path | None = None) -> threading.Thread:
     An error in the thread is not raised there: the next use of GX meets it again."""
     with _preload_lock:  # not ``_lock``: the thread holds that one while it imports
         if "thread" not in _preloading:
+            # SQLAlchemy's ORM first, here: GX imports it, and its import registers an inspector that the
+            # Dagster storage's queries on this thread call at once, before the module it needs has finished
+            # loading on the other thread (seen in a Celery worker: "partially initialized module
+            # 'sqlalchemy.orm.exc' has no attribute 'UnmappedClassError'")
+            import sqlalchemy.orm  # noqa: F401
 
             def load() -> None:
                 with contextlib.suppress(Exception):
