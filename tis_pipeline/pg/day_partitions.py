@@ -142,7 +142,12 @@ def release_scratch_owners() -> None:
     """Close this process's owner connections (their locks go with them): its scratch tables count as dead."""
     with _owners_guard:
         for ident in [i for i in _owners if i[0] == os.getpid()]:
-            _owners.pop(ident).conn.close()
+            conn = _owners.pop(ident).conn
+            # released before the connection goes: closing returns before the server's backend has ended
+            # and let its locks go, so a reader right after could still see the tables alive
+            with contextlib.suppress(Exception):
+                conn.execute("SELECT pg_advisory_unlock_all()")
+            conn.close()
 
 
 def mark_scratch(cur: Cursor[Any], name: str, run: str | None = None) -> None:
