@@ -97,6 +97,16 @@ def test_backfill_is_a_dagster_backfill_when_a_daemon_runs(cli_env, daemon):  # 
         ).records
     }
     assert "gx_market_data_1m_no_gaps" in evaluations and "market_data_1m_no_gaps" in evaluations
+    # the daemon's run executes its steps in its worker process (ops.jobs.run_executor), not a process each
+    pids = {
+        kind: {
+            r.event_log_entry.dagster_event.pid
+            for r in instance.get_records_for_run(run.run_id, of_type=kind).records
+        }
+        for kind in (dg.DagsterEventType.RUN_START, dg.DagsterEventType.STEP_START)
+    }
+    assert len(pids[dg.DagsterEventType.RUN_START]) == 1
+    assert pids[dg.DagsterEventType.STEP_START] == pids[dg.DagsterEventType.RUN_START]
     with engine(cli_env["TIS_DATABASE_URL"]).connect() as conn:
         days = conn.execute(
             sa.text("SELECT count(DISTINCT (\"timestamp\" AT TIME ZONE 'UTC')::date) FROM market_data_1m")

@@ -1,7 +1,7 @@
 """A real Dagster run on an instance configured by the repository's dagster.yaml (PostgreSQL storage).
 
 Guards the known dagster-postgres 0.29 / SQLAlchemy 2.1 pitfall: with the driver left to SQLAlchemy, the event
-log fails every run on `NOTIFY run_events`.
+log fails every run on `NOTIFY run_events`; and that the storage keeps its connections (ops.instance_storage).
 """
 
 import os
@@ -54,3 +54,36 @@ def test_run_is_recorded_in_postgres_storage(postgres_instance, database_url):
     assert stored_runs == 1
     assert events > 5
     assert os.environ["TIS_DAGSTER_PG_URL"].startswith("postgresql+psycopg2://")
+
+
+def test_a_run_stores_its_events_on_kept_connections(postgres_instance, database_url):
+    """dagster-postgres alone opens a server connection per statement: one per event (40+ in this run). The
+    project's storage keeps one per storage (and a few more only while threads share it)."""
+    instance, storage_url = postgres_instance
+    storage_db = sa.make_url(storage_url).database
+    opened: list[str] = []
+
+    def count(dbapi_connection, _record) -> None:
+        if dbapi_connection.get_dsn_parameters().get("dbname") == storage_db:  # psycopg2: Dagster's driver
+            opened.append(storage_db)
+
+    sa.event.listen(sa.engine.Engine, "connect", count)
+    try:
+        result = dg.materialize(
+            [market_data_1m],
+            instance=instance,
+            partition_key="2024-06-04",
+            resources={
+                "db": PostgresResource(url=database_url),
+                "bars": BarSource(source="synthetic", symbols=["ZZZ"], seed=5),
+            },
+        )
+    finally:
+        sa.event.remove(sa.engine.Engine, "connect", count)
+    assert result.success
+    with engine(storage_url).connect() as conn:
+        events = conn.execute(
+            sa.text("SELECT count(*) FROM event_logs WHERE run_id = :r"), {"r": result.run_id}
+        ).scalar_one()
+    assert events >= 40
+    assert 1 <= len(opened) <= 6, f"{len(opened)} connections opened for {events} events"

@@ -30,6 +30,7 @@ DAGSTER_WIRING = {
     "partitions",
     "sources",
     "ge",
+    "instance_storage",
 }
 TOP_LEVEL_WIRING = {"tis_pipeline.definitions", "tis_pipeline.resources"}
 

@@ -6,6 +6,7 @@ import importlib.util
 
 import dagster as dg
 
+from tis_pipeline.dsi.shards import symbol_shards
 from tis_pipeline.ops.jobs import (
     dagster_storage_prune_job,
     dagster_storage_prune_schedule,
@@ -13,6 +14,7 @@ from tis_pipeline.ops.jobs import (
     daily_partitioned_schedule,
     retention_job,
     retention_schedule,
+    run_executor,
     stale_days_checks_job,
     stale_days_checks_schedule,
 )
@@ -27,6 +29,7 @@ if importlib.util.find_spec("dagster_celery") is not None:
     scale_out_jobs.append(market_data_celery_asset_job())
 
 defs = dg.Definitions(
+    executor=run_executor(symbol_shards()),
     jobs=[
         daily_partitioned_job,
         stale_days_checks_job,

@@ -11,9 +11,9 @@ from tis_pipeline.pg.memory import release_freed_memory
 from tis_pipeline.resources import PostgresResource
 
 
-# After every step of the daily job, the heap it freed goes back to the kernel: when the run's steps share
-# one process (`tis backfill` without a daemon, `tis demo`), the next step would otherwise start from the
-# last one's high-water mark (pg/memory.py). A step in a process of its own (the daemon's runs) exits anyway.
+# After every step of the daily job, the heap it freed goes back to the kernel: the run's steps share one
+# process (the in-process executor, `run_executor`), and the next step would otherwise start from the last
+# one's high-water mark (pg/memory.py).
 @dg.success_hook(name="heap_released_after_step")
 def heap_released_after_step(_context: dg.HookContext) -> None:
     release_freed_memory()
@@ -22,6 +22,23 @@ def heap_released_after_step(_context: dg.HookContext) -> None:
 @dg.failure_hook(name="heap_released_after_failed_step")
 def heap_released_after_failed_step(_context: dg.HookContext) -> None:
     release_freed_memory()
+
+
+def run_executor(symbol_shards: int) -> dg.ExecutorDefinition:
+    """The executor of the project's jobs (the Celery job has its own): every step of a run in the run's
+    worker process when DSI is one step (``symbol_shards`` 1), else a process per step, forked from a server
+    that imported the definitions and Great Expectations once, so that DSI's shard steps run side by side.
+
+    Why not Dagster's default (a process spawned per step): each step then imports pandas, Dagster, the
+    definitions and GE again (2-4 s on two cores) and the day's steps form a chain, so little runs side by
+    side; a 50-symbol day from the UI took 39 s this way against 10 s in one process (bench/RESULTS.md)."""
+    if symbol_shards <= 1:
+        return dg.in_process_executor
+    preload = ["tis_pipeline.definitions", "great_expectations"]
+    return dg.multiprocess_executor.configured(
+        {"start_method": {"forkserver": {"preload_modules": preload}}},
+        name="preloaded_multiprocess_executor",
+    )
 
 
 # Every daily-partitioned asset: `tis backfill` runs ranges of it with an asset selection, the schedule runs
