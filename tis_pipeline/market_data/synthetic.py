@@ -152,9 +152,7 @@ def _symbols_columns(
         normal_draws[i] = rng.normal(3.0, 0.6, MINUTES_PER_DAY)
         keep_draws[i] = rng.random(MINUTES_PER_DAY)
         open_price[i] = _opening_price(seed, symbol, day_index)
-    from scipy.signal import lfilter  # scipy costs ~1 s to import: not when the definitions load
-
-    log_vol = lfilter([1.0], [1.0, -0.97], shocks * 0.15, axis=1)
+    log_vol = ar1(shocks * 0.15, 0.97)
     sigma = 0.0006 * np.exp(log_vol) * profile
     returns = t_draws * sigma / np.sqrt(2.0)
     returns[jump_draws < 1 / 2000] += np.concatenate(jump_sizes)
@@ -174,6 +172,26 @@ def _symbols_columns(
         ),
         "values": np.concatenate([prices[:, keep], volume[keep][np.newaxis]]),
     }
+
+
+def ar1(x: np.ndarray, phi: float) -> np.ndarray:
+    """``y[:, t] = x[:, t] + phi * y[:, t - 1]`` along each row of ``x`` (``y[:, 0] = x[:, 0]``): the AR(1)
+    filter ``scipy.signal.lfilter([1.0], [1.0, -phi], x, axis=1)``, bit for bit.
+
+    Why not lfilter: importing ``scipy.signal`` costs ~1 s of CPU (it imports ``scipy.stats``), in every run
+    that draws synthetic bars, for a loop of 1,440 steps. lfilter's direct form II transposed computes
+    ``y = z + 1.0 * x`` and ``z = 0.0 * x - (-phi) * y``: the same products and sums as here, each rounded
+    once (a test holds the two equal on many series). The loop runs over the minutes, each step on every row
+    at once (~2 ms for 64 rows of a day)."""
+    columns = np.ascontiguousarray(x.T)  # (minute, row): each step reads and writes one contiguous row
+    out = np.empty_like(columns)
+    if len(columns):
+        out[0] = columns[0]
+    carried = np.empty(columns.shape[1:])
+    for t in range(1, len(columns)):
+        np.multiply(out[t - 1], phi, out=carried)
+        np.add(columns[t], carried, out=out[t])
+    return np.ascontiguousarray(out.T)  # rows again, laid out as lfilter's
 
 
 def _frame(days: list[dict[str, np.ndarray]], symbols: list[str] | tuple[str, ...]) -> pd.DataFrame:

@@ -7,7 +7,7 @@ asset graph cannot hold as separate assets without breaking "a range run equals 
 
 import json
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import dagster as dg
 import pandas as pd
@@ -124,7 +124,12 @@ def trading_day(
     # every symbol's closes of a day (millions of bars) are read and reduced to a few figures per symbol on a
     # second connection while the day's plans are made from the plans' own bars: the scan runs in its server
     # process beside this one's work
-    with db.begin() as conn, ThreadPoolExecutor(max_workers=1, thread_name_prefix="closes") as reader:
+    checking: Future[list[dg.AssetCheckResult]] | None = None
+    with (
+        db.begin() as conn,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="closes") as reader,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="checks") as checker,
+    ):
         previous = store.previous_population(conn, start, fingerprint)
         if previous is not None:
             begin, population = previous[0] + pd.Timedelta(days=1), population_from_json(previous[1])
@@ -142,7 +147,7 @@ def trading_day(
             population = founding_population(days[0] if days else start)
         cleared = store.clear_window(conn, begin, end)
         written = dict.fromkeys(TABLES, 0)
-        for day in days:
+        for k, day in enumerate(days):
             # the day costs in proportion to its plans: the OHLCV bars of the stretches its events' plans
             # read, and the figures of every symbol's closes for what needs them all (the day's and triggers'
             # regimes, the notes' last bars; first needed by the scores: run_day waits for them there)
@@ -175,13 +180,22 @@ def trading_day(
                     "population": text,
                 }
             )
+            for table in WRITE_ORDER:
+                out[table].append(rows[table])
+            if k == len(days) - 1:
+                # every row of the range is known: the checks judge the frames on a thread of their own while
+                # the last day's rows, the links, notes and states are written (the server's work: this
+                # thread mostly waits on it)
+                frames = {t: concat_frames(f) for t, f in out.items()}
+                checking = checker.submit(_check_results, frames, population, (start, end))
             # parents before children: modules (children of the day included), plans, approvals, ...
             store.upsert_modules(conn, population_rows(population))
             for table in WRITE_ORDER:
                 written[table] += store.write_rows(conn, table, rows[table])
-                out[table].append(rows[table])
         written["modules"] = len(population) if days else 0
-        frames = {t: concat_frames(f) for t, f in out.items()}
+        if checking is None:  # no day with bars
+            frames = {t: concat_frames(f) for t, f in out.items()}
+            checking = checker.submit(_check_results, frames, population, (start, end))
         linked_events, linked_evidence = store.link_plans(conn, frames["trading_plans"])
         # where modules acted and learned; a window without plans before the run has no note to clear
         had_plans = cleared.get("trading_plans", 0) > 0
@@ -252,9 +266,20 @@ def trading_day(
                 **metadata.get(table, {}),
             },
         )
+    yield from checking.result()
+
+
+def _check_results(
+    frames: dict[str, pd.DataFrame], population: pd.DataFrame, window: tuple[pd.Timestamp, pd.Timestamp]
+) -> list[dg.AssetCheckResult]:
+    """Every table's checks on the run's rows (``frames``; ``modules``: the population at the range's end),
+    in ``TABLES`` order."""
     checked = {**frames, "modules": population_rows(population)}
-    for table in TABLES:
-        yield from frame_check_results(checked[table], table, (start, end), asset=table)
+    return [
+        result
+        for table in TABLES
+        for result in frame_check_results(checked[table], table, window, asset=table)
+    ]
 
 
 REPORT_COLUMNS = [

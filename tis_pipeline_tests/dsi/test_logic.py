@@ -588,3 +588,21 @@ def test_a_row_stream_whose_build_stops_reading_fails_the_writer_instead_of_bloc
     rows.close()  # the build ended without reading on
     with pytest.raises(RuntimeError, match="stopped reading"):
         rows.put("second")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("level", [0.90, 0.95, 0.5, 0.999])
+def test_the_ci_table_is_scipy_stats_beta_ppf_bit_for_bit(level):
+    """``hedge._ci_table`` computes scipy.stats.beta.ppf(q, a, b) as scipy.special.betaincinv(a, b, q) (an
+    import of 0.15 s instead of 0.7 s): the same float64 bits for every (n_up, n_down) of up to 30 experts."""
+    from scipy.stats import beta
+
+    from tis_pipeline.dsi.logic import hedge
+
+    for n in (0, 1, N_EXPERTS, 30):
+        table = hedge._ci_table(n, level)
+        a, b = np.meshgrid(np.arange(n + 1) + 1.0, np.arange(n + 1) + 1.0, indexing="ij")
+        q = (1 - level) / 2
+        expected = np.stack([beta.ppf(q, a, b).ravel(), beta.ppf(1 - q, a, b).ravel()])
+        assert table.shape == (2, (n + 1) ** 2)
+        assert np.array_equal(table.view(np.int64), expected.view(np.int64)), n
+        assert (table[0] < table[1]).all() and (table > 0).all() and (table < 1).all()

@@ -150,7 +150,7 @@ def review(
         # time (start < the end of the symbol's rows); else there is no volume to size against
         row = np.minimum(book.start, len(book.bars) - 1)
         same = book.start < book.block_end
-        volume = np.where(same, book.costs["volume"].to_numpy()[row], np.nan)
+        volume = np.where(same, book.costs.at(row)[2], np.nan)
         price = plans["entry_price"].to_numpy(dtype="float64")
         liquidity = lim["max_participation"] * volume * price / capital * 100.0
 

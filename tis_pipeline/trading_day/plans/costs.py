@@ -245,6 +245,78 @@ def _cost_inputs(
     )
 
 
+class BarCosts:
+    """``bar_cost_inputs``' figures of the bars ``b``, computed only at the rows asked for (``at``) and kept: a
+    day's fills read the cost inputs of a few bars per plan (its entry and exit bars, the bar a desk sizes
+    against), not of the hundreds of thousands of bars their windows hold.
+
+    The same operations on the same values as ``_cost_inputs`` for every bar asked for (per-bar log terms
+    over every bar, then the window sums taken lag 1 .. ``COST_WINDOW`` in that order): the same figures, bit
+    for bit."""
+
+    def __init__(self, b: pd.DataFrame, config: CostConfig) -> None:
+        n = len(b)
+        self.config = config
+        self.n = n
+        self.pos = b.groupby("symbol", sort=False).cumcount().to_numpy() if n else np.zeros(0, dtype="int64")
+        high, low = b["high"].to_numpy(dtype="float64"), b["low"].to_numpy(dtype="float64")
+        close = b["close"].to_numpy(dtype="float64")
+        volume = b["volume"].to_numpy(dtype="float64") if "volume" in b else np.full(n, np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            c = np.log(close)
+            eta = 0.5 * (np.log(high) + np.log(low))
+            c1, eta1 = _lagged(c, self.pos, 1), _lagged(eta, self.pos, 1)
+            # the pair (t, t+1) is stamped at t + 1 (``_cost_inputs``)
+            self.pair = np.where(self.pos >= 1, 4.0 * (c1 - eta1) * (c1 - eta), np.nan)
+            self.park = np.log(high / low) ** 2
+        self.vol_ok = np.where(volume > 0, volume, np.nan)
+        self._spread = np.full(n, np.nan)
+        self._sigma = np.full(n, np.nan)
+        self._volume = np.full(n, np.nan)
+        self._done = np.zeros(n, dtype=bool)
+
+    def _compute(self, rows: np.ndarray) -> None:
+        k = len(rows)
+        pos = self.pos[rows]
+        pair_sum, pair_n = np.zeros(k), np.zeros(k)
+        park_sum, park_n = np.zeros(k), np.zeros(k)
+        vol_sum, vol_n = np.zeros(k), np.zeros(k)
+        for lag in range(1, COST_WINDOW + 1):
+            ok = pos >= lag
+            at = np.where(ok, rows - lag, 0)
+            p = np.where(ok, self.park[at], np.nan)
+            park_sum += np.nan_to_num(p)
+            park_n += np.isfinite(p)
+            v = np.where(ok, self.vol_ok[at], np.nan)
+            vol_sum += np.nan_to_num(v)
+            vol_n += np.isfinite(v)
+            if lag < COST_WINDOW:
+                q = np.where(ok, self.pair[at], np.nan)
+                pair_sum += np.nan_to_num(q)
+                pair_n += np.isfinite(q)
+        floor = self.config.spread_floor_bps / 1e4
+        with np.errstate(divide="ignore", invalid="ignore"):
+            est = np.sqrt(np.maximum(pair_sum / pair_n, 0.0))
+            sigma = np.sqrt(park_sum / park_n / (4.0 * math.log(2.0)))
+            mean_volume = vol_sum / vol_n
+        self._spread[rows] = np.where((pair_n >= MIN_PAIRS) & np.isfinite(est), np.maximum(est, floor), floor)
+        self._sigma[rows] = np.where(park_n > 0, sigma, np.nan)
+        self._volume[rows] = np.where(vol_n > 0, mean_volume, np.nan)
+        self._done[rows] = True
+
+    def at(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(spread, sigma, mean volume) of the bars at ``rows`` (row numbers of ``b``; NaN for all three when
+        ``b`` has no bar)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.n == 0:
+            nan = np.full(len(rows), np.nan)
+            return nan, nan.copy(), nan.copy()
+        todo = rows[~self._done[rows]]
+        if len(todo):
+            self._compute(np.unique(todo))
+        return self._spread[rows], self._sigma[rows], self._volume[rows]
+
+
 def market_cost_bps(
     spread: np.ndarray, sigma: np.ndarray, volume: np.ndarray, qty: np.ndarray, config: CostConfig
 ) -> tuple[np.ndarray, np.ndarray]:

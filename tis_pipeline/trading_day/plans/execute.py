@@ -60,7 +60,7 @@ from tis_pipeline.trading_day.plans.common import (
     utc_day,
     utc_series,
 )
-from tis_pipeline.trading_day.plans.costs import CostConfig, cost_config, market_cost_bps
+from tis_pipeline.trading_day.plans.costs import BarCosts, CostConfig, cost_config, market_cost_bps
 from tis_pipeline.trading_day.plans.market import DayBars, day_bars
 from tis_pipeline.trading_day.population import (
     acting_module,
@@ -78,18 +78,18 @@ def entry_delay(genome: Mapping) -> int:
 @dataclass(frozen=True)
 class Book:
     """The bars of a day prepared once for any number of fills: bars, their timestamps (naive ns), their cost
-    inputs, and each plan's window of bar rows ``[start, stop_at)`` and the end of its symbol's rows
+    inputs (``costs.BarCosts``: computed at the bars a fill reads, on first use), and each plan's window of bar rows ``[start, stop_at)`` and the end of its symbol's rows
     (``block_end``: ``start == block_end`` when the symbol has no bar at or after the plan's timestamp)."""
 
     plans: pd.DataFrame
     bars: pd.DataFrame
-    costs: pd.DataFrame
+    costs: BarCosts
     start: np.ndarray
     stop_at: np.ndarray
     config: CostConfig
     ts: np.ndarray
     block_end: np.ndarray
-    # per bar: open, high, low, close, and the cost inputs spread, sigma, volume
+    # per bar: open, high, low, close
     arrays: Mapping[str, np.ndarray]
     # per plan: d (+1 long, -1 short), entry_price, stop_loss, take_profit, valid_until, fee
     plan_arrays: Mapping[str, np.ndarray]
@@ -116,11 +116,8 @@ def open_book(plans: pd.DataFrame, bars: pd.DataFrame | DayBars, config: CostCon
         start[k] = lo + np.searchsorted(b_ts[lo:hi], p_ts[k], side="left")
         stop_at[k] = lo + np.searchsorted(b_ts[lo:hi], p_vu[k], side="left")
         block_end[k] = hi
-    costs = prepared.costs(config)
-    bar_arrays = {
-        **{c: prepared.bars[c].to_numpy(dtype="float64") for c in ("open", "high", "low", "close")},
-        **{c: costs[c].to_numpy(dtype="float64") for c in ("spread", "sigma", "volume")},
-    }
+    costs = prepared.bar_costs(config)
+    bar_arrays = {c: prepared.bars[c].to_numpy(dtype="float64") for c in ("open", "high", "low", "close")}
     plan_arrays = {
         "d": np.where(plans["direction"].to_numpy() == "long", 1.0, -1.0),
         **{c: plans[c].to_numpy(dtype="float64") for c in ("entry_price", "stop_loss", "take_profit")},
@@ -208,15 +205,13 @@ def fill_arrays(
         values = bars[name]
         return np.where(filled, values[rows] if len(values) else nan, np.nan)
 
+    def cost_inputs(rows: np.ndarray) -> list[np.ndarray]:
+        # spread, sigma, volume of the bars at rows (NaN where the plan did not fill), as ``col`` reads a bar
+        return [np.where(filled, x, np.nan) for x in book.costs.at(rows)]
+
     entry_ref = col("open", safe_start)
     qty = decimal_20_8(np.where(filled, capital * sizes / 100.0 / entry_ref, np.nan))
-    half_in, impact_in = market_cost_bps(
-        col("spread", safe_start),
-        col("sigma", safe_start),
-        col("volume", safe_start),
-        qty,
-        book.config,
-    )
+    half_in, impact_in = market_cost_bps(*cost_inputs(safe_start), qty, book.config)
     entry_cost = half_in + impact_in
     entry_fill = np.round(entry_ref * (1 + d * entry_cost / 1e4), 8)
     planned = pa["entry_price"]
@@ -253,13 +248,7 @@ def fill_arrays(
     stop_ref = np.where(d > 0, np.minimum(exit_open, stop), np.maximum(exit_open, stop))
     exit_ref = np.where(by_stop, stop_ref, np.where(by_target, target, exit_close))
     exit_bar = np.where(filled, row[safe_exit] if len(row) else 0, 0)
-    half_out, impact_out = market_cost_bps(
-        col("spread", exit_bar),
-        col("sigma", exit_bar),
-        col("volume", exit_bar),
-        qty,
-        book.config,
-    )
+    half_out, impact_out = market_cost_bps(*cost_inputs(exit_bar), qty, book.config)
     exit_cost = np.where(by_target, 0.0, half_out + impact_out)
     exit_fill = np.round(exit_ref * (1 - d * exit_cost / 1e4), 8)
 

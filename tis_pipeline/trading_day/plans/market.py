@@ -28,7 +28,7 @@ from tis_pipeline.trading_day.plans.common import (
     utc_day,
     utc_series,
 )
-from tis_pipeline.trading_day.plans.costs import CostConfig, bar_cost_inputs
+from tis_pipeline.trading_day.plans.costs import BarCosts, CostConfig, bar_cost_inputs
 
 
 def trend_z(total: np.ndarray, vol: np.ndarray, count: np.ndarray) -> np.ndarray:
@@ -161,6 +161,7 @@ class DayBars:
             closes if closes is not None else self.bars
         )
         self._costs: dict[str, pd.DataFrame] = {}
+        self._bar_costs: dict[str, BarCosts] = {}
         self._day_closes: dict[pd.Timestamp, DayCloses] = {}
 
     @property
@@ -230,6 +231,14 @@ class DayBars:
         if key not in self._costs:
             self._costs[key] = bar_cost_inputs(self.bars, config)
         return self._costs[key]
+
+    def bar_costs(self, config: CostConfig) -> BarCosts:
+        """The same figures as ``costs``, computed at the bars asked for (``costs.BarCosts``: what the fills
+        read) and kept per configuration, so every stage of the day shares them."""
+        key = json.dumps(config.as_dict(), sort_keys=True)
+        if key not in self._bar_costs:
+            self._bar_costs[key] = BarCosts(self.bars, config)
+        return self._bar_costs[key]
 
 
 def day_bars(bars: pd.DataFrame | DayBars | None) -> DayBars:
