@@ -28,19 +28,23 @@ def postgres_instance(tmp_path, empty_database_url, monkeypatch):
         yield instance, empty_database_url
 
 
-def test_run_is_recorded_in_postgres_storage(postgres_instance, database_url):
-    instance, storage_url = postgres_instance
-    assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-    assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
-    result = dg.materialize(
+def _ingest_day(instance: dg.DagsterInstance, database_url: str, day: str) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
         [market_data_1m],
         instance=instance,
-        partition_key="2024-06-03",
+        partition_key=day,
         resources={
             "db": PostgresResource(url=database_url),
             "bars": BarSource(source="synthetic", symbols=["ZZZ"], seed=5),
         },
     )
+
+
+def test_run_is_recorded_in_postgres_storage(postgres_instance, database_url):
+    instance, storage_url = postgres_instance
+    assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+    assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+    result = _ingest_day(instance, database_url, "2024-06-03")
     assert result.success
     run = instance.get_run_by_id(result.run_id)
     assert run.status == dg.DagsterRunStatus.SUCCESS
@@ -69,15 +73,7 @@ def test_a_run_stores_its_events_on_kept_connections(postgres_instance, database
 
     sa.event.listen(sa.engine.Engine, "connect", count)
     try:
-        result = dg.materialize(
-            [market_data_1m],
-            instance=instance,
-            partition_key="2024-06-04",
-            resources={
-                "db": PostgresResource(url=database_url),
-                "bars": BarSource(source="synthetic", symbols=["ZZZ"], seed=5),
-            },
-        )
+        result = _ingest_day(instance, database_url, "2024-06-04")
     finally:
         sa.event.remove(sa.engine.Engine, "connect", count)
     assert result.success

@@ -167,3 +167,90 @@ print("ok")
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().endswith("ok")
+
+
+def _fresh_interpreter(code: str, tmp_path: Path) -> str:
+    env = {"TIS_GX_DIR": str(tmp_path / "gx"), "GX_ANALYTICS_ENABLED": "false"}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip()
+
+
+def test_gx_is_imported_without_scipy_stats_and_altair_which_its_modules_import_on_first_use(tmp_path):
+    """In a fresh interpreter: GX judges without scipy.stats or altair ever imported; the KL divergence
+    expectation's module (which imports both at its top) holds stand-ins that import the real modules when
+    first used, and give what they give; ``import scipy.stats`` after that is the real module, imported once."""
+    code = """
+import sys
+from tis_pipeline.quality import ge
+from tis_pipeline.quality.deferred import Deferred
+from tis_pipeline.quality.evaluate import evaluate_frame
+from tis_pipeline_tests.quality.frames import market_1m
+bars = market_1m(minutes=60)
+bars.loc[5, "low"] = 0.0
+judged = ge.judge(evaluate_frame(bars, "market_data_1m", now=bars["timestamp"].max()))
+assert judged.engine == "great_expectations" and not judged.passed
+assert judged.counts()["ck_market_data_1m_prices_positive"] == 1, judged.counts()
+assert not {"scipy.stats", "altair"} & set(sys.modules), "imported with GX"
+from great_expectations.expectations.core import expect_column_kl_divergence_to_be_less_than as kl
+assert type(kl.stats) is Deferred and type(kl.alt) is Deferred
+assert abs(kl.stats.entropy([0.5, 0.5], [0.25, 0.75]) - 0.1438410362258904) < 1e-15
+assert type(sys.modules["scipy.stats"]) is not Deferred
+import scipy.stats
+assert scipy.stats is sys.modules["scipy.stats"] and kl.stats.entropy is scipy.stats.entropy
+assert kl.alt.Chart is sys.modules["altair"].Chart
+print("ok")
+"""
+    assert _fresh_interpreter(code, tmp_path).endswith("ok")
+
+
+def test_a_module_imported_before_gx_is_not_deferred(tmp_path):
+    """scipy.stats imported first (a DSI figure, a test): GX's modules get the real module, no stand-in."""
+    code = """
+import sys
+import scipy.stats
+from tis_pipeline.quality import ge
+ge._gx()
+from great_expectations.expectations.core import expect_column_kl_divergence_to_be_less_than as kl
+assert kl.stats is scipy.stats and type(kl.alt).__name__ == "Deferred"
+print("ok")
+"""
+    assert _fresh_interpreter(code, tmp_path).endswith("ok")
+
+
+def test_a_deferred_module_imported_by_another_thread_while_deferred_is_the_real_one(monkeypatch):
+    """During ``deferring`` (GX's import on the preload thread), another thread's ``import`` gets the
+    stand-in; it answers as the module, and so do its submodules; after the block ``sys.modules`` holds no
+    stand-in."""
+    from tis_pipeline.quality import deferred
+
+    name = "json.tool"  # not imported by anything here: a module of the standard library with a parent
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.delattr(sys.modules["json"], "tool", raising=False)
+    with deferred.deferring((name, "json")) as names:
+        assert names == (name,)  # json is imported: not deferred
+        stand_in = sys.modules[name]
+        assert type(stand_in) is deferred.Deferred
+        import json.tool as tool  # what another thread would get
+
+        assert tool is stand_in
+        assert callable(tool.main)  # the real module's, imported now
+        assert type(sys.modules[name]) is not deferred.Deferred
+    assert type(sys.modules[name]) is not deferred.Deferred and tool.main is sys.modules[name].main
+    for module in ("email.mime", "email.mime.text", "email.mime.base"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    with deferred.deferring(("email.mime",)) as names:
+        assert names == ("email.mime",)
+        import email.mime.text  # a submodule of a deferred package: the package is imported for it
+
+        assert email.mime.text.MIMEText("x").get_payload() == "x"
+        assert type(sys.modules["email.mime"]) is not deferred.Deferred
+    assert not any(type(m) is deferred.Deferred for m in list(sys.modules.values()))
