@@ -22,6 +22,11 @@ Prints one JSON line per size. ``--warm``: before the timed run, the fresh datab
 storage created (what a database pays once, before its first run), so the figures are those of any later run;
 the JSON line says ``"warm": true``.
 
+``--run-worker``: the run as the daemon's run worker executes it (what a day materialized from the UI or by
+the schedule costs): ``dagster job execute`` of ``daily_partitioned_job`` over the day, with the job's own
+executor and the storage of the project's ``dagster.yaml``; implies ``--warm`` (a worker does not migrate);
+the JSON line says ``"via": "run_worker"`` (else ``"tis_backfill"``).
+
     python -m bench.scale --symbols 500 --days 31 [--day 2024-01-08]
 
 A range instead of one day: the N consecutive days from ``--day`` in one ``tis backfill`` (one run: the
@@ -83,6 +88,12 @@ WARM_UP = textwrap.dedent("""
     environment.prepare(start_embedded=False)
     upgrade(os.environ["TIS_DATABASE_URL"])
     dg.DagsterInstance.get()
+""")
+
+PREPARED = textwrap.dedent("""
+    import json
+    from tis_pipeline import environment
+    print(json.dumps(environment.prepare(start_embedded=False)))
 """)
 
 STEP_TIMES = textwrap.dedent("""
@@ -155,7 +166,14 @@ def last_day_of(day: str, days: int) -> str:
 
 
 def run_size(
-    n: int, day: str, server: str, keep: bool, days: int = 1, prefix: str = "h_scale", warm: bool = False
+    n: int,
+    day: str,
+    server: str,
+    keep: bool,
+    days: int = 1,
+    prefix: str = "h_scale",
+    warm: bool = False,
+    run_worker: bool = False,
 ) -> dict:
     last = last_day_of(day, days)
     name = f"{prefix}_{n}" if days == 1 else f"{prefix}_{n}_{days}d"
@@ -189,6 +207,18 @@ def run_size(
             "PYTHONWARNINGS": "ignore",
         }
     )
+    warm = warm or run_worker
+    command = [sys.executable, "-m", "tis_pipeline.cli", "backfill", "--start", day, "--end", last]
+    command.append("--in-process")
+    if run_worker:
+        # the variables `tis` sets for every Dagster process (DAGSTER_HOME, TIS_DAGSTER_PG_URL), then the job
+        prepared = subprocess.run(
+            [sys.executable, "-c", PREPARED], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+        )
+        env.update(json.loads(prepared.stdout.strip().splitlines()[-1]))
+        tags = {"dagster/asset_partition_range_start": day, "dagster/asset_partition_range_end": last}
+        job = ["-m", "tis_pipeline.definitions", "-j", "daily_partitioned_job", "--tags", json.dumps(tags)]
+        command = [str(Path(sys.executable).with_name("dagster")), "job", "execute", *job]
     if warm:
         # what a database pays once, before its first run: the project's migrations from base and Dagster's
         # storage tables; the timed run then pays what every later run pays
@@ -197,7 +227,7 @@ def run_size(
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tis_pipeline.cli", "backfill", "--start", day, "--end", last, "--in-process"],
+        command,
         env=env,
         cwd=PROJECT_ROOT,
         stdout=subprocess.PIPE,
@@ -259,6 +289,7 @@ def run_size(
         "day": day,
         "days": days,
         "warm": warm,
+        "via": "run_worker" if run_worker else "tis_backfill",
         "last_day": last,
         "bars": bars,
         "anomaly_events": events,
@@ -498,6 +529,11 @@ def main() -> None:
         action="store_true",
         help="migrate the fresh database and create Dagster's storage before the timed run (a later run's)",
     )
+    parser.add_argument(
+        "--run-worker",
+        action="store_true",
+        help="run the day as the daemon's run worker does (dagster job execute; implies --warm)",
+    )
     args = parser.parse_args()
     sizes = [int(x) for x in args.symbols.split(",") if x.strip()]
     if args.days < 1:  # before any database is made
@@ -524,7 +560,9 @@ def main() -> None:
             )
         return
     for n in sizes:
-        line = run_size(n, args.day, args.server, args.keep, args.days, args.db_prefix, args.warm)
+        line = run_size(
+            n, args.day, args.server, args.keep, args.days, args.db_prefix, args.warm, args.run_worker
+        )
         print(json.dumps(line), flush=True)
 
 

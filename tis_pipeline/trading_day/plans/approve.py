@@ -46,6 +46,7 @@ then cancels them).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -63,7 +64,7 @@ from tis_pipeline.trading_day.plans.common import (
     naive_ns,
     utc_day,
 )
-from tis_pipeline.trading_day.plans.execute import Book, fill_arrays, open_book, simulate_fills
+from tis_pipeline.trading_day.plans.execute import Book, fill_arrays, open_book
 from tis_pipeline.trading_day.plans.market import DayBars
 from tis_pipeline.trading_day.population import (
     acting_module,
@@ -94,6 +95,17 @@ def limits_of(genome: Mapping) -> dict[str, float]:
 
 def _pct(x: float) -> float | None:
     return json_number(x, 2)
+
+
+# NaT of an open position's end and of a closed position's exit, as int64 ns that compare as NaT does with any
+# time t of a plan (never NaT on the path that reads them): an end never after t, an exit never at or before t
+_NAT_END = np.iinfo(np.int64).min
+_NAT_EXIT = np.iinfo(np.int64).max
+
+
+def _ns(value: np.datetime64, nat: int) -> int:
+    """A ``datetime64[ns]`` as int64 ns (``nat`` for NaT)."""
+    return nat if np.isnat(value) else int(value.astype("datetime64[ns]").view("int64"))
 
 
 def _in_time_order(ts: np.ndarray) -> bool:
@@ -162,14 +174,31 @@ def review(
     loss_limit = np.zeros(n, dtype=bool)
     binding: list[str | None] = [None] * n
     seen: list[dict[str, Any]] = []
-    if book is not None and trader is not None and fills is None:
-        fills = simulate_fills(book, np.arange(n), sizes, trader)
-    if fills is not None:
+    can_fill = book is not None and trader is not None
+    if can_fill and fills is None:
+        # the three columns read below, as arrays (``simulate_fills``' frame holds the same values)
+        assert book is not None and trader is not None
+        made = fill_arrays(book, np.arange(n), sizes, trader)
+        fill_ok, fill_pnl, fill_exit = made["filled"].astype(bool), made["pnl"], made["exit_time"]
+    elif fills is not None:
         fill_ok, fill_pnl, fill_exit = (
             fills["filled"].to_numpy(dtype=bool),
             fills["pnl"].to_numpy(dtype="float64"),
             naive_ns(fills["exit_time"]),
         )
+    filling = can_fill
+    # the loop's per-plan values as Python objects (a numpy scalar per access costs more than the arithmetic):
+    # the same IEEE doubles, added one after the other in the same order; times as int64 ns, NaT as a
+    # sentinel that compares as NaT does (an end never after t, an exit never at or before t)
+    t_ns = ts.view("int64").tolist()
+    d_l = d.tolist()
+    sym_l = symbol.tolist()
+    size_l = np.asarray(sizes, dtype="float64").tolist()
+    liquidity_l = liquidity.tolist()
+    final_l = [0.0] * n
+    end_ns = [_NAT_END] * n
+    exit_ns = [_NAT_EXIT] * n
+    realised = 0.0
     # t never decreases (plans in time order): what closed by an earlier plan's time is closed at this one's
     # (else, e.g. a NaT, every accepted plan is looked at again for each plan)
     monotone = _in_time_order(ts)
@@ -179,31 +208,38 @@ def review(
     closing: list[int] = []  # accepted plans with a P&L, not closed yet
     position: dict[int, dict[str, Any]] = {}  # an accepted plan's entry in open_positions (its size is final)
     for j in range(n):
-        t = ts[j]
         # the earlier approved plans still open at t and those closed by t with a P&L, in plan order (the
         # order the sums below add them in)
         if monotone:
-            live = [i for i in live if end[i] > t]
-            if any(exit_at[i] <= t for i in closing):
-                closed = sorted(closed + [i for i in closing if exit_at[i] <= t])
-                closing = [i for i in closing if not exit_at[i] <= t]
+            t = t_ns[j]
+            live = [i for i in live if end_ns[i] > t]
+            if any(exit_ns[i] <= t for i in closing):
+                closed = sorted(closed + [i for i in closing if exit_ns[i] <= t])
+                closing = [i for i in closing if not exit_ns[i] <= t]
+                realised = float(np.sum(pnl[closed]))  # changes only when a position closes
         else:
-            live = [i for i in taken if end[i] > t]
-            closed = [i for i in taken if exit_at[i] <= t and np.isfinite(pnl[i])]
-        realised = float(np.sum(pnl[closed])) if closed else 0.0
-        gross = float(sum(final[i] for i in live))
-        net = float(sum(d[i] * final[i] for i in live))
-        sym = float(sum(final[i] for i in live if symbol[i] == symbol[j]))
+            tt = ts[j]
+            live = [i for i in taken if end[i] > tt]
+            closed = [i for i in taken if exit_at[i] <= tt and np.isfinite(pnl[i])]
+            realised = float(np.sum(pnl[closed])) if closed else 0.0
+        gross = net = sym = 0.0
+        here = sym_l[j]
+        for i in live:
+            f = final_l[i]
+            gross += f
+            net += d_l[i] * f
+            if sym_l[i] == here:
+                sym += f
         rooms = {
             "max_position_pct": lim["max_position_pct"],
             "max_gross_pct": lim["max_gross_pct"] - gross,
             "max_symbol_pct": lim["max_symbol_pct"] - sym,
-            "max_net_pct": lim["max_net_pct"] - d[j] * net,
+            "max_net_pct": lim["max_net_pct"] - d_l[j] * net,
         }
-        if np.isfinite(liquidity[j]):
-            rooms["max_participation"] = liquidity[j]
+        if math.isfinite(liquidity_l[j]):
+            rooms["max_participation"] = liquidity_l[j]
         room = max(0.0, min(rooms.values()))
-        size = float(sizes[j])
+        size = size_l[j]
         target = float(np.clip(round(min(size, room), 2), 0.0, 100.0))
         loss_limit[j] = realised <= -lim["max_daily_loss_pct"] / 100.0 * capital
         if passing[j] and not over[j] and not loss_limit[j]:
@@ -212,7 +248,7 @@ def review(
                 binding[j] = tightest
             else:
                 status[j] = "approved" if target >= size else "modified"
-                final[j] = target
+                final[j] = final_l[j] = target
                 if target < size:
                     binding[j] = tightest
         if describe:
@@ -229,7 +265,8 @@ def review(
                 }
             )
         if status[j] != "rejected":
-            if book is not None and trader is not None and fills is not None:
+            if filling:
+                assert book is not None and trader is not None
                 if final[j] == sizes[j]:
                     ok, j_pnl, j_exit = fill_ok[j], fill_pnl[j], fill_exit[j]
                 else:  # cut to another size: another quantity, impact and path
@@ -239,10 +276,12 @@ def review(
                     pnl[j] = float(j_pnl)
                     exit_at[j] = j_exit
                     end[j] = exit_at[j]
+                    exit_ns[j] = _ns(exit_at[j], _NAT_EXIT)
                 else:
                     end[j] = valid_until[j]
             else:
                 end[j] = valid_until[j]
+            end_ns[j] = _ns(end[j], _NAT_END)
             taken.append(j)
             live.append(j)
             if np.isfinite(pnl[j]):

@@ -246,8 +246,8 @@ def _cost_inputs(
 
 
 class BarCosts:
-    """``bar_cost_inputs``' figures of the bars ``b``, computed only at the rows asked for (``at``) and kept: a
-    day's fills read the cost inputs of a few bars per plan (its entry and exit bars, the bar a desk sizes
+    """``bar_cost_inputs``' figures of the bars ``b``, computed only at the rows asked for (``at``) and kept:
+    a day's fills read the cost inputs of a few bars per plan (its entry and exit bars, the bar a desk sizes
     against), not of the hundreds of thousands of bars their windows hold.
 
     The same operations on the same values as ``_cost_inputs`` for every bar asked for (per-bar log terms

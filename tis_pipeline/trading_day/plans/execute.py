@@ -78,8 +78,9 @@ def entry_delay(genome: Mapping) -> int:
 @dataclass(frozen=True)
 class Book:
     """The bars of a day prepared once for any number of fills: bars, their timestamps (naive ns), their cost
-    inputs (``costs.BarCosts``: computed at the bars a fill reads, on first use), and each plan's window of bar rows ``[start, stop_at)`` and the end of its symbol's rows
-    (``block_end``: ``start == block_end`` when the symbol has no bar at or after the plan's timestamp)."""
+    inputs (``costs.BarCosts``: computed at the bars a fill reads, on first use), and each plan's window of
+    bar rows ``[start, stop_at)`` and the end of its symbol's rows (``block_end``: ``start == block_end`` when
+    the symbol has no bar at or after the plan's timestamp)."""
 
     plans: pd.DataFrame
     bars: pd.DataFrame
