@@ -212,10 +212,9 @@ def run_size(
     command.append("--in-process")
     if run_worker:
         # the variables `tis` sets for every Dagster process (DAGSTER_HOME, TIS_DAGSTER_PG_URL), then the job
-        prepared = subprocess.run(
-            [sys.executable, "-c", PREPARED], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
-        )
-        env.update(json.loads(prepared.stdout.strip().splitlines()[-1]))
+        prepare = [sys.executable, "-c", PREPARED]
+        prepared = subprocess.check_output(prepare, env=env, cwd=PROJECT_ROOT, text=True)
+        env.update(json.loads(prepared.strip().splitlines()[-1]))
         tags = {"dagster/asset_partition_range_start": day, "dagster/asset_partition_range_end": last}
         job = ["-m", "tis_pipeline.definitions", "-j", "daily_partitioned_job", "--tags", json.dumps(tags)]
         command = [str(Path(sys.executable).with_name("dagster")), "job", "execute", *job]
