@@ -162,7 +162,9 @@ class WatchedTask:
         return True
 
     def get(self) -> Any:
-        if self._lost is not None and not self._result.ready():
+        # our own revoke may reach the backend first (another worker stores the task as REVOKED): a lost step
+        # reads as lost unless its result came in before the revoke
+        if self._lost is not None and not self._result.successful():
             raise WorkerLost(self._lost)
         return self._result.get()
 

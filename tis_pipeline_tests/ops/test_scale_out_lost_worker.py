@@ -22,15 +22,23 @@ RUN, STEP, WORKER = "run-1", "dsi.dsi_shard[shard_0]", "w1@host"
 class FakeResult:
     done: bool = False
     revoked: int = 0
+    succeeded: bool = False
+    revoke_is_stored: bool = False  # another worker stores the revoked task's state at once
 
     def ready(self) -> bool:
         return self.done
 
+    def successful(self) -> bool:
+        return self.succeeded
+
     def get(self) -> list[str]:
+        if self.revoked and not self.succeeded:
+            raise RuntimeError("TaskRevokedError")
         return ["events"]
 
     def revoke(self) -> None:
         self.revoked += 1
+        self.done = self.done or self.revoke_is_stored
 
 
 @dataclass
@@ -83,6 +91,23 @@ def test_a_step_whose_worker_stops_answering_fails_after_the_misses():
     assert result.revoked == 1 and control.pings == [[WORKER]] * scale_out.LOST_WORKER_MISSES
     with pytest.raises(scale_out.WorkerLost, match=r"w1@host running step dsi\.dsi_shard\[shard_0\]"):
         task.get()
+
+
+@pytest.mark.parametrize("succeeded", [False, True])
+def test_a_lost_step_stays_lost_when_its_revoke_is_stored_first(succeeded):
+    """Our revoke may make the result ready (REVOKED, stored by another worker) before the loop asks for it:
+    the step still reads as lost, unless its result came in before the revoke."""
+    task, result, _, _ = _task([_worker_event(STEP, WORKER)], answering=False)
+    result.revoke_is_stored = True
+    for _ in range(scale_out.LOST_WORKER_MISSES - 1):
+        assert not task.ready()
+    assert task.ready() and result.ready() and result.revoked == 1
+    result.succeeded = succeeded
+    if succeeded:
+        assert task.get() == ["events"]
+    else:
+        with pytest.raises(scale_out.WorkerLost, match="has not answered"):
+            task.get()
 
 
 def test_an_answering_worker_or_a_finished_task_is_never_lost():
