@@ -94,3 +94,55 @@ def test_the_commands_instance_asks_the_schema_once(tmp_path, monkeypatch, empty
     finally:
         runs._instance.cache_clear()
         instance.dispose()
+
+
+class _Node:
+    """An object that can sit in a reference cycle and be watched through a weak reference."""
+
+    def __init__(self) -> None:
+        self.other: object = self
+
+
+def test_the_start_runs_without_the_collector_and_a_run_with_the_starts_objects_frozen():
+    """``tis backfill``'s start: no collector pass; its objects are then frozen, out of the passes of the run
+    after it, and given back to the collector when the run ends; garbage cycles made during the run are
+    collected during the run, one made at the start once the run is over."""
+    import gc
+    import weakref
+
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    try:
+        with runs.startup_without_collector():
+            assert not gc.isenabled()
+            kept = [_Node() for _ in range(1000)]
+            dropped = _Node()  # garbage of the start: a cycle, dropped before the run
+            start_garbage = weakref.ref(dropped)
+        del dropped
+        assert gc.isenabled() and gc.get_freeze_count() >= 1000
+        with runs.objects_so_far_frozen():
+            assert gc.isenabled() and gc.get_freeze_count() >= 1000
+            made = _Node()
+            run_garbage = weakref.ref(made)
+            del made
+            gc.collect()
+            assert run_garbage() is None  # the run's own cycles are collected as before
+            assert start_garbage() is not None  # frozen: left alone until the run ends
+        assert gc.get_freeze_count() == 0
+        gc.collect()
+        assert start_garbage() is None
+        assert len(kept) == 1000
+    finally:
+        gc.unfreeze()
+        gc.enable()
+
+
+def test_a_start_that_fails_leaves_the_collector_enabled():
+    import gc
+
+    try:
+        with pytest.raises(RuntimeError), runs.startup_without_collector():
+            raise RuntimeError("no database")
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()
+        gc.enable()

@@ -278,8 +278,8 @@ def test_the_synthetic_bars_made_a_few_symbols_at_a_time_are_the_same_bits():
 
 
 def test_the_ar1_filter_is_scipys_lfilter_bit_for_bit():
-    """``synthetic.ar1`` replaced ``scipy.signal.lfilter([1], [1, -phi], x, axis=1)`` (whose import cost ~1 s):
-    the same float64 bits on 2,000 series of a day as drawn (shocks x 0.15), in chunks of every size the
+    """``synthetic.ar1`` replaced ``scipy.signal.lfilter([1], [1, -phi], x, axis=1)`` (an import of ~1 s): the
+    same float64 bits on 2,000 series of a day as drawn (shocks x 0.15), in chunks of every size the
     source draws, on wider and signed values, and for other coefficients."""
     from scipy.signal import lfilter
 

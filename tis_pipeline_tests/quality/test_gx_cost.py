@@ -187,7 +187,8 @@ def _fresh_interpreter(code: str, tmp_path: Path) -> str:
 def test_gx_is_imported_without_scipy_stats_and_altair_which_its_modules_import_on_first_use(tmp_path):
     """In a fresh interpreter: GX judges without scipy.stats or altair ever imported; the KL divergence
     expectation's module (which imports both at its top) holds stand-ins that import the real modules when
-    first used, and give what they give; ``import scipy.stats`` after that is the real module, imported once."""
+    first used, and give what they give; ``import scipy.stats`` after that is the real module, imported
+    once."""
     code = """
 import sys
 from tis_pipeline.quality import ge
@@ -239,7 +240,7 @@ def test_a_deferred_module_imported_by_another_thread_while_deferred_is_the_real
         assert names == (name,)  # json is imported: not deferred
         stand_in = sys.modules[name]
         assert type(stand_in) is deferred.Deferred
-        import json.tool as tool  # what another thread would get
+        from json import tool  # what another thread would get
 
         assert tool is stand_in
         assert callable(tool.main)  # the real module's, imported now
