@@ -10,6 +10,7 @@ from sqlalchemy.engine import make_url
 
 from tis_pipeline import environment
 from tis_pipeline.cli import runs
+from tis_pipeline.ops import instance_storage
 from tis_pipeline.pg.engine import with_driver
 from tis_pipeline.settings import PROJECT_ROOT
 
@@ -60,7 +61,7 @@ def test_a_probe_is_asked_again_until_it_finds():
         asked.append(args[-1])
         return args[-1] in present
 
-    remembered = runs.remember_found(probe)
+    remembered = instance_storage.remember_found(probe)
     assert [remembered(name) for name in ("runs", "runs", "asset_check_executions")] == [True, True, False]
     present.add("asset_check_executions")  # made by a migration in between
     assert remembered("asset_check_executions") and remembered("asset_check_executions")
@@ -78,7 +79,7 @@ def test_the_commands_instance_asks_the_schema_once(tmp_path, monkeypatch, empty
         instance = runs._instance()
         storage = instance.event_log_storage
         statements: list[str] = []
-        engine = storage._engine  # the pooled engine optimize_for_webserver made
+        engine = storage._engine  # the kept-connection engine of ops.instance_storage
         listener = lambda *args: statements.append(args[2])  # noqa: E731  (conn, cursor, statement, ...)
         sa.event.listen(engine, "before_cursor_execute", listener)
         try:

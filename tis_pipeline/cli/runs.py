@@ -9,7 +9,7 @@ import gc
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -48,57 +48,14 @@ def _load_defs():
     return defs
 
 
-# Dagster storage connections the runs of this process share (see `_instance`): a dead one is replaced
-# after an hour, and more than this many at once are opened and closed as before.
-STORAGE_POOL_RECYCLE_S = 3600
-STORAGE_POOL_OVERFLOW = 8
-
-
 @functools.cache
 def _instance() -> DagsterInstance:
-    """The persistent Dagster instance of this command (one, not one per call), its PostgreSQL storage on
-    pooled connections.
-
-    Why: dagster-postgres opens and closes a connection for every event it stores (a new server backend
-    each time), and a run of one day stores ~430 events (planned materializations and checks, step starts,
-    outputs, check evaluations): 20-28 ms an event on this machine against 5-6 ms on a kept connection
-    (bench/RESULTS.md). ``optimize_for_webserver`` is Dagster's own switch to one kept connection (what
-    its webserver runs on), here with no statement timeout; with SQLite storage it changes nothing. The
-    event log's schema probes are remembered once they find what they look for (``remember_found``)."""
+    """The persistent Dagster instance of this command (one, not one per call). Its storage, as
+    ``dagster.yaml`` configures it for every process, keeps its PostgreSQL connections and remembers the
+    event log's schema probes (``ops.instance_storage``)."""
     import dagster as dg
 
-    instance = dg.DagsterInstance.get()
-    instance.optimize_for_webserver(
-        statement_timeout=0, pool_recycle=STORAGE_POOL_RECYCLE_S, max_overflow=STORAGE_POOL_OVERFLOW
-    )
-    events = instance.event_log_storage
-    for probe in SCHEMA_PROBES:
-        if callable(getattr(events, probe, None)):
-            setattr(events, probe, remember_found(getattr(events, probe)))
-    return instance
-
-
-# The event log's schema probes (dagster 1.13 SqlEventLogStorage): before storing an asset check's event it
-# asks the server whether the asset_check_executions table exists, and before an asset event whether
-# asset_keys has an index column (a catalog query each, ~350 in a day's run of every asset: 0.2-0.4 s).
-SCHEMA_PROBES = ("has_table", "_has_asset_key_col_on_connection")
-
-
-def remember_found(probe: Callable[..., bool]) -> Callable[..., bool]:
-    """``probe`` (its last argument a table or column name) asked again only until it answers True: a table or
-    column this process saw does not go away while it runs (Dagster's own migrations only add them)."""
-    found: set[str] = set()
-
-    @functools.wraps(probe)
-    def remembered(*args: Any) -> bool:
-        if args[-1] in found:
-            return True
-        answer = probe(*args)
-        if answer:
-            found.add(args[-1])
-        return answer
-
-    return remembered
+    return dg.DagsterInstance.get()
 
 
 def _run_log_level() -> str:
