@@ -38,7 +38,7 @@ from tis_pipeline.trading_day.ecosystem.common import (
     population_to_json,
 )
 from tis_pipeline.trading_day.ecosystem.founders import founding_population
-from tis_pipeline.trading_day.plans.generate import longest_horizon
+from tis_pipeline.trading_day.plans.generate import horizons_by_type
 
 _DESCRIPTIONS = {
     "trading_plans": (
@@ -91,19 +91,34 @@ def _read_day_closes(
         return reduce_pieces(day, store.read_day_closes_in_pieces(conn, *window))
 
 
-@contextlib.contextmanager
-def _long_lived_objects_frozen() -> Iterator[None]:
-    """The objects alive when the range starts (the process's modules, Dagster's and Great Expectations'
-    state, the steps before: hundreds of thousands) kept out of the cyclic garbage collector's passes until
-    it ends (``gc.freeze``): a day allocates hundreds of thousands of small dicts (its plans' and messages'
-    JSON), and every full pass would walk the whole heap again for them (a second or more of a day of
-    thousands of symbols). Reference counting frees what the day drops as before; the objects go back to the
-    collector after the range (``gc.unfreeze``)."""
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
+# a day of at least this many events allocates enough (its plans' and messages' JSON: hundreds of thousands of
+# small dicts) that the collector's full passes over the whole heap cost more than the one pass the heap pays
+# after it is unfrozen; and a range of at least this many plans writes long enough that its checks are better
+# judged on a thread of their own beside the writes than after them (below it, the hand-offs of the
+# interpreter's lock between the two threads cost more than the overlap saves)
+MANY_EVENTS = 1_000
+MANY_PLANS = 1_000
+
+
+class _LongLivedObjectsFrozen(contextlib.AbstractContextManager["_LongLivedObjectsFrozen"]):
+    """From the first day of ``MANY_EVENTS`` events (``freeze_for``) to the range's end, the objects alive
+    then (the process's modules, Dagster's and Great Expectations' state, the steps before: hundreds of
+    thousands) kept out of the cyclic garbage collector's passes (``gc.freeze``): every full pass would walk
+    the whole heap again for the day's allocations (a second or more of a day of thousands of symbols).
+    Reference counting frees what the day drops as before; the objects go back to the collector at the
+    range's end (``gc.unfreeze``)."""
+
+    frozen = False
+
+    def freeze_for(self, events: pd.DataFrame) -> None:
+        if not self.frozen and len(events) >= MANY_EVENTS:
+            gc.freeze()
+            self.frozen = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self.frozen:
+            gc.unfreeze()
+            self.frozen = False
 
 
 def _md(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
@@ -141,12 +156,14 @@ def trading_day(
     # every symbol's closes of a day (millions of bars) are read and reduced to a few figures per symbol on a
     # second connection while the day's plans are made from the plans' own bars: the scan runs in its server
     # process beside this one's work
+    # the checks run on a thread of their own from the moment the range's rows are known (below) until their
+    # results are yielded: through the last writes, the commit and the metadata
+    checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checks")
     checking: Future[list[dg.AssetCheckResult]] | None = None
     with (
-        _long_lived_objects_frozen(),
+        _LongLivedObjectsFrozen() as heap,
         db.begin() as conn,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="closes") as reader,
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="checks") as checker,
     ):
         previous = store.previous_population(conn, start, fingerprint)
         if previous is not None:
@@ -172,6 +189,7 @@ def trading_day(
             window = (day - CONTEXT_BEFORE, day + pd.Timedelta(days=1))
             closes = reader.submit(_read_day_closes, db, day, window)
             events = store.read_events(conn, day, day + pd.Timedelta(days=1))
+            heap.freeze_for(events)
             # history as stored, written day by day below: a range run sees what day-by-day runs see
             history = store.read_history(conn, day - pd.Timedelta(days=HISTORY_DAYS), day)
             # what the bus left in flight at the end of the day before is carried into this one
@@ -180,7 +198,7 @@ def trading_day(
             rows = run_day(
                 day,
                 events,
-                store.read_plan_bars(conn, events, *window, longest_horizon(population)),
+                store.read_plan_bars(conn, events, *window, horizons_by_type(population)),
                 population,
                 history,
                 carried,
@@ -200,7 +218,7 @@ def trading_day(
             )
             for table in WRITE_ORDER:
                 out[table].append(rows[table])
-            if k == len(days) - 1:
+            if k == len(days) - 1 and sum(len(p) for p in out["trading_plans"]) >= MANY_PLANS:
                 # every row of the range is known: the checks judge the frames on a thread of their own while
                 # the last day's rows, the links, notes and states are written (the server's work: this
                 # thread mostly waits on it)
@@ -211,9 +229,8 @@ def trading_day(
             for table in WRITE_ORDER:
                 written[table] += store.write_rows(conn, table, rows[table])
         written["modules"] = len(population) if days else 0
-        if checking is None:  # no day with bars
+        if checking is None:  # few plans (or no day with bars): judged after the writes, on this thread
             frames = {t: concat_frames(f) for t, f in out.items()}
-            checking = checker.submit(_check_results, frames, population, (start, end))
         linked_events, linked_evidence = store.link_plans(conn, frames["trading_plans"])
         # where modules acted and learned; a window without plans before the run has no note to clear
         had_plans = cleared.get("trading_plans", 0) > 0
@@ -284,7 +301,8 @@ def trading_day(
                 **metadata.get(table, {}),
             },
         )
-    yield from checking.result()
+    yield from (_check_results(frames, population, (start, end)) if checking is None else checking.result())
+    checker.shutdown()
 
 
 def _check_results(

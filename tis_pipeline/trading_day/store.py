@@ -145,13 +145,14 @@ def read_plan_bars(
     events: pd.DataFrame,
     start: pd.Timestamp,
     end: pd.Timestamp,
-    horizon: pd.Timedelta,
+    horizon: pd.Timedelta | Mapping[str, pd.Timedelta],
 ) -> pd.DataFrame:
     """The 1-minute bars of ``[start, end)`` that the plans of ``events`` can read (in no particular order:
     ``DayBars`` sorts them): per event, its symbol's bars from the ``BARS_BEFORE_EVENT``-th bar before the
     event bar (or ``start``) through the first bar at or after ``event + 1 min + horizon`` (``horizon``: the
-    longest plan horizon of the day's alphas; or ``end``); the stretches of a symbol that overlap are read
-    once.
+    longest plan horizon of the day's alphas, or per anomaly type that of the alphas that plan it, 0 for a
+    type none plans: ``generate.horizons_by_type``; or ``end``); the stretches of a symbol that overlap are
+    read once.
 
     Every figure of a plan is taken over its own symbol's bars, over a fixed number of bars before a bar (the
     event bar's ``REGIME_WINDOW`` returns and ATR, the ``COST_WINDOW`` bars before an entry or exit) and over
@@ -167,6 +168,11 @@ def read_plan_bars(
             {"symbol": object, "timestamp": "datetime64[us, UTC]"}
         )
     ts = pd.to_datetime(events["timestamp"], utc=True)
+    if isinstance(horizon, Mapping):  # the longest horizon of the alphas that plan the event's type
+        none = pd.Timedelta(0)
+        horizon = pd.Series(
+            pd.to_timedelta([horizon.get(t, none) for t in events["anomaly_type"]]), index=ts.index
+        )
     until = np.minimum(ts + pd.Timedelta(minutes=1) + horizon, end)
     bounds = fetch_frame(
         conn,

@@ -286,3 +286,58 @@ def test_plans_before_the_event_are_impossible(migrated_database_url):
         ).scalar_one()
         plans = conn.execute(sa.text("SELECT count(*) FROM trading_plans")).scalar_one()
     assert plans > 0 and bad == 0
+
+
+def _evaluations(result) -> list[tuple]:
+    """Each check's asset, name, verdict, severity and metadata (but the links to its run's data docs: named
+    by the time it ran), in the order the asset yielded them."""
+    return [
+        (
+            c.asset_key.to_user_string(),
+            c.check_name,
+            c.passed,
+            c.severity,
+            {k: v for k, v in c.metadata.items() if not k.startswith("gx_")},
+        )
+        for c in result.get_asset_check_evaluations()
+    ]
+
+
+def test_checks_on_their_thread_and_a_frozen_heap_change_nothing(
+    migrated_database_url, empty_database_url, monkeypatch
+):
+    """A range large enough for its checks to be judged on their own thread beside the last writes, with the
+    heap frozen (``MANY_PLANS``, ``MANY_EVENTS``; here every range is), writes the tables and yields the
+    checks of a range judged after its writes, on the asset's thread."""
+    from tis_pipeline.pg import migrate
+    from tis_pipeline.trading_day import assets
+
+    after, beside = migrated_database_url, empty_database_url
+    migrate.upgrade(beside)
+    for url in (after, beside):
+        upstream(url, "2024-02-05", "2024-02-06")
+    plain = trading(after, "2024-02-05", "2024-02-06")
+    assert plain.success
+    n_plans = counts(after)["trading_plans"]
+    assert 0 < n_plans < assets.MANY_PLANS  # the small range: judged after its writes
+    monkeypatch.setattr(assets, "MANY_PLANS", 1)
+    monkeypatch.setattr(assets, "MANY_EVENTS", 1)
+    threads = []
+    real = assets._check_results
+
+    def recorded(*args, **kwargs):
+        import threading
+
+        threads.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(assets, "_check_results", recorded)
+    threaded = trading(beside, "2024-02-05", "2024-02-06")
+    assert threaded.success
+    assert len(threads) == 1 and threads[0].startswith("checks")
+    assert _evaluations(threaded) == _evaluations(plain)
+    assert len(_evaluations(plain)) > len(TABLES) and all(e[2] for e in _evaluations(plain))
+    assert digests(beside) == digests(after)
+    import gc
+
+    assert not gc.get_freeze_count()  # the heap went back to the collector

@@ -19,7 +19,7 @@ from tis_pipeline.trading_day import closes as closes_module
 from tis_pipeline.trading_day import store
 from tis_pipeline.trading_day.day import CONTEXT_BEFORE, run_day
 from tis_pipeline.trading_day.ecosystem.founders import founding_population
-from tis_pipeline.trading_day.plans.generate import longest_horizon
+from tis_pipeline.trading_day.plans.generate import horizons_by_type, longest_horizon
 from tis_pipeline.trading_day.plans.market import DayBars
 
 NS = uuid.UUID("6f1d3c1e-2a47-4f5b-9d0e-7c3b1a2e4d5f")
@@ -89,8 +89,11 @@ def _without_wall_clock(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[[c for c in frame.columns if c not in WALL_CLOCK]]
 
 
+@pytest.mark.parametrize("horizon", ["longest", "by_type"])
 @pytest.mark.parametrize(("day", "seed"), [("2024-03-04", 3), ("2024-03-05", 8)])
-def test_narrowed_inputs_give_the_whole_windows_tables_bit_for_bit(migrated_database_url, day, seed):
+def test_narrowed_inputs_give_the_whole_windows_tables_bit_for_bit(migrated_database_url, day, seed, horizon):
+    """The plans' bars read with the longest horizon of the day's alphas, or per event with that of the
+    alphas that plan its type (fewer bars), give the tables of the whole window."""
     day = pd.Timestamp(day, tz="UTC")
     window = (day - CONTEXT_BEFORE, day + pd.Timedelta(days=1))
     bars = _bars(day, seed)
@@ -106,6 +109,12 @@ def test_narrowed_inputs_give_the_whole_windows_tables_bit_for_bit(migrated_data
     with db.connect() as conn:
         whole = bar_store.read_bars(conn, "market_data_1m", *window)
         narrow = store.read_plan_bars(conn, events, *window, longest_horizon(population))
+        if horizon == "by_type":
+            by_type = store.read_plan_bars(conn, events, *window, horizons_by_type(population))
+            assert 0 < len(by_type) < 0.9 * len(narrow)  # the shorter horizons' stretches: fewer bars
+            key = ["symbol", "timestamp"]
+            assert set(map(tuple, by_type[key].to_numpy())) <= set(map(tuple, narrow[key].to_numpy()))
+            narrow = by_type
         closes = store.read_day_closes(conn, *window)
 
     assert len(whole) == len(bars)

@@ -29,12 +29,15 @@ messages give the same rows on both.
 
 from __future__ import annotations
 
+import functools
 import heapq
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+
+from tis_pipeline.trading_day.population import frame_records
 
 TICK = pd.Timedelta(minutes=1)
 LATENCY_KEY = "sender_latency_ms"
@@ -66,7 +69,13 @@ def arrival(msg: Mapping[str, Any]) -> pd.Timestamp:
         return cached
     data = msg.get("message_data")
     latency = int(data.get(LATENCY_KEY) or 0) if isinstance(data, Mapping) else 0
-    return pd.Timestamp(msg["timestamp"]) + pd.Timedelta(milliseconds=latency)
+    sent = msg["timestamp"]
+    return (sent if type(sent) is pd.Timestamp else pd.Timestamp(sent)) + _milliseconds(latency)
+
+
+@functools.lru_cache(maxsize=256)  # a day's senders have a handful of latencies
+def _milliseconds(latency: int) -> pd.Timedelta:
+    return pd.Timedelta(milliseconds=latency)
 
 
 def deadline(msg: Mapping[str, Any]) -> pd.Timestamp:
@@ -198,7 +207,7 @@ def deliver(
     """
     if messages.empty:
         return messages.copy()
-    rows = {str(r["message_id"]): dict(r) for r in messages.to_dict("records")}
+    rows = {str(r["message_id"]): r for r in frame_records(messages)}  # new dicts: ours to change
     for r in rows.values():
         r[_ARRIVAL] = arrival(r)  # copies made by ``step`` carry it along; the output drops it
     pending = {mid for mid, r in rows.items() if r["status"] == "pending"}

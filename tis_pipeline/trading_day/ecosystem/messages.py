@@ -59,6 +59,7 @@ from tis_pipeline.trading_day.population import (
     TRADER,
     acting_module,
     ecosystem_uuid,
+    frame_records,
     is_live_record,
     is_missing,
     specialty,
@@ -153,7 +154,8 @@ def _message(
         "receiver_module_id": receiver,
         "timestamp": ts,
         "message_type": mtype,
-        "message_data": plain({**data, LATENCY_KEY: latency.get(str(sender), 0)}),
+        # made plain once, by ``_frame`` (``rows_frame`` makes every JSON column plain)
+        "message_data": {**data, LATENCY_KEY: latency.get(str(sender), 0)},
         "priority": priority,
         "ttl_seconds": ttl,
         "status": "pending",
@@ -177,7 +179,7 @@ def _records(plans: pd.DataFrame | None, columns: Sequence[str] | None = None) -
         return []
     if columns is not None:
         plans = plans[[c for c in dict.fromkeys(columns) if c in plans.columns]]
-    return plans.to_dict("records")
+    return frame_records(plans)
 
 
 def plan_messages(day: pd.Timestamp, plans: pd.DataFrame, population: pd.DataFrame) -> pd.DataFrame:

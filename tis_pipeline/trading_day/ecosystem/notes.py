@@ -29,6 +29,7 @@ from tis_pipeline.trading_day.ecosystem.common import (
     population_records,
     rows_of_day,
 )
+from tis_pipeline.trading_day.population import frame_records
 
 NOTE_COLUMNS = ("symbol", "timestamp", "module_intelligence", "module_learning_updates")
 
@@ -76,7 +77,7 @@ def bar_notes(
         )
         if plans is not None and c in plans.columns
     ]  # the columns read below: a plan's other JSON columns are not converted for nothing
-    for p in [] if plans is None or plans.empty else plans[read].to_dict("records"):
+    for p in [] if plans is None or plans.empty else frame_records(plans[read]):
         key = (str(p["symbol"]), _event_bar(p))
         acted.setdefault(key, []).append(
             plain(

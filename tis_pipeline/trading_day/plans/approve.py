@@ -360,7 +360,9 @@ def _records(
         "confidence_score",
         "risk_reward_ratio",
     ]
-    for i, p in enumerate(plans[read].itertuples(index=False)):
+    # the text columns as object columns of the same values: iterated ten times as fast as text ones
+    rows = plans[read].astype({"symbol": object, "direction": object})
+    for i, p in enumerate(rows.itertuples(index=False)):
         status, conf, rr = col["status"][i], float(p.confidence_score), float(p.risk_reward_ratio)
         size, final = float(sizes[i]), float(col["final_size"][i])
         s = seen[i]

@@ -217,13 +217,28 @@ def iso(ts: Any) -> str | None:
     return None if ts is None or pd.isna(ts) else pd.Timestamp(ts).isoformat()
 
 
+_UTC_NS = pd.DatetimeTZDtype("ns", "UTC")
+_TEXT = pd.Series([], dtype="str").dtype
+
+
 def conform(frame: pd.DataFrame, schema: Mapping[str, str]) -> pd.DataFrame:
-    """Columns in table order with one dtype per kind, so empty and full frames look alike."""
+    """Columns in table order with one dtype per kind, so empty and full frames look alike.
+
+    A column that already has its kind's dtype (UTC ns times, float64 numbers, text) is taken as it is (its
+    numbers' NaN made the one NaN the conversion gives): what the conversion would give, without it (a day
+    conforms its plans a dozen times)."""
     n = len(frame)
     out: dict[str, pd.Series] = {}
     for column, kind in schema.items():
         s = frame[column].reset_index(drop=True) if column in frame else pd.Series([None] * n, dtype=object)
-        if kind == _TS:
+        if kind == _TS and s.dtype == _UTC_NS:
+            pass
+        elif kind == _NUM and s.dtype == np.float64:
+            values = s.to_numpy()
+            s = pd.Series(np.where(np.isnan(values), np.nan, values))
+        elif kind == _TXT and s.dtype == _TEXT:
+            pass
+        elif kind == _TS:
             s = pd.Series(pd.to_datetime(s, utc=True)).dt.as_unit("ns")
         elif kind == _NUM:
             s = pd.to_numeric(s.astype(object).where(s.notna(), np.nan)).astype("float64")

@@ -254,11 +254,14 @@ class BarCosts:
     over every bar, then the window sums taken lag 1 .. ``COST_WINDOW`` in that order): the same figures, bit
     for bit."""
 
-    def __init__(self, b: pd.DataFrame, config: CostConfig) -> None:
+    def __init__(self, b: pd.DataFrame, config: CostConfig, pos: np.ndarray | None = None) -> None:
+        """``pos``: each bar's row within its symbol when the caller has it (``market.DayBars.columns``)."""
         n = len(b)
         self.config = config
         self.n = n
-        self.pos = b.groupby("symbol", sort=False).cumcount().to_numpy() if n else np.zeros(0, dtype="int64")
+        if pos is None:
+            pos = b.groupby("symbol", sort=False).cumcount().to_numpy() if n else np.zeros(0, dtype="int64")
+        self.pos = pos
         high, low = b["high"].to_numpy(dtype="float64"), b["low"].to_numpy(dtype="float64")
         close = b["close"].to_numpy(dtype="float64")
         volume = b["volume"].to_numpy(dtype="float64") if "volume" in b else np.full(n, np.nan)

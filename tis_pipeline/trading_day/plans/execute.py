@@ -206,13 +206,19 @@ def fill_arrays(
         values = bars[name]
         return np.where(filled, values[rows] if len(values) else nan, np.nan)
 
-    def cost_inputs(rows: np.ndarray) -> list[np.ndarray]:
+    def cost_inputs(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         # spread, sigma, volume of the bars at rows (NaN where the plan did not fill), as ``col`` reads a bar
-        return [np.where(filled, x, np.nan) for x in book.costs.at(rows)]
+        spread, sigma, volume = book.costs.at(rows)
+        return (
+            np.where(filled, spread, np.nan),
+            np.where(filled, sigma, np.nan),
+            np.where(filled, volume, np.nan),
+        )
 
     entry_ref = col("open", safe_start)
     qty = decimal_20_8(np.where(filled, capital * sizes / 100.0 / entry_ref, np.nan))
-    half_in, impact_in = market_cost_bps(*cost_inputs(safe_start), qty, book.config)
+    spread_in, sigma_in, volume_in = cost_inputs(safe_start)
+    half_in, impact_in = market_cost_bps(spread_in, sigma_in, volume_in, qty, book.config)
     entry_cost = half_in + impact_in
     entry_fill = np.round(entry_ref * (1 + d * entry_cost / 1e4), 8)
     planned = pa["entry_price"]
@@ -249,7 +255,8 @@ def fill_arrays(
     stop_ref = np.where(d > 0, np.minimum(exit_open, stop), np.maximum(exit_open, stop))
     exit_ref = np.where(by_stop, stop_ref, np.where(by_target, target, exit_close))
     exit_bar = np.where(filled, row[safe_exit] if len(row) else 0, 0)
-    half_out, impact_out = market_cost_bps(*cost_inputs(exit_bar), qty, book.config)
+    spread_out, sigma_out, volume_out = cost_inputs(exit_bar)
+    half_out, impact_out = market_cost_bps(spread_out, sigma_out, volume_out, qty, book.config)
     exit_cost = np.where(by_target, 0.0, half_out + impact_out)
     exit_fill = np.round(exit_ref * (1 - d * exit_cost / 1e4), 8)
 

@@ -65,6 +65,7 @@ from tis_pipeline.trading_day.plans.common import (
 )
 from tis_pipeline.trading_day.plans.market import DayBars, day_bars, features_at, regime_label, trend_z
 from tis_pipeline.trading_day.population import (
+    frame_records,
     genome_of,
     live_modules,
     plan_uuid,
@@ -83,6 +84,40 @@ def longest_horizon(population: pd.DataFrame) -> pd.Timedelta:
             minutes = 1440
         longest = max(longest, minutes)
     return pd.Timedelta(minutes=longest)
+
+
+def horizons_by_type(population: pd.DataFrame) -> dict[str, pd.Timedelta] | pd.Timedelta:
+    """Per anomaly type, the longest horizon of the live alphas whose ``anomaly_types`` hold it (snapped as in
+    ``generate_plans``; a genome without a readable ``horizon_minutes`` counts as a whole day): an event is
+    dealt only to such an alpha, so none of its plans reads a bar later than that after the event
+    (``store.read_plan_bars``; a type no alpha plans is absent: its events make no plan). When a genome's
+    types cannot be read, ``longest_horizon`` for every event."""
+    longest: dict[str, int] = {}
+    try:
+        for genome in live_modules(population, "alpha_detector")["genome"]:
+            g = genome_of(genome)
+            try:
+                minutes = snap_horizon(g["horizon_minutes"])[0]
+            except (KeyError, TypeError, ValueError):
+                minutes = 1440
+            for anomaly_type in g.get("anomaly_types", []):
+                longest[anomaly_type] = max(longest.get(anomaly_type, 0), minutes)
+    except Exception:  # e.g. a genome that is no mapping: its module fails today, the day reads as before
+        return longest_horizon(population)
+    return {t: pd.Timedelta(minutes=m) for t, m in longest.items()}
+
+
+def _json_copy(value: Any) -> Any:
+    """A deep copy of a genome (``copy.deepcopy``'s result): its dicts and lists copied, its text, numbers,
+    booleans and None kept (immutable), anything else deep-copied (a genome is JSON: no cycle, no sharing)."""
+    kind = type(value)
+    if kind is dict:
+        return {k: _json_copy(v) for k, v in value.items()}
+    if kind is list:
+        return [_json_copy(v) for v in value]
+    if kind in (str, int, float, bool) or value is None:
+        return value
+    return copy.deepcopy(value)
 
 
 def generate_plans(
@@ -147,7 +182,7 @@ def generate_plans(
 
     # the plan keeps a copy of its genome (module_intelligence); the numbers only read it
     genome = {m: genome_of(modules[m].genome) for m in set(ev["module_id"])}
-    genomes = [copy.deepcopy(genome[m]) if text else genome[m] for m in ev["module_id"]]
+    genomes = [_json_copy(genome[m]) if text else genome[m] for m in ev["module_id"]]
     style = np.array([str(g.get("style")) for g in genomes])
     unknown = sorted(set(style) - {"momentum", "reversal", "divergence"})
     if unknown:
@@ -237,7 +272,7 @@ def generate_plans(
     notes: list[Any] = []
     risk: list[Any] = []
     impact: list[Any] = []
-    records = ev.to_dict("records") if text else []  # one conversion, not a row Series per plan
+    records = frame_records(ev) if text else []  # one conversion, not a row Series per plan
     for i in range(n if text else 0):
         row = records[i]
         st = str(style[i])

@@ -237,7 +237,7 @@ class DayBars:
         read) and kept per configuration, so every stage of the day shares them."""
         key = json.dumps(config.as_dict(), sort_keys=True)
         if key not in self._bar_costs:
-            self._bar_costs[key] = BarCosts(self.bars, config)
+            self._bar_costs[key] = BarCosts(self.bars, config, self.columns["pos"])
         return self._bar_costs[key]
 
 
