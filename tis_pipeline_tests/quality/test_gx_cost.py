@@ -155,18 +155,7 @@ assert not thread.is_alive() and "great_expectations" in sys.modules
 assert judged.engine == "great_expectations" and judged.passed, judged.counts()
 print("ok")
 """
-    env = {"TIS_GX_DIR": str(tmp_path / "gx"), "GX_ANALYTICS_ENABLED": "false"}
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip().endswith("ok")
+    assert _fresh_interpreter(code, tmp_path).endswith("ok")
 
 
 def _fresh_interpreter(code: str, tmp_path: Path) -> str:
