@@ -172,8 +172,8 @@ def objects_so_far_frozen() -> Iterator[None]:
     (8 full passes), ~0.4 s with the start's objects frozen (bench/RESULTS.md). Reference counting frees
     what the run drops as before; only garbage in cycles among the frozen objects (made before the run)
     waits for the unfreeze (no collection first: a full pass costs ~0.15 s, for little). The trading day
-    freezes what is alive when it starts and unfreezes everything when it ends (``trading_day.assets``):
-    from then on the collector sees every object again, as before."""
+    freezes what is alive from its first day of many events and unfreezes everything when it ends
+    (``trading_day.assets``): from then on the collector sees every object again, as before."""
     gc.freeze()
     try:
         yield

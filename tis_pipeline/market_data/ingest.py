@@ -175,7 +175,7 @@ class SpilledRows:
 
     def add(self, clean: pd.DataFrame) -> None:
         empty = rows_apart(clean, 0)
-        if not any(_same_columns(empty, e) for e in self._empties):
+        if not any(empty.dtypes.equals(e.dtypes) for e in self._empties):
             self._empties.append(empty)
         if clean.empty:
             return
@@ -225,10 +225,6 @@ class SpilledRows:
         # by symbol, each symbol's rows in piece order (a stable sort of the pieces read one after the other)
         order = np.argsort(pd.factorize(joined["symbol"], sort=True)[0], kind="stable")
         return joined.take(order).reset_index(drop=True)
-
-
-def _same_columns(a: pd.DataFrame, b: pd.DataFrame) -> bool:
-    return list(a.columns) == list(b.columns) and all(x == y for x, y in zip(a.dtypes, b.dtypes, strict=True))
 
 
 @dataclass

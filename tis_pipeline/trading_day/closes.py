@@ -30,7 +30,7 @@ from typing import TypeVar
 import numpy as np
 import pandas as pd
 
-from tis_pipeline.trading_day.ecosystem.common import REGIME_BARS, REGIME_MIN_BARS
+from tis_pipeline.trading_day.ecosystem.common import REGIME_BARS, REGIME_MIN_BARS, as_utc
 from tis_pipeline.trading_day.plans.common import naive_ns, utc_day, utc_series
 
 DAY = pd.Timedelta(days=1)
@@ -114,8 +114,7 @@ def day_stats(day: pd.Timestamp, closes: pd.DataFrame) -> pd.DataFrame:
 def symbol_trends(closes: pd.DataFrame, end: pd.Timestamp) -> pd.Series:
     """Per symbol with >= ``REGIME_MIN_BARS`` bars in the ``REGIME_BARS`` minutes before ``end``, all closes
     > 0: its trend t (module docstring), indexed by symbol in order (``closes``: ``sorted_closes``' frame)."""
-    end = pd.Timestamp(end)
-    end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
+    end = as_utc(pd.Timestamp(end))
     ts = naive_ns(closes["timestamp"])
     lo = (end - pd.Timedelta(minutes=REGIME_BARS)).tz_localize(None).to_datetime64()
     rows = np.flatnonzero((ts >= lo) & (ts < end.tz_localize(None).to_datetime64()))
@@ -165,8 +164,7 @@ class DayCloses:
 
     def trends(self, end: pd.Timestamp) -> pd.Series:
         """The trends of the 120 bars before ``end``: ``day`` or ``day + 1 day``."""
-        end = pd.Timestamp(end)
-        end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
+        end = as_utc(pd.Timestamp(end))
         if end == self.day:
             return self.trends_before
         if end == self.day + DAY:

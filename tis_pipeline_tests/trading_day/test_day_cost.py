@@ -26,7 +26,7 @@ from tis_pipeline.trading_day.day import run_day
 from tis_pipeline.trading_day.ecosystem import common, routing, triggers
 from tis_pipeline.trading_day.ecosystem.common import MESSAGE_COLUMNS, rows_frame
 from tis_pipeline.trading_day.ecosystem.founders import founding_population
-from tis_pipeline.trading_day.plans import approve, costs, score
+from tis_pipeline.trading_day.plans import approve, score
 from tis_pipeline.trading_day.plans.common import (
     PLAN_SCHEMA,
     REGIME_MIN_RETURNS,
@@ -488,22 +488,6 @@ def test_events_found_in_their_symbols_blocks_are_the_merge_with_every_bars_keys
     assert_frame_equal(found, merged, check_exact=True)
     assert 100 < len(found) < len(ev) - 50  # many found, the shifted and the barless not
     assert (rows[:8] == -1).all()
-
-
-def test_the_cost_inputs_computed_in_pieces_are_those_of_one_pass(monkeypatch):
-    """Each bar's spread, volatility and volume from pieces of bars (with the window before each piece)
-    are those of one pass over every bar, at the pieces' edges too."""
-    bars = prepare_bars(_bars(DAY, 3))
-    config = costs.cost_config()
-    monkeypatch.setattr(costs, "COST_ROWS_PER_PIECE", len(bars) + 1)
-    whole = costs.bar_cost_inputs(bars, config)
-    for rows in (7, 1_000, 4_099):
-        monkeypatch.setattr(costs, "COST_ROWS_PER_PIECE", rows)
-        assert_frame_equal(costs.bar_cost_inputs(bars, config), whole, check_exact=True)
-    assert whole["spread"].nunique() > 100 and whole["sigma"].notna().mean() > 0.9
-
-
-# ----------------------------------------------------------------------------------------- ids and values
 
 
 def test_ids_are_uuid5_of_their_parts():

@@ -65,7 +65,8 @@ def test_day_bars_keep_their_cost_inputs_per_configuration():
     assert prepared.bar_costs(other) is not prepared.bar_costs(config)
     rows = np.arange(0, len(prepared.bars), 7)
     np.testing.assert_array_equal(
-        _bits(prepared.bar_costs(other).at(rows)[0]), _bits(prepared.costs(other)["spread"].to_numpy()[rows])
+        _bits(prepared.bar_costs(other).at(rows)[0]),
+        _bits(costs.bar_cost_inputs(prepared.bars, other)["spread"].to_numpy()[rows]),
     )
     assert (prepared.bar_costs(other).at(rows)[0] >= 5.0 / 1e4).all()
 

@@ -186,7 +186,6 @@ def review(
             fills["pnl"].to_numpy(dtype="float64"),
             naive_ns(fills["exit_time"]),
         )
-    filling = can_fill
     # the loop's per-plan values as Python objects (a numpy scalar per access costs more than the arithmetic):
     # the same IEEE doubles, added one after the other in the same order; times as int64 ns, NaT as a
     # sentinel that compares as NaT does (an end never after t, an exit never at or before t)
@@ -265,7 +264,7 @@ def review(
                 }
             )
         if status[j] != "rejected":
-            if filling:
+            if can_fill:
                 assert book is not None and trader is not None
                 if final[j] == sizes[j]:
                     ok, j_pnl, j_exit = fill_ok[j], fill_pnl[j], fill_exit[j]

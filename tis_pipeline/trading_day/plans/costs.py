@@ -167,19 +167,12 @@ def _lagged(values: np.ndarray, pos: np.ndarray, lag: int) -> np.ndarray:
     return np.where(pos >= lag, out, np.nan)
 
 
-# bars whose cost inputs are computed together (with the ``COST_WINDOW`` bars before them): the dozen
-# window sums of a piece are held at a time, not of millions of bars
-COST_ROWS_PER_PIECE = 100_000
-
-
 def bar_cost_inputs(b: pd.DataFrame, config: CostConfig) -> pd.DataFrame:
     """Spread (fraction), per-bar volatility and mean volume of the ``COST_WINDOW`` bars before each bar.
 
     ``b``: bars sorted by (symbol, timestamp) with open, high, low, close and optionally volume (as
-    ``market.prepare_bars`` gives them). Row order kept. A fixed number of rows before each bar is read, so
-    the figures do not depend on where ``b`` starts beyond that window: they are computed a piece of
-    ``COST_ROWS_PER_PIECE`` bars at a time, each with the ``COST_WINDOW`` bars before it (the same operations
-    on the same values for every bar: the same figures).
+    ``market.prepare_bars`` gives them). Row order kept. The reference form of every bar's figures; a day's
+    fills compute them only at the bars they read (``BarCosts``, the same figures bit for bit).
     """
     n = len(b)
     if n == 0:
@@ -188,12 +181,7 @@ def bar_cost_inputs(b: pd.DataFrame, config: CostConfig) -> pd.DataFrame:
     high, low = b["high"].to_numpy(dtype="float64"), b["low"].to_numpy(dtype="float64")
     close = b["close"].to_numpy(dtype="float64")
     volume = b["volume"].to_numpy(dtype="float64") if "volume" in b else np.full(n, np.nan, dtype="float64")
-    pieces = []
-    for first in range(0, n, COST_ROWS_PER_PIECE):
-        lo, hi = max(first - COST_WINDOW, 0), min(first + COST_ROWS_PER_PIECE, n)
-        part = _cost_inputs(pos[lo:hi], high[lo:hi], low[lo:hi], close[lo:hi], volume[lo:hi], config)
-        pieces.append([column[first - lo :] for column in part])
-    spread, sigma, mean_volume = (np.concatenate([p[i] for p in pieces]) for i in range(3))
+    spread, sigma, mean_volume = _cost_inputs(pos, high, low, close, volume, config)
     return pd.DataFrame({"spread": spread, "sigma": sigma, "volume": mean_volume})
 
 
@@ -205,8 +193,7 @@ def _cost_inputs(
     volume: np.ndarray,
     config: CostConfig,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(spread, sigma, mean volume) of each bar of the arrays (``bar_cost_inputs``; a bar's figures are
-    right when its ``COST_WINDOW`` bars before are in the arrays, or it is its symbol's first bars)."""
+    """(spread, sigma, mean volume) of each bar of the arrays (``bar_cost_inputs``)."""
     n = len(pos)
     with np.errstate(divide="ignore", invalid="ignore"):
         c = np.log(close)
@@ -232,6 +219,20 @@ def _cost_inputs(
             q = _lagged(pair, pos, lag)
             pair_sum += np.nan_to_num(q)
             pair_n += np.isfinite(q)
+    return _window_figures(pair_sum, pair_n, park_sum, park_n, vol_sum, vol_n, config)
+
+
+def _window_figures(
+    pair_sum: np.ndarray,
+    pair_n: np.ndarray,
+    park_sum: np.ndarray,
+    park_n: np.ndarray,
+    vol_sum: np.ndarray,
+    vol_n: np.ndarray,
+    config: CostConfig,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(spread, sigma, mean volume) from the window sums and counts of the pairs, Parkinson terms and volumes
+    (module docstring)."""
     floor = config.spread_floor_bps / 1e4
     with np.errstate(divide="ignore", invalid="ignore"):
         est = np.sqrt(np.maximum(pair_sum / pair_n, 0.0))
@@ -297,14 +298,8 @@ class BarCosts:
                 q = np.where(ok, self.pair[at], np.nan)
                 pair_sum += np.nan_to_num(q)
                 pair_n += np.isfinite(q)
-        floor = self.config.spread_floor_bps / 1e4
-        with np.errstate(divide="ignore", invalid="ignore"):
-            est = np.sqrt(np.maximum(pair_sum / pair_n, 0.0))
-            sigma = np.sqrt(park_sum / park_n / (4.0 * math.log(2.0)))
-            mean_volume = vol_sum / vol_n
-        self._spread[rows] = np.where((pair_n >= MIN_PAIRS) & np.isfinite(est), np.maximum(est, floor), floor)
-        self._sigma[rows] = np.where(park_n > 0, sigma, np.nan)
-        self._volume[rows] = np.where(vol_n > 0, mean_volume, np.nan)
+        figures = _window_figures(pair_sum, pair_n, park_sum, park_n, vol_sum, vol_n, self.config)
+        self._spread[rows], self._sigma[rows], self._volume[rows] = figures
         self._done[rows] = True
 
     def at(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

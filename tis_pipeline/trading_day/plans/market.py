@@ -28,7 +28,7 @@ from tis_pipeline.trading_day.plans.common import (
     utc_day,
     utc_series,
 )
-from tis_pipeline.trading_day.plans.costs import BarCosts, CostConfig, bar_cost_inputs
+from tis_pipeline.trading_day.plans.costs import BarCosts, CostConfig
 
 
 def trend_z(total: np.ndarray, vol: np.ndarray, count: np.ndarray) -> np.ndarray:
@@ -160,7 +160,6 @@ class DayBars:
         self._closes: pd.DataFrame | DayCloses | Future[pd.DataFrame] | Future[DayCloses] = (
             closes if closes is not None else self.bars
         )
-        self._costs: dict[str, pd.DataFrame] = {}
         self._bar_costs: dict[str, BarCosts] = {}
         self._day_closes: dict[pd.Timestamp, DayCloses] = {}
 
@@ -224,13 +223,6 @@ class DayBars:
             found[found] = self.ts[at[found]] == ts[k[found]]
             out[k[found]] = at[found]
         return out
-
-    def costs(self, config: CostConfig) -> pd.DataFrame:
-        """``costs.bar_cost_inputs`` of every bar under ``config`` (kept per configuration)."""
-        key = json.dumps(config.as_dict(), sort_keys=True)
-        if key not in self._costs:
-            self._costs[key] = bar_cost_inputs(self.bars, config)
-        return self._costs[key]
 
     def bar_costs(self, config: CostConfig) -> BarCosts:
         """The same figures as ``costs``, computed at the bars asked for (``costs.BarCosts``: what the fills
