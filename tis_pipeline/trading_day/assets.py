@@ -148,6 +148,15 @@ def trading_day(
     module ecosystem's messages, sharing, triggers and replications; everything of the range in one
     transaction.
     """
+    # the checks run on a thread of their own from the moment the range's rows are known until their results
+    # are yielded: through the last writes, the commit and the metadata (``_walk_range``)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="checks") as checker:
+        yield from _walk_range(context, db, checker)
+
+
+def _walk_range(
+    context: dg.AssetExecutionContext, db: PostgresResource, checker: ThreadPoolExecutor
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     window = context.partition_time_window
     start, end = pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")
     fingerprint = config_fingerprint()
@@ -156,9 +165,6 @@ def trading_day(
     # every symbol's closes of a day (millions of bars) are read and reduced to a few figures per symbol on a
     # second connection while the day's plans are made from the plans' own bars: the scan runs in its server
     # process beside this one's work
-    # the checks run on a thread of their own from the moment the range's rows are known (below) until their
-    # results are yielded: through the last writes, the commit and the metadata
-    checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checks")
     checking: Future[list[dg.AssetCheckResult]] | None = None
     with (
         _LongLivedObjectsFrozen() as heap,
@@ -302,7 +308,6 @@ def trading_day(
             },
         )
     yield from (_check_results(frames, population, (start, end)) if checking is None else checking.result())
-    checker.shutdown()
 
 
 def _check_results(

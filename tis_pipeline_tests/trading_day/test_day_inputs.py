@@ -10,6 +10,7 @@ import uuid
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 from pandas.testing import assert_frame_equal
 
 from tis_pipeline.market_data import store as bar_store
@@ -157,15 +158,24 @@ def test_day_bars_prepare_once_and_keep_what_they_derive():
     assert sorted_closes["close"].tolist() == prepared.bars["close"].tolist()
 
 
+def _stored_day(
+    url: str, seed: int
+) -> tuple[pd.Timestamp, tuple[pd.Timestamp, pd.Timestamp], pd.DataFrame, sa.Engine]:
+    """A day's bars (``_bars``) stored in ``market_data_1m``: (day, its window with the context before, the
+    bars, the engine)."""
+    day = pd.Timestamp("2024-03-04", tz="UTC")
+    window = (day - CONTEXT_BEFORE, day + pd.Timedelta(days=1))
+    bars = _bars(day, seed)
+    db = engine(url)
+    with db.begin() as conn:
+        copy_frame(raw_connection(conn), "market_data_1m", bars)
+    return day, window, bars, db
+
+
 def test_the_closes_read_in_pieces_are_the_closes_read_at_once(migrated_database_url):
     """``store.read_day_closes_in_pieces`` hands over every bar of the window once, each symbol whole in one
     piece of at most ``symbols`` symbols: the pieces together are ``read_day_closes``' frame."""
-    day = pd.Timestamp("2024-03-04", tz="UTC")
-    window = (day - CONTEXT_BEFORE, day + pd.Timedelta(days=1))
-    bars = _bars(day, 4)
-    db = engine(migrated_database_url)
-    with db.begin() as conn:
-        copy_frame(raw_connection(conn), "market_data_1m", bars)
+    _day, window, bars, db = _stored_day(migrated_database_url, 4)
     with db.connect() as conn:
         whole = store.read_day_closes(conn, *window)
         pieces = list(store.read_day_closes_in_pieces(conn, *window, symbols=7))
@@ -179,12 +189,7 @@ def test_the_closes_read_in_pieces_are_the_closes_read_at_once(migrated_database
 
 def test_the_plans_bars_read_in_several_queries_are_those_read_in_one(migrated_database_url, monkeypatch):
     """``store.read_plan_bars`` cut into queries of a few stretches reads the same bars as one query."""
-    day = pd.Timestamp("2024-03-04", tz="UTC")
-    window = (day - CONTEXT_BEFORE, day + pd.Timedelta(days=1))
-    bars = _bars(day, 6)
-    db = engine(migrated_database_url)
-    with db.begin() as conn:
-        copy_frame(raw_connection(conn), "market_data_1m", bars)
+    day, window, bars, db = _stored_day(migrated_database_url, 6)
     events = _events(bars, day, 240, 6)
     horizon = longest_horizon(founding_population(day))
     queries = []
