@@ -29,6 +29,8 @@ import warnings
 import pandas as pd
 import sqlalchemy as sa
 
+from bench.steps import step_spans
+
 warnings.filterwarnings("ignore")
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 
@@ -169,20 +171,13 @@ def step_alone(url: str, n_symbols: int, day: str) -> dict:
     )
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_SELF)
-    spans: dict[str, list] = {}
-    for record in instance.all_logs(result.run_id):
-        event = record.dagster_event
-        if event is not None and event.step_key is not None:
-            if event.event_type_value == "STEP_START":
-                spans[event.step_key] = [record.timestamp, None]
-            elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE"):
-                spans[event.step_key][1] = record.timestamp
+    spans = step_spans(instance, result.run_id)
     return {
         "symbols": n_symbols,
         "day": day,
         "success": result.success,
         "wall_s": round(wall, 2),
-        "steps_s": {step: round(b - a, 2) for step, (a, b) in spans.items() if b is not None},
+        "steps_s": {step: round(b - a, 2) for step, (a, b) in spans.items()},
         "cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 2),
         "peak_rss_mb": round(after.ru_maxrss / 1024),
         "load_average": [round(x, 2) for x in os.getloadavg()],
@@ -212,10 +207,17 @@ def main() -> None:
         help="add seconds per step (first ingest, rollups; threads overlap) to the JSON line",
     )
     parser.add_argument("--step-alone", type=int, metavar="N", help="the ingest step alone, N symbols")
-    parser.add_argument("--database", help="with --step-alone: the database it writes (a copy)")
+    parser.add_argument(
+        "--database", metavar="URL", help="with --step-alone (required): the database it writes (a copy)"
+    )
     parser.add_argument("--day", default="2024-01-08", help="with --step-alone: the synthetic day")
     args = parser.parse_args()
-    if args.step_alone:
+    if args.step_alone is not None:
+        if args.step_alone < 1:
+            parser.error("--step-alone needs N >= 1 symbols")
+        if not args.database:
+            # the step writes the database it is given: there is no scratch one to fall back on
+            parser.error("--step-alone needs --database URL, a copy of a migrated database (it is written)")
         print(json.dumps(step_alone(args.database, args.step_alone, args.day)))
         return
     timers: dict[str, float] = {}

@@ -99,24 +99,12 @@ PREPARED = textwrap.dedent("""
 STEP_TIMES = textwrap.dedent("""
     import json
     import dagster as dg
+    from bench.steps import step_spans
     from tis_pipeline import environment
     environment.prepare(start_embedded=False)
     instance = dg.DagsterInstance.get()
-    out = []
-    for run in instance.get_runs():
-        spans = {}
-        for record in instance.all_logs(run.run_id):
-            event = record.dagster_event
-            if event is None or record.step_key is None:
-                continue
-            kind = event.event_type_value
-            span = spans.setdefault(record.step_key, [None, None])
-            if kind == "STEP_START":
-                span[0] = record.timestamp
-            elif kind in ("STEP_SUCCESS", "STEP_FAILURE"):
-                span[1] = record.timestamp
-        out.append({"run_id": run.run_id, "status": run.status.value,
-                    "steps": {k: [a, b] for k, (a, b) in spans.items() if a is not None and b is not None}})
+    out = [{"run_id": run.run_id, "status": run.status.value, "steps": step_spans(instance, run.run_id)}
+           for run in instance.get_runs()]
     print(json.dumps(out))
 """)
 
@@ -312,6 +300,7 @@ def run_size(
 LAUNCH = textwrap.dedent("""
     import json, sys, time
     import dagster as dg
+    from bench.steps import step_spans
     from tis_pipeline.market_data.partitions import range_tags
     day, queue, shards = sys.argv[1], sys.argv[2], int(sys.argv[3])
     job = dg.build_reconstructable_job(
@@ -324,18 +313,8 @@ LAUNCH = textwrap.dedent("""
         with dg.execute_job(job, instance=instance, tags=tags, raise_on_error=False) as result:
             run_id, success = result.run_id, result.success
         ended = time.time()
-        spans = {}
-        for record in instance.all_logs(run_id):
-            event = record.dagster_event
-            if event is None or record.step_key is None:
-                continue
-            span = spans.setdefault(record.step_key, [None, None])
-            if event.event_type_value == "STEP_START":
-                span[0] = record.timestamp
-            elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE"):
-                span[1] = record.timestamp
-    print(json.dumps({"run_id": run_id, "success": success, "wall_s": ended - started,
-                      "steps": {k: v for k, v in spans.items() if None not in v}}))
+        spans = step_spans(instance, run_id)
+    print(json.dumps({"run_id": run_id, "success": success, "wall_s": ended - started, "steps": spans}))
 """)
 WORKER_YAML = textwrap.dedent("""
     execution:

@@ -17,7 +17,7 @@ from tis_pipeline.market_data import store as bar_store
 from tis_pipeline.pg import day_partitions
 from tis_pipeline.pg.buckets import BIN_ORIGIN, bucket_sql
 from tis_pipeline.pg.copy import copy_frame, frame_to_csv_bytes
-from tis_pipeline.pg.engine import raw_connection
+from tis_pipeline.pg.engine import large_work_mem, raw_connection
 
 
 def previous_state(
@@ -316,35 +316,49 @@ def attach_scored_days(conn: sa.Connection, built: list[tuple[pd.Timestamp, str,
             day_partitions.attach_day(cur, day, name, staging, replace=exists)
 
 
-# the aggregation of a range's bars into the rollups' buckets needs about 100 MB at 5,000 symbols: hashed in
-# memory instead of in batches spilled to disk (work_mem's default is 4 MB)
-_ROLLUP_WORK_MEM = "256MB"
-
-
 def update_rollup_evidence(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp) -> None:
     """The rollups' evidence: round(avg(mx_evidence), 2) and bool_or(mx_confirm) of the 1-minute bars of each
     15-minute bucket, the hourly one from the 15-minute bars, as the rollups themselves are built."""
-    conn.execute(sa.text(f"SET LOCAL work_mem = '{_ROLLUP_WORK_MEM}'"))
-    for target, source, minutes in (
-        ("market_data_15m", "market_data_1m", 15),
-        ("market_data_1h", "market_data_15m", 60),
-    ):
-        _roll_evidence_up(conn, target, source, minutes, start, end)
-    conn.execute(sa.text("RESET work_mem"))
+    # the aggregation of a range's bars into the buckets needs about 100 MB at 5,000 symbols
+    with large_work_mem(conn):
+        _update_evidence(conn, "market_data_15m", _bars_evidence("market_data_1m", 15), start, end)
+        _update_evidence(conn, "market_data_1h", _bars_evidence("market_data_15m", 60), start, end)
 
 
-def _roll_evidence_up(
-    conn: sa.Connection, target: str, source: str, minutes: int, start: pd.Timestamp, end: pd.Timestamp
+@dataclass(frozen=True)
+class _EvidenceSource:
+    """Where a rollup's evidence per bucket is aggregated from: SQL of the code's own (never input) over
+    ``table``: a row's ``time`` (kept to the window), its ``bucket`` (the open of the rollup bar it goes to),
+    and per bucket the ``evidence`` and ``confirm`` aggregates."""
+
+    table: str
+    time: str
+    bucket: str
+    evidence: str
+    confirm: str
+
+
+def _bars_evidence(table: str, minutes: int) -> _EvidenceSource:
+    """The evidence of ``table``'s bars per bucket of ``minutes``: round(avg(mx_evidence), 2) and
+    bool_or(mx_confirm)."""
+    return _EvidenceSource(
+        table, '"timestamp"', bucket_sql(minutes), "round(avg(mx_evidence), 2)", "bool_or(mx_confirm)"
+    )
+
+
+def _update_evidence(
+    conn: sa.Connection, target: str, source: _EvidenceSource, start: pd.Timestamp, end: pd.Timestamp
 ) -> None:
-    """``target``'s evidence in [start, end) from ``source``'s bars: round(avg(mx_evidence), 2) and
-    bool_or(mx_confirm) per bucket of ``minutes``."""
+    """``target``'s evidence in [start, end) from ``source``'s rows in [start, end), bucket by bucket.
+
+    ``start`` and ``end`` are whole hours (the callers' days), so a source row of the window goes to a bucket
+    of the window: the target's rows are kept to it as well only so that the planner reads no others."""
     conn.execute(
         sa.text(f"""
         UPDATE {target} r SET mx_evidence = a.e, mx_confirm = a.c
-        FROM (SELECT symbol, {bucket_sql(minutes)} b,
-                     round(avg(mx_evidence), 2) e, bool_or(mx_confirm) c
-              FROM {source} WHERE "timestamp" >= :a AND "timestamp" < :b GROUP BY 1, 2) a
-        WHERE r.symbol = a.symbol AND r."timestamp" = a.b"""),
+        FROM (SELECT symbol, {source.bucket} b, {source.evidence} e, {source.confirm} c
+              FROM {source.table} WHERE {source.time} >= :a AND {source.time} < :b GROUP BY 1, 2) a
+        WHERE r.symbol = a.symbol AND r."timestamp" = a.b AND r."timestamp" >= :a AND r."timestamp" < :b"""),
         {"a": start, "b": end},
     )
 
@@ -403,19 +417,22 @@ def update_rollup_evidence_from(
     ):
         while block := buckets.read(1 << 20):
             copy.write(block)
-    conn.execute(sa.text(f"SET LOCAL work_mem = '{_ROLLUP_WORK_MEM}'"))
-    conn.execute(
-        sa.text("""
-        UPDATE market_data_15m r SET mx_evidence = a.e, mx_confirm = a.c
-        FROM (SELECT symbol, TIMESTAMPTZ 'epoch' + bucket_us * INTERVAL '1 microsecond' b,
-                     round(sum(evidence) / (100.0 * sum(bars)), 2) e, bool_or(confirmed) c
-              FROM tis_dsi_buckets GROUP BY 1, 2) a
-        WHERE r.symbol = a.symbol AND r."timestamp" = a.b AND r."timestamp" >= :a AND r."timestamp" < :b"""),
-        {"a": start, "b": end},
-    )
-    _roll_evidence_up(conn, "market_data_1h", "market_data_15m", 60, start, end)
+    with large_work_mem(conn):
+        _update_evidence(conn, "market_data_15m", _SCORED_BUCKETS, start, end)
+        _update_evidence(conn, "market_data_1h", _bars_evidence("market_data_15m", 60), start, end)
     conn.execute(sa.text("DROP TABLE tis_dsi_buckets"))
-    conn.execute(sa.text("RESET work_mem"))
+
+
+# the rows of ``rollup_bucket_rows`` in tis_dsi_buckets: round(sum / bars, 2) is round(avg, 2) of the
+# bucket's bars, whose evidence is numeric(3,2)
+_BUCKET_OPEN = "TIMESTAMPTZ 'epoch' + bucket_us * INTERVAL '1 microsecond'"
+_SCORED_BUCKETS = _EvidenceSource(
+    "tis_dsi_buckets",
+    _BUCKET_OPEN,
+    _BUCKET_OPEN,
+    "round(sum(evidence) / (100.0 * sum(bars)), 2)",
+    "bool_or(confirmed)",
+)
 
 
 def replace_events(

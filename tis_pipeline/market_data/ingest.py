@@ -20,12 +20,7 @@ import sqlalchemy as sa
 from tis_pipeline.market_data.bars import normalise_bars, rows_apart
 from tis_pipeline.market_data.describe import SummaryParts, rows_without_volume
 from tis_pipeline.market_data.store import replace_quarantine, symbol_pieces
-from tis_pipeline.market_data.validate import (
-    ShareTally,
-    ValidatedTally,
-    validate_bars,
-    values_beyond_scale,
-)
+from tis_pipeline.market_data.validate import ValidatedTally, validate_bars, values_beyond_scale
 from tis_pipeline.pg.day_partitions import (
     BuiltDays,
     DayBuilds,
@@ -92,7 +87,8 @@ def build_window(
     the next piece, then judges all the rows by the registry's rules (errors prove the write, warnings report
     gaps and jumps): reading, checking and writing overlap instead of taking turns. Once a day's pieces are
     all in, a day of more than ``max_quarantine_share`` bad rows raises ``validate.QuarantineShareExceeded``
-    (``validate.ShareTally``: the share of the whole day); whatever was built is dropped on any failure.
+    (``validate.ValidatedTally.enforce_share_limit``: the share of the whole day); whatever was built is
+    dropped on any failure.
 
     Memory follows a piece, not the window nor the day: of each piece only what is small stays (quarantine
     rows, counts, the summary's numbers per symbol and day: ``validate.ValidatedTally``,
@@ -102,7 +98,7 @@ def build_window(
     """
     symbols, notes, skipped, unreadable, outside_rows = set(), [], [], [], 0
     applied: list[dict] = []
-    tally, shares, summary_parts, without_volume = ValidatedTally(), ShareTally(), SummaryParts(), 0
+    tally, summary_parts, without_volume = ValidatedTally(), SummaryParts(), 0
     preview: list[pd.DataFrame] = []
     drop_dead_scratch_tables_of(engine)  # the tables of runs killed before they swapped or discarded them
     builds = DayBuilds(engine, start, end)
@@ -119,19 +115,18 @@ def build_window(
                 ends_days = read.ends_days
                 checked = validate_bars(normalise_bars(read.frame), partition_date=start)
                 del read  # the source's frame: the normalised rows are all that is used
-                shares.add(checked)
-                if ends_days:  # the days of the pieces since the last such piece are whole
-                    shares.enforce(max_quarantine_share)
-                builds.add(checked.clean, whole=ends_days)
                 tally.add(checked)
+                if ends_days:  # the days of the pieces since the last such piece are whole
+                    tally.enforce_share_limit(max_quarantine_share)
+                builds.add(checked.clean, whole=ends_days)
                 summary_parts.add(checked.clean)
                 without_volume += rows_without_volume(checked.clean)
                 if sum(len(p) for p in preview) < PREVIEW_ROWS:
                     preview.append(rows_apart(checked.clean, PREVIEW_ROWS))
                 spilled.add(checked.clean)
                 del checked  # the builds hold their own days
-            if shares.pieces:  # a source whose last piece did not say so: its days end with it
-                shares.enforce(max_quarantine_share)
+            if tally.unjudged_pieces:  # a source whose last piece did not say so: its days end with it
+                tally.enforce_share_limit(max_quarantine_share)
             enforced = tally.enforced()  # raises without any piece, as Validated.concat does
             report = judge_in_pieces(spilled, enforced)
         facts = summary_parts.facts()

@@ -47,7 +47,7 @@ from tis_pipeline.market_data.describe import price_volume_png
 from tis_pipeline.market_data.store import bar_table, read_bars
 from tis_pipeline.pg.buckets import BIN_ORIGIN, bucket_sql
 from tis_pipeline.pg.day_partitions import export_snapshot, in_snapshot, mark_scratch
-from tis_pipeline.pg.engine import raw_connection
+from tis_pipeline.pg.engine import large_work_mem, raw_connection
 from tis_pipeline.plots import pyplot
 from tis_pipeline.quality.rules import MARKET_TABLES, Rule, rule
 
@@ -272,16 +272,14 @@ def _stage_piece(
     with engine.begin() as side:
         if snapshot is not None:  # every piece reads the same committed data, whenever it starts
             in_snapshot(side, snapshot)
-        side.execute(
-            sa.text("SET LOCAL work_mem = '256MB'")
-        )  # the hash aggregate fits in memory, no temp spill
         # the pieces already keep every core busy; parallel workers would only compete with the other piece
         side.execute(sa.text("SET LOCAL max_parallel_workers_per_gather = 0"))
         # a scratch table: a crash empties it anyway (unlogged), so its commit need not wait for the WAL flush
         side.execute(sa.text("SET LOCAL synchronous_commit = off"))
-        rows = side.execute(
-            sa.text(f"CREATE UNLOGGED TABLE {name} AS {query}"), {"start": start, "end": end}
-        ).rowcount
+        with large_work_mem(side):  # the hash aggregate fits in memory, no temp spill
+            rows = side.execute(
+                sa.text(f"CREATE UNLOGGED TABLE {name} AS {query}"), {"start": start, "end": end}
+            ).rowcount
         with raw_connection(side).cursor() as cur:
             mark_scratch(cur, name)
         return rows

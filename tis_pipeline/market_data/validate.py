@@ -95,7 +95,9 @@ class Validated:
 
 class ValidatedTally:
     """What ``Validated.concat`` says of pieces validated apart, kept as they come (``add``) without their
-    clean rows: the rows quarantined per rule, the rules no clean row breaks, the quarantine rows (few).
+    clean rows: the rows quarantined per rule, the rules no clean row breaks, the quarantine rows (few); and,
+    for the share limit (``enforce_share_limit``), the clean rows' count per UTC day of the pieces not judged
+    yet.
 
     A rule is enforced when every piece enforces it; the key rule only while each piece's clean times of each
     symbol are all later than that symbol's in the pieces before (otherwise a key could be in two pieces):
@@ -110,11 +112,18 @@ class ValidatedTally:
         self._last_time: dict[str, int] = {}  # per symbol, its latest clean time so far (µs since the epoch)
         self._apart = True
         self._only: Validated | None = None  # the first piece, without its clean rows
+        # the pieces since the last enforce_share_limit: where they start in _quarantine, the counts per rule
+        # before them, their clean rows per UTC day
+        self._unjudged_from = 0
+        self._counts_judged: dict[str, int] = {}
+        self._unjudged_days: dict[object, int] = {}
 
     def add(self, piece: Validated) -> None:
         self._quarantine.append(piece.quarantine)
         for name, count in piece.counts.items():
             self._counts[name] = self._counts.get(name, 0) + count
+        for day, n in _utc_date_counts(piece.clean["timestamp"]).items():
+            self._unjudged_days[day] = self._unjudged_days.get(day, 0) + int(n)
         self._enforced = piece.enforced if not self.pieces else self._enforced & piece.enforced
         if self._apart and len(piece.clean):
             self._apart = self._later_than_before(piece.clean)
@@ -165,6 +174,46 @@ class ValidatedTally:
         if one is not None:
             return one.quarantine
         return pd.concat(self._quarantine, ignore_index=True)
+
+    @property
+    def unjudged_pieces(self) -> int:
+        """Pieces added since the last ``enforce_share_limit``."""
+        return len(self._quarantine) - self._unjudged_from
+
+    def enforce_share_limit(self, limit: float) -> None:
+        """Raise ``QuarantineShareExceeded`` when a UTC day of the pieces added since the last call has more
+        than ``limit`` (a share, 0.05 = 5 %) of its rows quarantined, as if those pieces' rows had been
+        validated together; its message names the days and their shares, the rules broken and the first bad
+        rows. Call it once the pieces' days are whole: the next pieces are judged apart from these."""
+        good = pd.Series(
+            list(self._unjudged_days.values()),
+            index=pd.Index(list(self._unjudged_days), dtype=object),
+            dtype="int64",
+        ).sort_index()
+        pieces = self._quarantine[self._unjudged_from :]
+        quarantine = (
+            pieces[0]
+            if len(pieces) == 1
+            else pd.concat([q for q in pieces if len(q)] or pieces[:1], ignore_index=True)
+        )
+        counts = {
+            name: n
+            for name in QUARANTINE_RULES
+            if (n := self._counts.get(name, 0) - self._counts_judged.get(name, 0))
+        }
+        self._unjudged_from = len(self._quarantine)
+        self._counts_judged = dict(self._counts)
+        self._unjudged_days = {}
+        shares = _shares(good, quarantine)
+        over = shares[shares > limit]
+        if len(over):
+            sample = quarantine.head(5)[["source_file", "source_line", "rule"]].to_dict("records")
+            raise QuarantineShareExceeded(
+                f"{len(over)} partition day(s) have more than {limit:.0%} bad rows "
+                f"({', '.join(f'{d}: {s:.1%}' for d, s in over.items())}); nothing was written. "
+                f"Rules broken: {counts}. First rows: {sample}",
+                counts,
+            )
 
 
 def rule_masks(frame: pd.DataFrame, now: pd.Timestamp) -> dict[str, np.ndarray]:
@@ -321,13 +370,9 @@ def _raw_json(rejected: pd.DataFrame) -> list[str]:
     return view.to_json(orient="records", lines=True, double_precision=15).splitlines()
 
 
-def quarantine_share_by_day(clean: pd.DataFrame, quarantine: pd.DataFrame) -> pd.Series:
-    """Share of quarantined rows among all rows of each partition day."""
-    return _shares(_utc_date_counts(clean["timestamp"]), quarantine)
-
-
 def _shares(good: pd.Series, quarantine: pd.DataFrame) -> pd.Series:
-    """``quarantine_share_by_day`` from the clean rows per UTC day (``_utc_date_counts``)."""
+    """The share of quarantined rows among all rows of each partition day (in date order), from the clean
+    rows per UTC day (``_utc_date_counts``) and the quarantine rows (their ``partition_date``)."""
     bad = quarantine["partition_date"].value_counts()
     total = good.add(bad, fill_value=0)
     return bad.reindex(total.index, fill_value=0).div(total).sort_index()
@@ -362,62 +407,3 @@ class QuarantineShareExceeded(ValueError):
     def __init__(self, description: str, counts: dict[str, int]):
         super().__init__(description)
         self.description, self.counts = description, counts
-
-
-def enforce_share_limit(checked: Validated, limit: float) -> None:
-    """Raise ``QuarantineShareExceeded`` when a partition day of ``checked`` has more than ``limit`` (a share,
-    0.05 = 5 %) of its rows quarantined; its message names the days, the rules broken and the first bad
-    rows."""
-    shares = ShareTally()
-    shares.add(checked)
-    shares.enforce(limit)
-
-
-class ShareTally:
-    """``enforce_share_limit`` of the pieces of some whole days validated apart (``add``), judged once their
-    days are complete (``enforce``) as if their rows had been validated together: kept are the clean rows'
-    count per UTC day, the quarantine rows (few) and the counts per rule, never the clean rows."""
-
-    def __init__(self) -> None:
-        self._start()
-
-    def _start(self) -> None:
-        self._good: dict[object, int] = {}  # UTC day -> clean rows
-        self._quarantine: list[pd.DataFrame] = []
-        self._counts: dict[str, int] = {}
-
-    @property
-    def pieces(self) -> int:
-        """Pieces added since the last ``enforce``."""
-        return len(self._quarantine)
-
-    def add(self, checked: Validated) -> None:
-        for day, n in _utc_date_counts(checked.clean["timestamp"]).items():
-            self._good[day] = self._good.get(day, 0) + int(n)
-        self._quarantine.append(checked.quarantine)
-        for name, count in checked.counts.items():
-            self._counts[name] = self._counts.get(name, 0) + count
-
-    def enforce(self, limit: float) -> None:
-        """Raise ``QuarantineShareExceeded`` as ``enforce_share_limit`` of the pieces' rows together; the
-        tally starts again empty (the next days' pieces)."""
-        good = pd.Series(
-            list(self._good.values()), index=pd.Index(list(self._good), dtype=object), dtype="int64"
-        ).sort_index()
-        quarantine = (
-            self._quarantine[0]
-            if len(self._quarantine) == 1
-            else pd.concat([q for q in self._quarantine if len(q)] or self._quarantine[:1], ignore_index=True)
-        )
-        counts = {name: self._counts[name] for name in QUARANTINE_RULES if self._counts.get(name)}
-        self._start()
-        shares = _shares(good, quarantine)
-        over = shares[shares > limit]
-        if len(over):
-            sample = quarantine.head(5)[["source_file", "source_line", "rule"]].to_dict("records")
-            raise QuarantineShareExceeded(
-                f"{len(over)} partition day(s) have more than {limit:.0%} bad rows "
-                f"({', '.join(f'{d}: {s:.1%}' for d, s in over.items())}); nothing was written. "
-                f"Rules broken: {counts}. First rows: {sample}",
-                counts,
-            )

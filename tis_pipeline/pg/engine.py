@@ -10,7 +10,8 @@ import io
 import os
 import re
 import shlex
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, cast
 
@@ -86,6 +87,22 @@ def engine(url: str) -> sa.Engine:
     )
     sa.event.listen(created, "connect", widen_socket_buffers)
     return created
+
+
+# work_mem for one large set-based statement: a hash aggregate of millions of rows into a few hundred thousand
+# groups needs about 100 MB, hashed in memory at this size instead of in batches spilled to temporary files at
+# the server's default (4 MB)
+LARGE_WORK_MEM = "256MB"
+
+
+@contextmanager
+def large_work_mem(conn: sa.Connection) -> Iterator[None]:
+    """``LARGE_WORK_MEM`` as work_mem for the statements run inside, in the caller's transaction (``SET
+    LOCAL``); the session's own work_mem again after them (``RESET``). On an error inside nothing is reset:
+    the transaction is failed, and its end ends the ``SET LOCAL`` too."""
+    conn.execute(sa.text(f"SET LOCAL work_mem = '{LARGE_WORK_MEM}'"))
+    yield
+    conn.execute(sa.text("RESET work_mem"))
 
 
 # the kernel socket buffers asked for on each of the project's connections; the kernel grants at most

@@ -75,10 +75,25 @@ def test_missing_minutes_counts_inner_gaps_per_symbol_and_day():
     assert gaps.loc["B", "missing"] == 0
 
 
-def test_quarantine_share_by_day():
+def test_a_day_fails_when_its_quarantined_share_is_over_the_limit():
+    """The share is the day's quarantined rows among all its rows: one of two here, 50 %; the limit itself
+    passes, and each call judges only the pieces added since the one before."""
     checked = validate.validate_bars(_bars([GOOD, ["ABC", "2024-01-02 10:01", -1, 1, 1, 1, 1]]), now=NOW)
-    share = validate.quarantine_share_by_day(checked.clean, checked.quarantine)
-    assert share.tolist() == [0.5]
+    at_limit = validate.ValidatedTally()
+    at_limit.add(checked)
+    at_limit.enforce_share_limit(0.5)
+    over = validate.ValidatedTally()
+    over.add(checked)
+    assert over.unjudged_pieces == 1
+    with pytest.raises(validate.QuarantineShareExceeded, match=r"\(2024-01-02: 50\.0%\)") as failed:
+        over.enforce_share_limit(0.4)
+    assert failed.value.counts == {"ck_market_data_1m_prices_positive": 1}
+    assert over.unjudged_pieces == 0
+    clean_day = validate.validate_bars(
+        _bars([["ABC", "2024-01-01 10:00", 10.0, 11.0, 9.0, 10.5, 1.0]]), now=NOW
+    )
+    over.add(clean_day)
+    over.enforce_share_limit(0.4)  # the bad day was judged already: only the clean one is
 
 
 def test_synthetic_source_is_deterministic_and_day_by_day_equals_range():

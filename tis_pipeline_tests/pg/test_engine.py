@@ -9,7 +9,14 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from tis_pipeline.pg.engine import SOCKET_BUFFER_BYTES, engine, raw_connection, session_options
+from tis_pipeline.pg.engine import (
+    LARGE_WORK_MEM,
+    SOCKET_BUFFER_BYTES,
+    engine,
+    large_work_mem,
+    raw_connection,
+    session_options,
+)
 
 
 def _setting(url: str, name: str) -> str:
@@ -64,3 +71,12 @@ def test_project_connections_ask_for_wide_socket_buffers(database_url: str) -> N
         finally:
             sock.detach()
     assert granted == {option: 2 * size for option, size in wanted.items()}
+
+
+def test_large_work_mem_holds_for_the_statements_inside_only(database_url: str) -> None:
+    with engine(database_url).connect() as conn, conn.begin():
+        before = conn.execute(sa.text("SHOW work_mem")).scalar_one()
+        assert before != LARGE_WORK_MEM
+        with large_work_mem(conn):
+            assert conn.execute(sa.text("SHOW work_mem")).scalar_one() == LARGE_WORK_MEM
+        assert conn.execute(sa.text("SHOW work_mem")).scalar_one() == before
