@@ -7,11 +7,11 @@ regime of the replication triggers (``ecosystem/triggers.py``: the mean of each 
 bars before ``day`` and before ``day + 1 day``) and the bar notes (``ecosystem/notes.py``: each symbol's last
 bar of the day). Each needs one small figure per symbol, and each symbol's figure depends on its bars only:
 
-* ``day_stats``: per symbol with a bar of the day, ``sum``, ``std`` (ddof 1) and ``count`` of its 1-minute log
-  returns of the day (the first bar of the day has none), by a pandas groupby as the regime took them;
+* ``day_figures``: per symbol with a bar of the day, ``sum``, ``std`` (ddof 1) and ``count`` of its 1-minute
+  log returns of the day (the first bar of the day has none), by a pandas groupby as the regime took them,
+  and the timestamp of its last bar of the day (the notes'), both from one pass over the day's rows;
 * ``symbol_trends``: per symbol with >= ``REGIME_MIN_BARS`` bars in ``[end - 120 min, end)``, all closes > 0,
-  ``t = sum(r) / (std(r, ddof 1) sqrt(n))`` of its log returns ``r`` (0 when flat);
-* ``last_bars``: per symbol with a bar of the day, the timestamp of its last one.
+  ``t = sum(r) / (std(r, ddof 1) sqrt(n))`` of its log returns ``r`` (0 when flat).
 
 So the closes can be read a piece of symbols at a time (every bar of a symbol in the same piece) and each
 piece reduced to its symbols' figures (``reduce_closes``) and dropped: ``combine`` puts the pieces' figures
@@ -35,6 +35,7 @@ from tis_pipeline.trading_day.plans.common import naive_ns, utc_day, utc_series
 
 DAY = pd.Timedelta(days=1)
 STAT_COLUMNS = ("sum", "std", "count")
+_UTC_NS = pd.DatetimeTZDtype("ns", "UTC")
 Figures = TypeVar("Figures", pd.DataFrame, pd.Series)
 
 
@@ -71,6 +72,10 @@ def sorted_closes(frame: pd.DataFrame | None) -> pd.DataFrame:
     return c
 
 
+def _empty_last_bars(time_dtype: pd.DatetimeTZDtype) -> pd.Series:
+    return pd.Series([], index=pd.Index([], dtype=object, name="symbol"), dtype=time_dtype)
+
+
 def _empty_stats() -> pd.DataFrame:
     return pd.DataFrame(
         {
@@ -82,9 +87,12 @@ def _empty_stats() -> pd.DataFrame:
     )
 
 
-def day_stats(day: pd.Timestamp, closes: pd.DataFrame) -> pd.DataFrame:
-    """Per symbol with a bar of ``[day, day + 1 day)``: sum, std (ddof 1) and count of its log returns of the
-    day, indexed by symbol in order (``closes``: ``sorted_closes``' frame)."""
+def day_figures(
+    day: pd.Timestamp, closes: pd.DataFrame, time_dtype: pd.DatetimeTZDtype
+) -> tuple[pd.DataFrame, pd.Series]:
+    """Per symbol with a bar of ``[day, day + 1 day)``, indexed by symbol in order (``closes``:
+    ``sorted_closes``' frame): sum, std (ddof 1) and count of its log returns of the day, and the timestamp of
+    its last bar of the day as ``time_dtype`` (the unit of time of the closes as given)."""
     day = utc_day(day)
     # numpy over the day's rows (not a filtered copy of the frame and a groupby per step): the same arrays
     ts = naive_ns(closes["timestamp"])
@@ -93,8 +101,9 @@ def day_stats(day: pd.Timestamp, closes: pd.DataFrame) -> pd.DataFrame:
     )
     sym = closes["symbol"].to_numpy(dtype=object)[today]
     close = closes["close"].to_numpy(dtype="float64")[today]
+    ts = ts[today]
     if len(sym) == 0:
-        return _empty_stats()
+        return _empty_stats(), _empty_last_bars(time_dtype)
     # the frame is sorted by symbol: each symbol's rows are one run, numbered in symbol order (grouping by
     # the number gives the groups of the symbols, in the same order, without hashing millions of strings);
     # pos = the row's place in its run
@@ -107,8 +116,12 @@ def day_stats(day: pd.Timestamp, closes: pd.DataFrame) -> pd.DataFrame:
     # each group's sum (compensated) and variance (Welford) are accumulated over that group's rows alone:
     # the same figures whichever other symbols the frame holds
     stats = pd.DataFrame({"run": run, "lr": lr}).groupby("run", sort=True)["lr"].agg(list(STAT_COLUMNS))
-    stats.index = pd.Index(sym[starts], dtype=object, name="symbol")
-    return stats
+    symbols = pd.Index(sym[starts], dtype=object, name="symbol")
+    stats.index = symbols
+    # a symbol's bars are in time order within its run: its last row is its last bar of the day
+    last = np.append(starts[1:], len(sym)) - 1
+    last_bars = pd.Series(ts[last], index=symbols).dt.tz_localize("UTC").astype(time_dtype)
+    return stats, last_bars
 
 
 def symbol_trends(closes: pd.DataFrame, end: pd.Timestamp) -> pd.Series:
@@ -134,17 +147,6 @@ def symbol_trends(closes: pd.DataFrame, end: pd.Timestamp) -> pd.Series:
     return pd.Series(trends, index=pd.Index(names, dtype=object, name="symbol"), dtype="float64")
 
 
-def last_bars(day: pd.Timestamp, closes: pd.DataFrame) -> pd.Series:
-    """Per symbol with a bar of ``[day, day + 1 day)``: the timestamp of its last one, as ``closes`` holds it
-    (UTC), indexed by symbol."""
-    day = utc_day(day)
-    if closes is None or closes.empty:
-        return pd.Series([], index=pd.Index([], dtype=object, name="symbol"), dtype="datetime64[ns, UTC]")
-    ts = pd.to_datetime(closes["timestamp"], utc=True)
-    today = closes[(ts >= day) & (ts < day + DAY)]
-    return _by_symbol(pd.to_datetime(today.groupby("symbol")["timestamp"].max(), utc=True))
-
-
 def _by_symbol(figures: Figures) -> Figures:
     """``figures`` with their index as Python strings (object dtype), named symbol, whatever the frame's
     symbol column or a concatenation made of it."""
@@ -157,10 +159,10 @@ class DayCloses:
     day's regime, the triggers' market regime and the bar notes read."""
 
     day: pd.Timestamp
-    stats: pd.DataFrame  # day_stats
+    stats: pd.DataFrame  # day_figures' sum, std, count
     trends_before: pd.Series  # symbol_trends before ``day``: the regime at the previous day's close
     trends_after: pd.Series  # symbol_trends before ``day + 1 day``
-    last_bars: pd.Series  # last_bars
+    last_bars: pd.Series  # day_figures' last bar of the day, in the closes' unit of time
 
     def trends(self, end: pd.Timestamp) -> pd.Series:
         """The trends of the 120 bars before ``end``: ``day`` or ``day + 1 day``."""
@@ -177,12 +179,17 @@ def reduce_closes(day: pd.Timestamp, closes: pd.DataFrame | None) -> DayCloses:
     every symbol's, or a piece's whose every bar is in it."""
     day = utc_day(day)
     c = sorted_closes(closes)
+    # the notes are written on the last bars as the closes hold them: in their unit of time (microseconds,
+    # as read from the database), not the nanoseconds of the sorted copy
+    given = closes is not None and len(closes) > 0
+    time_dtype = pd.to_datetime(closes["timestamp"], utc=True).dtype if given else _UTC_NS
+    stats, last_bars = day_figures(day, c, time_dtype)
     return DayCloses(
         day=day,
-        stats=day_stats(day, c),
+        stats=stats,
         trends_before=symbol_trends(c, day),
         trends_after=symbol_trends(c, day + DAY),
-        last_bars=last_bars(day, closes if closes is not None else c),
+        last_bars=last_bars,
     )
 
 

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pandas.core.dtypes.cast import maybe_box_native
 
 PLANS_NAMESPACE = uuid.UUID("2f6b8c1e-4d7a-5e93-b0c4-9a1f3e7d5c28")
 ECOSYSTEM_NAMESPACE = uuid.UUID("5b0e2c7e-6a1f-4f3a-9c55-2d8e4b7a1c90")
@@ -139,15 +138,17 @@ def ecosystem_uuid(*parts: object) -> str:
 # ------------------------------------------------------------------------------------------------ values
 
 
-# the values ``maybe_box_native`` gives back as they are: no call for them
-_NATIVE = (str, dict, list, type(None), float, int, bool, pd.Timestamp)
+# types ``to_dict`` gives back as they are (its boxing turns numpy scalars, pandas' NA and numpy times into
+# Python and pandas ones, and leaves these alone)
+_NATIVE = frozenset((str, dict, list, type(None), float, int, bool, pd.Timestamp, type(pd.NaT)))
 
 
 def frame_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """``frame.to_dict("records")``, built a column at a time: the same dicts of the same values (each
-    column's values as iterating it gives them (``tolist``), those of object and extension columns through
-    ``maybe_box_native`` as ``to_dict`` does), without a tuple per row and a box call per value that stays as
-    it is."""
+    """``frame.to_dict("records")``, built a column at a time: the same dicts of the same values, without a
+    tuple per row. A column's values as iterating it gives them (``tolist``: Python scalars of a numpy
+    column), which ``to_dict`` keeps as they are; an object or extension column holding anything else (numpy
+    scalars or times, NA: ``to_dict`` boxes them) is taken from ``to_dict`` of that column alone, so that
+    only such a column pays for the boxing."""
     names = frame.columns.tolist()
     if len(set(names)) != len(names):  # to_dict warns and keeps the last of each name
         return frame.to_dict("records")
@@ -155,8 +156,9 @@ def frame_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     for k in range(len(names)):
         s = frame.iloc[:, k]
         values = s.tolist()  # what iterating it gives (text columns: ten times as fast)
-        if s.dtype == object or isinstance(s.dtype, pd.api.extensions.ExtensionDtype):
-            values = [x if type(x) in _NATIVE else maybe_box_native(x) for x in values]
+        boxed = s.dtype == object or isinstance(s.dtype, pd.api.extensions.ExtensionDtype)
+        if boxed and not all(type(x) in _NATIVE for x in values):
+            values = [r[names[k]] for r in frame.iloc[:, [k]].to_dict("records")]
         columns.append(values)
     return (
         [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]

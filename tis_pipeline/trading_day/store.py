@@ -288,24 +288,16 @@ _DAY_CLOSES = """
 SYMBOLS_PER_PIECE = 100
 
 
-def read_day_closes(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-    """symbol, timestamp, close of every 1-minute bar of ``[start, end)`` (what needs every symbol: the day's
-    regime, the triggers' market regime, the bar notes), symbols in Python's order, each symbol's bars in the
-    order the scan gives them (in time order in practice; ``closes.sorted_closes`` checks and sorts if not).
-    All of them at once: the asset reads them a piece at a time (``read_day_closes_in_pieces``)."""
-    raw = raw_connection(conn)
-    with raw.cursor(binary=True) as cur:
-        cur.execute(_DAY_CLOSES, {"start": start.to_pydatetime(), "end": end.to_pydatetime()})
-        return _closes_frame(cur.fetchall())
-
-
 def read_day_closes_in_pieces(
     conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp, symbols: int = SYMBOLS_PER_PIECE
 ) -> Iterator[pd.DataFrame]:
-    """``read_day_closes``' frame a piece of ``symbols`` symbols at a time (every bar of a symbol in one
-    piece; the pieces in the database's order of the symbols, each in Python's): a server-side cursor over
-    the same query, so neither this process nor the server holds more than a piece of a day's bars (a day of
-    5,000 symbols is ~8 million bars). Run inside a transaction (the cursor lives in it)."""
+    """symbol, timestamp, close of every 1-minute bar of ``[start, end)`` (what needs every symbol: the day's
+    regime, the triggers' market regime, the bar notes), a piece of ``symbols`` symbols at a time: every bar
+    of a symbol in one piece, the pieces in the database's order of the symbols, each piece's symbols in
+    Python's order and each symbol's bars in the order the scan gives them (in time order in practice;
+    ``closes.sorted_closes`` checks and sorts if not). A server-side cursor, so neither this process nor the
+    server holds more than a piece of a day's bars (a day of 5,000 symbols is ~8 million bars). Run inside a
+    transaction (the cursor lives in it)."""
     raw = raw_connection(conn)
     with raw.cursor(name="day_closes", binary=True) as cur:
         cur.execute(_DAY_CLOSES, {"start": start.to_pydatetime(), "end": end.to_pydatetime()})

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -216,6 +218,17 @@ print("ok")
     assert _fresh_interpreter(code, tmp_path).endswith("ok")
 
 
+def _on_another_thread(work: Callable[[], Any]) -> tuple[Any, int]:
+    """``work()`` run on a thread of its own (as GX's import runs on the preload thread beside the main one):
+    its result (its error raised here) and the thread's id."""
+
+    def run() -> tuple[Any, int]:
+        return work(), threading.get_ident()
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="importer") as pool:
+        return pool.submit(run).result()
+
+
 def test_a_deferred_module_imported_by_another_thread_while_deferred_is_the_real_one(monkeypatch):
     """During ``deferring`` (GX's import on the preload thread), another thread's ``import`` gets the
     stand-in; it answers as the module, and so do its submodules; after the block ``sys.modules`` holds no
@@ -225,22 +238,32 @@ def test_a_deferred_module_imported_by_another_thread_while_deferred_is_the_real
     name = "json.tool"  # not imported by anything here: a module of the standard library with a parent
     monkeypatch.delitem(sys.modules, name, raising=False)
     monkeypatch.delattr(sys.modules["json"], "tool", raising=False)
+
+    def import_tool() -> tuple[Any, bool]:
+        from json import tool
+
+        return tool, callable(tool.main)  # the real module's main, imported now, on this thread
+
     with deferred.deferring((name, "json")) as names:
         assert names == (name,)  # json is imported: not deferred
         stand_in = sys.modules[name]
         assert type(stand_in) is deferred.Deferred
-        from json import tool  # what another thread would get
-
-        assert tool is stand_in
-        assert callable(tool.main)  # the real module's, imported now
+        (tool, main_is_callable), importer = _on_another_thread(import_tool)
+        assert importer != threading.get_ident()
+        assert tool is stand_in and main_is_callable
         assert type(sys.modules[name]) is not deferred.Deferred
     assert type(sys.modules[name]) is not deferred.Deferred and tool.main is sys.modules[name].main
     for module in ("email.mime", "email.mime.text", "email.mime.base"):
         monkeypatch.delitem(sys.modules, module, raising=False)
-    with deferred.deferring(("email.mime",)) as names:
-        assert names == ("email.mime",)
+
+    def import_submodule() -> str:
         import email.mime.text  # a submodule of a deferred package: the package is imported for it
 
-        assert email.mime.text.MIMEText("x").get_payload() == "x"
+        return email.mime.text.MIMEText("x").get_payload()
+
+    with deferred.deferring(("email.mime",)) as names:
+        assert names == ("email.mime",)
+        payload, importer = _on_another_thread(import_submodule)
+        assert importer != threading.get_ident() and payload == "x"
         assert type(sys.modules["email.mime"]) is not deferred.Deferred
     assert not any(type(m) is deferred.Deferred for m in list(sys.modules.values()))

@@ -401,9 +401,15 @@ def test_the_closes_figures_in_pieces_are_the_whole_frames(seed, drift):
         label, z = _market_regime_by_groupby(closes, end)
         assert label is not None and z != 0.0
         assert triggers.market_regime(pieced, end) == (label, z)
-        assert triggers.market_regime(closes, end) == (label, z)
+        assert triggers.market_regime(whole, end) == (label, z)
     assert score._day_regime(DAY, DayBars(None, pieced)) == _day_regime_by_frames(DAY, DayBars(None, closes))
     assert pieced.last_bars.to_dict() == _last_bars_by_groupby(closes, DAY)
+    # the last bars in the closes' unit of time (microseconds as the database gives them), the same times
+    for unit in ("us", "ns"):
+        given = closes.assign(timestamp=closes["timestamp"].dt.as_unit(unit))
+        last_bars = closes_module.reduce_pieces(DAY, _in_pieces(given, seed)).last_bars
+        assert last_bars.dtype == f"datetime64[{unit}, UTC]"
+        assert last_bars.to_dict() == _last_bars_by_groupby(closes, DAY)
 
 
 def test_a_symbol_cut_across_pieces_is_refused():

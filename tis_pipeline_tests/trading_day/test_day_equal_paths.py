@@ -7,6 +7,7 @@ genome's copy in a plan (``generate._json_copy``) and the plans' bars read per a
 from __future__ import annotations
 
 import copy
+import decimal
 import uuid
 
 import numpy as np
@@ -46,9 +47,13 @@ def test_the_cost_inputs_at_rows_are_those_of_every_bar_bit_for_bit(volume):
         np.testing.assert_array_equal(_bits(got), _bits(whole[column].to_numpy()))
     assert whole["spread"].nunique() > 100 and whole["sigma"].notna().mean() > 0.9
     assert whole["volume"].notna().any() == volume
-    # a symbol's first bars (fewer than the window before them) are in the rows compared
+    # a symbol's first bars (fewer than the window before them): the first COST_WINDOW rows of each symbol,
+    # some of them among the rows drawn (every one among all the rows compared above)
     first = np.flatnonzero(bars.groupby("symbol", sort=False).cumcount().to_numpy() < costs.COST_WINDOW)
-    assert len(first) > 100 and np.isin(first, np.arange(len(bars))).all()
+    symbol = bars["symbol"].to_numpy(dtype=object)
+    each_symbols_first = [np.flatnonzero(symbol == s)[: costs.COST_WINDOW] for s in sorted(set(symbol))]
+    np.testing.assert_array_equal(first, np.sort(np.concatenate(each_symbols_first)))
+    assert len(first) == costs.COST_WINDOW * len(each_symbols_first) and np.isin(rows, first).sum() > 10
 
 
 def test_the_cost_inputs_of_no_bar_are_nan():
@@ -96,7 +101,13 @@ def test_a_frames_records_are_to_dict_records():
             "naive": pd.to_datetime(["2024-01-01", None, "2024-01-03"]),
             "span": pd.to_timedelta([1, None, 3], unit="s"),
             "category": pd.Categorical(["a", "b", "a"]),
-        }
+            "category_of_numbers": pd.Categorical([1, 2, None]),
+            "period": pd.period_range("2024-01", periods=3, freq="M"),
+            "others_in_object": pd.Series([decimal.Decimal("1.5"), np.float32(2.5), pd.NA], dtype=object),
+            "spans_in_object": pd.Series([np.timedelta64(5, "s"), pd.Timedelta(1), pd.NaT], dtype=object),
+            "arrow": pd.Series([1, None, 3], dtype="int64[pyarrow]"),
+        },
+        index=[4, 4, 1],  # the values, not the index, make the records
     )
     assert _same_records(frame_records(frame), frame.to_dict("records"))
     assert _same_records(frame_records(frame.iloc[:0]), frame.iloc[:0].to_dict("records"))
@@ -179,11 +190,9 @@ def test_the_horizons_by_type_are_the_longest_of_the_alphas_planning_each_type()
     # a genome whose types cannot be read: the longest horizon for every event, as before
     garbled = population.copy()
     first = garbled.index[garbled["module_type"] == "alpha_detector"][0]
-    garbled.at[first, "genome"] = {
-        **genome_of(garbled.at[first, "genome"]),
-        "anomaly_types": [["not", "hashable"]],
-    }
-    assert horizons_by_type(garbled) == longest_horizon(garbled)
+    for unreadable in ([["not", "hashable"]], 3, None):  # a list in the list, types that are no list
+        garbled.at[first, "genome"] = {**genome_of(garbled.at[first, "genome"]), "anomaly_types": unreadable}
+        assert horizons_by_type(garbled) == longest_horizon(garbled)
 
 
 def test_ids_are_uuid5_of_their_text():

@@ -1,7 +1,8 @@
-"""The trading day's narrowed inputs (``store.read_plan_bars`` + ``store.read_day_closes``, prepared once as
-``DayBars``) give every table of the day bit for bit as the whole window of bars did (``run_day`` with the
-bars of ``[day - 2 h, day + 1 day)``, the old input), on synthetic days with many plans, gaps in the bars, a
-symbol whose data ends early and a symbol without events; read from a real PostgreSQL."""
+"""The trading day's narrowed inputs (``store.read_plan_bars`` + the figures of
+``store.read_day_closes_in_pieces``, prepared once as ``DayBars``) give every table of the day bit for bit as
+the whole window of bars did (``run_day`` with the bars of ``[day - 2 h, day + 1 day)``, the old input), on
+synthetic days with many plans, gaps in the bars, a symbol whose data ends early and a symbol without events;
+read from a real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -116,13 +117,15 @@ def test_narrowed_inputs_give_the_whole_windows_tables_bit_for_bit(migrated_data
             key = ["symbol", "timestamp"]
             assert set(map(tuple, by_type[key].to_numpy())) <= set(map(tuple, narrow[key].to_numpy()))
             narrow = by_type
-        closes = store.read_day_closes(conn, *window)
+        pieces = list(store.read_day_closes_in_pieces(conn, *window))  # as the asset reads them
 
     assert len(whole) == len(bars)
     assert 0 < len(narrow) < 0.5 * len(whole)  # the plans read a fraction of the day
     assert set(narrow["symbol"]) == set(events["symbol"])  # QUIET has no event: none of its bars
     assert narrow["timestamp"].min() >= window[0] and narrow["timestamp"].max() < window[1]
-    assert len(closes) == len(whole) and set(closes["symbol"]) == set(SYMBOLS)
+    assert sum(len(p) for p in pieces) == len(whole)
+    assert set().union(*(set(p["symbol"]) for p in pieces)) == set(SYMBOLS)
+    closes = closes_module.reduce_pieces(day, pieces)
     assert not narrow.duplicated(["symbol", "timestamp"]).any()  # overlapping stretches read once
 
     old = run_day(day, events, whole, population, history)
@@ -153,6 +156,11 @@ def test_day_bars_prepare_once_and_keep_what_they_derive():
     lo, hi = prepared.blocks["MSFT"]
     assert (prepared.bars["symbol"].iloc[lo:hi] == "MSFT").all()
     assert hi - lo == int((bars["symbol"] == "MSFT").sum())
+    symbol = prepared.bars["symbol"].to_numpy(dtype=object)
+    rows_of = {s: np.flatnonzero(symbol == s) for s in SYMBOLS}
+    assert prepared.blocks == {s: (int(r[0]), int(r[-1]) + 1) for s, r in sorted(rows_of.items())}
+    assert list(prepared.blocks) == sorted(SYMBOLS)  # in the frame's order
+    assert DayBars(prepared).blocks == prepared.blocks  # a DayBars of a DayBars keeps them
     assert prepared.closes is shuffled  # no closes given: the bars' own, as given
     sorted_closes = closes_module.sorted_closes(prepared.closes)
     assert sorted_closes["close"].tolist() == prepared.bars["close"].tolist()
@@ -172,19 +180,21 @@ def _stored_day(
     return day, window, bars, db
 
 
-def test_the_closes_read_in_pieces_are_the_closes_read_at_once(migrated_database_url):
+def test_the_closes_read_in_pieces_are_every_stored_close_once(migrated_database_url):
     """``store.read_day_closes_in_pieces`` hands over every bar of the window once, each symbol whole in one
-    piece of at most ``symbols`` symbols: the pieces together are ``read_day_closes``' frame."""
+    piece of at most ``symbols`` symbols: the pieces together are the stored symbol, timestamp and close of
+    every bar, by symbol and time."""
     _day, window, bars, db = _stored_day(migrated_database_url, 4)
     with db.connect() as conn:
-        whole = store.read_day_closes(conn, *window)
         pieces = list(store.read_day_closes_in_pieces(conn, *window, symbols=7))
     assert [p["symbol"].nunique() for p in pieces] == [7] * 5 + [5]  # 40 symbols
     seen = [set(p["symbol"]) for p in pieces]
     assert sum(len(s) for s in seen) == len(set().union(*seen)) == len(SYMBOLS)  # each symbol in one piece
     together = pd.concat(pieces, ignore_index=True).sort_values("symbol", kind="stable")
-    assert_frame_equal(together.reset_index(drop=True), whole, check_exact=True)
-    assert len(whole) == len(bars)
+    stored = bars[["symbol", "timestamp", "close"]].sort_values(["symbol", "timestamp"], kind="stable")
+    stored = stored.astype({"symbol": object, "timestamp": together["timestamp"].dtype})
+    assert_frame_equal(together.reset_index(drop=True), stored.reset_index(drop=True), check_exact=True)
+    assert len(together) == len(bars)
 
 
 def test_the_plans_bars_read_in_several_queries_are_those_read_in_one(migrated_database_url, monkeypatch):

@@ -16,6 +16,7 @@ import pytest
 from pandas.testing import assert_frame_equal
 
 from tis_pipeline.quality.evaluate import evaluate_frame
+from tis_pipeline.trading_day.closes import reduce_closes
 from tis_pipeline.trading_day.ecosystem import common as logic
 from tis_pipeline.trading_day.ecosystem.common import (
     MESSAGE_COLUMNS,
@@ -795,7 +796,9 @@ def test_performance_threshold_trigger(readiness, fires):
     pop = founding_population(DAY)
     mid = ids(pop)["reversal"]
     pop.loc[pop["module_id"] == mid, "replication_readiness"] = readiness
-    got = _of(replication_triggers(DAY, pop, perf_frame({}), None), "performance_threshold")
+    got = _of(
+        replication_triggers(DAY, pop, perf_frame({}), reduce_closes(DAY, None)), "performance_threshold"
+    )
     assert len(got) == int(fires)
     if fires:
         t = got.iloc[0]
@@ -807,14 +810,16 @@ def test_performance_threshold_ignores_modules_that_are_not_live():
     pop = founding_population(DAY)
     pop["replication_readiness"] = 0.9
     pop.loc[pop["name"] == "reversal", ["lifecycle_stage", "status"]] = ["deprecated", "inactive"]
-    got = _of(replication_triggers(DAY, pop, perf_frame({}), None), "performance_threshold")
+    got = _of(
+        replication_triggers(DAY, pop, perf_frame({}), reduce_closes(DAY, None)), "performance_threshold"
+    )
     assert len(got) == 4 and ids(pop)["reversal"] not in set(got["module_id"])
 
 
 def test_diversity_gap_trigger():
     pop = founding_population(DAY)
     m = ids(pop)
-    got = _of(replication_triggers(DAY, pop, perf_frame({}), None), "diversity_gap")
+    got = _of(replication_triggers(DAY, pop, perf_frame({}), reduce_closes(DAY, None)), "diversity_gap")
     assert len(got) == 5 and set(got["trigger_priority"]) == {2}
     assert {d["specialty"] for d in got["trigger_data"]} == {
         "momentum",
@@ -826,7 +831,7 @@ def test_diversity_gap_trigger():
 
     pop = clone(pop, m["momentum"], "c0000000-0000-5000-8000-000000000002")
     pop.loc[pop["name"] == "reversal", ["lifecycle_stage", "status"]] = ["deprecated", "inactive"]
-    got = _of(replication_triggers(DAY, pop, perf_frame({}), None), "diversity_gap")
+    got = _of(replication_triggers(DAY, pop, perf_frame({}), reduce_closes(DAY, None)), "diversity_gap")
     specialties = {
         d["specialty"]: p for d, p in zip(got["trigger_data"], got["trigger_priority"], strict=True)
     }
@@ -854,7 +859,7 @@ def test_failure_recovery_trigger(scores, fires):
     pop = with_history(pop, sib, [0.4])
     today = {mid: s for mid, s in zip((m["momentum"], sib), scores, strict=True) if s is not None}
     today[m["reversal"]] = 0.1  # the only reversal module fails too
-    got = _of(replication_triggers(DAY, pop, perf_frame(today), None), "failure_recovery")
+    got = _of(replication_triggers(DAY, pop, perf_frame(today), reduce_closes(DAY, None)), "failure_recovery")
     specialties = [d["specialty"] for d in got["trigger_data"]]
     assert specialties == (["momentum", "reversal"] if fires else ["reversal"])
     assert set(got["trigger_priority"]) == {1}
@@ -907,7 +912,7 @@ def test_regime_change_trigger(before, after, fires):
     m = ids(pop)
     scores = {m["momentum"]: 0.5, m["reversal"]: 0.7, m["divergence"]: 0.7, m["risk_desk"]: 0.9}
     bars = _regime_bars(DAY, before, after)
-    got = _of(replication_triggers(DAY, pop, perf_frame(scores), bars), "regime_change")
+    got = _of(replication_triggers(DAY, pop, perf_frame(scores), reduce_closes(DAY, bars)), "regime_change")
     assert len(got) == int(fires)
     if fires:
         t = got.iloc[0]
@@ -923,25 +928,27 @@ def test_regime_change_needs_the_previous_days_bars():
     pop = founding_population(DAY)
     bars = _regime_bars(DAY, "up", "flat")
     only_day = bars[bars["timestamp"] >= DAY]
-    assert _of(replication_triggers(DAY, pop, perf_frame({}), only_day), "regime_change").empty
+    assert _of(
+        replication_triggers(DAY, pop, perf_frame({}), reduce_closes(DAY, only_day)), "regime_change"
+    ).empty
     # bars after the day are never read
     late = _regime_bars(DAY + pd.Timedelta(days=1), "flat", "down")
     late = late[late["timestamp"] > DAY + pd.Timedelta(days=1)]
     both = pd.concat([bars, late], ignore_index=True)
     assert_frame_equal(
-        replication_triggers(DAY, pop, perf_frame({}), bars),
-        replication_triggers(DAY, pop, perf_frame({}), both),
+        replication_triggers(DAY, pop, perf_frame({}), reduce_closes(DAY, bars)),
+        replication_triggers(DAY, pop, perf_frame({}), reduce_closes(DAY, both)),
     )
 
 
 def test_triggers_frame_shape_and_bounds():
     pop = founding_population(DAY)
-    trig = replication_triggers(DAY, pop, perf_frame({}), _regime_bars(DAY, "up", "down"))
+    trig = replication_triggers(DAY, pop, perf_frame({}), reduce_closes(DAY, _regime_bars(DAY, "up", "down")))
     assert list(trig.columns) == list(TRIGGER_COLUMNS)
     assert trig["trigger_id"].is_unique and (trig["timestamp"] == DAY_END).all()
     assert trig["processed_at"].isna().all() and trig["replication_id"].isna().all()
     assert_valid(trig, "module_replication_triggers")
-    empty = replication_triggers(DAY, pop.iloc[0:0], perf_frame({}), None)
+    empty = replication_triggers(DAY, pop.iloc[0:0], perf_frame({}), reduce_closes(DAY, None))
     assert list(empty.columns) == list(TRIGGER_COLUMNS) and empty.empty
 
 
@@ -971,7 +978,7 @@ def make_triggers(specs: list[tuple[str, str, dict]], day: pd.Timestamp = DAY) -
 
 def test_replicate_respects_the_daily_cap():
     pop = founding_population(DAY)
-    trig = replication_triggers(DAY, pop, perf_frame({}), None)
+    trig = replication_triggers(DAY, pop, perf_frame({}), reduce_closes(DAY, None))
     assert len(trig) == 5
     reps, trig_out, after = replicate(DAY, trig, pop)
 
@@ -1156,7 +1163,7 @@ def simulate(days: int, start: pd.Timestamp = DAY) -> dict[str, pd.DataFrame]:
         sharing = share_intelligence(day, perf, pop)
         pop = update_population(day, pop, perf, msgs)
         bars = _regime_bars(day, ("up", "flat", "down")[k % 3], ("up", "flat", "down")[(k + 1) % 3])
-        trig = replication_triggers(day, pop, perf, bars)
+        trig = replication_triggers(day, pop, perf, reduce_closes(day, bars))
         reps, trig, pop = replicate(day, trig, pop)
         live_per_day.append(int(logic.is_live(pop).sum()))
         for key, frame in (
@@ -1253,7 +1260,7 @@ def test_a_range_run_equals_day_by_day_runs(twelve_days):
         msgs = day_messages(day, plans, approvals, pop)
         pop = update_population(day, pop, perf, msgs)
         bars = _regime_bars(day, ("up", "flat", "down")[k % 3], ("up", "flat", "down")[(k + 1) % 3])
-        r, _, pop = replicate(day, replication_triggers(day, pop, perf, bars), pop)
+        r, _, pop = replicate(day, replication_triggers(day, pop, perf, reduce_closes(day, bars)), pop)
         reps.append(r)
     whole = twelve_days["replications"]
     assert_frame_equal(pd.concat([first["replications"], *reps], ignore_index=True), whole)
@@ -1278,7 +1285,9 @@ def test_state_read_back_from_the_database_works():
     perf = perf_frame(dict.fromkeys(pop["module_id"], 0.8))
     msgs = day_messages(DAY, plans, approvals, pop)
     after = update_population(DAY, pop, perf, msgs)
-    reps, _trig, after = replicate(DAY, replication_triggers(DAY, after, perf, None), after)
+    reps, _trig, after = replicate(
+        DAY, replication_triggers(DAY, after, perf, reduce_closes(DAY, None)), after
+    )
     assert len(reps) == 3
     assert_valid(reps, "module_replications")
     assert_valid(population_rows(after), "modules")

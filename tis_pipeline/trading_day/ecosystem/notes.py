@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from tis_pipeline.trading_day.closes import DayCloses, last_bars
+from tis_pipeline.trading_day.closes import DayCloses
 from tis_pipeline.trading_day.ecosystem.common import (
     day_start,
     iso_day,
@@ -41,20 +41,16 @@ def _event_bar(plan: Mapping[str, Any]) -> pd.Timestamp:
     return pd.Timestamp(plan["timestamp"]).tz_convert("UTC") - pd.Timedelta(minutes=1)
 
 
-def _last_bars(day: pd.Timestamp, bars: pd.DataFrame | DayCloses) -> pd.Series:
-    return bars.last_bars if isinstance(bars, DayCloses) else last_bars(day, bars)
-
-
 def bar_notes(
     day: pd.Timestamp,
     plans: pd.DataFrame,
     approvals: pd.DataFrame,
     sharing: pd.DataFrame,
     population: pd.DataFrame,
-    bars: pd.DataFrame | DayCloses | None,
+    closes: DayCloses,
 ) -> pd.DataFrame:
-    """The day's notes per (symbol, bar) (module docstring), sorted by symbol, timestamp. ``bars``: every
-    symbol's closes of the day, or their figures (``closes.DayCloses``: each symbol's last bar of the day)."""
+    """The day's notes per (symbol, bar) (module docstring), sorted by symbol, timestamp. ``closes``: the
+    figures of every symbol's closes of the day (``closes.DayCloses``: each symbol's last bar of the day)."""
     day = day_start(day)
     decided = (
         {}
@@ -115,8 +111,8 @@ def bar_notes(
                     }
                 )
     learned: dict[tuple[str, pd.Timestamp], list[dict[str, Any]]] = {}
-    if lessons and bars is not None:
-        last_bar = _last_bars(day, bars).to_dict()
+    if lessons:
+        last_bar = closes.last_bars.to_dict()
         for mid, items in lessons.items():
             for symbol in sorted(traded.get(mid, ())):
                 if symbol in last_bar:

@@ -9,7 +9,7 @@ Triggers (``replication_triggers``), stamped day_end, status 'active'
 * ``failure_recovery`` (priority 1): per specialty whose live modules were all scored today, all below 0.30;
   module = the best of the specialty; ``trigger_data['parents']`` = the two best modules of the specialty (any
   status, by mean history score: the archive may hold what worked before).
-* ``regime_change`` (priority 3): ``market_regime(bars, day + 1 day) != market_regime(bars, day)``, both
+* ``regime_change`` (priority 3): ``market_regime(closes, day + 1 day) != market_regime(closes, day)``, both
   known; module = the best-scoring live alpha of the day.
 * "best" = highest score (today's, else mean history score), ties by module_id. ``trigger_id =
   uuid5("trigger|{type}|{key}|{day}")``, key = module_id (performance_threshold), specialty (diversity_gap,
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tis_pipeline.trading_day.closes import DayCloses, sorted_closes, symbol_trends
+from tis_pipeline.trading_day.closes import DayCloses
 from tis_pipeline.trading_day.ecosystem.common import (
     FAILURE_BELOW,
     MIN_LIVE_PER_SPECIALTY,
@@ -61,13 +61,10 @@ from tis_pipeline.trading_day.population import (
 )
 
 
-def market_regime(bars: pd.DataFrame | DayCloses | None, end: pd.Timestamp) -> tuple[str | None, float]:
-    """The regime label and pooled trend z of the 120 bars before ``end`` (None, NaN without enough bars):
-    ``bars`` are every symbol's closes, or their figures (``closes.DayCloses``: each symbol's trend t)."""
-    if bars is None or (isinstance(bars, pd.DataFrame) and bars.empty):
-        return None, float("nan")
-    end = as_utc(pd.Timestamp(end))
-    trends = bars.trends(end) if isinstance(bars, DayCloses) else symbol_trends(sorted_closes(bars), end)
+def market_regime(closes: DayCloses, end: pd.Timestamp) -> tuple[str | None, float]:
+    """The regime label and pooled trend z of the 120 bars before ``end`` (None, NaN without enough bars),
+    from every symbol's closes' figures (``closes.DayCloses``: each symbol's trend t)."""
+    trends = closes.trends(as_utc(pd.Timestamp(end)))
     if trends.empty:
         return None, float("nan")
     # the mean over the symbols in their order, as the per-symbol groupby gave them
@@ -77,13 +74,13 @@ def market_regime(bars: pd.DataFrame | DayCloses | None, end: pd.Timestamp) -> t
 
 
 def replication_triggers(
-    day: pd.Timestamp, population: pd.DataFrame, performance: pd.DataFrame, bars: pd.DataFrame | DayCloses
+    day: pd.Timestamp, population: pd.DataFrame, performance: pd.DataFrame, closes: DayCloses
 ) -> pd.DataFrame:
     """The day's ``module_replication_triggers`` rows (exactly ``TRIGGER_COLUMNS``), status 'active'.
 
     Inputs: ``population`` after ``update_population``, ``performance`` (the day's rows: module_id,
-    performance_score), ``bars`` (symbol, timestamp, close; ``[day - 2 hours, day + 1 day)``; or their
-    figures, ``closes.DayCloses``).
+    performance_score), ``closes``: the figures of every symbol's closes of ``[day - 2 hours, day + 1 day)``
+    (``closes.DayCloses``).
     """
     day = day_start(day)
     day_end = day_end_stamp(day)
@@ -166,8 +163,8 @@ def replication_triggers(
                 1,
             )
 
-    before, z_before = market_regime(bars, day)
-    after, z_after = market_regime(bars, day + pd.Timedelta(days=1))
+    before, z_before = market_regime(closes, day)
+    after, z_after = market_regime(closes, day + pd.Timedelta(days=1))
     if before is not None and after is not None and before != after:
         alphas = [r for r in recs if is_live_record(r) and r["module_type"] == ALPHA]
         scored = [r for r in alphas if str(r["module_id"]) in today]

@@ -93,17 +93,18 @@ def horizons_by_type(population: pd.DataFrame) -> dict[str, pd.Timedelta] | pd.T
     (``store.read_plan_bars``; a type no alpha plans is absent: its events make no plan). When a genome's
     types cannot be read, ``longest_horizon`` for every event."""
     longest: dict[str, int] = {}
-    try:
-        for genome in live_modules(population, "alpha_detector")["genome"]:
-            g = genome_of(genome)
-            try:
-                minutes = snap_horizon(g["horizon_minutes"])[0]
-            except (KeyError, TypeError, ValueError):
-                minutes = 1440
+    for genome in live_modules(population, "alpha_detector")["genome"]:
+        g = genome_of(genome)
+        try:
+            minutes = snap_horizon(g["horizon_minutes"])[0]
+        except (KeyError, TypeError, ValueError):
+            minutes = 1440
+        try:
             for anomaly_type in g.get("anomaly_types", []):
                 longest[anomaly_type] = max(longest.get(anomaly_type, 0), minutes)
-    except Exception:  # e.g. a genome that is no mapping: its module fails today, the day reads as before
-        return longest_horizon(population)
+        except TypeError:  # types that cannot be iterated or used as keys (a number, a list in the list):
+            # the module fails today (``generate_plans`` reads them too), the day reads its bars as before
+            return longest_horizon(population)
     return {t: pd.Timedelta(minutes=m) for t, m in longest.items()}
 
 

@@ -2,9 +2,9 @@
 the regime label. Rolling figures are fixed-length sums over a window ending at the event bar, so they do not
 depend on where the ``bars`` frame starts (a range run and day-by-day runs agree).
 
-``DayBars`` holds a day's bars prepared once (sorted by symbol and timestamp, with their per-bar columns,
-cost inputs and symbol blocks computed on first use) and is what every stage of the day reads; a stage given
-a plain frame wraps it itself.
+``DayBars`` holds a day's bars prepared once (sorted by symbol and timestamp, with their symbol blocks, and
+their per-bar columns and cost inputs computed on first use) and is what every stage of the day reads; a stage
+given a plain frame wraps it itself.
 """
 
 from __future__ import annotations
@@ -54,20 +54,27 @@ def prepare_bars(bars: pd.DataFrame | DayBars | None) -> pd.DataFrame:
     """symbol, timestamp (UTC, ns), open, high, low, close, volume (float64), by (symbol, timestamp)."""
     if isinstance(bars, DayBars):
         return bars.bars
+    return _sorted_bars(bars)[0]
+
+
+def _sorted_bars(bars: pd.DataFrame | None) -> tuple[pd.DataFrame, dict[str, tuple[int, int]]]:
+    """``prepare_bars``' frame and its symbol blocks (``DayBars.blocks``), from one factorization of the
+    symbols."""
     if bars is None or len(bars) == 0:
-        return pd.DataFrame(
+        empty = pd.DataFrame(
             {
                 "symbol": pd.Series([], dtype="str"),
                 "timestamp": utc_series([]),
                 **{c: pd.Series([], dtype="float64") for c in ("open", "high", "low", "close", "volume")},
             }
         )
+        return empty, {}
     # by (symbol, timestamp): one stable sort of the keys (the order of ``sort_values(["symbol", "timestamp"],
     # kind="stable")``; symbols as their ranks, no Python string per bar), then each column taken once in that
     # order (not a copy of the frame, then a sorted copy of the copy: a day of thousands of symbols has
     # millions of bars)
     symbol = bars["symbol"].astype("str")
-    ranks, _ = pd.factorize(symbol, sort=True)
+    ranks, names = pd.factorize(symbol, sort=True)
     ts = naive_ns(bars["timestamp"])
     order = np.lexsort((ts.view("int64"), ranks))
     b = pd.DataFrame(
@@ -81,7 +88,12 @@ def prepare_bars(bars: pd.DataFrame | DayBars | None) -> pd.DataFrame:
         copy=False,
     )
     b["timestamp"] = utc_series(b["timestamp"])
-    return b
+    # the sorted frame holds each symbol's rows in one block, the blocks in rank order: rank k's block runs
+    # from the count of bars of lower ranks to that of ranks up to k (a missing symbol, rank -1, sorts first
+    # and has no block)
+    ends = np.cumsum(np.bincount(ranks + 1, minlength=len(names) + 1))
+    blocks = {str(name): (int(ends[k]), int(ends[k + 1])) for k, name in enumerate(names)}
+    return b, blocks
 
 
 def _trailing(values: np.ndarray, pos: np.ndarray, rows: np.ndarray, window: int) -> np.ndarray:
@@ -145,8 +157,8 @@ class DayBars:
     regime and the bar notes read of every symbol of the day and its context: symbol, timestamp, close of
     every bar, as read, or their figures per symbol (``closes.DayCloses``: what the asset reads, a piece of
     symbols at a time), or a ``Future`` of either (waited for on first use); None: the ``bars`` given.
-    Whatever is derived (per-bar columns, timestamps as ns, symbol blocks, cost inputs per configuration, the
-    closes' figures) is computed on first use and kept.
+    The symbol blocks are found as the bars are sorted; whatever else is derived (per-bar columns, timestamps
+    as ns, cost inputs per configuration, the closes' figures) is computed on first use and kept.
     """
 
     def __init__(
@@ -154,7 +166,10 @@ class DayBars:
         bars: pd.DataFrame | DayBars | None,
         closes: pd.DataFrame | DayCloses | Future[pd.DataFrame] | Future[DayCloses] | None = None,
     ) -> None:
-        self.bars = prepare_bars(bars)
+        if isinstance(bars, DayBars):
+            self.bars, self._blocks = bars.bars, bars.blocks
+        else:
+            self.bars, self._blocks = _sorted_bars(bars)
         if closes is None:
             closes = bars._closes if isinstance(bars, DayBars) else bars
         self._closes: pd.DataFrame | DayCloses | Future[pd.DataFrame] | Future[DayCloses] = (
@@ -194,16 +209,11 @@ class DayBars:
         """The bars' timestamps as naive UTC ``datetime64[ns]``."""
         return naive_ns(self.bars["timestamp"])
 
-    @functools.cached_property
+    @property
     def blocks(self) -> dict[str, tuple[int, int]]:
-        """symbol -> its rows [first, end) (the frame is sorted by symbol; the symbols compared as codes, not
-        as a Python string per bar)."""
-        if len(self.bars) == 0:
-            return {}
-        codes, names = pd.factorize(self.bars["symbol"])
-        starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
-        ends = np.append(starts[1:], len(codes))
-        return {str(names[codes[a]]): (int(a), int(b)) for a, b in zip(starts, ends, strict=True)}
+        """symbol -> its rows [first, end) (the frame is sorted by symbol; found as the bars were sorted, from
+        the one factorization of their symbols)."""
+        return self._blocks
 
     def rows_at(self, symbols: pd.Series, timestamps: pd.Series) -> np.ndarray:
         """The row of the bar of each (symbol, timestamp), -1 where there is none: the join of events to

@@ -112,7 +112,7 @@ def risk_unit(module_type: str, genome: dict) -> float:
 
 def _day_regime(day: pd.Timestamp, bars: pd.DataFrame | DayBars) -> str:
     """The regime of the day's bars (only ``[day, day + 1 day)``, every symbol: ``DayBars.closes``): medians
-    over symbols of z and volatility (each symbol's figures: ``closes.day_stats``)."""
+    over symbols of z and volatility (each symbol's figures: ``closes.day_figures``)."""
     stats = day_bars(bars).day_closes(utc_day(day)).stats
     stats = stats[stats["count"] >= REGIME_MIN_RETURNS]
     if stats.empty:
