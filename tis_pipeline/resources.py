@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import dagster as dg
 import sqlalchemy as sa
 
+from tis_pipeline import run_process
 from tis_pipeline.pg import engine as pg
 
 log = logging.getLogger(__name__)
@@ -51,13 +52,33 @@ def _exit_when_gone(parent: multiprocessing.process.BaseProcess) -> None:
     os._exit(1)
 
 
+def _plan_steps(context: dg.InitResourceContext) -> list[str] | None:
+    """The step keys the run executes (its stored execution plan's; None when the run has no plan stored)."""
+    run = context.dagster_run
+    if run is None or run.execution_plan_snapshot_id is None:
+        return None
+    plan = context.instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+    return list(plan.step_keys_to_execute)
+
+
 class PostgresResource(dg.ConfigurableResource):
     """The project's PostgreSQL (``TIS_DATABASE_URL``; ``tis`` sets it to the embedded server when unset)."""
 
     url: str
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # every step uses this resource: its setup and teardown are the run's start and end in the process
+        # executing the run's steps (``run_process``: the start's heap frozen, heavy imports warmed)
         exit_with_parent()
+        run = context.dagster_run
+        # a step's own process (multiprocess executor, Celery) runs one step: it imports what that step needs
+        own_process = multiprocessing.parent_process() is not None or (
+            run is not None and run.job_name in run_process.STEP_PROCESS_JOBS
+        )
+        run_process.run_started(None if own_process else _plan_steps(context), warm=not own_process)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        run_process.run_ended()
 
     @property
     def engine(self) -> sa.Engine:

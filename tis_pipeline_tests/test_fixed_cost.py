@@ -4,11 +4,13 @@ The figures are in bench/RESULTS.md (``python -m bench.scale --symbols 50``); th
 the session option is on the URL `tis` derives and only there, and a probe is asked again until it finds.
 """
 
+import importlib.util
+
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from tis_pipeline import environment
+from tis_pipeline import environment, run_process
 from tis_pipeline.cli import runs
 from tis_pipeline.ops import instance_storage
 from tis_pipeline.pg.engine import with_driver
@@ -106,8 +108,8 @@ class _Node:
 
 def test_the_start_runs_without_the_collector_and_a_run_with_the_starts_objects_frozen():
     """``tis backfill``'s start: no collector pass; its objects are then frozen, out of the passes of the run
-    after it, and given back to the collector when the run ends; garbage cycles made during the run are
-    collected during the run, one made at the start once the run is over."""
+    after it, and given back to the collector when the run ends (``run_process``); garbage cycles made during
+    the run are collected during the run, one made at the start once the run is over."""
     import gc
     import weakref
 
@@ -120,7 +122,8 @@ def test_the_start_runs_without_the_collector_and_a_run_with_the_starts_objects_
             start_garbage = weakref.ref(dropped)
         del dropped
         assert gc.isenabled() and gc.get_freeze_count() >= 1000
-        with runs.objects_so_far_frozen():
+        run_process.run_started(None)
+        try:
             assert gc.isenabled() and gc.get_freeze_count() >= 1000
             made = _Node()
             run_garbage = weakref.ref(made)
@@ -128,6 +131,8 @@ def test_the_start_runs_without_the_collector_and_a_run_with_the_starts_objects_
             gc.collect()
             assert run_garbage() is None  # the run's own cycles are collected as before
             assert start_garbage() is not None  # frozen: left alone until the run ends
+        finally:
+            run_process.run_ended()
         assert gc.get_freeze_count() == 0
         gc.collect()
         assert start_garbage() is None
@@ -135,6 +140,114 @@ def test_the_start_runs_without_the_collector_and_a_run_with_the_starts_objects_
     finally:
         gc.unfreeze()
         gc.enable()
+
+
+def test_nested_runs_unfreeze_at_the_last_end_and_a_step_freezes_only_inside_a_run():
+    import gc
+
+    assert gc.get_freeze_count() == 0
+    try:
+        assert not run_process.freeze_alive_objects()  # outside a run: nothing frozen, nothing to unfreeze
+        assert gc.get_freeze_count() == 0
+        run_process.run_started(None)
+        run_process.run_started(None)  # a test's run inside another's process
+        kept = [_Node() for _ in range(500)]
+        assert run_process.freeze_alive_objects() and gc.get_freeze_count() >= len(kept)
+        run_process.run_ended()
+        assert gc.get_freeze_count() >= len(kept)  # the outer run still runs
+        run_process.run_ended()
+        assert gc.get_freeze_count() == 0
+        run_process.run_ended()  # an end without a start changes nothing
+        assert gc.get_freeze_count() == 0
+    finally:
+        gc.unfreeze()
+
+
+def test_a_run_warms_the_loaders_of_its_steps_once_on_a_thread_of_its_own():
+    import threading
+
+    called: list[tuple[str, str]] = []
+
+    def loader(name: str):
+        def load() -> None:
+            called.append((name, threading.current_thread().name))
+
+        return load
+
+    first, second, broken, other = loader("first"), loader("second"), loader("broken"), loader("other")
+
+    def failing() -> None:
+        broken()
+        raise ImportError("no such module")
+
+    run_process.warm_before("probe_table", first)
+    run_process.warm_before("probe_table", failing)  # a failing loader does not stop the others
+    run_process.warm_before("probe_table", second)
+    run_process.warm_before("probe_other", other)
+    try:
+        assert run_process.run_started(None) is None  # no plan known: nothing warmed
+        run_process.run_ended()
+        assert run_process.run_started(["probe_table"], warm=False) is None  # a step's own process
+        run_process.run_ended()
+        thread = run_process.run_started(["probe_table", "unrelated"])
+        assert thread is not None
+        thread.join(10)
+        run_process.run_ended()
+        assert called == [(n, "tis-warm-imports") for n in ("first", "broken", "second")]
+        assert run_process.run_started(["probe_table"]) is None  # once per process
+        run_process.run_ended()
+    finally:
+        for key in ("probe_table", "probe_other"):
+            run_process._loaders.pop(key, None)
+    if importlib.util.find_spec("dagster_celery") is not None:  # Celery's steps each in a worker process
+        from tis_pipeline.ops import scale_out
+
+        assert scale_out.JOB_NAME in run_process.STEP_PROCESS_JOBS
+
+
+@pytest.mark.pg
+def test_a_dagster_run_freezes_the_heap_and_warms_its_assets_imports(empty_database_url, monkeypatch):
+    """A real run (``materialize``) through the db resource: inside its step the start's heap is frozen and
+    the warm-up thread has loaded what its step named; after the run nothing is frozen."""
+    import gc
+    import sys
+    import threading
+
+    import dagster as dg
+
+    from tis_pipeline.resources import PostgresResource
+
+    assert gc.get_freeze_count() == 0
+    monkeypatch.delitem(sys.modules, "colorsys", raising=False)  # a small stdlib module to warm for real
+    warmed: list[str] = []
+
+    def import_colorsys() -> None:
+        import colorsys  # noqa: F401
+
+        warmed.append(threading.current_thread().name)
+
+    run_process.warm_before("warm_probe", import_colorsys)
+    seen: dict[str, object] = {}
+
+    @dg.asset(name="warm_probe")
+    def warm_probe(db: PostgresResource) -> None:
+        seen["frozen"] = gc.get_freeze_count()
+        for thread in threading.enumerate():
+            if thread.name == "tis-warm-imports":
+                thread.join(10)
+        seen["colorsys"] = "colorsys" in sys.modules
+        with db.connect() as conn:
+            seen["db"] = conn.execute(sa.text("SELECT 1")).scalar_one()
+
+    try:
+        result = dg.materialize([warm_probe], resources={"db": PostgresResource(url=empty_database_url)})
+    finally:
+        run_process._loaders.pop("warm_probe", None)
+    assert result.success
+    assert seen["db"] == 1
+    assert isinstance(seen["frozen"], int) and seen["frozen"] > 10_000  # Dagster's, pandas' ... modules
+    assert seen["colorsys"] is True and warmed == ["tis-warm-imports"]
+    assert gc.get_freeze_count() == 0
 
 
 def test_a_start_that_fails_leaves_the_collector_enabled():

@@ -133,21 +133,21 @@ def _run_range(keys: list[AssetKey], first: date, last: date, tags: dict[str, st
     job = defs.resolve_job_def("daily_partitioned_job")
     instance = _instance()
     run_tags = {**range_tags(first.isoformat(), last.isoformat()), "tis/host": socket.gethostname(), **tags}
-    with objects_so_far_frozen():
-        return job.execute_in_process(
-            instance=instance,
-            asset_selection=keys,
-            raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": _run_log_level()}}}},
-            tags=run_tags,
-        )
+    # the start's objects stay frozen through the run (``run_process``, from the db resource's setup)
+    return job.execute_in_process(
+        instance=instance,
+        asset_selection=keys,
+        raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": _run_log_level()}}}},
+        tags=run_tags,
+    )
 
 
 @contextlib.contextmanager
 def startup_without_collector() -> Iterator[None]:
     """A command's start (imports of SQLAlchemy, Dagster, pandas and the definitions, the instance) without
     the cyclic garbage collector, whose objects are then frozen (``gc.freeze``: left out of its passes until
-    a run's end unfreezes them, ``objects_so_far_frozen``) and the collector enabled again.
+    a run's end unfreezes them, ``run_process.run_ended``) and the collector enabled again.
 
     Why: the start makes ~400,000 objects and almost no garbage; the collector's full passes over the
     growing heap cost ~0.4 s of it (5 passes), and every pass after it would walk those objects again."""
@@ -159,26 +159,6 @@ def startup_without_collector() -> Iterator[None]:
         gc.freeze()  # before enabling: the objects made meanwhile would all be counted as new at once
         if was_enabled:
             gc.enable()
-
-
-@contextlib.contextmanager
-def objects_so_far_frozen() -> Iterator[None]:
-    """The objects alive before a run (the modules of Dagster, pandas, SQLAlchemy and the project, the
-    definitions, the instance: ~400,000) kept out of the cyclic garbage collector's passes while it runs
-    (``gc.freeze``), given back after (``gc.unfreeze``).
-
-    Why: a full pass walks every tracked object, and the steps of a run (GX's and matplotlib's imports, the
-    frames) trigger a few: with the start's, the collector took ~2 s of a 50-symbol day's `tis backfill`
-    (8 full passes), ~0.4 s with the start's objects frozen (bench/RESULTS.md). Reference counting frees
-    what the run drops as before; only garbage in cycles among the frozen objects (made before the run)
-    waits for the unfreeze (no collection first: a full pass costs ~0.15 s, for little). The trading day
-    freezes what is alive from its first day of many events and unfreezes everything when it ends
-    (``trading_day.assets``): from then on the collector sees every object again, as before."""
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 def _rows_written(result: ExecuteInProcessResult) -> int:

@@ -48,6 +48,7 @@ from dagster._core.execution.retries import RetryMode
 # that submits a step's task, reused as they are so that only the waiting changes
 from dagster_celery.executor import CELERY_CONFIG, CeleryExecutor, _submit_task
 
+from tis_pipeline import run_process
 from tis_pipeline.dsi import checks as dsi_checks
 from tis_pipeline.dsi import definitions as dsi
 from tis_pipeline.dsi.shards import symbol_shards
@@ -58,6 +59,7 @@ if TYPE_CHECKING:  # define_asset_job's return type is public only through this 
     from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 JOB_NAME = "market_data_celery_job"
+run_process.STEP_PROCESS_JOBS.add(JOB_NAME)  # its steps run in Celery's worker processes, one each
 MARKET_DATA_ASSETS = ("market_data_1m", "market_data_15m", "market_data_1h")
 DSI_ASSETS = ("dsi_evidence", "anomaly_events")
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"

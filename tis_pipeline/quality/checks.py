@@ -39,6 +39,7 @@ import pandas as pd
 
 from tis_pipeline.quality.report import RuleResult, ValidationReport, merge_reports
 from tis_pipeline.quality.rules import Rule, rules_for
+from tis_pipeline.run_process import warm_before
 
 MAX_SYMBOL_DAY_ROWS = 100  # per-(symbol, day) rows shown in a result's metadata, most failing first
 
@@ -280,6 +281,14 @@ class CheckInput:
     now: pd.Timestamp | None = None
 
 
+def warm_great_expectations() -> None:
+    """GX imported and its context opened on the calling thread's time (``run_process``'s warm-up of a run
+    whose assets GX judges: the first judging step then finds it done)."""
+    from tis_pipeline.quality.ge import preload_in_background
+
+    preload_in_background().join()
+
+
 def build_checks(
     table: str,
     asset_key: dg.AssetKey | str | Sequence[str],
@@ -321,9 +330,13 @@ def build_checks(
         warnings.simplefilter("ignore", dg.PreviewWarning)
         specs = [check_spec(r, key, partitions_def, prefix=prefix, blocking=blocking) for r in chosen]
 
+    op_name = name or f"{table}_rule_checks"
+    if engine == "great_expectations":  # a run with this step warms GX from its start (``run_process``)
+        warm_before(op_name, warm_great_expectations)
+
     @dg.multi_asset_check(
         specs=specs,
-        name=name or f"{table}_rule_checks",
+        name=op_name,
         description=f"The registry's rules for {table} (quality/rules.py)",
         can_subset=True,
         required_resource_keys=required_resource_keys or set(),

@@ -5,8 +5,8 @@ asset graph cannot hold as separate assets without breaking "a range run equals 
 ``docs/ecosystem.md``. Each day of the range starts from the population stored at the end of the day before.
 """
 
-import contextlib
-import gc
+import functools
+import importlib
 import json
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -15,9 +15,10 @@ import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
 
+from tis_pipeline import run_process
 from tis_pipeline.market_data import store as bar_store
 from tis_pipeline.market_data.partitions import daily_partitions
-from tis_pipeline.quality.checks import check_specs_for, frame_check_results
+from tis_pipeline.quality.checks import check_specs_for, frame_check_results, warm_great_expectations
 from tis_pipeline.resources import PostgresResource
 from tis_pipeline.trading_day import report, store
 from tis_pipeline.trading_day.closes import DayCloses, reduce_pieces
@@ -93,32 +94,18 @@ def _read_day_closes(
 
 # a day of at least this many events allocates enough (its plans' and messages' JSON: hundreds of thousands of
 # small dicts) that the collector's full passes over the whole heap cost more than the one pass the heap pays
-# after it is unfrozen; and a range of at least this many plans writes long enough that its checks are better
-# judged on a thread of their own beside the writes than after them (below it, the hand-offs of the
-# interpreter's lock between the two threads cost more than the overlap saves)
+# after it is unfrozen: what is alive then stays frozen until the run's end (``run_process``); and a range of
+# at least this many plans writes long enough that its checks are better judged on a thread of their own
+# beside the writes than after them (below it, the hand-offs of the interpreter's lock between the two threads
+# cost more than the overlap saves)
 MANY_EVENTS = 1_000
 MANY_PLANS = 1_000
 
-
-class _LongLivedObjectsFrozen(contextlib.AbstractContextManager["_LongLivedObjectsFrozen"]):
-    """From the first day of ``MANY_EVENTS`` events (``freeze_for``) to the range's end, the objects alive
-    then (the process's modules, Dagster's and Great Expectations' state, the steps before: hundreds of
-    thousands) kept out of the cyclic garbage collector's passes (``gc.freeze``): every full pass would walk
-    the whole heap again for the day's allocations (a second or more of a day of thousands of symbols).
-    Reference counting frees what the day drops as before; the objects go back to the collector at the
-    range's end (``gc.unfreeze``)."""
-
-    frozen = False
-
-    def freeze_for(self, events: pd.DataFrame) -> None:
-        if not self.frozen and len(events) >= MANY_EVENTS:
-            gc.freeze()
-            self.frozen = True
-
-    def __exit__(self, *exc: object) -> None:
-        if self.frozen:
-            gc.unfreeze()
-            self.frozen = False
+# what the day imports on first use (empyrical's import brings scipy.stats and scipy.optimize: ~0.5 s of CPU)
+# and GX, which judges its tables: imported on the run's warm-up thread while the steps before wait on the
+# server (``run_process``)
+run_process.warm_before("trading_day", functools.partial(importlib.import_module, "empyrical"))
+run_process.warm_before("trading_day", warm_great_expectations)
 
 
 def _md(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
@@ -167,7 +154,6 @@ def _walk_range(
     # process beside this one's work
     checking: Future[list[dg.AssetCheckResult]] | None = None
     with (
-        _LongLivedObjectsFrozen() as heap,
         db.begin() as conn,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="closes") as reader,
     ):
@@ -195,7 +181,8 @@ def _walk_range(
             window = (day - CONTEXT_BEFORE, day + pd.Timedelta(days=1))
             closes = reader.submit(_read_day_closes, db, day, window)
             events = store.read_events(conn, day, day + pd.Timedelta(days=1))
-            heap.freeze_for(events)
+            if len(events) >= MANY_EVENTS:
+                run_process.freeze_alive_objects()
             # history as stored, written day by day below: a range run sees what day-by-day runs see
             history = store.read_history(conn, day - pd.Timedelta(days=HISTORY_DAYS), day)
             # what the bus left in flight at the end of the day before is carried into this one
