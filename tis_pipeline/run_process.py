@@ -14,11 +14,15 @@ well, until the run's end.
 
 **Heavy imports warmed.** A step imports some libraries on first use (seconds of CPU in all: Great
 Expectations and its context, empyrical's scipy.stats, matplotlib's pyplot). A domain names them with
-``warm_before(step_key, loader)``; a run whose plan holds that step calls the loaders on one thread of its
-own from its start, so that the imports run while the first steps wait on PostgreSQL (the ingest's COPY, the
-rollups' and DSI's statements) instead of inside the step that needs them. A step's own process (the
-multiprocess executor's, a Celery worker's: it runs one step, which imports what it needs) warms nothing:
-the imports then happen on first use, as they would anyway.
+``warm_before(step_key, loader)``; in a run whose plan holds that step, the first step that waits on
+PostgreSQL for seconds in one statement (``warm_while_waiting``: the read of the rows GX judges) calls them
+on a thread of their own meanwhile, instead of the steps that need them paying for them later. Not at the
+run's start, nor beside steps of many short statements: a thread running Python keeps the interpreter's lock
+for up to 5 ms each time the other one gets an answer back from the server and wants it again, so a step of
+thousands of round trips (the ingest's, the rollups', Dagster's own event writes) would pay more than the
+imports cost (measured: a 50-symbol day 1-2 s slower with the imports at its start). A step's own process
+(the multiprocess executor's, a Celery worker's: it runs one step, which imports what it needs) warms
+nothing: the imports then happen on first use, as they would anyway.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ _lock = threading.Lock()
 _running = 0  # runs of this process between run_started and run_ended (a test process may nest them)
 _loaders: dict[str, list[Callable[[], object]]] = {}  # step key -> what the step imports on first use
 _warmed: set[Callable[[], object]] = set()  # loaders already called (or being called) in this process
+_pending: list[Callable[[], object]] = []  # the running runs' loaders, for their first wait
 # jobs whose every step runs in a process of its own (Celery's workers): warming the whole run's imports there
 # would cost each step's process the imports of the others
 STEP_PROCESS_JOBS: set[str] = set()
@@ -49,21 +54,30 @@ def warm_before(step_key: str, loader: Callable[[], object]) -> None:
             _loaders[step_key].append(loader)
 
 
-def run_started(steps: Iterable[str] | None, *, warm: bool = True) -> threading.Thread | None:
-    """A run starts in this process: the heap frozen (the first run's start) and, when ``warm``, the warm-up
-    thread of the loaders of ``steps`` (the step keys of the run's plan; None: unknown) started; returns
-    that thread (None when there is nothing to warm)."""
+def run_started(steps: Iterable[str] | None, *, warm: bool = True) -> None:
+    """A run starts in this process: the heap frozen (the first run's start) and, when ``warm``, the loaders
+    of ``steps`` (the step keys of the run's plan; None: unknown) not called yet kept for the run's first
+    wait on the server (``warm_while_waiting``)."""
     global _running  # noqa: PLW0603 - one count per process
     with _lock:
         _running += 1
         if _running == 1:
             gc.freeze()
         if not warm or steps is None:
-            return None
+            return
         keys = set(steps)
         # in the order they were named (the definitions' import order: roughly the order of the steps)
         loaders = [f for key, named in _loaders.items() if key in keys for f in named if f not in _warmed]
-        loaders = list(dict.fromkeys(loaders))  # one call each
+        _pending.extend(f for f in dict.fromkeys(loaders) if f not in _pending)
+
+
+def warm_while_waiting() -> threading.Thread | None:
+    """Called by a step that is about to wait on the server for seconds in one statement: the run's loaders
+    not called yet are called on a thread of their own (``tis-warm-imports``) meanwhile; returns that thread
+    (None when there is nothing to warm)."""
+    with _lock:
+        loaders = [f for f in _pending if f not in _warmed]
+        _pending.clear()
         _warmed.update(loaders)
     if not loaders:
         return None
@@ -89,6 +103,7 @@ def run_ended() -> None:
         _running -= 1
         if _running == 0:
             gc.unfreeze()
+            _pending.clear()
 
 
 def freeze_alive_objects() -> bool:

@@ -453,3 +453,23 @@ def test_dev_kills_a_group_that_ignores_the_signal(monkeypatch):
     )
     assert code == 128 + signal.SIGTERM
     assert not _group_pids(pids[0])
+
+
+@pytest.mark.parametrize(
+    ("selection", "expected"),
+    [
+        # one of the trading day's tables: the step writes all eight, so all eight run (Dagster refuses part)
+        ("trading_plans", "trading_day"),
+        ("key:modules or key:market_data_15m", "trading_day+market_data_15m"),
+        ("market_data_1h", "market_data_1h"),
+    ],
+)
+def test_a_table_written_with_others_is_selected_with_them(selection, expected, capsys):
+    from tis_pipeline.cli import runs
+    from tis_pipeline.trading_day.day import TABLES
+
+    wanted = {part: {part} for part in expected.split("+")} | {"trading_day": set(TABLES)}
+    keys = {k.to_user_string() for k in runs._resolve_selection(selection)}
+    assert keys == set().union(*(wanted[part] for part in expected.split("+")))
+    said = capsys.readouterr().out
+    assert ("selected with them" in said) == (expected != "market_data_1h")

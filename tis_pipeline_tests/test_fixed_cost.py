@@ -185,17 +185,28 @@ def test_a_run_warms_the_loaders_of_its_steps_once_on_a_thread_of_its_own():
     run_process.warm_before("probe_table", second)
     run_process.warm_before("probe_other", other)
     try:
-        assert run_process.run_started(None) is None  # no plan known: nothing warmed
+        run_process.run_started(None)  # no plan known: nothing to warm
+        assert run_process.warm_while_waiting() is None
         run_process.run_ended()
-        assert run_process.run_started(["probe_table"], warm=False) is None  # a step's own process
+        run_process.run_started(["probe_table"], warm=False)  # a step's own process
+        assert run_process.warm_while_waiting() is None
         run_process.run_ended()
-        thread = run_process.run_started(["probe_table", "unrelated"])
-        assert thread is not None
+        run_process.run_started(["probe_table", "unrelated"])
+        assert called == []  # nothing before the run's first wait
+        thread = run_process.warm_while_waiting()
+        assert thread is not None and run_process.warm_while_waiting() is None  # once per run
         thread.join(10)
         run_process.run_ended()
         assert called == [(n, "tis-warm-imports") for n in ("first", "broken", "second")]
-        assert run_process.run_started(["probe_table"]) is None  # once per process
+        run_process.run_started(["probe_table", "probe_other"])
+        thread = run_process.warm_while_waiting()  # once per process: only the loader not called yet
+        assert thread is not None
+        thread.join(10)
         run_process.run_ended()
+        assert called[3:] == [("other", "tis-warm-imports")]
+        run_process.run_started(["probe_other"])
+        run_process.run_ended()  # a run that never waited leaves nothing pending for the next
+        assert run_process._pending == []
     finally:
         for key in ("probe_table", "probe_other"):
             run_process._loaders.pop(key, None)
@@ -232,9 +243,10 @@ def test_a_dagster_run_freezes_the_heap_and_warms_its_assets_imports(empty_datab
     @dg.asset(name="warm_probe")
     def warm_probe(db: PostgresResource) -> None:
         seen["frozen"] = gc.get_freeze_count()
-        for thread in threading.enumerate():
-            if thread.name == "tis-warm-imports":
-                thread.join(10)
+        seen["before_wait"] = "colorsys" in sys.modules
+        thread = run_process.warm_while_waiting()
+        assert thread is not None
+        thread.join(10)
         seen["colorsys"] = "colorsys" in sys.modules
         with db.connect() as conn:
             seen["db"] = conn.execute(sa.text("SELECT 1")).scalar_one()
@@ -246,7 +258,7 @@ def test_a_dagster_run_freezes_the_heap_and_warms_its_assets_imports(empty_datab
     assert result.success
     assert seen["db"] == 1
     assert isinstance(seen["frozen"], int) and seen["frozen"] > 10_000  # Dagster's, pandas' ... modules
-    assert seen["colorsys"] is True and warmed == ["tis-warm-imports"]
+    assert seen["before_wait"] is False and seen["colorsys"] is True and warmed == ["tis-warm-imports"]
     assert gc.get_freeze_count() == 0
 
 

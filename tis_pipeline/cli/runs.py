@@ -106,12 +106,20 @@ def _resolve_selection(selection: str) -> list[AssetKey]:
 
     defs = _load_defs()
     partitioned = defs.resolve_job_def("daily_partitioned_job").asset_layer.executable_asset_keys
+    graph = defs.resolve_asset_graph()
     try:
-        keys = dg.AssetSelection.from_string(selection).resolve(defs.resolve_asset_graph())
+        keys = dg.AssetSelection.from_string(selection).resolve(graph)
     except dg.DagsterInvalidSubsetError:  # a key that no asset has
         keys = set()
     except dg.DagsterError as exc:  # not the selection syntax
         fail(f"--select {selection!r} is not an asset selection: {first_line(str(exc))}")
+    # an asset written by one step with others (the trading day's eight tables) runs with all of them: the
+    # step cannot write some only, and Dagster refuses a run of part of it
+    together = {k for key in keys if graph.has(key) for k in graph.get(key).execution_set_asset_keys}
+    if together - keys:
+        added = ", ".join(sorted(k.to_user_string() for k in together - keys))
+        console.print(f"selected with them (one step writes them together): {added}")
+        keys |= together
     others = sorted(k.to_user_string() for k in keys if k not in partitioned)
     if others and not keys & partitioned:
         fail(f"--select {selection!r} matches assets without daily partitions: {', '.join(others)}")

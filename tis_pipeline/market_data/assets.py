@@ -6,7 +6,6 @@ import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
 
-from tis_pipeline import run_process
 from tis_pipeline.market_data import describe, ingest, rollups
 from tis_pipeline.market_data.bars import BAR_COLUMNS
 from tis_pipeline.market_data.partitions import daily_partitions
@@ -14,16 +13,11 @@ from tis_pipeline.market_data.readers.survey import applied_markdown
 from tis_pipeline.market_data.sources import BarSource
 from tis_pipeline.market_data.validate import QuarantineShareExceeded
 from tis_pipeline.pg.memory import retain_freed_memory
-from tis_pipeline.plots import markdown_image, pyplot
+from tis_pipeline.plots import markdown_image
 from tis_pipeline.quality.checks import check_results, check_specs_for, table_metadata
 from tis_pipeline.quality.rules import rule
 from tis_pipeline.resources import PostgresResource
 from tis_pipeline.settings import settings
-
-# every step here draws its rows (matplotlib's pyplot: ~0.2 s to import), imported on the run's warm-up thread
-# while the ingest waits on the server (``run_process``)
-for _table in ("market_data_1m", "market_data_15m", "market_data_1h"):
-    run_process.warm_before(_table, pyplot)
 
 
 def window_of(context: dg.AssetExecutionContext) -> tuple[pd.Timestamp, pd.Timestamp]:

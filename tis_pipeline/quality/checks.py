@@ -39,7 +39,7 @@ import pandas as pd
 
 from tis_pipeline.quality.report import RuleResult, ValidationReport, merge_reports
 from tis_pipeline.quality.rules import Rule, rules_for
-from tis_pipeline.run_process import warm_before
+from tis_pipeline.run_process import warm_before, warm_while_waiting
 
 MAX_SYMBOL_DAY_ROWS = 100  # per-(symbol, day) rows shown in a result's metadata, most failing first
 
@@ -346,7 +346,10 @@ def build_checks(
         if engine == "great_expectations":
             from tis_pipeline.quality.ge import preload_in_background
 
-            preload_in_background()  # GX's import (seconds) while the loader waits for the database
+            # GX's import (seconds) while the loader waits for the database: with the run's other heavy
+            # imports after it (``run_process``: GX first, named by this step), or alone
+            warm_while_waiting()
+            preload_in_background()
         loaded = frame_loader(context)
         selected = {k.name for k in context.selected_asset_check_keys}
         judged = tuple(r for r in chosen if prefix + r.name in selected)
