@@ -440,9 +440,24 @@ def _forget(table: str, rules: tuple[Rule, ...], root: Path | None = None) -> No
 
 
 def _run(definition: Any, root: Path, **kwargs: Any) -> Any:
-    """``definition.run(**kwargs)`` reading the stored objects under the shared project lock."""
-    with _project_lock(root, shared=True):
-        return definition.run(**kwargs)
+    """``definition.run(**kwargs)`` reading the stored objects under the shared project lock; GX's cached
+    batches released after it (``_release_batches``)."""
+    try:
+        with _project_lock(root, shared=True):
+            return definition.run(**kwargs)
+    finally:
+        _release_batches(_state(root))
+
+
+def _release_batches(state: dict[str, Any]) -> None:
+    """Drop the batches GX's execution engine keeps after a validation (its batch manager's caches hold the
+    last batch and its data: the judged rows with their derived columns) until the next one replaces them.
+    The engine is the datasource's, kept for the process: the rows of a step's last judgement would stay
+    alive through every later step (measured: a 2.9 M-row day's 366 MiB frame; 500 symbols x 31 days: the
+    DSI step started ~0.9 GiB higher than it ends alone)."""
+    manager = state["datasource"].get_execution_engine().batch_manager
+    manager.reset_batch_cache()
+    manager.batch_data_cache.clear()
 
 
 def _batch_frame(
@@ -491,11 +506,15 @@ def validate_frame(
         parameters = {
             f"{LATEST_ALLOWED}_{r.name}": ctx.latest_allowed(r) for r in runnable if r.kind == "not_future"
         }
-        result = batch.validate(
-            suite_for(table, runnable),
-            result_format={"result_format": "COMPLETE", "include_unexpected_rows": False},
-            expectation_parameters=parameters or None,
-        )
+        try:
+            result = batch.validate(
+                suite_for(table, runnable),
+                result_format={"result_format": "COMPLETE", "include_unexpected_rows": False},
+                expectation_parameters=parameters or None,
+            )
+        finally:
+            del batch
+            _release_batches(_state())
         by_name = {r.expectation_config.meta["rule"]: r for r in result.results}
 
     groups = SymbolDayIndex(frame)

@@ -51,3 +51,28 @@ def test_merged_reports_hold_none_of_their_pieces_rows():
     # every rule's verdict is there (some fail on synthetic bars: gaps and jumps), the rows are not
     assert sum(not r.passed for r in merged.results) >= 1
     assert held < rows_bytes / 10, (held, rows_bytes)  # before: all of it (10.1 of 9.7 MB)
+
+
+def _frames_of_at_least(rows: int) -> int:
+    return sum(1 for o in gc.get_objects() if isinstance(o, pd.DataFrame) and len(o) >= rows)
+
+
+def test_great_expectations_keeps_no_judged_rows_after_a_judgement(tmp_path):
+    """GX's execution engine (the datasource's, kept for the process) caches the last batch it validated; the
+    judged rows with their derived columns would stay alive through every later step of the run."""
+    from tis_pipeline.quality import ge
+
+    symbols = [f"S{i:03d}" for i in range(40)]
+    piece = _piece(symbols)
+    rows = len(piece)
+    report = ge.judge(evaluate_frame(piece, "market_data_1m"), root=tmp_path)
+    assert report.engine == "great_expectations" and report.rows == rows > 50_000
+    assert any(r.unexpected_count for r in report.results)  # GX judged them: synthetic bars have gaps
+    del piece, report
+    gc.collect()
+    assert _frames_of_at_least(rows) == 0
+    checked = ge.validate_frame(_piece(symbols), "market_data_1m")  # the other way in: the same
+    assert checked.rows == rows
+    del checked
+    gc.collect()
+    assert _frames_of_at_least(rows) == 0
