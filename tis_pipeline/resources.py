@@ -75,7 +75,7 @@ class PostgresResource(dg.ConfigurableResource):
         own_process = multiprocessing.parent_process() is not None or (
             run is not None and run.job_name in run_process.STEP_PROCESS_JOBS
         )
-        run_process.run_started(None if own_process else _plan_steps(context), warm=not own_process)
+        run_process.run_started(None if own_process else _plan_steps(context))
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         run_process.run_ended()

@@ -13,7 +13,7 @@ only garbage in cycles among the frozen objects waits for the unfreeze. A step t
 well, until the run's end.
 
 **Heavy imports warmed.** A step imports some libraries on first use (seconds of CPU in all: Great
-Expectations and its context, empyrical's scipy.stats, matplotlib's pyplot). A domain names them with
+Expectations and its context, empyrical's scipy.stats and scipy.optimize). A domain names them with
 ``warm_before(step_key, loader)``; in a run whose plan holds that step, the first step that waits on
 PostgreSQL for seconds in one statement (``warm_while_waiting``: the read of the rows GX judges) calls them
 on a thread of their own meanwhile, instead of the steps that need them paying for them later. Not at the
@@ -29,11 +29,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import logging
 import threading
 from collections.abc import Callable, Iterable
-
-log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _running = 0  # runs of this process between run_started and run_ended (a test process may nest them)
@@ -54,16 +51,16 @@ def warm_before(step_key: str, loader: Callable[[], object]) -> None:
             _loaders[step_key].append(loader)
 
 
-def run_started(steps: Iterable[str] | None, *, warm: bool = True) -> None:
-    """A run starts in this process: the heap frozen (the first run's start) and, when ``warm``, the loaders
-    of ``steps`` (the step keys of the run's plan; None: unknown) not called yet kept for the run's first
-    wait on the server (``warm_while_waiting``)."""
+def run_started(steps: Iterable[str] | None) -> None:
+    """A run starts in this process: the heap frozen (the first run's start) and the loaders of ``steps``
+    (the step keys of the run's plan; None: nothing to warm, e.g. a step's own process) not called yet kept
+    for the run's first wait on the server (``warm_while_waiting``)."""
     global _running  # noqa: PLW0603 - one count per process
     with _lock:
         _running += 1
         if _running == 1:
             gc.freeze()
-        if not warm or steps is None:
+        if steps is None:
             return
         keys = set(steps)
         # in the order they were named (the definitions' import order: roughly the order of the steps)

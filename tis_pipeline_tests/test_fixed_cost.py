@@ -188,9 +188,6 @@ def test_a_run_warms_the_loaders_of_its_steps_once_on_a_thread_of_its_own():
         run_process.run_started(None)  # no plan known: nothing to warm
         assert run_process.warm_while_waiting() is None
         run_process.run_ended()
-        run_process.run_started(["probe_table"], warm=False)  # a step's own process
-        assert run_process.warm_while_waiting() is None
-        run_process.run_ended()
         run_process.run_started(["probe_table", "unrelated"])
         assert called == []  # nothing before the run's first wait
         thread = run_process.warm_while_waiting()

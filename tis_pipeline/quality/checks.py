@@ -281,7 +281,7 @@ class CheckInput:
     now: pd.Timestamp | None = None
 
 
-def warm_great_expectations() -> None:
+def _warm_great_expectations() -> None:
     """GX imported and its context opened on the calling thread's time (``run_process``'s warm-up of a run
     whose assets GX judges: the first judging step then finds it done)."""
     from tis_pipeline.quality.ge import preload_in_background
@@ -332,7 +332,7 @@ def build_checks(
 
     op_name = name or f"{table}_rule_checks"
     if engine == "great_expectations":  # a run with this step warms GX from its start (``run_process``)
-        warm_before(op_name, warm_great_expectations)
+        warm_before(op_name, _warm_great_expectations)
 
     @dg.multi_asset_check(
         specs=specs,

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from tis_pipeline import run_process
 from tis_pipeline.market_data import store as bar_store
 from tis_pipeline.market_data.partitions import daily_partitions
-from tis_pipeline.quality.checks import check_specs_for, frame_check_results, warm_great_expectations
+from tis_pipeline.quality.checks import check_specs_for, frame_check_results
 from tis_pipeline.resources import PostgresResource
 from tis_pipeline.trading_day import report, store
 from tis_pipeline.trading_day.closes import DayCloses, reduce_pieces
@@ -101,11 +101,10 @@ def _read_day_closes(
 MANY_EVENTS = 1_000
 MANY_PLANS = 1_000
 
-# what the day imports on first use (empyrical's import brings scipy.stats and scipy.optimize: ~0.5 s of CPU)
-# and GX, which judges its tables: imported on the run's warm-up thread while the steps before wait on the
-# server (``run_process``)
+# what the day imports on first use (empyrical's import brings scipy.stats and scipy.optimize: ~0.5 s of CPU):
+# imported on the run's warm-up thread while the GX step before waits for its rows (``run_process``; GX itself
+# is that step's to warm)
 run_process.warm_before("trading_day", functools.partial(importlib.import_module, "empyrical"))
-run_process.warm_before("trading_day", warm_great_expectations)
 
 
 def _md(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:

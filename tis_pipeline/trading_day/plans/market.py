@@ -235,8 +235,8 @@ class DayBars:
         return out
 
     def bar_costs(self, config: CostConfig) -> BarCosts:
-        """The same figures as ``costs``, computed at the bars asked for (``costs.BarCosts``: what the fills
-        read) and kept per configuration, so every stage of the day shares them."""
+        """The figures of ``costs.bar_cost_inputs``, computed at the bars asked for (``costs.BarCosts``: what
+        the fills read) and kept per configuration, so every stage of the day shares them."""
         key = json.dumps(config.as_dict(), sort_keys=True)
         if key not in self._bar_costs:
             self._bar_costs[key] = BarCosts(self.bars, config, self.columns["pos"])
