@@ -6,6 +6,7 @@ import os
 import pickle
 import shutil
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -206,14 +207,22 @@ def _run_alive(instance: dg.DagsterInstance) -> Any:
 CHECK_SPECS = [*check_specs_for("dsi_evidence"), *check_specs_for("anomaly_events")]
 
 
+def _buckets_path(instance: dg.DagsterInstance, run_id: str, shard: int) -> Path:
+    """Where shard ``shard`` of the run leaves the 15-minute buckets of its bars for the finish step (beside
+    the run's handoff pickles, which the finish step removes with them)."""
+    return HandoffIOManager().run_dir(instance, run_id) / "dsi_buckets" / f"shard_{shard}.csv"
+
+
 def build_sharded_dsi(shard_count: int) -> dg.AssetsDefinition:
     """The ``dsi`` asset as plan → ``shard_count`` shard steps → finish (at most one shard per symbol)."""
     if shard_count < 1:
         raise ValueError("at least one shard")
 
+    # the plan and the shards read only the 1-minute bars; the rollups are needed by the finish alone (it
+    # writes their evidence), so on two workers the shards score while the rollups are built
     @dg.op(
         name="dsi_plan",
-        ins={key: dg.In(dg.Nothing) for key in DSI_DEPS},
+        ins={"market_data_1m": dg.In(dg.Nothing)},
         out={
             "plan": dg.Out(io_manager_key=HANDOFF_IO_MANAGER),
             "shards": dg.DynamicOut(io_manager_key=HANDOFF_IO_MANAGER),
@@ -250,8 +259,14 @@ def build_sharded_dsi(shard_count: int) -> dg.AssetsDefinition:
     def dsi_shard(
         context: dg.OpExecutionContext, db: PostgresResource, plan: shards.RangePlan, shard: int
     ) -> shards.ShardResult:
-        """One shard's symbols scored over the range into the run's day tables."""
-        result = shards.score_shard(db.engine, plan, shard, DsiConfig())
+        """One shard's symbols scored over the range into the run's day tables, the 15-minute buckets of its
+        bars into a file of the run's handoff directory (written whole or not at all)."""
+        path = _buckets_path(context.instance, context.run_id, shard)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + f".{os.getpid()}.part")
+        with partial.open("w+b") as buckets:
+            result = shards.score_shard(db.engine, plan, shard, DsiConfig(), buckets)
+        partial.replace(path)
         context.log.info(f"shard {shard}: {sum(result.bars)} bars scored in {result.seconds:.1f} s")
         return result
 
@@ -261,7 +276,11 @@ def build_sharded_dsi(shard_count: int) -> dg.AssetsDefinition:
         **{spec.get_python_identifier(): dg.Out(dg.Nothing, is_required=False) for spec in CHECK_SPECS},
     }
 
-    @dg.op(name="dsi_finish", out=outs)
+    @dg.op(
+        name="dsi_finish",
+        ins={key: dg.In(dg.Nothing) for key in ("market_data_15m", "market_data_1h")},
+        out=outs,
+    )
     def dsi_finish(
         context: dg.OpExecutionContext,
         db: PostgresResource,
@@ -270,7 +289,12 @@ def build_sharded_dsi(shard_count: int) -> dg.AssetsDefinition:
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         """Every day swapped in with the events and states in one transaction; the asset's metadata."""
         start, end = _window(context)
-        run = shards.finish_range(db.engine, plan, results, DsiConfig(), context.log.info)
+        with ExitStack() as files:
+            buckets = [
+                files.enter_context(_buckets_path(context.instance, context.run_id, k).open("rb"))
+                for k in range(plan.shards)
+            ]
+            run = shards.finish_range(db.engine, plan, results, DsiConfig(), context.log.info, buckets)
         HandoffIOManager().forget_run(context.instance, context.run_id)
         yield from dsi_results(run, start, end, extra={"symbol_shards": plan.shards})
 
@@ -298,10 +322,10 @@ def build_sharded_dsi(shard_count: int) -> dg.AssetsDefinition:
         resource_defs={HANDOFF_IO_MANAGER: HandoffIOManager().get_resource_definition()},
     )
     def dsi_sharded(market_data_1m: Any, market_data_15m: Any, market_data_1h: Any) -> dict:
-        plan, shard_keys = dsi_plan(
-            market_data_1m=market_data_1m, market_data_15m=market_data_15m, market_data_1h=market_data_1h
-        )
+        plan, shard_keys = dsi_plan(market_data_1m=market_data_1m)
         results = shard_keys.map(lambda shard: dsi_shard(plan, shard)).collect()
-        return dsi_finish(plan, results)._asdict()
+        return dsi_finish(
+            plan, results, market_data_15m=market_data_15m, market_data_1h=market_data_1h
+        )._asdict()
 
     return dsi_sharded

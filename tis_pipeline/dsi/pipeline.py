@@ -68,8 +68,7 @@ class _Found:
     marks: list[pd.DataFrame] = field(default_factory=list)  # symbol, timestamp of the events (for the plot)
     timed: list[pd.DataFrame] = field(default_factory=list)
     sample: pd.DataFrame | None = None
-    # the 15-minute buckets of the scored bars (store.rollup_bucket_rows), for the rollups' evidence; None:
-    # the rollups are updated from the written days instead (the sharded run)
+    # the 15-minute buckets of the scored bars (store.rollup_bucket_rows), for the rollups' evidence
     buckets: IO[bytes] | None = None
     bars: int = 0
     confirmed: int = 0
@@ -332,7 +331,7 @@ def score_range(
                 # and keys; after both (the builder runs its tasks in order) it swaps the days in and writes
                 # the events and the state, while this thread computes the out-of-sample figures and the plot
                 # (it touches the connection again only after ``writing`` is done)
-                rollups = roller.submit(store.update_rollup_evidence_from, conn, buckets, begin, end)
+                rollups = roller.submit(store.update_rollup_evidence_from, conn, [buckets], begin, end)
                 writing = builder.submit(
                     _swap_and_write,
                     conn,

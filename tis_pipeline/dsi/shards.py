@@ -11,7 +11,8 @@ Three stages, each a step of the sharded ``dsi`` asset (``dsi.assets.build_shard
 * ``score_shard``: a shard's symbols, day by day, from the part of the start state that is theirs (each
   symbol's state is its own): scored piece by piece exactly as ``score_range`` scores them, COPYed into the
   day tables (``store.fill_scored_rows``), with their events, the streaming timings of the event bars, each
-  day's end state of the shard's symbols and the per-bar out-of-sample values (``OutOfSample``'s arrays).
+  day's end state of the shard's symbols, the per-bar out-of-sample values (``OutOfSample``'s arrays) and
+  the 15-minute buckets of its bars (a file of the run's, for the rollups' evidence).
 * ``finish_range``: every day table given its primary key and statistics; then, in one transaction that
   first checks that no day was ingested since the plan (``market_data_day_versions``), the days swapped in,
   the rollups' evidence, the events and the day states (each the union of the shards': the bytes
@@ -28,10 +29,11 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
+from typing import IO
 
 import numpy as np
 import pandas as pd
@@ -274,12 +276,16 @@ def _state_of_shard(conn: sa.Connection, plan: RangePlan, k: int) -> DsiState | 
     return DsiState(whole.config, {s: v for s, v in whole.symbols.items() if s in mine})
 
 
-def score_shard(engine: sa.Engine, plan: RangePlan, k: int, config: DsiConfig) -> ShardResult:
-    """Score shard ``k`` of ``plan`` over its days into the run's day tables (module docstring)."""
+def score_shard(
+    engine: sa.Engine, plan: RangePlan, k: int, config: DsiConfig, buckets: IO[bytes]
+) -> ShardResult:
+    """Score shard ``k`` of ``plan`` over its days into the run's day tables (module docstring), the
+    15-minute buckets of its bars into ``buckets`` (``store.rollup_bucket_rows``: what the finisher writes
+    the rollups' evidence from)."""
     started = time.perf_counter()
     n_days = len(plan.days)
     pieces_seen = _Pieces()
-    found = pipeline._Found(pieces_seen)
+    found = pipeline._Found(pieces_seen, buckets=buckets)
     result = ShardResult(
         shard=k,
         bars=[0] * n_days,
@@ -390,10 +396,12 @@ def finish_range(
     results: list[ShardResult],
     config: DsiConfig,
     log: Callable[[str], None],
+    buckets: Sequence[IO[bytes]],
 ) -> pipeline.DsiRun:
-    """Swap the shards' days in and write the rollups' evidence, the events and the states in one
-    transaction (module docstring); the run's figures as ``score_range`` gives them, computed on a thread
-    while PostgreSQL builds the keys and swaps the days (as ``score_range`` computes them beside its swap)."""
+    """Swap the shards' days in and write the rollups' evidence (from the shards' ``buckets``), the events
+    and the states in one transaction (module docstring); the run's figures as ``score_range`` gives them,
+    computed on a thread while PostgreSQL builds the keys and swaps the days (as ``score_range`` computes
+    them beside its swap)."""
     started = lap = time.perf_counter()
     steps: dict[str, float] = {"slowest_shard": max((r.seconds for r in results), default=0.0)}
 
@@ -446,7 +454,7 @@ def finish_range(
                         store.carry_source_columns(conn, tables[i], day)
                     built.append((day, name, tables[i], exists))
                 store.attach_scored_days(conn, built)
-                store.update_rollup_evidence(conn, plan.begin, plan.end)
+                store.update_rollup_evidence_from(conn, buckets, plan.begin, plan.end)
                 n_evidence, n_events = store.replace_events(
                     conn, evidence_rows, event_rows, plan.begin, plan.end
                 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -316,15 +317,6 @@ def attach_scored_days(conn: sa.Connection, built: list[tuple[pd.Timestamp, str,
             day_partitions.attach_day(cur, day, name, staging, replace=exists)
 
 
-def update_rollup_evidence(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp) -> None:
-    """The rollups' evidence: round(avg(mx_evidence), 2) and bool_or(mx_confirm) of the 1-minute bars of each
-    15-minute bucket, the hourly one from the 15-minute bars, as the rollups themselves are built."""
-    # the aggregation of a range's bars into the buckets needs about 100 MB at 5,000 symbols
-    with large_work_mem(conn):
-        _update_evidence(conn, "market_data_15m", _bars_evidence("market_data_1m", 15), start, end)
-        _update_evidence(conn, "market_data_1h", _bars_evidence("market_data_15m", 60), start, end)
-
-
 @dataclass(frozen=True)
 class _EvidenceSource:
     """Where a rollup's evidence per bucket is aggregated from: SQL of the code's own (never input) over
@@ -373,8 +365,8 @@ def rollup_bucket_rows(scores: pd.DataFrame) -> bytes:
     and bucket, its open (microseconds since the epoch), the sum of the evidence in hundredths (mx_evidence
     is k / 100, exactly), the bars and whether one is confirmed.
 
-    What ``update_rollup_evidence`` reads back from the written day per bucket, taken from the scores while
-    they are in memory: sums and counts, so a bucket seen in two pieces adds up."""
+    What an aggregate of the written day per bucket would read back, taken from the scores while they are in
+    memory: sums and counts, so a bucket seen in two pieces (or two shards) adds up."""
     n = len(scores)
     if not n:
         return b""
@@ -398,25 +390,28 @@ def rollup_bucket_rows(scores: pd.DataFrame) -> bytes:
 
 
 def update_rollup_evidence_from(
-    conn: sa.Connection, buckets: IO[bytes], start: pd.Timestamp, end: pd.Timestamp
+    conn: sa.Connection, buckets: Iterable[IO[bytes]], start: pd.Timestamp, end: pd.Timestamp
 ) -> None:
-    """``update_rollup_evidence`` from the 15-minute buckets of the bars scored (``rollup_bucket_rows``,
-    written to ``buckets``) instead of a scan of the 1-minute days just written: the same values, round(sum
-    / bars, 2) being round(avg, 2) of the bucket's numeric(3,2) evidence; the hourly ones from the 15-minute
-    bars, as before."""
+    """The rollups' evidence as the rollups themselves are built: round(avg(mx_evidence), 2) and
+    bool_or(mx_confirm) of the 1-minute bars of each 15-minute bucket, the hourly one from the 15-minute bars.
+
+    The 15-minute values come from the buckets of the bars scored (``rollup_bucket_rows``, written to the
+    files ``buckets``: one per shard of symbols, or one) instead of a scan of the 1-minute days just written:
+    the same values, round(sum / bars, 2) being round(avg, 2) of the bucket's numeric(3,2) evidence."""
     conn.execute(
         sa.text(
             "CREATE TEMP TABLE tis_dsi_buckets (symbol text, bucket_us bigint, evidence bigint, bars bigint, "
             "confirmed boolean) ON COMMIT DROP"
         )
     )
-    buckets.seek(0)
     with (
         raw_connection(conn).cursor() as cur,
         cur.copy("COPY tis_dsi_buckets FROM STDIN (FORMAT csv)") as copy,
     ):
-        while block := buckets.read(1 << 20):
-            copy.write(block)
+        for rows in buckets:
+            rows.seek(0)
+            while block := rows.read(1 << 20):
+                copy.write(block)
     with large_work_mem(conn):
         _update_evidence(conn, "market_data_15m", _SCORED_BUCKETS, start, end)
         _update_evidence(conn, "market_data_1h", _bars_evidence("market_data_15m", 60), start, end)

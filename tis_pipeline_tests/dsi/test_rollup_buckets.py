@@ -1,7 +1,7 @@
 """The rollups' evidence from the buckets of the scored bars (``store.rollup_bucket_rows`` +
-``update_rollup_evidence_from``, the one-step run) against the aggregate of the written 1-minute bars
-(``update_rollup_evidence``, the sharded run): the same 15-minute and hourly values, half-way means, gaps,
-buckets cut between pieces and buckets of other days included."""
+``update_rollup_evidence_from``, as the one-step run and the shards write it) against the aggregate of the
+written 1-minute bars (the test's own SQL): the same 15-minute and hourly values, half-way means, gaps,
+buckets cut between pieces or split between files, and buckets of other days included."""
 
 import tempfile
 
@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from tis_pipeline.dsi import store
+from tis_pipeline.pg.buckets import bucket_sql
 from tis_pipeline.pg.copy import copy_frame
 from tis_pipeline.pg.engine import engine, raw_connection
 
@@ -64,6 +65,23 @@ def _rollups(conn: sa.Connection) -> dict[str, list[tuple]]:
     }
 
 
+def _evidence_from_the_written_bars(conn: sa.Connection, start: pd.Timestamp, end: pd.Timestamp) -> None:
+    """The oracle: each rollup's evidence aggregated from the bars below it as written, round(avg, 2) and
+    bool_or, as the rollups themselves are built."""
+    for target, source, minutes in (
+        ("market_data_15m", "market_data_1m", 15),
+        ("market_data_1h", "market_data_15m", 60),
+    ):
+        conn.execute(
+            sa.text(f"""
+            UPDATE {target} r SET mx_evidence = a.e, mx_confirm = a.c
+            FROM (SELECT symbol, {bucket_sql(minutes)} b, round(avg(mx_evidence), 2) e, bool_or(mx_confirm) c
+                  FROM {source} WHERE "timestamp" >= :a AND "timestamp" < :b GROUP BY 1, 2) a
+            WHERE r.symbol = a.symbol AND r."timestamp" = a.b"""),
+            {"a": start, "b": end},
+        )
+
+
 def test_the_rollups_from_the_scored_buckets_equal_those_from_the_written_bars(migrated_database_url):
     bars = _bars()
     start, end = DAY, DAY + pd.Timedelta(days=2)
@@ -74,20 +92,22 @@ def test_the_rollups_from_the_scored_buckets_equal_those_from_the_written_bars(m
         copy_frame(raw, "market_data_1h", _rollup_rows(bars, 60))
     with engine(migrated_database_url).connect() as conn:
         with conn.begin() as outer:
-            store.update_rollup_evidence(conn, start, end)
+            _evidence_from_the_written_bars(conn, start, end)
             expected = _rollups(conn)
             outer.rollback()
         assert _rollups(conn)["market_data_15m"][0][2] is None  # the rollback left them unscored
         conn.rollback()
-        with conn.begin() as outer, tempfile.TemporaryFile() as buckets:
+        with conn.begin() as outer, tempfile.TemporaryFile() as first, tempfile.TemporaryFile() as rest:
             # pieces as the run makes them: whole symbols of a day, in symbol and time order; here one more
-            # cut through a bucket, whose two halves must add up
+            # cut through a bucket, whose two halves must add up; AAA in one file, the others in a second
+            # (two shards of symbols)
             for _, of_day in bars.groupby(bars["timestamp"].dt.floor("D")):
-                for _, piece in of_day.sort_values(["symbol", "timestamp"]).groupby("symbol"):
+                for symbol, piece in of_day.sort_values(["symbol", "timestamp"]).groupby("symbol"):
+                    buckets = first if symbol == "AAA" else rest
                     cut = 7 if len(piece) > 7 else len(piece)
                     buckets.write(store.rollup_bucket_rows(piece.iloc[:cut]))
                     buckets.write(store.rollup_bucket_rows(piece.iloc[cut:]))
-            store.update_rollup_evidence_from(conn, buckets, start, end)
+            store.update_rollup_evidence_from(conn, [first, rest], start, end)
             got = _rollups(conn)
             outer.rollback()
     assert got == expected

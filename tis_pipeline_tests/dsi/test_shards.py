@@ -114,8 +114,8 @@ def test_a_failed_shard_leaves_the_tables_as_they_were(migrated_database_url, mo
     before = digests(url)
     score_shard = shards.score_shard
 
-    def dies_after_writing(engine_, plan, k, config):
-        done = score_shard(engine_, plan, k, config)
+    def dies_after_writing(engine_, plan, k, config, buckets):
+        done = score_shard(engine_, plan, k, config, buckets)
         if k == 1:
             raise RuntimeError("shard 1 killed after writing its rows")
         return done
@@ -173,3 +173,16 @@ def test_the_plan_step_removes_the_handoff_files_of_ended_runs_only(tmp_path):
     assert (tmp_path / "live" / "dsi.dsi_plan" / "plan").read_bytes() == b"x" * 10
     assert handoff.forget_ended_runs(None, alive=lambda run_id: False) == ["live"]
     assert HandoffIOManager(base_dir=str(tmp_path / "none")).forget_ended_runs(None, lambda r: False) == []
+
+
+def test_the_shards_wait_for_the_one_minute_bars_only_and_the_finish_for_the_rollups():
+    """The shards read only the 1-minute bars: they score while the rollups are built (on a second worker);
+    the finish writes the rollups' evidence, so it waits for both rollups."""
+    graph = build_sharded_dsi(2).node_def
+    assert isinstance(graph, dg.GraphDefinition)
+    fed = {(m.graph_input_name, m.maps_to.node_name) for m in graph.input_mappings}
+    assert fed == {
+        ("market_data_1m", "dsi_plan"),
+        ("market_data_15m", "dsi_finish"),
+        ("market_data_1h", "dsi_finish"),
+    }
