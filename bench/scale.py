@@ -478,6 +478,12 @@ def run_celery(n: int, workers: int, shards: int, day: str, server: str, keep: b
         "stage_s": {k: round(v, 2) for k, v in stages.items()},
         "shard_s": shard_spans,
         "steps_s": {k: round(b - a, 2) for k, (a, b) in sorted(run["steps"].items())},
+        # when each step ran, from the first step's start: which steps the workers ran side by side
+        "steps_at_s": {
+            k: [round(a - first, 1), round(b - first, 1)]
+            for first in [min((a for a, _ in run["steps"].values()), default=0.0)]
+            for k, (a, b) in sorted(run["steps"].items(), key=lambda kv: kv[1])
+        },
         "peak_rss_mib": round(peak / MIB),
         "load_1m": [round(load_before, 2), round(load_after, 2)],
         "cores": os.cpu_count(),
