@@ -143,23 +143,32 @@ def ecosystem_uuid(*parts: object) -> str:
 _NATIVE = frozenset((str, dict, list, type(None), float, int, bool, pd.Timestamp, type(pd.NaT)))
 
 
-def frame_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """``frame.to_dict("records")``, built a column at a time: the same dicts of the same values, without a
-    tuple per row. A column's values as iterating it gives them (``tolist``: Python scalars of a numpy
-    column), which ``to_dict`` keeps as they are; an object or extension column holding anything else (numpy
-    scalars or times, NA: ``to_dict`` boxes them) is taken from ``to_dict`` of that column alone, so that
-    only such a column pays for the boxing."""
+def frame_columns(frame: pd.DataFrame) -> dict[str, list[Any]]:
+    """Each column's values as ``frame.to_dict("records")`` gives them (``frame_records``' columns, not zipped
+    into a dict per row: for a caller that reads a few columns of every row). A column's values as iterating
+    it gives them (``tolist``: Python scalars of a numpy column), which ``to_dict`` keeps as they are; an
+    object or extension column holding anything else (numpy scalars or times, NA: ``to_dict`` boxes them) is
+    taken from ``to_dict`` of that column alone, so that only such a column pays for the boxing. The names
+    must be unique."""
     names = frame.columns.tolist()
-    if len(set(names)) != len(names):  # to_dict warns and keeps the last of each name
-        return frame.to_dict("records")
-    columns: list[list[Any]] = []
+    columns: dict[str, list[Any]] = {}
     for k in range(len(names)):
         s = frame.iloc[:, k]
         values = s.tolist()  # what iterating it gives (text columns: ten times as fast)
         boxed = s.dtype == object or isinstance(s.dtype, pd.api.extensions.ExtensionDtype)
         if boxed and not all(type(x) in _NATIVE for x in values):
             values = [r[names[k]] for r in frame.iloc[:, [k]].to_dict("records")]
-        columns.append(values)
+        columns[names[k]] = values
+    return columns
+
+
+def frame_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """``frame.to_dict("records")``, built a column at a time (``frame_columns``): the same dicts of the same
+    values, without a tuple per row."""
+    names = frame.columns.tolist()
+    if len(set(names)) != len(names):  # to_dict warns and keeps the last of each name
+        return frame.to_dict("records")
+    columns = list(frame_columns(frame).values())
     return (
         [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
         if names

@@ -7,6 +7,7 @@ Table names are fixed in this module, never taken from input; every value is a b
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -72,11 +73,23 @@ def to_json(value: Any) -> str | None:
     return orjson.dumps(value, default=_plain, option=_JSON_OPTIONS).decode()
 
 
+def to_json_values(values: Any) -> list[str | None]:
+    """``to_json`` of each value, a column at a time (the encoder and its options bound once: a day of
+    thousands of symbols writes a few hundred thousand JSON values)."""
+    dumps, options, isnan = orjson.dumps, _JSON_OPTIONS, math.isnan
+    return [
+        None
+        if value is None or (isinstance(value, float) and isnan(value))
+        else dumps(value, default=_plain, option=options).decode()
+        for value in values
+    ]
+
+
 def table_frame(frame: pd.DataFrame, table: str) -> pd.DataFrame:
     """``frame``'s columns of ``table`` in the seed's order, JSON columns as canonical text (the logic already
     gives every other column its table's dtype)."""
     out = frame[list(COLUMNS[table])].reset_index(drop=True)
-    return out.assign(**{c: out[c].map(to_json).astype(object) for c in JSON_COLUMNS[table]})
+    return out.assign(**{c: pd.Series(to_json_values(out[c]), dtype=object) for c in JSON_COLUMNS[table]})
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -266,17 +279,33 @@ def _runs(piece: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _merged(bounds: pd.DataFrame) -> pd.DataFrame:
-    """The stretches (symbol, lo, hi), inclusive, with the overlapping ones of a symbol merged."""
+    """The stretches (symbol, lo, hi), inclusive, with the overlapping ones of a symbol merged.
+
+    In (symbol, lo, hi) order a row starts a stretch when it is its symbol's first or its ``lo`` is after
+    every earlier ``hi`` of its symbol (the running maximum: the rows are in ``lo`` order, so that is the
+    current stretch's end); a stretch is its first row's symbol and ``lo`` and the largest ``hi`` of its
+    rows (what a walk over the rows extending the last stretch gives, without a Python step per event)."""
     b = bounds.assign(
         lo=pd.to_datetime(bounds["lo"], utc=True), hi=pd.to_datetime(bounds["hi"], utc=True)
     ).sort_values(["symbol", "lo", "hi"], kind="stable")
-    out: list[list[Any]] = []
-    for symbol, lo, hi in zip(b["symbol"], b["lo"], b["hi"], strict=True):
-        if out and out[-1][0] == symbol and lo <= out[-1][2]:
-            out[-1][2] = max(out[-1][2], hi)
-        else:
-            out.append([symbol, lo, hi])
-    return pd.DataFrame(out, columns=["symbol", "lo", "hi"]).astype({"symbol": object})
+    if b.empty:
+        return pd.DataFrame([], columns=["symbol", "lo", "hi"]).astype({"symbol": object})
+    symbol = b["symbol"].to_numpy(dtype=object)
+    lo = b["lo"].to_numpy(dtype="datetime64[ns]").view("int64")
+    hi = b["hi"].to_numpy(dtype="datetime64[ns]").view("int64")
+    first = np.r_[True, symbol[1:] != symbol[:-1]]
+    # the running maximum of hi within each symbol, before each row
+    reach = pd.Series(hi).groupby(np.cumsum(first)).cummax().to_numpy()
+    start = first | (lo > np.r_[np.iinfo(np.int64).min, reach[:-1]])
+    rows = np.flatnonzero(start)
+    ends = pd.Series(np.maximum.reduceat(hi, rows).astype("datetime64[ns]")).dt.tz_localize("UTC")
+    return pd.DataFrame(
+        {
+            "symbol": pd.Series(symbol[rows], dtype=object),
+            "lo": b["lo"].iloc[rows].reset_index(drop=True),
+            "hi": ends.astype(b["hi"].dtype),
+        }
+    )
 
 
 # each symbol's closes as one row of two binary arrays: no symbol text per bar crosses the wire or is decoded.
@@ -464,9 +493,9 @@ def link_plans(conn: sa.Connection, plans: pd.DataFrame) -> tuple[int, int]:
             "plan_id": plans["plan_id"].astype(str).to_numpy(),
             "module_id": plans["module_id"].astype(str).to_numpy(),
             "execution_status": plans["execution_status"].to_numpy(),
-            "metrics": plans["performance_metrics"].map(to_json).to_numpy(),
-            "attribution": plans["attribution_analysis"].map(to_json).to_numpy(),
-            "intelligence": plans["module_intelligence"].map(to_json).to_numpy(),
+            "metrics": np.array(to_json_values(plans["performance_metrics"]), dtype=object),
+            "attribution": np.array(to_json_values(plans["attribution_analysis"]), dtype=object),
+            "intelligence": np.array(to_json_values(plans["module_intelligence"]), dtype=object),
             "confidence": plans["confidence_score"].astype("float64").to_numpy(),
         }
     )
@@ -607,8 +636,8 @@ def write_bar_notes(
         drop=True
     )
     frame = frame.assign(
-        module_intelligence=frame["module_intelligence"].map(to_json).astype(object),
-        module_learning_updates=frame["module_learning_updates"].map(to_json).astype(object),
+        module_intelligence=pd.Series(to_json_values(frame["module_intelligence"]), dtype=object),
+        module_learning_updates=pd.Series(to_json_values(frame["module_learning_updates"]), dtype=object),
     )
     conn.execute(
         sa.text(

@@ -78,8 +78,14 @@ def _milliseconds(latency: int) -> pd.Timedelta:
     return pd.Timedelta(milliseconds=latency)
 
 
+@functools.lru_cache(maxsize=4096)  # a day's ttls are whole minutes to a plan's end mostly: a few hundred
+def _seconds(ttl: int) -> pd.Timedelta:
+    return pd.Timedelta(seconds=ttl)
+
+
 def deadline(msg: Mapping[str, Any]) -> pd.Timestamp:
-    return pd.Timestamp(msg["timestamp"]) + pd.Timedelta(seconds=int(msg["ttl_seconds"]))
+    sent = msg["timestamp"]
+    return (sent if type(sent) is pd.Timestamp else pd.Timestamp(sent)) + _seconds(int(msg["ttl_seconds"]))
 
 
 def due(msg: Mapping[str, Any], policy: BusPolicy) -> pd.Timestamp:

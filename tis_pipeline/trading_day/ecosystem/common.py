@@ -335,26 +335,57 @@ def plain(v: Any) -> Any:
 
 def rows_frame(rows: Sequence[Mapping[str, Any]], table: str, columns: Sequence[str]) -> pd.DataFrame:
     """Rows -> a frame with exactly ``columns`` in order and the table's dtypes (also when empty)."""
+    return columns_frame({col: [r.get(col) for r in rows] for col in columns}, table, columns)
+
+
+def columns_frame(
+    values: Mapping[str, Any], table: str, columns: Sequence[str], plain_json: bool = False
+) -> pd.DataFrame:
+    """``rows_frame`` of the rows whose columns are ``values`` (a list, or a Series of times, per column; a
+    column not in ``values``: None in every row, one row per value of the first column given).
+    ``plain_json``: the JSON values are plain already (``plain`` of each is itself), taken as they are."""
     kinds = _KINDS[table]
+    n = len(next(iter(values.values()))) if values else 0
     data: dict[str, Any] = {}
     for col in columns:
-        values = [r.get(col) for r in rows]
+        column = values.get(col)
         kind = kinds[col]
         if kind == "t":
-            data[col] = pd.to_datetime(pd.Series(values, dtype="object"), utc=True).astype(
-                "datetime64[ns, UTC]"
+            times = (
+                column.reset_index(drop=True)
+                if isinstance(column, pd.Series)
+                else pd.Series([None] * n if column is None else list(column), dtype="object")
             )
-        elif kind == "i":
-            data[col] = pd.Series([int(v) for v in values], dtype="int64")
+            data[col] = pd.to_datetime(times, utc=True).astype("datetime64[ns, UTC]")
+            continue
+        column = [None] * n if column is None else list(column)
+        if kind == "i":
+            data[col] = pd.Series([int(v) for v in column], dtype="int64")
         elif kind == "I":
-            data[col] = pd.Series(values, dtype="Int64")
+            data[col] = pd.Series(column, dtype="Int64")
         elif kind == "f":
-            data[col] = pd.Series([np.nan if is_missing(v) else float(v) for v in values], dtype="float64")
+            data[col] = pd.Series([np.nan if is_missing(v) else float(v) for v in column], dtype="float64")
         elif kind == "j":
-            data[col] = pd.Series([None if v is None else plain(v) for v in values], dtype="object")
+            data[col] = pd.Series(
+                column if plain_json else [None if v is None else plain(v) for v in column], dtype="object"
+            )
         else:
-            data[col] = pd.Series([None if is_missing(v) else str(v) for v in values], dtype="object")
+            data[col] = pd.Series([None if is_missing(v) else str(v) for v in column], dtype="object")
     return pd.DataFrame(data, columns=list(columns))
+
+
+def plain_values(values: Iterable[Any]) -> list[Any]:
+    """``plain`` of each value (text, numbers and None answered here, the rest by ``plain``)."""
+    out: list[Any] = []
+    for v in values:
+        kind = type(v)
+        if kind is str or kind is int or v is None:
+            out.append(v)
+        elif kind is float:
+            out.append(None if math.isnan(v) else v)
+        else:
+            out.append(plain(v))
+    return out
 
 
 def population_records(population: pd.DataFrame) -> list[dict[str, Any]]:

@@ -45,20 +45,24 @@ from tis_pipeline.trading_day.bus.inprocess import LATENCY_KEY, BusPolicy, Recei
 from tis_pipeline.trading_day.ecosystem.common import (
     MESSAGE_COLUMNS,
     as_utc,
+    columns_frame,
     day_end_stamp,
     day_start,
     hundredths,
     iso_day,
     plain,
+    plain_values,
     population_records,
     rows_frame,
 )
+from tis_pipeline.trading_day.plans.common import iso_utc
 from tis_pipeline.trading_day.population import (
     ALPHA,
     DECISION,
     TRADER,
     acting_module,
     ecosystem_uuid,
+    frame_columns,
     frame_records,
     is_live_record,
     is_missing,
@@ -172,6 +176,14 @@ def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     )
 
 
+def _frame_of(columns: Mapping[str, Any]) -> pd.DataFrame:
+    """``_frame`` of the messages whose columns are ``columns`` (``message_data`` plain already)."""
+    frame = columns_frame(columns, "module_messages", MESSAGE_COLUMNS, plain_json=True)
+    return frame.sort_values(["timestamp", "message_type", "message_id"], kind="stable").reset_index(
+        drop=True
+    )
+
+
 def _records(plans: pd.DataFrame | None, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """The rows as dicts: of ``columns`` only when given (those the caller reads; a plan's dozen JSON columns
     are not converted for nothing), every column else."""
@@ -182,35 +194,83 @@ def _records(plans: pd.DataFrame | None, columns: Sequence[str] | None = None) -
     return frame_records(plans)
 
 
+def _utc_times(values: pd.Series) -> pd.Series:
+    """``as_utc(pd.Timestamp(x))`` of each value, as a Series of UTC times (NaT where missing)."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert("UTC")
+    if values.dtype.kind == "M":
+        return values.dt.tz_localize("UTC")
+    return pd.Series(
+        [pd.NaT if is_missing(v) else as_utc(pd.Timestamp(v)) for v in values], dtype="object"
+    ).pipe(pd.to_datetime, utc=True)
+
+
+def _ttl(left: pd.Timedelta) -> int:
+    """A message's ttl: the whole seconds ``left`` (``int`` of ``total_seconds``), at least 1."""
+    return max(1, int(left.total_seconds()))
+
+
+def _plan_columns(
+    plans: pd.DataFrame, also: Sequence[str]
+) -> tuple[dict[str, list[Any]], dict[str, list[Any]], pd.Series | None]:
+    """(``frame_columns`` of the plans' ``PLAN_KEYS`` and ``also`` columns that they have, the ``PLAN_KEYS``
+    values of each plan's message data as ``plain`` makes them (None for a key the plans lack), each plan's
+    valid_until as a UTC time or None without the column). The valid_until text is ``iso`` of each time, as
+    ``plain`` writes a time."""
+    n = len(plans)
+    until = plans.get("valid_until")
+    timed = until is not None and until.dtype.kind == "M"
+    read = [
+        c for c in dict.fromkeys((*PLAN_KEYS, *also)) if c in plans and not (timed and c == "valid_until")
+    ]
+    cols = frame_columns(plans[read])
+    data = {k: plain_values(cols[k]) if k in cols else [None] * n for k in PLAN_KEYS}
+    if until is not None:
+        if timed:
+            data["valid_until"] = iso_utc(until)
+        until = _utc_times(until.reset_index(drop=True))
+    return cols, data, until
+
+
 def plan_messages(day: pd.Timestamp, plans: pd.DataFrame, population: pd.DataFrame) -> pd.DataFrame:
     """A ``trading_plan`` message per plan, its author -> the acting decision maker (NULL receiver when there
     is none: the bus fails it)."""
     desk = acting_module(population, DECISION, last_entry_only=True)
     receiver = None if desk is None else str(desk["module_id"])
+    if plans is None or plans.empty:
+        return _frame([])
     latency = _latencies(population)
-    rows = []
-    read = (*PLAN_KEYS, "timestamp", "valid_until", "entry_conditions", "module_id", "signal_strength")
-    for p in _records(plans, read):
-        ts = as_utc(pd.Timestamp(p["timestamp"]))
-        valid_until = None if is_missing(p.get("valid_until")) else as_utc(pd.Timestamp(p["valid_until"]))
-        ttl = max(1, int((valid_until - ts).total_seconds())) if valid_until is not None else 3600
-        data = {k: p.get(k) for k in PLAN_KEYS}
-        conditions = p.get("entry_conditions")
-        data["anomaly_type"] = conditions.get("anomaly_type") if isinstance(conditions, Mapping) else None
-        rows.append(
-            _message(
-                "trading_plan",
-                str(p["plan_id"]),
-                str(p["module_id"]),
-                receiver,
-                ts,
-                data,
-                _priority(p.get("signal_strength")),
-                ttl,
-                latency,
-            )
-        )
-    frame = _frame(rows)
+    # a column at a time: each plan's message as ``_message`` makes it, its ``message_data`` plain already
+    # (what ``rows_frame`` would make of it), the times and ttl from the time columns
+    n = len(plans)
+    cols, data_cols, until = _plan_columns(plans, ("module_id", "signal_strength"))
+    if until is None:
+        until = pd.Series([pd.NaT] * n, dtype="datetime64[ns, UTC]")
+    ts = _utc_times(plans["timestamp"].reset_index(drop=True))
+    ttl = [3600 if missing else _ttl(d) for d, missing in zip(until - ts, until.isna().tolist(), strict=True)]
+    conditions = plans["entry_conditions"].tolist() if "entry_conditions" in plans else [None] * n
+    types = plain_values(c.get("anomaly_type") if isinstance(c, Mapping) else None for c in conditions)
+    sender = [str(m) for m in cols["module_id"]]
+    ms = {m: latency.get(m, 0) for m in set(sender)}
+    keys = (*PLAN_KEYS, "anomaly_type", LATENCY_KEY)
+    data = [
+        dict(zip(keys, row, strict=True))
+        for row in zip(*data_cols.values(), types, [ms[m] for m in sender], strict=True)
+    ]
+    frame = _frame_of(
+        {
+            "message_id": [ecosystem_uuid("message", "trading_plan", str(p)) for p in cols["plan_id"]],
+            "sender_module_id": sender,
+            "receiver_module_id": [receiver] * n,
+            "timestamp": ts,
+            "message_type": ["trading_plan"] * n,
+            "message_data": data,
+            "priority": [_priority(x) for x in cols.get("signal_strength", [None] * n)],
+            "ttl_seconds": ttl,
+            "status": ["pending"] * n,
+            "delivery_attempts": [0] * n,
+        }
+    )
     if receiver is None and len(frame):  # not a broadcast: the plan has nobody to go to
         frame = frame.assign(status="failed", error_message="no decision maker is live")
     return frame
@@ -233,33 +293,54 @@ def decision_messages(
             approvals, ("plan_id", "approval_status", "approval_id", "decision_maker_module_id")
         )
     }
-    rows = []
-    for p in _records(plans, (*PLAN_KEYS, "validation_status", "valid_until", "signal_strength")):
-        pid = str(p["plan_id"])
-        if p.get("validation_status") != "validated" or pid not in decided or pid not in handled_at:
-            continue
-        a = decided[pid]
-        ts = as_utc(pd.Timestamp(handled_at[pid]))
-        valid_until = as_utc(pd.Timestamp(p["valid_until"]))
-        data = {
-            **{k: p.get(k) for k in PLAN_KEYS},
-            "decision": a.get("approval_status"),
-            "approval_id": a.get("approval_id"),
-        }
-        rows.append(
-            _message(
-                "trading_plan",
-                f"decision|{pid}",
-                str(a["decision_maker_module_id"]),
-                None if trader is None else str(trader["module_id"]),
-                ts,
-                data,
-                _priority(p.get("signal_strength")),
-                max(1, int((valid_until - ts).total_seconds())),
-                latency,
+    if plans is None or plans.empty:
+        return _frame([])
+    # a column at a time, as ``plan_messages``: the validated plans the decision maker handled
+    cols, data_cols, until = _plan_columns(plans, ("validation_status", "signal_strength"))
+    n = len(plans)
+    status = cols.get("validation_status", [None] * n)
+    pids = [str(p) for p in cols["plan_id"]]
+    sent = [i for i in range(n) if status[i] == "validated" and pids[i] in decided and pids[i] in handled_at]
+    if not sent:
+        return _frame([])
+    if until is None:
+        raise KeyError("valid_until")
+    ts = pd.Series([as_utc(pd.Timestamp(handled_at[pids[i]])) for i in sent], dtype="object")
+    ts = pd.to_datetime(ts, utc=True)
+    left = until.iloc[sent].reset_index(drop=True) - ts
+    keys = (*PLAN_KEYS, "decision", "approval_id", LATENCY_KEY)
+    senders = [str(decided[pids[i]]["decision_maker_module_id"]) for i in sent]
+    data = [
+        dict(
+            zip(
+                keys,
+                (
+                    *(data_cols[k][i] for k in PLAN_KEYS),
+                    plain(decided[pids[i]].get("approval_status")),
+                    plain(decided[pids[i]].get("approval_id")),
+                    latency.get(sender, 0),
+                ),
+                strict=True,
             )
         )
-    return _frame(rows)
+        for i, sender in zip(sent, senders, strict=True)
+    ]
+    m = len(sent)
+    signal = cols.get("signal_strength", [None] * n)
+    return _frame_of(
+        {
+            "message_id": [ecosystem_uuid("message", "trading_plan", f"decision|{pids[i]}") for i in sent],
+            "sender_module_id": senders,
+            "receiver_module_id": [None if trader is None else str(trader["module_id"])] * m,
+            "timestamp": ts,
+            "message_type": ["trading_plan"] * m,
+            "message_data": data,
+            "priority": [_priority(signal[i]) for i in sent],
+            "ttl_seconds": [_ttl(d) for d in left],
+            "status": ["pending"] * m,
+            "delivery_attempts": [0] * m,
+        }
+    )
 
 
 def feedback_messages(day: pd.Timestamp, plans: pd.DataFrame, population: pd.DataFrame) -> pd.DataFrame:
@@ -276,6 +357,9 @@ def feedback_messages(day: pd.Timestamp, plans: pd.DataFrame, population: pd.Dat
         "module_id",
         "signal_strength",
     )
+    if plans is not None and "execution_status" in plans:
+        # only the executed and partial plans get feedback: the others' rows are not built
+        plans = plans[plans["execution_status"].isin(["executed", "partial"]).to_numpy()]
     for p in _records(plans, read):
         if p.get("execution_status") not in ("executed", "partial"):
             continue

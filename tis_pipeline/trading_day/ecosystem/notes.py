@@ -26,10 +26,11 @@ from tis_pipeline.trading_day.ecosystem.common import (
     day_start,
     iso_day,
     plain,
+    plain_values,
     population_records,
     rows_of_day,
 )
-from tis_pipeline.trading_day.population import frame_records
+from tis_pipeline.trading_day.population import frame_columns
 
 NOTE_COLUMNS = ("symbol", "timestamp", "module_intelligence", "module_learning_updates")
 
@@ -73,21 +74,38 @@ def bar_notes(
         )
         if plans is not None and c in plans.columns
     ]  # the columns read below: a plan's other JSON columns are not converted for nothing
-    for p in [] if plans is None or plans.empty else frame_records(plans[read]):
-        key = (str(p["symbol"]), _event_bar(p))
-        acted.setdefault(key, []).append(
-            plain(
-                {
-                    "module_id": str(p["module_id"]),
-                    "plan_id": str(p["plan_id"]),
-                    "direction": p.get("direction"),
-                    "signal_strength": p.get("signal_strength"),
-                    "confidence_score": p.get("confidence_score"),
-                    "decision": decided.get(str(p["plan_id"]), "not decided"),
-                }
-            )
+    # the event bar's time is read from the plan's timestamp only when its entry conditions lack it
+    col = {} if plans is None or plans.empty else frame_columns(plans[[c for c in read if c != "timestamp"]])
+    n = len(plans) if col else 0
+    # a column at a time: the values ``plain`` makes of each plan's note (text, numbers and None), and each
+    # event bar's time parsed once per distinct text (a minute holds many events)
+    direction, strength, confidence = (
+        plain_values(col[c]) if c in col else [None] * n
+        for c in ("direction", "signal_strength", "confidence_score")
+    )
+    conditions = col.get("entry_conditions", [None] * n)
+    parsed: dict[str, pd.Timestamp] = {}
+    for i in range(n):
+        symbol, mid, pid = str(col["symbol"][i]), str(col["module_id"][i]), str(col["plan_id"][i])
+        c = conditions[i]
+        text = c.get("event_timestamp") if isinstance(c, Mapping) else None
+        if text and type(text) is str:
+            bar = parsed.get(text)
+            if bar is None:
+                bar = parsed[text] = pd.Timestamp(text).tz_convert("UTC")
+        else:
+            bar = _event_bar({"entry_conditions": c, "timestamp": plans["timestamp"].iloc[i]})
+        acted.setdefault((symbol, bar), []).append(
+            {
+                "module_id": mid,
+                "plan_id": pid,
+                "direction": direction[i],
+                "signal_strength": strength[i],
+                "confidence_score": confidence[i],
+                "decision": plain(decided.get(pid, "not decided")),
+            }
         )
-        traded.setdefault(str(p["module_id"]), set()).add(str(p["symbol"]))
+        traded.setdefault(mid, set()).add(symbol)
 
     lessons: dict[str, list[dict[str, Any]]] = {}
     own = rows_of_day(sharing, day)

@@ -217,6 +217,42 @@ def iso(ts: Any) -> str | None:
     return None if ts is None or pd.isna(ts) else pd.Timestamp(ts).isoformat()
 
 
+def json_numbers(values: Any, places: int) -> list[float | None]:
+    """``json_number(x, places)`` of each value, a column at a time: a float64 column's values as Python
+    floats (what ``float`` of each gives), rounded by the same ``round``."""
+    a = np.asarray(values)
+    if a.dtype != np.float64:
+        return [json_number(x, places) for x in values]
+    return [round(v, places) if math.isfinite(v) else None for v in a.tolist()]
+
+
+_SECOND_NS = 1_000_000_000
+
+
+def iso_utc(values: Any) -> list[str | None]:
+    """``iso(x)`` of each time of ``values`` (UTC times: tz-aware UTC, or naive UTC ``datetime64``; NaT ->
+    None), a column at a time. ``Timestamp.isoformat`` of a UTC time on a whole second is
+    ``YYYY-MM-DDTHH:MM:SS+00:00`` (numpy's ``datetime_as_string`` at seconds, the offset appended); a column
+    with any finer time goes through ``iso`` one value at a time."""
+    s = pd.Series(values, copy=False) if not isinstance(values, pd.Series) else values
+    if isinstance(s.dtype, pd.DatetimeTZDtype):
+        if str(s.dtype.tz) != "UTC":
+            return [iso(x) for x in s]
+        naive = s.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+        aware = True
+    elif s.dtype.kind == "M":
+        naive = s.to_numpy(dtype="datetime64[ns]")
+        aware = False
+    else:
+        return [iso(x) for x in s.tolist()]
+    missing = np.isnat(naive)
+    if (naive.view("int64")[~missing] % _SECOND_NS).any():
+        stamps = pd.Series(naive).dt.tz_localize("UTC") if aware else pd.Series(naive)
+        return [iso(x) for x in stamps]
+    text = np.char.add(np.datetime_as_string(naive, unit="s"), "+00:00" if aware else "").tolist()
+    return [None if m else t for t, m in zip(text, missing.tolist(), strict=True)]
+
+
 _UTC_NS = pd.DatetimeTZDtype("ns", "UTC")
 _TEXT = pd.Series([], dtype="str").dtype
 
@@ -270,6 +306,16 @@ def decimal_8_4(x: Any) -> float:
     return (
         round(float(np.clip(v, -DECIMAL_8_4_MAX, DECIMAL_8_4_MAX)), 4) if math.isfinite(v) else float("nan")
     )
+
+
+def decimal_8_4_values(values: np.ndarray) -> list[float]:
+    """``decimal_8_4`` of each value of a float64 array, a column at a time (``np.clip`` of a finite float is
+    ``min(max(v, lo), hi)``: the same float, the sign of a zero kept)."""
+    lo, hi = -DECIMAL_8_4_MAX, DECIMAL_8_4_MAX
+    return [
+        round(min(max(v, lo), hi), 4) if math.isfinite(v) else float("nan")
+        for v in np.asarray(values, dtype="float64").tolist()
+    ]
 
 
 def decimal_20_8(values: np.ndarray) -> np.ndarray:

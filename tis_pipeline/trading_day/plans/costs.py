@@ -103,7 +103,7 @@ def asset_class(symbol: str) -> str:
 
 def asset_classes(symbols: Iterable[str]) -> str | None:
     """The one asset class of the symbols, ``multi_asset`` when mixed, None without symbols."""
-    classes = {asset_class(s) for s in symbols}
+    classes = {asset_class(s) for s in set(symbols)}  # a symbol's class once, however many plans it has
     if not classes:
         return None
     return classes.pop() if len(classes) == 1 else "multi_asset"

@@ -50,7 +50,7 @@ from tis_pipeline.trading_day.plans.common import (
     MINUTE,
     PLAN_SCHEMA,
     conform,
-    decimal_8_4,
+    decimal_8_4_values,
     decimal_20_8,
     empty_frame,
     iso,
@@ -109,14 +109,18 @@ def open_book(plans: pd.DataFrame, bars: pd.DataFrame | DayBars, config: CostCon
     p_vu = naive_ns(plans["valid_until"])
     b_ts = prepared.ts
     blocks = prepared.blocks
-    names, inverse = np.unique(sym, return_inverse=True)
-    # the plans of each symbol, found by one sort (not one scan of every plan per symbol)
-    by_symbol = np.split(np.argsort(inverse, kind="stable"), np.cumsum(np.bincount(inverse))[:-1])
-    for s, k in zip(names, by_symbol, strict=True):
-        lo, hi = blocks.get(str(s), (0, 0))
-        start[k] = lo + np.searchsorted(b_ts[lo:hi], p_ts[k], side="left")
-        stop_at[k] = lo + np.searchsorted(b_ts[lo:hi], p_vu[k], side="left")
-        block_end[k] = hi
+    found = prepared.block_search(sym, (p_ts, p_vu)) if n else None
+    if found is not None:  # one search over every bar's (block, time) keys
+        (start, stop_at), block_end = found
+    else:
+        names, inverse = np.unique(sym, return_inverse=True)
+        # the plans of each symbol, found by one sort (not one scan of every plan per symbol)
+        by_symbol = np.split(np.argsort(inverse, kind="stable"), np.cumsum(np.bincount(inverse))[:-1])
+        for s, k in zip(names, by_symbol, strict=True):
+            lo, hi = blocks.get(str(s), (0, 0))
+            start[k] = lo + np.searchsorted(b_ts[lo:hi], p_ts[k], side="left")
+            stop_at[k] = lo + np.searchsorted(b_ts[lo:hi], p_vu[k], side="left")
+            block_end[k] = hi
     costs = prepared.bar_costs(config)
     bar_arrays = {c: prepared.bars[c].to_numpy(dtype="float64") for c in ("open", "high", "low", "close")}
     plan_arrays = {
@@ -174,7 +178,7 @@ def simulate_fills(
         },
         index=pd.RangeIndex(n),
     )
-    out["slippage"] = [decimal_8_4(x) for x in f["slippage"]]
+    out["slippage"] = decimal_8_4_values(f["slippage"])
     return out
 
 
@@ -183,10 +187,13 @@ def fill_arrays(
     idx: np.ndarray,
     sizes: np.ndarray,
     genome: Mapping,
+    outcome_only: bool = False,
 ) -> dict[str, np.ndarray]:
     """``simulate_fills``' columns as arrays (timestamps naive UTC ``datetime64[ns]``, ``slippage`` before its
     DECIMAL(8,4) rounding): what a caller that needs a few numbers of one fill reads without building a frame.
-    Each plan's numbers depend on its own row, size and window only."""
+    Each plan's numbers depend on its own row, size and window only. ``outcome_only``: only ``filled``,
+    ``pnl`` and ``exit_time`` (what the desk reads of each approved plan: the same numbers, by the same
+    steps), without the columns only the plan rows show (excursions, exit reason, costs apart)."""
     idx = np.asarray(idx, dtype=np.int64)
     n = len(idx)
     pa = {k: v[idx] for k, v in book.plan_arrays.items()}
@@ -265,6 +272,13 @@ def fill_arrays(
     exit_bar_ts = np.where(
         filled, b_ts[exit_bar] if len(b_ts) else np.datetime64("NaT"), np.datetime64("NaT")
     )
+    if outcome_only:
+        fees = pa["fee"] * qty * (entry_fill + exit_fill)
+        return {
+            "filled": filled,
+            "pnl": decimal_20_8(np.where(filled, d * (exit_fill - entry_fill) * qty - fees, nan)),
+            "exit_time": np.where(has_hit, exit_bar_ts, exit_bar_ts + np.timedelta64(1, "m")),
+        }
     entry_ts = np.where(filled, b_ts[safe_start] if len(b_ts) else np.datetime64("NaT"), np.datetime64("NaT"))
     closes_at_end = (exit_bar_ts + np.timedelta64(1, "m")) >= p_vu
     reason = np.where(

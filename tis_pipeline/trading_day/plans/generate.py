@@ -56,8 +56,9 @@ from tis_pipeline.trading_day.plans.common import (
     REGIME_WINDOW,
     conform,
     empty_frame,
-    iso,
+    iso_utc,
     json_number,
+    json_numbers,
     naive_ns,
     snap_horizon,
     utc_day,
@@ -65,7 +66,7 @@ from tis_pipeline.trading_day.plans.common import (
 )
 from tis_pipeline.trading_day.plans.market import DayBars, day_bars, features_at, regime_label, trend_z
 from tis_pipeline.trading_day.population import (
-    frame_records,
+    frame_columns,
     genome_of,
     live_modules,
     plan_uuid,
@@ -169,7 +170,10 @@ def generate_plans(
     cand = ev[["event_id", "anomaly_type"]].merge(specialty, on="anomaly_type", how="inner")
     if cand.empty:
         return empty_frame(PLAN_SCHEMA)
-    cand["plan_id"] = [plan_uuid(e, m) for e, m in zip(cand["event_id"], cand["module_id"], strict=True)]
+    # the columns' values as lists first (iterating a text column yields the same strings, ten times slower)
+    cand["plan_id"] = [
+        plan_uuid(e, m) for e, m in zip(cand["event_id"].tolist(), cand["module_id"].tolist(), strict=True)
+    ]
     dealt = cand.sort_values(["event_id", "plan_id"], kind="stable").drop_duplicates("event_id")
     ev = ev.merge(dealt[["event_id", "module_id", "plan_id"]], on="event_id", how="inner")
 
@@ -182,8 +186,9 @@ def generate_plans(
     f = features_at(prepared.bars, ev["row"].to_numpy(), prepared.columns)
 
     # the plan keeps a copy of its genome (module_intelligence); the numbers only read it
-    genome = {m: genome_of(modules[m].genome) for m in set(ev["module_id"])}
-    genomes = [_json_copy(genome[m]) if text else genome[m] for m in ev["module_id"]]
+    module_ids = ev["module_id"].tolist()
+    genome = {m: genome_of(modules[m].genome) for m in set(module_ids)}
+    genomes = [_json_copy(genome[m]) if text else genome[m] for m in module_ids]
     style = np.array([str(g.get("style")) for g in genomes])
     unknown = sorted(set(style) - {"momentum", "reversal", "divergence"})
     if unknown:
@@ -202,7 +207,10 @@ def generate_plans(
     )
     entry = np.round(f["close"], 8)
     atr = f["atr"]
-    horizon = [snap_horizon(m) for m in param["horizon_minutes"]]
+    # a module's horizon is one number: snapped once per distinct value
+    minutes = param["horizon_minutes"].tolist()
+    snapped = {m: snap_horizon(m) for m in set(minutes)}
+    horizon = [snapped[m] for m in minutes]
     # a 1-minute ATR measures one minute's move; over h minutes a random walk moves sqrt(h) times as far
     scale = np.sqrt(np.array([h for h, _ in horizon], dtype="float64"))
     sd = param["stop_atr"] * atr * scale
@@ -273,82 +281,125 @@ def generate_plans(
     notes: list[Any] = []
     risk: list[Any] = []
     impact: list[Any] = []
-    records = frame_records(ev) if text else []  # one conversion, not a row Series per plan
-    for i in range(n if text else 0):
-        row = records[i]
-        st = str(style[i])
-        vu = pd.Timestamp(valid_until[i]).tz_localize("UTC")
-        entry_conditions.append(
-            {
-                "trigger": "market order at the open of the first bar at or after the plan timestamp",
-                "event_id": str(row["event_id"]),
-                "event_timestamp": iso(row["timestamp"]),
-                "anomaly_type": str(row["anomaly_type"]),
-                "anomaly_score": json_number(row["anomaly_score"], 4),
-                "style": st,
-                "edge": json_number(edge[i], 4),
-                "min_edge": json_number(param["min_edge"][i], 4),
-                "direction_source": source_name[st],
-                "direction_source_value": json_number(source_value[st][i], 8),
-            }
+    if text:
+        # the JSON and text columns built a column at a time: each input column converted once (its values as
+        # a row of ``frame_records`` holds them), each number rounded as ``json_number`` rounds it, each time
+        # written as ``iso`` writes it, then one dict per plan put together from the columns
+        read = [
+            "event_id",
+            "anomaly_type",
+            "anomaly_score",
+            "mx_evidence",
+            "mx_confirm",
+            "mx_confirm_rate",
+            "mx_evidence_boost",
+            "ci_low",
+            "ci_high",
+            "htf_15m_ret",
+            "htf_1h_ret",
+            "module_id",
+            "symbol",
+        ]
+        col = frame_columns(ev[read])
+        evidence_ids = (
+            frame_columns(ev[["dsi_evidence_id"]])["dsi_evidence_id"]
+            if "dsi_evidence_id" in ev
+            else [None] * n
         )
-        micro.append(
-            {
-                "dsi_evidence_id": None
-                if pd.isna(row.get("dsi_evidence_id"))
-                else str(row["dsi_evidence_id"]),
-                "mx_evidence": json_number(row["mx_evidence"], 4),
-                "mx_confirm": bool(row["mx_confirm"]),
-                "mx_confirm_rate": json_number(row["mx_confirm_rate"], 4),
-                "mx_evidence_boost": json_number(row["mx_evidence_boost"], 4),
-                "confidence_interval": {
-                    "low": json_number(row["ci_low"], 4),
-                    "high": json_number(row["ci_high"], 4),
-                },
-                "evidence_on_plan_side": bool(aligned[i]),
-            }
-        )
-        regime.append(
-            {
-                "window_bars": REGIME_WINDOW,
-                "returns_used": int(f["n60"][i]),
-                "trailing_return": json_number(np.expm1(f["sum60"][i]), 8),
-                "volatility": json_number(f["vol60"][i], 8),
-                "z": json_number(z60[i], 4),
-                "regime": regime_label(float(z60[i]), float(f["vol60"][i])),
-                "htf_15m_ret": json_number(row["htf_15m_ret"], 8),
-                "htf_1h_ret": json_number(row["htf_1h_ret"], 8),
-            }
-        )
-        module = modules[row["module_id"]]
-        intel.append(
-            {
-                "module_name": str(module.name),
-                "module_version": str(getattr(module, "module_version", "")),
-                "genome": genomes[i],
-            }
-        )
-        notes.append(
-            f"{module.name} {side[i]} {row['symbol']} on {row['anomaly_type']}: enter at the next open after "
-            f"{iso(row['plan_ts'])}, stop {param['stop_atr'][i]:g} ATR, target "
-            f"{td[i] / atr[i] / scale[i]:g} ATR (x sqrt({horizon[i][0]}) for the horizon), exit by {iso(vu)}"
-        )
-        risk.append(
-            {
-                "atr": json_number(atr[i], 8),
-                "atr_window": ATR_WINDOW,
-                "horizon_scale": json_number(scale[i], 6),
-                "stop_distance": json_number(sd[i], 8),
-                "stop_distance_pct": json_number(sd[i] / entry[i] * 100, 6),
-                "target_distance": json_number(td[i], 8),
-                "risk_pct": json_number(param["risk_pct"][i], 4),
-                "requested_position_pct": json_number(raw_size[i], 4),
-                "capital_at_risk_pct": json_number(size[i] * sd[i] / entry[i], 6),
-            }
-        )
-        impact.append(
-            {"position_pct": json_number(size[i], 2), "side": str(side[i]), "symbol": str(row["symbol"])}
-        )
+        event_at, plan_at = iso_utc(ev["timestamp"]), iso_utc(ev["plan_ts"])
+        exit_at = iso_utc(pd.Series(valid_until).dt.tz_localize("UTC"))
+        styles = [str(x) for x in style]
+        j4 = {
+            c: json_numbers(col[c], 4)
+            for c in (
+                "anomaly_score",
+                "mx_evidence",
+                "mx_confirm_rate",
+                "mx_evidence_boost",
+                "ci_low",
+                "ci_high",
+            )
+        }
+        j8 = {c: json_numbers(col[c], 8) for c in ("htf_15m_ret", "htf_1h_ret")}
+        edge4, min_edge4 = json_numbers(edge, 4), json_numbers(param["min_edge"], 4)
+        source8 = {st: json_numbers(v, 8) for st, v in source_value.items()}
+        returns_used = [int(x) for x in f["n60"].tolist()]
+        trailing = [json_number(np.expm1(x), 8) for x in f["sum60"]]
+        vol8, z4 = json_numbers(f["vol60"], 8), json_numbers(z60, 4)
+        labels = [regime_label(z, v) for z, v in zip(z60.tolist(), f["vol60"].tolist(), strict=True)]
+        aligned_l, sides = aligned.tolist(), side.tolist()
+        stop_atr, target_atr = param["stop_atr"].tolist(), (td / atr / scale).tolist()
+        atr8, scale6, sd8, td8 = (json_numbers(a, k) for a, k in ((atr, 8), (scale, 6), (sd, 8), (td, 8)))
+        stop_pct6 = json_numbers(sd / entry * 100, 6)
+        risk4, requested4 = json_numbers(param["risk_pct"], 4), json_numbers(raw_size, 4)
+        at_risk6, size2 = json_numbers(size * sd / entry, 6), json_numbers(size, 2)
+        names = {m: (str(r.name), str(getattr(r, "module_version", ""))) for m, r in modules.items()}
+        for i in range(n):
+            st, mid, symbol, anomaly_type = (
+                styles[i],
+                col["module_id"][i],
+                col["symbol"][i],
+                col["anomaly_type"][i],
+            )
+            dsi_evidence_id = evidence_ids[i]
+            entry_conditions.append(
+                {
+                    "trigger": "market order at the open of the first bar at or after the plan timestamp",
+                    "event_id": str(col["event_id"][i]),
+                    "event_timestamp": event_at[i],
+                    "anomaly_type": str(anomaly_type),
+                    "anomaly_score": j4["anomaly_score"][i],
+                    "style": st,
+                    "edge": edge4[i],
+                    "min_edge": min_edge4[i],
+                    "direction_source": source_name[st],
+                    "direction_source_value": source8[st][i],
+                }
+            )
+            micro.append(
+                {
+                    "dsi_evidence_id": None if pd.isna(dsi_evidence_id) else str(dsi_evidence_id),
+                    "mx_evidence": j4["mx_evidence"][i],
+                    "mx_confirm": bool(col["mx_confirm"][i]),
+                    "mx_confirm_rate": j4["mx_confirm_rate"][i],
+                    "mx_evidence_boost": j4["mx_evidence_boost"][i],
+                    "confidence_interval": {"low": j4["ci_low"][i], "high": j4["ci_high"][i]},
+                    "evidence_on_plan_side": bool(aligned_l[i]),
+                }
+            )
+            regime.append(
+                {
+                    "window_bars": REGIME_WINDOW,
+                    "returns_used": returns_used[i],
+                    "trailing_return": trailing[i],
+                    "volatility": vol8[i],
+                    "z": z4[i],
+                    "regime": labels[i],
+                    "htf_15m_ret": j8["htf_15m_ret"][i],
+                    "htf_1h_ret": j8["htf_1h_ret"][i],
+                }
+            )
+            name, version = names[mid]
+            intel.append({"module_name": name, "module_version": version, "genome": genomes[i]})
+            notes.append(
+                f"{name} {sides[i]} {symbol} on {anomaly_type}: enter at the next open after "
+                f"{plan_at[i]}, stop {stop_atr[i]:g} ATR, target "
+                f"{target_atr[i]:g} ATR (x sqrt({horizon[i][0]}) for the horizon), exit by {exit_at[i]}"
+            )
+            risk.append(
+                {
+                    "atr": atr8[i],
+                    "atr_window": ATR_WINDOW,
+                    "horizon_scale": scale6[i],
+                    "stop_distance": sd8[i],
+                    "stop_distance_pct": stop_pct6[i],
+                    "target_distance": td8[i],
+                    "risk_pct": risk4[i],
+                    "requested_position_pct": requested4[i],
+                    "capital_at_risk_pct": at_risk6[i],
+                }
+            )
+            impact.append({"position_pct": size2[i], "side": str(sides[i]), "symbol": str(symbol)})
 
     if not text:
         entry_conditions = micro = regime = intel = notes = risk = impact = [None] * n

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+from collections.abc import Sequence
 from concurrent.futures import Future
 
 import numpy as np
@@ -223,6 +224,21 @@ class DayBars:
         out = np.full(len(ts), -1, dtype="int64")
         if len(ts) == 0:
             return out
+        keyed = self._keys
+        if keyed is not None and not np.isnat(ts).any():
+            # one binary search of the (block, time) keys of every bar: the first bar of the symbol's block
+            # at the time, as the search in the block finds it (a time outside every bar's span matches none)
+            keys, first, span, block_of = keyed
+            block = np.array([block_of.get(s, -1) for s in symbols.astype("str").tolist()], dtype="int64")
+            t = ts.view("int64") - first
+            ok = (block >= 0) & (t >= 0) & (t < span)
+            query = block[ok] * span + t[ok]
+            at = np.searchsorted(keys, query, side="left")
+            hit = at < len(keys)
+            hit[hit] = keys[at[hit]] == query[hit]
+            rows = np.flatnonzero(ok)
+            out[rows[hit]] = at[hit]
+            return out
         codes, names = pd.factorize(symbols.astype("str"))
         # the rows of each symbol, found by one sort (not one scan of every row per symbol)
         by_symbol = np.split(np.argsort(codes, kind="stable"), np.cumsum(np.bincount(codes))[:-1])
@@ -233,6 +249,52 @@ class DayBars:
             found[found] = self.ts[at[found]] == ts[k[found]]
             out[k[found]] = at[found]
         return out
+
+    def block_search(
+        self, symbols: np.ndarray, times: Sequence[np.ndarray]
+    ) -> tuple[list[np.ndarray], np.ndarray] | None:
+        """For each array of ``times`` (naive UTC ``datetime64[ns]``, a time per symbol of ``symbols``):
+        ``lo + searchsorted(ts[lo:hi], t, side="left")`` in the symbol's block ``[lo, hi)`` ((0, 0) for a
+        symbol without bars), and each symbol's ``hi``; by one binary search of the (block, time) keys of
+        every bar, a time clipped into the bars' span (before it: the block's first row; after it: its end,
+        the next block's first key). None when the keys are not there (``_keys``) or a time is NaT: the
+        caller searches block by block."""
+        keyed = self._keys
+        if keyed is None or any(np.isnat(t).any() for t in times):
+            return None
+        keys, first, span, block_of = keyed
+        block = np.array([block_of.get(str(x), -1) for x in symbols.tolist()], dtype="int64")
+        known = block >= 0
+        bounds = list(self.blocks.values())
+        hi = np.array([bounds[b][1] if b >= 0 else 0 for b in block.tolist()], dtype="int64")
+        found = []
+        for t in times:
+            query = block * span + np.clip(t.view("int64") - first, 0, span)
+            found.append(np.where(known, np.searchsorted(keys, query, side="left"), 0).astype("int64"))
+        return found, hi
+
+    @functools.cached_property
+    def _keys(self) -> tuple[np.ndarray, int, int, dict[str, int]] | None:
+        """(each bar's key ``block * span + (time - first)``, first, span, symbol -> its block's number) for
+        ``rows_at``: the bars are sorted by (block, time), so the keys are too (the rows before the first
+        block, of no symbol, get block -1: below every key of a block). None when a time is NaT or the keys
+        would not fit in int64 (bars over a long span)."""
+        ts = self.ts.view("int64")
+        if len(ts) == 0 or np.isnat(self.ts).any():
+            return None
+        first = int(ts.min())
+        span = int(ts.max()) - first + 1
+        if span * (len(self.blocks) + 1) >= np.iinfo(np.int64).max // 2:
+            return None
+        block = np.full(len(ts), -1, dtype="int64")
+        block_of = {}
+        for k, (name, (lo, hi)) in enumerate(self.blocks.items()):
+            block[lo:hi] = k
+            block_of[name] = k
+        keys = block * span + (ts - first)
+        if not bool(np.all(keys[1:] >= keys[:-1])):  # not in (block, time) order: the search per block
+            return None
+        return keys, first, span, block_of
 
     def bar_costs(self, config: CostConfig) -> BarCosts:
         """The figures of ``costs.bar_cost_inputs``, computed at the bars asked for (``costs.BarCosts``: what

@@ -332,7 +332,7 @@ def score_modules(
         # the stored (rounded) figures, today's too: the series is the same whichever day reads it
         returns = np.append(prior_ret[np.isfinite(prior_ret)], rar) * unit
         handled = s["handled"]
-        asset_class = asset_classes(plans["symbol"][handled])
+        asset_class = asset_classes(plans["symbol"][handled].tolist())
         sharpe = (
             float(empyrical.sharpe_ratio(returns, annualization=trading_days(asset_class)))
             if len(returns) >= MIN_SHARPE_DAYS
