@@ -218,11 +218,13 @@ def build_sharded_dsi(shard_count: int) -> dg.AssetsDefinition:
     if shard_count < 1:
         raise ValueError("at least one shard")
 
-    # the plan and the shards read only the 1-minute bars; the rollups are needed by the finish alone (it
-    # writes their evidence), so on two workers the shards score while the rollups are built
+    # the plan and the shards read only the 1-minute bars, yet the plan waits for the rollups too: under
+    # dagster-celery a failed step stops the submission of every later step, and a rollup (or its check) not
+    # yet submitted when a shard fails would then never be, nor counted as skipped: the run would stay
+    # STARTED for ever (tried, with a shard's process killed). After the rollups, nothing outside DSI is left.
     @dg.op(
         name="dsi_plan",
-        ins={"market_data_1m": dg.In(dg.Nothing)},
+        ins={key: dg.In(dg.Nothing) for key in DSI_DEPS},
         out={
             "plan": dg.Out(io_manager_key=HANDOFF_IO_MANAGER),
             "shards": dg.DynamicOut(io_manager_key=HANDOFF_IO_MANAGER),
@@ -276,11 +278,7 @@ def build_sharded_dsi(shard_count: int) -> dg.AssetsDefinition:
         **{spec.get_python_identifier(): dg.Out(dg.Nothing, is_required=False) for spec in CHECK_SPECS},
     }
 
-    @dg.op(
-        name="dsi_finish",
-        ins={key: dg.In(dg.Nothing) for key in ("market_data_15m", "market_data_1h")},
-        out=outs,
-    )
+    @dg.op(name="dsi_finish", out=outs)
     def dsi_finish(
         context: dg.OpExecutionContext,
         db: PostgresResource,
@@ -322,10 +320,10 @@ def build_sharded_dsi(shard_count: int) -> dg.AssetsDefinition:
         resource_defs={HANDOFF_IO_MANAGER: HandoffIOManager().get_resource_definition()},
     )
     def dsi_sharded(market_data_1m: Any, market_data_15m: Any, market_data_1h: Any) -> dict:
-        plan, shard_keys = dsi_plan(market_data_1m=market_data_1m)
+        plan, shard_keys = dsi_plan(
+            market_data_1m=market_data_1m, market_data_15m=market_data_15m, market_data_1h=market_data_1h
+        )
         results = shard_keys.map(lambda shard: dsi_shard(plan, shard)).collect()
-        return dsi_finish(
-            plan, results, market_data_15m=market_data_15m, market_data_1h=market_data_1h
-        )._asdict()
+        return dsi_finish(plan, results)._asdict()
 
     return dsi_sharded

@@ -175,14 +175,15 @@ def test_the_plan_step_removes_the_handoff_files_of_ended_runs_only(tmp_path):
     assert HandoffIOManager(base_dir=str(tmp_path / "none")).forget_ended_runs(None, lambda r: False) == []
 
 
-def test_the_shards_wait_for_the_one_minute_bars_only_and_the_finish_for_the_rollups():
-    """The shards read only the 1-minute bars: they score while the rollups are built (on a second worker);
-    the finish writes the rollups' evidence, so it waits for both rollups."""
+def test_the_plan_waits_for_every_bar_table_so_that_a_failed_shard_leaves_nothing_unsubmitted():
+    """The shards read only the 1-minute bars, but under dagster-celery a failed step stops the submission of
+    every later step: a rollup not yet submitted when a shard failed would hang the run. So the plan (and
+    with it every shard) waits for all three bar tables."""
     graph = build_sharded_dsi(2).node_def
     assert isinstance(graph, dg.GraphDefinition)
     fed = {(m.graph_input_name, m.maps_to.node_name) for m in graph.input_mappings}
     assert fed == {
         ("market_data_1m", "dsi_plan"),
-        ("market_data_15m", "dsi_finish"),
-        ("market_data_1h", "dsi_finish"),
+        ("market_data_15m", "dsi_plan"),
+        ("market_data_1h", "dsi_plan"),
     }
