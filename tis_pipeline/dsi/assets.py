@@ -219,9 +219,9 @@ def build_sharded_dsi(shard_count: int) -> dg.AssetsDefinition:
         raise ValueError("at least one shard")
 
     # the plan and the shards read only the 1-minute bars, yet the plan waits for the rollups too: under
-    # dagster-celery a failed step stops the submission of every later step, and a rollup (or its check) not
-    # yet submitted when a shard fails would then never be, nor counted as skipped: the run would stay
-    # STARTED for ever (tried, with a shard's process killed). After the rollups, nothing outside DSI is left.
+    # dagster-celery a lost task (its worker killed) stops the submission of every later step, and a rollup
+    # (or its check) not yet submitted when a shard's worker died would then never be, nor counted as
+    # skipped: the run would stay STARTED for ever (tried). After the rollups, nothing outside DSI is left.
     @dg.op(
         name="dsi_plan",
         ins={key: dg.In(dg.Nothing) for key in DSI_DEPS},
