@@ -719,7 +719,7 @@ def test_a_worker_killed_mid_shard_fails_the_run_and_changes_nothing(workers_to_
         assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
         ends = _events(instance, run_id, dg.DagsterEventType.STEP_SUCCESS)
         failed = _events(instance, run_id, dg.DagsterEventType.STEP_FAILURE)
-        assert shard_1 in ends and shard_0 not in ends and shard_0 not in failed, (ends, failed)
+        assert shard_1 in ends and shard_0 not in ends and shard_0 in failed, (ends, failed)
         assert "dsi.dsi_finish" not in _events(instance, run_id, START)
         # the killed shard ran once: its task was not handed to a worker again (acknowledged with Celery's
         # WorkerLostError, or revoked by the executor and left for the 6 h visibility timeout)
@@ -728,7 +728,7 @@ def test_a_worker_killed_mid_shard_fails_the_run_and_changes_nothing(workers_to_
             (e.user_message or "") + (str(e.dagster_event.event_specific_data) if e.dagster_event else "")
             for e in instance.all_logs(run_id)
         )
-        assert f"Step {shard_0} finished without success or failure event" in messages
+        assert f"the Celery task of step {shard_0} was lost" in messages
         if victim == "pool process":  # Celery's own report: the worker lives on, with a new pool process
             assert "WorkerLostError" in messages and "signal 9" in messages
         else:  # the executor's pings
@@ -778,3 +778,91 @@ def test_a_worker_killed_mid_shard_fails_the_run_and_changes_nothing(workers_to_
         ).scalar_one()
     assert left == 0
     assert _table_rows(url) == reference
+
+
+def test_a_lost_task_fails_its_step_and_the_steps_ready_later_still_run(workers_to_kill, dagster_home):
+    """The pool process running ``victim`` is killed while ``first`` runs on the other worker: the victim's
+    step fails (``lost_step_events``), and ``later``, which became ready only after the loss, still runs; the
+    run ends FAILURE. dagster-celery alone would submit no step after the lost task, and the run would stay
+    STARTED."""
+    from tis_pipeline_tests.support.lost_task_job import LOCK_KEY
+
+    workers, queue = workers_to_kill
+    procs, _, logs = (list(x) for x in zip(*workers, strict=True))
+    url = dagster_home["TIS_DATABASE_URL"]
+    job = dg.build_reconstructable_job(
+        "tis_pipeline_tests.support.lost_task_job",
+        "lost_task_job",
+        reconstructable_kwargs={
+            "broker": KILL_CELERY["broker"],
+            "backend": KILL_CELERY["backend"],
+            "queue": queue,
+        },
+    )
+    waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = :key AND NOT granted"
+    with dg.DagsterInstance.get() as instance, engine(url).connect() as holder:
+        holder.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": LOCK_KEY})
+        marker = uuid.uuid4().hex
+        box: dict = {}
+
+        def launch():
+            try:
+                with dg.execute_job(
+                    job, instance=instance, tags={TEST_RUN_TAG: marker}, raise_on_error=False
+                ) as r:
+                    box["result"] = (r.run_id, r.success)
+            except BaseException as exc:  # reported in the test's thread
+                box["error"] = exc
+
+        thread = threading.Thread(target=launch, daemon=True, name="celery-run-lost-task")
+        thread.start()
+        try:
+            run_id = _wait_for(
+                "run",
+                lambda: [
+                    r.run_id for r in instance.get_runs(filters=dg.RunsFilter(tags={TEST_RUN_TAG: marker}))
+                ],
+                logs,
+                thread,
+            )[0]
+            starts = _wait_for(
+                "start of both waiting steps",
+                lambda: s if {"victim", "first"} <= set(s := _events(instance, run_id, START)) else None,
+                logs,
+                thread,
+            )
+            with engine(url).connect() as conn:
+                _wait_for(
+                    "both steps waiting for the test's lock",
+                    lambda: conn.execute(sa.text(waiting), {"key": LOCK_KEY}).scalar_one() == 2,
+                    logs,
+                    thread,
+                )
+            os.kill(starts["victim"], signal.SIGKILL)
+            # the victim's loss is reported before first can finish, so later is submitted after it
+            _wait_for(
+                "the victim's failure",
+                lambda: "victim" in _events(instance, run_id, dg.DagsterEventType.STEP_FAILURE),
+                logs,
+                thread,
+            )
+            assert "later" not in _events(instance, run_id, START)
+        finally:
+            holder.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": LOCK_KEY})
+        thread.join(RUN_TIMEOUT)
+        if thread.is_alive():
+            pytest.fail(
+                f"the run is still going {RUN_TIMEOUT}s after the victim was killed; worker log tails:\n"
+                + "\n".join(map(_tail, logs))
+            )
+        assert "error" not in box, box
+        assert box["result"] == (run_id, False)
+        assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+        assert set(_events(instance, run_id, dg.DagsterEventType.STEP_SUCCESS)) == {"first", "later"}
+        assert set(_events(instance, run_id, dg.DagsterEventType.STEP_FAILURE)) == {"victim"}
+        messages = "\n".join(
+            (e.user_message or "") + (str(e.dagster_event.event_specific_data) if e.dagster_event else "")
+            for e in instance.all_logs(run_id)
+        )
+        assert "the Celery task of step victim was lost" in messages and "WorkerLostError" in messages
+        assert all(p.poll() is None for p in procs)  # the worker lives on, with a new pool process

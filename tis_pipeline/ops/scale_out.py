@@ -41,11 +41,17 @@ control while they run a task: the prefork pool (dagster-celery's default), not 
 
 from __future__ import annotations
 
+import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
+from celery.exceptions import TaskRevokedError
+from dagster._core.events import DagsterEvent, EngineEventData
 from dagster._core.execution.retries import RetryMode
+from dagster._serdes import serialize_value
+from dagster._utils.error import serializable_error_info_from_exc_info
 
 # dagster-celery's executor pieces (pinned below 0.30 in pyproject.toml): its config schema and the function
 # that submits a step's task, reused as they are so that only the waiting changes
@@ -114,12 +120,21 @@ class WorkerLost(RuntimeError):
 
 class WatchedTask:
     """A step's Celery task as dagster-celery's execution loop polls it (``ready``, ``get``, ``revoke``),
-    ready also when the worker that took it has stopped answering pings (``get`` then raises ``WorkerLost``;
-    the task is revoked, so that a worker that later receives it again drops it)."""
+    ready also when the worker that took it has stopped answering pings (the task is revoked, so that a
+    worker that later receives it again drops it). A lost task (that, or Celery's ``WorkerLostError`` when
+    the pool process died) gets from ``get`` the events ``lost`` makes of the error: the step's failure."""
 
-    def __init__(self, result: Any, app: Any, instance: dg.DagsterInstance, run_id: str, step_key: str):
+    def __init__(
+        self,
+        result: Any,
+        app: Any,
+        instance: dg.DagsterInstance,
+        run_id: str,
+        step_key: str,
+        lost: Callable[[Any], list[str]],
+    ):
         self._result, self._app, self._instance = result, app, instance
-        self._run_id, self._step_key = run_id, step_key
+        self._run_id, self._step_key, self._lost_events = run_id, step_key, lost
         self._worker: str | None = None
         self._cursor: str | None = None
         self._missed = 0
@@ -167,27 +182,56 @@ class WatchedTask:
         return True
 
     def get(self) -> Any:
-        # our own revoke may reach the backend first (another worker stores the task as REVOKED): a lost step
-        # reads as lost unless its result came in before the revoke
-        if self._lost is not None and not self._result.successful():
-            raise WorkerLost(self._lost)
-        return self._result.get()
+        try:
+            # our own revoke may reach the backend first (another worker stores the task as REVOKED): a lost
+            # step reads as lost unless its result came in before the revoke
+            if self._lost is not None and not self._result.successful():
+                raise WorkerLost(self._lost)
+            return self._result.get()
+        except TaskRevokedError:
+            raise  # revoked as the run is terminated: the loop reports it
+        except Exception:
+            return self._lost_events(sys.exc_info())
 
     def revoke(self) -> None:
         self._result.revoke()
 
 
 class WatchedCeleryExecutor(CeleryExecutor):
-    """dagster-celery's executor whose loop also sees a step's worker die (``WatchedTask``)."""
+    """dagster-celery's executor whose loop also sees a step's worker die (``WatchedTask``) and goes on after
+    a lost task (``lost_step_events``)."""
 
     def execute(self, plan_context: Any, execution_plan: Any) -> Any:
         from dagster_celery.core_execution_loop import core_celery_execution_loop
 
         def submit(app: Any, context: Any, step: Any, queue: str, priority: int, known_state: Any) -> Any:
             result = _submit_task(app, context, step, queue, priority, known_state)
-            return WatchedTask(result, app, context.instance, context.run_id, step.key)
+
+            def lost(exc_info: Any) -> list[str]:
+                return self.lost_step_events(context.for_step(step), exc_info, known_state)
+
+            return WatchedTask(result, app, context.instance, context.run_id, step.key, lost)
 
         return core_celery_execution_loop(plan_context, execution_plan, step_execution_fn=submit)
+
+    def lost_step_events(self, step_context: Any, exc_info: Any, known_state: Any) -> list[str]:
+        """A step whose task was lost (its pool process or worker died, or the task failed outside the step),
+        reported as Dagster's multiprocess executor reports a crashed step process: an engine event with the
+        error, then the step's failure (logged here; serialized for the loop, which handles them like a
+        worker's events). The loop then skips what depends on the step and runs the rest. Raised instead,
+        the error would stop dagster-celery's loop from submitting any later step without skipping it: a step
+        that became ready after the loss (the hourly rollup when the GE step's worker died) kept the run
+        STARTED for ever."""
+        error = serializable_error_info_from_exc_info(exc_info)
+        events = [
+            DagsterEvent.engine_event(
+                step_context,
+                f"the Celery task of step {step_context.step.key} was lost: {error.message.strip()}",
+                EngineEventData.engine_error(error),
+            ),
+            self.log_failure_or_retry_event_after_error(step_context, error, known_state),
+        ]
+        return [serialize_value(event) for event in events]
 
 
 @dg.executor(
