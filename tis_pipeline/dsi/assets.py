@@ -218,10 +218,10 @@ def build_sharded_dsi(shard_count: int) -> dg.AssetsDefinition:
     if shard_count < 1:
         raise ValueError("at least one shard")
 
-    # the plan and the shards read only the 1-minute bars, yet the plan waits for the rollups too: under
-    # dagster-celery a lost task (its worker killed) stops the submission of every later step, and a rollup
-    # (or its check) not yet submitted when a shard's worker died would then never be, nor counted as
-    # skipped: the run would stay STARTED for ever (tried). After the rollups, nothing outside DSI is left.
+    # the plan and the shards read only the 1-minute bars, yet the plan waits for the rollups too: scoring
+    # the shards beside the rollups bought nothing on two cores, where one Celery worker and PostgreSQL keep
+    # both busy (bench/RESULTS.md, fifth round). On more cores, the plan waiting for market_data_1m alone
+    # (and the finish, which writes the rollups' evidence, for the rollups) would let them overlap.
     @dg.op(
         name="dsi_plan",
         ins={key: dg.In(dg.Nothing) for key in DSI_DEPS},

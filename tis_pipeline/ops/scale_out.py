@@ -4,13 +4,11 @@ into symbol shards that run side by side.
 The job materializes market_data_1m, its 15m/1h rollups and DSI (``dsi_evidence``, ``anomaly_events`` and
 the ``mx_*`` columns), DSI as the sharded asset (``dsi.assets.build_sharded_dsi``): a plan step, one step per
 symbol shard (each scores its symbols of the range into the run's day tables: the work a second worker
-takes), and a finish step that swaps every day in at once. The plan waits for the rollups as well, though the
-shards read only the 1-minute bars: dagster-celery's loop stops submitting steps after a lost task, so a
-shard's worker dying while a rollup was still to be submitted would leave the run STARTED for ever
-(tried). The trading day, which couples the symbols, is not in it: it runs once after
-(``daily_partitioned_job``). Each step becomes a Celery task that a worker picks up and runs against the job
-rebuilt from this module. Start workers on every machine with the same ``execution: config:`` block in
-``worker.yaml`` as ``celery_config`` below::
+takes), and a finish step that swaps every day in at once (the plan after the rollups: on two cores the
+shards scoring beside them bought nothing, ``dsi.assets``). The trading day, which couples the symbols, is
+not in it: it runs once after (``daily_partitioned_job``). Each step becomes a Celery task that a worker
+picks up and runs against the job rebuilt from this module. Start workers on every machine with the same
+``execution: config:`` block in ``worker.yaml`` as ``celery_config`` below::
 
     dagster-celery worker start -A dagster_celery.app -y worker.yaml -n w1 [-q QUEUE] -- --concurrency=1
 

@@ -175,10 +175,10 @@ def test_the_plan_step_removes_the_handoff_files_of_ended_runs_only(tmp_path):
     assert HandoffIOManager(base_dir=str(tmp_path / "none")).forget_ended_runs(None, lambda r: False) == []
 
 
-def test_the_plan_waits_for_every_bar_table_so_that_a_failed_shard_leaves_nothing_unsubmitted():
-    """The shards read only the 1-minute bars, but under dagster-celery a lost task (its worker killed) stops
-    the submission of every later step: a rollup not yet submitted when a shard's worker died would hang the
-    run. So the plan (and with it every shard) waits for all three bar tables."""
+def test_the_plan_waits_for_every_bar_table():
+    """The shards read only the 1-minute bars, but the plan (and with it every shard) waits for all three bar
+    tables: scoring beside the rollups bought nothing on two cores (bench/RESULTS.md), and the finish writes
+    the rollups' evidence."""
     graph = build_sharded_dsi(2).node_def
     assert isinstance(graph, dg.GraphDefinition)
     fed = {(m.graph_input_name, m.maps_to.node_name) for m in graph.input_mappings}
