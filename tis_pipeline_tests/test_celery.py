@@ -582,6 +582,40 @@ def _events(instance: dg.DagsterInstance, run_id: str, kind: dg.DagsterEventType
     }
 
 
+def _launch(job, instance: dg.DagsterInstance, tags: dict, logs: list[Path], name: str):
+    """``job`` launched on a thread of its own with a marker tag: (its thread, its run id once the run
+    exists, the box that gets ``result`` = (run id, success) or ``error``)."""
+    marker = uuid.uuid4().hex
+    box: dict = {}
+
+    def launch():
+        try:
+            with dg.execute_job(
+                job, instance=instance, tags={**tags, TEST_RUN_TAG: marker}, raise_on_error=False
+            ) as result:
+                box["result"] = (result.run_id, result.success)
+        except BaseException as exc:  # reported in the test's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=launch, daemon=True, name=name)
+    thread.start()
+    run_id = _wait_for(
+        "run",
+        lambda: [r.run_id for r in instance.get_runs(filters=dg.RunsFilter(tags={TEST_RUN_TAG: marker}))],
+        logs,
+        thread,
+    )[0]
+    return thread, run_id, box
+
+
+def _messages(instance: dg.DagsterInstance, run_id: str) -> str:
+    """Every event message of the run, with its event data (errors included), one line each."""
+    return "\n".join(
+        (e.user_message or "") + (str(e.dagster_event.event_specific_data) if e.dagster_event else "")
+        for e in instance.all_logs(run_id)
+    )
+
+
 def _run_tables(url: str, run_id: str) -> list[str]:
     """The scratch day tables owned by the run ``run_id`` (``pg.day_partitions``' run-owned tables)."""
     from tis_pipeline.pg.day_partitions import scratch_tables
@@ -645,26 +679,7 @@ def test_a_worker_killed_mid_shard_fails_the_run_and_changes_nothing(workers_to_
         # what the project configures: no run retries (dagster.yaml has no run_retries), so a failed run stays
         # failed until an operator runs it again
         assert not instance.run_retries_enabled
-        marker = uuid.uuid4().hex
-        box: dict = {}
-
-        def launch():
-            try:
-                with dg.execute_job(
-                    job, instance=instance, tags={**tags, TEST_RUN_TAG: marker}, raise_on_error=False
-                ) as result:
-                    box["result"] = (result.run_id, result.success)
-            except BaseException as exc:  # reported in the test's thread
-                box["error"] = exc
-
-        thread = threading.Thread(target=launch, daemon=True, name="celery-run-to-kill")
-        thread.start()
-        run_id = _wait_for(
-            "run",
-            lambda: [r.run_id for r in instance.get_runs(filters=dg.RunsFilter(tags={TEST_RUN_TAG: marker}))],
-            logs,
-            thread,
-        )[0]
+        thread, run_id, box = _launch(job, instance, tags, logs, "celery-run-to-kill")
         # the plan step creates the run's empty day tables; the second day's is held so that each shard, once
         # it has filled the first day, waits inside its step (a deterministic "mid-shard", no sleeps)
         tables = _wait_for("day tables of the run", lambda: _run_tables(url, run_id), logs, thread)
@@ -724,10 +739,7 @@ def test_a_worker_killed_mid_shard_fails_the_run_and_changes_nothing(workers_to_
         # the killed shard ran once: its task was not handed to a worker again (acknowledged with Celery's
         # WorkerLostError, or revoked by the executor and left for the 6 h visibility timeout)
         assert [e.step_key for e in instance.all_logs(run_id, of_type=START)].count(shard_0) == 1
-        messages = "\n".join(
-            (e.user_message or "") + (str(e.dagster_event.event_specific_data) if e.dagster_event else "")
-            for e in instance.all_logs(run_id)
-        )
+        messages = _messages(instance, run_id)
         assert f"the Celery task of step {shard_0} was lost" in messages
         if victim == "pool process":  # Celery's own report: the worker lives on, with a new pool process
             assert "WorkerLostError" in messages and "signal 9" in messages
@@ -802,29 +814,8 @@ def test_a_lost_task_fails_its_step_and_the_steps_ready_later_still_run(workers_
     waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = :key AND NOT granted"
     with dg.DagsterInstance.get() as instance, engine(url).connect() as holder:
         holder.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": LOCK_KEY})
-        marker = uuid.uuid4().hex
-        box: dict = {}
-
-        def launch():
-            try:
-                with dg.execute_job(
-                    job, instance=instance, tags={TEST_RUN_TAG: marker}, raise_on_error=False
-                ) as r:
-                    box["result"] = (r.run_id, r.success)
-            except BaseException as exc:  # reported in the test's thread
-                box["error"] = exc
-
-        thread = threading.Thread(target=launch, daemon=True, name="celery-run-lost-task")
-        thread.start()
+        thread, run_id, box = _launch(job, instance, {}, logs, "celery-run-lost-task")
         try:
-            run_id = _wait_for(
-                "run",
-                lambda: [
-                    r.run_id for r in instance.get_runs(filters=dg.RunsFilter(tags={TEST_RUN_TAG: marker}))
-                ],
-                logs,
-                thread,
-            )[0]
             starts = _wait_for(
                 "start of both waiting steps",
                 lambda: s if {"victim", "first"} <= set(s := _events(instance, run_id, START)) else None,
@@ -860,9 +851,6 @@ def test_a_lost_task_fails_its_step_and_the_steps_ready_later_still_run(workers_
         assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
         assert set(_events(instance, run_id, dg.DagsterEventType.STEP_SUCCESS)) == {"first", "later"}
         assert set(_events(instance, run_id, dg.DagsterEventType.STEP_FAILURE)) == {"victim"}
-        messages = "\n".join(
-            (e.user_message or "") + (str(e.dagster_event.event_specific_data) if e.dagster_event else "")
-            for e in instance.all_logs(run_id)
-        )
+        messages = _messages(instance, run_id)
         assert "the Celery task of step victim was lost" in messages and "WorkerLostError" in messages
         assert all(p.poll() is None for p in procs)  # the worker lives on, with a new pool process

@@ -7,7 +7,6 @@ Table names are fixed in this module, never taken from input; every value is a b
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -74,15 +73,8 @@ def to_json(value: Any) -> str | None:
 
 
 def to_json_values(values: Any) -> list[str | None]:
-    """``to_json`` of each value, a column at a time (the encoder and its options bound once: a day of
-    thousands of symbols writes a few hundred thousand JSON values)."""
-    dumps, options, isnan = orjson.dumps, _JSON_OPTIONS, math.isnan
-    return [
-        None
-        if value is None or (isinstance(value, float) and isnan(value))
-        else dumps(value, default=_plain, option=options).decode()
-        for value in values
-    ]
+    """``to_json`` of each value of a column, as a list (what the COPY frames take)."""
+    return [to_json(value) for value in values]
 
 
 def table_frame(frame: pd.DataFrame, table: str) -> pd.DataFrame:

@@ -176,8 +176,31 @@ def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     )
 
 
-def _frame_of(columns: Mapping[str, Any]) -> pd.DataFrame:
-    """``_frame`` of the messages whose columns are ``columns`` (``message_data`` plain already)."""
+def _frame_of(
+    mtype: str,
+    keys: Sequence[str],
+    senders: Sequence[str],
+    receiver: str | None,
+    ts: pd.Series,
+    data: Sequence[Mapping[str, Any]],
+    priorities: Sequence[int],
+    ttls: Sequence[int],
+) -> pd.DataFrame:
+    """``_frame`` of the pending messages ``_message`` makes, a column at a time (one message per key;
+    ``message_data`` plain already, its latency included)."""
+    n = len(keys)
+    columns = {
+        "message_id": [ecosystem_uuid("message", mtype, key) for key in keys],
+        "sender_module_id": senders,
+        "receiver_module_id": [receiver] * n,
+        "timestamp": ts,
+        "message_type": [mtype] * n,
+        "message_data": data,
+        "priority": priorities,
+        "ttl_seconds": ttls,
+        "status": ["pending"] * n,
+        "delivery_attempts": [0] * n,
+    }
     frame = columns_frame(columns, "module_messages", MESSAGE_COLUMNS, plain_json=True)
     return frame.sort_values(["timestamp", "message_type", "message_id"], kind="stable").reset_index(
         drop=True
@@ -258,18 +281,14 @@ def plan_messages(day: pd.Timestamp, plans: pd.DataFrame, population: pd.DataFra
         for row in zip(*data_cols.values(), types, [ms[m] for m in sender], strict=True)
     ]
     frame = _frame_of(
-        {
-            "message_id": [ecosystem_uuid("message", "trading_plan", str(p)) for p in cols["plan_id"]],
-            "sender_module_id": sender,
-            "receiver_module_id": [receiver] * n,
-            "timestamp": ts,
-            "message_type": ["trading_plan"] * n,
-            "message_data": data,
-            "priority": [_priority(x) for x in cols.get("signal_strength", [None] * n)],
-            "ttl_seconds": ttl,
-            "status": ["pending"] * n,
-            "delivery_attempts": [0] * n,
-        }
+        "trading_plan",
+        [str(p) for p in cols["plan_id"]],
+        sender,
+        receiver,
+        ts,
+        data,
+        [_priority(x) for x in cols.get("signal_strength", [None] * n)],
+        ttl,
     )
     if receiver is None and len(frame):  # not a broadcast: the plan has nobody to go to
         frame = frame.assign(status="failed", error_message="no decision maker is live")
@@ -325,21 +344,16 @@ def decision_messages(
         )
         for i, sender in zip(sent, senders, strict=True)
     ]
-    m = len(sent)
     signal = cols.get("signal_strength", [None] * n)
     return _frame_of(
-        {
-            "message_id": [ecosystem_uuid("message", "trading_plan", f"decision|{pids[i]}") for i in sent],
-            "sender_module_id": senders,
-            "receiver_module_id": [None if trader is None else str(trader["module_id"])] * m,
-            "timestamp": ts,
-            "message_type": ["trading_plan"] * m,
-            "message_data": data,
-            "priority": [_priority(signal[i]) for i in sent],
-            "ttl_seconds": [_ttl(d) for d in left],
-            "status": ["pending"] * m,
-            "delivery_attempts": [0] * m,
-        }
+        "trading_plan",
+        [f"decision|{pids[i]}" for i in sent],
+        senders,
+        None if trader is None else str(trader["module_id"]),
+        ts,
+        data,
+        [_priority(signal[i]) for i in sent],
+        [_ttl(d) for d in left],
     )
 
 

@@ -95,11 +95,7 @@ def limits_of(genome: Mapping) -> dict[str, float]:
 
 
 def _pct(x: float | None) -> float | None:
-    """``json_number(x, 2)`` (called a few dozen times per plan: without the extra call)."""
-    if x is None:
-        return None
-    v = float(x)
-    return round(v, 2) if math.isfinite(v) else None
+    return json_number(x, 2)
 
 
 def _clip_pct(x: float) -> float:

@@ -218,12 +218,9 @@ def iso(ts: Any) -> str | None:
 
 
 def json_numbers(values: Any, places: int) -> list[float | None]:
-    """``json_number(x, places)`` of each value, a column at a time: a float64 column's values as Python
-    floats (what ``float`` of each gives), rounded by the same ``round``."""
-    a = np.asarray(values)
-    if a.dtype != np.float64:
-        return [json_number(x, places) for x in values]
-    return [round(v, places) if math.isfinite(v) else None for v in a.tolist()]
+    """``json_number(x, places)`` of each value, a column at a time (a numpy column's values taken as Python
+    scalars at once: what ``float`` of each of its numpy scalars gives)."""
+    return [json_number(x, places) for x in np.asarray(values).tolist()]
 
 
 _SECOND_NS = 1_000_000_000
