@@ -16,12 +16,10 @@ if TYPE_CHECKING:
 
 def pyplot() -> ModuleType:
     """matplotlib's pyplot on the non-interactive Agg backend (imported on use: it costs a second)."""
-    import matplotlib
+    from tis_pipeline.run_process import import_heavy
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    import_heavy("matplotlib").use("Agg")
+    return import_heavy("matplotlib.pyplot")
 
 
 def figure_png(fig: Figure, tight: bool = True) -> bytes:

@@ -5,6 +5,7 @@ the session option is on the URL `tis` derives and only there, and a probe is as
 """
 
 import importlib.util
+import threading
 
 import pytest
 import sqlalchemy as sa
@@ -269,3 +270,64 @@ def test_a_start_that_fails_leaves_the_collector_enabled():
     finally:
         gc.unfreeze()
         gc.enable()
+
+
+def test_paused_collector_comes_back_when_the_last_pause_ends_on_any_thread():
+    import gc
+
+    assert gc.isenabled()
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    seen: dict[str, bool] = {}
+
+    def first() -> None:
+        with run_process.collector_paused():
+            first_in.set()
+            assert second_in.wait(10)
+        first_out.set()
+
+    def second() -> None:
+        assert first_in.wait(10)
+        with run_process.collector_paused():
+            second_in.set()
+            assert first_out.wait(10)
+            seen["after_first_ended"] = gc.isenabled()  # the second still holds it paused
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert seen == {"after_first_ended": False}
+    assert gc.isenabled()
+
+
+def test_a_pause_leaves_a_disabled_collector_disabled_and_can_freeze_what_is_alive():
+    import gc
+
+    try:
+        gc.disable()
+        with run_process.collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    try:
+        with run_process.collector_paused(freeze=True):
+            kept = [_Node() for _ in range(500)]
+        assert gc.isenabled() and gc.get_freeze_count() >= 500
+        assert len(kept) == 500
+    finally:
+        gc.unfreeze()
+
+
+def test_a_heavy_import_runs_without_the_collector(tmp_path, monkeypatch):
+    import gc
+    import sys
+
+    (tmp_path / "tis_heavy_probe.py").write_text("import gc\nCOLLECTOR_ON = gc.isenabled()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tis_heavy_probe", raising=False)
+    module = run_process.import_heavy("tis_heavy_probe")
+    assert module.COLLECTOR_ON is False  # paused while the module ran
+    assert gc.isenabled()  # and back after
+    assert run_process.import_heavy("tis_heavy_probe") is module

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
 import os
 import socket
 import time
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.table import Table
 
+from tis_pipeline import run_process
 from tis_pipeline.cli.app import app, archive_app, console, err, fail, migrate_schema, options, prepared
 from tis_pipeline.cli.backfills import (
     backfills_done,
@@ -159,14 +159,8 @@ def startup_without_collector() -> Iterator[None]:
 
     Why: the start makes ~400,000 objects and almost no garbage; the collector's full passes over the
     growing heap cost ~0.4 s of it (5 passes), and every pass after it would walk those objects again."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with run_process.collector_paused(freeze=True):
         yield
-    finally:
-        gc.freeze()  # before enabling: the objects made meanwhile would all be counted as new at once
-        if was_enabled:
-            gc.enable()
 
 
 def _rows_written(result: ExecuteInProcessResult) -> int:

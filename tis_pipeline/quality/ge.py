@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from tis_pipeline import run_process
 from tis_pipeline.quality import docs
 from tis_pipeline.quality.deferred import deferring
 from tis_pipeline.quality.evaluate import Context, derived_values, missing_reason, rule_details
@@ -132,7 +133,7 @@ def _gx():
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     if "great_expectations" not in sys.modules:
         with _import_lock, deferring(DEFERRED_BY_GX):
-            import great_expectations  # noqa: F401
+            run_process.import_heavy("great_expectations")
     import great_expectations as gx
 
     return gx

@@ -6,7 +6,6 @@ asset graph cannot hold as separate assets without breaking "a range run equals 
 """
 
 import functools
-import importlib
 import json
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -104,7 +103,7 @@ MANY_PLANS = 1_000
 # what the day imports on first use (empyrical's import brings scipy.stats and scipy.optimize: ~0.5 s of CPU):
 # imported on the run's warm-up thread while the GX step before waits for its rows (``run_process``; GX itself
 # is that step's to warm)
-run_process.warm_before("trading_day", functools.partial(importlib.import_module, "empyrical"))
+run_process.warm_before("trading_day", functools.partial(run_process.import_heavy, "empyrical"))
 
 
 def _md(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:

@@ -98,9 +98,10 @@ def _context(database_url: str, first: str, end: str) -> Any:
 
 @pytest.mark.pg
 def test_the_gx_step_reads_the_next_piece_in_a_reader_thread_while_one_is_judged(database_url, monkeypatch):
-    """One piece a symbol: the second piece's read starts, in the reader thread, before the first piece is
-    handed back; the pieces are the window's rows, whole symbols in the table's order, as one read gives them;
-    leaving the pieces early waits for the read in flight and closes cleanly."""
+    """One piece a symbol: the second piece's read starts, in a reader thread, before the first piece is
+    handed back; the reads run on ``GX_READERS`` connections of their own; the pieces are the window's rows,
+    whole symbols in the table's order, as one read gives them; leaving the pieces early waits for the reads
+    in flight and closes cleanly."""
     first, end = "2024-06-03", "2024-06-04"
     symbols = ["PFA", "PFB", "PFC"]
     written = dg.materialize(
@@ -114,9 +115,11 @@ def test_the_gx_step_reads_the_next_piece_in_a_reader_thread_while_one_is_judged
     assert written.success
     monkeypatch.setenv("TIS_CHECK_PIECE_ROWS", "1")
     reads: list[tuple[str | None, str]] = []
+    connections: set[int] = set()
     started = threading.Event()
 
     def recorded(*args: Any, **kwargs: Any) -> pd.DataFrame:
+        connections.add(id(args[0]))
         reads.append((kwargs.get("symbols_from"), threading.current_thread().name))
         if len(reads) == 2:
             started.set()
@@ -128,6 +131,7 @@ def test_the_gx_step_reads_the_next_piece_in_a_reader_thread_while_one_is_judged
     assert started.wait(timeout=60)  # the next piece is read while the caller holds the first
     assert all(name.startswith("gx-read") for _, name in reads)
     frames = [head.frame, *(item.frame for item in pieces)]
+    assert len(reads) == 3 and len(connections) == definitions.GX_READERS == 2
     assert [f["symbol"].unique().tolist() for f in frames] == [[s] for s in symbols]
     window = pd.Timestamp(first, tz="UTC"), pd.Timestamp(end, tz="UTC")
     from tis_pipeline.pg.engine import engine
