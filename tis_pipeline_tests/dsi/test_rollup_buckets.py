@@ -148,3 +148,56 @@ def test_bucket_rows_sum_the_evidence_in_hundredths_per_symbol_and_bucket():
         f'"BBB",{epoch_us("2024-03-04 00:00")},100,2,false',
     ]
     assert store.rollup_bucket_rows(bars.iloc[:0]) == b""
+
+
+def _hot_updates(url: str, table: str) -> tuple[int, int]:
+    """(rows updated, of which heap-only) of ``table`` since the database was made."""
+    with engine(url).connect() as conn:
+        stats = "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = :t"
+        row = conn.execute(sa.text(stats), {"t": table}).one()
+    return int(row[0]), int(row[1])
+
+
+def test_the_evidence_update_keeps_the_rollups_rows_on_their_pages(migrated_database_url):
+    """The rollup tables leave half of each page free (migration 20261208_rollup_fillfactor), so that DSI's
+    update of every row's evidence is a heap-only tuple: no new entry in the primary key, no row moved to
+    another page. Filled to the brim, almost every update moved its row (only the last page had room)."""
+    rng = np.random.default_rng(11)
+    minutes = np.arange(1440)
+    bars = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "symbol": f"H{i:02d}",
+                    "timestamp": DAY + pd.to_timedelta(minutes, unit="min"),
+                    "mx_evidence": rng.integers(0, 101, len(minutes)) / 100.0,
+                    "mx_confirm": rng.random(len(minutes)) < 0.05,
+                }
+            )
+            for i in range(20)
+        ],
+        ignore_index=True,
+    )
+    url = migrated_database_url
+    with engine(url).begin() as conn:
+        options = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT relname, array_to_string(reloptions, ',') FROM pg_class "
+                    "WHERE relname IN ('market_data_15m', 'market_data_1h')"
+                )
+            ).all()
+        )
+        raw = raw_connection(conn)
+        copy_frame(raw, "market_data_15m", _rollup_rows(bars, 15))
+        copy_frame(raw, "market_data_1h", _rollup_rows(bars, 60))
+    assert options == {"market_data_15m": "fillfactor=50", "market_data_1h": "fillfactor=50"}
+    with engine(url).begin() as conn, tempfile.TemporaryFile() as buckets:
+        for _, piece in bars.groupby("symbol"):
+            buckets.write(store.rollup_bucket_rows(piece))
+        store.update_rollup_evidence_from(conn, [buckets], DAY, DAY + pd.Timedelta(days=1))
+    engine(url).dispose()  # the updating session ends: its statistics are flushed
+    for table, rows in (("market_data_15m", 20 * 96), ("market_data_1h", 20 * 24)):
+        updated, heap_only = _hot_updates(url, table)
+        assert updated == rows
+        assert heap_only >= 0.8 * rows, f"{table}: {heap_only} of {updated} updates stayed on their page"
