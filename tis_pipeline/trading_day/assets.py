@@ -139,6 +139,11 @@ def trading_day(
         yield from _walk_range(context, db, checker)
 
 
+def _span(begin: pd.Timestamp, end: pd.Timestamp) -> str:
+    """The run's days as the metadata names them: first..last (``end`` exclusive)."""
+    return f"{begin.date()}..{(end - pd.Timedelta(days=1)).date()}"
+
+
 def _walk_range(
     context: dg.AssetExecutionContext, db: PostgresResource, checker: ThreadPoolExecutor
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
@@ -151,6 +156,7 @@ def _walk_range(
     # second connection while the day's plans are made from the plans' own bars: the scan runs in its server
     # process beside this one's work
     checking: Future[list[dg.AssetCheckResult]] | None = None
+    plotting: Future[str] | None = None  # the P&L plot, drawn beside the writes with the checks
     with (
         db.begin() as conn,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="closes") as reader,
@@ -215,6 +221,7 @@ def _walk_range(
                 # thread mostly waits on it)
                 frames = {t: concat_frames(f) for t, f in out.items()}
                 checking = checker.submit(_check_results, frames, population, (start, end))
+                plotting = checker.submit(pnl_plot, frames["trading_plans"], population, _span(begin, end))
             # parents before children: modules (children of the day included), plans, approvals, ...
             store.upsert_modules(conn, population_rows(population))
             for table in WRITE_ORDER:
@@ -230,7 +237,7 @@ def _walk_range(
 
     plans = frames["trading_plans"]
     in_table = _rows_in_range(db, begin, end)
-    run_range = f"{begin.date()}..{(end - pd.Timedelta(days=1)).date()}"
+    run_range = _span(begin, end)
     shared: dict[str, str | int] = {"range": run_range, "days": len(days)}
     summary = plan_summary(plans, population)
     metadata = {
@@ -242,7 +249,9 @@ def _walk_range(
             "win_rate": summary["win_rate"],
             "pnl_by_module": _md(summary["pnl_by_module"], 50),
             "plot": dg.MetadataValue.md(
-                pnl_plot(plans, population, run_range) if len(plans) else "_no plans_"
+                plotting.result()
+                if plotting is not None
+                else (pnl_plot(plans, population, run_range) if len(plans) else "_no plans_")
             ),
             "preview": _md(
                 plans[

@@ -303,12 +303,20 @@ def _evaluations(result) -> list[tuple]:
     ]
 
 
+def _plans_plot(result) -> str:
+    for event in result.get_asset_materialization_events():
+        mat = event.event_specific_data.materialization
+        if mat.asset_key.to_user_string() == "trading_plans":
+            return str(mat.metadata["plot"].value)
+    raise AssertionError("no trading_plans materialization")
+
+
 def test_checks_on_their_thread_and_a_frozen_heap_change_nothing(
     migrated_database_url, empty_database_url, monkeypatch
 ):
-    """A range large enough for its checks to be judged on their own thread beside the last writes, with the
-    heap frozen (``MANY_PLANS``, ``MANY_EVENTS``; here every range is), writes the tables and yields the
-    checks of a range judged after its writes, on the asset's thread."""
+    """A range large enough for its checks to be judged (and its P&L plot drawn) on their own thread beside
+    the last writes, with the heap frozen (``MANY_PLANS``, ``MANY_EVENTS``; here every range is), writes the
+    tables and yields the checks and the plot of a range judged after its writes, on the asset's thread."""
     from tis_pipeline.pg import migrate
     from tis_pipeline.trading_day import assets
 
@@ -332,9 +340,21 @@ def test_checks_on_their_thread_and_a_frozen_heap_change_nothing(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(assets, "_check_results", recorded)
+    drawn = []
+    real_plot = assets.pnl_plot
+
+    def plotted(*args, **kwargs):
+        import threading
+
+        drawn.append(threading.current_thread().name)
+        return real_plot(*args, **kwargs)
+
+    monkeypatch.setattr(assets, "pnl_plot", plotted)
     threaded = trading(beside, "2024-02-05", "2024-02-06")
     assert threaded.success
     assert len(threads) == 1 and threads[0].startswith("checks")
+    assert len(drawn) == 1 and drawn[0].startswith("checks")  # the P&L plot beside the writes too
+    assert _plans_plot(threaded) == _plans_plot(plain)
     assert _evaluations(threaded) == _evaluations(plain)
     assert len(_evaluations(plain)) > len(TABLES) and all(e[2] for e in _evaluations(plain))
     assert digests(beside) == digests(after)
