@@ -303,6 +303,18 @@ def _evaluations(result) -> list[tuple]:
     ]
 
 
+def _on_threads(function, names: list[str]):
+    """``function``, recording into ``names`` the thread of each call."""
+
+    def recorded(*args, **kwargs):
+        import threading
+
+        names.append(threading.current_thread().name)
+        return function(*args, **kwargs)
+
+    return recorded
+
+
 def _plans_plot(result) -> str:
     for event in result.get_asset_materialization_events():
         mat = event.event_specific_data.materialization
@@ -330,30 +342,16 @@ def test_checks_on_their_thread_and_a_frozen_heap_change_nothing(
     assert 0 < n_plans < assets.MANY_PLANS  # the small range: judged after its writes
     monkeypatch.setattr(assets, "MANY_PLANS", 1)
     monkeypatch.setattr(assets, "MANY_EVENTS", 1)
-    threads = []
-    real = assets._check_results
-
-    def recorded(*args, **kwargs):
-        import threading
-
-        threads.append(threading.current_thread().name)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(assets, "_check_results", recorded)
-    drawn = []
-    real_plot = assets.pnl_plot
-
-    def plotted(*args, **kwargs):
-        import threading
-
-        drawn.append(threading.current_thread().name)
-        return real_plot(*args, **kwargs)
-
-    monkeypatch.setattr(assets, "pnl_plot", plotted)
+    threads: dict[str, list[str]] = {"_check_results": [], "pnl_plot": []}
+    for name, names in threads.items():
+        monkeypatch.setattr(assets, name, _on_threads(getattr(assets, name), names))
     threaded = trading(beside, "2024-02-05", "2024-02-06")
     assert threaded.success
-    assert len(threads) == 1 and threads[0].startswith("checks")
-    assert len(drawn) == 1 and drawn[0].startswith("checks")  # the P&L plot beside the writes too
+    # the checks and the P&L plot, each once, on the checks' thread beside the writes
+    assert {name: [t[:6] for t in names] for name, names in threads.items()} == {
+        "_check_results": ["checks"],
+        "pnl_plot": ["checks"],
+    }
     assert _plans_plot(threaded) == _plans_plot(plain)
     assert _evaluations(threaded) == _evaluations(plain)
     assert len(_evaluations(plain)) > len(TABLES) and all(e[2] for e in _evaluations(plain))
