@@ -263,13 +263,16 @@ def _expected_steps(shards: int = 2) -> set[str]:
     return nodes | {"dsi.dsi_plan", "dsi.dsi_finish", *(f"dsi.dsi_shard[shard_{k}]" for k in range(shards))}
 
 
+def _celery_job(module: str, name: str, celery: dict, queue: str, **more: object):
+    """The job ``name`` of ``module`` on the Celery executor of ``celery``'s broker and backend and ``queue``,
+    rebuilt by the workers from the same arguments."""
+    kwargs = {"broker": celery["broker"], "backend": celery["backend"], "queue": queue, **more}
+    return dg.build_reconstructable_job(module, name, reconstructable_kwargs=kwargs)
+
+
 def test_partition_range_runs_its_steps_on_a_celery_worker(worker, dagster_home):
     proc, name, queue, log = worker
-    job = dg.build_reconstructable_job(
-        "tis_pipeline.ops.scale_out",
-        "market_data_celery_job",
-        reconstructable_kwargs={"broker": CELERY["broker"], "backend": CELERY["backend"], "queue": queue},
-    )
+    job = _celery_job("tis_pipeline.ops.scale_out", "market_data_celery_job", CELERY, queue)
     tags = range_tags(FIRST, LAST)
     with dg.DagsterInstance.get() as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
@@ -442,16 +445,7 @@ def test_a_sharded_day_on_two_workers_writes_the_single_process_tables(two_worke
         conn.execute(sa.text("TRUNCATE anomaly_events, dsi_evidence, dsi_state"))
         conn.execute(sa.text("UPDATE market_data_15m SET mx_evidence = NULL, mx_confirm = NULL"))
 
-    job = dg.build_reconstructable_job(
-        "tis_pipeline.ops.scale_out",
-        "market_data_celery_job",
-        reconstructable_kwargs={
-            "broker": CELERY["broker"],
-            "backend": CELERY["backend"],
-            "queue": queue,
-            "shards": 2,
-        },
-    )
+    job = _celery_job("tis_pipeline.ops.scale_out", "market_data_celery_job", CELERY, queue, shards=2)
     procs, names, logs = (list(x) for x in zip(*workers, strict=True))
     with dg.DagsterInstance.get() as instance:
 
@@ -608,6 +602,20 @@ def _launch(job, instance: dg.DagsterInstance, tags: dict, logs: list[Path], nam
     return thread, run_id, box
 
 
+def _ended_failed(thread, box: dict, instance: dg.DagsterInstance, run_id: str, logs: list[Path], after: str):
+    """The run ``_launch`` started ends within ``RUN_TIMEOUT``, FAILURE, without an error in its thread."""
+    thread.join(RUN_TIMEOUT)
+    if thread.is_alive():
+        run = instance.get_run_by_id(run_id)
+        pytest.fail(
+            f"the run is still {run.status if run else '?'} {RUN_TIMEOUT}s after {after}; worker log tails:\n"
+            + "\n".join(map(_tail, logs))
+        )
+    assert "error" not in box, box
+    assert box["result"] == (run_id, False)
+    assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+
+
 def _messages(instance: dg.DagsterInstance, run_id: str) -> str:
     """Every event message of the run, with its event data (errors included), one line each."""
     return "\n".join(
@@ -664,16 +672,7 @@ def test_a_worker_killed_mid_shard_fails_the_run_and_changes_nothing(workers_to_
     before = _table_rows(url)
     assert not before["dsi_evidence"] and not before["dsi_state"] and before != reference
 
-    job = dg.build_reconstructable_job(
-        "tis_pipeline.ops.scale_out",
-        "market_data_celery_job",
-        reconstructable_kwargs={
-            "broker": KILL_CELERY["broker"],
-            "backend": KILL_CELERY["backend"],
-            "queue": queue,
-            "shards": 2,
-        },
-    )
+    job = _celery_job("tis_pipeline.ops.scale_out", "market_data_celery_job", KILL_CELERY, queue, shards=2)
     shard_0, shard_1 = "dsi.dsi_shard[shard_0]", "dsi.dsi_shard[shard_1]"
     with dg.DagsterInstance.get() as instance:
         # what the project configures: no run retries (dagster.yaml has no run_retries), so a failed run stays
@@ -722,16 +721,7 @@ def test_a_worker_killed_mid_shard_fails_the_run_and_changes_nothing(workers_to_
         finally:
             held.rollback()
             holder.close()
-        thread.join(RUN_TIMEOUT)
-        if thread.is_alive():
-            run = instance.get_run_by_id(run_id)
-            pytest.fail(
-                f"the run is still {run.status if run else '?'} {RUN_TIMEOUT}s after its shard's process was "
-                "killed; worker log tails:\n" + "\n".join(map(_tail, logs))
-            )
-        assert "error" not in box, box
-        assert box["result"] == (run_id, False)
-        assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+        _ended_failed(thread, box, instance, run_id, logs, "its shard's process was killed")
         ends = _events(instance, run_id, dg.DagsterEventType.STEP_SUCCESS)
         failed = _events(instance, run_id, dg.DagsterEventType.STEP_FAILURE)
         assert shard_1 in ends and shard_0 not in ends and shard_0 in failed, (ends, failed)
@@ -802,15 +792,7 @@ def test_a_lost_task_fails_its_step_and_the_steps_ready_later_still_run(workers_
     workers, queue = workers_to_kill
     procs, _, logs = (list(x) for x in zip(*workers, strict=True))
     url = dagster_home["TIS_DATABASE_URL"]
-    job = dg.build_reconstructable_job(
-        "tis_pipeline_tests.support.lost_task_job",
-        "lost_task_job",
-        reconstructable_kwargs={
-            "broker": KILL_CELERY["broker"],
-            "backend": KILL_CELERY["backend"],
-            "queue": queue,
-        },
-    )
+    job = _celery_job("tis_pipeline_tests.support.lost_task_job", "lost_task_job", KILL_CELERY, queue)
     waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = :key AND NOT granted"
     with dg.DagsterInstance.get() as instance, engine(url).connect() as holder:
         holder.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": LOCK_KEY})
@@ -840,15 +822,7 @@ def test_a_lost_task_fails_its_step_and_the_steps_ready_later_still_run(workers_
             assert "later" not in _events(instance, run_id, START)
         finally:
             holder.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": LOCK_KEY})
-        thread.join(RUN_TIMEOUT)
-        if thread.is_alive():
-            pytest.fail(
-                f"the run is still going {RUN_TIMEOUT}s after the victim was killed; worker log tails:\n"
-                + "\n".join(map(_tail, logs))
-            )
-        assert "error" not in box, box
-        assert box["result"] == (run_id, False)
-        assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+        _ended_failed(thread, box, instance, run_id, logs, "the victim was killed")
         assert set(_events(instance, run_id, dg.DagsterEventType.STEP_SUCCESS)) == {"first", "later"}
         assert set(_events(instance, run_id, dg.DagsterEventType.STEP_FAILURE)) == {"victim"}
         messages = _messages(instance, run_id)

@@ -63,10 +63,12 @@ def made_ahead(
     threads of their own while the caller works on the current one; leaving early waits for those in flight.
 
     For reads that are the server's work: with ``ahead`` 2, two backends read side by side while this
-    process works, so a step bound by the server's reading takes about half as long on two cores. ``make``
-    must be safe to call from several threads at once (a connection of its own per call). Memory: ``ahead``
-    results beside the one handed over. (``ThreadPoolExecutor.map`` would submit every item at once, and so
-    hold every result made before the caller takes it.)"""
+    process works (the GE step at 2,000 symbols 7.58 -> 6.76 s and 8.02 -> 7.71 s against one read ahead:
+    on two cores the judging and the two backends share them). ``make`` must be safe to call from several
+    threads at once (a connection of its own per call). Memory: ``ahead`` results beside the one handed over.
+    ``prefetched`` is the one-ahead form for a generator, whose own ``next`` is the work.
+    (``ThreadPoolExecutor.map`` would submit every item at once, and so hold every result made before the
+    caller takes it.)"""
     if ahead < 1:
         raise ValueError(f"ahead must be at least 1, not {ahead}")
     pending = iter(items)
